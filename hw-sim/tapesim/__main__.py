@@ -1,0 +1,5 @@
+"""``python -m tapesim``: the tapesim command."""
+
+from .cli import main
+
+main()

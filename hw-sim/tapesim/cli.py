@@ -1,0 +1,312 @@
+"""The ``tapesim`` command: make blank simulated tapes, inspect them, set write protection.
+
+    tapesim new IMAGE --capacity SIZE [--early-warning SIZE] [--max-record SIZE]
+                      [--write-protected] [--barcode TEXT] [--force]
+    tapesim info IMAGE [--json] [--objects]
+    tapesim protect IMAGE --on|--off
+
+SIZE is a byte count with an optional binary suffix: ``64K``, ``1M``, ``10MiB``, ``2G``, ``1T``.
+Errors are one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from typing import Any, Optional
+
+import typer
+
+from .drive import (
+    DEFAULT_MAX_RECORD,
+    SidecarError,
+    TapeSettings,
+    create_image,
+    load_settings,
+    save_settings,
+    sidecar_path,
+)
+from .simh import ObjKind, ScanResult, SimhFormatError, scan
+
+app = typer.Typer(
+    name="tapesim",
+    help="Tape hardware simulator: SIMH .tap images driven like the Linux st driver.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+class CliError(Exception):
+    """An error reported as one line and exit status 1."""
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:([kmgtp])(?:i?b)?|b)?\s*$", re.IGNORECASE)
+_MULT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_size(text: str) -> int:
+    """Parse ``64K``, ``1M``, ``10MiB``, ``2G``, ``123`` (binary multiples: K = 1024)."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise CliError(f"invalid size {text!r} (expected e.g. 65536, 64K, 10MiB, 2G)")
+    return int(m.group(1)) * _MULT[(m.group(2) or "").lower()]
+
+
+def format_size(n: int) -> str:
+    """``n`` bytes in a short human form (binary units)."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        value /= 1024
+        if value < 1024 or unit == "PiB":
+            return f"{value:.1f} {unit}" if value != int(value) else f"{int(value)} {unit}"
+    raise AssertionError("unreachable")
+
+
+def runs_of(lengths: list[int]) -> list[tuple[int, int]]:
+    """Compress record sizes into runs: ``[(count, length), ...]``."""
+    runs: list[tuple[int, int]] = []
+    for n in lengths:
+        if runs and runs[-1][1] == n:
+            runs[-1] = (runs[-1][0] + 1, n)
+        else:
+            runs.append((1, n))
+    return runs
+
+
+def runs_text(runs: list[tuple[int, int]]) -> str:
+    return ", ".join(f"{c} x {n}" for c, n in runs)
+
+
+# ---------------------------------------------------------------- info
+
+
+def describe_image(path: str, scan_result: ScanResult, settings: TapeSettings, has_sidecar: bool) -> dict[str, Any]:
+    """The JSON report of ``tapesim info``."""
+    files: list[dict[str, Any]] = []
+    objects: list[dict[str, Any]] = []
+    error_records: list[dict[str, Any]] = []
+    cur_lengths: list[int] = []
+    cur_first = 0
+    fileno = 0
+
+    def close_file(filemark: bool) -> None:
+        runs = runs_of(cur_lengths)
+        files.append(
+            {
+                "number": fileno,
+                "records": len(cur_lengths),
+                "runs": [{"count": c, "length": n} for c, n in runs],
+                "record_sizes": [[n, c] for c, n in runs],  # [size, count] pairs
+                "runs_text": runs_text(runs),
+                "bytes": sum(cur_lengths),
+                "filemark": filemark,
+                "first_object": cur_first,
+            }
+        )
+
+    for i, o in enumerate(scan_result.objects):
+        if o.kind is ObjKind.FILEMARK:
+            objects.append({"position": i, "kind": "filemark", "offset": o.offset, "length": 0,
+                            "error": False, "file": fileno, "record": None})
+            close_file(True)
+            fileno += 1
+            cur_lengths = []
+            cur_first = i + 1
+            continue
+        rec = len(cur_lengths)
+        objects.append({"position": i, "kind": "record", "offset": o.offset, "length": o.length,
+                        "error": o.error, "file": fileno, "record": rec})
+        if o.error:
+            error_records.append({"position": i, "file": fileno, "record": rec,
+                                  "offset": o.offset, "length": o.length})
+        cur_lengths.append(o.length)
+    if cur_lengths:
+        close_file(False)
+
+    n_fm = sum(1 for o in scan_result.objects if o.kind is ObjKind.FILEMARK)
+    return {
+        "image": path,
+        "sidecar": has_sidecar,
+        "settings": settings.to_json(),
+        "capacity": settings.capacity,
+        "early_warning": settings.early_warning,
+        "max_record": settings.max_record,
+        "write_protected": settings.write_protected,
+        "barcode": settings.barcode,
+        "used": scan_result.end_offset,
+        "file_size": scan_result.file_size,
+        "object_count": len(scan_result.objects),
+        "record_count": len(scan_result.objects) - n_fm,
+        "filemark_count": n_fm,
+        "data_bytes": sum(o.length for o in scan_result.objects),
+        "files": files,
+        "objects": objects,
+        "eom_marker": scan_result.eom_marker,
+        "truncated": scan_result.truncated,
+        "damage": (
+            {"offset": scan_result.damage_offset, "reason": scan_result.damage}
+            if scan_result.truncated
+            else None
+        ),
+        "error_records": error_records,
+    }
+
+
+def render_info(rep: dict[str, Any], *, list_objects: bool) -> str:
+    lines: list[str] = []
+    s = rep["settings"]
+    lines.append(
+        f"{rep['image']}: {rep['record_count']} records, {rep['filemark_count']} filemarks "
+        f"in {len(rep['files'])} tape files"
+    )
+    lines.append(
+        f"cartridge: capacity {format_size(s['capacity'])}, early warning "
+        f"{format_size(s['early_warning'])}, max record {format_size(s['max_record'])}, "
+        f"write-protected {'yes' if s['write_protected'] else 'no'}, "
+        f"barcode {s['barcode'] if s['barcode'] is not None else '-'}"
+        + ("" if rep["sidecar"] else " (no sidecar: defaults)")
+    )
+    for f in rep["files"]:
+        recs = f"{f['records']} record{'s' if f['records'] != 1 else ''}"
+        runs = f" ({f['runs_text']})" if f["runs_text"] else ""
+        mark = "filemark" if f["filemark"] else "no filemark"
+        lines.append(f"file {f['number']}: {recs}{runs}, {f['bytes']} bytes, {mark}")
+    if list_objects:
+        for o in rep["objects"]:
+            if o["kind"] == "filemark":
+                lines.append(f"  obj {o['position']} @ {o['offset']}: filemark")
+            else:
+                err = " ERROR" if o["error"] else ""
+                lines.append(
+                    f"  obj {o['position']} @ {o['offset']}: record {o['file']}/{o['record']}, "
+                    f"{o['length']} bytes{err}"
+                )
+    cap = rep["capacity"]
+    pct = 100.0 * rep["used"] / cap if cap else 0.0
+    lines.append(
+        f"used {rep['used']} of {cap} bytes ({pct:.1f}%); end of data at object "
+        f"{rep['object_count']}" + (" (EOM marker)" if rep["eom_marker"] else "")
+    )
+    damage: list[str] = []
+    if rep["damage"]:
+        d = rep["damage"]
+        damage.append(
+            f"truncated tail at offset {d['offset']}: {d['reason']} "
+            f"(the {rep['object_count']} objects before it are intact)"
+        )
+    for e in rep["error_records"]:
+        damage.append(
+            f"error-flagged record at object {e['position']} (file {e['file']} record "
+            f"{e['record']}, offset {e['offset']}, {e['length']} bytes)"
+        )
+    if damage:
+        lines.extend(f"damage: {d}" for d in damage)
+    else:
+        lines.append("damage: none")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- commands
+
+
+@app.command()
+def new(
+    image: str = typer.Argument(..., help="Path of the image file to create."),
+    capacity: str = typer.Option(..., "--capacity", help="Capacity in bytes of image (e.g. 10M, 2G)."),
+    early_warning: Optional[str] = typer.Option(
+        None, "--early-warning", help="Size of the early-warning zone (default min(capacity/8, 4G))."
+    ),
+    max_record: str = typer.Option(
+        str(DEFAULT_MAX_RECORD), "--max-record", help="Drive's maximum record size (READ BLOCK LIMITS)."
+    ),
+    write_protected: bool = typer.Option(False, "--write-protected", help="Set the write-protect tab."),
+    barcode: Optional[str] = typer.Option(None, "--barcode", help="Barcode label of the cartridge."),
+    force: bool = typer.Option(False, "--force", help="Erase an existing image."),
+) -> None:
+    """Make a blank tape: an empty SIMH image plus its settings sidecar."""
+    cap = parse_size(capacity)
+    ew = parse_size(early_warning) if early_warning is not None else None
+    mr = parse_size(max_record)
+    if os.path.exists(image) and not force:
+        raise CliError(f"{image} already exists (use --force to erase it)")
+    if os.path.isdir(image):
+        raise CliError(f"{image} is a directory")
+    try:
+        TapeSettings(capacity=cap, early_warning=ew, max_record=mr,
+                     write_protected=write_protected, barcode=barcode)
+    except SidecarError as e:
+        raise CliError(str(e)) from None
+    settings = create_image(image, capacity=cap, early_warning=ew, max_record=mr,
+                            write_protected=write_protected, barcode=barcode, overwrite=True)
+    typer.echo(
+        f"{image}: blank tape, capacity {format_size(settings.capacity)}, early warning "
+        f"{format_size(settings.early_warning or 0)}, max record {format_size(settings.max_record)}"
+        + (", write-protected" if settings.write_protected else "")
+    )
+
+
+@app.command()
+def info(
+    image: str = typer.Argument(..., help="Path of the image file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (objects included)."),
+    list_objects: bool = typer.Option(False, "--objects", help="Also list every object (text output)."),
+) -> None:
+    """List the tape files and records of an image, its usage and any damage."""
+    if not os.path.exists(image):
+        raise CliError(f"{image}: no such image")
+    settings = load_settings(image)
+    has_sidecar = os.path.exists(sidecar_path(image))
+    rep = describe_image(image, scan(image), settings, has_sidecar)
+    if as_json:
+        typer.echo(json.dumps(rep, indent=2))
+    else:
+        typer.echo(render_info(rep, list_objects=list_objects))
+
+
+@app.command()
+def protect(
+    image: str = typer.Argument(..., help="Path of the image file."),
+    on: bool = typer.Option(..., "--on/--off", help="Set or clear the write-protect tab."),
+) -> None:
+    """Set or clear the cartridge's write protection (in the sidecar)."""
+    if not os.path.exists(image):
+        raise CliError(f"{image}: no such image")
+    settings = load_settings(image)
+    settings.write_protected = on
+    save_settings(image, settings)
+    typer.echo(f"{image}: write protection {'on' if on else 'off'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``tapesim``: runs the command, turns errors into one line + exit 1."""
+    command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        rc = command.main(args=args, prog_name="tapesim", standalone_mode=False)
+    except typer.Exit as e:
+        raise SystemExit(e.exit_code) from None
+    except typer.Abort:
+        print("tapesim: error: aborted", file=sys.stderr)
+        raise SystemExit(1) from None
+    except typer.TyperException as e:  # usage errors (typer's vendored click exceptions)
+        msg = e.format_message()
+        if msg:  # empty when no arguments were given: the help was printed
+            print(f"tapesim: error: {msg}", file=sys.stderr)
+        raise SystemExit(getattr(e, "exit_code", 2) or 2) from None
+    except (CliError, SidecarError, SimhFormatError) as e:
+        print(f"tapesim: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"tapesim: error: {where}{e.strerror or e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    raise SystemExit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

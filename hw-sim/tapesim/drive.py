@@ -1,0 +1,844 @@
+"""A simulated tape drive that behaves like an open Linux st no-rewind device (``/dev/nstN``).
+
+:class:`SimDrive` holds one SIMH ``.tap`` image (see :mod:`tapesim.simh`) and offers the calls a
+program makes on ``/dev/nstN`` in variable-block mode: ``read(n)`` (``os.read``),
+``write(buf)`` (``os.write``), ``mtop(op, count)`` (``MTIOCTOP``), ``mtget()`` (``MTIOCGET``)
+and ``mtpos()`` (``MTIOCPOS`` with ``MT_ST_SCSI2LOGICAL``). Failures are ``OSError`` with the
+errno the st driver gives (see TAPE-FACTS §1 and §6 and the method docstrings).
+
+The cartridge's settings live in a JSON sidecar ``IMAGE + ".tapesim"``:
+``capacity`` (bytes of image, framing included), ``early_warning`` (size of the early-warning
+zone before the capacity), ``max_record`` (the drive's READ BLOCK LIMITS maximum),
+``write_protected`` and ``barcode``.
+
+The simulator knows nothing of any archive format; it never imports tapearc.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import warnings
+from array import array
+from bisect import bisect_left
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import mtio
+from .mtio import MtGet
+from .simh import (
+    MAX_RECORD_LENGTH,
+    WORD_SIZE,
+    ObjKind,
+    record_size,
+    scan_fd,
+    write_record,
+    write_tape_marks,
+)
+
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "DEFAULT_MAX_RECORD",
+    "MtGet",
+    "SidecarError",
+    "SimDrive",
+    "TapeSettings",
+    "create_image",
+    "default_early_warning",
+    "load_settings",
+    "save_settings",
+    "sidecar_path",
+]
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+DEFAULT_CAPACITY = 1 * TiB
+DEFAULT_MAX_RECORD = 1 * MiB  # the stlab drive's READ BLOCK LIMITS maximum
+SIDECAR_SUFFIX = ".tapesim"
+
+
+def default_early_warning(capacity: int) -> int:
+    """Default early-warning zone: an eighth of the capacity, at most 4 GiB."""
+    return min(capacity // 8, 4 * GiB)
+
+
+class SidecarError(ValueError):
+    """The settings sidecar of an image is unreadable or holds invalid values."""
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass
+class TapeSettings:
+    """Settings of a simulated cartridge (the sidecar's content)."""
+
+    capacity: int = DEFAULT_CAPACITY
+    early_warning: int | None = None
+    max_record: int = DEFAULT_MAX_RECORD
+    write_protected: bool = False
+    barcode: str | None = None
+
+    def __post_init__(self) -> None:
+        if _is_int(self.capacity) and self.early_warning is None:
+            self.early_warning = default_early_warning(self.capacity)
+        self.validate()
+
+    @property
+    def ew_start(self) -> int:
+        """Image offset where the early-warning zone begins."""
+        assert self.early_warning is not None
+        return self.capacity - self.early_warning
+
+    def validate(self) -> None:
+        """Raise :class:`SidecarError` if a value is out of range."""
+        if not _is_int(self.capacity) or self.capacity < 1:
+            raise SidecarError(f"capacity must be a positive integer, not {self.capacity!r}")
+        ew = self.early_warning
+        if not _is_int(ew) or not 0 <= ew <= self.capacity:  # type: ignore[operator]
+            raise SidecarError(
+                f"early_warning must be an integer between 0 and the capacity "
+                f"({self.capacity}), not {ew!r}"
+            )
+        if not _is_int(self.max_record) or not 1 <= self.max_record <= MAX_RECORD_LENGTH:
+            raise SidecarError(
+                f"max_record must be an integer between 1 and {MAX_RECORD_LENGTH}, "
+                f"not {self.max_record!r}"
+            )
+        if not isinstance(self.write_protected, bool):
+            raise SidecarError(f"write_protected must be true or false, not {self.write_protected!r}")
+        if self.barcode is not None and not isinstance(self.barcode, str):
+            raise SidecarError(f"barcode must be a string or null, not {self.barcode!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: object, *, source: str = "sidecar") -> TapeSettings:
+        if not isinstance(data, dict):
+            raise SidecarError(f"{source}: expected a JSON object")
+        known = {"capacity", "early_warning", "max_record", "write_protected", "barcode"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        try:
+            return cls(**kwargs)
+        except SidecarError as e:
+            raise SidecarError(f"{source}: {e}") from None
+
+
+def sidecar_path(image: str | os.PathLike[str]) -> str:
+    """The settings sidecar of ``image``: ``IMAGE + ".tapesim"``."""
+    return os.fspath(image) + SIDECAR_SUFFIX
+
+
+def _read_sidecar_raw(image: str | os.PathLike[str]) -> dict[str, Any] | None:
+    path = sidecar_path(image)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise SidecarError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise SidecarError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_settings(image: str | os.PathLike[str]) -> TapeSettings:
+    """The settings of ``image`` from its sidecar, or the defaults when there is none."""
+    raw = _read_sidecar_raw(image)
+    if raw is None:
+        return TapeSettings()
+    return TapeSettings.from_json(raw, source=sidecar_path(image))
+
+
+def save_settings(image: str | os.PathLike[str], settings: TapeSettings) -> None:
+    """Write ``settings`` to the sidecar of ``image`` (atomically), keeping unknown keys."""
+    settings.validate()
+    try:
+        raw = _read_sidecar_raw(image) or {}
+    except SidecarError:
+        raw = {}
+    raw.update(settings.to_json())
+    path = sidecar_path(image)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(raw, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def create_image(
+    path: str | os.PathLike[str],
+    capacity: int = DEFAULT_CAPACITY,
+    early_warning: int | None = None,
+    max_record: int = DEFAULT_MAX_RECORD,
+    write_protected: bool = False,
+    barcode: str | None = None,
+    *,
+    overwrite: bool = True,
+) -> TapeSettings:
+    """Make a blank tape: an empty image file at ``path`` plus its settings sidecar.
+
+    ``early_warning`` defaults to ``min(capacity // 8, 4 GiB)``. An existing image is erased
+    unless ``overwrite`` is false (then ``FileExistsError``).
+    """
+    settings = TapeSettings(
+        capacity=capacity,
+        early_warning=early_warning,
+        max_record=max_record,
+        write_protected=write_protected,
+        barcode=barcode,
+    )
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    if not overwrite:
+        flags |= os.O_EXCL
+    fd = os.open(path, flags, 0o666)
+    os.close(fd)
+    save_settings(path, settings)
+    return settings
+
+
+def _oserror(code: int, detail: str | None = None, filename: str | None = None) -> OSError:
+    msg = os.strerror(code)
+    if detail:
+        msg = f"{msg} ({detail})"
+    if filename is not None:
+        return OSError(code, msg, filename)
+    return OSError(code, msg)
+
+
+# EOM state while writing in the early-warning zone (st's ST_EOM_OK / ST_EOD_1 dance)
+_EOM_NONE = 0  # no pending early-warning refusal
+_EOM_HIT = 1  # the last write reached the early warning: the next write gets ENOSPC
+_EOM_REFUSED = 2  # a write was just refused: the next one is attempted
+
+# mtops that do not stop st's "writing" state (st.rst: these don't cancel the filemark at close)
+_KEEP_WRITING_OPS = frozenset(
+    {mtio.MTNOP, mtio.MTSETBLK, mtio.MTSETDENSITY, mtio.MTWSM, mtio.MTSETDRVBUFFER, mtio.MTSETPART}
+)
+# mtops before which st writes one filemark if the last operation was a write
+_FM_BEFORE_OPS = frozenset({mtio.MTREW, mtio.MTOFFL, mtio.MTSEEK, mtio.MTBSF, mtio.MTBSFM})
+# mtops st knows but the simulator does not model (setmarks, partitions)
+_UNSUPPORTED_OPS = frozenset(
+    {mtio.MTFSS, mtio.MTBSS, mtio.MTWSM, mtio.MTSETPART, mtio.MTMKPART,
+     mtio.MTRAS1, mtio.MTRAS2, mtio.MTRAS3}
+)
+
+
+class SimDrive:
+    """A simulated drive with one SIMH image loaded, used like an open ``/dev/nstN``.
+
+    ``SimDrive(path)`` is ``open("/dev/nst0", O_RDWR)``; ``readonly=True`` is ``O_RDONLY``.
+    Variable-block mode only. Positions are logical objects (records and filemarks) counted
+    from 0 at BOT, as MTIOCPOS with SCSI2LOGICAL reports them.
+
+    Like st, after a ``write()`` the drive is "writing": closing it, or MTREW / MTOFFL /
+    MTSEEK / MTBSF / MTBSFM, first writes one filemark (MTBSF/MTBSFM then also space back over
+    it). ``implicit_filemarks=False`` turns both off (a deviation from st, for tools).
+
+    Opening an image that another ``SimDrive`` holds fails with EBUSY (st allows one open).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        create: bool = False,
+        implicit_filemarks: bool = True,
+    ) -> None:
+        """Open the tape image at ``path`` like ``open("/dev/nstN")``.
+
+        Missing image and not ``create``: ``OSError(ENOENT)`` naming the path. A
+        write-protected cartridge opened for writing: ``OSError(EROFS)`` (st checks at open);
+        with ``readonly`` it opens and writes/MTWEOF/MTERASE then give EACCES. Another
+        ``SimDrive`` holding the image: ``OSError(EBUSY)``. A bad sidecar: ``SidecarError``.
+        """
+        self._fd = -1
+        self._path = os.fspath(path)
+        self._readonly = readonly
+        self._implicit_fms = implicit_filemarks
+        if not os.path.exists(self._path) and not create:
+            raise _oserror(errno.ENOENT, None, self._path)
+        self._settings = load_settings(self._path)
+        if self._settings.write_protected and not readonly:
+            raise _oserror(errno.EROFS, "cartridge is write-protected", self._path)
+        if create and not os.path.exists(self._path):
+            os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
+        fd = os.open(self._path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise _oserror(errno.EBUSY, "tape image is open in another SimDrive", self._path) from None
+            scan = scan_fd(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        # The object index: offset and length (-1 = filemark) of every object.
+        self._offs = array("q", (o.offset for o in scan.objects))
+        self._lens = array("q", (o.length if o.kind is ObjKind.RECORD else -1 for o in scan.objects))
+        self._fms: list[int] = [i for i, o in enumerate(scan.objects) if o.kind is ObjKind.FILEMARK]
+        self._errs: set[int] = set(scan.error_records)
+        self._end = scan.end_offset
+        self._file_size = scan.file_size
+        self._truncated = scan.truncated
+        self._damage = scan.damage
+        # Drive state
+        self._pos = 0
+        self._loaded = True
+        self._after_fm = False  # st's ST_FM: the last operation left the tape just past a filemark
+        self._eod = False  # GMT_EOD: end of data was reported
+        self._eot = False  # GMT_EOT: the early warning was reached while writing
+        self._eom_state = _EOM_NONE
+        self._writing = False  # st's ST_WRITING: a filemark is due at close
+        self._dirty = False  # unsynced writes
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def path(self) -> str:
+        """Path of the image file."""
+        return self._path
+
+    @property
+    def max_record(self) -> int:
+        """The drive's READ BLOCK LIMITS maximum: the largest record ``read``/``write`` accept."""
+        return self._settings.max_record
+
+    @property
+    def capacity(self) -> int:
+        """Capacity of the cartridge in image bytes (framing words included)."""
+        return self._settings.capacity
+
+    @property
+    def early_warning(self) -> int:
+        """Size of the early-warning zone before the capacity, in bytes."""
+        assert self._settings.early_warning is not None
+        return self._settings.early_warning
+
+    @property
+    def used(self) -> int:
+        """Image bytes up to end of data."""
+        return self._end
+
+    @property
+    def write_protected(self) -> bool:
+        """The cartridge's write-protect tab."""
+        return self._settings.write_protected
+
+    @property
+    def readonly(self) -> bool:
+        """Opened read-only (``O_RDONLY``)."""
+        return self._readonly
+
+    @property
+    def barcode(self) -> str | None:
+        """The cartridge's barcode label, if any."""
+        return self._settings.barcode
+
+    @property
+    def object_count(self) -> int:
+        """Logical objects (records and filemarks) before end of data."""
+        return len(self._offs)
+
+    @property
+    def truncated(self) -> bool:
+        """The image has a damaged tail (reading there gives EIO; writing there repairs it)."""
+        return self._truncated
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_open(self) -> None:
+        if self._fd < 0:
+            raise _oserror(errno.EBADF, "drive is closed")
+
+    def _check_ready(self) -> None:
+        self._check_open()
+        if not self._loaded:
+            raise _oserror(errno.ENOMEDIUM, "no tape loaded")
+
+    def _offset_of(self, p: int) -> int:
+        return self._offs[p] if p < len(self._offs) else self._end
+
+    def _move_to(self, p: int) -> None:
+        """Position at logical object ``p``; resets the per-operation st state."""
+        self._pos = p
+        self._after_fm = False
+        self._eod = False
+        self._eom_state = _EOM_NONE
+        if self._offset_of(p) < self._settings.ew_start:
+            self._eot = False
+
+    def _truncate_index(self, p: int) -> None:
+        """Make logical position ``p`` the end of data in the index (not the file)."""
+        n = len(self._offs)
+        if p < n:
+            self._end = self._offs[p]
+            del self._offs[p:]
+            del self._lens[p:]
+            del self._fms[bisect_left(self._fms, p):]
+            if self._errs:
+                self._errs = {i for i in self._errs if i < p}
+        self._truncated = False
+        self._damage = None
+
+    def _set_file_end(self, end: int) -> None:
+        if self._file_size > end:
+            os.ftruncate(self._fd, end)
+        self._file_size = end
+        self._end = end
+        self._dirty = True
+
+    def _fileno_blkno(self) -> tuple[int, int]:
+        fileno = bisect_left(self._fms, self._pos)
+        start = self._fms[fileno - 1] + 1 if fileno else 0
+        return fileno, self._pos - start
+
+    def _write_filemarks(self, count: int, *, sync: bool, ignore_capacity: bool = False) -> None:
+        start = self._offset_of(self._pos)
+        end = start + WORD_SIZE * count
+        if end > self._settings.capacity and not ignore_capacity:
+            raise _oserror(errno.ENOSPC, "physical end of medium")
+        self._truncate_index(self._pos)
+        write_tape_marks(self._fd, start, count, truncate=False)
+        p = self._pos
+        for i in range(count):
+            self._offs.append(start + WORD_SIZE * i)
+            self._lens.append(-1)
+            self._fms.append(p + i)
+        self._set_file_end(end)
+        self._pos = p + count
+        self._after_fm = False
+        self._eod = False
+        self._eom_state = _EOM_NONE
+        self._writing = False
+        if end > self._settings.ew_start:
+            self._eot = True
+        if sync:
+            os.fsync(self._fd)
+            self._dirty = False
+
+    # ------------------------------------------------------------------ data
+
+    def read(self, n: int) -> bytes:
+        """Read one record, like ``os.read(fd, n)`` on ``/dev/nstN`` in variable mode.
+
+        * ``n > max_record``: EINVAL (st applies READ BLOCK LIMITS to reads); ``n == 0``:
+          returns ``b""`` and does nothing.
+        * a record of at most ``n`` bytes: its bytes; the tape is past it.
+        * a record longer than ``n``: ENOMEM, and the tape is past the record (st's ILI).
+        * a filemark: ``b""``, the tape is past the filemark (fileno + 1).
+        * end of data right after a filemark was read or spaced over (MTFSF, MTFSR): ``b""``
+          once, without moving, and GMT_EOD is set; further reads: EIO.
+        * end of data otherwise (mid-file, blank tape, after MTSEEK/MTEOM/a write): EIO.
+        * a record with the SIMH error flag: EIO, tape past the record.
+        * the damaged tail of a truncated image: EIO.
+        """
+        self._check_ready()
+        if n < 0 or n > self._settings.max_record:
+            raise _oserror(errno.EINVAL, f"read of {n} bytes, drive maximum is {self._settings.max_record}")
+        if n == 0:
+            return b""
+        p = self._read_prepare()
+        if p < 0:
+            return b""
+        ln = self._lens[p]
+        if ln < 0:
+            return b""
+        self._read_check_record(p, ln, n)
+        data = os.pread(self._fd, ln, self._offs[p] + WORD_SIZE)
+        if len(data) != ln:
+            raise _oserror(errno.EIO, "short read from image")
+        return data
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        """Like :meth:`read` with ``n = len(buf)``, filling ``buf``; returns the byte count.
+
+        Same outcomes as :meth:`read` (0 for a filemark or the end-of-data zero read).
+        """
+        mv = memoryview(buf).cast("B")
+        n = mv.nbytes
+        self._check_ready()
+        if n > self._settings.max_record:
+            raise _oserror(errno.EINVAL, f"read of {n} bytes, drive maximum is {self._settings.max_record}")
+        if n == 0:
+            return 0
+        p = self._read_prepare()
+        if p < 0:
+            return 0
+        ln = self._lens[p]
+        if ln < 0:
+            return 0
+        self._read_check_record(p, ln, n)
+        got = os.preadv(self._fd, [mv[:ln]], self._offs[p] + WORD_SIZE)
+        if got != ln:
+            raise _oserror(errno.EIO, "short read from image")
+        return ln
+
+    def _read_prepare(self) -> int:
+        """Common part of a read: handle end of data, step over the object, return its index
+        (-1 for the zero-byte read at end of data right after a filemark)."""
+        self._writing = False
+        self._eom_state = _EOM_NONE
+        p = self._pos
+        if p >= len(self._offs):
+            if self._truncated:
+                self._eod = True
+                self._after_fm = False
+                raise _oserror(errno.EIO, f"damaged tape image: {self._damage}")
+            if self._after_fm and not self._eod:
+                self._after_fm = False
+                self._eod = True
+                return -1
+            self._after_fm = False
+            self._eod = True
+            raise _oserror(errno.EIO, "end of data")
+        self._eod = False
+        self._pos = p + 1
+        self._after_fm = self._lens[p] < 0
+        return p
+
+    def _read_check_record(self, p: int, ln: int, n: int) -> None:
+        if p in self._errs:
+            raise _oserror(errno.EIO, "record flagged as containing an error")
+        if ln > n:
+            raise _oserror(errno.ENOMEM, f"{ln} byte record, {n} byte read")
+
+    def write(self, buf: bytes | bytearray | memoryview) -> int:
+        """Write one record of ``len(buf)`` bytes, like ``os.write`` on ``/dev/nstN``.
+
+        The record goes at the current position, which becomes the new end of data (anything
+        after it is erased). ``len(buf) == 0`` returns 0 and writes nothing;
+        ``len(buf) > max_record``: EINVAL; opened read-only: EACCES.
+
+        End of medium (st.rst "EOM Behaviour When Writing"), with
+        ``ew_start = capacity - early_warning``: the write whose end passes ``ew_start``
+        completes, returns its count and sets GMT_EOT; the next write gets ENOSPC and writes
+        nothing; the one after is written; then ENOSPC and success alternate. A write that
+        would not fit within ``capacity`` gets ENOSPC and writes nothing (every later one too).
+        """
+        self._check_ready()
+        if self._readonly:
+            raise _oserror(errno.EACCES, "opened read-only")
+        mv = memoryview(buf)
+        n = mv.nbytes
+        if n > self._settings.max_record:
+            raise _oserror(errno.EINVAL, f"write of {n} bytes, drive maximum is {self._settings.max_record}")
+        if n == 0:
+            return 0
+        self._writing = True
+        self._after_fm = False
+        self._eod = False
+        if self._eom_state == _EOM_HIT:
+            self._eom_state = _EOM_REFUSED
+            raise _oserror(errno.ENOSPC, "early warning")
+        start = self._offset_of(self._pos)
+        end = start + record_size(n)
+        if end > self._settings.capacity:
+            raise _oserror(errno.ENOSPC, "physical end of medium")
+        self._truncate_index(self._pos)
+        write_record(self._fd, start, mv, truncate=False)
+        self._offs.append(start)
+        self._lens.append(n)
+        self._set_file_end(end)
+        self._pos += 1
+        if end > self._settings.ew_start:
+            self._eot = True
+            self._eom_state = _EOM_HIT
+        else:
+            self._eom_state = _EOM_NONE
+        return n
+
+    # ------------------------------------------------------------------ ioctls
+
+    def mtop(self, op: int, count: int = 1) -> None:
+        """Perform ``MTIOCTOP`` ``op`` with ``count``, as st does.
+
+        * MTFSF: past the ``count``-th filemark; MTBSF: back over ``count`` filemarks, ending on
+          the BOT side of the last one. MTFSFM/MTBSFM: the same, then one filemark the other way.
+        * MTFSR/MTBSR: space records. A filemark met forward stops past it, met backward stops
+          on its BOT side (it is crossed); both give EIO for the short count.
+        * Running into end of data (MTFSF, MTFSR): EIO, positioned at end of data (GMT_EOD).
+          Reaching BOT early (MTBSF, MTBSR): EIO, positioned at BOT.
+        * Negative counts space the other way (as SCSI SPACE does).
+        * MTWEOF/MTWEOFI: write ``count`` filemarks here, making them the end of data; allowed
+          in the early-warning zone; ENOSPC if they would not fit in the capacity; EACCES when
+          read-only. MTWEOF syncs the image (a drive flushing its buffer).
+        * MTREW/MTRETEN: to BOT. MTOFFL/MTUNLOAD: unload; later I/O gives ENOMEDIUM (MTLOAD
+          loads it again, at BOT). MTNOP, MTLOCK, MTUNLOCK, MTSETDENSITY, MTSETDRVBUFFER,
+          MTCOMPRESSION: accepted, no effect.
+        * MTEOM: to end of data (GMT_EOD). MTERASE: erase from here to the end (EACCES when
+          read-only).
+        * MTSEEK: LOCATE to logical object ``count``; beyond end of data: EIO at end of data.
+        * MTSETBLK: 0 (variable mode) is accepted; a fixed block size gives EINVAL because fixed
+          mode is not simulated (st would accept sizes within the block limits).
+        * MTTELL, MTRESET and unknown ops: ENOSYS (st's ``st_int_ioctl`` default); setmark and
+          partition ops (MTFSS, MTBSS, MTWSM, MTSETPART, MTMKPART): EINVAL.
+
+        As in st, if the last operation was a write, MTREW/MTOFFL/MTSEEK/MTBSF/MTBSFM first
+        write one filemark (and MTBSF/MTBSFM count it); like the one written at close, it may
+        go up to 4 bytes past the capacity.
+        """
+        self._check_open()
+        if op == mtio.MTLOAD:
+            self._loaded = True
+            self._writing = False
+            self._move_to(0)
+            return
+        if op in (mtio.MTTELL, mtio.MTRESET):
+            raise _oserror(errno.ENOSYS, "not implemented by st")
+        self._check_ready()
+        if op in _UNSUPPORTED_OPS:
+            raise _oserror(errno.EINVAL, f"MTIOCTOP op {op} is not simulated")
+        if self._writing and self._implicit_fms and op in _FM_BEFORE_OPS:
+            self._write_filemarks(1, sync=True, ignore_capacity=True)
+            if op in (mtio.MTBSF, mtio.MTBSFM):
+                count += 1
+        if op not in _KEEP_WRITING_OPS:
+            self._writing = False
+        handler = self._MTOPS.get(op)
+        if handler is None:
+            raise _oserror(errno.ENOSYS, f"unknown MTIOCTOP op {op}")
+        handler(self, count)
+
+    def _op_fsf(self, count: int) -> None:
+        if count < 0:
+            return self._op_bsf(-count)
+        if count == 0:
+            return
+        i = bisect_left(self._fms, self._pos) + count - 1
+        if i < len(self._fms):
+            self._move_to(self._fms[i] + 1)
+            self._after_fm = True
+            return
+        self._move_to(len(self._offs))
+        self._eod = True
+        raise _oserror(errno.EIO, "end of data while spacing filemarks")
+
+    def _op_bsf(self, count: int) -> None:
+        if count < 0:
+            return self._op_fsf(-count)
+        if count == 0:
+            return
+        i = bisect_left(self._fms, self._pos) - count
+        if i >= 0:
+            self._move_to(self._fms[i])
+            return
+        self._move_to(0)
+        raise _oserror(errno.EIO, "beginning of tape while spacing filemarks")
+
+    def _op_fsfm(self, count: int) -> None:
+        self._op_fsf(count)
+        self._op_bsf(1)
+
+    def _op_bsfm(self, count: int) -> None:
+        self._op_bsf(count)
+        self._op_fsf(1)
+
+    def _op_fsr(self, count: int) -> None:
+        if count < 0:
+            return self._op_bsr(-count)
+        p = self._pos
+        n = len(self._offs)
+        # the next filemark at or after p
+        j = bisect_left(self._fms, p)
+        next_fm = self._fms[j] if j < len(self._fms) else n
+        target = p + count
+        if target <= next_fm:  # only records in between (next_fm <= n)
+            self._move_to(target)
+            return
+        if next_fm < n:
+            self._move_to(next_fm + 1)
+            self._after_fm = True
+            raise _oserror(errno.EIO, "filemark while spacing records")
+        self._move_to(n)
+        self._eod = True
+        raise _oserror(errno.EIO, "end of data while spacing records")
+
+    def _op_bsr(self, count: int) -> None:
+        if count < 0:
+            return self._op_fsr(-count)
+        p = self._pos
+        # the last filemark before p
+        j = bisect_left(self._fms, p) - 1
+        prev_fm = self._fms[j] if j >= 0 else -1
+        target = p - count
+        if target > prev_fm and target >= 0:
+            self._move_to(target)
+            return
+        if prev_fm >= 0:
+            self._move_to(prev_fm)  # crossed the filemark: on its BOT side
+            raise _oserror(errno.EIO, "filemark while spacing records")
+        self._move_to(0)
+        raise _oserror(errno.EIO, "beginning of tape while spacing records")
+
+    def _op_weof(self, count: int) -> None:
+        if self._readonly:
+            raise _oserror(errno.EACCES, "opened read-only")
+        if count < 0:
+            raise _oserror(errno.EINVAL, "negative filemark count")
+        if count == 0:
+            os.fsync(self._fd)
+            self._dirty = False
+            return
+        self._write_filemarks(count, sync=True)
+
+    def _op_weofi(self, count: int) -> None:
+        if self._readonly:
+            raise _oserror(errno.EACCES, "opened read-only")
+        if count < 0:
+            raise _oserror(errno.EINVAL, "negative filemark count")
+        if count:
+            self._write_filemarks(count, sync=False)
+
+    def _op_rew(self, count: int) -> None:
+        self._move_to(0)
+
+    def _op_offl(self, count: int) -> None:
+        self._move_to(0)
+        self._loaded = False
+        self._eot = False
+
+    def _op_nop(self, count: int) -> None:
+        return None
+
+    def _op_eom(self, count: int) -> None:
+        self._move_to(len(self._offs))
+        self._eod = True
+
+    def _op_erase(self, count: int) -> None:
+        if self._readonly:
+            raise _oserror(errno.EACCES, "opened read-only")
+        start = self._offset_of(self._pos)
+        self._truncate_index(self._pos)
+        self._set_file_end(start)
+        self._move_to(self._pos)
+
+    def _op_seek(self, count: int) -> None:
+        if count < 0:
+            raise _oserror(errno.EINVAL, "negative position")
+        n = len(self._offs)
+        if count > n:
+            self._move_to(n)
+            self._eod = True
+            raise _oserror(errno.EIO, f"locate to {count} is beyond end of data ({n})")
+        self._move_to(count)
+
+    def _op_setblk(self, count: int) -> None:
+        if count & mtio.MT_ST_BLKSIZE_MASK:
+            raise _oserror(errno.EINVAL, "fixed block mode is not simulated")
+
+    _MTOPS: dict[int, Any] = {
+        mtio.MTFSF: _op_fsf,
+        mtio.MTBSF: _op_bsf,
+        mtio.MTFSR: _op_fsr,
+        mtio.MTBSR: _op_bsr,
+        mtio.MTFSFM: _op_fsfm,
+        mtio.MTBSFM: _op_bsfm,
+        mtio.MTWEOF: _op_weof,
+        mtio.MTWEOFI: _op_weofi,
+        mtio.MTREW: _op_rew,
+        mtio.MTRETEN: _op_rew,
+        mtio.MTOFFL: _op_offl,
+        mtio.MTUNLOAD: _op_offl,
+        mtio.MTNOP: _op_nop,
+        mtio.MTLOCK: _op_nop,
+        mtio.MTUNLOCK: _op_nop,
+        mtio.MTSETDENSITY: _op_nop,
+        mtio.MTSETDRVBUFFER: _op_nop,
+        mtio.MTCOMPRESSION: _op_nop,
+        mtio.MTEOM: _op_eom,
+        mtio.MTERASE: _op_erase,
+        mtio.MTSEEK: _op_seek,
+        mtio.MTSETBLK: _op_setblk,
+    }
+
+    def mtget(self) -> MtGet:
+        """``MTIOCGET``: drive status like st reports it.
+
+        ``mt_type`` 0x72 (SCSI-2), ``mt_resid`` = partition 0, ``mt_dsreg`` = 0 (variable
+        block size, density 0), ``mt_gstat``: GMT_ONLINE and GMT_IM_REP_EN while loaded,
+        GMT_BOT at BOT, GMT_EOF just past a filemark (blkno 0, fileno > 0), GMT_EOT once a
+        write reached the early warning (cleared by moving before it), GMT_EOD after end of
+        data was reported, GMT_WR_PROT for a write-protected cartridge, GMT_DR_OPEN when
+        unloaded (then fileno = blkno = -1). ``mt_fileno``/``mt_blkno``: the tape file and
+        the record within it (the simulator always knows them; st reports -1 after MTBSF,
+        MTSEEK and some errors).
+        """
+        self._check_open()
+        wp = mtio.GMT_WR_PROT if self._settings.write_protected else 0
+        if not self._loaded:
+            return MtGet(mtio.MT_ISSCSI2, 0, 0, mtio.GMT_DR_OPEN | wp, 0, -1, -1)
+        fileno, blkno = self._fileno_blkno()
+        gstat = mtio.GMT_ONLINE | mtio.GMT_IM_REP_EN | wp
+        if self._pos == 0:
+            gstat |= mtio.GMT_BOT
+        if blkno == 0 and fileno > 0:
+            gstat |= mtio.GMT_EOF
+        if self._eot:
+            gstat |= mtio.GMT_EOT
+        if self._eod:
+            gstat |= mtio.GMT_EOD
+        return MtGet(mtio.MT_ISSCSI2, 0, 0, gstat, 0, fileno, blkno)
+
+    def mtpos(self) -> int:
+        """``MTIOCPOS`` with SCSI2LOGICAL: the logical object number (records and filemarks
+        counted from 0 at BOT). ENOMEDIUM when unloaded."""
+        self._check_ready()
+        return self._pos
+
+    # ------------------------------------------------------------------ life cycle
+
+    def close(self) -> None:
+        """Close the drive like closing ``/dev/nstN``.
+
+        If the last operation was a write, one filemark is written first (st's close). As on the
+        stlab drive this works even at the physical end of the medium: that filemark may go up
+        to 4 bytes past ``capacity``. ``implicit_filemarks=False`` skips it (and the one st
+        writes before MTREW/MTOFFL/MTSEEK/MTBSF/MTBSFM). Written data is flushed (fsync).
+        """
+        if self._fd < 0:
+            return
+        try:
+            if self._loaded and self._writing and self._implicit_fms:
+                self._write_filemarks(1, sync=False, ignore_capacity=True)
+            if self._dirty:
+                os.fsync(self._fd)
+                self._dirty = False
+        finally:
+            fd, self._fd = self._fd, -1
+            os.close(fd)  # releases the flock
+
+    def __enter__(self) -> SimDrive:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", -1)
+        if fd >= 0:
+            warnings.warn(f"unclosed SimDrive {self._path!r}", ResourceWarning, stacklevel=2)
+            self._fd = -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._fd < 0 else ("unloaded" if not self._loaded else f"pos {self._pos}")
+        return f"<SimDrive {self._path!r} {state}>"
+
