@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""Write the golden vectors of tapearc format version 1.
+
+Usage: python formats/vectors/make_vectors.py [OUTDIR]   (default: this script's folder)
+
+Deterministic: fixed UUIDs, fixed times, fixed data (no randomness, no clock). The committed
+.bin files are the reference; tests/format/test_vectors.py checks that this script still
+reproduces them byte for byte (with the pinned zstandard / libzstd; the compressed chunk is
+the only vector that depends on the compressor's output).
+
+All five valid vectors describe one consistent generation: the generation header, its two
+chunks and its trailer (the label is the label of the medium it is on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from tapearc.format import (
+    ChunkIndexEntry,
+    Compression,
+    GenerationHeader,
+    GenerationKind,
+    Label,
+    Trailer,
+    build_chunk,
+    crc32c,
+    encode_generation_header,
+    encode_label,
+    encode_trailer,
+    peek_item,
+    record_count,
+    runs_from_ids,
+    to_jsonable,
+    unpack_payload,
+)
+
+MEDIUM_UUID = UUID("11111111-2222-4333-8444-555555555555")
+MEDIA_SET_UUID = UUID("66666666-7777-4888-9999-aaaaaaaaaaaa")
+VOLUME_UUID = UUID("0f0e0d0c-0b0a-4908-8706-050403020100")
+RUN_UUID = UUID("deadbeef-cafe-4bab-8e00-123456789abc")
+CREATED = 1735689600  # 2025-01-01T00:00:00Z
+
+BLOCK_SIZE = 4096
+VOLUME_SIZE = 10 * BLOCK_SIZE + 1000  # 11 blocks, block 10 is partial (1000 bytes)
+RECORD_SIZE = 262144
+
+
+def pseudo_random(n: int, seed: bytes) -> bytes:
+    """n incompressible but reproducible bytes: SHA-256(seed || counter) concatenated."""
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += hashlib.sha256(seed + i.to_bytes(8, "little")).digest()
+        i += 1
+    return bytes(out[:n])
+
+
+def text_block(block_id: int, n: int) -> bytes:
+    """n compressible bytes: a repeated line naming the block."""
+    line = f"tapearc golden vector, block {block_id:04d}, all work and no play.\n".encode()
+    return (line * (n // len(line) + 1))[:n]
+
+
+def hexcrc(v: int) -> str:
+    return f"0x{v:08x}"
+
+
+def describe(item: bytes, obj: Any, *, decoder: str, cls: str, **extra: Any) -> dict[str, Any]:
+    p = peek_item(item)
+    hl = p.header_len
+    return {
+        "item": cls,
+        "decoder": decoder,
+        "magic": p.magic.decode("ascii"),
+        "format_version": int.from_bytes(item[16:18], "little"),
+        "header_len": hl,
+        "body_len": p.body_len,
+        "total_len": p.total_len,
+        "header_crc": hexcrc(int.from_bytes(item[hl - 4 : hl], "little")),
+        "sha256": hashlib.sha256(item).hexdigest(),
+        "fields": to_jsonable(obj),
+        **extra,
+    }
+
+
+def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
+    out: dict[str, tuple[bytes, dict[str, Any]]] = {}
+
+    label = Label(
+        medium_uuid=MEDIUM_UUID,
+        media_set_uuid=MEDIA_SET_UUID,
+        sequence=1,
+        record_size=RECORD_SIZE,
+        created=CREATED,
+        text="TA0001L8",
+    )
+    b = encode_label(label)
+    out["label"] = (b, describe(b, label, decoder="decode_label", cls="Label"))
+
+    gen = GenerationHeader(
+        run_uuid=RUN_UUID,
+        media_set_uuid=MEDIA_SET_UUID,
+        medium_uuid=MEDIUM_UUID,
+        volume_uuid=VOLUME_UUID,
+        volume_name="vg0/data",
+        generation=2,
+        base_generation=1,
+        kind=GenerationKind.INCREMENTAL,
+        compression=Compression.ZSTD,
+        block_size=BLOCK_SIZE,
+        record_size=RECORD_SIZE,
+        chunk_blocks=256,
+        volume_size=VOLUME_SIZE,
+        part=0,
+        created=CREATED + 60,
+    )
+    b = encode_generation_header(gen)
+    out["generation-header"] = (
+        b,
+        describe(b, gen, decoder="decode_generation_header", cls="GenerationHeader"),
+    )
+
+    entries = []
+    next_record = 1  # the generation header is record 0 of the generation file
+
+    # chunk 0, uncompressed: data 0-1, zero 2-4, data 7, data 10 (partial: 1000 bytes)
+    ids0 = [(0, False), (1, False), (2, True), (3, True), (4, True), (7, False), (10, False)]
+    raw0 = pseudo_random(2 * BLOCK_SIZE, b"block0-1") + pseudo_random(BLOCK_SIZE, b"block7")
+    raw0 += pseudo_random(1000, b"block10")
+    # chunk 1, zstd: data 5-6 (compressible text), zero 8-9
+    ids1 = [(5, False), (6, False), (8, True), (9, True)]
+    raw1 = text_block(5, BLOCK_SIZE) + text_block(6, BLOCK_SIZE)
+
+    for seq, (name, ids, raw, compress, recipe) in enumerate(
+        [
+            ("chunk-plain", ids0, raw0, False,
+             "blocks 0-1: pseudo_random(8192, b'block0-1'); block 7: pseudo_random(4096, "
+             "b'block7'); block 10: pseudo_random(1000, b'block10') (see make_vectors.py)"),
+            ("chunk-zstd", ids1, raw1, True,
+             "blocks 5, 6: text_block(5, 4096) + text_block(6, 4096) (see make_vectors.py)"),
+        ]
+    ):  # fmt: skip
+        header, hbytes, stored = build_chunk(
+            run_uuid=RUN_UUID,
+            generation=2,
+            seq=seq,
+            block_size=BLOCK_SIZE,
+            volume_size=VOLUME_SIZE,
+            runs=runs_from_ids(ids),
+            raw_payload=raw,
+            compress=compress,
+        )
+        assert header.compressed == compress
+        item = hbytes + bytes(stored)
+        assert unpack_payload(header, stored) == raw
+        out[name] = (
+            item,
+            describe(
+                item,
+                header,
+                decoder="decode_chunk",
+                cls="ChunkHeader",
+                payload={
+                    "stored_len": len(stored),
+                    "sha256": hashlib.sha256(stored).hexdigest(),
+                    "crc32c": hexcrc(crc32c(stored)),
+                },
+                raw_payload={
+                    "raw_len": len(raw),
+                    "sha256": hashlib.sha256(raw).hexdigest(),
+                    "recipe": recipe,
+                },
+            ),
+        )
+        n = record_count(len(item), RECORD_SIZE)
+        entries.append(ChunkIndexEntry.from_chunk(header, record=next_record, record_count=n))
+        next_record += n
+
+    trailer = Trailer.from_entries(
+        run_uuid=RUN_UUID,
+        generation=2,
+        volume_size=VOLUME_SIZE,
+        block_size=BLOCK_SIZE,
+        entries=entries,
+        complete=True,
+    )
+    b = encode_trailer(trailer)
+    out["trailer"] = (
+        b,
+        describe(
+            b,
+            trailer,
+            decoder="decode_trailer",
+            cls="Trailer",
+            body={"body_len": len(b) - 96, "crc32c": hexcrc(crc32c(b[96:]))},
+        ),
+    )
+    return out
+
+
+def _flip(b: bytes, offset: int, mask: int = 0x01) -> bytes:
+    x = bytearray(b)
+    x[offset] ^= mask
+    return bytes(x)
+
+
+def _patch(b: bytes, offset: int, new: bytes, *, fix_crc: bool) -> bytes:
+    """Overwrite bytes at offset; with fix_crc, recompute the header CRC so it still matches."""
+    x = bytearray(b)
+    x[offset : offset + len(new)] = new
+    if fix_crc:
+        hl = int.from_bytes(x[8:12], "little")
+        x[hl - 4 : hl] = crc32c(bytes(x[: hl - 4])).to_bytes(4, "little")
+    return bytes(x)
+
+
+def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tuple[bytes, dict[str, str]]]:
+    label = valid["label"][0]
+    gen = valid["generation-header"][0]
+    chunk = valid["chunk-plain"][0]
+    zchunk = valid["chunk-zstd"][0]
+    trailer = valid["trailer"][0]
+    chl = int.from_bytes(chunk[8:12], "little")
+
+    def e(decoder: str, error: str, why: str) -> dict[str, str]:
+        return {"decoder": decoder, "error": error, "why": why}
+
+    return {
+        "chunk-bad-header-crc": (
+            _flip(chunk, 40),  # seq
+            e("decode_chunk", "CRCError", "bit 0 of seq (offset 40) flipped, header CRC not fixed"),
+        ),
+        "chunk-bad-payload-crc": (
+            _flip(chunk, chl + 100),
+            e("decode_chunk", "CRCError", "bit 0 of payload byte 100 flipped"),
+        ),
+        "chunk-truncated": (
+            chunk[:-100],
+            e("decode_chunk", "TruncatedError", "last 100 bytes of the payload cut off"),
+        ),
+        "chunk-truncated-header": (
+            chunk[:50],
+            e("decode_chunk", "TruncatedError", "only the first 50 bytes of the item"),
+        ),
+        "chunk-trailing-bytes": (
+            chunk + b"\0" * 7,
+            e("decode_chunk", "MalformedError", "7 bytes after the end of the item"),
+        ),
+        "chunk-future-magic": (
+            _patch(chunk, 0, b"TACHUNK2", fix_crc=True),
+            e("decode_chunk", "UnsupportedVersionError", "magic TACHUNK2 (version 2), CRC fixed"),
+        ),
+        "chunk-bad-raw-len": (
+            _patch(zchunk, 56, (8191).to_bytes(4, "little"), fix_crc=True),
+            e("decode_chunk", "MalformedError",
+              "raw_len 8191 != 8192 bytes of data blocks in the runs, header CRC fixed"),
+        ),  # fmt: skip
+        "chunk-unknown-flag": (
+            _patch(chunk, 18, (0x0002).to_bytes(2, "little"), fix_crc=True),
+            e("decode_chunk", "MalformedError", "flags bit 1 set (reserved), header CRC fixed"),
+        ),
+        "label-bad-magic": (
+            _patch(label, 0, b"XALABEL1", fix_crc=False),
+            e("decode_label", "BadMagicError", "magic XALABEL1"),
+        ),
+        "label-future-version": (
+            _patch(label, 16, (2).to_bytes(2, "little"), fix_crc=True),
+            e("decode_label", "UnsupportedVersionError", "format_version 2, header CRC fixed"),
+        ),
+        "label-empty": (
+            b"",
+            e("decode_label", "TruncatedError", "zero bytes"),
+        ),
+        "label-huge-header-len": (
+            _patch(label, 8, (0x7FFFFFFF).to_bytes(4, "little"), fix_crc=False),
+            e("decode_label", "MalformedError", "header_len 0x7fffffff (> 64 MiB)"),
+        ),
+        "generation-header-bad-kind": (
+            _patch(gen, 18, b"\x07", fix_crc=True),
+            e("decode_generation_header", "MalformedError", "kind 7, header CRC fixed"),
+        ),
+        "trailer-bad-body-crc": (
+            _flip(trailer, 100),
+            e("decode_trailer", "CRCError", "bit 0 of body byte 4 flipped"),
+        ),
+        "trailer-bad-totals": (
+            _patch(trailer, 56, (999).to_bytes(8, "little"), fix_crc=True),
+            e("decode_trailer", "MalformedError", "data_blocks 999, header CRC fixed"),
+        ),
+    }
+
+
+def write_all(outdir: Path) -> list[Path]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "damaged").mkdir(exist_ok=True)
+    written = []
+    valid = make_valid()
+    for name, (data, desc) in valid.items():
+        (outdir / f"{name}.bin").write_bytes(data)
+        (outdir / f"{name}.json").write_text(json.dumps(desc, indent=2) + "\n")
+        written += [outdir / f"{name}.bin", outdir / f"{name}.json"]
+    expected = {}
+    for name, (data, exp) in make_damaged(valid).items():
+        (outdir / "damaged" / f"{name}.bin").write_bytes(data)
+        expected[f"{name}.bin"] = exp
+        written.append(outdir / "damaged" / f"{name}.bin")
+    (outdir / "damaged" / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
+    written.append(outdir / "damaged" / "expected.json")
+    return written
+
+
+def main(argv: list[str]) -> int:
+    outdir = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent
+    for p in write_all(outdir):
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

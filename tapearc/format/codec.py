@@ -1,0 +1,782 @@
+"""Encode and decode the items of format version 1; the one entry point to the byte layout.
+
+Encoders take the model objects of :mod:`tapearc.format.model` and return bytes. Decoders take
+bytes / bytearray / memoryview of a whole item (or header) and return model objects; on bad
+input they raise only :mod:`tapearc.errors` classes, never a construct or struct exception:
+
+* BadMagicError: not the item expected here;
+* UnsupportedVersionError: a magic with another version digit, or format_version != 1;
+* CRCError: header CRC, chunk payload CRC or trailer body CRC mismatch (expected = stored
+  value, found = computed value, both in hex in the message and as ``details``);
+* TruncatedError: the buffer is shorter than the lengths it declares;
+* MalformedError: fields out of range or contradicting each other, trailing bytes.
+
+Decoding order: prefix (magic, lengths), buffer length, header CRC, format_version, fields,
+field validation, then payload/body CRC. Compiled construct parsers are only used on bytes
+whose lengths and CRC have been checked.
+
+Encoders validate with the same rules as decoders and raise MalformedError for a model that
+could not be decoded back.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from uuid import UUID
+
+import zstandard
+from construct import ConstructError
+
+from tapearc.errors import (
+    CRCError,
+    MalformedError,
+    TapearcError,
+    TruncatedError,
+    UnsupportedVersionError,
+)
+
+from .constants import (
+    CHUNK_FLAG_ZSTD,
+    CHUNK_FLAGS_KNOWN,
+    CHUNK_MAGIC,
+    FORMAT_VERSION,
+    GENERATION_MAGIC,
+    HEADER_CRC_LEN,
+    LABEL_FLAGS_KNOWN,
+    LABEL_MAGIC,
+    MAX_BLOCK_SIZE,
+    MAX_BODY_LEN,
+    MAX_LABEL_TEXT,
+    MAX_RECORD_SIZE,
+    MAX_RUNS,
+    MAX_VOLUME_NAME,
+    MIN_RECORD_SIZE,
+    TRAILER_FLAGS_KNOWN,
+    TRAILER_MAGIC,
+    ZSTD_LEVEL,
+)
+from .crc import crc32c
+from .framing import ITEM_NAMES, read_prefix
+from .model import (
+    ChunkHeader,
+    ChunkIndexEntry,
+    Compression,
+    GenerationHeader,
+    GenerationKind,
+    ItemPrefix,
+    Label,
+    Run,
+    RunKind,
+    Trailer,
+)
+from .structs import (
+    CHUNK_FIXED_LEN,
+    GENERATION_FIXED_LEN,
+    INDEX_ENTRY_FIXED_LEN,
+    LABEL_FIXED_LEN,
+    RUN_LEN,
+    TRAILER_HEADER_LEN,
+    ChunkFieldsCompiled,
+    ChunkFixed,
+    GenerationHeaderStruct,
+    HeaderStartStruct,
+    LabelHeader,
+    TrailerBodyCompiled,
+    TrailerHeaderStruct,
+)
+
+__all__ = [
+    "encode_label",
+    "decode_label",
+    "encode_generation_header",
+    "decode_generation_header",
+    "encode_chunk_header",
+    "decode_chunk_header",
+    "decode_chunk",
+    "check_payload",
+    "pack_payload",
+    "unpack_payload",
+    "build_chunk",
+    "encode_trailer",
+    "decode_trailer",
+    "chunk_header_len",
+    "check_same_generation",
+]
+
+Buf = bytes | bytearray | memoryview
+T = TypeVar("T")
+
+_HEADER_START_C = HeaderStartStruct.compile()
+_CHUNK_FIXED_C = ChunkFixed.compile()
+_RUN_KINDS = {0: RunKind.DATA, 1: RunKind.ZERO}
+_GENERATION_KINDS = frozenset(int(k) for k in GenerationKind)
+_COMPRESSIONS = frozenset(int(c) for c in Compression)
+
+
+# =========================================================================== helpers
+
+
+def _mv(buf: Buf) -> memoryview:
+    mv = memoryview(buf)
+    return mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Turn construct / codec-level exceptions into MalformedError."""
+    try:
+        yield
+    except TapearcError:
+        raise
+    except (ConstructError, UnicodeError, ValueError, OverflowError, KeyError, TypeError,
+            AttributeError, IndexError, struct.error) as e:  # fmt: skip
+        detail = " ".join(str(e).split())  # construct messages span several lines
+        raise MalformedError(f"{what}: {type(e).__name__}: {detail}".rstrip(": ")) from e
+
+
+def _crc_error(what: str, expected: int, found: int) -> CRCError:
+    return CRCError(
+        f"{what} CRC mismatch: expected 0x{expected:08x}, found 0x{found:08x}",
+        expected=f"0x{expected:08x}",
+        found=f"0x{found:08x}",
+    )
+
+
+def _u32le(b: memoryview) -> int:
+    return int.from_bytes(b, "little")
+
+
+def _open_item(buf: Buf, magic: bytes, *, whole: bool) -> tuple[memoryview, ItemPrefix]:
+    """Common first steps of every decoder; returns the buffer as a memoryview and the prefix.
+
+    Checks the prefix, that the buffer holds the whole header (``whole=False``) or exactly the
+    whole item (``whole=True``), the header CRC and the format version.
+    """
+    mv = _mv(buf)
+    prefix = read_prefix(mv, (magic,))
+    name = ITEM_NAMES[magic]
+    need = prefix.total_len if whole else prefix.header_len
+    if len(mv) < need:
+        raise TruncatedError(
+            f"{name} of {len(mv)} bytes is shorter than its declared length of {need} bytes"
+        )
+    if whole and len(mv) > need:
+        raise MalformedError(
+            f"{name}: {len(mv) - need} bytes after the end of the item ({need} bytes)"
+        )
+    hl = prefix.header_len
+    expected = _u32le(mv[hl - HEADER_CRC_LEN : hl])
+    found = crc32c(mv[: hl - HEADER_CRC_LEN])
+    if expected != found:
+        raise _crc_error(f"{name} header", expected, found)
+    version = _HEADER_START_C.parse(bytes(mv[:18])).format_version
+    if version != FORMAT_VERSION:
+        raise UnsupportedVersionError(
+            f"{name} of format version {version}; this tapearc reads version {FORMAT_VERSION}",
+            hint="use a newer tapearc" if version > FORMAT_VERSION else None,
+        )
+    return mv, prefix
+
+
+def _malformed(name: str, msg: str) -> MalformedError:
+    return MalformedError(f"{name}: {msg}")
+
+
+def _check_utf8_len(name: str, field: str, text: str, limit: int) -> None:
+    try:
+        n = len(text.encode("utf-8"))
+    except (UnicodeError, AttributeError) as e:
+        raise _malformed(name, f"{field} is not valid text: {e}") from e
+    if n > limit:
+        raise _malformed(name, f"{field} is {n} bytes of UTF-8, more than {limit}")
+
+
+def _check_range(name: str, field: str, value: int, lo: int, hi: int) -> None:
+    if not lo <= value <= hi:
+        raise _malformed(name, f"{field} {value} is out of range ({lo}..{hi})")
+
+
+def _check_runs(
+    name: str, runs: Sequence[Run], block_size: int, volume_size: int
+) -> tuple[int, int, int]:
+    """Validate runs against the volume; return (data bytes, data blocks, zero blocks)."""
+    if not 1 <= len(runs) <= MAX_RUNS:
+        raise _malformed(name, f"run count {len(runs)} is out of range (1..{MAX_RUNS})")
+    data_len = data_blocks = zero_blocks = 0
+    for r in runs:
+        first, count, kind = r.first, r.count, r.kind
+        if count <= 0 or first < 0:
+            raise _malformed(name, f"run {first}+{count}: count must be > 0")
+        last_start = (first + count - 1) * block_size
+        if last_start >= volume_size:
+            raise _malformed(
+                name,
+                f"run of blocks {first}-{first + count - 1} ends outside the volume "
+                f"({volume_size} bytes in blocks of {block_size})",
+            )
+        if kind == RunKind.DATA:
+            data_len += min(last_start + block_size, volume_size) - first * block_size
+            data_blocks += count
+        elif kind == RunKind.ZERO:
+            zero_blocks += count
+        else:
+            raise _malformed(name, f"run {first}+{count} has unknown kind {kind}")
+    return data_len, data_blocks, zero_blocks
+
+
+def _check_payload_lens(
+    name: str, flags: int, known: int, raw_len: int, stored_len: int, data_len: int
+) -> None:
+    if flags & ~known:
+        raise _malformed(name, f"unknown flags 0x{flags & ~known:04x}")
+    if raw_len != data_len:
+        raise _malformed(name, f"raw_len {raw_len} != {data_len} bytes of data blocks in its runs")
+    if raw_len > MAX_BODY_LEN:
+        raise _malformed(name, f"raw_len {raw_len} is larger than {MAX_BODY_LEN}")
+    if flags & CHUNK_FLAG_ZSTD:
+        if stored_len >= raw_len:
+            raise _malformed(
+                name, f"compressed payload of {stored_len} bytes is not smaller than raw_len {raw_len}"
+            )
+    elif stored_len != raw_len:
+        raise _malformed(name, f"uncompressed payload of {stored_len} bytes != raw_len {raw_len}")
+
+
+def _convert_runs(parsed: Any) -> tuple[Run, ...]:
+    kinds = _RUN_KINDS
+    try:
+        return tuple([Run(r.first, r.count, kinds[r.kind]) for r in parsed])
+    except KeyError as e:
+        raise MalformedError(f"run of unknown kind {e.args[0]}") from None
+
+
+def _runs_to_build(runs: Sequence[Run]) -> list[dict[str, int]]:
+    return [{"first": r.first, "count": r.count, "kind": r.kind} for r in runs]
+
+
+def _build(what: str, build: Callable[[], T]) -> T:
+    with _translated(f"cannot encode {what}"):
+        return build()
+
+
+# =========================================================================== label
+
+
+def _validate_label(lb: Label) -> None:
+    name = "volume label"
+    if lb.flags & ~LABEL_FLAGS_KNOWN:
+        raise _malformed(name, f"unknown flags 0x{lb.flags:04x}")
+    if lb.sequence < 1:
+        raise _malformed(name, f"sequence {lb.sequence} must be >= 1")
+    _check_range(name, "record_size", lb.record_size, MIN_RECORD_SIZE, MAX_RECORD_SIZE)
+    _check_utf8_len(name, "text", lb.text, MAX_LABEL_TEXT)
+
+
+def encode_label(label: Label) -> bytes:
+    """The volume label item (one record)."""
+    _validate_label(label)
+    text = label.text.encode("utf-8")
+    fields = {
+        "header_len": LABEL_FIXED_LEN + 1 + len(text) + HEADER_CRC_LEN,
+        "body_len": 0,
+        "format_version": FORMAT_VERSION,
+        "flags": label.flags,
+        "medium_uuid": label.medium_uuid,
+        "media_set_uuid": label.media_set_uuid,
+        "sequence": label.sequence,
+        "record_size": label.record_size,
+        "created": label.created,
+        "text": label.text,
+    }
+    return _build("volume label", lambda: LabelHeader.build({"fields": {"value": fields}}))
+
+
+def decode_label(buf: Buf) -> Label:
+    """Decode a volume label item (the whole record)."""
+    mv, prefix = _open_item(buf, LABEL_MAGIC, whole=True)
+    with _translated("volume label"):
+        c = LabelHeader.parse(bytes(mv[: prefix.header_len]))
+        f = c.fields
+        if f.length + HEADER_CRC_LEN != prefix.header_len:
+            raise MalformedError(
+                f"volume label: header_len {prefix.header_len} != {f.length + HEADER_CRC_LEN} "
+                "bytes of fields and CRC"
+            )
+        v = f.value
+        label = Label(
+            flags=v.flags,
+            medium_uuid=v.medium_uuid,
+            media_set_uuid=v.media_set_uuid,
+            sequence=v.sequence,
+            record_size=v.record_size,
+            created=v.created,
+            text=v.text,
+        )
+    _validate_label(label)
+    return label
+
+
+# =========================================================================== generation header
+
+
+def _validate_generation(g: GenerationHeader) -> None:
+    name = "generation header"
+    try:
+        kind = GenerationKind(g.kind)
+    except ValueError:
+        raise _malformed(name, f"unknown kind {g.kind}") from None
+    try:
+        Compression(g.compression)
+    except ValueError:
+        raise _malformed(name, f"unknown compression {g.compression}") from None
+    if g.generation < 1:
+        raise _malformed(name, f"generation {g.generation} must be >= 1")
+    if kind == GenerationKind.FULL and g.base_generation != 0:
+        raise _malformed(name, f"full backup with base_generation {g.base_generation} (must be 0)")
+    if kind == GenerationKind.INCREMENTAL and not 1 <= g.base_generation < g.generation:
+        raise _malformed(
+            name,
+            f"incremental generation {g.generation} based on generation {g.base_generation}",
+        )
+    _check_range(name, "block_size", g.block_size, 1, MAX_BLOCK_SIZE)
+    _check_range(name, "record_size", g.record_size, MIN_RECORD_SIZE, MAX_RECORD_SIZE)
+    _check_range(name, "chunk_blocks", g.chunk_blocks, 1, MAX_BODY_LEN // g.block_size)
+    if g.volume_size < 0:
+        raise _malformed(name, f"volume_size {g.volume_size} is negative")
+    _check_utf8_len(name, "volume_name", g.volume_name, MAX_VOLUME_NAME)
+
+
+def encode_generation_header(header: GenerationHeader) -> bytes:
+    """The generation header item (first item of a generation file)."""
+    _validate_generation(header)
+    name = header.volume_name.encode("utf-8")
+    fields = {
+        "header_len": GENERATION_FIXED_LEN + 2 + len(name) + HEADER_CRC_LEN,
+        "body_len": 0,
+        "format_version": FORMAT_VERSION,
+        "kind": header.kind,
+        "compression": header.compression,
+        "run_uuid": header.run_uuid,
+        "media_set_uuid": header.media_set_uuid,
+        "medium_uuid": header.medium_uuid,
+        "volume_uuid": header.volume_uuid,
+        "generation": header.generation,
+        "base_generation": header.base_generation,
+        "part": header.part,
+        "block_size": header.block_size,
+        "record_size": header.record_size,
+        "chunk_blocks": header.chunk_blocks,
+        "volume_size": header.volume_size,
+        "created": header.created,
+        "volume_name": header.volume_name,
+    }
+    return _build(
+        "generation header", lambda: GenerationHeaderStruct.build({"fields": {"value": fields}})
+    )
+
+
+def decode_generation_header(buf: Buf) -> GenerationHeader:
+    """Decode a generation header item."""
+    mv, prefix = _open_item(buf, GENERATION_MAGIC, whole=True)
+    with _translated("generation header"):
+        c = GenerationHeaderStruct.parse(bytes(mv[: prefix.header_len]))
+        f = c.fields
+        if f.length + HEADER_CRC_LEN != prefix.header_len:
+            raise MalformedError(
+                f"generation header: header_len {prefix.header_len} != "
+                f"{f.length + HEADER_CRC_LEN} bytes of fields and CRC"
+            )
+        v = f.value
+        if v.kind not in _GENERATION_KINDS:
+            raise MalformedError(f"generation header: unknown kind {v.kind}")
+        if v.compression not in _COMPRESSIONS:
+            raise MalformedError(f"generation header: unknown compression {v.compression}")
+        kind = GenerationKind(v.kind)
+        compression = Compression(v.compression)
+        g = GenerationHeader(
+            run_uuid=v.run_uuid,
+            media_set_uuid=v.media_set_uuid,
+            medium_uuid=v.medium_uuid,
+            volume_uuid=v.volume_uuid,
+            volume_name=v.volume_name,
+            generation=v.generation,
+            base_generation=v.base_generation,
+            kind=kind,
+            compression=compression,
+            block_size=v.block_size,
+            record_size=v.record_size,
+            chunk_blocks=v.chunk_blocks,
+            volume_size=v.volume_size,
+            part=v.part,
+            created=v.created,
+        )
+    _validate_generation(g)
+    return g
+
+
+# =========================================================================== chunk
+
+
+def chunk_header_len(run_count: int) -> int:
+    """Bytes of a chunk header with ``run_count`` runs."""
+    return CHUNK_FIXED_LEN + RUN_LEN * run_count + HEADER_CRC_LEN
+
+
+def _validate_chunk(h: ChunkHeader) -> None:
+    name = f"chunk {h.seq}"
+    if h.generation < 1:
+        raise _malformed(name, f"generation {h.generation} must be >= 1")
+    _check_range(name, "block_size", h.block_size, 1, MAX_BLOCK_SIZE)
+    if h.volume_size < 1:
+        raise _malformed(name, f"volume_size {h.volume_size} must be >= 1")
+    data_len, _, _ = _check_runs(name, h.runs, h.block_size, h.volume_size)
+    _check_payload_lens(name, h.flags, CHUNK_FLAGS_KNOWN, h.raw_len, h.stored_len, data_len)
+
+
+def encode_chunk_header(header: ChunkHeader) -> bytes:
+    """The header of a chunk item; the caller appends the ``stored_len`` bytes of payload.
+
+    Hot path: one compiled construct build of the fields plus one CRC-32C.
+    """
+    _validate_chunk(header)
+    runs = header.runs
+    fields = {
+        "header_len": CHUNK_FIXED_LEN + RUN_LEN * len(runs) + HEADER_CRC_LEN,
+        "body_len": header.stored_len,
+        "format_version": FORMAT_VERSION,
+        "flags": header.flags,
+        "run_uuid": header.run_uuid,
+        "generation": header.generation,
+        "seq": header.seq,
+        "block_size": header.block_size,
+        "volume_size": header.volume_size,
+        "raw_len": header.raw_len,
+        "payload_crc": header.payload_crc,
+        "runs": _runs_to_build(runs),
+    }
+    raw = _build(f"chunk {header.seq}", lambda: ChunkFieldsCompiled.build(fields))
+    return raw + crc32c(raw).to_bytes(HEADER_CRC_LEN, "little")
+
+
+def _decode_chunk_header(mv: memoryview, prefix: ItemPrefix) -> ChunkHeader:
+    hl = prefix.header_len
+    with _translated("chunk"):
+        fixed = _CHUNK_FIXED_C.parse(bytes(mv[:CHUNK_FIXED_LEN]))
+        name = f"chunk {fixed.seq}"
+        run_count = fixed.run_count
+        if not 1 <= run_count <= MAX_RUNS:
+            raise _malformed(name, f"run_count {run_count} is out of range (1..{MAX_RUNS})")
+        if hl != chunk_header_len(run_count):
+            raise _malformed(
+                name, f"header_len {hl} does not fit run_count {run_count} "
+                f"(expected {chunk_header_len(run_count)})"
+            )
+        v = ChunkFieldsCompiled.parse(bytes(mv[: hl - HEADER_CRC_LEN]))
+        h = ChunkHeader(
+            flags=v.flags,
+            run_uuid=v.run_uuid,
+            generation=v.generation,
+            seq=v.seq,
+            block_size=v.block_size,
+            volume_size=v.volume_size,
+            raw_len=v.raw_len,
+            stored_len=prefix.body_len,
+            payload_crc=v.payload_crc,
+            runs=_convert_runs(v.runs),
+        )
+    _validate_chunk(h)
+    return h
+
+
+def decode_chunk_header(buf: Buf) -> tuple[ChunkHeader, int]:
+    """Decode the header of a chunk item; returns ``(header, header_len)``.
+
+    ``buf`` must hold at least the header; bytes after it (the payload) are not looked at.
+    The payload starts at offset ``header_len`` and is ``header.stored_len`` bytes long.
+    """
+    mv, prefix = _open_item(buf, CHUNK_MAGIC, whole=False)
+    return _decode_chunk_header(mv, prefix), prefix.header_len
+
+
+def check_payload(header: ChunkHeader, payload: Buf) -> None:
+    """Check a chunk's stored payload: its length and its CRC-32C (``header.payload_crc``)."""
+    n = len(_mv(payload))
+    name = f"chunk {header.seq}"
+    if n < header.stored_len:
+        raise TruncatedError(f"{name}: payload of {n} bytes, expected {header.stored_len}")
+    if n > header.stored_len:
+        raise _malformed(name, f"payload of {n} bytes, expected {header.stored_len}")
+    found = crc32c(payload)
+    if found != header.payload_crc:
+        raise _crc_error(f"{name} payload", header.payload_crc, found)
+
+
+def decode_chunk(buf: Buf) -> tuple[ChunkHeader, memoryview]:
+    """Decode a whole chunk item; returns the header and the stored payload (a view of ``buf``).
+
+    Checks the header CRC, then the payload CRC. The payload is still compressed if
+    ``header.compressed``; see :func:`unpack_payload`.
+    """
+    mv, prefix = _open_item(buf, CHUNK_MAGIC, whole=True)
+    header = _decode_chunk_header(mv, prefix)
+    payload = mv[prefix.header_len :]
+    check_payload(header, payload)
+    return header, payload
+
+
+_tls = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache: dict[int, zstandard.ZstdCompressor] | None = getattr(_tls, "cctx", None)
+    if cache is None:
+        cache = _tls.cctx = {}
+    c = cache.get(level)
+    if c is None:
+        c = cache[level] = zstandard.ZstdCompressor(
+            level=level, write_content_size=True, write_checksum=False
+        )
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d: zstandard.ZstdDecompressor | None = getattr(_tls, "dctx", None)
+    if d is None:
+        d = _tls.dctx = zstandard.ZstdDecompressor()
+    return d
+
+
+def pack_payload(raw: Buf, *, compress: bool = True, level: int = ZSTD_LEVEL) -> tuple[int, Buf]:
+    """Apply the compression rule to a raw payload; returns ``(chunk flags, stored payload)``.
+
+    With ``compress`` the payload is compressed as one zstd frame (content size included, no
+    zstd checksum) and kept only if strictly smaller; otherwise the raw payload is stored.
+    """
+    if compress and len(raw):
+        packed = _compressor(level).compress(raw)
+        if len(packed) < len(raw):
+            return CHUNK_FLAG_ZSTD, packed
+    return 0, raw
+
+
+def unpack_payload(header: ChunkHeader, payload: Buf) -> bytes:
+    """The raw payload (``header.raw_len`` bytes) of a chunk whose payload was checked.
+
+    Decompresses a zstd payload with an output limit of raw_len; raises MalformedError if the
+    payload does not decompress to exactly raw_len bytes.
+    """
+    name = f"chunk {header.seq}"
+    if not header.compressed:
+        if len(payload) != header.raw_len:
+            raise _malformed(name, f"payload of {len(payload)} bytes != raw_len {header.raw_len}")
+        return bytes(payload)
+    try:
+        params = zstandard.get_frame_parameters(payload)
+        size = params.content_size
+        if size != zstandard.CONTENTSIZE_UNKNOWN and size != header.raw_len:
+            raise _malformed(name, f"zstd frame of {size} bytes != raw_len {header.raw_len}")
+        raw = _decompressor().decompress(
+            payload, max_output_size=header.raw_len, allow_extra_data=False
+        )
+    except zstandard.ZstdError as e:
+        raise _malformed(name, f"payload does not decompress: {e}") from e
+    if len(raw) != header.raw_len:
+        raise _malformed(name, f"payload decompresses to {len(raw)} bytes != raw_len {header.raw_len}")
+    return raw
+
+
+def build_chunk(
+    *,
+    run_uuid: UUID,
+    generation: int,
+    seq: int,
+    block_size: int,
+    volume_size: int,
+    runs: Sequence[Run],
+    raw_payload: Buf,
+    compress: bool = True,
+    level: int = ZSTD_LEVEL,
+) -> tuple[ChunkHeader, bytes, Buf]:
+    """Make a chunk: returns ``(header, encoded header, stored payload)``.
+
+    ``raw_payload`` is the data blocks of ``runs`` in run order. The item is the encoded
+    header followed by the stored payload.
+    """
+    flags, stored = pack_payload(raw_payload, compress=compress, level=level)
+    header = ChunkHeader(
+        flags=flags,
+        run_uuid=run_uuid,
+        generation=generation,
+        seq=seq,
+        block_size=block_size,
+        volume_size=volume_size,
+        runs=tuple(runs),
+        raw_len=len(raw_payload),
+        stored_len=len(stored),
+        payload_crc=crc32c(stored),
+    )
+    return header, encode_chunk_header(header), stored
+
+
+# =========================================================================== trailer
+
+
+def _validate_trailer(t: Trailer) -> None:
+    name = "trailer"
+    if t.flags & ~TRAILER_FLAGS_KNOWN:
+        raise _malformed(name, f"unknown flags 0x{t.flags & ~TRAILER_FLAGS_KNOWN:04x}")
+    if t.generation < 1:
+        raise _malformed(name, f"generation {t.generation} must be >= 1")
+    _check_range(name, "block_size", t.block_size, 1, MAX_BLOCK_SIZE)
+    if t.volume_size < 0:
+        raise _malformed(name, f"volume_size {t.volume_size} is negative")
+    data_blocks = zero_blocks = raw_bytes = stored_bytes = 0
+    next_record = 1
+    for i, e in enumerate(t.entries):
+        ename = f"trailer entry {i}"
+        if e.seq != i:
+            raise _malformed(ename, f"seq {e.seq}, expected {i}")
+        if e.record < next_record:
+            raise _malformed(ename, f"record {e.record} overlaps the item before (from {next_record})")
+        if e.record_count < 1:
+            raise _malformed(ename, f"record_count {e.record_count} must be >= 1")
+        next_record = e.record + e.record_count
+        data_len, d, z = _check_runs(ename, e.runs, t.block_size, t.volume_size)
+        _check_payload_lens(ename, e.flags, CHUNK_FLAGS_KNOWN, e.raw_len, e.stored_len, data_len)
+        data_blocks += d
+        zero_blocks += z
+        raw_bytes += e.raw_len
+        stored_bytes += e.stored_len
+    for field, total in (
+        ("data_blocks", data_blocks),
+        ("zero_blocks", zero_blocks),
+        ("raw_bytes", raw_bytes),
+        ("stored_bytes", stored_bytes),
+    ):
+        if getattr(t, field) != total:
+            raise _malformed(name, f"{field} {getattr(t, field)} != {total} summed over its chunks")
+
+
+def encode_trailer(trailer: Trailer) -> bytes:
+    """The trailer item: header followed by the chunk index (body)."""
+    _validate_trailer(trailer)
+    entries = [
+        {
+            "seq": e.seq,
+            "record": e.record,
+            "record_count": e.record_count,
+            "flags": e.flags,
+            "stored_len": e.stored_len,
+            "raw_len": e.raw_len,
+            "payload_crc": e.payload_crc,
+            "runs": _runs_to_build(e.runs),
+        }
+        for e in trailer.entries
+    ]
+    n = len(entries)
+    body = _build("trailer body", lambda: TrailerBodyCompiled.build({"entries": entries}, chunk_count=n))
+    if len(body) > MAX_BODY_LEN:
+        raise MalformedError(f"trailer body of {len(body)} bytes is larger than {MAX_BODY_LEN}")
+    fields = {
+        "header_len": TRAILER_HEADER_LEN,
+        "body_len": len(body),
+        "format_version": FORMAT_VERSION,
+        "flags": trailer.flags,
+        "run_uuid": trailer.run_uuid,
+        "generation": trailer.generation,
+        "volume_size": trailer.volume_size,
+        "block_size": trailer.block_size,
+        "chunk_count": n,
+        "data_blocks": trailer.data_blocks,
+        "zero_blocks": trailer.zero_blocks,
+        "raw_bytes": trailer.raw_bytes,
+        "stored_bytes": trailer.stored_bytes,
+        "body_crc": crc32c(body),
+    }
+    header = _build("trailer", lambda: TrailerHeaderStruct.build({"fields": {"value": fields}}))
+    return header + body
+
+
+def decode_trailer(buf: Buf) -> Trailer:
+    """Decode a whole trailer item; checks the header CRC, then the body CRC."""
+    mv, prefix = _open_item(buf, TRAILER_MAGIC, whole=True)
+    hl = prefix.header_len
+    if hl != TRAILER_HEADER_LEN:
+        raise MalformedError(f"trailer: header_len {hl} != {TRAILER_HEADER_LEN}")
+    with _translated("trailer"):
+        v = TrailerHeaderStruct.parse(bytes(mv[:hl])).fields.value
+    body = mv[hl:]
+    found = crc32c(body)
+    if found != v.body_crc:
+        raise _crc_error("trailer body", v.body_crc, found)
+    n = v.chunk_count
+    if n * INDEX_ENTRY_FIXED_LEN > len(body):
+        raise MalformedError(f"trailer: {n} chunks do not fit a body of {len(body)} bytes")
+    with _translated("trailer body"):
+        parsed = TrailerBodyCompiled.parse(bytes(body), chunk_count=n)
+        entries = tuple(
+            [
+                ChunkIndexEntry(
+                    seq=e.seq,
+                    record=e.record,
+                    record_count=e.record_count,
+                    flags=e.flags,
+                    stored_len=e.stored_len,
+                    raw_len=e.raw_len,
+                    payload_crc=e.payload_crc,
+                    runs=_convert_runs(e.runs),
+                )
+                for e in parsed.entries
+            ]
+        )
+        t = Trailer(
+            flags=v.flags,
+            run_uuid=v.run_uuid,
+            generation=v.generation,
+            volume_size=v.volume_size,
+            block_size=v.block_size,
+            entries=entries,
+            data_blocks=v.data_blocks,
+            zero_blocks=v.zero_blocks,
+            raw_bytes=v.raw_bytes,
+            stored_bytes=v.stored_bytes,
+        )
+    _validate_trailer(t)
+    return t
+
+
+# =========================================================================== cross-item checks
+
+
+def check_same_generation(
+    gen: GenerationHeader, item: ChunkHeader | Trailer, *, seq: int | None = None
+) -> None:
+    """Check that a chunk header or trailer belongs to the generation of ``gen``.
+
+    Same ``run_uuid`` (else the record comes from another run or medium), ``generation``,
+    ``block_size`` and ``volume_size``; for a chunk also at most ``chunk_blocks`` data blocks,
+    no compression unless the generation asked for it, and ``seq`` if given. Raises
+    MalformedError naming the first mismatch.
+    """
+    name = f"chunk {item.seq}" if isinstance(item, ChunkHeader) else "trailer"
+    if item.run_uuid != gen.run_uuid:
+        raise _malformed(
+            name, f"belongs to run {item.run_uuid}, not to this generation's run {gen.run_uuid}"
+        )
+    for field in ("generation", "block_size", "volume_size"):
+        mine, theirs = getattr(item, field), getattr(gen, field)
+        if mine != theirs:
+            raise _malformed(name, f"{field} {mine} != {theirs} in the generation header")
+    if isinstance(item, ChunkHeader):
+        if seq is not None and item.seq != seq:
+            raise _malformed(name, f"out of order: expected chunk {seq}")
+        if item.data_blocks > gen.chunk_blocks:
+            raise _malformed(
+                name, f"{item.data_blocks} data blocks, more than chunk_blocks {gen.chunk_blocks}"
+            )
+        if item.compressed and gen.compression != Compression.ZSTD:
+            raise _malformed(name, "compressed, but the generation is not")

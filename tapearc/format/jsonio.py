@@ -1,0 +1,77 @@
+"""Model objects <-> JSON-friendly dicts (golden vectors, ``--json`` output, debugging).
+
+UUIDs become their canonical strings, enums their lower-case names, runs
+``{"first", "count", "kind": "data"|"zero"}``, ints stay ints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from enum import Enum
+from typing import Any, TypeVar
+from uuid import UUID
+
+from .model import (
+    ChunkHeader,
+    ChunkIndexEntry,
+    Compression,
+    GenerationHeader,
+    GenerationKind,
+    Label,
+    Run,
+    RunKind,
+    Trailer,
+)
+
+__all__ = ["to_jsonable", "from_jsonable"]
+
+M = TypeVar("M")
+
+_ENUM_FIELDS: dict[str, type[Enum]] = {
+    "kind": GenerationKind,
+    "compression": Compression,
+}
+
+
+def to_jsonable(obj: Any) -> Any:
+    """A JSON-serialisable rendering of a model object (recursively)."""
+    if isinstance(obj, Run):
+        return {"first": obj.first, "count": obj.count, "kind": RunKind(obj.kind).name.lower()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Enum):
+        return obj.name.lower()
+    if isinstance(obj, UUID):
+        return str(obj)
+    if isinstance(obj, (tuple, list)):
+        return [to_jsonable(x) for x in obj]
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj).hex()
+    return obj
+
+
+def _run(d: dict[str, Any]) -> Run:
+    return Run(int(d["first"]), int(d["count"]), RunKind[d["kind"].upper()])
+
+
+def from_jsonable(cls: type[M], d: dict[str, Any]) -> M:
+    """Rebuild a model object of class ``cls`` from :func:`to_jsonable`'s output."""
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in d:
+            continue
+        v = d[f.name]
+        if f.name.endswith("_uuid"):
+            v = UUID(v)
+        elif f.name == "runs":
+            v = tuple(_run(r) for r in v)
+        elif f.name == "entries":
+            v = tuple(from_jsonable(ChunkIndexEntry, e) for e in v)
+        elif f.name in _ENUM_FIELDS and cls is GenerationHeader:
+            v = _ENUM_FIELDS[f.name][v.upper()]
+        kwargs[f.name] = v
+    return cls(**kwargs)
+
+
+# referenced for type checkers / documentation of the supported classes
+SUPPORTED = (Label, GenerationHeader, ChunkHeader, ChunkIndexEntry, Trailer)

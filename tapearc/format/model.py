@@ -1,0 +1,231 @@
+"""Python-side model of the on-media structures (format version 1).
+
+These frozen dataclasses are what the codec (:mod:`tapearc.format.codec`) encodes and decodes.
+They hold the *meaning* of a structure; lengths, magic numbers, the format version and CRCs of
+the header itself are computed by the codec. Byte layout: formats/SPEC.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from uuid import UUID
+
+from .constants import CHUNK_FLAG_ZSTD, TRAILER_FLAG_COMPLETE
+
+__all__ = [
+    "RunKind",
+    "GenerationKind",
+    "Compression",
+    "Run",
+    "ItemPrefix",
+    "Label",
+    "GenerationHeader",
+    "ChunkHeader",
+    "ChunkIndexEntry",
+    "Trailer",
+]
+
+
+class RunKind(IntEnum):
+    """What a run of blocks is."""
+
+    DATA = 0  #: the blocks are stored in the chunk payload, in run order
+    ZERO = 1  #: the blocks are all zero bytes and are not stored
+
+
+class GenerationKind(IntEnum):
+    """Kind of backup a generation holds."""
+
+    FULL = 0
+    INCREMENTAL = 1
+
+
+class Compression(IntEnum):
+    """Compression a generation's writer was asked to use (chunks say what they actually are)."""
+
+    NONE = 0
+    ZSTD = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """``count`` consecutive volume blocks starting at block id ``first``, all of one ``kind``."""
+
+    first: int
+    count: int
+    kind: RunKind = RunKind.DATA
+
+    @property
+    def last(self) -> int:
+        """Id of the last block of the run (inclusive)."""
+        return self.first + self.count - 1
+
+    @property
+    def is_zero(self) -> bool:
+        return self.kind == RunKind.ZERO
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPrefix:
+    """The 16-byte prefix common to every item, plus the item's total length."""
+
+    magic: bytes
+    header_len: int
+    body_len: int
+    total_len: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Label:
+    """The volume label: the only record of tape file 0."""
+
+    medium_uuid: UUID
+    media_set_uuid: UUID
+    sequence: int  #: 1-based number of this medium within its media set
+    record_size: int  #: largest data record written on this medium
+    created: int  #: unix seconds, UTC
+    text: str = ""  #: barcode or name, at most 64 bytes of UTF-8
+    flags: int = 0  #: reserved, 0 in version 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GenerationHeader:
+    """First item of a generation file (one backup run)."""
+
+    run_uuid: UUID  #: random per backup run; repeated in every chunk and the trailer
+    media_set_uuid: UUID
+    medium_uuid: UUID
+    volume_uuid: UUID
+    volume_name: str  #: at most 1024 bytes of UTF-8
+    generation: int  #: 1-based
+    base_generation: int  #: 0 for a full backup, else the generation this one is based on
+    kind: GenerationKind
+    compression: Compression
+    block_size: int
+    record_size: int
+    chunk_blocks: int  #: maximum number of data blocks per chunk
+    volume_size: int  #: bytes
+    created: int  #: unix seconds, UTC
+    part: int = 0  #: 0-based part number when a generation spans media
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChunkHeader:
+    """Header of a chunk item; the stored payload (``stored_len`` bytes) follows it."""
+
+    run_uuid: UUID
+    generation: int
+    seq: int  #: 0-based chunk number within the generation
+    block_size: int
+    volume_size: int
+    runs: tuple[Run, ...]  #: in payload order
+    raw_len: int  #: payload length before compression (sum of the data blocks' lengths)
+    stored_len: int  #: payload length as stored (= body_len of the item)
+    payload_crc: int  #: CRC-32C of the stored payload
+    flags: int = 0  #: bit 0: payload is zstd-compressed
+
+    @property
+    def compressed(self) -> bool:
+        return bool(self.flags & CHUNK_FLAG_ZSTD)
+
+    @property
+    def run_count(self) -> int:
+        return len(self.runs)
+
+    @property
+    def data_blocks(self) -> int:
+        return sum(r.count for r in self.runs if r.kind == RunKind.DATA)
+
+    @property
+    def zero_blocks(self) -> int:
+        return sum(r.count for r in self.runs if r.kind == RunKind.ZERO)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChunkIndexEntry:
+    """One chunk as listed in the trailer body: where it is and what it holds."""
+
+    seq: int
+    record: int  #: index within the tape file of the chunk's first record (header = record 0)
+    record_count: int  #: number of records the chunk item occupies
+    stored_len: int
+    raw_len: int
+    payload_crc: int
+    runs: tuple[Run, ...]
+    flags: int = 0  #: the chunk's flags
+
+    @property
+    def compressed(self) -> bool:
+        return bool(self.flags & CHUNK_FLAG_ZSTD)
+
+    @classmethod
+    def from_chunk(cls, header: ChunkHeader, *, record: int, record_count: int) -> ChunkIndexEntry:
+        """The index entry of a chunk written at ``record`` over ``record_count`` records."""
+        return cls(
+            seq=header.seq,
+            record=record,
+            record_count=record_count,
+            flags=header.flags,
+            stored_len=header.stored_len,
+            raw_len=header.raw_len,
+            payload_crc=header.payload_crc,
+            runs=header.runs,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Trailer:
+    """Last item of a generation file: totals and the complete chunk index (its body)."""
+
+    run_uuid: UUID
+    generation: int
+    volume_size: int
+    block_size: int
+    entries: tuple[ChunkIndexEntry, ...]
+    data_blocks: int
+    zero_blocks: int
+    raw_bytes: int
+    stored_bytes: int
+    flags: int = TRAILER_FLAG_COMPLETE  #: bit 0: the generation is complete (ends here)
+
+    @property
+    def chunk_count(self) -> int:
+        return len(self.entries)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.flags & TRAILER_FLAG_COMPLETE)
+
+    @classmethod
+    def from_entries(
+        cls,
+        *,
+        run_uuid: UUID,
+        generation: int,
+        volume_size: int,
+        block_size: int,
+        entries: tuple[ChunkIndexEntry, ...] | list[ChunkIndexEntry],
+        complete: bool = True,
+    ) -> Trailer:
+        """A trailer whose totals are computed from ``entries``."""
+        entries = tuple(entries)
+        data_blocks = zero_blocks = 0
+        for e in entries:
+            for r in e.runs:
+                if r.kind == RunKind.ZERO:
+                    zero_blocks += r.count
+                else:
+                    data_blocks += r.count
+        return cls(
+            run_uuid=run_uuid,
+            generation=generation,
+            volume_size=volume_size,
+            block_size=block_size,
+            entries=entries,
+            data_blocks=data_blocks,
+            zero_blocks=zero_blocks,
+            raw_bytes=sum(e.raw_len for e in entries),
+            stored_bytes=sum(e.stored_len for e in entries),
+            flags=TRAILER_FLAG_COMPLETE if complete else 0,
+        )

@@ -1,0 +1,263 @@
+"""construct declarations of every on-media structure of format version 1.
+
+This module is the single declaration of the byte layout; the codec
+(:mod:`tapearc.format.codec`) uses these declarations for both writing and reading, and
+formats/SPEC.md describes the same layout in prose. All integers are little-endian.
+
+Every header is declared twice over the *same* field list:
+
+* ``XxxFields``: the header fields before the header CRC;
+* ``XxxHeader``: ``RawCopy(XxxFields)`` followed by ``header_crc``, a construct ``Checksum``
+  computing CRC-32C over the raw bytes of the fields.
+
+and, where the codec needs the length of the fixed part, ``XxxFixed`` (the fields up to the
+variable-length tail). Nothing here validates the *meaning* of fields; the codec does that.
+
+Construct parsers never see untrusted lengths: the codec checks magic, lengths and the header
+CRC explicitly before handing bytes to a parser (compiled parsers skip some checks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from construct import (
+    Adapter,
+    Array,
+    Bytes,
+    Check,
+    Checksum,
+    Const,
+    Construct,
+    Int8ul,
+    Int16ul,
+    Int32ul,
+    Int64ul,
+    PascalString,
+    RawCopy,
+    Rebuild,
+    Struct,
+    Terminated,
+    len_,
+    this,
+)
+
+from .constants import (
+    CHUNK_MAGIC,
+    GENERATION_MAGIC,
+    HEADER_CRC_LEN,
+    LABEL_MAGIC,
+    MAX_RUNS,
+    PREFIX_LEN,
+    TRAILER_MAGIC,
+)
+from .crc import crc32c
+
+__all__ = [
+    "UUID16",
+    "ItemPrefixStruct",
+    "HeaderStartStruct",
+    "RunStruct",
+    "LabelFixed",
+    "LabelFields",
+    "LabelHeader",
+    "GenerationFixed",
+    "GenerationFields",
+    "GenerationHeaderStruct",
+    "ChunkFixed",
+    "ChunkFields",
+    "ChunkHeaderStruct",
+    "ChunkFieldsCompiled",
+    "TrailerFields",
+    "TrailerHeaderStruct",
+    "ChunkIndexEntryFixed",
+    "ChunkIndexEntryStruct",
+    "TrailerBodyStruct",
+    "TrailerBodyCompiled",
+    "LABEL_FIXED_LEN",
+    "GENERATION_FIXED_LEN",
+    "CHUNK_FIXED_LEN",
+    "TRAILER_HEADER_LEN",
+    "RUN_LEN",
+    "INDEX_ENTRY_FIXED_LEN",
+    "MIN_HEADER_LEN",
+]
+
+
+class _UUIDAdapter(Adapter):  # type: ignore[misc]
+    """16 bytes in RFC 4122 order (``uuid.UUID.bytes``) <-> :class:`uuid.UUID`."""
+
+    def _decode(self, obj: bytes, context: Any, path: Any) -> UUID:
+        return UUID(bytes=obj)
+
+    def _encode(self, obj: UUID, context: Any, path: Any) -> bytes:
+        return obj.bytes
+
+
+#: A UUID as 16 bytes in RFC 4122 (big-endian, ``uuid.UUID.bytes``) order.
+UUID16: Construct = _UUIDAdapter(Bytes(16))
+
+
+def _crc_of(data: bytes) -> int:
+    return crc32c(data)
+
+
+def _with_crc(fields: Construct) -> Construct:
+    """``fields`` followed by ``header_crc``: CRC-32C of the raw bytes of ``fields``."""
+    return Struct(
+        "fields" / RawCopy(fields),
+        "header_crc" / Checksum(Int32ul, _crc_of, this.fields.data),
+    )
+
+
+# --------------------------------------------------------------------------- item prefix
+
+#: The 16-byte prefix every item starts with, whatever its kind or version.
+ItemPrefixStruct = Struct(
+    "magic" / Bytes(8),  # 7 ASCII letters + the format version as an ASCII digit
+    "header_len" / Int32ul,  # bytes of the header, including its trailing header CRC
+    "body_len" / Int32ul,  # bytes after the header (payload or trailer body)
+)
+
+#: The prefix plus ``format_version``, which is at offset 16 in every header.
+HeaderStartStruct = Struct(*ItemPrefixStruct.subcons, "format_version" / Int16ul)
+
+
+def _prefix(magic: bytes) -> tuple[Construct, ...]:
+    """The prefix and format_version of a header whose magic is ``magic``."""
+    return (
+        "magic" / Const(magic),
+        "header_len" / Int32ul,
+        "body_len" / Int32ul,
+        "format_version" / Int16ul,
+    )
+
+
+#: One run of blocks: ``count`` consecutive block ids from ``first``; kind 0 data, 1 zero.
+RunStruct = Struct(
+    "first" / Int64ul,
+    "count" / Int32ul,
+    "kind" / Int8ul,
+)
+
+# --------------------------------------------------------------------------- label
+
+_LABEL_FIXED = (
+    *_prefix(LABEL_MAGIC),
+    "flags" / Int16ul,
+    "medium_uuid" / UUID16,
+    "media_set_uuid" / UUID16,
+    "sequence" / Int32ul,
+    "record_size" / Int32ul,
+    "created" / Int64ul,
+)
+LabelFixed = Struct(*_LABEL_FIXED)
+LabelFields = Struct(*_LABEL_FIXED, "text" / PascalString(Int8ul, "utf8"))
+LabelHeader = _with_crc(LabelFields)
+
+# --------------------------------------------------------------------------- generation header
+
+_GENERATION_FIXED = (
+    *_prefix(GENERATION_MAGIC),
+    "kind" / Int8ul,
+    "compression" / Int8ul,
+    "run_uuid" / UUID16,
+    "media_set_uuid" / UUID16,
+    "medium_uuid" / UUID16,
+    "volume_uuid" / UUID16,
+    "generation" / Int32ul,
+    "base_generation" / Int32ul,
+    "part" / Int32ul,
+    "block_size" / Int32ul,
+    "record_size" / Int32ul,
+    "chunk_blocks" / Int32ul,
+    "volume_size" / Int64ul,
+    "created" / Int64ul,
+)
+GenerationFixed = Struct(*_GENERATION_FIXED)
+GenerationFields = Struct(*_GENERATION_FIXED, "volume_name" / PascalString(Int16ul, "utf8"))
+GenerationHeaderStruct = _with_crc(GenerationFields)
+
+# --------------------------------------------------------------------------- chunk header
+
+_CHUNK_FIXED = (
+    *_prefix(CHUNK_MAGIC),
+    "flags" / Int16ul,
+    "run_uuid" / UUID16,
+    "generation" / Int32ul,
+    "seq" / Int32ul,
+    "block_size" / Int32ul,
+    "volume_size" / Int64ul,
+    "raw_len" / Int32ul,
+    "payload_crc" / Int32ul,
+    "run_count" / Rebuild(Int32ul, len_(this.runs)),
+)
+ChunkFixed = Struct(*_CHUNK_FIXED)
+ChunkFields = Struct(*_CHUNK_FIXED, "runs" / Array(this.run_count, RunStruct))
+ChunkHeaderStruct = _with_crc(ChunkFields)
+#: Compiled ChunkFields for the hot path (building; parsing only after the codec's checks).
+ChunkFieldsCompiled = ChunkFields.compile()
+
+# --------------------------------------------------------------------------- trailer
+
+TrailerFields = Struct(
+    *_prefix(TRAILER_MAGIC),
+    "flags" / Int16ul,
+    "run_uuid" / UUID16,
+    "generation" / Int32ul,
+    "volume_size" / Int64ul,
+    "block_size" / Int32ul,
+    "chunk_count" / Int32ul,
+    "data_blocks" / Int64ul,
+    "zero_blocks" / Int64ul,
+    "raw_bytes" / Int64ul,
+    "stored_bytes" / Int64ul,
+    "body_crc" / Int32ul,
+)
+TrailerHeaderStruct = _with_crc(TrailerFields)
+
+_INDEX_ENTRY_FIXED = (
+    "seq" / Int32ul,
+    "record" / Int32ul,
+    "record_count" / Int32ul,
+    "flags" / Int16ul,
+    "stored_len" / Int32ul,
+    "raw_len" / Int32ul,
+    "payload_crc" / Int32ul,
+    "run_count" / Rebuild(Int32ul, len_(this.runs)),
+)
+ChunkIndexEntryFixed = Struct(*_INDEX_ENTRY_FIXED)
+ChunkIndexEntryStruct = Struct(
+    *_INDEX_ENTRY_FIXED,
+    Check(this.run_count <= MAX_RUNS),
+    "runs" / Array(this.run_count, RunStruct),
+)
+#: The trailer body: ``chunk_count`` index entries (pass ``chunk_count=`` to parse), nothing after.
+TrailerBodyStruct = Struct(
+    "entries" / Array(this._.chunk_count, ChunkIndexEntryStruct),
+    Terminated,
+)
+#: Compiled TrailerBodyStruct (parsing only after the codec checked the body CRC and size).
+TrailerBodyCompiled = TrailerBodyStruct.compile()
+
+# --------------------------------------------------------------------------- sizes
+
+RUN_LEN: int = RunStruct.sizeof()
+LABEL_FIXED_LEN: int = LabelFixed.sizeof()
+GENERATION_FIXED_LEN: int = GenerationFixed.sizeof()
+CHUNK_FIXED_LEN: int = ChunkFixed.sizeof()
+TRAILER_HEADER_LEN: int = TrailerFields.sizeof() + HEADER_CRC_LEN
+INDEX_ENTRY_FIXED_LEN: int = ChunkIndexEntryFixed.sizeof()
+
+#: Smallest header_len a valid header of each magic can declare.
+MIN_HEADER_LEN: dict[bytes, int] = {
+    LABEL_MAGIC: LABEL_FIXED_LEN + 1 + HEADER_CRC_LEN,
+    GENERATION_MAGIC: GENERATION_FIXED_LEN + 2 + HEADER_CRC_LEN,
+    CHUNK_MAGIC: CHUNK_FIXED_LEN + HEADER_CRC_LEN,
+    TRAILER_MAGIC: TRAILER_HEADER_LEN,
+}
+
+assert ItemPrefixStruct.sizeof() == PREFIX_LEN
+assert (RUN_LEN, LABEL_FIXED_LEN, GENERATION_FIXED_LEN, CHUNK_FIXED_LEN) == (13, 68, 124, 68)
+assert (TRAILER_HEADER_LEN, INDEX_ENTRY_FIXED_LEN) == (96, 30)

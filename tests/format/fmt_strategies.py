@@ -1,0 +1,172 @@
+"""Hypothesis strategies and helpers shared by the format tests."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from tapearc.format import (
+    ChunkHeader,
+    ChunkIndexEntry,
+    Compression,
+    GenerationHeader,
+    GenerationKind,
+    Label,
+    Run,
+    RunKind,
+    Trailer,
+    crc32c,
+    runs_data_len,
+)
+from tapearc.format.framing import record_count
+
+U16 = 2**16 - 1
+U32 = 2**32 - 1
+U64 = 2**64 - 1
+
+uuids = st.uuids()
+utf8_chars = st.characters(codec="utf-8")
+
+
+def utf8_text(max_bytes: int) -> st.SearchStrategy[str]:
+    return st.text(alphabet=utf8_chars, max_size=max_bytes).filter(
+        lambda s: len(s.encode("utf-8")) <= max_bytes
+    )
+
+
+labels = st.builds(
+    Label,
+    medium_uuid=uuids,
+    media_set_uuid=uuids,
+    sequence=st.integers(1, U32),
+    record_size=st.integers(512, 64 * 1024 * 1024),
+    created=st.integers(0, U64),
+    text=utf8_text(64),
+    flags=st.just(0),
+)
+
+
+@st.composite
+def generation_headers(draw: st.DrawFn) -> GenerationHeader:
+    kind = draw(st.sampled_from(GenerationKind))
+    generation = draw(st.integers(1 if kind == GenerationKind.FULL else 2, U32))
+    base = 0 if kind == GenerationKind.FULL else draw(st.integers(1, generation - 1))
+    block_size = draw(st.integers(1, 64 * 1024 * 1024))
+    return GenerationHeader(
+        run_uuid=draw(uuids),
+        media_set_uuid=draw(uuids),
+        medium_uuid=draw(uuids),
+        volume_uuid=draw(uuids),
+        volume_name=draw(utf8_text(1024)),
+        generation=generation,
+        base_generation=base,
+        kind=kind,
+        compression=draw(st.sampled_from(Compression)),
+        block_size=block_size,
+        record_size=draw(st.integers(512, 64 * 1024 * 1024)),
+        chunk_blocks=draw(st.integers(1, (1 << 30) // block_size)),
+        volume_size=draw(st.integers(0, U64)),
+        part=draw(st.integers(0, U32)),
+        created=draw(st.integers(0, U64)),
+    )
+
+
+@st.composite
+def geometries(draw: st.DrawFn, max_blocks: int = 64, max_block_size: int = 4096) -> tuple[int, int]:
+    """(block_size, volume_size) of a small volume, often with a partial last block."""
+    block_size = draw(st.integers(1, max_block_size))
+    nblocks = draw(st.integers(1, max_blocks))
+    last = draw(st.integers(1, block_size))
+    return block_size, (nblocks - 1) * block_size + last
+
+
+@st.composite
+def runs_in(draw: st.DrawFn, block_size: int, volume_size: int, max_runs: int = 12) -> tuple[Run, ...]:
+    nblocks = -(-volume_size // block_size)
+    out = []
+    for _ in range(draw(st.integers(1, max_runs))):
+        first = draw(st.integers(0, nblocks - 1))
+        count = draw(st.integers(1, nblocks - first))
+        out.append(Run(first, count, draw(st.sampled_from(RunKind))))
+    return tuple(out)
+
+
+@st.composite
+def chunk_headers(draw: st.DrawFn) -> ChunkHeader:
+    """Chunk headers with consistent lengths (payload not materialised)."""
+    block_size, volume_size = draw(geometries(max_blocks=1000, max_block_size=65536))  # raw_len < 1 GiB
+    runs = draw(runs_in(block_size, volume_size))
+    raw_len = runs_data_len(runs, block_size, volume_size)
+    compressed = raw_len > 0 and draw(st.booleans())
+    stored_len = draw(st.integers(0, raw_len - 1)) if compressed else raw_len
+    return ChunkHeader(
+        flags=1 if compressed else 0,
+        run_uuid=draw(uuids),
+        generation=draw(st.integers(1, U32)),
+        seq=draw(st.integers(0, U32)),
+        block_size=block_size,
+        volume_size=volume_size,
+        runs=runs,
+        raw_len=raw_len,
+        stored_len=stored_len,
+        payload_crc=draw(st.integers(0, U32)),
+    )
+
+
+@st.composite
+def trailers(draw: st.DrawFn) -> Trailer:
+    block_size, volume_size = draw(geometries(max_blocks=2000, max_block_size=65536))
+    entries = []
+    record = draw(st.integers(1, 3))
+    for seq in range(draw(st.integers(0, 6))):
+        runs = draw(runs_in(block_size, volume_size, max_runs=5))
+        raw_len = runs_data_len(runs, block_size, volume_size)
+        compressed = raw_len > 0 and draw(st.booleans())
+        stored_len = draw(st.integers(0, raw_len - 1)) if compressed else raw_len
+        n = draw(st.integers(1, 100))
+        entries.append(
+            ChunkIndexEntry(
+                seq=seq,
+                record=record,
+                record_count=n,
+                flags=1 if compressed else 0,
+                stored_len=stored_len,
+                raw_len=raw_len,
+                payload_crc=draw(st.integers(0, U32)),
+                runs=runs,
+            )
+        )
+        record += n + draw(st.integers(0, 2))
+    return Trailer.from_entries(
+        run_uuid=draw(uuids),
+        generation=draw(st.integers(1, U32)),
+        volume_size=volume_size,
+        block_size=block_size,
+        entries=entries,
+        complete=draw(st.booleans()),
+    )
+
+
+def fix_crcs(item: bytes | bytearray) -> bytes:
+    """Recompute the header CRC (and a trailer's body CRC) of a possibly modified item."""
+    x = bytearray(item)
+    if len(x) < 16:
+        return bytes(x)
+    hl = int.from_bytes(x[8:12], "little")
+    if x[:8] == b"TATRAIL1" and hl == 96 and len(x) >= 96:
+        x[88:92] = crc32c(bytes(x[96:])).to_bytes(4, "little")
+    if 4 <= hl <= len(x):
+        x[hl - 4 : hl] = crc32c(bytes(x[: hl - 4])).to_bytes(4, "little")
+    return bytes(x)
+
+
+__all__ = [
+    "labels",
+    "generation_headers",
+    "geometries",
+    "runs_in",
+    "chunk_headers",
+    "trailers",
+    "fix_crcs",
+    "utf8_text",
+    "record_count",
+]

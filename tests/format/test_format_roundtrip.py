@@ -1,0 +1,186 @@
+"""Property-based round trips of every structure, and record framing."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tapearc.errors import MalformedError
+from tapearc.format import (
+    ChunkHeader,
+    ChunkIndexEntry,
+    Label,
+    Run,
+    RunKind,
+    build_chunk,
+    check_payload,
+    crc32c,
+    decode_chunk,
+    decode_chunk_header,
+    decode_generation_header,
+    decode_label,
+    decode_trailer,
+    encode_chunk_header,
+    encode_generation_header,
+    encode_label,
+    encode_trailer,
+    from_jsonable,
+    peek_item,
+    record_count,
+    runs_data_len,
+    split_records,
+    to_jsonable,
+    unpack_payload,
+)
+from tapearc.format.structs import ChunkHeaderStruct
+
+from fmt_strategies import chunk_headers, generation_headers, geometries, labels, runs_in, trailers
+
+
+@given(labels)
+def test_label_round_trip(label: Label) -> None:
+    b = encode_label(label)
+    assert decode_label(b) == label
+    p = peek_item(b)
+    assert p.magic == b"TALABEL1" and p.total_len == len(b) == p.header_len and p.body_len == 0
+    assert len(b) <= 137
+    assert from_jsonable(Label, to_jsonable(label)) == label
+
+
+@given(generation_headers())
+def test_generation_header_round_trip(g) -> None:  # type: ignore[no-untyped-def]
+    b = encode_generation_header(g)
+    assert decode_generation_header(b) == g
+    assert peek_item(b).total_len == len(b) <= 1154
+    assert from_jsonable(type(g), to_jsonable(g)) == g
+
+
+@given(chunk_headers())
+def test_chunk_header_round_trip(h: ChunkHeader) -> None:
+    b = encode_chunk_header(h)
+    got, hl = decode_chunk_header(b)
+    assert got == h and hl == len(b)
+    p = peek_item(b)
+    assert p.header_len == len(b) and p.body_len == h.stored_len
+    # the hot path (compiled fields + crc) equals the declared RawCopy+Checksum struct
+    parsed = ChunkHeaderStruct.parse(b)
+    assert ChunkHeaderStruct.build({"fields": {"value": parsed.fields.value}}) == b
+    assert from_jsonable(ChunkHeader, to_jsonable(h)) == h
+
+
+@settings(max_examples=60)
+@given(geometries(max_blocks=40, max_block_size=2048), st.data(), st.booleans())
+def test_chunk_item_round_trip(geo: tuple[int, int], d: st.DataObject, compress: bool) -> None:
+    bs, vs = geo
+    runs = d.draw(runs_in(bs, vs))
+    n = runs_data_len(runs, bs, vs)
+    pattern = d.draw(st.binary(min_size=1, max_size=64))
+    raw = (pattern * (n // len(pattern) + 1))[:n]
+    run_uuid = d.draw(st.uuids())
+    header, hbytes, stored = build_chunk(
+        run_uuid=run_uuid, generation=3, seq=7, block_size=bs, volume_size=vs,
+        runs=runs, raw_payload=raw, compress=compress,
+    )  # fmt: skip
+    if not compress:
+        assert not header.compressed and bytes(stored) == raw
+    if header.compressed:
+        assert len(stored) < len(raw)
+    item = hbytes + bytes(stored)
+    got, payload = decode_chunk(item)
+    assert got == header
+    assert header.payload_crc == crc32c(stored)
+    check_payload(got, payload)
+    assert unpack_payload(got, payload) == raw
+    # framing
+    rs = d.draw(st.integers(1, 600))
+    recs = split_records(item, rs)
+    assert len(recs) == record_count(len(item), rs)
+    assert all(len(r) == rs for r in recs[:-1]) and 1 <= len(recs[-1]) <= rs
+    assert b"".join(recs) == item
+
+
+@given(trailers())
+def test_trailer_round_trip(t) -> None:  # type: ignore[no-untyped-def]
+    b = encode_trailer(t)
+    assert decode_trailer(b) == t
+    p = peek_item(b)
+    assert p.header_len == 96 and p.total_len == len(b)
+    assert from_jsonable(type(t), to_jsonable(t)) == t
+
+
+@given(st.binary(min_size=16, max_size=3000), st.integers(1, 700))
+def test_split_records(item: bytes, rs: int) -> None:
+    recs = split_records(item, rs)
+    assert b"".join(recs) == item
+    assert [len(r) for r in recs[:-1]] == [rs] * (len(recs) - 1)
+    assert len(recs) == -(-len(item) // rs)
+
+
+def test_split_records_rejects_bad_size() -> None:
+    with pytest.raises(ValueError):
+        split_records(b"abc", 0)
+
+
+def test_reader_loop_over_records() -> None:
+    """The reading procedure of SPEC section 5: first record, peek, read until total_len."""
+    u = uuid.UUID(int=1)
+    runs = (Run(0, 3, RunKind.DATA), Run(3, 2, RunKind.ZERO))
+    raw = bytes(range(256)) * 36
+    items = []
+    for seq in range(3):
+        _, hb, st_ = build_chunk(run_uuid=u, generation=1, seq=seq, block_size=3072,
+                                 volume_size=5 * 3072, runs=runs, raw_payload=raw, compress=seq == 1)  # fmt: skip
+        items.append(hb + bytes(st_))
+    records = [bytes(r) for item in items for r in split_records(item, 512)]
+    it = iter(records)
+    seqs = []
+    for first in it:
+        p = peek_item(first)
+        buf = bytearray(first)
+        while len(buf) < p.total_len:
+            buf += next(it)
+        assert len(buf) == p.total_len
+        h, payload = decode_chunk(buf)
+        assert unpack_payload(h, payload) == raw
+        seqs.append(h.seq)
+    assert seqs == [0, 1, 2]
+
+
+def test_encode_rejects_invalid_models() -> None:
+    u = uuid.UUID(int=5)
+    good = ChunkHeader(run_uuid=u, generation=1, seq=0, block_size=512, volume_size=4096,
+                       runs=(Run(0, 8),), raw_len=4096, stored_len=4096, payload_crc=0)  # fmt: skip
+    encode_chunk_header(good)
+    import dataclasses
+
+    for change in (
+        {"raw_len": 4095, "stored_len": 4095},
+        {"runs": (Run(1, 8),)},
+        {"runs": ()},
+        {"runs": (Run(0, 0),)},
+        {"flags": 4},
+        {"flags": 1},  # compressed but stored_len == raw_len
+        {"generation": 0},
+        {"block_size": 0},
+        {"seq": 2**32},
+        {"payload_crc": -1},
+    ):
+        with pytest.raises(MalformedError):
+            encode_chunk_header(dataclasses.replace(good, **change))
+    lb = Label(medium_uuid=u, media_set_uuid=u, sequence=1, record_size=65536, created=0)
+    encode_label(lb)
+    for change in ({"text": "x" * 65}, {"sequence": 0}, {"record_size": 100}, {"flags": 1},
+                   {"created": -1}, {"text": "\udc80"}):  # fmt: skip
+        with pytest.raises(MalformedError):
+            encode_label(dataclasses.replace(lb, **change))
+
+
+def test_trailer_entry_from_chunk() -> None:
+    u = uuid.UUID(int=9)
+    h, hb, stored = build_chunk(run_uuid=u, generation=1, seq=0, block_size=512, volume_size=1000,
+                                runs=(Run(0, 2),), raw_payload=b"a" * 1000)  # fmt: skip
+    e = ChunkIndexEntry.from_chunk(h, record=1, record_count=record_count(len(hb) + len(stored), 512))
+    assert e.stored_len == h.stored_len and e.runs == h.runs and e.flags == h.flags == 1

@@ -1,0 +1,186 @@
+"""Golden vectors (formats/vectors): decode == json, encode(json) == bin, generator == bin,
+payload CRC per crcmod; damaged vectors raise their expected error."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import crcmod.predefined
+import pytest
+
+import tapearc.errors
+import tapearc.format as F
+from tapearc.format import model
+
+VECTORS = Path(__file__).resolve().parents[2] / "formats" / "vectors"
+VALID = ["label", "generation-header", "chunk-plain", "chunk-zstd", "trailer"]
+ENCODERS = {
+    "Label": F.encode_label,
+    "GenerationHeader": F.encode_generation_header,
+    "ChunkHeader": F.encode_chunk_header,
+    "Trailer": F.encode_trailer,
+}
+crcmod_crc32c = crcmod.predefined.mkCrcFun("crc-32c")
+
+
+def load(name: str) -> tuple[bytes, dict[str, Any]]:
+    return (VECTORS / f"{name}.bin").read_bytes(), json.loads((VECTORS / f"{name}.json").read_text())
+
+
+def decoded(name: str, data: bytes, desc: dict[str, Any]) -> Any:
+    obj = getattr(F, desc["decoder"])(data)
+    return obj[0] if desc["decoder"] == "decode_chunk" else obj
+
+
+@pytest.mark.parametrize("name", VALID)
+def test_decode_matches_json(name: str) -> None:
+    data, desc = load(name)
+    assert hashlib.sha256(data).hexdigest() == desc["sha256"]
+    obj = decoded(name, data, desc)
+    assert type(obj).__name__ == desc["item"]
+    assert F.to_jsonable(obj) == desc["fields"]
+    p = F.peek_item(data)
+    assert p.magic.decode() == desc["magic"]
+    assert (p.header_len, p.body_len, p.total_len) == (
+        desc["header_len"], desc["body_len"], desc["total_len"],
+    )  # fmt: skip
+    hl = p.header_len
+    assert f"0x{int.from_bytes(data[hl - 4 : hl], 'little'):08x}" == desc["header_crc"]
+    assert crcmod_crc32c(data[: hl - 4]) == int(desc["header_crc"], 16)
+    assert int.from_bytes(data[16:18], "little") == desc["format_version"] == 1
+
+
+@pytest.mark.parametrize("name", VALID)
+def test_encode_json_gives_bin(name: str) -> None:
+    data, desc = load(name)
+    obj = F.from_jsonable(getattr(model, desc["item"]), desc["fields"])
+    encoded = ENCODERS[desc["item"]](obj)
+    if desc["item"] == "ChunkHeader":
+        payload = data[desc["header_len"] :]
+        assert hashlib.sha256(payload).hexdigest() == desc["payload"]["sha256"]
+        encoded += payload
+    assert encoded == data
+
+
+@pytest.mark.parametrize("name", ["chunk-plain", "chunk-zstd"])
+def test_chunk_payload(name: str) -> None:
+    data, desc = load(name)
+    header, payload = F.decode_chunk(data)
+    assert len(payload) == desc["payload"]["stored_len"] == header.stored_len
+    ref = crcmod_crc32c(bytes(payload))
+    assert ref == header.payload_crc == int(desc["payload"]["crc32c"], 16)
+    raw = F.unpack_payload(header, payload)
+    assert len(raw) == desc["raw_payload"]["raw_len"] == header.raw_len
+    assert hashlib.sha256(raw).hexdigest() == desc["raw_payload"]["sha256"]
+    assert header.compressed == (name == "chunk-zstd")
+
+
+def test_vectors_form_one_generation() -> None:
+    gen = F.decode_generation_header(load("generation-header")[0])
+    trailer = F.decode_trailer(load("trailer")[0])
+    chunks = [F.decode_chunk(load(n)[0])[0] for n in ("chunk-plain", "chunk-zstd")]
+    assert [e.seq for e in trailer.entries] == [c.seq for c in chunks] == [0, 1]
+    for c, e in zip(chunks, trailer.entries):
+        assert (c.run_uuid, c.generation, c.block_size, c.volume_size) == (
+            gen.run_uuid, gen.generation, gen.block_size, gen.volume_size,
+        )  # fmt: skip
+        assert e == F.ChunkIndexEntry.from_chunk(c, record=e.record, record_count=e.record_count)
+    assert trailer.run_uuid == gen.run_uuid and trailer.complete
+    # the partial last block is in chunk 0
+    assert chunks[0].runs[-1] == F.Run(10, 1, F.RunKind.DATA)
+    assert gen.volume_size - 10 * gen.block_size == 1000
+
+
+def _generator() -> Any:
+    spec = importlib.util.spec_from_file_location("make_vectors", VECTORS / "make_vectors.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_generator_reproduces_vectors(tmp_path: Path) -> None:
+    written = _generator().write_all(tmp_path)
+    assert written
+    for p in written:
+        rel = p.relative_to(tmp_path)
+        assert (VECTORS / rel).read_bytes() == p.read_bytes(), f"{rel} differs"
+    committed = {p.relative_to(VECTORS) for p in VECTORS.rglob("*") if p.suffix in (".bin", ".json")}
+    assert committed == {p.relative_to(tmp_path) for p in written}
+
+
+EXPECTED = json.loads((VECTORS / "damaged" / "expected.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_damaged_vectors(name: str) -> None:
+    exp = EXPECTED[name]
+    cls = getattr(tapearc.errors, exp["error"])
+    data = (VECTORS / "damaged" / name).read_bytes()
+    with pytest.raises(tapearc.errors.TapearcError) as info:
+        getattr(F, exp["decoder"])(data)
+    assert type(info.value) is cls, f"{name}: {type(info.value).__name__}: {info.value}"
+    if cls is tapearc.errors.CRCError:
+        assert "expected 0x" in str(info.value) and "found 0x" in str(info.value)
+
+
+def test_required_damaged_vectors_present() -> None:
+    for name in ("chunk-bad-header-crc.bin", "chunk-bad-payload-crc.bin", "chunk-truncated.bin",
+                 "label-bad-magic.bin", "label-future-version.bin", "trailer-bad-body-crc.bin"):  # fmt: skip
+        assert name in EXPECTED
+
+
+def test_spec_offsets() -> None:
+    """Spot-check the offsets of SPEC.md's tables against the vectors."""
+    u32 = lambda b, o: int.from_bytes(b[o : o + 4], "little")  # noqa: E731
+    u64 = lambda b, o: int.from_bytes(b[o : o + 8], "little")  # noqa: E731
+    label, d = load("label")
+    f = d["fields"]
+    assert label[20:36].hex() == f["medium_uuid"].replace("-", "")
+    assert (u32(label, 52), u32(label, 56), u64(label, 60)) == (f["sequence"], f["record_size"], f["created"])
+    assert label[69 : 69 + label[68]].decode() == f["text"]
+    gen, d = load("generation-header")
+    f = d["fields"]
+    assert gen[68:84].hex() == f["volume_uuid"].replace("-", "")
+    assert (u32(gen, 84), u32(gen, 88), u32(gen, 96), u32(gen, 104)) == (
+        f["generation"], f["base_generation"], f["block_size"], f["chunk_blocks"])  # fmt: skip
+    assert (u64(gen, 108), u64(gen, 116)) == (f["volume_size"], f["created"])
+    chunk, d = load("chunk-plain")
+    f = d["fields"]
+    assert (u32(chunk, 40), u32(chunk, 44), u64(chunk, 48), u32(chunk, 56), u32(chunk, 60), u32(chunk, 64)) == (
+        f["seq"], f["block_size"], f["volume_size"], f["raw_len"], f["payload_crc"], len(f["runs"]))  # fmt: skip
+    tr, d = load("trailer")
+    f = d["fields"]
+    assert (u64(tr, 40), u32(tr, 48), u32(tr, 52), u64(tr, 56), u64(tr, 80)) == (
+        f["volume_size"], f["block_size"], len(f["entries"]), f["data_blocks"], f["stored_bytes"])  # fmt: skip
+    e0 = f["entries"][0]
+    assert (u32(tr, 96), u32(tr, 100), u32(tr, 104), u32(tr, 96 + 26)) == (
+        e0["seq"], e0["record"], e0["record_count"], len(e0["runs"]))  # fmt: skip
+
+
+def test_check_same_generation() -> None:
+    import dataclasses
+    import uuid
+
+    gen = F.decode_generation_header(load("generation-header")[0])
+    chunk = F.decode_chunk(load("chunk-zstd")[0])[0]
+    trailer = F.decode_trailer(load("trailer")[0])
+    F.check_same_generation(gen, chunk, seq=1)
+    F.check_same_generation(gen, trailer)
+    for bad in (
+        dataclasses.replace(chunk, run_uuid=uuid.UUID(int=1)),
+        dataclasses.replace(chunk, generation=3),
+        dataclasses.replace(chunk, block_size=512),
+    ):
+        with pytest.raises(tapearc.errors.MalformedError):
+            F.check_same_generation(gen, bad)
+    with pytest.raises(tapearc.errors.MalformedError):
+        F.check_same_generation(gen, chunk, seq=0)
+    with pytest.raises(tapearc.errors.MalformedError):
+        F.check_same_generation(dataclasses.replace(gen, compression=F.Compression.NONE), chunk)
+    with pytest.raises(tapearc.errors.MalformedError):
+        F.check_same_generation(dataclasses.replace(gen, chunk_blocks=1), chunk)
