@@ -1,0 +1,76 @@
+"""Media backends behind one interface, :class:`~tapearc.media.base.TapeDrive`.
+
+:func:`open_medium` turns what the user wrote (``--tape SPEC``) into an open drive:
+
+``sim:PATH``
+    a simulated tape image (tapesim); created blank when missing and opened for writing.
+``dir:PATH``
+    a removable-disk folder (:mod:`tapearc.media.dirmedium`); created when missing and opened
+    for writing.
+``st:/dev/nstN`` or ``/dev/nst*``
+    the Linux st driver (not available yet, issue 5).
+``PATH``
+    an existing folder is ``dir:PATH``; anything else is ``sim:PATH``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from ..errors import MediumUnavailableError
+from .base import DriveStatus, Mark, Position, TapeDrive, WriteStatus
+
+__all__ = [
+    "DriveStatus",
+    "Mark",
+    "Position",
+    "TapeDrive",
+    "WriteStatus",
+    "open_medium",
+    "ACCEPTED_FORMS",
+]
+
+ACCEPTED_FORMS = "sim:PATH, dir:PATH, st:/dev/nstN (or /dev/nstN), or a PATH"
+_PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$")
+
+
+def open_medium(spec: str, *, write: bool) -> TapeDrive:
+    """Open the medium named by ``spec`` for reading, or for reading and writing.
+
+    The drive's ``name`` is the spec in its explicit form (``sim:PATH``, ``dir:PATH``).
+    Raises MediumUnavailableError for a missing medium or an unknown ``xyz:`` prefix,
+    NotTapearcMediumError for a non-empty folder that is not a dir medium, WriteProtectedError
+    when ``write`` is asked of a write-protected tape image.
+    """
+    if not spec:
+        raise MediumUnavailableError(f"no medium given; expected {ACCEPTED_FORMS}")
+    m = _PREFIX.match(spec)
+    kind, path = (m.group(1).lower(), m.group(2)) if m else (None, spec)
+    if kind is None:
+        if path.startswith("/dev/nst") or path.startswith("/dev/st"):
+            kind = "st"
+        elif os.path.isdir(path):
+            kind = "dir"
+        else:
+            kind = "sim"
+    if not path:
+        raise MediumUnavailableError(f"{spec!r} names no path; expected {ACCEPTED_FORMS}")
+    if kind == "sim":
+        from .sim import open_sim
+
+        return open_sim(path, write=write, create=write, name=f"sim:{path}")
+    if kind == "dir":
+        from .dirmedium import DirDrive
+
+        return DirDrive(path, write=write, name=f"dir:{path}")
+    if kind == "st":
+        raise MediumUnavailableError(
+            f"the st backend is not available yet: st:{path}",
+            medium=f"st:{path}",
+            hint="use a sim: tape image or a dir: folder for now",
+        )
+    raise MediumUnavailableError(
+        f"unknown medium type {kind + ':'!r} in {spec!r}; expected {ACCEPTED_FORMS}",
+        medium=spec,
+    )

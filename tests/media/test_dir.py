@@ -1,0 +1,198 @@
+"""dir: backend specifics (layout on disk, marker, refusal of foreign folders, early warning)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import pytest
+
+from tapearc.errors import (
+    MediumFullError,
+    MediumIOError,
+    MediumUnavailableError,
+    NotTapearcMediumError,
+    WriteProtectedError,
+)
+from tapearc.media.base import Mark, Position, WriteStatus
+from tapearc.media.dirmedium import MARKER_NAME, DirDrive, create_dir_medium
+
+
+def test_missing_folder_for_reading_is_unavailable(tmp_path):
+    with pytest.raises(MediumUnavailableError, match="no such folder"):
+        DirDrive(str(tmp_path / "nope"), write=False)
+    assert not (tmp_path / "nope").exists()
+
+
+def test_missing_folder_for_writing_is_created_with_a_marker(tmp_path):
+    path = tmp_path / "a" / "medium"
+    with DirDrive(str(path), write=True) as d:
+        assert d.name == f"dir:{path}"
+        assert d.max_record_size == 16 * 1024 * 1024
+    marker = json.loads((path / MARKER_NAME).read_text())
+    assert marker == {"format": "tapearc-dir-medium", "version": 1}
+
+
+def test_layout_on_disk(tmp_path):
+    path = tmp_path / "m"
+    with DirDrive(str(path), write=True) as d:
+        d.write_record(b"a0")
+        d.write_record(b"a1")
+        d.write_filemark()
+        d.write_filemark()
+        d.write_record(b"c0")
+    assert (path / "file-000000" / "rec-000000000").read_bytes() == b"a0"
+    assert (path / "file-000000" / "rec-000000001").read_bytes() == b"a1"
+    assert (path / "file-000000" / "FILEMARK").read_bytes() == b""
+    assert sorted(os.listdir(path / "file-000001")) == ["FILEMARK"]
+    assert sorted(os.listdir(path / "file-000002")) == ["rec-000000000"]
+    with DirDrive(str(path), write=False) as d:  # counts come back from the scan
+        assert d.seek_end_of_data() == Position(5, 2, 1)
+        st = d.status()
+        assert st.details["filemarks"] == 2
+        assert st.used == 6
+
+
+def test_truncation_removes_files(tmp_path):
+    path = tmp_path / "m"
+    with DirDrive(str(path), write=True) as d:
+        for obj in [b"a", b"b", None, b"c", None, b"d"]:
+            d.write_filemark() if obj is None else d.write_record(obj)
+        d.locate(1)
+        d.write_record(b"B")
+    assert sorted(os.listdir(path)) == [MARKER_NAME, "file-000000"]
+    assert sorted(os.listdir(path / "file-000000")) == ["rec-000000000", "rec-000000001"]
+    assert (path / "file-000000" / "rec-000000001").read_bytes() == b"B"
+
+
+@pytest.mark.parametrize("write", [True, False])
+def test_non_empty_folder_without_marker_is_refused(tmp_path, write):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"meow")
+    with pytest.raises(NotTapearcMediumError, match="not a tapearc dir medium"):
+        DirDrive(str(tmp_path / "photos"), write=write)
+    assert os.listdir(tmp_path / "photos") == ["cat.jpg"]  # nothing scribbled
+
+
+def test_empty_folder_and_lost_found(tmp_path):
+    disk = tmp_path / "disk"
+    (disk / "lost+found").mkdir(parents=True)
+    with DirDrive(str(disk), write=False) as d:
+        assert d.read_record() is Mark.END_OF_DATA
+    assert not (disk / MARKER_NAME).exists()  # reading never writes
+    with DirDrive(str(disk), write=True) as d:
+        d.write_record(b"x")
+    assert (disk / MARKER_NAME).exists()
+
+
+def test_not_a_folder(tmp_path):
+    f = tmp_path / "file"
+    f.write_bytes(b"x")
+    with pytest.raises(NotTapearcMediumError, match="not a folder"):
+        DirDrive(str(f), write=True)
+
+
+@pytest.mark.parametrize("content", ["not json", '{"format": "other"}', "[]"])
+def test_bad_marker(tmp_path, content):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / MARKER_NAME).write_text(content)
+    with pytest.raises(NotTapearcMediumError):
+        DirDrive(str(tmp_path / "m"), write=True)
+
+
+def test_newer_marker_version(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / MARKER_NAME).write_text('{"format": "tapearc-dir-medium", "version": 2}')
+    with pytest.raises(NotTapearcMediumError, match="version 2"):
+        DirDrive(str(tmp_path / "m"), write=False)
+
+
+def test_write_protected_marker(tmp_path):
+    create_dir_medium(str(tmp_path / "m"), write_protected=True)
+    with DirDrive(str(tmp_path / "m"), write=True) as d:
+        assert d.writable is False
+        assert d.status().write_protected is True
+        with pytest.raises(WriteProtectedError, match="write-protected"):
+            d.write_record(b"x")
+
+
+def test_busy_while_open_for_writing(tmp_path):
+    with DirDrive(str(tmp_path / "m"), write=True):
+        with pytest.raises(MediumUnavailableError, match="in use"):
+            DirDrive(str(tmp_path / "m"), write=False)
+    with DirDrive(str(tmp_path / "m"), write=False):
+        with DirDrive(str(tmp_path / "m"), write=False):
+            pass  # readers share
+
+
+def test_damaged_layout(tmp_path):
+    path = tmp_path / "m"
+    with DirDrive(str(path), write=True) as d:
+        d.write_record(b"a")
+        d.write_filemark()
+        d.write_record(b"b")
+    os.unlink(path / "file-000000" / "FILEMARK")
+    with pytest.raises(MediumIOError, match="damaged dir medium"):
+        DirDrive(str(path), write=False)
+
+
+def test_early_warning_from_free_space(tmp_path, monkeypatch):
+    with DirDrive(str(tmp_path / "m"), write=True, reserve=1000) as d:
+        monkeypatch.setattr(d, "_free_bytes", lambda: 10**9)
+        assert d.write_record(b"x" * 100) is WriteStatus.OK
+        monkeypatch.setattr(d, "_free_bytes", lambda: 500 + 70000)
+        assert d.write_record(b"x" * 100) is WriteStatus.OK  # 70500 >= reserve... of 1000
+        d.reserve = 80000
+        assert d.write_record(b"x" * 100) is WriteStatus.EARLY_WARNING
+        assert d.write_filemark() is WriteStatus.EARLY_WARNING
+        monkeypatch.setattr(d, "_free_bytes", lambda: 1000)
+        with pytest.raises(MediumFullError):
+            d.write_record(b"x" * 100)
+        assert d.position() == Position(4, 1, 0)
+
+
+def test_enospc_from_the_os_removes_the_partial_record(tmp_path, monkeypatch):
+    import builtins
+
+    with DirDrive(str(tmp_path / "m"), write=True, reserve=0) as d:
+        d.write_record(b"a")
+        real_open = builtins.open
+
+        class Failing:
+            def __init__(self, fh):
+                self.fh = fh
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.fh.close()
+
+            def write(self, data):
+                self.fh.write(bytes(data[:3]))
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def fake_open(path, mode="r", *args, **kw):
+            fh = real_open(path, mode, *args, **kw)
+            return Failing(fh) if "w" in mode and "rec-" in str(path) else fh
+
+        monkeypatch.setattr(builtins, "open", fake_open)
+        with pytest.raises(MediumFullError):
+            d.write_record(b"bbbbbbbb")
+        monkeypatch.setattr(builtins, "open", real_open)
+        assert d.position() == Position(1, 0, 1)
+        assert sorted(os.listdir(tmp_path / "m" / "file-000000")) == ["rec-000000000"]
+        assert d.write_record(b"c") is WriteStatus.OK
+
+
+def test_record_files_larger_than_max_are_too_large(tmp_path):
+    from tapearc.errors import RecordTooLargeError
+
+    with DirDrive(str(tmp_path / "m"), write=True) as d:
+        d.write_record(b"x" * 5000)
+        d.write_record(b"y")
+    with DirDrive(str(tmp_path / "m"), write=False, max_record_size=4096) as d:
+        with pytest.raises(RecordTooLargeError):
+            d.read_record()
+        assert d.read_record() == b"y"
