@@ -1,0 +1,3 @@
+from tapearc.cli.app import main
+
+main()

@@ -1,0 +1,295 @@
+"""The ``tapearc`` command: parse options, make one engine call, render the result.
+
+One error boundary (:func:`_run`) turns every failure into one line on standard error (and a
+JSON object on standard output with ``--json``) and the error's exit code; no traceback ever
+reaches the user.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress as RichProgress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from tapearc.errors import InternalError, Interrupted, TapearcError, UsageError
+from tapearc.units import format_size, parse_size
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Archive block volumes to tape (or a simulated tape, or a removable-disk folder) and restore them exactly.",
+)
+
+T = TypeVar("T")
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+MediaOpt = Annotated[
+    str,
+    typer.Option(
+        "--media",
+        "-m",
+        help="Medium: sim:IMAGE (simulated tape, made if missing), dir:FOLDER (removable disk), /dev/nstN.",
+        metavar="MEDIUM",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts).")]
+
+
+class RichProgressReporter:
+    """Progress on standard error with bytes, MB/s and ETA; only on a terminal."""
+
+    def __init__(self) -> None:
+        self._p: RichProgress | None = None
+        self._task: TaskID | None = None
+
+    def start(self, description: str, total: int | None) -> None:
+        self._p = RichProgress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=False,
+        )
+        self._p.start()
+        self._task = self._p.add_task(description, total=total)
+
+    def advance(self, nbytes: int) -> None:
+        if self._p is not None and self._task is not None:
+            self._p.advance(self._task, nbytes)
+
+    def finish(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+            self._p = None
+
+
+def _progress(json_out: bool) -> RichProgressReporter | None:
+    if json_out or not sys.stderr.isatty():
+        return None
+    return RichProgressReporter()
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(err: TapearcError, json_out: bool) -> typer.Exit:
+    line = f"tapearc: error: {err}"
+    err_console.print(line, markup=False, soft_wrap=True)
+    if err.hint:
+        err_console.print(f"tapearc: hint: {err.hint}", markup=False, soft_wrap=True)
+    if json_out:
+        _emit_json(err.to_json())
+    return typer.Exit(err.exit_code)
+
+
+def _run(json_out: bool, fn: Callable[[], T]) -> T:
+    """The error boundary around one command."""
+    try:
+        return fn()
+    except TapearcError as e:
+        raise _fail(e, json_out) from None
+    except KeyboardInterrupt:
+        raise _fail(Interrupted("interrupted"), json_out) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as e:  # a bug: still one line, never a traceback
+        import logging
+
+        logging.getLogger("tapearc").debug("internal error", exc_info=True)
+        raise _fail(
+            InternalError(
+                f"internal error: {type(e).__name__}: {e}",
+                hint="this is a bug in tapearc; please report it with the command you ran",
+            ),
+            json_out,
+        ) from None
+
+
+def _size(text: str | None, what: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise UsageError(f"{what}: {e}") from None
+
+
+@contextmanager
+def _drive(spec: str, *, write: bool) -> Iterator[Any]:
+    from tapearc.media import open_medium
+
+    drive = open_medium(spec, write=write)
+    try:
+        yield drive
+    finally:
+        drive.close()
+
+
+@app.command()
+def backup(
+    source: Annotated[str, typer.Argument(help="Volume to back up: a disk image file or a block device.")],
+    media: MediaOpt,
+    block_size: Annotated[str, typer.Option("--block-size", help="Volume block size (default 64K).")] = "64K",
+    record_size: Annotated[
+        str | None,
+        typer.Option("--record-size", help="Largest tape record written (default 1M, or the medium's)."),
+    ] = None,
+    compress: Annotated[str, typer.Option("--compress", help="Per-chunk compression: zstd or none.")] = "none",
+    volume: Annotated[str | None, typer.Option("--volume", help="Volume name (default: SOURCE's file name).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Back up SOURCE to MEDIUM as a new generation (a blank medium is labeled first)."""
+
+    def go() -> None:
+        from tapearc.engine.backup import BackupOptions, backup as do_backup
+
+        if compress not in ("zstd", "none"):
+            raise UsageError(f"--compress {compress!r}: use zstd or none")
+        opts = BackupOptions(
+            block_size=_size(block_size, "--block-size") or 0,
+            record_size=_size(record_size, "--record-size"),
+            compress=compress,
+            volume_name=volume,
+        )
+        with _drive(media, write=True) as drive:
+            res = do_backup(source, drive, opts, _progress(json_out))
+        if json_out:
+            _emit_json(res.to_json())
+            return
+        speed = f", {res.volume_size / res.seconds / 1e6:.1f} MB/s" if res.seconds > 0 else ""
+        out_console.print(
+            f"backed up {source} ({format_size(res.volume_size)}) to {res.medium} as volume {res.volume!r} "
+            f"generation {res.generation} (tape file {res.tape_file}): {res.chunks} chunks, "
+            f"{res.data_blocks} blocks stored, {res.zero_blocks} zero blocks, "
+            f"{format_size(res.stored_bytes)} written{speed}",
+            markup=False,
+            soft_wrap=True,
+        )
+
+    _run(json_out, go)
+
+
+@app.command()
+def restore(
+    media: MediaOpt,
+    to: Annotated[str, typer.Option("--to", help="Target: a file (made sparse) or a block device.")],
+    generation: Annotated[int | None, typer.Option("--generation", help="Generation to restore (default: latest).")] = None,
+    volume: Annotated[str | None, typer.Option("--volume", help="Volume to restore, when the medium holds several.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a target that is not empty.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Restore a generation of a volume from MEDIUM to a file or block device, byte for byte."""
+
+    def go() -> None:
+        from tapearc.engine.restore import RestoreOptions, restore as do_restore
+
+        opts = RestoreOptions(generation=generation, volume=volume, force=force)
+        with _drive(media, write=False) as drive:
+            res = do_restore(drive, to, opts, _progress(json_out))
+        if json_out:
+            _emit_json(res.to_json())
+            return
+        out_console.print(
+            f"restored volume {res.volume!r} generation {res.generation} ({format_size(res.volume_size)}) "
+            f"from {res.medium} to {res.target}: {res.chunks_read} chunks, {res.data_blocks} blocks, "
+            f"{res.zero_blocks} zero blocks",
+            markup=False,
+            soft_wrap=True,
+        )
+
+    _run(json_out, go)
+
+
+@app.command("list")
+def list_cmd(
+    media: MediaOpt,
+    chunks: Annotated[bool, typer.Option("--chunks", help="Also list every chunk and its block runs.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show what MEDIUM holds, read from the medium itself: label, generations, chunks, blocks."""
+
+    def go() -> None:
+        from tapearc.engine.listing import list_medium
+
+        with _drive(media, write=False) as drive:
+            listing = list_medium(drive)
+        if json_out:
+            _emit_json(listing.to_json(with_chunks=True))
+            return
+        lab = listing.label
+        out_console.print(
+            f"medium {listing.medium}: tapearc label, set {lab.media_set_uuid} sequence {lab.sequence}, "
+            f"medium {lab.medium_uuid}, record size {format_size(lab.record_size)}",
+            markup=False,
+            soft_wrap=True,
+        )
+        table = Table(show_edge=False)
+        for col in ("file", "content", "volume", "gen", "size", "blocks", "zero", "stored", "chunks", "records", "state"):
+            table.add_column(col, justify="right" if col not in ("content", "volume", "state") else "left")
+        for f in listing.files:
+            if f.kind == "label":
+                table.add_row(str(f.tape_file), "label", "", "", "", "", "", "", "", str(f.records), "ok")
+                continue
+            state = "complete" if f.complete else ("incomplete" if f.trailer else "no trailer")
+            if f.problem:
+                state = "damaged"
+            table.add_row(
+                str(f.tape_file),
+                f"{f.generation_kind or f.kind}" + (f" {f.compression}" if f.compression == "zstd" else ""),
+                f.volume or "",
+                str(f.generation or ""),
+                format_size(f.volume_size or 0),
+                str(f.data_blocks),
+                str(f.zero_blocks),
+                format_size(f.stored_bytes),
+                str(len(f.chunks)),
+                str(f.records),
+                state,
+            )
+        out_console.print(table)
+        for f in listing.files:
+            if f.problem:
+                out_console.print(f"tape file {f.tape_file}: {f.problem}", markup=False, soft_wrap=True)
+            if chunks and f.kind == "generation":
+                for c in f.chunks:
+                    runs = ", ".join(
+                        (f"{a}" if n == 1 else f"{a}-{a + n - 1}") + (" zero" if k == "zero" else "")
+                        for a, n, k in c.runs
+                    )
+                    out_console.print(
+                        f"  file {f.tape_file} chunk {c.seq}: records {c.record}-{c.record + c.record_count - 1}, "
+                        f"{format_size(c.stored_bytes)}{' zstd' if c.compressed else ''}: blocks {runs}",
+                        markup=False,
+                        soft_wrap=True,
+                    )
+
+    _run(json_out, go)
+
+
+def main() -> None:
+    app(prog_name="tapearc")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""How tapearc's items sit on a medium: reading and writing items, the label, the tape files.
+
+An *item* (label, generation header, chunk, trailer) is one byte string framed into records of
+``record_size`` bytes (formats/SPEC.md, "Record framing"). This module turns TapeDrive records
+into items and back, and walks the tape files of a medium.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from tapearc import format as fmt
+from tapearc.errors import (
+    BadMagicError,
+    FormatError,
+    MalformedError,
+    NotTapearcMediumError,
+    TapearcError,
+    TruncatedError,
+)
+from tapearc.media.base import Mark, TapeDrive, WriteStatus
+
+MAGIC_LABEL = fmt.LABEL_MAGIC
+MAGIC_GENHDR = fmt.GENERATION_MAGIC
+MAGIC_CHUNK = fmt.CHUNK_MAGIC
+MAGIC_TRAILER = fmt.TRAILER_MAGIC
+
+
+@dataclass(slots=True)
+class Item:
+    """One item read from the medium."""
+
+    magic: bytes
+    data: bytes
+    tape_file: int
+    record: int  # index within the tape file of the item's first record
+    logical: int  # logical position of the item's first record
+    record_sizes: list[int]
+
+    @property
+    def record_count(self) -> int:
+        return len(self.record_sizes)
+
+
+def read_item(drive: TapeDrive) -> Item | Mark:
+    """Read the next item: its first record, then as many records as its prefix says."""
+    pos = drive.position()
+    first = drive.read_record()
+    if isinstance(first, Mark):
+        return first
+    try:
+        prefix = fmt.peek_item(first)
+    except TapearcError as e:
+        raise e.at(medium=drive.name, tape_file=pos.file, record=pos.record)
+    total = prefix.total_len
+    if len(first) >= total:
+        if len(first) > total:
+            raise MalformedError(
+                f"record holds {len(first)} bytes but its item declares {total}"
+            ).at(medium=drive.name, tape_file=pos.file, record=pos.record)
+        return Item(bytes(prefix.magic), first, pos.file, pos.record, pos.logical, [len(first)])
+    parts = [first]
+    have = len(first)
+    sizes = [len(first)]
+    while have < total:
+        rec = drive.read_record()
+        if isinstance(rec, Mark):
+            raise TruncatedError(
+                f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but the tape file "
+                f"ends ({rec.value}) after {have}"
+            ).at(medium=drive.name, tape_file=pos.file, record=pos.record)
+        parts.append(rec)
+        have += len(rec)
+        sizes.append(len(rec))
+    if have != total:
+        raise MalformedError(
+            f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but its records hold {have}"
+        ).at(medium=drive.name, tape_file=pos.file, record=pos.record)
+    return Item(bytes(prefix.magic), b"".join(parts), pos.file, pos.record, pos.logical, sizes)
+
+
+def write_item(drive: TapeDrive, data: bytes | memoryview, record_size: int) -> tuple[WriteStatus, int]:
+    """Write one item as records of ``record_size``; returns the last status and the record count.
+
+    Early warning does not stop an item half-way: the item is finished (a few more records fit in
+    the early-warning zone), and the caller decides what to do next.
+    """
+    status = WriteStatus.OK
+    records = fmt.split_records(data, record_size)
+    for rec in records:
+        st = drive.write_record(rec)
+        if st is WriteStatus.EARLY_WARNING:
+            status = st
+    return status, len(records)
+
+
+@dataclass(slots=True)
+class GenerationFile:
+    """A generation tape file as found on a medium."""
+
+    tape_file: int
+    logical: int  # logical position of its first record (the generation header)
+    header: fmt.GenerationHeader
+    trailer: fmt.Trailer | None = None  # filled when the file was read to its end
+    closed: bool = True  # ends with a filemark (False: the medium ends inside it)
+    chunks: list[fmt.ChunkIndexEntry] = field(default_factory=list)
+
+
+def read_label(drive: TapeDrive) -> fmt.Label:
+    """Rewind and read the volume label. Raises NotTapearcMediumError for a blank or foreign medium."""
+    drive.rewind()
+    try:
+        rec = drive.read_record()
+    except TapearcError as e:
+        raise NotTapearcMediumError(
+            f"cannot read a volume label ({e.message})",
+            hint="is this a tapearc medium? label a new one by backing up to it",
+        ).at(medium=drive.name, tape_file=0, record=0) from None
+    if isinstance(rec, Mark):
+        raise NotTapearcMediumError(
+            "medium is blank (no volume label)" if rec is Mark.END_OF_DATA else "medium starts with a filemark, not a tapearc volume label",
+        ).at(medium=drive.name, tape_file=0, record=0)
+    if rec[:7] != MAGIC_LABEL[:7]:
+        raise NotTapearcMediumError(
+            "not a tapearc medium: the first record is not a tapearc volume label",
+            hint="use another medium, or a blank one",
+        ).at(medium=drive.name, tape_file=0, record=0)
+    try:
+        label = fmt.decode_label(rec)
+    except TapearcError as e:
+        raise e.at(medium=drive.name, tape_file=0, record=0)
+    nxt = drive.read_record()
+    if nxt is not Mark.FILEMARK:
+        raise MalformedError("the volume label is not followed by a filemark").at(
+            medium=drive.name, tape_file=0, record=1
+        )
+    return label
+
+
+def new_label(record_size: int, now: int, text: str = "") -> fmt.Label:
+    return fmt.Label(
+        medium_uuid=uuid.uuid4(),
+        media_set_uuid=uuid.uuid4(),
+        sequence=1,
+        record_size=record_size,
+        created=now,
+        text=text,
+    )
+
+
+def read_generation_header(drive: TapeDrive) -> tuple[Item, fmt.GenerationHeader] | Mark:
+    """Read the first item of a tape file and decode it as a generation header."""
+    item = read_item(drive)
+    if isinstance(item, Mark):
+        return item
+    if item.magic != MAGIC_GENHDR:
+        raise BadMagicError(
+            f"tape file starts with {item.magic!r}, expected a generation header {MAGIC_GENHDR!r}"
+        ).at(medium=drive.name, tape_file=item.tape_file, record=item.record)
+    try:
+        return item, fmt.decode_generation_header(item.data)
+    except TapearcError as e:
+        raise e.at(medium=drive.name, tape_file=item.tape_file, record=item.record)
+
+
+def scan_generation_files(drive: TapeDrive) -> list[GenerationFile]:
+    """Walk the tape files after the label, reading only each one's generation header.
+
+    Leaves the medium at end of data. A last tape file that the medium ends inside (an
+    interrupted backup: no filemark) is returned with ``closed=False``.
+    """
+    read_label(drive)
+    found: list[GenerationFile] = []
+    while True:
+        pos = drive.position()
+        got = read_generation_header(drive)
+        if got is Mark.END_OF_DATA:
+            break
+        if got is Mark.FILEMARK:
+            continue  # an empty tape file: nothing of ours; skip it
+        assert not isinstance(got, Mark)
+        _, hdr = got
+        gf = GenerationFile(tape_file=pos.file, logical=pos.logical, header=hdr)
+        found.append(gf)
+        crossed = drive.space_files(1)
+        if crossed == 0:
+            gf.closed = False
+            break
+    return found
+
+
+def expect_format_error(exc: BaseException) -> FormatError | None:
+    return exc if isinstance(exc, FormatError) else None

@@ -1,0 +1,209 @@
+"""What a medium holds, read from the medium itself (no catalog)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tapearc import format as fmt
+from tapearc.engine.layout import (
+    MAGIC_CHUNK,
+    MAGIC_GENHDR,
+    MAGIC_TRAILER,
+    read_item,
+    read_label,
+)
+from tapearc.errors import TapearcError
+from tapearc.media.base import Mark, TapeDrive
+
+
+@dataclass(slots=True)
+class ChunkListing:
+    seq: int
+    record: int
+    record_count: int
+    compressed: bool
+    stored_bytes: int
+    raw_bytes: int
+    runs: list[tuple[int, int, str]]  # (first block, count, "data"|"zero")
+
+
+@dataclass(slots=True)
+class TapeFileListing:
+    tape_file: int
+    records: int = 0
+    bytes: int = 0
+    record_sizes: list[tuple[int, int]] = field(default_factory=list)  # (size, count) runs, in order
+    closed: bool = True
+    kind: str = "unknown"  # "label" | "generation" | "unknown"
+    volume: str | None = None
+    generation: int | None = None
+    generation_kind: str | None = None
+    volume_size: int | None = None
+    block_size: int | None = None
+    record_size: int | None = None
+    compression: str | None = None
+    created: int | None = None
+    chunks: list[ChunkListing] = field(default_factory=list)
+    data_blocks: int = 0
+    zero_blocks: int = 0
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+    trailer: bool = False
+    complete: bool = False
+    problem: str | None = None
+
+    def add_record_size(self, n: int) -> None:
+        self.records += 1
+        self.bytes += n
+        if self.record_sizes and self.record_sizes[-1][0] == n:
+            self.record_sizes[-1] = (n, self.record_sizes[-1][1] + 1)
+        else:
+            self.record_sizes.append((n, 1))
+
+
+@dataclass(slots=True)
+class MediumListing:
+    medium: str
+    label: fmt.Label
+    files: list[TapeFileListing]
+
+    def to_json(self, with_chunks: bool = True) -> dict[str, object]:
+        lab = self.label
+        files = []
+        for f in self.files:
+            d = {k: getattr(f, k) for k in f.__slots__ if k != "chunks"}  # type: ignore[attr-defined]
+            d["record_sizes"] = [list(x) for x in f.record_sizes]
+            if with_chunks and f.kind == "generation":
+                d["chunks"] = [
+                    {
+                        "seq": c.seq,
+                        "record": c.record,
+                        "record_count": c.record_count,
+                        "compressed": c.compressed,
+                        "stored_bytes": c.stored_bytes,
+                        "raw_bytes": c.raw_bytes,
+                        "runs": [list(r) for r in c.runs],
+                    }
+                    for c in f.chunks
+                ]
+            files.append(d)
+        return {
+            "medium": self.medium,
+            "label": {
+                "format_version": fmt.FORMAT_VERSION,
+                "medium_uuid": str(lab.medium_uuid),
+                "media_set_uuid": str(lab.media_set_uuid),
+                "sequence": lab.sequence,
+                "record_size": lab.record_size,
+                "created": lab.created,
+                "label": lab.text,
+            },
+            "tape_files": files,
+            "generations": [
+                {
+                    "tape_file": f.tape_file,
+                    "volume": f.volume,
+                    "generation": f.generation,
+                    "kind": f.generation_kind,
+                    "volume_size": f.volume_size,
+                    "complete": f.complete,
+                }
+                for f in self.files
+                if f.kind == "generation"
+            ],
+        }
+
+
+def list_medium(drive: TapeDrive) -> MediumListing:
+    """Read the whole medium: label, and every tape file's items (headers decoded, payloads not
+    checked: that is verify's job). Damage in a tape file is reported in its ``problem`` and the
+    listing goes on with the next tape file."""
+    label = read_label(drive)
+    files = [TapeFileListing(tape_file=0, kind="label")]
+    # the label file: one record then a filemark, already read by read_label
+    files[0].add_record_size(len(fmt.encode_label(label)))
+    while True:
+        pos = drive.position()
+        tf = TapeFileListing(tape_file=pos.file)
+        end = _list_tape_file(drive, tf)
+        if tf.records == 0 and end is Mark.END_OF_DATA:
+            break
+        files.append(tf)
+        if end is Mark.END_OF_DATA:
+            tf.closed = False
+            break
+    return MediumListing(medium=drive.name, label=label, files=files)
+
+
+def _list_tape_file(drive: TapeDrive, tf: TapeFileListing) -> Mark:
+    first = True
+    while True:
+        try:
+            item = read_item(drive)
+        except TapearcError as e:
+            tf.problem = str(e)
+            return _skip_rest(drive, tf)
+        if isinstance(item, Mark):
+            return item
+        for n in item.record_sizes:
+            tf.add_record_size(n)
+        try:
+            if first:
+                first = False
+                if item.magic != MAGIC_GENHDR:
+                    tf.problem = f"tape file starts with {item.magic!r}, not a generation header"
+                    return _skip_rest(drive, tf)
+                h = fmt.decode_generation_header(item.data)
+                tf.kind = "generation"
+                tf.volume = h.volume_name
+                tf.generation = h.generation
+                tf.generation_kind = "full" if h.kind == fmt.GenerationKind.FULL else "incremental"
+                tf.volume_size = h.volume_size
+                tf.block_size = h.block_size
+                tf.record_size = h.record_size
+                tf.compression = "zstd" if h.compression == fmt.Compression.ZSTD else "none"
+                tf.created = h.created
+            elif item.magic == MAGIC_CHUNK:
+                c, _ = fmt.decode_chunk_header(item.data)
+                runs = [(r.first, r.count, "zero" if r.is_zero else "data") for r in c.runs]
+                tf.chunks.append(
+                    ChunkListing(
+                        seq=c.seq,
+                        record=item.record,
+                        record_count=item.record_count,
+                        compressed=bool(c.flags & fmt.CHUNK_FLAG_ZSTD),
+                        stored_bytes=c.stored_len,
+                        raw_bytes=c.raw_len,
+                        runs=runs,
+                    )
+                )
+                tf.data_blocks += sum(r.count for r in c.runs if not r.is_zero)
+                tf.zero_blocks += sum(r.count for r in c.runs if r.is_zero)
+                tf.raw_bytes += c.raw_len
+                tf.stored_bytes += c.stored_len
+            elif item.magic == MAGIC_TRAILER:
+                t = fmt.decode_trailer(item.data)
+                tf.trailer = True
+                tf.complete = t.complete
+            else:
+                tf.problem = f"unexpected item {item.magic!r} at record {item.record}"
+        except TapearcError as e:
+            tf.problem = str(e.at(medium=drive.name, tape_file=tf.tape_file, record=item.record))
+
+
+def _skip_rest(drive: TapeDrive, tf: TapeFileListing) -> Mark:
+    """After damage: count the remaining records of the tape file up to its filemark."""
+    errors = 0
+    while True:
+        try:
+            rec = drive.read_record()
+        except TapearcError as e:
+            errors += 1
+            if errors > 16:  # a device that keeps failing without moving: give up on this medium
+                tf.problem = f"{tf.problem}; then {e}"
+                return Mark.END_OF_DATA
+            continue
+        errors = 0
+        if isinstance(rec, Mark):
+            return rec
+        tf.add_record_size(len(rec))

@@ -1,0 +1,225 @@
+"""Source volumes (read side of a backup) and restore targets (write side of a restore)."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from tapearc.errors import SourceError, TargetError, TargetTooSmallError
+
+BLKGETSIZE64 = 0x80081272  # _IOR(0x12, 114, size_t) on Linux (x86_64, arm64)
+BLKZEROOUT = 0x127F  # _IO(0x12, 127): zero a byte range of a block device
+
+
+def _blockdev_size(fd: int) -> int:
+    buf = bytearray(8)
+    fcntl.ioctl(fd, BLKGETSIZE64, buf, True)
+    return int(struct.unpack("=Q", buf)[0])
+
+
+def default_volume_name(source: str) -> str:
+    """A volume's default name: the source's file name (``/dev/vg0/root`` -> ``root``)."""
+    name = Path(source).name or source
+    return name
+
+
+class SourceVolume:
+    """A volume to back up: a regular file (a disk image) or a block device, read sequentially."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise SourceError(f"source {path} does not exist", hint="check the path of the volume to back up") from None
+        except IsADirectoryError:
+            raise SourceError(f"source {path} is a directory; tapearc backs up block volumes (a disk image or block device)") from None
+        except OSError as e:
+            raise SourceError(f"cannot open source {path}: {e.strerror}") from None
+        try:
+            st = os.fstat(self.fd)
+            if stat.S_ISBLK(st.st_mode):
+                self.size = _blockdev_size(self.fd)
+                self.is_block_device = True
+            elif stat.S_ISREG(st.st_mode):
+                self.size = st.st_size
+                self.is_block_device = False
+            elif stat.S_ISDIR(st.st_mode):
+                raise SourceError(f"source {path} is a directory; tapearc backs up block volumes (a disk image or block device)")
+            else:
+                raise SourceError(f"source {path} is neither a regular file nor a block device")
+        except BaseException:
+            os.close(self.fd)
+            raise
+        if not self.is_block_device:
+            try:
+                os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            except OSError:
+                pass
+
+    def readinto_at(self, buf: memoryview, offset: int) -> int:
+        """Fill ``buf`` from ``offset``; returns the bytes read (short only at the end of the volume)."""
+        done = 0
+        while done < len(buf):
+            try:
+                n = os.preadv(self.fd, [buf[done:]], offset + done)
+            except OSError as e:
+                raise SourceError(
+                    f"reading source {self.path} at byte {offset + done} failed: {e.strerror}"
+                ) from None
+            if n == 0:
+                break
+            done += n
+        return done
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> "SourceVolume":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class _TargetInfo:
+    is_block_device: bool
+    exists: bool
+    size: int
+
+
+class RestoreTarget:
+    """Where a restored volume goes: a regular file (made sparse) or a block device.
+
+    A regular-file target is written under a temporary name beside it and renamed into place
+    only when the restore succeeded, so a failed restore never leaves a file that looks complete.
+    """
+
+    def __init__(self, path: str, volume_size: int, *, force: bool) -> None:
+        self.path = path
+        self.volume_size = volume_size
+        self.fd = -1
+        self._tmp: str | None = None
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        except OSError as e:
+            raise TargetError(f"cannot use target {path}: {e.strerror}") from None
+        if st is not None and stat.S_ISBLK(st.st_mode):
+            self.is_block_device = True
+            try:
+                self.fd = os.open(path, os.O_RDWR | os.O_EXCL)
+            except OSError as e:
+                raise TargetError(f"cannot open target device {path}: {e.strerror}") from None
+            size = _blockdev_size(self.fd)
+            if size < volume_size:
+                os.close(self.fd)
+                raise TargetTooSmallError(
+                    f"target device {path} holds {size} bytes, the volume needs {volume_size}",
+                    hint="restore to a larger device or to a file",
+                )
+            if not force and self._device_has_data():
+                os.close(self.fd)
+                raise TargetError(
+                    f"target device {path} is not empty (its first MiB holds data)",
+                    hint="add --force to overwrite it",
+                )
+            return
+        self.is_block_device = False
+        if st is not None:
+            if stat.S_ISDIR(st.st_mode):
+                raise TargetError(f"target {path} is a directory", hint="name a file or a block device to restore to")
+            if not stat.S_ISREG(st.st_mode):
+                raise TargetError(f"target {path} is neither a regular file nor a block device")
+            if st.st_size > 0 and not force:
+                raise TargetError(
+                    f"target {path} exists and is not empty ({st.st_size} bytes)",
+                    hint="add --force to overwrite it",
+                )
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise TargetError(f"target folder {parent} does not exist")
+        self._tmp = os.path.join(parent, f".{os.path.basename(path)}.tapearc-partial")
+        try:
+            self.fd = os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.ftruncate(self.fd, volume_size)  # sparse: unwritten ranges read as zeros
+        except OSError as e:
+            self._discard()
+            if e.errno in (errno.ENOSPC, errno.EFBIG):
+                raise TargetTooSmallError(f"target {path}: cannot make a {volume_size}-byte file: {e.strerror}") from None
+            raise TargetError(f"cannot create target {path}: {e.strerror}") from None
+
+    def _device_has_data(self) -> bool:
+        probe = os.pread(self.fd, 1 << 20, 0)
+        return probe.count(0) != len(probe)
+
+    @property
+    def zero_needs_writing(self) -> bool:
+        """False for a fresh sparse file (holes read as zeros), True for a device."""
+        return self.is_block_device
+
+    def write_at(self, data: bytes | memoryview, offset: int) -> None:
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            try:
+                done += os.pwrite(self.fd, view[done:], offset + done)
+            except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    raise TargetTooSmallError(
+                        f"target {self.path} ran out of space at byte {offset + done}",
+                        hint="free space on the target's file system or restore elsewhere",
+                    ) from None
+                raise TargetError(f"writing target {self.path} at byte {offset + done} failed: {e.strerror}") from None
+
+    def zero_range(self, offset: int, length: int) -> None:
+        """Make ``length`` bytes at ``offset`` read as zeros."""
+        if length <= 0 or not self.zero_needs_writing:
+            return
+        try:
+            fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack("=QQ", offset, length))
+            return
+        except OSError:
+            pass
+        zeros = bytes(min(length, 1 << 20))
+        end = offset + length
+        while offset < end:
+            n = min(len(zeros), end - offset)
+            self.write_at(memoryview(zeros)[:n], offset)
+            offset += n
+
+    def commit(self) -> None:
+        """Flush to stable storage and, for a file, move it into place."""
+        try:
+            os.fsync(self.fd)
+        except OSError as e:
+            raise TargetError(f"flushing target {self.path} failed: {e.strerror}") from None
+        os.close(self.fd)
+        self.fd = -1
+        if self._tmp is not None:
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+
+    def _discard(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self._tmp is not None:
+            try:
+                os.unlink(self._tmp)
+            except OSError:
+                pass
+            self._tmp = None
+
+    def abort(self) -> None:
+        """Give up: remove a partial file (a device is left as it is)."""
+        self._discard()

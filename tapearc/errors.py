@@ -1,0 +1,241 @@
+"""tapearc's errors: one class per kind of failure, each with its own exit code.
+
+Every error renders as one line naming *what* went wrong and *where* (medium, tape file,
+record, block range), plus an optional hint saying what to do next. The CLI's single error
+boundary prints ``str(err)`` (and the hint) and exits with ``err.exit_code``.
+
+Library code raises these; it never prints and never exits. Lower layers (format codec,
+media backends) fill in what they know; upper layers add location with :meth:`TapearcError.at`.
+
+The table of codes is documented in docs/errors.md; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TapearcError(Exception):
+    """Something went wrong."""
+
+    exit_code = 1
+    kind = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        medium: str | None = None,
+        tape_file: int | None = None,
+        record: int | None = None,
+        blocks: tuple[int, int] | None = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.medium = medium
+        self.tape_file = tape_file
+        self.record = record
+        self.blocks = blocks  # inclusive range of volume block ids (first, last)
+        self.details = details
+
+    def at(
+        self,
+        *,
+        medium: str | None = None,
+        tape_file: int | None = None,
+        record: int | None = None,
+        blocks: tuple[int, int] | None = None,
+    ) -> "TapearcError":
+        """Fill in location fields that are still unknown; returns self for ``raise err.at(...)``."""
+        if self.medium is None and medium is not None:
+            self.medium = medium
+        if self.tape_file is None and tape_file is not None:
+            self.tape_file = tape_file
+        if self.record is None and record is not None:
+            self.record = record
+        if self.blocks is None and blocks is not None:
+            self.blocks = blocks
+        return self
+
+    def where(self) -> str:
+        parts = []
+        if self.medium is not None:
+            parts.append(f"medium {self.medium}")
+        if self.tape_file is not None:
+            parts.append(f"tape file {self.tape_file}")
+        if self.record is not None:
+            parts.append(f"record {self.record}")
+        if self.blocks is not None:
+            first, last = self.blocks
+            parts.append(f"blocks {first}-{last}" if last != first else f"block {first}")
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        where = self.where()
+        return f"{where}: {self.message}" if where else self.message
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "error": self.kind,
+            "exit_code": self.exit_code,
+            "message": self.message,
+        }
+        for key in ("medium", "tape_file", "record"):
+            val = getattr(self, key)
+            if val is not None:
+                out[key] = val
+        if self.blocks is not None:
+            out["blocks"] = list(self.blocks)
+        if self.hint:
+            out["hint"] = self.hint
+        out.update({k: v for k, v in self.details.items() if isinstance(v, (int, str, float, bool))})
+        return out
+
+
+class InternalError(TapearcError):
+    """A bug in tapearc (an unexpected exception); please report it."""
+
+    exit_code = 1
+    kind = "internal"
+
+
+# 2 is the usage error code of the command-line parser (click/typer).
+
+
+class SourceError(TapearcError):
+    """The source volume is missing, unreadable, or changed while being read."""
+
+    exit_code = 3
+    kind = "source"
+
+
+class TargetError(TapearcError):
+    """The restore target cannot be used (exists and is not empty, not writable, ...)."""
+
+    exit_code = 4
+    kind = "target"
+
+
+class TargetTooSmallError(TargetError):
+    """The restore target (a block device) is smaller than the volume."""
+
+    exit_code = 5
+    kind = "target-too-small"
+
+
+class NoSuchGenerationError(TapearcError):
+    """The medium holds no (such) generation to restore."""
+
+    exit_code = 6
+    kind = "no-generation"
+
+
+class MediumError(TapearcError):
+    """Base of the errors about a medium (tape, image, folder)."""
+
+    exit_code = 14
+    kind = "medium"
+
+
+class MediumUnavailableError(MediumError):
+    """The medium cannot be opened: missing device or path, no tape loaded, busy."""
+
+    exit_code = 10
+    kind = "medium-unavailable"
+
+
+class NotTapearcMediumError(MediumError):
+    """The medium is blank or holds something other than a tapearc volume label."""
+
+    exit_code = 11
+    kind = "not-tapearc"
+
+
+class MediumFullError(MediumError):
+    """The medium reached its physical end; nothing more can be written to it."""
+
+    exit_code = 12
+    kind = "medium-full"
+
+
+class WriteProtectedError(MediumError):
+    """The medium is write-protected (or opened read-only) and a write was asked for."""
+
+    exit_code = 13
+    kind = "write-protected"
+
+
+class MediumIOError(MediumError):
+    """The device reported an I/O error reading or writing a record."""
+
+    exit_code = 14
+    kind = "medium-io"
+
+
+class RecordTooLargeError(MediumError):
+    """A record on the medium is larger than the largest record the drive can read."""
+
+    exit_code = 15
+    kind = "record-too-large"
+
+
+class FormatError(TapearcError):
+    """A structure on the medium does not decode: malformed, unknown magic, unsupported version."""
+
+    exit_code = 21
+    kind = "format"
+
+
+class BadMagicError(FormatError):
+    """A record does not start with the magic number expected there."""
+
+    kind = "bad-magic"
+
+
+class UnsupportedVersionError(FormatError):
+    """The structure was written by a newer (or unknown) version of the format."""
+
+    kind = "unsupported-version"
+
+
+class MalformedError(FormatError):
+    """Fields of a structure contradict each other or are out of range."""
+
+    kind = "malformed"
+
+
+class TruncatedError(FormatError):
+    """A structure (or the medium) ends before its declared length."""
+
+    exit_code = 22
+    kind = "truncated"
+
+
+class DamagedDataError(FormatError):
+    """Data on the medium is damaged: a header or payload CRC does not match."""
+
+    exit_code = 20
+    kind = "damaged"
+
+
+class CRCError(DamagedDataError):
+    """A CRC-32C check failed."""
+
+    kind = "crc"
+
+
+class Interrupted(TapearcError):
+    """Interrupted by the user (Ctrl-C)."""
+
+    exit_code = 130
+    kind = "interrupted"
+
+
+class UsageError(TapearcError):
+    """An option or argument does not fit (a record size the drive cannot take, ...)."""
+
+    exit_code = 2
+    kind = "usage"

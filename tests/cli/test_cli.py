@@ -1,0 +1,135 @@
+"""The tapearc command end to end, as a user runs it: exit codes, one-line errors, --json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_volume
+
+
+def tapearc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tapearc", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+def assert_one_line_error(p: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
+    assert p.returncode == code, (p.returncode, p.stdout, p.stderr)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert lines and lines[0].startswith("tapearc: error: "), p.stderr
+    assert all(ln.startswith("tapearc: ") for ln in lines), p.stderr  # no traceback
+    assert "Traceback" not in p.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def test_backup_list_restore_json(tmp_path: Path) -> None:
+    src = tmp_path / "vol.img"
+    data = make_volume(src, "zero-runs")
+    spec = f"sim:{tmp_path / 't.tap'}"
+    p = tapearc("backup", str(src), "--media", spec, "--compress", "zstd", "--json")
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert res["generation"] == 1 and res["volume_size"] == len(data) and res["complete"] is True
+    p = tapearc("list", "--media", spec, "--json")
+    assert p.returncode == 0, p.stderr
+    lst = json.loads(p.stdout)
+    assert lst["label"]["sequence"] == 1
+    gens = lst["generations"]
+    assert len(gens) == 1 and gens[0]["volume"] == "vol.img" and gens[0]["complete"]
+    gen_file = [f for f in lst["tape_files"] if f["kind"] == "generation"][0]
+    assert gen_file["data_blocks"] == res["data_blocks"] and gen_file["zero_blocks"] == res["zero_blocks"]
+    out = tmp_path / "out.img"
+    p = tapearc("restore", "--media", spec, "--to", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == data
+    assert json.loads(p.stdout)["generation"] == 1
+
+
+def test_human_output(tmp_path: Path) -> None:
+    src = tmp_path / "vol.img"
+    make_volume(src, "tiny")
+    spec = f"dir:{tmp_path / 'm'}"
+    p = tapearc("backup", str(src), "--media", spec)
+    assert p.returncode == 0 and "generation 1" in p.stdout
+    p = tapearc("list", "--media", spec, "--chunks")
+    assert p.returncode == 0 and "vol.img" in p.stdout and "chunk 0" in p.stdout
+
+
+def test_missing_source_exit_3(tmp_path: Path) -> None:
+    p = tapearc("backup", str(tmp_path / "nope"), "--media", f"sim:{tmp_path / 't.tap'}")
+    assert_one_line_error(p, 3, "nope", "does not exist")
+
+
+def test_not_tapearc_medium_exit_11(tmp_path: Path) -> None:
+    img = tmp_path / "blank.tap"
+    p = subprocess.run([sys.executable, "-m", "tapesim", "new", str(img), "--capacity", "1M"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    p = tapearc("list", "--media", f"sim:{img}")
+    assert_one_line_error(p, 11, f"sim:{img}", "blank")
+    p = tapearc("restore", "--media", f"sim:{img}", "--to", str(tmp_path / "o"), "--json")
+    assert p.returncode == 11
+    assert json.loads(p.stdout)["error"] == "not-tapearc"
+
+
+def test_missing_medium_exit_10(tmp_path: Path) -> None:
+    p = tapearc("list", "--media", f"sim:{tmp_path / 'none.tap'}")
+    assert_one_line_error(p, 10, "none.tap")
+
+
+def test_damaged_chunk_exit_20(tmp_path: Path) -> None:
+    src = tmp_path / "vol.img"
+    make_volume(src, "random")
+    img = tmp_path / "t.tap"
+    assert tapearc("backup", str(src), "--media", f"sim:{img}").returncode == 0
+    raw = bytearray(img.read_bytes())
+    pos = raw.find(b"TACHUNK1")
+    raw[pos + 9000] ^= 0x01
+    img.write_bytes(bytes(raw))
+    p = tapearc("restore", "--media", f"sim:{img}", "--to", str(tmp_path / "o"))
+    assert_one_line_error(p, 20, f"sim:{img}", "tape file 1", "record", "blocks", "CRC")
+
+
+def test_target_exists_exit_4(tmp_path: Path) -> None:
+    src = tmp_path / "vol.img"
+    make_volume(src, "tiny")
+    spec = f"sim:{tmp_path / 't.tap'}"
+    assert tapearc("backup", str(src), "--media", spec).returncode == 0
+    (tmp_path / "o").write_bytes(b"x")
+    p = tapearc("restore", "--media", spec, "--to", str(tmp_path / "o"))
+    assert_one_line_error(p, 4, "not empty")
+    assert "--force" in p.stderr
+
+
+def test_medium_full_exit_12(tmp_path: Path) -> None:
+    img = tmp_path / "small.tap"
+    assert subprocess.run(
+        [sys.executable, "-m", "tapesim", "new", str(img), "--capacity", "2M", "--early-warning", "256K"]
+    ).returncode == 0
+    src = tmp_path / "vol.img"
+    make_volume(src, "random")
+    p = tapearc("backup", str(src), "--media", f"sim:{img}")
+    assert_one_line_error(p, 12, f"sim:{img}", "tape file 1")
+    p = tapearc("list", "--media", f"sim:{img}", "--json")
+    assert p.returncode == 0
+    assert json.loads(p.stdout)["generations"][0]["complete"] is False
+
+
+@pytest.mark.parametrize(
+    "args,code",
+    [
+        (["backup", "X", "--media", "sim:Y", "--block-size", "12Q"], 2),
+        (["backup", "X", "--media", "sim:Y", "--compress", "lz9"], 2),
+        (["restore", "--media", "bogus:thing", "--to", "o"], 10),
+    ],
+)
+def test_usage_errors(tmp_path: Path, args: list[str], code: int) -> None:
+    (tmp_path / "X").write_bytes(b"1")
+    p = tapearc(*args, cwd=tmp_path)
+    assert p.returncode == code, (p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr

@@ -1,0 +1,52 @@
+"""Shared test helpers: sample volumes of several shapes."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def make_volume(path: Path, shape: str, block_size: int = 64 * KiB, seed: int = 1) -> bytes:
+    """Write a volume of a given shape to ``path`` and return its bytes."""
+    rng = random.Random(seed)
+    bs = block_size
+    if shape == "random":
+        data = rng.randbytes(3 * MiB)
+    elif shape == "zero-runs":  # long runs of zeros between data, zero blocks at both ends
+        data = bytes(5 * bs) + rng.randbytes(3 * bs) + bytes(40 * bs) + rng.randbytes(bs // 2) + bytes(bs * 7 + bs // 2)
+    elif shape == "all-zero":
+        data = bytes(2 * MiB + 3)
+    elif shape == "repeated":
+        data = (b"repeated-pattern-0123456789abcdef" * 100000)[: 2 * MiB]
+    elif shape == "unaligned":  # not a multiple of the block size
+        data = rng.randbytes(bs * 17 + 1234)
+    elif shape == "empty":
+        data = b""
+    elif shape == "tiny":  # smaller than one block
+        data = rng.randbytes(1000)
+    elif shape == "one-byte":
+        data = b"\x01"
+    elif shape == "mixed":  # data with isolated zero blocks in between (many runs per chunk)
+        parts = []
+        for i in range(70):
+            parts.append(bytes(bs) if i % 3 == 1 else rng.randbytes(bs))
+        data = b"".join(parts) + rng.randbytes(77)
+    else:
+        raise ValueError(shape)
+    path.write_bytes(data)
+    return data
+
+
+SHAPES = ["random", "zero-runs", "all-zero", "repeated", "unaligned", "empty", "tiny", "one-byte", "mixed"]
+
+
+@pytest.fixture(params=["sim", "dir"])
+def media_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sim":
+        return f"sim:{tmp_path / 'tape.tap'}"
+    return f"dir:{tmp_path / 'medium'}"
