@@ -10,7 +10,7 @@ rng = random.Random(42)
 with open(sys.argv[1], "wb") as f:
     f.write(rng.randbytes(8 << 20))
     f.write(bytes(8 << 20))
-    f.write((b"tapearc demo volume " * 52429)[: 8 << 20])
+    f.write((b"tapearc demo volume " * 419431)[: 8 << 20])
     f.write(rng.randbytes(12345))
 PY
 echo "== tapesim new: a blank 64 MiB simulated tape"

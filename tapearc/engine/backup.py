@@ -155,7 +155,9 @@ class _ChunkWriter:
         self.chunk_blocks = chunk_blocks
         self.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL) if compress else None
         self.result = result
-        self.index: list[fmt.ChunkIndexEntry] = []
+        self.index = fmt.TrailerBuilder(
+            run_uuid=run_uuid, generation=generation, volume_size=volume_size, block_size=block_size
+        )
         self.seq = 0
         self.early_warning = False
         self.dropped_from: int | None = None  # first block of a chunk lost at the physical end
@@ -220,7 +222,7 @@ class _ChunkWriter:
             self.early_warning = True
             self._reset()
             return
-        self.index.append(fmt.ChunkIndexEntry.from_chunk(header, record=pos.record, record_count=nrec))
+        self.index.add(fmt.ChunkIndexEntry.from_chunk(header, record=pos.record, record_count=nrec))
         r = self.result
         r.chunks += 1
         r.records += nrec
@@ -305,7 +307,7 @@ def backup(
                 result=result,
             )
             writer.early_warning = status is WriteStatus.EARLY_WARNING
-            progress.start(f"backup {name} -> {drive.name}", size)
+            progress.start(f"backup {name}", size)
             nblocks = -(-size // bs)
             window = bytearray(chunk_blocks * bs)
             wview = memoryview(window)
@@ -336,19 +338,7 @@ def backup(
                 writer.flush()
             complete = block_id >= nblocks and not writer.runs and writer.dropped_from is None
             first_missing = writer.dropped_from if writer.dropped_from is not None else block_id
-            trailer = fmt.Trailer(
-                flags=fmt.TRAILER_FLAG_COMPLETE if complete else 0,
-                run_uuid=run_uuid,
-                generation=generation,
-                volume_size=size,
-                block_size=bs,
-                data_blocks=result.data_blocks,
-                zero_blocks=result.zero_blocks,
-                raw_bytes=result.raw_bytes,
-                stored_bytes=result.stored_bytes,
-                entries=tuple(writer.index),
-            )
-            _, nrec = write_item(drive, fmt.encode_trailer(trailer), record_size)
+            _, nrec = write_item(drive, writer.index.finish(complete=complete), record_size)
             result.records += nrec
             drive.write_filemark()
         except MediumFullError as e:

@@ -125,7 +125,7 @@ def restore(
         block_size=hdr.block_size,
     )
     try:
-        progress.start(f"restore {hdr.volume_name} gen {hdr.generation} -> {target_path}", hdr.volume_size)
+        progress.start(f"restore {hdr.volume_name} gen {hdr.generation}", hdr.volume_size)
         _restore_file(drive, gf, target, result, progress)
         target.commit()
     except BaseException:

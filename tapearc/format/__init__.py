@@ -9,6 +9,7 @@ into :mod:`tapearc.errors` (:mod:`.codec`), record framing (:mod:`.framing`), CR
 from __future__ import annotations
 
 from .codec import (
+    TrailerBuilder,
     build_chunk,
     check_payload,
     check_same_generation,
@@ -69,6 +70,7 @@ from .model import (
 )
 
 __all__ = [
+    "TrailerBuilder",
     # model
     "ChunkHeader",
     "ChunkIndexEntry",

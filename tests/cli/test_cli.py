@@ -133,3 +133,36 @@ def test_usage_errors(tmp_path: Path, args: list[str], code: int) -> None:
     p = tapearc(*args, cwd=tmp_path)
     assert p.returncode == code, (p.stdout, p.stderr)
     assert "Traceback" not in p.stderr
+
+
+def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
+    import os
+    import pty  # noqa: F401  (POSIX only, like tapearc)
+
+    src = tmp_path / "vol.img"
+    block = os.urandom(8 << 20)
+    src.write_bytes(block * 12)  # 96 MiB: long enough for a measured rate
+    # not a terminal: no progress output at all
+    p = tapearc("backup", str(src), "--media", f"sim:{tmp_path / 'a.tap'}")
+    assert p.returncode == 0 and p.stderr == ""
+    # a terminal on stderr: a rich progress bar with bytes and MB/s
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tapearc", "backup", str(src), "--media", f"sim:{tmp_path / 'b.tap'}"],
+        stdout=subprocess.PIPE, stderr=slave, text=True, env={**os.environ, "COLUMNS": "120"},
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            b = os.read(master, 4096)
+        except OSError:
+            break
+        if not b:
+            break
+        chunks.append(b)
+    proc.wait(timeout=60)
+    os.close(master)
+    shown = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0
+    assert "MB/s" in shown and "MiB" in shown and "backup vol.img" in shown
