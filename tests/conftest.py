@@ -50,3 +50,11 @@ def media_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sim":
         return f"sim:{tmp_path / 'tape.tap'}"
     return f"dir:{tmp_path / 'medium'}"
+
+
+@pytest.fixture(autouse=True)
+def _private_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own catalog (commands run in subprocesses inherit it)."""
+    path = tmp_path / "catalog.sqlite"
+    monkeypatch.setenv("TAPEARC_CATALOG", str(path))
+    return path

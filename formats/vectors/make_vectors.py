@@ -4,12 +4,13 @@
 Usage: python formats/vectors/make_vectors.py [OUTDIR]   (default: this script's folder)
 
 Deterministic: fixed UUIDs, fixed times, fixed data (no randomness, no clock). The committed
-.bin files are the reference; tests/format/test_vectors.py checks that this script still
+.bin files are the reference; tests/format/test_format_vectors.py checks that this script still
 reproduces them byte for byte (with the pinned zstandard / libzstd; the compressed chunk is
 the only vector that depends on the compressor's output).
 
-All five valid vectors describe one consistent generation: the generation header, its two
-chunks and its trailer (the label is the label of the medium it is on).
+All six valid vectors describe one consistent generation: the generation header, its two
+chunks, its trailer (with the real BLAKE3-128 digests of the chunks' data blocks) and its
+generation end record (the label is the label of the medium it is on).
 """
 
 from __future__ import annotations
@@ -33,10 +34,14 @@ from tapearc.format import (
     encode_generation_header,
     encode_label,
     encode_trailer,
+    encode_trailer_end,
+    iter_trailer_digests,
+    payload_digests,
     peek_item,
     record_count,
     runs_from_ids,
     to_jsonable,
+    trailer_end_for,
     unpack_payload,
 )
 
@@ -127,6 +132,7 @@ def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
     )
 
     entries = []
+    digests = b""  # the digest table: BLAKE3-128 of every data block, chunk by chunk
     next_record = 1  # the generation header is record 0 of the generation file
 
     # chunk 0, uncompressed: data 0-1, zero 2-4, data 7, data 10 (partial: 1000 bytes)
@@ -180,6 +186,7 @@ def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
         )
         n = record_count(len(item), RECORD_SIZE)
         entries.append(ChunkIndexEntry.from_chunk(header, record=next_record, record_count=n))
+        digests += payload_digests(header.runs, raw, BLOCK_SIZE, VOLUME_SIZE)
         next_record += n
 
     trailer = Trailer.from_entries(
@@ -188,9 +195,11 @@ def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
         volume_size=VOLUME_SIZE,
         block_size=BLOCK_SIZE,
         entries=entries,
+        digests=digests,
         complete=True,
     )
     b = encode_trailer(trailer)
+    index_len = len(b) - 100 - len(digests)
     out["trailer"] = (
         b,
         describe(
@@ -198,7 +207,33 @@ def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
             trailer,
             decoder="decode_trailer",
             cls="Trailer",
-            body={"body_len": len(b) - 96, "crc32c": hexcrc(crc32c(b[96:]))},
+            body={
+                "body_len": len(b) - 100,
+                "crc32c": hexcrc(crc32c(b[100:])),
+                "index_len": index_len,
+                "digest_table_offset": 100 + index_len,
+                "digest_table_len": len(digests),
+            },
+            # the digest table block by block, in table order (BLAKE3-128 of each data block)
+            digest_table=[
+                {"block": block_id, "blake3_128": d.hex()}
+                for block_id, d in iter_trailer_digests(trailer)
+            ],
+        ),
+    )
+
+    # the end record: the trailer is written from the record after the last chunk
+    trailer_record = next_record
+    end = trailer_end_for(b, trailer_record=trailer_record, record_size=RECORD_SIZE)
+    eb = encode_trailer_end(end)
+    out["trailer-end"] = (
+        eb,
+        describe(
+            eb,
+            end,
+            decoder="decode_trailer_end",
+            cls="TrailerEnd",
+            record=end.record,  # its own record index within the generation file
         ),
     )
     return out
@@ -220,12 +255,22 @@ def _patch(b: bytes, offset: int, new: bytes, *, fix_crc: bool) -> bytes:
     return bytes(x)
 
 
+def _fix_trailer(b: bytes | bytearray) -> bytes:
+    """Make a modified trailer consistent again: body_len, body CRC and header CRC."""
+    x = bytearray(b)
+    x[12:16] = (len(x) - 100).to_bytes(4, "little")
+    x[88:92] = crc32c(bytes(x[100:])).to_bytes(4, "little")
+    x[96:100] = crc32c(bytes(x[:96])).to_bytes(4, "little")
+    return bytes(x)
+
+
 def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tuple[bytes, dict[str, str]]]:
     label = valid["label"][0]
     gen = valid["generation-header"][0]
     chunk = valid["chunk-plain"][0]
     zchunk = valid["chunk-zstd"][0]
     trailer = valid["trailer"][0]
+    end = valid["trailer-end"][0]
     chl = int.from_bytes(chunk[8:12], "little")
 
     def e(decoder: str, error: str, why: str) -> dict[str, str]:
@@ -286,8 +331,27 @@ def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tu
             e("decode_generation_header", "MalformedError", "kind 7, header CRC fixed"),
         ),
         "trailer-bad-body-crc": (
-            _flip(trailer, 100),
+            _flip(trailer, 104),
             e("decode_trailer", "CRCError", "bit 0 of body byte 4 flipped"),
+        ),
+        "trailer-short-digest-table": (
+            _fix_trailer(trailer[:-16]),
+            e("decode_trailer", "MalformedError",
+              "last digest (16 bytes) of the digest table cut off; body_len, body CRC and "
+              "header CRC fixed"),
+        ),  # fmt: skip
+        "trailer-bad-digest-alg": (
+            _patch(trailer, 92, b"\x02", fix_crc=True),
+            e("decode_trailer", "MalformedError", "digest_alg 2 (unknown), header CRC fixed"),
+        ),
+        "trailer-end-bad-crc": (
+            _flip(end, 40),  # trailer_record
+            e("decode_trailer_end", "CRCError",
+              "bit 0 of trailer_record (offset 40) flipped, header CRC not fixed"),
+        ),  # fmt: skip
+        "trailer-end-future-magic": (
+            _patch(end, 0, b"TATREND2", fix_crc=True),
+            e("decode_trailer_end", "UnsupportedVersionError", "magic TATREND2 (version 2), CRC fixed"),
         ),
         "trailer-bad-totals": (
             _patch(trailer, 56, (999).to_bytes(8, "little"), fix_crc=True),

@@ -50,6 +50,14 @@ MediaOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts).")]
+CatalogOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--catalog",
+        help="Catalog database (default: $TAPEARC_CATALOG, else ~/.local/share/tapearc/catalog.sqlite).",
+        metavar="PATH",
+    ),
+]
 
 
 class RichProgressReporter:
@@ -136,6 +144,17 @@ def _size(text: str | None, what: str) -> int | None:
 
 
 @contextmanager
+def _catalog(path: str | None) -> Iterator[Any]:
+    from tapearc.catalog.db import Catalog
+
+    cat = Catalog(path)
+    try:
+        yield cat
+    finally:
+        cat.close()
+
+
+@contextmanager
 def _drive(spec: str, *, write: bool) -> Iterator[Any]:
     from tapearc.media import open_medium
 
@@ -150,37 +169,48 @@ def _drive(spec: str, *, write: bool) -> Iterator[Any]:
 def backup(
     source: Annotated[str, typer.Argument(help="Volume to back up: a disk image file or a block device.")],
     media: MediaOpt,
-    block_size: Annotated[str, typer.Option("--block-size", help="Volume block size (default 64K).")] = "64K",
+    block_size: Annotated[
+        str | None, typer.Option("--block-size", help="Volume block size (default 64K, or the volume's).")
+    ] = None,
     record_size: Annotated[
         str | None,
         typer.Option("--record-size", help="Largest tape record written (default 1M, or the medium's)."),
     ] = None,
     compress: Annotated[str, typer.Option("--compress", help="Per-chunk compression: zstd or none.")] = "none",
     volume: Annotated[str | None, typer.Option("--volume", help="Volume name (default: SOURCE's file name).")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Write a full generation even if the volume has one.")] = False,
+    catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Back up SOURCE to MEDIUM as a new generation (a blank medium is labeled first)."""
+    """Back up SOURCE to MEDIUM as a new generation: incremental (changed and added blocks only)
+    when the volume already has a complete generation in the media set, else full. A blank
+    medium is labeled first."""
 
     def go() -> None:
-        from tapearc.engine.backup import BackupOptions, backup as do_backup
+        from tapearc.engine.backup import DEFAULT_BLOCK_SIZE, BackupOptions, backup as do_backup
 
         if compress not in ("zstd", "none"):
             raise UsageError(f"--compress {compress!r}: use zstd or none")
+        bs = _size(block_size, "--block-size")
         opts = BackupOptions(
-            block_size=_size(block_size, "--block-size") or 0,
+            block_size=bs if bs is not None else DEFAULT_BLOCK_SIZE,
+            block_size_given=bs is not None,
             record_size=_size(record_size, "--record-size"),
             compress=compress,
             volume_name=volume,
+            full=full,
         )
-        with _drive(media, write=True) as drive:
-            res = do_backup(source, drive, opts, _progress(json_out))
+        with _catalog(catalog) as cat, _drive(media, write=True) as drive:
+            res = do_backup(source, drive, cat, opts, _progress(json_out))
         if json_out:
             _emit_json(res.to_json())
             return
         speed = f", {res.volume_size / res.seconds / 1e6:.1f} MB/s" if res.seconds > 0 else ""
         out_console.print(
             f"backed up {source} ({format_size(res.volume_size)}) to {res.medium} as volume {res.volume!r} "
-            f"generation {res.generation} (tape file {res.tape_file}): {res.chunks} chunks, "
+            f"generation {res.generation} ({res.kind}"
+            + (f" on {res.base_generation}, {res.unchanged_blocks} blocks unchanged" if res.kind == "incremental" else "")
+            + f", tape file {res.tape_file}): {res.chunks} chunks, "
             f"{res.data_blocks} blocks stored, {res.zero_blocks} zero blocks, "
             f"{format_size(res.stored_bytes)} written{speed}",
             markup=False,
@@ -196,27 +226,37 @@ def restore(
     to: Annotated[str, typer.Option("--to", help="Target: a file (made sparse) or a block device.")],
     generation: Annotated[int | None, typer.Option("--generation", help="Generation to restore (default: latest).")] = None,
     volume: Annotated[str | None, typer.Option("--volume", help="Volume to restore, when the medium holds several.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite a target that is not empty.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a target that holds no generation of the volume.")] = False,
+    assume_generation: Annotated[
+        int | None,
+        typer.Option("--assume-generation", help="TARGET holds generation K already: write only what differs.", metavar="K"),
+    ] = None,
+    catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Restore a generation of a volume from MEDIUM to a file or block device, byte for byte."""
+    """Restore a generation of a volume from MEDIUM, byte for byte, to a file, a block device or
+    standard output (--to -). A target that already holds an earlier generation is rolled
+    forward in place: only the blocks that differ are written."""
 
     def go() -> None:
         from tapearc.engine.restore import RestoreOptions, restore as do_restore
 
-        opts = RestoreOptions(generation=generation, volume=volume, force=force)
-        with _drive(media, write=False) as drive:
-            res = do_restore(drive, to, opts, _progress(json_out))
+        opts = RestoreOptions(generation=generation, volume=volume, force=force, assume_generation=assume_generation)
+        with _catalog(catalog) as cat, _drive(media, write=False) as drive:
+            res = do_restore(drive, cat, to, opts, None if to == "-" else _progress(json_out))
         if json_out:
-            _emit_json(res.to_json())
+            if to == "-":
+                err_console.print_json(json.dumps(res.to_json(), default=str))
+            else:
+                _emit_json(res.to_json())
             return
-        out_console.print(
+        msg = (
             f"restored volume {res.volume!r} generation {res.generation} ({format_size(res.volume_size)}) "
-            f"from {res.medium} to {res.target}: {res.chunks_read} chunks, {res.data_blocks} blocks, "
-            f"{res.zero_blocks} zero blocks",
-            markup=False,
-            soft_wrap=True,
+            f"from {res.medium} to {res.target}"
+            + (f" (rolled forward from generation {res.from_generation})" if res.from_generation is not None else "")
+            + f": {res.chunks_read} chunks read, {res.blocks_written} blocks written, {res.blocks_zeroed} zeroed"
         )
+        (err_console if to == "-" else out_console).print(msg, markup=False, soft_wrap=True)
 
     _run(json_out, go)
 
@@ -268,6 +308,12 @@ def list_cmd(
                 state,
             )
         out_console.print(table)
+        for vol, chain in listing.chains().items():
+            parts = []
+            for g in chain:
+                k = "F" if g["kind"] == "full" else f"+{g['base']}"
+                parts.append(f"{g['generation']}({k}, {g['changed_blocks']} blocks{'' if g['complete'] else ', incomplete'})")
+            out_console.print(f"volume {vol}: generations " + " -> ".join(parts), markup=False, soft_wrap=True)
         for f in listing.files:
             if f.problem:
                 out_console.print(f"tape file {f.tape_file}: {f.problem}", markup=False, soft_wrap=True)
@@ -283,6 +329,99 @@ def list_cmd(
                         markup=False,
                         soft_wrap=True,
                     )
+
+    _run(json_out, go)
+
+
+@app.command()
+def scan(
+    media: MediaOpt,
+    deep: Annotated[bool, typer.Option("--deep", help="Read every chunk (recovers a generation whose trailer is missing).")] = False,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rebuild the catalog's knowledge of MEDIUM from the medium alone (from the trailers, or with
+    --deep from every chunk)."""
+
+    def go() -> None:
+        from tapearc.engine.scan import scan_medium
+
+        with _catalog(catalog) as cat, _drive(media, write=False) as drive:
+            res = scan_medium(drive, cat, deep=deep, progress=_progress(json_out))
+        if json_out:
+            _emit_json(res.to_json())
+            return
+        out_console.print(
+            f"scanned {res.medium}: medium {res.medium_uuid}, sequence {res.sequence} of media set {res.media_set}",
+            markup=False,
+            soft_wrap=True,
+        )
+        for f in res.files:
+            out_console.print(
+                f"  tape file {f.tape_file}: volume {f.volume!r} generation {f.generation}: {f.state}, "
+                f"{f.chunks} chunks (from {f.method})" + (f"; {f.problem}" if f.problem else ""),
+                markup=False,
+                soft_wrap=True,
+            )
+
+    _run(json_out, go)
+
+
+@app.command()
+def plan(
+    media: MediaOpt,
+    generation: Annotated[int | None, typer.Option("--generation", help="Generation to plan (default: latest).")] = None,
+    volume: Annotated[str | None, typer.Option("--volume", help="Volume, when the media set holds several.")] = None,
+    assume_generation: Annotated[
+        int | None, typer.Option("--assume-generation", help="Plan rolling a copy of generation K forward.", metavar="K")
+    ] = None,
+    chunks: Annotated[bool, typer.Option("--chunks", help="List every chunk to read.")] = False,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show the restore plan before anything is read: media needed in order, tape files and
+    chunks to read, bytes to read and to skip."""
+
+    def go() -> None:
+        from tapearc.engine.plan import make_plan
+        from tapearc.engine.restore import RestoreOptions, prepare_plan
+
+        with _catalog(catalog) as cat, _drive(media, write=False) as drive:
+            _, chain, p = prepare_plan(drive, cat, RestoreOptions(generation=generation, volume=volume))
+            if assume_generation is not None:
+                p = make_plan(cat, chain, have=assume_generation)
+        if json_out:
+            _emit_json(p.to_json(with_chunks=True))
+            return
+        d = p.to_json(with_chunks=chunks)
+        out_console.print(
+            f"restore volume {p.volume!r} generation {p.generation} ({format_size(p.volume_size)}) from chain "
+            + " -> ".join(str(x) for x in p.chain)
+            + (f", rolling generation {p.from_generation} forward" if p.from_generation is not None else ""),
+            markup=False,
+            soft_wrap=True,
+        )
+        for i, m in enumerate(p.media, 1):
+            out_console.print(f"  medium {i}: {m[0]} (sequence {m[1]})", markup=False)
+        for f in d["tape_files"]:  # type: ignore[union-attr]
+            out_console.print(
+                f"  tape file {f['tape_file']} (generation {f['generation']}): {f['chunks_to_read']} chunks, "
+                f"{format_size(int(f['bytes_to_read']))}",
+                markup=False,
+            )
+        out_console.print(
+            f"  read {len(p.reads)} of {p.chunks_in_chain} chunks: {format_size(p.bytes_to_read)} to read, "
+            f"{format_size(p.bytes_to_skip)} to skip; {p.blocks_to_write} blocks to write, {p.blocks_to_zero} to zero",
+            markup=False,
+        )
+        if chunks:
+            for c in d["chunks"]:  # type: ignore[union-attr]
+                out_console.print(
+                    f"    file {c['tape_file']} @{c['logical']}: generation {c['generation']} chunk {c['seq']}, blocks "
+                    + ", ".join(f"{a}-{a + n - 1}" if n > 1 else f"{a}" for a, n in c["blocks"]),
+                    markup=False,
+                    soft_wrap=True,
+                )
 
     _run(json_out, go)
 

@@ -25,7 +25,10 @@ from tapearc.engine.layout import (
 )
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.volume import SourceVolume, default_volume_name
-from tapearc.errors import MediumFullError, TapearcError, UsageError
+from tapearc.catalog.db import Catalog
+from tapearc.engine.plan import load_chain, manifest_at
+from tapearc.engine.scan import sync_catalog as _sync
+from tapearc.errors import MediumFullError, SourceError, TapearcError, UsageError
 from tapearc.media.base import Mark, TapeDrive, WriteStatus
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
@@ -38,6 +41,7 @@ RUN_BYTES = 13  # encoded size of one run in a chunk header
 MAX_RUNS = (HEADER_RESERVE - 256) // RUN_BYTES
 MAX_RUN_COUNT = 0xFFFFFFFF
 ZSTD_LEVEL = 3
+DIGEST_LEN = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,8 @@ class BackupOptions:
     volume_name: str | None = None
     chunk_size: int = DEFAULT_CHUNK_SIZE
     label_text: str = ""
+    full: bool = False  # write a full generation even when an earlier one exists
+    block_size_given: bool = True  # False: the block size is the default and may follow the volume's
 
 
 @dataclass(slots=True)
@@ -69,6 +75,9 @@ class BackupResult:
     new_medium: bool = False
     seconds: float = 0.0
     complete: bool = True
+    kind: str = "full"
+    base_generation: int = 0
+    unchanged_blocks: int = 0
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
@@ -161,15 +170,18 @@ class _ChunkWriter:
         self.seq = 0
         self.early_warning = False
         self.dropped_from: int | None = None  # first block of a chunk lost at the physical end
+        self.on_chunk: Callable[[fmt.ChunkIndexEntry, bytes], None] | None = None
         self._reset()
 
     def _reset(self) -> None:
         self.runs: list[list[int]] = []  # [first, count, kind]
         self.payload = bytearray()
+        self.digests = bytearray()
         self.data_count = 0
 
-    def add(self, block_id: int, data: memoryview | None) -> None:
-        """Add block ``block_id``: ``data`` is its bytes, or None when it is all zero."""
+    def add(self, block_id: int, data: memoryview | None, digest: bytes = b"") -> None:
+        """Add block ``block_id``: ``data`` is its bytes (``digest`` its BLAKE3-128), or None when
+        it is all zero."""
         kind = 1 if data is None else 0
         runs = self.runs
         if runs:
@@ -182,6 +194,7 @@ class _ChunkWriter:
             runs.append([block_id, 1, kind])
         if data is not None:
             self.payload += data
+            self.digests += digest
             self.data_count += 1
         if self.data_count >= self.chunk_blocks or len(runs) >= MAX_RUNS:
             self.flush()
@@ -222,7 +235,11 @@ class _ChunkWriter:
             self.early_warning = True
             self._reset()
             return
-        self.index.add(fmt.ChunkIndexEntry.from_chunk(header, record=pos.record, record_count=nrec))
+        entry = fmt.ChunkIndexEntry.from_chunk(header, record=pos.record, record_count=nrec)
+        digests = bytes(self.digests)
+        self.index.add(entry, digests)
+        if self.on_chunk is not None:
+            self.on_chunk(entry, digests)
         r = self.result
         r.chunks += 1
         r.records += nrec
@@ -239,11 +256,13 @@ class _ChunkWriter:
 def backup(
     source: str,
     drive: TapeDrive,
+    catalog: Catalog,
     options: BackupOptions = BackupOptions(),
     progress: Progress | None = None,
     clock: Callable[[], float] = time.time,
 ) -> BackupResult:
-    """Write a full generation of ``source`` to ``drive``; see the module docstring."""
+    """Write a generation of ``source`` to ``drive``: incremental when the volume already has a
+    complete generation in this media set (unless ``options.full``), else full."""
     progress = progress or NoProgress()
     started = time.monotonic()
     if options.compress not in ("none", "zstd"):
@@ -255,15 +274,29 @@ def backup(
         label, gens, new = prepare_medium_for_append(drive, options.record_size, now, options.label_text)
         record_size = label.record_size
         _check_sizes(options.block_size, record_size, drive)
+        sync_catalog(drive, catalog, label, gens)
         name = options.volume_name or default_volume_name(source)
-        same = [g for g in gens if g.header.volume_name == name]
-        generation = max((g.header.generation for g in same), default=0) + 1
-        volume_uuid = same[-1].header.volume_uuid if same else uuid.uuid4()
+        known = catalog.generations(label.media_set_uuid, name)
+        generation = max((g.number for g in known), default=0) + 1
+        complete = [g for g in known if g.state == "complete"]
+        prev = max(complete, key=lambda g: g.number) if complete else None
+        volume_uuid = known[-1].volume_uuid if known else uuid.uuid4()
         bs = options.block_size
+        if prev is not None and not options.full and prev.block_size != bs:
+            if options.block_size_given:
+                raise UsageError(
+                    f"volume {name!r} was backed up with block size {prev.block_size}; an incremental needs the same",
+                    hint="leave --block-size out, or add --full",
+                )
+            bs = prev.block_size
+        incremental = prev is not None and not options.full
+        prev_manifest = manifest_at(catalog, load_chain(catalog, label.media_set_uuid, name, prev.number)) if incremental and prev else None
+        prev_blocks = prev.nblocks if incremental and prev else 0
         size = src.size
         chunk_blocks = chunk_geometry(bs, record_size, options.chunk_size)
         run_uuid = uuid.uuid4()
-        tape_file = drive.position().file
+        pos0 = drive.position()
+        tape_file = pos0.file
         result = BackupResult(
             medium=drive.name,
             volume=name,
@@ -274,6 +307,8 @@ def backup(
             record_size=record_size,
             compression=options.compress,
             new_medium=new,
+            kind="incremental" if incremental else "full",
+            base_generation=prev.number if incremental and prev else 0,
         )
         genhdr = fmt.GenerationHeader(
             run_uuid=run_uuid,
@@ -282,8 +317,8 @@ def backup(
             volume_uuid=volume_uuid,
             volume_name=name,
             generation=generation,
-            base_generation=0,
-            kind=fmt.GenerationKind.FULL,
+            base_generation=result.base_generation,
+            kind=fmt.GenerationKind.INCREMENTAL if incremental else fmt.GenerationKind.FULL,
             compression=fmt.Compression.ZSTD if options.compress == "zstd" else fmt.Compression.NONE,
             block_size=bs,
             record_size=record_size,
@@ -292,6 +327,11 @@ def backup(
             part=0,
             created=now,
         )
+        gen_id = catalog.begin_generation(genhdr, medium_uuid=label.medium_uuid, tape_file=tape_file, logical=pos0.logical)
+        state = "incomplete"
+        closed = False
+        complete_gen = False
+        writer: _ChunkWriter | None = None
         try:
             status, nrec = write_item(drive, fmt.encode_generation_header(genhdr), record_size)
             result.records += nrec
@@ -306,29 +346,44 @@ def backup(
                 compress=options.compress == "zstd",
                 result=result,
             )
+            writer.on_chunk = lambda e, d: catalog.add_chunks(gen_id, label.medium_uuid, tape_file, pos0.logical, [(e, d)])
             writer.early_warning = status is WriteStatus.EARLY_WARNING
             progress.start(f"backup {name}", size)
             nblocks = -(-size // bs)
             window = bytearray(chunk_blocks * bs)
             wview = memoryview(window)
             zero = bytes(bs)
+            zero_digest = bytes(DIGEST_LEN)
+            block_digest = fmt.block_digest
             block_id = 0
             offset = 0
             while block_id < nblocks and not writer.early_warning:
                 want = min(len(window), size - offset)
                 got = src.readinto_at(wview[:want], offset)
                 if got != want:
-                    from tapearc.errors import SourceError
-
                     raise SourceError(
                         f"source {source} shrank during the backup: expected {size} bytes, it ends at {offset + got}"
                     )
                 for o in range(0, got, bs):
                     blk = wview[o : o + bs] if o + bs <= got else wview[o:got]
                     if blk == zero[: len(blk)]:
-                        writer.add(block_id, None)
+                        if prev_manifest is None or block_id >= prev_blocks:
+                            writer.add(block_id, None)
+                        else:
+                            d0 = block_id * DIGEST_LEN
+                            if prev_manifest[d0 : d0 + DIGEST_LEN] != zero_digest:
+                                writer.add(block_id, None)
+                            else:
+                                result.unchanged_blocks += 1
                     else:
-                        writer.add(block_id, blk)
+                        dg = block_digest(blk)
+                        if prev_manifest is not None and block_id < prev_blocks:
+                            d0 = block_id * DIGEST_LEN
+                            if prev_manifest[d0 : d0 + DIGEST_LEN] == dg:
+                                result.unchanged_blocks += 1
+                                block_id += 1
+                                continue
+                        writer.add(block_id, blk, dg)
                     block_id += 1
                     if writer.early_warning:
                         break
@@ -336,12 +391,26 @@ def backup(
                 progress.advance(got)
             if not writer.early_warning:
                 writer.flush()
-            complete = block_id >= nblocks and not writer.runs and writer.dropped_from is None
+            complete_gen = block_id >= nblocks and not writer.runs and writer.dropped_from is None
             first_missing = writer.dropped_from if writer.dropped_from is not None else block_id
-            _, nrec = write_item(drive, writer.index.finish(complete=complete), record_size)
+            trailer_pos = drive.position()
+            trailer = writer.index.finish(complete=complete_gen)
+            _, nrec = write_item(drive, trailer, record_size)
             result.records += nrec
+            end = fmt.TrailerEnd(
+                run_uuid=run_uuid,
+                generation=generation,
+                trailer_record=trailer_pos.record,
+                trailer_records=nrec,
+                trailer_len=len(trailer),
+                trailer_crc=_header_crc(trailer),
+            )
+            drive.write_record(fmt.encode_trailer_end(end))
+            result.records += 1
             drive.write_filemark()
-        except MediumFullError as e:
+            closed = True
+            state = "complete" if complete_gen else "incomplete"
+        except MediumFullError:
             _close_after_full(drive)
             raise MediumFullError(
                 f"medium filled up while writing generation {generation} of volume {name} "
@@ -351,9 +420,17 @@ def backup(
             ).at(medium=drive.name, tape_file=tape_file) from None
         finally:
             progress.finish()
+            catalog.finish_generation(
+                gen_id,
+                state=state,
+                medium_uuid=label.medium_uuid,
+                tape_file=tape_file,
+                closed=closed,
+                has_trailer=closed,
+            )
         result.seconds = time.monotonic() - started
-        result.complete = complete
-        if not complete:
+        result.complete = complete_gen
+        if not complete_gen:
             raise MediumFullError(
                 f"medium reached its early-warning zone while writing generation {generation} of volume {name}: "
                 f"blocks {first_missing}-{nblocks - 1} are not on it; generation {generation} is marked incomplete; "
@@ -362,6 +439,18 @@ def backup(
                 blocks=(first_missing, nblocks - 1),
             ).at(medium=drive.name, tape_file=tape_file)
         return result
+
+
+def sync_catalog(drive: TapeDrive, catalog: Catalog, label: fmt.Label, gens: list[GenerationFile]) -> None:
+    """Bring the catalog up to date with the medium, then go back to end of data."""
+    if _sync(drive, catalog, label, gens):
+        drive.seek_end_of_data()
+
+
+def _header_crc(item: bytes) -> int:
+    """The header CRC of an encoded item (its header's last 4 bytes)."""
+    hl = fmt.peek_item(item).header_len
+    return int.from_bytes(item[hl - 4 : hl], "little")
 
 
 def _close_after_full(drive: TapeDrive) -> None:

@@ -38,6 +38,7 @@ class TapeFileListing:
     volume: str | None = None
     generation: int | None = None
     generation_kind: str | None = None
+    base_generation: int | None = None
     volume_size: int | None = None
     block_size: int | None = None
     record_size: int | None = None
@@ -105,13 +106,43 @@ class MediumListing:
                     "volume": f.volume,
                     "generation": f.generation,
                     "kind": f.generation_kind,
+                    "base_generation": f.base_generation,
                     "volume_size": f.volume_size,
+                    "changed_blocks": f.data_blocks + f.zero_blocks,
+                    "stored_bytes": f.stored_bytes,
+                    "created": f.created,
                     "complete": f.complete,
                 }
                 for f in self.files
                 if f.kind == "generation"
             ],
+            "volumes": self.chains(),
         }
+
+    def chains(self) -> dict[str, list[dict[str, object]]]:
+        """Each volume's generations in order: the chain a restore follows."""
+        out: dict[str, list[dict[str, object]]] = {}
+        for f in self.files:
+            if f.kind != "generation" or f.volume is None:
+                continue
+            out.setdefault(f.volume, []).append(
+                {
+                    "generation": f.generation,
+                    "kind": f.generation_kind,
+                    "base": f.base_generation,
+                    "volume_size": f.volume_size,
+                    "changed_blocks": f.data_blocks + f.zero_blocks,
+                    "data_blocks": f.data_blocks,
+                    "zero_blocks": f.zero_blocks,
+                    "stored_bytes": f.stored_bytes,
+                    "created": f.created,
+                    "tape_file": f.tape_file,
+                    "complete": f.complete,
+                }
+            )
+        for v in out.values():
+            v.sort(key=lambda d: int(d["generation"] or 0))  # type: ignore[call-overload]
+        return out
 
 
 def list_medium(drive: TapeDrive) -> MediumListing:
@@ -158,6 +189,7 @@ def _list_tape_file(drive: TapeDrive, tf: TapeFileListing) -> Mark:
                 tf.volume = h.volume_name
                 tf.generation = h.generation
                 tf.generation_kind = "full" if h.kind == fmt.GenerationKind.FULL else "incremental"
+                tf.base_generation = h.base_generation
                 tf.volume_size = h.volume_size
                 tf.block_size = h.block_size
                 tf.record_size = h.record_size
@@ -185,6 +217,8 @@ def _list_tape_file(drive: TapeDrive, tf: TapeFileListing) -> Mark:
                 t = fmt.decode_trailer(item.data)
                 tf.trailer = True
                 tf.complete = t.complete
+            elif item.magic == fmt.TRAILER_END_MAGIC:
+                fmt.decode_trailer_end(item.data)
             else:
                 tf.problem = f"unexpected item {item.magic!r} at record {item.record}"
         except TapearcError as e:

@@ -1,32 +1,44 @@
-"""Restore a generation from a medium to a file or block device, byte for byte.
+"""Restore a generation of a volume: plan with the catalog, read each medium once, forward.
 
-Every chunk's header CRC and payload CRC are checked, every block of the volume must be
-accounted for exactly once (as data or as zero), and the chunk sequence must be complete up
-to the trailer. Anything else stops the restore with an error naming the medium, tape file,
-record and block range; a regular-file target is then removed, never left looking complete.
+The planner (:mod:`tapearc.engine.plan`) says which chunks hold the newest version of each
+block; this module positions the medium to each of them in turn (LOCATE past what is not
+needed), checks every chunk (header CRC, payload CRC, that it is the chunk the catalog
+expects) and writes the needed blocks to a *sink*:
+
+- a new file: written sparse under a temporary name, renamed into place when complete;
+- a block device: zero blocks are written as zeros;
+- a target that already holds generation K (checked against K's digest manifest, or asserted
+  with ``assume_generation``): rolled forward in place, writing only the blocks that differ;
+- a stream (``-``): the image in block order, with bounded memory (blocks that arrive before
+  their turn wait in a sparse temporary spool file).
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from typing import BinaryIO, Protocol
 
 from tapearc import format as fmt
-from tapearc.engine.layout import (
-    MAGIC_CHUNK,
-    MAGIC_TRAILER,
-    GenerationFile,
-    read_generation_header,
-    read_item,
-    scan_generation_files,
-)
+from tapearc.catalog.db import Catalog, GenerationRow
+from tapearc.engine.layout import MAGIC_CHUNK, read_item
+from tapearc.engine.plan import DIGEST_LEN, Plan, PlannedRead, load_chain, make_plan, manifest_at
 from tapearc.engine.progress import NoProgress, Progress
-from tapearc.engine.volume import RestoreTarget
+from tapearc.engine.scan import sync_medium
+from tapearc.engine.volume import RestoreTarget, _blockdev_size
 from tapearc.errors import (
     BadMagicError,
     MalformedError,
+    MediumError,
     NoSuchGenerationError,
     TapearcError,
+    TargetError,
+    TargetTooSmallError,
     TruncatedError,
     UsageError,
 )
@@ -36,8 +48,9 @@ from tapearc.media.base import Mark, TapeDrive
 @dataclass(frozen=True, slots=True)
 class RestoreOptions:
     generation: int | None = None  # None: the latest complete one
-    volume: str | None = None  # None: the only volume on the medium
+    volume: str | None = None  # None: the only volume of the media set
     force: bool = False
+    assume_generation: int | None = None  # the target holds this generation already
 
 
 @dataclass(slots=True)
@@ -48,9 +61,11 @@ class RestoreResult:
     target: str
     volume_size: int
     block_size: int
+    mode: str = "new"  # new | device | roll-forward | stream
+    from_generation: int | None = None
     chunks_read: int = 0
-    data_blocks: int = 0
-    zero_blocks: int = 0
+    blocks_written: int = 0
+    blocks_zeroed: int = 0
     bytes_read: int = 0
     seconds: float = 0.0
 
@@ -60,76 +75,350 @@ class RestoreResult:
         return d
 
 
-def choose_generation(drive: TapeDrive, gens: list[GenerationFile], options: RestoreOptions) -> GenerationFile:
-    """Pick the generation file to restore from those found on the medium."""
-    if not gens:
-        raise NoSuchGenerationError("medium holds no backup generation").at(medium=drive.name)
-    names = sorted({g.header.volume_name for g in gens})
-    if options.volume is not None:
-        cands = [g for g in gens if g.header.volume_name == options.volume]
-        if not cands:
+def choose_volume(catalog: Catalog, label: fmt.Label, volume: str | None, medium: str) -> str:
+    names = catalog.volumes(label.media_set_uuid)
+    if volume is not None:
+        if volume not in names:
             raise NoSuchGenerationError(
-                f"medium holds no volume named {options.volume!r} (it holds: {', '.join(names)})"
-            ).at(medium=drive.name)
-    else:
-        if len(names) > 1:
-            raise UsageError(
-                f"medium holds several volumes ({', '.join(names)}); choose one with --volume"
-            ).at(medium=drive.name)
-        cands = gens
-    if options.generation is not None:
-        match = [g for g in cands if g.header.generation == options.generation]
-        if not match:
-            have = ", ".join(str(g.header.generation) for g in cands)
-            raise NoSuchGenerationError(
-                f"volume {cands[0].header.volume_name!r} has no generation {options.generation} (it has: {have})"
-            ).at(medium=drive.name)
-        return match[-1]
-    closed = [g for g in cands if g.closed]
-    if not closed:
-        raise NoSuchGenerationError(
-            f"volume {cands[0].header.volume_name!r} has no complete generation on this medium"
-        ).at(medium=drive.name)
-    return max(closed, key=lambda g: (g.header.generation, g.tape_file))
+                f"media set holds no volume named {volume!r}" + (f" (it holds: {', '.join(names)})" if names else "")
+            ).at(medium=medium)
+        return volume
+    if not names:
+        raise NoSuchGenerationError("medium holds no backup generation").at(medium=medium)
+    if len(names) > 1:
+        raise UsageError(f"medium holds several volumes ({', '.join(names)}); choose one with --volume").at(medium=medium)
+    return names[0]
+
+
+def prepare_plan(
+    drive: TapeDrive,
+    catalog: Catalog,
+    options: RestoreOptions,
+    *,
+    have: int | None = None,
+    zero_target: bool = True,
+) -> tuple[fmt.Label, list[GenerationRow], Plan]:
+    label = sync_medium(drive, catalog)
+    volume = choose_volume(catalog, label, options.volume, drive.name)
+    try:
+        chain = load_chain(catalog, label.media_set_uuid, volume, options.generation)
+    except TapearcError as e:
+        raise e.at(medium=drive.name)
+    plan = make_plan(catalog, chain, have=have, zero_target=zero_target)
+    return label, chain, plan
+
+
+class Sink(Protocol):
+    def write(self, offset: int, data: memoryview) -> None: ...
+    def zero(self, offset: int, length: int) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class _TargetSink:
+    """New file or block device (through RestoreTarget)."""
+
+    def __init__(self, target: RestoreTarget) -> None:
+        self.t = target
+
+    def write(self, offset: int, data: memoryview) -> None:
+        self.t.write_at(data, offset)
+
+    def zero(self, offset: int, length: int) -> None:
+        self.t.zero_range(offset, length)
+
+    def commit(self) -> None:
+        self.t.commit()
+
+    def abort(self) -> None:
+        self.t.abort()
+
+
+class _InPlaceSink:
+    """A target that holds an earlier generation: rolled forward in place."""
+
+    def __init__(self, path: str, size: int) -> None:
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDWR)
+        except OSError as e:
+            raise TargetError(f"cannot open target {path}: {e.strerror}") from None
+        st = os.fstat(self.fd)
+        self.is_device = stat.S_ISBLK(st.st_mode)
+        if self.is_device:
+            have = _blockdev_size(self.fd)
+            if have < size:
+                os.close(self.fd)
+                raise TargetTooSmallError(f"target device {path} holds {have} bytes, the volume needs {size}")
+        else:
+            try:
+                os.ftruncate(self.fd, size)
+            except OSError as e:
+                os.close(self.fd)
+                raise TargetError(f"cannot resize target {path} to {size} bytes: {e.strerror}") from None
+
+    def write(self, offset: int, data: memoryview) -> None:
+        done = 0
+        while done < len(data):
+            try:
+                done += os.pwrite(self.fd, data[done:], offset + done)
+            except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    raise TargetTooSmallError(f"target {self.path} ran out of space at byte {offset + done}") from None
+                raise TargetError(f"writing target {self.path} at byte {offset + done} failed: {e.strerror}") from None
+
+    def zero(self, offset: int, length: int) -> None:
+        if not self.is_device:
+            try:  # punch a hole: the range reads as zeros and uses no space
+                _punch_hole(self.fd, offset, length)
+                return
+            except OSError:
+                pass
+        zeros = bytes(min(length, 1 << 20))
+        end = offset + length
+        while offset < end:
+            n = min(len(zeros), end - offset)
+            self.write(memoryview(zeros)[:n], offset)
+            offset += n
+
+    def commit(self) -> None:
+        os.fsync(self.fd)
+        os.close(self.fd)
+
+    def abort(self) -> None:
+        os.close(self.fd)
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+    rc = libc.fallocate(ctypes.c_int(fd), ctypes.c_int(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE), ctypes.c_longlong(offset), ctypes.c_longlong(length))
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+class _StreamSink:
+    """The image in block order on a stream, whatever order the blocks arrive in.
+
+    Blocks that arrive before their turn go to a sparse temporary spool file; memory holds only
+    two bytes per block (needed / arrived) and one chunk.
+    """
+
+    def __init__(self, out: BinaryIO, plan: Plan) -> None:
+        self.out = out
+        self.bs = plan.block_size
+        self.size = plan.volume_size
+        self.n = plan.nblocks
+        self.need = bytearray(self.n)
+        for r in plan.reads:
+            for a, c in r.runs:
+                self.need[a : a + c] = b"\x01" * c
+        self.got = bytearray(self.n)
+        self.cursor = 0  # next block to emit
+        self.spool: BinaryIO | None = None
+        self.spooled = 0
+        self._zeros = bytes(min(1 << 20, max(self.bs, 1 << 16)))
+
+    def _emit(self, data: bytes | memoryview) -> None:
+        try:
+            self.out.write(data)
+        except BrokenPipeError:
+            raise TargetError("the output stream was closed before the restore finished") from None
+        except OSError as e:
+            raise TargetError(f"writing the output stream failed: {e.strerror}") from None
+
+    def _emit_zeros(self, length: int) -> None:
+        while length > 0:
+            k = min(length, len(self._zeros))
+            self._emit(memoryview(self._zeros)[:k])
+            length -= k
+
+    def _len(self, b0: int, b1: int) -> int:
+        return min(b1 * self.bs, self.size) - b0 * self.bs
+
+    def write(self, offset: int, data: memoryview) -> None:
+        b0 = offset // self.bs
+        b1 = b0 + -(-len(data) // self.bs)
+        if b0 == self.cursor:
+            self._emit(data)
+            self.cursor = b1
+        else:
+            if self.spool is None:
+                self.spool = tempfile.TemporaryFile(prefix="tapearc-spool-")
+            self.spool.seek(offset)
+            self.spool.write(data)
+            self.spooled += len(data)
+        self.got[b0:b1] = b"\x01" * (b1 - b0)
+        self._advance()
+
+    def _advance(self) -> None:
+        while self.cursor < self.n:
+            c = self.cursor
+            if not self.need[c]:
+                j = self.need.find(1, c)
+                j = self.n if j < 0 else j
+                self._emit_zeros(self._len(c, j))
+                self.cursor = j
+            elif self.got[c]:
+                j = self.got.find(0, c)
+                j = self.n if j < 0 else j
+                k = self.need.find(0, c, j)
+                j = j if k < 0 else k
+                assert self.spool is not None
+                off = c * self.bs
+                end = off + self._len(c, j)
+                self.spool.seek(off)
+                while off < end:
+                    buf = self.spool.read(min(1 << 20, end - off))
+                    if not buf:
+                        raise TargetError("restore spool file ended early")
+                    self._emit(buf)
+                    off += len(buf)
+                self.cursor = j
+            else:
+                return
+
+    def zero(self, offset: int, length: int) -> None:
+        pass  # blocks not needed are emitted as zeros in order
+
+    def commit(self) -> None:
+        self._advance()
+        if self.cursor < self.n:
+            raise TruncatedError(f"block {self.cursor} never arrived")
+        try:
+            self.out.flush()
+        except BrokenPipeError:
+            raise TargetError("the output stream was closed before the restore finished") from None
+        if self.spool is not None:
+            self.spool.close()
+
+    def abort(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+
+
+def _target_digests(path: str, block_size: int, size: int) -> bytearray:
+    """BLAKE3-128 per block of an existing target's first ``size`` bytes (zero blocks: zeros)."""
+    out = bytearray()
+    zero = bytes(block_size)
+    zd = bytes(DIGEST_LEN)
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(block_size * 64)
+        view = memoryview(buf)
+        done = 0
+        while done < size:
+            want = min(len(buf), size - done)
+            got = f.readinto(view[:want]) or 0
+            if got < want:
+                raise TargetError(f"target {path} is shorter than expected")
+            for o in range(0, got, block_size):
+                blk = view[o : min(o + block_size, got)]
+                out += zd if blk == zero[: len(blk)] else fmt.block_digest(blk)
+            done += got
+    return out
+
+
+def _target_size(path: str) -> tuple[bool, int, bool]:
+    """(exists, size, is_device)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False, 0, False
+    except OSError as e:
+        raise TargetError(f"cannot use target {path}: {e.strerror}") from None
+    if stat.S_ISBLK(st.st_mode):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return True, _blockdev_size(fd), True
+        finally:
+            os.close(fd)
+    if stat.S_ISDIR(st.st_mode):
+        raise TargetError(f"target {path} is a directory", hint="name a file or a block device to restore to")
+    return True, st.st_size, False
+
+
+def detect_generation(catalog: Catalog, chain_gens: list[GenerationRow], path: str, size: int, is_device: bool) -> int | None:
+    """Which generation (newest first, at or before the one restored) the target holds, if any."""
+    cache: dict[int, bytearray] = {}
+    for g in sorted(chain_gens, key=lambda g: -g.number):
+        if g.state != "complete":
+            continue
+        if (not is_device and size != g.volume_size) or (is_device and size < g.volume_size):
+            continue
+        key = g.block_size
+        if key not in cache:
+            cache[key] = _target_digests(path, g.block_size, g.volume_size if not is_device else size)
+        tgt = cache[key]
+        man = manifest_at(catalog, load_chain(catalog, g.set_uuid, g.volume, g.number))
+        if tgt[: len(man)] == man:
+            return g.number
+    return None
 
 
 def restore(
     drive: TapeDrive,
+    catalog: Catalog,
     target_path: str,
     options: RestoreOptions = RestoreOptions(),
     progress: Progress | None = None,
+    stdout: BinaryIO | None = None,
 ) -> RestoreResult:
     progress = progress or NoProgress()
     started = time.monotonic()
-    gens = scan_generation_files(drive)
-    gf = choose_generation(drive, gens, options)
-    hdr = gf.header
-    if hdr.kind != fmt.GenerationKind.FULL or hdr.base_generation != 0:
-        raise UsageError(
-            f"generation {hdr.generation} of {hdr.volume_name!r} is incremental; restoring incremental "
-            "generations is not supported yet"
-        ).at(medium=drive.name, tape_file=gf.tape_file)
-    drive.locate(gf.logical)
-    got = read_generation_header(drive)
-    if isinstance(got, Mark):
-        raise TruncatedError("generation tape file vanished while restoring").at(
-            medium=drive.name, tape_file=gf.tape_file
-        )
-    target = RestoreTarget(target_path, hdr.volume_size, force=options.force)
+    label, chain, plan = prepare_plan(drive, catalog, options)
+    last = chain[-1]
+    mode = "new"
+    have: int | None = None
+    is_device = False
+    sink: Sink
+    if target_path == "-":
+        mode = "stream"
+    else:
+        exists, tsize, is_device = _target_size(target_path)
+        occupied = exists and (_device_has_data(target_path) if is_device else tsize > 0)
+        if occupied:
+            if options.assume_generation is not None:
+                have = options.assume_generation
+            else:
+                gens = [g for g in catalog.generations(label.media_set_uuid, last.volume) if g.number <= last.number]
+                have = detect_generation(catalog, gens, target_path, tsize, is_device)
+                if have is None and not options.force:
+                    raise TargetError(
+                        f"target {target_path} is not empty and holds no generation of volume {last.volume!r}",
+                        hint="add --force to overwrite it, or --assume-generation K if it holds generation K",
+                    )
+        if have is not None:
+            mode = "roll-forward"
+        elif is_device:
+            mode = "device"
+        if have is not None or is_device:
+            plan = make_plan(catalog, chain, have=have, zero_target=not is_device)
+    if mode == "stream":
+        sink = _StreamSink(stdout or sys.stdout.buffer, plan)
+    elif mode == "roll-forward":
+        sink = _InPlaceSink(target_path, last.volume_size)
+    else:
+        sink = _TargetSink(RestoreTarget(target_path, last.volume_size, force=True))
     result = RestoreResult(
         medium=drive.name,
-        volume=hdr.volume_name,
-        generation=hdr.generation,
+        volume=last.volume,
+        generation=last.number,
         target=target_path,
-        volume_size=hdr.volume_size,
-        block_size=hdr.block_size,
+        volume_size=last.volume_size,
+        block_size=last.block_size,
+        mode=mode,
+        from_generation=have,
     )
     try:
-        progress.start(f"restore {hdr.volume_name} gen {hdr.generation}", hdr.volume_size)
-        _restore_file(drive, gf, target, result, progress)
-        target.commit()
+        progress.start(f"restore {last.volume} gen {last.number}", plan.blocks_to_write * plan.block_size or None)
+        execute_plan(drive, label, plan, sink, result, progress)
+        sink.commit()
     except BaseException:
-        target.abort()
+        sink.abort()
         raise
     finally:
         progress.finish()
@@ -137,111 +426,84 @@ def restore(
     return result
 
 
-def _restore_file(
-    drive: TapeDrive,
-    gf: GenerationFile,
-    target: RestoreTarget,
+def _device_has_data(path: str) -> bool:
+    with open(path, "rb", buffering=0) as f:
+        probe = f.read(1 << 20)
+    return probe.count(0) != len(probe)
+
+
+def execute_plan(
+    drive: TapeDrive, label: fmt.Label, plan: Plan, sink: Sink, result: RestoreResult, progress: Progress
+) -> None:
+    """Read the planned chunks in plan order and write their needed blocks to the sink."""
+    for m, seq in plan.media:
+        if m != label.medium_uuid:
+            raise MediumError(
+                f"the restore needs medium {m} (sequence {seq} of media set {plan.set_uuid}); "
+                "restoring from several media comes with media sets",
+            ).at(medium=drive.name)
+    bs = plan.block_size
+    size = plan.volume_size
+    for pr in plan.reads:
+        c = pr.chunk
+        loc = {"medium": drive.name, "tape_file": c.tape_file, "record": c.record}
+        span = (pr.runs[0][0], pr.runs[-1][0] + pr.runs[-1][1] - 1)
+        if drive.position().logical != c.logical:
+            drive.locate(c.logical)
+        item = read_item(drive)
+        if isinstance(item, Mark):
+            raise TruncatedError(f"expected chunk {c.seq} of generation {c.generation}, found {item.value}").at(**loc, blocks=span)
+        if item.magic != MAGIC_CHUNK:
+            raise BadMagicError(f"expected chunk {c.seq} of generation {c.generation}, found {item.magic!r}").at(**loc, blocks=span)
+        try:
+            hdr, payload = fmt.decode_chunk(item.data)
+        except TapearcError as e:
+            raise e.at(**loc, blocks=span)
+        if hdr.generation != c.generation or hdr.seq != c.seq or hdr.payload_crc != c.payload_crc or hdr.runs != c.runs:
+            raise MalformedError(
+                f"the medium holds another chunk here (generation {hdr.generation} chunk {hdr.seq}) than the catalog "
+                f"records (generation {c.generation} chunk {c.seq})",
+                hint="the catalog is stale: run tapearc scan on this medium",
+            ).at(**loc, blocks=span)
+        try:
+            raw = memoryview(fmt.unpack_payload(hdr, payload))
+        except TapearcError as e:
+            raise e.at(**loc, blocks=span)
+        _write_needed(hdr, raw, pr, sink, bs, size, result, progress)
+        result.chunks_read += 1
+        result.bytes_read += len(item.data)
+    for a, n in plan.zero_runs:
+        start = a * bs
+        sink.zero(start, min((a + n) * bs, size) - start)
+        result.blocks_zeroed += n
+
+
+def _write_needed(
+    hdr: fmt.ChunkHeader,
+    raw: memoryview,
+    pr: PlannedRead,
+    sink: Sink,
+    bs: int,
+    size: int,
     result: RestoreResult,
     progress: Progress,
 ) -> None:
-    hdr = gf.header
-    bs = hdr.block_size
-    size = hdr.volume_size
-    nblocks = -(-size // bs)
-    seen = bytearray(nblocks)  # 1 per block once restored; bounded: 1 byte per block
-    expect_seq = 0
-    where = {"medium": drive.name, "tape_file": gf.tape_file}
-    while True:
-        item = read_item(drive)
-        if isinstance(item, Mark):
-            raise TruncatedError(
-                f"generation {hdr.generation} ends ({item.value}) after chunk {expect_seq - 1} without a trailer; "
-                "the backup was interrupted"
-            ).at(**where)
-        loc = {**where, "record": item.record}
-        if item.magic == MAGIC_TRAILER:
-            try:
-                trailer = fmt.decode_trailer(item.data)
-            except TapearcError as e:
-                raise e.at(**loc)
-            _check_trailer(trailer, hdr, expect_seq, result, loc)
-            break
-        if item.magic != MAGIC_CHUNK:
-            raise BadMagicError(f"expected a chunk or trailer, found {item.magic!r}").at(**loc)
-        try:
-            chdr, payload = fmt.decode_chunk(item.data)
-        except TapearcError as e:
-            blocks = _blocks_of(item.data)
-            raise e.at(**loc, blocks=blocks)
-        span = _span(chdr.runs)
-        if chdr.run_uuid != hdr.run_uuid or chdr.generation != hdr.generation:
-            raise MalformedError(
-                f"chunk belongs to another backup run (generation {chdr.generation}, run {chdr.run_uuid})"
-            ).at(**loc, blocks=span)
-        if chdr.seq != expect_seq:
-            raise MalformedError(f"chunk {chdr.seq} found where chunk {expect_seq} was expected").at(**loc, blocks=span)
-        if chdr.block_size != bs or chdr.volume_size != size:
-            raise MalformedError("chunk geometry differs from its generation header").at(**loc, blocks=span)
-        try:
-            raw = fmt.unpack_payload(chdr, payload)
-        except TapearcError as e:
-            raise e.at(**loc, blocks=span)
-        view = memoryview(raw)
-        off = 0
-        for run in chdr.runs:
-            end_id = run.first + run.count
-            if end_id > nblocks:
-                raise MalformedError(f"chunk maps blocks past the end of the volume ({nblocks} blocks)").at(
-                    **loc, blocks=(run.first, end_id - 1)
-                )
-            if any(seen[run.first:end_id]):
-                raise MalformedError("blocks mapped twice in one generation").at(**loc, blocks=(run.first, end_id - 1))
-            seen[run.first:end_id] = b"\x01" * run.count
-            start = run.first * bs
-            length = min(end_id * bs, size) - start
-            if run.is_zero:
-                target.zero_range(start, length)
-                result.zero_blocks += run.count
-            else:
-                target.write_at(view[off : off + length], start)
-                off += length
-                result.data_blocks += run.count
+    off = 0
+    pieces: list[tuple[int, int, int]] = []  # (first block, last block + 1, payload offset of first)
+    for r in hdr.runs:
+        if r.is_zero:
+            continue
+        pieces.append((r.first, r.first + r.count, off))
+        off += min((r.first + r.count) * bs, size) - r.first * bs
+    for a, n in pr.runs:
+        b_end = a + n
+        for first, end, poff in pieces:
+            lo = max(first, a)
+            hi = min(end, b_end)
+            if lo >= hi:
+                continue
+            start = poff + (lo - first) * bs
+            length = min(hi * bs, size) - lo * bs
+            sink.write(lo * bs, raw[start : start + length])
+            result.blocks_written += hi - lo
             progress.advance(length)
-        result.chunks_read += 1
-        result.bytes_read += len(item.data)
-        expect_seq += 1
-    if seen.count(1) != nblocks:
-        first = seen.index(0)
-        raise MalformedError(
-            f"generation {hdr.generation} does not account for every block of the volume"
-        ).at(**where, blocks=(first, first))
-
-
-def _check_trailer(
-    trailer: fmt.Trailer, hdr: fmt.GenerationHeader, chunks: int, result: RestoreResult, loc: dict[str, object]
-) -> None:
-    if trailer.run_uuid != hdr.run_uuid or trailer.generation != hdr.generation:
-        raise MalformedError("trailer belongs to another backup run").at(**loc)  # type: ignore[arg-type]
-    if not trailer.complete:
-        raise TruncatedError(
-            f"generation {hdr.generation} is incomplete: the medium filled up during its backup"
-        ).at(**loc)  # type: ignore[arg-type]
-    if trailer.chunk_count != chunks:
-        raise MalformedError(f"trailer counts {trailer.chunk_count} chunks, the tape file holds {chunks}").at(**loc)  # type: ignore[arg-type]
-    if trailer.data_blocks != result.data_blocks or trailer.zero_blocks != result.zero_blocks:
-        raise MalformedError("trailer block counts differ from the chunks read").at(**loc)  # type: ignore[arg-type]
-
-
-def _span(runs: tuple[fmt.Run, ...]) -> tuple[int, int] | None:
-    if not runs:
-        return None
-    return min(r.first for r in runs), max(r.first + r.count - 1 for r in runs)
-
-
-def _blocks_of(data: bytes) -> tuple[int, int] | None:
-    """Best effort: the block range a damaged chunk claims, from its header if that decodes."""
-    try:
-        chdr, _ = fmt.decode_chunk_header(data)
-    except TapearcError:
-        return None
-    return _span(chdr.runs)

@@ -3,7 +3,8 @@
 construct declarations of every structure (:mod:`.structs`), the Python-side model
 (:mod:`.model`), one codec that turns bytes into model objects and back and construct errors
 into :mod:`tapearc.errors` (:mod:`.codec`), record framing (:mod:`.framing`), CRC-32C
-(:mod:`.crc`) and block-run helpers (:mod:`.mapping`). No I/O, no policy.
+(:mod:`.crc`), block digests (:mod:`.digest`) and block-run helpers (:mod:`.mapping`). No I/O,
+no policy.
 """
 
 from __future__ import annotations
@@ -13,22 +14,30 @@ from .codec import (
     build_chunk,
     check_payload,
     check_same_generation,
+    check_trailer_end,
     chunk_header_len,
     decode_chunk,
     decode_chunk_header,
     decode_generation_header,
     decode_label,
     decode_trailer,
+    decode_trailer_end,
     encode_chunk_header,
     encode_generation_header,
     encode_label,
     encode_trailer,
+    encode_trailer_end,
     pack_payload,
+    trailer_end_for,
     unpack_payload,
 )
 from .constants import (
     CHUNK_FLAG_ZSTD,
     CHUNK_MAGIC,
+    DIGEST_ALGS,
+    DIGEST_BLAKE3_128,
+    DIGEST_LEN,
+    DIGEST_NONE,
     FORMAT_VERSION,
     GENERATION_MAGIC,
     LABEL_MAGIC,
@@ -37,14 +46,17 @@ from .constants import (
     MAX_LABEL_TEXT,
     MAX_RECORD_SIZE,
     MAX_RUNS,
+    MAX_TRAILER_LEN,
     MAX_VOLUME_NAME,
     MIN_RECORD_SIZE,
     PREFIX_LEN,
+    TRAILER_END_MAGIC,
     TRAILER_FLAG_COMPLETE,
     TRAILER_MAGIC,
     ZSTD_LEVEL,
 )
 from .crc import CRC32C_CHECK, crc32c
+from .digest import ZERO_DIGEST, block_digest, iter_trailer_digests, payload_digests
 from .framing import peek_item, record_count, split_records
 from .jsonio import from_jsonable, to_jsonable
 from .mapping import (
@@ -67,6 +79,7 @@ from .model import (
     Run,
     RunKind,
     Trailer,
+    TrailerEnd,
 )
 
 __all__ = [
@@ -82,6 +95,7 @@ __all__ = [
     "Run",
     "RunKind",
     "Trailer",
+    "TrailerEnd",
     # codec
     "encode_label",
     "decode_label",
@@ -98,6 +112,19 @@ __all__ = [
     "check_same_generation",
     "encode_trailer",
     "decode_trailer",
+    "encode_trailer_end",
+    "decode_trailer_end",
+    "trailer_end_for",
+    "check_trailer_end",
+    # digests
+    "DIGEST_LEN",
+    "DIGEST_NONE",
+    "DIGEST_BLAKE3_128",
+    "DIGEST_ALGS",
+    "ZERO_DIGEST",
+    "block_digest",
+    "payload_digests",
+    "iter_trailer_digests",
     # framing
     "peek_item",
     "split_records",
@@ -122,9 +149,11 @@ __all__ = [
     "GENERATION_MAGIC",
     "CHUNK_MAGIC",
     "TRAILER_MAGIC",
+    "TRAILER_END_MAGIC",
     "PREFIX_LEN",
     "MAX_HEADER_LEN",
     "MAX_BODY_LEN",
+    "MAX_TRAILER_LEN",
     "MAX_RUNS",
     "MAX_LABEL_TEXT",
     "MAX_VOLUME_NAME",

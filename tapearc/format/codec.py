@@ -9,7 +9,8 @@ input they raise only :mod:`tapearc.errors` classes, never a construct or struct
 * CRCError: header CRC, chunk payload CRC or trailer body CRC mismatch (expected = stored
   value, found = computed value, both in hex in the message and as ``details``);
 * TruncatedError: the buffer is shorter than the lengths it declares;
-* MalformedError: fields out of range or contradicting each other, trailing bytes.
+* MalformedError: fields out of range or contradicting each other, trailing bytes, a digest
+  table of the wrong length.
 
 Decoding order: prefix (magic, lengths), buffer length, header CRC, format_version, fields,
 field validation, then payload/body CRC. Compiled construct parsers are only used on bytes
@@ -43,6 +44,9 @@ from .constants import (
     CHUNK_FLAG_ZSTD,
     CHUNK_FLAGS_KNOWN,
     CHUNK_MAGIC,
+    DIGEST_ALGS,
+    DIGEST_BLAKE3_128,
+    DIGEST_LEN,
     FORMAT_VERSION,
     GENERATION_MAGIC,
     HEADER_CRC_LEN,
@@ -53,8 +57,11 @@ from .constants import (
     MAX_LABEL_TEXT,
     MAX_RECORD_SIZE,
     MAX_RUNS,
+    MAX_TRAILER_LEN,
     MAX_VOLUME_NAME,
     MIN_RECORD_SIZE,
+    TRAILER_END_FLAGS_KNOWN,
+    TRAILER_END_MAGIC,
     TRAILER_FLAG_COMPLETE,
     TRAILER_FLAGS_KNOWN,
     TRAILER_MAGIC,
@@ -73,6 +80,7 @@ from .model import (
     Run,
     RunKind,
     Trailer,
+    TrailerEnd,
 )
 from .structs import (
     CHUNK_FIXED_LEN,
@@ -80,6 +88,7 @@ from .structs import (
     INDEX_ENTRY_FIXED_LEN,
     LABEL_FIXED_LEN,
     RUN_LEN,
+    TRAILER_END_LEN,
     TRAILER_HEADER_LEN,
     ChunkFieldsCompiled,
     ChunkFixed,
@@ -87,6 +96,7 @@ from .structs import (
     HeaderStartStruct,
     LabelHeader,
     TrailerBodyCompiled,
+    TrailerEndHeaderStruct,
     TrailerHeaderStruct,
 )
 
@@ -104,8 +114,13 @@ __all__ = [
     "build_chunk",
     "encode_trailer",
     "decode_trailer",
+    "encode_trailer_end",
+    "decode_trailer_end",
+    "trailer_end_for",
+    "check_trailer_end",
     "chunk_header_len",
     "check_same_generation",
+    "TrailerBuilder",
 ]
 
 Buf = bytes | bytearray | memoryview
@@ -626,6 +641,28 @@ def build_chunk(
 # =========================================================================== trailer
 
 
+def _trailer_too_large(total: int, chunks: int, data_blocks: int) -> MalformedError:
+    return MalformedError(
+        f"trailer of {total} bytes ({chunks} chunks, {data_blocks} data blocks) is larger than "
+        f"the {MAX_TRAILER_LEN} bytes a trailer can hold: its length is a u32, and with 16 bytes "
+        "of digest per data block a generation holds at most about 268 million data blocks "
+        "(volumes up to ~15 TiB at 64 KiB blocks)",
+        hint="use a larger block size",
+    )
+
+
+def _check_digest_table(name: str, digest_alg: int, table_len: int, data_blocks: int) -> None:
+    if digest_alg not in DIGEST_ALGS:
+        raise _malformed(name, f"unknown digest_alg {digest_alg}")
+    expected = data_blocks * DIGEST_LEN if digest_alg == DIGEST_BLAKE3_128 else 0
+    if table_len != expected:
+        raise _malformed(
+            name,
+            f"digest table of {table_len} bytes, expected {expected} "
+            f"({data_blocks} data blocks, digest_alg {digest_alg})",
+        )
+
+
 def _validate_trailer(t: Trailer) -> None:
     name = "trailer"
     if t.flags & ~TRAILER_FLAGS_KNOWN:
@@ -635,7 +672,10 @@ def _validate_trailer(t: Trailer) -> None:
     _check_range(name, "block_size", t.block_size, 1, MAX_BLOCK_SIZE)
     if t.volume_size < 0:
         raise _malformed(name, f"volume_size {t.volume_size} is negative")
+    if t.digest_alg not in DIGEST_ALGS:
+        raise _malformed(name, f"unknown digest_alg {t.digest_alg}")
     data_blocks = zero_blocks = raw_bytes = stored_bytes = 0
+    body_len = len(t.digests)
     next_record = 1
     for i, e in enumerate(t.entries):
         ename = f"trailer entry {i}"
@@ -652,6 +692,7 @@ def _validate_trailer(t: Trailer) -> None:
         zero_blocks += z
         raw_bytes += e.raw_len
         stored_bytes += e.stored_len
+        body_len += INDEX_ENTRY_FIXED_LEN + RUN_LEN * len(e.runs)
     for field, total in (
         ("data_blocks", data_blocks),
         ("zero_blocks", zero_blocks),
@@ -660,10 +701,13 @@ def _validate_trailer(t: Trailer) -> None:
     ):
         if getattr(t, field) != total:
             raise _malformed(name, f"{field} {getattr(t, field)} != {total} summed over its chunks")
+    _check_digest_table(name, t.digest_alg, len(t.digests), data_blocks)
+    if TRAILER_HEADER_LEN + body_len > MAX_TRAILER_LEN:
+        raise _trailer_too_large(TRAILER_HEADER_LEN + body_len, len(t.entries), data_blocks)
 
 
 def encode_trailer(trailer: Trailer) -> bytes:
-    """The trailer item: header followed by the chunk index (body)."""
+    """The trailer item: header, then the body: the chunk index followed by the digest table."""
     _validate_trailer(trailer)
     entries = [
         {
@@ -679,9 +723,10 @@ def encode_trailer(trailer: Trailer) -> bytes:
         for e in trailer.entries
     ]
     n = len(entries)
-    body = _build("trailer body", lambda: TrailerBodyCompiled.build({"entries": entries}, chunk_count=n))
-    if len(body) > MAX_BODY_LEN:
-        raise MalformedError(f"trailer body of {len(body)} bytes is larger than {MAX_BODY_LEN}")
+    body = _build(
+        "trailer body",
+        lambda: TrailerBodyCompiled.build({"entries": entries, "digests": trailer.digests}, chunk_count=n),
+    )
     fields = {
         "header_len": TRAILER_HEADER_LEN,
         "body_len": len(body),
@@ -697,19 +742,26 @@ def encode_trailer(trailer: Trailer) -> bytes:
         "raw_bytes": trailer.raw_bytes,
         "stored_bytes": trailer.stored_bytes,
         "body_crc": crc32c(body),
+        "digest_alg": trailer.digest_alg,
+        "reserved": bytes(3),
     }
     header = _build("trailer", lambda: TrailerHeaderStruct.build({"fields": {"value": fields}}))
     return header + body
 
 
 def decode_trailer(buf: Buf) -> Trailer:
-    """Decode a whole trailer item; checks the header CRC, then the body CRC."""
+    """Decode a whole trailer item; checks the header CRC, then the body CRC, then the chunk
+    index and the length of the digest table."""
     mv, prefix = _open_item(buf, TRAILER_MAGIC, whole=True)
     hl = prefix.header_len
     if hl != TRAILER_HEADER_LEN:
         raise MalformedError(f"trailer: header_len {hl} != {TRAILER_HEADER_LEN}")
     with _translated("trailer"):
         v = TrailerHeaderStruct.parse(bytes(mv[:hl])).fields.value
+    if v.reserved != bytes(3):
+        raise MalformedError(f"trailer: reserved bytes {v.reserved.hex()} are not 0")
+    if v.digest_alg not in DIGEST_ALGS:
+        raise MalformedError(f"trailer: unknown digest_alg {v.digest_alg}")
     body = mv[hl:]
     found = crc32c(body)
     if found != v.body_crc:
@@ -745,30 +797,152 @@ def decode_trailer(buf: Buf) -> Trailer:
             zero_blocks=v.zero_blocks,
             raw_bytes=v.raw_bytes,
             stored_bytes=v.stored_bytes,
+            digest_alg=v.digest_alg,
+            digests=parsed.digests,
         )
     _validate_trailer(t)
     return t
+
+
+# =========================================================================== generation end record
+
+
+def _validate_trailer_end(t: TrailerEnd) -> None:
+    name = "generation end record"
+    if t.flags & ~TRAILER_END_FLAGS_KNOWN:
+        raise _malformed(name, f"unknown flags 0x{t.flags & ~TRAILER_END_FLAGS_KNOWN:04x}")
+    if t.generation < 1:
+        raise _malformed(name, f"generation {t.generation} must be >= 1")
+    if t.trailer_record < 1:
+        raise _malformed(name, f"trailer_record {t.trailer_record} must be >= 1")
+    _check_range(name, "trailer_len", t.trailer_len, TRAILER_HEADER_LEN, MAX_TRAILER_LEN)
+    # every record but the last is record_size bytes, record_size in MIN..MAX_RECORD_SIZE
+    lo = -(-t.trailer_len // MAX_RECORD_SIZE)
+    hi = -(-t.trailer_len // MIN_RECORD_SIZE)
+    _check_range(name, "trailer_records", t.trailer_records, lo, hi)
+
+
+def encode_trailer_end(end: TrailerEnd) -> bytes:
+    """The generation end record (one record; written right after the trailer)."""
+    _validate_trailer_end(end)
+    fields = {
+        "header_len": TRAILER_END_LEN,
+        "body_len": 0,
+        "format_version": FORMAT_VERSION,
+        "flags": end.flags,
+        "run_uuid": end.run_uuid,
+        "generation": end.generation,
+        "trailer_record": end.trailer_record,
+        "trailer_records": end.trailer_records,
+        "trailer_len": end.trailer_len,
+        "trailer_crc": end.trailer_crc,
+    }
+    return _build(
+        "generation end record", lambda: TrailerEndHeaderStruct.build({"fields": {"value": fields}})
+    )
+
+
+def decode_trailer_end(buf: Buf) -> TrailerEnd:
+    """Decode a generation end record (the whole record)."""
+    mv, prefix = _open_item(buf, TRAILER_END_MAGIC, whole=True)
+    hl = prefix.header_len
+    if hl != TRAILER_END_LEN:
+        raise MalformedError(f"generation end record: header_len {hl} != {TRAILER_END_LEN}")
+    with _translated("generation end record"):
+        v = TrailerEndHeaderStruct.parse(bytes(mv[:hl])).fields.value
+        end = TrailerEnd(
+            flags=v.flags,
+            run_uuid=v.run_uuid,
+            generation=v.generation,
+            trailer_record=v.trailer_record,
+            trailer_records=v.trailer_records,
+            trailer_len=v.trailer_len,
+            trailer_crc=v.trailer_crc,
+        )
+    _validate_trailer_end(end)
+    return end
+
+
+def trailer_end_for(trailer_item: Buf, *, trailer_record: int, record_size: int) -> TrailerEnd:
+    """The end record for ``trailer_item`` (an encoded trailer) written from record
+    ``trailer_record`` of its tape file in records of ``record_size`` bytes."""
+    mv = _mv(trailer_item)
+    prefix = read_prefix(mv, (TRAILER_MAGIC,))
+    hl = prefix.header_len
+    if len(mv) != prefix.total_len or hl != TRAILER_HEADER_LEN:
+        raise MalformedError(
+            f"trailer_end_for: not a whole trailer ({len(mv)} bytes, declares {prefix.total_len})"
+        )
+    with _translated("trailer"):
+        v = TrailerHeaderStruct.parse(bytes(mv[:hl])).fields.value
+    return TrailerEnd(
+        run_uuid=v.run_uuid,
+        generation=v.generation,
+        trailer_record=trailer_record,
+        trailer_records=-(-len(mv) // record_size),
+        trailer_len=len(mv),
+        trailer_crc=_u32le(mv[hl - HEADER_CRC_LEN : hl]),
+    )
+
+
+def check_trailer_end(end: TrailerEnd, trailer_item: Buf) -> None:
+    """Check that ``trailer_item`` (the bytes read from ``end.trailer_record`` on) is the trailer
+    ``end`` points to: same total length, the trailer's header_crc equals ``end.trailer_crc``,
+    same run_uuid and generation. Raises MalformedError on a mismatch (TruncatedError when
+    fewer bytes than ``trailer_len`` are given). Decode the trailer itself with
+    :func:`decode_trailer`."""
+    name = "generation end record"
+    mv = _mv(trailer_item)
+    if len(mv) < end.trailer_len:
+        raise TruncatedError(f"trailer of {len(mv)} bytes, the end record says {end.trailer_len}")
+    if len(mv) > end.trailer_len:
+        raise _malformed(name, f"trailer of {len(mv)} bytes, the end record says {end.trailer_len}")
+    prefix = read_prefix(mv, (TRAILER_MAGIC,))
+    if prefix.total_len != end.trailer_len or prefix.header_len != TRAILER_HEADER_LEN:
+        raise _malformed(
+            name, f"the trailer declares {prefix.total_len} bytes, the end record says {end.trailer_len}"
+        )
+    hl = prefix.header_len
+    crc = _u32le(mv[hl - HEADER_CRC_LEN : hl])
+    if crc != end.trailer_crc:
+        raise _malformed(
+            name,
+            f"trailer header_crc 0x{crc:08x} != 0x{end.trailer_crc:08x} in the end record: "
+            "not the trailer this end record points to",
+        )
+    run_uuid = UUID(bytes=bytes(mv[20:36]))
+    generation = _u32le(mv[36:40])
+    if (run_uuid, generation) != (end.run_uuid, end.generation):
+        raise _malformed(
+            name,
+            f"trailer of run {run_uuid} generation {generation}, the end record says run "
+            f"{end.run_uuid} generation {end.generation}",
+        )
 
 
 # =========================================================================== cross-item checks
 
 
 def check_same_generation(
-    gen: GenerationHeader, item: ChunkHeader | Trailer, *, seq: int | None = None
+    gen: GenerationHeader, item: ChunkHeader | Trailer | TrailerEnd, *, seq: int | None = None
 ) -> None:
-    """Check that a chunk header or trailer belongs to the generation of ``gen``.
+    """Check that a chunk header, trailer or generation end record belongs to ``gen``.
 
     Same ``run_uuid`` (else the record comes from another run or medium), ``generation``,
-    ``block_size`` and ``volume_size``; for a chunk also at most ``chunk_blocks`` data blocks,
+    ``block_size`` and ``volume_size`` (the end record has only the first two); for a chunk also at most ``chunk_blocks`` data blocks,
     no compression unless the generation asked for it, and ``seq`` if given. Raises
     MalformedError naming the first mismatch.
     """
-    name = f"chunk {item.seq}" if isinstance(item, ChunkHeader) else "trailer"
+    if isinstance(item, ChunkHeader):
+        name = f"chunk {item.seq}"
+    else:
+        name = "trailer" if isinstance(item, Trailer) else "generation end record"
     if item.run_uuid != gen.run_uuid:
         raise _malformed(
             name, f"belongs to run {item.run_uuid}, not to this generation's run {gen.run_uuid}"
         )
-    for field in ("generation", "block_size", "volume_size"):
+    fields = ("generation",) if isinstance(item, TrailerEnd) else ("generation", "block_size", "volume_size")
+    for field in fields:
         mine, theirs = getattr(item, field), getattr(gen, field)
         if mine != theirs:
             raise _malformed(name, f"{field} {mine} != {theirs} in the generation header")
@@ -785,21 +959,37 @@ def check_same_generation(
 
 class TrailerBuilder:
     """Builds a trailer item chunk by chunk, keeping only the encoded index (about 40 bytes +
-    13 per run for each chunk) instead of model objects, so a backup's memory stays small
-    however large the volume. ``finish`` gives the same bytes as :func:`encode_trailer`."""
+    13 per run for each chunk) and the digest table (16 bytes per data block) instead of model
+    objects, so a backup's memory stays small however large the volume. ``finish`` gives the
+    same bytes as :func:`encode_trailer`."""
 
-    def __init__(self, *, run_uuid: UUID, generation: int, volume_size: int, block_size: int) -> None:
+    def __init__(
+        self,
+        *,
+        run_uuid: UUID,
+        generation: int,
+        volume_size: int,
+        block_size: int,
+        digest_alg: int = DIGEST_BLAKE3_128,
+    ) -> None:
+        if digest_alg not in DIGEST_ALGS:
+            raise _malformed("trailer", f"unknown digest_alg {digest_alg}")
         self.run_uuid = run_uuid
         self.generation = generation
         self.volume_size = volume_size
         self.block_size = block_size
-        self.body = bytearray()
+        self.digest_alg = digest_alg
+        self.body = bytearray()  # the encoded chunk index entries
+        self.digests = bytearray()  # the digest table, appended after the entries at finish
         self.chunk_count = 0
         self.data_blocks = self.zero_blocks = self.raw_bytes = self.stored_bytes = 0
         self._next_record = 1
 
-    def add(self, e: ChunkIndexEntry) -> None:
-        """Append one chunk's index entry (checked with the same rules as a whole trailer)."""
+    def add(self, e: ChunkIndexEntry, digests: Buf) -> None:
+        """Append one chunk's index entry and the digests of its data blocks (in run order,
+        ``data blocks * 16`` bytes; empty when ``digest_alg`` is 0), checked with the same
+        rules as a whole trailer. Raises MalformedError, leaving the builder unchanged, when
+        the entry is invalid or the trailer would grow past 2**32 - 1 bytes."""
         ename = f"trailer entry {self.chunk_count}"
         if e.seq != self.chunk_count:
             raise _malformed(ename, f"seq {e.seq}, expected {self.chunk_count}")
@@ -809,6 +999,8 @@ class TrailerBuilder:
             raise _malformed(ename, f"record_count {e.record_count} must be >= 1")
         data_len, d, z = _check_runs(ename, e.runs, self.block_size, self.volume_size)
         _check_payload_lens(ename, e.flags, CHUNK_FLAGS_KNOWN, e.raw_len, e.stored_len, data_len)
+        ndig = len(_mv(digests))
+        _check_digest_table(ename, self.digest_alg, ndig, d)
         entry = {
             "seq": e.seq,
             "record": e.record,
@@ -819,7 +1011,15 @@ class TrailerBuilder:
             "payload_crc": e.payload_crc,
             "runs": _runs_to_build(e.runs),
         }
-        self.body += _build("trailer body", lambda: TrailerBodyCompiled.build({"entries": [entry]}, chunk_count=1))
+        encoded = _build(
+            "trailer body",
+            lambda: TrailerBodyCompiled.build({"entries": [entry], "digests": b""}, chunk_count=1),
+        )
+        total = TRAILER_HEADER_LEN + len(self.body) + len(encoded) + len(self.digests) + ndig
+        if total > MAX_TRAILER_LEN:
+            raise _trailer_too_large(total, self.chunk_count + 1, self.data_blocks + d)
+        self.body += encoded
+        self.digests += digests
         self._next_record = e.record + e.record_count
         self.chunk_count += 1
         self.data_blocks += d
@@ -828,12 +1028,10 @@ class TrailerBuilder:
         self.stored_bytes += e.stored_len
 
     def finish(self, *, complete: bool = True) -> bytes:
-        """The trailer item (header + body)."""
-        if len(self.body) > MAX_BODY_LEN:
-            raise MalformedError(f"trailer body of {len(self.body)} bytes is larger than {MAX_BODY_LEN}")
+        """The trailer item (header + body: the index entries, then the digest table)."""
         fields = {
             "header_len": TRAILER_HEADER_LEN,
-            "body_len": len(self.body),
+            "body_len": len(self.body) + len(self.digests),
             "format_version": FORMAT_VERSION,
             "flags": TRAILER_FLAG_COMPLETE if complete else 0,
             "run_uuid": self.run_uuid,
@@ -845,7 +1043,9 @@ class TrailerBuilder:
             "zero_blocks": self.zero_blocks,
             "raw_bytes": self.raw_bytes,
             "stored_bytes": self.stored_bytes,
-            "body_crc": crc32c(self.body),
+            "body_crc": crc32c(self.digests, crc32c(self.body)),
+            "digest_alg": self.digest_alg,
+            "reserved": bytes(3),
         }
         header = _build("trailer", lambda: TrailerHeaderStruct.build({"fields": {"value": fields}}))
-        return header + bytes(self.body)
+        return b"".join((header, self.body, self.digests))

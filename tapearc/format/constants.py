@@ -15,7 +15,8 @@ LABEL_MAGIC: Final = b"TALABEL1"
 GENERATION_MAGIC: Final = b"TAGENHD1"
 CHUNK_MAGIC: Final = b"TACHUNK1"
 TRAILER_MAGIC: Final = b"TATRAIL1"
-MAGICS: Final = (LABEL_MAGIC, GENERATION_MAGIC, CHUNK_MAGIC, TRAILER_MAGIC)
+TRAILER_END_MAGIC: Final = b"TATREND1"
+MAGICS: Final = (LABEL_MAGIC, GENERATION_MAGIC, CHUNK_MAGIC, TRAILER_MAGIC, TRAILER_END_MAGIC)
 MAGIC_LEN: Final = 8
 
 #: Bytes of the common item prefix: magic (8), header_len (u32), body_len (u32).
@@ -25,7 +26,12 @@ HEADER_CRC_LEN: Final = 4
 
 #: Sanity limits applied before anything is allocated or parsed.
 MAX_HEADER_LEN: Final = 64 * 1024 * 1024
+#: Largest chunk body (stored payload) and raw payload: 1 GiB.
 MAX_BODY_LEN: Final = 1024 * 1024 * 1024
+#: Largest trailer item, header included: its length must fit the u32 ``trailer_len`` of the
+#: generation end record (and the trailer's u32 ``body_len``). With 16 bytes of digest per data
+#: block this bounds a generation to about 268 million data blocks (~15 TiB at 64 KiB blocks).
+MAX_TRAILER_LEN: Final = 0xFFFFFFFF
 MAX_RUNS: Final = 1_000_000
 MAX_LABEL_TEXT: Final = 64
 MAX_VOLUME_NAME: Final = 1024
@@ -40,6 +46,15 @@ CHUNK_FLAGS_KNOWN: Final = CHUNK_FLAG_ZSTD
 #: Trailer flags.
 TRAILER_FLAG_COMPLETE: Final = 0x0001
 TRAILER_FLAGS_KNOWN: Final = TRAILER_FLAG_COMPLETE
+
+#: Block digest algorithms (trailer ``digest_alg``) and the length of one digest.
+DIGEST_NONE: Final = 0
+DIGEST_BLAKE3_128: Final = 1
+DIGEST_ALGS: Final = (DIGEST_NONE, DIGEST_BLAKE3_128)
+DIGEST_LEN: Final = 16
+
+#: Generation end record flags: none defined in version 1 (all must be 0).
+TRAILER_END_FLAGS_KNOWN: Final = 0x0000
 
 #: Label flags: none defined in version 1 (all must be 0).
 LABEL_FLAGS_KNOWN: Final = 0x0000

@@ -1,6 +1,6 @@
 """Framing of items into tape records.
 
-Every item (label, generation header, chunk, trailer) starts with the 16-byte prefix
+Every item (label, generation header, chunk, trailer, generation end record) starts with the 16-byte prefix
 ``magic, header_len, body_len`` and is written as ``ceil(total_len / record_size)`` records,
 all exactly ``record_size`` bytes except the last one. Every item starts on a record boundary.
 
@@ -19,7 +19,9 @@ from .constants import (
     MAGICS,
     MAX_BODY_LEN,
     MAX_HEADER_LEN,
+    MAX_TRAILER_LEN,
     PREFIX_LEN,
+    TRAILER_END_MAGIC,
     TRAILER_MAGIC,
 )
 from .model import ItemPrefix
@@ -33,7 +35,11 @@ ITEM_NAMES: dict[bytes, str] = {
     GENERATION_MAGIC: "generation header",
     CHUNK_MAGIC: "chunk",
     TRAILER_MAGIC: "trailer",
+    TRAILER_END_MAGIC: "generation end record",
 }
+
+#: Items without a body (body_len must be 0).
+_NO_BODY = frozenset((LABEL_MAGIC, GENERATION_MAGIC, TRAILER_END_MAGIC))
 
 _PREFIX_C = ItemPrefixStruct.compile()
 
@@ -73,9 +79,14 @@ def read_prefix(buf: memoryview, expected: tuple[bytes, ...] = MAGICS) -> ItemPr
             f"{name}: header_len {header_len} is out of range "
             f"({MIN_HEADER_LEN[magic]}..{MAX_HEADER_LEN})"
         )
-    if body_len > MAX_BODY_LEN:
+    if magic == TRAILER_MAGIC:
+        if header_len + body_len > MAX_TRAILER_LEN:
+            raise MalformedError(
+                f"{name}: total length {header_len + body_len} is larger than {MAX_TRAILER_LEN}"
+            )
+    elif body_len > MAX_BODY_LEN:
         raise MalformedError(f"{name}: body_len {body_len} is larger than {MAX_BODY_LEN}")
-    if body_len and magic in (LABEL_MAGIC, GENERATION_MAGIC):
+    if body_len and magic in _NO_BODY:
         raise MalformedError(f"{name}: body_len is {body_len}, must be 0")
     return ItemPrefix(magic, header_len, body_len, header_len + body_len)
 
@@ -86,7 +97,8 @@ def peek_item(first_record: bytes | bytearray | memoryview) -> ItemPrefix:
     Returns ``ItemPrefix(magic, header_len, body_len, total_len)``. Raises TruncatedError if
     fewer than 16 bytes are given, BadMagicError / UnsupportedVersionError for an unknown
     magic, MalformedError for absurd lengths (header_len below the item's minimum or above
-    64 MiB, body_len above 1 GiB, a body for a label or generation header).
+    64 MiB, a chunk body above 1 GiB, a trailer of more than 2**32 - 1 bytes in all, a body for
+    a label, generation header or generation end record).
     """
     return read_prefix(memoryview(first_record).cast("B"))
 

@@ -1,7 +1,8 @@
 """Model objects <-> JSON-friendly dicts (golden vectors, ``--json`` output, debugging).
 
 UUIDs become their canonical strings, enums their lower-case names, runs
-``{"first", "count", "kind": "data"|"zero"}``, ints stay ints.
+``{"first", "count", "kind": "data"|"zero"}``, bytes (a trailer's digest table) lower-case hex,
+ints stay ints.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .model import (
     Run,
     RunKind,
     Trailer,
+    TrailerEnd,
 )
 
 __all__ = ["to_jsonable", "from_jsonable"]
@@ -65,6 +67,8 @@ def from_jsonable(cls: type[M], d: dict[str, Any]) -> M:
             v = UUID(v)
         elif f.name == "runs":
             v = tuple(_run(r) for r in v)
+        elif f.name == "digests":
+            v = bytes.fromhex(v)
         elif f.name == "entries":
             v = tuple(from_jsonable(ChunkIndexEntry, e) for e in v)
         elif f.name in _ENUM_FIELDS and cls is GenerationHeader:
@@ -74,4 +78,4 @@ def from_jsonable(cls: type[M], d: dict[str, Any]) -> M:
 
 
 # referenced for type checkers / documentation of the supported classes
-SUPPORTED = (Label, GenerationHeader, ChunkHeader, ChunkIndexEntry, Trailer)
+SUPPORTED = (Label, GenerationHeader, ChunkHeader, ChunkIndexEntry, Trailer, TrailerEnd)

@@ -7,11 +7,11 @@ the header itself are computed by the codec. Byte layout: formats/SPEC.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from uuid import UUID
 
-from .constants import CHUNK_FLAG_ZSTD, TRAILER_FLAG_COMPLETE
+from .constants import CHUNK_FLAG_ZSTD, DIGEST_BLAKE3_128, TRAILER_FLAG_COMPLETE
 
 __all__ = [
     "RunKind",
@@ -24,6 +24,7 @@ __all__ = [
     "ChunkHeader",
     "ChunkIndexEntry",
     "Trailer",
+    "TrailerEnd",
 ]
 
 
@@ -176,7 +177,13 @@ class ChunkIndexEntry:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Trailer:
-    """Last item of a generation file: totals and the complete chunk index (its body)."""
+    """Trailer of a generation file: totals, the complete chunk index and the block digests.
+
+    ``digests`` is the digest table: for every entry in order, for every data block of its
+    runs in run order, ``DIGEST_LEN`` (16) bytes of BLAKE3-128 of the block
+    (``data_blocks * 16`` bytes for ``digest_alg`` 1, empty for ``digest_alg`` 0). See
+    :func:`tapearc.format.digest.iter_trailer_digests`.
+    """
 
     run_uuid: UUID
     generation: int
@@ -188,6 +195,8 @@ class Trailer:
     raw_bytes: int
     stored_bytes: int
     flags: int = TRAILER_FLAG_COMPLETE  #: bit 0: the generation is complete (ends here)
+    digest_alg: int = DIGEST_BLAKE3_128  #: 1: BLAKE3-128 digests; 0: no digests
+    digests: bytes = field(default=b"", repr=False)  #: the digest table (data_blocks * 16 bytes)
 
     @property
     def chunk_count(self) -> int:
@@ -206,9 +215,12 @@ class Trailer:
         volume_size: int,
         block_size: int,
         entries: tuple[ChunkIndexEntry, ...] | list[ChunkIndexEntry],
+        digests: bytes | bytearray | memoryview = b"",
+        digest_alg: int = DIGEST_BLAKE3_128,
         complete: bool = True,
     ) -> Trailer:
-        """A trailer whose totals are computed from ``entries``."""
+        """A trailer whose totals are computed from ``entries``; ``digests`` is the digest table
+        (the concatenated digests of every entry's data blocks, in order)."""
         entries = tuple(entries)
         data_blocks = zero_blocks = 0
         for e in entries:
@@ -228,4 +240,25 @@ class Trailer:
             raw_bytes=sum(e.raw_len for e in entries),
             stored_bytes=sum(e.stored_len for e in entries),
             flags=TRAILER_FLAG_COMPLETE if complete else 0,
+            digest_alg=digest_alg,
+            digests=bytes(digests),
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrailerEnd:
+    """The generation end record: last record of a complete generation file, right before its
+    filemark; says where the trailer is so a reader can find it from the end of the file."""
+
+    run_uuid: UUID  #: the generation's run_uuid
+    generation: int
+    trailer_record: int  #: index within the tape file of the trailer's first record
+    trailer_records: int  #: number of records the trailer occupies
+    trailer_len: int  #: the trailer item's total length in bytes (header + body)
+    trailer_crc: int  #: the trailer's header_crc
+    flags: int = 0  #: reserved, 0 in version 1
+
+    @property
+    def record(self) -> int:
+        """Index within the tape file of the end record itself (right after the trailer)."""
+        return self.trailer_record + self.trailer_records

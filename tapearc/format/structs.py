@@ -30,6 +30,7 @@ from construct import (
     Checksum,
     Const,
     Construct,
+    GreedyBytes,
     Int8ul,
     Int16ul,
     Int32ul,
@@ -50,6 +51,7 @@ from .constants import (
     LABEL_MAGIC,
     MAX_RUNS,
     PREFIX_LEN,
+    TRAILER_END_MAGIC,
     TRAILER_MAGIC,
 )
 from .crc import crc32c
@@ -75,10 +77,13 @@ __all__ = [
     "ChunkIndexEntryStruct",
     "TrailerBodyStruct",
     "TrailerBodyCompiled",
+    "TrailerEndFields",
+    "TrailerEndHeaderStruct",
     "LABEL_FIXED_LEN",
     "GENERATION_FIXED_LEN",
     "CHUNK_FIXED_LEN",
     "TRAILER_HEADER_LEN",
+    "TRAILER_END_LEN",
     "RUN_LEN",
     "INDEX_ENTRY_FIXED_LEN",
     "MIN_HEADER_LEN",
@@ -213,7 +218,9 @@ TrailerFields = Struct(
     "zero_blocks" / Int64ul,
     "raw_bytes" / Int64ul,
     "stored_bytes" / Int64ul,
-    "body_crc" / Int32ul,
+    "body_crc" / Int32ul,  # CRC-32C of the whole body: index entries and digest table
+    "digest_alg" / Int8ul,  # 0 no digests, 1 BLAKE3-128 (16 bytes per data block)
+    "reserved" / Bytes(3),  # 0; keeps header_crc (and the body) 4-byte aligned
 )
 TrailerHeaderStruct = _with_crc(TrailerFields)
 
@@ -233,13 +240,31 @@ ChunkIndexEntryStruct = Struct(
     Check(this.run_count <= MAX_RUNS),
     "runs" / Array(this.run_count, RunStruct),
 )
-#: The trailer body: ``chunk_count`` index entries (pass ``chunk_count=`` to parse), nothing after.
+#: The trailer body: ``chunk_count`` index entries (pass ``chunk_count=`` to parse), then the
+#: digest table: everything after the entries, which must be exactly ``data_blocks * 16`` bytes
+#: for digest_alg 1 and empty for digest_alg 0 (the codec checks the length).
 TrailerBodyStruct = Struct(
     "entries" / Array(this._.chunk_count, ChunkIndexEntryStruct),
+    "digests" / GreedyBytes,
     Terminated,
 )
 #: Compiled TrailerBodyStruct (parsing only after the codec checked the body CRC and size).
 TrailerBodyCompiled = TrailerBodyStruct.compile()
+
+# --------------------------------------------------------------------------- generation end record
+
+#: The last record of a complete generation file: where the trailer is. body_len is 0.
+TrailerEndFields = Struct(
+    *_prefix(TRAILER_END_MAGIC),
+    "flags" / Int16ul,  # none defined: 0
+    "run_uuid" / UUID16,
+    "generation" / Int32ul,
+    "trailer_record" / Int32ul,  # index within the tape file of the trailer's first record
+    "trailer_records" / Int32ul,  # records the trailer occupies
+    "trailer_len" / Int32ul,  # the trailer item's total bytes (header + body)
+    "trailer_crc" / Int32ul,  # the trailer's header_crc
+)
+TrailerEndHeaderStruct = _with_crc(TrailerEndFields)
 
 # --------------------------------------------------------------------------- sizes
 
@@ -248,6 +273,7 @@ LABEL_FIXED_LEN: int = LabelFixed.sizeof()
 GENERATION_FIXED_LEN: int = GenerationFixed.sizeof()
 CHUNK_FIXED_LEN: int = ChunkFixed.sizeof()
 TRAILER_HEADER_LEN: int = TrailerFields.sizeof() + HEADER_CRC_LEN
+TRAILER_END_LEN: int = TrailerEndFields.sizeof() + HEADER_CRC_LEN
 INDEX_ENTRY_FIXED_LEN: int = ChunkIndexEntryFixed.sizeof()
 
 #: Smallest header_len a valid header of each magic can declare.
@@ -256,8 +282,9 @@ MIN_HEADER_LEN: dict[bytes, int] = {
     GENERATION_MAGIC: GENERATION_FIXED_LEN + 2 + HEADER_CRC_LEN,
     CHUNK_MAGIC: CHUNK_FIXED_LEN + HEADER_CRC_LEN,
     TRAILER_MAGIC: TRAILER_HEADER_LEN,
+    TRAILER_END_MAGIC: TRAILER_END_LEN,
 }
 
 assert ItemPrefixStruct.sizeof() == PREFIX_LEN
 assert (RUN_LEN, LABEL_FIXED_LEN, GENERATION_FIXED_LEN, CHUNK_FIXED_LEN) == (13, 68, 124, 68)
-assert (TRAILER_HEADER_LEN, INDEX_ENTRY_FIXED_LEN) == (96, 30)
+assert (TRAILER_HEADER_LEN, INDEX_ENTRY_FIXED_LEN, TRAILER_END_LEN) == (100, 30, 60)

@@ -102,7 +102,7 @@ def test_target_exists_exit_4(tmp_path: Path) -> None:
     assert tapearc("backup", str(src), "--media", spec).returncode == 0
     (tmp_path / "o").write_bytes(b"x")
     p = tapearc("restore", "--media", spec, "--to", str(tmp_path / "o"))
-    assert_one_line_error(p, 4, "not empty")
+    assert_one_line_error(p, 4, "not empty", "holds no generation")
     assert "--force" in p.stderr
 
 

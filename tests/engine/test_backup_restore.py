@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tapearc.catalog.db import Catalog
 from tapearc.engine.backup import BackupOptions, backup
 from tapearc.engine.listing import list_medium
 from tapearc.engine.restore import RestoreOptions, restore
@@ -23,13 +24,13 @@ from tests.conftest import SHAPES, make_volume
 
 
 def run_backup(spec: str, src: Path, **kw: object):
-    with open_medium(spec, write=True) as drive:
-        return backup(str(src), drive, BackupOptions(**kw))  # type: ignore[arg-type]
+    with Catalog() as cat, open_medium(spec, write=True) as drive:
+        return backup(str(src), drive, cat, BackupOptions(**kw))  # type: ignore[arg-type]
 
 
 def run_restore(spec: str, dst: Path, **kw: object):
-    with open_medium(spec, write=False) as drive:
-        return restore(drive, str(dst), RestoreOptions(**kw))  # type: ignore[arg-type]
+    with Catalog() as cat, open_medium(spec, write=False) as drive:
+        return restore(drive, cat, str(dst), RestoreOptions(**kw))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -44,7 +45,7 @@ def test_roundtrip_shapes(media_spec: str, tmp_path: Path, shape: str, compress:
     dst = tmp_path / "restored.img"
     rr = run_restore(media_spec, dst)
     assert dst.read_bytes() == data
-    assert rr.data_blocks == res.data_blocks and rr.zero_blocks == res.zero_blocks
+    assert rr.blocks_written == res.data_blocks and rr.chunks_read <= res.chunks
 
 
 def test_zero_blocks_are_not_stored(tmp_path: Path) -> None:
@@ -85,6 +86,7 @@ def test_several_generations_and_volumes(tmp_path: Path) -> None:
     assert run_backup(spec, a).generation == 2
     data_b = make_volume(b, "tiny", seed=3)
     assert run_backup(spec, b).generation == 1
+    assert run_backup(spec, a, full=True).kind == "full"
     with pytest.raises(UsageError, match="several volumes"):
         run_restore(spec, tmp_path / "x")
     run_restore(spec, tmp_path / "a1", volume="a.img", generation=1)
@@ -104,7 +106,7 @@ def test_restore_refuses_nonempty_target(tmp_path: Path) -> None:
     run_backup(spec, src)
     dst = tmp_path / "dst"
     dst.write_bytes(b"precious")
-    with pytest.raises(TargetError, match="not empty"):
+    with pytest.raises(TargetError, match="holds no generation"):
         run_restore(spec, dst)
     assert dst.read_bytes() == b"precious"
     run_restore(spec, dst, force=True)

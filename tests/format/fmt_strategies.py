@@ -14,6 +14,7 @@ from tapearc.format import (
     Run,
     RunKind,
     Trailer,
+    TrailerEnd,
     crc32c,
     runs_data_len,
 )
@@ -112,8 +113,14 @@ def chunk_headers(draw: st.DrawFn) -> ChunkHeader:
     )
 
 
+def digest_table(draw: st.DrawFn, data_blocks: int) -> bytes:
+    """Random 16-byte digests for ``data_blocks`` blocks (hypothesis-drawn, shrinkable)."""
+    return b"".join(draw(st.binary(min_size=16, max_size=16)) for _ in range(data_blocks))
+
+
 @st.composite
-def trailers(draw: st.DrawFn) -> Trailer:
+def trailers(draw: st.DrawFn, digest_algs: tuple[int, ...] = (0, 1)) -> Trailer:
+    """Trailers with consistent totals; with digest_alg 1 random digests (data_blocks * 16 bytes)."""
     block_size, volume_size = draw(geometries(max_blocks=2000, max_block_size=65536))
     entries = []
     record = draw(st.integers(1, 3))
@@ -136,13 +143,38 @@ def trailers(draw: st.DrawFn) -> Trailer:
             )
         )
         record += n + draw(st.integers(0, 2))
+    digest_alg = draw(st.sampled_from(digest_algs))
+    data_blocks = sum(r.count for e in entries for r in e.runs if r.kind == RunKind.DATA)
+    if digest_alg and data_blocks <= 200:
+        digests = digest_table(draw, data_blocks)
+    elif digest_alg:  # many blocks: a cheap reproducible table instead of drawing each digest
+        seed = draw(st.binary(min_size=16, max_size=16))
+        digests = b"".join(bytes(a ^ (i & 0xFF) for a in seed) for i in range(data_blocks))
+    else:
+        digests = b""
     return Trailer.from_entries(
         run_uuid=draw(uuids),
         generation=draw(st.integers(1, U32)),
         volume_size=volume_size,
         block_size=block_size,
         entries=entries,
+        digests=digests,
+        digest_alg=digest_alg,
         complete=draw(st.booleans()),
+    )
+
+
+@st.composite
+def trailer_ends(draw: st.DrawFn) -> TrailerEnd:
+    trailer_len = draw(st.integers(100, U32))
+    record_size = draw(st.integers(512, 64 * 1024 * 1024))
+    return TrailerEnd(
+        run_uuid=draw(uuids),
+        generation=draw(st.integers(1, U32)),
+        trailer_record=draw(st.integers(1, U32)),
+        trailer_records=record_count(trailer_len, record_size),
+        trailer_len=trailer_len,
+        trailer_crc=draw(st.integers(0, U32)),
     )
 
 
@@ -152,8 +184,8 @@ def fix_crcs(item: bytes | bytearray) -> bytes:
     if len(x) < 16:
         return bytes(x)
     hl = int.from_bytes(x[8:12], "little")
-    if x[:8] == b"TATRAIL1" and hl == 96 and len(x) >= 96:
-        x[88:92] = crc32c(bytes(x[96:])).to_bytes(4, "little")
+    if x[:8] == b"TATRAIL1" and hl == 100 and len(x) >= 100:
+        x[88:92] = crc32c(bytes(x[100:])).to_bytes(4, "little")
     if 4 <= hl <= len(x):
         x[hl - 4 : hl] = crc32c(bytes(x[: hl - 4])).to_bytes(4, "little")
     return bytes(x)
@@ -166,6 +198,7 @@ __all__ = [
     "runs_in",
     "chunk_headers",
     "trailers",
+    "trailer_ends",
     "fix_crcs",
     "utf8_text",
     "record_count",

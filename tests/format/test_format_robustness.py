@@ -19,15 +19,18 @@ from tapearc.format import (
     decode_generation_header,
     decode_label,
     decode_trailer,
+    decode_trailer_end,
     encode_chunk_header,
     encode_generation_header,
     encode_label,
     encode_trailer,
+    encode_trailer_end,
     peek_item,
     unpack_payload,
 )
+from tapearc.format import check_trailer_end, iter_trailer_digests
 
-from fmt_strategies import chunk_headers, fix_crcs, generation_headers, labels, trailers
+from fmt_strategies import chunk_headers, fix_crcs, generation_headers, labels, trailer_ends, trailers
 
 VECTORS = Path(__file__).resolve().parents[2] / "formats" / "vectors"
 DECODERS: list[Callable[[Any], Any]] = [
@@ -37,12 +40,16 @@ DECODERS: list[Callable[[Any], Any]] = [
     decode_chunk,
     decode_chunk_header,
     decode_trailer,
+    decode_trailer_end,
 ]
 VALID_ITEMS = {
     n: (VECTORS / f"{n}.bin").read_bytes()
-    for n in ("label", "generation-header", "chunk-plain", "chunk-zstd", "trailer")
+    for n in ("label", "generation-header", "chunk-plain", "chunk-zstd", "trailer", "trailer-end")
 }
-MAGICS = [b"TALABEL1", b"TAGENHD1", b"TACHUNK1", b"TATRAIL1"]
+MAGICS = [b"TALABEL1", b"TAGENHD1", b"TACHUNK1", b"TATRAIL1", b"TATREND1"]
+DECODER_OF = {b"TALABEL1": decode_label, b"TAGENHD1": decode_generation_header,
+              b"TACHUNK1": decode_chunk, b"TATRAIL1": decode_trailer,
+              b"TATREND1": decode_trailer_end}  # fmt: skip
 
 
 def only_format_errors(data: bytes | bytearray | memoryview) -> None:
@@ -63,6 +70,7 @@ def items() -> st.SearchStrategy[bytes]:
             lambda h: encode_chunk_header(h) + b"\xa5" * h.stored_len
         ),
         trailers().map(encode_trailer),
+        trailer_ends().map(encode_trailer_end),
     )
 
 
@@ -103,8 +111,7 @@ def test_flipped_byte_detected(item: bytes, d: st.DataObject) -> None:
     i = d.draw(st.integers(0, len(item) - 1))
     x = bytearray(item)
     x[i] ^= d.draw(st.integers(1, 255))
-    decoder = {b"TALABEL1": decode_label, b"TAGENHD1": decode_generation_header,
-               b"TACHUNK1": decode_chunk, b"TATRAIL1": decode_trailer}[item[:8]]  # fmt: skip
+    decoder = DECODER_OF[item[:8]]
     with pytest.raises(FormatError):
         decoder(x)
 
@@ -114,8 +121,7 @@ def test_flipped_byte_detected(item: bytes, d: st.DataObject) -> None:
 def test_truncated(item: bytes, d: st.DataObject) -> None:
     n = d.draw(st.integers(0, len(item) - 1))
     only_format_errors(item[:n])
-    decoder = {b"TALABEL1": decode_label, b"TAGENHD1": decode_generation_header,
-               b"TACHUNK1": decode_chunk, b"TATRAIL1": decode_trailer}[item[:8]]  # fmt: skip
+    decoder = DECODER_OF[item[:8]]
     with pytest.raises(TruncatedError):
         decoder(item[:n])
 
@@ -123,8 +129,7 @@ def test_truncated(item: bytes, d: st.DataObject) -> None:
 @settings(suppress_health_check=[HealthCheck.too_slow])
 @given(items(), st.binary(min_size=1, max_size=20))
 def test_trailing_bytes(item: bytes, extra: bytes) -> None:
-    decoder = {b"TALABEL1": decode_label, b"TAGENHD1": decode_generation_header,
-               b"TACHUNK1": decode_chunk, b"TATRAIL1": decode_trailer}[item[:8]]  # fmt: skip
+    decoder = DECODER_OF[item[:8]]
     with pytest.raises(MalformedError):
         decoder(item + extra)
 
@@ -182,10 +187,116 @@ def test_huge_run_count_is_rejected_before_parsing() -> None:
     with pytest.raises(MalformedError):
         decode_chunk_header(fix_crcs(chunk))
     tr = bytearray(VALID_ITEMS["trailer"])
-    tr[96 + 26 : 96 + 30] = (2_000_000).to_bytes(4, "little")
+    tr[100 + 26 : 100 + 30] = (2_000_000).to_bytes(4, "little")
     with pytest.raises(MalformedError):
         decode_trailer(fix_crcs(tr))
     tr = bytearray(VALID_ITEMS["trailer"])
     tr[52:56] = (2**32 - 1).to_bytes(4, "little")  # chunk_count
     with pytest.raises(MalformedError):
         decode_trailer(fix_crcs(tr))
+
+
+def test_huge_data_blocks_is_rejected_before_allocating() -> None:
+    """data_blocks (u64) sizes the digest table: an absurd value fails before any allocation."""
+    for data_blocks in (2**64 - 1, 2**40, 7):
+        tr = bytearray(VALID_ITEMS["trailer"])
+        tr[56:64] = data_blocks.to_bytes(8, "little")
+        with pytest.raises(MalformedError):
+            decode_trailer(fix_crcs(tr))
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(-48, 48).filter(lambda n: n != 0), st.binary(min_size=48, max_size=48))
+def test_digest_table_length_mismatch(delta: int, filler: bytes) -> None:
+    """A digest table longer or shorter than data_blocks * 16, everything else consistent."""
+    tr = VALID_ITEMS["trailer"]
+    x = bytearray(tr[:delta] if delta < 0 else tr + filler[:delta])
+    x[12:16] = (len(x) - 100).to_bytes(4, "little")
+    with pytest.raises(MalformedError):
+        decode_trailer(fix_crcs(x))
+
+
+def test_digest_alg_and_reserved_bytes() -> None:
+    tr = VALID_ITEMS["trailer"]
+    for off, val in ((92, 2), (92, 255), (93, 1), (95, 0x80)):
+        x = bytearray(tr)
+        x[off] = val
+        with pytest.raises(MalformedError):
+            decode_trailer(fix_crcs(x))
+    # digest_alg 0 with the table still there: the table must be empty
+    x = bytearray(tr)
+    x[92] = 0
+    with pytest.raises(MalformedError):
+        decode_trailer(fix_crcs(x))
+    # digest_alg 0 with the table removed: valid, no digests
+    n = 16 * int.from_bytes(tr[56:64], "little")
+    x = bytearray(tr[:-n])
+    x[92] = 0
+    x[12:16] = (len(x) - 100).to_bytes(4, "little")
+    t = decode_trailer(fix_crcs(x))
+    assert t.digest_alg == 0 and t.digests == b"" and list(iter_trailer_digests(t)) == []
+
+
+def test_trailer_length_limit_in_prefix() -> None:
+    """A trailer's total length must fit a u32 (the end record's trailer_len): checked on the prefix."""
+    tr = bytearray(VALID_ITEMS["trailer"][:16])
+    tr[12:16] = (2**32 - 1 - 100).to_bytes(4, "little")
+    assert peek_item(tr).total_len == 2**32 - 1
+    tr[12:16] = (2**32 - 100).to_bytes(4, "little")
+    with pytest.raises(MalformedError):
+        peek_item(tr)
+    # chunks keep the 1 GiB body limit
+    ch = bytearray(VALID_ITEMS["chunk-plain"][:16])
+    ch[12:16] = (2**30 + 1).to_bytes(4, "little")
+    with pytest.raises(MalformedError):
+        peek_item(ch)
+
+
+def test_end_record_has_no_body() -> None:
+    end = bytearray(VALID_ITEMS["trailer-end"])
+    end[12:16] = (4).to_bytes(4, "little")
+    with pytest.raises(MalformedError):
+        peek_item(end + b"\0" * 4)
+    with pytest.raises(MalformedError):
+        decode_trailer_end(fix_crcs(end + b"\0" * 4))
+
+
+@pytest.mark.parametrize(
+    "offset,value",
+    [
+        (18, 1),  # flags
+        (36, 0),  # generation 0
+        (40, 0),  # trailer_record 0
+        (44, 0),  # trailer_records 0
+        (44, 2**32 - 1),  # more records than bytes / 512
+        (48, 99),  # trailer_len below a trailer header
+        (8, 64),  # header_len != 60
+    ],
+)
+def test_end_record_field_validation(offset: int, value: int) -> None:
+    end = bytearray(VALID_ITEMS["trailer-end"])
+    if offset == 8:
+        end += bytes(value - len(end))  # a longer header, whole and with a matching CRC
+    size = 2 if offset == 18 else 4
+    end[offset : offset + size] = value.to_bytes(size, "little")
+    with pytest.raises(MalformedError):
+        decode_trailer_end(fix_crcs(end))
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400), st.integers(0, 2**32 - 1), st.data())
+def test_check_trailer_end_only_format_errors(data: bytes, crc: int, d: st.DataObject) -> None:
+    end = decode_trailer_end(VALID_ITEMS["trailer-end"])
+    import dataclasses
+
+    tr = VALID_ITEMS["trailer"]
+    check_trailer_end(end, tr)
+    e2 = dataclasses.replace(end, trailer_crc=crc, trailer_len=d.draw(st.integers(100, 1000)))
+    for buf in (data, tr[: d.draw(st.integers(0, len(tr)))], tr + data):
+        try:
+            check_trailer_end(e2, buf)
+        except FormatError:
+            pass
+    if crc != end.trailer_crc:
+        with pytest.raises(MalformedError):
+            check_trailer_end(dataclasses.replace(end, trailer_crc=crc), tr)

@@ -1,5 +1,6 @@
 """Golden vectors (formats/vectors): decode == json, encode(json) == bin, generator == bin,
-payload CRC per crcmod; damaged vectors raise their expected error."""
+payload CRC per crcmod, trailer digests recomputed from the chunk vectors; damaged vectors
+raise their expected error."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import blake3
 import crcmod.predefined
 import pytest
 
@@ -17,12 +19,13 @@ import tapearc.format as F
 from tapearc.format import model
 
 VECTORS = Path(__file__).resolve().parents[2] / "formats" / "vectors"
-VALID = ["label", "generation-header", "chunk-plain", "chunk-zstd", "trailer"]
+VALID = ["label", "generation-header", "chunk-plain", "chunk-zstd", "trailer", "trailer-end"]
 ENCODERS = {
     "Label": F.encode_label,
     "GenerationHeader": F.encode_generation_header,
     "ChunkHeader": F.encode_chunk_header,
     "Trailer": F.encode_trailer,
+    "TrailerEnd": F.encode_trailer_end,
 }
 crcmod_crc32c = crcmod.predefined.mkCrcFun("crc-32c")
 
@@ -93,6 +96,52 @@ def test_vectors_form_one_generation() -> None:
     # the partial last block is in chunk 0
     assert chunks[0].runs[-1] == F.Run(10, 1, F.RunKind.DATA)
     assert gen.volume_size - 10 * gen.block_size == 1000
+    # the end record points at the trailer, which starts right after the last chunk
+    tbytes = load("trailer")[0]
+    end = F.decode_trailer_end(load("trailer-end")[0])
+    F.check_same_generation(gen, end)
+    F.check_trailer_end(end, tbytes)
+    last = trailer.entries[-1]
+    assert end.trailer_record == last.record + last.record_count == 3
+    assert end.trailer_records == F.record_count(len(tbytes), gen.record_size) == 1
+    assert end.record == 4 == load("trailer-end")[1]["record"]
+    assert end.trailer_len == len(tbytes) and end.trailer_crc == int.from_bytes(tbytes[96:100], "little")
+
+
+def test_trailer_digests_are_blake3_of_the_chunk_vectors() -> None:
+    """Recompute the digest table from the chunk vectors' blocks, one block at a time."""
+    trailer = F.decode_trailer(load("trailer")[0])
+    assert trailer.digest_alg == F.DIGEST_BLAKE3_128 == 1
+    expected = []
+    for name in ("chunk-plain", "chunk-zstd"):
+        header, payload = F.decode_chunk(load(name)[0])
+        raw = F.unpack_payload(header, payload)
+        for run, view in F.iter_run_payload(header.runs, raw, header.block_size, header.volume_size):
+            if view is None:
+                continue
+            for i, block_id in enumerate(range(run.first, run.first + run.count)):
+                blk = bytes(view[i * header.block_size : (i + 1) * header.block_size])
+                assert len(blk) == F.block_len(block_id, header.block_size, header.volume_size)
+                expected.append((block_id, blake3.blake3(blk).digest()[:16]))
+    assert [b for b, _ in expected] == [0, 1, 7, 10, 5, 6]  # table order: chunk, run, block
+    assert list(F.iter_trailer_digests(trailer)) == expected
+    assert trailer.digests == b"".join(d for _, d in expected)
+    assert len(trailer.digests) == 16 * trailer.data_blocks
+    # the partial last block (block 10, 1000 bytes) is hashed at its actual length
+    assert dict(expected)[10] == F.block_digest(F.unpack_payload(*F.decode_chunk(load("chunk-plain")[0]))[-1000:])
+    desc = load("trailer")[1]
+    assert desc["digest_table"] == [{"block": b, "blake3_128": d.hex()} for b, d in expected]
+    tbytes = load("trailer")[0]
+    off, n = desc["body"]["digest_table_offset"], desc["body"]["digest_table_len"]
+    assert tbytes[off : off + n] == trailer.digests and off + n == len(tbytes)
+
+
+def test_blake3_known_answers() -> None:
+    """BLAKE3-128 is the first 16 bytes of the standard BLAKE3 hash (official test values)."""
+    assert F.block_digest(b"").hex() == "af1349b9f5f9a1a6a0404dea36dcc949"
+    assert F.block_digest(b"abc").hex() == "6437b3ac38465133ffb63b75273a8db5"
+    assert F.block_digest(memoryview(b"xabc")[1:]) == F.block_digest(bytearray(b"abc"))
+    assert F.ZERO_DIGEST == bytes(16) and F.DIGEST_LEN == 16
 
 
 def _generator() -> Any:
@@ -130,7 +179,9 @@ def test_damaged_vectors(name: str) -> None:
 
 def test_required_damaged_vectors_present() -> None:
     for name in ("chunk-bad-header-crc.bin", "chunk-bad-payload-crc.bin", "chunk-truncated.bin",
-                 "label-bad-magic.bin", "label-future-version.bin", "trailer-bad-body-crc.bin"):  # fmt: skip
+                 "label-bad-magic.bin", "label-future-version.bin", "trailer-bad-body-crc.bin",
+                 "trailer-end-bad-crc.bin", "trailer-end-future-magic.bin",
+                 "trailer-short-digest-table.bin"):  # fmt: skip
         assert name in EXPECTED
 
 
@@ -157,9 +208,21 @@ def test_spec_offsets() -> None:
     f = d["fields"]
     assert (u64(tr, 40), u32(tr, 48), u32(tr, 52), u64(tr, 56), u64(tr, 80)) == (
         f["volume_size"], f["block_size"], len(f["entries"]), f["data_blocks"], f["stored_bytes"])  # fmt: skip
+    assert (u32(tr, 12), u32(tr, 88), tr[92], tr[93:96], u32(tr, 8)) == (
+        d["body_len"], int(d["body"]["crc32c"], 16), f["digest_alg"], bytes(3), 100)  # fmt: skip
     e0 = f["entries"][0]
-    assert (u32(tr, 96), u32(tr, 100), u32(tr, 104), u32(tr, 96 + 26)) == (
+    assert (u32(tr, 100), u32(tr, 104), u32(tr, 108), u32(tr, 100 + 26)) == (
         e0["seq"], e0["record"], e0["record_count"], len(e0["runs"]))  # fmt: skip
+    # digest table: after the entries, data_blocks * 16 bytes, to the end of the item
+    assert tr[len(tr) - 16 * f["data_blocks"] :].hex() == f["digests"]
+    end, d = load("trailer-end")
+    f = d["fields"]
+    assert (u32(end, 8), u32(end, 12), u32(end, 16) & 0xFFFF, u32(end, 18) & 0xFFFF) == (60, 0, 1, f["flags"])
+    assert end[20:36].hex() == f["run_uuid"].replace("-", "")
+    assert (u32(end, 36), u32(end, 40), u32(end, 44), u32(end, 48), u32(end, 52), u32(end, 56)) == (
+        f["generation"], f["trailer_record"], f["trailer_records"], f["trailer_len"],
+        f["trailer_crc"], int(d["header_crc"], 16))  # fmt: skip
+    assert f["trailer_crc"] == u32(tr, 96)
 
 
 def test_check_same_generation() -> None:
@@ -169,8 +232,13 @@ def test_check_same_generation() -> None:
     gen = F.decode_generation_header(load("generation-header")[0])
     chunk = F.decode_chunk(load("chunk-zstd")[0])[0]
     trailer = F.decode_trailer(load("trailer")[0])
+    end = F.decode_trailer_end(load("trailer-end")[0])
     F.check_same_generation(gen, chunk, seq=1)
     F.check_same_generation(gen, trailer)
+    F.check_same_generation(gen, end)
+    for bad_end in (dataclasses.replace(end, run_uuid=uuid.UUID(int=1)), dataclasses.replace(end, generation=1)):
+        with pytest.raises(tapearc.errors.MalformedError):
+            F.check_same_generation(gen, bad_end)
     for bad in (
         dataclasses.replace(chunk, run_uuid=uuid.UUID(int=1)),
         dataclasses.replace(chunk, generation=3),

@@ -1,0 +1,550 @@
+"""The catalog: what is on which medium, in SQLite.
+
+The catalog is a cache of what the media say about themselves: ``tapearc scan`` rebuilds it
+from the media alone. It records media sets, media, volumes, generations, their tape files and
+logical positions, every chunk with its logical position (usable with LOCATE), block runs and
+the BLAKE3-128 digests of its data blocks (the generation's manifest, in compact form: 16 bytes
+per stored block, kept per chunk).
+
+A generation is inserted in state ``writing`` when its backup starts and becomes ``complete``
+only after its trailer and filemark are on the medium; a backup that is interrupted therefore
+never leaves a generation that looks complete (the next open marks stale ``writing`` rows
+``incomplete``).
+
+Schema (version 1) is documented in docs/catalog.md and formats/SPEC.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import struct
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tapearc import format as fmt
+from tapearc.errors import TapearcError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS media_sets (
+    id INTEGER PRIMARY KEY,
+    uuid TEXT NOT NULL UNIQUE,
+    first_seen INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS media (
+    id INTEGER PRIMARY KEY,
+    uuid TEXT NOT NULL UNIQUE,
+    set_id INTEGER NOT NULL REFERENCES media_sets(id),
+    sequence INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    record_size INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    last_name TEXT               -- how the medium was last named (--media), a hint only
+);
+CREATE TABLE IF NOT EXISTS volumes (
+    id INTEGER PRIMARY KEY,
+    set_id INTEGER NOT NULL REFERENCES media_sets(id),
+    name TEXT NOT NULL,
+    uuid TEXT NOT NULL,
+    UNIQUE (set_id, name)
+);
+CREATE TABLE IF NOT EXISTS generations (
+    id INTEGER PRIMARY KEY,
+    volume_id INTEGER NOT NULL REFERENCES volumes(id),
+    number INTEGER NOT NULL,
+    run_uuid TEXT NOT NULL UNIQUE,
+    base INTEGER NOT NULL,        -- 0 for a full generation
+    kind TEXT NOT NULL,           -- 'full' | 'incremental'
+    state TEXT NOT NULL,          -- 'writing' | 'complete' | 'incomplete'
+    volume_size INTEGER NOT NULL,
+    block_size INTEGER NOT NULL,
+    record_size INTEGER NOT NULL,
+    chunk_blocks INTEGER NOT NULL,
+    compression TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    chunk_count INTEGER NOT NULL DEFAULT 0,
+    data_blocks INTEGER NOT NULL DEFAULT 0,
+    zero_blocks INTEGER NOT NULL DEFAULT 0,
+    raw_bytes INTEGER NOT NULL DEFAULT 0,
+    stored_bytes INTEGER NOT NULL DEFAULT 0,
+    source TEXT NOT NULL,         -- 'backup' | 'trailer' | 'deep' (how the row was learnt)
+    UNIQUE (volume_id, number)
+);
+CREATE TABLE IF NOT EXISTS tape_files (
+    id INTEGER PRIMARY KEY,
+    medium_id INTEGER NOT NULL REFERENCES media(id),
+    file_number INTEGER NOT NULL,
+    logical INTEGER NOT NULL,     -- logical position of its first record
+    generation_id INTEGER REFERENCES generations(id),
+    part INTEGER NOT NULL DEFAULT 0,
+    closed INTEGER NOT NULL DEFAULT 0,   -- ends with a filemark
+    has_trailer INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (medium_id, file_number)
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    generation_id INTEGER NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
+    tape_file_id INTEGER NOT NULL REFERENCES tape_files(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    record INTEGER NOT NULL,      -- index of its first record within the tape file
+    logical INTEGER NOT NULL,     -- logical position of its first record (LOCATE target)
+    record_count INTEGER NOT NULL,
+    stored_len INTEGER NOT NULL,
+    raw_len INTEGER NOT NULL,
+    payload_crc INTEGER NOT NULL,
+    flags INTEGER NOT NULL,
+    first_block INTEGER NOT NULL,
+    last_block INTEGER NOT NULL,
+    runs BLOB NOT NULL,           -- packed runs: (first u64, count u32, kind u8) little-endian each
+    digests BLOB NOT NULL,        -- 16 bytes per data block, in run order
+    UNIQUE (generation_id, seq)
+);
+CREATE INDEX IF NOT EXISTS chunks_by_generation ON chunks (generation_id, seq);
+"""
+
+_RUN = struct.Struct("<QIB")
+
+
+def pack_runs(runs: Sequence[fmt.Run]) -> bytes:
+    return b"".join(_RUN.pack(r.first, r.count, int(r.kind)) for r in runs)
+
+
+def unpack_runs(blob: bytes) -> tuple[fmt.Run, ...]:
+    return tuple(fmt.Run(a, n, fmt.RunKind(k)) for a, n, k in _RUN.iter_unpack(blob))
+
+
+class CatalogError(TapearcError):
+    """The catalog database cannot be opened or is not a tapearc catalog."""
+
+    exit_code = 16
+    kind = "catalog"
+
+
+def default_catalog_path() -> Path:
+    """``$TAPEARC_CATALOG``, else ``$XDG_DATA_HOME/tapearc/catalog.sqlite`` (~/.local/share/...)."""
+    env = os.environ.get("TAPEARC_CATALOG")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "tapearc" / "catalog.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class MediumRow:
+    id: int
+    uuid: uuid.UUID
+    set_uuid: uuid.UUID
+    sequence: int
+    label: str
+    record_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRow:
+    id: int
+    volume: str
+    volume_uuid: uuid.UUID
+    set_uuid: uuid.UUID
+    number: int
+    run_uuid: uuid.UUID
+    base: int
+    kind: str
+    state: str
+    volume_size: int
+    block_size: int
+    record_size: int
+    chunk_blocks: int
+    compression: str
+    created: int
+    chunk_count: int
+    data_blocks: int
+    zero_blocks: int
+    raw_bytes: int
+    stored_bytes: int
+    source: str
+
+    @property
+    def nblocks(self) -> int:
+        return -(-self.volume_size // self.block_size)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRow:
+    id: int
+    generation: int  # generation number
+    medium_uuid: uuid.UUID
+    medium_sequence: int
+    tape_file: int
+    seq: int
+    record: int
+    logical: int
+    record_count: int
+    stored_len: int
+    raw_len: int
+    payload_crc: int
+    flags: int
+    runs: tuple[fmt.Run, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TapeFileRow:
+    medium_uuid: uuid.UUID
+    file_number: int
+    logical: int
+    generation: int | None
+    volume: str | None
+    closed: bool
+    has_trailer: bool
+
+
+class Catalog:
+    """An open catalog database. Use as a context manager; writes commit per call group."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else default_catalog_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        except (OSError, sqlite3.Error) as e:
+            raise CatalogError(f"cannot open catalog {self.path}: {e}") from None
+        try:
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self.db.executescript(SCHEMA)
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise CatalogError(
+                    f"catalog {self.path} has schema version {row[0]}, this tapearc knows {SCHEMA_VERSION}",
+                    hint="use another --catalog, or rebuild one with tapearc scan",
+                )
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise CatalogError(
+                f"{self.path} is not a usable tapearc catalog: {e}",
+                hint="move it away and rebuild the catalog with tapearc scan",
+            ) from None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _tx(self) -> "_Tx":
+        return _Tx(self.db)
+
+    # ------------------------------------------------------------------ media
+
+    def _set_id(self, set_uuid: uuid.UUID) -> int:
+        self.db.execute(
+            "INSERT OR IGNORE INTO media_sets (uuid, first_seen) VALUES (?, ?)", (str(set_uuid), int(time.time()))
+        )
+        return int(self.db.execute("SELECT id FROM media_sets WHERE uuid = ?", (str(set_uuid),)).fetchone()[0])
+
+    def record_medium(self, label: fmt.Label, name: str | None = None) -> int:
+        with self._tx():
+            set_id = self._set_id(label.media_set_uuid)
+            self.db.execute(
+                """INSERT INTO media (uuid, set_id, sequence, label, record_size, created, last_name)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(uuid) DO UPDATE SET last_name = excluded.last_name""",
+                (str(label.medium_uuid), set_id, label.sequence, label.text, label.record_size, label.created, name),
+            )
+            return int(self.db.execute("SELECT id FROM media WHERE uuid = ?", (str(label.medium_uuid),)).fetchone()[0])
+
+    def medium(self, medium_uuid: uuid.UUID) -> MediumRow | None:
+        r = self.db.execute(
+            """SELECT m.id, m.uuid, s.uuid, m.sequence, m.label, m.record_size
+               FROM media m JOIN media_sets s ON s.id = m.set_id WHERE m.uuid = ?""",
+            (str(medium_uuid),),
+        ).fetchone()
+        if r is None:
+            return None
+        return MediumRow(r[0], uuid.UUID(r[1]), uuid.UUID(r[2]), r[3], r[4], r[5])
+
+    def forget_medium_files(self, medium_uuid: uuid.UUID, from_file: int = 1) -> None:
+        """Drop what the catalog knows of tape files >= ``from_file`` of a medium (before a rescan),
+        and the generations that lived only there."""
+        with self._tx():
+            m = self.db.execute("SELECT id FROM media WHERE uuid = ?", (str(medium_uuid),)).fetchone()
+            if m is None:
+                return
+            gens = [
+                r[0]
+                for r in self.db.execute(
+                    "SELECT DISTINCT generation_id FROM tape_files WHERE medium_id = ? AND file_number >= ? AND generation_id IS NOT NULL",
+                    (m[0], from_file),
+                )
+            ]
+            self.db.execute("DELETE FROM chunks WHERE tape_file_id IN (SELECT id FROM tape_files WHERE medium_id = ? AND file_number >= ?)", (m[0], from_file))
+            self.db.execute("DELETE FROM tape_files WHERE medium_id = ? AND file_number >= ?", (m[0], from_file))
+            for g in gens:
+                left = self.db.execute("SELECT COUNT(*) FROM tape_files WHERE generation_id = ?", (g,)).fetchone()[0]
+                if left == 0:
+                    self.db.execute("DELETE FROM chunks WHERE generation_id = ?", (g,))
+                    self.db.execute("DELETE FROM generations WHERE id = ?", (g,))
+
+    def tape_files(self, medium_uuid: uuid.UUID) -> list[TapeFileRow]:
+        rows = self.db.execute(
+            """SELECT t.file_number, t.logical, g.number, v.name, t.closed, t.has_trailer
+               FROM tape_files t JOIN media m ON m.id = t.medium_id
+               LEFT JOIN generations g ON g.id = t.generation_id
+               LEFT JOIN volumes v ON v.id = g.volume_id
+               WHERE m.uuid = ? ORDER BY t.file_number""",
+            (str(medium_uuid),),
+        ).fetchall()
+        return [TapeFileRow(medium_uuid, r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5])) for r in rows]
+
+    # ------------------------------------------------------------------ generations
+
+    def _volume_id(self, set_uuid: uuid.UUID, name: str, volume_uuid: uuid.UUID) -> int:
+        set_id = self._set_id(set_uuid)
+        self.db.execute(
+            "INSERT OR IGNORE INTO volumes (set_id, name, uuid) VALUES (?, ?, ?)", (set_id, name, str(volume_uuid))
+        )
+        return int(
+            self.db.execute("SELECT id FROM volumes WHERE set_id = ? AND name = ?", (set_id, name)).fetchone()[0]
+        )
+
+    def begin_generation(
+        self,
+        hdr: fmt.GenerationHeader,
+        *,
+        medium_uuid: uuid.UUID,
+        tape_file: int,
+        logical: int,
+        state: str = "writing",
+        source: str = "backup",
+    ) -> int:
+        """Record a generation (state ``writing`` while its backup runs) and its first tape file."""
+        with self._tx():
+            vol = self._volume_id(hdr.media_set_uuid, hdr.volume_name, hdr.volume_uuid)
+            old = self.db.execute(
+                "SELECT id FROM generations WHERE volume_id = ? AND number = ?", (vol, hdr.generation)
+            ).fetchone()
+            if old is not None:  # a stale row (e.g. a generation rewritten after a rescan): replace it
+                self.db.execute("DELETE FROM chunks WHERE generation_id = ?", (old[0],))
+                self.db.execute("UPDATE tape_files SET generation_id = NULL WHERE generation_id = ?", (old[0],))
+                self.db.execute("DELETE FROM generations WHERE id = ?", (old[0],))
+            cur = self.db.execute(
+                """INSERT INTO generations (volume_id, number, run_uuid, base, kind, state, volume_size, block_size,
+                       record_size, chunk_blocks, compression, created, source)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    vol,
+                    hdr.generation,
+                    str(hdr.run_uuid),
+                    hdr.base_generation,
+                    "full" if hdr.kind == fmt.GenerationKind.FULL else "incremental",
+                    state,
+                    hdr.volume_size,
+                    hdr.block_size,
+                    hdr.record_size,
+                    hdr.chunk_blocks,
+                    "zstd" if hdr.compression == fmt.Compression.ZSTD else "none",
+                    hdr.created,
+                    source,
+                ),
+            )
+            gen_id = int(cur.lastrowid or 0)
+            self._tape_file(medium_uuid, tape_file, logical, gen_id, hdr.part)
+            return gen_id
+
+    def _tape_file(self, medium_uuid: uuid.UUID, file_number: int, logical: int, gen_id: int | None, part: int) -> int:
+        m = self.db.execute("SELECT id FROM media WHERE uuid = ?", (str(medium_uuid),)).fetchone()
+        if m is None:
+            raise CatalogError(f"medium {medium_uuid} is not in the catalog")
+        old = self.db.execute(
+            "SELECT id FROM tape_files WHERE medium_id = ? AND file_number = ?", (m[0], file_number)
+        ).fetchone()
+        if old is not None:
+            self.db.execute("DELETE FROM chunks WHERE tape_file_id = ?", (old[0],))
+            self.db.execute("DELETE FROM tape_files WHERE id = ?", (old[0],))
+        cur = self.db.execute(
+            "INSERT INTO tape_files (medium_id, file_number, logical, generation_id, part) VALUES (?, ?, ?, ?, ?)",
+            (m[0], file_number, logical, gen_id, part),
+        )
+        return int(cur.lastrowid or 0)
+
+    def add_chunks(
+        self,
+        gen_id: int,
+        medium_uuid: uuid.UUID,
+        tape_file: int,
+        file_logical: int,
+        entries: Sequence[tuple[fmt.ChunkIndexEntry, bytes]],
+    ) -> None:
+        """Record chunks (index entry + the digests of its data blocks) of a generation's tape file."""
+        if not entries:
+            return
+        with self._tx():
+            tf = self.db.execute(
+                """SELECT t.id FROM tape_files t JOIN media m ON m.id = t.medium_id
+                   WHERE m.uuid = ? AND t.file_number = ?""",
+                (str(medium_uuid), tape_file),
+            ).fetchone()
+            if tf is None:
+                raise CatalogError(f"tape file {tape_file} of medium {medium_uuid} is not in the catalog")
+            rows = []
+            for e, digests in entries:
+                first = min(r.first for r in e.runs)
+                last = max(r.first + r.count - 1 for r in e.runs)
+                rows.append(
+                    (
+                        gen_id,
+                        tf[0],
+                        e.seq,
+                        e.record,
+                        file_logical + e.record,
+                        e.record_count,
+                        e.stored_len,
+                        e.raw_len,
+                        e.payload_crc,
+                        e.flags,
+                        first,
+                        last,
+                        pack_runs(e.runs),
+                        digests,
+                    )
+                )
+            self.db.executemany(
+                """INSERT OR REPLACE INTO chunks (generation_id, tape_file_id, seq, record, logical, record_count,
+                       stored_len, raw_len, payload_crc, flags, first_block, last_block, runs, digests)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                rows,
+            )
+
+    def finish_generation(
+        self,
+        gen_id: int,
+        *,
+        state: str,
+        medium_uuid: uuid.UUID,
+        tape_file: int,
+        closed: bool,
+        has_trailer: bool,
+    ) -> None:
+        """Set the generation's final state and totals (from its chunks)."""
+        with self._tx():
+            tot = self.db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(raw_len), 0), COALESCE(SUM(stored_len), 0) FROM chunks WHERE generation_id = ?",
+                (gen_id,),
+            ).fetchone()
+            data = zero = 0
+            for (blob,) in self.db.execute("SELECT runs FROM chunks WHERE generation_id = ?", (gen_id,)):
+                for r in unpack_runs(blob):
+                    if r.is_zero:
+                        zero += r.count
+                    else:
+                        data += r.count
+            self.db.execute(
+                """UPDATE generations SET state = ?, chunk_count = ?, raw_bytes = ?, stored_bytes = ?,
+                       data_blocks = ?, zero_blocks = ? WHERE id = ?""",
+                (state, tot[0], tot[1], tot[2], data, zero, gen_id),
+            )
+            self.db.execute(
+                """UPDATE tape_files SET closed = ?, has_trailer = ?
+                   WHERE generation_id = ? AND file_number = ?
+                     AND medium_id = (SELECT id FROM media WHERE uuid = ?)""",
+                (int(closed), int(has_trailer), gen_id, tape_file, str(medium_uuid)),
+            )
+
+    def mark_stale_writing(self, set_uuid: uuid.UUID) -> int:
+        """Generations still ``writing`` (their backup died) become ``incomplete``."""
+        with self._tx():
+            cur = self.db.execute(
+                """UPDATE generations SET state = 'incomplete' WHERE state = 'writing' AND volume_id IN
+                   (SELECT v.id FROM volumes v JOIN media_sets s ON s.id = v.set_id WHERE s.uuid = ?)""",
+                (str(set_uuid),),
+            )
+            return cur.rowcount
+
+    _GEN_SELECT = """SELECT g.id, v.name, v.uuid, s.uuid, g.number, g.run_uuid, g.base, g.kind, g.state,
+                            g.volume_size, g.block_size, g.record_size, g.chunk_blocks, g.compression, g.created,
+                            g.chunk_count, g.data_blocks, g.zero_blocks, g.raw_bytes, g.stored_bytes, g.source
+                     FROM generations g JOIN volumes v ON v.id = g.volume_id JOIN media_sets s ON s.id = v.set_id"""
+
+    @staticmethod
+    def _gen(r: Sequence[object]) -> GenerationRow:
+        return GenerationRow(
+            r[0], r[1], uuid.UUID(str(r[2])), uuid.UUID(str(r[3])), r[4], uuid.UUID(str(r[5])), r[6], r[7], r[8],  # type: ignore[arg-type]
+            r[9], r[10], r[11], r[12], r[13], r[14], r[15], r[16], r[17], r[18], r[19], r[20],  # type: ignore[arg-type]
+        )
+
+    def generations(self, set_uuid: uuid.UUID, volume: str | None = None) -> list[GenerationRow]:
+        q = self._GEN_SELECT + " WHERE s.uuid = ?"
+        args: list[object] = [str(set_uuid)]
+        if volume is not None:
+            q += " AND v.name = ?"
+            args.append(volume)
+        q += " ORDER BY v.name, g.number"
+        return [self._gen(r) for r in self.db.execute(q, args)]
+
+    def generation_by_run(self, run_uuid: uuid.UUID) -> GenerationRow | None:
+        r = self.db.execute(self._GEN_SELECT + " WHERE g.run_uuid = ?", (str(run_uuid),)).fetchone()
+        return None if r is None else self._gen(r)
+
+    def volumes(self, set_uuid: uuid.UUID) -> list[str]:
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT v.name FROM volumes v JOIN media_sets s ON s.id = v.set_id WHERE s.uuid = ? ORDER BY v.name",
+                (str(set_uuid),),
+            )
+        ]
+
+    def chunks(self, gen_id: int) -> list[ChunkRow]:
+        rows = self.db.execute(
+            """SELECT c.id, g.number, m.uuid, m.sequence, t.file_number, c.seq, c.record, c.logical, c.record_count,
+                      c.stored_len, c.raw_len, c.payload_crc, c.flags, c.runs
+               FROM chunks c JOIN generations g ON g.id = c.generation_id
+               JOIN tape_files t ON t.id = c.tape_file_id JOIN media m ON m.id = t.medium_id
+               WHERE c.generation_id = ? ORDER BY c.seq""",
+            (gen_id,),
+        ).fetchall()
+        return [
+            ChunkRow(r[0], r[1], uuid.UUID(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], unpack_runs(r[13]))
+            for r in rows
+        ]
+
+    def chunk_digests(self, gen_id: int) -> Iterator[tuple[tuple[fmt.Run, ...], bytes]]:
+        """(runs, digests of the data blocks) of each chunk of a generation, in seq order."""
+        for blob, digests in self.db.execute(
+            "SELECT runs, digests FROM chunks WHERE generation_id = ? ORDER BY seq", (gen_id,)
+        ):
+            yield unpack_runs(blob), digests
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK), nestable (inner levels do nothing)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.outer = False
+
+    def __enter__(self) -> None:
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.outer = True
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if not self.outer:
+            return
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")

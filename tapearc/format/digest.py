@@ -1,0 +1,93 @@
+"""Block digests: BLAKE3-128, as stored in the trailer's digest table (formats/SPEC.md, 10.2).
+
+A block's digest is the BLAKE3 hash (default, unkeyed mode) of the block's bytes at its actual
+length (``block_size``, or less for the volume's partial last block), truncated to its first
+16 bytes: ``blake3.blake3(data).digest(16)``. Only data blocks have digests; zero runs have no
+entries in the table.
+
+:data:`ZERO_DIGEST` is an off-media sentinel (manifests, catalog) standing for an all-zero
+block. It is never written to a digest table. A real BLAKE3-128 digest equal to it has
+probability 2**-128; readers tell zero blocks by the mapping (zero runs), never by comparing a
+digest with this sentinel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Final
+
+import blake3
+
+from .constants import DIGEST_BLAKE3_128, DIGEST_LEN, DIGEST_NONE
+from .mapping import block_count
+from .model import Run, RunKind, Trailer
+
+__all__ = [
+    "DIGEST_LEN",
+    "DIGEST_NONE",
+    "DIGEST_BLAKE3_128",
+    "ZERO_DIGEST",
+    "block_digest",
+    "payload_digests",
+    "iter_trailer_digests",
+]
+
+#: Sentinel digest of an all-zero block (off-media only; see the module docstring).
+ZERO_DIGEST: Final = bytes(DIGEST_LEN)
+
+
+def block_digest(data: bytes | bytearray | memoryview) -> bytes:
+    """BLAKE3-128 of one block: the first 16 bytes of BLAKE3(``data``)."""
+    return blake3.blake3(data).digest(DIGEST_LEN)
+
+
+def payload_digests(
+    runs: Sequence[Run],
+    raw: bytes | bytearray | memoryview,
+    block_size: int,
+    volume_size: int,
+) -> bytes:
+    """The digest-table part of one chunk: the digests of its data blocks, in run order.
+
+    ``raw`` is the chunk's raw (uncompressed) payload. Returns ``data blocks * 16`` bytes, what
+    :meth:`TrailerBuilder.add <tapearc.format.codec.TrailerBuilder.add>` takes with the chunk's
+    index entry. Raises ValueError when ``raw`` is not exactly as long as the data runs.
+    """
+    mv = memoryview(raw).cast("B") if not isinstance(raw, memoryview) else raw
+    nblocks = block_count(volume_size, block_size)
+    out = bytearray()
+    pos = 0
+    for r in runs:
+        if r.kind == RunKind.ZERO:
+            continue
+        if r.count <= 0 or r.first < 0 or r.first + r.count > nblocks:
+            raise ValueError(f"run {r.first}+{r.count} is outside a volume of {nblocks} blocks")
+        for block_id in range(r.first, r.first + r.count):
+            n = min(block_size, volume_size - block_id * block_size)
+            if pos + n > len(mv):
+                raise ValueError(f"payload of {len(mv)} bytes is shorter than its runs")
+            out += blake3.blake3(mv[pos : pos + n]).digest(DIGEST_LEN)
+            pos += n
+    if pos != len(mv):
+        raise ValueError(f"payload of {len(mv)} bytes is longer than its runs ({pos} bytes)")
+    return bytes(out)
+
+
+def iter_trailer_digests(trailer: Trailer) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(block_id, digest)`` for every entry of a trailer's digest table, in table order.
+
+    Table order is chunk ``seq`` order, then run order within a chunk, then block id within a
+    run (runs need not be sorted by id). Zero runs have no entries. Yields nothing when the
+    trailer has no digests (``digest_alg`` 0).
+    """
+    if trailer.digest_alg == DIGEST_NONE:
+        return
+    digests = trailer.digests
+    pos = 0
+    for e in trailer.entries:
+        for r in e.runs:
+            if r.kind == RunKind.ZERO:
+                continue
+            for block_id in range(r.first, r.first + r.count):
+                yield block_id, digests[pos : pos + DIGEST_LEN]
+                pos += DIGEST_LEN
