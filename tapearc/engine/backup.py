@@ -41,7 +41,7 @@ RUN_BYTES = 13  # encoded size of one run in a chunk header
 MAX_RUNS = (HEADER_RESERVE - 256) // RUN_BYTES
 MAX_RUN_COUNT = 0xFFFFFFFF
 ZSTD_LEVEL = 3
-DIGEST_LEN = 16
+DIGEST_LEN = fmt.DIGEST_LEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,14 +397,7 @@ def backup(
             trailer = writer.index.finish(complete=complete_gen)
             _, nrec = write_item(drive, trailer, record_size)
             result.records += nrec
-            end = fmt.TrailerEnd(
-                run_uuid=run_uuid,
-                generation=generation,
-                trailer_record=trailer_pos.record,
-                trailer_records=nrec,
-                trailer_len=len(trailer),
-                trailer_crc=_header_crc(trailer),
-            )
+            end = fmt.trailer_end_for(trailer, trailer_record=trailer_pos.record, record_size=record_size)
             drive.write_record(fmt.encode_trailer_end(end))
             result.records += 1
             drive.write_filemark()
@@ -445,12 +438,6 @@ def sync_catalog(drive: TapeDrive, catalog: Catalog, label: fmt.Label, gens: lis
     """Bring the catalog up to date with the medium, then go back to end of data."""
     if _sync(drive, catalog, label, gens):
         drive.seek_end_of_data()
-
-
-def _header_crc(item: bytes) -> int:
-    """The header CRC of an encoded item (its header's last 4 bytes)."""
-    hl = fmt.peek_item(item).header_len
-    return int.from_bytes(item[hl - 4 : hl], "little")
 
 
 def _close_after_full(drive: TapeDrive) -> None:

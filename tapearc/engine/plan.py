@@ -21,10 +21,11 @@ import uuid
 from array import array
 from dataclasses import dataclass, field
 
+from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, ChunkRow, GenerationRow
 from tapearc.errors import NoSuchGenerationError, TapearcError
 
-DIGEST_LEN = 16
+DIGEST_LEN = fmt.DIGEST_LEN
 ZERO = -1  # in the block -> chunk map: the block is zero at N
 
 

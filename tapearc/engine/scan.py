@@ -28,7 +28,7 @@ from tapearc.engine.progress import NoProgress, Progress
 from tapearc.errors import TapearcError
 from tapearc.media.base import Mark, TapeDrive
 
-DIGEST_LEN = 16
+DIGEST_LEN = fmt.DIGEST_LEN
 
 
 @dataclass(slots=True)
@@ -132,15 +132,14 @@ def _read_trailer_from_end(drive: TapeDrive, gf: GenerationFile) -> tuple[fmt.Tr
     if isinstance(item, Mark) or item.magic != fmt.TRAILER_END_MAGIC:
         return None
     end = fmt.decode_trailer_end(item.data)
-    if end.run_uuid != gf.header.run_uuid or end.generation != gf.header.generation:
-        return None
+    fmt.check_same_generation(gf.header, end)
     drive.locate(gf.logical + end.trailer_record)
     titem = read_item(drive)
     if isinstance(titem, Mark) or titem.magic != MAGIC_TRAILER:
         return None
+    fmt.check_trailer_end(end, titem.data)
     trailer = fmt.decode_trailer(titem.data)
-    if trailer.run_uuid != gf.header.run_uuid or trailer.generation != gf.header.generation:
-        return None
+    fmt.check_same_generation(gf.header, trailer)
     return trailer, end.trailer_record
 
 
@@ -163,21 +162,6 @@ def _record_from_trailer(catalog: Catalog, label: fmt.Label, gf: GenerationFile,
         closed=True,
         has_trailer=True,
     )
-
-
-def chunk_digests(hdr: fmt.ChunkHeader, raw: bytes | memoryview) -> bytes:
-    """BLAKE3-128 digests of a chunk's data blocks, in run order."""
-    out = bytearray()
-    view = memoryview(raw)
-    off = 0
-    for r in hdr.runs:
-        if r.is_zero:
-            continue
-        for b in range(r.first, r.first + r.count):
-            n = fmt.block_len(b, hdr.block_size, hdr.volume_size)
-            out += fmt.block_digest(view[off : off + n])
-            off += n
-    return bytes(out)
 
 
 def _deep_file(
@@ -226,7 +210,7 @@ def _deep_file(
             expect += 1
             continue
         entry = fmt.ChunkIndexEntry.from_chunk(ch, record=item.record, record_count=item.record_count)
-        catalog.add_chunks(gen_id, label.medium_uuid, gf.tape_file, gf.logical, [(entry, chunk_digests(ch, raw))])
+        catalog.add_chunks(gen_id, label.medium_uuid, gf.tape_file, gf.logical, [(entry, fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size))])
         expect = ch.seq + 1
         nchunks += 1
     complete = (
