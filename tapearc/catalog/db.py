@@ -276,6 +276,18 @@ class Catalog:
             return None
         return MediumRow(r[0], uuid.UUID(r[1]), uuid.UUID(r[2]), r[3], r[4], r[5])
 
+    def known_labels(self) -> list[str]:
+        """Label texts (barcodes) of every medium the catalog knows."""
+        return [r[0] for r in self.db.execute("SELECT label FROM media WHERE label != ''")]
+
+    def media_of_set(self, set_uuid: uuid.UUID) -> list[MediumRow]:
+        rows = self.db.execute(
+            """SELECT m.id, m.uuid, s.uuid, m.sequence, m.label, m.record_size
+               FROM media m JOIN media_sets s ON s.id = m.set_id WHERE s.uuid = ? ORDER BY m.sequence""",
+            (str(set_uuid),),
+        ).fetchall()
+        return [MediumRow(r[0], uuid.UUID(r[1]), uuid.UUID(r[2]), r[3], r[4], r[5]) for r in rows]
+
     def forget_medium_files(self, medium_uuid: uuid.UUID, from_file: int = 1) -> None:
         """Drop what the catalog knows of tape files >= ``from_file`` of a medium (before a rescan),
         and the generations that lived only there."""
@@ -332,11 +344,17 @@ class Catalog:
     ) -> int:
         """Record a generation (state ``writing`` while its backup runs) and its first tape file."""
         with self._tx():
+            same = self.db.execute("SELECT id FROM generations WHERE run_uuid = ?", (str(hdr.run_uuid),)).fetchone()
+            if same is not None:  # another part of a generation that spans media (or the same part again)
+                self._tape_file(medium_uuid, tape_file, logical, int(same[0]), hdr.part)
+                if state == "writing":
+                    self.db.execute("UPDATE generations SET state = 'writing' WHERE id = ?", (same[0],))
+                return int(same[0])
             vol = self._volume_id(hdr.media_set_uuid, hdr.volume_name, hdr.volume_uuid)
             old = self.db.execute(
                 "SELECT id FROM generations WHERE volume_id = ? AND number = ?", (vol, hdr.generation)
             ).fetchone()
-            if old is not None:  # a stale row (e.g. a generation rewritten after a rescan): replace it
+            if old is not None:  # a stale row of another run (the medium was rewritten): replace it
                 self.db.execute("DELETE FROM chunks WHERE generation_id = ?", (old[0],))
                 self.db.execute("UPDATE tape_files SET generation_id = NULL WHERE generation_id = ?", (old[0],))
                 self.db.execute("DELETE FROM generations WHERE id = ?", (old[0],))
@@ -437,9 +455,15 @@ class Catalog:
         tape_file: int,
         closed: bool,
         has_trailer: bool,
+        final: bool = False,
     ) -> None:
-        """Set the generation's final state and totals (from its chunks)."""
+        """Set the generation's state and totals (from its chunks). ``state="auto"`` derives it: a
+        part whose trailer said complete was seen (``final``) and the chunks run 0..n-1 without a
+        gap -> complete; a part that continues -> writing stays only while a backup runs, else
+        incomplete."""
         with self._tx():
+            if state == "auto":
+                state = self._derive_state(gen_id, final)
             tot = self.db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(raw_len), 0), COALESCE(SUM(stored_len), 0) FROM chunks WHERE generation_id = ?",
                 (gen_id,),
@@ -462,6 +486,17 @@ class Catalog:
                      AND medium_id = (SELECT id FROM media WHERE uuid = ?)""",
                 (int(closed), int(has_trailer), gen_id, tape_file, str(medium_uuid)),
             )
+
+    def _derive_state(self, gen_id: int, final: bool) -> str:
+        row = self.db.execute("SELECT COUNT(*), COALESCE(MAX(seq), -1) FROM chunks WHERE generation_id = ?", (gen_id,)).fetchone()
+        count, top = int(row[0]), int(row[1])
+        prior = self.db.execute("SELECT state FROM generations WHERE id = ?", (gen_id,)).fetchone()
+        contiguous = count == top + 1
+        if (final or (prior is not None and prior[0] == "complete-pending")) and contiguous:
+            return "complete"
+        if final:
+            return "complete-pending"  # the last part is known, an earlier one is missing still
+        return "incomplete"
 
     def mark_stale_writing(self, set_uuid: uuid.UUID) -> int:
         """Generations still ``writing`` (their backup died) become ``incomplete``."""

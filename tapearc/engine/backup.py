@@ -28,7 +28,8 @@ from tapearc.engine.volume import SourceVolume, default_volume_name
 from tapearc.catalog.db import Catalog
 from tapearc.engine.plan import load_chain, manifest_at
 from tapearc.engine.scan import sync_catalog as _sync
-from tapearc.errors import MediumFullError, SourceError, TapearcError, UsageError
+from tapearc.engine.mediasource import MediaSource
+from tapearc.errors import MediumFullError, MediumIOError, SourceError, TapearcError, UsageError, WriteProtectedError
 from tapearc.media.base import Mark, TapeDrive, WriteStatus
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
@@ -53,6 +54,7 @@ class BackupOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     label_text: str = ""
     full: bool = False  # write a full generation even when an earlier one exists
+    media_set: uuid.UUID | None = None  # refuse a medium of any other set
     block_size_given: bool = True  # False: the block size is the default and may follow the volume's
 
 
@@ -79,6 +81,8 @@ class BackupResult:
     base_generation: int = 0
     unchanged_blocks: int = 0
     warnings: list[str] = field(default_factory=list)
+    parts: list[dict[str, object]] = field(default_factory=list)  # one per medium the generation is on
+    early_warnings: list[dict[str, object]] = field(default_factory=list)  # where early warning was hit
 
     def to_json(self) -> dict[str, object]:
         d = {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
@@ -114,9 +118,7 @@ def prepare_medium_for_append(
     first, so it stays what it is (an incomplete generation) and the new one starts cleanly.
     """
     if not drive.writable:
-        from tapearc.errors import WriteProtectedError
-
-        raise WriteProtectedError("medium is write-protected").at(medium=drive.name)
+        raise WriteProtectedError("medium is write-protected; nothing was written").at(medium=drive.name)
     drive.rewind()
     first = drive.read_record()
     if first is Mark.END_OF_DATA:
@@ -139,38 +141,44 @@ def prepare_medium_for_append(
     return label, gens, False
 
 
+@dataclass(slots=True)
+class _Part:
+    """The generation's part on one medium."""
+
+    drive: TapeDrive
+    label: fmt.Label
+    number: int
+    tape_file: int
+    logical: int  # logical position of the part's first record (its generation header)
+    builder: fmt.TrailerBuilder
+
+
 class _ChunkWriter:
-    """Packs blocks into chunks and writes them; keeps the generation's chunk index."""
+    """Packs blocks into chunks and writes them to the current part; spans media on demand."""
 
     def __init__(
         self,
-        drive: TapeDrive,
         *,
-        run_uuid: uuid.UUID,
-        generation: int,
-        block_size: int,
-        volume_size: int,
+        genhdr: fmt.GenerationHeader,
         record_size: int,
-        chunk_blocks: int,
         compress: bool,
         result: BackupResult,
+        catalog: Catalog,
+        gen_id: int,
+        next_medium: Callable[[fmt.Label], tuple[TapeDrive, fmt.Label] | None],
     ) -> None:
-        self.drive = drive
-        self.run_uuid = run_uuid
-        self.generation = generation
-        self.block_size = block_size
-        self.volume_size = volume_size
+        self.genhdr = genhdr
         self.record_size = record_size
-        self.chunk_blocks = chunk_blocks
+        self.chunk_blocks = genhdr.chunk_blocks
         self.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL) if compress else None
         self.result = result
-        self.index = fmt.TrailerBuilder(
-            run_uuid=run_uuid, generation=generation, volume_size=volume_size, block_size=block_size
-        )
+        self.catalog = catalog
+        self.gen_id = gen_id
+        self.next_medium = next_medium
+        self.part: _Part | None = None
         self.seq = 0
-        self.early_warning = False
-        self.dropped_from: int | None = None  # first block of a chunk lost at the physical end
-        self.on_chunk: Callable[[fmt.ChunkIndexEntry, bytes], None] | None = None
+        self.stopped = False  # the medium is full and there is no next one
+        self.dropped_from: int | None = None  # first block of a chunk that could not be written
         self._reset()
 
     def _reset(self) -> None:
@@ -178,6 +186,71 @@ class _ChunkWriter:
         self.payload = bytearray()
         self.digests = bytearray()
         self.data_count = 0
+
+    # -------------------------------------------------------------- parts
+
+    def open_part(self, drive: TapeDrive, label: fmt.Label, number: int) -> WriteStatus:
+        pos = drive.position()
+        hdr = fmt.GenerationHeader(**{**_fields(self.genhdr), "medium_uuid": label.medium_uuid, "part": number})
+        self.catalog.begin_generation(hdr, medium_uuid=label.medium_uuid, tape_file=pos.file, logical=pos.logical)
+        status, nrec = write_item(drive, fmt.encode_generation_header(hdr), self.record_size)
+        self.result.records += nrec
+        self.part = _Part(
+            drive,
+            label,
+            number,
+            pos.file,
+            pos.logical,
+            fmt.TrailerBuilder(
+                run_uuid=hdr.run_uuid, generation=hdr.generation, volume_size=hdr.volume_size, block_size=hdr.block_size
+            ),
+        )
+        self.result.parts.append(
+            {"medium": drive.name, "medium_uuid": str(label.medium_uuid), "sequence": label.sequence, "tape_file": pos.file}
+        )
+        return status
+
+    def close_part(self, *, complete: bool, continues: bool) -> None:
+        """Trailer, end record and filemark: the part is a clean tape file."""
+        p = self.part
+        assert p is not None
+        pos = p.drive.position()
+        trailer = p.builder.finish(complete=complete, continues=continues)
+        _, nrec = write_item(p.drive, trailer, self.record_size)
+        end = fmt.trailer_end_for(trailer, trailer_record=pos.record, record_size=self.record_size)
+        p.drive.write_record(fmt.encode_trailer_end(end))
+        p.drive.write_filemark()
+        self.result.records += nrec + 1
+        self.catalog.finish_generation(
+            self.gen_id,
+            state="auto" if complete else ("writing" if continues else "incomplete"),
+            final=complete,
+            medium_uuid=p.label.medium_uuid,
+            tape_file=p.tape_file,
+            closed=True,
+            has_trailer=True,
+        )
+
+    def _span(self, pending: tuple[fmt.ChunkHeader, bytes, bytes] | None) -> bool:
+        """The medium is at its end: close the part and go on on the next medium of the set.
+        Returns False when there is no next medium (the part is then closed as incomplete)."""
+        p = self.part
+        assert p is not None
+        got = self.next_medium(p.label)
+        if got is None:
+            self.close_part(complete=False, continues=False)
+            self.stopped = True
+            return False
+        self.close_part(complete=False, continues=True)
+        drive, label = got
+        self.open_part(drive, label, p.number + 1)
+        if pending is not None:
+            header, item, digests = pending
+            if not self._write_chunk(header, item, digests):
+                raise MediumFullError("a chunk does not fit on a fresh medium").at(medium=drive.name)
+        return True
+
+    # -------------------------------------------------------------- chunks
 
     def add(self, block_id: int, data: memoryview | None, digest: bytes = b"") -> None:
         """Add block ``block_id``: ``data`` is its bytes (``digest`` its BLAKE3-128), or None when
@@ -200,7 +273,7 @@ class _ChunkWriter:
             self.flush()
 
     def flush(self) -> None:
-        if not self.runs:
+        if not self.runs or self.stopped:
             return
         raw = bytes(self.payload)
         stored = raw
@@ -210,71 +283,109 @@ class _ChunkWriter:
             if len(packed) < len(raw):
                 stored = packed
                 flags = fmt.CHUNK_FLAG_ZSTD
-        crc = fmt.crc32c(stored)
         runs = tuple(fmt.Run(r[0], r[1], fmt.RunKind.ZERO if r[2] else fmt.RunKind.DATA) for r in self.runs)
+        g = self.genhdr
         header = fmt.ChunkHeader(
             flags=flags,
-            run_uuid=self.run_uuid,
-            generation=self.generation,
+            run_uuid=g.run_uuid,
+            generation=g.generation,
             seq=self.seq,
-            block_size=self.block_size,
-            volume_size=self.volume_size,
+            block_size=g.block_size,
+            volume_size=g.volume_size,
             raw_len=len(raw),
             stored_len=len(stored),
-            payload_crc=crc,
+            payload_crc=fmt.crc32c(stored),
             runs=runs,
         )
-        pos = self.drive.position()
-        try:
-            status, nrec = write_item(self.drive, fmt.encode_chunk_header(header) + stored, self.record_size)
-        except MediumFullError:
-            # Physical end inside the chunk: go back to where it started, so the partial chunk
-            # is overwritten by the trailer and the medium stays clean up to the last chunk.
-            self.drive.locate(pos.logical)
-            self.dropped_from = self.runs[0][0]
-            self.early_warning = True
-            self._reset()
-            return
-        entry = fmt.ChunkIndexEntry.from_chunk(header, record=pos.record, record_count=nrec)
+        item = fmt.encode_chunk_header(header) + stored
         digests = bytes(self.digests)
-        self.index.add(entry, digests)
-        if self.on_chunk is not None:
-            self.on_chunk(entry, digests)
+        first_block = self.runs[0][0]
+        self._reset()
+        ok = self._write_chunk(header, item, digests)
+        if not ok:
+            # physical end inside the chunk: the part was rewound to the chunk's start
+            if not self._span((header, item, digests)):
+                self.dropped_from = first_block
+
+    def _write_chunk(self, header: fmt.ChunkHeader, item: bytes, digests: bytes) -> bool:
+        """Write one chunk into the current part; False if the medium ended inside it (then the
+        medium is positioned back at the chunk's start). Spans media after an early warning."""
+        p = self.part
+        assert p is not None
+        pos = p.drive.position()
+        status = WriteStatus.OK
+        records = fmt.split_records(item, self.record_size)
+        try:
+            for i, rec in enumerate(records):
+                st = p.drive.write_record(rec)
+                if st is WriteStatus.EARLY_WARNING and status is not WriteStatus.EARLY_WARNING:
+                    status = st
+                    self.result.early_warnings.append(
+                        {"sequence": p.label.sequence, "tape_file": p.tape_file, "chunk": header.seq,
+                         "record_in_chunk": i, "records_in_chunk": len(records)}
+                    )
+        except MediumFullError:
+            p.drive.locate(pos.logical)
+            return False
+        nrec = len(records)
+        entry = fmt.ChunkIndexEntry.from_chunk(header, record=pos.record, record_count=nrec)
+        p.builder.add(entry, digests)
+        self.catalog.add_chunks(self.gen_id, p.label.medium_uuid, p.tape_file, p.logical, [(entry, digests)])
         r = self.result
         r.chunks += 1
         r.records += nrec
-        r.data_blocks += self.data_count
-        r.zero_blocks += sum(x[1] for x in self.runs if x[2])
-        r.raw_bytes += len(raw)
-        r.stored_bytes += len(stored)
+        r.data_blocks += header.data_blocks
+        r.zero_blocks += header.zero_blocks
+        r.raw_bytes += header.raw_len
+        r.stored_bytes += header.stored_len
         self.seq += 1
-        self._reset()
         if status is WriteStatus.EARLY_WARNING:
-            self.early_warning = True
+            self._span(None)
+        return True
+
+
+def _fields(h: fmt.GenerationHeader) -> dict[str, object]:
+    return {k: getattr(h, k) for k in h.__dataclass_fields__}
 
 
 def backup(
     source: str,
-    drive: TapeDrive,
+    media: MediaSource | TapeDrive,
     catalog: Catalog,
     options: BackupOptions = BackupOptions(),
     progress: Progress | None = None,
     clock: Callable[[], float] = time.time,
 ) -> BackupResult:
-    """Write a generation of ``source`` to ``drive``: incremental when the volume already has a
-    complete generation in this media set (unless ``options.full``), else full."""
+    """Write a generation of ``source``: incremental when the volume already has a complete
+    generation in the media set (unless ``options.full``), else full. When the medium fills up
+    and the source can change media, the generation continues on the next medium of the set."""
     progress = progress or NoProgress()
     started = time.monotonic()
     if options.compress not in ("none", "zstd"):
         raise UsageError(f"unknown compression {options.compress!r}; use zstd or none")
+    if not isinstance(media, MediaSource):
+        media = MediaSource.fixed(media, catalog)
     with SourceVolume(source) as src:
         now = int(clock())
+        drive = media.current()
         if options.record_size is not None:
             _check_sizes(options.block_size, options.record_size, drive)
-        label, gens, new = prepare_medium_for_append(drive, options.record_size, now, options.label_text)
+        barcode = media.loaded_barcode() or ""
+        label, gens, new = prepare_medium_for_append(drive, options.record_size, now, options.label_text or barcode)
+        if options.media_set is not None and label.media_set_uuid != options.media_set:
+            raise UsageError(
+                f"medium belongs to media set {label.media_set_uuid}, not {options.media_set}; nothing was written"
+            ).at(medium=drive.name)
         record_size = label.record_size
         _check_sizes(options.block_size, record_size, drive)
         sync_catalog(drive, catalog, label, gens)
+        later = [m for m in catalog.media_of_set(label.media_set_uuid) if m.sequence > label.sequence]
+        if later:
+            raise UsageError(
+                f"medium is sequence {label.sequence} of media set {label.media_set_uuid}, which continues on "
+                f"sequence {later[-1].sequence}; a backup appends to the last medium of a set; nothing was written",
+                hint=f"load sequence {later[-1].sequence}" + (f" ({later[-1].label})" if later[-1].label else ""),
+            ).at(medium=drive.name)
         name = options.volume_name or default_volume_name(source)
         known = catalog.generations(label.media_set_uuid, name)
         generation = max((g.number for g in known), default=0) + 1
@@ -290,18 +401,20 @@ def backup(
                 )
             bs = prev.block_size
         incremental = prev is not None and not options.full
-        prev_manifest = manifest_at(catalog, load_chain(catalog, label.media_set_uuid, name, prev.number)) if incremental and prev else None
+        prev_manifest = (
+            manifest_at(catalog, load_chain(catalog, label.media_set_uuid, name, prev.number))
+            if incremental and prev
+            else None
+        )
         prev_blocks = prev.nblocks if incremental and prev else 0
         size = src.size
         chunk_blocks = chunk_geometry(bs, record_size, options.chunk_size)
-        run_uuid = uuid.uuid4()
         pos0 = drive.position()
-        tape_file = pos0.file
         result = BackupResult(
             medium=drive.name,
             volume=name,
             generation=generation,
-            tape_file=tape_file,
+            tape_file=pos0.file,
             volume_size=size,
             block_size=bs,
             record_size=record_size,
@@ -311,7 +424,7 @@ def backup(
             base_generation=prev.number if incremental and prev else 0,
         )
         genhdr = fmt.GenerationHeader(
-            run_uuid=run_uuid,
+            run_uuid=uuid.uuid4(),
             media_set_uuid=label.media_set_uuid,
             medium_uuid=label.medium_uuid,
             volume_uuid=volume_uuid,
@@ -327,37 +440,56 @@ def backup(
             part=0,
             created=now,
         )
-        gen_id = catalog.begin_generation(genhdr, medium_uuid=label.medium_uuid, tape_file=tape_file, logical=pos0.logical)
-        state = "incomplete"
-        closed = False
-        complete_gen = False
+
+        def next_medium(cur: fmt.Label) -> tuple[TapeDrive, fmt.Label] | None:
+            if not media.can_change:
+                return None
+            media.release()
+            d = media.blank_for(cur.media_set_uuid, cur.sequence + 1)
+            if not d.writable:
+                raise WriteProtectedError("the next medium is write-protected").at(medium=d.name)
+            lab = fmt.Label(
+                medium_uuid=uuid.uuid4(),
+                media_set_uuid=cur.media_set_uuid,
+                sequence=cur.sequence + 1,
+                record_size=cur.record_size,
+                created=int(clock()),
+                text=media.loaded_barcode() or "",
+            )
+            d.rewind()
+            d.write_record(fmt.encode_label(lab))
+            d.write_filemark()
+            catalog.record_medium(lab, d.name)
+            return d, lab
+
         writer: _ChunkWriter | None = None
+        complete_gen = False
+        nblocks = -(-size // bs)
+        block_id = 0
         try:
-            status, nrec = write_item(drive, fmt.encode_generation_header(genhdr), record_size)
-            result.records += nrec
             writer = _ChunkWriter(
-                drive,
-                run_uuid=run_uuid,
-                generation=generation,
-                block_size=bs,
-                volume_size=size,
+                genhdr=genhdr,
                 record_size=record_size,
-                chunk_blocks=chunk_blocks,
                 compress=options.compress == "zstd",
                 result=result,
+                catalog=catalog,
+                gen_id=0,
+                next_medium=next_medium,
             )
-            writer.on_chunk = lambda e, d: catalog.add_chunks(gen_id, label.medium_uuid, tape_file, pos0.logical, [(e, d)])
-            writer.early_warning = status is WriteStatus.EARLY_WARNING
+            writer.gen_id = catalog.begin_generation(
+                genhdr, medium_uuid=label.medium_uuid, tape_file=pos0.file, logical=pos0.logical
+            )
+            status = writer.open_part(drive, label, 0)
+            if status is WriteStatus.EARLY_WARNING:
+                writer._span(None)
             progress.start(f"backup {name}", size)
-            nblocks = -(-size // bs)
             window = bytearray(chunk_blocks * bs)
             wview = memoryview(window)
             zero = bytes(bs)
             zero_digest = bytes(DIGEST_LEN)
             block_digest = fmt.block_digest
-            block_id = 0
             offset = 0
-            while block_id < nblocks and not writer.early_warning:
+            while block_id < nblocks and not writer.stopped:
                 want = min(len(window), size - offset)
                 got = src.readinto_at(wview[:want], offset)
                 if got != want:
@@ -385,52 +517,48 @@ def backup(
                                 continue
                         writer.add(block_id, blk, dg)
                     block_id += 1
-                    if writer.early_warning:
+                    if writer.stopped:
                         break
                 offset += got
                 progress.advance(got)
-            if not writer.early_warning:
-                writer.flush()
-            complete_gen = block_id >= nblocks and not writer.runs and writer.dropped_from is None
-            first_missing = writer.dropped_from if writer.dropped_from is not None else block_id
-            trailer_pos = drive.position()
-            trailer = writer.index.finish(complete=complete_gen)
-            _, nrec = write_item(drive, trailer, record_size)
-            result.records += nrec
-            end = fmt.trailer_end_for(trailer, trailer_record=trailer_pos.record, record_size=record_size)
-            drive.write_record(fmt.encode_trailer_end(end))
-            result.records += 1
-            drive.write_filemark()
-            closed = True
-            state = "complete" if complete_gen else "incomplete"
-        except MediumFullError:
-            _close_after_full(drive)
+            writer.flush()
+            if not writer.stopped:
+                writer.close_part(complete=True, continues=False)
+                complete_gen = True
+        except MediumFullError as e:
+            _close_after_full(media.drive)
             raise MediumFullError(
                 f"medium filled up while writing generation {generation} of volume {name} "
-                f"(after {result.chunks} chunks, {result.raw_bytes} bytes); the medium is readable up to the last "
-                f"complete chunk; spanning onto a next medium is not supported yet",
-                hint="use a larger medium (or a fresh one) for this volume",
-            ).at(medium=drive.name, tape_file=tape_file) from None
+                f"(after {result.chunks} chunks, {result.raw_bytes} bytes) and tapearc could not close it cleanly "
+                f"({e.message}); the medium is readable up to the last complete chunk",
+                hint="use a medium with an early-warning zone, or a larger one",
+            ).at(medium=drive.name, tape_file=pos0.file) from None
         finally:
             progress.finish()
-            catalog.finish_generation(
-                gen_id,
-                state=state,
-                medium_uuid=label.medium_uuid,
-                tape_file=tape_file,
-                closed=closed,
-                has_trailer=closed,
-            )
+            if writer is not None and writer.gen_id and not complete_gen:
+                if writer.stopped:
+                    pass  # close_part recorded it as incomplete
+                else:
+                    catalog.finish_generation(
+                        writer.gen_id,
+                        state="incomplete",
+                        medium_uuid=(writer.part.label.medium_uuid if writer.part else label.medium_uuid),
+                        tape_file=(writer.part.tape_file if writer.part else pos0.file),
+                        closed=False,
+                        has_trailer=False,
+                    )
         result.seconds = time.monotonic() - started
         result.complete = complete_gen
+        result.medium = writer.part.drive.name if writer.part else drive.name
         if not complete_gen:
+            first_missing = writer.dropped_from if writer.dropped_from is not None else block_id
             raise MediumFullError(
-                f"medium reached its early-warning zone while writing generation {generation} of volume {name}: "
-                f"blocks {first_missing}-{nblocks - 1} are not on it; generation {generation} is marked incomplete; "
-                f"the medium is intact and readable up to the last chunk",
-                hint="spanning onto a next medium is not supported yet: use a larger medium",
+                f"medium reached its end while writing generation {generation} of volume {name}, and no next medium "
+                f"can be loaded: blocks {first_missing}-{nblocks - 1} are not on it; generation {generation} is marked "
+                f"incomplete; the medium is intact and readable up to the last chunk",
+                hint="give --changer (a library, mtx, serial or operator) to continue on the next medium of the set",
                 blocks=(first_missing, nblocks - 1),
-            ).at(medium=drive.name, tape_file=tape_file)
+            ).at(medium=result.medium, tape_file=writer.part.tape_file if writer.part else pos0.file)
         return result
 
 
@@ -440,8 +568,10 @@ def sync_catalog(drive: TapeDrive, catalog: Catalog, label: fmt.Label, gens: lis
         drive.seek_end_of_data()
 
 
-def _close_after_full(drive: TapeDrive) -> None:
-    """After the physical end: try to leave a filemark so what is there stays a clean tape file."""
+def _close_after_full(drive: TapeDrive | None) -> None:
+    """After an unexpected physical end: try to leave a filemark so the tape file ends cleanly."""
+    if drive is None:
+        return
     try:
         drive.write_filemark()
     except TapearcError:

@@ -108,7 +108,7 @@ def import_generation_file(
                 gf.tape_file,
                 gf.header.volume_name,
                 gf.header.generation,
-                "complete" if trailer.complete else "incomplete",
+                _state_word(trailer.complete, trailer.continues),
                 "trailer",
                 trailer.chunk_count,
                 problem,
@@ -156,7 +156,8 @@ def _record_from_trailer(catalog: Catalog, label: fmt.Label, gf: GenerationFile,
     catalog.add_chunks(gen_id, label.medium_uuid, gf.tape_file, gf.logical, entries)
     catalog.finish_generation(
         gen_id,
-        state="complete" if trailer.complete else "incomplete",
+        state="auto",
+        final=trailer.complete,
         medium_uuid=label.medium_uuid,
         tape_file=gf.tape_file,
         closed=True,
@@ -173,7 +174,7 @@ def _deep_file(
     gen_id = catalog.begin_generation(
         hdr, medium_uuid=label.medium_uuid, tape_file=gf.tape_file, logical=gf.logical, source="deep"
     )
-    expect = 0
+    expect: int | None = 0 if hdr.part == 0 else None  # a later part starts where the last one stopped
     trailer: fmt.Trailer | None = None
     closed = True
     nchunks = 0
@@ -207,7 +208,7 @@ def _deep_file(
             raw = fmt.unpack_payload(ch, payload)
         except TapearcError as e:
             problem = _join(problem, f"chunk at record {item.record} skipped: {e}")
-            expect += 1
+            expect = None if expect is None else expect + 1
             continue
         entry = fmt.ChunkIndexEntry.from_chunk(ch, record=item.record, record_count=item.record_count)
         catalog.add_chunks(gen_id, label.medium_uuid, gf.tape_file, gf.logical, [(entry, fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size))])
@@ -224,7 +225,8 @@ def _deep_file(
         problem = "trailer does not match the chunks read"
     catalog.finish_generation(
         gen_id,
-        state="complete" if complete else "incomplete",
+        state="auto",
+        final=complete,
         medium_uuid=label.medium_uuid,
         tape_file=gf.tape_file,
         closed=closed,
@@ -232,7 +234,8 @@ def _deep_file(
     )
     if note is not None:
         problem = note if problem is None else f"{note}; {problem}"
-    return FileScan(gf.tape_file, hdr.volume_name, hdr.generation, "complete" if complete else "incomplete", "deep", nchunks, problem)
+    cont = trailer is not None and trailer.continues and problem is None
+    return FileScan(gf.tape_file, hdr.volume_name, hdr.generation, _state_word(complete, cont), "deep", nchunks, problem)
 
 
 def _skip_to_filemark(drive: TapeDrive) -> bool:
@@ -248,6 +251,11 @@ def _skip_to_filemark(drive: TapeDrive) -> bool:
         errors = 0
         if isinstance(rec, Mark):
             return rec is Mark.FILEMARK
+
+
+def _state_word(complete: bool, continues: bool) -> str:
+    """What a tape file says about its generation: complete, continues (on the next medium), or incomplete."""
+    return "complete" if complete else ("continues" if continues else "incomplete")
 
 
 def _join(a: str | None, b: str) -> str:

@@ -52,6 +52,7 @@ from .constants import (
     PREFIX_LEN,
     TRAILER_END_MAGIC,
     TRAILER_FLAG_COMPLETE,
+    TRAILER_FLAG_CONTINUES,
     TRAILER_MAGIC,
     ZSTD_LEVEL,
 )
@@ -161,5 +162,6 @@ __all__ = [
     "MAX_RECORD_SIZE",
     "CHUNK_FLAG_ZSTD",
     "TRAILER_FLAG_COMPLETE",
+    "TRAILER_FLAG_CONTINUES",
     "ZSTD_LEVEL",
 ]

@@ -63,6 +63,7 @@ from .constants import (
     TRAILER_END_FLAGS_KNOWN,
     TRAILER_END_MAGIC,
     TRAILER_FLAG_COMPLETE,
+    TRAILER_FLAG_CONTINUES,
     TRAILER_FLAGS_KNOWN,
     TRAILER_MAGIC,
     ZSTD_LEVEL,
@@ -667,6 +668,8 @@ def _validate_trailer(t: Trailer) -> None:
     name = "trailer"
     if t.flags & ~TRAILER_FLAGS_KNOWN:
         raise _malformed(name, f"unknown flags 0x{t.flags & ~TRAILER_FLAGS_KNOWN:04x}")
+    if t.flags & TRAILER_FLAG_COMPLETE and t.flags & TRAILER_FLAG_CONTINUES:
+        raise _malformed(name, "flags say both complete and continues on the next medium")
     if t.generation < 1:
         raise _malformed(name, f"generation {t.generation} must be >= 1")
     _check_range(name, "block_size", t.block_size, 1, MAX_BLOCK_SIZE)
@@ -1027,13 +1030,15 @@ class TrailerBuilder:
         self.raw_bytes += e.raw_len
         self.stored_bytes += e.stored_len
 
-    def finish(self, *, complete: bool = True) -> bytes:
+    def finish(self, *, complete: bool = True, continues: bool = False) -> bytes:
+        if complete and continues:
+            raise MalformedError("a trailer cannot be both complete and continued on the next medium")
         """The trailer item (header + body: the index entries, then the digest table)."""
         fields = {
             "header_len": TRAILER_HEADER_LEN,
             "body_len": len(self.body) + len(self.digests),
             "format_version": FORMAT_VERSION,
-            "flags": TRAILER_FLAG_COMPLETE if complete else 0,
+            "flags": (TRAILER_FLAG_COMPLETE if complete else 0) | (TRAILER_FLAG_CONTINUES if continues else 0),
             "run_uuid": self.run_uuid,
             "generation": self.generation,
             "volume_size": self.volume_size,

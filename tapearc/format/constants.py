@@ -44,8 +44,9 @@ CHUNK_FLAG_ZSTD: Final = 0x0001
 CHUNK_FLAGS_KNOWN: Final = CHUNK_FLAG_ZSTD
 
 #: Trailer flags.
-TRAILER_FLAG_COMPLETE: Final = 0x0001
-TRAILER_FLAGS_KNOWN: Final = TRAILER_FLAG_COMPLETE
+TRAILER_FLAG_COMPLETE: Final = 0x0001  # the generation ends in this tape file
+TRAILER_FLAG_CONTINUES: Final = 0x0002  # the generation continues on the next medium of the set
+TRAILER_FLAGS_KNOWN: Final = TRAILER_FLAG_COMPLETE | TRAILER_FLAG_CONTINUES
 
 #: Block digest algorithms (trailer ``digest_alg``) and the length of one digest.
 DIGEST_NONE: Final = 0

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from uuid import UUID
 
-from .constants import CHUNK_FLAG_ZSTD, DIGEST_BLAKE3_128, TRAILER_FLAG_COMPLETE
+from .constants import CHUNK_FLAG_ZSTD, DIGEST_BLAKE3_128, TRAILER_FLAG_COMPLETE, TRAILER_FLAG_CONTINUES
 
 __all__ = [
     "RunKind",
@@ -205,6 +205,11 @@ class Trailer:
     @property
     def complete(self) -> bool:
         return bool(self.flags & TRAILER_FLAG_COMPLETE)
+
+    @property
+    def continues(self) -> bool:
+        """The generation goes on in a next part, on the next medium of the set."""
+        return bool(self.flags & TRAILER_FLAG_CONTINUES)
 
     @classmethod
     def from_entries(
