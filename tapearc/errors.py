@@ -239,3 +239,10 @@ class UsageError(TapearcError):
 
     exit_code = 2
     kind = "usage"
+
+
+class MediumInUseError(MediumError):
+    """The medium is labeled (holds data) and would be overwritten; add --force to do so."""
+
+    exit_code = 18
+    kind = "medium-labeled"

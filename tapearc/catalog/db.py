@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS tape_files (
     part INTEGER NOT NULL DEFAULT 0,
     closed INTEGER NOT NULL DEFAULT 0,   -- ends with a filemark
     has_trailer INTEGER NOT NULL DEFAULT 0,
+    continues INTEGER NOT NULL DEFAULT 0,  -- its trailer says: the generation goes on on the next medium
     UNIQUE (medium_id, file_number)
 );
 CREATE TABLE IF NOT EXISTS chunks (
@@ -456,6 +457,7 @@ class Catalog:
         closed: bool,
         has_trailer: bool,
         final: bool = False,
+        continues: bool = False,
     ) -> None:
         """Set the generation's state and totals (from its chunks). ``state="auto"`` derives it: a
         part whose trailer said complete was seen (``final``) and the chunks run 0..n-1 without a
@@ -481,10 +483,10 @@ class Catalog:
                 (state, tot[0], tot[1], tot[2], data, zero, gen_id),
             )
             self.db.execute(
-                """UPDATE tape_files SET closed = ?, has_trailer = ?
+                """UPDATE tape_files SET closed = ?, has_trailer = ?, continues = ?
                    WHERE generation_id = ? AND file_number = ?
                      AND medium_id = (SELECT id FROM media WHERE uuid = ?)""",
-                (int(closed), int(has_trailer), gen_id, tape_file, str(medium_uuid)),
+                (int(closed), int(has_trailer), int(continues), gen_id, tape_file, str(medium_uuid)),
             )
 
     def _derive_state(self, gen_id: int, final: bool) -> str:
@@ -528,6 +530,24 @@ class Catalog:
             args.append(volume)
         q += " ORDER BY v.name, g.number"
         return [self._gen(r) for r in self.db.execute(q, args)]
+
+    def generation_of_tape_file(self, medium_uuid: uuid.UUID, file_number: int) -> GenerationRow | None:
+        r = self.db.execute(
+            self._GEN_SELECT
+            + """ JOIN tape_files t ON t.generation_id = g.id JOIN media m ON m.id = t.medium_id
+                 WHERE m.uuid = ? AND t.file_number = ?""",
+            (str(medium_uuid), file_number),
+        ).fetchone()
+        return None if r is None else self._gen(r)
+
+    def part_info(self, medium_uuid: uuid.UUID, file_number: int) -> tuple[int, bool]:
+        """(part number, continues on the next medium) of a tape file."""
+        r = self.db.execute(
+            """SELECT t.part, t.continues FROM tape_files t JOIN media m ON m.id = t.medium_id
+               WHERE m.uuid = ? AND t.file_number = ?""",
+            (str(medium_uuid), file_number),
+        ).fetchone()
+        return (0, False) if r is None else (int(r[0]), bool(r[1]))
 
     def generation_by_run(self, run_uuid: uuid.UUID) -> GenerationRow | None:
         r = self.db.execute(self._GEN_SELECT + " WHERE g.run_uuid = ?", (str(run_uuid),)).fetchone()

@@ -50,6 +50,18 @@ MediaOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts).")]
+ChangerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--changer",
+        help="What changes media: sim:DIR (simulated library), mtx:/dev/sgN, serial:PORT or serial:socket://HOST:PORT, operator.",
+        metavar="CHANGER",
+    ),
+]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--wait", help="With --changer operator: give up after this many seconds (default: wait forever).", metavar="SECONDS"),
+]
 CatalogOpt = Annotated[
     str | None,
     typer.Option(
@@ -134,6 +146,17 @@ def _run(json_out: bool, fn: Callable[[], T]) -> T:
         ) from None
 
 
+def _uuid(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    import uuid
+
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise UsageError(f"{what}: not a UUID: {text!r}") from None
+
+
 def _size(text: str | None, what: str) -> int | None:
     if text is None:
         return None
@@ -152,6 +175,23 @@ def _catalog(path: str | None) -> Iterator[Any]:
         yield cat
     finally:
         cat.close()
+
+
+@contextmanager
+def _media(spec: str, changer: str | None, *, write: bool, catalog: Any = None, timeout: float | None = None) -> Iterator[Any]:
+    """A MediaSource: the drive named by --media and the changer named by --changer."""
+    from tapearc.engine.mediasource import MediaSource
+
+    ch = None
+    if changer is not None:
+        from tapearc.media.changers import open_changer
+
+        ch = open_changer(changer)
+    src = MediaSource(spec, write=write, changer=ch, catalog=catalog, operator_timeout=timeout)
+    try:
+        yield src
+    finally:
+        src.close()
 
 
 @contextmanager
@@ -179,6 +219,11 @@ def backup(
     compress: Annotated[str, typer.Option("--compress", help="Per-chunk compression: zstd or none.")] = "none",
     volume: Annotated[str | None, typer.Option("--volume", help="Volume name (default: SOURCE's file name).")] = None,
     full: Annotated[bool, typer.Option("--full", help="Write a full generation even if the volume has one.")] = False,
+    media_set: Annotated[
+        str | None, typer.Option("--media-set", help="Refuse a medium that is not of this media set (UUID).", metavar="UUID")
+    ] = None,
+    changer: ChangerOpt = None,
+    wait: TimeoutOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -199,9 +244,10 @@ def backup(
             compress=compress,
             volume_name=volume,
             full=full,
+            media_set=_uuid(media_set, "--media-set"),
         )
-        with _catalog(catalog) as cat, _drive(media, write=True) as drive:
-            res = do_backup(source, drive, cat, opts, _progress(json_out))
+        with _catalog(catalog) as cat, _media(media, changer, write=True, catalog=cat, timeout=wait) as src:
+            res = do_backup(source, src, cat, opts, _progress(json_out))
         if json_out:
             _emit_json(res.to_json())
             return
@@ -212,7 +258,12 @@ def backup(
             + (f" on {res.base_generation}, {res.unchanged_blocks} blocks unchanged" if res.kind == "incremental" else "")
             + f", tape file {res.tape_file}): {res.chunks} chunks, "
             f"{res.data_blocks} blocks stored, {res.zero_blocks} zero blocks, "
-            f"{format_size(res.stored_bytes)} written{speed}",
+            f"{format_size(res.stored_bytes)} written{speed}"
+            + (
+                "; spans media " + ", ".join(f"{p['medium']} (sequence {p['sequence']})" for p in res.parts)
+                if len(res.parts) > 1
+                else ""
+            ),
             markup=False,
             soft_wrap=True,
         )
@@ -231,6 +282,8 @@ def restore(
         int | None,
         typer.Option("--assume-generation", help="TARGET holds generation K already: write only what differs.", metavar="K"),
     ] = None,
+    changer: ChangerOpt = None,
+    wait: TimeoutOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -242,8 +295,8 @@ def restore(
         from tapearc.engine.restore import RestoreOptions, restore as do_restore
 
         opts = RestoreOptions(generation=generation, volume=volume, force=force, assume_generation=assume_generation)
-        with _catalog(catalog) as cat, _drive(media, write=False) as drive:
-            res = do_restore(drive, cat, to, opts, None if to == "-" else _progress(json_out))
+        with _catalog(catalog) as cat, _media(media, changer, write=False, catalog=cat, timeout=wait) as src:
+            res = do_restore(src, cat, to, opts, None if to == "-" else _progress(json_out))
         if json_out:
             if to == "-":
                 err_console.print_json(json.dumps(res.to_json(), default=str))
@@ -334,9 +387,64 @@ def list_cmd(
 
 
 @app.command()
+def label(
+    media: MediaOpt,
+    force: Annotated[bool, typer.Option("--force", help="Erase a medium that is not blank and label it anew.")] = False,
+    text: Annotated[str, typer.Option("--text", help="Label text, e.g. the barcode (default: the changer's barcode).")] = "",
+    media_set: Annotated[
+        str | None, typer.Option("--media-set", help="Label it as a medium of this existing set (UUID) ...", metavar="UUID")
+    ] = None,
+    sequence: Annotated[int | None, typer.Option("--sequence", help="... with this sequence number.")] = None,
+    record_size: Annotated[str | None, typer.Option("--record-size", help="Largest record written (default 1M).")] = None,
+    changer: ChangerOpt = None,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a volume label on MEDIUM: a new media set (sequence 1) unless --media-set/--sequence.
+    A labeled or foreign medium is refused unless --force (which erases it)."""
+
+    def go() -> None:
+        from tapearc.engine.labeling import label_medium
+
+        with _catalog(catalog) as cat, _media(media, changer, write=True, catalog=cat) as src:
+            drive = src.current()
+            lab = label_medium(
+                drive,
+                cat,
+                force=force,
+                text=text or src.loaded_barcode() or "",
+                media_set=_uuid(media_set, "--media-set"),
+                sequence=sequence,
+                record_size=_size(record_size, "--record-size"),
+            )
+            name = drive.name
+        out = {
+            "medium": name,
+            "medium_uuid": str(lab.medium_uuid),
+            "media_set": str(lab.media_set_uuid),
+            "sequence": lab.sequence,
+            "record_size": lab.record_size,
+            "text": lab.text,
+        }
+        if json_out:
+            _emit_json(out)
+            return
+        out_console.print(
+            f"labeled {name}: medium {lab.medium_uuid}, sequence {lab.sequence} of media set {lab.media_set_uuid}"
+            + (f", text {lab.text!r}" if lab.text else ""),
+            markup=False,
+            soft_wrap=True,
+        )
+
+    _run(json_out, go)
+
+
+@app.command()
 def scan(
     media: MediaOpt,
     deep: Annotated[bool, typer.Option("--deep", help="Read every chunk (recovers a generation whose trailer is missing).")] = False,
+    changer: ChangerOpt = None,
+    wait: TimeoutOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -344,19 +452,23 @@ def scan(
     --deep from every chunk)."""
 
     def go() -> None:
-        from tapearc.engine.scan import scan_medium
+        from tapearc.engine.layout import read_label
+        from tapearc.engine.scan import follow_set, scan_medium
 
-        with _catalog(catalog) as cat, _drive(media, write=False) as drive:
-            res = scan_medium(drive, cat, deep=deep, progress=_progress(json_out))
+        with _catalog(catalog) as cat, _media(media, changer, write=False, catalog=cat, timeout=wait) as src:
+            results = [scan_medium(src.current(), cat, deep=deep, progress=_progress(json_out))]
+            if src.can_change:  # follow generations that span media onto the set's other media
+                results += follow_set(src, cat, read_label(src.current()), deep=deep, rescan=True)
         if json_out:
-            _emit_json(res.to_json())
+            _emit_json(results[0].to_json() if len(results) == 1 else {"media": [r.to_json() for r in results]})
             return
-        out_console.print(
+        for res in results:
+          out_console.print(
             f"scanned {res.medium}: medium {res.medium_uuid}, sequence {res.sequence} of media set {res.media_set}",
             markup=False,
             soft_wrap=True,
-        )
-        for f in res.files:
+          )
+          for f in res.files:
             out_console.print(
                 f"  tape file {f.tape_file}: volume {f.volume!r} generation {f.generation}: {f.state}, "
                 f"{f.chunks} chunks (from {f.method})" + (f"; {f.problem}" if f.problem else ""),
@@ -376,6 +488,7 @@ def plan(
         int | None, typer.Option("--assume-generation", help="Plan rolling a copy of generation K forward.", metavar="K")
     ] = None,
     chunks: Annotated[bool, typer.Option("--chunks", help="List every chunk to read.")] = False,
+    changer: ChangerOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -386,8 +499,8 @@ def plan(
         from tapearc.engine.plan import make_plan
         from tapearc.engine.restore import RestoreOptions, prepare_plan
 
-        with _catalog(catalog) as cat, _drive(media, write=False) as drive:
-            _, chain, p = prepare_plan(drive, cat, RestoreOptions(generation=generation, volume=volume))
+        with _catalog(catalog) as cat, _media(media, changer, write=False, catalog=cat) as src:
+            _, chain, p = prepare_plan(src, cat, RestoreOptions(generation=generation, volume=volume))
             if assume_generation is not None:
                 p = make_plan(cat, chain, have=assume_generation)
         if json_out:

@@ -109,7 +109,7 @@ def _check_sizes(block_size: int, record_size: int, drive: TapeDrive) -> None:
 
 
 def prepare_medium_for_append(
-    drive: TapeDrive, record_size: int | None, now: int, label_text: str = ""
+    drive: TapeDrive, record_size: int | None, now: int, label_text: str = "", media_set: uuid.UUID | None = None
 ) -> tuple[fmt.Label, list[GenerationFile], bool]:
     """Make the medium ready to append a tape file: label a blank medium, or find the end of a
     labeled one. Returns (label, generation files found, whether the medium was new).
@@ -122,6 +122,11 @@ def prepare_medium_for_append(
     drive.rewind()
     first = drive.read_record()
     if first is Mark.END_OF_DATA:
+        if media_set is not None:
+            raise UsageError(
+                f"medium is blank, not a medium of media set {media_set}; nothing was written",
+                hint="leave --media-set out to start a new set on it, or label it with tapearc label --media-set",
+            ).at(medium=drive.name)
         rs = record_size or min(DEFAULT_RECORD_SIZE, drive.max_record_size)
         label = new_label(rs, now, label_text)
         drive.rewind()
@@ -129,6 +134,10 @@ def prepare_medium_for_append(
         drive.write_filemark()
         return label, [], True
     label = read_label(drive)
+    if media_set is not None and label.media_set_uuid != media_set:
+        raise UsageError(
+            f"medium belongs to media set {label.media_set_uuid}, not {media_set}; nothing was written"
+        ).at(medium=drive.name)
     if record_size is not None and record_size != label.record_size:
         raise UsageError(
             f"medium {drive.name} was labeled with record size {label.record_size}; --record-size {record_size} differs",
@@ -225,6 +234,7 @@ class _ChunkWriter:
             self.gen_id,
             state="auto" if complete else ("writing" if continues else "incomplete"),
             final=complete,
+            continues=continues,
             medium_uuid=p.label.medium_uuid,
             tape_file=p.tape_file,
             closed=True,
@@ -371,11 +381,9 @@ def backup(
         if options.record_size is not None:
             _check_sizes(options.block_size, options.record_size, drive)
         barcode = media.loaded_barcode() or ""
-        label, gens, new = prepare_medium_for_append(drive, options.record_size, now, options.label_text or barcode)
-        if options.media_set is not None and label.media_set_uuid != options.media_set:
-            raise UsageError(
-                f"medium belongs to media set {label.media_set_uuid}, not {options.media_set}; nothing was written"
-            ).at(medium=drive.name)
+        label, gens, new = prepare_medium_for_append(
+            drive, options.record_size, now, options.label_text or barcode, options.media_set
+        )
         record_size = label.record_size
         _check_sizes(options.block_size, record_size, drive)
         sync_catalog(drive, catalog, label, gens)

@@ -21,7 +21,7 @@ import stat
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from tapearc import format as fmt
@@ -29,7 +29,8 @@ from tapearc.catalog.db import Catalog, GenerationRow
 from tapearc.engine.layout import MAGIC_CHUNK, read_item
 from tapearc.engine.plan import DIGEST_LEN, Plan, PlannedRead, load_chain, make_plan, manifest_at
 from tapearc.engine.progress import NoProgress, Progress
-from tapearc.engine.scan import sync_medium
+from tapearc.engine.mediasource import MediaSource
+from tapearc.engine.scan import follow_set, sync_medium
 from tapearc.engine.volume import RestoreTarget, _blockdev_size
 from tapearc.errors import (
     BadMagicError,
@@ -62,6 +63,7 @@ class RestoreResult:
     volume_size: int
     block_size: int
     mode: str = "new"  # new | device | roll-forward | stream
+    media_used: list[str] = field(default_factory=list)
     from_generation: int | None = None
     chunks_read: int = 0
     blocks_written: int = 0
@@ -91,14 +93,21 @@ def choose_volume(catalog: Catalog, label: fmt.Label, volume: str | None, medium
 
 
 def prepare_plan(
-    drive: TapeDrive,
+    media: MediaSource | TapeDrive,
     catalog: Catalog,
     options: RestoreOptions,
     *,
     have: int | None = None,
     zero_target: bool = True,
 ) -> tuple[fmt.Label, list[GenerationRow], Plan]:
+    """Bring the catalog up to date with the medium in the drive (and, with a changer, with the
+    other media of its set that spanning generations need) and plan the restore."""
+    if not isinstance(media, MediaSource):
+        media = MediaSource.fixed(media, catalog)
+    drive = media.current()
     label = sync_medium(drive, catalog)
+    if media.can_change:
+        follow_set(media, catalog, label)
     volume = choose_volume(catalog, label, options.volume, drive.name)
     try:
         chain = load_chain(catalog, label.media_set_uuid, volume, options.generation)
@@ -360,7 +369,7 @@ def detect_generation(catalog: Catalog, chain_gens: list[GenerationRow], path: s
 
 
 def restore(
-    drive: TapeDrive,
+    media: MediaSource | TapeDrive,
     catalog: Catalog,
     target_path: str,
     options: RestoreOptions = RestoreOptions(),
@@ -369,7 +378,10 @@ def restore(
 ) -> RestoreResult:
     progress = progress or NoProgress()
     started = time.monotonic()
-    label, chain, plan = prepare_plan(drive, catalog, options)
+    if not isinstance(media, MediaSource):
+        media = MediaSource.fixed(media, catalog)
+    label, chain, plan = prepare_plan(media, catalog, options)
+    drive = media.current()
     last = chain[-1]
     mode = "new"
     have: int | None = None
@@ -415,7 +427,7 @@ def restore(
     )
     try:
         progress.start(f"restore {last.volume} gen {last.number}", plan.blocks_to_write * plan.block_size or None)
-        execute_plan(drive, label, plan, sink, result, progress)
+        execute_plan(media, catalog, label, plan, sink, result, progress)
         sink.commit()
     except BaseException:
         sink.abort()
@@ -433,19 +445,29 @@ def _device_has_data(path: str) -> bool:
 
 
 def execute_plan(
-    drive: TapeDrive, label: fmt.Label, plan: Plan, sink: Sink, result: RestoreResult, progress: Progress
+    media: MediaSource,
+    catalog: Catalog,
+    label: fmt.Label,
+    plan: Plan,
+    sink: Sink,
+    result: RestoreResult,
+    progress: Progress,
 ) -> None:
-    """Read the planned chunks in plan order and write their needed blocks to the sink."""
-    for m, seq in plan.media:
-        if m != label.medium_uuid:
-            raise MediumError(
-                f"the restore needs medium {m} (sequence {seq} of media set {plan.set_uuid}); "
-                "restoring from several media comes with media sets",
-            ).at(medium=drive.name)
+    """Read the planned chunks in plan order, medium after medium, and write their needed blocks
+    to the sink."""
     bs = plan.block_size
     size = plan.volume_size
+    current = None
+    drive = media.current()
+    barcodes = {m.uuid: m.label for m in catalog.media_of_set(plan.set_uuid)}
     for pr in plan.reads:
         c = pr.chunk
+        if c.medium_uuid != current:
+            if current is not None:
+                media.release()
+            drive = media.medium(c.medium_uuid, plan.set_uuid, c.medium_sequence, barcodes.get(c.medium_uuid) or None)
+            current = c.medium_uuid
+            result.media_used.append(f"{drive.name} (sequence {c.medium_sequence})")
         loc = {"medium": drive.name, "tape_file": c.tape_file, "record": c.record}
         span = (pr.runs[0][0], pr.runs[-1][0] + pr.runs[-1][1] - 1)
         if drive.position().logical != c.logical:

@@ -13,6 +13,7 @@ the chunks that were complete.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
@@ -27,6 +28,9 @@ from tapearc.engine.layout import (
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.errors import TapearcError
 from tapearc.media.base import Mark, TapeDrive
+
+if TYPE_CHECKING:
+    from tapearc.engine.mediasource import MediaSource
 
 DIGEST_LEN = fmt.DIGEST_LEN
 
@@ -158,6 +162,7 @@ def _record_from_trailer(catalog: Catalog, label: fmt.Label, gf: GenerationFile,
         gen_id,
         state="auto",
         final=trailer.complete,
+        continues=trailer.continues,
         medium_uuid=label.medium_uuid,
         tape_file=gf.tape_file,
         closed=True,
@@ -227,6 +232,7 @@ def _deep_file(
         gen_id,
         state="auto",
         final=complete,
+        continues=trailer is not None and trailer.continues,
         medium_uuid=label.medium_uuid,
         tape_file=gf.tape_file,
         closed=closed,
@@ -284,3 +290,59 @@ def sync_medium(drive: TapeDrive, catalog: Catalog) -> fmt.Label:
     gens = scan_generation_files(drive)
     sync_catalog(drive, catalog, label, gens)
     return label
+
+
+def follow_set(media: "MediaSource", catalog: Catalog, label: fmt.Label, *, deep: bool = False, rescan: bool = False) -> list[ScanResult]:
+    """Learn the other media of ``label``'s set that a generation spanning media needs.
+
+    Starting from the medium in the drive, asks the media source (changer or operator) for the
+    previous sequence while a generation here began on an earlier medium, and for the next one
+    while a generation continues on a later medium. ``rescan`` re-reads media the catalog knows.
+    """
+    results: list[ScanResult] = []
+    seen = {label.sequence}
+    todo = _neighbours(catalog, label)
+    while todo:
+        seq = todo.pop()
+        if seq in seen or seq < 1:
+            continue
+        seen.add(seq)
+        known = {m.sequence: m for m in catalog.media_of_set(label.media_set_uuid)}
+        if seq in known and not rescan and catalog.tape_files(known[seq].uuid):
+            lab = fmt.Label(
+                medium_uuid=known[seq].uuid,
+                media_set_uuid=label.media_set_uuid,
+                sequence=seq,
+                record_size=known[seq].record_size,
+                created=0,
+                text=known[seq].label,
+            )
+        else:
+            media.release()
+            drive = media.medium_by_sequence(label.media_set_uuid, seq)
+            if rescan:
+                res = scan_medium(drive, catalog, deep=deep)
+                results.append(res)
+                lab = read_label(drive)
+            else:
+                lab = sync_medium(drive, catalog)
+        todo |= _neighbours(catalog, lab) - seen
+    return results
+
+
+def _neighbours(catalog: Catalog, label: fmt.Label) -> set[int]:
+    """Sequences next to this medium that hold parts of generations found on it."""
+    out: set[int] = set()
+    files = [t for t in catalog.tape_files(label.medium_uuid) if t.generation is not None]
+    if not files:
+        return out
+    for t in files:
+        g = catalog.generation_of_tape_file(label.medium_uuid, t.file_number)
+        if g is None or g.state == "complete":
+            continue
+        part, continues = catalog.part_info(label.medium_uuid, t.file_number)
+        if part > 0:
+            out.add(label.sequence - 1)
+        if continues:
+            out.add(label.sequence + 1)
+    return out

@@ -1,0 +1,69 @@
+"""Labeling a medium: the volume label that starts every tapearc medium."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from tapearc import format as fmt
+from tapearc.catalog.db import Catalog
+from tapearc.engine.mediasource import probe
+from tapearc.errors import MediumInUseError, NotTapearcMediumError, UsageError, WriteProtectedError
+from tapearc.media.base import TapeDrive
+
+DEFAULT_RECORD_SIZE = 1024 * 1024
+
+
+def label_medium(
+    drive: TapeDrive,
+    catalog: Catalog,
+    *,
+    force: bool = False,
+    text: str = "",
+    media_set: uuid.UUID | None = None,
+    sequence: int | None = None,
+    record_size: int | None = None,
+    clock: Callable[[], float] = time.time,
+) -> fmt.Label:
+    """Write a new volume label at the start of the medium: a new media set (sequence 1), or
+    ``sequence`` of ``media_set``. A medium that is not blank is refused unless ``force``:
+    labeling erases everything on it."""
+    if not drive.writable:
+        raise WriteProtectedError("medium is write-protected; nothing was written").at(medium=drive.name)
+    if (media_set is None) != (sequence is None):
+        raise UsageError("--media-set and --sequence go together")
+    if sequence is not None and sequence < 1:
+        raise UsageError("--sequence starts at 1")
+    p = probe(drive)
+    if not p.blank and not force:
+        if p.label is not None:
+            lab = p.label
+            raise MediumInUseError(
+                f"medium is already labeled: sequence {lab.sequence} of media set {lab.media_set_uuid}"
+                + (f" ({lab.text})" if lab.text else "")
+                + "; labeling would erase it; nothing was written",
+                hint="add --force to erase it and label it anew",
+            ).at(medium=drive.name)
+        raise NotTapearcMediumError(
+            f"medium holds something that is not tapearc's ({p.foreign}); labeling would erase it; nothing was written",
+            hint="add --force to erase it and label it anew",
+        ).at(medium=drive.name)
+    rs = record_size or min(DEFAULT_RECORD_SIZE, drive.max_record_size)
+    if rs > drive.max_record_size:
+        raise UsageError(f"record size {rs} exceeds the largest record drive {drive.name} takes ({drive.max_record_size})")
+    label = fmt.Label(
+        medium_uuid=uuid.uuid4(),
+        media_set_uuid=media_set or uuid.uuid4(),
+        sequence=sequence or 1,
+        record_size=rs,
+        created=int(clock()),
+        text=text,
+    )
+    drive.rewind()
+    drive.write_record(fmt.encode_label(label))
+    drive.write_filemark()
+    if p.label is not None:
+        catalog.forget_medium_files(p.label.medium_uuid, from_file=0)
+    catalog.record_medium(label, drive.name)
+    return label
