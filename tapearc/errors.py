@@ -246,3 +246,11 @@ class MediumInUseError(MediumError):
 
     exit_code = 18
     kind = "medium-labeled"
+
+
+class WrongMediumError(MediumError):
+    """The medium in the drive is not the one the job may write to (another media set, not the
+    last medium of its set); nothing was written."""
+
+    exit_code = 19
+    kind = "wrong-medium"

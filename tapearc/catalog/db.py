@@ -348,7 +348,7 @@ class Catalog:
             same = self.db.execute("SELECT id FROM generations WHERE run_uuid = ?", (str(hdr.run_uuid),)).fetchone()
             if same is not None:  # another part of a generation that spans media (or the same part again)
                 self._tape_file(medium_uuid, tape_file, logical, int(same[0]), hdr.part)
-                if state == "writing":
+                if state == "writing" and source == "backup":  # a backup writing its next part
                     self.db.execute("UPDATE generations SET state = 'writing' WHERE id = ?", (same[0],))
                 return int(same[0])
             vol = self._volume_id(hdr.media_set_uuid, hdr.volume_name, hdr.volume_uuid)
@@ -490,14 +490,15 @@ class Catalog:
             )
 
     def _derive_state(self, gen_id: int, final: bool) -> str:
+        """complete: the last part is known (``final`` now or before) and the chunk numbers run
+        0..n-1; complete-pending: the last part is known but an earlier part is not (yet);
+        incomplete otherwise."""
         row = self.db.execute("SELECT COUNT(*), COALESCE(MAX(seq), -1) FROM chunks WHERE generation_id = ?", (gen_id,)).fetchone()
         count, top = int(row[0]), int(row[1])
         prior = self.db.execute("SELECT state FROM generations WHERE id = ?", (gen_id,)).fetchone()
-        contiguous = count == top + 1
-        if (final or (prior is not None and prior[0] == "complete-pending")) and contiguous:
-            return "complete"
-        if final:
-            return "complete-pending"  # the last part is known, an earlier one is missing still
+        final_known = final or (prior is not None and prior[0] in ("complete", "complete-pending"))
+        if final_known:
+            return "complete" if count == top + 1 else "complete-pending"
         return "incomplete"
 
     def mark_stale_writing(self, set_uuid: uuid.UUID) -> int:

@@ -29,7 +29,7 @@ from tapearc.catalog.db import Catalog
 from tapearc.engine.plan import load_chain, manifest_at
 from tapearc.engine.scan import sync_catalog as _sync
 from tapearc.engine.mediasource import MediaSource
-from tapearc.errors import MediumFullError, MediumIOError, SourceError, TapearcError, UsageError, WriteProtectedError
+from tapearc.errors import MediumFullError, SourceError, TapearcError, UsageError, WriteProtectedError, WrongMediumError
 from tapearc.media.base import Mark, TapeDrive, WriteStatus
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
@@ -123,7 +123,7 @@ def prepare_medium_for_append(
     first = drive.read_record()
     if first is Mark.END_OF_DATA:
         if media_set is not None:
-            raise UsageError(
+            raise WrongMediumError(
                 f"medium is blank, not a medium of media set {media_set}; nothing was written",
                 hint="leave --media-set out to start a new set on it, or label it with tapearc label --media-set",
             ).at(medium=drive.name)
@@ -135,7 +135,7 @@ def prepare_medium_for_append(
         return label, [], True
     label = read_label(drive)
     if media_set is not None and label.media_set_uuid != media_set:
-        raise UsageError(
+        raise WrongMediumError(
             f"medium belongs to media set {label.media_set_uuid}, not {media_set}; nothing was written"
         ).at(medium=drive.name)
     if record_size is not None and record_size != label.record_size:
@@ -174,7 +174,8 @@ class _ChunkWriter:
         result: BackupResult,
         catalog: Catalog,
         gen_id: int,
-        next_medium: Callable[[fmt.Label], tuple[TapeDrive, fmt.Label] | None],
+        next_medium: Callable[[fmt.Label], tuple[TapeDrive, fmt.Label]],
+        can_continue: Callable[[], bool],
     ) -> None:
         self.genhdr = genhdr
         self.record_size = record_size
@@ -184,6 +185,7 @@ class _ChunkWriter:
         self.catalog = catalog
         self.gen_id = gen_id
         self.next_medium = next_medium
+        self.can_continue = can_continue
         self.part: _Part | None = None
         self.seq = 0
         self.stopped = False  # the medium is full and there is no next one
@@ -246,13 +248,12 @@ class _ChunkWriter:
         Returns False when there is no next medium (the part is then closed as incomplete)."""
         p = self.part
         assert p is not None
-        got = self.next_medium(p.label)
-        if got is None:
+        if not self.can_continue():
             self.close_part(complete=False, continues=False)
             self.stopped = True
             return False
         self.close_part(complete=False, continues=True)
-        drive, label = got
+        drive, label = self.next_medium(p.label)
         self.open_part(drive, label, p.number + 1)
         if pending is not None:
             header, item, digests = pending
@@ -389,7 +390,7 @@ def backup(
         sync_catalog(drive, catalog, label, gens)
         later = [m for m in catalog.media_of_set(label.media_set_uuid) if m.sequence > label.sequence]
         if later:
-            raise UsageError(
+            raise WrongMediumError(
                 f"medium is sequence {label.sequence} of media set {label.media_set_uuid}, which continues on "
                 f"sequence {later[-1].sequence}; a backup appends to the last medium of a set; nothing was written",
                 hint=f"load sequence {later[-1].sequence}" + (f" ({later[-1].label})" if later[-1].label else ""),
@@ -449,9 +450,7 @@ def backup(
             created=now,
         )
 
-        def next_medium(cur: fmt.Label) -> tuple[TapeDrive, fmt.Label] | None:
-            if not media.can_change:
-                return None
+        def next_medium(cur: fmt.Label) -> tuple[TapeDrive, fmt.Label]:
             media.release()
             d = media.blank_for(cur.media_set_uuid, cur.sequence + 1)
             if not d.writable:
@@ -483,6 +482,7 @@ def backup(
                 catalog=catalog,
                 gen_id=0,
                 next_medium=next_medium,
+                can_continue=lambda: media.can_change,
             )
             writer.gen_id = catalog.begin_generation(
                 genhdr, medium_uuid=label.medium_uuid, tape_file=pos0.file, logical=pos0.logical

@@ -105,9 +105,10 @@ class MediaSource:
 
     def _open(self, write: bool | None = None) -> TapeDrive:
         w = self.write if write is None else write
-        if self.spec.startswith("sim:") and self.can_change:
-            # a missing image in a library's or operator's drive means "no tape", not "make one"
-            if not os.path.exists(self.spec[4:]):
+        if self.spec.startswith("sim:") and not os.path.exists(self.spec[4:]):
+            in_library = os.path.exists(os.path.join(os.path.dirname(os.path.abspath(self.spec[4:])), "library.json"))
+            if in_library or (self.can_change and not self._fixed):
+                # a missing image in a library's or operator's drive means "no tape", not "make one"
                 raise MediumUnavailableError(f"no tape in drive {self.spec}")
         return self._open_medium(self.spec, write=w)
 

@@ -682,8 +682,9 @@ def _validate_trailer(t: Trailer) -> None:
     next_record = 1
     for i, e in enumerate(t.entries):
         ename = f"trailer entry {i}"
-        if e.seq != i:
-            raise _malformed(ename, f"seq {e.seq}, expected {i}")
+        want = t.entries[0].seq + i  # a part of a spanning generation starts where the last one stopped
+        if e.seq != want:
+            raise _malformed(ename, f"seq {e.seq}, expected {want}")
         if e.record < next_record:
             raise _malformed(ename, f"record {e.record} overlaps the item before (from {next_record})")
         if e.record_count < 1:
@@ -985,6 +986,7 @@ class TrailerBuilder:
         self.body = bytearray()  # the encoded chunk index entries
         self.digests = bytearray()  # the digest table, appended after the entries at finish
         self.chunk_count = 0
+        self.first_seq: int | None = None  # seq of the first entry (0 unless a later part)
         self.data_blocks = self.zero_blocks = self.raw_bytes = self.stored_bytes = 0
         self._next_record = 1
 
@@ -994,8 +996,9 @@ class TrailerBuilder:
         rules as a whole trailer. Raises MalformedError, leaving the builder unchanged, when
         the entry is invalid or the trailer would grow past 2**32 - 1 bytes."""
         ename = f"trailer entry {self.chunk_count}"
-        if e.seq != self.chunk_count:
-            raise _malformed(ename, f"seq {e.seq}, expected {self.chunk_count}")
+        want = e.seq if self.first_seq is None else self.first_seq + self.chunk_count
+        if e.seq != want:
+            raise _malformed(ename, f"seq {e.seq}, expected {want}")
         if e.record < self._next_record:
             raise _malformed(ename, f"record {e.record} overlaps the item before (from {self._next_record})")
         if e.record_count < 1:
@@ -1024,6 +1027,8 @@ class TrailerBuilder:
         self.body += encoded
         self.digests += digests
         self._next_record = e.record + e.record_count
+        if self.first_seq is None:
+            self.first_seq = e.seq
         self.chunk_count += 1
         self.data_blocks += d
         self.zero_blocks += z

@@ -7,8 +7,9 @@
 ``dir:PATH``
     a removable-disk folder (:mod:`tapearc.media.dirmedium`); created when missing and opened
     for writing.
-``st:/dev/nstN`` or ``/dev/nst*``
-    the Linux st driver (not available yet, issue 5).
+``st:/dev/nstN`` or ``/dev/nst*`` (``/dev/st*`` for reading only)
+    the Linux st driver (:mod:`tapearc.media.linux_st`): probed without waiting, rewound at
+    open; the largest record is ``TAPEARC_ST_MAX_RECORD`` (default 1 MiB).
 ``PATH``
     an existing folder is ``dir:PATH``; anything else is ``sim:PATH``.
 """
@@ -65,11 +66,9 @@ def open_medium(spec: str, *, write: bool) -> TapeDrive:
 
         return DirDrive(path, write=write, name=f"dir:{path}")
     if kind == "st":
-        raise MediumUnavailableError(
-            f"the st backend is not available yet: st:{path}",
-            medium=f"st:{path}",
-            hint="use a sim: tape image or a dir: folder for now",
-        )
+        from .linux_st import open_st
+
+        return open_st(path, write=write, name=f"st:{path}")
     raise MediumUnavailableError(
         f"unknown medium type {kind + ':'!r} in {spec!r}; expected {ACCEPTED_FORMS}",
         medium=spec,

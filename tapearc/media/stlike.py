@@ -138,6 +138,7 @@ class StLikeDrive(TapeDrive):
         writable: bool,
         max_record_size: int | None = None,
         check_eot_every_write: bool = True,
+        grow_reads_to: int | None = None,
     ) -> None:
         self._ops = ops
         self.name = name
@@ -145,6 +146,9 @@ class StLikeDrive(TapeDrive):
             max_record_size = int(getattr(ops, "max_record"))
         self.max_record_size = int(max_record_size)
         self._check_eot = check_eot_every_write
+        # larger read buffers to try (doubling, up to this) when a record does not fit (ENOMEM);
+        # None: RecordTooLargeError at once (the contract's default)
+        self._grow_reads_to = grow_reads_to
         self._closed = False
         self._writing = False  # last operation wrote a record: st would add a filemark on move/close
         self._lost: str | None = None  # why the position is unknown, or None
@@ -355,11 +359,19 @@ class StLikeDrive(TapeDrive):
         except OSError as err:
             if err.errno == errno.ENOMEM:
                 where = (self._file, self._record)
+                self._expect(here + 1)  # st moved past the record
+                if self._grow_reads_to is not None and self._grow_reads_to > self.max_record_size:
+                    big = self._read_larger(here)
+                    if big is not None:
+                        self._record += 1
+                        self._logical += 1
+                        return big
                 self._record += 1
                 self._logical += 1
                 self._expect(self._logical)
+                limit = max(self.max_record_size, self._grow_reads_to or 0)
                 raise RecordTooLargeError(
-                    f"record at object {here} is larger than {self.max_record_size} bytes",
+                    f"record at object {here} is larger than {limit} bytes",
                     medium=self.name,
                     tape_file=where[0],
                     record=where[1],
@@ -405,6 +417,41 @@ class StLikeDrive(TapeDrive):
             self._trust_fileno = False  # st may have bumped mt_fileno (ST_EOD_1)
             return Mark.END_OF_DATA
         raise self._mismatch(here + 1, actual)
+
+    def _read_larger(self, here: int) -> bytes | None:
+        """Re-read the record at ``here`` (the drive is just past it, at ``here + 1``) with larger
+        buffers: MTBSR 1, then read with twice the buffer, up to ``grow_reads_to``. Returns the
+        record (the drive is then past it), or None when no buffer the drive accepts holds it
+        (the drive is then past it too)."""
+        size = self.max_record_size
+        while size < self._grow_reads_to:  # type: ignore[operator]
+            size = min(size * 2, self._grow_reads_to)  # type: ignore[type-var]
+            try:
+                self._ops.mtop(mtio.MTBSR, 1)
+            except OSError as err:
+                self._lost = "backspace over a large record failed"
+                raise self._oserr(err, f"cannot go back to re-read object {here}") from err
+            self._expect(here)
+            try:
+                data = self._ops.read(size)
+            except OSError as err:
+                if err.errno == errno.ENOMEM:  # still too small; st is past the record again
+                    self._expect(here + 1)
+                    continue
+                # EINVAL (above the drive's limit), EBUSY/EOVERFLOW (st cannot get a buffer
+                # that large): give up, leaving the drive past the record as the contract asks
+                try:
+                    if int(self._ops.mtpos()) == here:
+                        self._ops.mtop(mtio.MTFSR, 1)
+                except OSError as err2:
+                    self._lost = "cannot skip a large record"
+                    raise self._oserr(err2, f"cannot skip object {here}") from err2
+                self._expect(here + 1)
+                return None
+            if not data:
+                raise self._mismatch(here + 1, self._mtpos())
+            return bytes(data)
+        return None
 
     def _probe_end_of_data(self, here: int) -> bool:
         """EIO without moving and without GMT_EOD: end of data, or a record the drive could
@@ -500,12 +547,45 @@ class StLikeDrive(TapeDrive):
             raise self._err(
                 MediumIOError, f"short write at object {here}: {written} of {size} bytes"
             )
+        eot = retried
+        if self._check_eot:
+            try:
+                eot = eot or bool(self._ops.mtget().mt_gstat & mtio.GMT_EOT)
+            except OSError as err:
+                # st reports the outcome of a write-behind (asynchronous) write at the next
+                # call, here MTIOCGET's flush: ENOSPC = written, early warning; anything else =
+                # the record may not be on the tape: the position tells
+                eot = self._write_behind_failed(err, here)
         self._truncate_after(here)
         self._record += 1
         self._logical += 1
         self._eod, self._eod_file = self._logical, self._file
-        eot = retried or (self._check_eot and bool(self._mtget().mt_gstat & mtio.GMT_EOT))
         return self._note_ew(here, eot)
+
+    def _write_behind_failed(self, err: OSError, here: int) -> bool:
+        """A write-behind error surfaced by MTIOCGET after the write of the record at ``here``.
+        Returns True (early warning) when the record is on the tape; raises otherwise."""
+        try:
+            actual = int(self._ops.mtpos())
+        except OSError:
+            self._lost = "write-behind failed and the position cannot be read"
+            raise self._oserr(err, f"cannot write a record at object {here}") from err
+        if actual == here + 1:
+            if err.errno == errno.ENOSPC:
+                return True
+            self._lost = f"write-behind error after object {here}"
+            raise self._oserr(err, f"write of object {here} reported an error") from err
+        if actual == here:
+            if err.errno in (errno.ENOSPC, errno.EIO) and self._ew_from is not None:
+                # past the early warning the drive refused the data: the physical end
+                raise self._err(
+                    MediumFullError,
+                    f"the medium is full: cannot write a record at object {here}",
+                    hint="continue on another medium",
+                ) from err
+            raise self._oserr(err, f"cannot write a record at object {here}") from err
+        self._lost = f"write failed; tapearc expected {here + 1}, drive said {actual}"
+        raise self._oserr(err, f"cannot write a record at object {here}") from err
 
     def write_filemark(self) -> WriteStatus:
         self._check_open()
@@ -668,7 +748,9 @@ class StLikeDrive(TapeDrive):
         return DriveStatus(
             name=self.name,
             position=pos,
-            at_bot=bool(gstat & mtio.GMT_BOT) or logical == 0,
+            # MTIOCPOS decides: st derives GMT_BOT from its file/block counters, which MTWEOF 0
+            # resets to block 0 (so st would claim BOT in the middle of tape file 0)
+            at_bot=logical == 0,
             at_eod=at_eod,
             early_warning=bool(gstat & mtio.GMT_EOT)
             or (self._ew_from is not None and self._lost is None and self._logical >= self._ew_from),
