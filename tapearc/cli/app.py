@@ -318,6 +318,7 @@ def restore(
 def list_cmd(
     media: MediaOpt,
     chunks: Annotated[bool, typer.Option("--chunks", help="Also list every chunk and its block runs.")] = False,
+    changer: ChangerOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show what MEDIUM holds, read from the medium itself: label, generations, chunks, blocks."""
@@ -325,8 +326,8 @@ def list_cmd(
     def go() -> None:
         from tapearc.engine.listing import list_medium
 
-        with _drive(media, write=False) as drive:
-            listing = list_medium(drive)
+        with _media(media, changer, write=False) as src:
+            listing = list_medium(src.current())
         if json_out:
             _emit_json(listing.to_json(with_chunks=True))
             return

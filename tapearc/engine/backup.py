@@ -189,6 +189,7 @@ class _ChunkWriter:
         self.part: _Part | None = None
         self.seq = 0
         self.stopped = False  # the medium is full and there is no next one
+        self.pending_span = False  # early warning seen: the next chunk goes on the next medium
         self.dropped_from: int | None = None  # first block of a chunk that could not be written
         self._reset()
 
@@ -253,12 +254,16 @@ class _ChunkWriter:
             self.stopped = True
             return False
         self.close_part(complete=False, continues=True)
+        self.pending_span = False
         drive, label = self.next_medium(p.label)
-        self.open_part(drive, label, p.number + 1)
+        if self.open_part(drive, label, p.number + 1) is WriteStatus.EARLY_WARNING:
+            self.pending_span = True
         if pending is not None:
             header, item, digests = pending
             if not self._write_chunk(header, item, digests):
-                raise MediumFullError("a chunk does not fit on a fresh medium").at(medium=drive.name)
+                raise MediumFullError(
+                    f"chunk {header.seq} ({len(item)} bytes) does not fit even on a fresh medium: the media are too small"
+                ).at(medium=drive.name)
         return True
 
     # -------------------------------------------------------------- chunks
@@ -312,6 +317,10 @@ class _ChunkWriter:
         digests = bytes(self.digests)
         first_block = self.runs[0][0]
         self._reset()
+        if self.pending_span:
+            if not self._span(None):
+                self.dropped_from = first_block
+                return
         ok = self._write_chunk(header, item, digests)
         if not ok:
             # physical end inside the chunk: the part was rewound to the chunk's start
@@ -351,7 +360,7 @@ class _ChunkWriter:
         r.stored_bytes += header.stored_len
         self.seq += 1
         if status is WriteStatus.EARLY_WARNING:
-            self._span(None)
+            self.pending_span = True  # change media before the next chunk (not if this was the last)
         return True
 
 
@@ -488,8 +497,7 @@ def backup(
                 genhdr, medium_uuid=label.medium_uuid, tape_file=pos0.file, logical=pos0.logical
             )
             status = writer.open_part(drive, label, 0)
-            if status is WriteStatus.EARLY_WARNING:
-                writer._span(None)
+            writer.pending_span = status is WriteStatus.EARLY_WARNING
             progress.start(f"backup {name}", size)
             window = bytearray(chunk_blocks * bs)
             wview = memoryview(window)

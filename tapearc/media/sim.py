@@ -40,7 +40,7 @@ def open_sim(
                 f"no such simulated tape: {path}",
                 medium=name,
                 hint="a sim: tape is created when it is first opened for writing "
-                "(or with `tapesim create`)",
+                "(or with `tapesim new`)",
             )
         try:
             create_image(path)
