@@ -1,9 +1,15 @@
-"""The ``tapesim`` command: make blank simulated tapes, inspect them, set write protection.
+"""The ``tapesim`` command: simulated tapes (make, inspect, write-protect) and autoloaders.
 
     tapesim new IMAGE --capacity SIZE [--early-warning SIZE] [--max-record SIZE]
                       [--write-protected] [--barcode TEXT] [--force]
     tapesim info IMAGE [--json] [--objects]
     tapesim protect IMAGE --on|--off
+    tapesim library DIR --slots N --capacity SIZE [--drives D] [--early-warning SIZE]
+                        [--max-record SIZE] [--barcode-prefix P] [--force]
+    tapesim library-status DIR [--json]
+    tapesim load DIR SLOT [--drive I]
+    tapesim unload DIR [--drive I] [--slot K]
+    tapesim autoloader DIR (--pty | --listen HOST:PORT) [--verbose]
 
 SIZE is a byte count with an optional binary suffix: ``64K``, ``1M``, ``10MiB``, ``2G``, ``1T``.
 Errors are one line on stderr and a non-zero exit status.
@@ -28,6 +34,7 @@ from .drive import (
     save_settings,
     sidecar_path,
 )
+from .library import Library, LibraryError, LibraryStatus, create_library
 from .simh import ObjKind, ScanResult, SimhFormatError, scan
 
 app = typer.Typer(
@@ -282,6 +289,157 @@ def protect(
     typer.echo(f"{image}: write protection {'on' if on else 'off'}")
 
 
+# ---------------------------------------------------------------- library (autoloader)
+
+
+def _open_library(path: str) -> Library:
+    if not os.path.isdir(path):
+        raise CliError(f"{path}: no such library folder")
+    return Library(path)
+
+
+def status_json(st: LibraryStatus) -> dict[str, Any]:
+    return {
+        "slots": [{"number": s.number, "barcode": s.barcode} for s in st.slots],
+        "drives": [{"number": d.number, "barcode": d.barcode, "source_slot": d.source_slot}
+                   for d in st.drives],
+    }
+
+
+def render_status(path: str, st: LibraryStatus) -> str:
+    lines = [f"{path}: {len(st.slots)} slots, {len(st.drives)} drive{'s' if len(st.drives) != 1 else ''}"]
+    for s in st.slots:
+        lines.append(f"slot {s.number}: {s.barcode or 'empty'}")
+    for d in st.drives:
+        if d.barcode is None:
+            lines.append(f"drive {d.number}: empty")
+        else:
+            src = d.source_slot if d.source_slot is not None else "-"
+            lines.append(f"drive {d.number}: {d.barcode} (from slot {src})")
+    return "\n".join(lines)
+
+
+@app.command("library")
+def library_cmd(
+    directory: str = typer.Argument(..., metavar="DIR", help="Folder of the library (created if needed)."),
+    slots: int = typer.Option(..., "--slots", help="Number of slots (each gets a blank tape)."),
+    capacity: str = typer.Option(..., "--capacity", help="Capacity of each tape (e.g. 10M, 2G)."),
+    drives: int = typer.Option(1, "--drives", help="Number of drives."),
+    early_warning: Optional[str] = typer.Option(
+        None, "--early-warning", help="Size of the early-warning zone (default min(capacity/8, 4G))."
+    ),
+    max_record: str = typer.Option(
+        str(DEFAULT_MAX_RECORD), "--max-record", help="Drive's maximum record size (READ BLOCK LIMITS)."
+    ),
+    barcode_prefix: str = typer.Option("TAP", "--barcode-prefix", help="Barcodes are PREFIX001, PREFIX002, ..."),
+    force: bool = typer.Option(False, "--force", help="Erase an existing library in DIR (tapes included)."),
+) -> None:
+    """Make a simulated autoloader: N slots with a blank tape each, D empty drives."""
+    cap = parse_size(capacity)
+    ew = parse_size(early_warning) if early_warning is not None else None
+    mr = parse_size(max_record)
+    try:
+        lib = create_library(directory, slots, cap, drives=drives, early_warning=ew, max_record=mr,
+                             barcode_prefix=barcode_prefix, overwrite=force)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    st = lib.status()
+    typer.echo(
+        f"{directory}: library with {slots} slots ({st.slots[0].barcode}..{st.slots[-1].barcode}, "
+        f"{format_size(cap)} each), {drives} drive{'s' if drives != 1 else ''}"
+    )
+
+
+@app.command("library-status")
+def library_status(
+    directory: str = typer.Argument(..., metavar="DIR", help="Folder of the library."),
+    as_json: bool = typer.Option(False, "--json", help="Print the inventory as JSON."),
+) -> None:
+    """Show what is in each slot and drive of a library."""
+    st = _open_library(directory).status()
+    if as_json:
+        typer.echo(json.dumps(status_json(st), indent=2))
+    else:
+        typer.echo(render_status(directory, st))
+
+
+@app.command("load")
+def load_cmd(
+    directory: str = typer.Argument(..., metavar="DIR", help="Folder of the library."),
+    slot: int = typer.Argument(..., help="Slot holding the tape (1..N)."),
+    drive: int = typer.Option(0, "--drive", help="Drive to load (0..D-1)."),
+) -> None:
+    """Move the tape in SLOT into a drive."""
+    lib = _open_library(directory)
+    barcode = lib.load(slot, drive)
+    typer.echo(f"loaded {barcode} from slot {slot} into drive {drive} ({lib.drive_path(drive)})")
+
+
+@app.command("unload")
+def unload_cmd(
+    directory: str = typer.Argument(..., metavar="DIR", help="Folder of the library."),
+    drive: int = typer.Option(0, "--drive", help="Drive to unload (0..D-1)."),
+    slot: Optional[int] = typer.Option(None, "--slot", help="Destination slot (default: where it came from)."),
+) -> None:
+    """Move the tape in a drive back into a slot."""
+    lib = _open_library(directory)
+    barcode = lib.status().drives[drive].barcode if 0 <= drive < lib.num_drives else None
+    dest = lib.unload(drive, slot)
+    typer.echo(f"unloaded {barcode} from drive {drive} into slot {dest}")
+
+
+def _parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise CliError(f"invalid --listen {text!r} (expected HOST:PORT, e.g. 127.0.0.1:7001)")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+@app.command("autoloader")
+def autoloader_cmd(
+    directory: str = typer.Argument(..., metavar="DIR", help="Folder of the library."),
+    pty: bool = typer.Option(False, "--pty", help="Serve on a new pseudo-terminal; prints its path."),
+    listen: Optional[str] = typer.Option(None, "--listen", metavar="HOST:PORT",
+                                         help="Serve on TCP (socket://HOST:PORT); PORT 0 picks one; prints the port."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every line to stderr."),
+) -> None:
+    """Run the device side of TALP/1 (docs/serial-autoloader.md) until SIGTERM/SIGINT."""
+    import signal
+
+    from .autoloader import PtyServer, TcpServer
+
+    if pty == (listen is not None):
+        raise CliError("give exactly one of --pty and --listen HOST:PORT")
+    _open_library(directory)
+
+    def log(text: str) -> None:
+        print(f"tapesim: {text}", file=sys.stderr, flush=True)
+
+    server: PtyServer | TcpServer
+    if pty:
+        server = PtyServer(directory, log=log if verbose else None)
+        first = server.path
+    else:
+        assert listen is not None
+        host, port = _parse_listen(listen)
+        try:
+            server = TcpServer(directory, host, port, log=log if verbose else None)
+        except OSError as e:
+            raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        first = str(server.port)
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, lambda signum, frame: server.stop())
+    try:
+        print(first, flush=True)
+        server.serve_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``tapesim``: runs the command, turns errors into one line + exit 1."""
     command = typer.main.get_command(app)
@@ -298,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
         if msg:  # empty when no arguments were given: the help was printed
             print(f"tapesim: error: {msg}", file=sys.stderr)
         raise SystemExit(getattr(e, "exit_code", 2) or 2) from None
-    except (CliError, SidecarError, SimhFormatError) as e:
+    except (CliError, LibraryError, SidecarError, SimhFormatError) as e:
         print(f"tapesim: error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     except OSError as e:

@@ -167,6 +167,8 @@ def save_settings(image: str | os.PathLike[str], settings: TapeSettings) -> None
         raw = {}
     raw.update(settings.to_json())
     path = sidecar_path(image)
+    if os.path.islink(path):  # a library drive's link (tapesim.library): update its target
+        path = os.path.realpath(path)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(raw, f, indent=2, sort_keys=True)
