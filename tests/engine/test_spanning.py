@@ -138,3 +138,81 @@ def test_refuses_appending_to_an_earlier_medium_of_the_set(tmp_path: Path) -> No
     with pytest.raises(WrongMediumError, match="continues on sequence"):
         do_backup(f"sim:{tmp_path / 'lib' / 'drive-0.tap'}", src)
     assert (tmp_path / "lib" / "tapes" / "TAP001.tap").read_bytes() == before
+
+
+def test_operator_changes_the_tape(tmp_path: Path) -> None:
+    """With --changer operator, tapearc asks for the next medium and waits until it is loaded."""
+    import os
+    import threading
+    import time
+
+    from tapearc.media.changers.operator import OperatorChanger
+    from tapesim.drive import create_image
+
+    drive = tmp_path / "drive.tap"
+    create_image(str(drive), capacity=1536 * 1024, early_warning=256 * 1024)
+    prompts: list[str] = []
+    shelf: list[Path] = []
+
+    def operator() -> None:  # waits for the prompt, then swaps the tape for a blank one
+        deadline = time.monotonic() + 20
+        seen = 0
+        while time.monotonic() < deadline:
+            if len(prompts) > seen and any(p.startswith("Please put a blank medium") for p in prompts[seen:]):
+                seen = len(prompts)
+                old = tmp_path / f"shelf-{len(shelf) + 1}.tap"
+                os.rename(drive, old)
+                os.rename(str(drive) + ".tapesim", str(old) + ".tapesim")
+                shelf.append(old)
+                time.sleep(0.1)  # the drive is empty for a moment
+                create_image(str(drive), capacity=1536 * 1024, early_warning=256 * 1024)
+            time.sleep(0.02)
+
+    t = threading.Thread(target=operator, daemon=True)
+    t.start()
+    src = tmp_path / "vol.img"
+    data = random.Random(7).randbytes(2 * 1024 * 1024)
+    src.write_bytes(data)
+    op = OperatorChanger(prompts.append, poll=0.05, timeout=15)
+    with Catalog() as cat, MediaSource(f"sim:{drive}", write=True, changer=op, catalog=cat) as media:
+        res = backup(str(src), media, cat, BackupOptions(block_size=BS, record_size=RS, chunk_size=256 * 1024))
+    assert res.complete and len(res.parts) >= 2
+    assert any("sequence 2" in p for p in prompts), prompts
+    assert len(shelf) == len(res.parts) - 1
+    # restore asks for sequence 1 first: the operator puts the shelf back in order
+    tapes = shelf + [tmp_path / "last.tap"]
+    os.rename(drive, tapes[-1])
+    os.rename(str(drive) + ".tapesim", str(tapes[-1]) + ".tapesim")
+    want: list[str] = []
+
+    def operator2() -> None:
+        deadline = time.monotonic() + 20
+        seen = 0
+        while time.monotonic() < deadline:
+            for p in prompts[seen:]:
+                seen += 1
+                if not p.startswith("Please put"):
+                    continue  # a line saying what the drive holds now
+                for i, tp in enumerate(tapes, 1):
+                    if f"sequence {i} of" in p:
+                        if drive.exists():
+                            cur = Path(os.readlink(drive))
+                            os.unlink(drive)
+                            os.unlink(str(drive) + ".tapesim")
+                            _ = cur
+                        os.symlink(tp, drive)
+                        os.symlink(str(tp) + ".tapesim", str(drive) + ".tapesim")
+                        want.append(f"seq{i}")
+            time.sleep(0.02)
+
+    os.symlink(tapes[-1], drive)
+    os.symlink(str(tapes[-1]) + ".tapesim", str(drive) + ".tapesim")
+    prompts.clear()
+    t2 = threading.Thread(target=operator2, daemon=True)
+    t2.start()
+    op2 = OperatorChanger(prompts.append, poll=0.05, timeout=15)
+    out = tmp_path / "out"
+    with Catalog() as cat, MediaSource(f"sim:{drive}", write=False, changer=op2, catalog=cat) as media:
+        restore(media, cat, str(out), RestoreOptions())
+    assert out.read_bytes() == data
+    assert want and want[0] == "seq1"
