@@ -540,6 +540,15 @@ def plan(
     _run(json_out, go)
 
 
+def _register_subcommands() -> None:
+    from tapearc.cli.drive_cmd import drive_app
+
+    app.add_typer(drive_app, name="drive", help="Tape drive commands (status).")
+
+
+_register_subcommands()
+
+
 def main() -> None:
     app(prog_name="tapearc")
 

@@ -216,7 +216,9 @@ def _open_error(err: OSError, path: str, name: str) -> TapearcError:
             hint="run as root or as a member of the device's group (usually 'tape')",
         )
     if code in (errno.ENOMEDIUM, errno.EIO):
-        return MediumUnavailableError(f"no tape in drive {path}", medium=name, hint="load a tape")
+        return MediumUnavailableError(
+            f"no tape in drive {path}", medium=name, hint="load a tape", reason="no-tape"
+        )
     if code in (errno.ENXIO, errno.ENODEV, errno.ENOENT):
         return MediumUnavailableError(
             f"no such tape device {path} (no drive behind the node)", medium=name
@@ -246,7 +248,9 @@ def _open_ready(path: str, name: str, flags: int, load_timeout: float) -> tuple[
             return fd, time.monotonic() - start
         os.close(fd)
         if g.mt_gstat & mtio.GMT_DR_OPEN:
-            raise MediumUnavailableError(f"no tape in drive {path}", medium=name, hint="load a tape")
+            raise MediumUnavailableError(
+                f"no tape in drive {path}", medium=name, hint="load a tape", reason="no-tape"
+            )
         # not ready yet (a tape loading, st re-checks at each open): wait with a deadline
         if time.monotonic() >= deadline:
             raise MediumUnavailableError(

@@ -160,8 +160,14 @@ class StBackend(Backend):
         except MediumUnavailableError as err:
             pytest.skip(str(err))
         try:
+            if os.environ.get("STLAB_TAPE_MB"):
+                _stlab_no_blklims(drive)
             drive.rewind()
-            drive._ops.mtop(mtio.MTERASE, 0)  # type: ignore[attr-defined]  # short erase: EOD at BOT
+            try:
+                drive._ops.mtop(mtio.MTERASE, 0)  # type: ignore[attr-defined]  # short erase: EOD at BOT
+            except OSError:
+                if not _stlab_blank(self.device, drive):
+                    raise
         finally:
             drive.close()
 
@@ -169,6 +175,48 @@ class StBackend(Backend):
         from tapearc.media import open_medium
 
         return open_medium(self.spec, write=write)
+
+
+_MT_ST_NO_BLKLIMS = 0x200
+
+
+def _stlab_no_blklims(drive: TapeDrive) -> None:
+    """In the stlab VM: tgt's emulated drive reports READ BLOCK LIMITS of 4 .. 1 MiB, so st refuses
+    the contract's 1..3-byte records (EINVAL) where an LTO drive takes them (minimum 1). Tell st
+    to leave the limits to the drive (the drive then takes any size); effective from the next
+    open. Root only (CAP_SYS_ADMIN); a real drive is left alone."""
+    from tapearc.media import mtio
+
+    try:
+        drive._ops.mtop(mtio.MTSETDRVBUFFER, mtio.MT_ST_SETBOOLEANS | _MT_ST_NO_BLKLIMS)  # type: ignore[attr-defined]
+    except OSError:
+        pass
+
+
+def _stlab_blank(device: str, drive: TapeDrive) -> bool:
+    """In the stlab VM: tgt's SSC emulation has no ERASE. Blank the tape by rewriting its image
+    file in place (tgtd keeps it open and re-reads the beginning at REWIND). False elsewhere."""
+    import re
+    import subprocess
+
+    from tapearc.media import mtio
+
+    m = re.search(r"nst(\d+)$", device)
+    image = f"/tape/tape{m.group(1)}.img" if m else ""
+    if not (os.environ.get("STLAB_TAPE_MB") and image and os.path.exists(image)):
+        return False
+    blank = "/tmp/tapearc-blank.img"
+    if not os.path.exists(blank):
+        subprocess.run(
+            ["tgtimg", "--op", "new", "--device-type", "tape", "--type", "data", "--barcode",
+             f"STLAB{m.group(1)}", "--size", os.environ["STLAB_TAPE_MB"], "--file", blank],  # type: ignore[union-attr]
+            check=True, stdout=subprocess.DEVNULL,
+        )
+    with open(blank, "rb") as src, open(image, "r+b") as dst:
+        dst.write(src.read())
+        dst.truncate()
+    drive._ops.mtop(mtio.MTREW, 1)  # type: ignore[attr-defined]  # tgt re-reads the beginning
+    return True
 
 
 def _sim_available() -> bool:

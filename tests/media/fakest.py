@@ -206,6 +206,18 @@ class FakeSt:
                     self.pos = 0
                     self.blkno_valid = True
                     raise oserr(errno.EIO)
+        elif op == mtio.MTBSR:
+            self.blkno_valid = False
+            for _ in range(count):
+                if self.pos == 0 or objs[self.pos - 1] is FM:
+                    raise oserr(errno.EIO)
+                self.pos -= 1
+        elif op == mtio.MTFSR:
+            self.blkno_valid = False
+            for _ in range(count):
+                if self.pos >= len(objs) or objs[self.pos] is FM:
+                    raise oserr(errno.EIO)
+                self.pos += 1
         elif op in (mtio.MTNOP, mtio.MTSETBLK):
             pass
         else:

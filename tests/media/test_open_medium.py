@@ -42,10 +42,23 @@ def test_sim_missing_for_reading(tmp_path):
         open_medium(str(tmp_path / "none.tap"), write=False)
 
 
-@pytest.mark.parametrize("spec", ["st:/dev/nst0", "/dev/nst0"])
-def test_st_not_available_yet(spec):
-    with pytest.raises(MediumUnavailableError, match="st backend is not available yet"):
+@pytest.mark.parametrize("spec", ["st:/dev/nst9", "/dev/nst9"])
+def test_st_missing_device_node(spec, monkeypatch):
+    import os
+
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: (_ for _ in ()).throw(FileNotFoundError(p))
+                        if p == "/dev/nst9" else real_stat(p, *a, **k))
+    with pytest.raises(MediumUnavailableError, match="no such tape device /dev/nst9") as info:
         open_medium(spec, write=False)
+    assert info.value.medium == "st:/dev/nst9"
+
+
+def test_st_not_a_tape_device(tmp_path):
+    f = tmp_path / "nst0"
+    f.write_bytes(b"")
+    with pytest.raises(MediumUnavailableError, match="not an st tape device"):
+        open_medium(f"st:{f}", write=False)
 
 
 def test_unknown_prefix_lists_the_accepted_forms():

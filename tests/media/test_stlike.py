@@ -378,3 +378,74 @@ def test_status_reports_st_details():
     st = d.status()
     assert st.at_eod is True
     assert st.position == Position(2, 1, 0)
+
+
+# ----------------------------------------------------------------- real-st specifics (linux_st)
+
+
+def test_larger_record_is_re_read_with_a_larger_buffer():
+    # the st backend (grow_reads_to): ENOMEM -> MTBSR 1 -> read again with twice the buffer
+    d, ops, _ = make([b"a", b"b" * 3000, b"c"])
+    ops.tape.max_record = 8192
+    d2 = StLikeDrive(ops, name="fake:t", writable=True, max_record_size=1000, grow_reads_to=8192)
+    assert d2.read_record() == b"a"
+    assert d2.read_record() == b"b" * 3000
+    assert d2.position() == Position(2, 0, 2)
+    reads = [args[0] for name, args in ops.calls if name == "read"]
+    assert reads == [1000, 1000, 2000, 4000]
+    assert (mtio.MTBSR, 1) in mtops(ops)
+    assert d2.read_record() == b"c"
+    assert d2.read_record() is Mark.END_OF_DATA
+
+
+def test_record_larger_than_any_buffer_the_drive_takes_is_skipped():
+    # the drive refuses the larger buffer (EINVAL, as st above READ BLOCK LIMITS): give up, past it
+    d, ops, _ = make([b"b" * 3000, b"c"])
+    ops.tape.max_record = 2048
+    d2 = StLikeDrive(ops, name="fake:t", writable=True, max_record_size=1000, grow_reads_to=8192)
+    with pytest.raises(RecordTooLargeError):
+        d2.read_record()
+    assert d2.position() == Position(1, 0, 1)
+    assert d2.read_record() == b"c"
+
+
+def test_write_behind_early_warning_from_mtget():
+    # st's asynchronous writes report the early warning at the next call (MTIOCGET's flush)
+    d, ops, tape = make()
+    assert d.write_record(b"r0") is WriteStatus.OK
+    ops.inject("mtget", oserr(errno.ENOSPC))
+    assert d.write_record(b"r1") is WriteStatus.EARLY_WARNING
+    assert d.write_record(b"r2") is WriteStatus.EARLY_WARNING  # the zone is a place on the tape
+    assert d.position() == Position(3, 0, 3)
+
+
+def test_write_behind_failure_at_the_physical_end_is_medium_full():
+    d, ops, tape = make()
+    ops.inject("mtget", oserr(errno.ENOSPC))
+    assert d.write_record(b"r0") is WriteStatus.EARLY_WARNING
+
+    def lose_it(fake, *args):  # the write-behind failed: the record never reached the tape
+        del fake.tape.objects[-1]
+        fake.pos -= 1
+        raise oserr(errno.EIO)
+
+    ops.inject("mtget", lose_it)
+    with pytest.raises(MediumFullError):
+        d.write_record(b"r1")
+    assert d.position() == Position(1, 0, 1)
+    assert d.write_filemark() is WriteStatus.EARLY_WARNING
+
+
+def test_at_bot_comes_from_the_position_not_gmt_bot():
+    # st resets its block counter on MTWEOF 0 and then claims GMT_BOT in the middle of file 0
+    d, ops, _ = make([b"a", b"b"])
+    d.locate(1)
+    real = ops.mtget
+
+    def fake_bot():
+        g = real()
+        g.mt_gstat |= mtio.GMT_BOT
+        return g
+
+    ops.mtget = fake_bot  # type: ignore[method-assign]
+    assert d.status().at_bot is False

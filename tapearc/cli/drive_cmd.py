@@ -1,0 +1,239 @@
+"""``tapearc drive status``: what the drive and its tape say, and what tapearc finds on the tape.
+
+Registered by the main app as ``app.add_typer(drive_app, name="drive")``; also runnable alone as
+``python -m tapearc.cli.drive_cmd status --media DEV``.
+
+For an st device it shows what ``mt-st status`` / ``tell`` would (file and block number, the
+MTIOCPOS position, the status bits by name, block size, density, soft errors, write protection)
+without moving the tape, then reads the volume label: that needs the beginning of the tape, so
+the tape is rewound and then LOCATEd back to where it was (``--no-label`` leaves it alone).
+For ``sim:`` and ``dir:`` media it shows the backend's DriveStatus and the label the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from tapearc.cli.app import _emit_json, _run, out_console
+from tapearc.errors import MediumUnavailableError, NotTapearcMediumError, TapearcError
+from tapearc.units import format_size
+
+drive_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Look at a tape drive (or simulated tape, or disk folder) and the medium in it.",
+)
+
+@drive_app.callback()
+def _drive_group() -> None:
+    """Look at a tape drive (or simulated tape, or disk folder) and the medium in it."""
+
+
+MediaOpt = Annotated[
+    str,
+    typer.Option("--media", "-m", help="Drive or medium: /dev/nstN, st:/dev/nstN, sim:IMAGE, dir:FOLDER.", metavar="MEDIUM"),
+]
+
+
+def _st_path(spec: str) -> str | None:
+    if spec.lower().startswith("st:"):
+        return spec[3:]
+    if spec.startswith("/dev/nst") or spec.startswith("/dev/st"):
+        return spec
+    return None
+
+
+def _label_info(drive: Any, back_to: int | None) -> tuple[str, dict[str, Any] | None, str]:
+    """(state, label, note): read the label from the beginning, then return to ``back_to``."""
+    from tapearc.engine.layout import read_label
+    from tapearc.media.base import Mark
+
+    state, label, note = "unknown", None, ""
+    try:
+        drive.rewind()
+        first = drive.read_record()
+        if first is Mark.END_OF_DATA:
+            state = "blank"
+        else:
+            try:
+                lab = read_label(drive)
+            except NotTapearcMediumError as e:
+                state, note = "foreign", e.message
+            else:
+                state = "tapearc"
+                label = {
+                    "medium_uuid": str(lab.medium_uuid),
+                    "media_set_uuid": str(lab.media_set_uuid),
+                    "sequence": lab.sequence,
+                    "record_size": lab.record_size,
+                    "created": lab.created,
+                    "text": lab.text,
+                }
+    except TapearcError as e:
+        if state == "unknown":
+            note = f"cannot read the label: {e.message}"
+    if back_to is not None:
+        try:
+            drive.locate(back_to)
+            if back_to:
+                note = (note + "; " if note else "") + (
+                    f"the tape was rewound to read the label and returned to object {back_to}"
+                )
+        except TapearcError as e:
+            note = (note + "; " if note else "") + (
+                f"the tape was rewound to read the label and could not return to object {back_to}: {e.message}"
+            )
+    return state, label, note
+
+
+def drive_status(spec: str, *, read_label: bool = True) -> dict[str, Any]:
+    """Everything ``drive status`` shows, as a JSON-able dict."""
+    from tapearc.media import open_medium
+
+    path = _st_path(spec)
+    if path is None:
+        drive = open_medium(spec, write=False)
+        try:
+            st = drive.status()
+            out: dict[str, Any] = {
+                "medium": st.name,
+                "backend": "",
+                "tape": True,
+                "position": {"logical": st.position.logical, "file": st.position.file, "record": st.position.record},
+                "at_bot": st.at_bot,
+                "at_eod": st.at_eod,
+                "early_warning": st.early_warning,
+                "write_protected": st.write_protected,
+                "max_record_size": st.max_record_size,
+                "capacity": st.capacity,
+                "used": st.used,
+                "details": {k: v for k, v in st.details.items() if isinstance(v, (int, str, bool, list))},
+            }
+            out["backend"] = drive.name.split(":", 1)[0]
+            if read_label:
+                out["state"], out["label"], out["label_note"] = _label_info(drive, st.position.logical)
+            return out
+        finally:
+            drive.close()
+    return _st_status(path, f"st:{path}", read_label)
+
+
+def _st_status(path: str, name: str, read_label: bool) -> dict[str, Any]:
+    from tapearc.media import mtio, open_medium
+    from tapearc.media.linux_st import probe_st
+
+    out: dict[str, Any] = {"medium": name, "backend": "st"}
+    try:
+        ops, probe = probe_st(path, write=False, name=name)
+    except MediumUnavailableError as e:
+        if e.details.get("reason") != "no-tape":
+            raise
+        out.update(tape=False, state="no tape", label=None)
+        return out
+    try:
+        g = ops.mtget()
+        logical = ops.mtpos()
+    finally:
+        ops.close()
+    gstat = int(g.mt_gstat)
+    out.update(
+        tape=True,
+        st={
+            "file_number": int(g.mt_fileno),
+            "block_number": int(g.mt_blkno),
+            "position": logical,
+            "partition": int(g.mt_resid),
+            "flags": mtio.gstat_flags(gstat),
+            "gstat": f"0x{gstat:08x}",
+            "block_size": int(g.mt_dsreg) & 0xFFFFFF,
+            "density": f"0x{(int(g.mt_dsreg) >> 24) & 0xFF:02x}",
+            "soft_errors": int(g.mt_erreg) & 0xFFFF,
+            "options": None if probe.options is None else f"0x{probe.options:08x}",
+            "scsi2logical": probe.scsi2logical,
+            "rewinding_device": probe.rewinding,
+        },
+        position={"logical": logical, "file": int(g.mt_fileno), "record": int(g.mt_blkno)},
+        at_bot=logical == 0,
+        at_eod=True if gstat & mtio.GMT_EOD else None,
+        early_warning=bool(gstat & mtio.GMT_EOT),
+        write_protected=bool(gstat & mtio.GMT_WR_PROT),
+        max_record_size=ops.max_record,
+    )
+    if probe.scsi2logical_note:
+        out["st"]["note"] = probe.scsi2logical_note
+    if read_label:
+        drive = open_medium(name, write=False)  # rewinds
+        try:
+            out["state"], out["label"], out["label_note"] = _label_info(drive, logical)
+        finally:
+            drive.close()
+    return out
+
+
+def _render(info: dict[str, Any]) -> None:
+    p = lambda text: out_console.print(text, markup=False, soft_wrap=True)  # noqa: E731
+    if not info.get("tape"):
+        p(f"drive {info['medium']}: no tape")
+        return
+    wp = "write-protected" if info.get("write_protected") else "writable"
+    p(f"drive {info['medium']}: tape loaded, {wp}")
+    pos = info["position"]
+    st = info.get("st")
+    if st is not None:
+        p(
+            f"  file number {st['file_number']}, block number {st['block_number']}, "
+            f"position (MTIOCPOS) {st['position']}, partition {st['partition']}"
+        )
+        p(f"  status bits: {' '.join(st['flags']) or '-'} ({st['gstat']})")
+        bs = st["block_size"]
+        p(
+            f"  block size {bs}{' (variable)' if bs == 0 else ''}, density {st['density']}, "
+            f"soft errors {st['soft_errors']}, max record {format_size(info['max_record_size'])}"
+        )
+        if st.get("note"):
+            p(f"  note: {st['note']}")
+    else:
+        p(f"  position {pos['logical']} (tape file {pos['file']}, record {pos['record']})")
+        flags = [k for k in ("at_bot", "at_eod", "early_warning") if info.get(k)]
+        p(f"  {' '.join(f.replace('_', ' ') for f in flags) or 'mid-tape'}; max record {format_size(info['max_record_size'])}")
+        if info.get("capacity"):
+            p(f"  used {format_size(info.get('used') or 0)} of {format_size(info['capacity'])}")
+    state = info.get("state")
+    if state == "tapearc":
+        lab = info["label"]
+        p(
+            f"  tapearc label: medium {lab['medium_uuid']}, media set {lab['media_set_uuid']}, "
+            f"sequence {lab['sequence']}, record size {format_size(lab['record_size'])}"
+            + (f", label {lab['text']!r}" if lab.get("text") else "")
+        )
+    elif state == "blank":
+        p("  blank tape (no volume label)")
+    elif state == "foreign":
+        p("  not a tapearc medium")
+    if info.get("label_note"):
+        p(f"  ({info['label_note']})")
+
+
+@drive_app.command("status")
+def status(
+    media: MediaOpt,
+    no_label: Annotated[bool, typer.Option("--no-label", help="Do not read the label (the tape does not move).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts).")] = False,
+) -> None:
+    """Show the drive's state (as mt-st status would) and the tape's tapearc label."""
+
+    def go() -> None:
+        info = drive_status(media, read_label=not no_label)
+        if json_out:
+            _emit_json(info)
+        else:
+            _render(info)
+
+    _run(json_out, go)
+
+
+if __name__ == "__main__":
+    drive_app(prog_name="tapearc drive")
