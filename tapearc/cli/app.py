@@ -217,6 +217,9 @@ def backup(
         typer.Option("--record-size", help="Largest tape record written (default 1M, or the medium's)."),
     ] = None,
     compress: Annotated[str, typer.Option("--compress", help="Per-chunk compression: zstd or none.")] = "none",
+    chunk_size: Annotated[
+        str, typer.Option("--chunk-size", help="Target chunk size, a multiple of the record size (default 4M).")
+    ] = "4M",
     volume: Annotated[str | None, typer.Option("--volume", help="Volume name (default: SOURCE's file name).")] = None,
     full: Annotated[bool, typer.Option("--full", help="Write a full generation even if the volume has one.")] = False,
     media_set: Annotated[
@@ -245,6 +248,7 @@ def backup(
             volume_name=volume,
             full=full,
             media_set=_uuid(media_set, "--media-set"),
+            chunk_size=_size(chunk_size, "--chunk-size") or 0,
         )
         with _catalog(catalog) as cat, _media(media, changer, write=True, catalog=cat, timeout=wait) as src:
             res = do_backup(source, src, cat, opts, _progress(json_out))

@@ -35,6 +35,7 @@ from tapearc.media.base import Mark, TapeDrive, WriteStatus
 DEFAULT_BLOCK_SIZE = 64 * 1024
 DEFAULT_RECORD_SIZE = 1024 * 1024
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
+MAX_CHUNK_SIZE = 256 * 1024 * 1024
 MIN_RECORD_SIZE = 4096
 MAX_BLOCK_SIZE = 64 * 1024 * 1024
 HEADER_RESERVE = 4096  # bytes of a chunk's records kept for its header (fixed part + runs)
@@ -383,6 +384,8 @@ def backup(
     started = time.monotonic()
     if options.compress not in ("none", "zstd"):
         raise UsageError(f"unknown compression {options.compress!r}; use zstd or none")
+    if not 0 <= options.chunk_size <= MAX_CHUNK_SIZE:
+        raise UsageError(f"chunk size {options.chunk_size} must be at most {MAX_CHUNK_SIZE} bytes")
     if not isinstance(media, MediaSource):
         media = MediaSource.fixed(media, catalog)
     with SourceVolume(source) as src:
