@@ -392,6 +392,109 @@ def list_cmd(
 
 
 @app.command()
+def verify(
+    media: MediaOpt,
+    generation: Annotated[int | None, typer.Option("--generation", help="Verify only this generation's tape files.")] = None,
+    all_media: Annotated[bool, typer.Option("--all", help="Verify every medium of the set (through --changer).")] = False,
+    volume: Annotated[str | None, typer.Option("--volume", help="Volume, when the media set holds several.")] = None,
+    against: Annotated[
+        str | None, typer.Option("--against", help="Also check that the generation equals this volume (block digests).", metavar="SOURCE")
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="Also compare the medium record by record with this image.", metavar="MEDIUM")
+    ] = None,
+    changer: ChangerOpt = None,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Read MEDIUM forward and check everything: every CRC, every block digest, the mapping, the
+    trailer, the catalog. Lists per tape file OK or the damaged chunks with their volume block
+    ranges, and the generations the damage affects. Exit code 20 on any damage."""
+
+    def go() -> None:
+        from tapearc.engine.layout import read_label
+        from tapearc.engine.scan import sync_medium
+        from tapearc.engine.verify import affected_generations, run_verify, verify_medium
+
+        with _catalog(catalog) as cat, _media(media, changer, write=False, catalog=cat) as src:
+            drive = src.current()
+            try:
+                sync_medium(drive, cat)
+            except TapearcError:
+                pass  # a damaged medium: verify reports what it can
+            rep = run_verify(drive, cat, generation=generation, volume=volume, against=against, progress=_progress(json_out))
+            if all_media and src.can_change and rep.media[0].media_set:
+                lab = read_label(drive)
+                for m in cat.media_of_set(lab.media_set_uuid):
+                    if m.uuid == lab.medium_uuid:
+                        continue
+                    src.release()
+                    d = src.medium(m.uuid, m.set_uuid, m.sequence, m.label or None)
+                    rep.media.append(verify_medium(d, cat, generation=generation, volume=volume))
+                rep.media.sort(key=lambda r: r.sequence or 0)
+                rep.affected = affected_generations(cat, rep.media)
+            if image is not None:
+                from tapearc.engine.compare import compare_media
+                from tapearc.media import open_medium
+
+                d = src.current()
+                with open_medium(image, write=False) as other:
+                    rep.image = compare_media(d, other).to_json()
+        if json_out:
+            _emit_json(rep.to_json())
+        else:
+            _print_verify(rep)
+        if not rep.ok:
+            raise typer.Exit(20)
+
+    _run(json_out, go)
+
+
+def _print_verify(rep: Any) -> None:
+    for m in rep.media:
+        out_console.print(
+            f"medium {m.medium}" + (f" (sequence {m.sequence} of media set {m.media_set})" if m.media_set else "")
+            + (": OK" if m.ok else ": DAMAGED"),
+            markup=False,
+            soft_wrap=True,
+        )
+        for p in m.problems:
+            out_console.print(f"  {p.message}", markup=False, soft_wrap=True)
+        for f in m.files:
+            what = f"volume {f.volume!r} generation {f.generation}" + (f" part {f.part}" if f.part else "") if f.volume else "?"
+            if f.ok:
+                out_console.print(f"  tape file {f.tape_file} ({what}): OK, {f.chunks_ok} chunks, {format_size(f.bytes)}", markup=False)
+                continue
+            out_console.print(f"  tape file {f.tape_file} ({what}): DAMAGED", markup=False)
+            for p in f.problems:
+                blocks = ", ".join(f"{a}-{b}" if b != a else f"{a}" for a, b in p.blocks)
+                out_console.print(
+                    f"    record {p.record}" + (f", chunk {p.chunk}" if p.chunk is not None else "")
+                    + (f", blocks {blocks}" if blocks else "") + f": {p.message}",
+                    markup=False,
+                    soft_wrap=True,
+                )
+    for vol, gens in rep.affected.items():
+        if gens:
+            out_console.print(f"damage affects volume {vol!r} generations {', '.join(map(str, gens))}", markup=False)
+    if rep.against is not None:
+        a = rep.against
+        if a["equal"]:
+            out_console.print(f"generation {a['generation']} equals {a['source']}", markup=False)
+        else:
+            rng = ", ".join(f"{x}-{y}" if x != y else f"{x}" for x, y in a["differing_ranges"][:20])
+            out_console.print(
+                f"generation {a['generation']} differs from {a['source']}: {a['differing_blocks']} blocks ({rng})"
+                + (f"; sizes {a['volume_size']} vs {a['source_size']}" if a["volume_size"] != a["source_size"] else ""),
+                markup=False,
+                soft_wrap=True,
+            )
+    if rep.image is not None:
+        out_console.print(f"image: {rep.image.get('summary', rep.image)}", markup=False, soft_wrap=True)
+    out_console.print("verify: OK" if rep.ok else "verify: DAMAGE FOUND", markup=False)
+
+
+@app.command()
 def label(
     media: MediaOpt,
     force: Annotated[bool, typer.Option("--force", help="Erase a medium that is not blank and label it anew.")] = False,

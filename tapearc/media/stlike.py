@@ -745,6 +745,8 @@ class StLikeDrive(TapeDrive):
         }
         if self._lost is not None:
             details["position_lost"] = self._lost
+        if getattr(self._ops, "truncated", False):  # a simulator image whose tail is cut or damaged
+            details["image_truncated"] = True
         return DriveStatus(
             name=self.name,
             position=pos,

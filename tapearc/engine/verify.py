@@ -1,0 +1,585 @@
+"""Verify media: read forward, check everything, and say exactly what is damaged.
+
+For every tape file of a medium (or only a generation's), reading forward at drive speed:
+
+- every item's header CRC, every chunk's payload CRC, that its zstd payload unpacks to the
+  declared length, and the BLAKE3-128 digest of every block against the trailer's digest table;
+- that each chunk belongs to the tape file's backup run (a record from another medium or run is
+  named as such), that chunk numbers are consecutive, that block ids are inside the volume and no
+  block is mapped twice (a full generation must account for every block exactly once);
+- that the trailer's index agrees with the chunks read (record positions, lengths, CRCs, runs),
+  the end record with the trailer, the record sizes with the label, and the catalog with the
+  medium.
+
+Damage never stops the verify: after a broken item the reader resynchronises on the next record
+that starts with a tapearc magic. Each damaged chunk is reported with the volume block ranges it
+holds (from its own header when that is intact, else from the trailer's index, else from the
+catalog) and the generations the damage affects (those whose restore needs a block from it).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from tapearc import format as fmt
+from tapearc.catalog.db import Catalog
+from tapearc.engine.layout import read_label
+from tapearc.engine.plan import block_sources, load_chain, manifest_at
+from tapearc.engine.progress import NoProgress, Progress
+from tapearc.engine.volume import SourceVolume
+from tapearc.errors import TapearcError
+from tapearc.media.base import Mark, TapeDrive
+
+MAGICS = (fmt.LABEL_MAGIC, fmt.GENERATION_MAGIC, fmt.CHUNK_MAGIC, fmt.TRAILER_MAGIC, fmt.TRAILER_END_MAGIC)
+MAX_READ_ERRORS = 16
+
+
+@dataclass(slots=True)
+class Problem:
+    record: int  # index within the tape file of the first record concerned
+    what: str  # kind: crc, truncated, malformed, foreign, order, missing, index, catalog, io, digest
+    message: str
+    chunk: int | None = None  # chunk seq, when known
+    blocks: list[tuple[int, int]] = field(default_factory=list)  # inclusive (first, last) ranges
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "record": self.record,
+            "kind": self.what,
+            "message": self.message,
+            "chunk": self.chunk,
+            "blocks": [list(b) for b in self.blocks],
+        }
+
+
+@dataclass(slots=True)
+class FileReport:
+    tape_file: int
+    volume: str | None = None
+    generation: int | None = None
+    part: int | None = None
+    run_uuid: uuid.UUID | None = None
+    chunks_ok: int = 0
+    chunks_damaged: int = 0
+    records: int = 0
+    bytes: int = 0
+    complete: bool | None = None  # the trailer says the generation ends here
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "tape_file": self.tape_file,
+            "volume": self.volume,
+            "generation": self.generation,
+            "part": self.part,
+            "status": "ok" if self.ok else "damaged",
+            "chunks_ok": self.chunks_ok,
+            "chunks_damaged": self.chunks_damaged,
+            "records": self.records,
+            "bytes": self.bytes,
+            "complete": self.complete,
+            "problems": [p.to_json() for p in self.problems],
+        }
+
+
+@dataclass(slots=True)
+class MediumReport:
+    medium: str
+    medium_uuid: str | None = None
+    media_set: str | None = None
+    sequence: int | None = None
+    files: list[FileReport] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # the label, stray data after the end
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(f.ok for f in self.files)
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    media: list[MediumReport] = field(default_factory=list)
+    affected: dict[str, list[int]] = field(default_factory=dict)  # volume -> generations affected
+    against: dict[str, object] | None = None
+    image: dict[str, object] | None = None
+    seconds: float = 0.0
+    bytes_read: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(m.ok for m in self.media) and (self.against is None or bool(self.against.get("equal"))) and (
+            self.image is None or bool(self.image.get("identical"))
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "media": [
+                {
+                    "medium": m.medium,
+                    "medium_uuid": m.medium_uuid,
+                    "media_set": m.media_set,
+                    "sequence": m.sequence,
+                    "status": "ok" if m.ok else "damaged",
+                    "problems": [p.to_json() for p in m.problems],
+                    "tape_files": [f.to_json() for f in m.files],
+                }
+                for m in self.media
+            ],
+            "affected_generations": self.affected,
+            "against": self.against,
+            "image": self.image,
+            "seconds": round(self.seconds, 3),
+            "bytes_read": self.bytes_read,
+            "mb_per_s": round(self.bytes_read / self.seconds / 1e6, 2) if self.seconds > 0 else None,
+        }
+
+
+class _Records:
+    """Records of one tape file with their index, with push-back (for resynchronising)."""
+
+    def __init__(self, drive: TapeDrive, report: FileReport) -> None:
+        self.drive = drive
+        self.report = report
+        self.index = 0
+        self.back: list[tuple[int, bytes]] = []
+        self.errors = 0
+
+    def next(self) -> tuple[int, bytes | Mark]:
+        if self.back:
+            return self.back.pop()
+        while True:
+            i = self.index
+            try:
+                rec = self.drive.read_record()
+            except TapearcError as e:
+                self.index += 1
+                self.errors += 1
+                self.report.problems.append(Problem(i, "io", f"record unreadable: {e.message}"))
+                if self.errors > MAX_READ_ERRORS:
+                    return i, Mark.END_OF_DATA
+                continue
+            self.errors = 0
+            if isinstance(rec, Mark):
+                return i, rec
+            self.index += 1
+            self.report.records += 1
+            self.report.bytes += len(rec)
+            return i, rec
+
+    def push(self, items: list[tuple[int, bytes]]) -> None:
+        for it in reversed(items):
+            self.back.append(it)
+
+
+def _ranges(runs: tuple[fmt.Run, ...] | list[fmt.Run]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for r in sorted(runs, key=lambda r: r.first):
+        a, b = r.first, r.first + r.count - 1
+        if out and out[-1][1] + 1 >= a:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+@dataclass(slots=True)
+class _Seen:
+    seq: int
+    record: int
+    record_count: int
+    header: fmt.ChunkHeader
+    digests: bytes
+
+
+def verify_tape_file(drive: TapeDrive, label: fmt.Label, *, check_digests: bool = True) -> tuple[FileReport, Mark]:
+    """Verify the tape file the medium is positioned at (its first record). Returns the report and
+    how it ended (FILEMARK, or END_OF_DATA when the medium ends inside it or right here)."""
+    pos = drive.position()
+    rep = FileReport(tape_file=pos.file)
+    recs = _Records(drive, rep)
+    hdr: fmt.GenerationHeader | None = None
+    seen: list[_Seen] = []
+    trailer: fmt.Trailer | None = None
+    trailer_record = -1
+    end: fmt.TrailerEnd | None = None
+    damaged_records: list[Problem] = []
+    mapped = bytearray()
+    expect_seq: int | None = None
+    ended: Mark = Mark.END_OF_DATA
+    first = True
+    while True:
+        i, rec = recs.next()
+        if isinstance(rec, Mark):
+            ended = rec
+            break
+        if len(rec) > label.record_size:
+            rep.problems.append(Problem(i, "malformed", f"record of {len(rec)} bytes is larger than the label's record size {label.record_size}"))
+        magic = bytes(rec[:8])
+        if magic not in MAGICS:
+            if first:
+                rep.problems.append(Problem(i, "malformed", "tape file does not start with a tapearc item"))
+            else:
+                damaged_records.append(Problem(i, "stray", "a record that belongs to no item (data of a damaged item, or foreign)"))
+            first = False
+            continue
+        # assemble the item
+        try:
+            prefix = fmt.peek_item(rec)
+        except TapearcError as e:
+            damaged_records.append(Problem(i, e.kind, e.message))
+            first = False
+            continue
+        parts = [(i, rec)]
+        have = len(rec)
+        cut: Mark | None = None
+        while have < prefix.total_len:
+            j, nxt = recs.next()
+            if isinstance(nxt, Mark):
+                cut = nxt
+                break
+            parts.append((j, nxt))
+            have += len(nxt)
+        data = b"".join(p[1] for p in parts) if len(parts) > 1 else rec
+        kind = prefix.magic
+        try:
+            if cut is not None:
+                raise fmt_truncated(prefix.total_len, have, cut)
+            if have != prefix.total_len:
+                raise fmt_malformed(f"item declares {prefix.total_len} bytes but its records hold {have}")
+            if first:
+                if kind != fmt.GENERATION_MAGIC:
+                    raise fmt_malformed(f"tape file starts with {kind!r}, not a generation header")
+                hdr = fmt.decode_generation_header(data)
+                rep.volume, rep.generation, rep.part, rep.run_uuid = hdr.volume_name, hdr.generation, hdr.part, hdr.run_uuid
+                expect_seq = 0 if hdr.part == 0 else None
+                mapped = bytearray(-(-hdr.volume_size // hdr.block_size))
+                if hdr.record_size != label.record_size:
+                    rep.problems.append(Problem(i, "malformed", f"generation header's record size {hdr.record_size} differs from the label's {label.record_size}"))
+            elif kind == fmt.CHUNK_MAGIC:
+                ch, payload = fmt.decode_chunk(data)
+                assert hdr is not None
+                if ch.run_uuid != hdr.run_uuid or ch.generation != hdr.generation:
+                    rep.chunks_damaged += 1
+                    damaged_records.append(
+                        Problem(i, "foreign", f"a chunk of another backup run (generation {ch.generation}, run {ch.run_uuid}): a record from another medium or tape file", ch.seq, _ranges(ch.runs))
+                    )
+                    first = False
+                    continue
+                fmt.check_same_generation(hdr, ch)
+                raw = fmt.unpack_payload(ch, payload)
+                digests = fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size) if check_digests else b""
+                if expect_seq is not None and ch.seq != expect_seq:
+                    rep.problems.append(Problem(i, "order", f"chunk {ch.seq} found where chunk {expect_seq} was expected", ch.seq, _ranges(ch.runs)))
+                expect_seq = ch.seq + 1
+                for r in ch.runs:
+                    seg = mapped[r.first : r.first + r.count]
+                    if r.first + r.count > len(mapped):
+                        rep.problems.append(Problem(i, "malformed", "chunk maps blocks past the end of the volume", ch.seq, _ranges((r,))))
+                    elif any(seg):
+                        rep.problems.append(Problem(i, "malformed", "blocks mapped twice in one generation", ch.seq, _ranges((r,))))
+                    else:
+                        mapped[r.first : r.first + r.count] = b"\x01" * r.count
+                seen.append(_Seen(ch.seq, i, len(parts), ch, digests))
+                rep.chunks_ok += 1
+            elif kind == fmt.TRAILER_MAGIC:
+                trailer = fmt.decode_trailer(data)
+                trailer_record = i
+                if hdr is not None:
+                    fmt.check_same_generation(hdr, trailer)
+            elif kind == fmt.TRAILER_END_MAGIC:
+                end = fmt.decode_trailer_end(data)
+            else:
+                raise fmt_malformed(f"unexpected item {kind!r} inside a tape file")
+        except TapearcError as e:
+            seq, blocks = _chunk_of(data) if kind == fmt.CHUNK_MAGIC else (None, [])
+            what = "crc" if e.kind == "crc" else e.kind
+            name = {fmt.CHUNK_MAGIC: "chunk", fmt.TRAILER_MAGIC: "trailer", fmt.GENERATION_MAGIC: "generation header", fmt.TRAILER_END_MAGIC: "end record"}.get(kind, "item")
+            p = Problem(i, what, f"{name}: {e.message}", seq, blocks)
+            damaged_records.append(p)
+            if kind == fmt.CHUNK_MAGIC:
+                rep.chunks_damaged += 1
+            # resynchronise: the records after the first may start the next items
+            recs.push(parts[1:])
+            if cut is not None:
+                ended = cut
+                first = False
+                break
+        first = False
+    rep.complete = trailer.complete if trailer is not None else None
+    _check_trailer(rep, hdr, seen, trailer, trailer_record, end, damaged_records, mapped)
+    rep.problems.extend(damaged_records)
+    if ended is Mark.END_OF_DATA and (rep.records or rep.problems):
+        rep.problems.append(Problem(recs.index, "truncated", "the medium ends inside this tape file (no filemark): an interrupted backup or a cut image"))
+    rep.problems.sort(key=lambda p: p.record)
+    return rep, ended
+
+
+def fmt_truncated(total: int, have: int, mark: Mark) -> TapearcError:
+    from tapearc.errors import TruncatedError
+
+    return TruncatedError(f"item declares {total} bytes but the tape file ends ({mark.value}) after {have}")
+
+
+def fmt_malformed(msg: str) -> TapearcError:
+    from tapearc.errors import MalformedError
+
+    return MalformedError(msg)
+
+
+def _chunk_of(data: bytes) -> tuple[int | None, list[tuple[int, int]]]:
+    try:
+        ch, _ = fmt.decode_chunk_header(data)
+    except TapearcError:
+        return None, []
+    return ch.seq, _ranges(ch.runs)
+
+
+def _check_trailer(
+    rep: FileReport,
+    hdr: fmt.GenerationHeader | None,
+    seen: list[_Seen],
+    trailer: fmt.Trailer | None,
+    trailer_record: int,
+    end: fmt.TrailerEnd | None,
+    damaged: list[Problem],
+    mapped: bytearray,
+) -> None:
+    if hdr is None:
+        return
+    if trailer is None:
+        rep.problems.append(Problem(rep.records, "missing", "no readable trailer: the generation's backup was interrupted, or its trailer is damaged"))
+    else:
+        by_seq = {s.seq: s for s in seen}
+        entries = {e.seq: e for e in trailer.entries}
+        doff = 0
+        for e in trailer.entries:
+            nd = sum(r.count for r in e.runs if not r.is_zero) * fmt.DIGEST_LEN
+            tdig = trailer.digests[doff : doff + nd]
+            doff += nd
+            s = by_seq.get(e.seq)
+            if s is None:
+                # the chunk was not read intact: name it with the trailer's mapping
+                covered = [p for p in damaged if p.chunk is None and e.record <= p.record < e.record + e.record_count]
+                covered += [p for p in damaged if p.chunk == e.seq]
+                if covered:
+                    for p in covered:
+                        p.chunk = e.seq
+                        if not p.blocks:
+                            p.blocks = _ranges(e.runs)
+                else:
+                    damaged.append(Problem(e.record, "missing", f"chunk {e.seq} listed in the trailer was not found", e.seq, _ranges(e.runs)))
+                    rep.chunks_damaged += 1
+                continue
+            h = s.header
+            if (s.record, s.record_count, h.stored_len, h.raw_len, h.payload_crc, h.runs) != (
+                e.record, e.record_count, e.stored_len, e.raw_len, e.payload_crc, e.runs,
+            ):
+                rep.problems.append(Problem(s.record, "index", f"chunk {e.seq} differs from the trailer's index entry (records {e.record}+{e.record_count} there, {s.record}+{s.record_count} here)", e.seq, _ranges(e.runs)))
+            elif s.digests and trailer.digest_alg and s.digests != tdig:
+                bad = [
+                    b for b, (x, y) in enumerate(zip(_chunks16(s.digests), _chunks16(tdig)))
+                    if x != y
+                ]
+                ids = [bid for bid, z in fmt.iter_blocks(e.runs) if not z]
+                rep.problems.append(Problem(s.record, "digest", f"chunk {e.seq}: {len(bad)} block(s) do not match their digests", e.seq, _ranges([fmt.Run(ids[k], 1) for k in bad])))
+        for s in seen:
+            if s.seq not in entries:
+                rep.problems.append(Problem(s.record, "index", f"chunk {s.seq} is not in the trailer's index", s.seq, _ranges(s.header.runs)))
+        if end is None:
+            rep.problems.append(Problem(trailer_record, "missing", "no end record after the trailer"))
+        elif end.trailer_record != trailer_record:
+            rep.problems.append(Problem(trailer_record, "index", f"end record points at record {end.trailer_record}, the trailer is at {trailer_record}"))
+        if trailer.complete and hdr.kind == fmt.GenerationKind.FULL and hdr.part == 0 and mapped and mapped.count(1) != len(mapped) and not damaged:
+            first = mapped.index(0)
+            rep.problems.append(Problem(trailer_record, "malformed", "the full generation does not account for every block", None, [(first, first)]))
+
+
+def _chunks16(b: bytes) -> Iterator[bytes]:
+    for o in range(0, len(b), 16):
+        yield b[o : o + 16]
+
+
+def verify_medium(
+    drive: TapeDrive,
+    catalog: Catalog | None = None,
+    *,
+    generation: int | None = None,
+    volume: str | None = None,
+    check_digests: bool = True,
+    progress: Progress | None = None,
+) -> MediumReport:
+    """Verify the medium in ``drive`` (every tape file, or only ``generation``'s)."""
+    progress = progress or NoProgress()
+    rep = MediumReport(medium=drive.name)
+    try:
+        label = read_label(drive)
+    except TapearcError as e:
+        rep.problems.append(Problem(0, e.kind, e.message))
+        return rep
+    rep.medium_uuid, rep.media_set, rep.sequence = str(label.medium_uuid), str(label.media_set_uuid), label.sequence
+    progress.start(f"verify {drive.name}", None)
+    try:
+        while True:
+            pos = drive.position()
+            fr, ended = verify_tape_file(drive, label, check_digests=check_digests)
+            progress.advance(fr.bytes)
+            if fr.records == 0 and not fr.problems and ended is Mark.END_OF_DATA:
+                break
+            wanted = (generation is None or fr.generation == generation) and (volume is None or fr.volume == volume)
+            if wanted:
+                rep.files.append(fr)
+            if ended is Mark.END_OF_DATA:
+                break
+            _ = pos
+    finally:
+        progress.finish()
+    try:
+        cut = bool(drive.status().details.get("image_truncated"))
+    except TapearcError:
+        cut = False
+    if cut:
+        last = rep.files[-1].tape_file if rep.files else 0
+        rep.problems.append(
+            Problem(0, "truncated", f"the medium ends with a cut or damaged record after tape file {last}: an interrupted write or a truncated image")
+        )
+    if catalog is not None:
+        _check_catalog(rep, catalog, label)
+    return rep
+
+
+def _check_catalog(rep: MediumReport, catalog: Catalog, label: fmt.Label) -> None:
+    """The catalog must agree with the medium (chunks, positions, CRCs)."""
+    known = catalog.medium(label.medium_uuid)
+    if known is None:
+        return
+    for fr in rep.files:
+        if fr.run_uuid is None:
+            continue
+        g = catalog.generation_by_run(fr.run_uuid)
+        if g is None:
+            fr.problems.append(Problem(0, "catalog", "the catalog does not know this generation (tapearc scan learns it)"))
+            continue
+        rows = [c for c in catalog.chunks(g.id) if c.medium_uuid == label.medium_uuid and c.tape_file == fr.tape_file]
+        if fr.ok and len(rows) != fr.chunks_ok:
+            fr.problems.append(Problem(0, "catalog", f"the catalog lists {len(rows)} chunks in this tape file, the medium holds {fr.chunks_ok}"))
+
+
+def affected_generations(catalog: Catalog, reports: list[MediumReport]) -> dict[str, list[int]]:
+    """For each damaged chunk, the generations of its volume whose restore needs a block from it."""
+    out: dict[str, set[int]] = {}
+    for m in reports:
+        for fr in m.files:
+            if fr.ok or fr.run_uuid is None or fr.volume is None:
+                continue
+            g = catalog.generation_by_run(fr.run_uuid)
+            bad_seqs = {p.chunk for p in fr.problems if p.chunk is not None}
+            whole = any(p.chunk is None and p.what not in ("catalog",) for p in fr.problems)
+            if g is None:
+                out.setdefault(fr.volume, set()).add(fr.generation or 0)
+                continue
+            out.setdefault(fr.volume, set()).add(g.number)
+            for later in catalog.generations(g.set_uuid, g.volume):
+                if later.number <= g.number or later.state != "complete":
+                    continue
+                try:
+                    chain = load_chain(catalog, g.set_uuid, g.volume, later.number)
+                except TapearcError:
+                    continue
+                if g.number not in [c.number for c in chain]:
+                    continue
+                if whole:
+                    out[fr.volume].add(later.number)
+                    continue
+                src, chunks = block_sources(catalog, chain)
+                ids = {i for i, c in enumerate(chunks) if c.generation == g.number and c.seq in bad_seqs}
+                if ids and any(x in ids for x in set(src)):
+                    out[fr.volume].add(later.number)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def verify_against(catalog: Catalog, set_uuid: uuid.UUID, volume: str, generation: int | None, source: str) -> dict[str, object]:
+    """Does generation N, as it would be restored, equal the volume ``source``? (block digests)"""
+    chain = load_chain(catalog, set_uuid, volume, generation)
+    g = chain[-1]
+    man = manifest_at(catalog, chain)
+    bs = g.block_size
+    diff: list[tuple[int, int]] = []
+    with SourceVolume(source) as src:
+        size = src.size
+        n = -(-max(size, g.volume_size) // bs)
+        buf = bytearray(bs * 256)
+        view = memoryview(buf)
+        zero = bytes(bs)
+        zd = bytes(fmt.DIGEST_LEN)
+        b = 0
+        off = 0
+        while off < size:
+            want = min(len(buf), size - off)
+            got = src.readinto_at(view[:want], off)
+            for o in range(0, got, bs):
+                blk = view[o : min(o + bs, got)]
+                d = zd if blk == zero[: len(blk)] else fmt.block_digest(blk)
+                k = b * fmt.DIGEST_LEN
+                if b >= g.nblocks or man[k : k + fmt.DIGEST_LEN] != d:
+                    _add(diff, b)
+                b += 1
+            off += got
+            if got < want:
+                break
+        for x in range(b, n):
+            _add(diff, x)
+    return {
+        "source": source,
+        "volume": volume,
+        "generation": g.number,
+        "volume_size": g.volume_size,
+        "source_size": size,
+        "equal": not diff and size == g.volume_size,
+        "differing_blocks": sum(b - a + 1 for a, b in diff),
+        "differing_ranges": [list(r) for r in diff],
+        "block_size": bs,
+    }
+
+
+def _add(ranges: list[tuple[int, int]], b: int) -> None:
+    if ranges and ranges[-1][1] + 1 == b:
+        ranges[-1] = (ranges[-1][0], b)
+    else:
+        ranges.append((b, b))
+
+
+def run_verify(
+    drive: TapeDrive,
+    catalog: Catalog | None,
+    *,
+    generation: int | None = None,
+    volume: str | None = None,
+    against: str | None = None,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    started = time.monotonic()
+    report = VerifyReport()
+    m = verify_medium(drive, catalog, generation=generation, volume=volume, progress=progress)
+    report.media.append(m)
+    report.bytes_read = sum(f.bytes for f in m.files)
+    if catalog is not None:
+        report.affected = affected_generations(catalog, report.media)
+    if against is not None and catalog is not None:
+        lab = read_label(drive)
+        vols = catalog.volumes(lab.media_set_uuid)
+        vol = volume or (vols[0] if len(vols) == 1 else None)
+        if vol is None:
+            from tapearc.errors import UsageError
+
+            raise UsageError(f"the media set holds several volumes ({', '.join(vols)}); choose one with --volume")
+        report.against = verify_against(catalog, lab.media_set_uuid, vol, generation, against)
+    report.seconds = time.monotonic() - started
+    return report

@@ -1,0 +1,181 @@
+"""verify finds every kind of damage, names the chunk and block ranges, and nothing on intact media."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from tapearc.catalog.db import Catalog
+from tapearc.engine.backup import BackupOptions, backup
+from tapearc.engine.scan import sync_medium
+from tapearc.engine.verify import run_verify
+from tapearc.media import open_medium
+from tapesim import simh
+from tapesim.drive import SimDrive
+
+BS = 4096
+RS = 16384
+
+
+def make(tmp_path: Path) -> tuple[Path, list[bytes]]:
+    """Two generations (full + incremental) on a SIMH image; 4-record chunks."""
+    img = tmp_path / "t.tap"
+    src = tmp_path / "v.img"
+    rng = random.Random(1)
+    data = bytearray(rng.randbytes(120 * BS))
+    versions = []
+    for g in range(2):
+        if g:
+            for b in (3, 4, 50, 90):
+                data[b * BS] ^= 1
+        src.write_bytes(bytes(data))
+        with Catalog() as cat, open_medium(f"sim:{img}", write=True) as d:
+            backup(str(src), d, cat, BackupOptions(block_size=BS, record_size=RS, chunk_size=64 * 1024))
+        versions.append(bytes(data))
+    return img, versions
+
+
+def verify(img: Path):
+    with Catalog() as cat, open_medium(f"sim:{img}", write=False) as d:
+        try:
+            sync_medium(d, cat)
+        except Exception:
+            pass
+        return run_verify(d, cat)
+
+
+def records(img: Path) -> list[list[bytes]]:
+    """The image's records per tape file."""
+    out: list[list[bytes]] = [[]]
+    with SimDrive(str(img), readonly=True) as d:
+        while True:
+            try:
+                r = d.read(1 << 20)
+            except OSError:
+                break
+            if r == b"":
+                if not out[-1] and len(out) > 1 and out[-2] == []:
+                    break
+                out.append([])
+                continue
+            out[-1].append(r)
+    while out and out[-1] == []:
+        out.pop()
+    return out
+
+
+def write_image(img: Path, files: list[list[bytes]]) -> None:
+    img.unlink()
+    with SimDrive(str(img), create=True, implicit_filemarks=False) as d:
+        for f in files:
+            for r in f:
+                d.write(r)
+            d.mtop(5, 1)  # MTWEOF
+
+
+def chunk_records(files: list[list[bytes]], tf: int) -> list[int]:
+    return [i for i, r in enumerate(files[tf]) if r[:8] == b"TACHUNK1"]
+
+
+def problems(rep):  # type: ignore[no-untyped-def]
+    return [p for m in rep.media for f in m.files for p in f.problems]
+
+
+def test_intact_media_verify_ok(tmp_path: Path) -> None:
+    img, _ = make(tmp_path)
+    rep = verify(img)
+    assert rep.ok, rep.to_json()
+    assert all(f.ok and f.chunks_ok > 0 for f in rep.media[0].files)
+
+
+@pytest.mark.parametrize("where", ["header", "payload"])
+def test_flipped_byte(tmp_path: Path, where: str) -> None:
+    img, _ = make(tmp_path)
+    files = records(img)
+    ci = chunk_records(files, 1)[1]  # chunk 1 of generation 1
+    rec = bytearray(files[1][ci])
+    rec[40 if where == "header" else 5000] ^= 0x10
+    files[1][ci] = bytes(rec)
+    write_image(img, files)
+    rep = verify(img)
+    assert not rep.ok
+    ps = problems(rep)
+    p = [p for p in ps if p.record == ci][0]
+    assert p.chunk == 1 and p.blocks, p
+    assert p.what in ("crc",)
+    assert rep.affected.get("v.img") == [1, 2]  # generation 2 needs blocks of that chunk too
+
+
+def test_dropped_record(tmp_path: Path) -> None:
+    img, _ = make(tmp_path)
+    files = records(img)
+    ci = chunk_records(files, 1)[2]
+    del files[1][ci + 1]  # the second record of chunk 2
+    write_image(img, files)
+    rep = verify(img)
+    ps = problems(rep)
+    assert any(p.chunk == 2 and p.blocks for p in ps), [p.to_json() for p in ps]
+    # the chunks after it are still read
+    assert rep.media[0].files[0].chunks_ok >= 4
+
+
+def test_truncated_tape_file(tmp_path: Path) -> None:
+    img, _ = make(tmp_path)
+    raw = img.read_bytes()
+    objs = simh.scan(str(img)).objects
+    # cut generation 2's tape file in the middle of its second chunk record
+    recs2 = [o for o in objs if o.kind == simh.ObjKind.RECORD][-3]  # inside generation 2's chunk
+    with open(img, "r+b") as f:
+        f.truncate(recs2.offset + 100)
+    _ = raw
+    rep = verify(img)
+    ps = problems(rep) + rep.media[0].problems
+    assert any(p.what == "truncated" for p in ps), rep.to_json()
+    assert rep.media[0].files[0].ok  # generation 1 is intact
+    assert not rep.ok
+
+
+def test_swapped_records(tmp_path: Path) -> None:
+    img, _ = make(tmp_path)
+    files = records(img)
+    a, b = chunk_records(files, 1)[1], chunk_records(files, 1)[3]
+    files[1][a], files[1][b] = files[1][b], files[1][a]
+    write_image(img, files)
+    rep = verify(img)
+    ps = problems(rep)
+    assert {1, 3} <= {p.chunk for p in ps}, [p.to_json() for p in ps]
+
+
+def test_record_from_another_medium(tmp_path: Path) -> None:
+    img, _ = make(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    img2, _ = make(other)
+    files = records(img)
+    files2 = records(img2)
+    ci = chunk_records(files, 1)[1]
+    cj = chunk_records(files2, 1)[1]
+    files[1][ci] = files2[1][cj]  # a first record of another medium's chunk 1
+    write_image(img, files)
+    rep = verify(img)
+    ps = problems(rep)
+    assert any(p.what == "foreign" for p in ps), [p.to_json() for p in ps]
+    assert any(p.chunk == 1 and p.blocks for p in ps)
+
+
+def test_against_source(tmp_path: Path) -> None:
+    img, versions = make(tmp_path)
+    src = tmp_path / "v.img"
+    with Catalog() as cat, open_medium(f"sim:{img}", write=False) as d:
+        sync_medium(d, cat)
+        rep = run_verify(d, cat, against=str(src))
+    assert rep.ok and rep.against and rep.against["equal"]
+    changed = bytearray(versions[-1])
+    changed[7 * BS + 1] ^= 1
+    changed[8 * BS + 1] ^= 1
+    src.write_bytes(bytes(changed))
+    with Catalog() as cat, open_medium(f"sim:{img}", write=False) as d:
+        rep = run_verify(d, cat, against=str(src))
+    assert not rep.ok and rep.against["differing_ranges"] == [[7, 8]]
