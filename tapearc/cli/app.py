@@ -222,6 +222,9 @@ def backup(
     ] = "4M",
     volume: Annotated[str | None, typer.Option("--volume", help="Volume name (default: SOURCE's file name).")] = None,
     full: Annotated[bool, typer.Option("--full", help="Write a full generation even if the volume has one.")] = False,
+    verify_after: Annotated[
+        bool, typer.Option("--verify", help="Read each tape file back after writing it (every CRC and digest).")
+    ] = False,
     media_set: Annotated[
         str | None, typer.Option("--media-set", help="Refuse a medium that is not of this media set (UUID).", metavar="UUID")
     ] = None,
@@ -249,6 +252,7 @@ def backup(
             full=full,
             media_set=_uuid(media_set, "--media-set"),
             chunk_size=_size(chunk_size, "--chunk-size") or 0,
+            verify=verify_after,
         )
         with _catalog(catalog) as cat, _media(media, changer, write=True, catalog=cat, timeout=wait) as src:
             res = do_backup(source, src, cat, opts, _progress(json_out))

@@ -29,7 +29,7 @@ from tapearc.catalog.db import Catalog
 from tapearc.engine.plan import load_chain, manifest_at
 from tapearc.engine.scan import sync_catalog as _sync
 from tapearc.engine.mediasource import MediaSource
-from tapearc.errors import MediumFullError, SourceError, TapearcError, UsageError, WriteProtectedError, WrongMediumError
+from tapearc.errors import DamagedDataError, MediumFullError, SourceError, TapearcError, UsageError, WriteProtectedError, WrongMediumError
 from tapearc.media.base import Mark, TapeDrive, WriteStatus
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
@@ -56,6 +56,7 @@ class BackupOptions:
     label_text: str = ""
     full: bool = False  # write a full generation even when an earlier one exists
     media_set: uuid.UUID | None = None  # refuse a medium of any other set
+    verify: bool = False  # read back each tape file after writing it
     block_size_given: bool = True  # False: the block size is the default and may follow the volume's
 
 
@@ -84,6 +85,7 @@ class BackupResult:
     warnings: list[str] = field(default_factory=list)
     parts: list[dict[str, object]] = field(default_factory=list)  # one per medium the generation is on
     early_warnings: list[dict[str, object]] = field(default_factory=list)  # where early warning was hit
+    verified: list[dict[str, object]] = field(default_factory=list)  # --verify: each tape file read back
 
     def to_json(self) -> dict[str, object]:
         d = {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
@@ -190,6 +192,7 @@ class _ChunkWriter:
         self.part: _Part | None = None
         self.seq = 0
         self.stopped = False  # the medium is full and there is no next one
+        self.verify = False
         self.pending_span = False  # early warning seen: the next chunk goes on the next medium
         self.dropped_from: int | None = None  # first block of a chunk that could not be written
         self._reset()
@@ -234,6 +237,8 @@ class _ChunkWriter:
         p.drive.write_record(fmt.encode_trailer_end(end))
         p.drive.write_filemark()
         self.result.records += nrec + 1
+        if self.verify:
+            self._verify_part(p)
         self.catalog.finish_generation(
             self.gen_id,
             state="auto" if complete else ("writing" if continues else "incomplete"),
@@ -244,6 +249,22 @@ class _ChunkWriter:
             closed=True,
             has_trailer=True,
         )
+
+    def _verify_part(self, p: "_Part") -> None:
+        """Read the part's tape file back (every CRC and digest) before going on."""
+        from tapearc.engine.verify import verify_tape_file
+
+        p.drive.locate(p.logical)
+        rep, _ = verify_tape_file(p.drive, p.label)
+        self.result.verified.append({"sequence": p.label.sequence, "tape_file": p.tape_file, "ok": rep.ok, "chunks": rep.chunks_ok})
+        if not rep.ok:
+            first = rep.problems[0]
+            raise DamagedDataError(
+                f"reading back tape file {p.tape_file} after writing it found damage: {first.message}"
+                + (f" ({len(rep.problems)} problems)" if len(rep.problems) > 1 else ""),
+                hint="the medium or drive may be faulty: clean the drive, use another medium, run tapearc verify",
+                blocks=first.blocks[0] if first.blocks else None,
+            ).at(medium=p.drive.name, tape_file=p.tape_file, record=first.record)
 
     def _span(self, pending: tuple[fmt.ChunkHeader, bytes, bytes] | None) -> bool:
         """The medium is at its end: close the part and go on on the next medium of the set.
@@ -496,6 +517,7 @@ def backup(
                 next_medium=next_medium,
                 can_continue=lambda: media.can_change,
             )
+            writer.verify = options.verify
             writer.gen_id = catalog.begin_generation(
                 genhdr, medium_uuid=label.medium_uuid, tape_file=pos0.file, logical=pos0.logical
             )

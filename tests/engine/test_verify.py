@@ -179,3 +179,36 @@ def test_against_source(tmp_path: Path) -> None:
     with Catalog() as cat, open_medium(f"sim:{img}", write=False) as d:
         rep = run_verify(d, cat, against=str(src))
     assert not rep.ok and rep.against["differing_ranges"] == [[7, 8]]
+
+
+def test_backup_verify_reads_back(tmp_path: Path) -> None:
+    src = tmp_path / "v.img"
+    src.write_bytes(random.Random(3).randbytes(40 * BS))
+    with Catalog() as cat, open_medium(f"sim:{tmp_path / 't.tap'}", write=True) as d:
+        res = backup(str(src), d, cat, BackupOptions(block_size=BS, record_size=RS, verify=True))
+    assert res.verified == [{"sequence": 1, "tape_file": 1, "ok": True, "chunks": res.chunks}]
+
+
+def test_backup_verify_catches_a_bad_drive(tmp_path: Path) -> None:
+    """A drive that silently corrupts what it writes: --verify notices before the backup says OK."""
+    from tapearc.errors import DamagedDataError
+
+    src = tmp_path / "v.img"
+    src.write_bytes(random.Random(4).randbytes(40 * BS))
+
+    class Corrupting:
+        def __init__(self, d):  # type: ignore[no-untyped-def]
+            self._d = d
+
+        def __getattr__(self, n):  # type: ignore[no-untyped-def]
+            return getattr(self._d, n)
+
+        def write_record(self, data):  # type: ignore[no-untyped-def]
+            b = bytearray(data)
+            if len(b) > 9000 and b[:8] == b"TACHUNK1":
+                b[9000] ^= 1
+            return self._d.write_record(bytes(b))
+
+    with Catalog() as cat, open_medium(f"sim:{tmp_path / 't.tap'}", write=True) as d:
+        with pytest.raises(DamagedDataError, match="reading back tape file 1"):
+            backup(str(src), Corrupting(d), cat, BackupOptions(block_size=BS, record_size=RS, verify=True))  # type: ignore[arg-type]
