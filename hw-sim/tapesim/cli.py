@@ -2,7 +2,9 @@
 
     tapesim new IMAGE --capacity SIZE [--early-warning SIZE] [--max-record SIZE]
                       [--write-protected] [--barcode TEXT] [--force]
-    tapesim info IMAGE [--json] [--objects]
+    tapesim info IMAGE [--json] [--objects] [--format simh|aws|tgt]
+    tapesim convert SRC DST [--from simh|aws|tgt] [--to simh|aws|tgt] [--barcode TEXT]
+                    [--capacity SIZE] [--force]
     tapesim protect IMAGE --on|--off
     tapesim library DIR --slots N --capacity SIZE [--drives D] [--early-warning SIZE]
                         [--max-record SIZE] [--barcode-prefix P] [--force]
@@ -35,6 +37,8 @@ from .drive import (
     sidecar_path,
 )
 from .library import Library, LibraryError, LibraryStatus, create_library
+from .formats import FORMATS, TapeFormatError, convert as convert_image, guess_format, scan_image
+from .formats import tgt as tgt_format
 from .simh import ObjKind, ScanResult, SimhFormatError, scan
 
 app = typer.Typer(
@@ -171,13 +175,22 @@ def render_info(rep: dict[str, Any], *, list_objects: bool) -> str:
         f"{rep['image']}: {rep['record_count']} records, {rep['filemark_count']} filemarks "
         f"in {len(rep['files'])} tape files"
     )
-    lines.append(
-        f"cartridge: capacity {format_size(s['capacity'])}, early warning "
-        f"{format_size(s['early_warning'])}, max record {format_size(s['max_record'])}, "
-        f"write-protected {'yes' if s['write_protected'] else 'no'}, "
-        f"barcode {s['barcode'] if s['barcode'] is not None else '-'}"
-        + ("" if rep["sidecar"] else " (no sidecar: defaults)")
-    )
+    fmt = rep.get("format", "simh")
+    if fmt == "simh":
+        lines.append(
+            f"cartridge: capacity {format_size(s['capacity'])}, early warning "
+            f"{format_size(s['early_warning'])}, max record {format_size(s['max_record'])}, "
+            f"write-protected {'yes' if s['write_protected'] else 'no'}, "
+            f"barcode {s['barcode'] if s['barcode'] is not None else '-'}"
+            + ("" if rep["sidecar"] else " (no sidecar: defaults)")
+        )
+    elif fmt == "tgt":
+        lines.append(
+            f"format: tgt SSC tape file; MAM: capacity {format_size(rep['capacity'])}, "
+            f"barcode {rep['barcode'] if rep['barcode'] is not None else '-'}"
+        )
+    else:
+        lines.append(f"format: {fmt.upper()} (no capacity or barcode in the image)")
     for f in rep["files"]:
         recs = f"{f['records']} record{'s' if f['records'] != 1 else ''}"
         runs = f" ({f['runs_text']})" if f["runs_text"] else ""
@@ -194,9 +207,13 @@ def render_info(rep: dict[str, Any], *, list_objects: bool) -> str:
                     f"{o['length']} bytes{err}"
                 )
     cap = rep["capacity"]
-    pct = 100.0 * rep["used"] / cap if cap else 0.0
+    if cap is None:
+        used = f"used {rep['used']} bytes"
+    else:
+        pct = 100.0 * rep["used"] / cap if cap else 0.0
+        used = f"used {rep['used']} of {cap} bytes ({pct:.1f}%)"
     lines.append(
-        f"used {rep['used']} of {cap} bytes ({pct:.1f}%); end of data at object "
+        f"{used}; end of data at object "
         f"{rep['object_count']}" + (" (EOM marker)" if rep["eom_marker"] else "")
     )
     damage: list[str] = []
@@ -257,22 +274,97 @@ def new(
     )
 
 
+_FORMAT_HELP = "Image format: " + ", ".join(FORMATS) + " (default: from the suffix)."
+
+
+def _check_format(name: Optional[str], option: str) -> Optional[str]:
+    if name is not None and name not in FORMATS:
+        raise CliError(f"invalid {option} {name!r} (expected one of: {', '.join(FORMATS)})")
+    return name
+
+
 @app.command()
 def info(
     image: str = typer.Argument(..., help="Path of the image file."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (objects included)."),
     list_objects: bool = typer.Option(False, "--objects", help="Also list every object (text output)."),
+    fmt: Optional[str] = typer.Option(
+        None, "--format", metavar="simh|aws|tgt",
+        help="Image format (default: from the suffix, .aws/.het aws, .tgt/.ssc tgt, else simh).",
+    ),
 ) -> None:
     """List the tape files and records of an image, its usage and any damage."""
+    fmt = _check_format(fmt, "--format") or guess_format(image) or "simh"
     if not os.path.exists(image):
         raise CliError(f"{image}: no such image")
-    settings = load_settings(image)
-    has_sidecar = os.path.exists(sidecar_path(image))
-    rep = describe_image(image, scan(image), settings, has_sidecar)
+    if os.path.isdir(image):
+        raise CliError(f"{image} is a directory")
+    if fmt == "simh":
+        settings = load_settings(image)
+        has_sidecar = os.path.exists(sidecar_path(image))
+        rep = describe_image(image, scan(image), settings, has_sidecar)
+        rep["format"] = "simh"
+    else:
+        rep = describe_image(image, scan_image(image, fmt), TapeSettings(), False)
+        rep["format"] = fmt
+        rep["sidecar"] = False
+        if fmt == "tgt":
+            mam = tgt_format.read_info(image)
+            tgt_settings = TapeSettings(capacity=max(mam.max_capacity, 1), barcode=mam.barcode)
+            rep["settings"] = tgt_settings.to_json()
+            rep.update(capacity=mam.max_capacity, early_warning=tgt_settings.early_warning,
+                       barcode=mam.barcode, serial=mam.serial)
+        else:
+            rep["settings"] = None
+            rep.update(capacity=None, early_warning=None, max_record=None, barcode=None)
     if as_json:
         typer.echo(json.dumps(rep, indent=2))
     else:
         typer.echo(render_info(rep, list_objects=list_objects))
+
+
+@app.command()
+def convert(
+    src: str = typer.Argument(..., help="Image to read."),
+    dst: str = typer.Argument(..., help="Image to write (must not exist, unless --force)."),
+    src_format: Optional[str] = typer.Option(None, "--from", metavar="simh|aws|tgt", help=_FORMAT_HELP),
+    dst_format: Optional[str] = typer.Option(None, "--to", metavar="simh|aws|tgt", help=_FORMAT_HELP),
+    barcode: Optional[str] = typer.Option(
+        None, "--barcode", help="Label: tgt MAM, or the SIMH sidecar (default: the source's; tgt: else DST's name)."
+    ),
+    capacity: Optional[str] = typer.Option(
+        None, "--capacity", help="tgt MAM max_capacity, or the SIMH sidecar's (tgt default: the image size rounded up to a MiB)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing DST."),
+) -> None:
+    """Copy a tape image into another format, records and filemarks unchanged.
+
+    Formats: simh (.tap), aws (.aws; .het read too), tgt (.tgt/.ssc, tgtimg's SSC file).
+    """
+    _check_format(src_format, "--from")
+    _check_format(dst_format, "--to")
+    cap = parse_size(capacity) if capacity is not None else None
+    if cap is not None and cap < 1:
+        raise CliError("--capacity must be positive")
+    if src_format is None and guess_format(src) is None:
+        raise CliError(f"cannot tell the format of {src} from its suffix: give --from simh|aws|tgt")
+    if dst_format is None and guess_format(dst) is None:
+        raise CliError(f"cannot tell the format of {dst} from its suffix: give --to simh|aws|tgt")
+    if not os.path.exists(src):
+        raise CliError(f"{src}: no such image")
+    res = convert_image(src, dst, src_format=src_format, dst_format=dst_format,
+                        barcode=barcode, capacity=cap, overwrite=force)
+    extra = ""
+    if res.dst_format == "tgt":
+        extra = f", capacity {format_size(res.capacity or 0)}, barcode {res.barcode}"
+    elif res.barcode is not None or res.capacity is not None:
+        extra = (f", sidecar: capacity {format_size(res.capacity) if res.capacity else 'default'}, "
+                 f"barcode {res.barcode or '-'}")
+    typer.echo(
+        f"{src} ({res.src_format}) -> {dst} ({res.dst_format}): {res.records} record"
+        f"{'s' if res.records != 1 else ''}, {res.filemarks} filemark{'s' if res.filemarks != 1 else ''}, "
+        f"{res.data_bytes} bytes of data; image {res.image_bytes} bytes{extra}"
+    )
 
 
 @app.command()
@@ -456,7 +548,7 @@ def main(argv: list[str] | None = None) -> None:
         if msg:  # empty when no arguments were given: the help was printed
             print(f"tapesim: error: {msg}", file=sys.stderr)
         raise SystemExit(getattr(e, "exit_code", 2) or 2) from None
-    except (CliError, LibraryError, SidecarError, SimhFormatError) as e:
+    except (CliError, LibraryError, SidecarError, SimhFormatError, TapeFormatError) as e:
         print(f"tapesim: error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     except OSError as e:

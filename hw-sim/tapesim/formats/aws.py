@@ -1,0 +1,193 @@
+"""AWSTAPE images (Hercules ``.aws``; also reads HET, its compressed variant).
+
+Every chunk has a 6-byte header (TAPE-FACTS §3.2; Hercules ``hetlib.h``)::
+
+    u16 LE curblkl   bytes in this chunk
+    u16 LE prvblkl   bytes in the previous chunk (0 at the start and after a tape mark)
+    u8     flags1    0x80 NEWREC (first chunk of a record), 0x20 ENDREC (last chunk),
+                     0x40 TAPEMARK; HET: 0x03 compression (1 zlib, 2 bzip2)
+    u8     flags2    0; HET: 0x80 Bus-Tech zlib
+
+A record longer than 65,535 bytes is split into chunks (NEWREC on the first, ENDREC on the
+last, neither on the middle ones); a tape mark is a chunk of 0 bytes with flags1 0x40. There is
+no end-of-data marker: the end of the file is the end of data.
+"""
+
+from __future__ import annotations
+
+import bz2
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from ..simh import ScanResult
+from .events import EndOfData, Event, Filemark, Obj, Record, TapeFormatError, events_of, located_error, scan_result_of
+
+NAME = "aws"
+SUFFIXES = (".aws", ".het")
+
+HEADER = struct.Struct("<HHBB")
+HEADER_SIZE = 6
+NEWREC = 0x80
+TAPEMARK = 0x40
+ENDREC = 0x20
+COMPRESS_MASK = 0x03
+COMPRESS_ZLIB = 0x01
+COMPRESS_BZIP2 = 0x02
+FLAGS2_BUSTECH_ZLIB = 0x80
+MAX_CHUNK = 0xFFFF
+
+
+def _decompress(data: bytes, flags1: int, flags2: int, at: int) -> bytes:
+    method = flags1 & COMPRESS_MASK
+    try:
+        if method == COMPRESS_ZLIB or flags2 & FLAGS2_BUSTECH_ZLIB:
+            return zlib.decompress(data)
+        if method == COMPRESS_BZIP2:
+            return bz2.decompress(data)
+    except (zlib.error, OSError, ValueError) as e:
+        raise located_error(f"cannot decompress HET block ({e})", at) from None
+    raise located_error(f"unknown HET compression method {method}", at)
+
+
+def walk(f: BinaryIO, *, with_data: bool = True) -> Iterator[Obj]:
+    """Objects of the image open on ``f``; ends with an "eod" object.
+
+    Records are reassembled from their chunks (and decompressed for HET; then ``length`` is
+    the uncompressed size, which needs the data even when ``with_data`` is false).
+    """
+    pos = 0
+    start = 0  # offset of the current record's first chunk
+    parts: list[bytes] = []
+    length = 0
+    in_record = False
+    rec_flags = (0, 0)
+    while True:
+        hdr = f.read(HEADER_SIZE)
+        if not hdr:
+            if in_record:
+                raise located_error("record without its last chunk (ENDREC) at the end of the image", start)
+            yield Obj("eod", pos)
+            return
+        if len(hdr) < HEADER_SIZE:
+            raise located_error(f"partial chunk header ({len(hdr)} stray bytes)", pos)
+        cur, _prv, flags1, flags2 = HEADER.unpack(hdr)
+        if flags1 & TAPEMARK:
+            if in_record:
+                raise located_error("tape mark inside a record", pos)
+            if cur:
+                raise located_error(f"tape mark with a length of {cur}", pos)
+            yield Obj("filemark", pos)
+            pos += HEADER_SIZE
+            continue
+        if flags1 & NEWREC:
+            if in_record:
+                raise located_error("new record before the previous one ended", pos)
+            in_record = True
+            start = pos
+            parts = []
+            length = 0
+            rec_flags = (flags1, flags2)
+        elif not in_record:
+            raise located_error(f"chunk continues no record (flags1 0x{flags1:02X})", pos)
+        compressed = bool(rec_flags[0] & COMPRESS_MASK or rec_flags[1] & FLAGS2_BUSTECH_ZLIB)
+        if with_data or compressed:
+            chunk = f.read(cur)
+            if len(chunk) < cur:
+                raise located_error(f"truncated chunk ({cur} bytes announced)", pos)
+            parts.append(chunk)
+        else:
+            here = f.tell()
+            if f.seek(cur, os.SEEK_CUR) > os.fstat(f.fileno()).st_size:
+                f.seek(here)
+                raise located_error(f"truncated chunk ({cur} bytes announced)", pos)
+        length += cur
+        pos += HEADER_SIZE + cur
+        if flags1 & ENDREC:
+            in_record = False
+            data = b"".join(parts) if parts or with_data else None
+            if compressed:
+                assert data is not None
+                data = _decompress(data, rec_flags[0], rec_flags[1], start)
+                length = len(data)
+            yield Obj("record", start, length, False, data if with_data else None)
+            parts = []
+
+
+def read_events(path: str | os.PathLike[str]) -> Iterator[Event]:
+    """The events of an AWS (or HET) image, read as they are consumed."""
+    with open(path, "rb", buffering=1 << 20) as f:
+        yield from events_of(walk(f))
+
+
+def scan_image(path: str | os.PathLike[str]) -> ScanResult:
+    """The object index of an AWS image (offsets of first chunks; damage reported, not raised)."""
+    with open(path, "rb", buffering=1 << 16) as f:
+        return scan_result_of(walk(f, with_data=False), os.fstat(f.fileno()).st_size)
+
+
+class AwsWriter:
+    """Writes events to a new AWS image (uncompressed), sequentially.
+
+    Records longer than ``chunk_size`` (at most 65,535) are split into chunks of
+    ``chunk_size`` bytes, the last one shorter. ``f`` is a binary file open for writing at
+    offset 0 (the writer does not close it).
+    """
+
+    name = NAME
+
+    def __init__(self, f: BinaryIO, *, chunk_size: int = MAX_CHUNK) -> None:
+        if not 1 <= chunk_size <= MAX_CHUNK:
+            raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK}")
+        self._f = f
+        self._chunk = chunk_size
+        self._prev = 0
+        self.offset = 0
+        self.records = 0
+        self.filemarks = 0
+        self.chunks = 0
+        self.finished = False
+
+    def write(self, ev: Event) -> None:
+        if isinstance(ev, Record):
+            self.record(ev.data, error=ev.error)
+        elif isinstance(ev, Filemark):
+            self.filemark()
+        elif isinstance(ev, EndOfData):
+            self.finish()
+        else:
+            raise TypeError(f"not an event: {ev!r}")
+
+    def _put(self, data: bytes | memoryview, flags1: int) -> None:
+        n = len(data)
+        self._f.write(HEADER.pack(n, self._prev, flags1, 0))
+        if n:
+            self._f.write(data)
+        self._prev = n
+        self.offset += HEADER_SIZE + n
+        self.chunks += 1
+
+    def record(self, data: bytes, *, error: bool = False) -> None:
+        if error:
+            raise TapeFormatError(
+                f"record {self.records + 1} carries the SIMH error flag, which AWS cannot represent"
+            )
+        n = len(data)
+        if n <= self._chunk:
+            self._put(data, NEWREC | ENDREC)
+        else:
+            view = memoryview(data)
+            for at in range(0, n, self._chunk):
+                flags = (NEWREC if at == 0 else 0) | (ENDREC if at + self._chunk >= n else 0)
+                self._put(view[at:at + self._chunk], flags)
+        self.records += 1
+
+    def filemark(self) -> None:
+        self._put(b"", TAPEMARK)
+        self.filemarks += 1
+
+    def finish(self) -> None:
+        """End of data: AWS has no marker (the end of the file is the end of data)."""
+        self.finished = True
