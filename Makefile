@@ -11,14 +11,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# Outside judges the tests use (Debian packages): simh's mtdump reads SIMH .tap images.
-# Needs root for apt-get; without it the interop tests are skipped, and say so.
+# Outside judges the tests use (Debian packages): simh's mtdump (SIMH .tap), hercules' tapemap
+# and hetmap (AWS), tgt's tgtimg (tgt tape files). Needs root for apt-get; without it the interop
+# tests are skipped, and say so.
 tools:
-	@command -v mtdump >/dev/null 2>&1 || { \
+	@{ command -v mtdump && command -v tapemap && command -v tgtimg; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq simh >/dev/null) \
-	      || echo "note: could not install simh; the mtdump interop tests will be skipped"; \
-	  else echo "note: simh's mtdump is missing (apt-get install simh); its interop tests will be skipped"; fi; }
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq simh hercules tgt >/dev/null) \
+	      || echo "note: could not install simh/hercules/tgt; their interop tests will be skipped"; \
+	  else echo "note: apt-get install simh hercules tgt for the interop tests (skipped now)"; fi; }
 
 # Back up a sample volume to a simulated tape, list the tape, restore it, compare.
 demo: $(STAMP)
