@@ -306,8 +306,13 @@ def verify_tape_file(drive: TapeDrive, label: fmt.Label, *, check_digests: bool 
             damaged_records.append(p)
             if kind == fmt.CHUNK_MAGIC:
                 rep.chunks_damaged += 1
-            # resynchronise: the records after the first may start the next items
-            recs.push(parts[1:])
+            # resynchronise when the framing cannot be trusted: the records after the first may
+            # start the next items (a dropped or foreign record); an intact header with a bad
+            # payload keeps its framing
+            framing_ok = cut is None and have == prefix.total_len
+            header_ok = seq is not None if kind == fmt.CHUNK_MAGIC else e.kind == "crc"
+            if not (framing_ok and header_ok):
+                recs.push(parts[1:])
             if cut is not None:
                 ended = cut
                 first = False
@@ -315,11 +320,26 @@ def verify_tape_file(drive: TapeDrive, label: fmt.Label, *, check_digests: bool 
         first = False
     rep.complete = trailer.complete if trailer is not None else None
     _check_trailer(rep, hdr, seen, trailer, trailer_record, end, damaged_records, mapped)
-    rep.problems.extend(damaged_records)
+    rep.problems.extend(_group_strays(damaged_records))
     if ended is Mark.END_OF_DATA and (rep.records or rep.problems):
         rep.problems.append(Problem(recs.index, "truncated", "the medium ends inside this tape file (no filemark): an interrupted backup or a cut image"))
     rep.problems.sort(key=lambda p: p.record)
     return rep, ended
+
+
+def _group_strays(problems: list[Problem]) -> list[Problem]:
+    """Consecutive records that belong to no item become one problem."""
+    out: list[Problem] = []
+    last_end = -2
+    for p in sorted(problems, key=lambda p: p.record):
+        if p.what == "stray" and out and out[-1].what == "stray" and p.record == last_end + 1 and p.chunk == out[-1].chunk:
+            first = out[-1].record
+            out[-1].message = f"records {first}-{p.record} belong to no item (data of a damaged item, or foreign)"
+            last_end = p.record
+            continue
+        out.append(p)
+        last_end = p.record
+    return out
 
 
 def fmt_truncated(total: int, have: int, mark: Mark) -> TapearcError:
