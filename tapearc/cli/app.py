@@ -45,7 +45,7 @@ MediaOpt = Annotated[
     typer.Option(
         "--media",
         "-m",
-        help="Medium: sim:IMAGE (simulated tape, made if missing), dir:FOLDER (removable disk), /dev/nstN.",
+        help="Medium: sim:IMAGE (simulated tape, made if missing), sim:LIBRARY, dir:FOLDER (removable disk), /dev/nstN, - (a record stream on stdin/stdout).",
         metavar="MEDIUM",
     ),
 ]
@@ -655,6 +655,9 @@ def _register_subcommands() -> None:
     from tapearc.cli.drive_cmd import drive_app
 
     app.add_typer(drive_app, name="drive", help="Tape drive commands (status).")
+    from tapearc.cli.copy_cmd import register as register_copy
+
+    register_copy(app)
 
 
 _register_subcommands()

@@ -10,6 +10,9 @@
 ``st:/dev/nstN`` or ``/dev/nst*`` (``/dev/st*`` for reading only)
     the Linux st driver (:mod:`tapearc.media.linux_st`): probed without waiting, rewound at
     open; the largest record is ``TAPEARC_ST_MAX_RECORD`` (default 1 MiB).
+``-``
+    the stream medium (:mod:`tapearc.media.stream`): standard output when opened for writing,
+    standard input for reading; records and filemarks in SIMH framing, in order only.
 ``PATH``
     an existing folder is ``dir:PATH``; anything else is ``sim:PATH``.
 """
@@ -32,20 +35,24 @@ __all__ = [
     "ACCEPTED_FORMS",
 ]
 
-ACCEPTED_FORMS = "sim:PATH, dir:PATH, st:/dev/nstN (or /dev/nstN), or a PATH"
+ACCEPTED_FORMS = "sim:PATH, dir:PATH, st:/dev/nstN (or /dev/nstN), - (standard input/output), or a PATH"
 _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$")
 
 
 def open_medium(spec: str, *, write: bool) -> TapeDrive:
     """Open the medium named by ``spec`` for reading, or for reading and writing.
 
-    The drive's ``name`` is the spec in its explicit form (``sim:PATH``, ``dir:PATH``).
+    The drive's ``name`` is the spec in its explicit form (``sim:PATH``, ``dir:PATH``, ``-``).
     Raises MediumUnavailableError for a missing medium or an unknown ``xyz:`` prefix,
     NotTapearcMediumError for a non-empty folder that is not a dir medium, WriteProtectedError
     when ``write`` is asked of a write-protected tape image.
     """
     if not spec:
         raise MediumUnavailableError(f"no medium given; expected {ACCEPTED_FORMS}")
+    if spec == "-":
+        from .stream import open_stream
+
+        return open_stream(write=write)
     m = _PREFIX.match(spec)
     kind, path = (m.group(1).lower(), m.group(2)) if m else (None, spec)
     if kind is None:

@@ -1,0 +1,291 @@
+"""Copying a whole medium, record for record and filemark for filemark.
+
+:func:`copy_medium` reads the source from its beginning to its end of data and writes every
+record and every filemark to the target in the same order, one record in memory at a time. It
+knows nothing of tapearc's format: any medium is copied exactly (a tapearc medium, a tar tape, a
+foreign SIMH image). When the source's first record is a tapearc volume label the result
+reports it, and its record size lets an unsuitable target be refused before anything is written.
+
+Rules:
+
+* the target must be blank (its first read is end of data) unless ``force``; a medium is never
+  copied onto itself (:func:`same_medium` compares what two specs name; the engine refuses the
+  same drive object);
+* a source record larger than the target drive's largest record stops the copy before
+  anything past it is written (:class:`~tapearc.errors.RecordTooLargeError`); for a tapearc
+  medium whose label's record size exceeds the target's largest record this is known from the
+  first record, and nothing is written;
+* a copy must fit: when a write on the target reports the early warning and the source holds
+  more records (filemarks still fit: they are written), the copy stops with :class:`~tapearc.errors.MediumFullError` (a copy does not span
+  media; the target then holds an incomplete copy);
+* any failure after the first write says how far the copy got: the target holds the source's
+  objects up to that point and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tapearc import format as fmt
+from tapearc.engine.progress import NoProgress, Progress
+from tapearc.errors import (
+    MediumFullError,
+    MediumInUseError,
+    RecordTooLargeError,
+    TapearcError,
+    UsageError,
+    WriteProtectedError,
+)
+from tapearc.media.base import Mark, TapeDrive, WriteStatus
+
+__all__ = ["CopyResult", "copy_medium", "ensure_not_self", "label_info", "medium_identity", "same_medium"]
+
+
+@dataclass(slots=True)
+class CopyResult:
+    """What a copy wrote."""
+
+    source: str
+    target: str
+    tape_files: int = 0  # tape files holding at least one object (a record or their filemark)
+    records: int = 0
+    bytes: int = 0  # record data bytes (no framing)
+    filemarks: int = 0
+    largest_record: int = 0
+    label: dict[str, Any] | None = None  # the source's tapearc label, when it has one
+    complete: bool = True
+    early_warning: bool = False  # the last writes went into the target's early-warning zone
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        d["mb_per_s"] = round(self.bytes / self.seconds / 1e6, 2) if self.seconds > 0 else None
+        return d
+
+    def summary(self) -> str:
+        return (
+            f"{self.tape_files} tape file{'s' if self.tape_files != 1 else ''}, {self.records} records, "
+            f"{self.bytes} bytes, {self.filemarks} filemark{'s' if self.filemarks != 1 else ''}"
+        )
+
+
+def label_info(record: bytes) -> dict[str, Any] | None:
+    """The tapearc volume label in ``record`` (a medium's first record), or None."""
+    if record[:7] != fmt.LABEL_MAGIC[:7]:  # as layout.read_label: the magic without its version byte
+        return None
+    try:
+        lab = fmt.decode_label(record)
+    except TapearcError:
+        return None
+    return {
+        "medium_uuid": str(lab.medium_uuid),
+        "media_set": str(lab.media_set_uuid),
+        "sequence": lab.sequence,
+        "record_size": lab.record_size,
+        "created": lab.created,
+        "text": lab.text,
+    }
+
+
+# ---------------------------------------------------------------------- same medium
+
+
+def medium_identity(spec: str) -> str | None:
+    """What ``spec`` names, as a comparable string: the real path of the image, folder or
+    device (``/dev/nstN`` and ``/dev/stN`` are the same drive); None for the stream ``-``
+    (standard input and standard output are never the same medium)."""
+    from tapearc.media import _PREFIX
+
+    if spec == "-":
+        return None
+    m = _PREFIX.match(spec)
+    kind, path = (m.group(1).lower(), m.group(2)) if m else (None, spec)
+    if not path:
+        return None
+    real = os.path.realpath(path)
+    if kind == "st" or real.startswith("/dev/"):
+        head, base = os.path.split(real)
+        if base.startswith("nst"):
+            base = base[1:]
+        return os.path.join(head, base)
+    return real
+
+
+def same_medium(a: str, b: str) -> bool:
+    """Do specs ``a`` and ``b`` name the same medium (same image, folder or drive)?"""
+    ia, ib = medium_identity(a), medium_identity(b)
+    if ia is None or ib is None:
+        return False
+    if ia == ib:
+        return True
+    try:
+        return os.path.samefile(ia, ib)
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------- copy
+
+
+def _incomplete(err: TapearcError, res: CopyResult, pos: tuple[int, int, int], what: str) -> TapearcError:
+    """``err`` with what the target now holds appended to its message."""
+    logical, tfile, rec = pos
+    if res.records == 0 and res.filemarks == 0:
+        held = "nothing was written to it"
+    else:
+        held = (
+            f"it holds the first {logical} objects of the source ({res.summary()}), "
+            f"up to tape file {tfile} record {rec}"
+        )
+    err.message = f"{err.message}; {what}: the copy on {res.target} is incomplete: {held}"
+    err.args = (err.message,)
+    return err
+
+
+def copy_medium(
+    source: TapeDrive,
+    target: TapeDrive,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> CopyResult:
+    """Copy every record and filemark of ``source``, from its beginning to its end of data, to
+    ``target`` from its beginning. Returns what was copied; raises on failure (see the module
+    docstring for the rules). Both drives stay open; the target's position is left after the
+    last object written."""
+    progress = progress or NoProgress()
+    started = time.monotonic()
+    res = CopyResult(source=source.name, target=target.name)
+    if source is target or (source.name == target.name and source.name != "-"):
+        raise UsageError(
+            f"cannot copy medium {source.name} onto itself",
+            hint="give another medium as --to",
+        )
+    if not target.writable:
+        raise WriteProtectedError("target medium is write-protected (or open read-only); nothing was written").at(
+            medium=target.name
+        )
+    source.rewind()
+    target.rewind()
+    first_target = target.read_record()
+    if first_target is not Mark.END_OF_DATA:
+        what = "a filemark" if first_target is Mark.FILEMARK else "records"
+        lab = label_info(first_target) if isinstance(first_target, (bytes, bytearray)) else None
+        if not force:
+            if lab is not None:
+                raise MediumInUseError(
+                    f"target medium is not blank: it holds a tapearc label (sequence {lab['sequence']} of media set "
+                    f"{lab['media_set']}); copying would erase it; nothing was written",
+                    hint="use a blank medium, or add --force to erase it",
+                ).at(medium=target.name)
+            raise MediumInUseError(
+                f"target medium is not blank (it begins with {what}); copying would erase it; nothing was written",
+                hint="use a blank medium, or add --force to erase it",
+            ).at(medium=target.name)
+        res.warnings.append(f"target was not blank (it began with {what}); its contents were replaced")
+    target.rewind()
+
+    total: int | None = None
+    try:
+        used = source.status().used
+        total = int(used) if used else None
+    except TapearcError:
+        total = None
+    progress.start(f"copy {source.name}", total)
+    logical = tfile = rec = 0
+    file_has_objects = False
+    try:
+        while True:
+            try:
+                obj = source.read_record()
+            except TapearcError as e:
+                raise _incomplete(
+                    e.at(medium=source.name, tape_file=tfile, record=rec), res, (logical, tfile, rec),
+                    f"reading the source failed at object {logical}",
+                ) from None
+            if obj is Mark.END_OF_DATA:
+                break
+            if res.early_warning and obj is not Mark.FILEMARK:  # filemarks still fit in the zone
+                raise _incomplete(
+                    MediumFullError(
+                        f"target medium reached its early warning after {logical} objects and the source holds more "
+                        "(a copy must fit on one medium; it does not span media)",
+                        hint="copy to a larger medium",
+                    ).at(medium=target.name, tape_file=tfile, record=rec),
+                    res, (logical, tfile, rec), "stopped",
+                )
+            if obj is Mark.FILEMARK:
+                status = _write(target, None, res, (logical, tfile, rec))
+                res.filemarks += 1
+                if not file_has_objects:  # an empty tape file: just its filemark
+                    res.tape_files += 1
+                file_has_objects = False
+                logical += 1
+                tfile += 1
+                rec = 0
+            else:
+                n = len(obj)
+                if logical == 0:
+                    res.label = label_info(obj)
+                    if res.label is not None and res.label["record_size"] > target.max_record_size:
+                        raise RecordTooLargeError(
+                            f"source {source.name} is a tapearc medium written with records of up to "
+                            f"{res.label['record_size']} bytes (its label's record size), larger than the "
+                            f"largest record target drive {target.name} takes ({target.max_record_size}); "
+                            "nothing was written",
+                            hint="copy to a medium or drive that takes larger records",
+                        ).at(medium=target.name)
+                if n > target.max_record_size:
+                    raise _incomplete(
+                        RecordTooLargeError(
+                            f"source record {rec} of tape file {tfile} (object {logical}) holds {n} bytes, more than "
+                            f"the largest record target drive {target.name} takes ({target.max_record_size}); "
+                            "nothing past it was written",
+                            hint="copy to a medium or drive that takes larger records",
+                        ).at(medium=source.name, tape_file=tfile, record=rec),
+                        res, (logical, tfile, rec), "stopped",
+                    )
+                status = _write(target, obj, res, (logical, tfile, rec))
+                res.records += 1
+                res.bytes += n
+                res.largest_record = max(res.largest_record, n)
+                if not file_has_objects:
+                    file_has_objects = True
+                    res.tape_files += 1
+                logical += 1
+                rec += 1
+                progress.advance(n)
+            if status is WriteStatus.EARLY_WARNING:
+                res.early_warning = True
+    finally:
+        progress.finish()
+    if res.early_warning:
+        res.warnings.append("the copy fits, but it reached the target's early-warning zone")
+    res.seconds = time.monotonic() - started
+    return res
+
+
+def _write(target: TapeDrive, data: bytes | None, res: CopyResult, pos: tuple[int, int, int]) -> WriteStatus:
+    try:
+        return target.write_filemark() if data is None else target.write_record(data)
+    except MediumFullError as e:
+        raise _incomplete(
+            e.at(medium=target.name),
+            res, pos,
+            "target medium is full (a copy must fit on one medium; it does not span media)",
+        ) from None
+    except TapearcError as e:
+        raise _incomplete(e.at(medium=target.name), res, pos, f"writing object {pos[0]} failed") from None
+
+
+def ensure_not_self(source_spec: str, target_spec: str) -> None:
+    """Refuse (UsageError) to copy a medium onto itself, before either is opened."""
+    if same_medium(source_spec, target_spec):
+        raise UsageError(
+            f"--from {source_spec} and --to {target_spec} are the same medium; a medium cannot be copied onto itself",
+            hint="give another medium as --to",
+        )
