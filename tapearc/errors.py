@@ -254,3 +254,11 @@ class WrongMediumError(MediumError):
 
     exit_code = 19
     kind = "wrong-medium"
+
+
+class PartialRestoreError(DamagedDataError):
+    """A restore finished but some block ranges could not be restored (damaged or unreadable
+    chunks); they read as zeros in the target. The message lists them by volume offset."""
+
+    exit_code = 23
+    kind = "partial"

@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from tapearc.errors import InternalError, Interrupted, TapearcError, UsageError
+from tapearc.errors import InternalError, Interrupted, PartialRestoreError, TapearcError, UsageError
 from tapearc.units import format_size, parse_size
 
 app = typer.Typer(
@@ -290,6 +290,9 @@ def restore(
         int | None,
         typer.Option("--assume-generation", help="TARGET holds generation K already: write only what differs.", metavar="K"),
     ] = None,
+    fallback_older: Annotated[
+        bool, typer.Option("--fallback-older", help="Where a chunk is damaged, restore the newest older version of its blocks.")
+    ] = False,
     changer: ChangerOpt = None,
     wait: TimeoutOpt = None,
     catalog: CatalogOpt = None,
@@ -302,7 +305,9 @@ def restore(
     def go() -> None:
         from tapearc.engine.restore import RestoreOptions, restore as do_restore
 
-        opts = RestoreOptions(generation=generation, volume=volume, force=force, assume_generation=assume_generation)
+        opts = RestoreOptions(
+            generation=generation, volume=volume, force=force, assume_generation=assume_generation, fallback_older=fallback_older
+        )
         with _catalog(catalog) as cat, _media(media, changer, write=False, catalog=cat, timeout=wait) as src:
             res = do_restore(src, cat, to, opts, None if to == "-" else _progress(json_out))
         if json_out:
@@ -310,6 +315,8 @@ def restore(
                 err_console.print_json(json.dumps(res.to_json(), default=str))
             else:
                 _emit_json(res.to_json())
+            if res.lost:
+                raise typer.Exit(PartialRestoreError.exit_code)
             return
         msg = (
             f"restored volume {res.volume!r} generation {res.generation} ({format_size(res.volume_size)}) "
@@ -318,6 +325,7 @@ def restore(
             + f": {res.chunks_read} chunks read, {res.blocks_written} blocks written, {res.blocks_zeroed} zeroed"
         )
         (err_console if to == "-" else out_console).print(msg, markup=False, soft_wrap=True)
+        _partial(res)
 
     _run(json_out, go)
 
@@ -452,6 +460,27 @@ def verify(
             raise typer.Exit(20)
 
     _run(json_out, go)
+
+
+def _partial(res: Any) -> None:
+    """A restore that lost block ranges: list them (by volume offset), then fail with 'partial'."""
+    for f in res.fallback:
+        a, b = f["blocks"]
+        src = "zeros (their older version)" if f.get("zero") else f"generation {f['from_generation']}"
+        err_console.print(f"tapearc: blocks {a}-{b}: damaged in the newest version, restored from {src}", markup=False, soft_wrap=True)
+    for d in res.damaged_chunks:
+        err_console.print(f"tapearc: damaged: {d['error']}", markup=False, soft_wrap=True)
+    if not res.lost:
+        return
+    ranges = ", ".join(
+        f"bytes {x['offset']}-{int(x['offset']) + int(x['length']) - 1} (blocks {x['blocks'][0]}-{x['blocks'][1]})" for x in res.lost
+    )
+    total = sum(int(x["length"]) for x in res.lost)
+    raise PartialRestoreError(
+        f"restore is partial: {total} bytes could not be restored and read as zeros in {res.target}: {ranges}",
+        hint="try --fallback-older, another copy of the medium, or verify the medium",
+        medium=res.medium,
+    )
 
 
 def _print_verify(rep: Any) -> None:

@@ -167,22 +167,73 @@ def manifest_at(catalog: Catalog, chain: list[GenerationRow]) -> bytearray:
     return m
 
 
-def block_sources(catalog: Catalog, chain: list[GenerationRow]) -> tuple[array, list[ChunkRow]]:
+def block_sources(
+    catalog: Catalog, chain: list[GenerationRow], exclude: set[int] | None = None
+) -> tuple[array, list[ChunkRow]]:
     """For each block of the chain's last generation, the index of the chunk holding its newest
-    version (into the returned chunk list), or ZERO."""
+    version (into the returned chunk list), or ZERO. Chunks whose catalog id is in ``exclude``
+    (damaged ones) are passed over, so an older version shows through."""
+    src, chunks, _ = block_sources_known(catalog, chain, exclude)
+    return src, chunks
+
+
+def block_sources_known(
+    catalog: Catalog, chain: list[GenerationRow], exclude: set[int] | None = None
+) -> tuple[array, list[ChunkRow], bytearray]:
+    """block_sources, plus a map of the blocks some (not excluded) generation recorded at all."""
     chunks: list[ChunkRow] = []
     src = array("i")
+    known = bytearray()
     for g in chain:
         n = g.nblocks
         del src[n:]
+        del known[n:]
         if len(src) < n:
             src.extend(array("i", [ZERO]) * (n - len(src)))
+            known.extend(bytes(n - len(known)))
         for c in catalog.chunks(g.id):
             idx = len(chunks)
             chunks.append(c)
+            if exclude and c.id in exclude:
+                continue
             for r in c.runs:
                 src[r.first : r.first + r.count] = array("i", [ZERO if r.is_zero else idx]) * r.count
-    return src, chunks
+                known[r.first : r.first + r.count] = b"\x01" * r.count
+    return src, chunks, known
+
+
+def fallback_reads(
+    catalog: Catalog, chain: list[GenerationRow], lost: list[tuple[int, int]], damaged: set[int]
+) -> tuple[list[PlannedRead], list[tuple[int, int]], list[tuple[int, int]]]:
+    """For blocks lost with damaged chunks, the newest older versions: (chunks to read, runs whose
+    older version is zero, runs with no older version at all)."""
+    src, chunks, known = block_sources_known(catalog, chain, damaged)
+    per: dict[int, list[int]] = {}
+    zero: list[tuple[int, int]] = []
+    none: list[tuple[int, int]] = []
+    for a, n in lost:
+        for b in range(a, a + n):
+            if b >= len(src) or not known[b]:
+                _append(none, b)
+            elif src[b] == ZERO:
+                _append(zero, b)
+            else:
+                per.setdefault(src[b], []).append(b)
+    reads = []
+    for idx, blocks in per.items():
+        runs: list[tuple[int, int]] = []
+        for b in blocks:
+            _append(runs, b)
+        reads.append(PlannedRead(chunks[idx], tuple(runs)))
+    reads.sort(key=lambda r: (r.chunk.medium_sequence, r.chunk.logical))
+    return reads, zero, none
+
+
+def _append(runs: list[tuple[int, int]], b: int) -> None:
+    if runs and runs[-1][0] + runs[-1][1] == b:
+        runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+    else:
+        runs.append((b, 1))
 
 
 def _runs_of(flags: bytearray, base: int = 0) -> list[tuple[int, int]]:

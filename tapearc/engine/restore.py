@@ -21,13 +21,14 @@ import stat
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, GenerationRow
 from tapearc.engine.layout import MAGIC_CHUNK, read_item
-from tapearc.engine.plan import DIGEST_LEN, Plan, PlannedRead, load_chain, make_plan, manifest_at
+from tapearc.engine.plan import DIGEST_LEN, Plan, PlannedRead, fallback_reads, load_chain, make_plan, manifest_at
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.scan import follow_set, sync_medium
@@ -52,6 +53,7 @@ class RestoreOptions:
     volume: str | None = None  # None: the only volume of the media set
     force: bool = False
     assume_generation: int | None = None  # the target holds this generation already
+    fallback_older: bool = False  # use older versions of blocks whose chunk is damaged
 
 
 @dataclass(slots=True)
@@ -64,6 +66,9 @@ class RestoreResult:
     block_size: int
     mode: str = "new"  # new | device | roll-forward | stream
     media_used: list[str] = field(default_factory=list)
+    lost: list[dict[str, object]] = field(default_factory=list)  # block ranges that could not be restored
+    fallback: list[dict[str, object]] = field(default_factory=list)  # blocks restored from older versions
+    damaged_chunks: list[dict[str, object]] = field(default_factory=list)
     from_generation: int | None = None
     chunks_read: int = 0
     blocks_written: int = 0
@@ -120,6 +125,7 @@ def prepare_plan(
 class Sink(Protocol):
     def write(self, offset: int, data: memoryview) -> None: ...
     def zero(self, offset: int, length: int) -> None: ...
+    def lost(self, offset: int, length: int) -> None: ...
     def commit(self) -> None: ...
     def abort(self) -> None: ...
 
@@ -129,6 +135,9 @@ class _TargetSink:
 
     def __init__(self, target: RestoreTarget) -> None:
         self.t = target
+
+    def lost(self, offset: int, length: int) -> None:
+        self.t.zero_range(offset, length)  # a lost range reads as zeros, never as stale data
 
     def write(self, offset: int, data: memoryview) -> None:
         self.t.write_at(data, offset)
@@ -175,6 +184,9 @@ class _InPlaceSink:
                 if e.errno == errno.ENOSPC:
                     raise TargetTooSmallError(f"target {self.path} ran out of space at byte {offset + done}") from None
                 raise TargetError(f"writing target {self.path} at byte {offset + done} failed: {e.strerror}") from None
+
+    def lost(self, offset: int, length: int) -> None:
+        self.zero(offset, length)
 
     def zero(self, offset: int, length: int) -> None:
         if not self.is_device:
@@ -293,6 +305,12 @@ class _StreamSink:
 
     def zero(self, offset: int, length: int) -> None:
         pass  # blocks not needed are emitted as zeros in order
+
+    def lost(self, offset: int, length: int) -> None:
+        b0 = offset // self.bs
+        b1 = b0 + -(-length // self.bs)
+        self.need[b0:b1] = bytes(b1 - b0)  # emitted as zeros
+        self._advance()
 
     def commit(self) -> None:
         self._advance()
@@ -427,7 +445,7 @@ def restore(
     )
     try:
         progress.start(f"restore {last.volume} gen {last.number}", plan.blocks_to_write * plan.block_size or None)
-        execute_plan(media, catalog, label, plan, sink, result, progress)
+        execute_plan(media, catalog, label, plan, sink, result, progress, chain=chain, fallback_older=options.fallback_older)
         sink.commit()
     except BaseException:
         sink.abort()
@@ -452,52 +470,135 @@ def execute_plan(
     sink: Sink,
     result: RestoreResult,
     progress: Progress,
+    *,
+    chain: list[GenerationRow] | None = None,
+    fallback_older: bool = False,
 ) -> None:
     """Read the planned chunks in plan order, medium after medium, and write their needed blocks
-    to the sink."""
+    to the sink. A chunk that cannot be read or is damaged does not stop the restore: its blocks
+    are recorded as lost (``result.lost``); with ``fallback_older`` their newest older versions
+    are read in a second pass, and what is still lost stays lost (zeros in the target)."""
     bs = plan.block_size
     size = plan.volume_size
+    damaged = _read_all(media, catalog, plan, plan.reads, sink, result, progress)
+    for a, n in plan.zero_runs:
+        start = a * bs
+        sink.zero(start, min((a + n) * bs, size) - start)
+        result.blocks_zeroed += n
+    if not damaged:
+        return
+    lost = _merge_runs([r for pr, _ in damaged for r in pr.runs])
+    if fallback_older and chain is not None:
+        reads, zero, none = fallback_reads(catalog, chain, lost, {pr.chunk.id for pr, _ in damaged})
+        still = _read_all(media, catalog, plan, reads, sink, result, progress)
+        for a, n in zero:  # the older version of these blocks is zero
+            start = a * bs
+            sink.zero(start, min((a + n) * bs, size) - start)
+            result.blocks_zeroed += n
+        recovered = [r for pr in reads for r in pr.runs if all(pr is not d for d, _ in still)] + zero
+        result.fallback = [
+            {"blocks": [a, a + n - 1], "from_generation": pr.chunk.generation}
+            for pr in reads
+            if all(pr is not d for d, _ in still)
+            for a, n in pr.runs
+        ] + [{"blocks": [a, a + n - 1], "from_generation": None, "zero": True} for a, n in zero]
+        lost = _merge_runs(none + [r for pr, _ in still for r in pr.runs])
+        _ = recovered
+        damaged = damaged + still
+    result.damaged_chunks = [
+        {"medium": pr.chunk.medium_uuid.hex, "tape_file": pr.chunk.tape_file, "record": pr.chunk.record,
+         "generation": pr.chunk.generation, "chunk": pr.chunk.seq, "error": msg}
+        for pr, msg in damaged
+    ]
+    for a, n in lost:
+        sink.lost(a * bs, min((a + n) * bs, size) - a * bs)
+    result.lost = [
+        {"blocks": [a, a + n - 1], "offset": a * bs, "length": min((a + n) * bs, size) - a * bs} for a, n in lost
+    ]
+
+
+def _merge_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, n in sorted(runs):
+        if out and out[-1][0] + out[-1][1] >= a:
+            end = max(out[-1][0] + out[-1][1], a + n)
+            out[-1] = (out[-1][0], end - out[-1][0])
+        else:
+            out.append((a, n))
+    return out
+
+
+def _read_all(
+    media: MediaSource,
+    catalog: Catalog,
+    plan: Plan,
+    reads: list[PlannedRead],
+    sink: Sink,
+    result: RestoreResult,
+    progress: Progress,
+) -> list[tuple[PlannedRead, str]]:
+    """Read ``reads`` in order; returns the ones that failed, with the reason."""
+    bs = plan.block_size
+    size = plan.volume_size
+    damaged: list[tuple[PlannedRead, str]] = []
     current = None
-    drive = media.current()
+    drive: TapeDrive | None = None
     barcodes = {m.uuid: m.label for m in catalog.media_of_set(plan.set_uuid)}
-    for pr in plan.reads:
+    unavailable: dict[uuid.UUID, str] = {}
+    for pr in reads:
         c = pr.chunk
+        if c.medium_uuid in unavailable:
+            damaged.append((pr, unavailable[c.medium_uuid]))
+            continue
         if c.medium_uuid != current:
             if current is not None:
                 media.release()
-            drive = media.medium(c.medium_uuid, plan.set_uuid, c.medium_sequence, barcodes.get(c.medium_uuid) or None)
+            try:
+                drive = media.medium(c.medium_uuid, plan.set_uuid, c.medium_sequence, barcodes.get(c.medium_uuid) or None)
+            except (MediumError, TapearcError) as e:
+                if isinstance(e, TapearcError) and e.kind in ("interrupted",):
+                    raise
+                unavailable[c.medium_uuid] = f"medium sequence {c.medium_sequence} unavailable: {e}"
+                damaged.append((pr, unavailable[c.medium_uuid]))
+                current = None
+                continue
             current = c.medium_uuid
             result.media_used.append(f"{drive.name} (sequence {c.medium_sequence})")
-        loc = {"medium": drive.name, "tape_file": c.tape_file, "record": c.record}
-        span = (pr.runs[0][0], pr.runs[-1][0] + pr.runs[-1][1] - 1)
+        assert drive is not None
+        try:
+            hdr, raw = _read_chunk(drive, pr)
+        except TapearcError as e:
+            damaged.append((pr, str(e)))
+            continue
+        _write_needed(hdr, raw, pr, sink, bs, size, result, progress)
+        result.chunks_read += 1
+        result.bytes_read += hdr.stored_len
+    return damaged
+
+
+def _read_chunk(drive: TapeDrive, pr: PlannedRead) -> tuple[fmt.ChunkHeader, memoryview]:
+    """Position at a planned chunk and read, check and unpack it; TapearcError when damaged."""
+    c = pr.chunk
+    loc = {"medium": drive.name, "tape_file": c.tape_file, "record": c.record}
+    span = (pr.runs[0][0], pr.runs[-1][0] + pr.runs[-1][1] - 1)
+    try:
         if drive.position().logical != c.logical:
             drive.locate(c.logical)
         item = read_item(drive)
         if isinstance(item, Mark):
-            raise TruncatedError(f"expected chunk {c.seq} of generation {c.generation}, found {item.value}").at(**loc, blocks=span)
+            raise TruncatedError(f"expected chunk {c.seq} of generation {c.generation}, found {item.value}")
         if item.magic != MAGIC_CHUNK:
-            raise BadMagicError(f"expected chunk {c.seq} of generation {c.generation}, found {item.magic!r}").at(**loc, blocks=span)
-        try:
-            hdr, payload = fmt.decode_chunk(item.data)
-        except TapearcError as e:
-            raise e.at(**loc, blocks=span)
+            raise BadMagicError(f"expected chunk {c.seq} of generation {c.generation}, found {item.magic!r}")
+        hdr, payload = fmt.decode_chunk(item.data)
         if hdr.generation != c.generation or hdr.seq != c.seq or hdr.payload_crc != c.payload_crc or hdr.runs != c.runs:
             raise MalformedError(
                 f"the medium holds another chunk here (generation {hdr.generation} chunk {hdr.seq}) than the catalog "
                 f"records (generation {c.generation} chunk {c.seq})",
                 hint="the catalog is stale: run tapearc scan on this medium",
-            ).at(**loc, blocks=span)
-        try:
-            raw = memoryview(fmt.unpack_payload(hdr, payload))
-        except TapearcError as e:
-            raise e.at(**loc, blocks=span)
-        _write_needed(hdr, raw, pr, sink, bs, size, result, progress)
-        result.chunks_read += 1
-        result.bytes_read += len(item.data)
-    for a, n in plan.zero_runs:
-        start = a * bs
-        sink.zero(start, min((a + n) * bs, size) - start)
-        result.blocks_zeroed += n
+            )
+        return hdr, memoryview(fmt.unpack_payload(hdr, payload))
+    except TapearcError as e:
+        raise e.at(**loc, blocks=span)
 
 
 def _write_needed(

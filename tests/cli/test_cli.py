@@ -82,7 +82,7 @@ def test_missing_medium_exit_10(tmp_path: Path) -> None:
     assert_one_line_error(p, 10, "none.tap")
 
 
-def test_damaged_chunk_exit_20(tmp_path: Path) -> None:
+def test_damaged_chunk_partial_restore_exit_23(tmp_path: Path) -> None:
     src = tmp_path / "vol.img"
     make_volume(src, "random")
     img = tmp_path / "t.tap"
@@ -92,7 +92,12 @@ def test_damaged_chunk_exit_20(tmp_path: Path) -> None:
     raw[pos + 9000] ^= 0x01
     img.write_bytes(bytes(raw))
     p = tapearc("restore", "--media", f"sim:{img}", "--to", str(tmp_path / "o"))
-    assert_one_line_error(p, 20, f"sim:{img}", "tape file 1", "record", "blocks", "CRC")
+    assert p.returncode == 23, p.stderr
+    last = [ln for ln in p.stderr.splitlines() if ln.startswith("tapearc: error: ")]
+    assert len(last) == 1 and "partial" in last[0] and "bytes 0-" in last[0] and "blocks 0-" in last[0]
+    assert "CRC" in p.stderr and "tape file 1" in p.stderr and "Traceback" not in p.stderr
+    p = tapearc("verify", "--media", f"sim:{img}")
+    assert p.returncode == 20
 
 
 def test_target_exists_exit_4(tmp_path: Path) -> None:
