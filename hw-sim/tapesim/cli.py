@@ -6,6 +6,9 @@
     tapesim convert SRC DST [--from simh|aws|tgt] [--to simh|aws|tgt] [--barcode TEXT]
                     [--capacity SIZE] [--force]
     tapesim protect IMAGE --on|--off
+    tapesim fault IMAGE add KIND [--at P] [--after N] [--count C] [--length L] [--offset X]
+    tapesim fault IMAGE list [--json]
+    tapesim fault IMAGE clear [KIND]
     tapesim library DIR --slots N --capacity SIZE [--drives D] [--early-warning SIZE]
                         [--max-record SIZE] [--barcode-prefix P] [--force]
     tapesim library-status DIR [--json]
@@ -37,6 +40,7 @@ from .drive import (
     sidecar_path,
 )
 from .library import Library, LibraryError, LibraryStatus, create_library
+from .faults import FAULT_KINDS, FaultError, add_fault, clear_faults, describe_fault, load_faults
 from .formats import FORMATS, TapeFormatError, convert as convert_image, guess_format, scan_image
 from .formats import tgt as tgt_format
 from .simh import ObjKind, ScanResult, SimhFormatError, scan
@@ -232,6 +236,8 @@ def render_info(rep: dict[str, Any], *, list_objects: bool) -> str:
         lines.extend(f"damage: {d}" for d in damage)
     else:
         lines.append("damage: none")
+    for f in rep.get("faults") or []:
+        lines.append(f"fault: {describe_fault(f)}")
     return "\n".join(lines)
 
 
@@ -304,6 +310,7 @@ def info(
         has_sidecar = os.path.exists(sidecar_path(image))
         rep = describe_image(image, scan(image), settings, has_sidecar)
         rep["format"] = "simh"
+        rep["faults"] = load_faults(image)
     else:
         rep = describe_image(image, scan_image(image, fmt), TapeSettings(), False)
         rep["format"] = fmt
@@ -379,6 +386,64 @@ def protect(
     settings.write_protected = on
     save_settings(image, settings)
     typer.echo(f"{image}: write protection {'on' if on else 'off'}")
+
+
+_FAULT_ACTIONS = ("add", "list", "clear")
+
+
+@app.command("fault")
+def fault_cmd(
+    image: str = typer.Argument(..., help="Path of the SIMH image (its sidecar holds the faults)."),
+    action: str = typer.Argument(..., metavar="add|list|clear", help="What to do."),
+    kind: Optional[str] = typer.Argument(
+        None, metavar="[KIND]", help="add: the fault kind (" + ", ".join(FAULT_KINDS) + "); clear: only this kind."
+    ),
+    at: Optional[int] = typer.Option(None, "--at", help="Logical object position P."),
+    after: Optional[int] = typer.Option(None, "--after", help="power_cut: after N records written in a session."),
+    count: Optional[int] = typer.Option(None, "--count", help="unreadable/write_error: C consecutive objects (1)."),
+    length: Optional[int] = typer.Option(None, "--length", help="short_read: bytes returned."),
+    offset: Optional[str] = typer.Option(None, "--offset", help="early_eom: image byte offset where the medium ends (SIZE)."),
+    as_json: bool = typer.Option(False, "--json", help="list: print the faults as JSON."),
+) -> None:
+    """Inject faults into a cartridge: add one, list them, clear them (see tapesim.faults).
+
+    unreadable --at P [--count C]; short_read --at P --length L; write_error --at P [--count C];
+    power_cut --after N | --at P (one-shot); early_eom --offset X.
+    """
+    if action not in _FAULT_ACTIONS:
+        raise CliError(f"invalid action {action!r} (expected one of: {', '.join(_FAULT_ACTIONS)})")
+    if not os.path.exists(image):
+        raise CliError(f"{image}: no such image")
+    options = {"at": at, "after": after, "count": count, "length": length,
+               "offset": parse_size(offset) if offset is not None else None}
+    given = [f"--{k}" for k, v in options.items() if v is not None]
+    if action != "add" and given:
+        raise CliError(f"{' '.join(given)}: only with 'add'")
+    if action == "add":
+        if kind is None:
+            raise CliError(f"add: give the fault kind ({', '.join(FAULT_KINDS)})")
+        try:
+            fault = add_fault(image, kind, **options)
+        except FaultError as e:
+            raise CliError(str(e)) from None
+        typer.echo(f"{image}: added {describe_fault(fault)}")
+    elif action == "list":
+        if kind is not None:
+            raise CliError("list takes no KIND")
+        faults = load_faults(image)
+        if as_json:
+            typer.echo(json.dumps(faults, indent=2))
+        elif not faults:
+            typer.echo(f"{image}: no faults")
+        else:
+            for i, f in enumerate(faults):
+                typer.echo(f"{i}: {describe_fault(f)}")
+    else:
+        try:
+            n = clear_faults(image, kind)
+        except FaultError as e:
+            raise CliError(str(e)) from None
+        typer.echo(f"{image}: removed {n} fault{'s' if n != 1 else ''}")
 
 
 # ---------------------------------------------------------------- library (autoloader)

@@ -9,7 +9,8 @@ errno the st driver gives (see TAPE-FACTS §1 and §6 and the method docstrings)
 The cartridge's settings live in a JSON sidecar ``IMAGE + ".tapesim"``:
 ``capacity`` (bytes of image, framing included), ``early_warning`` (size of the early-warning
 zone before the capacity), ``max_record`` (the drive's READ BLOCK LIMITS maximum),
-``write_protected`` and ``barcode``.
+``write_protected`` and ``barcode``, and the injected ``faults`` (media errors, power cuts,
+write errors, early end of medium, short reads: see :mod:`tapesim.faults`).
 
 The simulator knows nothing of any archive format; it never imports tapearc.
 """
@@ -30,8 +31,10 @@ from . import mtio
 from .mtio import MtGet
 from .simh import (
     MAX_RECORD_LENGTH,
+    WORD,
     WORD_SIZE,
     ObjKind,
+    _pwritev_all,
     record_size,
     scan_fd,
     write_record,
@@ -204,6 +207,14 @@ def create_image(
     fd = os.open(path, flags, 0o666)
     os.close(fd)
     save_settings(path, settings)
+    try:
+        old_faults = "faults" in (_read_sidecar_raw(path) or {})
+    except SidecarError:
+        old_faults = False
+    if old_faults:  # a new tape: no injected faults from the erased one
+        from .faults import save_faults
+
+        save_faults(path, [])
     return settings
 
 
@@ -270,6 +281,9 @@ class SimDrive:
         if not os.path.exists(self._path) and not create:
             raise _oserror(errno.ENOENT, None, self._path)
         self._settings = load_settings(self._path)
+        self._dead = False  # a power_cut fault happened: every operation gives EIO
+        self._session_writes = 0  # records written since open (power_cut "after")
+        self._load_faults()
         if self._settings.write_protected and not readonly:
             raise _oserror(errno.EROFS, "cartridge is write-protected", self._path)
         if create and not os.path.exists(self._path):
@@ -361,11 +375,84 @@ class SimDrive:
     def closed(self) -> bool:
         return self._fd < 0
 
+    @property
+    def faults(self) -> list[dict[str, Any]]:
+        """The faults in effect (from the sidecar, see :mod:`tapesim.faults`)."""
+        return [dict(f) for f in self._faults]
+
+    @property
+    def powered_off(self) -> bool:
+        """A ``power_cut`` fault happened: every operation gives EIO until reopened."""
+        return self._dead
+
+    # ------------------------------------------------------------------ faults
+
+    def _load_faults(self) -> None:
+        from .faults import load_faults
+
+        faults = load_faults(self._path)
+        self._faults = faults
+        self._unreadable = [(f["at"], f["at"] + f["count"]) for f in faults if f["kind"] == "unreadable"]
+        self._write_errors = [(f["at"], f["at"] + f["count"]) for f in faults if f["kind"] == "write_error"]
+        self._short_reads: dict[int, int] = {}
+        for f in faults:
+            if f["kind"] == "short_read":
+                self._short_reads.setdefault(f["at"], f["length"])
+        self._power_cuts = [f for f in faults if f["kind"] == "power_cut"]
+        cap = self._settings.capacity
+        for f in faults:
+            if f["kind"] == "early_eom":
+                cap = min(cap, f["offset"])
+        assert self._settings.early_warning is not None
+        self._cap = cap  # effective capacity (early_eom)
+        self._ew_start = max(0, cap - self._settings.early_warning)
+
+    def reload_faults(self) -> None:
+        """Re-read the faults from the sidecar (they are read at open and on MTLOAD)."""
+        self._check_open()
+        self._load_faults()
+
+    @staticmethod
+    def _in_ranges(ranges: list[tuple[int, int]], p: int) -> bool:
+        return any(a <= p < b for a, b in ranges)
+
+    def _due_power_cut(self) -> dict[str, Any] | None:
+        for f in self._power_cuts:
+            if f.get("after") == self._session_writes or f.get("at") == self._pos:
+                return f
+        return None
+
+    def _cut_power(self, fault: dict[str, Any], start: int, mv: memoryview) -> OSError:
+        """Write half of the record at ``start`` and die, as an interrupted write leaves a
+        SIMH file: the leading length word and part of the data, no trailing length word."""
+        from .faults import remove_fault
+
+        n = mv.nbytes
+        part = n // 2
+        self._truncate_index(self._pos)
+        _pwritev_all(self._fd, [WORD.pack(n), mv[:part]], start, WORD_SIZE + part)
+        end = start + WORD_SIZE + part
+        os.ftruncate(self._fd, end)
+        os.fsync(self._fd)
+        self._file_size = end
+        self._end = start
+        self._truncated = True
+        self._damage = "interrupted write (power cut)"
+        self._dirty = False
+        self._writing = False
+        self._dead = True
+        self._power_cuts = [f for f in self._power_cuts if f is not fault]
+        self._faults = [f for f in self._faults if f is not fault]
+        remove_fault(self._path, fault)  # one-shot: the drive rebooted
+        return _oserror(errno.EIO, "power cut while writing")
+
     # ------------------------------------------------------------------ helpers
 
     def _check_open(self) -> None:
         if self._fd < 0:
             raise _oserror(errno.EBADF, "drive is closed")
+        if self._dead:
+            raise _oserror(errno.EIO, "the drive lost power")
 
     def _check_ready(self) -> None:
         self._check_open()
@@ -381,7 +468,7 @@ class SimDrive:
         self._after_fm = False
         self._eod = False
         self._eom_state = _EOM_NONE
-        if self._offset_of(p) < self._settings.ew_start:
+        if self._offset_of(p) < self._ew_start:
             self._eot = False
 
     def _truncate_index(self, p: int) -> None:
@@ -412,7 +499,7 @@ class SimDrive:
     def _write_filemarks(self, count: int, *, sync: bool, ignore_capacity: bool = False) -> None:
         start = self._offset_of(self._pos)
         end = start + WORD_SIZE * count
-        if end > self._settings.capacity and not ignore_capacity:
+        if end > self._cap and not ignore_capacity:
             raise _oserror(errno.ENOSPC, "physical end of medium")
         self._truncate_index(self._pos)
         write_tape_marks(self._fd, start, count, truncate=False)
@@ -427,7 +514,7 @@ class SimDrive:
         self._eod = False
         self._eom_state = _EOM_NONE
         self._writing = False
-        if end > self._settings.ew_start:
+        if end > self._ew_start:
             self._eot = True
         if sync:
             os.fsync(self._fd)
@@ -448,6 +535,8 @@ class SimDrive:
         * end of data otherwise (mid-file, blank tape, after MTSEEK/MTEOM/a write): EIO.
         * a record with the SIMH error flag: EIO, tape past the record.
         * the damaged tail of a truncated image: EIO.
+        * injected faults (:mod:`tapesim.faults`): an ``unreadable`` record gives EIO with the
+          tape past it; a ``short_read`` record returns its first ``length`` bytes.
         """
         self._check_ready()
         if n < 0 or n > self._settings.max_record:
@@ -460,7 +549,7 @@ class SimDrive:
         ln = self._lens[p]
         if ln < 0:
             return b""
-        self._read_check_record(p, ln, n)
+        ln = self._read_check_record(p, ln, n)
         data = os.pread(self._fd, ln, self._offs[p] + WORD_SIZE)
         if len(data) != ln:
             raise _oserror(errno.EIO, "short read from image")
@@ -484,7 +573,7 @@ class SimDrive:
         ln = self._lens[p]
         if ln < 0:
             return 0
-        self._read_check_record(p, ln, n)
+        ln = self._read_check_record(p, ln, n)
         got = os.preadv(self._fd, [mv[:ln]], self._offs[p] + WORD_SIZE)
         if got != ln:
             raise _oserror(errno.EIO, "short read from image")
@@ -513,11 +602,18 @@ class SimDrive:
         self._after_fm = self._lens[p] < 0
         return p
 
-    def _read_check_record(self, p: int, ln: int, n: int) -> None:
+    def _read_check_record(self, p: int, ln: int, n: int) -> int:
+        """Errors of reading the record ``p`` of ``ln`` bytes with an ``n``-byte buffer (the
+        tape is already past it); returns the length the drive delivers."""
         if p in self._errs:
             raise _oserror(errno.EIO, "record flagged as containing an error")
+        if self._unreadable and self._in_ranges(self._unreadable, p):
+            raise _oserror(errno.EIO, f"medium error reading object {p} (injected fault)")
+        if self._short_reads:
+            ln = min(ln, self._short_reads.get(p, ln))
         if ln > n:
             raise _oserror(errno.ENOMEM, f"{ln} byte record, {n} byte read")
+        return ln
 
     def write(self, buf: bytes | bytearray | memoryview) -> int:
         """Write one record of ``len(buf)`` bytes, like ``os.write`` on ``/dev/nstN``.
@@ -531,6 +627,11 @@ class SimDrive:
         completes, returns its count and sets GMT_EOT; the next write gets ENOSPC and writes
         nothing; the one after is written; then ENOSPC and success alternate. A write that
         would not fit within ``capacity`` gets ENOSPC and writes nothing (every later one too).
+
+        Injected faults (:mod:`tapesim.faults`): ``early_eom`` lowers the capacity used here;
+        ``write_error`` at this position: EIO, nothing written, position unchanged;
+        ``power_cut``: EIO, the image ends half-way through this record and every later
+        operation gives EIO.
         """
         self._check_ready()
         if self._readonly:
@@ -549,15 +650,22 @@ class SimDrive:
             raise _oserror(errno.ENOSPC, "early warning")
         start = self._offset_of(self._pos)
         end = start + record_size(n)
-        if end > self._settings.capacity:
+        if end > self._cap:
             raise _oserror(errno.ENOSPC, "physical end of medium")
+        if self._write_errors and self._in_ranges(self._write_errors, self._pos):
+            raise _oserror(errno.EIO, f"medium error writing object {self._pos} (injected fault)")
+        if self._power_cuts:
+            cut = self._due_power_cut()
+            if cut is not None:
+                raise self._cut_power(cut, start, mv)
         self._truncate_index(self._pos)
         write_record(self._fd, start, mv, truncate=False)
         self._offs.append(start)
         self._lens.append(n)
         self._set_file_end(end)
         self._pos += 1
-        if end > self._settings.ew_start:
+        self._session_writes += 1
+        if end > self._ew_start:
             self._eot = True
             self._eom_state = _EOM_HIT
         else:
@@ -596,6 +704,7 @@ class SimDrive:
         """
         self._check_open()
         if op == mtio.MTLOAD:
+            self._load_faults()
             self._loaded = True
             self._writing = False
             self._move_to(0)
@@ -815,6 +924,8 @@ class SimDrive:
         if self._fd < 0:
             return
         try:
+            if self._dead:  # lost power: nothing more reaches the tape
+                self._writing = self._dirty = False
             if self._loaded and self._writing and self._implicit_fms:
                 self._write_filemarks(1, sync=False, ignore_capacity=True)
             if self._dirty:

@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..simh import ScanResult
-from .events import EndOfData, Event, Filemark, Obj, Record, TapeFormatError, events_of, located_error, scan_result_of
+from .events import (EndOfData, Event, Filemark, Obj, Record, TapeFormatError, events_of, file_size,
+                     located_error, scan_result_of)
 
 NAME = "aws"
 SUFFIXES = (".aws", ".het")
@@ -38,18 +39,33 @@ COMPRESS_ZLIB = 0x01
 COMPRESS_BZIP2 = 0x02
 FLAGS2_BUSTECH_ZLIB = 0x80
 MAX_CHUNK = 0xFFFF
+HET_MAX_BLOCK = 0xFFFF  # Hercules HETMAX_BLOCKSIZE: largest (uncompressed) HET block
 
 
 def _decompress(data: bytes, flags1: int, flags2: int, at: int) -> bytes:
+    """Decompress a HET block. Like Hercules (``HETMAX_BLOCKSIZE``), a block decompresses to at
+    most 65,535 bytes: a larger result is an error, found without inflating it all (so a
+    damaged or hostile block cannot make the reader allocate more than that)."""
     method = flags1 & COMPRESS_MASK
+    limit = HET_MAX_BLOCK + 1
+    if not (method in (COMPRESS_ZLIB, COMPRESS_BZIP2) or flags2 & FLAGS2_BUSTECH_ZLIB):
+        raise located_error(f"unknown HET compression method {method}", at)
     try:
         if method == COMPRESS_ZLIB or flags2 & FLAGS2_BUSTECH_ZLIB:
-            return zlib.decompress(data)
-        if method == COMPRESS_BZIP2:
-            return bz2.decompress(data)
-    except (zlib.error, OSError, ValueError) as e:
+            z = zlib.decompressobj()
+            out = z.decompress(data, limit)
+            complete = z.eof
+        else:
+            b = bz2.BZ2Decompressor()
+            out = b.decompress(data, max_length=limit)
+            complete = b.eof
+    except (zlib.error, OSError, ValueError, EOFError) as e:
         raise located_error(f"cannot decompress HET block ({e})", at) from None
-    raise located_error(f"unknown HET compression method {method}", at)
+    if len(out) > HET_MAX_BLOCK:
+        raise located_error(f"HET block decompresses to more than {HET_MAX_BLOCK} bytes", at)
+    if not complete:
+        raise located_error("cannot decompress HET block (truncated compressed data)", at)
+    return out
 
 
 def walk(f: BinaryIO, *, with_data: bool = True) -> Iterator[Obj]:
@@ -58,6 +74,7 @@ def walk(f: BinaryIO, *, with_data: bool = True) -> Iterator[Obj]:
     Records are reassembled from their chunks (and decompressed for HET; then ``length`` is
     the uncompressed size, which needs the data even when ``with_data`` is false).
     """
+    size = file_size(f)
     pos = 0
     start = 0  # offset of the current record's first chunk
     parts: list[bytes] = []
@@ -93,16 +110,15 @@ def walk(f: BinaryIO, *, with_data: bool = True) -> Iterator[Obj]:
         elif not in_record:
             raise located_error(f"chunk continues no record (flags1 0x{flags1:02X})", pos)
         compressed = bool(rec_flags[0] & COMPRESS_MASK or rec_flags[1] & FLAGS2_BUSTECH_ZLIB)
+        if pos + HEADER_SIZE + cur > size:  # checked before reading: no allocation beyond the file
+            raise located_error(f"truncated chunk ({cur} bytes announced)", pos)
         if with_data or compressed:
             chunk = f.read(cur)
             if len(chunk) < cur:
                 raise located_error(f"truncated chunk ({cur} bytes announced)", pos)
             parts.append(chunk)
         else:
-            here = f.tell()
-            if f.seek(cur, os.SEEK_CUR) > os.fstat(f.fileno()).st_size:
-                f.seek(here)
-                raise located_error(f"truncated chunk ({cur} bytes announced)", pos)
+            f.seek(cur, os.SEEK_CUR)
         length += cur
         pos += HEADER_SIZE + cur
         if flags1 & ENDREC:

@@ -10,6 +10,8 @@ not part of equality: ``Record(b"x") == Record(b"x", offset=40)``.
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple, Union
@@ -66,6 +68,22 @@ class Obj(NamedTuple):
     length: int = 0
     error: bool = False
     data: bytes | None = None
+
+
+def file_size(f: object) -> int:
+    """Size of the binary file ``f`` (a real file or any seekable stream), leaving its position.
+
+    Walkers check every announced length against what is left of the file *before* reading
+    (or allocating) anything for it, so a damaged length word cannot make them allocate more
+    than the file holds.
+    """
+    try:
+        return os.fstat(f.fileno()).st_size  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        here = f.tell()  # type: ignore[attr-defined]
+        end = f.seek(0, os.SEEK_END)  # type: ignore[attr-defined]
+        f.seek(here)  # type: ignore[attr-defined]
+        return end
 
 
 def located_error(message: str, offset: int) -> TapeFormatError:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from .. import simh as _s
-from .events import EndOfData, Event, Filemark, Obj, Record, TapeFormatError, events_of, located_error
+from .events import EndOfData, Event, Filemark, Obj, Record, TapeFormatError, events_of, file_size, located_error
 
 NAME = "simh"
 SUFFIXES = (".tap", ".simh")
@@ -22,6 +22,7 @@ SUFFIXES = (".tap", ".simh")
 def walk(f: BinaryIO, *, with_data: bool = True) -> Iterator[Obj]:
     """Objects of the image open (binary, at offset 0) on ``f``; ends with an "eod" object."""
     unpack = _s.WORD.unpack
+    size = file_size(f)
     pos = 0
     while True:
         w = f.read(4)
@@ -51,6 +52,8 @@ def walk(f: BinaryIO, *, with_data: bool = True) -> Iterator[Obj]:
             raise located_error(f"invalid length word 0x{word:08X}", pos)
         length = word & _s.MTR_MAXLEN
         padded = length + (length & 1)
+        if pos + 4 + padded + 4 > size:  # checked before reading: no allocation beyond the file
+            raise located_error(f"truncated record (length {length})", pos)
         if with_data:
             data = f.read(padded)
             if len(data) < padded:

@@ -177,7 +177,10 @@ def walk(f: BinaryIO, *, with_data: bool = True) -> Iterator[Obj]:
     if mam.tape_fmt_version != TAPE_FMT_VERSION:
         raise located_error(f"unknown tgt tape format version {mam.tape_fmt_version}", MAM_OFFSET)
     prev, pos, num = 0, bot.next, 1
+    link_at = 0  # the header whose next link led to pos
     while True:
+        if pos > size:  # reported at the header holding the bad link (inside the image)
+            raise located_error(f"next link {pos} points beyond the end of the image ({size} bytes)", link_at)
         if pos + HDR_SIZE > size:
             raise located_error("block header beyond the end of the image (no EOD)", pos)
         f.seek(pos)
@@ -211,7 +214,7 @@ def walk(f: BinaryIO, *, with_data: bool = True) -> Iterator[Obj]:
         else:
             what = _TYPE_NAMES.get(h.blk_type, f"unknown type 0x{h.blk_type:X}")
             raise located_error(f"{what} block (cannot be converted losslessly)", pos)
-        prev, pos, num = pos, h.next, num + 1
+        prev, pos, num, link_at = pos, h.next, num + 1, pos
 
 
 def read_info(path: str | os.PathLike[str]) -> MamInfo:
