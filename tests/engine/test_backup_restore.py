@@ -11,7 +11,6 @@ from tapearc.engine.backup import BackupOptions, backup
 from tapearc.engine.listing import list_medium
 from tapearc.engine.restore import RestoreOptions, restore
 from tapearc.errors import (
-    CRCError,
     MediumFullError,
     NoSuchGenerationError,
     NotTapearcMediumError,

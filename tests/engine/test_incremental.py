@@ -10,7 +10,6 @@ import pytest
 
 from tapearc.catalog.db import Catalog
 from tapearc.engine.backup import BackupOptions, backup
-from tapearc.engine.plan import load_chain, make_plan
 from tapearc.engine.restore import RestoreOptions, prepare_plan, restore
 from tapearc.engine.scan import scan_medium
 from tapearc.media import open_medium

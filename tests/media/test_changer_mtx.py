@@ -4,7 +4,6 @@ command handling of MtxChanger against fake `mtx` programs (tests/media/data/mtx
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
