@@ -204,35 +204,114 @@ class TapeFileRow:
     has_trailer: bool
 
 
+DEFAULT_BUSY_TIMEOUT = 30.0
+
+
+def busy_timeout() -> float:
+    """Seconds a catalog write waits for another process's write to end:
+    ``$TAPEARC_CATALOG_TIMEOUT``, default 30."""
+    try:
+        return max(0.0, float(os.environ.get("TAPEARC_CATALOG_TIMEOUT", DEFAULT_BUSY_TIMEOUT)))
+    except ValueError:
+        return DEFAULT_BUSY_TIMEOUT
+
+
+def _is_busy(e: sqlite3.Error) -> bool:
+    name = getattr(e, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in str(e)
+
+
+def catalog_error(path: Path, e: sqlite3.Error, timeout: float) -> CatalogError:
+    """The CatalogError for an sqlite3 error: 'locked by another process (pid N)' for a write
+    lock held longer than the busy timeout, else the database's own message."""
+    if _is_busy(e):
+        from tapearc.locks import describe_holders, lock_holders
+
+        p = str(path)
+        holders = lock_holders(p, p + "-wal", p + "-shm", p + "-journal", write_only=True)
+        return CatalogError(
+            f"catalog {path} is locked by {describe_holders(holders)} (waited {timeout:g} s)",
+            hint="wait for the other tapearc to finish, or set TAPEARC_CATALOG_TIMEOUT=SECONDS to wait longer",
+            holders=",".join(map(str, holders)),
+        )
+    return CatalogError(
+        f"catalog {path}: {e}",
+        hint="if the catalog is damaged, move it away and rebuild it with tapearc scan",
+    )
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose statements raise CatalogError (not sqlite3 errors) once the catalog is
+    open: a busy or damaged database is a one-line error, never an internal one."""
+
+    catalog_path: Path | None = None  # None while opening: Catalog.__init__ words its own errors
+    busy_seconds: float = DEFAULT_BUSY_TIMEOUT
+
+    def _wrap(self, e: sqlite3.Error) -> BaseException:
+        return e if self.catalog_path is None else catalog_error(self.catalog_path, e, self.busy_seconds)
+
+    def execute(self, *args: object) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            return super().execute(*args)  # type: ignore[arg-type]
+        except sqlite3.Error as e:
+            raise self._wrap(e) from None
+
+    def executemany(self, *args: object) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            return super().executemany(*args)  # type: ignore[arg-type]
+        except sqlite3.Error as e:
+            raise self._wrap(e) from None
+
+    def executescript(self, *args: object) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            return super().executescript(*args)  # type: ignore[arg-type]
+        except sqlite3.Error as e:
+            raise self._wrap(e) from None
+
+
 class Catalog:
-    """An open catalog database. Use as a context manager; writes commit per call group."""
+    """An open catalog database. Use as a context manager; writes commit per call group.
+
+    Several processes may use one catalog at once (two backups on two drives): SQLite (WAL mode)
+    serialises the writes, each a short ``BEGIN IMMEDIATE`` transaction that waits up to
+    ``$TAPEARC_CATALOG_TIMEOUT`` seconds (default 30) for another's to end; past that the
+    operation fails with a CatalogError (exit 16) naming the process holding the write lock.
+    """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else default_catalog_path()
+        timeout = busy_timeout()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            self.db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, factory=_Connection)
         except (OSError, sqlite3.Error) as e:
             raise CatalogError(f"cannot open catalog {self.path}: {e}") from None
+        self.db.busy_seconds = timeout  # type: ignore[attr-defined]
         try:
             self.db.execute("PRAGMA foreign_keys = ON")
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
             self.db.executescript(SCHEMA)
             row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
+            if row is None:  # OR IGNORE: two processes may create the catalog at once
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif not str(row[0]).isdigit() or int(row[0]) != SCHEMA_VERSION:
                 raise CatalogError(
                     f"catalog {self.path} has schema version {row[0]}, this tapearc knows {SCHEMA_VERSION}",
                     hint="use another --catalog, or rebuild one with tapearc scan",
                 )
         except sqlite3.DatabaseError as e:
             self.db.close()
+            if _is_busy(e):
+                raise catalog_error(self.path, e, timeout) from None
             raise CatalogError(
                 f"{self.path} is not a usable tapearc catalog: {e}",
                 hint="move it away and rebuild the catalog with tapearc scan",
             ) from None
+        except BaseException:
+            self.db.close()
+            raise
+        self.db.catalog_path = self.path  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ plumbing
 
@@ -602,5 +681,8 @@ class _Tx:
             return
         if exc_type is None:
             self.db.execute("COMMIT")
-        else:
-            self.db.execute("ROLLBACK")
+        elif self.db.in_transaction:  # (SQLite may have rolled back already, e.g. on SQLITE_FULL)
+            try:
+                self.db.execute("ROLLBACK")
+            except (sqlite3.Error, TapearcError):
+                pass  # the error being raised says more

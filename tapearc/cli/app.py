@@ -179,30 +179,35 @@ def _catalog(path: str | None) -> Iterator[Any]:
 
 @contextmanager
 def _media(spec: str, changer: str | None, *, write: bool, catalog: Any = None, timeout: float | None = None) -> Iterator[Any]:
-    """A MediaSource: the drive named by --media and the changer named by --changer."""
+    """A MediaSource: the drive named by --media and the changer named by --changer, its drive
+    locked against other tapearc processes for the whole command (tapearc.locks)."""
     from tapearc.engine.mediasource import MediaSource
+    from tapearc.locks import medium_lock
 
-    ch = None
-    if changer is not None:
-        from tapearc.media.changers import open_changer
+    with medium_lock(spec, write=write):
+        ch = None
+        if changer is not None:
+            from tapearc.media.changers import open_changer
 
-        ch = open_changer(changer)
-    src = MediaSource(spec, write=write, changer=ch, catalog=catalog, operator_timeout=timeout)
-    try:
-        yield src
-    finally:
-        src.close()
+            ch = open_changer(changer)
+        src = MediaSource(spec, write=write, changer=ch, catalog=catalog, operator_timeout=timeout)
+        try:
+            yield src
+        finally:
+            src.close()
 
 
 @contextmanager
 def _drive(spec: str, *, write: bool) -> Iterator[Any]:
+    from tapearc.locks import medium_lock
     from tapearc.media import open_medium
 
-    drive = open_medium(spec, write=write)
-    try:
-        yield drive
-    finally:
-        drive.close()
+    with medium_lock(spec, write=write):
+        drive = open_medium(spec, write=write)
+        try:
+            yield drive
+        finally:
+            drive.close()
 
 
 @app.command()
@@ -256,6 +261,8 @@ def backup(
         )
         with _catalog(catalog) as cat, _media(media, changer, write=True, catalog=cat, timeout=wait) as src:
             res = do_backup(source, src, cat, opts, _progress(json_out))
+        for w in res.warnings:
+            err_console.print(f"tapearc: warning: {w}", markup=False, soft_wrap=True)
         if json_out:
             _emit_json(res.to_json())
             return

@@ -534,8 +534,10 @@ def backup(
                 want = min(len(window), size - offset)
                 got = src.readinto_at(wview[:want], offset)
                 if got != want:
+                    now = src.current_size()
                     raise SourceError(
-                        f"source {source} shrank during the backup: expected {size} bytes, it ends at {offset + got}"
+                        f"source {source} shrank during the backup: expected {size} bytes, the read at byte "
+                        f"{offset + got} found its end" + (f" (it now holds {now} bytes)" if now is not None else "")
                     )
                 for o in range(0, got, bs):
                     blk = wview[o : o + bs] if o + bs <= got else wview[o:got]
@@ -562,10 +564,28 @@ def backup(
                         break
                 offset += got
                 progress.advance(got)
+            if not writer.stopped:
+                _check_source_size(src, source, size, result)
             writer.flush()
             if not writer.stopped:
                 writer.close_part(complete=True, continues=False)
                 complete_gen = True
+        except SourceError as e:
+            # the source failed (shrank, EIO): close the tape file cleanly, trailer marked
+            # incomplete, so the medium stays readable and the catalog row says incomplete
+            if writer is not None and writer.part is not None and not writer.stopped:
+                writer.verify = False
+                try:
+                    writer.close_part(complete=False, continues=False)
+                    writer.stopped = True  # close_part recorded it as incomplete
+                except TapearcError:
+                    pass  # the medium failed too: the finally below marks the row incomplete
+            if e.hint is None:
+                e.hint = (
+                    f"generation {generation} of volume {name} is marked incomplete (its first {result.chunks} "
+                    "chunks are on the medium); back up a quiet (unmounted or snapshotted) volume"
+                )
+            raise
         except MediumFullError as e:
             _close_after_full(media.drive)
             raise MediumFullError(
@@ -601,6 +621,23 @@ def backup(
                 blocks=(first_missing, nblocks - 1),
             ).at(medium=result.medium, tape_file=writer.part.tape_file if writer.part else pos0.file)
         return result
+
+
+def _check_source_size(src: SourceVolume, source: str, size: int, result: BackupResult) -> None:
+    """After the last read: a source that grew (or shrank behind the reads) is backed up for the
+    size it had at the start, with a warning (docs: SourceVolume)."""
+    now = src.current_size()
+    if now is None or now == size:
+        return
+    if now > size:
+        result.warnings.append(
+            f"source {source} grew during the backup: bytes after {size} were not backed up (it now holds {now} bytes)"
+        )
+    else:
+        result.warnings.append(
+            f"source {source} shrank to {now} bytes during the backup, after its {size} bytes were read: "
+            f"the generation holds the {size} bytes read"
+        )
 
 
 def sync_catalog(drive: TapeDrive, catalog: Catalog, label: fmt.Label, gens: list[GenerationFile]) -> None:

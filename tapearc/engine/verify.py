@@ -19,6 +19,8 @@ catalog) and the generations the damage affects (those whose restore needs a blo
 
 from __future__ import annotations
 
+import bisect
+
 import time
 import uuid
 from collections.abc import Iterator
@@ -199,6 +201,45 @@ class _Seen:
     digests: bytes
 
 
+class _BlockSet:
+    """The blocks of a volume of ``nblocks`` mapped so far, as merged ranges: memory follows the
+    number of runs, not the volume size a (maybe damaged) header claims."""
+
+    def __init__(self, nblocks: int = 0) -> None:
+        self.nblocks = nblocks
+        self.starts: list[int] = []
+        self.ends: list[int] = []  # exclusive
+        self.covered = 0
+
+    def __len__(self) -> int:
+        return self.nblocks
+
+    def overlaps(self, first: int, count: int) -> bool:
+        k = bisect.bisect_right(self.starts, first + count - 1)
+        return k > 0 and self.ends[k - 1] > first
+
+    def add(self, first: int, count: int) -> None:
+        """Mark ``count`` blocks from ``first`` (not overlapping any marked already)."""
+        end = first + count
+        k = bisect.bisect_left(self.starts, first)
+        if k > 0 and self.ends[k - 1] == first:  # joins the range before
+            k -= 1
+            first = self.starts[k]
+            del self.starts[k], self.ends[k]
+        if k < len(self.starts) and self.starts[k] == end:  # joins the range after
+            end = self.ends[k]
+            del self.starts[k], self.ends[k]
+        self.starts.insert(k, first)
+        self.ends.insert(k, end)
+        self.covered += count
+
+    def full(self) -> bool:
+        return self.covered == self.nblocks
+
+    def first_gap(self) -> int:
+        return 0 if not self.starts or self.starts[0] > 0 else self.ends[0]
+
+
 def verify_tape_file(drive: TapeDrive, label: fmt.Label, *, check_digests: bool = True) -> tuple[FileReport, Mark]:
     """Verify the tape file the medium is positioned at (its first record). Returns the report and
     how it ended (FILEMARK, or END_OF_DATA when the medium ends inside it or right here)."""
@@ -211,7 +252,7 @@ def verify_tape_file(drive: TapeDrive, label: fmt.Label, *, check_digests: bool 
     trailer_record = -1
     end: fmt.TrailerEnd | None = None
     damaged_records: list[Problem] = []
-    mapped = bytearray()
+    mapped = _BlockSet()
     expect_seq: int | None = None
     ended: Mark = Mark.END_OF_DATA
     first = True
@@ -260,12 +301,13 @@ def verify_tape_file(drive: TapeDrive, label: fmt.Label, *, check_digests: bool 
                 hdr = fmt.decode_generation_header(data)
                 rep.volume, rep.generation, rep.part, rep.run_uuid = hdr.volume_name, hdr.generation, hdr.part, hdr.run_uuid
                 expect_seq = 0 if hdr.part == 0 else None
-                mapped = bytearray(-(-hdr.volume_size // hdr.block_size))
+                mapped = _BlockSet(-(-hdr.volume_size // hdr.block_size))
                 if hdr.record_size != label.record_size:
                     rep.problems.append(Problem(i, "malformed", f"generation header's record size {hdr.record_size} differs from the label's {label.record_size}"))
             elif kind == fmt.CHUNK_MAGIC:
                 ch, payload = fmt.decode_chunk(data)
-                assert hdr is not None
+                if hdr is None:  # the tape file's generation header is missing or damaged
+                    raise fmt_malformed("a chunk with no readable generation header before it")
                 if ch.run_uuid != hdr.run_uuid or ch.generation != hdr.generation:
                     rep.chunks_damaged += 1
                     damaged_records.append(
@@ -280,13 +322,12 @@ def verify_tape_file(drive: TapeDrive, label: fmt.Label, *, check_digests: bool 
                     rep.problems.append(Problem(i, "order", f"chunk {ch.seq} found where chunk {expect_seq} was expected", ch.seq, _ranges(ch.runs)))
                 expect_seq = ch.seq + 1
                 for r in ch.runs:
-                    seg = mapped[r.first : r.first + r.count]
                     if r.first + r.count > len(mapped):
                         rep.problems.append(Problem(i, "malformed", "chunk maps blocks past the end of the volume", ch.seq, _ranges((r,))))
-                    elif any(seg):
+                    elif r.count and mapped.overlaps(r.first, r.count):
                         rep.problems.append(Problem(i, "malformed", "blocks mapped twice in one generation", ch.seq, _ranges((r,))))
-                    else:
-                        mapped[r.first : r.first + r.count] = b"\x01" * r.count
+                    elif r.count:
+                        mapped.add(r.first, r.count)
                 seen.append(_Seen(ch.seq, i, len(parts), ch, digests))
                 rep.chunks_ok += 1
             elif kind == fmt.TRAILER_MAGIC:
@@ -370,7 +411,7 @@ def _check_trailer(
     trailer_record: int,
     end: fmt.TrailerEnd | None,
     damaged: list[Problem],
-    mapped: bytearray,
+    mapped: _BlockSet,
 ) -> None:
     if hdr is None:
         return
@@ -417,8 +458,8 @@ def _check_trailer(
             rep.problems.append(Problem(trailer_record, "missing", "no end record after the trailer"))
         elif end.trailer_record != trailer_record:
             rep.problems.append(Problem(trailer_record, "index", f"end record points at record {end.trailer_record}, the trailer is at {trailer_record}"))
-        if trailer.complete and hdr.kind == fmt.GenerationKind.FULL and hdr.part == 0 and mapped and mapped.count(1) != len(mapped) and not damaged:
-            first = mapped.index(0)
+        if trailer.complete and hdr.kind == fmt.GenerationKind.FULL and hdr.part == 0 and mapped and not mapped.full() and not damaged:
+            first = mapped.first_gap()
             rep.problems.append(Problem(trailer_record, "malformed", "the full generation does not account for every block", None, [(first, first)]))
 
 

@@ -22,6 +22,13 @@ def _blockdev_size(fd: int) -> int:
     return int(struct.unpack("=Q", buf)[0])
 
 
+def _not_a_volume(path: str, mode: int) -> SourceError:
+    what = "a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode) else None
+    if what is None:
+        return SourceError(f"source {path} is neither a regular file nor a block device")
+    return SourceError(f"source {path} is {what}; tapearc backs up block volumes (a disk image or block device)")
+
+
 def default_volume_name(source: str) -> str:
     """A volume's default name: the source's file name (``/dev/vg0/root`` -> ``root``)."""
     name = Path(source).name or source
@@ -29,12 +36,35 @@ def default_volume_name(source: str) -> str:
 
 
 class SourceVolume:
-    """A volume to back up: a regular file (a disk image) or a block device, read sequentially."""
+    """A volume to back up: a regular file (a disk image) or a block device, read sequentially.
+
+    The size is taken once, at open; a backup covers exactly that many bytes. A source that
+    changes while it is read:
+
+    * shrinks below a range not yet read: the read comes up short and the backup fails with a
+      SourceError naming the offset (the generation is closed on the medium as incomplete);
+    * grows (or shrinks after its last byte was read): :meth:`current_size` tells at the end;
+      the backup completes for the size it started with and warns that the bytes after it were
+      not backed up (a snapshot is the way to a consistent copy of a live volume);
+    * is unlinked or renamed while open: the open descriptor keeps the file readable on Linux,
+      so the backup completes with the contents as they were;
+    * is a device that goes away (a pulled disk, a removed LV): reads fail with EIO, ENODEV or
+      ENXIO, a SourceError naming the byte offset.
+
+    FIFOs, character devices and sockets are refused: a backup needs a size and random access.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
+        try:  # refuse a FIFO or character device before opening it (opening /dev/st0 rewinds a tape)
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = 0  # os.open below says why
+        if mode and not (stat.S_ISREG(mode) or stat.S_ISBLK(mode) or stat.S_ISDIR(mode)):
+            raise _not_a_volume(path, mode)
         try:
-            self.fd = os.open(path, os.O_RDONLY)
+            # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below)
+            self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             raise SourceError(f"source {path} does not exist", hint="check the path of the volume to back up") from None
         except IsADirectoryError:
@@ -52,7 +82,9 @@ class SourceVolume:
             elif stat.S_ISDIR(st.st_mode):
                 raise SourceError(f"source {path} is a directory; tapearc backs up block volumes (a disk image or block device)")
             else:
-                raise SourceError(f"source {path} is neither a regular file nor a block device")
+                raise _not_a_volume(path, st.st_mode)
+            if self.fd >= 0:  # back to blocking reads (O_NONBLOCK was only for the open)
+                fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         except BaseException:
             os.close(self.fd)
             raise
@@ -76,6 +108,15 @@ class SourceVolume:
                 break
             done += n
         return done
+
+    def current_size(self) -> int | None:
+        """The source's size now (None if it cannot be had: a device that went away)."""
+        try:
+            if self.is_block_device:
+                return _blockdev_size(self.fd)
+            return os.fstat(self.fd).st_size
+        except OSError:
+            return None
 
     def close(self) -> None:
         if self.fd >= 0:
