@@ -21,6 +21,7 @@ import sqlite3
 import struct
 import time
 import uuid
+from typing import Any
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,11 +289,7 @@ class Catalog:
             raise CatalogError(f"cannot open catalog {self.path}: {e}") from None
         self.db.busy_seconds = timeout  # type: ignore[attr-defined]
         try:
-            self.db.execute("PRAGMA foreign_keys = ON")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = NORMAL")
-            self.db.executescript(SCHEMA)
-            row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            row = self._init_schema(timeout)
             if row is None:  # OR IGNORE: two processes may create the catalog at once
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif not str(row[0]).isdigit() or int(row[0]) != SCHEMA_VERSION:
@@ -312,6 +309,27 @@ class Catalog:
             self.db.close()
             raise
         self.db.catalog_path = self.path  # type: ignore[attr-defined]
+
+    def _init_schema(self, timeout: float) -> Any:
+        """Set the connection up and create the schema. SQLite reports some lock conflicts while a
+        database is being created or switched to WAL at once, without calling its busy handler
+        (two processes opening a new catalog together): retry those until the busy timeout."""
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            try:
+                self.db.execute("PRAGMA foreign_keys = ON")
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute("PRAGMA synchronous = NORMAL")
+                self.db.executescript(SCHEMA)
+                return self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            except sqlite3.OperationalError as e:
+                if not _is_busy(e) or time.monotonic() >= deadline:
+                    raise
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     # ------------------------------------------------------------------ plumbing
 
