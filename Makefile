@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all tools clean
+.PHONY: demo test test-all tools bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +28,12 @@ demo: $(STAMP)
 # The test suite (hardware tests skip unless TAPEARC_TEST_TAPE names a tape device).
 test: $(STAMP) tools
 	$(PY) -m pytest -q
+
+# The performance benchmark (issue 8; docs/performance.md): 2 GiB test volumes in /tmp, 3 runs,
+# beside dd, partclone and xxh128sum (apt-get install partclone xxhash; skipped without them).
+# BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--size 256M --runs 2".
+bench: $(STAMP)
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .hypothesis

@@ -1,0 +1,571 @@
+#!/usr/bin/env python3
+"""tapearc performance benchmark (issue 8).
+
+Creates test volumes, times tapearc's full backup, incremental backup, restore and verify to
+dir: and sim: media on local disk beside the tools a user would run instead (dd conv=fsync,
+partclone.ext4 -c, xxh128sum), in the same run, several runs in alternating order, and checks
+the issue's targets. See bench/README.md and docs/performance.md.
+
+    .venv/bin/python bench/run.py                      # 2 GiB volumes, 3 runs
+    .venv/bin/python bench/run.py --size 256M --runs 2 # quick
+    .venv/bin/python bench/run.py --profile backup     # where the time goes
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import platform
+import pstats
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MiB = 1 << 20
+GiB = 1 << 30
+BLOCK = 64 * 1024
+STRETCH = 64 * MiB
+PY = sys.executable
+TAPEARC = [PY, "-m", "tapearc"]
+
+
+def parse_size(s: str) -> int:
+    s = s.strip().upper().rstrip("B").rstrip("I")
+    mult = {"K": 1 << 10, "M": MiB, "G": GiB, "T": 1 << 40}
+    if s and s[-1] in mult:
+        return int(float(s[:-1]) * mult[s[-1]])
+    return int(s)
+
+
+def in_child(fn, *args):
+    """Run fn(*args) in a forked process, so the big buffers of volume making never inflate this
+    process: a child's ru_maxrss starts from its parent's RSS at fork (Linux keeps it across exec)."""
+    import multiprocessing
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def log(*a) -> None:
+    print(*a, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- test volumes
+
+def _compressible(rng: random.Random, n: int, tag: int) -> bytes:
+    """Text-like data (zstd shrinks it a lot), unique per block so nothing dedups."""
+    words = [b"tape", b"archive", b"block", b"volume", b"stream", b"record", b"chunk",
+             b"digest", b"catalog", b"generation", b"restore", b"verify", b"medium", b"LTO"]
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        line = b" ".join(rng.choice(words) for _ in range(8))
+        out += b"%08x %010d " % (tag, i) + line + b"\n"
+        i += 1
+    return bytes(out[:n])
+
+
+def make_mixed(path: Path, size: int, seed: int = 1) -> None:
+    """1/3 random, 1/3 zero, 1/3 compressible, in 64 MiB stretches (smaller for small sizes)."""
+    rng = random.Random(seed)
+    stretch = min(STRETCH, max(BLOCK, size // 6 // BLOCK * BLOCK))
+    zero = bytes(stretch)
+    comp_unit = _compressible(rng, stretch, 0)
+    with open(path, "wb") as f:
+        off, k = 0, 0
+        while off < size:
+            n = min(stretch, size - off)
+            kind = k % 3
+            if kind == 0:
+                f.write(rng.randbytes(n))
+            elif kind == 1:
+                f.write(zero[:n])
+            else:
+                # unique per stretch: a fresh 8-byte stamp in every 4 KiB of the text unit
+                buf = bytearray(comp_unit[:n])
+                stamp = k.to_bytes(4, "little")
+                for p in range(0, n, 4096):
+                    buf[p:p + 4] = stamp
+                    buf[p + 4:p + 8] = (p // 4096).to_bytes(4, "little")
+                f.write(buf)
+            off += n
+            k += 1
+
+
+def make_changed(src: Path, dst: Path, fraction: float = 0.01, seed: int = 2) -> int:
+    shutil.copyfile(src, dst)
+    size = dst.stat().st_size
+    nblocks = size // BLOCK
+    rng = random.Random(seed)
+    picks = rng.sample(range(nblocks), max(1, int(nblocks * fraction)))
+    with open(dst, "r+b") as f:
+        for b in sorted(picks):
+            f.seek(b * BLOCK)
+            f.write(rng.randbytes(BLOCK))
+    return len(picks)
+
+
+def make_ext4(path: Path, size: int, work: Path, seed: int = 3) -> str | None:
+    mke2fs = shutil.which("mke2fs") or ("/sbin/mke2fs" if os.path.exists("/sbin/mke2fs") else None)
+    if not mke2fs:
+        return "mke2fs not found (apt-get install e2fsprogs): ext4 volume skipped"
+    rng = random.Random(seed)
+    tree = work / "ext4-tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.mkdir()
+    payload = size // 2  # ~1 GB of files in a 2 GiB image
+    done, i = 0, 0
+    while done < payload:
+        d = tree / f"dir{i // 50:03d}"
+        d.mkdir(exist_ok=True)
+        n = min(payload - done, rng.choice([4096, 65536, 1 * MiB, 8 * MiB, 32 * MiB]))
+        if i % 2 == 0:
+            data = rng.randbytes(n)
+            name = f"f{i:05d}.bin"
+        else:
+            data = _compressible(rng, n, i)
+            name = f"f{i:05d}.txt"
+        (d / name).write_bytes(data)
+        done += n
+        i += 1
+    if path.exists():
+        path.unlink()
+    r = subprocess.run([mke2fs, "-q", "-F", "-t", "ext4", "-d", str(tree), str(path),
+                        str(size // 1024) + "k"], capture_output=True, text=True)
+    shutil.rmtree(tree, ignore_errors=True)
+    if r.returncode != 0:
+        return f"mke2fs failed: {r.stderr.strip()[:300]}"
+    return None
+
+
+# ---------------------------------------------------------------- measuring
+
+DROP = "/proc/sys/vm/drop_caches"
+
+
+def drop_caches_possible() -> bool:
+    try:
+        with open(DROP, "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def settle(drop: bool) -> None:
+    os.sync()
+    if drop:
+        try:
+            with open(DROP, "w") as f:
+                f.write("3\n")
+        except OSError:
+            pass
+
+
+def run_timed(argv: list[str], env: dict | None = None, stdout=subprocess.DEVNULL) -> dict:
+    """Run argv, return wall seconds, child CPU seconds (user+sys) and peak RSS (MB)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.PIPE)
+    err = p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}: {err.decode(errors='replace')[-800:]}")
+    return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "user": ru.ru_utime, "sys": ru.ru_stime,
+            "rss_mb": ru.ru_maxrss / 1024}
+
+
+def clean(p: Path) -> None:
+    if p.is_dir():
+        shutil.rmtree(p)
+    elif p.exists():
+        p.unlink()
+    for extra in (Path(str(p) + ".tapesim"),):
+        if extra.exists():
+            extra.unlink()
+
+
+class Bench:
+    def __init__(self, args, work: Path):
+        self.args = args
+        self.work = work
+        self.samples: dict[str, list[dict]] = {}
+        self.sizes: dict[str, int] = {}
+        self.drop = False
+
+    def add(self, op: str, size: int, m: dict) -> None:
+        m = dict(m, mbps=size / m["wall"] / 1e6)
+        self.samples.setdefault(op, []).append(m)
+        self.sizes[op] = size
+        log(f"  {op:28s} {m['wall']:7.2f} s {m['mbps']:8.0f} MB/s  cpu {m['cpu']:6.2f} s  "
+            f"rss {m['rss_mb']:6.0f} MB")
+
+    def env(self, catalog: Path) -> dict:
+        e = dict(os.environ, TAPEARC_CATALOG=str(catalog))
+        return e
+
+    # references -------------------------------------------------------------
+    def ref_dd(self, vol: Path, size: int) -> None:
+        out = self.work / "dd.out"
+        clean(out)
+        settle(self.drop)
+        self.add("ref dd conv=fsync", size, run_timed(
+            ["dd", f"if={vol}", f"of={out}", "bs=1M", "conv=fsync", "status=none"]))
+        clean(out)
+
+    def ref_xxh(self, vol: Path, size: int) -> None:
+        if not shutil.which("xxh128sum"):
+            return
+        settle(self.drop)
+        self.add("ref xxh128sum", size, run_timed(["xxh128sum", str(vol)]))
+
+    def ref_partclone(self, img: Path, size: int) -> None:
+        if not shutil.which("partclone.ext4"):
+            return
+        out = self.work / "partclone.out"
+        clean(out)
+        settle(self.drop)
+        self.add("ref partclone.ext4 -c", size, run_timed(
+            ["partclone.ext4", "-q", "-c", "-s", str(img), "-o", str(out)]))
+        clean(out)
+
+    # tapearc ----------------------------------------------------------------
+    def medium(self, kind: str, name: str) -> tuple[str, Path]:
+        p = self.work / f"{name}.{kind}"
+        clean(p)
+        return (f"sim:{p}" if kind == "sim" else f"dir:{p}"), p
+
+    def tapearc_chain(self, kind: str, mixed: Path, changed: Path, size: int) -> None:
+        media, mpath = self.medium(kind, "medium")
+        cat = self.work / f"catalog-{kind}.sqlite"
+        clean(cat)
+        env = self.env(cat)
+        settle(self.drop)
+        self.add(f"{kind}: full backup mixed", size, run_timed(
+            TAPEARC + ["backup", str(mixed), "--media", media, "--compress", "none",
+                       "--volume", "mixed"], env))
+        settle(self.drop)
+        self.add(f"{kind}: incremental 1%", size, run_timed(
+            TAPEARC + ["backup", str(changed), "--media", media, "--compress", "none",
+                       "--volume", "mixed"], env))
+        target = self.work / "restored.img"
+        clean(target)
+        settle(self.drop)
+        self.add(f"{kind}: restore latest", size, run_timed(
+            TAPEARC + ["restore", "--media", media, "--to", str(target)], env))
+        if self.args.check_restore:
+            if subprocess.run(["cmp", "-s", str(changed), str(target)]).returncode != 0:
+                raise RuntimeError("restored image differs from mixed-1pct")
+        clean(target)
+        settle(self.drop)
+        self.add(f"{kind}: verify", size, run_timed(
+            TAPEARC + ["verify", "--media", media], env))
+        clean(mpath)
+        clean(cat)
+
+    def tapearc_ext4(self, kind: str, img: Path, size: int) -> None:
+        media, mpath = self.medium(kind, "medium-ext4")
+        cat = self.work / f"catalog-ext4-{kind}.sqlite"
+        clean(cat)
+        settle(self.drop)
+        self.add(f"{kind}: full backup ext4", size, run_timed(
+            TAPEARC + ["backup", str(img), "--media", media, "--compress", "none",
+                       "--volume", "ext4"], self.env(cat)))
+        clean(mpath)
+        clean(cat)
+
+
+# ---------------------------------------------------------------- report
+
+def summarize(samples: dict[str, list[dict]]) -> dict:
+    out = {}
+    for op, ms in samples.items():
+        walls = [m["wall"] for m in ms]
+        med_wall = statistics.median(walls)
+        best = min(ms, key=lambda m: m["wall"])
+        out[op] = {
+            "runs": len(ms),
+            "wall_best": best["wall"], "wall_median": med_wall,
+            "mbps_best": max(m["mbps"] for m in ms),
+            "mbps_median": statistics.median(m["mbps"] for m in ms),
+            "cpu_median": statistics.median(m["cpu"] for m in ms),
+            "rss_mb_max": max(m["rss_mb"] for m in ms),
+            "samples": ms,
+        }
+    return out
+
+
+REF_FOR = {
+    "full backup mixed": "ref dd conv=fsync",
+    "restore latest": "ref dd conv=fsync",
+    "incremental 1%": "ref xxh128sum",
+    "verify": "ref xxh128sum",
+    "full backup ext4": "ref partclone.ext4 -c",
+}
+
+
+def table(summary: dict, sizes: dict) -> str:
+    lines = []
+    hdr = (f"{'operation':28s} {'size MiB':>8s} {'best MB/s':>10s} {'med MB/s':>9s} {'med s':>7s} "
+           f"{'ratio':>7s} {'vs':<22s} {'CPU s':>6s} {'GiB/CPU-s':>9s} {'RSS MB':>7s}")
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    order = sorted(summary, key=lambda o: (not o.startswith("ref"), o))
+    for op in order:
+        s = summary[op]
+        base = op.split(": ", 1)[-1]
+        ref = REF_FOR.get(base)
+        ratio = ""
+        if ref and ref in summary:
+            ratio = f"{s['mbps_median'] / summary[ref]['mbps_median']:.2f}x"
+        gib_cpu = sizes[op] / GiB / s["cpu_median"] if s["cpu_median"] > 0 else float("inf")
+        lines.append(f"{op:28s} {sizes[op] / MiB:8.0f} {s['mbps_best']:10.0f} {s['mbps_median']:9.0f} "
+                     f"{s['wall_median']:7.2f} {ratio:>7s} {(ref or '') if ratio else '':<22s} "
+                     f"{s['cpu_median']:6.2f} {gib_cpu:9.2f} {s['rss_mb_max']:7.0f}")
+    return "\n".join(lines)
+
+
+def targets(summary: dict, sizes: dict, memcheck: dict | None) -> list[dict]:
+    res = []
+
+    def med(op):
+        return summary[op]["mbps_median"] if op in summary else None
+
+    for kind in ("dir", "sim"):
+        def chk(name, op, ref, want, how):
+            a, b = med(f"{kind}: {op}"), med(ref)
+            if a is None or b is None:
+                res.append({"target": f"{kind}: {name}", "result": "SKIP", "detail": "not measured"})
+                return
+            ratio = a / b
+            res.append({"target": f"{kind}: {name}", "result": "PASS" if ratio >= want else "FAIL",
+                        "detail": f"{how}: {ratio:.2f}x (need >= {want}x)"})
+        chk("full backup >= dd conv=fsync", "full backup mixed", "ref dd conv=fsync", 1.0,
+            "throughput vs dd")
+        chk("ext4 backup >= 3x partclone", "full backup ext4", "ref partclone.ext4 -c", 3.0,
+            "throughput vs partclone")
+        for op, label in (("incremental 1%", "incremental"), ("verify", "verify")):
+            o, r = f"{kind}: {op}", "ref xxh128sum"
+            if o in summary and r in summary:
+                t = summary[o]["wall_median"] / summary[r]["wall_median"]
+                res.append({"target": f"{kind}: {label} <= 2x xxh128sum time",
+                            "result": "PASS" if t <= 2.0 else "FAIL",
+                            "detail": f"time ratio {t:.2f}x (need <= 2x)"})
+            else:
+                res.append({"target": f"{kind}: {label} <= 2x xxh128sum time", "result": "SKIP",
+                            "detail": "not measured"})
+        chk("restore >= dd conv=fsync", "restore latest", "ref dd conv=fsync", 1.0,
+            "throughput vs dd")
+        op = f"{kind}: full backup mixed"
+        if op in summary:
+            g = sizes[op] / GiB / summary[op]["cpu_median"]
+            res.append({"target": f"{kind}: full backup >= 1 GiB per CPU-second",
+                        "result": "PASS" if g >= 1.0 else "FAIL",
+                        "detail": f"{g:.2f} GiB/CPU-s (cpu {summary[op]['cpu_median']:.2f} s)"})
+            rss = summary[op]["rss_mb_max"]
+            res.append({"target": f"{kind}: full backup peak RSS < 256 MB",
+                        "result": "PASS" if rss < 256 else "FAIL", "detail": f"{rss:.0f} MB"})
+    if memcheck:
+        a, b = memcheck["small"]["rss_mb"], memcheck["large"]["rss_mb"]
+        ok = b < 256 and b <= a * 1.1 + 8
+        res.append({"target": "peak RSS not growing with volume (memory check)",
+                    "result": "PASS" if ok else "FAIL",
+                    "detail": f"{memcheck['small']['size'] / GiB:.0f} GiB: {a:.0f} MB, "
+                              f"{memcheck['large']['size'] / GiB:.0f} GiB: {b:.0f} MB"})
+    else:
+        res.append({"target": "peak RSS not growing with volume (memory check)", "result": "SKIP",
+                    "detail": "run with --memory-check"})
+    return res
+
+
+# ---------------------------------------------------------------- modes
+
+def memory_check(b: Bench, small: int, large: int) -> dict:
+    out = {}
+    for label, size in (("small", small), ("large", large)):
+        vol = b.work / f"memcheck-{label}.img"
+        log(f"memory check: making {size / GiB:.0f} GiB mixed volume")
+        in_child(make_mixed, vol, size, 7)
+        media, mpath = b.medium("dir", f"memcheck-{label}")
+        cat = b.work / f"catalog-memcheck-{label}.sqlite"
+        clean(cat)
+        settle(b.drop)
+        m = run_timed(TAPEARC + ["backup", str(vol), "--media", media, "--compress", "none"],
+                      b.env(cat))
+        m["size"] = size
+        m["mbps"] = size / m["wall"] / 1e6
+        log(f"  full backup {size / GiB:.0f} GiB to dir: {m['wall']:.1f} s, rss {m['rss_mb']:.0f} MB,"
+            f" cpu {m['cpu']:.1f} s")
+        out[label] = m
+        clean(mpath)
+        clean(cat)
+        vol.unlink()
+    return out
+
+
+def profile(b: Bench, op: str, mixed: Path, changed: Path, ext4: Path | None) -> None:
+    kind = b.args.medium
+    media, mpath = b.medium(kind, "medium-prof")
+    cat = b.work / "catalog-prof.sqlite"
+    clean(cat)
+    env = b.env(cat)
+    pre: list[list[str]] = []
+    target = b.work / "restored.img"
+    clean(target)
+    if op == "backup":
+        cmd = ["backup", str(mixed), "--media", media, "--compress", "none", "--volume", "mixed"]
+    elif op == "ext4":
+        if ext4 is None:
+            sys.exit("no ext4 image")
+        cmd = ["backup", str(ext4), "--media", media, "--compress", "none", "--volume", "ext4"]
+    else:
+        pre.append(["backup", str(mixed), "--media", media, "--compress", "none", "--volume", "mixed"])
+        if op == "incremental":
+            cmd = ["backup", str(changed), "--media", media, "--compress", "none", "--volume", "mixed"]
+        else:
+            pre.append(["backup", str(changed), "--media", media, "--compress", "none",
+                        "--volume", "mixed"])
+            cmd = (["restore", "--media", media, "--to", str(target)] if op == "restore"
+                   else ["verify", "--media", media])
+    for c in pre:
+        run_timed(TAPEARC + c, env)
+    prof = b.work / "profile.out"
+    settle(b.drop)
+    m = run_timed([PY, "-m", "cProfile", "-o", str(prof), "-m", "tapearc"] + cmd, env)
+    print(f"profile of {kind}: {op}: {' '.join(cmd)}")
+    print(f"wall {m['wall']:.2f} s (under cProfile), cpu {m['cpu']:.2f} s, rss {m['rss_mb']:.0f} MB")
+    st = pstats.Stats(str(prof))
+    st.sort_stats("cumulative").print_stats(25)
+    print("the same profile, top 25 by own time (tottime): where the CPU goes")
+    st.sort_stats("tottime").print_stats(25)
+    if b.args.json:
+        Path(b.args.json).write_text(json.dumps({"profile": op, "medium": kind, **m}, indent=2))
+    clean(mpath)
+    clean(cat)
+    clean(target)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="2G", help="size of the mixed volumes and ext4 image (default 2G)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per operation (default 3)")
+    ap.add_argument("--dir", help="work folder on the disk to measure (default: a new folder in /tmp)")
+    ap.add_argument("--json", help="write the results as JSON to this file")
+    ap.add_argument("--media", default="dir,sim", help="media kinds to test (default dir,sim)")
+    ap.add_argument("--no-ext4", action="store_true", help="skip the ext4 volume")
+    ap.add_argument("--check-restore", action="store_true",
+                    help="cmp each restored image against the volume (untimed)")
+    ap.add_argument("--memory-check", action="store_true",
+                    help="also back up 2 GiB and 8 GiB volumes once and compare peak RSS")
+    ap.add_argument("--memory-sizes", default="2G,8G", help="sizes for --memory-check (default 2G,8G)")
+    ap.add_argument("--profile", choices=["backup", "incremental", "restore", "verify", "ext4"],
+                    help="run one operation under cProfile and print the top 25 by cumulative time")
+    ap.add_argument("--medium", choices=["dir", "sim"], default="sim", help="medium for --profile")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = ap.parse_args()
+
+    size = parse_size(args.size) // BLOCK * BLOCK
+    if args.dir:
+        work = Path(args.dir).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="tapearc-bench-", dir="/tmp"))
+    b = Bench(args, work)
+    b.drop = drop_caches_possible()
+    kinds = [k for k in args.media.split(",") if k]
+    try:
+        log(f"work folder {work}; volume size {size / MiB:.0f} MiB; runs {args.runs}")
+        log(f"page cache dropped between steps: {'yes' if b.drop else 'no (' + DROP + ' not writable)'}")
+        mixed, changed, ext4 = work / "mixed.img", work / "mixed-1pct.img", work / "ext4.img"
+        t = time.time()
+        if not mixed.exists() or mixed.stat().st_size != size:
+            in_child(make_mixed, mixed, size)
+        nchanged = in_child(make_changed, mixed, changed)
+        log(f"made mixed + mixed-1pct ({nchanged} blocks changed) in {time.time() - t:.1f} s")
+        notes = []
+        ext4_ok = False
+        if not args.no_ext4 and (args.profile in (None, "ext4")):
+            t = time.time()
+            if ext4.exists() and ext4.stat().st_size == size:
+                why = None
+            else:
+                why = in_child(make_ext4, ext4, size, work)
+            if why:
+                notes.append(why)
+                log(why)
+            else:
+                ext4_ok = True
+                log(f"made ext4 image in {time.time() - t:.1f} s")
+        for tool, pkg in (("xxh128sum", "xxhash"), ("partclone.ext4", "partclone")):
+            if not shutil.which(tool):
+                n = f"{tool} not found (apt-get install {pkg}): its reference and targets skipped"
+                notes.append(n)
+                log(n)
+
+        if args.profile:
+            profile(b, args.profile, mixed, changed, ext4 if ext4_ok else None)
+            return 0
+
+        for r in range(args.runs):
+            log(f"run {r + 1}/{args.runs} ({'tapearc first' if r % 2 == 0 else 'references first'})")
+            steps = []
+            steps.append(lambda: (b.ref_dd(mixed, size), b.ref_xxh(changed, size)))
+            tap = [lambda k=k: b.tapearc_chain(k, mixed, changed, size) for k in kinds]
+            if ext4_ok:
+                steps.append(lambda: b.ref_partclone(ext4, size))
+                tap += [lambda k=k: b.tapearc_ext4(k, ext4, size) for k in kinds]
+            if r % 2 == 1:
+                tap.reverse()
+            order = tap + steps if r % 2 == 0 else steps + tap
+            for s in order:
+                s()
+        memcheck = None
+        if args.memory_check:
+            small, large = (parse_size(x) for x in args.memory_sizes.split(","))
+            memcheck = memory_check(b, small, large)
+
+        summary = summarize(b.samples)
+        tbl = table(summary, b.sizes)
+        tg = targets(summary, b.sizes, memcheck)
+        print(f"tapearc benchmark: volume {size / MiB:.0f} MiB, {args.runs} runs, media {','.join(kinds)}; "
+              f"host {platform.node()} ({os.cpu_count()} CPUs), python {platform.python_version()}")
+        print(f"page cache dropped between steps: {'yes' if b.drop else 'no (' + DROP + ' not writable)'}")
+        print("MB = 10^6 bytes; throughput = volume size / wall time; ratio = median MB/s vs the "
+              "reference (for incremental/verify: inverse time ratio)")
+        print(tbl)
+        if memcheck:
+            for k in ("small", "large"):
+                m = memcheck[k]
+                print(f"memory check: full backup of {m['size'] / GiB:.0f} GiB to dir: peak RSS "
+                      f"{m['rss_mb']:.0f} MB, {m['wall']:.1f} s, cpu {m['cpu']:.1f} s")
+        print("targets:")
+        for t_ in tg:
+            print(f"  {t_['result']:4s}  {t_['target']:48s} {t_['detail']}")
+        for n in notes:
+            print("note:", n)
+        if args.json:
+            Path(args.json).write_text(json.dumps({
+                "command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+                "volume_size": size, "runs": args.runs, "media": kinds, "host": platform.node(),
+                "cpus": os.cpu_count(), "python": platform.python_version(),
+                "page_cache_dropped": b.drop, "changed_blocks": nchanged,
+                "summary": summary, "sizes": b.sizes, "memory_check": memcheck,
+                "targets": tg, "notes": notes,
+            }, indent=2))
+        return 0
+    finally:
+        if not args.keep and not args.dir:
+            shutil.rmtree(work, ignore_errors=True)
+        elif not args.keep:
+            for p in ("mixed.img", "mixed-1pct.img", "ext4.img"):
+                (work / p).unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
