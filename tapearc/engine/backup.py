@@ -194,12 +194,13 @@ class _ChunkWriter:
         self.stopped = False  # the medium is full and there is no next one
         self.verify = False
         self.pending_span = False  # early warning seen: the next chunk goes on the next medium
+        self.buf = bytearray(HEADER_RESERVE + self.chunk_blocks * genhdr.block_size)
         self.dropped_from: int | None = None  # first block of a chunk that could not be written
         self._reset()
 
     def _reset(self) -> None:
         self.runs: list[list[int]] = []  # [first, count, kind]
-        self.payload = bytearray()
+        self.plen = 0  # payload bytes in self.buf, from HEADER_RESERVE on
         self.digests = bytearray()
         self.data_count = 0
 
@@ -266,7 +267,7 @@ class _ChunkWriter:
                 blocks=first.blocks[0] if first.blocks else None,
             ).at(medium=p.drive.name, tape_file=p.tape_file, record=first.record)
 
-    def _span(self, pending: tuple[fmt.ChunkHeader, bytes, bytes] | None) -> bool:
+    def _span(self, pending: tuple[fmt.ChunkHeader, bytes | memoryview, bytes] | None) -> bool:
         """The medium is at its end: close the part and go on on the next medium of the set.
         Returns False when there is no next medium (the part is then closed as incomplete)."""
         p = self.part
@@ -304,7 +305,9 @@ class _ChunkWriter:
         else:
             runs.append([block_id, 1, kind])
         if data is not None:
-            self.payload += data
+            a = HEADER_RESERVE + self.plen
+            self.buf[a : a + len(data)] = data
+            self.plen += len(data)
             self.digests += digest
             self.data_count += 1
         if self.data_count >= self.chunk_blocks or len(runs) >= MAX_RUNS:
@@ -313,10 +316,12 @@ class _ChunkWriter:
     def flush(self) -> None:
         if not self.runs or self.stopped:
             return
-        raw = bytes(self.payload)
-        stored = raw
+        # the payload sits in self.buf after HEADER_RESERVE bytes: the header is written just before
+        # it, so an uncompressed chunk goes to the medium without being copied again
+        raw = memoryview(self.buf)[HEADER_RESERVE : HEADER_RESERVE + self.plen]
+        stored: bytes | memoryview = raw
         flags = 0
-        if self.compressor is not None and raw:
+        if self.compressor is not None and len(raw):
             packed = self.compressor.compress(raw)
             if len(packed) < len(raw):
                 stored = packed
@@ -335,7 +340,13 @@ class _ChunkWriter:
             payload_crc=fmt.crc32c(stored),
             runs=runs,
         )
-        item = fmt.encode_chunk_header(header) + stored
+        hb = fmt.encode_chunk_header(header)
+        item: bytes | memoryview
+        if stored is raw and len(hb) <= HEADER_RESERVE:
+            self.buf[HEADER_RESERVE - len(hb) : HEADER_RESERVE] = hb
+            item = memoryview(self.buf)[HEADER_RESERVE - len(hb) : HEADER_RESERVE + self.plen]
+        else:
+            item = hb + bytes(stored)
         digests = bytes(self.digests)
         first_block = self.runs[0][0]
         self._reset()
@@ -349,7 +360,7 @@ class _ChunkWriter:
             if not self._span((header, item, digests)):
                 self.dropped_from = first_block
 
-    def _write_chunk(self, header: fmt.ChunkHeader, item: bytes, digests: bytes) -> bool:
+    def _write_chunk(self, header: fmt.ChunkHeader, item: bytes | memoryview, digests: bytes) -> bool:
         """Write one chunk into the current part; False if the medium ended inside it (then the
         medium is positioned back at the chunk's start). Spans media after an early warning."""
         p = self.part
