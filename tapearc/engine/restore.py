@@ -15,7 +15,6 @@ expects) and writes the needed blocks to a *sink*:
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import sys
@@ -32,7 +31,7 @@ from tapearc.engine.plan import DIGEST_LEN, Plan, PlannedRead, fallback_reads, l
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.scan import follow_set, sync_medium
-from tapearc.engine.volume import RestoreTarget, _blockdev_size
+from tapearc.engine.volume import RestoreTarget, _blockdev_size, pwrite_all, zero_fill
 from tapearc.errors import (
     BadMagicError,
     MalformedError,
@@ -176,31 +175,13 @@ class _InPlaceSink:
                 raise TargetError(f"cannot resize target {path} to {size} bytes: {e.strerror}") from None
 
     def write(self, offset: int, data: memoryview) -> None:
-        done = 0
-        while done < len(data):
-            try:
-                done += os.pwrite(self.fd, data[done:], offset + done)
-            except OSError as e:
-                if e.errno == errno.ENOSPC:
-                    raise TargetTooSmallError(f"target {self.path} ran out of space at byte {offset + done}") from None
-                raise TargetError(f"writing target {self.path} at byte {offset + done} failed: {e.strerror}") from None
+        pwrite_all(self.fd, self.path, data, offset)
 
     def lost(self, offset: int, length: int) -> None:
         self.zero(offset, length)
 
     def zero(self, offset: int, length: int) -> None:
-        if not self.is_device:
-            try:  # punch a hole: the range reads as zeros and uses no space
-                _punch_hole(self.fd, offset, length)
-                return
-            except OSError:
-                pass
-        zeros = bytes(min(length, 1 << 20))
-        end = offset + length
-        while offset < end:
-            n = min(len(zeros), end - offset)
-            self.write(memoryview(zeros)[:n], offset)
-            offset += n
+        zero_fill(self.fd, self.path, offset, length, device=self.is_device)
 
     def commit(self) -> None:
         os.fsync(self.fd)
@@ -208,18 +189,6 @@ class _InPlaceSink:
 
     def abort(self) -> None:
         os.close(self.fd)
-
-
-def _punch_hole(fd: int, offset: int, length: int) -> None:
-    import ctypes
-    import ctypes.util
-
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
-    rc = libc.fallocate(ctypes.c_int(fd), ctypes.c_int(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE), ctypes.c_longlong(offset), ctypes.c_longlong(length))
-    if rc != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
 
 
 class _StreamSink:

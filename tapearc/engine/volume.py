@@ -137,6 +137,58 @@ class _TargetInfo:
     size: int
 
 
+def pwrite_all(fd: int, path: str, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` of a restore target; ENOSPC -> TargetTooSmallError."""
+    view = memoryview(data)
+    done = 0
+    while done < len(view):
+        try:
+            done += os.pwrite(fd, view[done:], offset + done)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise TargetTooSmallError(
+                    f"target {path} ran out of space at byte {offset + done}",
+                    hint="free space on the target's file system or restore elsewhere",
+                ) from None
+            raise TargetError(f"writing target {path} at byte {offset + done} failed: {e.strerror}") from None
+
+
+def zero_fill(fd: int, path: str, offset: int, length: int, *, device: bool) -> None:
+    """Make a byte range of a restore target read as zeros: BLKZEROOUT on a device, a punched
+    hole in a file, else (either failing) by writing zeros."""
+    if length <= 0:
+        return
+    try:
+        if device:
+            fcntl.ioctl(fd, BLKZEROOUT, struct.pack("=QQ", offset, length))
+        else:
+            _punch_hole(fd, offset, length)
+        return
+    except OSError:
+        pass
+    zeros = bytes(min(length, 1 << 20))
+    end = offset + length
+    while offset < end:
+        n = min(len(zeros), end - offset)
+        pwrite_all(fd, path, memoryview(zeros)[:n], offset)
+        offset += n
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    """fallocate(PUNCH_HOLE | KEEP_SIZE): the range reads as zeros and uses no space."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+    rc = libc.fallocate(
+        ctypes.c_int(fd), ctypes.c_int(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE), ctypes.c_longlong(offset), ctypes.c_longlong(length)
+    )
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
 class RestoreTarget:
     """Where a restored volume goes: a regular file (made sparse) or a block device.
 
@@ -209,34 +261,13 @@ class RestoreTarget:
         return self.is_block_device
 
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
-        view = memoryview(data)
-        done = 0
-        while done < len(view):
-            try:
-                done += os.pwrite(self.fd, view[done:], offset + done)
-            except OSError as e:
-                if e.errno == errno.ENOSPC:
-                    raise TargetTooSmallError(
-                        f"target {self.path} ran out of space at byte {offset + done}",
-                        hint="free space on the target's file system or restore elsewhere",
-                    ) from None
-                raise TargetError(f"writing target {self.path} at byte {offset + done} failed: {e.strerror}") from None
+        pwrite_all(self.fd, self.path, data, offset)
 
     def zero_range(self, offset: int, length: int) -> None:
         """Make ``length`` bytes at ``offset`` read as zeros."""
         if length <= 0 or not self.zero_needs_writing:
             return
-        try:
-            fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack("=QQ", offset, length))
-            return
-        except OSError:
-            pass
-        zeros = bytes(min(length, 1 << 20))
-        end = offset + length
-        while offset < end:
-            n = min(len(zeros), end - offset)
-            self.write_at(memoryview(zeros)[:n], offset)
-            offset += n
+        zero_fill(self.fd, self.path, offset, length, device=True)
 
     def commit(self) -> None:
         """Flush to stable storage and, for a file, move it into place."""

@@ -710,6 +710,19 @@ def _validate_trailer(t: Trailer) -> None:
         raise _trailer_too_large(TRAILER_HEADER_LEN + body_len, len(t.entries), data_blocks)
 
 
+def _trailer_header(*, body_len: int, body_crc: int, **fields: Any) -> bytes:
+    """The trailer's header (its fields as TrailerHeaderStruct declares them, then its CRC)."""
+    value = {
+        "header_len": TRAILER_HEADER_LEN,
+        "body_len": body_len,
+        "format_version": FORMAT_VERSION,
+        **fields,
+        "body_crc": body_crc,
+        "reserved": bytes(3),
+    }
+    return _build("trailer", lambda: TrailerHeaderStruct.build({"fields": {"value": value}}))
+
+
 def encode_trailer(trailer: Trailer) -> bytes:
     """The trailer item: header, then the body: the chunk index followed by the digest table."""
     _validate_trailer(trailer)
@@ -731,25 +744,21 @@ def encode_trailer(trailer: Trailer) -> bytes:
         "trailer body",
         lambda: TrailerBodyCompiled.build({"entries": entries, "digests": trailer.digests}, chunk_count=n),
     )
-    fields = {
-        "header_len": TRAILER_HEADER_LEN,
-        "body_len": len(body),
-        "format_version": FORMAT_VERSION,
-        "flags": trailer.flags,
-        "run_uuid": trailer.run_uuid,
-        "generation": trailer.generation,
-        "volume_size": trailer.volume_size,
-        "block_size": trailer.block_size,
-        "chunk_count": n,
-        "data_blocks": trailer.data_blocks,
-        "zero_blocks": trailer.zero_blocks,
-        "raw_bytes": trailer.raw_bytes,
-        "stored_bytes": trailer.stored_bytes,
-        "body_crc": crc32c(body),
-        "digest_alg": trailer.digest_alg,
-        "reserved": bytes(3),
-    }
-    header = _build("trailer", lambda: TrailerHeaderStruct.build({"fields": {"value": fields}}))
+    header = _trailer_header(
+        flags=trailer.flags,
+        run_uuid=trailer.run_uuid,
+        generation=trailer.generation,
+        volume_size=trailer.volume_size,
+        block_size=trailer.block_size,
+        chunk_count=n,
+        data_blocks=trailer.data_blocks,
+        zero_blocks=trailer.zero_blocks,
+        raw_bytes=trailer.raw_bytes,
+        stored_bytes=trailer.stored_bytes,
+        body_len=len(body),
+        body_crc=crc32c(body),
+        digest_alg=trailer.digest_alg,
+    )
     return header + body
 
 
@@ -1036,26 +1045,22 @@ class TrailerBuilder:
         self.stored_bytes += e.stored_len
 
     def finish(self, *, complete: bool = True, continues: bool = False) -> bytes:
+        """The trailer item (header + body: the index entries, then the digest table)."""
         if complete and continues:
             raise MalformedError("a trailer cannot be both complete and continued on the next medium")
-        """The trailer item (header + body: the index entries, then the digest table)."""
-        fields = {
-            "header_len": TRAILER_HEADER_LEN,
-            "body_len": len(self.body) + len(self.digests),
-            "format_version": FORMAT_VERSION,
-            "flags": (TRAILER_FLAG_COMPLETE if complete else 0) | (TRAILER_FLAG_CONTINUES if continues else 0),
-            "run_uuid": self.run_uuid,
-            "generation": self.generation,
-            "volume_size": self.volume_size,
-            "block_size": self.block_size,
-            "chunk_count": self.chunk_count,
-            "data_blocks": self.data_blocks,
-            "zero_blocks": self.zero_blocks,
-            "raw_bytes": self.raw_bytes,
-            "stored_bytes": self.stored_bytes,
-            "body_crc": crc32c(self.digests, crc32c(self.body)),
-            "digest_alg": self.digest_alg,
-            "reserved": bytes(3),
-        }
-        header = _build("trailer", lambda: TrailerHeaderStruct.build({"fields": {"value": fields}}))
+        header = _trailer_header(
+            flags=(TRAILER_FLAG_COMPLETE if complete else 0) | (TRAILER_FLAG_CONTINUES if continues else 0),
+            run_uuid=self.run_uuid,
+            generation=self.generation,
+            volume_size=self.volume_size,
+            block_size=self.block_size,
+            chunk_count=self.chunk_count,
+            data_blocks=self.data_blocks,
+            zero_blocks=self.zero_blocks,
+            raw_bytes=self.raw_bytes,
+            stored_bytes=self.stored_bytes,
+            body_len=len(self.body) + len(self.digests),
+            body_crc=crc32c(self.digests, crc32c(self.body)),
+            digest_alg=self.digest_alg,
+        )
         return b"".join((header, self.body, self.digests))
