@@ -23,6 +23,7 @@ from tapearc.engine.layout import (
     scan_generation_files,
     write_item,
 )
+from tapearc.engine.pipeline import ReadAhead
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.volume import SourceVolume, default_volume_name
 from tapearc.catalog.db import Catalog
@@ -535,24 +536,23 @@ def backup(
             status = writer.open_part(drive, label, 0)
             writer.pending_span = status is WriteStatus.EARLY_WARNING
             progress.start(f"backup {name}", size)
-            window = bytearray(chunk_blocks * bs)
-            wview = memoryview(window)
-            zero = bytes(bs)
             zero_digest = bytes(DIGEST_LEN)
             block_digest = fmt.block_digest
-            offset = 0
-            while block_id < nblocks and not writer.stopped:
-                want = min(len(window), size - offset)
-                got = src.readinto_at(wview[:want], offset)
+            is_zero = fmt.is_zero
+            # a reader thread fills the next windows while this one is digested, packed and written
+            reader = ReadAhead(src.readinto_at, size, chunk_blocks * bs)
+            for offset, window, got in reader:
+                want = min(chunk_blocks * bs, size - offset)
                 if got != want:
                     now = src.current_size()
                     raise SourceError(
                         f"source {source} shrank during the backup: expected {size} bytes, the read at byte "
                         f"{offset + got} found its end" + (f" (it now holds {now} bytes)" if now is not None else "")
                     )
+                wview = memoryview(window)
                 for o in range(0, got, bs):
-                    blk = wview[o : o + bs] if o + bs <= got else wview[o:got]
-                    if blk == zero[: len(blk)]:
+                    n = bs if o + bs <= got else got - o
+                    if is_zero(window, o, n):
                         if prev_manifest is None or block_id >= prev_blocks:
                             writer.add(block_id, None)
                         else:
@@ -562,6 +562,7 @@ def backup(
                             else:
                                 result.unchanged_blocks += 1
                     else:
+                        blk = wview[o : o + n]
                         dg = block_digest(blk)
                         if prev_manifest is not None and block_id < prev_blocks:
                             d0 = block_id * DIGEST_LEN
@@ -573,8 +574,10 @@ def backup(
                     block_id += 1
                     if writer.stopped:
                         break
-                offset += got
                 progress.advance(got)
+                if writer.stopped:
+                    reader.close()
+                    break
             if not writer.stopped:
                 _check_source_size(src, source, size, result)
             writer.flush()

@@ -31,6 +31,7 @@ from tapearc.engine.plan import DIGEST_LEN, Plan, PlannedRead, fallback_reads, l
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.scan import follow_set, sync_medium
+from tapearc.engine.pipeline import Worker
 from tapearc.engine.volume import RestoreTarget, _blockdev_size, pwrite_all, zero_fill
 from tapearc.errors import (
     BadMagicError,
@@ -149,6 +150,34 @@ class _TargetSink:
 
     def abort(self) -> None:
         self.t.abort()
+
+
+class _ThreadedSink:
+    """Runs another sink's writes in a writer thread (pipeline.Worker), in the order given, so
+    the next chunk is read and checked while this one is written. Errors (a full target) come
+    back at the next call or at commit."""
+
+    def __init__(self, inner: Sink) -> None:
+        self.inner = inner
+        self.w = Worker()
+
+    def write(self, offset: int, data: memoryview) -> None:
+        self.w.submit(self.inner.write, offset, data, nbytes=len(data))
+
+    def zero(self, offset: int, length: int) -> None:
+        self.w.submit(self.inner.zero, offset, length)
+
+    def lost(self, offset: int, length: int) -> None:
+        self.w.submit(self.inner.lost, offset, length)
+
+    def commit(self) -> None:
+        self.w.drain()
+        self.w.close()
+        self.inner.commit()
+
+    def abort(self) -> None:
+        self.w.close()
+        self.inner.abort()
 
 
 class _InPlaceSink:
@@ -402,6 +431,7 @@ def restore(
         sink = _InPlaceSink(target_path, last.volume_size)
     else:
         sink = _TargetSink(RestoreTarget(target_path, last.volume_size, force=True))
+    sink = _ThreadedSink(sink)
     result = RestoreResult(
         medium=drive.name,
         volume=last.volume,

@@ -30,6 +30,7 @@ from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.engine.layout import read_label
 from tapearc.engine.plan import block_sources, load_chain, manifest_at
+from tapearc.engine.pipeline import RecordAhead
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.volume import SourceVolume
 from tapearc.errors import TapearcError
@@ -149,6 +150,8 @@ class _Records:
 
     def __init__(self, drive: TapeDrive, report: FileReport) -> None:
         self.drive = drive
+        # a thread reads the records ahead (up to the tape file's filemark) while they are checked
+        self.ahead = RecordAhead(drive.read_record, max_errors=MAX_READ_ERRORS)
         self.report = report
         self.index = 0
         self.back: list[tuple[int, bytes]] = []
@@ -160,7 +163,7 @@ class _Records:
         while True:
             i = self.index
             try:
-                rec = self.drive.read_record()
+                rec = self.ahead.next()
             except TapearcError as e:
                 self.index += 1
                 self.errors += 1
@@ -246,6 +249,13 @@ def verify_tape_file(drive: TapeDrive, label: fmt.Label, *, check_digests: bool 
     pos = drive.position()
     rep = FileReport(tape_file=pos.file)
     recs = _Records(drive, rep)
+    try:
+        return _verify_records(recs, rep, label, check_digests)
+    finally:
+        recs.ahead.close()
+
+
+def _verify_records(recs: "_Records", rep: FileReport, label: fmt.Label, check_digests: bool) -> tuple[FileReport, Mark]:
     hdr: fmt.GenerationHeader | None = None
     seen: list[_Seen] = []
     trailer: fmt.Trailer | None = None

@@ -57,7 +57,7 @@ from .constants import (
     ZSTD_LEVEL,
 )
 from .crc import CRC32C_CHECK, crc32c
-from .digest import ZERO_DIGEST, block_digest, iter_trailer_digests, payload_digests
+from .digest import ZERO_DIGEST, block_digest, is_zero, iter_trailer_digests, payload_digests
 from .framing import peek_item, record_count, split_records
 from .jsonio import from_jsonable, to_jsonable
 from .mapping import (
@@ -124,6 +124,7 @@ __all__ = [
     "DIGEST_ALGS",
     "ZERO_DIGEST",
     "block_digest",
+    "is_zero",
     "payload_digests",
     "iter_trailer_digests",
     # framing

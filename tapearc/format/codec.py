@@ -580,8 +580,9 @@ def pack_payload(raw: Buf, *, compress: bool = True, level: int = ZSTD_LEVEL) ->
     return 0, raw
 
 
-def unpack_payload(header: ChunkHeader, payload: Buf) -> bytes:
-    """The raw payload (``header.raw_len`` bytes) of a chunk whose payload was checked.
+def unpack_payload(header: ChunkHeader, payload: Buf) -> bytes | memoryview:
+    """The raw payload (``header.raw_len`` bytes) of a chunk whose payload was checked: the
+    stored payload itself (not copied) when it is not compressed.
 
     Decompresses a zstd payload with an output limit of raw_len; raises MalformedError if the
     payload does not decompress to exactly raw_len bytes.
@@ -590,7 +591,7 @@ def unpack_payload(header: ChunkHeader, payload: Buf) -> bytes:
     if not header.compressed:
         if len(payload) != header.raw_len:
             raise _malformed(name, f"payload of {len(payload)} bytes != raw_len {header.raw_len}")
-        return bytes(payload)
+        return payload if isinstance(payload, (bytes, memoryview)) else memoryview(payload)
     try:
         params = zstandard.get_frame_parameters(payload)
         size = params.content_size

@@ -28,6 +28,7 @@ __all__ = [
     "DIGEST_BLAKE3_128",
     "ZERO_DIGEST",
     "block_digest",
+    "is_zero",
     "payload_digests",
     "iter_trailer_digests",
 ]
@@ -39,6 +40,29 @@ ZERO_DIGEST: Final = bytes(DIGEST_LEN)
 def block_digest(data: bytes | bytearray | memoryview) -> bytes:
     """BLAKE3-128 of one block: the first 16 bytes of BLAKE3(``data``)."""
     return blake3.blake3(data).digest(DIGEST_LEN)
+
+
+_zeros = bytes(1 << 20)
+
+
+def is_zero(buf: bytes | bytearray, start: int = 0, length: int | None = None) -> bool:
+    """Whether ``buf[start:start+length]`` (to the end when ``length`` is None) is all zero bytes.
+
+    Uses ``startswith`` against a zero buffer, which CPython does with ``memcmp``: about
+    0.04 s per GiB here, where comparing a memoryview slice with ``bytes(n)`` goes item by item
+    (1.1 s per GiB of zero blocks, measured).
+    """
+    global _zeros
+    if length is None:
+        length = len(buf) - start
+    if length <= 0:
+        return True
+    if start + length > len(buf):
+        return False
+    if length > len(_zeros):
+        _zeros = bytes(length)
+    z = _zeros if length == len(_zeros) else memoryview(_zeros)[:length]
+    return buf.startswith(z, start)
 
 
 def payload_digests(

@@ -112,9 +112,13 @@ def test_source_shrinks_after_last_read_warns(tmp_path: Path, source: tuple[Path
     assert (tmp_path / "out.img").read_bytes() == data
 
 
-def test_source_shrinks_during_backup(media_spec: str, tmp_path: Path, source: tuple[Path, bytes]) -> None:
+def test_source_shrinks_during_backup(
+    media_spec: str, tmp_path: Path, source: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The short read fails the backup; the generation is closed on the medium as incomplete
-    (trailer, end record, filemark), the catalog says incomplete; the medium stays usable."""
+    (trailer, end record, filemark), the catalog says incomplete; the medium stays usable.
+    (Plain path: the read-ahead would have read the windows after the third already.)"""
+    monkeypatch.setenv("TAPEARC_PIPELINE", "0")
     src, data = source
     run_backup(media_spec, src)  # generation 1, complete
 
@@ -149,6 +153,27 @@ def test_source_shrinks_during_backup(media_spec: str, tmp_path: Path, source: t
     run_restore(media_spec, tmp_path / "o3.img")
     assert (tmp_path / "o3.img").read_bytes() == data[: 5 * BS]
     assert gen_states() == {1: "complete", 2: "incomplete", 3: "complete"}
+
+
+def test_source_shrinks_during_pipelined_backup(tmp_path: Path, source: tuple[Path, bytes]) -> None:
+    """With the read-ahead thread the short read is found a few windows later (the reader is at
+    most its depth ahead); the outcome is the same: SourceError, generation closed incomplete."""
+    src, data = source
+    spec = f"sim:{tmp_path / 't.tap'}"
+
+    def shrink(n: int) -> None:
+        if n == 1:
+            os.truncate(src, 8 * 3 * BS)
+
+    with pytest.raises(SourceError) as info:
+        run_backup(spec, src, OnAdvance(shrink))
+    assert "shrank during the backup" in str(info.value) and str(8 * 3 * BS) in str(info.value)
+    assert gen_states() == {1: "incomplete"}
+    with open_medium(spec, write=False) as drive:
+        listing = list_medium(drive)
+    g1 = [f for f in listing.files if f.kind == "generation" and f.generation == 1][0]
+    assert g1.trailer and not g1.complete and g1.closed and g1.problem is None
+    assert len(g1.chunks) == 8  # every window before the shrink point, none after
 
 
 def test_source_shrinks_before_first_chunk(tmp_path: Path, source: tuple[Path, bytes]) -> None:

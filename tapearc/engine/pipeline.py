@@ -1,0 +1,341 @@
+"""Read-ahead: a thread that keeps reading while the caller digests, packs and writes.
+
+The expensive parts of a backup, restore or verify release the GIL (``preadv``/``pwrite``,
+BLAKE3, CRC-32C, zstd, writes to the medium), so one thread reading ahead into a small ring of
+preallocated buffers overlaps the source's I/O with the rest of the work, without copying and
+without allocating per block. Memory is fixed: ``depth`` buffers of one window each.
+
+``ReadAhead`` yields ``(offset, buffer, length)`` for consecutive windows of a reader function;
+a buffer belongs to the caller until it asks for the next window, then it goes back to the
+reader. An exception in the reader (a SourceError naming the byte offset, an I/O error) is
+raised in the caller at the window where it happened, after the windows before it. Closing it
+early (the caller stopped: medium full, Ctrl-C, an error) stops the thread without a hang.
+
+``threaded=False`` reads in the caller's thread, with the same buffers and the same results:
+the plain path the tests compare the pipelined one with (``TAPEARC_PIPELINE=0`` selects it).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+
+ReadFn = Callable[[memoryview, int], int]  # (buffer to fill, offset) -> bytes read
+
+DEFAULT_DEPTH = 3
+JOIN_TIMEOUT = 2.0  # seconds to wait for a reader thread that is inside a read
+
+
+def pipeline_enabled() -> bool:
+    """Threads on unless ``TAPEARC_PIPELINE=0`` (the plain, single-threaded path)."""
+    return os.environ.get("TAPEARC_PIPELINE", "1") not in ("0", "no", "off", "false")
+
+
+class _Stop:
+    pass
+
+
+class ReadAhead:
+    def __init__(
+        self,
+        read: ReadFn,
+        size: int,
+        window: int,
+        *,
+        start: int = 0,
+        depth: int = DEFAULT_DEPTH,
+        threaded: bool | None = None,
+        buffers: list[bytearray] | None = None,
+    ) -> None:
+        if window <= 0:
+            raise ValueError("window must be positive")
+        self.read = read
+        self.size = size
+        self.window = window
+        self.start = start
+        self.threaded = pipeline_enabled() if threaded is None else threaded
+        n = depth if self.threaded else 1
+        self.buffers = buffers if buffers is not None else [bytearray(window) for _ in range(max(1, n))]
+        self._free: queue.Queue[bytearray | None] = queue.Queue()
+        self._full: queue.Queue[tuple[int, bytearray, int] | BaseException | _Stop] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._held: bytearray | None = None
+
+    # ------------------------------------------------------------------ reader side
+
+    def _windows(self) -> Iterator[tuple[int, int]]:
+        off = self.start
+        while off < self.size:
+            n = min(self.window, self.size - off)
+            yield off, n
+            off += n
+
+    def _run(self) -> None:
+        try:
+            for off, n in self._windows():
+                buf = self._free.get()
+                if buf is None or self._stop.is_set():
+                    return
+                got = self.read(memoryview(buf)[:n], off)
+                self._full.put((off, buf, got))
+                if got < n:  # the source ended early: the caller says what that means
+                    break
+            self._full.put(_Stop())
+        except BaseException as e:  # handed to the caller, raised there
+            self._full.put(e)
+
+    # ------------------------------------------------------------------ caller side
+
+    def __iter__(self) -> Iterator[tuple[int, bytearray, int]]:
+        if not self.threaded:
+            buf = self.buffers[0]
+            for off, n in self._windows():
+                got = self.read(memoryview(buf)[:n], off)
+                yield off, buf, got
+                if got < n:
+                    return
+            return
+        for b in self.buffers:
+            self._free.put(b)
+        self._thread = threading.Thread(target=self._run, name="tapearc-readahead", daemon=True)
+        self._thread.start()
+        try:
+            while True:
+                item = self._full.get()
+                if isinstance(item, _Stop):
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                off, buf, got = item
+                self._held = buf
+                yield off, buf, got
+                self._held = None
+                self._free.put(buf)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the reader. It finishes the read it is in; a read that hangs (a device that
+        stopped answering) does not hold up the caller's exit: the thread is a daemon and is
+        waited for only briefly."""
+        t = self._thread
+        if t is None:
+            return
+        self._thread = None
+        self._stop.set()
+        self._free.put(None)
+        t.join(JOIN_TIMEOUT)
+
+    def __enter__(self) -> "ReadAhead":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Done:
+    pass
+
+
+class _Bounded:
+    """A FIFO that holds at most ``limit`` bytes (one item always fits), for two threads."""
+
+    def __init__(self, limit: int) -> None:
+        import collections
+
+        self.limit = limit
+        self.items: collections.deque[tuple[object, int]] = collections.deque()
+        self.bytes = 0
+        self.cond = threading.Condition()
+        self.closed = False
+
+    def put(self, item: object, nbytes: int) -> bool:
+        """False when the queue was closed (the other side stopped)."""
+        with self.cond:
+            while self.items and self.bytes + nbytes > self.limit and not self.closed:
+                self.cond.wait()
+            if self.closed:
+                return False
+            self.items.append((item, nbytes))
+            self.bytes += nbytes
+            self.cond.notify_all()
+            return True
+
+    def get(self) -> object:
+        with self.cond:
+            while not self.items:
+                self.cond.wait()
+            item, nbytes = self.items.popleft()
+            self.bytes -= nbytes
+            self.cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.items.clear()
+            self.bytes = 0
+            self.cond.notify_all()
+
+
+def _nbytes(obj: object) -> int:
+    try:
+        return len(obj)  # type: ignore[arg-type]
+    except TypeError:
+        return 0
+
+
+class RecordAhead:
+    """Reads the records of one tape file in a thread, up to and including the first mark.
+
+    ``next()`` returns what ``read_record()`` would have: a record, a Mark, or raises the
+    read's error. The thread stops at the first mark, or after ``max_errors + 1`` read errors in
+    a row (the caller gives up on the tape file there too), so the medium is left where the
+    plain loop would have left it once the caller has had the mark. Memory: ``limit`` bytes of
+    records read ahead.
+    """
+
+    def __init__(
+        self,
+        read_record: Callable[[], object],
+        *,
+        max_errors: int,
+        limit: int = 16 * 1024 * 1024,
+        threaded: bool | None = None,
+    ) -> None:
+        self.read_record = read_record
+        self.max_errors = max_errors
+        self.threaded = pipeline_enabled() if threaded is None else threaded
+        self._q = _Bounded(limit)
+        self._thread: threading.Thread | None = None
+        if self.threaded:
+            self._thread = threading.Thread(target=self._run, name="tapearc-records", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        from tapearc.errors import TapearcError
+        from tapearc.media.base import Mark
+
+        errors = 0
+        try:
+            while True:
+                try:
+                    rec = self.read_record()
+                except TapearcError as e:
+                    errors += 1
+                    if not self._q.put(e, 0) or errors > self.max_errors:
+                        return
+                    continue
+                errors = 0
+                if not self._q.put(rec, _nbytes(rec)) or isinstance(rec, Mark):
+                    return
+        except BaseException as e:
+            self._q.put(e, 0)
+        finally:
+            self._q.put(_Done(), 0)
+
+    def next(self) -> object:
+        if self.threaded:
+            item = self._q.get()
+            if not isinstance(item, _Done):
+                if isinstance(item, BaseException):
+                    raise item
+                return item
+            self.threaded = False  # the reader has stopped: read directly from here on
+            self._thread = None
+        return self.read_record()
+
+    def close(self) -> None:
+        t = self._thread
+        if t is None:
+            return
+        self._thread = None
+        self.threaded = False
+        self._q.close()
+        t.join(JOIN_TIMEOUT)
+
+    def __enter__(self) -> "RecordAhead":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Worker:
+    """Runs calls in order in one background thread (the restore's target writes), so reading
+    and checking the next chunk overlaps writing this one. Holds at most ``limit`` bytes of
+    data waiting. The first error of a call is raised in the caller at its next ``submit`` or at
+    ``drain``; the calls after a failed one are dropped. ``threaded=False`` runs each call at
+    once, in the caller's thread."""
+
+    def __init__(self, *, limit: int = 16 * 1024 * 1024, threaded: bool | None = None) -> None:
+        self.threaded = pipeline_enabled() if threaded is None else threaded
+        self.error: BaseException | None = None
+        self._q = _Bounded(limit)
+        self._idle = threading.Event()
+        self._idle.set()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        if self.threaded:
+            self._thread = threading.Thread(target=self._run, name="tapearc-writer", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if isinstance(item, _Done):
+                return
+            fn, args = item  # type: ignore[misc]
+            if self.error is None:
+                try:
+                    fn(*args)
+                except BaseException as e:  # raised in the caller
+                    self.error = e
+            with self._lock:
+                self._pending -= 1
+                if self._pending == 0:
+                    self._idle.set()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            e, self.error = self.error, None
+            self.close()
+            raise e
+
+    def submit(self, fn: Callable[..., object], *args: object, nbytes: int = 0) -> None:
+        if not self.threaded:
+            fn(*args)
+            return
+        self._raise()
+        with self._lock:
+            self._pending += 1
+            self._idle.clear()
+        if not self._q.put((fn, args), nbytes):
+            with self._lock:
+                self._pending -= 1
+        self._raise()
+
+    def drain(self) -> None:
+        """Wait until every call submitted so far has run; raise the first error."""
+        if self._thread is not None:
+            self._idle.wait()
+        self._raise()
+
+    def close(self) -> None:
+        """Stop the thread: the calls not yet run are dropped; a call that hangs does not hold
+        up the caller (daemon thread, brief wait)."""
+        t = self._thread
+        if t is None:
+            return
+        self._thread = None
+        self.threaded = False
+        self._q.close()
+        with self._q.cond:  # wake the thread with its stop item
+            self._q.closed = False
+            self._q.items.append((_Done(), 0))
+            self._q.cond.notify_all()
+        t.join(JOIN_TIMEOUT)
