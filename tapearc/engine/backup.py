@@ -541,7 +541,7 @@ def backup(
             is_zero = fmt.is_zero
             # a reader thread fills the next windows while this one is digested, packed and written
             reader = ReadAhead(src.readinto_at, size, chunk_blocks * bs)
-            for offset, window, got in reader:
+            for offset, window, base, got in reader:
                 want = min(chunk_blocks * bs, size - offset)
                 if got != want:
                     now = src.current_size()
@@ -550,8 +550,9 @@ def backup(
                         f"{offset + got} found its end" + (f" (it now holds {now} bytes)" if now is not None else "")
                     )
                 wview = memoryview(window)
-                for o in range(0, got, bs):
-                    n = bs if o + bs <= got else got - o
+                end = base + got
+                for o in range(base, end, bs):
+                    n = bs if o + bs <= end else end - o
                     if is_zero(window, o, n):
                         if prev_manifest is None or block_id >= prev_blocks:
                             writer.add(block_id, None)

@@ -5,7 +5,8 @@ BLAKE3, CRC-32C, zstd, writes to the medium), so one thread reading ahead into a
 preallocated buffers overlaps the source's I/O with the rest of the work, without copying and
 without allocating per block. Memory is fixed: ``depth`` buffers of one window each.
 
-``ReadAhead`` yields ``(offset, buffer, length)`` for consecutive windows of a reader function;
+``ReadAhead`` yields ``(offset, buffer, base, length)`` for consecutive windows of a reader
+function (the bytes are ``buffer[base:base + length]``, page-aligned for O_DIRECT);
 a buffer belongs to the caller until it asks for the next window, then it goes back to the
 reader. An exception in the reader (a SourceError naming the byte offset, an I/O error) is
 raised in the caller at the window where it happened, after the windows before it. Closing it
@@ -17,6 +18,8 @@ the plain path the tests compare the pipelined one with (``TAPEARC_PIPELINE=0`` 
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import queue
 import threading
@@ -33,6 +36,23 @@ def pipeline_enabled() -> bool:
     return os.environ.get("TAPEARC_PIPELINE", "1") not in ("0", "no", "off", "false")
 
 
+PAGE = mmap.PAGESIZE
+
+
+def buffer_address(buf: bytearray | memoryview) -> int:
+    """The address of a writable buffer's first byte (for alignment checks)."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
+def aligned_bytearray(size: int, align: int = PAGE) -> tuple[bytearray, int]:
+    """A zero-filled bytearray with room for ``size`` bytes starting at an ``align``-aligned
+    address: returns ``(buffer, base)``; use ``buffer[base:base + size]``. O_DIRECT reads (and
+    st's direct I/O) need aligned buffers; a bytearray keeps ``startswith`` (fast zero checks)."""
+    ba = bytearray(size + align)
+    base = (-buffer_address(ba)) % align
+    return ba, base
+
+
 class _Stop:
     pass
 
@@ -47,7 +67,6 @@ class ReadAhead:
         start: int = 0,
         depth: int = DEFAULT_DEPTH,
         threaded: bool | None = None,
-        buffers: list[bytearray] | None = None,
     ) -> None:
         if window <= 0:
             raise ValueError("window must be positive")
@@ -57,12 +76,11 @@ class ReadAhead:
         self.start = start
         self.threaded = pipeline_enabled() if threaded is None else threaded
         n = depth if self.threaded else 1
-        self.buffers = buffers if buffers is not None else [bytearray(window) for _ in range(max(1, n))]
-        self._free: queue.Queue[bytearray | None] = queue.Queue()
-        self._full: queue.Queue[tuple[int, bytearray, int] | BaseException | _Stop] = queue.Queue()
+        self.buffers = [aligned_bytearray(window) for _ in range(max(1, n))]
+        self._free: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
+        self._full: queue.Queue[tuple[int, tuple[bytearray, int], int] | BaseException | _Stop] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._held: bytearray | None = None
 
     # ------------------------------------------------------------------ reader side
 
@@ -79,7 +97,8 @@ class ReadAhead:
                 buf = self._free.get()
                 if buf is None or self._stop.is_set():
                     return
-                got = self.read(memoryview(buf)[:n], off)
+                ba, base = buf
+                got = self.read(memoryview(ba)[base : base + n], off)
                 self._full.put((off, buf, got))
                 if got < n:  # the source ended early: the caller says what that means
                     break
@@ -89,12 +108,14 @@ class ReadAhead:
 
     # ------------------------------------------------------------------ caller side
 
-    def __iter__(self) -> Iterator[tuple[int, bytearray, int]]:
+    def __iter__(self) -> Iterator[tuple[int, bytearray, int, int]]:
+        """Yields ``(offset, buffer, base, got)``: the window's bytes are
+        ``buffer[base:base + got]`` (``base`` keeps them page-aligned)."""
         if not self.threaded:
-            buf = self.buffers[0]
+            ba, base = self.buffers[0]
             for off, n in self._windows():
-                got = self.read(memoryview(buf)[:n], off)
-                yield off, buf, got
+                got = self.read(memoryview(ba)[base : base + n], off)
+                yield off, ba, base, got
                 if got < n:
                     return
             return
@@ -110,9 +131,7 @@ class ReadAhead:
                 if isinstance(item, BaseException):
                     raise item
                 off, buf, got = item
-                self._held = buf
-                yield off, buf, got
-                self._held = None
+                yield off, buf[0], buf[1], got
                 self._free.put(buf)
         finally:
             self.close()

