@@ -17,6 +17,7 @@ The simulator knows nothing of any archive format; it never imports tapearc.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import json
@@ -40,6 +41,25 @@ from .simh import (
     write_record,
     write_tape_marks,
 )
+
+WRITEBACK_EVERY = 8 * 1024 * 1024
+_sfr: Any = None
+
+
+def _start_writeback(fd: int) -> None:
+    """sync_file_range(SYNC_FILE_RANGE_WRITE) on the image: start writing dirty pages now, so
+    the fsync at a filemark does not have to write everything since the last one. Best effort."""
+    global _sfr
+    if _sfr is None:
+        try:
+            f = ctypes.CDLL(None, use_errno=True).sync_file_range
+            f.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            _sfr = f
+        except (OSError, AttributeError):
+            _sfr = False
+    if _sfr and os.environ.get("TAPEARC_EARLY_WRITEBACK", "1") != "0":
+        _sfr(fd, 0, 0, 2)  # SYNC_FILE_RANGE_WRITE
+
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -283,6 +303,7 @@ class SimDrive:
         self._settings = load_settings(self._path)
         self._dead = False  # a power_cut fault happened: every operation gives EIO
         self._session_writes = 0  # records written since open (power_cut "after")
+        self._unflushed = 0  # bytes written since writeback was last started
         self._load_faults()
         if self._settings.write_protected and not readonly:
             raise _oserror(errno.EROFS, "cartridge is write-protected", self._path)
@@ -660,6 +681,10 @@ class SimDrive:
                 raise self._cut_power(cut, start, mv)
         self._truncate_index(self._pos)
         write_record(self._fd, start, mv, truncate=False)
+        self._unflushed += n
+        if self._unflushed >= WRITEBACK_EVERY:  # like a drive's buffer draining to tape
+            self._unflushed = 0
+            _start_writeback(self._fd)
         self._offs.append(start)
         self._lens.append(n)
         self._set_file_end(end)

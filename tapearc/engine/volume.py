@@ -11,6 +11,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from tapearc.media.writeback import Writeback
 from tapearc.errors import SourceError, TargetError, TargetTooSmallError
 
 BLKGETSIZE64 = 0x80081272  # _IOR(0x12, 114, size_t) on Linux (x86_64, arm64)
@@ -245,6 +246,7 @@ class RestoreTarget:
         self.path = path
         self.volume_size = volume_size
         self.fd = -1
+        self._writeback = Writeback()
         self._tmp: str | None = None
         try:
             st = os.stat(path)
@@ -307,6 +309,7 @@ class RestoreTarget:
 
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
         pwrite_all(self.fd, self.path, data, offset)
+        self._writeback.wrote(self.fd, len(data))  # the disk writes start now, not at commit's fsync
 
     def zero_range(self, offset: int, length: int) -> None:
         """Make ``length`` bytes at ``offset`` read as zeros."""

@@ -47,6 +47,7 @@ from ..errors import (
     WriteProtectedError,
 )
 from .base import DriveStatus, Mark, Position, TapeDrive, WriteStatus
+from .writeback import start_writeback
 
 __all__ = ["DirDrive", "MARKER_NAME", "MARKER_FORMAT", "create_dir_medium"]
 
@@ -462,6 +463,7 @@ class DirDrive(TapeDrive):
                     done = 0
                     while done < size:
                         done += fh.write(view[done:])
+                    start_writeback(fh.fileno())  # on its way to disk before the filemark's syncfs
             except OSError as err:
                 try:
                     os.unlink(rec)
