@@ -314,6 +314,23 @@ class _ChunkWriter:
         if self.data_count >= self.chunk_blocks or len(runs) >= MAX_RUNS:
             self.flush()
 
+    def add_zero_run(self, first: int, count: int) -> None:
+        """Add ``count`` all-zero blocks from ``first`` on: the same runs as ``count`` calls of
+        ``add(block, None)``, without a call per block."""
+        runs = self.runs
+        while count > 0:
+            if runs and runs[-1][2] == 1 and runs[-1][0] + runs[-1][1] == first and runs[-1][1] < MAX_RUN_COUNT:
+                n = min(count, MAX_RUN_COUNT - runs[-1][1])
+                runs[-1][1] += n
+            else:
+                n = min(count, MAX_RUN_COUNT)
+                runs.append([first, n, 1])
+            first += n
+            count -= n
+            if len(runs) >= MAX_RUNS:
+                self.flush()
+                runs = self.runs
+
     def flush(self) -> None:
         if not self.runs or self.stopped:
             return
@@ -542,6 +559,9 @@ def backup(
             # a reader thread fills the next windows while this one is digested, packed and written
             reader = ReadAhead(src.readinto_at, size, chunk_blocks * bs)
             for offset, window, base, got in reader:
+                if writer.stopped:
+                    reader.close()
+                    break
                 want = min(chunk_blocks * bs, size - offset)
                 if got != want:
                     now = src.current_size()
@@ -551,6 +571,19 @@ def backup(
                     )
                 wview = memoryview(window)
                 end = base + got
+                if got and is_zero(window, base, got):  # a whole window of zeros (a hole, free space)
+                    count = -(-got // bs)
+                    d0, d1 = block_id * DIGEST_LEN, min(block_id + count, prev_blocks) * DIGEST_LEN
+                    if prev_manifest is None or block_id >= prev_blocks:
+                        writer.add_zero_run(block_id, count)
+                        block_id += count
+                        progress.advance(got)
+                        continue
+                    if block_id + count <= prev_blocks and is_zero(prev_manifest, d0, d1 - d0):
+                        result.unchanged_blocks += count  # zero before too
+                        block_id += count
+                        progress.advance(got)
+                        continue
                 for o in range(base, end, bs):
                     n = bs if o + bs <= end else end - o
                     if is_zero(window, o, n):

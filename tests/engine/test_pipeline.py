@@ -377,3 +377,54 @@ def test_dir_medium_same_with_and_without_syncfs(tmp_path: Path, monkeypatch: py
         assert [drive.read_record() for _ in range(21)] == [bytes([i]) * 1000 for i in range(20)] + [Mark.FILEMARK]
     # with syncfs: the FILEMARK file and the folders only; without: one fsync per record too
     assert (len(calls) < 20) if syncfs else (len(calls) >= 20)
+
+
+# ---------------------------------------------------------------- whole windows of zeros
+
+
+def test_zero_windows_fast_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows that are all zero are recorded as one zero run without a call per block; in an
+    incremental, a zero window that was zero before is unchanged, one that held data becomes a
+    zero run, and a zero tail added by growth is recorded as zero. The restore is exact."""
+    from tapearc.engine.listing import list_medium
+
+    monkeypatch.setenv("TAPEARC_CATALOG", str(tmp_path / "cat.sqlite"))
+    bs = 64 * KiB
+    rng = random.Random(5)
+    spec = f"sim:{tmp_path / 't.tap'}"
+    opts = BackupOptions(compress="none", record_size=256 * KiB, chunk_size=1 * MiB)  # 15 blocks a window
+    win = 15 * bs
+    # windows: data | zero | zero | data(+zero inside) | zero
+    v1 = rng.randbytes(win) + bytes(2 * win) + rng.randbytes(win // 2) + bytes(win // 2) + bytes(win)
+    src = tmp_path / "v.img"
+    src.write_bytes(v1)
+    with Catalog() as cat, open_medium(spec, write=True) as drive:
+        r1 = backup(str(src), drive, cat, opts)
+    nzero = sum(1 for i in range(0, len(v1), bs) if v1[i : i + bs] == bytes(bs))
+    assert r1.zero_blocks == nzero
+    # generation 2: window 0 zeroed (data -> zero), window 1 gets data, window 2 stays zero,
+    # and the volume grows by two zero windows
+    v2 = bytearray(v1)
+    v2[0:win] = bytes(win)
+    v2[win : 2 * win] = rng.randbytes(win)
+    v2 += bytes(2 * win)
+    src.write_bytes(bytes(v2))
+    with Catalog() as cat, open_medium(spec, write=True) as drive:
+        r2 = backup(str(src), drive, cat, opts)
+    assert r2.kind == "incremental"
+    assert r2.unchanged_blocks == 15 + 15 + 15  # window 2 (zero), window 3 (data), window 4 (zero)
+    assert r2.zero_blocks == 15 + 30  # window 0 now zero, the grown tail
+    with open_medium(spec, write=False) as drive:
+        files = [f for f in list_medium(drive).files if f.kind == "generation"]
+    g1 = files[0]
+    zero_runs = [(a, n) for c in g1.chunks for a, n, kind in c.runs if kind == "zero"]
+    assert sum(n for _a, n in zero_runs) == nzero
+    assert (15, 30) in zero_runs  # the two zero windows: one run, not a run per block
+    out = tmp_path / "out.img"
+    with Catalog() as cat, open_medium(spec, write=False) as drive:
+        restore(drive, cat, str(out), RestoreOptions())
+    assert out.read_bytes() == bytes(v2)
+    out.unlink()
+    with Catalog() as cat, open_medium(spec, write=False) as drive:
+        restore(drive, cat, str(out), RestoreOptions(generation=1))
+    assert out.read_bytes() == v1
