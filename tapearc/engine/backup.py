@@ -22,7 +22,9 @@ from tapearc.engine.layout import (
     read_label,
     scan_generation_files,
     write_item,
+    write_stream,
 )
+from tapearc.engine.spool import SpoolStore
 from tapearc.engine.pipeline import ReadAhead
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.volume import SourceVolume, default_volume_name
@@ -220,7 +222,11 @@ class _ChunkWriter:
             pos.file,
             pos.logical,
             fmt.TrailerBuilder(
-                run_uuid=hdr.run_uuid, generation=hdr.generation, volume_size=hdr.volume_size, block_size=hdr.block_size
+                run_uuid=hdr.run_uuid,
+                generation=hdr.generation,
+                volume_size=hdr.volume_size,
+                block_size=hdr.block_size,
+                store=SpoolStore,  # past 8 MiB in a temporary file: memory does not grow with the volume
             ),
         )
         self.result.parts.append(
@@ -233,9 +239,11 @@ class _ChunkWriter:
         p = self.part
         assert p is not None
         pos = p.drive.position()
-        trailer = p.builder.finish(complete=complete, continues=continues)
-        _, nrec = write_item(p.drive, trailer, self.record_size)
-        end = fmt.trailer_end_for(trailer, trailer_record=pos.record, record_size=self.record_size)
+        header, total, pieces = p.builder.finish_pieces(complete=complete, continues=continues)
+        _, nrec = write_stream(p.drive, header, pieces, self.record_size)
+        p.builder.body.close()
+        p.builder.digests.close()
+        end = fmt.trailer_end_from_header(header, total, trailer_record=pos.record, record_size=self.record_size)
         p.drive.write_record(fmt.encode_trailer_end(end))
         p.drive.write_filemark()
         self.result.records += nrec + 1

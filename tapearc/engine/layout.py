@@ -7,7 +7,9 @@ into items and back, and walks the tape files of a medium.
 
 from __future__ import annotations
 
+import itertools
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from tapearc import format as fmt
@@ -93,6 +95,36 @@ def write_item(drive: TapeDrive, data: bytes | memoryview, record_size: int) -> 
         if st is WriteStatus.EARLY_WARNING:
             status = st
     return status, len(records)
+
+
+def write_stream(
+    drive: TapeDrive, first: bytes, pieces: Iterable[bytes | bytearray | memoryview], record_size: int
+) -> tuple[WriteStatus, int]:
+    """Write one item given as ``first`` then ``pieces`` (a trailer streamed from its stores) as
+    records of ``record_size``, like :func:`write_item` (the same records), holding one record in
+memory."""
+    status = WriteStatus.OK
+    rec = bytearray(record_size)
+    fill = 0
+    nrec = 0
+    for piece in itertools.chain((first,), pieces):
+        mv = memoryview(piece).cast("B")
+        i = 0
+        while i < len(mv):
+            n = min(record_size - fill, len(mv) - i)
+            rec[fill : fill + n] = mv[i : i + n]
+            fill += n
+            i += n
+            if fill == record_size:  # a copy: a medium may keep the buffer it is given
+                if drive.write_record(bytes(rec)) is WriteStatus.EARLY_WARNING:
+                    status = WriteStatus.EARLY_WARNING
+                nrec += 1
+                fill = 0
+    if fill:
+        if drive.write_record(bytes(rec[:fill])) is WriteStatus.EARLY_WARNING:
+            status = WriteStatus.EARLY_WARNING
+        nrec += 1
+    return status, nrec
 
 
 @dataclass(slots=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from .codec import (
     TrailerBuilder,
+    MemoryStore,
+    trailer_end_from_header,
     build_chunk,
     check_payload,
     check_same_generation,
@@ -85,6 +87,8 @@ from .model import (
 
 __all__ = [
     "TrailerBuilder",
+    "MemoryStore",
+    "trailer_end_from_header",
     # model
     "ChunkHeader",
     "ChunkIndexEntry",

@@ -122,6 +122,8 @@ __all__ = [
     "chunk_header_len",
     "check_same_generation",
     "TrailerBuilder",
+    "MemoryStore",
+    "trailer_end_from_header",
 ]
 
 Buf = bytes | bytearray | memoryview
@@ -899,6 +901,25 @@ def trailer_end_for(trailer_item: Buf, *, trailer_record: int, record_size: int)
     )
 
 
+def trailer_end_from_header(header: Buf, total_len: int, *, trailer_record: int, record_size: int) -> TrailerEnd:
+    """The end record for a trailer given only its header and total length (a trailer written
+    as a stream: :meth:`TrailerBuilder.finish_pieces`). Same result as :func:`trailer_end_for`."""
+    mv = _mv(header)
+    hl = TRAILER_HEADER_LEN
+    if len(mv) < hl:
+        raise MalformedError(f"trailer_end_from_header: a header of {len(mv)} bytes, expected {hl}")
+    with _translated("trailer"):
+        v = TrailerHeaderStruct.parse(bytes(mv[:hl])).fields.value
+    return TrailerEnd(
+        run_uuid=v.run_uuid,
+        generation=v.generation,
+        trailer_record=trailer_record,
+        trailer_records=-(-total_len // record_size),
+        trailer_len=total_len,
+        trailer_crc=_u32le(mv[hl - HEADER_CRC_LEN : hl]),
+    )
+
+
 def check_trailer_end(end: TrailerEnd, trailer_item: Buf) -> None:
     """Check that ``trailer_item`` (the bytes read from ``end.trailer_record`` on) is the trailer
     ``end`` points to: same total length, the trailer's header_crc equals ``end.trailer_crc``,
@@ -971,11 +992,32 @@ def check_same_generation(
             raise _malformed(name, "compressed, but the generation is not")
 
 
+class MemoryStore:
+    """Where a TrailerBuilder keeps its bytes by default: a bytearray. Another store (the engine
+    spools to a temporary file past a size) needs the same three methods."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def append(self, data: Buf) -> None:
+        self.buf += data
+
+    def __len__(self) -> int:
+        return len(self.buf)
+
+    def pieces(self) -> Iterator[Buf]:
+        """The bytes appended so far, in order, in pieces."""
+        if self.buf:
+            yield memoryview(self.buf)
+
+
 class TrailerBuilder:
     """Builds a trailer item chunk by chunk, keeping only the encoded index (about 40 bytes +
     13 per run for each chunk) and the digest table (16 bytes per data block) instead of model
-    objects, so a backup's memory stays small however large the volume. ``finish`` gives the
-    same bytes as :func:`encode_trailer`."""
+    objects, in two stores (``store()``: in memory by default; the backup spools them to a
+    temporary file, so its memory does not grow with the volume). ``finish`` gives the same
+    bytes as :func:`encode_trailer`; ``finish_pieces`` gives them as a header and a stream of
+    pieces, never all in memory at once."""
 
     def __init__(
         self,
@@ -985,6 +1027,7 @@ class TrailerBuilder:
         volume_size: int,
         block_size: int,
         digest_alg: int = DIGEST_BLAKE3_128,
+        store: Callable[[], Any] = MemoryStore,
     ) -> None:
         if digest_alg not in DIGEST_ALGS:
             raise _malformed("trailer", f"unknown digest_alg {digest_alg}")
@@ -993,8 +1036,8 @@ class TrailerBuilder:
         self.volume_size = volume_size
         self.block_size = block_size
         self.digest_alg = digest_alg
-        self.body = bytearray()  # the encoded chunk index entries
-        self.digests = bytearray()  # the digest table, appended after the entries at finish
+        self.body = store()  # the encoded chunk index entries
+        self.digests = store()  # the digest table, appended after the entries at finish
         self.chunk_count = 0
         self.first_seq: int | None = None  # seq of the first entry (0 unless a later part)
         self.data_blocks = self.zero_blocks = self.raw_bytes = self.stored_bytes = 0
@@ -1034,8 +1077,9 @@ class TrailerBuilder:
         total = TRAILER_HEADER_LEN + len(self.body) + len(encoded) + len(self.digests) + ndig
         if total > MAX_TRAILER_LEN:
             raise _trailer_too_large(total, self.chunk_count + 1, self.data_blocks + d)
-        self.body += encoded
-        self.digests += digests
+        self.body.append(encoded)
+        if ndig:
+            self.digests.append(digests)
         self._next_record = e.record + e.record_count
         if self.first_seq is None:
             self.first_seq = e.seq
@@ -1047,8 +1091,21 @@ class TrailerBuilder:
 
     def finish(self, *, complete: bool = True, continues: bool = False) -> bytes:
         """The trailer item (header + body: the index entries, then the digest table)."""
+        header, _, pieces = self.finish_pieces(complete=complete, continues=continues)
+        return b"".join((header, *pieces))
+
+    def finish_pieces(self, *, complete: bool = True, continues: bool = False) -> tuple[bytes, int, Iterator[Buf]]:
+        """The trailer item as ``(header, total length, the body's pieces)``: the header holds
+        the body's CRC, computed here by one pass over the stores; the pieces are read from
+        them again as they are consumed."""
         if complete and continues:
             raise MalformedError("a trailer cannot be both complete and continued on the next medium")
+        crc = 0
+        for piece in self.body.pieces():
+            crc = crc32c(piece, crc)
+        for piece in self.digests.pieces():
+            crc = crc32c(piece, crc)
+        body_len = len(self.body) + len(self.digests)
         header = _trailer_header(
             flags=(TRAILER_FLAG_COMPLETE if complete else 0) | (TRAILER_FLAG_CONTINUES if continues else 0),
             run_uuid=self.run_uuid,
@@ -1060,8 +1117,13 @@ class TrailerBuilder:
             zero_blocks=self.zero_blocks,
             raw_bytes=self.raw_bytes,
             stored_bytes=self.stored_bytes,
-            body_len=len(self.body) + len(self.digests),
-            body_crc=crc32c(self.digests, crc32c(self.body)),
+            body_len=body_len,
+            body_crc=crc,
             digest_alg=self.digest_alg,
         )
-        return b"".join((header, self.body, self.digests))
+
+        def pieces() -> Iterator[Buf]:
+            yield from self.body.pieces()
+            yield from self.digests.pieces()
+
+        return header, len(header) + body_len, pieces()

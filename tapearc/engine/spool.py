@@ -1,0 +1,70 @@
+"""Bytes that may outgrow memory: kept in a bytearray up to a limit, then in an unnamed temporary
+file (``$TMPDIR``). The backup keeps a generation's trailer in two of these (the chunk index and
+the digest table, 16 bytes per data block), so its memory does not grow with the volume: the
+digest table of a 1 TiB volume of 64 KiB blocks is 256 MiB, on disk instead of in memory."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from tapearc.errors import TapearcError
+
+SPOOL_LIMIT = 8 * 1024 * 1024  # bytes kept in memory before spooling to a file
+PIECE = 1024 * 1024  # bytes per piece when reading back
+
+
+class SpoolStore:
+    def __init__(self, limit: int = SPOOL_LIMIT) -> None:
+        self.limit = limit
+        self.mem = bytearray()
+        self.file: BinaryIO | None = None
+        self.n = 0
+
+    def _fail(self, e: OSError) -> TapearcError:
+        return TapearcError(
+            f"cannot keep the trailer's index in a temporary file in {tempfile.gettempdir()}: {e.strerror}",
+            hint="set TMPDIR to a folder with room (about 16 bytes per volume block)",
+        )
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        n = len(data)
+        try:
+            if self.file is None and len(self.mem) + n > self.limit:
+                self.file = tempfile.TemporaryFile(prefix="tapearc-trailer-")
+                self.file.write(self.mem)
+                self.mem = bytearray()
+            if self.file is None:
+                self.mem += data
+            else:
+                self.file.write(data)
+        except OSError as e:
+            raise self._fail(e) from None
+        self.n += n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def pieces(self) -> Iterator[bytes | memoryview]:
+        if self.file is None:
+            if self.mem:
+                yield memoryview(self.mem)
+            return
+        try:
+            self.file.flush()
+            self.file.seek(0)
+            left = self.n
+            while left > 0:
+                b = self.file.read(min(PIECE, left))
+                if not b:
+                    raise OSError(5, "the temporary file is shorter than what was written to it")
+                left -= len(b)
+                yield b
+        except OSError as e:
+            raise self._fail(e) from None
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
