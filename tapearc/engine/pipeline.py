@@ -18,12 +18,12 @@ the plain path the tests compare the pipelined one with (``TAPEARC_PIPELINE=0`` 
 
 from __future__ import annotations
 
-import ctypes
-import mmap
 import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
+
+from tapearc.buffers import PAGE, aligned_bytearray, buffer_address  # noqa: F401 (re-exported)
 
 ReadFn = Callable[[memoryview, int], int]  # (buffer to fill, offset) -> bytes read
 
@@ -34,23 +34,6 @@ JOIN_TIMEOUT = 2.0  # seconds to wait for a reader thread that is inside a read
 def pipeline_enabled() -> bool:
     """Threads on unless ``TAPEARC_PIPELINE=0`` (the plain, single-threaded path)."""
     return os.environ.get("TAPEARC_PIPELINE", "1") not in ("0", "no", "off", "false")
-
-
-PAGE = mmap.PAGESIZE
-
-
-def buffer_address(buf: bytearray | memoryview) -> int:
-    """The address of a writable buffer's first byte (for alignment checks)."""
-    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
-
-
-def aligned_bytearray(size: int, align: int = PAGE) -> tuple[bytearray, int]:
-    """A zero-filled bytearray with room for ``size`` bytes starting at an ``align``-aligned
-    address: returns ``(buffer, base)``; use ``buffer[base:base + size]``. O_DIRECT reads (and
-    st's direct I/O) need aligned buffers; a bytearray keeps ``startswith`` (fast zero checks)."""
-    ba = bytearray(size + align)
-    base = (-buffer_address(ba)) % align
-    return ba, base
 
 
 class _Stop:

@@ -11,6 +11,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from tapearc.buffers import direct_io_enabled
 from tapearc.media.writeback import Writeback
 from tapearc.errors import SourceError, TargetError, TargetTooSmallError
 
@@ -102,7 +103,7 @@ class SourceVolume:
         # time; and a backup does not push the machine's working set out of the cache.
         # TAPEARC_DIRECT_IO=0 turns it off; file systems without O_DIRECT (tmpfs) fall back.
         self.dfd = -1
-        if os.environ.get("TAPEARC_DIRECT_IO", "1") not in ("0", "no", "off", "false"):
+        if direct_io_enabled():
             try:
                 self.dfd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
             except (OSError, AttributeError):

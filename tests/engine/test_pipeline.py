@@ -428,3 +428,36 @@ def test_zero_windows_fast_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     with Catalog() as cat, open_medium(spec, write=False) as drive:
         restore(drive, cat, str(out), RestoreOptions(generation=1))
     assert out.read_bytes() == v1
+
+
+@pytest.mark.parametrize("direct", ["1", "0", "einval"])
+def test_dir_medium_reads_same_records_direct_and_buffered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: str) -> None:
+    """dir: record files are read with O_DIRECT into an aligned buffer where the file system
+    takes it, else (TAPEARC_DIRECT_IO=0, or EINVAL) through the page cache: the same records."""
+    import errno as _errno
+
+    from tapearc.media import dirmedium
+
+    spec = f"dir:{tmp_path / 'm'}"
+    rng = random.Random(4)
+    recs = [rng.randbytes(n) for n in (1, 4095, 4096, 4097, 65536, 100_000, 1 << 20)]
+    with open_medium(spec, write=True) as drive:
+        for r in recs:
+            drive.write_record(r)
+        drive.write_filemark()
+    monkeypatch.setenv("TAPEARC_DIRECT_IO", "0" if direct == "0" else "1")
+    if direct == "einval":
+        real_open = dirmedium.os.open
+
+        def no_direct(path, flags, *a):  # type: ignore[no-untyped-def]
+            if flags & os.O_DIRECT:
+                raise OSError(_errno.EINVAL, "Invalid argument")
+            return real_open(path, flags, *a)
+
+        monkeypatch.setattr(dirmedium.os, "open", no_direct)
+    with open_medium(spec, write=False) as drive:
+        drive.rewind()
+        got = [drive.read_record() for _ in range(len(recs) + 1)]
+        if direct != "1":  # ("1": O_DIRECT stays on where the file system takes it)
+            assert drive._direct is False  # type: ignore[attr-defined]
+    assert got == recs + [Mark.FILEMARK]
