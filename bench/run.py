@@ -13,7 +13,6 @@ the issue's targets. See bench/README.md and docs/performance.md.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import json
 import os
 import platform
