@@ -109,3 +109,23 @@ def test_backup_with_a_spooled_trailer(tmp_path: Path, monkeypatch: pytest.Monke
         images.append(img.read_bytes())
         assert len(made) == (0 if limit > 1000 else 2)  # the index and the digests spooled
     assert images[0] == images[1]
+
+
+def test_spool_without_room_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$TMPDIR full or unwritable: a one-line error naming the folder and what to do."""
+    import errno
+
+    from tapearc.errors import TapearcError
+
+    def full(**kw):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool.tempfile, "TemporaryFile", full)
+    s = SpoolStore(limit=10)
+    s.append(b"x" * 5)
+    with pytest.raises(TapearcError) as info:
+        s.append(b"y" * 10)
+    e = info.value
+    assert "temporary file" in str(e) and "No space left on device" in str(e)
+    assert e.hint and "TMPDIR" in e.hint
+    assert len(s) == 5  # nothing half-counted
