@@ -579,16 +579,17 @@ def backup(
                     )
                 wview = memoryview(window)
                 end = base + got
+                count = -(-got // bs)
                 if got and is_zero(window, base, got):  # a whole window of zeros (a hole, free space)
-                    count = -(-got // bs)
-                    d0, d1 = block_id * DIGEST_LEN, min(block_id + count, prev_blocks) * DIGEST_LEN
                     if prev_manifest is None or block_id >= prev_blocks:
                         writer.add_zero_run(block_id, count)
-                        block_id += count
-                        progress.advance(got)
-                        continue
-                    if block_id + count <= prev_blocks and is_zero(prev_manifest, d0, d1 - d0):
+                    elif block_id + count <= prev_blocks and is_zero(
+                        prev_manifest, block_id * DIGEST_LEN, count * DIGEST_LEN
+                    ):
                         result.unchanged_blocks += count  # zero before too
+                    else:
+                        count = 0  # zero now, not all zero before: block by block below
+                    if count:
                         block_id += count
                         progress.advance(got)
                         continue

@@ -329,7 +329,6 @@ class _StreamSink:
 def _target_digests(path: str, block_size: int, size: int) -> bytearray:
     """BLAKE3-128 per block of an existing target's first ``size`` bytes (zero blocks: zeros)."""
     out = bytearray()
-    zero = bytes(block_size)
     zd = bytes(DIGEST_LEN)
     with open(path, "rb", buffering=0) as f:
         buf = bytearray(block_size * 64)
@@ -342,7 +341,7 @@ def _target_digests(path: str, block_size: int, size: int) -> bytearray:
                 raise TargetError(f"target {path} is shorter than expected")
             for o in range(0, got, block_size):
                 blk = view[o : min(o + block_size, got)]
-                out += zd if blk == zero[: len(blk)] else fmt.block_digest(blk)
+                out += zd if fmt.is_zero(buf, o, len(blk)) else fmt.block_digest(blk)
             done += got
     return out
 

@@ -588,7 +588,6 @@ def verify_against(catalog: Catalog, set_uuid: uuid.UUID, volume: str, generatio
         n = -(-max(size, g.volume_size) // bs)
         buf = bytearray(bs * 256)
         view = memoryview(buf)
-        zero = bytes(bs)
         zd = bytes(fmt.DIGEST_LEN)
         b = 0
         off = 0
@@ -597,7 +596,7 @@ def verify_against(catalog: Catalog, set_uuid: uuid.UUID, volume: str, generatio
             got = src.readinto_at(view[:want], off)
             for o in range(0, got, bs):
                 blk = view[o : min(o + bs, got)]
-                d = zd if blk == zero[: len(blk)] else fmt.block_digest(blk)
+                d = zd if fmt.is_zero(buf, o, len(blk)) else fmt.block_digest(blk)
                 k = b * fmt.DIGEST_LEN
                 if b >= g.nblocks or man[k : k + fmt.DIGEST_LEN] != d:
                     _add(diff, b)

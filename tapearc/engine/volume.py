@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
@@ -11,7 +10,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from tapearc.buffers import direct_io_enabled
+from tapearc.buffers import buffer_address, direct_io_enabled
 from tapearc.media.writeback import Writeback
 from tapearc.errors import SourceError, TargetError, TargetTooSmallError
 
@@ -112,7 +111,7 @@ class SourceVolume:
     def _direct_ok(self, buf: memoryview, offset: int) -> bool:
         if self.dfd < 0 or offset % DIRECT_ALIGN or len(buf) % DIRECT_ALIGN or buf.readonly:
             return False
-        return ctypes.addressof(ctypes.c_char.from_buffer(buf)) % DIRECT_ALIGN == 0
+        return buffer_address(buf) % DIRECT_ALIGN == 0
 
     def readinto_at(self, buf: memoryview, offset: int) -> int:
         """Fill ``buf`` from ``offset``; returns the bytes read (short only at the end of the volume).

@@ -889,16 +889,7 @@ def trailer_end_for(trailer_item: Buf, *, trailer_record: int, record_size: int)
         raise MalformedError(
             f"trailer_end_for: not a whole trailer ({len(mv)} bytes, declares {prefix.total_len})"
         )
-    with _translated("trailer"):
-        v = TrailerHeaderStruct.parse(bytes(mv[:hl])).fields.value
-    return TrailerEnd(
-        run_uuid=v.run_uuid,
-        generation=v.generation,
-        trailer_record=trailer_record,
-        trailer_records=-(-len(mv) // record_size),
-        trailer_len=len(mv),
-        trailer_crc=_u32le(mv[hl - HEADER_CRC_LEN : hl]),
-    )
+    return trailer_end_from_header(mv[:hl], len(mv), trailer_record=trailer_record, record_size=record_size)
 
 
 def trailer_end_from_header(header: Buf, total_len: int, *, trailer_record: int, record_size: int) -> TrailerEnd:

@@ -360,10 +360,10 @@ def test_source_falls_back_when_o_direct_is_refused(tmp_path: Path, monkeypatch:
 def test_dir_medium_same_with_and_without_syncfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncfs: bool) -> None:
     """A filemark makes the records durable with one syncfs, or an fsync each where the C library
     has none; the medium reads back the same either way."""
-    from tapearc.media import dirmedium
+    from tapearc.media import dirmedium, writeback
 
     if not syncfs:
-        monkeypatch.setattr(dirmedium, "_libc", False)
+        monkeypatch.setitem(writeback._libc_fns, "syncfs", False)
     calls = []
     real = os.fsync
     monkeypatch.setattr(dirmedium.os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
