@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..simh import ScanResult
-from .events import (EndOfData, Event, Filemark, Obj, Record, TapeFormatError, events_of, file_size,
+from .events import (EventWriter, Event, Obj, TapeFormatError, events_of, file_size,
                      located_error, scan_result_of)
 
 NAME = "aws"
@@ -144,7 +144,7 @@ def scan_image(path: str | os.PathLike[str]) -> ScanResult:
         return scan_result_of(walk(f, with_data=False), os.fstat(f.fileno()).st_size)
 
 
-class AwsWriter:
+class AwsWriter(EventWriter):
     """Writes events to a new AWS image (uncompressed), sequentially.
 
     Records longer than ``chunk_size`` (at most 65,535) are split into chunks of
@@ -165,16 +165,6 @@ class AwsWriter:
         self.filemarks = 0
         self.chunks = 0
         self.finished = False
-
-    def write(self, ev: Event) -> None:
-        if isinstance(ev, Record):
-            self.record(ev.data, error=ev.error)
-        elif isinstance(ev, Filemark):
-            self.filemark()
-        elif isinstance(ev, EndOfData):
-            self.finish()
-        else:
-            raise TypeError(f"not an event: {ev!r}")
 
     def _put(self, data: bytes | memoryview, flags1: int) -> None:
         n = len(data)

@@ -56,6 +56,29 @@ class EndOfData:
 
 Event = Union[Record, Filemark, EndOfData]
 
+class EventWriter:
+    """What the format writers share: ``write(event)`` dispatches an event to ``record``,
+    ``filemark`` or ``finish``, which each writer defines."""
+
+    def record(self, data: bytes, *, error: bool = False) -> None:
+        raise NotImplementedError
+
+    def filemark(self) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+    def write(self, ev: "Event") -> None:
+        if isinstance(ev, Record):
+            self.record(ev.data, error=ev.error)
+        elif isinstance(ev, Filemark):
+            self.filemark()
+        elif isinstance(ev, EndOfData):
+            self.finish()
+        else:
+            raise TypeError(f"not an event: {ev!r}")
+
 
 class Obj(NamedTuple):
     """One object found by a format's low-level walker (``kind``: "record", "filemark", "eod").

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from .. import simh as _s
-from .events import EndOfData, Event, Filemark, Obj, Record, TapeFormatError, events_of, file_size, located_error
+from .events import EventWriter, Event, Obj, TapeFormatError, events_of, file_size, located_error
 
 NAME = "simh"
 SUFFIXES = (".tap", ".simh")
@@ -86,7 +86,7 @@ def scan_image(path: str | os.PathLike[str]) -> _s.ScanResult:
     return _s.scan(path)
 
 
-class SimhWriter:
+class SimhWriter(EventWriter):
     """Writes events to a new SIMH image, sequentially.
 
     ``f`` is a binary file open for writing at offset 0 (the writer does not close it).
@@ -102,16 +102,6 @@ class SimhWriter:
         self.records = 0
         self.filemarks = 0
         self.finished = False
-
-    def write(self, ev: Event) -> None:
-        if isinstance(ev, Record):
-            self.record(ev.data, error=ev.error)
-        elif isinstance(ev, Filemark):
-            self.filemark()
-        elif isinstance(ev, EndOfData):
-            self.finish()
-        else:
-            raise TypeError(f"not an event: {ev!r}")
 
     def record(self, data: bytes, *, error: bool = False) -> None:
         n = len(data)

@@ -32,7 +32,7 @@ from typing import BinaryIO
 
 from ..simh import ScanResult
 from ._crc32c import crc32c
-from .events import EndOfData, Event, Filemark, Obj, Record, TapeFormatError, events_of, located_error, scan_result_of
+from .events import EventWriter, Event, Obj, TapeFormatError, events_of, located_error, scan_result_of
 
 NAME = "tgt"
 SUFFIXES = (".tgt", ".ssc")
@@ -242,7 +242,7 @@ def _ceil_mib(n: int) -> int:
     return -(-n // MiB) * MiB
 
 
-class TgtWriter:
+class TgtWriter(EventWriter):
     """Writes events to a new tgt tape file, sequentially.
 
     ``capacity`` (MAM ``max_capacity``, bytes of image) may be given; then data that does not
@@ -277,16 +277,6 @@ class TgtWriter:
         self.finished = False
         f.seek(0)
         f.write(bytes(FIRST_BLOCK))  # BOT header + MAM, written for real in finish()
-
-    def write(self, ev: Event) -> None:
-        if isinstance(ev, Record):
-            self.record(ev.data, error=ev.error)
-        elif isinstance(ev, Filemark):
-            self.filemark()
-        elif isinstance(ev, EndOfData):
-            self.finish()
-        else:
-            raise TypeError(f"not an event: {ev!r}")
 
     def _block(self, data: bytes, blk_type: int) -> None:
         n = len(data)
