@@ -133,6 +133,14 @@ class NoSuchGenerationError(TapearcError):
     kind = "no-generation"
 
 
+class VolumeMismatchError(TapearcError):
+    """A backup's source is not the volume its name belongs to in the media set (another path
+    under the same name), or --new-volume asked for a name already in use. Nothing was written."""
+
+    exit_code = 7
+    kind = "volume-mismatch"
+
+
 class MediumError(TapearcError):
     """Base of the errors about a medium (tape, image, folder)."""
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the golden vectors of tapearc format version 1.
+"""Write the golden vectors of tapearc format version 1 (with generation header layout 2).
 
 Usage: python formats/vectors/make_vectors.py [OUTDIR]   (default: this script's folder)
 
@@ -8,13 +8,15 @@ Deterministic: fixed UUIDs, fixed times, fixed data (no randomness, no clock). T
 reproduces them byte for byte (with the pinned zstandard / libzstd; the compressed chunk is
 the only vector that depends on the compressor's output).
 
-All six valid vectors describe one consistent generation: the generation header, its two
-chunks, its trailer (with the real BLAKE3-128 digests of the chunks' data blocks) and its
-generation end record (the label is the label of the medium it is on).
+All valid vectors describe one consistent generation: the generation header (twice: layout 1,
+as tapearc wrote it before it recorded the volume's source, and layout 2 with the source, as it
+writes it now), its two chunks, its trailer (with the real BLAKE3-128 digests of the chunks'
+data blocks) and its generation end record (the label is the label of the medium it is on).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -29,6 +31,7 @@ from tapearc.format import (
     GenerationKind,
     Label,
     Trailer,
+    VolumeSource,
     build_chunk,
     crc32c,
     encode_generation_header,
@@ -129,6 +132,16 @@ def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
     out["generation-header"] = (
         b,
         describe(b, gen, decoder="decode_generation_header", cls="GenerationHeader"),
+    )
+    # the same header with the volume's source (layout 2, format_version 2): an LV named by its
+    # symlink, which resolves to device-mapper node 253:3; a block device has inode 0
+    gen_src = dataclasses.replace(
+        gen, source=VolumeSource(path="/dev/vg0/data", real_path="/dev/dm-3", dev=0xFD03, ino=0)
+    )
+    b = encode_generation_header(gen_src)
+    out["generation-header-source"] = (
+        b,
+        describe(b, gen_src, decoder="decode_generation_header", cls="GenerationHeader"),
     )
 
     entries = []
@@ -267,6 +280,7 @@ def _fix_trailer(b: bytes | bytearray) -> bytes:
 def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tuple[bytes, dict[str, str]]]:
     label = valid["label"][0]
     gen = valid["generation-header"][0]
+    gen_src = valid["generation-header-source"][0]
     chunk = valid["chunk-plain"][0]
     zchunk = valid["chunk-zstd"][0]
     trailer = valid["trailer"][0]
@@ -329,6 +343,23 @@ def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tu
         "generation-header-bad-kind": (
             _patch(gen, 18, b"\x07", fix_crc=True),
             e("decode_generation_header", "MalformedError", "kind 7, header CRC fixed"),
+        ),
+        "generation-header-future-version": (
+            _patch(gen_src, 16, (3).to_bytes(2, "little"), fix_crc=True),
+            e("decode_generation_header", "UnsupportedVersionError",
+              "layout-2 header with format_version 3, header CRC fixed"),
+        ),
+        "generation-header-source-as-v1": (
+            _patch(gen_src, 16, (1).to_bytes(2, "little"), fix_crc=True),
+            e("decode_generation_header", "MalformedError",
+              "layout-2 header with format_version 1 (its source fields are bytes after the "
+              "layout-1 fields), header CRC fixed"),
+        ),
+        "generation-header-v1-as-source": (
+            _patch(gen, 16, (2).to_bytes(2, "little"), fix_crc=True),
+            e("decode_generation_header", "MalformedError",
+              "layout-1 header with format_version 2 (too short for the source fields), header "
+              "CRC fixed"),
         ),
         "trailer-bad-body-crc": (
             _flip(trailer, 104),

@@ -11,7 +11,10 @@ only after its trailer and filemark are on the medium; a backup that is interrup
 never leaves a generation that looks complete (the next open marks stale ``writing`` rows
 ``incomplete``).
 
-Schema (version 1) is documented in docs/catalog.md and formats/SPEC.md.
+Schema (version 2) is documented in docs/catalog.md and formats/SPEC.md. Version 2 added the
+source of each generation (``source_path``, ``source_real``, ``source_dev``, ``source_ino``:
+the volume's identity, formats/SPEC.md section 7.1); a version-1 catalog is migrated in place
+when it is opened (its rows are kept; their source is NULL, "not recorded").
 """
 
 from __future__ import annotations
@@ -29,7 +32,15 @@ from pathlib import Path
 from tapearc import format as fmt
 from tapearc.errors import TapearcError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: Columns added by schema version 2 (ALTER TABLE of a version-1 catalog).
+_V2_COLUMNS = (
+    "source_path TEXT",  # absolute path of the source as given (NULL: not recorded)
+    "source_real TEXT",  # the same with symlinks resolved
+    "source_dev INTEGER",
+    "source_ino INTEGER",
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -75,6 +86,10 @@ CREATE TABLE IF NOT EXISTS generations (
     raw_bytes INTEGER NOT NULL DEFAULT 0,
     stored_bytes INTEGER NOT NULL DEFAULT 0,
     source TEXT NOT NULL,         -- 'backup' | 'trailer' | 'deep' (how the row was learnt)
+    source_path TEXT,             -- the volume's source for this generation (NULL: not recorded)
+    source_real TEXT,             -- the same path with symlinks resolved
+    source_dev INTEGER,           -- block device number, or the file's file system device
+    source_ino INTEGER,           -- the file's inode, 0 for a block device
     UNIQUE (volume_id, number)
 );
 CREATE TABLE IF NOT EXISTS tape_files (
@@ -111,6 +126,12 @@ CREATE INDEX IF NOT EXISTS chunks_by_generation ON chunks (generation_id, seq);
 """
 
 _RUN = struct.Struct("<QIB")
+
+
+def path_text(path: str) -> str:
+    """A path as the catalog stores and shows it: the OS bytes (held with surrogateescape) as
+    UTF-8, undecodable bytes as ``\\xNN`` (SQLite text must be valid UTF-8)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def pack_runs(runs: Sequence[fmt.Run]) -> bytes:
@@ -170,10 +191,27 @@ class GenerationRow:
     raw_bytes: int
     stored_bytes: int
     source: str
+    source_path: str | None = None  #: the volume's source (None: not recorded)
+    source_real: str | None = None
+    source_dev: int | None = None
+    source_ino: int | None = None
 
     @property
     def nblocks(self) -> int:
         return -(-self.volume_size // self.block_size)
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeRow:
+    """A volume of a media set and its source: the source of its latest generation that
+    recorded one (None: none did, e.g. a volume backed up before sources were recorded)."""
+
+    name: str
+    uuid: uuid.UUID
+    generations: int
+    source_path: str | None
+    source_real: str | None
+    source_generation: int | None  #: the generation the source is taken from
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +330,8 @@ class Catalog:
             row = self._init_schema(timeout)
             if row is None:  # OR IGNORE: two processes may create the catalog at once
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif str(row[0]) == "1":
+                self._migrate_from_1()
             elif not str(row[0]).isdigit() or int(row[0]) != SCHEMA_VERSION:
                 raise CatalogError(
                     f"catalog {self.path} has schema version {row[0]}, this tapearc knows {SCHEMA_VERSION}",
@@ -309,6 +349,24 @@ class Catalog:
             self.db.close()
             raise
         self.db.catalog_path = self.path  # type: ignore[attr-defined]
+
+    def _migrate_from_1(self) -> None:
+        """Schema 1 -> 2: add the generations' source columns (NULL: not recorded). One
+        transaction, so two processes opening an old catalog at once migrate it once."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None and str(row[0]) == "1":
+                have = {r[1] for r in self.db.execute("PRAGMA table_info(generations)")}
+                for col in _V2_COLUMNS:
+                    if col.split()[0] not in have:
+                        self.db.execute(f"ALTER TABLE generations ADD COLUMN {col}")
+                self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
 
     def _init_schema(self, timeout: float) -> Any:
         """Set the connection up and create the schema. SQLite reports some lock conflicts while a
@@ -426,6 +484,13 @@ class Catalog:
         self.db.execute(
             "INSERT OR IGNORE INTO volumes (set_id, name, uuid) VALUES (?, ?, ?)", (set_id, name, str(volume_uuid))
         )
+        # a volume row left without generations (its tape files were forgotten) takes the identity
+        # of the volume now written under its name
+        self.db.execute(
+            """UPDATE volumes SET uuid = ? WHERE set_id = ? AND name = ? AND uuid != ?
+                 AND NOT EXISTS (SELECT 1 FROM generations g WHERE g.volume_id = volumes.id)""",
+            (str(volume_uuid), set_id, name, str(volume_uuid)),
+        )
         return int(
             self.db.execute("SELECT id FROM volumes WHERE set_id = ? AND name = ?", (set_id, name)).fetchone()[0]
         )
@@ -456,10 +521,12 @@ class Catalog:
                 self.db.execute("DELETE FROM chunks WHERE generation_id = ?", (old[0],))
                 self.db.execute("UPDATE tape_files SET generation_id = NULL WHERE generation_id = ?", (old[0],))
                 self.db.execute("DELETE FROM generations WHERE id = ?", (old[0],))
+            src = hdr.source
             cur = self.db.execute(
                 """INSERT INTO generations (volume_id, number, run_uuid, base, kind, state, volume_size, block_size,
-                       record_size, chunk_blocks, compression, created, source)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       record_size, chunk_blocks, compression, created, source,
+                       source_path, source_real, source_dev, source_ino)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     vol,
                     hdr.generation,
@@ -474,6 +541,10 @@ class Catalog:
                     "zstd" if hdr.compression == fmt.Compression.ZSTD else "none",
                     hdr.created,
                     source,
+                    None if src is None else path_text(src.path),
+                    None if src is None else path_text(src.real_path),
+                    None if src is None else src.dev,
+                    None if src is None else src.ino,
                 ),
             )
             gen_id = int(cur.lastrowid or 0)
@@ -610,7 +681,8 @@ class Catalog:
 
     _GEN_SELECT = """SELECT g.id, v.name, v.uuid, s.uuid, g.number, g.run_uuid, g.base, g.kind, g.state,
                             g.volume_size, g.block_size, g.record_size, g.chunk_blocks, g.compression, g.created,
-                            g.chunk_count, g.data_blocks, g.zero_blocks, g.raw_bytes, g.stored_bytes, g.source
+                            g.chunk_count, g.data_blocks, g.zero_blocks, g.raw_bytes, g.stored_bytes, g.source,
+                            g.source_path, g.source_real, g.source_dev, g.source_ino
                      FROM generations g JOIN volumes v ON v.id = g.volume_id JOIN media_sets s ON s.id = v.set_id"""
 
     @staticmethod
@@ -618,6 +690,7 @@ class Catalog:
         return GenerationRow(
             r[0], r[1], uuid.UUID(str(r[2])), uuid.UUID(str(r[3])), r[4], uuid.UUID(str(r[5])), r[6], r[7], r[8],  # type: ignore[arg-type]
             r[9], r[10], r[11], r[12], r[13], r[14], r[15], r[16], r[17], r[18], r[19], r[20],  # type: ignore[arg-type]
+            r[21], r[22], r[23], r[24],  # type: ignore[arg-type]
         )
 
     def generations(self, set_uuid: uuid.UUID, volume: str | None = None) -> list[GenerationRow]:
@@ -659,6 +732,28 @@ class Catalog:
                 (str(set_uuid),),
             )
         ]
+
+    def volume_rows(self, set_uuid: uuid.UUID) -> list[VolumeRow]:
+        """Every volume of a media set with its source (that of its latest generation that
+        recorded one), by name."""
+        out = []
+        for vid, name, vuuid in self.db.execute(
+            """SELECT v.id, v.name, v.uuid FROM volumes v JOIN media_sets s ON s.id = v.set_id
+               WHERE s.uuid = ? ORDER BY v.name""",
+            (str(set_uuid),),
+        ).fetchall():
+            n = int(self.db.execute("SELECT COUNT(*) FROM generations WHERE volume_id = ?", (vid,)).fetchone()[0])
+            src = self.db.execute(
+                """SELECT source_path, source_real, number FROM generations
+                   WHERE volume_id = ? AND source_path IS NOT NULL ORDER BY number DESC LIMIT 1""",
+                (vid,),
+            ).fetchone()
+            out.append(
+                VolumeRow(name, uuid.UUID(str(vuuid)), n, None, None, None)
+                if src is None
+                else VolumeRow(name, uuid.UUID(str(vuuid)), n, src[0], src[1], int(src[2]))
+            )
+        return out
 
     def chunks(self, gen_id: int) -> list[ChunkRow]:
         rows = self.db.execute(

@@ -225,7 +225,22 @@ def backup(
     chunk_size: Annotated[
         str, typer.Option("--chunk-size", help="Target chunk size, a multiple of the record size (default 4M).")
     ] = "4M",
-    volume: Annotated[str | None, typer.Option("--volume", help="Volume name (default: SOURCE's file name).")] = None,
+    volume: Annotated[
+        str | None,
+        typer.Option(
+            "--volume",
+            help="Volume name (default: the volume SOURCE was backed up as, else SOURCE's file name). "
+            "An existing volume with another source is taken as that volume moved.",
+        ),
+    ] = None,
+    new_volume: Annotated[
+        bool,
+        typer.Option(
+            "--new-volume",
+            help="Start a new volume (never continue an existing one): named --volume NAME (unused), "
+            "else SOURCE's file name, else its folder/file name.",
+        ),
+    ] = False,
     full: Annotated[bool, typer.Option("--full", help="Write a full generation even if the volume has one.")] = False,
     verify_after: Annotated[
         bool, typer.Option("--verify", help="Read each tape file back after writing it (every CRC and digest).")
@@ -254,6 +269,7 @@ def backup(
             record_size=_size(record_size, "--record-size"),
             compress=compress,
             volume_name=volume,
+            new_volume=new_volume,
             full=full,
             media_set=_uuid(media_set, "--media-set"),
             chunk_size=_size(chunk_size, "--chunk-size") or 0,
@@ -268,7 +284,7 @@ def backup(
             return
         speed = f", {res.volume_size / res.seconds / 1e6:.1f} MB/s" if res.seconds > 0 else ""
         out_console.print(
-            f"backed up {source} ({format_size(res.volume_size)}) to {res.medium} as volume {res.volume!r} "
+            f"backed up {res.source_path or source} ({format_size(res.volume_size)}) to {res.medium} as volume {res.volume!r} "
             f"generation {res.generation} ({res.kind}"
             + (f" on {res.base_generation}, {res.unchanged_blocks} blocks unchanged" if res.kind == "incremental" else "")
             + f", tape file {res.tape_file}): {res.chunks} chunks, "
@@ -326,7 +342,9 @@ def restore(
                 raise typer.Exit(PartialRestoreError.exit_code)
             return
         msg = (
-            f"restored volume {res.volume!r} generation {res.generation} ({format_size(res.volume_size)}) "
+            f"restored volume {res.volume!r}"
+            + (f" (source {res.source_path})" if res.source_path else "")
+            + f" generation {res.generation} ({format_size(res.volume_size)}) "
             f"from {res.medium} to {res.target}"
             + (f" (rolled forward from generation {res.from_generation})" if res.from_generation is not None else "")
             + f": {res.chunks_read} chunks read, {res.blocks_written} blocks written, {res.blocks_zeroed} zeroed"
@@ -390,7 +408,12 @@ def list_cmd(
             for g in chain:
                 k = "F" if g["kind"] == "full" else f"+{g['base']}"
                 parts.append(f"{g['generation']}({k}, {g['changed_blocks']} blocks{'' if g['complete'] else ', incomplete'})")
-            out_console.print(f"volume {vol}: generations " + " -> ".join(parts), markup=False, soft_wrap=True)
+            src = next((str(g["source_path"]) for g in reversed(chain) if g.get("source_path")), None)
+            out_console.print(
+                f"volume {vol}: generations " + " -> ".join(parts) + (f"; source {src}" if src else ""),
+                markup=False,
+                soft_wrap=True,
+            )
         for f in listing.files:
             if f.problem:
                 out_console.print(f"tape file {f.tape_file}: {f.problem}", markup=False, soft_wrap=True)
@@ -656,7 +679,9 @@ def plan(
             return
         d = p.to_json(with_chunks=chunks)
         out_console.print(
-            f"restore volume {p.volume!r} generation {p.generation} ({format_size(p.volume_size)}) from chain "
+            f"restore volume {p.volume!r}"
+            + (f" (source {p.source_path})" if p.source_path else "")
+            + f" generation {p.generation} ({format_size(p.volume_size)}) from chain "
             + " -> ".join(str(x) for x in p.chain)
             + (f", rolling generation {p.from_generation} forward" if p.from_generation is not None else ""),
             markup=False,

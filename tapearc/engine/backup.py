@@ -8,6 +8,7 @@ payload). A chunk is written when it holds ``chunk_blocks`` data blocks (or its 
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -27,8 +28,9 @@ from tapearc.engine.layout import (
 from tapearc.engine.spool import SpoolStore
 from tapearc.engine.pipeline import ReadAhead
 from tapearc.engine.progress import NoProgress, Progress
-from tapearc.engine.volume import SourceVolume, default_volume_name
-from tapearc.catalog.db import Catalog
+from tapearc.engine.identity import choose_volume, source_identity
+from tapearc.engine.volume import SourceVolume
+from tapearc.catalog.db import Catalog, path_text
 from tapearc.engine.plan import load_chain, manifest_at
 from tapearc.engine.scan import sync_catalog as _sync
 from tapearc.engine.mediasource import MediaSource
@@ -54,7 +56,8 @@ class BackupOptions:
     block_size: int = DEFAULT_BLOCK_SIZE
     record_size: int | None = None  # None: the medium's (when labeled) or the default
     compress: str = "none"  # "none" | "zstd"
-    volume_name: str | None = None
+    volume_name: str | None = None  # --volume NAME: that volume (moved if its source differs)
+    new_volume: bool = False  # --new-volume: never continue an existing volume
     chunk_size: int = DEFAULT_CHUNK_SIZE
     label_text: str = ""
     full: bool = False  # write a full generation even when an earlier one exists
@@ -86,6 +89,9 @@ class BackupResult:
     base_generation: int = 0
     unchanged_blocks: int = 0
     warnings: list[str] = field(default_factory=list)
+    volume_uuid: str = ""
+    source_path: str = ""  # the source as recorded (absolute, symlinks not resolved)
+    source_real: str = ""  # the same with symlinks resolved
     parts: list[dict[str, object]] = field(default_factory=list)  # one per medium the generation is on
     early_warnings: list[dict[str, object]] = field(default_factory=list)  # where early warning was hit
     verified: list[dict[str, object]] = field(default_factory=list)  # --verify: each tape file read back
@@ -465,12 +471,14 @@ def backup(
                 f"sequence {later[-1].sequence}; a backup appends to the last medium of a set; nothing was written",
                 hint=f"load sequence {later[-1].sequence}" + (f" ({later[-1].label})" if later[-1].label else ""),
             ).at(medium=drive.name)
-        name = options.volume_name or default_volume_name(source)
-        known = catalog.generations(label.media_set_uuid, name)
+        ident = source_identity(source, os.fstat(src.fd))
+        choice = choose_volume(
+            catalog, label.media_set_uuid, source, ident, name=options.volume_name, new_volume=options.new_volume
+        )
+        name, known, volume_uuid = choice.name, choice.known, choice.volume_uuid
         generation = max((g.number for g in known), default=0) + 1
         complete = [g for g in known if g.state == "complete"]
         prev = max(complete, key=lambda g: g.number) if complete else None
-        volume_uuid = known[-1].volume_uuid if known else uuid.uuid4()
         bs = options.block_size
         if prev is not None and not options.full and prev.block_size != bs:
             if options.block_size_given:
@@ -501,6 +509,10 @@ def backup(
             new_medium=new,
             kind="incremental" if incremental else "full",
             base_generation=prev.number if incremental and prev else 0,
+            warnings=list(choice.warnings),
+            volume_uuid=str(volume_uuid),
+            source_path=path_text(ident.path),
+            source_real=path_text(ident.real_path),
         )
         genhdr = fmt.GenerationHeader(
             run_uuid=uuid.uuid4(),
@@ -518,6 +530,7 @@ def backup(
             volume_size=size,
             part=0,
             created=now,
+            source=ident,
         )
 
         def next_medium(cur: fmt.Label) -> tuple[TapeDrive, fmt.Label]:

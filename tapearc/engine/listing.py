@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tapearc import format as fmt
+from tapearc.catalog.db import path_text
 from tapearc.engine.layout import (
     MAGIC_CHUNK,
     MAGIC_GENHDR,
@@ -44,6 +45,9 @@ class TapeFileListing:
     record_size: int | None = None
     compression: str | None = None
     created: int | None = None
+    volume_uuid: str | None = None
+    source_path: str | None = None  # the volume's source as recorded in the generation header (layout 2)
+    source_real: str | None = None
     chunks: list[ChunkListing] = field(default_factory=list)
     data_blocks: int = 0
     zero_blocks: int = 0
@@ -112,6 +116,9 @@ class MediumListing:
                     "stored_bytes": f.stored_bytes,
                     "created": f.created,
                     "complete": f.complete,
+                    "volume_uuid": f.volume_uuid,
+                    "source_path": f.source_path,
+                    "source_real": f.source_real,
                 }
                 for f in self.files
                 if f.kind == "generation"
@@ -138,6 +145,8 @@ class MediumListing:
                     "created": f.created,
                     "tape_file": f.tape_file,
                     "complete": f.complete,
+                    "volume_uuid": f.volume_uuid,
+                    "source_path": f.source_path,
                 }
             )
         for v in out.values():
@@ -195,6 +204,10 @@ def _list_tape_file(drive: TapeDrive, tf: TapeFileListing) -> Mark:
                 tf.record_size = h.record_size
                 tf.compression = "zstd" if h.compression == fmt.Compression.ZSTD else "none"
                 tf.created = h.created
+                tf.volume_uuid = str(h.volume_uuid)
+                if h.source is not None:
+                    tf.source_path = path_text(h.source.path) or None
+                    tf.source_real = path_text(h.source.real_path) or None
             elif item.magic == MAGIC_CHUNK:
                 c, _ = fmt.decode_chunk_header(item.data)
                 runs = [(r.first, r.count, "zero" if r.is_zero else "data") for r in c.runs]

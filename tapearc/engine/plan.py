@@ -63,6 +63,7 @@ class Plan:
     blocks_to_write: int = 0
     blocks_to_zero: int = 0
     media: list[tuple[uuid.UUID, int]] = field(default_factory=list)  # (medium uuid, sequence), read order
+    source_path: str | None = None  # the volume's source as recorded for the generation (None: not recorded)
 
     @property
     def nblocks(self) -> int:
@@ -80,6 +81,7 @@ class Plan:
             f["bytes_to_read"] = int(f["bytes_to_read"]) + r.chunk.stored_len  # type: ignore[call-overload]
         out: dict[str, object] = {
             "volume": self.volume,
+            "source_path": self.source_path,
             "generation": self.generation,
             "media_set": str(self.set_uuid),
             "volume_size": self.volume_size,
@@ -361,6 +363,7 @@ def make_plan(
         blocks_to_write=need.count(1),
         blocks_to_zero=zero_need.count(1),
         media=media,
+        source_path=last.source_path or None,
     )
     return plan
 

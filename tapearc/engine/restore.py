@@ -75,6 +75,7 @@ class RestoreResult:
     blocks_zeroed: int = 0
     bytes_read: int = 0
     seconds: float = 0.0
+    source_path: str | None = None  # the volume's source as recorded for the generation (None: not recorded)
 
     def to_json(self) -> dict[str, object]:
         d = {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
@@ -440,6 +441,7 @@ def restore(
         block_size=last.block_size,
         mode=mode,
         from_generation=have,
+        source_path=last.source_path or None,
     )
     try:
         progress.start(f"restore {last.volume} gen {last.number}", plan.blocks_to_write * plan.block_size or None)

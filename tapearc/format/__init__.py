@@ -41,6 +41,8 @@ from .constants import (
     DIGEST_LEN,
     DIGEST_NONE,
     FORMAT_VERSION,
+    GENERATION_FORMAT_VERSION_SOURCE,
+    GENERATION_FORMAT_VERSIONS,
     GENERATION_MAGIC,
     LABEL_MAGIC,
     MAX_BODY_LEN,
@@ -48,6 +50,7 @@ from .constants import (
     MAX_LABEL_TEXT,
     MAX_RECORD_SIZE,
     MAX_RUNS,
+    MAX_SOURCE_PATH,
     MAX_TRAILER_LEN,
     MAX_VOLUME_NAME,
     MIN_RECORD_SIZE,
@@ -83,6 +86,7 @@ from .model import (
     RunKind,
     Trailer,
     TrailerEnd,
+    VolumeSource,
 )
 
 __all__ = [
@@ -101,6 +105,7 @@ __all__ = [
     "RunKind",
     "Trailer",
     "TrailerEnd",
+    "VolumeSource",
     # codec
     "encode_label",
     "decode_label",
@@ -151,6 +156,9 @@ __all__ = [
     "from_jsonable",
     # constants
     "FORMAT_VERSION",
+    "GENERATION_FORMAT_VERSION_SOURCE",
+    "GENERATION_FORMAT_VERSIONS",
+    "MAX_SOURCE_PATH",
     "LABEL_MAGIC",
     "GENERATION_MAGIC",
     "CHUNK_MAGIC",

@@ -48,6 +48,8 @@ from .constants import (
     DIGEST_BLAKE3_128,
     DIGEST_LEN,
     FORMAT_VERSION,
+    GENERATION_FORMAT_VERSION_SOURCE,
+    GENERATION_FORMAT_VERSIONS,
     GENERATION_MAGIC,
     HEADER_CRC_LEN,
     LABEL_FLAGS_KNOWN,
@@ -57,6 +59,7 @@ from .constants import (
     MAX_LABEL_TEXT,
     MAX_RECORD_SIZE,
     MAX_RUNS,
+    MAX_SOURCE_PATH,
     MAX_TRAILER_LEN,
     MAX_VOLUME_NAME,
     MIN_RECORD_SIZE,
@@ -82,6 +85,7 @@ from .model import (
     RunKind,
     Trailer,
     TrailerEnd,
+    VolumeSource,
 )
 from .structs import (
     CHUNK_FIXED_LEN,
@@ -93,6 +97,7 @@ from .structs import (
     TRAILER_HEADER_LEN,
     ChunkFieldsCompiled,
     ChunkFixed,
+    GenerationHeaderSourceStruct,
     GenerationHeaderStruct,
     HeaderStartStruct,
     LabelHeader,
@@ -169,11 +174,13 @@ def _u32le(b: memoryview) -> int:
     return int.from_bytes(b, "little")
 
 
-def _open_item(buf: Buf, magic: bytes, *, whole: bool) -> tuple[memoryview, ItemPrefix]:
+def _open_item(
+    buf: Buf, magic: bytes, *, whole: bool, versions: tuple[int, ...] = (FORMAT_VERSION,)
+) -> tuple[memoryview, ItemPrefix]:
     """Common first steps of every decoder; returns the buffer as a memoryview and the prefix.
 
     Checks the prefix, that the buffer holds the whole header (``whole=False``) or exactly the
-    whole item (``whole=True``), the header CRC and the format version.
+    whole item (``whole=True``), the header CRC and the format version (one of ``versions``).
     """
     mv = _mv(buf)
     prefix = read_prefix(mv, (magic,))
@@ -193,10 +200,11 @@ def _open_item(buf: Buf, magic: bytes, *, whole: bool) -> tuple[memoryview, Item
     if expected != found:
         raise _crc_error(f"{name} header", expected, found)
     version = _HEADER_START_C.parse(bytes(mv[:18])).format_version
-    if version != FORMAT_VERSION:
+    if version not in versions:
+        known = " and ".join(map(str, versions))
         raise UnsupportedVersionError(
-            f"{name} of format version {version}; this tapearc reads version {FORMAT_VERSION}",
-            hint="use a newer tapearc" if version > FORMAT_VERSION else None,
+            f"{name} of format version {version}; this tapearc reads version {known}",
+            hint="use a newer tapearc" if version > max(versions) else None,
         )
     return mv, prefix
 
@@ -367,16 +375,44 @@ def _validate_generation(g: GenerationHeader) -> None:
     if g.volume_size < 0:
         raise _malformed(name, f"volume_size {g.volume_size} is negative")
     _check_utf8_len(name, "volume_name", g.volume_name, MAX_VOLUME_NAME)
+    if g.source is not None:
+        for field, text in (("source path", g.source.path), ("source real path", g.source.real_path)):
+            n = len(_path_bytes(name, field, text))
+            if n > MAX_SOURCE_PATH:
+                raise _malformed(name, f"{field} is {n} bytes, more than {MAX_SOURCE_PATH}")
+        _check_range(name, "source dev", g.source.dev, 0, 2**64 - 1)
+        _check_range(name, "source ino", g.source.ino, 0, 2**64 - 1)
+
+
+def _path_bytes(name: str, field: str, text: str) -> bytes:
+    """A source path as the OS bytes it stands for (SPEC 7.1: stored as bytes, not text)."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except (UnicodeError, AttributeError) as e:
+        raise _malformed(name, f"{field} is not a path: {e}") from e
+
+
+def _path_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def encode_generation_header(header: GenerationHeader) -> bytes:
-    """The generation header item (first item of a generation file)."""
+    """The generation header item (first item of a generation file): layout 2 (format_version
+    2) when the header carries its volume's source, else layout 1."""
     _validate_generation(header)
     name = header.volume_name.encode("utf-8")
+    src = header.source
+    header_len = GENERATION_FIXED_LEN + 2 + len(name) + HEADER_CRC_LEN
+    extra: dict[str, object] = {}
+    if src is not None:
+        path = _path_bytes("generation header", "source path", src.path)
+        real = _path_bytes("generation header", "source real path", src.real_path)
+        extra = {"source_path": path, "source_real": real, "source_dev": src.dev, "source_ino": src.ino}
+        header_len += 2 + len(path) + 2 + len(real) + 8 + 8
     fields = {
-        "header_len": GENERATION_FIXED_LEN + 2 + len(name) + HEADER_CRC_LEN,
+        "header_len": header_len,
         "body_len": 0,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if src is None else GENERATION_FORMAT_VERSION_SOURCE,
         "kind": header.kind,
         "compression": header.compression,
         "run_uuid": header.run_uuid,
@@ -392,17 +428,19 @@ def encode_generation_header(header: GenerationHeader) -> bytes:
         "volume_size": header.volume_size,
         "created": header.created,
         "volume_name": header.volume_name,
+        **extra,
     }
-    return _build(
-        "generation header", lambda: GenerationHeaderStruct.build({"fields": {"value": fields}})
-    )
+    struct_ = GenerationHeaderStruct if src is None else GenerationHeaderSourceStruct
+    return _build("generation header", lambda: struct_.build({"fields": {"value": fields}}))
 
 
 def decode_generation_header(buf: Buf) -> GenerationHeader:
     """Decode a generation header item."""
-    mv, prefix = _open_item(buf, GENERATION_MAGIC, whole=True)
+    mv, prefix = _open_item(buf, GENERATION_MAGIC, whole=True, versions=GENERATION_FORMAT_VERSIONS)
+    layout2 = _HEADER_START_C.parse(bytes(mv[:18])).format_version == GENERATION_FORMAT_VERSION_SOURCE
     with _translated("generation header"):
-        c = GenerationHeaderStruct.parse(bytes(mv[: prefix.header_len]))
+        struct_ = GenerationHeaderSourceStruct if layout2 else GenerationHeaderStruct
+        c = struct_.parse(bytes(mv[: prefix.header_len]))
         f = c.fields
         if f.length + HEADER_CRC_LEN != prefix.header_len:
             raise MalformedError(
@@ -432,6 +470,14 @@ def decode_generation_header(buf: Buf) -> GenerationHeader:
             volume_size=v.volume_size,
             part=v.part,
             created=v.created,
+            source=VolumeSource(
+                path=_path_text(v.source_path),
+                real_path=_path_text(v.source_real),
+                dev=v.source_dev,
+                ino=v.source_ino,
+            )
+            if layout2
+            else None,
         )
     _validate_generation(g)
     return g

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from typing import Final
 
-#: The format version this code writes and the only one it reads.
+#: The format version of every item; the generation header alone also has layout 2
+#: (GENERATION_FORMAT_VERSION_SOURCE: the version-1 fields plus the volume's source), which this
+#: code writes whenever it knows the source. It reads generation headers of both.
 FORMAT_VERSION: Final = 1
+GENERATION_FORMAT_VERSION_SOURCE: Final = 2
+GENERATION_FORMAT_VERSIONS: Final = (FORMAT_VERSION, GENERATION_FORMAT_VERSION_SOURCE)
 
 #: Magic numbers: 7 ASCII letters naming the item, then the format version as an ASCII digit.
 LABEL_MAGIC: Final = b"TALABEL1"
@@ -35,6 +39,8 @@ MAX_TRAILER_LEN: Final = 0xFFFFFFFF
 MAX_RUNS: Final = 1_000_000
 MAX_LABEL_TEXT: Final = 64
 MAX_VOLUME_NAME: Final = 1024
+#: Longest source path (each of the two paths of a generation header of layout 2), in bytes.
+MAX_SOURCE_PATH: Final = 4096
 MIN_RECORD_SIZE: Final = 512
 MAX_RECORD_SIZE: Final = 64 * 1024 * 1024
 MAX_BLOCK_SIZE: Final = 64 * 1024 * 1024

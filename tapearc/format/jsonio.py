@@ -23,6 +23,7 @@ from .model import (
     RunKind,
     Trailer,
     TrailerEnd,
+    VolumeSource,
 )
 
 __all__ = ["to_jsonable", "from_jsonable"]
@@ -71,6 +72,8 @@ def from_jsonable(cls: type[M], d: dict[str, Any]) -> M:
             v = bytes.fromhex(v)
         elif f.name == "entries":
             v = tuple(from_jsonable(ChunkIndexEntry, e) for e in v)
+        elif f.name == "source" and cls is GenerationHeader:
+            v = None if v is None else from_jsonable(VolumeSource, v)
         elif f.name in _ENUM_FIELDS and cls is GenerationHeader:
             v = _ENUM_FIELDS[f.name][v.upper()]
         kwargs[f.name] = v
@@ -78,4 +81,4 @@ def from_jsonable(cls: type[M], d: dict[str, Any]) -> M:
 
 
 # referenced for type checkers / documentation of the supported classes
-SUPPORTED = (Label, GenerationHeader, ChunkHeader, ChunkIndexEntry, Trailer, TrailerEnd)
+SUPPORTED = (Label, GenerationHeader, VolumeSource, ChunkHeader, ChunkIndexEntry, Trailer, TrailerEnd)

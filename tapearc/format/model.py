@@ -91,6 +91,19 @@ class Label:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VolumeSource:
+    """Where a generation's volume was read from (generation header layout 2).
+
+    Paths are the operating system's bytes, held here decoded as UTF-8 with ``surrogateescape``
+    (so any byte string round-trips)."""
+
+    path: str  #: absolute path as the backup was given it (symlinks not resolved), at most 4096 bytes
+    real_path: str  #: the same path with every symlink resolved, at most 4096 bytes
+    dev: int = 0  #: a block device's device number; for a file, the device of its file system
+    ino: int = 0  #: a file's inode number; 0 for a block device
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GenerationHeader:
     """First item of a generation file (one backup run)."""
 
@@ -109,6 +122,8 @@ class GenerationHeader:
     volume_size: int  #: bytes
     created: int  #: unix seconds, UTC
     part: int = 0  #: 0-based part number when a generation spans media
+    #: the volume's source; None: not recorded (layout 1, written by tapearc before the source was)
+    source: VolumeSource | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

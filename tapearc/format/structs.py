@@ -36,6 +36,7 @@ from construct import (
     Int32ul,
     Int64ul,
     PascalString,
+    Prefixed,
     RawCopy,
     Rebuild,
     Struct,
@@ -67,6 +68,8 @@ __all__ = [
     "GenerationFixed",
     "GenerationFields",
     "GenerationHeaderStruct",
+    "GenerationFieldsSource",
+    "GenerationHeaderSourceStruct",
     "ChunkFixed",
     "ChunkFields",
     "ChunkHeaderStruct",
@@ -183,6 +186,16 @@ _GENERATION_FIXED = (
 GenerationFixed = Struct(*_GENERATION_FIXED)
 GenerationFields = Struct(*_GENERATION_FIXED, "volume_name" / PascalString(Int16ul, "utf8"))
 GenerationHeaderStruct = _with_crc(GenerationFields)
+#: Layout 2 (format_version 2): the same fields, then the volume's source (SPEC section 7.1).
+GenerationFieldsSource = Struct(
+    *_GENERATION_FIXED,
+    "volume_name" / PascalString(Int16ul, "utf8"),
+    "source_path" / Prefixed(Int16ul, GreedyBytes),  # absolute path as given (OS bytes)
+    "source_real" / Prefixed(Int16ul, GreedyBytes),  # the path with symlinks resolved
+    "source_dev" / Int64ul,
+    "source_ino" / Int64ul,
+)
+GenerationHeaderSourceStruct = _with_crc(GenerationFieldsSource)
 
 # --------------------------------------------------------------------------- chunk header
 

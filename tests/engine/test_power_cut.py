@@ -21,7 +21,7 @@ from tapearc.media import open_medium
 from tapesim import simh
 
 BS = 4096
-OPTS = dict(block_size=BS, record_size=8192, chunk_size=16384)
+OPTS = dict(volume_name="v.img", block_size=BS, record_size=8192, chunk_size=16384)
 
 
 def _backup(img: Path, src: Path, cat: Path) -> object:

@@ -15,6 +15,7 @@ from tapearc.format import (
     RunKind,
     Trailer,
     TrailerEnd,
+    VolumeSource,
     crc32c,
     runs_data_len,
 )
@@ -68,6 +69,20 @@ def generation_headers(draw: st.DrawFn) -> GenerationHeader:
         volume_size=draw(st.integers(0, U64)),
         part=draw(st.integers(0, U32)),
         created=draw(st.integers(0, U64)),
+        source=draw(st.none() | volume_sources()),
+    )
+
+
+def _paths() -> st.SearchStrategy[str]:
+    """Paths as tapearc holds them: any bytes but NUL, decoded with surrogateescape."""
+    raw = st.binary(max_size=300).filter(lambda b: b"\0" not in b)
+    return raw.map(lambda b: b.decode("utf-8", "surrogateescape"))
+
+
+@st.composite
+def volume_sources(draw: st.DrawFn) -> VolumeSource:
+    return VolumeSource(
+        path=draw(_paths()), real_path=draw(_paths()), dev=draw(st.integers(0, U64)), ino=draw(st.integers(0, U64))
     )
 
 

@@ -4,6 +4,7 @@ raise their expected error."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -19,7 +20,7 @@ import tapearc.format as F
 from tapearc.format import model
 
 VECTORS = Path(__file__).resolve().parents[2] / "formats" / "vectors"
-VALID = ["label", "generation-header", "chunk-plain", "chunk-zstd", "trailer", "trailer-end"]
+VALID = ["label", "generation-header", "generation-header-source", "chunk-plain", "chunk-zstd", "trailer", "trailer-end"]
 ENCODERS = {
     "Label": F.encode_label,
     "GenerationHeader": F.encode_generation_header,
@@ -54,7 +55,9 @@ def test_decode_matches_json(name: str) -> None:
     hl = p.header_len
     assert f"0x{int.from_bytes(data[hl - 4 : hl], 'little'):08x}" == desc["header_crc"]
     assert crcmod_crc32c(data[: hl - 4]) == int(desc["header_crc"], 16)
-    assert int.from_bytes(data[16:18], "little") == desc["format_version"] == 1
+    # every item is format_version 1 but the generation header of layout 2 (with the source)
+    want = 2 if name == "generation-header-source" else 1
+    assert int.from_bytes(data[16:18], "little") == desc["format_version"] == want
 
 
 @pytest.mark.parametrize("name", VALID)
@@ -252,3 +255,24 @@ def test_check_same_generation() -> None:
         F.check_same_generation(dataclasses.replace(gen, compression=F.Compression.NONE), chunk)
     with pytest.raises(tapearc.errors.MalformedError):
         F.check_same_generation(dataclasses.replace(gen, chunk_blocks=1), chunk)
+
+
+def test_generation_header_layouts() -> None:
+    """Layout 1 (the old media's header, still read) has no source; layout 2 is the same header
+    plus the source fields right after the volume name (SPEC 7.1), byte for byte."""
+    old = F.decode_generation_header(load("generation-header")[0])
+    assert old.source is None
+    data, desc = load("generation-header-source")
+    new = F.decode_generation_header(data)
+    assert new.source == F.VolumeSource(path="/dev/vg0/data", real_path="/dev/dm-3", dev=0xFD03, ino=0)
+    assert new == dataclasses.replace(old, source=new.source)
+    v1 = load("generation-header")[0]
+    n = int.from_bytes(v1[124:126], "little")
+    assert data[18:126 + n] == v1[18:126 + n]  # the layout-1 fields are unchanged
+    tail = data[126 + n : desc["header_len"] - 4]
+    path, real = b"/dev/vg0/data", b"/dev/dm-3"
+    assert tail == (
+        len(path).to_bytes(2, "little") + path + len(real).to_bytes(2, "little") + real
+        + (0xFD03).to_bytes(8, "little") + (0).to_bytes(8, "little")
+    )  # fmt: skip
+    assert desc["header_len"] == 130 + n + 2 + len(path) + 2 + len(real) + 16
