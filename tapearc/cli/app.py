@@ -284,7 +284,7 @@ def backup(
             return
         speed = f", {res.volume_size / res.seconds / 1e6:.1f} MB/s" if res.seconds > 0 else ""
         out_console.print(
-            f"backed up {res.source_path or source} ({format_size(res.volume_size)}) to {res.medium} as volume {res.volume!r} "
+            f"backed up {source} ({format_size(res.volume_size)}) to {res.medium} as volume {res.volume!r} "
             f"generation {res.generation} ({res.kind}"
             + (f" on {res.base_generation}, {res.unchanged_blocks} blocks unchanged" if res.kind == "incremental" else "")
             + f", tape file {res.tape_file}): {res.chunks} chunks, "
