@@ -28,7 +28,7 @@ from tapearc.engine.layout import (
 from tapearc.engine.spool import SpoolStore
 from tapearc.engine.pipeline import ReadAhead
 from tapearc.engine.progress import NoProgress, Progress
-from tapearc.engine.identity import choose_volume, source_identity
+from tapearc.engine.volumes import choose_volume, source_identity
 from tapearc.engine.volume import SourceVolume
 from tapearc.catalog.db import Catalog, path_text
 from tapearc.engine.plan import load_chain, manifest_at

@@ -1,6 +1,6 @@
 """Volume identity at the engine level: backup() refuses another source under a volume's name
 without touching medium or catalog, records the source in the header and the catalog (any
-path bytes), and the naming rules of tapearc.engine.identity."""
+path bytes), and the naming rules of tapearc.engine.volumes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, path_text
 from tapearc.engine.backup import BackupOptions, backup
-from tapearc.engine.identity import choose_volume, source_identity, suggest_name
+from tapearc.engine.volumes import choose_volume, source_identity, suggest_name
 from tapearc.engine.layout import read_label, scan_generation_files
 from tapearc.errors import VolumeMismatchError
 from tapearc.media import open_medium
