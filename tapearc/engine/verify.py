@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.engine.layout import read_label
-from tapearc.engine.plan import block_sources, load_chain, manifest_at
+from tapearc.engine.plan import chain_map, check_chain, load_chain, manifest_at
 from tapearc.engine.pipeline import RecordAhead
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.volume import SourceVolume
-from tapearc.errors import TapearcError
+from tapearc.errors import MalformedError, TapearcError
 from tapearc.media.base import Mark, TapeDrive
 
 MAGICS = (fmt.LABEL_MAGIC, fmt.GENERATION_MAGIC, fmt.CHUNK_MAGIC, fmt.TRAILER_MAGIC, fmt.TRAILER_END_MAGIC)
@@ -523,7 +523,26 @@ def verify_medium(
         )
     if catalog is not None:
         _check_catalog(rep, catalog, label)
+        _check_chains(rep, catalog)
     return rep
+
+
+def _check_chains(rep: MediumReport, catalog: Catalog) -> None:
+    """What each generation claims must be possible: an incremental has its base's block size,
+    the chunks account for the volume size the header claims (the check restore makes before
+    writing anything; plan.check_chain)."""
+    for fr in rep.files:
+        if fr.run_uuid is None or fr.part not in (0, None):
+            continue
+        g = catalog.generation_by_run(fr.run_uuid)
+        if g is None or g.state != "complete":
+            continue
+        try:
+            check_chain(catalog, load_chain(catalog, g.set_uuid, g.volume, g.number))
+        except MalformedError as e:
+            fr.problems.append(Problem(0, "malformed", e.message, None, [e.blocks] if e.blocks else []))
+        except TapearcError:
+            pass  # an incomplete or unknown base: reported where that generation is verified
 
 
 def _check_catalog(rep: MediumReport, catalog: Catalog, label: fmt.Label) -> None:
@@ -569,9 +588,9 @@ def affected_generations(catalog: Catalog, reports: list[MediumReport]) -> dict[
                 if whole:
                     out[fr.volume].add(later.number)
                     continue
-                src, chunks = block_sources(catalog, chain)
-                ids = {i for i, c in enumerate(chunks) if c.generation == g.number and c.seq in bad_seqs}
-                if ids and any(x in ids for x in set(src)):
+                cm = chain_map(catalog, chain, set())
+                ids = {i for i, c in enumerate(cm.chunks) if c.generation == g.number and c.seq in bad_seqs}
+                if ids and any(x in ids for x in set(cm.map.vals)):
                     out[fr.volume].add(later.number)
     return {k: sorted(v) for k, v in out.items()}
 
