@@ -517,7 +517,7 @@ def _restore_ranges(res: Any) -> None:
     for m in res.missing_media:
         for a, b in m["blocks"]:
             err_console.print(
-                f"tapearc: {span(a, b)}: medium {m['medium']} (sequence {m['sequence']}) never arrived, zeros",
+                f"tapearc: {span(a, b)}: medium {m['barcode'] or m['medium']} (sequence {m['sequence']}) never arrived, zeros",
                 markup=False,
                 soft_wrap=True,
             )

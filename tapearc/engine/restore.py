@@ -604,10 +604,27 @@ def restore(
     progress: Progress | None = None,
     stdout: BinaryIO | None = None,
 ) -> RestoreResult:
+    if isinstance(media, MediaSource):
+        return _restore(media, catalog, target_path, options, progress, stdout)
+    given = media
+    source = MediaSource.fixed(media, catalog)
+    try:
+        return _restore(source, catalog, target_path, options, progress, stdout)
+    finally:
+        if source.drive is not None and source.drive is not given:
+            source.release()  # a drive reopened while looking for another medium
+
+
+def _restore(
+    media: MediaSource,
+    catalog: Catalog,
+    target_path: str,
+    options: RestoreOptions,
+    progress: Progress | None,
+    stdout: BinaryIO | None,
+) -> RestoreResult:
     progress = progress or NoProgress()
     started = time.monotonic()
-    if not isinstance(media, MediaSource):
-        media = MediaSource.fixed(media, catalog)
     label, chain, plan = prepare_plan(media, catalog, options)
     drive = media.current()
     last = chain[-1]
@@ -737,10 +754,12 @@ def execute_plan(
         ] + [{"blocks": [a, a + n - 1], "from_generation": None, "zero": True} for a, n in zero]
         lost = _merge_runs(none + [r for pr, _ in still for r in pr.runs])
         damaged = damaged + still
+    gone = {str(m["medium"]) for m in result.missing_media}  # listed there, not as damage
     result.damaged_chunks = [
         {"medium": pr.chunk.medium_uuid.hex, "tape_file": pr.chunk.tape_file, "record": pr.chunk.record,
          "generation": pr.chunk.generation, "chunk": pr.chunk.seq, "error": msg}
         for pr, msg in damaged
+        if str(pr.chunk.medium_uuid) not in gone
     ]
     for a, n in lost:
         sink.lost(a * bs, min((a + n) * bs, size) - a * bs)
