@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tapearc import format as fmt
-from tapearc.engine.layout import new_label, read_label, write_item
+from tapearc.engine.layout import new_label, read_label, scan_generation_files, write_item
 from tapearc.media import open_medium
 from tapearc.media.base import TapeDrive
 
@@ -26,7 +26,7 @@ class Gen:
     chunks: list[tuple[list[fmt.Run], bytes]]
     base: int = 0
     volume_name: str = "vol.img"
-    volume_uuid: uuid.UUID = field(default_factory=uuid.uuid4)
+    volume_uuid: uuid.UUID | None = None  # None: the volume of that name on the medium, or a new one
 
 
 def write_generation(drive: TapeDrive, label: fmt.Label, g: Gen) -> None:
@@ -39,7 +39,7 @@ def write_generation(drive: TapeDrive, label: fmt.Label, g: Gen) -> None:
         run_uuid=run,
         media_set_uuid=label.media_set_uuid,
         medium_uuid=label.medium_uuid,
-        volume_uuid=g.volume_uuid,
+        volume_uuid=g.volume_uuid or uuid.uuid4(),
         volume_name=g.volume_name,
         generation=g.generation,
         base_generation=g.base,
@@ -96,7 +96,10 @@ def write_medium(spec: str, gens: list[Gen]) -> None:
             d.rewind()
             d.write_record(fmt.encode_label(label))
             d.write_filemark()
+        known = {gf.header.volume_name: gf.header.volume_uuid for gf in scan_generation_files(d)}
         for g in gens:
+            if g.volume_uuid is None and g.volume_name in known:
+                g.volume_uuid = known[g.volume_name]
             write_generation(d, label, g)
 
 
