@@ -9,7 +9,13 @@ import uuid
 from dataclasses import dataclass
 
 from tapearc import format as fmt
-from tapearc.engine.layout import new_label, read_label, scan_generation_files, write_item
+from tapearc.engine.layout import (
+    new_label,
+    read_label,
+    scan_generation_files,
+    write_item,
+)
+from tapearc.errors import TapearcError
 from tapearc.media import open_medium
 from tapearc.media.base import TapeDrive
 
@@ -91,7 +97,7 @@ def write_medium(spec: str, gens: list[Gen]) -> None:
     with open_medium(spec, write=True) as d:
         try:
             label = read_label(d)
-        except Exception:
+        except TapearcError:  # blank
             label = new_label(RECORD_SIZE, int(time.time()))
             d.rewind()
             d.write_record(fmt.encode_label(label))

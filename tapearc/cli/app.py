@@ -693,7 +693,11 @@ def plan(
         out_console.print(
             f"restore volume {p.volume!r} generation {p.generation} ({format_size(p.volume_size)}) from chain "
             + " -> ".join(str(x) for x in p.chain)
-            + (f", rolling generation {p.from_generation} forward" if p.from_generation is not None else ""),
+            + (
+                f", rolling generation {p.from_generation} {'back' if p.from_generation > p.generation else 'forward'}"
+                if p.from_generation is not None
+                else ""
+            ),
             markup=False,
             soft_wrap=True,
         )

@@ -239,26 +239,29 @@ class BlockMap:
         """Lay ``pieces`` ``(start, end, value, doff)``, sorted by start, over the map (newer
         versions over older ones). Pieces past ``n`` are cut; a piece overlapping the one before
         it only counts from where that one ended."""
-        old = (self.starts, self.ends, self.vals, self.doffs)
+        os_, oe, ov, od = self.starts, self.ends, self.vals, self.doffs
         self.starts, self.ends, self.vals, self.doffs = array("q"), array("q"), array("q"), array("q")
-        os_, oe, ov, od = old
-        i = 0
-        count = len(os_)
+
+        def clipped(k: int, a: int, b: int) -> None:
+            s = max(os_[k], a)
+            e = min(oe[k], b)
+            v = ov[k]
+            self._add(s, e, v, od[k] + (s - os_[k]) * DIGEST_LEN if v >= 0 else 0)
 
         def emit_old(a: int, b: int) -> None:
-            nonlocal i
-            while i < count and oe[i] <= a:
-                i += 1
-            k = i
-            while k < count and os_[k] < b:
-                s = max(os_[k], a)
-                e = min(oe[k], b)
-                v = ov[k]
-                self._add(s, e, v, od[k] + (s - os_[k]) * DIGEST_LEN if v >= 0 else 0)
-                if oe[k] > b:
-                    break
-                k += 1
-            i = k
+            """The old intervals cut to [a, b); those inside it are copied whole (in C)."""
+            k0 = bisect.bisect_right(oe, a)  # the first ending after a
+            k1 = bisect.bisect_left(os_, b)  # the first starting at or after b
+            if k0 >= k1:
+                return
+            clipped(k0, a, b)
+            if k1 - k0 > 2:  # already joined where they could be: no _add needed between them
+                self.starts.extend(os_[k0 + 1 : k1 - 1])
+                self.ends.extend(oe[k0 + 1 : k1 - 1])
+                self.vals.extend(ov[k0 + 1 : k1 - 1])
+                self.doffs.extend(od[k0 + 1 : k1 - 1])
+            if k1 - 1 > k0:
+                clipped(k1 - 1, a, b)
 
         pos = 0
         n = self.n

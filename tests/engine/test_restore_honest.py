@@ -20,7 +20,12 @@ from tapearc.engine.plan import NONE, ZERO, BlockMap, chain_map, load_chain
 from tapearc.engine.restore import RestoreOptions, outcome, prepare_plan, restore
 from tapearc.engine.scan import sync_medium
 from tapearc.engine.verify import verify_medium
-from tapearc.errors import MalformedError, MediaMissingError, PartialRestoreError, SubstitutedRestoreError
+from tapearc.errors import (
+    MalformedError,
+    MediaMissingError,
+    PartialRestoreError,
+    SubstitutedRestoreError,
+)
 from tapearc.media import open_medium
 from tests.hostile_images import Gen, claiming, write_medium
 
@@ -181,7 +186,7 @@ def test_medium_never_arrives_stops_and_leaves_no_file(tmp_path: Path) -> None:
     err = outcome(res)
     assert isinstance(err, MediaMissingError) and res.to_json()["status"] == "media-missing"
     got = out.read_bytes()
-    missing = [(a, b) for m in res.missing_media for a, b in m["blocks"]]  # type: ignore[attr-defined]
+    missing = [(a, b) for m in res.missing_media for a, b in m["blocks"]]
     assert {m["sequence"] for m in res.missing_media} == {2, 3}
     bs = 16384
     first_missing = min(a for a, _ in missing)
@@ -200,9 +205,12 @@ def test_operator_never_loads_the_tapes(tmp_path: Path) -> None:
     prompts: list[str] = []
     op = OperatorChanger(prompts.append, poll=0.01, timeout=0.2)
     out = tmp_path / "out.img"
-    with Catalog() as cat, MediaSource(spec, write=False, changer=op, catalog=cat, operator_timeout=0.2) as media:
-        with pytest.raises(MediaMissingError, match="never arrived"):
-            restore(media, cat, str(out), RestoreOptions())
+    with (
+        Catalog() as cat,
+        MediaSource(spec, write=False, changer=op, catalog=cat, operator_timeout=0.2) as media,
+        pytest.raises(MediaMissingError, match="never arrived"),
+    ):
+        restore(media, cat, str(out), RestoreOptions())
     assert any("sequence 2" in p for p in prompts)
     assert not out.exists()
 
@@ -338,6 +346,42 @@ def test_block_map_intervals() -> None:
     m.resize(5, NONE)
     assert list(m) == [(0, 2, 0, 0), (2, 3, 1, 32), (3, 5, NONE, 0)]
     assert list(m.segments(1, 4)) == [(1, 2, 0, 16), (2, 3, 1, 32), (3, 4, NONE, 0)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_block_map_agrees_with_a_block_by_block_model(seed: int) -> None:
+    rng = random.Random(seed)
+    n = rng.randint(1, 300)
+    m = BlockMap(n, NONE)
+    model: list[tuple[int, int]] = [(NONE, 0)] * n  # per block: (value, digest offset)
+    for step in range(12):
+        if rng.random() < 0.25:
+            n2 = rng.randint(0, 320)
+            m.resize(n2, NONE)
+            model = model[:n2] + [(NONE, 0)] * (n2 - len(model))
+            n = n2
+            continue
+        pieces = []
+        pos = 0
+        while pos < n + 5:
+            pos += rng.randint(0, 20)
+            k = rng.randint(1, 15)
+            v = rng.choice([ZERO, step, step + 100])
+            d = rng.randrange(0, 1000) * 16 if v >= 0 else 0
+            pieces.append((pos, pos + k, v, d))
+            pos += k
+        m.overlay(pieces)
+        for s_, e_, v, d in pieces:
+            for b in range(s_, min(e_, n)):
+                model[b] = (v, d + (b - s_) * 16 if v >= 0 else 0)
+        flat = [(v, d + (b - s_) * 16 if v >= 0 else 0) for s_, e_, v, d in m for b in range(s_, e_)]
+        assert flat == model
+        starts = [s_ for s_, _, _, _ in m]
+        assert starts == sorted(starts) and (not starts or starts[0] == 0)
+        a = rng.randint(0, max(n, 1))
+        b = rng.randint(a, max(n, a))
+        seg = [(v, d + (x - s_) * 16 if v >= 0 else 0) for s_, e_, v, d in m.segments(a, b) for x in range(s_, e_)]
+        assert seg == model[a:b]
 
 
 def test_huge_claim_held_by_a_zero_run_plans_in_a_few_intervals(tmp_path: Path) -> None:
