@@ -240,3 +240,29 @@ def test_media_that_never_arrive_exit_25(tmp_path: Path) -> None:
     p = tapearc("restore", "--media", f"sim:{lib}", "--to", str(out2))
     assert p.returncode == 0, p.stderr
     assert out2.read_bytes() == data
+
+
+def test_newest_generation_incomplete_plain_restore_exits_24(tmp_path: Path) -> None:
+    """A plain restore no longer passes over an incomplete newest generation silently."""
+    img = tmp_path / "small.tap"
+    assert subprocess.run(
+        [sys.executable, "-m", "tapesim", "new", str(img), "--capacity", "2M", "--early-warning", "256K"], check=False
+    ).returncode == 0
+    src = tmp_path / "vol.img"
+    v1 = random.Random(5).randbytes(64 * BS)
+    src.write_bytes(v1)
+    assert tapearc("backup", str(src), "--media", f"sim:{img}", "--block-size", "4K").returncode == 0
+    src.write_bytes(random.Random(6).randbytes(3 * 1024 * 1024))  # does not fit: generation 2 incomplete
+    assert tapearc("backup", str(src), "--media", f"sim:{img}").returncode == 12
+    out = tmp_path / "o"
+    p = tapearc("restore", "--media", f"sim:{img}", "--to", str(out), "--json")
+    assert p.returncode == 24, p.stderr
+    js = json.loads(p.stdout)
+    assert js["generation"] == 1 and js["status"] == "substituted" and js["skipped_generations"] == [
+        {"generation": 2, "state": "incomplete"}
+    ]
+    assert "tapearc: generation 2 is incomplete: restored generation 1, not the newest" in p.stderr
+    assert out.read_bytes() == v1
+    out.unlink()
+    p = tapearc("restore", "--media", f"sim:{img}", "--to", str(out), "--generation", "1")
+    assert p.returncode == 0, p.stderr
