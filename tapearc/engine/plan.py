@@ -382,6 +382,17 @@ def check_chain(catalog: Catalog, chain: list[GenerationRow]) -> None:
     chain_map(catalog, chain)
 
 
+def check_generation(catalog: Catalog, g: GenerationRow) -> None:
+    """The checks of :func:`load_chain` and :func:`check_chain` for one generation alone (its
+    base's block size and size, its own chunks): MalformedError. Cost: its own chunks."""
+    base: GenerationRow | None = None
+    if g.base:
+        base = next((x for x in catalog.generations(g.set_uuid, g.volume) if x.number == g.base), None)
+        if base is not None and base.block_size != g.block_size:
+            load_chain(catalog, g.set_uuid, g.volume, g.number)  # raises the block size error
+    _check_generation(g, _pieces(catalog.chunks(g.id), 0, None), None if base is None else base.nblocks)
+
+
 def fallback_reads(
     catalog: Catalog, chain: list[GenerationRow], lost: list[tuple[int, int]], damaged: set[int]
 ) -> tuple[list[PlannedRead], list[tuple[int, int]], list[tuple[int, int]]]:

@@ -418,3 +418,36 @@ def test_chain_checks_are_in_load_chain_and_chain_map(tmp_path: Path) -> None:
         with pytest.raises(MalformedError):
             load_chain(cat, s, "vol.img", 2)
         chain_map(cat, load_chain(cat, s, "vol.img", 1))
+
+
+def test_verify_against_follows_the_runs_not_the_claim(tmp_path: Path) -> None:
+    """verify --against compares with the chain's block map: an incremental chain with zero
+    blocks matches its source; a 1 TiB claim against a one-block source ends at once."""
+    from tapearc.engine.verify import run_verify
+
+    rng = random.Random(21)
+    spec = f"sim:{tmp_path / 't.tap'}"
+    src = tmp_path / "vol.img"
+    data = bytearray(rng.randbytes(30 * BS))
+    data[4 * BS : 9 * BS] = bytes(5 * BS)
+    src.write_bytes(bytes(data))
+    do_backup(spec, src)
+    data[5 * BS : 6 * BS] = rng.randbytes(BS)
+    data[20 * BS : 21 * BS] = bytes(BS)
+    data += rng.randbytes(100)
+    src.write_bytes(bytes(data))
+    do_backup(spec, src)
+    with Catalog() as cat, open_medium(spec, write=False) as d:
+        rep = run_verify(d, cat, against=str(src))
+        assert rep.against is not None and rep.against["equal"], rep.against
+        src.write_bytes(bytes(data[: 25 * BS]))
+        rep = run_verify(d, cat, against=str(src))
+    assert rep.against is not None and rep.against["differing_ranges"] == [[25, 30]]
+    huge = f"sim:{tmp_path / 'h.tap'}"
+    write_medium(huge, [claiming(1 << 40, cover=True)])
+    one = tmp_path / "one.img"
+    one.write_bytes(bytes(range(256)) * (BS // 256))
+    with Catalog() as cat, open_medium(huge, write=False) as d:
+        sync_medium(d, cat)
+        rep = run_verify(d, cat, against=str(one))
+    assert rep.against is not None and rep.against["differing_ranges"] == [[1, (1 << 40) // BS - 1]]
