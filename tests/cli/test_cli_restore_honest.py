@@ -266,3 +266,31 @@ def test_newest_generation_incomplete_plain_restore_exits_24(tmp_path: Path) -> 
     out.unlink()
     p = tapearc("restore", "--media", f"sim:{img}", "--to", str(out), "--generation", "1")
     assert p.returncode == 0, p.stderr
+
+
+def test_generations_gone_from_the_medium_fallback_exits_24(tmp_path: Path) -> None:
+    """The finding: generations 2-3 physically gone, --generation 3 returned mostly generation 1
+    with exit 0."""
+    rng = random.Random(9)
+    img = tmp_path / "t.tap"
+    spec = f"sim:{img}"
+    src = tmp_path / "vol.img"
+    data = bytearray(rng.randbytes(40 * BS))
+    src.write_bytes(bytes(data))
+    assert tapearc("backup", str(src), "--media", spec, "--block-size", "4K").returncode == 0
+    v1 = bytes(data)
+    cut = img.stat().st_size
+    for g in (2, 3):
+        for b in range(3 * g, 3 * g + 10):
+            data[b * BS : (b + 1) * BS] = rng.randbytes(BS)
+        src.write_bytes(bytes(data))
+        assert tapearc("backup", str(src), "--media", spec).returncode == 0
+    img.write_bytes(img.read_bytes()[:cut])  # generations 2 and 3 are gone; the catalog knows them
+    out = tmp_path / "o"
+    p = tapearc("restore", "--media", spec, "--to", str(out), "--generation", "3", "--fallback-older", "--json")
+    assert p.returncode == 24, p.stderr
+    js = json.loads(p.stdout)
+    assert js["status"] == "substituted" and js["generation"] == 3
+    assert {r["from_generation"] for r in js["substituted"]} == {1}
+    assert sum(r["length"] for r in js["substituted"]) == 13 * BS  # blocks 6-18
+    assert out.read_bytes() == v1

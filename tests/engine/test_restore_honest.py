@@ -451,3 +451,33 @@ def test_verify_against_follows_the_runs_not_the_claim(tmp_path: Path) -> None:
         sync_medium(d, cat)
         rep = run_verify(d, cat, against=str(one))
     assert rep.against is not None and rep.against["differing_ranges"] == [[1, (1 << 40) // BS - 1]]
+
+
+def test_stream_with_a_zero_older_version_does_not_wait_forever(tmp_path: Path) -> None:
+    """--to - --fallback-older where the older version of the damaged blocks is zero: those
+    blocks are emitted as zeros in their turn, and the restore says they are substituted."""
+    import io
+
+    rng = random.Random(31)
+    img = tmp_path / "t.tap"
+    spec = f"sim:{img}"
+    src = tmp_path / "vol.img"
+    v1 = bytearray(rng.randbytes(32 * BS))
+    v1[10 * BS : 14 * BS] = bytes(4 * BS)
+    src.write_bytes(bytes(v1))
+    do_backup(spec, src)
+    v2 = bytearray(v1)
+    v2[10 * BS : 14 * BS] = rng.randbytes(4 * BS)
+    src.write_bytes(bytes(v2))
+    do_backup(spec, src)
+    raw = bytearray(img.read_bytes())
+    pos = raw.rfind(b"TACHUNK1")  # generation 2's only chunk
+    raw[pos + 2000] ^= 1
+    img.write_bytes(bytes(raw))
+    out = io.BytesIO()
+    with Catalog() as cat, open_medium(spec, write=False) as d:
+        res = restore(d, cat, "-", RestoreOptions(fallback_older=True), stdout=out)
+    assert out.getvalue() == bytes(v1)
+    assert [(f["blocks"], f.get("zero")) for f in res.fallback] == [([10, 13], True)]
+    err = outcome(res)
+    assert isinstance(err, SubstitutedRestoreError) and "(blocks 10-13) zeros (an older version)" in err.message
