@@ -453,7 +453,7 @@ def test_verify_against_follows_the_runs_not_the_claim(tmp_path: Path) -> None:
     assert rep.against is not None and rep.against["differing_ranges"] == [[1, (1 << 40) // BS - 1]]
 
 
-def test_stream_with_a_zero_older_version_does_not_wait_forever(tmp_path: Path) -> None:
+def test_stream_with_a_zero_older_version_emits_zeros(tmp_path: Path) -> None:
     """--to - --fallback-older where the older version of the damaged blocks is zero: those
     blocks are emitted as zeros in their turn, and the restore says they are substituted."""
     import io
