@@ -270,3 +270,34 @@ class PartialRestoreError(DamagedDataError):
 
     exit_code = 23
     kind = "partial"
+
+
+class _WithRanges(TapearcError):
+    """An error whose JSON form also lists block ranges (``ranges``: list of dicts)."""
+
+    def __init__(self, message: str, *, ranges: list[dict[str, Any]] | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.ranges = ranges or []
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out["ranges"] = self.ranges
+        return out
+
+
+class SubstitutedRestoreError(_WithRanges):
+    """A restore finished, but some blocks are not the requested generation's: older versions
+    (``--fallback-older``), or a generation older than the newest because the newest is
+    incomplete or damaged. The message lists them."""
+
+    exit_code = 24
+    kind = "substituted"
+
+
+class MediaMissingError(_WithRanges):
+    """A medium the restore needs never arrived (no changer, the changer has none, the operator
+    did not load it in time). The restore stopped and left no half-filled target, or (with
+    ``--partial``) finished with the blocks it holds reading as zeros."""
+
+    exit_code = 25
+    kind = "media-missing"

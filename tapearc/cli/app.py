@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from tapearc.errors import InternalError, Interrupted, PartialRestoreError, TapearcError, UsageError
+from tapearc.errors import InternalError, Interrupted, TapearcError, UsageError
 from tapearc.units import format_size, parse_size
 
 app = typer.Typer(
@@ -314,7 +314,18 @@ def restore(
         typer.Option("--assume-generation", help="TARGET holds generation K already: write only what differs.", metavar="K"),
     ] = None,
     fallback_older: Annotated[
-        bool, typer.Option("--fallback-older", help="Where a chunk is damaged, restore the newest older version of its blocks.")
+        bool,
+        typer.Option(
+            "--fallback-older",
+            help="Where a chunk is damaged, restore the newest older version of its blocks (exit 24 says which).",
+        ),
+    ] = False,
+    partial: Annotated[
+        bool,
+        typer.Option(
+            "--partial",
+            help="If a medium never arrives, restore the rest and leave its blocks zero (exit 25); by default the restore stops.",
+        ),
     ] = False,
     changer: ChangerOpt = None,
     wait: TimeoutOpt = None,
@@ -322,14 +333,20 @@ def restore(
     json_out: JsonOpt = False,
 ) -> None:
     """Restore a generation of a volume from MEDIUM, byte for byte, to a file, a block device or
-    standard output (--to -). A target that already holds an earlier generation is rolled
-    forward in place: only the blocks that differ are written."""
+    standard output (--to -). A target that already holds another generation of the volume
+    (older or newer) is rolled forward or back in place: only the blocks that differ are
+    written. Exit 0 only when every block is the requested generation's."""
 
     def go() -> None:
-        from tapearc.engine.restore import RestoreOptions, restore as do_restore
+        from tapearc.engine.restore import RestoreOptions, outcome, restore as do_restore
 
         opts = RestoreOptions(
-            generation=generation, volume=volume, force=force, assume_generation=assume_generation, fallback_older=fallback_older
+            generation=generation,
+            volume=volume,
+            force=force,
+            assume_generation=assume_generation,
+            fallback_older=fallback_older,
+            partial=partial,
         )
         with _catalog(catalog) as cat, _media(media, changer, write=False, catalog=cat, timeout=wait) as src:
             res = do_restore(src, cat, to, opts, None if to == "-" else _progress(json_out))
@@ -338,19 +355,27 @@ def restore(
                 err_console.print_json(json.dumps(res.to_json(), default=str))
             else:
                 _emit_json(res.to_json())
-            if res.lost:
-                raise typer.Exit(PartialRestoreError.exit_code)
+            _restore_ranges(res)
+            err = outcome(res)
+            if err is not None:
+                err_console.print(f"tapearc: error: {err}", markup=False, soft_wrap=True)
+                raise typer.Exit(err.exit_code)
             return
+        rolled = {"roll-forward": "rolled forward", "rollback": "rolled back"}.get(res.mode, "rolled forward")
         msg = (
             f"restored volume {res.volume!r}"
             + (f" (source {res.source_path})" if res.source_path else "")
             + f" generation {res.generation} ({format_size(res.volume_size)}) "
             f"from {res.medium} to {res.target}"
-            + (f" (rolled forward from generation {res.from_generation})" if res.from_generation is not None else "")
-            + f": {res.chunks_read} chunks read, {res.blocks_written} blocks written, {res.blocks_zeroed} zeroed"
+            + (f" ({rolled} from generation {res.from_generation})" if res.from_generation is not None else "")
+            + f": {res.chunks_read} chunks read, {res.blocks_written} blocks written ({res.bytes_written} bytes), "
+            f"{res.blocks_zeroed} zeroed ({res.bytes_zeroed} bytes)"
         )
         (err_console if to == "-" else out_console).print(msg, markup=False, soft_wrap=True)
-        _partial(res)
+        _restore_ranges(res)
+        err = outcome(res)
+        if err is not None:
+            raise err
 
     _run(json_out, go)
 
@@ -492,25 +517,35 @@ def verify(
     _run(json_out, go)
 
 
-def _partial(res: Any) -> None:
-    """A restore that lost block ranges: list them (by volume offset), then fail with 'partial'."""
+def _restore_ranges(res: Any) -> None:
+    """On stderr, one line per block range of the target that is not the requested generation's
+    (from an older one, lost, on a medium that never arrived), and the damage seen."""
+    bs, size = res.block_size, res.volume_size
+
+    def span(a: int, b: int) -> str:
+        return f"blocks {a}-{b} (bytes {a * bs}-{min((b + 1) * bs, size) - 1})"
+
+    for g in res.skipped_generations:
+        err_console.print(
+            f"tapearc: generation {g['generation']} is {g['state']}: restored generation {res.generation}, not the newest",
+            markup=False,
+            soft_wrap=True,
+        )
     for f in res.fallback:
         a, b = f["blocks"]
         src = "zeros (their older version)" if f.get("zero") else f"generation {f['from_generation']}"
-        err_console.print(f"tapearc: blocks {a}-{b}: damaged in the newest version, restored from {src}", markup=False, soft_wrap=True)
+        err_console.print(
+            f"tapearc: {span(a, b)}: damaged in generation {res.generation}, restored from {src}", markup=False, soft_wrap=True
+        )
+    for m in res.missing_media:
+        for a, b in m["blocks"]:
+            err_console.print(
+                f"tapearc: {span(a, b)}: medium {m['barcode'] or m['medium']} (sequence {m['sequence']}) never arrived, zeros",
+                markup=False,
+                soft_wrap=True,
+            )
     for d in res.damaged_chunks:
         err_console.print(f"tapearc: damaged: {d['error']}", markup=False, soft_wrap=True)
-    if not res.lost:
-        return
-    ranges = ", ".join(
-        f"bytes {x['offset']}-{int(x['offset']) + int(x['length']) - 1} (blocks {x['blocks'][0]}-{x['blocks'][1]})" for x in res.lost
-    )
-    total = sum(int(x["length"]) for x in res.lost)
-    raise PartialRestoreError(
-        f"restore is partial: {total} bytes could not be restored and read as zeros in {res.target}: {ranges}",
-        hint="try --fallback-older, another copy of the medium, or verify the medium",
-        medium=res.medium,
-    )
 
 
 def _print_verify(rep: Any) -> None:
@@ -683,7 +718,11 @@ def plan(
             + (f" (source {p.source_path})" if p.source_path else "")
             + f" generation {p.generation} ({format_size(p.volume_size)}) from chain "
             + " -> ".join(str(x) for x in p.chain)
-            + (f", rolling generation {p.from_generation} forward" if p.from_generation is not None else ""),
+            + (
+                f", rolling generation {p.from_generation} {'back' if p.from_generation > p.generation else 'forward'}"
+                if p.from_generation is not None
+                else ""
+            ),
             markup=False,
             soft_wrap=True,
         )

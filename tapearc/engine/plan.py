@@ -7,26 +7,35 @@ the newest version wins: a data block in some chunk, or a zero run. The plan rea
 chunks that hold a needed version, sorted by (medium sequence, logical position): each medium
 once, forward, positioning past stretches it does not need.
 
-Rolling a copy forward: when the target already holds generation K of the chain, only blocks
-whose newest version at N came after K *and* whose digest differs from K's are read, and blocks
-that became zero are zeroed.
+Rolling a copy forward or back: when the target already holds another generation K of the
+volume (older or newer than N), only blocks whose version at N differs from K's (by digest) are
+read, and blocks that are zero at N but not at K are zeroed.
 
-Memory: 4 bytes per volume block for the block -> chunk map, plus 16 bytes per block for each
-digest manifest held (N's, and K's when rolling forward).
+Memory follows what is on the medium, never what a header claims: the newest version of every
+block is kept as sorted intervals (:class:`BlockMap`), one per run of blocks that came from one
+run of one chunk, so a generation claiming a 1 TiB volume held in a few chunks takes a few
+intervals. Claims that cannot be true are refused as malformed before anything is written
+(:func:`check_chain`): an incremental whose block size differs from its base's, a generation
+whose chunks do not account for the blocks of the volume size it claims, or that map a block
+twice or past the end.
 """
 
 from __future__ import annotations
 
+import bisect
 import uuid
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, ChunkRow, GenerationRow
-from tapearc.errors import NoSuchGenerationError, TapearcError
+from tapearc.errors import MalformedError, NoSuchGenerationError, TapearcError
 
 DIGEST_LEN = fmt.DIGEST_LEN
-ZERO = -1  # in the block -> chunk map: the block is zero at N
+ZERO = -1  # in a block map: the block is zero
+NONE = -2  # in a block map: no generation recorded the block
+UNKNOWN = -3  # in a block map: what the target holds there is not known
 
 
 class IncompleteChainError(TapearcError):
@@ -143,7 +152,15 @@ def load_chain(catalog: Catalog, set_uuid: uuid.UUID, volume: str, number: int |
                 f"generation {g.number} of volume {volume!r} is based on generation {g.base}, which the catalog does not know",
                 hint="run tapearc scan on the media of this set",
             )
-        g = gens[g.base]
+        base = gens[g.base]
+        if base.block_size != g.block_size:
+            raise MalformedError(
+                f"generation {g.number} of volume {volume!r} is an incremental with block size {g.block_size}, "
+                f"but its base generation {base.number} has block size {base.block_size}: its block ids cannot be laid "
+                "over its base's",
+                hint="the medium or the catalog is damaged (tapearc verify); restore the base generation instead",
+            )
+        g = base
     chain.reverse()
     return chain
 
@@ -169,39 +186,213 @@ def manifest_at(catalog: Catalog, chain: list[GenerationRow]) -> bytearray:
     return m
 
 
-def block_sources(
-    catalog: Catalog, chain: list[GenerationRow], exclude: set[int] | None = None
-) -> tuple[array, list[ChunkRow]]:
-    """For each block of the chain's last generation, the index of the chunk holding its newest
-    version (into the returned chunk list), or ZERO. Chunks whose catalog id is in ``exclude``
-    (damaged ones) are passed over, so an older version shows through."""
-    src, chunks, _ = block_sources_known(catalog, chain, exclude)
-    return src, chunks
+class BlockMap:
+    """The version of every block ``[0, n)`` of a volume as sorted, disjoint intervals that cover
+    it: ``[start, end) -> value``, where value is a chunk index (the blocks are data in that
+    chunk; ``doff`` is the offset of the interval's first block in the chunk's digest table),
+    ZERO, NONE (no generation recorded the block) or UNKNOWN (the target's content there is not
+    known). Memory: 32 bytes per interval, whatever the volume size."""
 
+    __slots__ = ("doffs", "ends", "n", "starts", "vals")
 
-def block_sources_known(
-    catalog: Catalog, chain: list[GenerationRow], exclude: set[int] | None = None
-) -> tuple[array, list[ChunkRow], bytearray]:
-    """block_sources, plus a map of the blocks some (not excluded) generation recorded at all."""
-    chunks: list[ChunkRow] = []
-    src = array("i")
-    known = bytearray()
-    for g in chain:
-        n = g.nblocks
-        del src[n:]
-        del known[n:]
-        if len(src) < n:
-            src.extend(array("i", [ZERO]) * (n - len(src)))
-            known.extend(bytes(n - len(known)))
-        for c in catalog.chunks(g.id):
-            idx = len(chunks)
-            chunks.append(c)
-            if exclude and c.id in exclude:
+    def __init__(self, n: int = 0, fill: int = -2) -> None:
+        self.n = 0
+        self.starts = array("q")
+        self.ends = array("q")
+        self.vals = array("q")
+        self.doffs = array("q")
+        self.resize(n, fill)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __iter__(self) -> Iterator[tuple[int, int, int, int]]:
+        return zip(self.starts, self.ends, self.vals, self.doffs)
+
+    def _add(self, s: int, e: int, v: int, d: int) -> None:
+        """Append an interval after the last one, joining it when it continues it."""
+        if e <= s:
+            return
+        if (
+            len(self.starts)
+            and self.ends[-1] == s
+            and self.vals[-1] == v
+            and (v < 0 or self.doffs[-1] + (s - self.starts[-1]) * DIGEST_LEN == d)
+        ):
+            self.ends[-1] = e
+            return
+        self.starts.append(s)
+        self.ends.append(e)
+        self.vals.append(v)
+        self.doffs.append(d if v >= 0 else 0)
+
+    def resize(self, n: int, fill: int = -2) -> None:
+        """Cut the map at ``n`` blocks, or extend it with ``fill`` up to ``n``."""
+        if n < self.n:
+            k = bisect.bisect_left(self.starts, n)
+            del self.starts[k:], self.ends[k:], self.vals[k:], self.doffs[k:]
+            if len(self.ends) and self.ends[-1] > n:
+                self.ends[-1] = n
+        elif n > self.n:
+            self._add(self.n, n, fill, 0)
+        self.n = n
+
+    def overlay(self, pieces: list[tuple[int, int, int, int]]) -> None:
+        """Lay ``pieces`` ``(start, end, value, doff)``, sorted by start, over the map (newer
+        versions over older ones). Pieces past ``n`` are cut; a piece overlapping the one before
+        it only counts from where that one ended."""
+        os_, oe, ov, od = self.starts, self.ends, self.vals, self.doffs
+        self.starts, self.ends, self.vals, self.doffs = array("q"), array("q"), array("q"), array("q")
+
+        def clipped(k: int, a: int, b: int) -> None:
+            s = max(os_[k], a)
+            e = min(oe[k], b)
+            v = ov[k]
+            self._add(s, e, v, od[k] + (s - os_[k]) * DIGEST_LEN if v >= 0 else 0)
+
+        def emit_old(a: int, b: int) -> None:
+            """The old intervals cut to [a, b); those inside it are copied whole (in C)."""
+            k0 = bisect.bisect_right(oe, a)  # the first ending after a
+            k1 = bisect.bisect_left(os_, b)  # the first starting at or after b
+            if k0 >= k1:
+                return
+            clipped(k0, a, b)
+            if k1 - k0 > 2:  # already joined where they could be: no _add needed between them
+                self.starts.extend(os_[k0 + 1 : k1 - 1])
+                self.ends.extend(oe[k0 + 1 : k1 - 1])
+                self.vals.extend(ov[k0 + 1 : k1 - 1])
+                self.doffs.extend(od[k0 + 1 : k1 - 1])
+            if k1 - 1 > k0:
+                clipped(k1 - 1, a, b)
+
+        pos = 0
+        n = self.n
+        for s, e, v, d in pieces:
+            e = min(e, n)
+            if s < pos:
+                if v >= 0:
+                    d += (pos - s) * DIGEST_LEN
+                s = pos
+            if e <= s:
                 continue
-            for r in c.runs:
-                src[r.first : r.first + r.count] = array("i", [ZERO if r.is_zero else idx]) * r.count
-                known[r.first : r.first + r.count] = b"\x01" * r.count
-    return src, chunks, known
+            if s > pos:
+                emit_old(pos, s)
+            self._add(s, e, v, d)
+            pos = e
+        if pos < n:
+            emit_old(pos, n)
+
+    def segments(self, a: int, b: int) -> Iterator[tuple[int, int, int, int]]:
+        """The intervals cut to ``[a, b)``, in order."""
+        k = max(bisect.bisect_right(self.starts, a) - 1, 0)
+        while k < len(self.starts) and self.starts[k] < b:
+            s = max(self.starts[k], a)
+            e = min(self.ends[k], b)
+            v = self.vals[k]
+            if s < e:
+                yield s, e, v, (self.doffs[k] + (s - self.starts[k]) * DIGEST_LEN if v >= 0 else 0)
+            k += 1
+
+
+def _pieces(chunks: list[ChunkRow], base_idx: int, exclude: set[int] | None) -> list[tuple[int, int, int, int]]:
+    """One generation's runs as map pieces, sorted by first block."""
+    out: list[tuple[int, int, int, int]] = []
+    for k, c in enumerate(chunks):
+        if exclude and c.id in exclude:
+            continue
+        d = 0
+        for r in c.runs:
+            if r.is_zero:
+                out.append((r.first, r.first + r.count, ZERO, 0))
+            else:
+                out.append((r.first, r.first + r.count, base_idx + k, d))
+                d += r.count * DIGEST_LEN
+    out.sort()
+    return out
+
+
+def _check_generation(g: GenerationRow, pieces: list[tuple[int, int, int, int]], base_blocks: int | None) -> None:
+    """A generation's mapping must fit the volume size it claims: no block past the end or
+    mapped twice, and every block accounted for (a full generation: all of them; an
+    incremental: at least those past its base's end)."""
+    n = g.nblocks
+    must_from = 0 if base_blocks is None else min(base_blocks, n)
+    what = f"generation {g.number} of volume {g.volume!r}"
+    claim = f"claims {g.volume_size} bytes ({n} blocks of {g.block_size})"
+    hint = "the medium or the catalog is damaged: tapearc verify shows where; tapearc scan relearns the medium"
+    pos = 0
+    for s, e, _, _ in pieces:
+        if e > n:
+            raise MalformedError(f"{what} {claim} but a chunk maps blocks up to {e - 1}", hint=hint, blocks=(s, e - 1))
+        if s < pos:
+            raise MalformedError(f"{what} maps blocks {s}-{min(e, pos) - 1} twice", hint=hint, blocks=(s, min(e, pos) - 1))
+        if s > pos and s > must_from:
+            a = max(pos, must_from)
+            raise MalformedError(
+                f"{what} {claim} but its chunks do not account for blocks {a}-{s - 1}", hint=hint, blocks=(a, s - 1)
+            )
+        pos = e
+    if pos < n and n > must_from:
+        a = max(pos, must_from)
+        raise MalformedError(f"{what} {claim} but its chunks do not account for blocks {a}-{n - 1}", hint=hint, blocks=(a, n - 1))
+
+
+@dataclass(slots=True)
+class ChainMap:
+    """The newest version of every block of a chain's last generation."""
+
+    map: BlockMap
+    chunks: list[ChunkRow]  # chunk index -> chunk
+    digests: list[bytes] | None = None  # chunk index -> its digest table, when asked for
+
+    def chunk_id(self, v: int) -> int:
+        """The catalog id of value ``v``'s chunk, or ``v`` itself for ZERO, NONE, UNKNOWN."""
+        return self.chunks[v].id if v >= 0 else v
+
+
+def chain_map(
+    catalog: Catalog, chain: list[GenerationRow], exclude: set[int] | None = None, *, digests: bool = False
+) -> ChainMap:
+    """For each block of the chain's last generation, the chunk holding its newest version, or
+    ZERO; NONE where no generation recorded the block. Chunks whose catalog id is in ``exclude``
+    (damaged ones) are passed over, so an older version shows through. Without ``exclude``
+    (None) each generation's mapping is checked against the volume size it claims
+    (MalformedError)."""
+    bmap = BlockMap()
+    chunks: list[ChunkRow] = []
+    tables: list[bytes] | None = [] if digests else None
+    prev: GenerationRow | None = None
+    for g in chain:
+        rows = catalog.chunks(g.id)
+        pieces = _pieces(rows, len(chunks), exclude)
+        if exclude is None:
+            _check_generation(g, pieces, None if prev is None else prev.nblocks)
+        chunks.extend(rows)
+        if tables is not None:
+            got = [d for _, d in catalog.chunk_digests(g.id)]
+            if len(got) != len(rows):
+                raise MalformedError(f"the catalog holds {len(got)} digest tables for {len(rows)} chunks of generation {g.number}")
+            tables.extend(got)
+        bmap.resize(g.nblocks, NONE)
+        bmap.overlay(pieces)
+        prev = g
+    return ChainMap(bmap, chunks, tables)
+
+
+def check_chain(catalog: Catalog, chain: list[GenerationRow]) -> None:
+    """MalformedError when a generation of the chain claims what its chunks cannot hold."""
+    chain_map(catalog, chain)
+
+
+def check_generation(catalog: Catalog, g: GenerationRow) -> None:
+    """The checks of :func:`load_chain` and :func:`check_chain` for one generation alone (its
+    base's block size and size, its own chunks): MalformedError. Cost: its own chunks."""
+    base: GenerationRow | None = None
+    if g.base:
+        base = next((x for x in catalog.generations(g.set_uuid, g.volume) if x.number == g.base), None)
+        if base is not None and base.block_size != g.block_size:
+            load_chain(catalog, g.set_uuid, g.volume, g.number)  # raises the block size error
+    _check_generation(g, _pieces(catalog.chunks(g.id), 0, None), None if base is None else base.nblocks)
 
 
 def fallback_reads(
@@ -209,46 +400,46 @@ def fallback_reads(
 ) -> tuple[list[PlannedRead], list[tuple[int, int]], list[tuple[int, int]]]:
     """For blocks lost with damaged chunks, the newest older versions: (chunks to read, runs whose
     older version is zero, runs with no older version at all)."""
-    src, chunks, known = block_sources_known(catalog, chain, damaged)
-    per: dict[int, list[int]] = {}
+    cm = chain_map(catalog, chain, set(damaged))
+    per: dict[int, list[tuple[int, int]]] = {}
     zero: list[tuple[int, int]] = []
     none: list[tuple[int, int]] = []
     for a, n in lost:
-        for b in range(a, a + n):
-            if b >= len(src) or not known[b]:
-                _append(none, b)
-            elif src[b] == ZERO:
-                _append(zero, b)
+        end = a + n
+        if end > cm.map.n:
+            none.append((max(a, cm.map.n), end - max(a, cm.map.n)))
+        for s, e, v, _ in cm.map.segments(a, min(end, cm.map.n)):
+            if v >= 0:
+                per.setdefault(v, []).append((s, e - s))
+            elif v == ZERO:
+                zero.append((s, e - s))
             else:
-                per.setdefault(src[b], []).append(b)
-    reads = []
-    for idx, blocks in per.items():
-        runs: list[tuple[int, int]] = []
-        for b in blocks:
-            _append(runs, b)
-        reads.append(PlannedRead(chunks[idx], tuple(runs)))
+                none.append((s, e - s))
+    reads = [PlannedRead(cm.chunks[idx], _merge(tuple(runs))) for idx, runs in per.items()]
     reads.sort(key=lambda r: (r.chunk.medium_sequence, r.chunk.logical))
-    return reads, zero, none
+    return reads, list(_merge(tuple(zero))), list(_merge(tuple(none)))
 
 
-def _append(runs: list[tuple[int, int]], b: int) -> None:
-    if runs and runs[-1][0] + runs[-1][1] == b:
-        runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-    else:
-        runs.append((b, 1))
-
-
-def _runs_of(flags: bytearray, base: int = 0) -> list[tuple[int, int]]:
-    """(first, count) runs of the 1-bytes in ``flags``."""
-    runs = []
-    i = flags.find(1)
-    while i >= 0:
-        j = flags.find(0, i)
-        if j < 0:
-            j = len(flags)
-        runs.append((base + i, j - i))
-        i = flags.find(1, j)
-    return runs
+def _zip_maps(a: BlockMap, b: BlockMap, n: int) -> Iterator[tuple[int, int, int, int, int, int]]:
+    """``(start, end, value in a, doff in a, value in b, doff in b)`` over ``[0, n)``; ``b`` reads
+    NONE past its end."""
+    sa = a.segments(0, n)
+    sb = b.segments(0, min(n, b.n))
+    ca = next(sa, None)
+    cb = next(sb, None)
+    pos = 0
+    while ca is not None and pos < n:
+        if cb is None or cb[0] > pos:
+            e = min(ca[1], cb[0] if cb is not None else n)
+            yield pos, e, ca[2], ca[3] + (pos - ca[0]) * DIGEST_LEN, NONE, 0
+        else:
+            e = min(ca[1], cb[1])
+            yield pos, e, ca[2], ca[3] + (pos - ca[0]) * DIGEST_LEN, cb[2], cb[3] + (pos - cb[0]) * DIGEST_LEN
+            if cb[1] == e:
+                cb = next(sb, None)
+        pos = e
+        if ca[1] == e:
+            ca = next(sa, None)
 
 
 def make_plan(
@@ -261,85 +452,66 @@ def make_plan(
 ) -> Plan:
     """Plan restoring the chain's last generation.
 
-    ``have``: the target already holds generation ``have`` (of this chain's volume, <= N): only
-    differing blocks are read/zeroed. ``zero_target``: the target reads as zeros where nothing is
-    written (a fresh sparse file); False for a device, whose zero blocks must be written.
+    ``have``: the target already holds generation ``have`` of this volume (older or newer than
+    N): only differing blocks are read/zeroed. ``zero_target``: the target reads as zeros where
+    nothing is written (a fresh sparse file); False for a device, whose zero blocks must be
+    written.
     """
     last = chain[-1]
     n = last.nblocks
-    src, chunks = block_sources(catalog, chain)
-    need = bytearray(n)  # 1: write this block from its chunk
-    zero_need = bytearray(n)  # 1: make this block zero
+    per_chunk: dict[int, list[tuple[int, int]]] = {}
+    zero_runs: list[tuple[int, int]] = []
     if have is None:
-        # every data block is needed; zero blocks only when the target is not already zero
-        for idx, c in enumerate(chunks):
-            for r in c.runs:
-                if r.is_zero or r.first >= n:
-                    continue
-                end = min(r.first + r.count, n)
-                seg = src[r.first : end]
-                if seg == array("i", [idx]) * (end - r.first):
-                    need[r.first : end] = b"\x01" * (end - r.first)
-                else:
-                    for b in range(r.first, end):
-                        if src[b] == idx:
-                            need[b] = 1
-        if not zero_target:  # every block that is not data at N is zero at N
-            zero_need = bytearray(need.translate(bytes.maketrans(b"\x00\x01", b"\x01\x00")))
+        cm = chain_map(catalog, chain)
+        for s, e, v, _ in cm.map:
+            if v >= 0:
+                per_chunk.setdefault(v, []).append((s, e - s))
+            elif not zero_target:  # every block that is not data at N is zero at N
+                zero_runs.append((s, e - s))
         from_gen = None
     else:
         gens = {g.number: g for g in catalog.generations(last.set_uuid, last.volume)}
-        if have not in gens or have > last.number:
-            raise NoSuchGenerationError(f"volume {last.volume!r} has no generation {have} at or before {last.number}")
+        if have not in gens:
+            raise NoSuchGenerationError(f"volume {last.volume!r} has no generation {have}")
         k_chain = load_chain(catalog, last.set_uuid, last.volume, have)
-        man_n = manifest_at(catalog, chain)
-        man_k = manifest_at(catalog, k_chain)
-        nk = k_chain[-1].nblocks
-        zero_d = bytes(DIGEST_LEN)
-        W = 4096 * DIGEST_LEN
-        for w in range(0, n * DIGEST_LEN, W):
-            if man_n[w : w + W] == man_k[w : w + W]:
-                continue  # the whole window is unchanged
-            for off in range(w, min(w + W, n * DIGEST_LEN), DIGEST_LEN):
-                b = off // DIGEST_LEN
-                dn = man_n[off : off + DIGEST_LEN]
-                if b < nk and dn == man_k[off : off + DIGEST_LEN]:
+        cm = chain_map(catalog, chain, digests=True)
+        if k_chain[-1].block_size == last.block_size:
+            km = chain_map(catalog, k_chain, digests=True)
+        else:  # another block size: block ids do not line up, nothing is known to be in place
+            km = ChainMap(BlockMap(n, UNKNOWN), [], [])
+        dn = cm.digests
+        dk = km.digests
+        assert dn is not None and dk is not None
+        for s, e, vn, on, vk, ok in _zip_maps(cm.map, km.map, n):
+            if vn < 0:  # zero at N (NONE cannot remain in a checked chain: treated as zero)
+                if vk >= 0 or vk == UNKNOWN or (vk == NONE and not zero_target):
+                    zero_runs.append((s, e - s))
+                continue
+            if vk < 0:
+                per_chunk.setdefault(vn, []).append((s, e - s))
+                continue
+            if cm.chunk_id(vn) == km.chunk_id(vk) and on == ok:
+                continue  # the same version of these blocks
+            ln = (e - s) * DIGEST_LEN
+            a_dig = dn[vn][on : on + ln]
+            b_dig = dk[vk][ok : ok + ln]
+            if a_dig == b_dig:
+                continue
+            b = s
+            while b < e:  # block by block: the runs that differ
+                o = (b - s) * DIGEST_LEN
+                if a_dig[o : o + DIGEST_LEN] == b_dig[o : o + DIGEST_LEN]:
+                    b += 1
                     continue
-                if src[b] == ZERO:
-                    if b < nk and man_k[off : off + DIGEST_LEN] != zero_d:
-                        zero_need[b] = 1
-                    elif b >= nk and not zero_target:
-                        zero_need[b] = 1
-                else:
-                    need[b] = 1
-        if not zero_target:
-            for b in range(nk, n):
-                if src[b] == ZERO:
-                    zero_need[b] = 1
+                c = b + 1
+                while c < e and a_dig[(c - s) * DIGEST_LEN : (c - s + 1) * DIGEST_LEN] != b_dig[(c - s) * DIGEST_LEN : (c - s + 1) * DIGEST_LEN]:
+                    c += 1
+                per_chunk.setdefault(vn, []).append((b, c - b))
+                b = c
         from_gen = have
-    # group needed blocks by chunk
-    per_chunk: dict[int, list[int]] = {}
-    i = need.find(1)
-    while i >= 0:
-        j = need.find(0, i)
-        if j < 0:
-            j = n
-        b = i
-        while b < j:
-            idx = src[b]
-            e = b + 1
-            while e < j and src[e] == idx:
-                e += 1
-            per_chunk.setdefault(idx, []).append(b)
-            per_chunk[idx].append(e - b)
-            b = e
-        i = need.find(1, j)
+    chunks = cm.chunks
     order = media_order or {}
-    reads = []
-    for idx, flat in per_chunk.items():
-        c = chunks[idx]
-        runs = tuple((flat[k], flat[k + 1]) for k in range(0, len(flat), 2))
-        reads.append(PlannedRead(c, _merge(runs)))
+    reads = [PlannedRead(chunks[idx], _merge(tuple(runs))) for idx, runs in per_chunk.items()]
     reads.sort(key=lambda r: (order.get(r.chunk.medium_uuid, r.chunk.medium_sequence), r.chunk.logical))
     read_ids = {r.chunk.id for r in reads}
     media: list[tuple[uuid.UUID, int]] = []
@@ -347,6 +519,7 @@ def make_plan(
         m = (r.chunk.medium_uuid, r.chunk.medium_sequence)
         if not media or media[-1] != m:
             media.append(m)
+    zero_runs = list(_merge(tuple(zero_runs)))
     plan = Plan(
         volume=last.volume,
         generation=last.number,
@@ -355,13 +528,13 @@ def make_plan(
         block_size=last.block_size,
         chain=[g.number for g in chain],
         reads=reads,
-        zero_runs=_runs_of(zero_need),
+        zero_runs=zero_runs,
         from_generation=from_gen,
         chunks_in_chain=len(chunks),
         bytes_to_read=sum(r.chunk.stored_len for r in reads),
         bytes_to_skip=sum(c.stored_len for c in chunks if c.id not in read_ids),
-        blocks_to_write=need.count(1),
-        blocks_to_zero=zero_need.count(1),
+        blocks_to_write=sum(r.blocks for r in reads),
+        blocks_to_zero=sum(k for _, k in zero_runs),
         media=media,
         source_path=last.source_path or None,
     )

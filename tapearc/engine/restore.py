@@ -7,14 +7,23 @@ expects) and writes the needed blocks to a *sink*:
 
 - a new file: written sparse under a temporary name, renamed into place when complete;
 - a block device: zero blocks are written as zeros;
-- a target that already holds generation K (checked against K's digest manifest, or asserted
-  with ``assume_generation``): rolled forward in place, writing only the blocks that differ;
+- a target that already holds another generation K of the volume, older or newer (checked
+  against K's block digests, or asserted with ``assume_generation``): rolled forward or back in
+  place, writing only the blocks that differ;
 - a stream (``-``): the image in block order, with bounded memory (blocks that arrive before
   their turn wait in a sparse temporary spool file).
+
+Honesty: the result says exactly which blocks are not the requested generation's
+(:func:`outcome` turns that into the error the command exits with): blocks lost with damaged
+chunks (``partial``, they read as zeros), blocks restored from an older generation
+(``substituted``: ``--fallback-older``, or a newest generation that is incomplete), media that
+never arrived (``media-missing``: the restore stops before writing anything it cannot finish,
+and a new target file is never left behind, unless ``partial`` is asked for).
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 import stat
 import sys
@@ -27,7 +36,16 @@ from typing import BinaryIO, Protocol
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, GenerationRow
 from tapearc.engine.layout import MAGIC_CHUNK, read_item
-from tapearc.engine.plan import DIGEST_LEN, Plan, PlannedRead, fallback_reads, load_chain, make_plan, manifest_at
+from tapearc.engine.plan import (
+    DIGEST_LEN,
+    ChainMap,
+    Plan,
+    PlannedRead,
+    chain_map,
+    fallback_reads,
+    load_chain,
+    make_plan,
+)
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.scan import follow_set, sync_medium
@@ -36,8 +54,11 @@ from tapearc.engine.volume import RestoreTarget, _blockdev_size, pwrite_all, zer
 from tapearc.errors import (
     BadMagicError,
     MalformedError,
+    MediaMissingError,
     MediumError,
     NoSuchGenerationError,
+    PartialRestoreError,
+    SubstitutedRestoreError,
     TapearcError,
     TargetError,
     TargetTooSmallError,
@@ -54,6 +75,7 @@ class RestoreOptions:
     force: bool = False
     assume_generation: int | None = None  # the target holds this generation already
     fallback_older: bool = False  # use older versions of blocks whose chunk is damaged
+    partial: bool = False  # a medium that never arrives: finish anyway, its blocks read as zeros
 
 
 @dataclass(slots=True)
@@ -64,23 +86,125 @@ class RestoreResult:
     target: str
     volume_size: int
     block_size: int
-    mode: str = "new"  # new | device | roll-forward | stream
+    mode: str = "new"  # new | device | roll-forward | rollback | stream
     media_used: list[str] = field(default_factory=list)
     lost: list[dict[str, object]] = field(default_factory=list)  # block ranges that could not be restored
     fallback: list[dict[str, object]] = field(default_factory=list)  # blocks restored from older versions
     damaged_chunks: list[dict[str, object]] = field(default_factory=list)
+    missing_media: list[dict[str, object]] = field(default_factory=list)  # media that never arrived (--partial)
+    skipped_generations: list[dict[str, object]] = field(default_factory=list)  # newer, not restorable
     from_generation: int | None = None
     chunks_read: int = 0
     blocks_written: int = 0
     blocks_zeroed: int = 0
+    bytes_written: int = 0  # data written to the target
+    bytes_zeroed: int = 0  # bytes made zero in the target
     bytes_read: int = 0
     seconds: float = 0.0
     source_path: str | None = None  # the volume's source as recorded for the generation (None: not recorded)
 
+    @property
+    def status(self) -> str:
+        """complete, or what the exit code says: media-missing, partial, substituted."""
+        err = outcome(self)
+        return "complete" if err is None else err.kind
+
     def to_json(self) -> dict[str, object]:
         d = {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
         d["mb_per_s"] = round(self.volume_size / self.seconds / 1e6, 2) if self.seconds > 0 else None
+        err = outcome(self)
+        d["status"] = "complete" if err is None else err.kind
+        d["exit_code"] = 0 if err is None else err.exit_code
+        d["substituted"] = _substituted_ranges(self)
         return d
+
+
+def _blocks_of(r: dict[str, object]) -> tuple[int, int]:
+    blocks = r["blocks"]
+    assert isinstance(blocks, (list, tuple))
+    return int(blocks[0]), int(blocks[1])
+
+
+def _bytes_of(r: dict[str, object], bs: int, size: int) -> tuple[int, int]:
+    a, b = _blocks_of(r)
+    return a * bs, min((b + 1) * bs, size) - 1
+
+
+def _substituted_ranges(res: RestoreResult) -> list[dict[str, object]]:
+    """Every block range of the target that is not the requested generation's, with what it
+    holds instead (an older generation, or zeros that are an older generation's version)."""
+    out: list[dict[str, object]] = []
+    for f in res.fallback:
+        first, last = _bytes_of(f, res.block_size, res.volume_size)
+        out.append(
+            {"blocks": f["blocks"], "offset": first, "length": last - first + 1, "from_generation": f.get("from_generation"),
+             "zero": bool(f.get("zero"))}
+        )
+    return out
+
+
+def _fmt_range(r: dict[str, object], bs: int, size: int) -> str:
+    a, b = _blocks_of(r)
+    first, last = _bytes_of(r, bs, size)
+    return f"bytes {first}-{last} (blocks {a}-{b})"
+
+
+def outcome(res: RestoreResult) -> TapearcError | None:
+    """The error a finished restore must exit with, or None when every block of the target is
+    the requested generation's. Several at once: media-missing (25) before partial (23) before
+    substituted (24); the message of each lists its ranges by byte offset."""
+    bs, size = res.block_size, res.volume_size
+    if res.missing_media:
+        names = "; ".join(
+            f"{m['medium']}: " + ", ".join(_fmt_range({"blocks": x}, bs, size) for x in m["blocks"])  # type: ignore[attr-defined]
+            for m in res.missing_media
+        )
+        return MediaMissingError(
+            f"restore is partial (--partial): media never arrived and their blocks read as zeros in {res.target}: {names}",
+            hint="load the media named and restore again",
+            medium=res.medium,
+            ranges=[dict(m) for m in res.missing_media],
+        )
+    if res.lost:
+        ranges = ", ".join(_fmt_range(x, bs, size) for x in res.lost)
+        total = sum(int(x["length"]) for x in res.lost)  # type: ignore[call-overload]
+        return PartialRestoreError(
+            f"restore is partial: {total} bytes could not be restored and read as zeros in {res.target}: {ranges}",
+            hint="try --fallback-older, another copy of the medium, or verify the medium",
+            medium=res.medium,
+        )
+    subs = _substituted_ranges(res)
+    if subs or res.skipped_generations:
+        parts = []
+        if res.skipped_generations:
+            parts.append(
+                "the newest generation"
+                + ("s " if len(res.skipped_generations) > 1 else " ")
+                + ", ".join(f"{x['generation']} ({x['state']})" for x in res.skipped_generations)
+                + f" cannot be restored; restored generation {res.generation} instead"
+            )
+        if subs:
+            total = sum(int(x["length"]) for x in subs)  # type: ignore[call-overload]
+            parts.append(
+                f"{total} bytes are not generation {res.generation}'s but an older version: "
+                + ", ".join(
+                    _fmt_range(x, bs, size) + (" zeros" if x["zero"] else "") + f" from generation {x['from_generation']}"
+                    if x["from_generation"] is not None
+                    else _fmt_range(x, bs, size) + " zeros (an older version)"
+                    for x in subs
+                )
+            )
+        return SubstitutedRestoreError(
+            f"restore of {res.target} is not exactly what was asked: " + "; ".join(parts),
+            hint=(
+                f"give --generation {res.generation} to ask for that generation"
+                if res.skipped_generations and not subs
+                else "the requested generation is damaged on this medium: another copy of the medium has it"
+            ),
+            medium=res.medium,
+            ranges=subs + [dict(x) for x in res.skipped_generations],
+        )
+    return None
 
 
 def choose_volume(catalog: Catalog, label: fmt.Label, volume: str | None, medium: str) -> str:
@@ -117,10 +241,23 @@ def prepare_plan(
     volume = choose_volume(catalog, label, options.volume, drive.name)
     try:
         chain = load_chain(catalog, label.media_set_uuid, volume, options.generation)
+        plan = make_plan(catalog, chain, have=have, zero_target=zero_target)
     except TapearcError as e:
         raise e.at(medium=drive.name)
-    plan = make_plan(catalog, chain, have=have, zero_target=zero_target)
     return label, chain, plan
+
+
+def skipped_generations(catalog: Catalog, chain: list[GenerationRow], options: RestoreOptions) -> list[dict[str, object]]:
+    """Without --generation, the newest generations of the volume passed over because they
+    cannot be restored (incomplete: an interrupted backup, or a damaged trailer or end record)."""
+    if options.generation is not None:
+        return []
+    last = chain[-1]
+    return [
+        {"generation": g.number, "state": g.state}
+        for g in catalog.generations(last.set_uuid, last.volume)
+        if g.number > last.number
+    ]
 
 
 class Sink(Protocol):
@@ -224,8 +361,8 @@ class _InPlaceSink:
 class _StreamSink:
     """The image in block order on a stream, whatever order the blocks arrive in.
 
-    Blocks that arrive before their turn go to a sparse temporary spool file; memory holds only
-    two bytes per block (needed / arrived) and one chunk.
+    Blocks that arrive before their turn go to a sparse temporary spool file; memory holds the
+    needed and the arrived block ranges (intervals, not a byte per block) and one chunk.
     """
 
     def __init__(self, out: BinaryIO, plan: Plan) -> None:
@@ -233,11 +370,15 @@ class _StreamSink:
         self.bs = plan.block_size
         self.size = plan.volume_size
         self.n = plan.nblocks
-        self.need = bytearray(self.n)
-        for r in plan.reads:
-            for a, c in r.runs:
-                self.need[a : a + c] = b"\x01" * c
-        self.got = bytearray(self.n)
+        runs = sorted(r for pr in plan.reads for r in pr.runs)
+        self.need: list[tuple[int, int]] = []  # sorted, disjoint [start, end) of blocks to write
+        for a, c in runs:
+            if self.need and self.need[-1][1] >= a:
+                self.need[-1] = (self.need[-1][0], max(self.need[-1][1], a + c))
+            else:
+                self.need.append((a, a + c))
+        self.lost_runs: list[tuple[int, int]] = []  # needed blocks that will never come: zeros
+        self.got: dict[int, int] = {}  # arrived ahead of the cursor: start -> end
         self.cursor = 0  # next block to emit
         self.spool: BinaryIO | None = None
         self.spooled = 0
@@ -260,6 +401,20 @@ class _StreamSink:
     def _len(self, b0: int, b1: int) -> int:
         return min(b1 * self.bs, self.size) - b0 * self.bs
 
+    def _needed_from(self, c: int) -> tuple[int, int] | None:
+        """The needed range holding block ``c``, or the next one after it (None: no more)."""
+        k = bisect.bisect_right(self.need, (c, 1 << 62)) - 1
+        if k >= 0 and self.need[k][1] > c:
+            return self.need[k]
+        return self.need[k + 1] if k + 1 < len(self.need) else None
+
+    def _is_lost(self, c: int) -> int | None:
+        """End of the lost range holding block ``c``, else None."""
+        k = bisect.bisect_right(self.lost_runs, (c, 1 << 62)) - 1
+        if k >= 0 and self.lost_runs[k][1] > c:
+            return self.lost_runs[k][1]
+        return None
+
     def write(self, offset: int, data: memoryview) -> None:
         b0 = offset // self.bs
         b1 = b0 + -(-len(data) // self.bs)
@@ -272,22 +427,26 @@ class _StreamSink:
             self.spool.seek(offset)
             self.spool.write(data)
             self.spooled += len(data)
-        self.got[b0:b1] = b"\x01" * (b1 - b0)
+            self.got[b0] = b1
         self._advance()
 
     def _advance(self) -> None:
         while self.cursor < self.n:
             c = self.cursor
-            if not self.need[c]:
-                j = self.need.find(1, c)
-                j = self.n if j < 0 else j
+            nr = self._needed_from(c)
+            if nr is None or nr[0] > c:  # not needed: zeros up to the next needed block
+                j = self.n if nr is None else nr[0]
                 self._emit_zeros(self._len(c, j))
                 self.cursor = j
-            elif self.got[c]:
-                j = self.got.find(0, c)
-                j = self.n if j < 0 else j
-                k = self.need.find(0, c, j)
-                j = j if k < 0 else k
+                continue
+            lost_end = self._is_lost(c)
+            if lost_end is not None:
+                j = min(lost_end, nr[1])
+                self._emit_zeros(self._len(c, j))
+                self.cursor = j
+                continue
+            if c in self.got:
+                j = min(self.got.pop(c), nr[1])
                 assert self.spool is not None
                 off = c * self.bs
                 end = off + self._len(c, j)
@@ -299,16 +458,18 @@ class _StreamSink:
                     self._emit(buf)
                     off += len(buf)
                 self.cursor = j
-            else:
-                return
+                continue
+            return
 
     def zero(self, offset: int, length: int) -> None:
-        pass  # blocks not needed are emitted as zeros in order
+        # blocks not needed are emitted as zeros in order anyway; needed ones made zero (an
+        # older version that is zero) are emitted as zeros when their turn comes
+        self.lost(offset, length)
 
     def lost(self, offset: int, length: int) -> None:
         b0 = offset // self.bs
         b1 = b0 + -(-length // self.bs)
-        self.need[b0:b1] = bytes(b1 - b0)  # emitted as zeros
+        bisect.insort(self.lost_runs, (b0, b1))  # emitted as zeros
         self._advance()
 
     def commit(self) -> None:
@@ -366,22 +527,74 @@ def _target_size(path: str) -> tuple[bool, int, bool]:
     return True, st.st_size, False
 
 
-def detect_generation(catalog: Catalog, chain_gens: list[GenerationRow], path: str, size: int, is_device: bool) -> int | None:
-    """Which generation (newest first, at or before the one restored) the target holds, if any."""
+def _matches(cm: ChainMap, tgt: bytearray) -> bool:
+    """Do the target's block digests equal the mapped generation's, block for block?"""
+    if len(tgt) < cm.map.n * DIGEST_LEN:
+        return False
+    digests = cm.digests
+    assert digests is not None
+    view = memoryview(tgt)
+    for s, e, v, d in cm.map:
+        a, b = s * DIGEST_LEN, e * DIGEST_LEN
+        if v >= 0:
+            if view[a:b] != digests[v][d : d + (b - a)]:
+                return False
+        elif not fmt.is_zero(tgt, a, b - a):
+            return False
+    return True
+
+
+def detect_generation(
+    catalog: Catalog, gens: list[GenerationRow], path: str, size: int, is_device: bool, prefer: int | None = None
+) -> int | None:
+    """Which complete generation of the volume the target holds, if any: ``prefer`` (the one
+    being restored) first, then the others newest first, older or newer than it."""
     cache: dict[int, bytearray] = {}
-    for g in sorted(chain_gens, key=lambda g: -g.number):
+    for g in sorted(gens, key=lambda g: (g.number != prefer, -g.number)):
         if g.state != "complete":
             continue
         if (not is_device and size != g.volume_size) or (is_device and size < g.volume_size):
             continue
+        try:
+            cm = chain_map(catalog, load_chain(catalog, g.set_uuid, g.volume, g.number), digests=True)
+        except TapearcError:
+            continue  # a generation that cannot be restored is no reference either
         key = g.block_size
         if key not in cache:
             cache[key] = _target_digests(path, g.block_size, g.volume_size if not is_device else size)
-        tgt = cache[key]
-        man = manifest_at(catalog, load_chain(catalog, g.set_uuid, g.volume, g.number))
-        if tgt[: len(man)] == man:
+        if _matches(cm, cache[key]):
             return g.number
     return None
+
+
+def _preflight(media: MediaSource, catalog: Catalog, plan: Plan, label: fmt.Label) -> None:
+    """Before writing on a target that cannot be put back as it was (a device, a file rolled in
+    place, a stream), make sure every other medium the plan needs can be had at all."""
+    barcodes = {m.uuid: m.label for m in catalog.media_of_set(plan.set_uuid)}
+    for medium_uuid, seq in plan.media:
+        if medium_uuid == label.medium_uuid:
+            continue
+        try:
+            media.medium(medium_uuid, plan.set_uuid, seq, barcodes.get(medium_uuid) or None)
+        except TapearcError as e:
+            if e.kind == "interrupted":
+                raise
+            raise _missing(plan.reads, medium_uuid, seq, barcodes.get(medium_uuid), e) from None
+        finally:
+            media.release()
+
+
+def _missing(
+    reads: list[PlannedRead], medium_uuid: uuid.UUID, seq: int, barcode: str | None, e: TapearcError
+) -> MediaMissingError:
+    runs = _merge_runs([r for pr in reads if pr.chunk.medium_uuid == medium_uuid for r in pr.runs])
+    name = f"medium {barcode + ' ' if barcode else ''}(sequence {seq}, {medium_uuid})"
+    shown = ", ".join(f"{a}-{a + n - 1}" for a, n in runs[:8]) + (f" and {len(runs) - 8} more ranges" if len(runs) > 8 else "")
+    return MediaMissingError(
+        f"{name} holds blocks {shown} of the restore and never arrived ({e.message})",
+        hint="load that medium (or give --changer), or add --partial to restore the rest with zeros there",
+        ranges=[{"medium": str(medium_uuid), "sequence": seq, "barcode": barcode, "blocks": [[a, a + n - 1] for a, n in runs]}],
+    )
 
 
 def restore(
@@ -392,10 +605,27 @@ def restore(
     progress: Progress | None = None,
     stdout: BinaryIO | None = None,
 ) -> RestoreResult:
+    if isinstance(media, MediaSource):
+        return _restore(media, catalog, target_path, options, progress, stdout)
+    given = media
+    source = MediaSource.fixed(media, catalog)
+    try:
+        return _restore(source, catalog, target_path, options, progress, stdout)
+    finally:
+        if source.drive is not None and source.drive is not given:
+            source.release()  # a drive reopened while looking for another medium
+
+
+def _restore(
+    media: MediaSource,
+    catalog: Catalog,
+    target_path: str,
+    options: RestoreOptions,
+    progress: Progress | None,
+    stdout: BinaryIO | None,
+) -> RestoreResult:
     progress = progress or NoProgress()
     started = time.monotonic()
-    if not isinstance(media, MediaSource):
-        media = MediaSource.fixed(media, catalog)
     label, chain, plan = prepare_plan(media, catalog, options)
     drive = media.current()
     last = chain[-1]
@@ -412,22 +642,27 @@ def restore(
             if options.assume_generation is not None:
                 have = options.assume_generation
             else:
-                gens = [g for g in catalog.generations(label.media_set_uuid, last.volume) if g.number <= last.number]
-                have = detect_generation(catalog, gens, target_path, tsize, is_device)
+                gens = catalog.generations(label.media_set_uuid, last.volume)
+                have = detect_generation(catalog, gens, target_path, tsize, is_device, prefer=last.number)
                 if have is None and not options.force:
                     raise TargetError(
                         f"target {target_path} is not empty and holds no generation of volume {last.volume!r}",
                         hint="add --force to overwrite it, or --assume-generation K if it holds generation K",
                     )
         if have is not None:
-            mode = "roll-forward"
+            mode = "rollback" if have > last.number else "roll-forward"
         elif is_device:
             mode = "device"
         if have is not None or is_device:
-            plan = make_plan(catalog, chain, have=have, zero_target=not is_device)
+            try:
+                plan = make_plan(catalog, chain, have=have, zero_target=not is_device)
+            except TapearcError as e:
+                raise e.at(medium=drive.name)
+    if mode != "new" and not options.partial:
+        _preflight(media, catalog, plan, label)
     if mode == "stream":
         sink = _StreamSink(stdout or sys.stdout.buffer, plan)
-    elif mode == "roll-forward":
+    elif have is not None:
         sink = _InPlaceSink(target_path, last.volume_size)
     else:
         sink = _TargetSink(RestoreTarget(target_path, last.volume_size, force=True))
@@ -442,11 +677,24 @@ def restore(
         mode=mode,
         from_generation=have,
         source_path=last.source_path or None,
+        skipped_generations=skipped_generations(catalog, chain, options),
     )
     try:
         progress.start(f"restore {last.volume} gen {last.number}", plan.blocks_to_write * plan.block_size or None)
-        execute_plan(media, catalog, label, plan, sink, result, progress, chain=chain, fallback_older=options.fallback_older)
+        execute_plan(
+            media, catalog, label, plan, sink, result, progress, chain=chain, fallback_older=options.fallback_older,
+            partial=options.partial,
+        )
         sink.commit()
+    except MediaMissingError as e:
+        sink.abort()
+        if mode == "new":
+            e.message += f"; the restore stopped and {target_path} was not created"
+        elif mode == "stream":
+            e.message += "; the restore stopped and the output stream is incomplete"
+        else:
+            e.message += f"; the restore stopped after writing {result.bytes_written + result.bytes_zeroed} bytes to {target_path}"
+        raise
     except BaseException:
         sink.abort()
         raise
@@ -473,29 +721,33 @@ def execute_plan(
     *,
     chain: list[GenerationRow] | None = None,
     fallback_older: bool = False,
+    partial: bool = False,
 ) -> None:
     """Read the planned chunks in plan order, medium after medium, and write their needed blocks
     to the sink. A chunk that cannot be read or is damaged does not stop the restore: its blocks
     are recorded as lost (``result.lost``); with ``fallback_older`` their newest older versions
-    are read in a second pass, and what is still lost stays lost (zeros in the target)."""
+    are read in a second pass, and what is still lost stays lost (zeros in the target). A medium
+    that cannot be had stops the restore (MediaMissingError) unless ``partial``: then its blocks
+    are lost too and the medium is listed in ``result.missing_media``."""
     bs = plan.block_size
     size = plan.volume_size
-    damaged = _read_all(media, catalog, plan, plan.reads, sink, result, progress)
+    damaged = _read_all(media, catalog, plan, plan.reads, sink, result, progress, partial)
     for a, n in plan.zero_runs:
         start = a * bs
         sink.zero(start, min((a + n) * bs, size) - start)
         result.blocks_zeroed += n
+        result.bytes_zeroed += min((a + n) * bs, size) - start
     if not damaged:
         return
     lost = _merge_runs([r for pr, _ in damaged for r in pr.runs])
     if fallback_older and chain is not None:
         reads, zero, none = fallback_reads(catalog, chain, lost, {pr.chunk.id for pr, _ in damaged})
-        still = _read_all(media, catalog, plan, reads, sink, result, progress)
+        still = _read_all(media, catalog, plan, reads, sink, result, progress, partial)
         for a, n in zero:  # the older version of these blocks is zero
             start = a * bs
             sink.zero(start, min((a + n) * bs, size) - start)
             result.blocks_zeroed += n
-        recovered = [r for pr in reads for r in pr.runs if all(pr is not d for d, _ in still)] + zero
+            result.bytes_zeroed += min((a + n) * bs, size) - start
         result.fallback = [
             {"blocks": [a, a + n - 1], "from_generation": pr.chunk.generation}
             for pr in reads
@@ -503,12 +755,13 @@ def execute_plan(
             for a, n in pr.runs
         ] + [{"blocks": [a, a + n - 1], "from_generation": None, "zero": True} for a, n in zero]
         lost = _merge_runs(none + [r for pr, _ in still for r in pr.runs])
-        _ = recovered
         damaged = damaged + still
+    gone = {str(m["medium"]) for m in result.missing_media}  # listed there, not as damage
     result.damaged_chunks = [
         {"medium": pr.chunk.medium_uuid.hex, "tape_file": pr.chunk.tape_file, "record": pr.chunk.record,
          "generation": pr.chunk.generation, "chunk": pr.chunk.seq, "error": msg}
         for pr, msg in damaged
+        if str(pr.chunk.medium_uuid) not in gone
     ]
     for a, n in lost:
         sink.lost(a * bs, min((a + n) * bs, size) - a * bs)
@@ -536,8 +789,10 @@ def _read_all(
     sink: Sink,
     result: RestoreResult,
     progress: Progress,
+    partial: bool = False,
 ) -> list[tuple[PlannedRead, str]]:
-    """Read ``reads`` in order; returns the ones that failed, with the reason."""
+    """Read ``reads`` in order; returns the ones that failed, with the reason. A medium that
+    cannot be had: MediaMissingError, or with ``partial`` its reads fail too."""
     bs = plan.block_size
     size = plan.volume_size
     damaged: list[tuple[PlannedRead, str]] = []
@@ -558,6 +813,10 @@ def _read_all(
             except (MediumError, TapearcError) as e:
                 if isinstance(e, TapearcError) and e.kind in ("interrupted",):
                     raise
+                missing = _missing(reads, c.medium_uuid, c.medium_sequence, barcodes.get(c.medium_uuid) or None, e)
+                if not partial:
+                    raise missing from None
+                result.missing_media.extend(missing.ranges)
                 unavailable[c.medium_uuid] = f"medium sequence {c.medium_sequence} unavailable: {e}"
                 damaged.append((pr, unavailable[c.medium_uuid]))
                 current = None
@@ -629,4 +888,5 @@ def _write_needed(
             length = min(hi * bs, size) - lo * bs
             sink.write(lo * bs, raw[start : start + length])
             result.blocks_written += hi - lo
+            result.bytes_written += length
             progress.advance(length)

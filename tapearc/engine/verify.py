@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.engine.layout import read_label
-from tapearc.engine.plan import block_sources, load_chain, manifest_at
+from tapearc.engine.plan import ChainMap, chain_map, check_generation, load_chain
 from tapearc.engine.pipeline import RecordAhead
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.volume import SourceVolume
-from tapearc.errors import TapearcError
+from tapearc.errors import MalformedError, TapearcError
 from tapearc.media.base import Mark, TapeDrive
 
 MAGICS = (fmt.LABEL_MAGIC, fmt.GENERATION_MAGIC, fmt.CHUNK_MAGIC, fmt.TRAILER_MAGIC, fmt.TRAILER_END_MAGIC)
@@ -523,7 +523,26 @@ def verify_medium(
         )
     if catalog is not None:
         _check_catalog(rep, catalog, label)
+        _check_chains(rep, catalog)
     return rep
+
+
+def _check_chains(rep: MediumReport, catalog: Catalog) -> None:
+    """What each generation claims must be possible: an incremental has its base's block size,
+    the chunks account for the volume size the header claims (the check restore makes before
+    writing anything; plan.check_generation)."""
+    for fr in rep.files:
+        if fr.run_uuid is None or fr.part not in (0, None):
+            continue
+        g = catalog.generation_by_run(fr.run_uuid)
+        if g is None or g.state != "complete":
+            continue
+        try:
+            check_generation(catalog, g)
+        except MalformedError as e:
+            fr.problems.append(Problem(0, "malformed", e.message, None, [e.blocks] if e.blocks else []))
+        except TapearcError:
+            pass  # an incomplete or unknown base: reported where that generation is verified
 
 
 def _check_catalog(rep: MediumReport, catalog: Catalog, label: fmt.Label) -> None:
@@ -569,9 +588,9 @@ def affected_generations(catalog: Catalog, reports: list[MediumReport]) -> dict[
                 if whole:
                     out[fr.volume].add(later.number)
                     continue
-                src, chunks = block_sources(catalog, chain)
-                ids = {i for i, c in enumerate(chunks) if c.generation == g.number and c.seq in bad_seqs}
-                if ids and any(x in ids for x in set(src)):
+                cm = chain_map(catalog, chain, set())
+                ids = {i for i, c in enumerate(cm.chunks) if c.generation == g.number and c.seq in bad_seqs}
+                if ids and any(x in ids for x in set(cm.map.vals)):
                     out[fr.volume].add(later.number)
     return {k: sorted(v) for k, v in out.items()}
 
@@ -580,7 +599,7 @@ def verify_against(catalog: Catalog, set_uuid: uuid.UUID, volume: str, generatio
     """Does generation N, as it would be restored, equal the volume ``source``? (block digests)"""
     chain = load_chain(catalog, set_uuid, volume, generation)
     g = chain[-1]
-    man = manifest_at(catalog, chain)
+    man = _Manifest(chain_map(catalog, chain, digests=True))  # memory: the runs, not the claimed size
     bs = g.block_size
     diff: list[tuple[int, int]] = []
     with SourceVolume(source) as src:
@@ -597,15 +616,15 @@ def verify_against(catalog: Catalog, set_uuid: uuid.UUID, volume: str, generatio
             for o in range(0, got, bs):
                 blk = view[o : min(o + bs, got)]
                 d = zd if fmt.is_zero(buf, o, len(blk)) else fmt.block_digest(blk)
-                k = b * fmt.DIGEST_LEN
-                if b >= g.nblocks or man[k : k + fmt.DIGEST_LEN] != d:
+                if b >= g.nblocks or man.digest(b) != d:
                     _add(diff, b)
                 b += 1
             off += got
             if got < want:
                 break
-        for x in range(b, n):
-            _add(diff, x)
+        if b < n:  # past the end of the source
+            _add(diff, b)
+            diff[-1] = (diff[-1][0], n - 1)
     return {
         "source": source,
         "volume": volume,
@@ -617,6 +636,26 @@ def verify_against(catalog: Catalog, set_uuid: uuid.UUID, volume: str, generatio
         "differing_ranges": [list(r) for r in diff],
         "block_size": bs,
     }
+
+
+class _Manifest:
+    """Block digests of a chain's last generation, looked up in increasing block order."""
+
+    def __init__(self, cm: ChainMap) -> None:
+        self.cm = cm
+        self.it = iter(cm.map)
+        self.cur: tuple[int, int, int, int] | None = next(self.it, None)
+
+    def digest(self, b: int) -> bytes:
+        while self.cur is not None and self.cur[1] <= b:
+            self.cur = next(self.it, None)
+        if self.cur is None or self.cur[0] > b or self.cur[2] < 0:
+            return bytes(fmt.DIGEST_LEN)  # zero (or never recorded)
+        s, _, v, d = self.cur
+        tables = self.cm.digests
+        assert tables is not None
+        o = d + (b - s) * fmt.DIGEST_LEN
+        return bytes(tables[v][o : o + fmt.DIGEST_LEN])
 
 
 def _add(ranges: list[tuple[int, int]], b: int) -> None:
