@@ -564,6 +564,10 @@ def label(
                 media_set=_uuid(media_set, "--media-set"),
                 sequence=sequence,
                 record_size=_size(record_size, "--record-size"),
+                barcode=src.loaded_barcode(),
+                erasing=lambda what: err_console.print(
+                    f"tapearc: warning: --force: erasing {drive.name}, which holds {what}", markup=False, soft_wrap=True
+                ),
             )
             name = drive.name
         out = {

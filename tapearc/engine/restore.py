@@ -29,6 +29,7 @@ from tapearc.catalog.db import Catalog, GenerationRow
 from tapearc.engine.layout import MAGIC_CHUNK, read_item
 from tapearc.engine.plan import DIGEST_LEN, Plan, PlannedRead, fallback_reads, load_chain, make_plan, manifest_at
 from tapearc.engine.progress import NoProgress, Progress
+from tapearc.engine.identity import refuse_same_restore_target
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.scan import follow_set, sync_medium
 from tapearc.engine.pipeline import Worker
@@ -395,6 +396,7 @@ def restore(
     started = time.monotonic()
     if not isinstance(media, MediaSource):
         media = MediaSource.fixed(media, catalog)
+    refuse_same_restore_target(media.spec, target_path)  # never onto the medium it reads
     label, chain, plan = prepare_plan(media, catalog, options)
     drive = media.current()
     last = chain[-1]
