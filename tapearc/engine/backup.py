@@ -124,13 +124,15 @@ def prepare_medium_for_append(
     *,
     catalog: Catalog | None = None,
     barcode: str | None = None,
+    by_place: bool = True,
 ) -> tuple[fmt.Label, list[GenerationFile], bool]:
     """Make the medium ready to append a tape file: label a blank medium, or find the end of a
     labeled one. Returns (label, generation files found, whether the medium was new).
 
     A medium is labeled only when it is provably blank (identity.refuse_unless_blank: not a
     ``sim:`` image holding other bytes or a damaged label, nor a medium the ``catalog`` holds
-    generations for at that place or ``barcode``); a damaged label is reported, not replaced.
+    generations for at that place -- unless not ``by_place``: a drive whose tapes are swapped --
+    or ``barcode``); a damaged label is reported, not replaced.
 
     A last tape file that the medium ends inside (an interrupted backup) is closed with a filemark
     first, so it stays what it is (an incomplete generation) and the new one starts cleanly.
@@ -140,7 +142,7 @@ def prepare_medium_for_append(
     drive.rewind()
     first = drive.read_record()
     if first is Mark.END_OF_DATA:
-        refuse_unless_blank(drive, catalog, barcode)
+        refuse_unless_blank(drive, catalog, barcode, by_place=by_place)
         if media_set is not None:
             raise WrongMediumError(
                 f"medium is blank, not a medium of media set {media_set}; nothing was written",
@@ -473,7 +475,7 @@ def backup(
         barcode = media.loaded_barcode() or ""
         label, gens, new = prepare_medium_for_append(
             drive, options.record_size, now, options.label_text or barcode, options.media_set,
-            catalog=catalog, barcode=barcode or None,
+            catalog=catalog, barcode=barcode or None, by_place=media.changer is None,
         )
         record_size = label.record_size
         _check_sizes(options.block_size, record_size, drive)

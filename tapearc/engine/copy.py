@@ -8,7 +8,9 @@ reports it, and its record size lets an unsuitable target be refused before anyt
 
 Rules:
 
-* the target must be blank (its first read is end of data) unless ``force``; a medium is never
+* the target must be blank (its first read is end of data, and the backend says it is provably
+  blank: a ``sim:`` image holding bytes that are not a tape is refused even with ``force``;
+  only ``tapearc label --force`` goes over those) unless ``force``; a medium is never
   copied onto itself (:func:`same_medium` compares what two specs name; the engine refuses the
   same drive object);
 * a source record larger than the target drive's largest record stops the copy before

@@ -63,11 +63,12 @@ def _location(spec: str) -> str | None:
     return f"{kind}:{os.path.realpath(path)}"
 
 
-def known_medium(catalog: Catalog, name: str, barcode: str | None = None) -> str | None:
+def known_medium(catalog: Catalog, name: str, barcode: str | None = None, *, by_place: bool = True) -> str | None:
     """A description of the medium the catalog holds generations for that was last seen where
-    the medium named ``name`` is (same ``sim:``/``dir:`` path) or bears ``barcode``; None when
-    there is none."""
-    here = _location(name)
+    the medium named ``name`` is (same ``sim:``/``dir:`` path; only ``by_place``: not when the
+    path names a drive whose tapes a changer or an operator swaps) or bears ``barcode``; None
+    when there is none."""
+    here = _location(name) if by_place else None
     for medium_uuid, set_uuid, sequence, text, last_name, numbers in catalog.media_holding_generations():
         by_place = here is not None and last_name is not None and _location(last_name) == here
         by_barcode = bool(barcode) and text == barcode
@@ -82,16 +83,19 @@ def known_medium(catalog: Catalog, name: str, barcode: str | None = None) -> str
     return None
 
 
-def refuse_unless_blank(drive: TapeDrive, catalog: Catalog | None, barcode: str | None = None) -> None:
+def refuse_unless_blank(
+    drive: TapeDrive, catalog: Catalog | None, barcode: str | None = None, *, by_place: bool = True
+) -> None:
     """Raise unless the medium in ``drive``, whose first read found end of data, is provably
     blank: the backend's verdict (foreign content: NotTapearcMediumError, exit 11; a damaged
-    label: DamagedDataError, exit 20), then the catalog's knowledge of a medium there."""
+    label: DamagedDataError, exit 20), then the catalog's knowledge of a medium there
+    (:func:`known_medium`)."""
     err = blank_check(drive)
     if err is not None:
         raise err.at(medium=drive.name)
     if catalog is None:
         return
-    known = known_medium(catalog, drive.name, barcode)
+    known = known_medium(catalog, drive.name, barcode, by_place=by_place)
     if known is not None:
         raise NotTapearcMediumError(
             f"medium reads as blank, but the catalog holds {known}: it was erased, replaced or its "

@@ -28,12 +28,14 @@ def label_medium(
     clock: Callable[[], float] = time.time,
     barcode: str | None = None,
     erasing: Callable[[str], None] | None = None,
+    by_place: bool = True,
 ) -> fmt.Label:
     """Write a new volume label at the start of the medium: a new media set (sequence 1), or
     ``sequence`` of ``media_set``. A medium that is not provably blank is refused unless
     ``force``: a labeled one (MediumInUseError), foreign content (NotTapearcMediumError), a
     damaged label (DamagedDataError / FormatError, with a hint to scan), a medium the catalog
-    holds generations for (at its ``sim:``/``dir:`` path or ``barcode``). With ``force``,
+    holds generations for (at its ``sim:``/``dir:`` path unless not ``by_place`` -- the path of
+    a drive whose tapes are swapped -- or under ``barcode``). With ``force``,
     ``erasing(what)`` is told what is about to be destroyed before anything is written."""
     if not drive.writable:
         raise WriteProtectedError("medium is write-protected; nothing was written").at(medium=drive.name)
@@ -42,12 +44,12 @@ def label_medium(
     if sequence is not None and sequence < 1:
         raise UsageError("--sequence starts at 1")
     p = probe(drive)
-    held = known_medium(catalog, drive.name, barcode) if p.blank else None
+    held = known_medium(catalog, drive.name, barcode, by_place=by_place) if p.blank else None
     if (not p.blank or held is not None) and not force:
         if p.damaged and p.error is not None:  # a damaged tapearc label: damage, exit 20/21
             raise p.error.at(medium=drive.name)
         if held is not None:
-            refuse_unless_blank(drive, catalog, barcode)
+            refuse_unless_blank(drive, catalog, barcode, by_place=by_place)
         if p.label is not None:
             lab = p.label
             raise MediumInUseError(

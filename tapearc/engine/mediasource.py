@@ -260,7 +260,7 @@ class MediaSource:
 
         def accept(p: Probe) -> bool | str:
             if p.blank:
-                held = None if self.catalog is None else known_medium(self.catalog, self.spec, self.loaded_barcode())
+                held = None if self.catalog is None else known_medium(self.catalog, self.spec, self.loaded_barcode(), by_place=False)
                 if held is None:
                     return True
                 return f"a medium that reads as blank but for which the catalog holds {held}"
