@@ -62,7 +62,8 @@ def _label_info(drive: Any, back_to: int | None) -> tuple[str, dict[str, Any] | 
             if content is None:
                 state = "blank"
             else:  # a sim: image holding bytes that are not a tape, or a damaged label
-                state, note = ("damaged" if content.exit_code in (20, 21, 22) else "foreign"), content.message
+                state = "damaged" if content.exit_code in (20, 21, 22) else "foreign"
+                note = content.message.replace("; nothing was written", "")
         else:
             try:
                 lab = read_label(drive)

@@ -31,8 +31,8 @@ from tapearc.engine.volume import SourceVolume, default_volume_name
 from tapearc.catalog.db import Catalog
 from tapearc.engine.plan import load_chain, manifest_at
 from tapearc.engine.scan import sync_catalog as _sync
-from tapearc.engine.identity import refuse_source_is_medium, refuse_unless_blank
-from tapearc.engine.mediasource import SCAN_HINT, MediaSource
+from tapearc.engine.identity import damaged_label, refuse_source_is_medium, refuse_unless_blank
+from tapearc.engine.mediasource import MediaSource
 from tapearc.errors import DamagedDataError, FormatError, MediumFullError, SourceError, TapearcError, UsageError, WriteProtectedError, WrongMediumError
 from tapearc.media.base import Mark, TapeDrive, WriteStatus
 
@@ -157,9 +157,7 @@ def prepare_medium_for_append(
     try:
         label = read_label(drive)
     except FormatError as e:  # a damaged label: damage, never a medium to relabel
-        if e.hint is None:
-            e.hint = SCAN_HINT.format(name=drive.name)
-        raise
+        raise damaged_label(e, drive.name) from None
     if media_set is not None and label.media_set_uuid != media_set:
         raise WrongMediumError(
             f"medium belongs to media set {label.media_set_uuid}, not {media_set}; nothing was written"

@@ -18,11 +18,18 @@ import os
 import re
 
 from tapearc.catalog.db import Catalog
-from tapearc.errors import NotTapearcMediumError, SameObjectError
+from tapearc.errors import (
+    FormatError,
+    NotTapearcMediumError,
+    SameObjectError,
+    UnsupportedVersionError,
+)
 from tapearc.media.base import TapeDrive, blank_check
 from tapearc.media.identity import object_id
 
 __all__ = [
+    "SCAN_HINT",
+    "damaged_label",
     "known_medium",
     "medium_objects",
     "refuse_same_restore_target",
@@ -103,6 +110,25 @@ def refuse_unless_blank(
             hint=f"`tapearc scan --media {drive.name}` shows what can still be read; to reuse it, "
             "`tapearc label --force` it first",
         ).at(medium=drive.name)
+
+
+SCAN_HINT = "`tapearc scan --media {name}` shows what can still be read; only `tapearc label --force` erases it"
+
+
+def damaged_label(err: FormatError, name: str) -> FormatError:
+    """``err`` (a label that starts like tapearc's but does not decode) as the damage it is:
+    its message says the volume label is damaged and nothing was written, its hint points to
+    ``scan``. A label of a newer format version is not damage: it keeps its own message.
+    Returns ``err``."""
+    if isinstance(err, UnsupportedVersionError):
+        return err.at(medium=name)  # type: ignore[return-value]
+    if not err.message.startswith("the volume label is damaged"):
+        err.message = f"the volume label is damaged: {err.message}; nothing was written"
+        err.args = (err.message,)
+    if err.hint is None:
+        err.hint = SCAN_HINT.format(name=name)
+    err.at(medium=name)
+    return err
 
 
 # ---------------------------------------------------------------------- same object

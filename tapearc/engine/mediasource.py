@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
-from tapearc.engine.identity import known_medium
+from tapearc.engine.identity import damaged_label, known_medium
 from tapearc.engine.layout import read_label
 from tapearc.errors import FormatError, MediumUnavailableError, TapearcError
 from tapearc.media.base import Mark, TapeDrive, blank_check
@@ -42,9 +42,6 @@ class Probe:
         return isinstance(self.error, FormatError)
 
 
-SCAN_HINT = "`tapearc scan --media {name}` shows what can still be read; only `tapearc label --force` erases it"
-
-
 def probe(drive: TapeDrive) -> Probe:
     """Read the medium's first record: provably blank, a tapearc label, or something else.
 
@@ -65,11 +62,8 @@ def probe(drive: TapeDrive) -> Probe:
     try:
         return Probe(False, read_label(drive))
     except FormatError as e:
-        if e.hint is None:
-            e.hint = SCAN_HINT.format(name=drive.name)
-        e.message = f"the volume label is damaged: {e.message}; nothing was written"
-        e.args = (e.message,)
-        return Probe(False, None, e.message, e.at(medium=drive.name))
+        err = damaged_label(e, drive.name)
+        return Probe(False, None, err.message, err)
     except TapearcError as e:
         return Probe(False, None, e.message, e.at(medium=drive.name))
 

@@ -212,6 +212,18 @@ def test_damaged_label_crc_is_damage(tmp_path: Path, source: Path) -> None:
     assert "tapearc scan --media" in p.stderr
     one_line(tapearc("label", "--media", f"sim:{img}"), p.returncode, "volume label is damaged")
     assert digest(img) == before
+    folder = tmp_path / "medium"
+    assert tapearc("backup", str(source), "--media", f"dir:{folder}").returncode == 0
+    rec = folder / "file-000000" / "rec-000000000"  # the dir: medium's label record
+    raw = bytearray(rec.read_bytes())
+    raw[20] ^= 0x40
+    rec.write_bytes(raw)
+    files = {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    for args in (("backup", str(source), "--media", f"dir:{folder}"), ("label", "--media", f"dir:{folder}")):
+        p = tapearc(*args)
+        one_line(p, p.returncode, "volume label is damaged")
+        assert p.returncode in (20, 21) and "tapearc scan --media" in p.stderr
+    assert {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == files
 
 
 def test_catalog_known_medium_is_never_blank(tmp_path: Path, source: Path) -> None:

@@ -151,3 +151,30 @@ def test_describe_bytes_and_bare_paths(tmp_path: Path) -> None:
     assert classify_bare_path(str(f), write=False)[0] == "sim"
     assert classify_bare_path(str(tmp_path / "missing"))[0] is None
     assert classify_bare_path(str(tmp_path)) == ("dir", "")
+
+
+def test_newer_label_version_is_refused_not_called_damage(tmp_path: Path) -> None:
+    import uuid
+
+    from tapesim.drive import SimDrive
+
+    from tapearc import format as fmt
+    from tapearc.errors import UnsupportedVersionError
+
+    rec = bytearray(fmt.encode_label(fmt.Label(
+        medium_uuid=uuid.uuid4(), media_set_uuid=uuid.uuid4(), sequence=1, record_size=65536, created=0, text="",
+    )))
+    rec[7:8] = b"9"  # TALABEL9: a newer format version
+    img = tmp_path / "newer.tap"
+    with SimDrive(str(img), create=True) as d:
+        d.write(bytes(rec))
+    before = img.read_bytes()
+    with open_medium(f"sim:{img}", write=True) as d:
+        p = probe(d)
+        assert not p.blank and p.label is None and p.damaged
+        with pytest.raises(UnsupportedVersionError) as info:
+            prepare_medium_for_append(d, None, 0)
+        assert "damaged" not in str(info.value)
+        with Catalog(tmp_path / "c.sqlite") as cat, pytest.raises(UnsupportedVersionError):
+            label_medium(d, cat)
+    assert img.read_bytes() == before
