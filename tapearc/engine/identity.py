@@ -104,6 +104,9 @@ def refuse_unless_blank(
         return
     known = known_medium(catalog, drive.name, barcode, by_place=by_place)
     if known is not None:
+        forget = getattr(drive, "forget_created", None)
+        if forget is not None:
+            forget()  # a missing image this job made to write on: leave no new file behind
         raise NotTapearcMediumError(
             f"medium reads as blank, but the catalog holds {known}: it was erased, replaced or its "
             "beginning is damaged, and it is not taken for a blank medium; nothing was written",

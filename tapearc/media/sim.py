@@ -34,9 +34,23 @@ class SimTapeDrive(StLikeDrive):
     write as write-protected.
     """
 
-    def __init__(self, ops: Any, *, path: str, **kw: Any) -> None:
+    def __init__(self, ops: Any, *, path: str, created: bool = False, **kw: Any) -> None:
         self.image_path = path
+        self._created = created  # this open made the (blank) image
         super().__init__(ops, **kw)
+
+    def forget_created(self) -> None:
+        """Remove the blank image (and its settings) this open made, when nothing was written on
+        it: a refused job leaves no new file behind."""
+        if not self._created:
+            return
+        self._created = False
+        try:
+            if os.path.getsize(self.image_path) == 0:
+                os.unlink(self.image_path)
+                os.unlink(self.image_path + ".tapesim")
+        except OSError:
+            pass
 
     def blank_check(self) -> TapearcError | None:
         damage = getattr(self._ops, "damage", None)
@@ -108,7 +122,9 @@ def open_sim(
             hint=f"fix or remove {path}.tapesim",
         ) from err
     try:
-        return SimTapeDrive(ops, path=path, name=name, writable=write, max_record_size=max_record_size)
+        return SimTapeDrive(
+            ops, path=path, created=kind == "missing", name=name, writable=write, max_record_size=max_record_size
+        )
     except BaseException:
         ops.close()
         raise

@@ -242,6 +242,11 @@ def test_catalog_known_medium_is_never_blank(tmp_path: Path, source: Path) -> No
         one_line(tapearc("backup", str(source), "--media", medium), 11, "catalog holds", "generation")
         one_line(tapearc("label", "--media", medium), 11, "catalog holds")
         assert (sorted(str(p) for p in folder.rglob("*")), img.read_bytes()) == snapshot
+    # a missing image the catalog knows is not made anew either (and no file is left behind)
+    img.unlink()
+    Path(str(img) + ".tapesim").unlink()
+    one_line(tapearc("backup", str(source), "--media", f"sim:{img}"), 11, "catalog holds")
+    assert not img.exists() and not Path(str(img) + ".tapesim").exists()
     p = tapearc("label", "--media", f"sim:{img}", "--force")
     assert p.returncode == 0 and "erasing" in p.stderr and "catalog holds" in p.stderr, p.stderr
     assert tapearc("backup", str(source), "--media", f"sim:{img}").returncode == 0
