@@ -141,6 +141,15 @@ class VolumeMismatchError(TapearcError):
     kind = "volume-mismatch"
 
 
+class SameObjectError(TapearcError):
+    """Two roles of one job name the same object (resolved by identity: device and inode, block
+    device numbers, symlinks followed): a restore target that is the medium it reads or a file
+    inside a dir: medium, a backup source that is the medium it writes, a copy onto itself."""
+
+    exit_code = 8
+    kind = "same-object"
+
+
 class MediumError(TapearcError):
     """Base of the errors about a medium (tape, image, folder)."""
 

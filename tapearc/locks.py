@@ -207,6 +207,8 @@ def medium_lock_path(spec: str) -> tuple[str, bool] | None:
     if kind not in ("sim", "dir") or not path:
         return None
     path = os.path.abspath(path)
+    if path.startswith("/dev/") or os.path.realpath(path).startswith("/dev/"):
+        return None  # nothing is created in /dev (the backends refuse such a medium anyway)
     if kind == "sim":
         if os.path.isdir(path) and os.path.exists(os.path.join(path, "library.json")):
             path = os.path.join(path, "drive-0.tap")  # a simulated library: its drive 0

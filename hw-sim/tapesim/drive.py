@@ -22,6 +22,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import warnings
 from array import array
 from bisect import bisect_left
@@ -309,8 +310,12 @@ class SimDrive:
             raise _oserror(errno.EROFS, "cartridge is write-protected", self._path)
         if create and not os.path.exists(self._path):
             os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
-        fd = os.open(self._path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO given as an image must not hang the open; it is refused below
+        fd = os.open(self._path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _oserror(errno.EINVAL, "not a regular file: a tape image is a file", self._path)
+            os.set_blocking(fd, True)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -391,6 +396,11 @@ class SimDrive:
     def truncated(self) -> bool:
         """The image has a damaged tail (reading there gives EIO; writing there repairs it)."""
         return self._truncated
+
+    @property
+    def damage(self) -> str | None:
+        """What the scanner found wrong at the damaged tail (None when the image is intact)."""
+        return self._damage if self._truncated else None
 
     @property
     def closed(self) -> bool:

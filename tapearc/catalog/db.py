@@ -436,6 +436,23 @@ class Catalog:
         """Label texts (barcodes) of every medium the catalog knows."""
         return [r[0] for r in self.db.execute("SELECT label FROM media WHERE label != ''")]
 
+    def media_holding_generations(self) -> list[tuple[uuid.UUID, uuid.UUID, int, str, str | None, list[int]]]:
+        """(medium uuid, media set uuid, sequence, label text, last name, numbers of the
+        generations on it) of every medium the catalog holds at least one generation for."""
+        rows = self.db.execute(
+            """SELECT m.uuid, s.uuid, m.sequence, m.label, m.last_name, g.number
+               FROM tape_files t JOIN media m ON m.id = t.medium_id
+               JOIN media_sets s ON s.id = m.set_id
+               JOIN generations g ON g.id = t.generation_id
+               ORDER BY m.id, g.number"""
+        ).fetchall()
+        out: dict[str, tuple[uuid.UUID, uuid.UUID, int, str, str | None, list[int]]] = {}
+        for mu, su, seq, text, last, number in rows:
+            entry = out.setdefault(mu, (uuid.UUID(mu), uuid.UUID(su), seq, text, last, []))
+            if number not in entry[5]:
+                entry[5].append(number)
+        return list(out.values())
+
     def media_of_set(self, set_uuid: uuid.UUID) -> list[MediumRow]:
         rows = self.db.execute(
             """SELECT m.id, m.uuid, s.uuid, m.sequence, m.label, m.record_size

@@ -622,6 +622,11 @@ def label(
                 media_set=_uuid(media_set, "--media-set"),
                 sequence=sequence,
                 record_size=_size(record_size, "--record-size"),
+                barcode=src.loaded_barcode(),
+                by_place=src.changer is None,
+                erasing=lambda what: err_console.print(
+                    f"tapearc: warning: --force: erasing {drive.name}, which holds {what}", markup=False, soft_wrap=True
+                ),
             )
             name = drive.name
         out = {

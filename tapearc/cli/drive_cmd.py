@@ -56,7 +56,14 @@ def _label_info(drive: Any, back_to: int | None) -> tuple[str, dict[str, Any] | 
         drive.rewind()
         first = drive.read_record()
         if first is Mark.END_OF_DATA:
-            state = "blank"
+            from tapearc.media.base import blank_check
+
+            content = blank_check(drive)
+            if content is None:
+                state = "blank"
+            else:  # a sim: image holding bytes that are not a tape, or a damaged label
+                state = "damaged" if content.exit_code in (20, 21, 22) else "foreign"
+                note = content.message.replace("; nothing was written", "")
         else:
             try:
                 lab = read_label(drive)
@@ -179,6 +186,8 @@ def _render(info: dict[str, Any]) -> None:
         p(f"drive {info['medium']}: no tape")
         return
     wp = "write-protected" if info.get("write_protected") else "writable"
+    if info.get("write_protected") and (info.get("details") or {}).get("not_writable"):
+        wp = f"not writable ({info['details']['not_writable']})"
     p(f"drive {info['medium']}: tape loaded, {wp}")
     pos = info["position"]
     st = info.get("st")
@@ -213,6 +222,8 @@ def _render(info: dict[str, Any]) -> None:
         p("  blank tape (no volume label)")
     elif state == "foreign":
         p("  not a tapearc medium")
+    elif state == "damaged":
+        p("  damaged tapearc medium (its volume label cannot be read)")
     if info.get("label_note"):
         p(f"  ({info['label_note']})")
 

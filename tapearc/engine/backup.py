@@ -33,8 +33,9 @@ from tapearc.engine.volume import SourceVolume
 from tapearc.catalog.db import Catalog, path_text
 from tapearc.engine.plan import load_chain, manifest_at
 from tapearc.engine.scan import sync_catalog as _sync
+from tapearc.engine.identity import damaged_label, refuse_source_is_medium, refuse_unless_blank
 from tapearc.engine.mediasource import MediaSource
-from tapearc.errors import DamagedDataError, MediumFullError, SourceError, TapearcError, UsageError, WriteProtectedError, WrongMediumError
+from tapearc.errors import DamagedDataError, FormatError, MediumFullError, SourceError, TapearcError, UsageError, WriteProtectedError, WrongMediumError
 from tapearc.media.base import Mark, TapeDrive, WriteStatus
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
@@ -121,10 +122,23 @@ def _check_sizes(block_size: int, record_size: int, drive: TapeDrive) -> None:
 
 
 def prepare_medium_for_append(
-    drive: TapeDrive, record_size: int | None, now: int, label_text: str = "", media_set: uuid.UUID | None = None
+    drive: TapeDrive,
+    record_size: int | None,
+    now: int,
+    label_text: str = "",
+    media_set: uuid.UUID | None = None,
+    *,
+    catalog: Catalog | None = None,
+    barcode: str | None = None,
+    by_place: bool = True,
 ) -> tuple[fmt.Label, list[GenerationFile], bool]:
     """Make the medium ready to append a tape file: label a blank medium, or find the end of a
     labeled one. Returns (label, generation files found, whether the medium was new).
+
+    A medium is labeled only when it is provably blank (identity.refuse_unless_blank: not a
+    ``sim:`` image holding other bytes or a damaged label, nor a medium the ``catalog`` holds
+    generations for at that place -- unless not ``by_place``: a drive whose tapes are swapped --
+    or ``barcode``); a damaged label is reported, not replaced.
 
     A last tape file that the medium ends inside (an interrupted backup) is closed with a filemark
     first, so it stays what it is (an incomplete generation) and the new one starts cleanly.
@@ -134,6 +148,7 @@ def prepare_medium_for_append(
     drive.rewind()
     first = drive.read_record()
     if first is Mark.END_OF_DATA:
+        refuse_unless_blank(drive, catalog, barcode, by_place=by_place)
         if media_set is not None:
             raise WrongMediumError(
                 f"medium is blank, not a medium of media set {media_set}; nothing was written",
@@ -145,7 +160,10 @@ def prepare_medium_for_append(
         drive.write_record(fmt.encode_label(label))
         drive.write_filemark()
         return label, [], True
-    label = read_label(drive)
+    try:
+        label = read_label(drive)
+    except FormatError as e:  # a damaged label: damage, never a medium to relabel
+        raise damaged_label(e, drive.name) from None
     if media_set is not None and label.media_set_uuid != media_set:
         raise WrongMediumError(
             f"medium belongs to media set {label.media_set_uuid}, not {media_set}; nothing was written"
@@ -452,6 +470,7 @@ def backup(
         raise UsageError(f"chunk size {options.chunk_size} must be at most {MAX_CHUNK_SIZE} bytes")
     if not isinstance(media, MediaSource):
         media = MediaSource.fixed(media, catalog)
+    refuse_source_is_medium(source, media.spec)
     with SourceVolume(source) as src:
         now = int(clock())
         drive = media.current()
@@ -459,7 +478,8 @@ def backup(
             _check_sizes(options.block_size, options.record_size, drive)
         barcode = media.loaded_barcode() or ""
         label, gens, new = prepare_medium_for_append(
-            drive, options.record_size, now, options.label_text or barcode, options.media_set
+            drive, options.record_size, now, options.label_text or barcode, options.media_set,
+            catalog=catalog, barcode=barcode or None, by_place=media.changer is None,
         )
         record_size = label.record_size
         _check_sizes(options.block_size, record_size, drive)

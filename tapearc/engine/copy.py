@@ -8,7 +8,9 @@ reports it, and its record size lets an unsuitable target be refused before anyt
 
 Rules:
 
-* the target must be blank (its first read is end of data) unless ``force``; a medium is never
+* the target must be blank (its first read is end of data, and the backend says it is provably
+  blank: a ``sim:`` image holding bytes that are not a tape is refused even with ``force``;
+  only ``tapearc label --force`` goes over those) unless ``force``; a medium is never
   copied onto itself (:func:`same_medium` compares what two specs name; the engine refuses the
   same drive object);
 * a source record larger than the target drive's largest record stops the copy before
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tapearc import format as fmt
+from tapearc.engine.identity import refuse_unless_blank
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.errors import (
     MediumFullError,
@@ -172,7 +175,11 @@ def copy_medium(
     source.rewind()
     target.rewind()
     first_target = target.read_record()
-    if first_target is not Mark.END_OF_DATA:
+    if first_target is Mark.END_OF_DATA:
+        # blank only when provably so (a sim: image holding other bytes is not), even with force:
+        # only `tapearc label --force` goes over content that is not a tape's
+        refuse_unless_blank(target, None)
+    else:
         what = "a filemark" if first_target is Mark.FILEMARK else "records"
         lab = label_info(first_target) if isinstance(first_target, (bytes, bytearray)) else None
         if not force:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
+from tapearc.engine.identity import known_medium, refuse_unless_blank
 from tapearc.engine.mediasource import probe
 from tapearc.errors import MediumInUseError, NotTapearcMediumError, UsageError, WriteProtectedError
 from tapearc.media.base import TapeDrive
@@ -25,10 +26,17 @@ def label_medium(
     sequence: int | None = None,
     record_size: int | None = None,
     clock: Callable[[], float] = time.time,
+    barcode: str | None = None,
+    erasing: Callable[[str], None] | None = None,
+    by_place: bool = True,
 ) -> fmt.Label:
     """Write a new volume label at the start of the medium: a new media set (sequence 1), or
-    ``sequence`` of ``media_set``. A medium that is not blank is refused unless ``force``:
-    labeling erases everything on it."""
+    ``sequence`` of ``media_set``. A medium that is not provably blank is refused unless
+    ``force``: a labeled one (MediumInUseError), foreign content (NotTapearcMediumError), a
+    damaged label (DamagedDataError / FormatError, with a hint to scan), a medium the catalog
+    holds generations for (at its ``sim:``/``dir:`` path unless not ``by_place`` -- the path of
+    a drive whose tapes are swapped -- or under ``barcode``). With ``force``,
+    ``erasing(what)`` is told what is about to be destroyed before anything is written."""
     if not drive.writable:
         raise WriteProtectedError("medium is write-protected; nothing was written").at(medium=drive.name)
     if (media_set is None) != (sequence is None):
@@ -36,7 +44,12 @@ def label_medium(
     if sequence is not None and sequence < 1:
         raise UsageError("--sequence starts at 1")
     p = probe(drive)
-    if not p.blank and not force:
+    held = known_medium(catalog, drive.name, barcode, by_place=by_place) if p.blank else None
+    if (not p.blank or held is not None) and not force:
+        if p.damaged and p.error is not None:  # a damaged tapearc label: damage, exit 20/21
+            raise p.error.at(medium=drive.name)
+        if held is not None:
+            refuse_unless_blank(drive, catalog, barcode, by_place=by_place)
         if p.label is not None:
             lab = p.label
             raise MediumInUseError(
@@ -49,6 +62,13 @@ def label_medium(
             f"medium holds something that is not tapearc's ({p.foreign}); labeling would erase it; nothing was written",
             hint="add --force to erase it and label it anew",
         ).at(medium=drive.name)
+    if force and erasing is not None and (not p.blank or held is not None):
+        if p.label is not None:
+            erasing(f"a tapearc medium (sequence {p.label.sequence} of media set {p.label.media_set_uuid})")
+        elif held is not None:
+            erasing(f"a medium that reads as blank but for which the catalog holds {held}")
+        else:
+            erasing(p.foreign or "what the medium holds")
     rs = record_size or min(DEFAULT_RECORD_SIZE, drive.max_record_size)
     if rs > drive.max_record_size:
         raise UsageError(f"record size {rs} exceeds the largest record drive {drive.name} takes ({drive.max_record_size})")

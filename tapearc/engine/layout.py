@@ -21,7 +21,7 @@ from tapearc.errors import (
     TapearcError,
     TruncatedError,
 )
-from tapearc.media.base import Mark, TapeDrive, WriteStatus
+from tapearc.media.base import Mark, TapeDrive, WriteStatus, blank_check
 
 MAGIC_LABEL = fmt.LABEL_MAGIC
 MAGIC_GENHDR = fmt.GENERATION_MAGIC
@@ -149,6 +149,8 @@ def read_label(drive: TapeDrive) -> fmt.Label:
             f"cannot read a volume label ({e.message})",
             hint="is this a tapearc medium? label a new one by backing up to it",
         ).at(medium=drive.name, tape_file=0, record=0) from None
+    if rec is Mark.END_OF_DATA and (content := blank_check(drive)) is not None:
+        raise content.at(medium=drive.name)  # not blank: foreign bytes or a damaged label
     if isinstance(rec, Mark):
         raise NotTapearcMediumError(
             "medium is blank (no volume label)" if rec is Mark.END_OF_DATA else "medium starts with a filemark, not a tapearc volume label",

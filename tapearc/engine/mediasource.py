@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
+from tapearc.engine.identity import damaged_label, known_medium
 from tapearc.engine.layout import read_label
-from tapearc.errors import MediumUnavailableError, TapearcError
-from tapearc.media.base import Mark, TapeDrive
+from tapearc.errors import FormatError, MediumUnavailableError, TapearcError
+from tapearc.media.base import Mark, TapeDrive, blank_check
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +32,40 @@ class Probe:
     blank: bool
     label: fmt.Label | None
     foreign: str | None = None  # why it is neither blank nor ours
+    # the error that refuses a write on it: NotTapearcMediumError for foreign content,
+    # DamagedDataError / FormatError for a damaged tapearc label (never blank), else None
+    error: TapearcError | None = None
+
+    @property
+    def damaged(self) -> bool:
+        """A tapearc medium whose label is damaged (damage, not foreign content)."""
+        return isinstance(self.error, FormatError)
 
 
 def probe(drive: TapeDrive) -> Probe:
-    """Read the medium's first record: blank, a tapearc label, or something else."""
+    """Read the medium's first record: provably blank, a tapearc label, or something else.
+
+    A first read that finds end of data is blank only when the backend says the medium is
+    (a ``sim:`` image must be missing or empty: :func:`tapearc.media.base.blank_check`). A label
+    that starts like tapearc's but does not decode is a damaged medium, not a foreign one.
+    """
     drive.rewind()
     try:
         first = drive.read_record()
     except TapearcError as e:
-        return Probe(False, None, f"its first record cannot be read ({e.message})")
+        return Probe(False, None, f"its first record cannot be read ({e.message})", e)
     if first is Mark.END_OF_DATA:
-        return Probe(True, None)
+        err = blank_check(drive)
+        if err is None:
+            return Probe(True, None)
+        return Probe(False, None, str(err.details.get("found") or err.message), err)
     try:
         return Probe(False, read_label(drive))
+    except FormatError as e:
+        err = damaged_label(e, drive.name)
+        return Probe(False, None, err.message, err)
     except TapearcError as e:
-        return Probe(False, None, e.message)
+        return Probe(False, None, e.message, e.at(medium=drive.name))
 
 
 def library_dir(spec: str) -> str | None:
@@ -234,7 +254,10 @@ class MediaSource:
 
         def accept(p: Probe) -> bool | str:
             if p.blank:
-                return True
+                held = None if self.catalog is None else known_medium(self.catalog, self.spec, self.loaded_barcode(), by_place=False)
+                if held is None:
+                    return True
+                return f"a medium that reads as blank but for which the catalog holds {held}"
             if p.label is not None:
                 return f"sequence {p.label.sequence} of media set {p.label.media_set_uuid}, not a blank medium"
             return f"a medium that is not tapearc's ({p.foreign})"

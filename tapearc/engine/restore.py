@@ -47,6 +47,7 @@ from tapearc.engine.plan import (
     make_plan,
 )
 from tapearc.engine.progress import NoProgress, Progress
+from tapearc.engine.identity import refuse_same_restore_target
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.scan import follow_set, sync_medium
 from tapearc.engine.pipeline import Worker
@@ -626,6 +627,7 @@ def _restore(
 ) -> RestoreResult:
     progress = progress or NoProgress()
     started = time.monotonic()
+    refuse_same_restore_target(media.spec, target_path)  # never onto the medium it reads
     label, chain, plan = prepare_plan(media, catalog, options)
     drive = media.current()
     last = chain[-1]

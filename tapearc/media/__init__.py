@@ -14,25 +14,27 @@
     the stream medium (:mod:`tapearc.media.stream`): standard output when opened for writing,
     standard input for reading; records and filemarks in SIMH framing, in order only.
 ``PATH``
-    an existing folder is ``dir:PATH``; anything else is ``sim:PATH``.
+    an existing folder is ``dir:PATH``; for writing, an existing tapearc tape image is
+    ``sim:PATH`` (so is an empty image with tapesim settings beside it) and anything else is
+    refused naming what it is and the prefix to give (a bare path never creates anything:
+    ``sim:PATH`` and ``dir:PATH`` do); for reading, any existing regular file is ``sim:PATH``.
 """
 
 from __future__ import annotations
 
-import os
 import re
 
-from ..errors import MediumUnavailableError
+from ..errors import MediumUnavailableError, NotTapearcMediumError
 from .base import DriveStatus, Mark, Position, TapeDrive, WriteStatus
 
 __all__ = [
+    "ACCEPTED_FORMS",
     "DriveStatus",
     "Mark",
     "Position",
     "TapeDrive",
     "WriteStatus",
     "open_medium",
-    "ACCEPTED_FORMS",
 ]
 
 ACCEPTED_FORMS = "sim:PATH, dir:PATH, st:/dev/nstN (or /dev/nstN), - (standard input/output), or a PATH"
@@ -55,15 +57,10 @@ def open_medium(spec: str, *, write: bool) -> TapeDrive:
         return open_stream(write=write)
     m = _PREFIX.match(spec)
     kind, path = (m.group(1).lower(), m.group(2)) if m else (None, spec)
-    if kind is None:
-        if path.startswith("/dev/nst") or path.startswith("/dev/st"):
-            kind = "st"
-        elif os.path.isdir(path):
-            kind = "dir"
-        else:
-            kind = "sim"
     if not path:
         raise MediumUnavailableError(f"{spec!r} names no path; expected {ACCEPTED_FORMS}")
+    if kind is None:
+        kind = _bare_kind(path, write)
     if kind == "sim":
         from .sim import open_sim
 
@@ -79,4 +76,25 @@ def open_medium(spec: str, *, write: bool) -> TapeDrive:
     raise MediumUnavailableError(
         f"unknown medium type {kind + ':'!r} in {spec!r}; expected {ACCEPTED_FORMS}",
         medium=spec,
+    )
+
+
+def _bare_kind(path: str, write: bool) -> str:
+    """The backend a ``--media PATH`` without a prefix names, or the refusal (see the module
+    docstring): only an existing tapearc image or folder is taken without a prefix."""
+    from .identity import classify_bare_path
+
+    kind, what = classify_bare_path(path, write)
+    if kind is not None:
+        return kind
+    hint = (
+        f"write sim:{path} for a simulated tape image (made when missing or empty) or dir:{path} for a "
+        "folder medium; a bare path names only an existing tapearc image or folder"
+    )
+    if what.startswith("it is a block device") or path.startswith("/dev/"):
+        hint = "a tape drive is st:/dev/nstN (a character device); a disk is a backup SOURCE, not a --media"
+    if what == "it does not exist" and not write:
+        raise MediumUnavailableError(f"no such simulated tape or folder: {path}", medium=path, hint=hint)
+    raise NotTapearcMediumError(
+        f"not an existing tapearc medium ({what}); nothing was written", medium=path, hint=hint, found=what
     )

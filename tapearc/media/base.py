@@ -27,6 +27,8 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from ..errors import TapearcError
+
 
 class Mark(enum.Enum):
     """What a read found instead of a record."""
@@ -146,3 +148,18 @@ class TapeDrive(Protocol):
     def __enter__(self) -> "TapeDrive": ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+def blank_check(drive: TapeDrive) -> TapearcError | None:
+    """Is a medium whose first read at the beginning found end of data provably blank?
+
+    None when it is (the backend's ``blank_check()`` says so, or the backend has none: a tape
+    drive's BLANK CHECK, an empty folder), else the error describing what is there (not raised):
+    a ``sim:`` image holding bytes that are not a tape (NotTapearcMediumError) or a damaged
+    volume label (DamagedDataError). Call it only after such a first read.
+    """
+    fn = getattr(drive, "blank_check", None)
+    if fn is None:
+        return None
+    err = fn()
+    return err if isinstance(err, TapearcError) else None

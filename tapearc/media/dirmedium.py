@@ -179,6 +179,9 @@ class DirDrive(TapeDrive):
                     f"no such folder: {path}", medium=self.name,
                     hint="a dir: medium is created when it is first opened for writing",
                 )
+            from .identity import refuse_creating_in_dev
+
+            refuse_creating_in_dev(path, self.name)
             try:
                 os.makedirs(path)
             except OSError as err:

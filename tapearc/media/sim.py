@@ -6,13 +6,65 @@ runs exactly the code that will drive a real ``/dev/nstN`` (:mod:`tapearc.media.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
+from typing import Any
 
-from ..errors import MediumUnavailableError
+from ..errors import MediumUnavailableError, TapearcError
+from .base import DriveStatus
+from .identity import (
+    file_kind,
+    image_content_error,
+    refuse_creating_in_dev,
+    refuse_special,
+)
 from .stlike import StLikeDrive, translate_oserror
 
-__all__ = ["open_sim"]
+__all__ = ["SimTapeDrive", "open_sim"]
+
+
+class SimTapeDrive(StLikeDrive):
+    """The st adapter over a simulated drive, knowing the image file behind it.
+
+    :meth:`blank_check` says whether a medium whose first read found end of data is provably
+    blank: a simulated tape is blank only when its image is missing or empty; bytes that do not
+    parse as a tape from offset 0 are foreign content or a damaged label (the scanner reads them
+    as end of data, like a tape with damage). :meth:`status` reports an image this user cannot
+    write as write-protected.
+    """
+
+    def __init__(self, ops: Any, *, path: str, created: bool = False, **kw: Any) -> None:
+        self.image_path = path
+        self._created = created  # this open made the (blank) image
+        super().__init__(ops, **kw)
+
+    def forget_created(self) -> None:
+        """Remove the blank image (and its settings) this open made, when nothing was written on
+        it: a refused job leaves no new file behind."""
+        if not self._created:
+            return
+        self._created = False
+        try:
+            if os.path.getsize(self.image_path) == 0:
+                os.unlink(self.image_path)
+                os.unlink(self.image_path + ".tapesim")
+        except OSError:
+            pass
+
+    def blank_check(self) -> TapearcError | None:
+        damage = getattr(self._ops, "damage", None)
+        return image_content_error(self.image_path, self.name, damage if isinstance(damage, str) else None)
+
+    def status(self) -> DriveStatus:
+        st = super().status()
+        if not st.write_protected and not os.access(self.image_path, os.W_OK):
+            details = dict(st.details)
+            details["not_writable"] = (
+                "this user cannot write the image (permissions, immutable attribute or read-only file system)"
+            )
+            return dataclasses.replace(st, write_protected=True, details=details)
+        return st
 
 
 def open_sim(
@@ -34,7 +86,9 @@ def open_sim(
     from tapesim.drive import SimDrive, create_image  # the simulator is optional at import time
 
     name = name or f"sim:{path}"
-    if not os.path.exists(path):
+    kind = file_kind(path)
+    refuse_special(path, name, kind)  # a disk, FIFO, device or folder is never a tape image
+    if kind == "missing":
         if not create:
             raise MediumUnavailableError(
                 f"no such simulated tape: {path}",
@@ -42,6 +96,7 @@ def open_sim(
                 hint="a sim: tape is created when it is first opened for writing "
                 "(or with `tapesim new`)",
             )
+        refuse_creating_in_dev(path, name)  # a missing /dev/sda is a missing disk, not a new tape
         try:
             create_image(path)
         except OSError as err:
@@ -67,7 +122,9 @@ def open_sim(
             hint=f"fix or remove {path}.tapesim",
         ) from err
     try:
-        return StLikeDrive(ops, name=name, writable=write, max_record_size=max_record_size)
+        return SimTapeDrive(
+            ops, path=path, created=kind == "missing", name=name, writable=write, max_record_size=max_record_size
+        )
     except BaseException:
         ops.close()
         raise

@@ -70,7 +70,7 @@ def test_copy_then_restore_from_the_copy(tmp_path: Path, backed_up: tuple[Path, 
     assert p.returncode == 0, p.stderr
     text = p.stdout.decode()
     assert "copied" in text and "2 tape files" in text and "tapearc medium" in text
-    p = copycmd("copy", "--from", f"dir:{tmp_path / 'd'}", "--to", str(tmp_path / "c.tap"))
+    p = copycmd("copy", "--from", f"dir:{tmp_path / 'd'}", "--to", f"sim:{tmp_path / 'c.tap'}")
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "c.tap").read_bytes() == a.read_bytes()
 

@@ -16,7 +16,7 @@ from tapearc.catalog.db import Catalog
 from tapearc.engine.backup import BackupOptions, backup
 from tapearc.engine.restore import RestoreOptions, restore
 from tapearc.engine.scan import scan_medium
-from tapearc.errors import NotTapearcMediumError
+from tapearc.errors import DamagedDataError
 from tapearc.media import open_medium
 from tapesim import simh
 
@@ -83,10 +83,14 @@ def test_power_cut_at_every_record(chain: tuple[Path, list[bytes], Path], tmp_pa
             f.truncate(offset)
         cat = case / "cat.sqlite"  # the catalog is lost with the machine: rebuild from the medium
         where = f"cut in tape file {tf} record {rec}"
-        if tf == 0:  # inside the label: the medium is not a tapearc medium (yet)
+        if tf == 0:  # inside the label: a damaged label, never taken for a blank medium
             with Catalog(cat) as c, open_medium(f"sim:{img}", write=False) as d:
-                with pytest.raises(NotTapearcMediumError):
+                with pytest.raises(DamagedDataError, match="volume label is damaged"):
                     scan_medium(d, c, deep=True)
+            cut = img.read_bytes()
+            with pytest.raises(DamagedDataError):
+                _backup(img, src0, cat)
+            assert img.read_bytes() == cut  # nothing written
             continue
         with Catalog(cat) as c, open_medium(f"sim:{img}", write=False) as d:
             res = scan_medium(d, c, deep=True)
