@@ -406,8 +406,10 @@ def restore(
     forward in place: only the blocks that differ are written."""
 
     def go() -> None:
-        from tapearc.engine.restore import RestoreOptions, restore as do_restore
+        from tapearc.engine.restore import RestoreOptions, check_stream_output, restore as do_restore
 
+        if to == "-":
+            check_stream_output(sys.stdout.buffer)  # before any medium is opened
         opts = RestoreOptions(
             generation=generation, volume=volume, force=force, assume_generation=assume_generation, fallback_older=fallback_older
         )

@@ -412,11 +412,8 @@ def restore(
 ) -> RestoreResult:
     progress = progress or NoProgress()
     started = time.monotonic()
-    if target_path == "-" and _is_terminal(stdout or sys.stdout.buffer):
-        raise UsageError(
-            "--to -: standard output is a terminal; a restore writes the volume's bytes there",
-            hint="redirect it to a file or a pipe (--to - > vol.img, --to - | ...), or give --to FILE",
-        )
+    if target_path == "-":
+        check_stream_output(stdout or sys.stdout.buffer)
     if not isinstance(media, MediaSource):
         media = MediaSource.fixed(media, catalog)
     label, chain, plan = prepare_plan(media, catalog, options)
@@ -478,11 +475,17 @@ def restore(
     return result
 
 
-def _is_terminal(out: BinaryIO) -> bool:
+def check_stream_output(out: BinaryIO) -> None:
+    """``--to -`` writes the volume's bytes to ``out``: never onto a terminal."""
     try:
-        return out.isatty()
+        tty = out.isatty()
     except (OSError, ValueError):
-        return False
+        tty = False
+    if tty:
+        raise UsageError(
+            "--to -: standard output is a terminal; a restore writes the volume's bytes there",
+            hint="redirect it to a file or a pipe (--to - > vol.img, --to - | ...), or give --to FILE",
+        )
 
 
 def _device_has_data(path: str) -> bool:
