@@ -425,6 +425,18 @@ def locate(self, logical):
 
 stlike.StLikeDrive.locate = locate
 _cclose = catalog_db.Catalog.close
+from tapearc import interrupts as _interrupts
+
+_raising_exit = _interrupts.raising.__exit__
+
+
+def raising_exit(self, *exc):
+    _raising_exit(self, *exc)
+    if exc[0] is None:
+        pause("after-work", 0)
+
+
+_interrupts.raising.__exit__ = raising_exit
 
 
 def catalog_close(self):
@@ -473,6 +485,38 @@ def test_ctrl_c_once_the_generation_is_complete(tmp_path: Path, vol: Path, entry
     out = tmp_path / "o.img"
     assert tapearc("restore", "--media", spec, "--to", str(out), "--generation", "2").returncode == 0
     assert out.read_bytes() == vol.read_bytes()
+
+
+def test_ctrl_c_after_the_work_is_ignored(tmp_path: Path, vol: Path, entry_hooked: None) -> None:
+    """The backup is done and reported: a Ctrl-C before the process ends changes nothing (no
+    death by signal, no message, status 0)."""
+    spec = f"sim:{tmp_path / 't.tap'}"
+    h = faults.Hooked(tmp_path, "backup", str(vol), "--media", spec, points="after-work")
+    try:
+        h.run_to("after-work", 1)
+        h.interrupt()
+        time.sleep(0.2)
+        h.release()
+        p = h.finish()
+    finally:
+        h.kill()
+    assert p.returncode == 0 and p.stderr == "", (p.returncode, p.stderr)
+    assert "backed up" in p.stdout and _states() == {1: "complete"}
+
+
+def test_copy_to_a_terminal_is_refused(tmp_path: Path, vol: Path) -> None:
+    spec = f"sim:{tmp_path / 't.tap'}"
+    assert tapearc("backup", str(vol), "--media", spec).returncode == 0
+    master, slave = os.openpty()
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "tapearc", "copy", "--from", spec, "--to", "-"],
+            stdout=slave, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert_one_line_error(p, 2, "--to -", "terminal")
 
 
 def test_ctrl_c_during_verify_after_the_generation_is_complete(tmp_path: Path, vol: Path, entry_hooked: None) -> None:
