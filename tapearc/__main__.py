@@ -1,3 +1,3 @@
-from tapearc.cli.app import main
+from tapearc.cli.entry import main
 
 main()

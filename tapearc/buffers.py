@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-import os
 
 PAGE = mmap.PAGESIZE
 
 
 def direct_io_enabled() -> bool:
     """O_DIRECT reads (backup sources, dir: record files) unless ``TAPEARC_DIRECT_IO=0``."""
-    return os.environ.get("TAPEARC_DIRECT_IO", "1") not in ("0", "no", "off", "false")
+    from tapearc.env import flag
+
+    return flag("TAPEARC_DIRECT_IO", True)
 
 
 def buffer_address(buf: bytearray | memoryview) -> int:

@@ -44,11 +44,10 @@ _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$")
 
 
 def lock_timeout(env: str = "TAPEARC_LOCK_TIMEOUT", default: float = DEFAULT_TIMEOUT) -> float:
-    """Seconds to wait for a lock, from the environment (a bad value means the default)."""
-    try:
-        return max(0.0, float(os.environ.get(env, default)))
-    except ValueError:
-        return default
+    """Seconds to wait for a lock, from the environment (a bad value is a UsageError)."""
+    from tapearc.env import seconds
+
+    return seconds(env, default)
 
 
 def lock_holders(*paths: str, write_only: bool = False) -> list[int]:

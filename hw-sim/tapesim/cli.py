@@ -32,9 +32,11 @@ import typer
 
 from .drive import (
     DEFAULT_MAX_RECORD,
+    EnvironmentValueError,
     SidecarError,
     TapeSettings,
     create_image,
+    early_writeback_enabled,
     load_settings,
     save_settings,
     sidecar_path,
@@ -598,9 +600,15 @@ def autoloader_cmd(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``tapesim``: runs the command, turns errors into one line + exit 1."""
+    """Entry point of ``tapesim``: runs the command, turns errors into one line + exit 1 (a bad
+    option or environment value: exit 2)."""
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        early_writeback_enabled()  # a bad TAPEARC_EARLY_WRITEBACK: say so whatever the command
+    except EnvironmentValueError as e:
+        print(f"tapesim: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
         rc = command.main(args=args, prog_name="tapesim", standalone_mode=False)
     except typer.Exit as e:

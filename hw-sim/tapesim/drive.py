@@ -58,8 +58,23 @@ def _start_writeback(fd: int) -> None:
             _sfr = f
         except (OSError, AttributeError):
             _sfr = False
-    if _sfr and os.environ.get("TAPEARC_EARLY_WRITEBACK", "1") != "0":
+    if _sfr:
         _sfr(fd, 0, 0, 2)  # SYNC_FILE_RANGE_WRITE
+
+
+class EnvironmentValueError(ValueError):
+    """An environment variable the simulator reads holds a value that does not parse."""
+
+
+def early_writeback_enabled() -> bool:
+    """``TAPEARC_EARLY_WRITEBACK``: 1/yes/on/true (the default) or 0/no/off/false; anything else
+    is an EnvironmentValueError naming the variable and the value (never quietly 'on')."""
+    text = (os.environ.get("TAPEARC_EARLY_WRITEBACK") or "").strip()
+    if not text or text.lower() in ("1", "yes", "on", "true"):
+        return True
+    if text.lower() in ("0", "no", "off", "false"):
+        return False
+    raise EnvironmentValueError(f"TAPEARC_EARLY_WRITEBACK={text!r}: not a switch (use 1 or 0)")
 
 
 __all__ = [
@@ -93,6 +108,32 @@ def default_early_warning(capacity: int) -> int:
 
 class SidecarError(ValueError):
     """The settings sidecar of an image is unreadable or holds invalid values."""
+
+
+MAX_JSON_DEPTH = 64  # the sidecar and library.json nest three levels at most
+
+
+def load_json_file(path: str) -> Any:
+    """The JSON document in ``path``; one nested deeper than :data:`MAX_JSON_DEPTH` (which
+    would exhaust the decoder's recursion) is a ValueError like any other malformed JSON."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        o, d = stack.pop()
+        items: Any = o.values() if isinstance(o, dict) else o if isinstance(o, list) else None
+        if items is None:
+            continue
+        deepest = max(deepest, d + 1)
+        if deepest > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+        stack.extend((x, d + 1) for x in items)
+    return data
 
 
 def _is_int(v: object) -> bool:
@@ -163,8 +204,7 @@ def sidecar_path(image: str | os.PathLike[str]) -> str:
 def _read_sidecar_raw(image: str | os.PathLike[str]) -> dict[str, Any] | None:
     path = sidecar_path(image)
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = load_json_file(path)
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
@@ -301,6 +341,7 @@ class SimDrive:
         self._implicit_fms = implicit_filemarks
         if not os.path.exists(self._path) and not create:
             raise _oserror(errno.ENOENT, None, self._path)
+        self._early_writeback = early_writeback_enabled()
         self._settings = load_settings(self._path)
         self._dead = False  # a power_cut fault happened: every operation gives EIO
         self._session_writes = 0  # records written since open (power_cut "after")
@@ -694,7 +735,8 @@ class SimDrive:
         self._unflushed += n
         if self._unflushed >= WRITEBACK_EVERY:  # like a drive's buffer draining to tape
             self._unflushed = 0
-            _start_writeback(self._fd)
+            if self._early_writeback:
+                _start_writeback(self._fd)
         self._offs.append(start)
         self._lens.append(n)
         self._set_file_end(end)

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .drive import DEFAULT_CAPACITY, DEFAULT_MAX_RECORD, SIDECAR_SUFFIX, TapeSettings, create_image
+from .drive import DEFAULT_CAPACITY, DEFAULT_MAX_RECORD, SIDECAR_SUFFIX, TapeSettings, create_image, load_json_file
 
 __all__ = [
     "BARCODE_RE",
@@ -271,8 +271,7 @@ class Library:
 
     def _read(self) -> _State:
         try:
-            with open(self._json, encoding="utf-8") as f:
-                data = json.load(f)
+            data = load_json_file(self._json)
         except FileNotFoundError:
             raise LibraryError(E_OTHER, f"{self._dir}: not a tapesim library (no {LIBRARY_FILE})") from None
         except (OSError, ValueError) as e:

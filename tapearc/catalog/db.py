@@ -20,6 +20,7 @@ when it is opened (its rows are kept; their source is NULL, "not recorded").
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import struct
 import time
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tapearc import format as fmt
+from tapearc.env import path as env_path, seconds as env_seconds
 from tapearc.errors import TapearcError
 
 SCHEMA_VERSION = 2
@@ -126,6 +128,18 @@ CREATE INDEX IF NOT EXISTS chunks_by_generation ON chunks (generation_id, seq);
 """
 
 _RUN = struct.Struct("<QIB")
+_SCHEMA_TABLES = frozenset(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA))
+
+
+def _check_folder(path: Path, what: str) -> None:
+    """The folder of a catalog path the user gave must exist; tapearc does not make it."""
+    folder = path.parent
+    if not folder.is_dir():
+        why = "does not exist" if not folder.exists() else "is not a folder"
+        raise CatalogError(
+            f"catalog {path} ({what}): folder {folder} {why}",
+            hint=f"create {folder} first, or give another path",
+        )
 
 
 def path_text(path: str) -> str:
@@ -151,9 +165,9 @@ class CatalogError(TapearcError):
 
 def default_catalog_path() -> Path:
     """``$TAPEARC_CATALOG``, else ``$XDG_DATA_HOME/tapearc/catalog.sqlite`` (~/.local/share/...)."""
-    env = os.environ.get("TAPEARC_CATALOG")
-    if env:
-        return Path(env)
+    given = env_path("TAPEARC_CATALOG")
+    if given:
+        return Path(given)
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "tapearc" / "catalog.sqlite"
 
@@ -249,10 +263,7 @@ DEFAULT_BUSY_TIMEOUT = 30.0
 def busy_timeout() -> float:
     """Seconds a catalog write waits for another process's write to end:
     ``$TAPEARC_CATALOG_TIMEOUT``, default 30."""
-    try:
-        return max(0.0, float(os.environ.get("TAPEARC_CATALOG_TIMEOUT", DEFAULT_BUSY_TIMEOUT)))
-    except ValueError:
-        return DEFAULT_BUSY_TIMEOUT
+    return env_seconds("TAPEARC_CATALOG_TIMEOUT", DEFAULT_BUSY_TIMEOUT)
 
 
 def _is_busy(e: sqlite3.Error) -> bool:
@@ -318,10 +329,14 @@ class Catalog:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        given = path is not None or env_path("TAPEARC_CATALOG") is not None
         self.path = Path(path) if path is not None else default_catalog_path()
         timeout = busy_timeout()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if given:  # a path the user chose: its folder must exist (a typo makes no folders)
+                _check_folder(self.path, "--catalog" if path is not None else "TAPEARC_CATALOG")
+            else:  # the default location: its folder under the user's data folder is ours to make
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, factory=_Connection)
         except (OSError, sqlite3.Error) as e:
             raise CatalogError(f"cannot open catalog {self.path}: {e}") from None
@@ -376,6 +391,7 @@ class Catalog:
         delay = 0.01
         while True:
             try:
+                self._check_ours()  # before anything writes to the file (journal_mode writes its header)
                 self.db.execute("PRAGMA foreign_keys = ON")
                 self.db.execute("PRAGMA journal_mode = WAL")
                 self.db.execute("PRAGMA synchronous = NORMAL")
@@ -388,6 +404,30 @@ class Catalog:
                     self.db.execute("ROLLBACK")
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+
+    def _check_ours(self) -> None:
+        """Refuse, untouched, an SQLite database that is not a tapearc catalog: tapearc adds its
+        tables only to an empty database or one that holds nothing but tapearc's tables (a
+        catalog, or one another tapearc process is creating this moment)."""
+        tables = {
+            str(r[0])
+            for r in self.db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
+            if not str(r[0]).startswith("sqlite_")
+        }
+        foreign = sorted(tables - _SCHEMA_TABLES)
+        if "meta" in tables:
+            cols = [str(r[1]) for r in self.db.execute("PRAGMA table_info(meta)")]
+            if cols != ["key", "value"]:
+                foreign.insert(0, "meta")  # a table of that name, but not ours
+            elif self.db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone():
+                return  # a tapearc catalog (its version is checked next)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise CatalogError(
+                f"{self.path} is an SQLite database but not a tapearc catalog (it holds {shown}); "
+                "tapearc leaves it untouched",
+                hint="give --catalog a new file, or the path of a tapearc catalog",
+            )
 
     # ------------------------------------------------------------------ plumbing
 

@@ -37,8 +37,77 @@ app = typer.Typer(
 )
 
 T = TypeVar("T")
+
+
+class _StdoutClosed(Exception):
+    """Standard output's reader went away (raised where rich would exit with status 1)."""
+
+
+class _OutConsole(Console):
+    def on_broken_pipe(self) -> None:
+        raise _StdoutClosed
+
+
 err_console = Console(stderr=True, highlight=False)
-out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+out_console = _OutConsole(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+EPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`'s yes
+
+
+def _stdout_closed() -> bool:
+    """Standard output is a pipe (or socket) whose reader has gone (``tapearc list | head -1``)."""
+    import select
+
+    try:
+        p = select.poll()
+        p.register(1, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in p.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _quiet_epipe() -> typer.Exit:
+    """The reader of standard output went away: end quietly, as Unix tools do (no message; the
+    exit status a shell shows for a tool ended by SIGPIPE). Standard output is pointed at
+    /dev/null so nothing complains when Python flushes it at exit."""
+    import os
+
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 1)
+        os.close(fd)
+    except OSError:
+        pass
+    return typer.Exit(EPIPE_EXIT)
+
+
+def _whole(what: str, minimum: int = 1) -> Callable[[str], int]:
+    """A parser for an option holding a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip(), 10)
+        except ValueError:
+            raise UsageError(f"{what} {text!r}: not a whole number") from None
+        if value < minimum:
+            raise UsageError(f"{what} {text}: must be {minimum} or more")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """The parser of --wait: a finite number of seconds, 0 or more."""
+    import math
+
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise UsageError(f"--wait {text!r}: not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(f"--wait {text}: seconds must be a finite number, 0 or more")
+    return value
+
 
 MediaOpt = Annotated[
     str,
@@ -60,7 +129,12 @@ ChangerOpt = Annotated[
 ]
 TimeoutOpt = Annotated[
     float | None,
-    typer.Option("--wait", help="With --changer operator: give up after this many seconds (default: wait forever).", metavar="SECONDS"),
+    typer.Option(
+        "--wait",
+        help="With --changer operator: give up after this many seconds (default: wait forever).",
+        metavar="SECONDS",
+        parser=_seconds,
+    ),
 ]
 CatalogOpt = Annotated[
     str | None,
@@ -124,15 +198,27 @@ def _fail(err: TapearcError, json_out: bool) -> typer.Exit:
 
 
 def _run(json_out: bool, fn: Callable[[], T]) -> T:
-    """The error boundary around one command."""
+    """The error boundary around one command. Ctrl-C raises KeyboardInterrupt only inside it
+    (tapearc.interrupts); once it is left, the result is decided and Ctrl-C is ignored."""
+    from tapearc import env, interrupts
+
+    interrupts.clear_notes()
     try:
-        return fn()
+        with interrupts.raising():
+            env.check_all()  # a bad TAPEARC_* value is a usage error whatever the command
+            return fn()
     except TapearcError as e:
         raise _fail(e, json_out) from None
     except KeyboardInterrupt:
-        raise _fail(Interrupted("interrupted"), json_out) from None
+        raise _fail(Interrupted(interrupts.message()), json_out) from None
     except (typer.Exit, typer.Abort):
         raise
+    except _StdoutClosed:
+        raise _quiet_epipe() from None
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise _fail(InternalError("internal error: BrokenPipeError", hint="this is a bug in tapearc; please report it with the command you ran"), json_out) from None
+        raise _quiet_epipe() from None
     except Exception as e:  # a bug: still one line, never a traceback
         import logging
 
@@ -161,9 +247,12 @@ def _size(text: str | None, what: str) -> int | None:
     if text is None:
         return None
     try:
-        return parse_size(text)
+        value = parse_size(text)
     except ValueError as e:
         raise UsageError(f"{what}: {e}") from None
+    if value <= 0:
+        raise UsageError(f"{what} {text}: must be more than 0")
+    return value
 
 
 @contextmanager
@@ -306,12 +395,19 @@ def backup(
 def restore(
     media: MediaOpt,
     to: Annotated[str, typer.Option("--to", help="Target: a file (made sparse) or a block device.")],
-    generation: Annotated[int | None, typer.Option("--generation", help="Generation to restore (default: latest).")] = None,
+    generation: Annotated[
+        int | None, typer.Option("--generation", help="Generation to restore (default: latest).", metavar="N", parser=_whole("--generation"))
+    ] = None,
     volume: Annotated[str | None, typer.Option("--volume", help="Volume to restore, when the medium holds several.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a target that holds no generation of the volume.")] = False,
     assume_generation: Annotated[
         int | None,
-        typer.Option("--assume-generation", help="TARGET holds generation K already: write only what differs.", metavar="K"),
+        typer.Option(
+            "--assume-generation",
+            help="TARGET holds generation K already: write only what differs.",
+            metavar="K",
+            parser=_whole("--assume-generation"),
+        ),
     ] = None,
     fallback_older: Annotated[
         bool,
@@ -338,8 +434,10 @@ def restore(
     written. Exit 0 only when every block is the requested generation's."""
 
     def go() -> None:
-        from tapearc.engine.restore import RestoreOptions, outcome, restore as do_restore
+        from tapearc.engine.restore import RestoreOptions, check_stream_output, outcome, restore as do_restore
 
+        if to == "-":
+            check_stream_output(sys.stdout.buffer)  # before any medium is opened
         opts = RestoreOptions(
             generation=generation,
             volume=volume,
@@ -461,7 +559,10 @@ def list_cmd(
 @app.command()
 def verify(
     media: MediaOpt,
-    generation: Annotated[int | None, typer.Option("--generation", help="Verify only this generation's tape files.")] = None,
+    generation: Annotated[
+        int | None,
+        typer.Option("--generation", help="Verify only this generation's tape files.", metavar="N", parser=_whole("--generation")),
+    ] = None,
     all_media: Annotated[bool, typer.Option("--all", help="Verify every medium of the set (through --changer).")] = False,
     volume: Annotated[str | None, typer.Option("--volume", help="Volume, when the media set holds several.")] = None,
     against: Annotated[
@@ -481,7 +582,7 @@ def verify(
     def go() -> None:
         from tapearc.engine.layout import read_label
         from tapearc.engine.scan import sync_medium
-        from tapearc.engine.verify import affected_generations, run_verify, verify_medium
+        from tapearc.engine.verify import affected_generations, check_selection_found, run_verify, verify_medium
 
         with _catalog(catalog) as cat, _media(media, changer, write=False, catalog=cat) as src:
             drive = src.current()
@@ -500,6 +601,7 @@ def verify(
                     rep.media.append(verify_medium(d, cat, generation=generation, volume=volume))
                 rep.media.sort(key=lambda r: r.sequence or 0)
                 rep.affected = affected_generations(cat, rep.media)
+            check_selection_found(rep.media, generation, volume)
             if image is not None:
                 from tapearc.engine.compare import compare_media
                 from tapearc.media import open_medium
@@ -511,6 +613,22 @@ def verify(
             _emit_json(rep.to_json())
         else:
             _print_verify(rep)
+        if rep.source_differs:
+            # the medium is intact: the source is what differs (not damage)
+            from tapearc.engine.compare import MediaDifferError
+
+            a = rep.against
+            assert a is not None
+            rng = ", ".join(f"{x}-{y}" if x != y else f"{x}" for x, y in a["differing_ranges"][:20])  # type: ignore[index]
+            more = " ..." if len(a["differing_ranges"]) > 20 else ""  # type: ignore[arg-type]
+            sizes = f"; sizes {a['volume_size']} vs {a['source_size']}" if a["volume_size"] != a["source_size"] else ""
+            err = MediaDifferError(
+                f"{a['source']} differs from volume {a['volume']!r} generation {a['generation']} on the medium: "
+                f"{a['differing_blocks']} blocks (blocks {rng}{more}){sizes}; the medium itself is intact",
+                hint="the source changed since that backup (or is another volume); the backup on the medium is sound",
+            )
+            _fail(err, False)  # the report above is the JSON output
+            raise typer.Exit(err.exit_code)
         if not rep.ok:
             raise typer.Exit(20)
 
@@ -589,7 +707,10 @@ def _print_verify(rep: Any) -> None:
             )
     if rep.image is not None:
         out_console.print(f"image: {rep.image.get('summary', rep.image)}", markup=False, soft_wrap=True)
-    out_console.print("verify: OK" if rep.ok else "verify: DAMAGE FOUND", markup=False)
+    if rep.source_differs:
+        out_console.print("verify: medium OK; the source differs from the backup on it", markup=False)
+    else:
+        out_console.print("verify: OK" if rep.ok else "verify: DAMAGE FOUND", markup=False)
 
 
 @app.command()
@@ -600,7 +721,9 @@ def label(
     media_set: Annotated[
         str | None, typer.Option("--media-set", help="Label it as a medium of this existing set (UUID) ...", metavar="UUID")
     ] = None,
-    sequence: Annotated[int | None, typer.Option("--sequence", help="... with this sequence number.")] = None,
+    sequence: Annotated[
+        int | None, typer.Option("--sequence", help="... with this sequence number.", metavar="N", parser=_whole("--sequence"))
+    ] = None,
     record_size: Annotated[str | None, typer.Option("--record-size", help="Largest record written (default 1M).")] = None,
     changer: ChangerOpt = None,
     catalog: CatalogOpt = None,
@@ -693,10 +816,15 @@ def scan(
 @app.command()
 def plan(
     media: MediaOpt,
-    generation: Annotated[int | None, typer.Option("--generation", help="Generation to plan (default: latest).")] = None,
+    generation: Annotated[
+        int | None, typer.Option("--generation", help="Generation to plan (default: latest).", metavar="N", parser=_whole("--generation"))
+    ] = None,
     volume: Annotated[str | None, typer.Option("--volume", help="Volume, when the media set holds several.")] = None,
     assume_generation: Annotated[
-        int | None, typer.Option("--assume-generation", help="Plan rolling a copy of generation K forward.", metavar="K")
+        int | None,
+        typer.Option(
+            "--assume-generation", help="Plan rolling a copy of generation K forward.", metavar="K", parser=_whole("--assume-generation")
+        ),
     ] = None,
     chunks: Annotated[bool, typer.Option("--chunks", help="List every chunk to read.")] = False,
     changer: ChangerOpt = None,
@@ -769,7 +897,38 @@ _register_subcommands()
 
 
 def main() -> None:
-    app(prog_name="tapearc")
+    """Run the command line (the console script goes through tapearc.cli.entry first)."""
+    import os
+
+    def stdout_id() -> tuple[int, int] | None:
+        try:
+            st = os.fstat(1)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    before = stdout_id()
+    try:
+        app(prog_name="tapearc")
+    except TapearcError as e:  # an option value our parsers refused while typer read the command line
+        raise SystemExit(_fail(e, False).exit_code) from None
+    except SystemExit as e:
+        # outside a command (--help | head -1) typer and rich end a write to a closed standard
+        # output with status 1, standard output then pointed at /dev/null: the same quiet
+        # status as inside a command
+        if e.code == 1 and before != stdout_id() and stdout_id() == _devnull_id():
+            raise SystemExit(EPIPE_EXIT) from None
+        raise
+
+
+def _devnull_id() -> tuple[int, int] | None:
+    import os
+
+    try:
+        st = os.stat(os.devnull)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 if __name__ == "__main__":

@@ -48,8 +48,14 @@ def copy(
 
     def go() -> None:
         from tapearc.engine.copy import copy_medium, ensure_not_self
+        from tapearc.errors import UsageError
         from tapearc.media import open_medium
 
+        if target == "-" and sys.stdout.isatty():
+            raise UsageError(
+                "--to -: standard output is a terminal; a copy writes the medium's records there",
+                hint="redirect it to a file or a pipe (--to - > dump, --to - | ...)",
+            )
         ensure_not_self(source, target)
         src = open_medium(source, write=False)
         try:

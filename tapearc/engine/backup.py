@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import zstandard
 
-from tapearc import format as fmt
+from tapearc import format as fmt, interrupts
 from tapearc.engine.layout import (
     GenerationFile,
     new_label,
@@ -223,6 +223,7 @@ class _ChunkWriter:
         self.pending_span = False  # early warning seen: the next chunk goes on the next medium
         self.buf = bytearray(HEADER_RESERVE + self.chunk_blocks * genhdr.block_size)
         self.dropped_from: int | None = None  # first block of a chunk that could not be written
+        self.recorded = False  # close_part wrote the generation's final catalog state
         self._reset()
 
     def _reset(self) -> None:
@@ -268,21 +269,43 @@ class _ChunkWriter:
         p.builder.body.close()
         p.builder.digests.close()
         end = fmt.trailer_end_from_header(header, total, trailer_record=pos.record, record_size=self.record_size)
-        p.drive.write_record(fmt.encode_trailer_end(end))
-        p.drive.write_filemark()
-        self.result.records += nrec + 1
+
+        def record() -> None:
+            self.catalog.finish_generation(
+                self.gen_id,
+                state="auto" if complete else ("writing" if continues else "incomplete"),
+                final=complete,
+                continues=continues,
+                medium_uuid=p.label.medium_uuid,
+                tape_file=p.tape_file,
+                closed=True,
+                has_trailer=True,
+            )
+            self.recorded = not continues
+
+        # Ctrl-C waits while the end record, the filemark and the catalog row are written: once
+        # the end record is on the medium the generation is complete there, and the catalog
+        # must say so (a Ctrl-C then ends the command with a message saying it is complete)
+        with interrupts.deferred():
+            p.drive.write_record(fmt.encode_trailer_end(end))
+            if complete:
+                interrupts.note(
+                    f"generation {self.genhdr.generation} of volume {self.genhdr.volume_name!r} is complete on "
+                    f"medium {p.drive.name} (tape file {p.tape_file})"
+                )
+            p.drive.write_filemark()
+            self.result.records += nrec + 1
+            if not self.verify:
+                record()
         if self.verify:
-            self._verify_part(p)
-        self.catalog.finish_generation(
-            self.gen_id,
-            state="auto" if complete else ("writing" if continues else "incomplete"),
-            final=complete,
-            continues=continues,
-            medium_uuid=p.label.medium_uuid,
-            tape_file=p.tape_file,
-            closed=True,
-            has_trailer=True,
-        )
+            try:
+                self._verify_part(p)
+            except KeyboardInterrupt:
+                with interrupts.deferred():
+                    record()  # the medium holds it whole; only the read-back check was cut short
+                interrupts.note("its read-back check (--verify) did not finish")
+                raise
+            record()
 
     def _verify_part(self, p: "_Part") -> None:
         """Read the part's tape file back (every CRC and digest) before going on."""
@@ -687,8 +710,8 @@ def backup(
         finally:
             progress.finish()
             if writer is not None and writer.gen_id and not complete_gen:
-                if writer.stopped:
-                    pass  # close_part recorded it as incomplete
+                if writer.stopped or writer.recorded:
+                    pass  # close_part recorded its state (incomplete, or complete on the medium)
                 else:
                     catalog.finish_generation(
                         writer.gen_id,

@@ -18,11 +18,11 @@ the plain path the tests compare the pipelined one with (``TAPEARC_PIPELINE=0`` 
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
 
+from tapearc import env
 from tapearc.buffers import PAGE, aligned_bytearray, buffer_address  # noqa: F401 (re-exported)
 
 ReadFn = Callable[[memoryview, int], int]  # (buffer to fill, offset) -> bytes read
@@ -33,7 +33,7 @@ JOIN_TIMEOUT = 2.0  # seconds to wait for a reader thread that is inside a read
 
 def pipeline_enabled() -> bool:
     """Threads on unless ``TAPEARC_PIPELINE=0`` (the plain, single-threaded path)."""
-    return os.environ.get("TAPEARC_PIPELINE", "1") not in ("0", "no", "off", "false")
+    return env.flag("TAPEARC_PIPELINE", True)
 
 
 class _Stop:

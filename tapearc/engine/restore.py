@@ -399,6 +399,13 @@ class _StreamSink:
             self._emit(memoryview(self._zeros)[:k])
             length -= k
 
+    def _spool_error(self, e: OSError) -> TargetError:
+        return TargetError(
+            f"restore to standard output: cannot keep out-of-order blocks in a temporary file in "
+            f"{tempfile.gettempdir()}: {e.strerror or e}",
+            hint="set TMPDIR to a folder with room (up to the volume's size), or restore to a file",
+        )
+
     def _len(self, b0: int, b1: int) -> int:
         return min(b1 * self.bs, self.size) - b0 * self.bs
 
@@ -423,10 +430,13 @@ class _StreamSink:
             self._emit(data)
             self.cursor = b1
         else:
-            if self.spool is None:
-                self.spool = tempfile.TemporaryFile(prefix="tapearc-spool-")
-            self.spool.seek(offset)
-            self.spool.write(data)
+            try:
+                if self.spool is None:
+                    self.spool = tempfile.TemporaryFile(prefix="tapearc-spool-")
+                self.spool.seek(offset)
+                self.spool.write(data)
+            except OSError as e:
+                raise self._spool_error(e) from None
             self.spooled += len(data)
             self.got[b0] = b1
         self._advance()
@@ -451,9 +461,12 @@ class _StreamSink:
                 assert self.spool is not None
                 off = c * self.bs
                 end = off + self._len(c, j)
-                self.spool.seek(off)
                 while off < end:
-                    buf = self.spool.read(min(1 << 20, end - off))
+                    try:
+                        self.spool.seek(off)  # (a write may have moved it)
+                        buf = self.spool.read(min(1 << 20, end - off))
+                    except OSError as e:  # the buffered writes reach the file now: a full TMPDIR shows here
+                        raise self._spool_error(e) from None
                     if not buf:
                         raise TargetError("restore spool file ended early")
                     self._emit(buf)
@@ -481,12 +494,18 @@ class _StreamSink:
             self.out.flush()
         except BrokenPipeError:
             raise TargetError("the output stream was closed before the restore finished") from None
-        if self.spool is not None:
-            self.spool.close()
+        self._close_spool()
 
     def abort(self) -> None:
-        if self.spool is not None:
-            self.spool.close()
+        self._close_spool()
+
+    def _close_spool(self) -> None:
+        spool, self.spool = self.spool, None
+        if spool is not None:
+            try:
+                spool.close()
+            except OSError:
+                pass  # an unnamed temporary file: what it still buffered is not needed
 
 
 def _target_digests(path: str, block_size: int, size: int) -> bytearray:
@@ -627,6 +646,8 @@ def _restore(
 ) -> RestoreResult:
     progress = progress or NoProgress()
     started = time.monotonic()
+    if target_path == "-":
+        check_stream_output(stdout or sys.stdout.buffer)
     refuse_same_restore_target(media.spec, target_path)  # never onto the medium it reads
     label, chain, plan = prepare_plan(media, catalog, options)
     drive = media.current()
@@ -704,6 +725,19 @@ def _restore(
         progress.finish()
     result.seconds = time.monotonic() - started
     return result
+
+
+def check_stream_output(out: BinaryIO) -> None:
+    """``--to -`` writes the volume's bytes to ``out``: never onto a terminal."""
+    try:
+        tty = out.isatty()
+    except (OSError, ValueError):
+        tty = False
+    if tty:
+        raise UsageError(
+            "--to -: standard output is a terminal; a restore writes the volume's bytes there",
+            hint="redirect it to a file or a pipe (--to - > vol.img, --to - | ...), or give --to FILE",
+        )
 
 
 def _device_has_data(path: str) -> bool:

@@ -33,7 +33,7 @@ from tapearc.engine.plan import ChainMap, chain_map, check_generation, load_chai
 from tapearc.engine.pipeline import RecordAhead
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.volume import SourceVolume
-from tapearc.errors import MalformedError, TapearcError
+from tapearc.errors import MalformedError, NoSuchGenerationError, TapearcError
 from tapearc.media.base import Mark, TapeDrive
 
 MAGICS = (fmt.LABEL_MAGIC, fmt.GENERATION_MAGIC, fmt.CHUNK_MAGIC, fmt.TRAILER_MAGIC, fmt.TRAILER_END_MAGIC)
@@ -100,6 +100,7 @@ class MediumReport:
     sequence: int | None = None
     files: list[FileReport] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)  # the label, stray data after the end
+    others: list[tuple[int, str | None, int | None]] = field(default_factory=list)  # (tape file, volume, generation) not asked for
 
     @property
     def ok(self) -> bool:
@@ -121,9 +122,20 @@ class VerifyReport:
             self.image is None or bool(self.image.get("identical"))
         )
 
+    @property
+    def source_differs(self) -> bool:
+        """The media are intact (and equal the --image) but the --against source differs."""
+        return (
+            self.against is not None
+            and not self.against.get("equal")
+            and all(m.ok for m in self.media)
+            and (self.image is None or bool(self.image.get("identical")))
+        )
+
     def to_json(self) -> dict[str, object]:
         return {
             "ok": self.ok,
+            "status": "ok" if self.ok else ("source-differs" if self.source_differs else "damaged"),
             "media": [
                 {
                     "medium": m.medium,
@@ -507,6 +519,8 @@ def verify_medium(
             wanted = (generation is None or fr.generation == generation) and (volume is None or fr.volume == volume)
             if wanted:
                 rep.files.append(fr)
+            else:
+                rep.others.append((fr.tape_file, fr.volume, fr.generation))
             if ended is Mark.END_OF_DATA:
                 break
             _ = pos
@@ -543,6 +557,35 @@ def _check_chains(rep: MediumReport, catalog: Catalog) -> None:
             fr.problems.append(Problem(0, "malformed", e.message, None, [e.blocks] if e.blocks else []))
         except TapearcError:
             pass  # an incomplete or unknown base: reported where that generation is verified
+
+
+def check_selection_found(media: list[MediumReport], generation: int | None, volume: str | None) -> None:
+    """``--generation``/``--volume`` chose tape files; when none of the media read holds one, that
+    is NoSuchGenerationError (exit 6, as for restore), never an OK that verified nothing. Tape
+    files whose generation header could not be read may be the one asked for: then it is damage
+    (a problem in the report), not 'no such generation'."""
+    if generation is None and volume is None:
+        return
+    read = [m for m in media if m.medium_uuid is not None]  # the label was readable
+    if not read or any(m.files for m in media):
+        return
+    unknown = [tf for m in read for tf, _, g in m.others if g is None]
+    what = " of ".join(x for x in (f"generation {generation}" if generation is not None else "", f"volume {volume!r}" if volume else "") if x)
+    if unknown:
+        read[0].problems.append(
+            Problem(0, "missing", f"{what} was not found; tape files {', '.join(map(str, unknown))} could not be identified (damaged)")
+        )
+        return
+    have = sorted({g for m in read for _, v, g in m.others if g is not None and (volume is None or v == volume)})
+    vols = sorted({v for m in read for _, v, _ in m.others if v is not None})
+    if volume is not None and volume not in vols:
+        held = f"it holds volumes {', '.join(map(repr, vols))}" if vols else "it holds no generation"
+    else:
+        held = f"it holds generations {', '.join(map(str, have))}" if have else "it holds no generation"
+    raise NoSuchGenerationError(
+        f"no {what} on {'this medium' if len(read) == 1 else 'these media'} ({held})",
+        hint="tapearc list shows what the medium holds",
+    ).at(medium=read[0].medium if len(read) == 1 else None)
 
 
 def _check_catalog(rep: MediumReport, catalog: Catalog, label: fmt.Label) -> None:

@@ -8,6 +8,7 @@ ints stay ints.
 from __future__ import annotations
 
 import dataclasses
+import json
 from enum import Enum
 from typing import Any, TypeVar
 from uuid import UUID
@@ -26,7 +27,39 @@ from .model import (
     VolumeSource,
 )
 
-__all__ = ["to_jsonable", "from_jsonable"]
+__all__ = ["to_jsonable", "from_jsonable", "parse_json", "MAX_JSON_DEPTH"]
+
+MAX_JSON_DEPTH = 64  # tapearc's own JSON files (the dir: marker) nest two levels
+
+
+def parse_json(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for a file tapearc did not necessarily write: a document nested deeper
+    than ``max_depth`` (which would exhaust the decoder's recursion, or any code walking it)
+    is a ValueError like any other malformed JSON."""
+    try:
+        obj = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"JSON nested more than {max_depth} levels deep") from None
+    if json_depth(obj) > max_depth:
+        raise ValueError(f"JSON nested more than {max_depth} levels deep")
+    return obj
+
+
+def json_depth(obj: Any) -> int:
+    """How deeply lists and objects nest in ``obj`` (0 for a scalar); iterative, so any depth."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, dict):
+            items: Any = o.values()
+        elif isinstance(o, list):
+            items = o
+        else:
+            continue
+        deepest = max(deepest, d + 1)
+        stack.extend((x, d + 1) for x in items)
+    return deepest
 
 M = TypeVar("M")
 

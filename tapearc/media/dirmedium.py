@@ -46,6 +46,7 @@ from ..errors import (
     RecordTooLargeError,
     WriteProtectedError,
 )
+from ..format.jsonio import parse_json
 from .base import DriveStatus, Mark, Position, TapeDrive, WriteStatus
 from .writeback import start_writeback, syncfs
 
@@ -212,11 +213,11 @@ class DirDrive(TapeDrive):
             return marker
         try:
             with open(marker_path, encoding="utf-8") as fh:
-                marker = json.load(fh)
+                marker = parse_json(fh.read())
         except (OSError, ValueError) as err:
             raise NotTapearcMediumError(
-                f"unreadable {MARKER_NAME} in {path}: {err}", medium=self.name
-            ) from err
+                f"unreadable {marker_path}: {err}", medium=self.name
+            ) from None
         if not isinstance(marker, dict) or marker.get("format") != MARKER_FORMAT:
             raise NotTapearcMediumError(
                 f"{MARKER_NAME} in {path} is not a tapearc dir medium marker", medium=self.name

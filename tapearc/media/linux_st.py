@@ -69,16 +69,9 @@ _POLL = 1.0
 def st_max_record_setting(max_record_size: int | None = None) -> int:
     """The largest record: the parameter, else ``TAPEARC_ST_MAX_RECORD``, else 1 MiB."""
     if max_record_size is None:
-        text = os.environ.get("TAPEARC_ST_MAX_RECORD", "").strip()
-        if text:
-            from ..units import parse_size
+        from ..env import size
 
-            try:
-                max_record_size = parse_size(text)
-            except ValueError as e:
-                raise UsageError(f"TAPEARC_ST_MAX_RECORD: {e}") from None
-        else:
-            max_record_size = DEFAULT_MAX_RECORD
+        max_record_size = size("TAPEARC_ST_MAX_RECORD") or DEFAULT_MAX_RECORD
     if not 1 <= max_record_size <= MAX_ST_RECORD:
         raise UsageError(
             f"maximum record size {max_record_size} is outside 1 .. {MAX_ST_RECORD} bytes "
@@ -90,11 +83,9 @@ def st_max_record_setting(max_record_size: int | None = None) -> int:
 def _load_timeout(value: float | None) -> float:
     if value is not None:
         return float(value)
-    text = os.environ.get("TAPEARC_ST_LOAD_TIMEOUT", "").strip()
-    try:
-        return float(text) if text else DEFAULT_LOAD_TIMEOUT
-    except ValueError:
-        raise UsageError(f"TAPEARC_ST_LOAD_TIMEOUT: not a number of seconds: {text!r}") from None
+    from ..env import seconds
+
+    return seconds("TAPEARC_ST_LOAD_TIMEOUT", DEFAULT_LOAD_TIMEOUT)
 
 
 class LinuxStOps:
