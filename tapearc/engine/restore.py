@@ -625,6 +625,8 @@ def restore(
     progress: Progress | None = None,
     stdout: BinaryIO | None = None,
 ) -> RestoreResult:
+    if target_path == "-":
+        check_stream_output(stdout or sys.stdout.buffer)  # before the medium is touched
     if isinstance(media, MediaSource):
         return _restore(media, catalog, target_path, options, progress, stdout)
     given = media
@@ -646,8 +648,6 @@ def _restore(
 ) -> RestoreResult:
     progress = progress or NoProgress()
     started = time.monotonic()
-    if target_path == "-":
-        check_stream_output(stdout or sys.stdout.buffer)
     refuse_same_restore_target(media.spec, target_path)  # never onto the medium it reads
     label, chain, plan = prepare_plan(media, catalog, options)
     drive = media.current()
