@@ -165,10 +165,10 @@ def resolve(name: str, events: list[tuple[int, str, str]]) -> str:
         return f"{next(n for n, d in recs if d.startswith('TALABEL1'))}:{phase}"
     if point == "labelfm":
         return f"{next(n for n, k, _ in events if k == 'fm')}:{phase}"
-    if point.startswith("db") and point[2:].isdigit():  # the k-th commit of the run, before the header
-        n = dbs[int(point[2:]) - 1]
-        assert n < hdr_n, (name, events)
-        return f"{n}:{phase}"
+    if point in ("db1", "dbpre"):  # the first commit of the run; the last one before the header
+        before = [n for n in dbs if n < hdr_n]
+        assert before, (name, events)
+        return f"{before[0] if point == 'db1' else before[-1]}:{phase}"
     if point == "mkdir":  # the generation's tape file folder
         n = [n for n, k, _ in events if k == "mkdir" and n < hdr_n][-1]
         return f"{n}:{phase}"
@@ -196,7 +196,7 @@ def gen3_points(kind: str) -> list[str]:
     """Distinct states over generation 3's whole backup (a kill "before" an operation leaves the
     state "after" the one before it, so only states that differ are listed)."""
     cut = ["empty", "torn"] if kind == "dir" else ["torn"]  # dir: a record file created, no bytes yet
-    pts = ["db1-after", "db4-after"]  # catalog commits before anything reaches the medium
+    pts = ["db1-after", "dbpre-after"]  # catalog commits before anything reaches the medium
     if kind == "dir":
         pts.append("mkdir-after")  # the tape file folder, no record in it
     pts += [f"hdr-{c}" for c in cut] + ["hdr-after"]
