@@ -16,7 +16,8 @@ After each kill, in fresh processes:
    with the catalog lost (a new one rebuilt by ``tapearc scan``);
 2. ``tapearc list``, ``verify`` and ``scan`` exit without crashing (0; verify may say 20 for the
    interrupted tape file) and agree on which tape files the medium holds;
-3. a later ``tapearc backup`` appends, and its generation and generation 2 restore byte-identical.
+3. a later ``tapearc backup`` appends, and its generation restores byte-identical (an
+   incremental: blocks come from generation 1's and 2's tape files too).
 
 The kill points are named (``rec7-torn``: the 8th record of the chunks, cut in half) and
 resolved against a trace of the same backup run without a kill, so a failure names the state.
