@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all tools bench clean
+.PHONY: demo test test-quick tools bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,9 +25,14 @@ tools:
 demo: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
 
-# The test suite (hardware tests skip unless TAPEARC_TEST_TAPE names a tape device).
+# The test suite (hardware tests skip unless TAPEARC_TEST_TAPE names a tape device), the kill
+# campaign included (tests marked slow: tests/cli/test_kill_campaign.py, 1-3 minutes).
 test: $(STAMP) tools
 	$(PY) -m pytest -q
+
+# The same without the slow tests, while working on the code.
+test-quick: $(STAMP) tools
+	$(PY) -m pytest -q -m 'not slow'
 
 # The performance benchmark (issue 8; docs/performance.md): 2 GiB test volumes in /tmp, 3 runs,
 # beside dd, partclone and xxh128sum (apt-get install partclone xxhash; skipped without them).

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from tapearc.catalog.db import Catalog
-from tapearc.engine.backup import BackupOptions, backup
+from tapearc.engine.backup import DEFAULT_RECORD_SIZE, BackupOptions, backup
 from tapearc.engine.labeling import label_medium
 from tapearc.engine.restore import RestoreOptions, restore
 from tapearc.engine.verify import run_verify
 from tapearc.media import open_medium
 from tapearc.media.base import Mark
 
-RS = 512 * 1024  # tgt read bug in the lab: docs/hardware.md
+RS = DEFAULT_RECORD_SIZE  # 1 MiB
 
 
 def _records(tape: str) -> list[bytes | str]:

@@ -19,7 +19,6 @@ from tests.hardware.conftest import tapearc
 
 CHANGER = os.environ.get("TAPEARC_TEST_CHANGER") or os.environ.get("STLAB_CHANGER_DEV")
 pytestmark = pytest.mark.skipif(not CHANGER, reason="TAPEARC_TEST_CHANGER (a changer's sg node) not set")
-LAB = ["--record-size", "512K"] if os.environ.get("STLAB_TAPE_MB") else []  # tgt read bug: see docs/hardware.md
 
 
 def mtx_status() -> str:
@@ -35,7 +34,7 @@ def test_backup_spans_tapes_through_mtx_and_restores(tape: str, tmp_path: Path) 
     src.write_bytes(data)
     cat = tmp_path / "catalog.sqlite"
     p = tapearc(
-        "backup", str(src), "--media", tape, "--changer", f"mtx:{CHANGER}", "--chunk-size", "2M", *LAB, "--json",
+        "backup", str(src), "--media", tape, "--changer", f"mtx:{CHANGER}", "--chunk-size", "2M", "--json",
         catalog=cat,
     )
     res = json.loads(p.stdout)
