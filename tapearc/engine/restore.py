@@ -69,6 +69,7 @@ class RestoreResult:
     lost: list[dict[str, object]] = field(default_factory=list)  # block ranges that could not be restored
     fallback: list[dict[str, object]] = field(default_factory=list)  # blocks restored from older versions
     damaged_chunks: list[dict[str, object]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # damaged or rebuilt generations met on the media
     from_generation: int | None = None
     chunks_read: int = 0
     blocks_written: int = 0
@@ -110,7 +111,8 @@ def prepare_plan(
     if not isinstance(media, MediaSource):
         media = MediaSource.fixed(media, catalog)
     drive = media.current()
-    label = sync_medium(drive, catalog)
+    notes: list[str] = []
+    label = sync_medium(drive, catalog, notes)
     if media.can_change:
         follow_set(media, catalog, label)
     volume = choose_volume(catalog, label, options.volume, drive.name)
@@ -119,6 +121,7 @@ def prepare_plan(
     except TapearcError as e:
         raise e.at(medium=drive.name)
     plan = make_plan(catalog, chain, have=have, zero_target=zero_target)
+    plan.warnings.extend(notes)
     return label, chain, plan
 
 
@@ -440,6 +443,7 @@ def restore(
         block_size=last.block_size,
         mode=mode,
         from_generation=have,
+        warnings=list(plan.warnings),
     )
     try:
         progress.start(f"restore {last.volume} gen {last.number}", plan.blocks_to_write * plan.block_size or None)
