@@ -668,7 +668,11 @@ def plan(
         with _catalog(catalog) as cat, _media(media, changer, write=False, catalog=cat) as src:
             _, chain, p = prepare_plan(src, cat, RestoreOptions(generation=generation, volume=volume))
             if assume_generation is not None:
+                warnings = p.warnings
                 p = make_plan(cat, chain, have=assume_generation)
+                p.warnings = warnings
+        for w in p.warnings:
+            err_console.print(f"tapearc: warning: {w}", markup=False, soft_wrap=True)
         if json_out:
             _emit_json(p.to_json(with_chunks=True))
             return

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 from tapearc import format as fmt
 from tapearc.errors import (
-    BadMagicError,
     FormatError,
     MalformedError,
     NotTapearcMediumError,
@@ -179,21 +178,6 @@ def new_label(record_size: int, now: int, text: str = "") -> fmt.Label:
         created=now,
         text=text,
     )
-
-
-def read_generation_header(drive: TapeDrive) -> tuple[Item, fmt.GenerationHeader] | Mark:
-    """Read the first item of a tape file and decode it as a generation header."""
-    item = read_item(drive)
-    if isinstance(item, Mark):
-        return item
-    if item.magic != MAGIC_GENHDR:
-        raise BadMagicError(
-            f"tape file starts with {item.magic!r}, expected a generation header {MAGIC_GENHDR!r}"
-        ).at(medium=drive.name, tape_file=item.tape_file, record=item.record)
-    try:
-        return item, fmt.decode_generation_header(item.data)
-    except TapearcError as e:
-        raise e.at(medium=drive.name, tape_file=item.tape_file, record=item.record)
 
 
 def scan_generation_files(drive: TapeDrive) -> list[GenerationFile]:
