@@ -240,9 +240,11 @@ def _deep_file(
             magic = e.details.get("magic")
             if not isinstance(magic, bytes) or magic[:7] == MAGIC_CHUNK[:7]:
                 chunk_problem = _join(chunk_problem, str(e))
-            else:
+            else:  # the trailer (or end record) with its framing damaged: where it starts is known
                 trailer_seen = True
-                other = _join(other, str(e))
+                if trailer_record is None and magic[:7] != fmt.TRAILER_END_MAGIC[:7]:
+                    trailer_record = record
+                other = _join(other, f"trailer or end record damaged ({e})")
             if recs.mark is not None:
                 ended = recs.mark
                 break
