@@ -31,13 +31,14 @@ from tapearc.engine.tapefiles import (
     read_file_item,
     walk_tape_files,
 )
-from tapearc.errors import TapearcError
+from tapearc.errors import FormatError, TapearcError
 from tapearc.media.base import Mark, TapeDrive
 
 if TYPE_CHECKING:
     from tapearc.engine.mediasource import MediaSource
 
 DIGEST_LEN = fmt.DIGEST_LEN
+MAX_READ_ERRORS = 16
 
 
 @dataclass(slots=True)
@@ -232,25 +233,39 @@ def _deep_file(
     chunk_problem: str | None = None  # a chunk could not be read: damage in the data
     other: str | None = None  # damage outside the chunks (trailer, end record, stray items)
     ended: Mark | None = None
+    in_damage = False  # inside a run of records that make no item
+    errors = 0  # read errors in a row
     while True:
         try:
             got, n = read_file_item(recs, record=record, logical=gf.logical, **where)
         except TapearcError as e:
-            sizes = e.details.get("sizes") or [0]
+            # go on with the next record: items start on record boundaries, so the records left
+            # of a damaged item are strays until the next item (and the trailer may be intact)
+            sizes = e.details.get("sizes")
             magic = e.details.get("magic")
-            if not isinstance(magic, bytes) or magic[:7] == MAGIC_CHUNK[:7]:
-                chunk_problem = _join(chunk_problem, str(e))
-            else:  # the trailer (or end record) with its framing damaged: where it starts is known
+            m7 = magic[:7] if isinstance(magic, bytes) else b""
+            if m7 in (MAGIC_TRAILER[:7], fmt.TRAILER_END_MAGIC[:7]):  # its framing is damaged
                 trailer_seen = True
-                if trailer_record is None and magic[:7] != fmt.TRAILER_END_MAGIC[:7]:
+                if trailer_record is None and m7 == MAGIC_TRAILER[:7]:
                     trailer_record = record
                 other = _join(other, f"trailer or end record damaged ({e})")
+            else:
+                if not in_damage:
+                    chunk_problem = _join(chunk_problem, str(e))
+                expect = None  # a chunk was lost here: the next one read says where we are
+            in_damage = True
             if recs.mark is not None:
                 ended = recs.mark
                 break
-            record += len(sizes)
-            ended = _skip_to_filemark(recs)
-            break
+            read_error = not isinstance(e, FormatError)
+            errors = errors + 1 if read_error else 0
+            if errors > MAX_READ_ERRORS:  # a device that keeps failing: give up on this tape file
+                ended = Mark.END_OF_DATA
+                break
+            record += max(1, (len(sizes) if isinstance(sizes, list) else 0) + read_error)
+            continue
+        in_damage = False
+        errors = 0
         if isinstance(got, Mark):
             ended = got
             break
@@ -411,21 +426,6 @@ def _end_record_before_filemark(drive: TapeDrive, gf: GenerationFile) -> tuple[f
         return end, None
     except TapearcError as e:
         return None, f"end record damaged ({e})"
-
-
-def _skip_to_filemark(recs: FileRecords) -> Mark:
-    errors = 0
-    while True:
-        try:
-            rec = recs.read()
-        except TapearcError:
-            errors += 1
-            if errors > 16:
-                return Mark.END_OF_DATA
-            continue
-        errors = 0
-        if isinstance(rec, Mark):
-            return rec
 
 
 def _state_word(complete: bool, continues: bool) -> str:

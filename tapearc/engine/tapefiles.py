@@ -59,21 +59,35 @@ class FileRecords:
     def __init__(self, drive: TapeDrive, *, keep: bool = False) -> None:
         self.drive = drive
         self.mark: Mark | None = None
-        self._kept: list[bytes] = []  # with ``keep``: the records read until replay()
-        self._replay: list[bytes] = []
+        # with ``keep``: the records read until replay(), and the read errors among them (a
+        # consumer sees the same records and errors, at the same indices, as a plain read)
+        self._kept: list[bytes | TapearcError] = []
+        self._replay: list[bytes | TapearcError] = []
         self._keep = keep
 
     def read(self) -> bytes | Mark:
         if self._replay:
-            return self._replay.pop()
+            got = self._replay.pop()
+            if isinstance(got, TapearcError):
+                raise got
+            return got
         if self.mark is not None:
             return self.mark
-        rec = self.drive.read_record()
+        try:
+            rec = self.drive.read_record()
+        except TapearcError as e:
+            if self._keep:
+                self._kept.append(e)
+            raise
         if isinstance(rec, Mark):
             self.mark = rec
         elif self._keep:
             self._kept.append(rec)
         return rec
+
+    def first(self) -> bytes | None:
+        """The first record kept, when it was read."""
+        return self._kept[0] if self._kept and isinstance(self._kept[0], bytes) else None
 
     def replay(self) -> None:
         self._replay = list(reversed(self._kept))
@@ -102,7 +116,12 @@ def read_file_item(recs: FileRecords, *, tape_file: int, record: int, logical: i
     sizes = [len(first)]
     have = len(first)
     while have < total:
-        rec = recs.read()
+        try:
+            rec = recs.read()
+        except TapearcError as e:  # a read error inside the item: the records before it were read
+            e.details.setdefault("sizes", list(sizes))
+            e.details.setdefault("magic", bytes(prefix.magic))
+            raise
         if isinstance(rec, Mark):
             raise TruncatedError(
                 f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but the tape file "
@@ -169,7 +188,7 @@ def _classify(drive: TapeDrive, recs: FileRecords, tape_file: int, logical: int)
     try:
         got, n = read_file_item(recs, tape_file=tape_file, record=0, logical=logical, medium=drive.name)
     except TruncatedError as e:
-        first = bytes(recs._kept[0][:7]) if recs._kept else b""
+        first = bytes((recs.first() or b"")[:7])
         tf.problem = str(e)
         if recs.mark is None:  # a record shorter than an item's prefix: is it the last one?
             try:
@@ -181,7 +200,8 @@ def _classify(drive: TapeDrive, recs: FileRecords, tape_file: int, logical: int)
         return tf
     except TapearcError as e:
         tf.problem = str(e)
-        if recs._kept and bytes(recs._kept[0][:7]) not in MAGICS7:
+        head = recs.first()
+        if head is not None and bytes(head[:7]) not in MAGICS7:
             tf.kind = "foreign"
             tf.problem = f"medium {drive.name}, tape file {tape_file}: the tape file does not start with a tapearc item"
         return tf

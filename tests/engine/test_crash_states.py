@@ -160,6 +160,10 @@ def _tape_files(kind: str, med: Path, cat: Path) -> tuple[list[tuple[int, str]],
     assert sp.returncode == 0, sp.stderr
     lst = [(f["tape_file"], f["kind"]) for f in _json(lp)["tape_files"] if f["tape_file"] > 0]
     ver = [(f["tape_file"], f["kind"]) for f in _json(vp)["media"][0]["tape_files"]]
+    # and the same records in each (unreadable ones counted by neither)
+    lrec = [f["records"] for f in _json(lp)["tape_files"][1:]]
+    vrec = [f["records"] for f in _json(vp)["media"][0]["tape_files"]]
+    assert lrec == vrec, (lrec, vrec, lp.stdout, vp.stdout)
     scn = [(f["tape_file"], f["kind"]) for f in _json(sp)["tape_files"]]
     return lst, ver, scn
 
@@ -398,6 +402,26 @@ def test_truncated_end_record_is_reported_not_replaced(tmp_path: Path, kind: str
     assert _json(p)["generation"] == 2
 
 
+def test_deep_scan_past_an_unreadable_chunk_keeps_the_trailer_index(tmp_path: Path) -> None:
+    """An unreadable record in generation 1's chunks, the catalog lost: scan --deep reads on past
+    it (to the intact trailer), so generation 1 stays complete, and a plain restore of the latest
+    generation reports the lost blocks instead of quietly restoring something else."""
+    med, _src, cat, _versions = _chain(tmp_path, "dir", n=2)
+    files, closed = read_files("dir", med)
+    files[1][2] = b""  # a read error
+    write_files("dir", med, files, closed)
+    cat.unlink()
+    p = tapearc("scan", "--deep", "--media", _spec("dir", med), "--catalog", str(cat), "--json")
+    assert p.returncode == 0, p.stderr
+    res = _json(p)
+    assert [g["state"] for g in res["generations"]] == ["complete", "complete"]
+    assert "record 2" in res["generations"][0]["problem"] and "out of order" not in res["generations"][0]["problem"]
+    out = tmp_path / "o.img"
+    p = _restore("dir", med, cat, out, "--json")
+    assert p.returncode == 23, p.stderr
+    assert _json(p)["generation"] == 2 and _json(p)["lost"]
+
+
 # ----------------------------------------------------------------------------- agreement
 
 
@@ -434,6 +458,10 @@ def _damage(kind: str, med: Path, how: str) -> None:
         files[1][_trailer_at(files[1])] = bytes(r)
     elif how == "end-cut":
         files[2][-1] = files[2][-1][:30]
+    elif how == "unreadable-header":  # dir: an empty record file in a closed tape file: a read error
+        files[1][0] = b""
+    elif how == "unreadable-record":
+        files[1][2] = b""
     write_files(kind, med, files, closed)
 
 
@@ -445,7 +473,7 @@ def test_list_verify_scan_report_the_same_tape_files(tmp_path: Path, kind: str) 
     base = tmp_path / "base"
     base.mkdir()
     med0, _src, _cat0, versions = _chain(base, kind)
-    for how in DAMAGES:
+    for how in DAMAGES + (["unreadable-header", "unreadable-record"] if kind == "dir" else []):
         case = tmp_path / how
         case.mkdir()
         med = case / med0.name
