@@ -328,8 +328,21 @@ def _deep_file(
     complete = False
     continues = False
     how = ""
-    if not closed:
+    if not closed and not (
+        trailer is not None and trailer.complete and chunk_problem is None and len(added) == trailer.chunk_count
+    ):
         problem = "the medium ends inside this tape file (interrupted backup)"
+    elif not closed:
+        # the medium ends after the whole trailer (in or after the end record: a backup killed
+        # while closing the tape file, or a cut image); every chunk is there: the generation is
+        # complete, and said to be so (never quietly replaced by the previous one)
+        assert trailer is not None
+        complete = True
+        problem = (
+            "the medium ends after this tape file's trailer"
+            + (" without an end record" if end is None else " without a filemark")
+            + " (a backup interrupted while closing it, or a cut image); every chunk is there"
+        )
     elif trailer is not None:
         # the trailer's index is the generation's: chunks that could not be read are known from it
         # (a restore finds their damage and says so)

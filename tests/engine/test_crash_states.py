@@ -422,6 +422,24 @@ def test_deep_scan_past_an_unreadable_chunk_keeps_the_trailer_index(tmp_path: Pa
     assert _json(p)["generation"] == 2 and _json(p)["lost"]
 
 
+def test_image_cut_in_the_end_record_restores_that_generation_with_a_warning(tmp_path: Path) -> None:
+    """A sim: image cut inside the latest generation's end record (its trailer whole), catalog
+    lost: a plain restore restores that generation, with a warning naming the tape file; it
+    used to restore the previous generation with exit 0."""
+    med, _src, cat, versions = _chain(tmp_path, "sim", n=2)
+    objs = list(simh.scan(str(med)).objects)
+    last = [o for o in objs if o.kind is simh.ObjKind.RECORD][-1]  # generation 2's end record
+    with open(med, "r+b") as f:
+        f.truncate(last.offset + 4 + last.length // 2)
+    cat.unlink()
+    out = tmp_path / "o.img"
+    p = _restore("sim", med, cat, out, "--json")
+    assert p.returncode == 0, p.stderr
+    assert _json(p)["generation"] == 2 and out.read_bytes() == versions[1]
+    assert "tapearc: warning:" in p.stderr and "tape file 2" in p.stderr
+    assert any("tape file 2" in w for w in _json(p)["warnings"])
+
+
 # ----------------------------------------------------------------------------- agreement
 
 
@@ -503,8 +521,10 @@ def test_list_verify_scan_report_the_same_tape_files(tmp_path: Path, kind: str) 
 def test_dir_killed_at_every_record(tmp_path: Path) -> None:
     """A backup killed at every record of a small chain on ``dir:``, in each state a kill or a
     power cut leaves the record being written in (not created, empty, half written), and with
-    every record written but no FILEMARK: the catalog lost, ``scan --deep`` reads the medium,
-    the earlier generations restore byte-identical, and the next backup appends and restores."""
+    every record written but no FILEMARK: the catalog lost, ``scan --deep`` reads the medium
+    (the cut generation is incomplete, or complete with a note when its whole trailer was
+    written), the earlier generations restore byte-identical, and the next backup appends and
+    restores."""
     from tapearc.catalog.db import Catalog
     from tapearc.engine.backup import BackupOptions, backup
     from tapearc.engine.listing import list_medium
@@ -556,7 +576,11 @@ def test_dir_killed_at_every_record(tmp_path: Path) -> None:
             listed = list_medium(d)
             rep = run_verify(d, None)
         got = {f.generation: f.state for f in res.files}
-        assert got.get(tf, "incomplete") == "incomplete", (where, got)
+        if r >= len(files[tf]) - 1:  # the whole trailer is there (the end record or the filemark is not)
+            assert got[tf] == "complete", (where, got)
+            assert "after this tape file's trailer" in str([f.problem for f in res.files if f.generation == tf]), where
+        else:
+            assert got.get(tf, "incomplete") == "incomplete", (where, got)
         assert [f.tape_file for f in listed.files[1:]] == [f.tape_file for f in rep.media[0].files], where
         for g in range(1, tf):
             assert got[g] == "complete", (where, got)
