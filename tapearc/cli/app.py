@@ -448,6 +448,8 @@ def restore(
         )
         with _catalog(catalog) as cat, _media(media, changer, write=False, catalog=cat, timeout=wait) as src:
             res = do_restore(src, cat, to, opts, None if to == "-" else _progress(json_out))
+        for w in res.warnings:
+            err_console.print(f"tapearc: warning: {w}", markup=False, soft_wrap=True)
         if json_out:
             if to == "-":
                 err_console.print_json(json.dumps(res.to_json(), default=str))
@@ -510,7 +512,11 @@ def list_cmd(
                 table.add_row(str(f.tape_file), "label", "", "", "", "", "", "", "", str(f.records), "ok")
                 continue
             state = "complete" if f.complete else ("incomplete" if f.trailer else "no trailer")
-            if f.problem:
+            if f.kind != "generation":
+                state = f.kind  # interrupted, damaged, foreign or empty (engine.tapefiles)
+            elif not f.closed:
+                state = "interrupted"
+            elif f.problem:
                 state = "damaged"
             table.add_row(
                 str(f.tape_file),
@@ -677,7 +683,9 @@ def _print_verify(rep: Any) -> None:
         for p in m.problems:
             out_console.print(f"  {p.message}", markup=False, soft_wrap=True)
         for f in m.files:
-            what = f"volume {f.volume!r} generation {f.generation}" + (f" part {f.part}" if f.part else "") if f.volume else "?"
+            what = f"volume {f.volume!r} generation {f.generation}" + (f" part {f.part}" if f.part else "") if f.volume else (
+                f"{f.kind} tape file" if f.kind != "generation" else "?"
+            )
             if f.ok:
                 out_console.print(f"  tape file {f.tape_file} ({what}): OK, {f.chunks_ok} chunks, {format_size(f.bytes)}", markup=False)
                 continue
@@ -809,6 +817,16 @@ def scan(
                 markup=False,
                 soft_wrap=True,
             )
+          for d in res.tape_files:
+            if d["kind"] != "generation":
+                out_console.print(
+                    f"  tape file {d['tape_file']}: {'interrupted' if d['interrupted'] else d['kind']}"
+                    + (f"; {d['problem']}" if d["problem"] else ""),
+                    markup=False,
+                    soft_wrap=True,
+                )
+          for w in res.warnings:
+            err_console.print(f"tapearc: warning: {w}", markup=False, soft_wrap=True)
 
     _run(json_out, go)
 
@@ -841,7 +859,11 @@ def plan(
         with _catalog(catalog) as cat, _media(media, changer, write=False, catalog=cat) as src:
             _, chain, p = prepare_plan(src, cat, RestoreOptions(generation=generation, volume=volume))
             if assume_generation is not None:
+                warnings = p.warnings
                 p = make_plan(cat, chain, have=assume_generation)
+                p.warnings = warnings
+        for w in p.warnings:
+            err_console.print(f"tapearc: warning: {w}", markup=False, soft_wrap=True)
         if json_out:
             _emit_json(p.to_json(with_chunks=True))
             return

@@ -21,7 +21,7 @@ from tapearc.engine.layout import (
     GenerationFile,
     new_label,
     read_label,
-    scan_generation_files,
+    scan_tape_files,
     write_item,
     write_stream,
 )
@@ -173,8 +173,8 @@ def prepare_medium_for_append(
             f"medium {drive.name} was labeled with record size {label.record_size}; --record-size {record_size} differs",
             hint="leave --record-size out to use the medium's",
         )
-    gens = scan_generation_files(drive)
-    if gens and not gens[-1].closed:
+    gens, open_tail = scan_tape_files(drive)
+    if open_tail:  # the medium ends inside a tape file (an interrupted backup): close it first
         drive.write_filemark()
     drive.seek_end_of_data()
     return label, gens, False

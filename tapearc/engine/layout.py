@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 from tapearc import format as fmt
 from tapearc.errors import (
-    BadMagicError,
     FormatError,
     MalformedError,
     NotTapearcMediumError,
@@ -183,45 +182,30 @@ def new_label(record_size: int, now: int, text: str = "") -> fmt.Label:
     )
 
 
-def read_generation_header(drive: TapeDrive) -> tuple[Item, fmt.GenerationHeader] | Mark:
-    """Read the first item of a tape file and decode it as a generation header."""
-    item = read_item(drive)
-    if isinstance(item, Mark):
-        return item
-    if item.magic != MAGIC_GENHDR:
-        raise BadMagicError(
-            f"tape file starts with {item.magic!r}, expected a generation header {MAGIC_GENHDR!r}"
-        ).at(medium=drive.name, tape_file=item.tape_file, record=item.record)
-    try:
-        return item, fmt.decode_generation_header(item.data)
-    except TapearcError as e:
-        raise e.at(medium=drive.name, tape_file=item.tape_file, record=item.record)
-
-
 def scan_generation_files(drive: TapeDrive) -> list[GenerationFile]:
-    """Walk the tape files after the label, reading only each one's generation header.
+    """Walk the tape files after the label (engine.tapefiles, the one reader of tape files) and
+    return the generation files, each from its generation header.
 
     Leaves the medium at end of data. A last tape file that the medium ends inside (an
-    interrupted backup: no filemark) is returned with ``closed=False``.
+    interrupted backup: no filemark) is returned with ``closed=False``. Tape files that are not
+    generation files (interrupted before their header was whole, damaged, foreign, empty) are
+    left out: :func:`scan_tape_files` says whether the medium ends inside one.
     """
-    read_label(drive)
-    found: list[GenerationFile] = []
-    while True:
-        pos = drive.position()
-        got = read_generation_header(drive)
-        if got is Mark.END_OF_DATA:
-            break
-        if got is Mark.FILEMARK:
-            continue  # an empty tape file: nothing of ours; skip it
-        assert not isinstance(got, Mark)
-        _, hdr = got
-        gf = GenerationFile(tape_file=pos.file, logical=pos.logical, header=hdr)
-        found.append(gf)
-        crossed = drive.space_files(1)
-        if crossed == 0:
-            gf.closed = False
-            break
-    return found
+    return scan_tape_files(drive)[0]
+
+
+def scan_tape_files(drive: TapeDrive) -> tuple[list[GenerationFile], bool]:
+    """As :func:`scan_generation_files`, and whether the medium ends inside a tape file (of any
+    kind: a backup was interrupted there, and an append must close it with a filemark first)."""
+    from tapearc.engine.tapefiles import walk_tape_files
+
+    files = [tf for tf in walk_tape_files(drive) if tf.kind != "label"]  # closed is known once walked
+    found = [
+        GenerationFile(tape_file=tf.tape_file, logical=tf.logical, header=tf.header, closed=tf.closed)
+        for tf in files
+        if tf.kind == "generation" and tf.header is not None
+    ]
+    return found, bool(files) and not files[-1].closed and not files[-1].torn
 
 
 def expect_format_error(exc: BaseException) -> FormatError | None:

@@ -10,9 +10,8 @@ from tapearc.engine.layout import (
     MAGIC_CHUNK,
     MAGIC_GENHDR,
     MAGIC_TRAILER,
-    read_item,
-    read_label,
 )
+from tapearc.engine.tapefiles import FileRecords, read_file_item, walk_tape_files
 from tapearc.errors import TapearcError
 from tapearc.media.base import Mark, TapeDrive
 
@@ -35,7 +34,7 @@ class TapeFileListing:
     bytes: int = 0
     record_sizes: list[tuple[int, int]] = field(default_factory=list)  # (size, count) runs, in order
     closed: bool = True
-    kind: str = "unknown"  # "label" | "generation" | "unknown"
+    kind: str = "unknown"  # as engine.tapefiles: label, generation, interrupted, damaged, foreign, empty
     volume: str | None = None
     generation: int | None = None
     generation_kind: str | None = None
@@ -157,44 +156,58 @@ class MediumListing:
 def list_medium(drive: TapeDrive) -> MediumListing:
     """Read the whole medium: label, and every tape file's items (headers decoded, payloads not
     checked: that is verify's job). Damage in a tape file is reported in its ``problem`` and the
-    listing goes on with the next tape file."""
-    label = read_label(drive)
-    files = [TapeFileListing(tape_file=0, kind="label")]
-    # the label file: one record then a filemark, already read by read_label
-    files[0].add_record_size(len(fmt.encode_label(label)))
-    while True:
-        pos = drive.position()
-        tf = TapeFileListing(tape_file=pos.file)
-        end = _list_tape_file(drive, tf)
-        if tf.records == 0 and end is Mark.END_OF_DATA:
-            break
+    listing goes on with the next tape file. The tape files are those of
+    :func:`~tapearc.engine.tapefiles.walk_tape_files`, as for verify and scan."""
+    files: list[TapeFileListing] = []
+    label: fmt.Label | None = None
+    for walked in walk_tape_files(drive):
+        if walked.kind == "label":
+            label = walked.label
+            assert label is not None
+            lab = TapeFileListing(tape_file=0, kind="label")
+            # the label file: one record then a filemark, already read by read_label
+            lab.add_record_size(len(fmt.encode_label(label)))
+            files.append(lab)
+            continue
+        tf = TapeFileListing(tape_file=walked.tape_file, kind=walked.kind)
+        assert walked.records is not None
+        end = _list_tape_file(drive, walked.records, tf, walked.logical)
+        walked.finish(end)
+        tf.closed = walked.closed
+        if walked.kind != "generation":
+            tf.problem = walked.problem if tf.problem is None else tf.problem
+        elif not walked.closed and tf.problem is None:
+            tf.problem = "the medium ends inside this tape file (no filemark): an interrupted backup"
         files.append(tf)
-        if end is Mark.END_OF_DATA:
-            tf.closed = False
-            break
+    assert label is not None
     return MediumListing(medium=drive.name, label=label, files=files)
 
 
-def _list_tape_file(drive: TapeDrive, tf: TapeFileListing) -> Mark:
+def _list_tape_file(drive: TapeDrive, recs: FileRecords, tf: TapeFileListing, logical: int) -> Mark:
     first = True
+    record = 0
     while True:
         try:
-            item = read_item(drive)
+            item, n = read_file_item(recs, tape_file=tf.tape_file, record=record, logical=logical, medium=drive.name)
         except TapearcError as e:
-            tf.problem = str(e)
-            return _skip_rest(drive, tf)
+            tf.problem = str(e) if tf.problem is None else tf.problem
+            for size in e.details.get("sizes", ()):
+                tf.add_record_size(size)
+            return _skip_rest(recs, tf)
         if isinstance(item, Mark):
             return item
-        for n in item.record_sizes:
-            tf.add_record_size(n)
+        record += n
+        for size in item.record_sizes:
+            tf.add_record_size(size)
+        if tf.kind != "generation":
+            continue  # an interrupted, damaged or foreign tape file: its records are counted
         try:
             if first:
                 first = False
                 if item.magic != MAGIC_GENHDR:
                     tf.problem = f"tape file starts with {item.magic!r}, not a generation header"
-                    return _skip_rest(drive, tf)
+                    return _skip_rest(recs, tf)
                 h = fmt.decode_generation_header(item.data)
-                tf.kind = "generation"
                 tf.volume = h.volume_name
                 tf.generation = h.generation
                 tf.generation_kind = "full" if h.kind == fmt.GenerationKind.FULL else "incremental"
@@ -238,12 +251,12 @@ def _list_tape_file(drive: TapeDrive, tf: TapeFileListing) -> Mark:
             tf.problem = str(e.at(medium=drive.name, tape_file=tf.tape_file, record=item.record))
 
 
-def _skip_rest(drive: TapeDrive, tf: TapeFileListing) -> Mark:
+def _skip_rest(recs: FileRecords, tf: TapeFileListing) -> Mark:
     """After damage: count the remaining records of the tape file up to its filemark."""
     errors = 0
     while True:
         try:
-            rec = drive.read_record()
+            rec = recs.read()
         except TapearcError as e:
             errors += 1
             if errors > 16:  # a device that keeps failing without moving: give up on this medium

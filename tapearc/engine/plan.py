@@ -73,6 +73,7 @@ class Plan:
     blocks_to_zero: int = 0
     media: list[tuple[uuid.UUID, int]] = field(default_factory=list)  # (medium uuid, sequence), read order
     source_path: str | None = None  # the volume's source as recorded for the generation (None: not recorded)
+    warnings: list[str] = field(default_factory=list)  # damaged or rebuilt generations met while reading the media
 
     @property
     def nblocks(self) -> int:
@@ -105,6 +106,7 @@ class Plan:
             "bytes_to_skip": self.bytes_to_skip,
             "blocks_to_write": self.blocks_to_write,
             "blocks_to_zero": self.blocks_to_zero,
+            "warnings": self.warnings,
         }
         if with_chunks:
             out["chunks"] = [
@@ -129,6 +131,17 @@ def load_chain(catalog: Catalog, set_uuid: uuid.UUID, volume: str, number: int |
         raise NoSuchGenerationError(f"the catalog knows no generation of volume {volume!r} in this media set")
     if number is None:
         complete = [g for g in gens.values() if g.state == "complete"]
+        # a generation whose backup finished but whose trailer is damaged on the medium (and could
+        # not be rebuilt from its chunks) is the latest one: never silently replaced by an older
+        latest_damaged = max((g.number for g in gens.values() if g.state == "damaged"), default=0)
+        if latest_damaged > max((g.number for g in complete), default=0):
+            older = max((g.number for g in complete if g.number < latest_damaged), default=None)
+            raise IncompleteChainError(
+                f"the latest generation of volume {volume!r}, {latest_damaged}, is damaged: its trailer or end "
+                "record is unreadable and its index could not be rebuilt from its chunks",
+                hint=(f"restore generation {older} with --generation {older} if an older one will do; " if older else "")
+                + "tapearc verify shows the damage",
+            )
         if not complete:
             raise NoSuchGenerationError(f"volume {volume!r} has no complete generation")
         number = max(g.number for g in complete)

@@ -94,6 +94,7 @@ class RestoreResult:
     damaged_chunks: list[dict[str, object]] = field(default_factory=list)
     missing_media: list[dict[str, object]] = field(default_factory=list)  # media that never arrived (--partial)
     skipped_generations: list[dict[str, object]] = field(default_factory=list)  # newer, not restorable
+    warnings: list[str] = field(default_factory=list)  # damaged or rebuilt generations met on the media
     from_generation: int | None = None
     chunks_read: int = 0
     blocks_written: int = 0
@@ -236,7 +237,8 @@ def prepare_plan(
     if not isinstance(media, MediaSource):
         media = MediaSource.fixed(media, catalog)
     drive = media.current()
-    label = sync_medium(drive, catalog)
+    notes: list[str] = []
+    label = sync_medium(drive, catalog, notes)
     if media.can_change:
         follow_set(media, catalog, label)
     volume = choose_volume(catalog, label, options.volume, drive.name)
@@ -245,6 +247,7 @@ def prepare_plan(
         plan = make_plan(catalog, chain, have=have, zero_target=zero_target)
     except TapearcError as e:
         raise e.at(medium=drive.name)
+    plan.warnings.extend(notes)
     return label, chain, plan
 
 
@@ -701,6 +704,7 @@ def _restore(
         from_generation=have,
         source_path=last.source_path or None,
         skipped_generations=skipped_generations(catalog, chain, options),
+        warnings=list(plan.warnings),
     )
     try:
         progress.start(f"restore {last.volume} gen {last.number}", plan.blocks_to_write * plan.block_size or None)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.engine.layout import read_label
+from tapearc.engine.tapefiles import FileRecords, TapeFile, walk_tape_files
 from tapearc.engine.plan import ChainMap, chain_map, check_generation, load_chain
 from tapearc.engine.pipeline import RecordAhead
 from tapearc.engine.progress import NoProgress, Progress
@@ -61,6 +62,7 @@ class Problem:
 @dataclass(slots=True)
 class FileReport:
     tape_file: int
+    kind: str = "generation"  # as engine.tapefiles: generation, interrupted, damaged, foreign, empty
     volume: str | None = None
     generation: int | None = None
     part: int | None = None
@@ -79,6 +81,7 @@ class FileReport:
     def to_json(self) -> dict[str, object]:
         return {
             "tape_file": self.tape_file,
+            "kind": self.kind,
             "volume": self.volume,
             "generation": self.generation,
             "part": self.part,
@@ -160,10 +163,9 @@ class VerifyReport:
 class _Records:
     """Records of one tape file with their index, with push-back (for resynchronising)."""
 
-    def __init__(self, drive: TapeDrive, report: FileReport) -> None:
-        self.drive = drive
+    def __init__(self, records: FileRecords, report: FileReport) -> None:
         # a thread reads the records ahead (up to the tape file's filemark) while they are checked
-        self.ahead = RecordAhead(drive.read_record, max_errors=MAX_READ_ERRORS)
+        self.ahead = RecordAhead(records.read, max_errors=MAX_READ_ERRORS)
         self.report = report
         self.index = 0
         self.back: list[tuple[int, bytes]] = []
@@ -255,12 +257,19 @@ class _BlockSet:
         return 0 if not self.starts or self.starts[0] > 0 else self.ends[0]
 
 
-def verify_tape_file(drive: TapeDrive, label: fmt.Label, *, check_digests: bool = True) -> tuple[FileReport, Mark]:
-    """Verify the tape file the medium is positioned at (its first record). Returns the report and
-    how it ended (FILEMARK, or END_OF_DATA when the medium ends inside it or right here)."""
-    pos = drive.position()
-    rep = FileReport(tape_file=pos.file)
-    recs = _Records(drive, rep)
+def verify_tape_file(
+    drive: TapeDrive, label: fmt.Label, *, check_digests: bool = True, walked: TapeFile | None = None
+) -> tuple[FileReport, Mark]:
+    """Verify the tape file the medium is positioned at (its first record), or the one
+    ``walked`` (from walk_tape_files) gives. Returns the report and how it ended (FILEMARK, or
+    END_OF_DATA when the medium ends inside it or right here)."""
+    if walked is not None and walked.records is not None:
+        rep = FileReport(tape_file=walked.tape_file, kind=walked.kind)
+        records = walked.records
+    else:
+        rep = FileReport(tape_file=drive.position().file)
+        records = FileRecords(drive)
+    recs = _Records(records, rep)
     try:
         return _verify_records(recs, rep, label, check_digests)
     finally:
@@ -510,27 +519,24 @@ def verify_medium(
     rep.medium_uuid, rep.media_set, rep.sequence = str(label.medium_uuid), str(label.media_set_uuid), label.sequence
     progress.start(f"verify {drive.name}", None)
     try:
-        while True:
-            pos = drive.position()
-            fr, ended = verify_tape_file(drive, label, check_digests=check_digests)
+        for walked in walk_tape_files(drive, label=False):
+            fr, ended = verify_tape_file(drive, label, check_digests=check_digests, walked=walked)
+            walked.finish(ended)
+            if walked.torn and walked.problem:
+                fr.problems.append(Problem(0, "truncated", walked.problem))
             progress.advance(fr.bytes)
-            if fr.records == 0 and not fr.problems and ended is Mark.END_OF_DATA:
-                break
             wanted = (generation is None or fr.generation == generation) and (volume is None or fr.volume == volume)
             if wanted:
                 rep.files.append(fr)
             else:
                 rep.others.append((fr.tape_file, fr.volume, fr.generation))
-            if ended is Mark.END_OF_DATA:
-                break
-            _ = pos
     finally:
         progress.finish()
     try:
         cut = bool(drive.status().details.get("image_truncated"))
     except TapearcError:
         cut = False
-    if cut:
+    if cut and not (rep.files and rep.files[-1].kind == "interrupted"):
         last = rep.files[-1].tape_file if rep.files else 0
         rep.problems.append(
             Problem(0, "truncated", f"the medium ends with a cut or damaged record after tape file {last}: an interrupted write or a truncated image")

@@ -26,6 +26,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -126,6 +127,8 @@ __all__ = [
     "check_trailer_end",
     "chunk_header_len",
     "check_same_generation",
+    "decode_trailer_header",
+    "TrailerSummary",
     "TrailerBuilder",
     "MemoryStore",
     "trailer_end_from_header",
@@ -864,6 +867,63 @@ def decode_trailer(buf: Buf) -> Trailer:
         )
     _validate_trailer(t)
     return t
+
+
+@dataclass(frozen=True, slots=True)
+class TrailerSummary:
+    """A trailer's header fields alone (its totals and flags), for a trailer whose body is
+    damaged: the generation's index can then be rebuilt from its chunks' headers and checked
+    against these totals."""
+
+    flags: int
+    run_uuid: UUID
+    generation: int
+    volume_size: int
+    block_size: int
+    chunk_count: int
+    data_blocks: int
+    zero_blocks: int
+    raw_bytes: int
+    stored_bytes: int
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.flags & TRAILER_FLAG_COMPLETE)
+
+    @property
+    def continues(self) -> bool:
+        return bool(self.flags & TRAILER_FLAG_CONTINUES)
+
+
+def decode_trailer_header(buf: Buf) -> TrailerSummary:
+    """Decode only a trailer's header (``buf`` holds at least its 100 bytes; the body is not
+    read): prefix, header CRC, version, flags, reserved bytes and digest algorithm."""
+    mv, prefix = _open_item(buf, TRAILER_MAGIC, whole=False)
+    hl = prefix.header_len
+    if hl != TRAILER_HEADER_LEN:
+        raise MalformedError(f"trailer: header_len {hl} != {TRAILER_HEADER_LEN}")
+    with _translated("trailer"):
+        v = TrailerHeaderStruct.parse(bytes(mv[:hl])).fields.value
+    if v.reserved != bytes(3):
+        raise MalformedError(f"trailer: reserved bytes {v.reserved.hex()} are not 0")
+    if v.digest_alg not in DIGEST_ALGS:
+        raise MalformedError(f"trailer: unknown digest_alg {v.digest_alg}")
+    if v.flags & ~TRAILER_FLAGS_KNOWN or v.flags & TRAILER_FLAGS_KNOWN == TRAILER_FLAGS_KNOWN:
+        raise MalformedError(f"trailer: invalid flags 0x{v.flags:04x}")
+    if v.generation < 1:
+        raise MalformedError("trailer: generation must be >= 1")
+    return TrailerSummary(
+        flags=v.flags,
+        run_uuid=v.run_uuid,
+        generation=v.generation,
+        volume_size=v.volume_size,
+        block_size=v.block_size,
+        chunk_count=v.chunk_count,
+        data_blocks=v.data_blocks,
+        zero_blocks=v.zero_blocks,
+        raw_bytes=v.raw_bytes,
+        stored_bytes=v.stored_bytes,
+    )
 
 
 # =========================================================================== generation end record

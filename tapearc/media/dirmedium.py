@@ -18,6 +18,11 @@ below ``reserve`` (64 MiB by default) after a write. Full: the record does not f
 capacity, or in the file system's free space) -> MediumFullError, nothing written (a file the OS
 failed to finish with ENOSPC is removed).
 
+Crash states: in the last tape file (no FILEMARK yet), an empty record file (a write killed after
+creating it) or a gap in the numbering (a power cut before the folder reached the disk) ends the
+data: that record and any after it are a torn tail, not records (as a SIMH image's torn last
+record); ``status().details["image_truncated"]`` says so, and the next write removes them.
+
 Logical positions are computed from the per-tape-file record counts, read once at open and
 kept up to date. Writing at a position removes everything after it (as on tape); a filemark
 makes that tape file's records durable (one syncfs of the file system; an fsync per record where
@@ -164,6 +169,7 @@ class DirDrive(TapeDrive):
         self._file = 0
         self._record = 0
         self._ew = False
+        self._torn: list[str] = []  # record files after the end of data (a write cut short)
         try:
             self._scan()
         except BaseException:
@@ -272,11 +278,23 @@ class DirDrive(TapeDrive):
                     recs.add(int(m.group(1)))
                 elif entry == FILEMARK_NAME:
                     has_mark = True
-            if recs != set(range(len(recs))):
-                raise self._damaged(f"records of tape file {n} are not numbered 0..{len(recs) - 1}")
             if nmarks != n:
                 raise self._damaged(f"tape file {n - 1} has no filemark but tape file {n} exists")
-            counts.append(len(recs))
+            count = len(recs)
+            if not has_mark:
+                # the last tape file, still open: a write killed in the middle leaves an empty
+                # record file (created, no byte written yet), or a gap in the numbering (a power
+                # cut before the folder's entries reached the disk). Such a torn tail is not
+                # data: the end of data is before it (as a SIMH image's torn last record), and
+                # the next write removes it.
+                count = 0
+                while count in recs and os.path.getsize(os.path.join(folder, _rec_name(count))) > 0:
+                    count += 1
+                torn = [os.path.join(folder, _rec_name(r)) for r in sorted(recs) if r >= count]
+                self._torn.extend(torn)
+            elif recs != set(range(len(recs))):
+                raise self._damaged(f"records of tape file {n} are not numbered 0..{len(recs) - 1}")
+            counts.append(count)
             if has_mark:
                 nmarks += 1
         if len(counts) == nmarks:
@@ -338,6 +356,18 @@ class DirDrive(TapeDrive):
             if self._used_bytes() >= self.capacity - self.early_warning_zone:
                 return True
         return self._free_bytes() < self.reserve
+
+    def _drop_torn(self) -> None:
+        """Remove the record files of a write cut short (after the end of data) before writing."""
+        while self._torn:
+            path = self._torn.pop()
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                self._torn.append(path)
+                raise self._err(MediumIOError, f"cannot remove the cut record {path}: {err.strerror}") from err
 
     def _truncate_here(self) -> None:
         """Make the current position the end of data, removing everything after it."""
@@ -456,6 +486,7 @@ class DirDrive(TapeDrive):
             raise ValueError(f"record of {size} bytes exceeds max_record_size {self.max_record_size}")
         self._check_write()
         here = self._logical()
+        self._drop_torn()
 
         def full() -> MediumError:
             return self._err(
@@ -505,6 +536,7 @@ class DirDrive(TapeDrive):
     def write_filemark(self) -> WriteStatus:
         self._check_write()
         here = self._logical()
+        self._drop_torn()
         try:
             self._truncate_here()
             folder = self._folder(self._file)
@@ -618,6 +650,8 @@ class DirDrive(TapeDrive):
                 "free_bytes": free,
                 "reserve": self.reserve,
                 "early_warning_zone": self.early_warning_zone,
+                # a write was cut short after the end of data (an interrupted backup)
+                "image_truncated": bool(self._torn),
             },
         )
 

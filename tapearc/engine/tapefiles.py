@@ -1,0 +1,271 @@
+"""The one reader of a medium's tape files: where each begins and ends, and what it is.
+
+``list``, ``verify``, ``scan`` (and through ``scan_generation_files`` the backup's append and
+the restore's catalog sync) all walk a medium with :func:`walk_tape_files`, so they agree on
+which tape files exist and what each one is:
+
+* ``label``: tape file 0, the volume label;
+* ``generation``: a tape file starting with a readable generation header (a generation file, or
+  one part of a generation spanning media). ``closed`` is False when the medium ends inside it
+  (a backup interrupted while writing its chunks, trailer or end record);
+* ``interrupted``: the first item is cut short by the end of the tape file (a backup killed while
+  writing the generation header: a record of 50 of its 138 bytes);
+* ``damaged``: the first item is unreadable or not a valid generation header (CRC error, bad
+  magic of another tapearc item, a read error);
+* ``foreign``: the first record is not a tapearc item at all;
+* ``empty``: a filemark right at the start of the tape file.
+
+A medium whose end is a record cut short by an interrupted write (the device reports
+``image_truncated``: a SIMH image's torn last record, a ``dir:`` medium's empty record file) ends
+with one more tape file, ``interrupted`` and ``torn``, when the cut record would have started a
+new tape file: it has no readable record, and the next backup writes over it.
+
+The records of one tape file are read through :class:`FileRecords`, which never reads past the
+tape file's filemark: once it returned a mark it returns that mark again without touching the
+medium. An item cut short by the filemark therefore cannot make a reader swallow the next tape
+file (issue 12, finding 5: ``list`` used to count the next tape file's records into the cut
+one).
+
+A walk is forward-only unless the consumer leaves a tape file without reading it to its end:
+then the walker spaces over the rest (one filemark), as the catalog sync and scan do (a medium
+that cannot space, the stream ``-``, raises its error there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from tapearc import format as fmt
+from tapearc.engine.layout import Item, read_label
+from tapearc.errors import MalformedError, TapearcError, TruncatedError
+from tapearc.media.base import Mark, TapeDrive
+
+MAGICS7 = tuple(m[:7] for m in (fmt.LABEL_MAGIC, fmt.GENERATION_MAGIC, fmt.CHUNK_MAGIC, fmt.TRAILER_MAGIC, fmt.TRAILER_END_MAGIC))
+
+KINDS = ("label", "generation", "interrupted", "damaged", "foreign", "empty")
+
+
+class FileRecords:
+    """The records of one tape file, read forward, never past its filemark.
+
+    ``read()`` returns what ``drive.read_record()`` would (a record, a Mark, or raises its
+    error) until the first mark; after that it returns the same mark again. With ``keep``,
+    ``replay()`` makes the next reads return the records read so far again first (the walker
+    reads the first item to classify the tape file; the consumer then reads the tape file from
+    its record 0); records are kept only until then.
+    """
+
+    def __init__(self, drive: TapeDrive, *, keep: bool = False) -> None:
+        self.drive = drive
+        self.mark: Mark | None = None
+        # with ``keep``: the records read until replay(), and the read errors among them (a
+        # consumer sees the same records and errors, at the same indices, as a plain read)
+        self._kept: list[bytes | TapearcError] = []
+        self._replay: list[bytes | TapearcError] = []
+        self._keep = keep
+
+    def read(self) -> bytes | Mark:
+        if self._replay:
+            got = self._replay.pop()
+            if isinstance(got, TapearcError):
+                raise got
+            return got
+        if self.mark is not None:
+            return self.mark
+        try:
+            rec = self.drive.read_record()
+        except TapearcError as e:
+            if self._keep:
+                self._kept.append(e)
+            raise
+        if isinstance(rec, Mark):
+            self.mark = rec
+        elif self._keep:
+            self._kept.append(rec)
+        return rec
+
+    def first(self) -> bytes | None:
+        """The first record kept, when it was read."""
+        return self._kept[0] if self._kept and isinstance(self._kept[0], bytes) else None
+
+    def replay(self) -> None:
+        self._replay = list(reversed(self._kept))
+        self._kept = []
+        self._keep = False
+
+
+def read_file_item(recs: FileRecords, *, tape_file: int, record: int, logical: int, medium: str) -> tuple[Item | Mark, int]:
+    """Read the next item of a tape file from ``recs`` (``record``: its first record's index in
+    the tape file). Returns the item (or the mark that ends the tape file) and the number of
+    records consumed. Raises TruncatedError when the tape file ends inside the item (the mark is
+    then ``recs.mark``), MalformedError for records that do not add up to the item's length, the
+    prefix's errors for a first record that starts no item; the error's ``details["sizes"]``
+    are the sizes of the records read for it. A read error of the medium propagates as is."""
+    first = recs.read()
+    if isinstance(first, Mark):
+        return first, 0
+    try:
+        prefix = fmt.peek_item(first)
+    except TapearcError as e:
+        e.details["sizes"] = [len(first)]
+        e.details["magic"] = bytes(first[:8])
+        raise e.at(medium=medium, tape_file=tape_file, record=record)
+    total = prefix.total_len
+    parts = [first]
+    sizes = [len(first)]
+    have = len(first)
+    while have < total:
+        try:
+            rec = recs.read()
+        except TapearcError as e:  # a read error inside the item: the records before it were read
+            e.details.setdefault("sizes", list(sizes))
+            e.details.setdefault("magic", bytes(prefix.magic))
+            raise
+        if isinstance(rec, Mark):
+            raise TruncatedError(
+                f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but the tape file "
+                f"ends ({rec.value}) after {have}",
+                sizes=sizes,
+                magic=bytes(prefix.magic),
+            ).at(medium=medium, tape_file=tape_file, record=record)
+        parts.append(rec)
+        sizes.append(len(rec))
+        have += len(rec)
+    if have != total:
+        raise MalformedError(
+            f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but its records hold {have}",
+            sizes=sizes,
+            magic=bytes(prefix.magic),
+        ).at(medium=medium, tape_file=tape_file, record=record)
+    data = first if len(parts) == 1 else b"".join(parts)
+    return Item(bytes(prefix.magic), data, tape_file, record, logical + record, sizes), len(sizes)
+
+
+@dataclass(slots=True)
+class TapeFile:
+    """One tape file of a medium, as the walker found it."""
+
+    tape_file: int
+    logical: int  # logical position of its first record
+    kind: str  # one of KINDS
+    records: FileRecords | None = None  # its records, from record 0 (for a consumer reading it)
+    header: fmt.GenerationHeader | None = None  # kind "generation"
+    label: fmt.Label | None = None  # kind "label"
+    problem: str | None = None  # why it is interrupted, damaged or foreign
+    closed: bool = True  # ends with a filemark (False: the medium ends inside it)
+    header_records: int = 0  # records of its first item (when whole)
+    torn: bool = False  # no record of it is readable: the medium's cut tail (nothing to close)
+
+    @property
+    def interrupted(self) -> bool:
+        """A backup stopped inside this tape file (killed, power cut) before closing it."""
+        return self.kind == "interrupted" or (self.kind == "generation" and not self.closed)
+
+    def finish(self, mark: Mark) -> None:
+        """The consumer read the tape file to its end: this mark."""
+        if self.records is not None and self.records.mark is None:
+            self.records.mark = mark
+        self.closed = mark is Mark.FILEMARK
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "tape_file": self.tape_file,
+            "kind": self.kind,
+            "closed": self.closed,
+            "interrupted": self.interrupted,
+            "torn": self.torn,
+            "volume": self.header.volume_name if self.header is not None else None,
+            "generation": self.header.generation if self.header is not None else None,
+            "problem": self.problem,
+        }
+
+
+def _classify(drive: TapeDrive, recs: FileRecords, tape_file: int, logical: int) -> TapeFile | None:
+    """Read the first item of the tape file the medium is at and say what the tape file is.
+    None: the medium's end of data is here (no tape file)."""
+    tf = TapeFile(tape_file=tape_file, logical=logical, kind="damaged", records=recs)
+    try:
+        got, n = read_file_item(recs, tape_file=tape_file, record=0, logical=logical, medium=drive.name)
+    except TruncatedError as e:
+        first = bytes((recs.first() or b"")[:7])
+        tf.problem = str(e)
+        if recs.mark is None:  # a record shorter than an item's prefix: is it the last one?
+            try:
+                recs.read()
+            except TapearcError:
+                pass
+        if first and fmt.GENERATION_MAGIC.startswith(first[:7]) and recs.mark is not None:
+            tf.kind = "interrupted"  # the tape file ends inside its generation header: a write cut short
+        return tf
+    except TapearcError as e:
+        tf.problem = str(e)
+        head = recs.first()
+        if head is not None and bytes(head[:7]) not in MAGICS7:
+            tf.kind = "foreign"
+            tf.problem = f"medium {drive.name}, tape file {tape_file}: the tape file does not start with a tapearc item"
+        return tf
+    if isinstance(got, Mark):
+        if got is Mark.END_OF_DATA:
+            return None
+        tf.kind = "empty"
+        return tf
+    tf.header_records = n
+    if got.magic != fmt.GENERATION_MAGIC:
+        tf.problem = f"medium {drive.name}, tape file {tape_file}: starts with {got.magic!r}, not a generation header"
+        return tf
+    try:
+        tf.header = fmt.decode_generation_header(got.data)
+    except TapearcError as e:
+        tf.problem = str(e.at(medium=drive.name, tape_file=tape_file, record=0))
+        return tf
+    tf.kind = "generation"
+    return tf
+
+
+def walk_tape_files(drive: TapeDrive, *, label: bool = True) -> Iterator[TapeFile]:
+    """Walk the tape files of the medium in ``drive``.
+
+    ``label=True``: rewind, read the label (its errors propagate: not a tapearc medium) and yield
+    it first as kind ``label``; else the medium must be at the start of tape file 1.
+
+    Each tape file is yielded with its ``records`` set to read it from record 0 (the first item
+    is replayed). A consumer may read them up to the mark (then it calls ``finish(mark)``), or
+    leave it: the walker then spaces over the rest of the tape file. A consumer that moves the
+    medium elsewhere must put it back at the end of the tape file, or collect the walk first
+    (``list(walk_tape_files(drive))``) and move afterwards. The walk ends at the end of data.
+    """
+    if label:
+        lab = read_label(drive)
+        yield TapeFile(tape_file=0, logical=0, kind="label", label=lab)
+    while True:
+        pos = drive.position()
+        recs = FileRecords(drive, keep=True)  # the first item's records, replayed to the consumer
+        tf = _classify(drive, recs, pos.file, pos.logical)
+        if tf is None:
+            if _cut_tail(drive):  # a write cut short here: a tape file killed at birth
+                yield TapeFile(
+                    tape_file=pos.file, logical=pos.logical, kind="interrupted", records=recs, closed=False, torn=True,
+                    problem=f"medium {drive.name}, tape file {pos.file}: its first record was cut short by an "
+                    "interrupted write (nothing of it is readable; the next backup writes over it)",
+                )
+            return
+        recs.replay()
+        if recs.mark is not None:
+            tf.closed = recs.mark is Mark.FILEMARK
+        yield tf
+        if recs.mark is None:
+            crossed = drive.space_files(1)  # a medium that cannot space (a stream) says so
+            recs.mark = Mark.FILEMARK if crossed else Mark.END_OF_DATA
+        tf.closed = recs.mark is Mark.FILEMARK
+        if not tf.closed:
+            return
+
+
+def _cut_tail(drive: TapeDrive) -> bool:
+    """Does the medium end with a record cut short (a SIMH image's torn last record, a dir:
+    medium's empty record file)? Such a record is after the end of data: reads end before it."""
+    try:
+        return bool(drive.status().details.get("image_truncated"))
+    except TapearcError:
+        return False
