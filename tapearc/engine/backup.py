@@ -173,6 +173,9 @@ def prepare_medium_for_append(
             f"medium {drive.name} was labeled with record size {label.record_size}; --record-size {record_size} differs",
             hint="leave --record-size out to use the medium's",
         )
+    if drive.position().file == 0:  # labeling was interrupted before the label's filemark
+        drive.write_filemark()
+        return label, [], False
     gens, open_tail = scan_tape_files(drive)
     if open_tail:  # the medium ends inside a tape file (an interrupted backup): close it first
         drive.write_filemark()

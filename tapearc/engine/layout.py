@@ -139,7 +139,10 @@ class GenerationFile:
 
 
 def read_label(drive: TapeDrive) -> fmt.Label:
-    """Rewind and read the volume label. Raises NotTapearcMediumError for a blank or foreign medium."""
+    """Rewind and read the volume label. Raises NotTapearcMediumError for a blank or foreign medium.
+
+    Returns with the drive at the start of tape file 1, or, when labeling was interrupted before
+    the label's filemark, at the end of data in tape file 0 (``drive.position().file == 0``)."""
     drive.rewind()
     try:
         rec = drive.read_record()
@@ -164,6 +167,10 @@ def read_label(drive: TapeDrive) -> fmt.Label:
     except TapearcError as e:
         raise e.at(medium=drive.name, tape_file=0, record=0)
     nxt = drive.read_record()
+    if nxt is Mark.END_OF_DATA:
+        # labeling was interrupted after the label record, before its filemark: the medium is
+        # labeled and holds nothing else; the drive stays in tape file 0 (an append closes it)
+        return label
     if nxt is not Mark.FILEMARK:
         raise MalformedError("the volume label is not followed by a filemark").at(
             medium=drive.name, tape_file=0, record=1

@@ -261,7 +261,7 @@ def _tape_files(listing: dict[str, Any], verified: dict[str, Any], scanned: dict
     return (
         {f["tape_file"] for f in listing["tape_files"] if f["tape_file"] > 0},
         {f["tape_file"] for f in verified["media"][0]["tape_files"]},
-        {g["tape_file"] for g in scanned["generations"]},
+        {f["tape_file"] for f in scanned["tape_files"]},
     )
 
 

@@ -533,7 +533,7 @@ def test_dir_killed_at_every_record(tmp_path: Path) -> None:
     from tapearc.engine.verify import run_verify
     from tapearc.media import open_medium
 
-    opts = BackupOptions(block_size=BS, record_size=8192, chunk_size=16384)
+    opts = BackupOptions(block_size=BS, record_size=8192, chunk_size=16384, volume_name="v.img")  # copies of v.img in other folders: one volume
     rng = random.Random(5)
     v1 = bytes(rng.randbytes(14 * BS) + bytes(3 * BS) + rng.randbytes(1000))
     v2 = bytearray(v1)
