@@ -10,6 +10,7 @@ the issue's targets. See bench/README.md and docs/performance.md.
     .venv/bin/python bench/run.py --size 256M --runs 2 # quick
     .venv/bin/python bench/run.py --profile backup     # where the time goes
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,6 +47,7 @@ def in_child(fn, *args):
     """Run fn(*args) in a forked process, so the big buffers of volume making never inflate this
     process: a child's ru_maxrss starts from its parent's RSS at fork (Linux keeps it across exec)."""
     import multiprocessing
+
     with multiprocessing.get_context("fork").Pool(1) as pool:
         return pool.apply(fn, args)
 
@@ -56,10 +58,25 @@ def log(*a) -> None:
 
 # ---------------------------------------------------------------- test volumes
 
+
 def _compressible(rng: random.Random, n: int, tag: int) -> bytes:
     """Text-like data (zstd shrinks it a lot), unique per block so nothing dedups."""
-    words = [b"tape", b"archive", b"block", b"volume", b"stream", b"record", b"chunk",
-             b"digest", b"catalog", b"generation", b"restore", b"verify", b"medium", b"LTO"]
+    words = [
+        b"tape",
+        b"archive",
+        b"block",
+        b"volume",
+        b"stream",
+        b"record",
+        b"chunk",
+        b"digest",
+        b"catalog",
+        b"generation",
+        b"restore",
+        b"verify",
+        b"medium",
+        b"LTO",
+    ]
     out = bytearray()
     i = 0
     while len(out) < n:
@@ -89,8 +106,8 @@ def make_mixed(path: Path, size: int, seed: int = 1) -> None:
                 buf = bytearray(comp_unit[:n])
                 stamp = k.to_bytes(4, "little")
                 for p in range(0, n, 4096):
-                    buf[p:p + 4] = stamp
-                    buf[p + 4:p + 8] = (p // 4096).to_bytes(4, "little")
+                    buf[p : p + 4] = stamp
+                    buf[p + 4 : p + 8] = (p // 4096).to_bytes(4, "little")
                 f.write(buf)
             off += n
             k += 1
@@ -134,8 +151,11 @@ def make_ext4(path: Path, size: int, work: Path, seed: int = 3) -> str | None:
         i += 1
     if path.exists():
         path.unlink()
-    r = subprocess.run([mke2fs, "-q", "-F", "-t", "ext4", "-d", str(tree), str(path),
-                        str(size // 1024) + "k"], capture_output=True, text=True)
+    r = subprocess.run(
+        [mke2fs, "-q", "-F", "-t", "ext4", "-d", str(tree), str(path), str(size // 1024) + "k"],
+        capture_output=True,
+        text=True,
+    )
     shutil.rmtree(tree, ignore_errors=True)
     if r.returncode != 0:
         return f"mke2fs failed: {r.stderr.strip()[:300]}"
@@ -176,8 +196,13 @@ def run_timed(argv: list[str], env: dict | None = None, stdout=subprocess.DEVNUL
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}: {err.decode(errors='replace')[-800:]}")
-    return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "user": ru.ru_utime, "sys": ru.ru_stime,
-            "rss_mb": ru.ru_maxrss / 1024}
+    return {
+        "wall": wall,
+        "cpu": ru.ru_utime + ru.ru_stime,
+        "user": ru.ru_utime,
+        "sys": ru.ru_stime,
+        "rss_mb": ru.ru_maxrss / 1024,
+    }
 
 
 def clean(p: Path) -> None:
@@ -202,8 +227,7 @@ class Bench:
         m = dict(m, mbps=size / m["wall"] / 1e6)
         self.samples.setdefault(op, []).append(m)
         self.sizes[op] = size
-        log(f"  {op:28s} {m['wall']:7.2f} s {m['mbps']:8.0f} MB/s  cpu {m['cpu']:6.2f} s  "
-            f"rss {m['rss_mb']:6.0f} MB")
+        log(f"  {op:28s} {m['wall']:7.2f} s {m['mbps']:8.0f} MB/s  cpu {m['cpu']:6.2f} s  rss {m['rss_mb']:6.0f} MB")
 
     def env(self, catalog: Path) -> dict:
         e = dict(os.environ, TAPEARC_CATALOG=str(catalog))
@@ -214,8 +238,9 @@ class Bench:
         out = self.work / "dd.out"
         clean(out)
         settle(self.drop)
-        self.add("ref dd conv=fsync", size, run_timed(
-            ["dd", f"if={vol}", f"of={out}", "bs=1M", "conv=fsync", "status=none"]))
+        self.add(
+            "ref dd conv=fsync", size, run_timed(["dd", f"if={vol}", f"of={out}", "bs=1M", "conv=fsync", "status=none"])
+        )
         clean(out)
 
     def ref_xxh(self, vol: Path, size: int) -> None:
@@ -230,8 +255,9 @@ class Bench:
         out = self.work / "partclone.out"
         clean(out)
         settle(self.drop)
-        self.add("ref partclone.ext4 -c", size, run_timed(
-            ["partclone.ext4", "-q", "-c", "-s", str(img), "-o", str(out)]))
+        self.add(
+            "ref partclone.ext4 -c", size, run_timed(["partclone.ext4", "-q", "-c", "-s", str(img), "-o", str(out)])
+        )
         clean(out)
 
     # tapearc ----------------------------------------------------------------
@@ -246,25 +272,35 @@ class Bench:
         clean(cat)
         env = self.env(cat)
         settle(self.drop)
-        self.add(f"{kind}: full backup mixed", size, run_timed(
-            TAPEARC + ["backup", str(mixed), "--media", media, "--compress", "none",
-                       "--volume", "mixed"], env))
+        self.add(
+            f"{kind}: full backup mixed",
+            size,
+            run_timed(
+                TAPEARC + ["backup", str(mixed), "--media", media, "--compress", "none", "--volume", "mixed"], env
+            ),
+        )
         settle(self.drop)
-        self.add(f"{kind}: incremental 1%", size, run_timed(
-            TAPEARC + ["backup", str(changed), "--media", media, "--compress", "none",
-                       "--volume", "mixed"], env))
+        self.add(
+            f"{kind}: incremental 1%",
+            size,
+            run_timed(
+                TAPEARC + ["backup", str(changed), "--media", media, "--compress", "none", "--volume", "mixed"], env
+            ),
+        )
         target = self.work / "restored.img"
         clean(target)
         settle(self.drop)
-        self.add(f"{kind}: restore latest", size, run_timed(
-            TAPEARC + ["restore", "--media", media, "--to", str(target)], env))
+        self.add(
+            f"{kind}: restore latest",
+            size,
+            run_timed(TAPEARC + ["restore", "--media", media, "--to", str(target)], env),
+        )
         if self.args.check_restore:
             if subprocess.run(["cmp", "-s", str(changed), str(target)]).returncode != 0:
                 raise RuntimeError("restored image differs from mixed-1pct")
         clean(target)
         settle(self.drop)
-        self.add(f"{kind}: verify", size, run_timed(
-            TAPEARC + ["verify", "--media", media], env))
+        self.add(f"{kind}: verify", size, run_timed(TAPEARC + ["verify", "--media", media], env))
         clean(mpath)
         clean(cat)
 
@@ -273,14 +309,20 @@ class Bench:
         cat = self.work / f"catalog-ext4-{kind}.sqlite"
         clean(cat)
         settle(self.drop)
-        self.add(f"{kind}: full backup ext4", size, run_timed(
-            TAPEARC + ["backup", str(img), "--media", media, "--compress", "none",
-                       "--volume", "ext4"], self.env(cat)))
+        self.add(
+            f"{kind}: full backup ext4",
+            size,
+            run_timed(
+                TAPEARC + ["backup", str(img), "--media", media, "--compress", "none", "--volume", "ext4"],
+                self.env(cat),
+            ),
+        )
         clean(mpath)
         clean(cat)
 
 
 # ---------------------------------------------------------------- report
+
 
 def summarize(samples: dict[str, list[dict]]) -> dict:
     out = {}
@@ -290,7 +332,8 @@ def summarize(samples: dict[str, list[dict]]) -> dict:
         best = min(ms, key=lambda m: m["wall"])
         out[op] = {
             "runs": len(ms),
-            "wall_best": best["wall"], "wall_median": med_wall,
+            "wall_best": best["wall"],
+            "wall_median": med_wall,
             "mbps_best": max(m["mbps"] for m in ms),
             "mbps_median": statistics.median(m["mbps"] for m in ms),
             "cpu_median": statistics.median(m["cpu"] for m in ms),
@@ -311,8 +354,10 @@ REF_FOR = {
 
 def table(summary: dict, sizes: dict) -> str:
     lines = []
-    hdr = (f"{'operation':28s} {'size MiB':>8s} {'best MB/s':>10s} {'med MB/s':>9s} {'med s':>7s} "
-           f"{'ratio':>7s} {'vs':<22s} {'CPU s':>6s} {'GiB/CPU-s':>9s} {'RSS MB':>7s}")
+    hdr = (
+        f"{'operation':28s} {'size MiB':>8s} {'best MB/s':>10s} {'med MB/s':>9s} {'med s':>7s} "
+        f"{'ratio':>7s} {'vs':<22s} {'CPU s':>6s} {'GiB/CPU-s':>9s} {'RSS MB':>7s}"
+    )
     lines.append(hdr)
     lines.append("-" * len(hdr))
     order = sorted(summary, key=lambda o: (not o.startswith("ref"), o))
@@ -324,9 +369,11 @@ def table(summary: dict, sizes: dict) -> str:
         if ref and ref in summary:
             ratio = f"{s['mbps_median'] / summary[ref]['mbps_median']:.2f}x"
         gib_cpu = sizes[op] / GiB / s["cpu_median"] if s["cpu_median"] > 0 else float("inf")
-        lines.append(f"{op:28s} {sizes[op] / MiB:8.0f} {s['mbps_best']:10.0f} {s['mbps_median']:9.0f} "
-                     f"{s['wall_median']:7.2f} {ratio:>7s} {(ref or '') if ratio else '':<22s} "
-                     f"{s['cpu_median']:6.2f} {gib_cpu:9.2f} {s['rss_mb_max']:7.0f}")
+        lines.append(
+            f"{op:28s} {sizes[op] / MiB:8.0f} {s['mbps_best']:10.0f} {s['mbps_median']:9.0f} "
+            f"{s['wall_median']:7.2f} {ratio:>7s} {(ref or '') if ratio else '':<22s} "
+            f"{s['cpu_median']:6.2f} {gib_cpu:9.2f} {s['rss_mb_max']:7.0f}"
+        )
     return "\n".join(lines)
 
 
@@ -337,53 +384,81 @@ def targets(summary: dict, sizes: dict, memcheck: dict | None) -> list[dict]:
         return summary[op]["mbps_median"] if op in summary else None
 
     for kind in ("dir", "sim"):
+
         def chk(name, op, ref, want, how):
             a, b = med(f"{kind}: {op}"), med(ref)
             if a is None or b is None:
                 res.append({"target": f"{kind}: {name}", "result": "SKIP", "detail": "not measured"})
                 return
             ratio = a / b
-            res.append({"target": f"{kind}: {name}", "result": "PASS" if ratio >= want else "FAIL",
-                        "detail": f"{how}: {ratio:.2f}x (need >= {want}x)"})
-        chk("full backup >= dd conv=fsync", "full backup mixed", "ref dd conv=fsync", 1.0,
-            "throughput vs dd")
-        chk("ext4 backup >= 3x partclone", "full backup ext4", "ref partclone.ext4 -c", 3.0,
-            "throughput vs partclone")
+            res.append(
+                {
+                    "target": f"{kind}: {name}",
+                    "result": "PASS" if ratio >= want else "FAIL",
+                    "detail": f"{how}: {ratio:.2f}x (need >= {want}x)",
+                }
+            )
+
+        chk("full backup >= dd conv=fsync", "full backup mixed", "ref dd conv=fsync", 1.0, "throughput vs dd")
+        chk("ext4 backup >= 3x partclone", "full backup ext4", "ref partclone.ext4 -c", 3.0, "throughput vs partclone")
         for op, label in (("incremental 1%", "incremental"), ("verify", "verify")):
             o, r = f"{kind}: {op}", "ref xxh128sum"
             if o in summary and r in summary:
                 t = summary[o]["wall_median"] / summary[r]["wall_median"]
-                res.append({"target": f"{kind}: {label} <= 2x xxh128sum time",
-                            "result": "PASS" if t <= 2.0 else "FAIL",
-                            "detail": f"time ratio {t:.2f}x (need <= 2x)"})
+                res.append(
+                    {
+                        "target": f"{kind}: {label} <= 2x xxh128sum time",
+                        "result": "PASS" if t <= 2.0 else "FAIL",
+                        "detail": f"time ratio {t:.2f}x (need <= 2x)",
+                    }
+                )
             else:
-                res.append({"target": f"{kind}: {label} <= 2x xxh128sum time", "result": "SKIP",
-                            "detail": "not measured"})
-        chk("restore >= dd conv=fsync", "restore latest", "ref dd conv=fsync", 1.0,
-            "throughput vs dd")
+                res.append(
+                    {"target": f"{kind}: {label} <= 2x xxh128sum time", "result": "SKIP", "detail": "not measured"}
+                )
+        chk("restore >= dd conv=fsync", "restore latest", "ref dd conv=fsync", 1.0, "throughput vs dd")
         op = f"{kind}: full backup mixed"
         if op in summary:
             g = sizes[op] / GiB / summary[op]["cpu_median"]
-            res.append({"target": f"{kind}: full backup >= 1 GiB per CPU-second",
-                        "result": "PASS" if g >= 1.0 else "FAIL",
-                        "detail": f"{g:.2f} GiB/CPU-s (cpu {summary[op]['cpu_median']:.2f} s)"})
+            res.append(
+                {
+                    "target": f"{kind}: full backup >= 1 GiB per CPU-second",
+                    "result": "PASS" if g >= 1.0 else "FAIL",
+                    "detail": f"{g:.2f} GiB/CPU-s (cpu {summary[op]['cpu_median']:.2f} s)",
+                }
+            )
             rss = summary[op]["rss_mb_max"]
-            res.append({"target": f"{kind}: full backup peak RSS < 256 MB",
-                        "result": "PASS" if rss < 256 else "FAIL", "detail": f"{rss:.0f} MB"})
+            res.append(
+                {
+                    "target": f"{kind}: full backup peak RSS < 256 MB",
+                    "result": "PASS" if rss < 256 else "FAIL",
+                    "detail": f"{rss:.0f} MB",
+                }
+            )
     if memcheck:
         a, b = memcheck["small"]["rss_mb"], memcheck["large"]["rss_mb"]
         ok = b < 256 and b <= a * 1.1 + 8
-        res.append({"target": "peak RSS not growing with volume (memory check)",
-                    "result": "PASS" if ok else "FAIL",
-                    "detail": f"{memcheck['small']['size'] / GiB:.0f} GiB: {a:.0f} MB, "
-                              f"{memcheck['large']['size'] / GiB:.0f} GiB: {b:.0f} MB"})
+        res.append(
+            {
+                "target": "peak RSS not growing with volume (memory check)",
+                "result": "PASS" if ok else "FAIL",
+                "detail": f"{memcheck['small']['size'] / GiB:.0f} GiB: {a:.0f} MB, "
+                f"{memcheck['large']['size'] / GiB:.0f} GiB: {b:.0f} MB",
+            }
+        )
     else:
-        res.append({"target": "peak RSS not growing with volume (memory check)", "result": "SKIP",
-                    "detail": "run with --memory-check"})
+        res.append(
+            {
+                "target": "peak RSS not growing with volume (memory check)",
+                "result": "SKIP",
+                "detail": "run with --memory-check",
+            }
+        )
     return res
 
 
 # ---------------------------------------------------------------- modes
+
 
 def memory_check(b: Bench, small: int, large: int) -> dict:
     out = {}
@@ -395,12 +470,13 @@ def memory_check(b: Bench, small: int, large: int) -> dict:
         cat = b.work / f"catalog-memcheck-{label}.sqlite"
         clean(cat)
         settle(b.drop)
-        m = run_timed(TAPEARC + ["backup", str(vol), "--media", media, "--compress", "none"],
-                      b.env(cat))
+        m = run_timed(TAPEARC + ["backup", str(vol), "--media", media, "--compress", "none"], b.env(cat))
         m["size"] = size
         m["mbps"] = size / m["wall"] / 1e6
-        log(f"  full backup {size / GiB:.0f} GiB to dir: {m['wall']:.1f} s, rss {m['rss_mb']:.0f} MB,"
-            f" cpu {m['cpu']:.1f} s")
+        log(
+            f"  full backup {size / GiB:.0f} GiB to dir: {m['wall']:.1f} s, rss {m['rss_mb']:.0f} MB,"
+            f" cpu {m['cpu']:.1f} s"
+        )
         out[label] = m
         clean(mpath)
         clean(cat)
@@ -428,10 +504,10 @@ def profile(b: Bench, op: str, mixed: Path, changed: Path, ext4: Path | None) ->
         if op == "incremental":
             cmd = ["backup", str(changed), "--media", media, "--compress", "none", "--volume", "mixed"]
         else:
-            pre.append(["backup", str(changed), "--media", media, "--compress", "none",
-                        "--volume", "mixed"])
-            cmd = (["restore", "--media", media, "--to", str(target)] if op == "restore"
-                   else ["verify", "--media", media])
+            pre.append(["backup", str(changed), "--media", media, "--compress", "none", "--volume", "mixed"])
+            cmd = (
+                ["restore", "--media", media, "--to", str(target)] if op == "restore" else ["verify", "--media", media]
+            )
     for c in pre:
         run_timed(TAPEARC + c, env)
     prof = b.work / "profile.out"
@@ -458,13 +534,16 @@ def main() -> int:
     ap.add_argument("--json", help="write the results as JSON to this file")
     ap.add_argument("--media", default="dir,sim", help="media kinds to test (default dir,sim)")
     ap.add_argument("--no-ext4", action="store_true", help="skip the ext4 volume")
-    ap.add_argument("--check-restore", action="store_true",
-                    help="cmp each restored image against the volume (untimed)")
-    ap.add_argument("--memory-check", action="store_true",
-                    help="also back up 2 GiB and 8 GiB volumes once and compare peak RSS")
+    ap.add_argument("--check-restore", action="store_true", help="cmp each restored image against the volume (untimed)")
+    ap.add_argument(
+        "--memory-check", action="store_true", help="also back up 2 GiB and 8 GiB volumes once and compare peak RSS"
+    )
     ap.add_argument("--memory-sizes", default="2G,8G", help="sizes for --memory-check (default 2G,8G)")
-    ap.add_argument("--profile", choices=["backup", "incremental", "restore", "verify", "ext4"],
-                    help="run one operation under cProfile and print the top 25 by cumulative time")
+    ap.add_argument(
+        "--profile",
+        choices=["backup", "incremental", "restore", "verify", "ext4"],
+        help="run one operation under cProfile and print the top 25 by cumulative time",
+    )
     ap.add_argument("--medium", choices=["dir", "sim"], default="sim", help="medium for --profile")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
@@ -532,31 +611,50 @@ def main() -> int:
         summary = summarize(b.samples)
         tbl = table(summary, b.sizes)
         tg = targets(summary, b.sizes, memcheck)
-        print(f"tapearc benchmark: volume {size / MiB:.0f} MiB, {args.runs} runs, media {','.join(kinds)}; "
-              f"host {platform.node()} ({os.cpu_count()} CPUs), python {platform.python_version()}")
+        print(
+            f"tapearc benchmark: volume {size / MiB:.0f} MiB, {args.runs} runs, media {','.join(kinds)}; "
+            f"host {platform.node()} ({os.cpu_count()} CPUs), python {platform.python_version()}"
+        )
         print(f"page cache dropped between steps: {'yes' if b.drop else 'no (' + DROP + ' not writable)'}")
-        print("MB = 10^6 bytes; throughput = volume size / wall time; ratio = median MB/s vs the "
-              "reference (for incremental/verify: inverse time ratio)")
+        print(
+            "MB = 10^6 bytes; throughput = volume size / wall time; ratio = median MB/s vs the "
+            "reference (for incremental/verify: inverse time ratio)"
+        )
         print(tbl)
         if memcheck:
             for k in ("small", "large"):
                 m = memcheck[k]
-                print(f"memory check: full backup of {m['size'] / GiB:.0f} GiB to dir: peak RSS "
-                      f"{m['rss_mb']:.0f} MB, {m['wall']:.1f} s, cpu {m['cpu']:.1f} s")
+                print(
+                    f"memory check: full backup of {m['size'] / GiB:.0f} GiB to dir: peak RSS "
+                    f"{m['rss_mb']:.0f} MB, {m['wall']:.1f} s, cpu {m['cpu']:.1f} s"
+                )
         print("targets:")
         for t_ in tg:
             print(f"  {t_['result']:4s}  {t_['target']:48s} {t_['detail']}")
         for n in notes:
             print("note:", n)
         if args.json:
-            Path(args.json).write_text(json.dumps({
-                "command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
-                "volume_size": size, "runs": args.runs, "media": kinds, "host": platform.node(),
-                "cpus": os.cpu_count(), "python": platform.python_version(),
-                "page_cache_dropped": b.drop, "changed_blocks": nchanged,
-                "summary": summary, "sizes": b.sizes, "memory_check": memcheck,
-                "targets": tg, "notes": notes,
-            }, indent=2))
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+                        "volume_size": size,
+                        "runs": args.runs,
+                        "media": kinds,
+                        "host": platform.node(),
+                        "cpus": os.cpu_count(),
+                        "python": platform.python_version(),
+                        "page_cache_dropped": b.drop,
+                        "changed_blocks": nchanged,
+                        "summary": summary,
+                        "sizes": b.sizes,
+                        "memory_check": memcheck,
+                        "targets": tg,
+                        "notes": notes,
+                    },
+                    indent=2,
+                )
+            )
         return 0
     finally:
         if not args.keep and not args.dir:

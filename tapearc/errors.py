@@ -48,7 +48,7 @@ class TapearcError(Exception):
         tape_file: int | None = None,
         record: int | None = None,
         blocks: tuple[int, int] | None = None,
-    ) -> "TapearcError":
+    ) -> TapearcError:
         """Fill in location fields that are still unknown; returns self for ``raise err.at(...)``."""
         if self.medium is None and medium is not None:
             self.medium = medium

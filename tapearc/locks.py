@@ -33,7 +33,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, ExitStack
+from contextlib import ExitStack, contextmanager
 
 from tapearc.errors import MediumUnavailableError, TapearcError
 
@@ -124,7 +124,7 @@ class FileLock:
         self.busy = busy
         self.fd = -1
 
-    def acquire(self) -> "FileLock":
+    def acquire(self) -> FileLock:
         deadline = time.monotonic() + self.timeout
         mode = fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH
         while True:
@@ -185,7 +185,7 @@ class FileLock:
         finally:
             os.close(fd)
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

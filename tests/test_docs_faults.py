@@ -10,7 +10,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_every_fault_row_names_existing_tests() -> None:
     text = (ROOT / "docs" / "faults.md").read_text()
-    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("| fault") and not ln.startswith("| input") and "---" not in ln]
+    rows = [
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("| ") and not ln.startswith("| fault") and not ln.startswith("| input") and "---" not in ln
+    ]
     assert len(rows) >= 30
     missing = []
     for row in rows:

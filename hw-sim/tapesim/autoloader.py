@@ -92,7 +92,7 @@ class TalpDevice:
             return [self._err(tag, "E100", str(e))]
         except LibraryError as e:
             return [self._err(tag, e.code, e.message)]
-        except Exception as e:  # noqa: BLE001 - the device must keep answering
+        except Exception as e:
             return [self._err(tag, "E200", f"internal error: {type(e).__name__}: {e}")]
 
     def overlong_line(self, head: bytes) -> list[str]:
@@ -311,8 +311,7 @@ class _Server:
 class PtyServer(_Server):
     """TALP/1 on a new pseudo-terminal; ``path`` is the slave's path for the host."""
 
-    def __init__(self, library_dir: str | os.PathLike[str], *, vendor: str = VENDOR,
-                 log: Log | None = None) -> None:
+    def __init__(self, library_dir: str | os.PathLike[str], *, vendor: str = VENDOR, log: Log | None = None) -> None:
         super().__init__(library_dir, vendor=vendor, log=log)
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)  # no echo, no line editing, no CR/LF translation
@@ -337,8 +336,15 @@ class PtyServer(_Server):
 class TcpServer(_Server):
     """TALP/1 over TCP on ``host:port`` (port 0: any free one; ``port`` is the bound one)."""
 
-    def __init__(self, library_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 0,
-                 *, vendor: str = VENDOR, log: Log | None = None) -> None:
+    def __init__(
+        self,
+        library_dir: str | os.PathLike[str],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        vendor: str = VENDOR,
+        log: Log | None = None,
+    ) -> None:
         super().__init__(library_dir, vendor=vendor, log=log)
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, socktype, proto, _, addr = infos[0]
@@ -373,8 +379,9 @@ class TcpServer(_Server):
         super().close()
 
 
-def serve_pty(library_dir: str | os.PathLike[str], *, vendor: str = VENDOR,
-              log: Log | None = None) -> tuple[str, Callable[[], None]]:
+def serve_pty(
+    library_dir: str | os.PathLike[str], *, vendor: str = VENDOR, log: Log | None = None
+) -> tuple[str, Callable[[], None]]:
     """Serve TALP/1 for the library in ``library_dir`` on a new pty, in a background thread.
 
     Returns the pty's path (open it with ``serial.Serial(path)``) and a function that stops
@@ -385,8 +392,14 @@ def serve_pty(library_dir: str | os.PathLike[str], *, vendor: str = VENDOR,
     return server.path, server.shutdown
 
 
-def serve_tcp(library_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 0, *,
-              vendor: str = VENDOR, log: Log | None = None) -> tuple[int, Callable[[], None]]:
+def serve_tcp(
+    library_dir: str | os.PathLike[str],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    vendor: str = VENDOR,
+    log: Log | None = None,
+) -> tuple[int, Callable[[], None]]:
     """Serve TALP/1 for the library in ``library_dir`` on TCP ``host:port`` (0: a free port),
     in a background thread. Returns the bound port and a function that stops the server."""
     server = TcpServer(library_dir, host, port, vendor=vendor, log=log)

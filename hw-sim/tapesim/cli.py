@@ -26,7 +26,7 @@ import json
 import os
 import re
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -41,10 +41,11 @@ from .drive import (
     save_settings,
     sidecar_path,
 )
-from .library import Library, LibraryError, LibraryStatus, create_library
 from .faults import FAULT_KINDS, FaultError, add_fault, clear_faults, describe_fault, load_faults
-from .formats import FORMATS, TapeFormatError, convert as convert_image, guess_format, scan_image
+from .formats import FORMATS, TapeFormatError, guess_format, scan_image
+from .formats import convert as convert_image
 from .formats import tgt as tgt_format
+from .library import Library, LibraryError, LibraryStatus, create_library
 from .simh import ObjKind, ScanResult, SimhFormatError, scan
 
 app = typer.Typer(
@@ -128,19 +129,36 @@ def describe_image(path: str, scan_result: ScanResult, settings: TapeSettings, h
 
     for i, o in enumerate(scan_result.objects):
         if o.kind is ObjKind.FILEMARK:
-            objects.append({"position": i, "kind": "filemark", "offset": o.offset, "length": 0,
-                            "error": False, "file": fileno, "record": None})
+            objects.append(
+                {
+                    "position": i,
+                    "kind": "filemark",
+                    "offset": o.offset,
+                    "length": 0,
+                    "error": False,
+                    "file": fileno,
+                    "record": None,
+                }
+            )
             close_file(True)
             fileno += 1
             cur_lengths = []
             cur_first = i + 1
             continue
         rec = len(cur_lengths)
-        objects.append({"position": i, "kind": "record", "offset": o.offset, "length": o.length,
-                        "error": o.error, "file": fileno, "record": rec})
+        objects.append(
+            {
+                "position": i,
+                "kind": "record",
+                "offset": o.offset,
+                "length": o.length,
+                "error": o.error,
+                "file": fileno,
+                "record": rec,
+            }
+        )
         if o.error:
-            error_records.append({"position": i, "file": fileno, "record": rec,
-                                  "offset": o.offset, "length": o.length})
+            error_records.append({"position": i, "file": fileno, "record": rec, "offset": o.offset, "length": o.length})
         cur_lengths.append(o.length)
     if cur_lengths:
         close_file(False)
@@ -166,9 +184,7 @@ def describe_image(path: str, scan_result: ScanResult, settings: TapeSettings, h
         "eom_marker": scan_result.eom_marker,
         "truncated": scan_result.truncated,
         "damage": (
-            {"offset": scan_result.damage_offset, "reason": scan_result.damage}
-            if scan_result.truncated
-            else None
+            {"offset": scan_result.damage_offset, "reason": scan_result.damage} if scan_result.truncated else None
         ),
         "error_records": error_records,
     }
@@ -209,8 +225,7 @@ def render_info(rep: dict[str, Any], *, list_objects: bool) -> str:
             else:
                 err = " ERROR" if o["error"] else ""
                 lines.append(
-                    f"  obj {o['position']} @ {o['offset']}: record {o['file']}/{o['record']}, "
-                    f"{o['length']} bytes{err}"
+                    f"  obj {o['position']} @ {o['offset']}: record {o['file']}/{o['record']}, {o['length']} bytes{err}"
                 )
     cap = rep["capacity"]
     if cap is None:
@@ -219,8 +234,7 @@ def render_info(rep: dict[str, Any], *, list_objects: bool) -> str:
         pct = 100.0 * rep["used"] / cap if cap else 0.0
         used = f"used {rep['used']} of {cap} bytes ({pct:.1f}%)"
     lines.append(
-        f"{used}; end of data at object "
-        f"{rep['object_count']}" + (" (EOM marker)" if rep["eom_marker"] else "")
+        f"{used}; end of data at object {rep['object_count']}" + (" (EOM marker)" if rep["eom_marker"] else "")
     )
     damage: list[str] = []
     if rep["damage"]:
@@ -250,14 +264,14 @@ def render_info(rep: dict[str, Any], *, list_objects: bool) -> str:
 def new(
     image: str = typer.Argument(..., help="Path of the image file to create."),
     capacity: str = typer.Option(..., "--capacity", help="Capacity in bytes of image (e.g. 10M, 2G)."),
-    early_warning: Optional[str] = typer.Option(
+    early_warning: str | None = typer.Option(
         None, "--early-warning", help="Size of the early-warning zone (default min(capacity/8, 4G))."
     ),
     max_record: str = typer.Option(
         str(DEFAULT_MAX_RECORD), "--max-record", help="Drive's maximum record size (READ BLOCK LIMITS)."
     ),
     write_protected: bool = typer.Option(False, "--write-protected", help="Set the write-protect tab."),
-    barcode: Optional[str] = typer.Option(None, "--barcode", help="Barcode label of the cartridge."),
+    barcode: str | None = typer.Option(None, "--barcode", help="Barcode label of the cartridge."),
     force: bool = typer.Option(False, "--force", help="Erase an existing image."),
 ) -> None:
     """Make a blank tape: an empty SIMH image plus its settings sidecar."""
@@ -269,12 +283,18 @@ def new(
     if os.path.isdir(image):
         raise CliError(f"{image} is a directory")
     try:
-        TapeSettings(capacity=cap, early_warning=ew, max_record=mr,
-                     write_protected=write_protected, barcode=barcode)
+        TapeSettings(capacity=cap, early_warning=ew, max_record=mr, write_protected=write_protected, barcode=barcode)
     except SidecarError as e:
         raise CliError(str(e)) from None
-    settings = create_image(image, capacity=cap, early_warning=ew, max_record=mr,
-                            write_protected=write_protected, barcode=barcode, overwrite=True)
+    settings = create_image(
+        image,
+        capacity=cap,
+        early_warning=ew,
+        max_record=mr,
+        write_protected=write_protected,
+        barcode=barcode,
+        overwrite=True,
+    )
     typer.echo(
         f"{image}: blank tape, capacity {format_size(settings.capacity)}, early warning "
         f"{format_size(settings.early_warning or 0)}, max record {format_size(settings.max_record)}"
@@ -285,7 +305,7 @@ def new(
 _FORMAT_HELP = "Image format: " + ", ".join(FORMATS) + " (default: from the suffix)."
 
 
-def _check_format(name: Optional[str], option: str) -> Optional[str]:
+def _check_format(name: str | None, option: str) -> str | None:
     if name is not None and name not in FORMATS:
         raise CliError(f"invalid {option} {name!r} (expected one of: {', '.join(FORMATS)})")
     return name
@@ -296,8 +316,10 @@ def info(
     image: str = typer.Argument(..., help="Path of the image file."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (objects included)."),
     list_objects: bool = typer.Option(False, "--objects", help="Also list every object (text output)."),
-    fmt: Optional[str] = typer.Option(
-        None, "--format", metavar="simh|aws|tgt",
+    fmt: str | None = typer.Option(
+        None,
+        "--format",
+        metavar="simh|aws|tgt",
         help="Image format (default: from the suffix, .aws/.het aws, .tgt/.ssc tgt, else simh).",
     ),
 ) -> None:
@@ -321,8 +343,12 @@ def info(
             mam = tgt_format.read_info(image)
             tgt_settings = TapeSettings(capacity=max(mam.max_capacity, 1), barcode=mam.barcode)
             rep["settings"] = tgt_settings.to_json()
-            rep.update(capacity=mam.max_capacity, early_warning=tgt_settings.early_warning,
-                       barcode=mam.barcode, serial=mam.serial)
+            rep.update(
+                capacity=mam.max_capacity,
+                early_warning=tgt_settings.early_warning,
+                barcode=mam.barcode,
+                serial=mam.serial,
+            )
         else:
             rep["settings"] = None
             rep.update(capacity=None, early_warning=None, max_record=None, barcode=None)
@@ -336,13 +362,15 @@ def info(
 def convert(
     src: str = typer.Argument(..., help="Image to read."),
     dst: str = typer.Argument(..., help="Image to write (must not exist, unless --force)."),
-    src_format: Optional[str] = typer.Option(None, "--from", metavar="simh|aws|tgt", help=_FORMAT_HELP),
-    dst_format: Optional[str] = typer.Option(None, "--to", metavar="simh|aws|tgt", help=_FORMAT_HELP),
-    barcode: Optional[str] = typer.Option(
+    src_format: str | None = typer.Option(None, "--from", metavar="simh|aws|tgt", help=_FORMAT_HELP),
+    dst_format: str | None = typer.Option(None, "--to", metavar="simh|aws|tgt", help=_FORMAT_HELP),
+    barcode: str | None = typer.Option(
         None, "--barcode", help="Label: tgt MAM, or the SIMH sidecar (default: the source's; tgt: else DST's name)."
     ),
-    capacity: Optional[str] = typer.Option(
-        None, "--capacity", help="tgt MAM max_capacity, or the SIMH sidecar's (tgt default: the image size rounded up to a MiB)."
+    capacity: str | None = typer.Option(
+        None,
+        "--capacity",
+        help="tgt MAM max_capacity, or the SIMH sidecar's (tgt default: the image size rounded up to a MiB).",
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing DST."),
 ) -> None:
@@ -361,14 +389,17 @@ def convert(
         raise CliError(f"cannot tell the format of {dst} from its suffix: give --to simh|aws|tgt")
     if not os.path.exists(src):
         raise CliError(f"{src}: no such image")
-    res = convert_image(src, dst, src_format=src_format, dst_format=dst_format,
-                        barcode=barcode, capacity=cap, overwrite=force)
+    res = convert_image(
+        src, dst, src_format=src_format, dst_format=dst_format, barcode=barcode, capacity=cap, overwrite=force
+    )
     extra = ""
     if res.dst_format == "tgt":
         extra = f", capacity {format_size(res.capacity or 0)}, barcode {res.barcode}"
     elif res.barcode is not None or res.capacity is not None:
-        extra = (f", sidecar: capacity {format_size(res.capacity) if res.capacity else 'default'}, "
-                 f"barcode {res.barcode or '-'}")
+        extra = (
+            f", sidecar: capacity {format_size(res.capacity) if res.capacity else 'default'}, "
+            f"barcode {res.barcode or '-'}"
+        )
     typer.echo(
         f"{src} ({res.src_format}) -> {dst} ({res.dst_format}): {res.records} record"
         f"{'s' if res.records != 1 else ''}, {res.filemarks} filemark{'s' if res.filemarks != 1 else ''}, "
@@ -397,14 +428,16 @@ _FAULT_ACTIONS = ("add", "list", "clear")
 def fault_cmd(
     image: str = typer.Argument(..., help="Path of the SIMH image (its sidecar holds the faults)."),
     action: str = typer.Argument(..., metavar="add|list|clear", help="What to do."),
-    kind: Optional[str] = typer.Argument(
+    kind: str | None = typer.Argument(
         None, metavar="[KIND]", help="add: the fault kind (" + ", ".join(FAULT_KINDS) + "); clear: only this kind."
     ),
-    at: Optional[int] = typer.Option(None, "--at", help="Logical object position P."),
-    after: Optional[int] = typer.Option(None, "--after", help="power_cut: after N records written in a session."),
-    count: Optional[int] = typer.Option(None, "--count", help="unreadable/write_error: C consecutive objects (1)."),
-    length: Optional[int] = typer.Option(None, "--length", help="short_read: bytes returned."),
-    offset: Optional[str] = typer.Option(None, "--offset", help="early_eom: image byte offset where the medium ends (SIZE)."),
+    at: int | None = typer.Option(None, "--at", help="Logical object position P."),
+    after: int | None = typer.Option(None, "--after", help="power_cut: after N records written in a session."),
+    count: int | None = typer.Option(None, "--count", help="unreadable/write_error: C consecutive objects (1)."),
+    length: int | None = typer.Option(None, "--length", help="short_read: bytes returned."),
+    offset: str | None = typer.Option(
+        None, "--offset", help="early_eom: image byte offset where the medium ends (SIZE)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="list: print the faults as JSON."),
 ) -> None:
     """Inject faults into a cartridge: add one, list them, clear them (see tapesim.faults).
@@ -416,8 +449,13 @@ def fault_cmd(
         raise CliError(f"invalid action {action!r} (expected one of: {', '.join(_FAULT_ACTIONS)})")
     if not os.path.exists(image):
         raise CliError(f"{image}: no such image")
-    options = {"at": at, "after": after, "count": count, "length": length,
-               "offset": parse_size(offset) if offset is not None else None}
+    options = {
+        "at": at,
+        "after": after,
+        "count": count,
+        "length": length,
+        "offset": parse_size(offset) if offset is not None else None,
+    }
     given = [f"--{k}" for k, v in options.items() if v is not None]
     if action != "add" and given:
         raise CliError(f"{' '.join(given)}: only with 'add'")
@@ -460,8 +498,7 @@ def _open_library(path: str) -> Library:
 def status_json(st: LibraryStatus) -> dict[str, Any]:
     return {
         "slots": [{"number": s.number, "barcode": s.barcode} for s in st.slots],
-        "drives": [{"number": d.number, "barcode": d.barcode, "source_slot": d.source_slot}
-                   for d in st.drives],
+        "drives": [{"number": d.number, "barcode": d.barcode, "source_slot": d.source_slot} for d in st.drives],
     }
 
 
@@ -484,7 +521,7 @@ def library_cmd(
     slots: int = typer.Option(..., "--slots", help="Number of slots (each gets a blank tape)."),
     capacity: str = typer.Option(..., "--capacity", help="Capacity of each tape (e.g. 10M, 2G)."),
     drives: int = typer.Option(1, "--drives", help="Number of drives."),
-    early_warning: Optional[str] = typer.Option(
+    early_warning: str | None = typer.Option(
         None, "--early-warning", help="Size of the early-warning zone (default min(capacity/8, 4G))."
     ),
     max_record: str = typer.Option(
@@ -498,8 +535,16 @@ def library_cmd(
     ew = parse_size(early_warning) if early_warning is not None else None
     mr = parse_size(max_record)
     try:
-        lib = create_library(directory, slots, cap, drives=drives, early_warning=ew, max_record=mr,
-                             barcode_prefix=barcode_prefix, overwrite=force)
+        lib = create_library(
+            directory,
+            slots,
+            cap,
+            drives=drives,
+            early_warning=ew,
+            max_record=mr,
+            barcode_prefix=barcode_prefix,
+            overwrite=force,
+        )
     except ValueError as e:
         raise CliError(str(e)) from None
     st = lib.status()
@@ -538,7 +583,7 @@ def load_cmd(
 def unload_cmd(
     directory: str = typer.Argument(..., metavar="DIR", help="Folder of the library."),
     drive: int = typer.Option(0, "--drive", help="Drive to unload (0..D-1)."),
-    slot: Optional[int] = typer.Option(None, "--slot", help="Destination slot (default: where it came from)."),
+    slot: int | None = typer.Option(None, "--slot", help="Destination slot (default: where it came from)."),
 ) -> None:
     """Move the tape in a drive back into a slot."""
     lib = _open_library(directory)
@@ -559,8 +604,12 @@ def _parse_listen(text: str) -> tuple[str, int]:
 def autoloader_cmd(
     directory: str = typer.Argument(..., metavar="DIR", help="Folder of the library."),
     pty: bool = typer.Option(False, "--pty", help="Serve on a new pseudo-terminal; prints its path."),
-    listen: Optional[str] = typer.Option(None, "--listen", metavar="HOST:PORT",
-                                         help="Serve on TCP (socket://HOST:PORT); PORT 0 picks one; prints the port."),
+    listen: str | None = typer.Option(
+        None,
+        "--listen",
+        metavar="HOST:PORT",
+        help="Serve on TCP (socket://HOST:PORT); PORT 0 picks one; prints the port.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every line to stderr."),
 ) -> None:
     """Run the device side of TALP/1 (docs/serial-autoloader.md) until SIGTERM/SIGINT."""

@@ -168,13 +168,11 @@ class TapeSettings:
         ew = self.early_warning
         if not _is_int(ew) or not 0 <= ew <= self.capacity:  # type: ignore[operator]
             raise SidecarError(
-                f"early_warning must be an integer between 0 and the capacity "
-                f"({self.capacity}), not {ew!r}"
+                f"early_warning must be an integer between 0 and the capacity ({self.capacity}), not {ew!r}"
             )
         if not _is_int(self.max_record) or not 1 <= self.max_record <= MAX_RECORD_LENGTH:
             raise SidecarError(
-                f"max_record must be an integer between 1 and {MAX_RECORD_LENGTH}, "
-                f"not {self.max_record!r}"
+                f"max_record must be an integer between 1 and {MAX_RECORD_LENGTH}, not {self.max_record!r}"
             )
         if not isinstance(self.write_protected, bool):
             raise SidecarError(f"write_protected must be true or false, not {self.write_protected!r}")
@@ -301,8 +299,7 @@ _KEEP_WRITING_OPS = frozenset(
 _FM_BEFORE_OPS = frozenset({mtio.MTREW, mtio.MTOFFL, mtio.MTSEEK, mtio.MTBSF, mtio.MTBSFM})
 # mtops st knows but the simulator does not model (setmarks, partitions)
 _UNSUPPORTED_OPS = frozenset(
-    {mtio.MTFSS, mtio.MTBSS, mtio.MTWSM, mtio.MTSETPART, mtio.MTMKPART,
-     mtio.MTRAS1, mtio.MTRAS2, mtio.MTRAS3}
+    {mtio.MTFSS, mtio.MTBSS, mtio.MTWSM, mtio.MTSETPART, mtio.MTMKPART, mtio.MTRAS1, mtio.MTRAS2, mtio.MTRAS3}
 )
 
 
@@ -550,7 +547,7 @@ class SimDrive:
             self._end = self._offs[p]
             del self._offs[p:]
             del self._lens[p:]
-            del self._fms[bisect_left(self._fms, p):]
+            del self._fms[bisect_left(self._fms, p) :]
             if self._errs:
                 self._errs = {i for i in self._errs if i < p}
         self._truncated = False
@@ -1031,4 +1028,3 @@ class SimDrive:
     def __repr__(self) -> str:
         state = "closed" if self._fd < 0 else ("unloaded" if not self._loaded else f"pos {self._pos}")
         return f"<SimDrive {self._path!r} {state}>"
-

@@ -64,8 +64,17 @@ from typing import Any
 
 from .drive import SidecarError, _read_sidecar_raw, sidecar_path
 
-__all__ = ["FAULT_KINDS", "FaultError", "add_fault", "clear_faults", "list_faults", "load_faults",
-           "normalize_fault", "remove_fault", "save_faults"]
+__all__ = [
+    "FAULT_KINDS",
+    "FaultError",
+    "add_fault",
+    "clear_faults",
+    "list_faults",
+    "load_faults",
+    "normalize_fault",
+    "remove_fault",
+    "save_faults",
+]
 
 # kind -> (required parameters, optional parameters with defaults)
 FAULT_KINDS: dict[str, tuple[tuple[str, ...], dict[str, int]]] = {
@@ -101,8 +110,10 @@ def normalize_fault(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     allowed = set(required) | set(optional) | (set(_POWER_CUT_PARAMS) if kind == "power_cut" else set())
     extra = sorted(set(given) - allowed)
     if extra:
-        raise FaultError(f"{kind}: unexpected parameter{'s' if len(extra) > 1 else ''} {', '.join(extra)} "
-                         f"(allowed: {', '.join(sorted(allowed)) or 'none'})")
+        raise FaultError(
+            f"{kind}: unexpected parameter{'s' if len(extra) > 1 else ''} {', '.join(extra)} "
+            f"(allowed: {', '.join(sorted(allowed)) or 'none'})"
+        )
     missing = [k for k in required if k not in given]
     if missing:
         raise FaultError(f"{kind}: missing parameter {', '.join(missing)}")
@@ -134,7 +145,7 @@ def _validate_list(raw: object, source: str) -> list[dict[str, Any]]:
     out = []
     for i, f in enumerate(raw):
         if not isinstance(f, dict) or not isinstance(f.get("kind"), str):
-            raise SidecarError(f"{source}: fault {i} must be an object with a \"kind\"")
+            raise SidecarError(f'{source}: fault {i} must be an object with a "kind"')
         params = {k: v for k, v in f.items() if k != "kind"}
         try:
             out.append(normalize_fault(f["kind"], params))
@@ -229,8 +240,10 @@ def describe_fault(fault: dict[str, Any]) -> str:
         where = f"object {fault['at']}" if c == 1 else f"objects {fault['at']}..{fault['at'] + c - 1}"
         return f"unreadable: reading the record at {where} gives EIO (persistent)"
     if kind == "short_read":
-        return (f"short_read: the record at object {fault['at']} reads back as its first "
-                f"{fault['length']} bytes (persistent)")
+        return (
+            f"short_read: the record at object {fault['at']} reads back as its first "
+            f"{fault['length']} bytes (persistent)"
+        )
     if kind == "write_error":
         c = fault["count"]
         where = f"object {fault['at']}" if c == 1 else f"objects {fault['at']}..{fault['at'] + c - 1}"

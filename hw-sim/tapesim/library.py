@@ -292,9 +292,7 @@ class Library:
             st = self._read()
         return LibraryStatus(
             slots=[SlotInfo(k, st.slot_contents.get(k)) for k in range(1, st.slots + 1)],
-            drives=[
-                DriveInfo(i, *st.drive_contents.get(i, (None, None))) for i in range(st.drives)
-            ],
+            drives=[DriveInfo(i, *st.drive_contents.get(i, (None, None))) for i in range(st.drives)],
         )
 
     # ------------------------------------------------------------------ motions
@@ -411,9 +409,15 @@ class Library:
             if not os.path.exists(image):
                 os.makedirs(os.path.dirname(image), exist_ok=True)
                 try:
-                    create_image(image, capacity=capacity, early_warning=early_warning,
-                                 max_record=max_record, write_protected=write_protected,
-                                 barcode=barcode, overwrite=False)
+                    create_image(
+                        image,
+                        capacity=capacity,
+                        early_warning=early_warning,
+                        max_record=max_record,
+                        write_protected=write_protected,
+                        barcode=barcode,
+                        overwrite=False,
+                    )
                 except ValueError as e:
                     raise LibraryError(E_OTHER, f"tape {barcode}: {e}") from None
             st.slot_contents[slot] = barcode
@@ -480,8 +484,13 @@ def create_library(
         tapes = os.path.join(d, TAPES_DIR)
         os.makedirs(tapes, exist_ok=True)
         for b in barcodes:
-            create_image(os.path.join(tapes, f"{b}.tap"), capacity=capacity,
-                         early_warning=early_warning, max_record=max_record, barcode=b)
+            create_image(
+                os.path.join(tapes, f"{b}.tap"),
+                capacity=capacity,
+                early_warning=early_warning,
+                max_record=max_record,
+                barcode=b,
+            )
         st = _State(slots, drives, {k: b for k, b in enumerate(barcodes, 1)}, {})
         _write_json_atomic(json_path, st.to_json())
     finally:

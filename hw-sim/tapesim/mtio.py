@@ -17,7 +17,7 @@ MTGET = struct.Struct("@5l2i")
 MTPOS = struct.Struct("@l")
 
 
-def _IOC(direction: int, typ: str, nr: int, size: int) -> int:  # noqa: N802 (kernel name)
+def _IOC(direction: int, typ: str, nr: int, size: int) -> int:
     return (direction << 30) | (size << 16) | (ord(typ) << 8) | nr
 
 

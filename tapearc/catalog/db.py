@@ -25,13 +25,14 @@ import sqlite3
 import struct
 import time
 import uuid
-from typing import Any
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tapearc import format as fmt
-from tapearc.env import path as env_path, seconds as env_seconds
+from tapearc.env import path as env_path
+from tapearc.env import seconds as env_seconds
 from tapearc.errors import TapearcError
 
 SCHEMA_VERSION = 2
@@ -434,13 +435,13 @@ class Catalog:
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self) -> "Catalog":
+    def __enter__(self) -> Catalog:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _tx(self) -> "_Tx":
+    def _tx(self) -> _Tx:
         return _Tx(self.db)
 
     # ------------------------------------------------------------------ media
@@ -515,7 +516,10 @@ class Catalog:
                     (m[0], from_file),
                 )
             ]
-            self.db.execute("DELETE FROM chunks WHERE tape_file_id IN (SELECT id FROM tape_files WHERE medium_id = ? AND file_number >= ?)", (m[0], from_file))
+            self.db.execute(
+                "DELETE FROM chunks WHERE tape_file_id IN (SELECT id FROM tape_files WHERE medium_id = ? AND file_number >= ?)",
+                (m[0], from_file),
+            )
             self.db.execute("DELETE FROM tape_files WHERE medium_id = ? AND file_number >= ?", (m[0], from_file))
             for g in gens:
                 left = self.db.execute("SELECT COUNT(*) FROM tape_files WHERE generation_id = ?", (g,)).fetchone()[0]
@@ -718,7 +722,9 @@ class Catalog:
         """complete: the last part is known (``final`` now or before) and the chunk numbers run
         0..n-1; complete-pending: the last part is known but an earlier part is not (yet);
         incomplete otherwise."""
-        row = self.db.execute("SELECT COUNT(*), COALESCE(MAX(seq), -1) FROM chunks WHERE generation_id = ?", (gen_id,)).fetchone()
+        row = self.db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(seq), -1) FROM chunks WHERE generation_id = ?", (gen_id,)
+        ).fetchone()
         count, top = int(row[0]), int(row[1])
         prior = self.db.execute("SELECT state FROM generations WHERE id = ?", (gen_id,)).fetchone()
         final_known = final or (prior is not None and prior[0] in ("complete", "complete-pending"))
@@ -745,9 +751,31 @@ class Catalog:
     @staticmethod
     def _gen(r: Sequence[object]) -> GenerationRow:
         return GenerationRow(
-            r[0], r[1], uuid.UUID(str(r[2])), uuid.UUID(str(r[3])), r[4], uuid.UUID(str(r[5])), r[6], r[7], r[8],  # type: ignore[arg-type]
-            r[9], r[10], r[11], r[12], r[13], r[14], r[15], r[16], r[17], r[18], r[19], r[20],  # type: ignore[arg-type]
-            r[21], r[22], r[23], r[24],  # type: ignore[arg-type]
+            r[0],
+            r[1],
+            uuid.UUID(str(r[2])),
+            uuid.UUID(str(r[3])),
+            r[4],
+            uuid.UUID(str(r[5])),
+            r[6],
+            r[7],
+            r[8],  # type: ignore[arg-type]
+            r[9],
+            r[10],
+            r[11],
+            r[12],
+            r[13],
+            r[14],
+            r[15],
+            r[16],
+            r[17],
+            r[18],
+            r[19],
+            r[20],  # type: ignore[arg-type]
+            r[21],
+            r[22],
+            r[23],
+            r[24],  # type: ignore[arg-type]
         )
 
     def generations(self, set_uuid: uuid.UUID, volume: str | None = None) -> list[GenerationRow]:
@@ -822,7 +850,22 @@ class Catalog:
             (gen_id,),
         ).fetchall()
         return [
-            ChunkRow(r[0], r[1], uuid.UUID(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], unpack_runs(r[13]))
+            ChunkRow(
+                r[0],
+                r[1],
+                uuid.UUID(r[2]),
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+                r[10],
+                r[11],
+                r[12],
+                unpack_runs(r[13]),
+            )
             for r in rows
         ]
 

@@ -18,11 +18,13 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    Progress as RichProgress,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
+)
+from rich.progress import (
+    Progress as RichProgress,
 )
 from rich.table import Table
 
@@ -217,7 +219,13 @@ def _run(json_out: bool, fn: Callable[[], T]) -> T:
         raise _quiet_epipe() from None
     except BrokenPipeError:
         if not _stdout_closed():
-            raise _fail(InternalError("internal error: BrokenPipeError", hint="this is a bug in tapearc; please report it with the command you ran"), json_out) from None
+            raise _fail(
+                InternalError(
+                    "internal error: BrokenPipeError",
+                    hint="this is a bug in tapearc; please report it with the command you ran",
+                ),
+                json_out,
+            ) from None
         raise _quiet_epipe() from None
     except Exception as e:  # a bug: still one line, never a traceback
         import logging
@@ -267,7 +275,9 @@ def _catalog(path: str | None) -> Iterator[Any]:
 
 
 @contextmanager
-def _media(spec: str, changer: str | None, *, write: bool, catalog: Any = None, timeout: float | None = None) -> Iterator[Any]:
+def _media(
+    spec: str, changer: str | None, *, write: bool, catalog: Any = None, timeout: float | None = None
+) -> Iterator[Any]:
     """A MediaSource: the drive named by --media and the changer named by --changer, its drive
     locked against other tapearc processes for the whole command (tapearc.locks)."""
     from tapearc.engine.mediasource import MediaSource
@@ -335,7 +345,8 @@ def backup(
         bool, typer.Option("--verify", help="Read each tape file back after writing it (every CRC and digest).")
     ] = False,
     media_set: Annotated[
-        str | None, typer.Option("--media-set", help="Refuse a medium that is not of this media set (UUID).", metavar="UUID")
+        str | None,
+        typer.Option("--media-set", help="Refuse a medium that is not of this media set (UUID).", metavar="UUID"),
     ] = None,
     changer: ChangerOpt = None,
     wait: TimeoutOpt = None,
@@ -347,7 +358,8 @@ def backup(
     medium is labeled first."""
 
     def go() -> None:
-        from tapearc.engine.backup import DEFAULT_BLOCK_SIZE, BackupOptions, backup as do_backup
+        from tapearc.engine.backup import DEFAULT_BLOCK_SIZE, BackupOptions
+        from tapearc.engine.backup import backup as do_backup
 
         if compress not in ("zstd", "none"):
             raise UsageError(f"--compress {compress!r}: use zstd or none")
@@ -375,7 +387,11 @@ def backup(
         out_console.print(
             f"backed up {source} ({format_size(res.volume_size)}) to {res.medium} as volume {res.volume!r} "
             f"generation {res.generation} ({res.kind}"
-            + (f" on {res.base_generation}, {res.unchanged_blocks} blocks unchanged" if res.kind == "incremental" else "")
+            + (
+                f" on {res.base_generation}, {res.unchanged_blocks} blocks unchanged"
+                if res.kind == "incremental"
+                else ""
+            )
             + f", tape file {res.tape_file}): {res.chunks} chunks, "
             f"{res.data_blocks} blocks stored, {res.zero_blocks} zero blocks, "
             f"{format_size(res.stored_bytes)} written{speed}"
@@ -396,10 +412,17 @@ def restore(
     media: MediaOpt,
     to: Annotated[str, typer.Option("--to", help="Target: a file (made sparse) or a block device.")],
     generation: Annotated[
-        int | None, typer.Option("--generation", help="Generation to restore (default: latest).", metavar="N", parser=_whole("--generation"))
+        int | None,
+        typer.Option(
+            "--generation", help="Generation to restore (default: latest).", metavar="N", parser=_whole("--generation")
+        ),
     ] = None,
-    volume: Annotated[str | None, typer.Option("--volume", help="Volume to restore, when the medium holds several.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite a target that holds no generation of the volume.")] = False,
+    volume: Annotated[
+        str | None, typer.Option("--volume", help="Volume to restore, when the medium holds several.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite a target that holds no generation of the volume.")
+    ] = False,
     assume_generation: Annotated[
         int | None,
         typer.Option(
@@ -434,7 +457,8 @@ def restore(
     written. Exit 0 only when every block is the requested generation's."""
 
     def go() -> None:
-        from tapearc.engine.restore import RestoreOptions, check_stream_output, outcome, restore as do_restore
+        from tapearc.engine.restore import RestoreOptions, check_stream_output, outcome
+        from tapearc.engine.restore import restore as do_restore
 
         if to == "-":
             check_stream_output(sys.stdout.buffer)  # before any medium is opened
@@ -505,7 +529,19 @@ def list_cmd(
             soft_wrap=True,
         )
         table = Table(show_edge=False)
-        for col in ("file", "content", "volume", "gen", "size", "blocks", "zero", "stored", "chunks", "records", "state"):
+        for col in (
+            "file",
+            "content",
+            "volume",
+            "gen",
+            "size",
+            "blocks",
+            "zero",
+            "stored",
+            "chunks",
+            "records",
+            "state",
+        ):
             table.add_column(col, justify="right" if col not in ("content", "volume", "state") else "left")
         for f in listing.files:
             if f.kind == "label":
@@ -536,7 +572,9 @@ def list_cmd(
             parts = []
             for g in chain:
                 k = "F" if g["kind"] == "full" else f"+{g['base']}"
-                parts.append(f"{g['generation']}({k}, {g['changed_blocks']} blocks{'' if g['complete'] else ', incomplete'})")
+                parts.append(
+                    f"{g['generation']}({k}, {g['changed_blocks']} blocks{'' if g['complete'] else ', incomplete'})"
+                )
             src = next((str(g["source_path"]) for g in reversed(chain) if g.get("source_path")), None)
             out_console.print(
                 f"volume {vol}: generations " + " -> ".join(parts) + (f"; source {src}" if src else ""),
@@ -567,15 +605,23 @@ def verify(
     media: MediaOpt,
     generation: Annotated[
         int | None,
-        typer.Option("--generation", help="Verify only this generation's tape files.", metavar="N", parser=_whole("--generation")),
+        typer.Option(
+            "--generation", help="Verify only this generation's tape files.", metavar="N", parser=_whole("--generation")
+        ),
     ] = None,
-    all_media: Annotated[bool, typer.Option("--all", help="Verify every medium of the set (through --changer).")] = False,
+    all_media: Annotated[
+        bool, typer.Option("--all", help="Verify every medium of the set (through --changer).")
+    ] = False,
     volume: Annotated[str | None, typer.Option("--volume", help="Volume, when the media set holds several.")] = None,
     against: Annotated[
-        str | None, typer.Option("--against", help="Also check that the generation equals this volume (block digests).", metavar="SOURCE")
+        str | None,
+        typer.Option(
+            "--against", help="Also check that the generation equals this volume (block digests).", metavar="SOURCE"
+        ),
     ] = None,
     image: Annotated[
-        str | None, typer.Option("--image", help="Also compare the medium record by record with this image.", metavar="MEDIUM")
+        str | None,
+        typer.Option("--image", help="Also compare the medium record by record with this image.", metavar="MEDIUM"),
     ] = None,
     changer: ChangerOpt = None,
     catalog: CatalogOpt = None,
@@ -596,7 +642,9 @@ def verify(
                 sync_medium(drive, cat)
             except TapearcError:
                 pass  # a damaged medium: verify reports what it can
-            rep = run_verify(drive, cat, generation=generation, volume=volume, against=against, progress=_progress(json_out))
+            rep = run_verify(
+                drive, cat, generation=generation, volume=volume, against=against, progress=_progress(json_out)
+            )
             if all_media and src.can_change and rep.media[0].media_set:
                 lab = read_label(drive)
                 for m in cat.media_of_set(lab.media_set_uuid):
@@ -659,7 +707,9 @@ def _restore_ranges(res: Any) -> None:
         a, b = f["blocks"]
         src = "zeros (their older version)" if f.get("zero") else f"generation {f['from_generation']}"
         err_console.print(
-            f"tapearc: {span(a, b)}: damaged in generation {res.generation}, restored from {src}", markup=False, soft_wrap=True
+            f"tapearc: {span(a, b)}: damaged in generation {res.generation}, restored from {src}",
+            markup=False,
+            soft_wrap=True,
         )
     for m in res.missing_media:
         for a, b in m["blocks"]:
@@ -675,7 +725,8 @@ def _restore_ranges(res: Any) -> None:
 def _print_verify(rep: Any) -> None:
     for m in rep.media:
         out_console.print(
-            f"medium {m.medium}" + (f" (sequence {m.sequence} of media set {m.media_set})" if m.media_set else "")
+            f"medium {m.medium}"
+            + (f" (sequence {m.sequence} of media set {m.media_set})" if m.media_set else "")
             + (": OK" if m.ok else ": DAMAGED"),
             markup=False,
             soft_wrap=True,
@@ -683,18 +734,25 @@ def _print_verify(rep: Any) -> None:
         for p in m.problems:
             out_console.print(f"  {p.message}", markup=False, soft_wrap=True)
         for f in m.files:
-            what = f"volume {f.volume!r} generation {f.generation}" + (f" part {f.part}" if f.part else "") if f.volume else (
-                f"{f.kind} tape file" if f.kind != "generation" else "?"
+            what = (
+                f"volume {f.volume!r} generation {f.generation}" + (f" part {f.part}" if f.part else "")
+                if f.volume
+                else (f"{f.kind} tape file" if f.kind != "generation" else "?")
             )
             if f.ok:
-                out_console.print(f"  tape file {f.tape_file} ({what}): OK, {f.chunks_ok} chunks, {format_size(f.bytes)}", markup=False)
+                out_console.print(
+                    f"  tape file {f.tape_file} ({what}): OK, {f.chunks_ok} chunks, {format_size(f.bytes)}",
+                    markup=False,
+                )
                 continue
             out_console.print(f"  tape file {f.tape_file} ({what}): DAMAGED", markup=False)
             for p in f.problems:
                 blocks = ", ".join(f"{a}-{b}" if b != a else f"{a}" for a, b in p.blocks)
                 out_console.print(
-                    f"    record {p.record}" + (f", chunk {p.chunk}" if p.chunk is not None else "")
-                    + (f", blocks {blocks}" if blocks else "") + f": {p.message}",
+                    f"    record {p.record}"
+                    + (f", chunk {p.chunk}" if p.chunk is not None else "")
+                    + (f", blocks {blocks}" if blocks else "")
+                    + f": {p.message}",
                     markup=False,
                     soft_wrap=True,
                 )
@@ -725,14 +783,20 @@ def _print_verify(rep: Any) -> None:
 def label(
     media: MediaOpt,
     force: Annotated[bool, typer.Option("--force", help="Erase a medium that is not blank and label it anew.")] = False,
-    text: Annotated[str, typer.Option("--text", help="Label text, e.g. the barcode (default: the changer's barcode).")] = "",
+    text: Annotated[
+        str, typer.Option("--text", help="Label text, e.g. the barcode (default: the changer's barcode).")
+    ] = "",
     media_set: Annotated[
-        str | None, typer.Option("--media-set", help="Label it as a medium of this existing set (UUID) ...", metavar="UUID")
+        str | None,
+        typer.Option("--media-set", help="Label it as a medium of this existing set (UUID) ...", metavar="UUID"),
     ] = None,
     sequence: Annotated[
-        int | None, typer.Option("--sequence", help="... with this sequence number.", metavar="N", parser=_whole("--sequence"))
+        int | None,
+        typer.Option("--sequence", help="... with this sequence number.", metavar="N", parser=_whole("--sequence")),
     ] = None,
-    record_size: Annotated[str | None, typer.Option("--record-size", help="Largest record written (default 1M).")] = None,
+    record_size: Annotated[
+        str | None, typer.Option("--record-size", help="Largest record written (default 1M).")
+    ] = None,
     changer: ChangerOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
@@ -784,7 +848,9 @@ def label(
 @app.command()
 def scan(
     media: MediaOpt,
-    deep: Annotated[bool, typer.Option("--deep", help="Read every chunk (recovers a generation whose trailer is missing).")] = False,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Read every chunk (recovers a generation whose trailer is missing).")
+    ] = False,
     changer: ChangerOpt = None,
     wait: TimeoutOpt = None,
     catalog: CatalogOpt = None,
@@ -805,28 +871,28 @@ def scan(
             _emit_json(results[0].to_json() if len(results) == 1 else {"media": [r.to_json() for r in results]})
             return
         for res in results:
-          out_console.print(
-            f"scanned {res.medium}: medium {res.medium_uuid}, sequence {res.sequence} of media set {res.media_set}",
-            markup=False,
-            soft_wrap=True,
-          )
-          for f in res.files:
             out_console.print(
-                f"  tape file {f.tape_file}: volume {f.volume!r} generation {f.generation}: {f.state}, "
-                f"{f.chunks} chunks (from {f.method})" + (f"; {f.problem}" if f.problem else ""),
+                f"scanned {res.medium}: medium {res.medium_uuid}, sequence {res.sequence} of media set {res.media_set}",
                 markup=False,
                 soft_wrap=True,
             )
-          for d in res.tape_files:
-            if d["kind"] != "generation":
+            for f in res.files:
                 out_console.print(
-                    f"  tape file {d['tape_file']}: {'interrupted' if d['interrupted'] else d['kind']}"
-                    + (f"; {d['problem']}" if d["problem"] else ""),
+                    f"  tape file {f.tape_file}: volume {f.volume!r} generation {f.generation}: {f.state}, "
+                    f"{f.chunks} chunks (from {f.method})" + (f"; {f.problem}" if f.problem else ""),
                     markup=False,
                     soft_wrap=True,
                 )
-          for w in res.warnings:
-            err_console.print(f"tapearc: warning: {w}", markup=False, soft_wrap=True)
+            for d in res.tape_files:
+                if d["kind"] != "generation":
+                    out_console.print(
+                        f"  tape file {d['tape_file']}: {'interrupted' if d['interrupted'] else d['kind']}"
+                        + (f"; {d['problem']}" if d["problem"] else ""),
+                        markup=False,
+                        soft_wrap=True,
+                    )
+            for w in res.warnings:
+                err_console.print(f"tapearc: warning: {w}", markup=False, soft_wrap=True)
 
     _run(json_out, go)
 
@@ -835,13 +901,19 @@ def scan(
 def plan(
     media: MediaOpt,
     generation: Annotated[
-        int | None, typer.Option("--generation", help="Generation to plan (default: latest).", metavar="N", parser=_whole("--generation"))
+        int | None,
+        typer.Option(
+            "--generation", help="Generation to plan (default: latest).", metavar="N", parser=_whole("--generation")
+        ),
     ] = None,
     volume: Annotated[str | None, typer.Option("--volume", help="Volume, when the media set holds several.")] = None,
     assume_generation: Annotated[
         int | None,
         typer.Option(
-            "--assume-generation", help="Plan rolling a copy of generation K forward.", metavar="K", parser=_whole("--assume-generation")
+            "--assume-generation",
+            help="Plan rolling a copy of generation K forward.",
+            metavar="K",
+            parser=_whole("--assume-generation"),
         ),
     ] = None,
     chunks: Annotated[bool, typer.Option("--chunks", help="List every chunk to read.")] = False,

@@ -92,7 +92,9 @@ def copy(
 
 
 def compare(
-    a: Annotated[str, typer.Argument(help="First medium: /dev/nstN, sim:IMAGE, dir:FOLDER, or - (standard input).", metavar="A")],
+    a: Annotated[
+        str, typer.Argument(help="First medium: /dev/nstN, sim:IMAGE, dir:FOLDER, or - (standard input).", metavar="A")
+    ],
     b: Annotated[str, typer.Argument(help="Second medium (same forms).", metavar="B")],
     json_out: JsonOpt = False,
 ) -> None:
@@ -129,9 +131,7 @@ def compare(
                 extra = f" (x{d.count})" if d.count > 1 else ""
                 out_console.print(f"  {d.kind}{extra}: {d.detail}", markup=False, soft_wrap=True)
             if res.divergence_count > len(res.divergences):
-                out_console.print(
-                    f"  ... {res.divergence_count - len(res.divergences)} more differences", markup=False
-                )
+                out_console.print(f"  ... {res.divergence_count - len(res.divergences)} more differences", markup=False)
         raise MediaDifferError.from_result(res)
 
     _run(json_out, go)

@@ -27,6 +27,7 @@ drive_app = typer.Typer(
     help="Look at a tape drive (or simulated tape, or disk folder) and the medium in it.",
 )
 
+
 @drive_app.callback()
 def _drive_group() -> None:
     """Look at a tape drive (or simulated tape, or disk folder) and the medium in it."""
@@ -34,7 +35,9 @@ def _drive_group() -> None:
 
 MediaOpt = Annotated[
     str,
-    typer.Option("--media", "-m", help="Drive or medium: /dev/nstN, st:/dev/nstN, sim:IMAGE, dir:FOLDER.", metavar="MEDIUM"),
+    typer.Option(
+        "--media", "-m", help="Drive or medium: /dev/nstN, st:/dev/nstN, sim:IMAGE, dir:FOLDER.", metavar="MEDIUM"
+    ),
 ]
 
 
@@ -207,7 +210,9 @@ def _render(info: dict[str, Any]) -> None:
     else:
         p(f"  position {pos['logical']} (tape file {pos['file']}, record {pos['record']})")
         flags = [k for k in ("at_bot", "at_eod", "early_warning") if info.get(k)]
-        p(f"  {' '.join(f.replace('_', ' ') for f in flags) or 'mid-tape'}; max record {format_size(info['max_record_size'])}")
+        p(
+            f"  {' '.join(f.replace('_', ' ') for f in flags) or 'mid-tape'}; max record {format_size(info['max_record_size'])}"
+        )
         if info.get("capacity"):
             p(f"  used {format_size(info.get('used') or 0)} of {format_size(info['capacity'])}")
     state = info.get("state")
@@ -231,7 +236,9 @@ def _render(info: dict[str, Any]) -> None:
 @drive_app.command("status")
 def status(
     media: MediaOpt,
-    no_label: Annotated[bool, typer.Option("--no-label", help="Do not read the label (the tape does not move).")] = False,
+    no_label: Annotated[
+        bool, typer.Option("--no-label", help="Do not read the label (the tape does not move).")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts).")] = False,
 ) -> None:
     """Show the drive's state (as mt-st status would) and the tape's tapearc label."""

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 
 import zstandard
 
-from tapearc import format as fmt, interrupts
+from tapearc import format as fmt
+from tapearc import interrupts
+from tapearc.catalog.db import Catalog, path_text
+from tapearc.engine.identity import damaged_label, refuse_source_is_medium, refuse_unless_blank
 from tapearc.engine.layout import (
     GenerationFile,
     new_label,
@@ -25,17 +28,24 @@ from tapearc.engine.layout import (
     write_item,
     write_stream,
 )
-from tapearc.engine.spool import SpoolStore
-from tapearc.engine.pipeline import ReadAhead
-from tapearc.engine.progress import NoProgress, Progress
-from tapearc.engine.volumes import choose_volume, source_identity
-from tapearc.engine.volume import SourceVolume
-from tapearc.catalog.db import Catalog, path_text
-from tapearc.engine.plan import load_chain, manifest_at
-from tapearc.engine.scan import sync_catalog as _sync
-from tapearc.engine.identity import damaged_label, refuse_source_is_medium, refuse_unless_blank
 from tapearc.engine.mediasource import MediaSource
-from tapearc.errors import DamagedDataError, FormatError, MediumFullError, SourceError, TapearcError, UsageError, WriteProtectedError, WrongMediumError
+from tapearc.engine.pipeline import ReadAhead
+from tapearc.engine.plan import load_chain, manifest_at
+from tapearc.engine.progress import NoProgress, Progress
+from tapearc.engine.scan import sync_catalog as _sync
+from tapearc.engine.spool import SpoolStore
+from tapearc.engine.volume import SourceVolume
+from tapearc.engine.volumes import choose_volume, source_identity
+from tapearc.errors import (
+    DamagedDataError,
+    FormatError,
+    MediumFullError,
+    SourceError,
+    TapearcError,
+    UsageError,
+    WriteProtectedError,
+    WrongMediumError,
+)
 from tapearc.media.base import Mark, TapeDrive, WriteStatus
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
@@ -258,7 +268,12 @@ class _ChunkWriter:
             ),
         )
         self.result.parts.append(
-            {"medium": drive.name, "medium_uuid": str(label.medium_uuid), "sequence": label.sequence, "tape_file": pos.file}
+            {
+                "medium": drive.name,
+                "medium_uuid": str(label.medium_uuid),
+                "sequence": label.sequence,
+                "tape_file": pos.file,
+            }
         )
         return status
 
@@ -310,13 +325,15 @@ class _ChunkWriter:
                 raise
             record()
 
-    def _verify_part(self, p: "_Part") -> None:
+    def _verify_part(self, p: _Part) -> None:
         """Read the part's tape file back (every CRC and digest) before going on."""
         from tapearc.engine.verify import verify_tape_file
 
         p.drive.locate(p.logical)
         rep, _ = verify_tape_file(p.drive, p.label)
-        self.result.verified.append({"sequence": p.label.sequence, "tape_file": p.tape_file, "ok": rep.ok, "chunks": rep.chunks_ok})
+        self.result.verified.append(
+            {"sequence": p.label.sequence, "tape_file": p.tape_file, "ok": rep.ok, "chunks": rep.chunks_ok}
+        )
         if not rep.ok:
             first = rep.problems[0]
             raise DamagedDataError(
@@ -450,8 +467,13 @@ class _ChunkWriter:
                 if st is WriteStatus.EARLY_WARNING and status is not WriteStatus.EARLY_WARNING:
                     status = st
                     self.result.early_warnings.append(
-                        {"sequence": p.label.sequence, "tape_file": p.tape_file, "chunk": header.seq,
-                         "record_in_chunk": i, "records_in_chunk": len(records)}
+                        {
+                            "sequence": p.label.sequence,
+                            "tape_file": p.tape_file,
+                            "chunk": header.seq,
+                            "record_in_chunk": i,
+                            "records_in_chunk": len(records),
+                        }
                     )
         except MediumFullError:
             p.drive.locate(pos.logical)
@@ -504,8 +526,14 @@ def backup(
             _check_sizes(options.block_size, options.record_size, drive)
         barcode = media.loaded_barcode() or ""
         label, gens, new = prepare_medium_for_append(
-            drive, options.record_size, now, options.label_text or barcode, options.media_set,
-            catalog=catalog, barcode=barcode or None, by_place=media.changer is None,
+            drive,
+            options.record_size,
+            now,
+            options.label_text or barcode,
+            options.media_set,
+            catalog=catalog,
+            barcode=barcode or None,
+            by_place=media.changer is None,
         )
         record_size = label.record_size
         _check_sizes(options.block_size, record_size, drive)

@@ -166,7 +166,7 @@ class CompareResult:
             f"{self.differing_filemarks} differing filemark{'s' if self.differing_filemarks != 1 else ''}{more}"
         )
 
-    def check(self) -> "CompareResult":
+    def check(self) -> CompareResult:
         """Raise :class:`MediaDifferError` unless the media are identical; returns self."""
         if not self.identical:
             raise MediaDifferError.from_result(self)
@@ -180,7 +180,7 @@ class MediaDifferError(DamagedDataError):
     kind = "media-differ"
 
     @classmethod
-    def from_result(cls, res: CompareResult) -> "MediaDifferError":
+    def from_result(cls, res: CompareResult) -> MediaDifferError:
         first = res.first
         assert first is not None
         details: dict[str, Any] = {
@@ -322,7 +322,9 @@ def compare_media(
     last_step = -2
     step = 0
 
-    def note(kind: str, side: str | None, detail: str, offset: int | None = None, records: int = 0, marks: int = 0) -> None:
+    def note(
+        kind: str, side: str | None, detail: str, offset: int | None = None, records: int = 0, marks: int = 0
+    ) -> None:
         nonlocal last, last_step
         res.differing_records += records
         res.differing_filemarks += marks
@@ -374,15 +376,19 @@ def compare_media(
                 off = _first_diff(x, y)
                 if len(x) == len(y):
                     note(
-                        DATA, None,
+                        DATA,
+                        None,
                         f"{_at(A.pos)} differs at byte {off} ({an}: 0x{x[off]:02x}, {bn}: 0x{y[off]:02x})",
-                        offset=off, records=1,
+                        offset=off,
+                        records=1,
                     )
                 else:
                     note(
-                        LENGTH, None,
+                        LENGTH,
+                        None,
                         f"{_at(A.pos)} holds {len(x)} bytes on {an} but {len(y)} on {bn} (first difference at byte {off})",
-                        offset=off, records=1,
+                        offset=off,
+                        records=1,
                     )
                 progress.advance(len(x))
                 A.consume()
@@ -393,7 +399,8 @@ def compare_media(
                 long_side, S, other = ("b", B, an) if x is Mark.END_OF_DATA else ("a", A, bn)
                 obj = S.peek(0)
                 note(
-                    END_OF_DATA, long_side,
+                    END_OF_DATA,
+                    long_side,
                     f"{other} ends (end of data) where {S.drive.name} has {_what(obj)} at its {_at(S.pos)}",
                     records=1 if isinstance(obj, bytes) else 0,
                     marks=1 if obj is Mark.FILEMARK else 0,
@@ -404,11 +411,17 @@ def compare_media(
                 raise AssertionError("unreachable: filemark vs filemark is equal")
             if x is Mark.FILEMARK:  # y is a record
                 if _eq(A.peek(1), y):
-                    note(FILEMARK_MISSING, "a", f"{bn} lacks the filemark that ends {an}'s tape file {A.file} (after record {A.record})", marks=1)
+                    note(
+                        FILEMARK_MISSING,
+                        "a",
+                        f"{bn} lacks the filemark that ends {an}'s tape file {A.file} (after record {A.record})",
+                        marks=1,
+                    )
                     A.consume()
                     continue
                 note(
-                    FILEMARK_VS_RECORD, "b",
+                    FILEMARK_VS_RECORD,
+                    "b",
                     f"tape file {A.file} ends after {_n(A.record)} on {an} (filemark) but {bn} has a record at its {_at(B.pos)}",
                     records=1,
                 )
@@ -416,11 +429,17 @@ def compare_media(
                 continue
             # y is a filemark, x a record
             if _eq(B.peek(1), x):
-                note(EXTRA_FILEMARK, "b", f"{bn} has an extra filemark at its {_at(B.pos)} ({an} goes on with record {A.record})", marks=1)
+                note(
+                    EXTRA_FILEMARK,
+                    "b",
+                    f"{bn} has an extra filemark at its {_at(B.pos)} ({an} goes on with record {A.record})",
+                    marks=1,
+                )
                 B.consume()
                 continue
             note(
-                FILEMARK_VS_RECORD, "a",
+                FILEMARK_VS_RECORD,
+                "a",
                 f"tape file {B.file} ends after {_n(B.record)} on {bn} (filemark) but {an} has a record at its {_at(A.pos)}",
                 records=1,
             )

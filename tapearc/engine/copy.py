@@ -211,7 +211,9 @@ def copy_medium(
                 obj = source.read_record()
             except TapearcError as e:
                 raise _incomplete(
-                    e.at(medium=source.name, tape_file=tfile, record=rec), res, (logical, tfile, rec),
+                    e.at(medium=source.name, tape_file=tfile, record=rec),
+                    res,
+                    (logical, tfile, rec),
                     f"reading the source failed at object {logical}",
                 ) from None
             if obj is Mark.END_OF_DATA:
@@ -223,7 +225,9 @@ def copy_medium(
                         "(a copy must fit on one medium; it does not span media)",
                         hint="copy to a larger medium",
                     ).at(medium=target.name, tape_file=tfile, record=rec),
-                    res, (logical, tfile, rec), "stopped",
+                    res,
+                    (logical, tfile, rec),
+                    "stopped",
                 )
             if obj is Mark.FILEMARK:
                 status = _write(target, None, res, (logical, tfile, rec))
@@ -254,7 +258,9 @@ def copy_medium(
                             "nothing past it was written",
                             hint="copy to a medium or drive that takes larger records",
                         ).at(medium=source.name, tape_file=tfile, record=rec),
-                        res, (logical, tfile, rec), "stopped",
+                        res,
+                        (logical, tfile, rec),
+                        "stopped",
                     )
                 status = _write(target, obj, res, (logical, tfile, rec))
                 res.records += 1
@@ -282,7 +288,8 @@ def _write(target: TapeDrive, data: bytes | None, res: CopyResult, pos: tuple[in
     except MediumFullError as e:
         raise _incomplete(
             e.at(medium=target.name),
-            res, pos,
+            res,
+            pos,
             "target medium is full (a copy must fit on one medium; it does not span media)",
         ) from None
     except TapearcError as e:

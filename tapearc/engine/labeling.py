@@ -71,7 +71,9 @@ def label_medium(
             erasing(p.foreign or "what the medium holds")
     rs = record_size or min(DEFAULT_RECORD_SIZE, drive.max_record_size)
     if rs > drive.max_record_size:
-        raise UsageError(f"record size {rs} exceeds the largest record drive {drive.name} takes ({drive.max_record_size})")
+        raise UsageError(
+            f"record size {rs} exceeds the largest record drive {drive.name} takes ({drive.max_record_size})"
+        )
     label = fmt.Label(
         medium_uuid=uuid.uuid4(),
         media_set_uuid=media_set or uuid.uuid4(),

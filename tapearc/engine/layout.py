@@ -57,9 +57,9 @@ def read_item(drive: TapeDrive) -> Item | Mark:
     total = prefix.total_len
     if len(first) >= total:
         if len(first) > total:
-            raise MalformedError(
-                f"record holds {len(first)} bytes but its item declares {total}"
-            ).at(medium=drive.name, tape_file=pos.file, record=pos.record)
+            raise MalformedError(f"record holds {len(first)} bytes but its item declares {total}").at(
+                medium=drive.name, tape_file=pos.file, record=pos.record
+            )
         return Item(bytes(prefix.magic), first, pos.file, pos.record, pos.logical, [len(first)])
     parts = [first]
     have = len(first)
@@ -100,8 +100,8 @@ def write_stream(
     drive: TapeDrive, first: bytes, pieces: Iterable[bytes | bytearray | memoryview], record_size: int
 ) -> tuple[WriteStatus, int]:
     """Write one item given as ``first`` then ``pieces`` (a trailer streamed from its stores) as
-    records of ``record_size``, like :func:`write_item` (the same records), holding one record in
-memory."""
+        records of ``record_size``, like :func:`write_item` (the same records), holding one record in
+    memory."""
     status = WriteStatus.OK
     rec = bytearray(record_size)
     fill = 0
@@ -155,7 +155,9 @@ def read_label(drive: TapeDrive) -> fmt.Label:
         raise content.at(medium=drive.name)  # not blank: foreign bytes or a damaged label
     if isinstance(rec, Mark):
         raise NotTapearcMediumError(
-            "medium is blank (no volume label)" if rec is Mark.END_OF_DATA else "medium starts with a filemark, not a tapearc volume label",
+            "medium is blank (no volume label)"
+            if rec is Mark.END_OF_DATA
+            else "medium starts with a filemark, not a tapearc volume label",
         ).at(medium=drive.name, tape_file=0, record=0)
     if rec[:7] != MAGIC_LABEL[:7]:
         raise NotTapearcMediumError(

@@ -107,7 +107,7 @@ class MediaSource:
         self.drive: TapeDrive | None = drive
 
     @classmethod
-    def fixed(cls, drive: TapeDrive, catalog: Catalog | None = None) -> "MediaSource":
+    def fixed(cls, drive: TapeDrive, catalog: Catalog | None = None) -> MediaSource:
         """A source that only has the medium already in ``drive``."""
         src = cls(drive.name, write=drive.writable, drive=drive, catalog=catalog)
         src._fixed = True
@@ -147,7 +147,9 @@ class MediaSource:
                 raise
             full = [s for s in st.slots if s.full]
             if not full:
-                raise MediumUnavailableError(f"the drive is empty and changer {self.changer.name} holds no tape") from None  # type: ignore[union-attr]
+                raise MediumUnavailableError(
+                    f"the drive is empty and changer {self.changer.name} holds no tape"
+                ) from None  # type: ignore[union-attr]
             self.changer.load(full[0].number, 0)  # type: ignore[union-attr]
             self.drive = self._open()
         return self.drive
@@ -162,7 +164,7 @@ class MediaSource:
         if self.changer is not None and hasattr(self.changer, "close"):
             self.changer.close()  # type: ignore[union-attr]
 
-    def __enter__(self) -> "MediaSource":
+    def __enter__(self) -> MediaSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -179,7 +181,9 @@ class MediaSource:
             return None
         return st.drives[0].barcode if st.drives and st.drives[0].full else None
 
-    def obtain(self, describe: str, accept: Callable[[Probe], bool | str], prefer: list[str] | None = None) -> TapeDrive:
+    def obtain(
+        self, describe: str, accept: Callable[[Probe], bool | str], prefer: list[str] | None = None
+    ) -> TapeDrive:
         """Get a medium for which ``accept(probe)`` is True into the drive and return the drive.
 
         ``accept`` returns True, or a reason why the loaded medium is not the one wanted.
@@ -202,6 +206,7 @@ class MediaSource:
             ).at(medium=self.spec)
         self.release()
         if self.is_operator:
+
             def check() -> bool | str:
                 try:
                     d = self._open()
@@ -254,7 +259,11 @@ class MediaSource:
 
         def accept(p: Probe) -> bool | str:
             if p.blank:
-                held = None if self.catalog is None else known_medium(self.catalog, self.spec, self.loaded_barcode(), by_place=False)
+                held = (
+                    None
+                    if self.catalog is None
+                    else known_medium(self.catalog, self.spec, self.loaded_barcode(), by_place=False)
+                )
                 if held is None:
                     return True
                 return f"a medium that reads as blank but for which the catalog holds {held}"
@@ -265,12 +274,16 @@ class MediaSource:
         prefer = None
         if self.changer is not None and not self.is_operator:
             try:
-                prefer = [s.barcode for s in self.changer.status().slots if s.full and s.barcode and s.barcode not in known]  # type: ignore[union-attr]
+                prefer = [
+                    s.barcode for s in self.changer.status().slots if s.full and s.barcode and s.barcode not in known
+                ]  # type: ignore[union-attr]
             except TapearcError:
                 prefer = None
         return self.obtain(f"a blank medium for sequence {sequence} of media set {set_uuid}", accept, prefer)
 
-    def medium(self, medium_uuid: uuid.UUID, set_uuid: uuid.UUID, sequence: int, barcode: str | None = None) -> TapeDrive:
+    def medium(
+        self, medium_uuid: uuid.UUID, set_uuid: uuid.UUID, sequence: int, barcode: str | None = None
+    ) -> TapeDrive:
         """The given medium of a set."""
 
         def accept(p: Probe) -> bool | str:

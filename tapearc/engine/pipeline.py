@@ -131,7 +131,7 @@ class ReadAhead:
         self._free.put(None)
         t.join(JOIN_TIMEOUT)
 
-    def __enter__(self) -> "ReadAhead":
+    def __enter__(self) -> ReadAhead:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -259,7 +259,7 @@ class RecordAhead:
         self._q.close()
         t.join(JOIN_TIMEOUT)
 
-    def __enter__(self) -> "RecordAhead":
+    def __enter__(self) -> RecordAhead:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -85,7 +85,13 @@ class Plan:
             key = (str(r.chunk.medium_uuid), r.chunk.tape_file)
             f = files.setdefault(
                 key,
-                {"medium": key[0], "tape_file": key[1], "generation": r.chunk.generation, "chunks_to_read": 0, "bytes_to_read": 0},
+                {
+                    "medium": key[0],
+                    "tape_file": key[1],
+                    "generation": r.chunk.generation,
+                    "chunks_to_read": 0,
+                    "bytes_to_read": 0,
+                },
             )
             f["chunks_to_read"] = int(f["chunks_to_read"]) + 1  # type: ignore[call-overload]
             f["bytes_to_read"] = int(f["bytes_to_read"]) + r.chunk.stored_len  # type: ignore[call-overload]
@@ -139,7 +145,9 @@ def load_chain(catalog: Catalog, set_uuid: uuid.UUID, volume: str, number: int |
             raise IncompleteChainError(
                 f"the latest generation of volume {volume!r}, {latest_damaged}, is damaged: its trailer or end "
                 "record is unreadable and its index could not be rebuilt from its chunks",
-                hint=(f"restore generation {older} with --generation {older} if an older one will do; " if older else "")
+                hint=(
+                    f"restore generation {older} with --generation {older} if an older one will do; " if older else ""
+                )
                 + "tapearc verify shows the damage",
             )
         if not complete:
@@ -338,7 +346,9 @@ def _check_generation(g: GenerationRow, pieces: list[tuple[int, int, int, int]],
         if e > n:
             raise MalformedError(f"{what} {claim} but a chunk maps blocks up to {e - 1}", hint=hint, blocks=(s, e - 1))
         if s < pos:
-            raise MalformedError(f"{what} maps blocks {s}-{min(e, pos) - 1} twice", hint=hint, blocks=(s, min(e, pos) - 1))
+            raise MalformedError(
+                f"{what} maps blocks {s}-{min(e, pos) - 1} twice", hint=hint, blocks=(s, min(e, pos) - 1)
+            )
         if s > pos and s > must_from:
             a = max(pos, must_from)
             raise MalformedError(
@@ -347,7 +357,9 @@ def _check_generation(g: GenerationRow, pieces: list[tuple[int, int, int, int]],
         pos = e
     if pos < n and n > must_from:
         a = max(pos, must_from)
-        raise MalformedError(f"{what} {claim} but its chunks do not account for blocks {a}-{n - 1}", hint=hint, blocks=(a, n - 1))
+        raise MalformedError(
+            f"{what} {claim} but its chunks do not account for blocks {a}-{n - 1}", hint=hint, blocks=(a, n - 1)
+        )
 
 
 @dataclass(slots=True)
@@ -384,7 +396,9 @@ def chain_map(
         if tables is not None:
             got = [d for _, d in catalog.chunk_digests(g.id)]
             if len(got) != len(rows):
-                raise MalformedError(f"the catalog holds {len(got)} digest tables for {len(rows)} chunks of generation {g.number}")
+                raise MalformedError(
+                    f"the catalog holds {len(got)} digest tables for {len(rows)} chunks of generation {g.number}"
+                )
             tables.extend(got)
         bmap.resize(g.nblocks, NONE)
         bmap.overlay(pieces)
@@ -517,7 +531,11 @@ def make_plan(
                     b += 1
                     continue
                 c = b + 1
-                while c < e and a_dig[(c - s) * DIGEST_LEN : (c - s + 1) * DIGEST_LEN] != b_dig[(c - s) * DIGEST_LEN : (c - s + 1) * DIGEST_LEN]:
+                while (
+                    c < e
+                    and a_dig[(c - s) * DIGEST_LEN : (c - s + 1) * DIGEST_LEN]
+                    != b_dig[(c - s) * DIGEST_LEN : (c - s + 1) * DIGEST_LEN]
+                ):
                     c += 1
                 per_chunk.setdefault(vn, []).append((b, c - b))
                 b = c

@@ -35,7 +35,10 @@ from typing import BinaryIO, Protocol
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, GenerationRow
+from tapearc.engine.identity import refuse_same_restore_target
 from tapearc.engine.layout import MAGIC_CHUNK, read_item
+from tapearc.engine.mediasource import MediaSource
+from tapearc.engine.pipeline import Worker
 from tapearc.engine.plan import (
     DIGEST_LEN,
     ChainMap,
@@ -47,10 +50,7 @@ from tapearc.engine.plan import (
     make_plan,
 )
 from tapearc.engine.progress import NoProgress, Progress
-from tapearc.engine.identity import refuse_same_restore_target
-from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.scan import follow_set, sync_medium
-from tapearc.engine.pipeline import Worker
 from tapearc.engine.volume import RestoreTarget, _blockdev_size, pwrite_all, zero_fill
 from tapearc.errors import (
     BadMagicError,
@@ -139,8 +139,13 @@ def _substituted_ranges(res: RestoreResult) -> list[dict[str, object]]:
     for f in res.fallback:
         first, last = _bytes_of(f, res.block_size, res.volume_size)
         out.append(
-            {"blocks": f["blocks"], "offset": first, "length": last - first + 1, "from_generation": f.get("from_generation"),
-             "zero": bool(f.get("zero"))}
+            {
+                "blocks": f["blocks"],
+                "offset": first,
+                "length": last - first + 1,
+                "from_generation": f.get("from_generation"),
+                "zero": bool(f.get("zero")),
+            }
         )
     return out
 
@@ -190,7 +195,9 @@ def outcome(res: RestoreResult) -> TapearcError | None:
             parts.append(
                 f"{total} bytes are not generation {res.generation}'s but an older version: "
                 + ", ".join(
-                    _fmt_range(x, bs, size) + (" zeros" if x["zero"] else "") + f" from generation {x['from_generation']}"
+                    _fmt_range(x, bs, size)
+                    + (" zeros" if x["zero"] else "")
+                    + f" from generation {x['from_generation']}"
                     if x["from_generation"] is not None
                     else _fmt_range(x, bs, size) + " zeros (an older version)"
                     for x in subs
@@ -220,7 +227,9 @@ def choose_volume(catalog: Catalog, label: fmt.Label, volume: str | None, medium
     if not names:
         raise NoSuchGenerationError("medium holds no backup generation").at(medium=medium)
     if len(names) > 1:
-        raise UsageError(f"medium holds several volumes ({', '.join(names)}); choose one with --volume").at(medium=medium)
+        raise UsageError(f"medium holds several volumes ({', '.join(names)}); choose one with --volume").at(
+            medium=medium
+        )
     return names[0]
 
 
@@ -251,7 +260,9 @@ def prepare_plan(
     return label, chain, plan
 
 
-def skipped_generations(catalog: Catalog, chain: list[GenerationRow], options: RestoreOptions) -> list[dict[str, object]]:
+def skipped_generations(
+    catalog: Catalog, chain: list[GenerationRow], options: RestoreOptions
+) -> list[dict[str, object]]:
     """Without --generation, the newest generations of the volume passed over because they
     cannot be restored (incomplete: an interrupted backup, or a damaged trailer or end record)."""
     if options.generation is not None:
@@ -612,11 +623,20 @@ def _missing(
 ) -> MediaMissingError:
     runs = _merge_runs([r for pr in reads if pr.chunk.medium_uuid == medium_uuid for r in pr.runs])
     name = f"medium {barcode + ' ' if barcode else ''}(sequence {seq}, {medium_uuid})"
-    shown = ", ".join(f"{a}-{a + n - 1}" for a, n in runs[:8]) + (f" and {len(runs) - 8} more ranges" if len(runs) > 8 else "")
+    shown = ", ".join(f"{a}-{a + n - 1}" for a, n in runs[:8]) + (
+        f" and {len(runs) - 8} more ranges" if len(runs) > 8 else ""
+    )
     return MediaMissingError(
         f"{name} holds blocks {shown} of the restore and never arrived ({e.message})",
         hint="load that medium (or give --changer), or add --partial to restore the rest with zeros there",
-        ranges=[{"medium": str(medium_uuid), "sequence": seq, "barcode": barcode, "blocks": [[a, a + n - 1] for a, n in runs]}],
+        ranges=[
+            {
+                "medium": str(medium_uuid),
+                "sequence": seq,
+                "barcode": barcode,
+                "blocks": [[a, a + n - 1] for a, n in runs],
+            }
+        ],
     )
 
 
@@ -709,7 +729,15 @@ def _restore(
     try:
         progress.start(f"restore {last.volume} gen {last.number}", plan.blocks_to_write * plan.block_size or None)
         execute_plan(
-            media, catalog, label, plan, sink, result, progress, chain=chain, fallback_older=options.fallback_older,
+            media,
+            catalog,
+            label,
+            plan,
+            sink,
+            result,
+            progress,
+            chain=chain,
+            fallback_older=options.fallback_older,
             partial=options.partial,
         )
         sink.commit()
@@ -798,8 +826,14 @@ def execute_plan(
         damaged = damaged + still
     gone = {str(m["medium"]) for m in result.missing_media}  # listed there, not as damage
     result.damaged_chunks = [
-        {"medium": pr.chunk.medium_uuid.hex, "tape_file": pr.chunk.tape_file, "record": pr.chunk.record,
-         "generation": pr.chunk.generation, "chunk": pr.chunk.seq, "error": msg}
+        {
+            "medium": pr.chunk.medium_uuid.hex,
+            "tape_file": pr.chunk.tape_file,
+            "record": pr.chunk.record,
+            "generation": pr.chunk.generation,
+            "chunk": pr.chunk.seq,
+            "error": msg,
+        }
         for pr, msg in damaged
         if str(pr.chunk.medium_uuid) not in gone
     ]
@@ -849,7 +883,9 @@ def _read_all(
             if current is not None:
                 media.release()
             try:
-                drive = media.medium(c.medium_uuid, plan.set_uuid, c.medium_sequence, barcodes.get(c.medium_uuid) or None)
+                drive = media.medium(
+                    c.medium_uuid, plan.set_uuid, c.medium_sequence, barcodes.get(c.medium_uuid) or None
+                )
             except (MediumError, TapearcError) as e:
                 if isinstance(e, TapearcError) and e.kind in ("interrupted",):
                     raise

@@ -69,10 +69,15 @@ class ScanResult:
         for d in self.tape_files:
             if d["kind"] != "generation" or not d["closed"]:
                 what = "interrupted" if d["interrupted"] else str(d["kind"])
-                out.append(f"medium {self.medium}, tape file {d['tape_file']}: {what} tape file" + (f" ({d['problem']})" if d["problem"] else ""))
+                out.append(
+                    f"medium {self.medium}, tape file {d['tape_file']}: {what} tape file"
+                    + (f" ({d['problem']})" if d["problem"] else "")
+                )
         for f in self.files:
             if f.problem is not None and f.state != "incomplete":
-                out.append(f"medium {self.medium}, tape file {f.tape_file}: volume {f.volume!r} generation {f.generation} is {f.state}: {f.problem}")
+                out.append(
+                    f"medium {self.medium}, tape file {f.tape_file}: volume {f.volume!r} generation {f.generation} is {f.state}: {f.problem}"
+                )
         return out
 
     def to_json(self) -> dict[str, object]:
@@ -98,7 +103,9 @@ class ScanResult:
         }
 
 
-def scan_medium(drive: TapeDrive, catalog: Catalog, *, deep: bool = False, progress: Progress | None = None) -> ScanResult:
+def scan_medium(
+    drive: TapeDrive, catalog: Catalog, *, deep: bool = False, progress: Progress | None = None
+) -> ScanResult:
     """Forget what the catalog knew of this medium's tape files and learn them anew from it."""
     progress = progress or NoProgress()
     label = read_label(drive)
@@ -308,7 +315,13 @@ def _deep_file(
             expect = None if expect is None else expect + 1
             continue
         entry = fmt.ChunkIndexEntry.from_chunk(ch, record=item.record, record_count=item.record_count)
-        catalog.add_chunks(gen_id, label.medium_uuid, gf.tape_file, gf.logical, [(entry, fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size))])
+        catalog.add_chunks(
+            gen_id,
+            label.medium_uuid,
+            gf.tape_file,
+            gf.logical,
+            [(entry, fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size))],
+        )
         added.add(ch.seq)
         runs.extend((r.first, r.count) for r in ch.runs)
         totals[0] += sum(r.count for r in ch.runs if not r.is_zero)
@@ -356,13 +369,18 @@ def _deep_file(
     elif trailer_seen and chunk_problem is None:
         if summary is not None:
             match = summary.chunk_count == len(added) and tuple(totals) == (
-                summary.data_blocks, summary.zero_blocks, summary.raw_bytes, summary.stored_bytes,
+                summary.data_blocks,
+                summary.zero_blocks,
+                summary.raw_bytes,
+                summary.stored_bytes,
             )
             if match:
                 complete, continues = summary.complete, summary.continues
                 how = "its index was rebuilt from the chunk headers (they match the trailer's totals)"
             else:
-                problem = f"the chunks read ({len(added)}) do not match the trailer's totals ({summary.chunk_count} chunks)"
+                problem = (
+                    f"the chunks read ({len(added)}) do not match the trailer's totals ({summary.chunk_count} chunks)"
+                )
         elif end is not None and trailer_record is not None and end.trailer_record == after_chunks == trailer_record:
             # every record up to the trailer is a chunk read intact
             if hdr.kind == fmt.GenerationKind.FULL and hdr.part == 0:
@@ -379,8 +397,11 @@ def _deep_file(
             problem = "the chunks read cannot be shown to be all of the generation's"
     # the backup got to closing the generation, but the trailer that would say what it holds is
     # unreadable (or disagrees with the chunks): damage, not an interrupted backup
-    damaged = closed and not complete and not continues and (
-        (trailer is None and trailer_seen) or (trailer is not None and trailer.complete)
+    damaged = (
+        closed
+        and not complete
+        and not continues
+        and ((trailer is None and trailer_seen) or (trailer is not None and trailer.complete))
     )
     state = "damaged" if damaged else "auto"
     catalog.finish_generation(
@@ -490,7 +511,9 @@ def sync_medium(drive: TapeDrive, catalog: Catalog, notes: list[str] | None = No
     return label
 
 
-def follow_set(media: "MediaSource", catalog: Catalog, label: fmt.Label, *, deep: bool = False, rescan: bool = False) -> list[ScanResult]:
+def follow_set(
+    media: MediaSource, catalog: Catalog, label: fmt.Label, *, deep: bool = False, rescan: bool = False
+) -> list[ScanResult]:
     """Learn the other media of ``label``'s set that a generation spanning media needs.
 
     Starting from the medium in the drive, asks the media source (changer or operator) for the

@@ -41,7 +41,9 @@ from tapearc.engine.layout import Item, read_label
 from tapearc.errors import MalformedError, TapearcError, TruncatedError
 from tapearc.media.base import Mark, TapeDrive
 
-MAGICS7 = tuple(m[:7] for m in (fmt.LABEL_MAGIC, fmt.GENERATION_MAGIC, fmt.CHUNK_MAGIC, fmt.TRAILER_MAGIC, fmt.TRAILER_END_MAGIC))
+MAGICS7 = tuple(
+    m[:7] for m in (fmt.LABEL_MAGIC, fmt.GENERATION_MAGIC, fmt.CHUNK_MAGIC, fmt.TRAILER_MAGIC, fmt.TRAILER_END_MAGIC)
+)
 
 KINDS = ("label", "generation", "interrupted", "damaged", "foreign", "empty")
 
@@ -95,7 +97,9 @@ class FileRecords:
         self._keep = False
 
 
-def read_file_item(recs: FileRecords, *, tape_file: int, record: int, logical: int, medium: str) -> tuple[Item | Mark, int]:
+def read_file_item(
+    recs: FileRecords, *, tape_file: int, record: int, logical: int, medium: str
+) -> tuple[Item | Mark, int]:
     """Read the next item of a tape file from ``recs`` (``record``: its first record's index in
     the tape file). Returns the item (or the mark that ends the tape file) and the number of
     records consumed. Raises TruncatedError when the tape file ends inside the item (the mark is
@@ -245,7 +249,12 @@ def walk_tape_files(drive: TapeDrive, *, label: bool = True) -> Iterator[TapeFil
         if tf is None:
             if _cut_tail(drive):  # a write cut short here: a tape file killed at birth
                 yield TapeFile(
-                    tape_file=pos.file, logical=pos.logical, kind="interrupted", records=recs, closed=False, torn=True,
+                    tape_file=pos.file,
+                    logical=pos.logical,
+                    kind="interrupted",
+                    records=recs,
+                    closed=False,
+                    torn=True,
                     problem=f"medium {drive.name}, tape file {pos.file}: its first record was cut short by an "
                     "interrupted write (nothing of it is readable; the next backup writes over it)",
                 )

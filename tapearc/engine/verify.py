@@ -20,7 +20,6 @@ catalog) and the generations the damage affects (those whose restore needs a blo
 from __future__ import annotations
 
 import bisect
-
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,10 +28,10 @@ from dataclasses import dataclass, field
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.engine.layout import read_label
-from tapearc.engine.tapefiles import FileRecords, TapeFile, walk_tape_files
-from tapearc.engine.plan import ChainMap, chain_map, check_generation, load_chain
 from tapearc.engine.pipeline import RecordAhead
+from tapearc.engine.plan import ChainMap, chain_map, check_generation, load_chain
 from tapearc.engine.progress import NoProgress, Progress
+from tapearc.engine.tapefiles import FileRecords, TapeFile, walk_tape_files
 from tapearc.engine.volume import SourceVolume
 from tapearc.errors import MalformedError, NoSuchGenerationError, TapearcError
 from tapearc.media.base import Mark, TapeDrive
@@ -103,7 +102,9 @@ class MediumReport:
     sequence: int | None = None
     files: list[FileReport] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)  # the label, stray data after the end
-    others: list[tuple[int, str | None, int | None]] = field(default_factory=list)  # (tape file, volume, generation) not asked for
+    others: list[tuple[int, str | None, int | None]] = field(
+        default_factory=list
+    )  # (tape file, volume, generation) not asked for
 
     @property
     def ok(self) -> bool:
@@ -121,8 +122,10 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return all(m.ok for m in self.media) and (self.against is None or bool(self.against.get("equal"))) and (
-            self.image is None or bool(self.image.get("identical"))
+        return (
+            all(m.ok for m in self.media)
+            and (self.against is None or bool(self.against.get("equal")))
+            and (self.image is None or bool(self.image.get("identical")))
         )
 
     @property
@@ -276,7 +279,7 @@ def verify_tape_file(
         recs.ahead.close()
 
 
-def _verify_records(recs: "_Records", rep: FileReport, label: fmt.Label, check_digests: bool) -> tuple[FileReport, Mark]:
+def _verify_records(recs: _Records, rep: FileReport, label: fmt.Label, check_digests: bool) -> tuple[FileReport, Mark]:
     hdr: fmt.GenerationHeader | None = None
     seen: list[_Seen] = []
     trailer: fmt.Trailer | None = None
@@ -293,13 +296,21 @@ def _verify_records(recs: "_Records", rep: FileReport, label: fmt.Label, check_d
             ended = rec
             break
         if len(rec) > label.record_size:
-            rep.problems.append(Problem(i, "malformed", f"record of {len(rec)} bytes is larger than the label's record size {label.record_size}"))
+            rep.problems.append(
+                Problem(
+                    i,
+                    "malformed",
+                    f"record of {len(rec)} bytes is larger than the label's record size {label.record_size}",
+                )
+            )
         magic = bytes(rec[:8])
         if magic not in MAGICS:
             if first:
                 rep.problems.append(Problem(i, "malformed", "tape file does not start with a tapearc item"))
             else:
-                damaged_records.append(Problem(i, "stray", "a record that belongs to no item (data of a damaged item, or foreign)"))
+                damaged_records.append(
+                    Problem(i, "stray", "a record that belongs to no item (data of a damaged item, or foreign)")
+                )
             first = False
             continue
         # assemble the item
@@ -330,11 +341,22 @@ def _verify_records(recs: "_Records", rep: FileReport, label: fmt.Label, check_d
                 if kind != fmt.GENERATION_MAGIC:
                     raise fmt_malformed(f"tape file starts with {kind!r}, not a generation header")
                 hdr = fmt.decode_generation_header(data)
-                rep.volume, rep.generation, rep.part, rep.run_uuid = hdr.volume_name, hdr.generation, hdr.part, hdr.run_uuid
+                rep.volume, rep.generation, rep.part, rep.run_uuid = (
+                    hdr.volume_name,
+                    hdr.generation,
+                    hdr.part,
+                    hdr.run_uuid,
+                )
                 expect_seq = 0 if hdr.part == 0 else None
                 mapped = _BlockSet(-(-hdr.volume_size // hdr.block_size))
                 if hdr.record_size != label.record_size:
-                    rep.problems.append(Problem(i, "malformed", f"generation header's record size {hdr.record_size} differs from the label's {label.record_size}"))
+                    rep.problems.append(
+                        Problem(
+                            i,
+                            "malformed",
+                            f"generation header's record size {hdr.record_size} differs from the label's {label.record_size}",
+                        )
+                    )
             elif kind == fmt.CHUNK_MAGIC:
                 ch, payload = fmt.decode_chunk(data)
                 if hdr is None:  # the tape file's generation header is missing or damaged
@@ -342,7 +364,13 @@ def _verify_records(recs: "_Records", rep: FileReport, label: fmt.Label, check_d
                 if ch.run_uuid != hdr.run_uuid or ch.generation != hdr.generation:
                     rep.chunks_damaged += 1
                     damaged_records.append(
-                        Problem(i, "foreign", f"a chunk of another backup run (generation {ch.generation}, run {ch.run_uuid}): a record from another medium or tape file", ch.seq, _ranges(ch.runs))
+                        Problem(
+                            i,
+                            "foreign",
+                            f"a chunk of another backup run (generation {ch.generation}, run {ch.run_uuid}): a record from another medium or tape file",
+                            ch.seq,
+                            _ranges(ch.runs),
+                        )
                     )
                     first = False
                     continue
@@ -350,13 +378,27 @@ def _verify_records(recs: "_Records", rep: FileReport, label: fmt.Label, check_d
                 raw = fmt.unpack_payload(ch, payload)
                 digests = fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size) if check_digests else b""
                 if expect_seq is not None and ch.seq != expect_seq:
-                    rep.problems.append(Problem(i, "order", f"chunk {ch.seq} found where chunk {expect_seq} was expected", ch.seq, _ranges(ch.runs)))
+                    rep.problems.append(
+                        Problem(
+                            i,
+                            "order",
+                            f"chunk {ch.seq} found where chunk {expect_seq} was expected",
+                            ch.seq,
+                            _ranges(ch.runs),
+                        )
+                    )
                 expect_seq = ch.seq + 1
                 for r in ch.runs:
                     if r.first + r.count > len(mapped):
-                        rep.problems.append(Problem(i, "malformed", "chunk maps blocks past the end of the volume", ch.seq, _ranges((r,))))
+                        rep.problems.append(
+                            Problem(
+                                i, "malformed", "chunk maps blocks past the end of the volume", ch.seq, _ranges((r,))
+                            )
+                        )
                     elif r.count and mapped.overlaps(r.first, r.count):
-                        rep.problems.append(Problem(i, "malformed", "blocks mapped twice in one generation", ch.seq, _ranges((r,))))
+                        rep.problems.append(
+                            Problem(i, "malformed", "blocks mapped twice in one generation", ch.seq, _ranges((r,)))
+                        )
                     elif r.count:
                         mapped.add(r.first, r.count)
                 seen.append(_Seen(ch.seq, i, len(parts), ch, digests))
@@ -373,7 +415,12 @@ def _verify_records(recs: "_Records", rep: FileReport, label: fmt.Label, check_d
         except TapearcError as e:
             seq, blocks = _chunk_of(data) if kind == fmt.CHUNK_MAGIC else (None, [])
             what = "crc" if e.kind == "crc" else e.kind
-            name = {fmt.CHUNK_MAGIC: "chunk", fmt.TRAILER_MAGIC: "trailer", fmt.GENERATION_MAGIC: "generation header", fmt.TRAILER_END_MAGIC: "end record"}.get(kind, "item")
+            name = {
+                fmt.CHUNK_MAGIC: "chunk",
+                fmt.TRAILER_MAGIC: "trailer",
+                fmt.GENERATION_MAGIC: "generation header",
+                fmt.TRAILER_END_MAGIC: "end record",
+            }.get(kind, "item")
             p = Problem(i, what, f"{name}: {e.message}", seq, blocks)
             damaged_records.append(p)
             if kind == fmt.CHUNK_MAGIC:
@@ -394,7 +441,13 @@ def _verify_records(recs: "_Records", rep: FileReport, label: fmt.Label, check_d
     _check_trailer(rep, hdr, seen, trailer, trailer_record, end, damaged_records, mapped)
     rep.problems.extend(_group_strays(damaged_records))
     if ended is Mark.END_OF_DATA and (rep.records or rep.problems):
-        rep.problems.append(Problem(recs.index, "truncated", "the medium ends inside this tape file (no filemark): an interrupted backup or a cut image"))
+        rep.problems.append(
+            Problem(
+                recs.index,
+                "truncated",
+                "the medium ends inside this tape file (no filemark): an interrupted backup or a cut image",
+            )
+        )
     rep.problems.sort(key=lambda p: p.record)
     return rep, ended
 
@@ -404,7 +457,13 @@ def _group_strays(problems: list[Problem]) -> list[Problem]:
     out: list[Problem] = []
     last_end = -2
     for p in sorted(problems, key=lambda p: p.record):
-        if p.what == "stray" and out and out[-1].what == "stray" and p.record == last_end + 1 and p.chunk == out[-1].chunk:
+        if (
+            p.what == "stray"
+            and out
+            and out[-1].what == "stray"
+            and p.record == last_end + 1
+            and p.chunk == out[-1].chunk
+        ):
             first = out[-1].record
             out[-1].message = f"records {first}-{p.record} belong to no item (data of a damaged item, or foreign)"
             last_end = p.record
@@ -447,7 +506,13 @@ def _check_trailer(
     if hdr is None:
         return
     if trailer is None:
-        rep.problems.append(Problem(rep.records, "missing", "no readable trailer: the generation's backup was interrupted, or its trailer is damaged"))
+        rep.problems.append(
+            Problem(
+                rep.records,
+                "missing",
+                "no readable trailer: the generation's backup was interrupted, or its trailer is damaged",
+            )
+        )
     else:
         by_seq = {s.seq: s for s in seen}
         entries = {e.seq: e for e in trailer.entries}
@@ -467,31 +532,82 @@ def _check_trailer(
                         if not p.blocks:
                             p.blocks = _ranges(e.runs)
                 else:
-                    damaged.append(Problem(e.record, "missing", f"chunk {e.seq} listed in the trailer was not found", e.seq, _ranges(e.runs)))
+                    damaged.append(
+                        Problem(
+                            e.record,
+                            "missing",
+                            f"chunk {e.seq} listed in the trailer was not found",
+                            e.seq,
+                            _ranges(e.runs),
+                        )
+                    )
                     rep.chunks_damaged += 1
                 continue
             h = s.header
             if (s.record, s.record_count, h.stored_len, h.raw_len, h.payload_crc, h.runs) != (
-                e.record, e.record_count, e.stored_len, e.raw_len, e.payload_crc, e.runs,
+                e.record,
+                e.record_count,
+                e.stored_len,
+                e.raw_len,
+                e.payload_crc,
+                e.runs,
             ):
-                rep.problems.append(Problem(s.record, "index", f"chunk {e.seq} differs from the trailer's index entry (records {e.record}+{e.record_count} there, {s.record}+{s.record_count} here)", e.seq, _ranges(e.runs)))
+                rep.problems.append(
+                    Problem(
+                        s.record,
+                        "index",
+                        f"chunk {e.seq} differs from the trailer's index entry (records {e.record}+{e.record_count} there, {s.record}+{s.record_count} here)",
+                        e.seq,
+                        _ranges(e.runs),
+                    )
+                )
             elif s.digests and trailer.digest_alg and s.digests != tdig:
-                bad = [
-                    b for b, (x, y) in enumerate(zip(_chunks16(s.digests), _chunks16(tdig)))
-                    if x != y
-                ]
+                bad = [b for b, (x, y) in enumerate(zip(_chunks16(s.digests), _chunks16(tdig))) if x != y]
                 ids = [bid for bid, z in fmt.iter_blocks(e.runs) if not z]
-                rep.problems.append(Problem(s.record, "digest", f"chunk {e.seq}: {len(bad)} block(s) do not match their digests", e.seq, _ranges([fmt.Run(ids[k], 1) for k in bad])))
+                rep.problems.append(
+                    Problem(
+                        s.record,
+                        "digest",
+                        f"chunk {e.seq}: {len(bad)} block(s) do not match their digests",
+                        e.seq,
+                        _ranges([fmt.Run(ids[k], 1) for k in bad]),
+                    )
+                )
         for s in seen:
             if s.seq not in entries:
-                rep.problems.append(Problem(s.record, "index", f"chunk {s.seq} is not in the trailer's index", s.seq, _ranges(s.header.runs)))
+                rep.problems.append(
+                    Problem(
+                        s.record, "index", f"chunk {s.seq} is not in the trailer's index", s.seq, _ranges(s.header.runs)
+                    )
+                )
         if end is None:
             rep.problems.append(Problem(trailer_record, "missing", "no end record after the trailer"))
         elif end.trailer_record != trailer_record:
-            rep.problems.append(Problem(trailer_record, "index", f"end record points at record {end.trailer_record}, the trailer is at {trailer_record}"))
-        if trailer.complete and hdr.kind == fmt.GenerationKind.FULL and hdr.part == 0 and mapped and not mapped.full() and not damaged:
+            rep.problems.append(
+                Problem(
+                    trailer_record,
+                    "index",
+                    f"end record points at record {end.trailer_record}, the trailer is at {trailer_record}",
+                )
+            )
+        if (
+            trailer.complete
+            and hdr.kind == fmt.GenerationKind.FULL
+            and hdr.part == 0
+            and mapped
+            and not mapped.full()
+            and not damaged
+        ):
             first = mapped.first_gap()
-            rep.problems.append(Problem(trailer_record, "malformed", "the full generation does not account for every block", None, [(first, first)]))
+            rep.problems.append(
+                Problem(
+                    trailer_record,
+                    "malformed",
+                    "the full generation does not account for every block",
+                    None,
+                    [(first, first)],
+                )
+            )
 
 
 def _chunks16(b: bytes) -> Iterator[bytes]:
@@ -539,7 +655,11 @@ def verify_medium(
     if cut and not (rep.files and rep.files[-1].kind == "interrupted"):
         last = rep.files[-1].tape_file if rep.files else 0
         rep.problems.append(
-            Problem(0, "truncated", f"the medium ends with a cut or damaged record after tape file {last}: an interrupted write or a truncated image")
+            Problem(
+                0,
+                "truncated",
+                f"the medium ends with a cut or damaged record after tape file {last}: an interrupted write or a truncated image",
+            )
         )
     if catalog is not None:
         _check_catalog(rep, catalog, label)
@@ -576,10 +696,18 @@ def check_selection_found(media: list[MediumReport], generation: int | None, vol
     if not read or any(m.files for m in media):
         return
     unknown = [tf for m in read for tf, _, g in m.others if g is None]
-    what = " of ".join(x for x in (f"generation {generation}" if generation is not None else "", f"volume {volume!r}" if volume else "") if x)
+    what = " of ".join(
+        x
+        for x in (f"generation {generation}" if generation is not None else "", f"volume {volume!r}" if volume else "")
+        if x
+    )
     if unknown:
         read[0].problems.append(
-            Problem(0, "missing", f"{what} was not found; tape files {', '.join(map(str, unknown))} could not be identified (damaged)")
+            Problem(
+                0,
+                "missing",
+                f"{what} was not found; tape files {', '.join(map(str, unknown))} could not be identified (damaged)",
+            )
         )
         return
     have = sorted({g for m in read for _, v, g in m.others if g is not None and (volume is None or v == volume)})
@@ -604,11 +732,19 @@ def _check_catalog(rep: MediumReport, catalog: Catalog, label: fmt.Label) -> Non
             continue
         g = catalog.generation_by_run(fr.run_uuid)
         if g is None:
-            fr.problems.append(Problem(0, "catalog", "the catalog does not know this generation (tapearc scan learns it)"))
+            fr.problems.append(
+                Problem(0, "catalog", "the catalog does not know this generation (tapearc scan learns it)")
+            )
             continue
         rows = [c for c in catalog.chunks(g.id) if c.medium_uuid == label.medium_uuid and c.tape_file == fr.tape_file]
         if fr.ok and len(rows) != fr.chunks_ok:
-            fr.problems.append(Problem(0, "catalog", f"the catalog lists {len(rows)} chunks in this tape file, the medium holds {fr.chunks_ok}"))
+            fr.problems.append(
+                Problem(
+                    0,
+                    "catalog",
+                    f"the catalog lists {len(rows)} chunks in this tape file, the medium holds {fr.chunks_ok}",
+                )
+            )
 
 
 def affected_generations(catalog: Catalog, reports: list[MediumReport]) -> dict[str, list[int]]:
@@ -644,7 +780,9 @@ def affected_generations(catalog: Catalog, reports: list[MediumReport]) -> dict[
     return {k: sorted(v) for k, v in out.items()}
 
 
-def verify_against(catalog: Catalog, set_uuid: uuid.UUID, volume: str, generation: int | None, source: str) -> dict[str, object]:
+def verify_against(
+    catalog: Catalog, set_uuid: uuid.UUID, volume: str, generation: int | None, source: str
+) -> dict[str, object]:
     """Does generation N, as it would be restored, equal the volume ``source``? (block digests)"""
     chain = load_chain(catalog, set_uuid, volume, generation)
     g = chain[-1]

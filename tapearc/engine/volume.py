@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tapearc.buffers import buffer_address, direct_io_enabled
-from tapearc.media.writeback import Writeback
 from tapearc.errors import SourceError, TargetError, TargetTooSmallError
+from tapearc.media.writeback import Writeback
 
 BLKGETSIZE64 = 0x80081272  # _IOR(0x12, 114, size_t) on Linux (x86_64, arm64)
 DIRECT_ALIGN = 4096  # O_DIRECT alignment used for source reads (covers 512- and 4096-byte sectors)
@@ -71,7 +71,9 @@ class SourceVolume:
         except FileNotFoundError:
             raise SourceError(f"source {path} does not exist", hint="check the path of the volume to back up") from None
         except IsADirectoryError:
-            raise SourceError(f"source {path} is a directory; tapearc backs up block volumes (a disk image or block device)") from None
+            raise SourceError(
+                f"source {path} is a directory; tapearc backs up block volumes (a disk image or block device)"
+            ) from None
         except OSError as e:
             raise SourceError(f"cannot open source {path}: {e.strerror}") from None
         try:
@@ -83,7 +85,9 @@ class SourceVolume:
                 self.size = st.st_size
                 self.is_block_device = False
             elif stat.S_ISDIR(st.st_mode):
-                raise SourceError(f"source {path} is a directory; tapearc backs up block volumes (a disk image or block device)")
+                raise SourceError(
+                    f"source {path} is a directory; tapearc backs up block volumes (a disk image or block device)"
+                )
             else:
                 raise _not_a_volume(path, st.st_mode)
             if self.fd >= 0:  # back to blocking reads (O_NONBLOCK was only for the open)
@@ -144,9 +148,7 @@ class SourceVolume:
             try:
                 n = os.preadv(self.fd, [buf[done:]], offset + done)
             except OSError as e:
-                raise SourceError(
-                    f"reading source {self.path} at byte {offset + done} failed: {e.strerror}"
-                ) from None
+                raise SourceError(f"reading source {self.path} at byte {offset + done} failed: {e.strerror}") from None
             if n == 0:
                 break
             done += n
@@ -169,7 +171,7 @@ class SourceVolume:
             os.close(self.dfd)
             self.dfd = -1
 
-    def __enter__(self) -> "SourceVolume":
+    def __enter__(self) -> SourceVolume:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -228,7 +230,10 @@ def _punch_hole(fd: int, offset: int, length: int) -> None:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
     rc = libc.fallocate(
-        ctypes.c_int(fd), ctypes.c_int(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE), ctypes.c_longlong(offset), ctypes.c_longlong(length)
+        ctypes.c_int(fd),
+        ctypes.c_int(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE),
+        ctypes.c_longlong(offset),
+        ctypes.c_longlong(length),
     )
     if rc != 0:
         e = ctypes.get_errno()
@@ -295,7 +300,9 @@ class RestoreTarget:
         except OSError as e:
             self._discard()
             if e.errno in (errno.ENOSPC, errno.EFBIG):
-                raise TargetTooSmallError(f"target {path}: cannot make a {volume_size}-byte file: {e.strerror}") from None
+                raise TargetTooSmallError(
+                    f"target {path}: cannot make a {volume_size}-byte file: {e.strerror}"
+                ) from None
             raise TargetError(f"cannot create target {path}: {e.strerror}") from None
 
     def _device_has_data(self) -> bool:

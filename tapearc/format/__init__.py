@@ -10,9 +10,9 @@ no policy.
 from __future__ import annotations
 
 from .codec import (
-    TrailerBuilder,
     MemoryStore,
-    trailer_end_from_header,
+    TrailerBuilder,
+    TrailerSummary,
     build_chunk,
     check_payload,
     check_same_generation,
@@ -25,7 +25,6 @@ from .codec import (
     decode_trailer,
     decode_trailer_end,
     decode_trailer_header,
-    TrailerSummary,
     encode_chunk_header,
     encode_generation_header,
     encode_label,
@@ -33,6 +32,7 @@ from .codec import (
     encode_trailer_end,
     pack_payload,
     trailer_end_for,
+    trailer_end_from_header,
     unpack_payload,
 )
 from .constants import (

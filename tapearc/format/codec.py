@@ -108,30 +108,30 @@ from .structs import (
 )
 
 __all__ = [
-    "encode_label",
-    "decode_label",
-    "encode_generation_header",
-    "decode_generation_header",
-    "encode_chunk_header",
-    "decode_chunk_header",
-    "decode_chunk",
-    "check_payload",
-    "pack_payload",
-    "unpack_payload",
+    "MemoryStore",
+    "TrailerBuilder",
+    "TrailerSummary",
     "build_chunk",
-    "encode_trailer",
-    "decode_trailer",
-    "encode_trailer_end",
-    "decode_trailer_end",
-    "trailer_end_for",
+    "check_payload",
+    "check_same_generation",
     "check_trailer_end",
     "chunk_header_len",
-    "check_same_generation",
+    "decode_chunk",
+    "decode_chunk_header",
+    "decode_generation_header",
+    "decode_label",
+    "decode_trailer",
+    "decode_trailer_end",
     "decode_trailer_header",
-    "TrailerSummary",
-    "TrailerBuilder",
-    "MemoryStore",
+    "encode_chunk_header",
+    "encode_generation_header",
+    "encode_label",
+    "encode_trailer",
+    "encode_trailer_end",
+    "pack_payload",
+    "trailer_end_for",
     "trailer_end_from_header",
+    "unpack_payload",
 ]
 
 Buf = bytes | bytearray | memoryview
@@ -190,13 +190,9 @@ def _open_item(
     name = ITEM_NAMES[magic]
     need = prefix.total_len if whole else prefix.header_len
     if len(mv) < need:
-        raise TruncatedError(
-            f"{name} of {len(mv)} bytes is shorter than its declared length of {need} bytes"
-        )
+        raise TruncatedError(f"{name} of {len(mv)} bytes is shorter than its declared length of {need} bytes")
     if whole and len(mv) > need:
-        raise MalformedError(
-            f"{name}: {len(mv) - need} bytes after the end of the item ({need} bytes)"
-        )
+        raise MalformedError(f"{name}: {len(mv) - need} bytes after the end of the item ({need} bytes)")
     hl = prefix.header_len
     expected = _u32le(mv[hl - HEADER_CRC_LEN : hl])
     found = crc32c(mv[: hl - HEADER_CRC_LEN])
@@ -230,9 +226,7 @@ def _check_range(name: str, field: str, value: int, lo: int, hi: int) -> None:
         raise _malformed(name, f"{field} {value} is out of range ({lo}..{hi})")
 
 
-def _check_runs(
-    name: str, runs: Sequence[Run], block_size: int, volume_size: int
-) -> tuple[int, int, int]:
+def _check_runs(name: str, runs: Sequence[Run], block_size: int, volume_size: int) -> tuple[int, int, int]:
     """Validate runs against the volume; return (data bytes, data blocks, zero blocks)."""
     if not 1 <= len(runs) <= MAX_RUNS:
         raise _malformed(name, f"run count {len(runs)} is out of range (1..{MAX_RUNS})")
@@ -258,9 +252,7 @@ def _check_runs(
     return data_len, data_blocks, zero_blocks
 
 
-def _check_payload_lens(
-    name: str, flags: int, known: int, raw_len: int, stored_len: int, data_len: int
-) -> None:
+def _check_payload_lens(name: str, flags: int, known: int, raw_len: int, stored_len: int, data_len: int) -> None:
     if flags & ~known:
         raise _malformed(name, f"unknown flags 0x{flags & ~known:04x}")
     if raw_len != data_len:
@@ -269,9 +261,7 @@ def _check_payload_lens(
         raise _malformed(name, f"raw_len {raw_len} is larger than {MAX_BODY_LEN}")
     if flags & CHUNK_FLAG_ZSTD:
         if stored_len >= raw_len:
-            raise _malformed(
-                name, f"compressed payload of {stored_len} bytes is not smaller than raw_len {raw_len}"
-            )
+            raise _malformed(name, f"compressed payload of {stored_len} bytes is not smaller than raw_len {raw_len}")
     elif stored_len != raw_len:
         raise _malformed(name, f"uncompressed payload of {stored_len} bytes != raw_len {raw_len}")
 
@@ -333,8 +323,7 @@ def decode_label(buf: Buf) -> Label:
         f = c.fields
         if f.length + HEADER_CRC_LEN != prefix.header_len:
             raise MalformedError(
-                f"volume label: header_len {prefix.header_len} != {f.length + HEADER_CRC_LEN} "
-                "bytes of fields and CRC"
+                f"volume label: header_len {prefix.header_len} != {f.length + HEADER_CRC_LEN} bytes of fields and CRC"
             )
         v = f.value
         label = Label(
@@ -540,8 +529,7 @@ def _decode_chunk_header(mv: memoryview, prefix: ItemPrefix) -> ChunkHeader:
             raise _malformed(name, f"run_count {run_count} is out of range (1..{MAX_RUNS})")
         if hl != chunk_header_len(run_count):
             raise _malformed(
-                name, f"header_len {hl} does not fit run_count {run_count} "
-                f"(expected {chunk_header_len(run_count)})"
+                name, f"header_len {hl} does not fit run_count {run_count} (expected {chunk_header_len(run_count)})"
             )
         v = ChunkFieldsCompiled.parse(bytes(mv[: hl - HEADER_CRC_LEN]))
         h = ChunkHeader(
@@ -605,9 +593,7 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
         cache = _tls.cctx = {}
     c = cache.get(level)
     if c is None:
-        c = cache[level] = zstandard.ZstdCompressor(
-            level=level, write_content_size=True, write_checksum=False
-        )
+        c = cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
     return c
 
 
@@ -648,9 +634,7 @@ def unpack_payload(header: ChunkHeader, payload: Buf) -> bytes | memoryview:
         size = params.content_size
         if size != zstandard.CONTENTSIZE_UNKNOWN and size != header.raw_len:
             raise _malformed(name, f"zstd frame of {size} bytes != raw_len {header.raw_len}")
-        raw = _decompressor().decompress(
-            payload, max_output_size=header.raw_len, allow_extra_data=False
-        )
+        raw = _decompressor().decompress(payload, max_output_size=header.raw_len, allow_extra_data=False)
     except zstandard.ZstdError as e:
         raise _malformed(name, f"payload does not decompress: {e}") from e
     if len(raw) != header.raw_len:
@@ -959,9 +943,7 @@ def encode_trailer_end(end: TrailerEnd) -> bytes:
         "trailer_len": end.trailer_len,
         "trailer_crc": end.trailer_crc,
     }
-    return _build(
-        "generation end record", lambda: TrailerEndHeaderStruct.build({"fields": {"value": fields}})
-    )
+    return _build("generation end record", lambda: TrailerEndHeaderStruct.build({"fields": {"value": fields}}))
 
 
 def decode_trailer_end(buf: Buf) -> TrailerEnd:
@@ -992,9 +974,7 @@ def trailer_end_for(trailer_item: Buf, *, trailer_record: int, record_size: int)
     prefix = read_prefix(mv, (TRAILER_MAGIC,))
     hl = prefix.header_len
     if len(mv) != prefix.total_len or hl != TRAILER_HEADER_LEN:
-        raise MalformedError(
-            f"trailer_end_for: not a whole trailer ({len(mv)} bytes, declares {prefix.total_len})"
-        )
+        raise MalformedError(f"trailer_end_for: not a whole trailer ({len(mv)} bytes, declares {prefix.total_len})")
     return trailer_end_from_header(mv[:hl], len(mv), trailer_record=trailer_record, record_size=record_size)
 
 
@@ -1031,9 +1011,7 @@ def check_trailer_end(end: TrailerEnd, trailer_item: Buf) -> None:
         raise _malformed(name, f"trailer of {len(mv)} bytes, the end record says {end.trailer_len}")
     prefix = read_prefix(mv, (TRAILER_MAGIC,))
     if prefix.total_len != end.trailer_len or prefix.header_len != TRAILER_HEADER_LEN:
-        raise _malformed(
-            name, f"the trailer declares {prefix.total_len} bytes, the end record says {end.trailer_len}"
-        )
+        raise _malformed(name, f"the trailer declares {prefix.total_len} bytes, the end record says {end.trailer_len}")
     hl = prefix.header_len
     crc = _u32le(mv[hl - HEADER_CRC_LEN : hl])
     if crc != end.trailer_crc:
@@ -1070,9 +1048,7 @@ def check_same_generation(
     else:
         name = "trailer" if isinstance(item, Trailer) else "generation end record"
     if item.run_uuid != gen.run_uuid:
-        raise _malformed(
-            name, f"belongs to run {item.run_uuid}, not to this generation's run {gen.run_uuid}"
-        )
+        raise _malformed(name, f"belongs to run {item.run_uuid}, not to this generation's run {gen.run_uuid}")
     fields = ("generation",) if isinstance(item, TrailerEnd) else ("generation", "block_size", "volume_size")
     for field in fields:
         mine, theirs = getattr(item, field), getattr(gen, field)
@@ -1082,9 +1058,7 @@ def check_same_generation(
         if seq is not None and item.seq != seq:
             raise _malformed(name, f"out of order: expected chunk {seq}")
         if item.data_blocks > gen.chunk_blocks:
-            raise _malformed(
-                name, f"{item.data_blocks} data blocks, more than chunk_blocks {gen.chunk_blocks}"
-            )
+            raise _malformed(name, f"{item.data_blocks} data blocks, more than chunk_blocks {gen.chunk_blocks}")
         if item.compressed and gen.compression != Compression.ZSTD:
             raise _malformed(name, "compressed, but the generation is not")
 

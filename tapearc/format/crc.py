@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import crc32c as _crc32c
 
-__all__ = ["crc32c", "CRC32C_CHECK"]
+__all__ = ["CRC32C_CHECK", "crc32c"]
 
 #: CRC-32C of the ASCII bytes ``123456789``.
 CRC32C_CHECK = 0xE3069283

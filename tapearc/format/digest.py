@@ -23,14 +23,14 @@ from .mapping import block_count
 from .model import Run, RunKind, Trailer
 
 __all__ = [
+    "DIGEST_BLAKE3_128",
     "DIGEST_LEN",
     "DIGEST_NONE",
-    "DIGEST_BLAKE3_128",
     "ZERO_DIGEST",
     "block_digest",
     "is_zero",
-    "payload_digests",
     "iter_trailer_digests",
+    "payload_digests",
 ]
 
 #: Sentinel digest of an all-zero block (off-media only; see the module docstring).

@@ -27,7 +27,7 @@ from .constants import (
 from .model import ItemPrefix
 from .structs import MIN_HEADER_LEN, ItemPrefixStruct
 
-__all__ = ["ITEM_NAMES", "peek_item", "split_records", "record_count", "check_magic"]
+__all__ = ["ITEM_NAMES", "check_magic", "peek_item", "record_count", "split_records"]
 
 #: Human names of the items, by magic.
 ITEM_NAMES: dict[bytes, str] = {
@@ -66,9 +66,7 @@ def check_magic(magic: bytes, expected: tuple[bytes, ...] = MAGICS) -> bytes:
 def read_prefix(buf: memoryview, expected: tuple[bytes, ...] = MAGICS) -> ItemPrefix:
     """Parse and check the prefix at the start of ``buf`` (see :func:`peek_item`)."""
     if len(buf) < PREFIX_LEN:
-        raise TruncatedError(
-            f"item of {len(buf)} bytes is shorter than the {PREFIX_LEN}-byte item prefix"
-        )
+        raise TruncatedError(f"item of {len(buf)} bytes is shorter than the {PREFIX_LEN}-byte item prefix")
     p = _PREFIX_C.parse(bytes(buf[:PREFIX_LEN]))
     magic = check_magic(p.magic, expected)
     name = ITEM_NAMES[magic]
@@ -76,14 +74,11 @@ def read_prefix(buf: memoryview, expected: tuple[bytes, ...] = MAGICS) -> ItemPr
     body_len: int = p.body_len
     if not MIN_HEADER_LEN[magic] <= header_len <= MAX_HEADER_LEN:
         raise MalformedError(
-            f"{name}: header_len {header_len} is out of range "
-            f"({MIN_HEADER_LEN[magic]}..{MAX_HEADER_LEN})"
+            f"{name}: header_len {header_len} is out of range ({MIN_HEADER_LEN[magic]}..{MAX_HEADER_LEN})"
         )
     if magic == TRAILER_MAGIC:
         if header_len + body_len > MAX_TRAILER_LEN:
-            raise MalformedError(
-                f"{name}: total length {header_len + body_len} is larger than {MAX_TRAILER_LEN}"
-            )
+            raise MalformedError(f"{name}: total length {header_len + body_len} is larger than {MAX_TRAILER_LEN}")
     elif body_len > MAX_BODY_LEN:
         raise MalformedError(f"{name}: body_len {body_len} is larger than {MAX_BODY_LEN}")
     if body_len and magic in _NO_BODY:

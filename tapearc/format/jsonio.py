@@ -27,7 +27,7 @@ from .model import (
     VolumeSource,
 )
 
-__all__ = ["to_jsonable", "from_jsonable", "parse_json", "MAX_JSON_DEPTH"]
+__all__ = ["MAX_JSON_DEPTH", "from_jsonable", "parse_json", "to_jsonable"]
 
 MAX_JSON_DEPTH = 64  # tapearc's own JSON files (the dir: marker) nest two levels
 
@@ -60,6 +60,7 @@ def json_depth(obj: Any) -> int:
         deepest = max(deepest, d + 1)
         stack.extend((x, d + 1) for x in items)
     return deepest
+
 
 M = TypeVar("M")
 

@@ -20,11 +20,11 @@ __all__ = [
     "MAX_RUN_COUNT",
     "block_count",
     "block_len",
+    "iter_blocks",
+    "iter_run_payload",
     "run_data_len",
     "runs_data_len",
     "runs_from_ids",
-    "iter_blocks",
-    "iter_run_payload",
 ]
 
 #: Largest ``count`` of one run (u32 on media); longer stretches are cut into several runs.
@@ -42,30 +42,20 @@ def block_len(block_id: int, block_size: int, volume_size: int) -> int:
     """Length in bytes of block ``block_id``: ``block_size``, or less for a partial last block."""
     start = block_id * block_size
     if block_id < 0 or block_size <= 0 or start >= volume_size:
-        raise ValueError(
-            f"block {block_id} is outside a volume of {volume_size} bytes "
-            f"in blocks of {block_size}"
-        )
+        raise ValueError(f"block {block_id} is outside a volume of {volume_size} bytes in blocks of {block_size}")
     return min(block_size, volume_size - start)
 
 
 def run_data_len(first: int, count: int, block_size: int, volume_size: int) -> int:
     """Bytes of blocks ``first`` .. ``first + count - 1`` (all inside the volume)."""
     if count <= 0 or first < 0 or block_size <= 0 or (first + count - 1) * block_size >= volume_size:
-        raise ValueError(
-            f"run {first}+{count} is outside a volume of {volume_size} bytes "
-            f"in blocks of {block_size}"
-        )
+        raise ValueError(f"run {first}+{count} is outside a volume of {volume_size} bytes in blocks of {block_size}")
     return min((first + count) * block_size, volume_size) - first * block_size
 
 
 def runs_data_len(runs: Iterable[Run], block_size: int, volume_size: int) -> int:
     """Bytes the data runs of ``runs`` take in a raw (uncompressed) payload."""
-    return sum(
-        run_data_len(r.first, r.count, block_size, volume_size)
-        for r in runs
-        if r.kind == RunKind.DATA
-    )
+    return sum(run_data_len(r.first, r.count, block_size, volume_size) for r in runs if r.kind == RunKind.DATA)
 
 
 def runs_from_ids(ids_with_kind: Iterable[tuple[int, bool]]) -> tuple[Run, ...]:

@@ -14,15 +14,15 @@ from uuid import UUID
 from .constants import CHUNK_FLAG_ZSTD, DIGEST_BLAKE3_128, TRAILER_FLAG_COMPLETE, TRAILER_FLAG_CONTINUES
 
 __all__ = [
-    "RunKind",
-    "GenerationKind",
-    "Compression",
-    "Run",
-    "ItemPrefix",
-    "Label",
-    "GenerationHeader",
     "ChunkHeader",
     "ChunkIndexEntry",
+    "Compression",
+    "GenerationHeader",
+    "GenerationKind",
+    "ItemPrefix",
+    "Label",
+    "Run",
+    "RunKind",
     "Trailer",
     "TrailerEnd",
 ]

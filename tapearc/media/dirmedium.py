@@ -55,7 +55,7 @@ from ..format.jsonio import parse_json
 from .base import DriveStatus, Mark, Position, TapeDrive, WriteStatus
 from .writeback import start_writeback, syncfs
 
-__all__ = ["DirDrive", "MARKER_NAME", "MARKER_FORMAT", "create_dir_medium"]
+__all__ = ["MARKER_FORMAT", "MARKER_NAME", "DirDrive", "create_dir_medium"]
 
 MARKER_NAME = "TAPEARC-DIR-MEDIUM"
 MARKER_FORMAT = "tapearc-dir-medium"
@@ -145,9 +145,7 @@ class DirDrive(TapeDrive):
         self._closed = True
         self._lock_fd: int | None = None
         marker = self._open_folder(write)
-        self.max_record_size = int(
-            max_record_size or marker.get("max_record_size") or DEFAULT_MAX_RECORD
-        )
+        self.max_record_size = int(max_record_size or marker.get("max_record_size") or DEFAULT_MAX_RECORD)
         self.capacity: int | None = _opt_int(marker.get("capacity"))
         ew = marker.get("early_warning")
         if self.capacity is not None and ew is None:
@@ -183,7 +181,8 @@ class DirDrive(TapeDrive):
         if not os.path.exists(path):
             if not write:
                 raise MediumUnavailableError(
-                    f"no such folder: {path}", medium=self.name,
+                    f"no such folder: {path}",
+                    medium=self.name,
                     hint="a dir: medium is created when it is first opened for writing",
                 )
             from .identity import refuse_creating_in_dev
@@ -192,9 +191,7 @@ class DirDrive(TapeDrive):
             try:
                 os.makedirs(path)
             except OSError as err:
-                raise MediumUnavailableError(
-                    f"cannot create folder {path}: {err.strerror}", medium=self.name
-                ) from err
+                raise MediumUnavailableError(f"cannot create folder {path}: {err.strerror}", medium=self.name) from err
         if not os.path.isdir(path):
             raise NotTapearcMediumError(f"not a folder: {path}", medium=self.name)
         self._lock(write)
@@ -203,8 +200,7 @@ class DirDrive(TapeDrive):
             entries = [e for e in os.listdir(path) if e not in _IGNORED]
             if entries:
                 raise NotTapearcMediumError(
-                    f"folder {path} is not empty and is not a tapearc dir medium "
-                    f"(no {MARKER_NAME} file)",
+                    f"folder {path} is not empty and is not a tapearc dir medium (no {MARKER_NAME} file)",
                     medium=self.name,
                     hint="use an empty folder; tapearc never writes into a folder it did not create",
                 )
@@ -221,13 +217,9 @@ class DirDrive(TapeDrive):
             with open(marker_path, encoding="utf-8") as fh:
                 marker = parse_json(fh.read())
         except (OSError, ValueError) as err:
-            raise NotTapearcMediumError(
-                f"unreadable {marker_path}: {err}", medium=self.name
-            ) from None
+            raise NotTapearcMediumError(f"unreadable {marker_path}: {err}", medium=self.name) from None
         if not isinstance(marker, dict) or marker.get("format") != MARKER_FORMAT:
-            raise NotTapearcMediumError(
-                f"{MARKER_NAME} in {path} is not a tapearc dir medium marker", medium=self.name
-            )
+            raise NotTapearcMediumError(f"{MARKER_NAME} in {path} is not a tapearc dir medium marker", medium=self.name)
         if marker.get("version") != MARKER_VERSION:
             raise NotTapearcMediumError(
                 f"dir medium version {marker.get('version')!r} is not supported "
@@ -243,9 +235,7 @@ class DirDrive(TapeDrive):
         except OSError as err:
             os.close(fd)
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise MediumUnavailableError(
-                    f"{self.path} is in use by another tapearc", medium=self.name
-                ) from err
+                raise MediumUnavailableError(f"{self.path} is in use by another tapearc", medium=self.name) from err
             raise MediumUnavailableError(f"cannot lock {self.path}: {err.strerror}") from err
         self._lock_fd = fd
 
@@ -255,8 +245,9 @@ class DirDrive(TapeDrive):
             os.close(fd)
 
     def _damaged(self, message: str) -> MediumIOError:
-        return MediumIOError(f"damaged dir medium: {message}", medium=self.name,
-                             hint="the folder was changed outside tapearc")
+        return MediumIOError(
+            f"damaged dir medium: {message}", medium=self.name, hint="the folder was changed outside tapearc"
+        )
 
     def _scan(self) -> None:
         files: dict[int, str] = {}
@@ -380,9 +371,7 @@ class DirDrive(TapeDrive):
         for g in range(f + 1, len(self._counts)):
             gdir = self._folder(g)
             if self._used is not None:
-                removed += sum(
-                    os.stat(os.path.join(gdir, _rec_name(i))).st_size for i in range(self._counts[g])
-                )
+                removed += sum(os.stat(os.path.join(gdir, _rec_name(i))).st_size for i in range(self._counts[g]))
             if os.path.isdir(gdir):
                 shutil.rmtree(gdir)
         mark = os.path.join(folder, FILEMARK_NAME)
@@ -395,7 +384,7 @@ class DirDrive(TapeDrive):
             os.unlink(rec)
             self._unsynced.discard(rec)
         self._unsynced = {p for p in self._unsynced if p.startswith(folder + os.sep)}
-        del self._counts[f + 1:]
+        del self._counts[f + 1 :]
         self._counts[f] = r
         self._nmarks = f
         self._starts = self._starts[: f + 1]
@@ -419,7 +408,9 @@ class DirDrive(TapeDrive):
             if not data or len(data) != size:
                 raise MediumIOError(
                     f"record file changed while reading ({len(data)} of {size} bytes)",
-                    medium=self.name, tape_file=f, record=r,
+                    medium=self.name,
+                    tape_file=f,
+                    record=r,
                 )
             return data
         if f < self._nmarks:
@@ -430,7 +421,9 @@ class DirDrive(TapeDrive):
     def _too_large(self, size: int, f: int, r: int) -> RecordTooLargeError:
         return RecordTooLargeError(
             f"record of {size} bytes is larger than {self.max_record_size} bytes",
-            medium=self.name, tape_file=f, record=r,
+            medium=self.name,
+            tape_file=f,
+            record=r,
             hint="read it with a larger maximum record size",
         )
 
@@ -552,7 +545,9 @@ class DirDrive(TapeDrive):
             _fsync_path(self.path, directory=True)
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise self._err(MediumFullError, f"the medium is full: cannot write a filemark at object {here}") from err
+                raise self._err(
+                    MediumFullError, f"the medium is full: cannot write a filemark at object {here}"
+                ) from err
             if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
                 raise self._err(WriteProtectedError, f"cannot write: {err.strerror}") from err
             raise self._err(MediumIOError, f"cannot write a filemark at object {here}: {err.strerror}") from err
@@ -593,9 +588,7 @@ class DirDrive(TapeDrive):
         eod = self._eod_logical()
         if logical > eod:
             self._file, self._record = self._eod()
-            raise self._err(
-                MediumIOError, f"cannot locate object {logical}: end of data is at object {eod}"
-            )
+            raise self._err(MediumIOError, f"cannot locate object {logical}: end of data is at object {eod}")
         f = bisect_right(self._starts, logical) - 1
         self._file, self._record = f, logical - self._starts[f]
 
@@ -667,7 +660,7 @@ class DirDrive(TapeDrive):
         finally:
             self._release()
 
-    def __enter__(self) -> "DirDrive":
+    def __enter__(self) -> DirDrive:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -241,8 +241,7 @@ def image_content_error(path: str, name: str, damage: str | None = None) -> Tape
             medium=name,
             tape_file=0,
             record=0,
-            hint=f"`tapearc scan --media {name}` shows what can still be read; only "
-            "`tapearc label --force` erases it",
+            hint=f"`tapearc scan --media {name}` shows what can still be read; only `tapearc label --force` erases it",
         )
     found = describe_bytes(head, size)
     return NotTapearcMediumError(

@@ -50,12 +50,12 @@ from ..errors import MediumUnavailableError, TapearcError, UsageError
 from . import mtio
 
 __all__ = [
-    "LinuxStOps",
-    "open_st",
-    "probe_st",
-    "StProbe",
     "DEFAULT_MAX_RECORD",
     "MAX_ST_RECORD",
+    "LinuxStOps",
+    "StProbe",
+    "open_st",
+    "probe_st",
     "st_max_record_setting",
 ]
 
@@ -74,8 +74,7 @@ def st_max_record_setting(max_record_size: int | None = None) -> int:
         max_record_size = size("TAPEARC_ST_MAX_RECORD") or DEFAULT_MAX_RECORD
     if not 1 <= max_record_size <= MAX_ST_RECORD:
         raise UsageError(
-            f"maximum record size {max_record_size} is outside 1 .. {MAX_ST_RECORD} bytes "
-            "(st's 24-bit limit)"
+            f"maximum record size {max_record_size} is outside 1 .. {MAX_ST_RECORD} bytes (st's 24-bit limit)"
         )
     return int(max_record_size)
 
@@ -207,16 +206,11 @@ def _open_error(err: OSError, path: str, name: str) -> TapearcError:
             hint="run as root or as a member of the device's group (usually 'tape')",
         )
     if code in (errno.ENOMEDIUM, errno.EIO):
-        return MediumUnavailableError(
-            f"no tape in drive {path}", medium=name, hint="load a tape", reason="no-tape"
-        )
+        return MediumUnavailableError(f"no tape in drive {path}", medium=name, hint="load a tape", reason="no-tape")
     if code in (errno.ENXIO, errno.ENODEV, errno.ENOENT):
-        return MediumUnavailableError(
-            f"no such tape device {path} (no drive behind the node)", medium=name
-        )
+        return MediumUnavailableError(f"no such tape device {path} (no drive behind the node)", medium=name)
     return MediumUnavailableError(
-        f"cannot open {path}: {os.strerror(code) if code else err}"
-        f" ({errno.errorcode.get(code or 0, '?')})",
+        f"cannot open {path}: {os.strerror(code) if code else err} ({errno.errorcode.get(code or 0, '?')})",
         medium=name,
     )
 
@@ -239,9 +233,7 @@ def _open_ready(path: str, name: str, flags: int, load_timeout: float) -> tuple[
             return fd, time.monotonic() - start
         os.close(fd)
         if g.mt_gstat & mtio.GMT_DR_OPEN:
-            raise MediumUnavailableError(
-                f"no tape in drive {path}", medium=name, hint="load a tape", reason="no-tape"
-            )
+            raise MediumUnavailableError(f"no tape in drive {path}", medium=name, hint="load a tape", reason="no-tape")
         # not ready yet (a tape loading, st re-checks at each open): wait with a deadline
         if time.monotonic() >= deadline:
             raise MediumUnavailableError(
@@ -348,9 +340,7 @@ def open_st(
     from .stlike import StLikeDrive, translate_oserror
 
     name = name or f"st:{path}"
-    ops, probe = probe_st(
-        path, write=write, name=name, max_record_size=max_record_size, load_timeout=load_timeout
-    )
+    ops, probe = probe_st(path, write=write, name=name, max_record_size=max_record_size, load_timeout=load_timeout)
     try:
         if rewind:
             try:

@@ -93,8 +93,7 @@ def open_sim(
             raise MediumUnavailableError(
                 f"no such simulated tape: {path}",
                 medium=name,
-                hint="a sim: tape is created when it is first opened for writing "
-                "(or with `tapesim new`)",
+                hint="a sim: tape is created when it is first opened for writing (or with `tapesim new`)",
             )
         refuse_creating_in_dev(path, name)  # a missing /dev/sda is a missing disk, not a new tape
         try:
@@ -118,7 +117,8 @@ def open_sim(
         raise translate_oserror(err, f"cannot open simulated tape {path}", medium=name) from err
     except ValueError as err:  # tapesim.drive.SidecarError: unreadable or invalid settings
         raise MediumUnavailableError(
-            f"bad settings for simulated tape {path}: {err}", medium=name,
+            f"bad settings for simulated tape {path}: {err}",
+            medium=name,
             hint=f"fix or remove {path}.tapesim",
         ) from err
     try:

@@ -70,7 +70,7 @@ from ..errors import (
 from . import mtio
 from .base import DriveStatus, Mark, Position, TapeDrive, WriteStatus
 
-__all__ = ["StOps", "StLikeDrive", "translate_oserror"]
+__all__ = ["StLikeDrive", "StOps", "translate_oserror"]
 
 
 @runtime_checkable
@@ -143,7 +143,7 @@ class StLikeDrive(TapeDrive):
         self._ops = ops
         self.name = name
         if max_record_size is None:
-            max_record_size = int(getattr(ops, "max_record"))
+            max_record_size = int(ops.max_record)
         self.max_record_size = int(max_record_size)
         self._check_eot = check_eot_every_write
         # larger read buffers to try (doubling, up to this) when a record does not fit (ENOMEM);
@@ -182,9 +182,7 @@ class StLikeDrive(TapeDrive):
         return cls(message, medium=self.name, tape_file=self._file, record=self._record, **details)
 
     def _oserr(self, err: OSError, what: str) -> MediumError:
-        return translate_oserror(
-            err, what, medium=self.name, tape_file=self._file, record=self._record
-        )
+        return translate_oserror(err, what, medium=self.name, tape_file=self._file, record=self._record)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -226,8 +224,7 @@ class StLikeDrive(TapeDrive):
             medium=self.name,
             tape_file=self._file,
             record=self._record,
-            hint="the tape was moved behind tapearc's back or the drive lost its position; "
-            "rewind and start again",
+            hint="the tape was moved behind tapearc's back or the drive lost its position; rewind and start again",
             expected=expected,
             actual=actual,
         )
@@ -343,9 +340,7 @@ class StLikeDrive(TapeDrive):
             known = self._resolve(logical)
             if known is None:
                 self._lost = "cannot place the position"
-                raise MediumIOError(
-                    f"cannot tell which tape file object {logical} belongs to", medium=self.name
-                )
+                raise MediumIOError(f"cannot tell which tape file object {logical} belongs to", medium=self.name)
         self._set(known[0], known[1], logical)
 
     # ------------------------------------------------------------------ reading
@@ -544,9 +539,7 @@ class StLikeDrive(TapeDrive):
             raise
         if written != size:
             self._lost = f"short write of {written} of {size} bytes"
-            raise self._err(
-                MediumIOError, f"short write at object {here}: {written} of {size} bytes"
-            )
+            raise self._err(MediumIOError, f"short write at object {here}: {written} of {size} bytes")
         eot = retried
         if self._check_eot:
             try:
@@ -604,8 +597,7 @@ class StLikeDrive(TapeDrive):
             self._lost = "tape file number mismatch"
             raise self._err(
                 MediumIOError,
-                f"position mismatch: tapearc expected tape file {self._file}, "
-                f"drive says {g.mt_fileno}",
+                f"position mismatch: tapearc expected tape file {self._file}, drive says {g.mt_fileno}",
             )
         return self._note_ew(here, retried or bool(g.mt_gstat & mtio.GMT_EOT))
 
@@ -780,7 +772,7 @@ class StLikeDrive(TapeDrive):
             except OSError as err:
                 raise self._oserr(err, "cannot close the drive") from err
 
-    def __enter__(self) -> "StLikeDrive":
+    def __enter__(self) -> StLikeDrive:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -792,4 +784,3 @@ class StLikeDrive(TapeDrive):
 
 def _opt_int(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
-

@@ -50,7 +50,7 @@ from ..errors import (
 )
 from .base import DriveStatus, Mark, Position, TapeDrive, WriteStatus
 
-__all__ = ["StreamDrive", "open_stream", "STREAM_SPEC", "MAX_STREAM_RECORD"]
+__all__ = ["MAX_STREAM_RECORD", "STREAM_SPEC", "StreamDrive", "open_stream"]
 
 STREAM_SPEC = "-"
 _WORD = struct.Struct("<I")
@@ -259,9 +259,7 @@ class StreamDrive(TapeDrive):
             raise self._cut("a record's trailing length word is cut", at)
         trailer = _WORD.unpack(raw)[0]
         if trailer != word:
-            raise self._bad(
-                f"record length words differ (leading 0x{word:08X}, trailing 0x{trailer:08X})", at
-            )
+            raise self._bad(f"record length words differ (leading 0x{word:08X}, trailing 0x{trailer:08X})", at)
 
     # ------------------------------------------------------------------ writing
 
@@ -413,7 +411,7 @@ class StreamDrive(TapeDrive):
                 except OSError:
                     pass
 
-    def __enter__(self) -> "StreamDrive":
+    def __enter__(self) -> StreamDrive:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -424,7 +422,9 @@ class StreamDrive(TapeDrive):
 
     def __repr__(self) -> str:
         side = "writing" if self.writable else "reading"
-        return f"<StreamDrive {self.name} {side} at {self._logical} ({self._file}, {self._record}), byte {self._offset}>"
+        return (
+            f"<StreamDrive {self.name} {side} at {self._logical} ({self._file}, {self._record}), byte {self._offset}>"
+        )
 
 
 def _fileno(f: object) -> int | None:

@@ -68,7 +68,9 @@ def test_missing_source_exit_3(tmp_path: Path) -> None:
 
 def test_not_tapearc_medium_exit_11(tmp_path: Path) -> None:
     img = tmp_path / "blank.tap"
-    p = subprocess.run([sys.executable, "-m", "tapesim", "new", str(img), "--capacity", "1M"], capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "tapesim", "new", str(img), "--capacity", "1M"], capture_output=True, text=True
+    )
     assert p.returncode == 0, p.stderr
     p = tapearc("list", "--media", f"sim:{img}")
     assert_one_line_error(p, 11, f"sim:{img}", "blank")
@@ -113,9 +115,12 @@ def test_target_exists_exit_4(tmp_path: Path) -> None:
 
 def test_medium_full_exit_12(tmp_path: Path) -> None:
     img = tmp_path / "small.tap"
-    assert subprocess.run(
-        [sys.executable, "-m", "tapesim", "new", str(img), "--capacity", "2M", "--early-warning", "256K"]
-    ).returncode == 0
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "tapesim", "new", str(img), "--capacity", "2M", "--early-warning", "256K"]
+        ).returncode
+        == 0
+    )
     src = tmp_path / "vol.img"
     make_volume(src, "random")
     p = tapearc("backup", str(src), "--media", f"sim:{img}")
@@ -154,7 +159,10 @@ def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
     master, slave = os.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tapearc", "backup", str(src), "--media", f"sim:{tmp_path / 'b.tap'}"],
-        stdout=subprocess.PIPE, stderr=slave, text=True, env={**os.environ, "COLUMNS": "120"},
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        text=True,
+        env={**os.environ, "COLUMNS": "120"},
     )
     os.close(slave)
     chunks = []

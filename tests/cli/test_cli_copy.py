@@ -80,10 +80,15 @@ def test_backup_through_a_real_pipe(tmp_path: Path) -> None:
     vol = tmp_path / "vol.img"
     data = make_volume(vol, "mixed")
     x = tmp_path / "x.tap"
-    writer = subprocess.Popen([*TAPEARC, "backup", str(vol), "--media", "-", "--json"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    reader = subprocess.Popen([*COPY_CMD, "copy", "--from", "-", "--to", f"sim:{x}", "--json"],
-                              stdin=writer.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    writer = subprocess.Popen(
+        [*TAPEARC, "backup", str(vol), "--media", "-", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    reader = subprocess.Popen(
+        [*COPY_CMD, "copy", "--from", "-", "--to", f"sim:{x}", "--json"],
+        stdin=writer.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert writer.stdout is not None
     writer.stdout.close()
     r_out, r_err = reader.communicate(timeout=120)
@@ -182,10 +187,15 @@ def test_cut_streams(tmp_path: Path, backed_up: tuple[Path, bytes, Path]) -> Non
     _, _, a = backed_up
     img = a.read_bytes()
     # the writer failed before writing anything (missing source): the reader says so
-    writer = subprocess.Popen([*TAPEARC, "backup", str(tmp_path / "nope"), "--media", "-"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    reader = subprocess.Popen([*COPY_CMD, "copy", "--from", "-", "--to", f"sim:{tmp_path / 'x.tap'}"],
-                              stdin=writer.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    writer = subprocess.Popen(
+        [*TAPEARC, "backup", str(tmp_path / "nope"), "--media", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    reader = subprocess.Popen(
+        [*COPY_CMD, "copy", "--from", "-", "--to", f"sim:{tmp_path / 'x.tap'}"],
+        stdin=writer.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert writer.stdout is not None
     writer.stdout.close()
     _, r_err = reader.communicate(timeout=120)

@@ -26,7 +26,7 @@ import pytest
 from tests.cli.test_cli import assert_one_line_error, tapearc
 from tests.conftest import MiB
 
-WRAPPER = r'''
+WRAPPER = r"""
 import os, sys
 
 report_fd = int(os.environ["HOOK_REPORT_FD"])
@@ -90,14 +90,19 @@ from tapearc.cli.app import main
 
 sys.argv[0] = "tapearc"
 main()
-'''
+"""
 
 
 class Hooked:
     """``tapearc ARGS`` in a subprocess that stops at the hook points ``points``."""
 
     def __init__(
-        self, tmp_path: Path, *args: str, points: str = "read", env: dict[str, str] | None = None, pipeline: bool = False
+        self,
+        tmp_path: Path,
+        *args: str,
+        points: str = "read",
+        env: dict[str, str] | None = None,
+        pipeline: bool = False,
     ) -> None:
         # the plain path by default: with the read-ahead thread (or the restore's writer thread) a
         # hook in the source reads (or the target writes) pauses another thread than the one
@@ -113,7 +118,13 @@ class Hooked:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, **env, "HOOK_REPORT_FD": str(w_rep), "HOOK_CONTROL_FD": str(r_ctl), "HOOK_POINTS": points},
+            env={
+                **os.environ,
+                **env,
+                "HOOK_REPORT_FD": str(w_rep),
+                "HOOK_CONTROL_FD": str(r_ctl),
+                "HOOK_POINTS": points,
+            },
         )
         os.close(w_rep)
         os.close(r_ctl)
@@ -277,7 +288,12 @@ def test_lock_timeout_waits_for_the_holder(tmp_path: Path, volume: tuple[Path, b
 def test_tapesim_holding_the_image(tmp_path: Path) -> None:
     """Another program holding the image (not tapearc): the backend's EBUSY, one line, exit 10."""
     img = tmp_path / "t.tap"
-    assert subprocess.run([sys.executable, "-m", "tapesim", "new", str(img), "--capacity", "10M"], capture_output=True).returncode == 0
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "tapesim", "new", str(img), "--capacity", "10M"], capture_output=True
+        ).returncode
+        == 0
+    )
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from tapesim.drive import SimDrive; d = SimDrive(sys.argv[1]); "
          "print('held', flush=True); time.sleep(60)", str(img)],

@@ -64,7 +64,9 @@ def test_chain_plan_scan_stream(tmp_path: Path, _private_catalog: Path) -> None:
         timeout=120,
     )
     assert out.returncode == 0
-    assert out.stdout[: 10 * bs] == bytes(data[: 10 * bs]) and out.stdout[10 * bs : 12 * bs] != bytes(data[10 * bs : 12 * bs])
+    assert out.stdout[: 10 * bs] == bytes(data[: 10 * bs]) and out.stdout[10 * bs : 12 * bs] != bytes(
+        data[10 * bs : 12 * bs]
+    )
 
 
 def test_catalog_option_and_unusable_catalog(tmp_path: Path) -> None:

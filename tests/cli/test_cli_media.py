@@ -58,7 +58,12 @@ def test_another_media_set_is_refused_untouched(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     before = digest(img)
     other = "12345678-1234-5678-1234-567812345678"
-    one_line(run("backup", str(src), "--media", f"sim:{img}", "--media-set", other), 19, "belongs to media set", "nothing was written")
+    one_line(
+        run("backup", str(src), "--media", f"sim:{img}", "--media-set", other),
+        19,
+        "belongs to media set",
+        "nothing was written",
+    )
     assert digest(img) == before
     # a blank medium is not a medium of the set either
     blank = tmp_path / "b.tap"

@@ -271,7 +271,9 @@ def test_restore_onto_the_medium_is_refused(tmp_path: Path, source: Path) -> Non
     os.link(img, tmp_path / "hard.tap")
     before = digest(img)
     for target in (img, tmp_path / "link.tap", tmp_path / "hard.tap", Path(str(img) + ".tapesim")):
-        one_line(tapearc("restore", "--media", f"sim:{img}", "--to", str(target), "--force"), 8, str(target), f"sim:{img}")
+        one_line(
+            tapearc("restore", "--media", f"sim:{img}", "--to", str(target), "--force"), 8, str(target), f"sim:{img}"
+        )
     one_line(tapearc("restore", "--media", f"sim:{tmp_path / 'link.tap'}", "--to", str(img), "--force"), 8)
     assert digest(img) == before
     folder = tmp_path / "medium"

@@ -20,7 +20,9 @@ BS = 4096
 
 
 def tapearc(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tapearc", *args], check=False, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tapearc", *args], check=False, capture_output=True, text=True, timeout=120
+    )
 
 
 def tapearc_rss(tmp_path: Path, *args: str) -> tuple[int, str, str, int]:
@@ -65,7 +67,9 @@ def test_fallback_older_exits_24_with_the_ranges(tmp_path: Path) -> None:
     assert p.returncode == 24, p.stderr
     errs = error_lines(p.stderr)
     assert len(errs) == 1 and "not exactly what was asked" in errs[0]
-    assert "bytes 20480-32767 (blocks 5-7) from generation 1" in errs[0] and "(blocks 40-40) from generation 1" in errs[0]
+    assert (
+        "bytes 20480-32767 (blocks 5-7) from generation 1" in errs[0] and "(blocks 40-40) from generation 1" in errs[0]
+    )
     assert "tapearc: blocks 5-7 (bytes 20480-32767): damaged in generation 2, restored from generation 1" in p.stderr
     got = out.read_bytes()
     assert got[5 * BS : 8 * BS] == v1[5 * BS : 8 * BS] and got[8 * BS : 40 * BS] == v2[8 * BS : 40 * BS]
@@ -127,7 +131,10 @@ def test_incremental_with_another_block_size_fails_verify_and_restore(tmp_path: 
     p = tapearc("list", "--media", spec, "--json")
     assert p.returncode == 0
     # an incremental on generation 1 with 8 KiB blocks, every CRC valid
-    write_medium(spec, [Gen(generation=2, base=1, volume_size=len(v1), block_size=8192, chunks=[([_run(1)], rng.randbytes(8192))])])
+    write_medium(
+        spec,
+        [Gen(generation=2, base=1, volume_size=len(v1), block_size=8192, chunks=[([_run(1)], rng.randbytes(8192))])],
+    )
     p = tapearc("verify", "--media", spec)
     assert p.returncode == 20, p.stdout + p.stderr
     assert "block size 8192" in p.stdout + p.stderr
@@ -208,7 +215,19 @@ def test_media_that_never_arrive_exit_25(tmp_path: Path) -> None:
     src = tmp_path / "vol.img"
     data = random.Random(1).randbytes(3 * 1024 * 1024 + 777)
     src.write_bytes(data)
-    p = tapearc("backup", str(src), "--media", f"sim:{lib}", "--block-size", "16K", "--record-size", "64K", "--chunk-size", "256K", "--json")
+    p = tapearc(
+        "backup",
+        str(src),
+        "--media",
+        f"sim:{lib}",
+        "--block-size",
+        "16K",
+        "--record-size",
+        "64K",
+        "--chunk-size",
+        "256K",
+        "--json",
+    )
     assert p.returncode == 0, p.stderr
     assert len(json.loads(p.stdout)["parts"]) >= 2
     one = tmp_path / "one.tap"  # sequence 1 alone, no changer
@@ -218,7 +237,12 @@ def test_media_that_never_arrive_exit_25(tmp_path: Path) -> None:
     p = tapearc("restore", "--media", f"sim:{one}", "--to", str(out))
     assert p.returncode == 25, p.stderr
     errs = error_lines(p.stderr)
-    assert len(errs) == 1 and "TAP002 (sequence 2" in errs[0] and "never arrived" in errs[0] and "was not created" in errs[0]
+    assert (
+        len(errs) == 1
+        and "TAP002 (sequence 2" in errs[0]
+        and "never arrived" in errs[0]
+        and "was not created" in errs[0]
+    )
     assert "--partial" in p.stderr
     assert not out.exists() and not list(tmp_path.glob(".out.img*"))
     p = tapearc("restore", "--media", f"sim:{one}", "--to", str(out), "--json")
@@ -245,9 +269,13 @@ def test_media_that_never_arrive_exit_25(tmp_path: Path) -> None:
 def test_newest_generation_incomplete_plain_restore_exits_24(tmp_path: Path) -> None:
     """A plain restore no longer passes over an incomplete newest generation silently."""
     img = tmp_path / "small.tap"
-    assert subprocess.run(
-        [sys.executable, "-m", "tapesim", "new", str(img), "--capacity", "2M", "--early-warning", "256K"], check=False
-    ).returncode == 0
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "tapesim", "new", str(img), "--capacity", "2M", "--early-warning", "256K"],
+            check=False,
+        ).returncode
+        == 0
+    )
     src = tmp_path / "vol.img"
     v1 = random.Random(5).randbytes(64 * BS)
     src.write_bytes(v1)
@@ -258,9 +286,11 @@ def test_newest_generation_incomplete_plain_restore_exits_24(tmp_path: Path) -> 
     p = tapearc("restore", "--media", f"sim:{img}", "--to", str(out), "--json")
     assert p.returncode == 24, p.stderr
     js = json.loads(p.stdout)
-    assert js["generation"] == 1 and js["status"] == "substituted" and js["skipped_generations"] == [
-        {"generation": 2, "state": "incomplete"}
-    ]
+    assert (
+        js["generation"] == 1
+        and js["status"] == "substituted"
+        and js["skipped_generations"] == [{"generation": 2, "state": "incomplete"}]
+    )
     assert "tapearc: generation 2 is incomplete: restored generation 1, not the newest" in p.stderr
     assert out.read_bytes() == v1
     out.unlink()

@@ -27,7 +27,9 @@ DEEP = "[" * 100_000 + "]" * 100_000  # beyond any recursion limit
 
 
 def tapesim(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tapesim", *args], capture_output=True, check=False, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tapesim", *args], capture_output=True, check=False, text=True, timeout=120
+    )
 
 
 def sha(p: Path) -> str:
@@ -95,7 +97,9 @@ def test_deeply_nested_library_json(tmp_path: Path) -> None:
 def tiny_tmpfs(tmp_path: Path) -> object:
     d = tmp_path / "tiny-tmp"
     d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(d)], capture_output=True, check=False, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(d)], capture_output=True, check=False, text=True
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a 64 KiB tmpfs to fill $TMPDIR (needs root): {r.stderr.strip()}")
     try:
@@ -125,7 +129,12 @@ def test_restore_to_stdout_with_a_full_tmpdir(tmp_path: Path, tiny_tmpfs: Path) 
     assert lines[0].startswith("tapearc: error: ") and all(ln.startswith("tapearc: ") for ln in lines), err
     assert str(tiny_tmpfs) in lines[0] and "No space left" in lines[0] and "TMPDIR" in err
     # with room it restores exactly
-    p = subprocess.run([sys.executable, "-m", "tapearc", "restore", "--media", spec, "--to", "-"], capture_output=True, check=False, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "tapearc", "restore", "--media", spec, "--to", "-"],
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
     assert p.returncode == 0 and p.stdout == bytes(data)
 
 
@@ -196,7 +205,14 @@ def test_catalog_in_a_missing_folder_is_refused(tmp_path: Path, vol: Path) -> No
     # the default location (no --catalog, no TAPEARC_CATALOG) makes its own folder
     env = {k: v for k, v in os.environ.items() if k != "TAPEARC_CATALOG"}
     env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
-    p = subprocess.run([sys.executable, "-m", "tapearc", "verify", "--media", spec], capture_output=True, check=False, text=True, timeout=120, env=env)
+    p = subprocess.run(
+        [sys.executable, "-m", "tapearc", "verify", "--media", spec],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "xdg" / "tapearc" / "catalog.sqlite").is_file()
 
@@ -225,13 +241,19 @@ def test_verify_against_a_differing_source_says_the_medium_is_intact(tmp_path: P
     changed = tmp_path / "changed.img"
     changed.write_bytes(data)
     p = tapearc("verify", "--media", spec, "--against", str(changed))
-    assert_one_line_error(p, 20, f"{changed} differs from volume 'vol.img' generation 1", "blocks 1", "medium itself is intact")
+    assert_one_line_error(
+        p, 20, f"{changed} differs from volume 'vol.img' generation 1", "blocks 1", "medium itself is intact"
+    )
     assert "DAMAGE" not in p.stdout + p.stderr
     assert "verify: medium OK; the source differs" in p.stdout
     p = tapearc("verify", "--media", spec, "--against", str(changed), "--json")
     assert p.returncode == 20
     rep = json.loads(p.stdout)  # one JSON document: the report
-    assert rep["status"] == "source-differs" and rep["media"][0]["status"] == "ok" and rep["against"]["differing_blocks"] == 1
+    assert (
+        rep["status"] == "source-differs"
+        and rep["media"][0]["status"] == "ok"
+        and rep["against"]["differing_blocks"] == 1
+    )
     # a damaged medium is still damage
     img = tmp_path / "t.tap"
     raw = bytearray(img.read_bytes())
@@ -269,7 +291,18 @@ def test_nonsense_restore_options(tmp_path: Path, vol: Path, args: list[str], wo
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["label", "--media", "sim:{d}/n.tap", "--sequence", "0", "--media-set", "00000000-0000-0000-0000-000000000001"], ["--sequence 0"]),
+        (
+            [
+                "label",
+                "--media",
+                "sim:{d}/n.tap",
+                "--sequence",
+                "0",
+                "--media-set",
+                "00000000-0000-0000-0000-000000000001",
+            ],
+            ["--sequence 0"],
+        ),
         (["backup", "{d}/vol.img", "--media", "sim:{d}/n.tap", "--chunk-size", "0"], ["--chunk-size 0"]),
         (["backup", "{d}/vol.img", "--media", "sim:{d}/n.tap", "--wait", "-1"], ["--wait -1"]),
         (["scan", "--media", "sim:{d}/n.tap", "--wait", "inf"], ["--wait inf"]),
@@ -325,7 +358,12 @@ def test_nonsense_environment_values(tmp_path: Path, vol: Path, name: str, value
     before = sha(tmp_path / "t.tap")
     for args in (["list", "--media", spec], ["backup", str(vol), "--media", spec]):
         p = subprocess.run(
-            [sys.executable, "-m", "tapearc", *args], capture_output=True, check=False, text=True, timeout=120, env={**os.environ, name: value}
+            [sys.executable, "-m", "tapearc", *args],
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=120,
+            env={**os.environ, name: value},
         )
         assert_one_line_error(p, 2, f"{name}={value!r}")
     assert sha(tmp_path / "t.tap") == before
@@ -383,7 +421,9 @@ def test_ctrl_c_at_start_up(tmp_path: Path, vol: Path, phase: str, launcher: str
         if not chunk:
             break
         buf += chunk
-        if any(re.search(rf"\|\s+{re.escape(phase)}$", ln.rstrip()) for ln in buf.decode(errors="replace").splitlines()):
+        if any(
+            re.search(rf"\|\s+{re.escape(phase)}$", ln.rstrip()) for ln in buf.decode(errors="replace").splitlines()
+        ):
             p.send_signal(signal.SIGINT)
             sent = True
             break
@@ -401,7 +441,7 @@ def test_ctrl_c_at_start_up(tmp_path: Path, vol: Path, phase: str, launcher: str
 
 # ---------------------------------------------------------------- Ctrl-C after the generation is complete
 
-ENTRY_HOOKS = r'''
+ENTRY_HOOKS = r"""
 import tapearc.cli.entry  # Ctrl-C handling first, as the console script does
 from tapearc.media import stlike
 from tapearc.catalog import db as catalog_db
@@ -445,15 +485,21 @@ def catalog_close(self):
 
 
 catalog_db.Catalog.close = catalog_close
-'''
+"""
 
 
 @pytest.fixture
 def entry_hooked(monkeypatch: pytest.MonkeyPatch) -> None:
     """test_cli_faults' hooked tapearc, run through the real entry point, with two more hook
     points: each filemark written, and the catalog's close at the end of the command."""
-    wrapper = faults.WRAPPER.replace("from tapearc.engine import backup as backup_mod", ENTRY_HOOKS + "\nfrom tapearc.engine import backup as backup_mod")
-    wrapper = wrapper.replace('from tapearc.cli.app import main\n\nsys.argv[0] = "tapearc"\nmain()', 'from tapearc.cli.entry import main\n\nsys.argv[0] = "tapearc"\nmain()')
+    wrapper = faults.WRAPPER.replace(
+        "from tapearc.engine import backup as backup_mod",
+        ENTRY_HOOKS + "\nfrom tapearc.engine import backup as backup_mod",
+    )
+    wrapper = wrapper.replace(
+        'from tapearc.cli.app import main\n\nsys.argv[0] = "tapearc"\nmain()',
+        'from tapearc.cli.entry import main\n\nsys.argv[0] = "tapearc"\nmain()',
+    )
     assert "tapearc.cli.entry import main" in wrapper and "def write_filemark" in wrapper
     monkeypatch.setattr(faults, "WRAPPER", wrapper)
 
@@ -478,7 +524,9 @@ def test_ctrl_c_once_the_generation_is_complete(tmp_path: Path, vol: Path, entry
         p = h.finish()
     finally:
         h.kill()
-    assert_one_line_error(p, 130, "interrupted", "generation 2 of volume 'vol.img' is complete on medium", "tape file 2")
+    assert_one_line_error(
+        p, 130, "interrupted", "generation 2 of volume 'vol.img' is complete on medium", "tape file 2"
+    )
     assert _states() == {1: "complete", 2: "complete"}
     files = json.loads(tapearc("list", "--media", spec, "--json").stdout)["tape_files"]
     assert [f.get("complete") for f in files if f.get("generation") == 2] == [True]
@@ -544,7 +592,15 @@ def test_ctrl_c_during_verify_after_the_generation_is_complete(tmp_path: Path, v
 # ---------------------------------------------------------------- a closed standard output
 
 
-@pytest.mark.parametrize("args", [["list", "--media", "{spec}"], ["list", "--media", "{spec}", "--json"], ["verify", "--media", "{spec}"], ["--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list", "--media", "{spec}"],
+        ["list", "--media", "{spec}", "--json"],
+        ["verify", "--media", "{spec}"],
+        ["--help"],
+    ],
+)
 def test_closed_stdout_ends_quietly(tmp_path: Path, vol: Path, args: list[str]) -> None:
     """`tapearc list | head -1`: the reader is gone; like yes | head -1, no message, status 141
     (128 + SIGPIPE, what a shell shows for a tool ended by SIGPIPE)."""
@@ -554,7 +610,12 @@ def test_closed_stdout_ends_quietly(tmp_path: Path, vol: Path, args: list[str]) 
     os.close(r)  # the reader has gone before the first write: deterministic EPIPE
     try:
         p = subprocess.run(
-            [sys.executable, "-m", "tapearc", *(a.format(spec=spec) for a in args)], stdout=w, stderr=subprocess.PIPE, text=True, timeout=120, check=False
+            [sys.executable, "-m", "tapearc", *(a.format(spec=spec) for a in args)],
+            stdout=w,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
         )
     finally:
         os.close(w)
@@ -568,7 +629,12 @@ def test_list_into_head(tmp_path: Path, vol: Path) -> None:
     spec = f"sim:{tmp_path / 't.tap'}"
     src = tmp_path / "big.img"
     src.write_bytes(os.urandom(24 * MiB))
-    assert tapearc("backup", str(src), "--media", spec, "--block-size", "4K", "--record-size", "16K", "--chunk-size", "16K").returncode == 0
+    assert (
+        tapearc(
+            "backup", str(src), "--media", spec, "--block-size", "4K", "--record-size", "16K", "--chunk-size", "16K"
+        ).returncode
+        == 0
+    )
     p = subprocess.run(
         ["bash", "-c", f'"$0" -m tapearc list --media {spec} --chunks | head -1; echo "status ${{PIPESTATUS[0]}}" >&2', sys.executable],
         capture_output=True, check=False, text=True, timeout=120,

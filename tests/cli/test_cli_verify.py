@@ -17,7 +17,22 @@ def test_verify_ok_then_damaged(tmp_path: Path) -> None:
     src = tmp_path / "v.img"
     src.write_bytes(os.urandom(600_000))
     img = tmp_path / "t.tap"
-    assert run("backup", str(src), "--media", f"sim:{img}", "--block-size", "4K", "--record-size", "16K", "--chunk-size", "64K", "--verify").returncode == 0
+    assert (
+        run(
+            "backup",
+            str(src),
+            "--media",
+            f"sim:{img}",
+            "--block-size",
+            "4K",
+            "--record-size",
+            "16K",
+            "--chunk-size",
+            "64K",
+            "--verify",
+        ).returncode
+        == 0
+    )
     p = run("verify", "--media", f"sim:{img}")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "tape file 1 (volume 'v.img' generation 1): OK" in p.stdout and "verify: OK" in p.stdout

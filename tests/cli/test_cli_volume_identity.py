@@ -65,7 +65,9 @@ def hosts(tmp_path: Path) -> tuple[Path, Path, str]:
     return a, b, spec
 
 
-def test_other_source_under_same_name_is_refused(hosts: tuple[Path, Path, str], tmp_path: Path, _private_catalog: Path) -> None:
+def test_other_source_under_same_name_is_refused(
+    hosts: tuple[Path, Path, str], tmp_path: Path, _private_catalog: Path
+) -> None:
     """The issue's reproduction: hostB/root is not an incremental of hostA/root's volume."""
     a, b, spec = hosts
     tape = tmp_path / "t.tap"
@@ -96,7 +98,12 @@ def test_new_volume_and_explicit_names(hosts: tuple[Path, Path, str]) -> None:
     assert res["volume_size"] == 32 * KiB and res["warnings"] == []
     # from now on the plain command finds each source's own volume
     res = ok(tapearc("backup", str(b), "--media", spec, "--json"))
-    assert (res["volume"], res["generation"], res["kind"], res["base_generation"]) == ("hostB/root", 2, "incremental", 1)
+    assert (res["volume"], res["generation"], res["kind"], res["base_generation"]) == (
+        "hostB/root",
+        2,
+        "incremental",
+        1,
+    )
     res = ok(tapearc("backup", str(a), "--media", spec, "--json"))
     assert (res["volume"], res["generation"], res["kind"], res["base_generation"]) == ("root", 2, "incremental", 1)
     assert res["volume_size"] == 96 * KiB
@@ -106,7 +113,9 @@ def test_new_volume_and_explicit_names(hosts: tuple[Path, Path, str]) -> None:
     # a third source: --new-volume picks hostC/root; an explicit new name is a new volume too
     c = volume(a.parent.parent / "hostC" / "root", 16 * KiB, 3)
     assert c
-    res = ok(tapearc("backup", str(a.parent.parent / "hostC" / "root"), "--media", spec, "--volume", "c-root", "--json"))
+    res = ok(
+        tapearc("backup", str(a.parent.parent / "hostC" / "root"), "--media", spec, "--volume", "c-root", "--json")
+    )
     assert (res["volume"], res["generation"], res["kind"]) == ("c-root", 1, "full")
     listed = ok(tapearc("list", "--media", spec, "--json"))
     chains = listed["volumes"]
@@ -180,7 +189,9 @@ def test_symlinks_rewrites_and_resizes_stay_the_same_volume(tmp_path: Path) -> N
     assert p.stderr == ""
 
 
-def test_identity_survives_a_lost_catalog(hosts: tuple[Path, Path, str], tmp_path: Path, _private_catalog: Path) -> None:
+def test_identity_survives_a_lost_catalog(
+    hosts: tuple[Path, Path, str], tmp_path: Path, _private_catalog: Path
+) -> None:
     a, b, spec = hosts
     ok(tapearc("backup", str(b), "--media", spec, "--new-volume", "--json"))
     for suffix in ("", "-wal", "-shm"):
@@ -250,7 +261,9 @@ def test_old_catalog_and_media_are_migrated(tmp_path: Path) -> None:
     db = sqlite3.connect(cat)
     db.executescript((DATA / "catalog-v1.sql").read_text())
     db.close()
-    old_rows = {t: catalog_rows(cat, t) for t in ("media_sets", "media", "volumes", "generations", "tape_files", "chunks")}
+    old_rows = {
+        t: catalog_rows(cat, t) for t in ("media_sets", "media", "volumes", "generations", "tape_files", "chunks")
+    }
     assert len(old_rows["generations"]) == 2
     for name in ("tape.tap", "tape.tap.tapesim"):
         shutil.copy(DATA / name, tmp_path / name)

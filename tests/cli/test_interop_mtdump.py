@@ -13,7 +13,9 @@ import pytest
 
 from tests.conftest import make_volume
 
-pytestmark = pytest.mark.skipif(shutil.which("mtdump") is None, reason="simh's mtdump is not installed (apt-get install simh)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("mtdump") is None, reason="simh's mtdump is not installed (apt-get install simh)"
+)
 
 
 def mtdump_files(image: Path) -> list[list[int]]:
@@ -44,17 +46,38 @@ def test_mtdump_agrees_with_tapesim_and_tapearc(tmp_path: Path) -> None:
     make_volume(a, "mixed", block_size=16 * 1024)
     for compress in ("none", "zstd"):
         p = subprocess.run(
-            [sys.executable, "-m", "tapearc", "backup", str(a), "--media", spec, "--block-size", "16K",
-             "--record-size", "64K", "--compress", compress],
-            capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tapearc",
+                "backup",
+                str(a),
+                "--media",
+                spec,
+                "--block-size",
+                "16K",
+                "--record-size",
+                "64K",
+                "--compress",
+                compress,
+            ],
+            capture_output=True,
+            text=True,
         )
         assert p.returncode == 0, p.stderr
     dumped = mtdump_files(img)
     info = json.loads(
-        subprocess.run([sys.executable, "-m", "tapesim", "info", str(img), "--json"], capture_output=True, text=True, check=True).stdout
+        subprocess.run(
+            [sys.executable, "-m", "tapesim", "info", str(img), "--json"], capture_output=True, text=True, check=True
+        ).stdout
     )
     listing = json.loads(
-        subprocess.run([sys.executable, "-m", "tapearc", "list", "--media", spec, "--json"], capture_output=True, text=True, check=True).stdout
+        subprocess.run(
+            [sys.executable, "-m", "tapearc", "list", "--media", spec, "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     )
     assert len(dumped) == 3  # label file + two generation files
     assert all(size <= 65536 for f in dumped for size in f)

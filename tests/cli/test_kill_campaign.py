@@ -71,7 +71,9 @@ def _volumes() -> list[bytes]:
 VOLS = _volumes()
 
 
-def run(*args: str, catalog: Path, killpoint: str | None = None, trace: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, catalog: Path, killpoint: str | None = None, trace: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TAPEARC_CATALOG": str(catalog)}
     env.pop("KILLPOINT_AT", None)
     env.pop("KILLPOINT_TRACE", None)
@@ -94,7 +96,9 @@ def shown(p: subprocess.CompletedProcess[str]) -> str:
 def no_crash(p: subprocess.CompletedProcess[str], what: str, report: int | None = None) -> None:
     """Exited by itself (no signal, no internal error, no traceback), with a one-line error if any
     (exit ``report`` is a report, not an error: verify's 20, damage found)."""
-    assert p.returncode >= 0 and p.returncode != 1 and "Traceback" not in p.stderr, f"{what} crashed: {shown(p)}\n{p.stderr}"
+    assert p.returncode >= 0 and p.returncode != 1 and "Traceback" not in p.stderr, (
+        f"{what} crashed: {shown(p)}\n{p.stderr}"
+    )
     if p.returncode and p.returncode != report:
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
         assert lines and lines[0].startswith("tapearc: error: "), f"{what}: {p.stderr}"
@@ -229,7 +233,9 @@ def test_campaign_has_enough_points() -> None:
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Medium, list[tuple[int, str, str]], list[tuple[int, str, str]]]]:
+def base(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, tuple[Medium, list[tuple[int, str, str]], list[tuple[int, str, str]]]]:
     """Per kind: the medium after generations 1 and 2, the trace of generation 3's backup and
     that of generation 1's."""
     out = {}
@@ -257,7 +263,9 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Medium, li
     return out
 
 
-def _tape_files(listing: dict[str, Any], verified: dict[str, Any], scanned: dict[str, Any]) -> tuple[set[int], set[int], set[int]]:
+def _tape_files(
+    listing: dict[str, Any], verified: dict[str, Any], scanned: dict[str, Any]
+) -> tuple[set[int], set[int], set[int]]:
     return (
         {f["tape_file"] for f in listing["tape_files"] if f["tape_file"] > 0},
         {f["tape_file"] for f in verified["media"][0]["tape_files"]},
@@ -327,7 +335,9 @@ class Case:
                 self.fail(f"tape files: list {sorted(listed)}, verify {sorted(verified)}, scan {sorted(scanned)}")
             for f in verified_json["media"][0]["tape_files"]:
                 if f["tape_file"] <= earlier and f["status"] != "ok":
-                    self.fail(f"verify: tape file {f['tape_file']} (written before the kill): {f['status']} {f['problems']}")
+                    self.fail(
+                        f"verify: tape file {f['tape_file']} (written before the kill): {f['status']} {f['problems']}"
+                    )
         # 1 again: with the catalog rebuilt by scan
         for g in range(1, earlier + 1):
             self.restores(g, lost, "catalog lost, rebuilt by scan")
@@ -348,7 +358,9 @@ def _snapshot(path: Path) -> dict[str, bytes]:
     return {str(f.relative_to(path)): f.read_bytes() if f.is_file() else b"<dir>" for f in sorted(path.rglob("*"))}
 
 
-def run_case(base: dict[str, Any], locks: dict[str, threading.Lock], folder: Path, test: str, kind: str, point: str) -> list[str]:
+def run_case(
+    base: dict[str, Any], locks: dict[str, threading.Lock], folder: Path, test: str, kind: str, point: str
+) -> list[str]:
     m0, events3, events1 = base[kind]
     first = test == "test_kill_during_first_backup"
     if first:
@@ -357,7 +369,11 @@ def run_case(base: dict[str, Any], locks: dict[str, threading.Lock], folder: Pat
     else:
         m = m0.copy_to(folder)
     at = resolve(point, events1 if first else events3)
-    case = Case(m, f"{kind}: {'first backup' if first else 'backup of generation 3'} killed at {point} (event {at})", locks[kind])
+    case = Case(
+        m,
+        f"{kind}: {'first backup' if first else 'backup of generation 3'} killed at {point} (event {at})",
+        locks[kind],
+    )
     p = case.backup(VOLS[0] if first else VOLS[2], killpoint=at)
     if p.returncode != -signal.SIGKILL:
         case.fail(f"the backup was not killed: {shown(p)}")
@@ -382,7 +398,9 @@ def run_case(base: dict[str, Any], locks: dict[str, threading.Lock], folder: Pat
 
 
 @pytest.fixture(scope="module")
-def outcomes(request: pytest.FixtureRequest, base: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, str], list[str]]:
+def outcomes(
+    request: pytest.FixtureRequest, base: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, str, str], list[str]]:
     """The selected cases of this module, run a few at a time (each on its own copy of the
     medium and catalog; one source file per kind, written under a lock): test -> problems."""
     wanted: list[tuple[str, str, str]] = [
@@ -396,7 +414,7 @@ def outcomes(request: pytest.FixtureRequest, base: dict[str, Any], tmp_path_fact
     def one(i: int, key: tuple[str, str, str]) -> list[str]:
         try:
             return run_case(base, locks, root / f"{i:03d}", *key)
-        except Exception as e:  # noqa: BLE001 (reported as the case's problem)
+        except Exception as e:
             return [f"{key}: {type(e).__name__}: {e}"]
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2)) as ex:

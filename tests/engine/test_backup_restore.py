@@ -59,7 +59,9 @@ def test_zero_blocks_are_not_stored(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("bs,rs", [(4096, 4096), (16 * 1024, 64 * 1024), (64 * 1024, 1024 * 1024), (1024 * 1024, 64 * 1024)])
+@pytest.mark.parametrize(
+    "bs,rs", [(4096, 4096), (16 * 1024, 64 * 1024), (64 * 1024, 1024 * 1024), (1024 * 1024, 64 * 1024)]
+)
 def test_block_and_record_sizes(tmp_path: Path, bs: int, rs: int) -> None:
     src = tmp_path / "vol.img"
     data = make_volume(src, "mixed", block_size=bs)

@@ -111,8 +111,9 @@ def test_backup_copy_restore(tmp_path: Path) -> None:
     out = tmp_path / "out.img"
     restore_from(f"dir:{tmp_path / 'copy'}", out)
     assert out.read_bytes() == data2 != data
-    assert compare_media(open_medium(f"sim:{tmp_path / 'a.tap'}", write=False),
-                         open_medium(f"dir:{tmp_path / 'copy'}", write=False)).identical
+    assert compare_media(
+        open_medium(f"sim:{tmp_path / 'a.tap'}", write=False), open_medium(f"dir:{tmp_path / 'copy'}", write=False)
+    ).identical
 
 
 def test_backup_to_a_stream_then_copy_and_restore(tmp_path: Path) -> None:
@@ -167,9 +168,8 @@ def test_refuses_self_copy(tmp_path: Path) -> None:
     assert same_medium(f"sim:{a}", f"sim:{tmp_path / 'link.tap'}")
     assert same_medium("/dev/nst0", "st:/dev/st0")
     assert not same_medium("-", "-") and not same_medium(f"sim:{a}", f"sim:{tmp_path / 'b.tap'}")
-    with open_medium(f"sim:{a}", write=True) as d:
-        with pytest.raises(UsageError, match="onto itself"):
-            copy_medium(d, d)
+    with open_medium(f"sim:{a}", write=True) as d, pytest.raises(UsageError, match="onto itself"):
+        copy_medium(d, d)
     assert a.read_bytes() == before
 
 
@@ -198,7 +198,10 @@ def test_oversize_record_stops_before_it(tmp_path: Path) -> None:
     # the first record too large: the target stays blank
     write(f"sim:{tmp_path / 'big.tap'}", [b"z" * 70000, FM])
     create_dir_medium(str(tmp_path / "small2"), max_record_size=65536)
-    with open_medium(f"sim:{tmp_path / 'big.tap'}", write=False) as s, DirDrive(str(tmp_path / "small2"), write=True) as t:
+    with (
+        open_medium(f"sim:{tmp_path / 'big.tap'}", write=False) as s,
+        DirDrive(str(tmp_path / "small2"), write=True) as t,
+    ):
         with pytest.raises(RecordTooLargeError, match="nothing was written"):
             copy_medium(s, t)
     assert read(f"dir:{tmp_path / 'small2'}") == []
@@ -418,7 +421,9 @@ def test_end_of_data_on_one_side() -> None:
 
 def test_one_medium_blank() -> None:
     res = cmp(medium(), [])
-    assert res.first is not None and res.first.kind == "end of data" and (res.first.tape_file, res.first.record) == (0, 0)
+    assert (
+        res.first is not None and res.first.kind == "end of data" and (res.first.tape_file, res.first.record) == (0, 0)
+    )
     assert res.differing_records == 15 and res.differing_filemarks == 4
 
 

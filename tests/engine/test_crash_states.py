@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tapesim import simh
 
+from tapesim import simh
 from tests.cli.test_cli import assert_one_line_error, tapearc
 
 BS = 4096
@@ -149,7 +149,9 @@ def _json(p: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return out
 
 
-def _tape_files(kind: str, med: Path, cat: Path) -> tuple[list[tuple[int, str]], list[tuple[int, str]], list[tuple[int, str]]]:
+def _tape_files(
+    kind: str, med: Path, cat: Path
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]], list[tuple[int, str]]]:
     """(tape file, kind) of every tape file after the label, as list, verify and scan see them."""
     spec = _spec(kind, med)
     lp = tapearc("list", "--media", spec, "--json")
@@ -331,7 +333,11 @@ def test_flipped_trailer_bit_without_catalog(tmp_path: Path, kind: str, where: s
     p = tapearc("scan", "--deep", "--media", _spec(kind, med), "--catalog", str(cat), "--json")
     assert p.returncode == 0, p.stderr
     res = _json(p)
-    assert [(g["generation"], g["state"]) for g in res["generations"]] == [(1, "complete"), (2, "complete"), (3, "complete")]
+    assert [(g["generation"], g["state"]) for g in res["generations"]] == [
+        (1, "complete"),
+        (2, "complete"),
+        (3, "complete"),
+    ]
     assert "damaged" in res["generations"][0]["problem"] and "rebuilt" in res["generations"][0]["problem"]
     assert any("tape file 1" in w and "rebuilt" in w for w in res["warnings"])
     p = _restore(kind, med, cat, out)
@@ -483,7 +489,18 @@ def _damage(kind: str, med: Path, how: str) -> None:
     write_files(kind, med, files, closed)
 
 
-DAMAGES = ["torn-empty", "torn-header", "header-crc", "foreign", "empty", "cut-mid-chunk", "cut-mid-chunk-closed", "chunk-header-cut", "trailer-bit", "end-cut"]
+DAMAGES = [
+    "torn-empty",
+    "torn-header",
+    "header-crc",
+    "foreign",
+    "empty",
+    "cut-mid-chunk",
+    "cut-mid-chunk-closed",
+    "chunk-header-cut",
+    "trailer-bit",
+    "end-cut",
+]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -533,7 +550,9 @@ def test_dir_killed_at_every_record(tmp_path: Path) -> None:
     from tapearc.engine.verify import run_verify
     from tapearc.media import open_medium
 
-    opts = BackupOptions(block_size=BS, record_size=8192, chunk_size=16384, volume_name="v.img")  # copies of v.img in other folders: one volume
+    opts = BackupOptions(
+        block_size=BS, record_size=8192, chunk_size=16384, volume_name="v.img"
+    )  # copies of v.img in other folders: one volume
     rng = random.Random(5)
     v1 = bytes(rng.randbytes(14 * BS) + bytes(3 * BS) + rng.randbytes(1000))
     v2 = bytearray(v1)
@@ -612,17 +631,35 @@ def test_decode_trailer_header_reads_the_totals_of_a_trailer_with_a_damaged_body
     from tapearc.errors import CRCError
 
     run = uuid.uuid4()
-    entry = fmt.ChunkIndexEntry(seq=0, record=1, record_count=1, flags=0, stored_len=BS, raw_len=BS, payload_crc=0, runs=(fmt.Run(0, 1),))
+    entry = fmt.ChunkIndexEntry(
+        seq=0, record=1, record_count=1, flags=0, stored_len=BS, raw_len=BS, payload_crc=0, runs=(fmt.Run(0, 1),)
+    )
     trailer = fmt.Trailer(
-        run_uuid=run, generation=3, volume_size=2 * BS, block_size=BS, entries=(entry,),
-        data_blocks=1, zero_blocks=0, raw_bytes=BS, stored_bytes=BS, digests=bytes(16),
+        run_uuid=run,
+        generation=3,
+        volume_size=2 * BS,
+        block_size=BS,
+        entries=(entry,),
+        data_blocks=1,
+        zero_blocks=0,
+        raw_bytes=BS,
+        stored_bytes=BS,
+        digests=bytes(16),
     )
     item = bytearray(fmt.encode_trailer(trailer))
     item[110] ^= 1  # in the body
     with pytest.raises(CRCError):
         fmt.decode_trailer(bytes(item))
     s = fmt.decode_trailer_header(bytes(item))
-    assert (s.run_uuid, s.generation, s.chunk_count, s.data_blocks, s.raw_bytes, s.complete, s.continues) == (run, 3, 1, 1, BS, True, False)
+    assert (s.run_uuid, s.generation, s.chunk_count, s.data_blocks, s.raw_bytes, s.complete, s.continues) == (
+        run,
+        3,
+        1,
+        1,
+        BS,
+        True,
+        False,
+    )
     item[30] ^= 1  # in the header
     with pytest.raises(CRCError):
         fmt.decode_trailer_header(bytes(item))

@@ -159,8 +159,19 @@ def test_roll_forward_writes_only_differing_blocks(tmp_path: Path) -> None:
     # expected differing blocks between generation 2 and 5
     v2, v5 = versions[1], versions[4]
     n5 = -(-len(v5) // BS)
-    diff = sum(1 for b in range(n5) if v5[b * BS : (b + 1) * BS] != v2[b * BS : (b + 1) * BS] and v5[b * BS : (b + 1) * BS].count(0) != len(v5[b * BS : (b + 1) * BS]))
-    zeroed = sum(1 for b in range(n5) if v5[b * BS : (b + 1) * BS].count(0) == len(v5[b * BS : (b + 1) * BS]) and v2[b * BS : (b + 1) * BS].count(0) != len(v2[b * BS : (b + 1) * BS]) and b * BS < len(v2))
+    diff = sum(
+        1
+        for b in range(n5)
+        if v5[b * BS : (b + 1) * BS] != v2[b * BS : (b + 1) * BS]
+        and v5[b * BS : (b + 1) * BS].count(0) != len(v5[b * BS : (b + 1) * BS])
+    )
+    zeroed = sum(
+        1
+        for b in range(n5)
+        if v5[b * BS : (b + 1) * BS].count(0) == len(v5[b * BS : (b + 1) * BS])
+        and v2[b * BS : (b + 1) * BS].count(0) != len(v2[b * BS : (b + 1) * BS])
+        and b * BS < len(v2)
+    )
     res = do_restore(spec, str(copy))  # detects that the copy holds generation 2
     assert res.mode == "roll-forward" and res.from_generation == 2
     assert res.blocks_written == diff and res.blocks_zeroed == zeroed
@@ -235,7 +246,9 @@ def test_deep_scan_recovers_generation_without_trailer(tmp_path: Path, _private_
 
     objs = simh.scan(str(img)).objects
     raw = img.read_bytes()
-    trailer_at = [o for o in objs if o.kind == simh.ObjKind.RECORD and raw[o.offset + 4 : o.offset + 12] == b"TATRAIL1"][-1]
+    trailer_at = [
+        o for o in objs if o.kind == simh.ObjKind.RECORD and raw[o.offset + 4 : o.offset + 12] == b"TATRAIL1"
+    ][-1]
     with open(img, "r+b") as f:
         f.truncate(trailer_at.offset)
     for suffix in ("", "-wal", "-shm"):

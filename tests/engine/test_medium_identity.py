@@ -57,7 +57,10 @@ def test_only_missing_or_empty_images_are_blank(tmp_path: Path) -> None:
         assert not p.blank and isinstance(p.error, NotTapearcMediumError) and not p.damaged
         with pytest.raises(NotTapearcMediumError, match="not a blank medium"):
             prepare_medium_for_append(d, None, 0)
-        with Catalog(tmp_path / "c.sqlite") as cat, pytest.raises(NotTapearcMediumError, match="labeling would erase it"):
+        with (
+            Catalog(tmp_path / "c.sqlite") as cat,
+            pytest.raises(NotTapearcMediumError, match="labeling would erase it"),
+        ):
             label_medium(d, cat)
     assert foreign.read_bytes() == before
 
@@ -156,14 +159,22 @@ def test_describe_bytes_and_bare_paths(tmp_path: Path) -> None:
 def test_newer_label_version_is_refused_not_called_damage(tmp_path: Path) -> None:
     import uuid
 
-    from tapesim.drive import SimDrive
-
     from tapearc import format as fmt
     from tapearc.errors import UnsupportedVersionError
+    from tapesim.drive import SimDrive
 
-    rec = bytearray(fmt.encode_label(fmt.Label(
-        medium_uuid=uuid.uuid4(), media_set_uuid=uuid.uuid4(), sequence=1, record_size=65536, created=0, text="",
-    )))
+    rec = bytearray(
+        fmt.encode_label(
+            fmt.Label(
+                medium_uuid=uuid.uuid4(),
+                media_set_uuid=uuid.uuid4(),
+                sequence=1,
+                record_size=65536,
+                created=0,
+                text="",
+            )
+        )
+    )
     rec[7:8] = b"9"  # TALABEL9: a newer format version
     img = tmp_path / "newer.tap"
     with SimDrive(str(img), create=True) as d:

@@ -160,7 +160,15 @@ def _drain(ra: RecordAhead) -> list[object]:
             return out
 
 
-ITEMS: list[object] = [b"a" * 10, MediumIOError("bad record"), b"b" * 20, b"c", Mark.FILEMARK, b"next file", Mark.FILEMARK]
+ITEMS: list[object] = [
+    b"a" * 10,
+    MediumIOError("bad record"),
+    b"b" * 20,
+    b"c",
+    Mark.FILEMARK,
+    b"next file",
+    Mark.FILEMARK,
+]
 
 
 @pytest.mark.parametrize("threaded", [False, True])
@@ -309,7 +317,9 @@ def test_pipelined_and_plain_paths_write_identical_media(
 
 
 @pytest.mark.parametrize("size", [0, 1, 4096, 64 * KiB * 5, 64 * KiB * 5 + 777, 3 * MiB + 4095])
-def test_source_reads_same_bytes_direct_and_buffered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+def test_source_reads_same_bytes_direct_and_buffered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
     from tapearc.engine.volume import SourceVolume
 
     data = random.Random(size).randbytes(size)
@@ -350,7 +360,9 @@ def test_source_falls_back_when_o_direct_is_refused(tmp_path: Path, monkeypatch:
         pytest.skip("this file system does not take O_DIRECT")
     monkeypatch.setattr(volume.os, "preadv", preadv)
     try:
-        got = b"".join(bytes(b[base : base + n]) for _o, b, base, n in ReadAhead(src.readinto_at, MiB, 256 * KiB, threaded=False))
+        got = b"".join(
+            bytes(b[base : base + n]) for _o, b, base, n in ReadAhead(src.readinto_at, MiB, 256 * KiB, threaded=False)
+        )
     finally:
         src.close()
     assert got == data and refused == [0] and src.dfd == -1
@@ -431,7 +443,9 @@ def test_zero_windows_fast_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.parametrize("direct", ["1", "0", "einval"])
-def test_dir_medium_reads_same_records_direct_and_buffered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: str) -> None:
+def test_dir_medium_reads_same_records_direct_and_buffered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: str
+) -> None:
     """dir: record files are read with O_DIRECT into an aligned buffer where the file system
     takes it, else (TAPEARC_DIRECT_IO=0, or EINVAL) through the page cache: the same records."""
     import errno as _errno

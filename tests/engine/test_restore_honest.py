@@ -75,7 +75,9 @@ def test_fallback_older_is_substituted_not_clean(tmp_path: Path) -> None:
     assert "bytes 20480-32767 (blocks 5-7) from generation 1" in err.message
     js = res.to_json()
     assert js["status"] == "substituted" and js["exit_code"] == 24
-    assert js["substituted"] == [{"blocks": [5, 7], "offset": 5 * BS, "length": 3 * BS, "from_generation": 1, "zero": False}]
+    assert js["substituted"] == [
+        {"blocks": [5, 7], "offset": 5 * BS, "length": 3 * BS, "from_generation": 1, "zero": False}
+    ]
     # without --fallback-older the same blocks are lost: partial (23)
     res = do_restore(spec, str(tmp_path / "o2"))
     assert isinstance(outcome(res), PartialRestoreError) and res.to_json()["exit_code"] == 23
@@ -310,8 +312,19 @@ def mismatched_chain(tmp_path: Path) -> tuple[str, bytes]:
     with Catalog() as cat:
         vuuid = cat.generations(_set_of(spec, cat), "vol.img")[0].volume_uuid
     payload = rng.randbytes(8192)
-    write_medium(spec, [Gen(generation=2, base=1, volume_size=len(v1), block_size=8192, chunks=[([fmt.Run(1, 1)], payload)],
-                            volume_uuid=vuuid)])
+    write_medium(
+        spec,
+        [
+            Gen(
+                generation=2,
+                base=1,
+                volume_size=len(v1),
+                block_size=8192,
+                chunks=[([fmt.Run(1, 1)], payload)],
+                volume_uuid=vuuid,
+            )
+        ],
+    )
     _ = res
     return spec, v1
 

@@ -106,7 +106,11 @@ def test_old_readers_no_longer_default_silently(monkeypatch: pytest.MonkeyPatch)
     from tapearc.engine.pipeline import pipeline_enabled
     from tapearc.locks import lock_timeout
 
-    for name, fn in (("TAPEARC_CATALOG_TIMEOUT", busy_timeout), ("TAPEARC_LOCK_TIMEOUT", lock_timeout), ("TAPEARC_PIPELINE", pipeline_enabled)):
+    for name, fn in (
+        ("TAPEARC_CATALOG_TIMEOUT", busy_timeout),
+        ("TAPEARC_LOCK_TIMEOUT", lock_timeout),
+        ("TAPEARC_PIPELINE", pipeline_enabled),
+    ):
         monkeypatch.setenv(name, "banana")
         with pytest.raises(UsageError, match=name):
             fn()

@@ -18,18 +18,22 @@ from tapearc.engine.backup import BackupOptions, backup
 from tapearc.engine.layout import write_stream
 from tapearc.engine.spool import SpoolStore
 from tapearc.engine.verify import run_verify
-from tapearc.media.base import WriteStatus
 from tapearc.media import open_medium
+from tapearc.media.base import WriteStatus
 from tests.conftest import make_volume
 
 
 def _builder(store, nchunks: int, rng: random.Random) -> fmt.TrailerBuilder:
     bs = 4096
-    b = fmt.TrailerBuilder(run_uuid=uuid.UUID(int=7), generation=2, volume_size=nchunks * 6 * bs, block_size=bs, store=store)
+    b = fmt.TrailerBuilder(
+        run_uuid=uuid.UUID(int=7), generation=2, volume_size=nchunks * 6 * bs, block_size=bs, store=store
+    )
     block, record = 0, 1
     for seq in range(nchunks):
         runs = (fmt.Run(block, 4, fmt.RunKind.DATA), fmt.Run(block + 4, 2, fmt.RunKind.ZERO))
-        e = fmt.ChunkIndexEntry(seq=seq, record=record, record_count=2, stored_len=4 * bs, raw_len=4 * bs, payload_crc=seq, runs=runs)
+        e = fmt.ChunkIndexEntry(
+            seq=seq, record=record, record_count=2, stored_len=4 * bs, raw_len=4 * bs, payload_crc=seq, runs=runs
+        )
         b.add(e, rng.randbytes(4 * 16))
         block += 6
         record += 2
@@ -102,7 +106,9 @@ def test_backup_with_a_spooled_trailer(tmp_path: Path, monkeypatch: pytest.Monke
         img = tmp_path / f"t{limit}.tap"
         monkeypatch.setenv("TAPEARC_CATALOG", str(tmp_path / f"cat{limit}.sqlite"))
         with Catalog() as cat, open_medium(f"sim:{img}", write=True) as drive:
-            res = backup(str(src), drive, cat, BackupOptions(record_size=64 * 1024, chunk_size=256 * 1024), clock=lambda: 1e9)
+            res = backup(
+                str(src), drive, cat, BackupOptions(record_size=64 * 1024, chunk_size=256 * 1024), clock=lambda: 1e9
+            )
         assert res.complete
         with Catalog() as cat, open_medium(f"sim:{img}", write=False) as drive:
             assert run_verify(drive, cat).ok

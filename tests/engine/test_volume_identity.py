@@ -13,8 +13,8 @@ import pytest
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, path_text
 from tapearc.engine.backup import BackupOptions, backup
-from tapearc.engine.volumes import choose_volume, source_identity, suggest_name
 from tapearc.engine.layout import read_label, scan_generation_files
+from tapearc.engine.volumes import choose_volume, source_identity, suggest_name
 from tapearc.errors import VolumeMismatchError
 from tapearc.media import open_medium
 
@@ -107,6 +107,10 @@ def test_a_source_of_several_volumes_needs_a_name(tmp_path: Path, _private_catal
     with Catalog() as cat, open_medium(spec, write=False) as d:
         label = read_label(d)
         with pytest.raises(VolumeMismatchError, match="is the source of several volumes .*'one', 'two'"):
-            choose_volume(cat, label.media_set_uuid, str(x), source_identity(str(x), os.stat(x)), name=None, new_volume=False)
-        choice = choose_volume(cat, label.media_set_uuid, str(x), source_identity(str(x), os.stat(x)), name="one", new_volume=False)
+            choose_volume(
+                cat, label.media_set_uuid, str(x), source_identity(str(x), os.stat(x)), name=None, new_volume=False
+            )
+        choice = choose_volume(
+            cat, label.media_set_uuid, str(x), source_identity(str(x), os.stat(x)), name="one", new_volume=False
+        )
         assert (choice.name, [g.number for g in choice.known], choice.warnings) == ("one", [1], [])

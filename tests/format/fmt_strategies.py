@@ -30,9 +30,7 @@ utf8_chars = st.characters(codec="utf-8")
 
 
 def utf8_text(max_bytes: int) -> st.SearchStrategy[str]:
-    return st.text(alphabet=utf8_chars, max_size=max_bytes).filter(
-        lambda s: len(s.encode("utf-8")) <= max_bytes
-    )
+    return st.text(alphabet=utf8_chars, max_size=max_bytes).filter(lambda s: len(s.encode("utf-8")) <= max_bytes)
 
 
 labels = st.builds(
@@ -207,14 +205,14 @@ def fix_crcs(item: bytes | bytearray) -> bytes:
 
 
 __all__ = [
-    "labels",
+    "chunk_headers",
+    "fix_crcs",
     "generation_headers",
     "geometries",
-    "runs_in",
-    "chunk_headers",
-    "trailers",
-    "trailer_ends",
-    "fix_crcs",
-    "utf8_text",
+    "labels",
     "record_count",
+    "runs_in",
+    "trailer_ends",
+    "trailers",
+    "utf8_text",
 ]

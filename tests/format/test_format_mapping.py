@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fmt_strategies import geometries, runs_in
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,8 +17,6 @@ from tapearc.format import (
     runs_data_len,
     runs_from_ids,
 )
-
-from fmt_strategies import geometries, runs_in
 
 ids_with_kind = st.lists(st.tuples(st.integers(0, 2**40), st.booleans()), max_size=200)
 

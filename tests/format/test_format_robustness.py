@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fmt_strategies import chunk_headers, fix_crcs, generation_headers, labels, trailer_ends, trailers
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,7 @@ from tapearc.errors import CRCError, FormatError, MalformedError, TruncatedError
 from tapearc.format import (
     ChunkHeader,
     Run,
+    check_trailer_end,
     decode_chunk,
     decode_chunk_header,
     decode_generation_header,
@@ -25,12 +27,10 @@ from tapearc.format import (
     encode_label,
     encode_trailer,
     encode_trailer_end,
+    iter_trailer_digests,
     peek_item,
     unpack_payload,
 )
-from tapearc.format import check_trailer_end, iter_trailer_digests
-
-from fmt_strategies import chunk_headers, fix_crcs, generation_headers, labels, trailer_ends, trailers
 
 VECTORS = Path(__file__).resolve().parents[2] / "formats" / "vectors"
 DECODERS: list[Callable[[Any], Any]] = [
@@ -66,9 +66,9 @@ def items() -> st.SearchStrategy[bytes]:
         st.sampled_from(list(VALID_ITEMS.values())),
         labels.map(encode_label),
         generation_headers().map(encode_generation_header),
-        chunk_headers().filter(lambda h: h.stored_len < 4096).map(
-            lambda h: encode_chunk_header(h) + b"\xa5" * h.stored_len
-        ),
+        chunk_headers()
+        .filter(lambda h: h.stored_len < 4096)
+        .map(lambda h: encode_chunk_header(h) + b"\xa5" * h.stored_len),
         trailers().map(encode_trailer),
         trailer_ends().map(encode_trailer_end),
     )

@@ -5,52 +5,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from tapearc.errors import MalformedError
-from tapearc.format import (
-    ChunkHeader,
-    ChunkIndexEntry,
-    Label,
-    Run,
-    RunKind,
-    build_chunk,
-    check_payload,
-    crc32c,
-    decode_chunk,
-    decode_chunk_header,
-    decode_generation_header,
-    decode_label,
-    decode_trailer,
-    encode_chunk_header,
-    encode_generation_header,
-    encode_label,
-    encode_trailer,
-    from_jsonable,
-    peek_item,
-    record_count,
-    runs_data_len,
-    split_records,
-    to_jsonable,
-    unpack_payload,
-)
-from tapearc.format.structs import ChunkHeaderStruct
-
-from tapearc.format import (
-    DIGEST_LEN,
-    TrailerEnd,
-    block_digest,
-    block_len,
-    check_trailer_end,
-    decode_trailer_end,
-    encode_trailer_end,
-    iter_blocks,
-    iter_trailer_digests,
-    payload_digests,
-    trailer_end_for,
-)
-
 from fmt_strategies import (
     chunk_headers,
     digest_table,
@@ -61,6 +15,48 @@ from fmt_strategies import (
     trailer_ends,
     trailers,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tapearc.errors import MalformedError
+from tapearc.format import (
+    DIGEST_LEN,
+    ChunkHeader,
+    ChunkIndexEntry,
+    Label,
+    Run,
+    RunKind,
+    TrailerEnd,
+    block_digest,
+    block_len,
+    build_chunk,
+    check_payload,
+    check_trailer_end,
+    crc32c,
+    decode_chunk,
+    decode_chunk_header,
+    decode_generation_header,
+    decode_label,
+    decode_trailer,
+    decode_trailer_end,
+    encode_chunk_header,
+    encode_generation_header,
+    encode_label,
+    encode_trailer,
+    encode_trailer_end,
+    from_jsonable,
+    iter_blocks,
+    iter_trailer_digests,
+    payload_digests,
+    peek_item,
+    record_count,
+    runs_data_len,
+    split_records,
+    to_jsonable,
+    trailer_end_for,
+    unpack_payload,
+)
+from tapearc.format.structs import ChunkHeaderStruct
 
 
 @given(labels)
@@ -309,7 +305,9 @@ def test_trailer_builder_matches_encode_trailer(data: st.DataObject) -> None:
         ndata = sum(r.count for r in runs if r.kind == RunKind.DATA)
         chunk_digests.append(digest_table(data.draw, ndata) if digest_alg else b"")
         entries.append(
-            ChunkIndexEntry(seq=seq, record=record, record_count=rc, stored_len=raw, raw_len=raw, payload_crc=seq, runs=tuple(runs))
+            ChunkIndexEntry(
+                seq=seq, record=record, record_count=rc, stored_len=raw, raw_len=raw, payload_crc=seq, runs=tuple(runs)
+            )
         )
         record += rc
     vol = max(block, 1) * bs

@@ -20,7 +20,15 @@ import tapearc.format as F
 from tapearc.format import model
 
 VECTORS = Path(__file__).resolve().parents[2] / "formats" / "vectors"
-VALID = ["label", "generation-header", "generation-header-source", "chunk-plain", "chunk-zstd", "trailer", "trailer-end"]
+VALID = [
+    "label",
+    "generation-header",
+    "generation-header-source",
+    "chunk-plain",
+    "chunk-zstd",
+    "trailer",
+    "trailer-end",
+]
 ENCODERS = {
     "Label": F.encode_label,
     "GenerationHeader": F.encode_generation_header,
@@ -144,7 +152,7 @@ def test_blake3_known_answers() -> None:
     assert F.block_digest(b"").hex() == "af1349b9f5f9a1a6a0404dea36dcc949"
     assert F.block_digest(b"abc").hex() == "6437b3ac38465133ffb63b75273a8db5"
     assert F.block_digest(memoryview(b"xabc")[1:]) == F.block_digest(bytearray(b"abc"))
-    assert F.ZERO_DIGEST == bytes(16) and F.DIGEST_LEN == 16
+    assert bytes(16) == F.ZERO_DIGEST and F.DIGEST_LEN == 16
 
 
 def _generator() -> Any:
@@ -268,7 +276,7 @@ def test_generation_header_layouts() -> None:
     assert new == dataclasses.replace(old, source=new.source)
     v1 = load("generation-header")[0]
     n = int.from_bytes(v1[124:126], "little")
-    assert data[18:126 + n] == v1[18:126 + n]  # the layout-1 fields are unchanged
+    assert data[18 : 126 + n] == v1[18 : 126 + n]  # the layout-1 fields are unchanged
     tail = data[126 + n : desc["header_len"] - 4]
     path, real = b"/dev/vg0/data", b"/dev/dm-3"
     assert tail == (

@@ -161,7 +161,7 @@ def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
         elif op == "int" and n >= 8:  # a field: a boundary value of 1, 2, 4 or 8 bytes
             w = draw(st.sampled_from([1, 2, 4, 8]))
             at = draw(st.integers(0, max(0, min(n, 128) - w)))
-            v = draw(st.sampled_from([0, 1, 2**(8 * w) - 1, 2**(8 * w - 1), 7, 100, 512, 4096]))
+            v = draw(st.sampled_from([0, 1, 2 ** (8 * w) - 1, 2 ** (8 * w - 1), 7, 100, 512, 4096]))
             x[at : at + w] = (v % 2 ** (8 * w)).to_bytes(w, "little")
         elif op == "cut":
             x = x[: draw(st.integers(0, n))]
@@ -288,7 +288,7 @@ def mutations(draw: st.DrawFn) -> list[tuple[Any, ...]]:
         j = draw(st.integers(0, 2**16))
         if op == "field":
             w = draw(st.sampled_from([1, 2, 4, 8]))
-            v = draw(st.sampled_from([0, 1, 2, 7, 2**(8 * w) - 1, 2**(8 * w - 1), 4096, 65536]))
+            v = draw(st.sampled_from([0, 1, 2, 7, 2 ** (8 * w) - 1, 2 ** (8 * w - 1), 4096, 65536]))
             ops.append((op, i, j, (w, v), draw(st.booleans())))
         else:
             ops.append((op, i, j, draw(st.integers(1, 255)), draw(st.booleans())))
@@ -399,10 +399,7 @@ def exercise_image(image: bytes) -> None:
                 _quiet(lambda: scan_medium(drive, cat, deep=False))
                 _quiet(lambda: run_verify(drive, cat))
                 _quiet(lambda: scan_medium(drive, cat, deep=True))
-                gens = [
-                    cat._gen(r)
-                    for r in cat.db.execute(Catalog._GEN_SELECT + " ORDER BY g.id")
-                ]
+                gens = [cat._gen(r) for r in cat.db.execute(Catalog._GEN_SELECT + " ORDER BY g.id")]
                 for g in gens:
                     out = Path(d) / f"out-{g.id}.img"
                     res = _quiet(
@@ -464,5 +461,3 @@ def test_corpus(path: Path) -> None:
 
 def test_corpus_is_not_empty() -> None:
     assert CORPUS_FILES, f"no regression inputs under {CORPUS}"
-
-

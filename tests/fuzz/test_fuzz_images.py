@@ -72,9 +72,24 @@ FUZZ = settings(
 CORPUS = Path(__file__).parent / "corpus" / "images"
 
 INTERESTING_WORDS = [
-    0x00000000, 0x00000001, 0x00000002, 0x00000003, 0x0000FFFF, 0x00010000, 0x00FFFFFF,
-    0x00FFFFFE, 0x7FFFFFFF, 0x80000000, 0x80FFFFFF, 0x81000000, 0xFF000000, 0xFFFEFFFF,
-    0xFFFF0000, 0xFFFFFFFE, 0xFFFFFFFF, 0x01000000,
+    0x00000000,
+    0x00000001,
+    0x00000002,
+    0x00000003,
+    0x0000FFFF,
+    0x00010000,
+    0x00FFFFFF,
+    0x00FFFFFE,
+    0x7FFFFFFF,
+    0x80000000,
+    0x80FFFFFF,
+    0x81000000,
+    0xFF000000,
+    0xFFFEFFFF,
+    0xFFFF0000,
+    0xFFFFFFFE,
+    0xFFFFFFFF,
+    0x01000000,
 ]
 INTERESTING_U64 = [0, 1, 47, 48, 1152, 1200, 0xFFFF, 0x00FFFFFF, 0xFFFFFFFF, 2**63, 2**64 - 1]
 
@@ -153,7 +168,7 @@ def check_simh_scan(path: Path) -> None:
     for o in res.objects:
         assert o.offset >= prev_end and o.end <= size
         prev_end = o.end
-    assert res.end_offset == prev_end or not res.objects and res.end_offset == 0
+    assert res.end_offset == prev_end or (not res.objects and res.end_offset == 0)
     if res.truncated:
         assert res.damage and res.damage_offset is not None and res.damage_offset <= size
 
@@ -193,8 +208,9 @@ def _walk_all(walker: Callable[..., Iterator[Any]], f: Any, **kw: Any) -> tuple[
     return objs, None
 
 
-def walk_bounded(walker: Callable[..., Iterator[Any]], path: Path, size: int,
-                 slack: int = WALK_SLACK, **kw: Any) -> tuple[list[Any], TapeFormatError | None]:
+def walk_bounded(
+    walker: Callable[..., Iterator[Any]], path: Path, size: int, slack: int = WALK_SLACK, **kw: Any
+) -> tuple[list[Any], TapeFormatError | None]:
     """A low-level walk within the tight memory bound."""
 
     def walk() -> tuple[list[Any], TapeFormatError | None]:
@@ -251,10 +267,9 @@ def check_drive(path: Path) -> None:
             assert got[i] == objs[i].data
     assert got[n] == errno.EIO
     # appending at end of data repairs a damaged image
-    with measured(size):
-        with SimDrive(path, implicit_filemarks=False) as d:
-            d.mtop(mtio.MTEOM)
-            d.write(b"appended")
+    with measured(size), SimDrive(path, implicit_filemarks=False) as d:
+        d.mtop(mtio.MTEOM)
+        d.write(b"appended")
     after = scan(path)
     assert not after.truncated
     assert after.objects[:-1] == res.objects and after.objects[-1].length == 8
@@ -305,9 +320,8 @@ def check_format(path: Path, fmt: str) -> None:
 
 def check_info(path: Path, fmt: str) -> None:
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        with pytest.raises(SystemExit) as ei:
-            tapesim_main(["info", str(path), "--format", fmt, "--json"])
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as ei:
+        tapesim_main(["info", str(path), "--format", fmt, "--json"])
     assert ei.value.code in (0, 1), err.getvalue()
     if ei.value.code:
         e = err.getvalue()
@@ -342,9 +356,7 @@ def build(fmt: str, items: list[bytes | None], chunk: int = 0xFFFF) -> bytes:
     return f.getvalue()
 
 
-items_st = st.lists(
-    st.one_of(st.none(), st.binary(min_size=1, max_size=70)), max_size=6
-)
+items_st = st.lists(st.one_of(st.none(), st.binary(min_size=1, max_size=70)), max_size=6)
 
 
 @st.composite
@@ -355,9 +367,8 @@ def valid_images(draw: Any, fmt: str) -> bytes:
 
 def _offsets(fmt: str, data: bytes) -> list[int]:
     """Offsets of the headers / length words of a valid image."""
-    with image_file(data, SUFFIX[fmt]) as p:
-        with open(p, "rb") as f:
-            objs, _ = _walk_all(FORMATS[fmt].walk, f, with_data=False)
+    with image_file(data, SUFFIX[fmt]) as p, open(p, "rb") as f:
+        objs, _ = _walk_all(FORMATS[fmt].walk, f, with_data=False)
     offs = [o.offset for o in objs]
     if fmt == "simh":  # trailing length words too
         offs += [o.offset + 4 + o.length + (o.length & 1) for o in objs if o.kind == "record"]
@@ -381,17 +392,17 @@ def mutated(draw: Any, fmt: str) -> bytes:
             i = draw(st.integers(0, n - 1))
             data[i] ^= draw(st.integers(1, 255))
         elif how == "truncate" and n:
-            del data[draw(st.integers(0, n - 1)):]
+            del data[draw(st.integers(0, n - 1)) :]
         elif how == "insert":
             i = draw(st.integers(0, n))
             data[i:i] = draw(st.binary(min_size=1, max_size=8))
         elif how == "delete" and n:
             i = draw(st.integers(0, n - 1))
-            del data[i:i + draw(st.integers(1, 8))]
+            del data[i : i + draw(st.integers(1, 8))]
         elif how == "word" and n >= 4:
             i = draw(st.integers(0, n - 4))
             w = draw(st.sampled_from(INTERESTING_WORDS) | st.integers(0, 2**32 - 1))
-            data[i:i + 4] = struct.pack("<I", w)
+            data[i : i + 4] = struct.pack("<I", w)
         elif how == "header":
             data = bytearray(_mutate_header(draw, fmt, bytes(data)))
     return bytes(data)
@@ -409,7 +420,7 @@ def _mutate_header(draw: Any, fmt: str, data: bytes) -> bytes:
     at = draw(st.sampled_from(offs))
     b = bytearray(data)
     if fmt == "simh":
-        b[at:at + 4] = struct.pack("<I", draw(st.sampled_from(INTERESTING_WORDS)))
+        b[at : at + 4] = struct.pack("<I", draw(st.sampled_from(INTERESTING_WORDS)))
     elif fmt == "aws":
         cur, prv, f1, f2 = struct.unpack_from("<HHBB", b, at)
         field = draw(st.integers(0, 3))
@@ -431,7 +442,7 @@ def _mutate_header(draw: Any, fmt: str, data: bytes) -> bytes:
             body[field] = draw(st.sampled_from([v for v in INTERESTING_U64 if v < 2**32] + [len(data)]))
         else:
             body[field] = draw(st.sampled_from(INTERESTING_U64 + [len(data), at, at + 48]))
-        b[at:at + 48] = tgt_fmt.pack_header(*body)
+        b[at : at + 48] = tgt_fmt.pack_header(*body)
         if draw(st.booleans()) and len(b) >= tgt_fmt.FIRST_BLOCK:  # and/or the MAM's version
             struct.pack_into(">I", b, tgt_fmt.MAM_OFFSET, draw(st.sampled_from([0, 1, 2, 3, 2**32 - 1])))
     return bytes(b)

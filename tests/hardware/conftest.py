@@ -94,9 +94,24 @@ class Lab:
 
     def _update(self, params: str) -> None:
         subprocess.run(
-            ["tgtadm", "--lld", "iscsi", "--mode", "logicalunit", "--op", "update", "--tid", "1",
-             "--lun", str(self.lun), "--params", params],
-            check=True, capture_output=True, timeout=60,
+            [
+                "tgtadm",
+                "--lld",
+                "iscsi",
+                "--mode",
+                "logicalunit",
+                "--op",
+                "update",
+                "--tid",
+                "1",
+                "--lun",
+                str(self.lun),
+                "--params",
+                params,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
 
     def write_protect(self, on: bool) -> None:
@@ -133,9 +148,23 @@ def blank_tape(dev: str) -> None:
         blank = "/tmp/tapearc-hw-blank.img"
         if not os.path.exists(blank):
             subprocess.run(
-                ["tgtimg", "--op", "new", "--device-type", "tape", "--type", "data", "--barcode",
-                 "STLAB", "--size", os.environ["STLAB_TAPE_MB"], "--file", blank],
-                check=True, stdout=subprocess.DEVNULL,
+                [
+                    "tgtimg",
+                    "--op",
+                    "new",
+                    "--device-type",
+                    "tape",
+                    "--type",
+                    "data",
+                    "--barcode",
+                    "STLAB",
+                    "--size",
+                    os.environ["STLAB_TAPE_MB"],
+                    "--file",
+                    blank,
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
             )
         with open(blank, "rb") as src, open(image, "r+b") as dst:
             dst.write(src.read())

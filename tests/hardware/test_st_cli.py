@@ -16,6 +16,7 @@ from .conftest import Lab, blank_tape, mt, mt_status, mt_tell, tapearc
 
 MiB = 1 << 20
 
+
 def _volume(path: Path) -> bytes:
     rng = random.Random(5)
     data = rng.randbytes(3 * MiB) + bytes(MiB) + rng.randbytes(MiB // 2 + 123)
@@ -57,8 +58,17 @@ def archived(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     gen2 = _modify(src)
     r2 = json.loads(tapearc("backup", str(src), "--media", dev, "--json", catalog=catalog).stdout)
     after2 = mt_status(dev)
-    return {"dev": dev, "tmp": tmp, "catalog": catalog, "gen1": gen1, "gen2": gen2, "r1": r1, "r2": r2,
-            "after1": after1, "after2": after2}
+    return {
+        "dev": dev,
+        "tmp": tmp,
+        "catalog": catalog,
+        "gen1": gen1,
+        "gen2": gen2,
+        "r1": r1,
+        "r2": r2,
+        "after1": after1,
+        "after2": after2,
+    }
 
 
 def test_full_then_incremental_then_scan_and_restore(archived):

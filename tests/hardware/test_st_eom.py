@@ -59,8 +59,10 @@ def test_early_warning_then_full_then_read_back(small_tape):
         except (MediumFullError, MediumIOError):
             fm = None
         end = d.position()
-    print(f"\n{len(sizes)} records ({sum(sizes) // MiB} MiB), early warning at record {first_ew}, "
-          f"{len(sizes) - first_ew} written in the zone; filemark after full: {fm}; end {end}")
+    print(
+        f"\n{len(sizes)} records ({sum(sizes) // MiB} MiB), early warning at record {first_ew}, "
+        f"{len(sizes) - first_ew} written in the zone; filemark after full: {fm}; end {end}"
+    )
     with open_medium(spec, write=False) as d:
         for i, n in enumerate(sizes):
             got = d.read_record()

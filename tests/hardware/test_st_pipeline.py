@@ -34,7 +34,9 @@ def _records(tape: str) -> list[bytes | str]:
             out.append(r.value if isinstance(r, Mark) else r)
 
 
-def test_pipelined_and_plain_backups_write_the_same_tape(tape: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pipelined_and_plain_backups_write_the_same_tape(
+    tape: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rng = random.Random(3)
     data = rng.randbytes(2 * 1024 * 1024) + bytes(2 * 1024 * 1024) + rng.randbytes(1024 * 1024 + 333)
     src = tmp_path / "vol.img"
@@ -48,7 +50,9 @@ def test_pipelined_and_plain_backups_write_the_same_tape(tape: str, tmp_path: Pa
         with Catalog() as cat, open_medium(tape, write=True) as drive:
             label_medium(drive, cat, force=True, record_size=RS, clock=lambda: 1_700_000_000)
         with Catalog() as cat, open_medium(tape, write=True) as drive:
-            res = backup(str(src), drive, cat, BackupOptions(compress="none", chunk_size=2 * RS), clock=lambda: 1_700_000_001)
+            res = backup(
+                str(src), drive, cat, BackupOptions(compress="none", chunk_size=2 * RS), clock=lambda: 1_700_000_001
+            )
         assert res.complete
         out = tmp_path / f"out{mode}.img"
         with Catalog() as cat, open_medium(tape, write=False) as drive:

@@ -34,7 +34,15 @@ def test_backup_spans_tapes_through_mtx_and_restores(tape: str, tmp_path: Path) 
     src.write_bytes(data)
     cat = tmp_path / "catalog.sqlite"
     p = tapearc(
-        "backup", str(src), "--media", tape, "--changer", f"mtx:{CHANGER}", "--chunk-size", "2M", "--json",
+        "backup",
+        str(src),
+        "--media",
+        tape,
+        "--changer",
+        f"mtx:{CHANGER}",
+        "--chunk-size",
+        "2M",
+        "--json",
         catalog=cat,
     )
     res = json.loads(p.stdout)

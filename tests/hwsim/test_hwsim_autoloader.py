@@ -91,13 +91,21 @@ def err_code(lines: list[str], tag: str) -> str:
 def test_hello_status_load_unload(host, libdir):
     assert host.cmd("1 HELLO") == ["1 TALP 1 SLOTS 4 DRIVES 1 VENDOR tapesim", "1 OK"]
     assert host.cmd("2 STATUS") == [
-        "2 SLOT 1 FULL TAP001", "2 SLOT 2 FULL TAP002", "2 SLOT 3 FULL TAP003",
-        "2 SLOT 4 FULL TAP004", "2 DRIVE 0 EMPTY", "2 OK",
+        "2 SLOT 1 FULL TAP001",
+        "2 SLOT 2 FULL TAP002",
+        "2 SLOT 3 FULL TAP003",
+        "2 SLOT 4 FULL TAP004",
+        "2 DRIVE 0 EMPTY",
+        "2 OK",
     ]
     assert host.cmd("3 LOAD 1 0") == ["3 OK"]
     assert host.cmd("4 STATUS") == [
-        "4 SLOT 1 EMPTY", "4 SLOT 2 FULL TAP002", "4 SLOT 3 FULL TAP003",
-        "4 SLOT 4 FULL TAP004", "4 DRIVE 0 FULL TAP001 FROM 1", "4 OK",
+        "4 SLOT 1 EMPTY",
+        "4 SLOT 2 FULL TAP002",
+        "4 SLOT 3 FULL TAP003",
+        "4 SLOT 4 FULL TAP004",
+        "4 DRIVE 0 FULL TAP001 FROM 1",
+        "4 OK",
     ]
     lib = Library(libdir)
     with SimDrive(lib.drive_path(0)) as dr:

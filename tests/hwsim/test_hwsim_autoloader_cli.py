@@ -23,8 +23,12 @@ def libdir(tmp_path: Path) -> Path:
 
 
 def start(*args: str) -> tuple[subprocess.Popen[str], str]:
-    p = subprocess.Popen([sys.executable, "-m", "tapesim", "autoloader", *args],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tapesim", "autoloader", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert p.stdout is not None
     ready, _, _ = select.select([p.stdout], [], [], 20)
     if not ready:
@@ -91,15 +95,20 @@ def test_listen(libdir):
     ],
 )
 def test_usage_errors(libdir, args, needle):
-    r = subprocess.run([sys.executable, "-m", "tapesim", "autoloader", str(libdir), *args],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "tapesim", "autoloader", str(libdir), *args], capture_output=True, text=True, timeout=30
+    )
     assert r.returncode != 0 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and needle in r.stderr and "Traceback" not in r.stderr
 
 
 def test_not_a_library(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "tapesim", "autoloader", str(tmp_path), "--pty"],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "tapesim", "autoloader", str(tmp_path), "--pty"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and "not a tapesim library" in r.stderr
 
@@ -108,9 +117,12 @@ def test_port_in_use(libdir):
     p, port_text = start(str(libdir), "--listen", "127.0.0.1:0")
     try:
         t0 = time.monotonic()
-        r = subprocess.run([sys.executable, "-m", "tapesim", "autoloader", str(libdir),
-                            "--listen", f"127.0.0.1:{port_text}"],
-                           capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            [sys.executable, "-m", "tapesim", "autoloader", str(libdir), "--listen", f"127.0.0.1:{port_text}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert time.monotonic() - t0 < 30
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and "cannot listen" in r.stderr
     finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tapesim import mtio
-from tapesim.cli import main, parse_size, CliError
+from tapesim.cli import CliError, main, parse_size
 from tapesim.drive import SimDrive, load_settings, sidecar_path
 
 
@@ -23,8 +23,18 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize(
     "text, value",
-    [("65536", 65536), ("64K", 65536), ("64k", 65536), ("1M", 1 << 20), ("10MiB", 10 << 20),
-     ("2G", 2 << 30), ("2GB", 2 << 30), ("1T", 1 << 40), ("512B", 512), (" 3 KiB ", 3072)],
+    [
+        ("65536", 65536),
+        ("64K", 65536),
+        ("64k", 65536),
+        ("1M", 1 << 20),
+        ("10MiB", 10 << 20),
+        ("2G", 2 << 30),
+        ("2GB", 2 << 30),
+        ("1T", 1 << 40),
+        ("512B", 512),
+        (" 3 KiB ", 3072),
+    ],
 )
 def test_parse_size(text, value):
     assert parse_size(text) == value
@@ -38,12 +48,28 @@ def test_parse_size_rejects(text):
 
 def test_new_and_refuse_overwrite(tmp_path, capsys):
     img = str(tmp_path / "t.tap")
-    rc, out, err = run(capsys, "new", img, "--capacity", "10M", "--early-warning", "1M",
-                       "--max-record", "256K", "--barcode", "TAPE01L8")
+    rc, out, err = run(
+        capsys,
+        "new",
+        img,
+        "--capacity",
+        "10M",
+        "--early-warning",
+        "1M",
+        "--max-record",
+        "256K",
+        "--barcode",
+        "TAPE01L8",
+    )
     assert rc == 0 and "blank tape" in out
     s = load_settings(img)
     assert (s.capacity, s.early_warning, s.max_record, s.barcode, s.write_protected) == (
-        10 << 20, 1 << 20, 256 << 10, "TAPE01L8", False)
+        10 << 20,
+        1 << 20,
+        256 << 10,
+        "TAPE01L8",
+        False,
+    )
     with SimDrive(img) as d:
         d.write(b"data")
     rc, out, err = run(capsys, "new", img, "--capacity", "10M")
@@ -102,8 +128,15 @@ def test_info_text_and_json(tmp_path, capsys):
     assert all(f["filemark"] for f in rep["files"])
     assert rep["object_count"] == 8 and rep["filemark_count"] == 3
     assert rep["truncated"] is False and rep["damage"] is None and rep["error_records"] == []
-    assert rep["objects"][1] == {"position": 1, "kind": "record", "offset": 65544, "length": 65536,
-                                 "error": False, "file": 0, "record": 1}
+    assert rep["objects"][1] == {
+        "position": 1,
+        "kind": "record",
+        "offset": 65544,
+        "length": 65536,
+        "error": False,
+        "file": 0,
+        "record": 1,
+    }
 
 
 def test_info_reports_damage(tmp_path, capsys):
@@ -149,13 +182,14 @@ def test_protect(tmp_path, capsys):
 
 def test_python_dash_m_tapesim(tmp_path):
     img = str(tmp_path / "s.tap")
-    r = subprocess.run([sys.executable, "-m", "tapesim", "new", img, "--capacity", "64K"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "tapesim", "new", img, "--capacity", "64K"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "-m", "tapesim", "new", img, "--capacity", "64K"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "tapesim", "new", img, "--capacity", "64K"], capture_output=True, text=True
+    )
     assert r.returncode != 0
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "tapesim", "info", "--json", img],
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "tapesim", "info", "--json", img], capture_output=True, text=True)
     assert r.returncode == 0 and json.loads(r.stdout)["object_count"] == 0

@@ -24,14 +24,15 @@ from tapesim.formats import (
     Filemark,
     Record,
     TapeFormatError,
+    aws,
     convert,
     events_from,
     layout,
     read_events,
     scan_image,
+    tgt,
     write_events,
 )
-from tapesim.formats import aws, tgt
 from tapesim.formats._crc32c import crc32c_py
 
 MTDUMP = shutil.which("mtdump")
@@ -124,8 +125,9 @@ record_size = st.one_of(
 layouts = st.lists(st.one_of(st.none(), record_size), max_size=14).filter(
     lambda lay: sum(n or 0 for n in lay) <= 1_200_000
 )
-FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                       HealthCheck.too_slow])
+FAST = settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 EDGE_LAYOUTS = [
@@ -233,8 +235,12 @@ def test_aws_chunk_layout_and_prvblkl(tmp_path):
         hdrs.append((cur, prv, f1, f2))
         pos += 6 + cur
     assert hdrs == [
-        (65535, 0, 0x80, 0), (65535, 65535, 0x00, 0), (1, 65535, 0x20, 0),
-        (0, 1, 0x40, 0), (1, 0, 0xA0, 0), (0, 1, 0x40, 0),
+        (65535, 0, 0x80, 0),
+        (65535, 65535, 0x00, 0),
+        (1, 65535, 0x20, 0),
+        (0, 1, 0x40, 0),
+        (1, 0, 0xA0, 0),
+        (0, 1, 0x40, 0),
     ]
 
 
@@ -254,7 +260,7 @@ def test_tgt_header_layout_and_checksum(tmp_path):
         (0, 0, 0x20, 3, 1205, 1253, 1253),
     ]
     for o in offs:  # h_csum: CRC-32C of bytes 4..47, little-endian
-        assert struct.unpack_from("<I", raw, o)[0] == crc32c_py(raw[o + 4:o + 48])
+        assert struct.unpack_from("<I", raw, o)[0] == crc32c_py(raw[o + 4 : o + 48])
     mam = raw[48:1152]
     assert struct.unpack_from(">IIQQ", mam, 0) == (2, 0, (2 << 20) - (1253 - 1152), 2 << 20)
     assert mam[568:600] == b"HDR001".ljust(31) + b"\0"
@@ -327,8 +333,7 @@ def test_cli_convert_and_info(tmp_path):
     items = [b"a" * 80, b"b" * 81, None, None, b"c" * 70000, None]
     src = tmp_path / "s.tap"
     src.write_bytes(simh_bytes(items))
-    r = tapesim("convert", str(src), str(tmp_path / "m.img"), "--to", "tgt", "--barcode", "CLI001",
-                "--capacity", "4M")
+    r = tapesim("convert", str(src), str(tmp_path / "m.img"), "--to", "tgt", "--barcode", "CLI001", "--capacity", "4M")
     assert r.returncode == 0, r.stderr
     assert "3 records, 3 filemarks" in r.stdout and "barcode CLI001" in r.stdout
     r = tapesim("info", "--json", "--format", "tgt", str(tmp_path / "m.img"))
@@ -546,12 +551,18 @@ def parse_tgtimg(text: str) -> tuple[str, list[dict]]:
         if line.startswith("Media     :"):
             barcode = line.split(":", 1)[1].strip()
         elif m := _TGT_LINE.match(line):
-            rows.append({
-                "kind": m.group(1), "type": int(m.group(2)),
-                "capacity_mb": int(m.group(3)) if m.group(3) else None,
-                "num": int(m.group(4)), "prev": int(m.group(5)), "curr": int(m.group(6)),
-                "next": int(m.group(7)), "sz": int(m.group(8)) if m.group(8) else None,
-            })
+            rows.append(
+                {
+                    "kind": m.group(1),
+                    "type": int(m.group(2)),
+                    "capacity_mb": int(m.group(3)) if m.group(3) else None,
+                    "num": int(m.group(4)),
+                    "prev": int(m.group(5)),
+                    "curr": int(m.group(6)),
+                    "next": int(m.group(7)),
+                    "sz": int(m.group(8)) if m.group(8) else None,
+                }
+            )
     return barcode, rows
 
 
@@ -602,16 +613,37 @@ def test_tgtimg_notices_a_bad_checksum(tmp_path):
 @needs_tgtimg
 def test_tgtimg_blank_tape_matches_our_writer_byte_for_byte(tmp_path):
     made = tmp_path / "made.tgt"
-    res = run(TGTIMG, "--op", "new", "--device-type", "tape", "--barcode", "BLANK1", "--size", "10",
-              "--type", "data", "--file", str(made))
+    res = run(
+        TGTIMG,
+        "--op",
+        "new",
+        "--device-type",
+        "tape",
+        "--barcode",
+        "BLANK1",
+        "--size",
+        "10",
+        "--type",
+        "data",
+        "--file",
+        str(made),
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert list(read_events(made)) == [EndOfData()]
     info = tgt.read_info(made)
     assert (info.barcode, info.max_capacity, info.tape_fmt_version) == ("BLANK1", 10 << 20, 2)
     ours = tmp_path / "ours.tgt"
     with open(ours, "wb") as f:  # tgtimg's vendor strings and its time-stamped serial
-        write_events(f, "tgt", [EndOfData()], barcode="BLANK1", capacity=10 << 20, serial=info.serial,
-                     manufacturer="Foo", application_vendor="Bar")
+        write_events(
+            f,
+            "tgt",
+            [EndOfData()],
+            barcode="BLANK1",
+            capacity=10 << 20,
+            serial=info.serial,
+            manufacturer="Foo",
+            application_vendor="Bar",
+        )
     assert ours.read_bytes() == made.read_bytes()
     # and a tgtimg-made tape converts (to nothing) and back
     r = tapesim("convert", str(made), str(tmp_path / "blank.tap"))

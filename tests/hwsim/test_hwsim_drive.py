@@ -436,8 +436,7 @@ def test_mtio_constants_match_linux():
     assert (mtio.MTFSF, mtio.MTBSF, mtio.MTFSR, mtio.MTBSR, mtio.MTWEOF, mtio.MTREW) == (1, 2, 3, 4, 5, 6)
     assert (mtio.MTOFFL, mtio.MTNOP, mtio.MTEOM, mtio.MTERASE) == (7, 8, 12, 13)
     assert (mtio.MTSETBLK, mtio.MTSEEK, mtio.MTTELL, mtio.MTWEOFI) == (20, 22, 23, 35)
-    assert (mtio.GMT_EOF, mtio.GMT_BOT, mtio.GMT_EOT, mtio.GMT_EOD) == (
-        0x80000000, 0x40000000, 0x20000000, 0x08000000)
+    assert (mtio.GMT_EOF, mtio.GMT_BOT, mtio.GMT_EOT, mtio.GMT_EOD) == (0x80000000, 0x40000000, 0x20000000, 0x08000000)
     assert (mtio.GMT_WR_PROT, mtio.GMT_ONLINE, mtio.GMT_DR_OPEN) == (0x04000000, 0x01000000, 0x00040000)
     assert mtio.MT_ST_SCSI2LOGICAL == 0x800
 

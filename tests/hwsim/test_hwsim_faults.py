@@ -8,14 +8,13 @@ import struct
 from pathlib import Path
 
 import pytest
+from conftest import payload
 
 from tapesim import mtio
 from tapesim.cli import main
 from tapesim.drive import SidecarError, SimDrive, create_image, load_settings, save_settings, sidecar_path
 from tapesim.faults import FaultError, add_fault, clear_faults, list_faults
 from tapesim.simh import record_size, scan
-
-from conftest import payload
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -66,7 +65,12 @@ def test_add_list_clear(image: Path):
     add_fault(image, "short_read", at=1, length=4)
     add_fault(image, "write_error", at=9, count=2)
     assert [f["kind"] for f in list_faults(image)] == [
-        "unreadable", "power_cut", "early_eom", "short_read", "write_error"]
+        "unreadable",
+        "power_cut",
+        "early_eom",
+        "short_read",
+        "write_error",
+    ]
     # the faults are in the sidecar, next to the settings (which stay valid)
     raw = json.loads(Path(sidecar_path(image)).read_text())
     assert raw["faults"][1] == {"kind": "power_cut", "after": 2}
@@ -304,8 +308,8 @@ def test_power_cut_after(image: Path, capsys, length: int):
     # the image ends in the middle of the record: leading length word, half of the data
     raw = image.read_bytes()
     assert len(raw) == start + 4 + length // 2
-    assert raw[start:start + 4] == struct.pack("<I", length)
-    assert raw[start + 4:] == big[:length // 2]
+    assert raw[start : start + 4] == struct.pack("<I", length)
+    assert raw[start + 4 :] == big[: length // 2]
     # one-shot: removed from the sidecar (the drive rebooted); the others stay
     assert list_faults(image) == [{"kind": "unreadable", "at": 0, "count": 1}]
     res = scan(image)
@@ -387,8 +391,7 @@ def test_power_cut_through_library_link(tmp_path: Path):
     with SimDrive(drive) as d:
         assert errno_of(d.write, b"xy") == errno.EIO
     assert Path(sidecar_path(drive)).is_symlink()  # the link stays; its target was updated
-    assert list_faults(tmp_path / "lib" / "tapes" / "TAP001.tap") == [
-        {"kind": "unreadable", "at": 9, "count": 1}]
+    assert list_faults(tmp_path / "lib" / "tapes" / "TAP001.tap") == [{"kind": "unreadable", "at": 9, "count": 1}]
     assert load_settings(drive).barcode == "TAP001"
 
 
@@ -478,13 +481,17 @@ def test_cli_fault(image: Path, capsys):
     assert rc == 0
     rc, out, err = run(capsys, "fault", img, "list", "--json")
     assert rc == 0
-    assert json.loads(out) == list_faults(image) == [
-        {"kind": "unreadable", "at": 3, "count": 2},
-        {"kind": "power_cut", "after": 5},
-        {"kind": "early_eom", "offset": 65536},
-        {"kind": "short_read", "at": 1, "length": 7},
-        {"kind": "write_error", "at": 0, "count": 1},
-    ]
+    assert (
+        json.loads(out)
+        == list_faults(image)
+        == [
+            {"kind": "unreadable", "at": 3, "count": 2},
+            {"kind": "power_cut", "after": 5},
+            {"kind": "early_eom", "offset": 65536},
+            {"kind": "short_read", "at": 1, "length": 7},
+            {"kind": "write_error", "at": 0, "count": 1},
+        ]
+    )
     rc, out, err = run(capsys, "fault", img, "list")
     assert rc == 0 and out.count("\n") == 5 and "one-shot" in out
     rc, out, err = run(capsys, "info", img)

@@ -73,8 +73,14 @@ def test_create_refuses_existing_and_overwrite(tmp_path, lib):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(slots=0), dict(drives=0), dict(capacity=0), dict(barcode_prefix="bad prefix"),
-     dict(barcode_prefix="X" * 30), dict(early_warning=10 * MiB)],
+    [
+        dict(slots=0),
+        dict(drives=0),
+        dict(capacity=0),
+        dict(barcode_prefix="bad prefix"),
+        dict(barcode_prefix="X" * 30),
+        dict(early_warning=10 * MiB),
+    ],
 )
 def test_create_bad_arguments(tmp_path, kwargs):
     args = dict(slots=2, capacity=MiB) | kwargs
@@ -247,8 +253,9 @@ _WORKER = textwrap.dedent(
 def test_concurrent_processes(tmp_path):
     lib = create_library(tmp_path / "lib", 6, MiB, drives=3)
     procs = [
-        subprocess.Popen([sys.executable, "-c", _WORKER, lib.path, str(i)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, lib.path, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for i in range(3)
     ]
     for p in procs:

@@ -15,8 +15,7 @@ from tapesim.library import Library
 
 
 def tapesim(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tapesim", *args], capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "tapesim", *args], capture_output=True, text=True, timeout=60)
 
 
 def ok(*args: str) -> str:
@@ -34,8 +33,22 @@ def fails(*args: str, needle: str) -> None:
 
 def test_library_commands(tmp_path: Path):
     d = str(tmp_path / "lib")
-    out = ok("library", d, "--slots", "3", "--capacity", "2M", "--drives", "2",
-             "--early-warning", "100K", "--max-record", "64K", "--barcode-prefix", "LTO")
+    out = ok(
+        "library",
+        d,
+        "--slots",
+        "3",
+        "--capacity",
+        "2M",
+        "--drives",
+        "2",
+        "--early-warning",
+        "100K",
+        "--max-record",
+        "64K",
+        "--barcode-prefix",
+        "LTO",
+    )
     assert "3 slots" in out and "LTO001" in out
     s = load_settings(os.path.join(d, "tapes", "LTO002.tap"))
     assert (s.capacity, s.early_warning, s.max_record, s.barcode) == (2 << 20, 100 << 10, 64 << 10, "LTO002")
@@ -69,8 +82,17 @@ def test_library_create_errors(tmp_path: Path):
     assert "4 slots" in ok("library", d, "--slots", "4", "--capacity", "1M", "--force")
     fails("library", str(tmp_path / "l2"), "--slots", "0", "--capacity", "1M", needle="slots")
     fails("library", str(tmp_path / "l2"), "--slots", "2", "--capacity", "lots", needle="invalid size")
-    fails("library", str(tmp_path / "l2"), "--slots", "2", "--capacity", "1M",
-          "--barcode-prefix", "a b", needle="invalid barcode")
+    fails(
+        "library",
+        str(tmp_path / "l2"),
+        "--slots",
+        "2",
+        "--capacity",
+        "1M",
+        "--barcode-prefix",
+        "a b",
+        needle="invalid barcode",
+    )
     (tmp_path / "file").write_text("x")
     fails("library", str(tmp_path / "file"), "--slots", "2", "--capacity", "1M", needle="not a folder")
 

@@ -36,7 +36,9 @@ def parse_mtdump(text: str) -> list[tuple[str, int, int]]:
 def info_json(path: str) -> dict:
     res = subprocess.run(
         [sys.executable, "-m", "tapesim", "info", "--json", path],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(res.stdout)
 

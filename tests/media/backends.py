@@ -52,12 +52,16 @@ class SimBackend(Backend):
     def spec(self) -> str:
         return f"sim:{self.path}"
 
-    def create(self, *, capacity=None, early_warning=None, max_record=TEST_MAX_RECORD,
-               write_protected=False) -> None:
+    def create(self, *, capacity=None, early_warning=None, max_record=TEST_MAX_RECORD, write_protected=False) -> None:
         from tapesim.drive import DEFAULT_CAPACITY, create_image
 
-        create_image(self.path, capacity=capacity or DEFAULT_CAPACITY, early_warning=early_warning,
-                     max_record=max_record, write_protected=write_protected)
+        create_image(
+            self.path,
+            capacity=capacity or DEFAULT_CAPACITY,
+            early_warning=early_warning,
+            max_record=max_record,
+            write_protected=write_protected,
+        )
 
     def open(self, *, write=True, max_record_size=None) -> TapeDrive:
         from tapearc.media.sim import open_sim
@@ -76,12 +80,16 @@ class DirBackend(Backend):
     def spec(self) -> str:
         return f"dir:{self.path}"
 
-    def create(self, *, capacity=None, early_warning=None, max_record=TEST_MAX_RECORD,
-               write_protected=False) -> None:
+    def create(self, *, capacity=None, early_warning=None, max_record=TEST_MAX_RECORD, write_protected=False) -> None:
         from tapearc.media.dirmedium import create_dir_medium
 
-        create_dir_medium(self.path, capacity=capacity, early_warning=early_warning,
-                          max_record_size=max_record, write_protected=write_protected)
+        create_dir_medium(
+            self.path,
+            capacity=capacity,
+            early_warning=early_warning,
+            max_record_size=max_record,
+            write_protected=write_protected,
+        )
 
     def open(self, *, write=True, max_record_size=None) -> TapeDrive:
         from tapearc.media.dirmedium import DirDrive
@@ -105,23 +113,21 @@ class FakeStBackend(Backend):
     def spec(self) -> str:
         return "fake:tape"
 
-    def create(self, *, capacity=None, early_warning=None, max_record=TEST_MAX_RECORD,
-               write_protected=False) -> None:
+    def create(self, *, capacity=None, early_warning=None, max_record=TEST_MAX_RECORD, write_protected=False) -> None:
         capacity = capacity or (1 << 30)
         if early_warning is None:
             early_warning = capacity // 8
-        self.tape = FakeTape(capacity=capacity, early_warning=early_warning,
-                             max_record=max_record, write_protected=write_protected)
+        self.tape = FakeTape(
+            capacity=capacity, early_warning=early_warning, max_record=max_record, write_protected=write_protected
+        )
 
     def open(self, *, write=True, max_record_size=None) -> TapeDrive:
         try:
-            ops = FakeSt(self.tape, readonly=not write, hide_fileno=self.hide_fileno,
-                         report_eod=self.report_eod)
+            ops = FakeSt(self.tape, readonly=not write, hide_fileno=self.hide_fileno, report_eod=self.report_eod)
         except OSError as err:
             assert err.errno == errno.EROFS
             write = False
-            ops = FakeSt(self.tape, readonly=True, hide_fileno=self.hide_fileno,
-                         report_eod=self.report_eod)
+            ops = FakeSt(self.tape, readonly=True, hide_fileno=self.hide_fileno, report_eod=self.report_eod)
         return StLikeDrive(ops, name=self.spec, writable=write, max_record_size=max_record_size)
 
 
@@ -148,8 +154,7 @@ class StBackend(Backend):
     def spec(self) -> str:
         return self.device if ":" in self.device else f"st:{self.device}"
 
-    def create(self, *, capacity=None, early_warning=None, max_record=TEST_MAX_RECORD,
-               write_protected=False) -> None:
+    def create(self, *, capacity=None, early_warning=None, max_record=TEST_MAX_RECORD, write_protected=False) -> None:
         if capacity is not None or write_protected:
             pytest.skip("cannot set the geometry of a real tape")
         from tapearc.errors import MediumUnavailableError
@@ -208,9 +213,23 @@ def _stlab_blank(device: str, drive: TapeDrive) -> bool:
     blank = "/tmp/tapearc-blank.img"
     if not os.path.exists(blank):
         subprocess.run(
-            ["tgtimg", "--op", "new", "--device-type", "tape", "--type", "data", "--barcode",
-             f"STLAB{m.group(1)}", "--size", os.environ["STLAB_TAPE_MB"], "--file", blank],  # type: ignore[union-attr]
-            check=True, stdout=subprocess.DEVNULL,
+            [
+                "tgtimg",
+                "--op",
+                "new",
+                "--device-type",
+                "tape",
+                "--type",
+                "data",
+                "--barcode",
+                f"STLAB{m.group(1)}",
+                "--size",
+                os.environ["STLAB_TAPE_MB"],
+                "--file",
+                blank,
+            ],  # type: ignore[union-attr]
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
     with open(blank, "rb") as src, open(image, "r+b") as dst:
         dst.write(src.read())
@@ -228,13 +247,16 @@ def _sim_available() -> bool:
 
 
 BACKENDS = [
-    pytest.param(SimBackend, id="sim",
-                 marks=pytest.mark.skipif(not _sim_available(), reason="tapesim.drive missing")),
+    pytest.param(SimBackend, id="sim", marks=pytest.mark.skipif(not _sim_available(), reason="tapesim.drive missing")),
     pytest.param(DirBackend, id="dir"),
     pytest.param(FakeStBackend, id="fakest"),
     pytest.param(FakeStNoFilenoBackend, id="fakest-nofileno"),
-    pytest.param(StBackend, id="st", marks=[
-        pytest.mark.hardware,
-        pytest.mark.skipif(not os.environ.get("TAPEARC_TEST_TAPE"), reason="TAPEARC_TEST_TAPE not set"),
-    ]),
+    pytest.param(
+        StBackend,
+        id="st",
+        marks=[
+            pytest.mark.hardware,
+            pytest.mark.skipif(not os.environ.get("TAPEARC_TEST_TAPE"), reason="TAPEARC_TEST_TAPE not set"),
+        ],
+    ),
 ]

@@ -10,8 +10,9 @@ a function) before doing anything.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from tapearc.media import mtio
 
@@ -51,7 +52,11 @@ def oserr(code: int) -> OSError:
 
 class FakeSt:
     def __init__(
-        self, tape: FakeTape, *, readonly: bool = False, hide_fileno: bool = False,
+        self,
+        tape: FakeTape,
+        *,
+        readonly: bool = False,
+        hide_fileno: bool = False,
         report_eod: bool = True,
     ) -> None:
         if tape.write_protected and not readonly:
@@ -111,7 +116,7 @@ class FakeSt:
         self.writing = False
 
     def _put(self, obj: bytes | None) -> None:
-        del self.tape.objects[self.pos:]
+        del self.tape.objects[self.pos :]
         self.tape.objects.append(obj)
         self.pos += 1
 

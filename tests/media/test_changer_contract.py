@@ -47,16 +47,21 @@ def _fake_mtx(tmp_path: Path) -> str:
     return str(path)
 
 
-@pytest.fixture(params=[
-    "sim",
-    "serial-pty",
-    "serial-tcp",
-    "mtx-fake",
-    pytest.param("mtx-hw", marks=[
-        pytest.mark.hardware,
-        pytest.mark.skipif(not HW_CHANGER, reason="set TAPEARC_TEST_CHANGER=/dev/sgN to run on a real changer"),
-    ]),
-])
+@pytest.fixture(
+    params=[
+        "sim",
+        "serial-pty",
+        "serial-tcp",
+        "mtx-fake",
+        pytest.param(
+            "mtx-hw",
+            marks=[
+                pytest.mark.hardware,
+                pytest.mark.skipif(not HW_CHANGER, reason="set TAPEARC_TEST_CHANGER=/dev/sgN to run on a real changer"),
+            ],
+        ),
+    ]
+)
 def changer(request, tmp_path) -> Iterator[Changer]:
     kind = request.param
     stop = None

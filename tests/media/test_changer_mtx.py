@@ -42,8 +42,9 @@ def install(tmp_path: Path, script: str, config: dict, name: str = "mtx") -> str
 class Replay:
     def __init__(self, tmp_path: Path, steps: list[dict]) -> None:
         self.log = tmp_path / "argv.log"
-        self.path = install(tmp_path, "fake_mtx_replay.py",
-                            {"steps": steps, "log": str(self.log), "counter": str(tmp_path / "n")})
+        self.path = install(
+            tmp_path, "fake_mtx_replay.py", {"steps": steps, "log": str(self.log), "counter": str(tmp_path / "n")}
+        )
 
     @property
     def calls(self) -> list[list[str]]:
@@ -124,7 +125,11 @@ def test_lab_nobarcode_status():
     st = parse_mtx_status(s["stdout"])
     assert st.drives == (DriveBayStatus(0, True, None, 2),)
     assert [(k.number, k.full, k.barcode) for k in st.slots] == [
-        (1, True, None), (2, False, None), (3, True, None), (4, True, None)]
+        (1, True, None),
+        (2, False, None),
+        (3, True, None),
+        (4, True, None),
+    ]
 
 
 def test_lab_two_drives():
@@ -181,13 +186,15 @@ def test_synthetic_tags_on_lines_of_their_own():
     assert st.details["alternate_barcodes"] == {"slot 3": "ALT003"}
 
 
-@pytest.mark.parametrize("text", [
-    "  Storage Changer /dev/sg3:1 Drives, 4 Slots ( 0 Import/Export )\r\n"
-    "Data Transfer Element 0:Full (Storage Element 1 Loaded):VolumeTag=X1\r\n"
-    "      Storage Element 1:Empty\r\n",
-    "Data Transfer Element 0 : Full (Storage Element 1 Loaded) :VolumeTag =  X1  \n"
-    "Storage Element 1 : Empty\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "  Storage Changer /dev/sg3:1 Drives, 4 Slots ( 0 Import/Export )\r\n"
+        "Data Transfer Element 0:Full (Storage Element 1 Loaded):VolumeTag=X1\r\n"
+        "      Storage Element 1:Empty\r\n",
+        "Data Transfer Element 0 : Full (Storage Element 1 Loaded) :VolumeTag =  X1  \nStorage Element 1 : Empty\n",
+    ],
+)
 def test_spacing_and_line_ends_vary(text):
     st = parse_mtx_status(text)
     assert st.drives == (DriveBayStatus(0, True, "X1", 1),)
@@ -204,7 +211,8 @@ def test_error_lines_from_the_lab():
     steps = lab("lab-tgt-2drives-3slots-errors.transcript")
     sense = next(s for s in steps if s["argv"][-2:] == ["0", "0"])
     assert mtx_error_line(sense["stderr"]) == (
-        "MOVE MEDIUM from Element Address 500 to 0 Failed (sense key Illegal Request, ASC 24h ASCQ 00h)")
+        "MOVE MEDIUM from Element Address 500 to 0 Failed (sense key Illegal Request, ASC 24h ASCQ 00h)"
+    )
     empty = next(s for s in steps if s["argv"][-3:] == ["load", "1", "1"])
     assert mtx_error_line(empty["stderr"]) == "Source Element Address 1000 is Empty"
     usage = "Usage:\n\tmtx --version\n\tmtx [ -f <loader-dev> ] noattach <more commands>\n"
@@ -216,10 +224,17 @@ def test_error_lines_from_the_lab():
 
 def test_replays_the_lab_session(tmp_path):
     steps = lab("lab-tgt-1drive-4slots.transcript")
-    wanted = [s for s in steps if s["argv"][2:] in (["status"], ["load", "1", "0"], ["unload", "1", "0"],
-                                                     ["load", "9", "0"])][:6]
-    assert [s["argv"][2:] for s in wanted] == [["status"], ["load", "1", "0"], ["status"],
-                                                ["unload", "1", "0"], ["status"], ["load", "9", "0"]]
+    wanted = [
+        s for s in steps if s["argv"][2:] in (["status"], ["load", "1", "0"], ["unload", "1", "0"], ["load", "9", "0"])
+    ][:6]
+    assert [s["argv"][2:] for s in wanted] == [
+        ["status"],
+        ["load", "1", "0"],
+        ["status"],
+        ["unload", "1", "0"],
+        ["status"],
+        ["load", "9", "0"],
+    ]
     fake = Replay(tmp_path, [step(s["argv"], s["stdout"], s["stderr"], s["rc"]) for s in wanted])
     ch = MtxChanger("/dev/sg2", mtx=fake.path)
     assert isinstance(ch, Changer)
@@ -232,8 +247,10 @@ def test_replays_the_lab_session(tmp_path):
     with pytest.raises(ChangerError) as info:
         ch.load(9, 0)
     msg = str(info.value)
-    assert msg == ("mtx:/dev/sg2: `mtx -f /dev/sg2 load 9 0` failed: "
-                   "Invalid <storage-element-number> argument '9' to 'load' command")
+    assert msg == (
+        "mtx:/dev/sg2: `mtx -f /dev/sg2 load 9 0` failed: "
+        "Invalid <storage-element-number> argument '9' to 'load' command"
+    )
     assert "\n" not in msg and info.value.exit_code == 17
     assert fake.calls == [s["argv"] for s in wanted]
     ch.close()
@@ -242,12 +259,15 @@ def test_replays_the_lab_session(tmp_path):
         ch.status()
 
 
-@pytest.mark.parametrize("argv,expect", [
-    (["unload", "1", "0"], "Data Transfer Element 0 is Empty"),
-    (["load", "3", "0"], "Drive 0 Full (Storage Element 2 loaded)"),
-    (["unload", "3", "0"], "Storage Element 3 is Already Full"),
-    (["load", "1", "1"], "illegal <drive-number> argument '1' to 'load' command"),
-])
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (["unload", "1", "0"], "Data Transfer Element 0 is Empty"),
+        (["load", "3", "0"], "Drive 0 Full (Storage Element 2 loaded)"),
+        (["unload", "3", "0"], "Storage Element 3 is Already Full"),
+        (["load", "1", "1"], "illegal <drive-number> argument '1' to 'load' command"),
+    ],
+)
 def test_lab_failures_become_changer_errors(tmp_path, argv, expect):
     s = next(s for s in lab("lab-tgt-1drive-4slots.transcript") if s["argv"][2:] == argv and s["rc"])
     fake = Replay(tmp_path, [step(s["argv"], s["stdout"], s["stderr"], s["rc"])])
@@ -272,16 +292,22 @@ def test_scsi_failure_is_one_line(tmp_path):
 
 def test_unload_to_where_it_came_from(tmp_path):
     status = lab("lab-tgt-2drives-6slots.transcript")[3]  # drive 0 from 1, drive 1 from 3
-    fake = Replay(tmp_path, [step(["-f", "/dev/sg3", "status"], status["stdout"]),
-                             step(["-f", "/dev/sg3", "unload", "3", "1"], "Unloading drive 1 into Storage Element 3...done\n")])
+    fake = Replay(
+        tmp_path,
+        [
+            step(["-f", "/dev/sg3", "status"], status["stdout"]),
+            step(["-f", "/dev/sg3", "unload", "3", "1"], "Unloading drive 1 into Storage Element 3...done\n"),
+        ],
+    )
     MtxChanger("/dev/sg3", mtx=fake.path).unload(1)
     assert fake.calls[-1] == ["-f", "/dev/sg3", "unload", "3", "1"]
 
 
 def test_unload_to_the_first_empty_slot_when_the_source_is_unknown(tmp_path):
     text = (DATA / "synthetic-4drives-26slots-ie-alternate.status").read_text()
-    fake = Replay(tmp_path, [step(["-f", "/dev/sg7", "status"], text),
-                             step(["-f", "/dev/sg7", "unload", "5", "2"], "")])
+    fake = Replay(
+        tmp_path, [step(["-f", "/dev/sg7", "status"], text), step(["-f", "/dev/sg7", "unload", "5", "2"], "")]
+    )
     MtxChanger("/dev/sg7", mtx=fake.path).unload(2)  # unknown source: slot 5 (not I/E 26)
     assert len(fake.calls) == 2
 
@@ -363,8 +389,14 @@ def test_no_device():
 # ------------------------------------------------------------------------- the stateful fake
 
 
-def stateful(tmp_path: Path, device: str = "/dev/sg5", nslots: int = 4, ndrives: int = 1,
-             empty: tuple[int, ...] = (), ie: tuple[int, ...] = ()) -> MtxChanger:
+def stateful(
+    tmp_path: Path,
+    device: str = "/dev/sg5",
+    nslots: int = 4,
+    ndrives: int = 1,
+    empty: tuple[int, ...] = (),
+    ie: tuple[int, ...] = (),
+) -> MtxChanger:
     state = {
         "device": device,
         "slots": {str(k): (None if k in empty else f"STL{k:03d}L8") for k in range(1, nslots + 1)},

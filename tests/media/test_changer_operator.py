@@ -61,8 +61,7 @@ def test_the_right_medium_already_there_asks_nothing():
 def test_prompt_then_poll_until_inserted():
     op, check, said, clock, calls = make([False, False, None, True], poll=2.0)
     op.wait_for_medium("medium TAP002 (sequence 2 of media set 1234)", check)
-    assert said == ["Please put medium TAP002 (sequence 2 of media set 1234) into the drive; "
-                    "press Ctrl-C to give up."]
+    assert said == ["Please put medium TAP002 (sequence 2 of media set 1234) into the drive; press Ctrl-C to give up."]
     assert clock.sleeps == [2.0, 2.0, 2.0]
     assert len(calls) == 4
 

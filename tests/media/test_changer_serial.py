@@ -176,7 +176,7 @@ class Fake:
             try:
                 self.conn.settimeout(0.1)
                 chunk = self.conn.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -225,12 +225,18 @@ def basic(extra: Handler | None = None) -> Handler:
             extra(tag, cmd, fake)
         else:
             fake.send(f"{tag} OK\n")
+
     return handler
 
 
 def test_tags_increment_and_the_empty_line_first(fake):
-    f = fake(basic(lambda tag, cmd, fk: fk.send(f"{tag} SLOT 1 EMPTY\n{tag} SLOT 2 FULL -\n"
-                                                f"{tag} DRIVE 0 FULL AB_-9 FROM -\n{tag} OK\n")))
+    f = fake(
+        basic(
+            lambda tag, cmd, fk: fk.send(
+                f"{tag} SLOT 1 EMPTY\n{tag} SLOT 2 FULL -\n{tag} DRIVE 0 FULL AB_-9 FROM -\n{tag} OK\n"
+            )
+        )
+    )
     ch = SerialChanger(f.url, timeout=2)
     st = ch.status()
     ch.status()
@@ -246,8 +252,11 @@ def test_tags_increment_and_the_empty_line_first(fake):
 
 def test_stale_lines_and_noise_are_discarded(fake):
     def status(tag, cmd, fk):
-        fk.send(f"{int(tag) - 1} OK\nnoise without a tag\n{tag}7 SLOT 1 FULL WRONG\n"
-                f"- ERR E100 something\n{tag} SLOT 1 FULL GOOD\r\n{tag} DRIVE 0 EMPTY\r\n{tag} OK\r\n")
+        fk.send(
+            f"{int(tag) - 1} OK\nnoise without a tag\n{tag}7 SLOT 1 FULL WRONG\n"
+            f"- ERR E100 something\n{tag} SLOT 1 FULL GOOD\r\n{tag} DRIVE 0 EMPTY\r\n{tag} OK\r\n"
+        )
+
     f = fake(basic(status))
     ch = SerialChanger(f.url, timeout=2)
     assert ch.status().slots == (SlotStatus(1, True, "GOOD"),)
@@ -261,6 +270,7 @@ def test_a_late_answer_after_a_timeout_is_discarded(fake):
             fk.send(f"{tag} OK\n")
         else:
             fk.send(f"{tag} SLOT 1 EMPTY\n{tag} DRIVE 0 FULL T1 FROM 1\n{tag} OK\n")
+
     f = fake(basic(slow_load))
     ch = SerialChanger(f.url, timeout=2, motion_timeout=0.3)
     t0 = time.monotonic()
@@ -278,6 +288,7 @@ def test_busy_lines_extend_the_wait(fake):
             fk.send(f"{tag} BUSY\n")
             time.sleep(0.15)
         fk.send(f"{tag} OK\n")
+
     f = fake(basic(busy_load))
     ch = SerialChanger(f.url, timeout=2, motion_timeout=0.4)
     ch.load(1, 0)  # 0.9 s in all, never 0.4 s of silence
@@ -293,6 +304,7 @@ def test_busy_forever_still_times_out(fake):
                 fk.send(f"{tag} BUSY\n")
             except OSError:
                 return
+
     f = fake(basic(busy_forever))
     ch = SerialChanger(f.url, timeout=2, motion_timeout=0.3)
     t0 = time.monotonic()
@@ -313,6 +325,7 @@ def test_err_lines(fake):
             fk.send(f"{tag} ERR E999\n")
         else:
             fk.send(f"{tag} SLOT x FULL\n{tag} OK\n")
+
     f = fake(basic(errs))
     ch = SerialChanger(f.url, timeout=2)
     with pytest.raises(ChangerError) as info:
@@ -401,8 +414,12 @@ def test_against_the_tapesim_autoloader_command(libdir, mode):
     import sys
 
     args = [mode] if mode == "--pty" else [mode, "127.0.0.1:0"]
-    proc = subprocess.Popen([sys.executable, "-m", "tapesim", "autoloader", str(libdir), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tapesim", "autoloader", str(libdir), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 20)
         assert ready, "tapesim autoloader printed nothing"

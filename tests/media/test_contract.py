@@ -58,9 +58,15 @@ C = [payload(6, 3)]
 LAYOUT = [*A, FM, *B, FM, *C]  # objects by logical number
 EOD_POS = Position(8, 2, 1)
 POSITIONS = [  # the Position of every logical object of LAYOUT, then end of data
-    Position(0, 0, 0), Position(1, 0, 1), Position(2, 0, 2), Position(3, 0, 3),
-    Position(4, 1, 0), Position(5, 1, 1), Position(6, 1, 2),
-    Position(7, 2, 0), EOD_POS,
+    Position(0, 0, 0),
+    Position(1, 0, 1),
+    Position(2, 0, 2),
+    Position(3, 0, 3),
+    Position(4, 1, 0),
+    Position(5, 1, 1),
+    Position(6, 1, 2),
+    Position(7, 2, 0),
+    EOD_POS,
 ]
 
 

@@ -118,12 +118,10 @@ def test_write_protected_marker(tmp_path):
 
 
 def test_busy_while_open_for_writing(tmp_path):
-    with DirDrive(str(tmp_path / "m"), write=True):
-        with pytest.raises(MediumUnavailableError, match="in use"):
-            DirDrive(str(tmp_path / "m"), write=False)
-    with DirDrive(str(tmp_path / "m"), write=False):
-        with DirDrive(str(tmp_path / "m"), write=False):
-            pass  # readers share
+    with DirDrive(str(tmp_path / "m"), write=True), pytest.raises(MediumUnavailableError, match="in use"):
+        DirDrive(str(tmp_path / "m"), write=False)
+    with DirDrive(str(tmp_path / "m"), write=False), DirDrive(str(tmp_path / "m"), write=False):
+        pass  # readers share
 
 
 def test_damaged_layout(tmp_path):

@@ -47,8 +47,11 @@ def test_st_missing_device_node(spec, monkeypatch):
     import os
 
     real_stat = os.stat
-    monkeypatch.setattr(os, "stat", lambda p, *a, **k: (_ for _ in ()).throw(FileNotFoundError(p))
-                        if p == "/dev/nst9" else real_stat(p, *a, **k))
+    monkeypatch.setattr(
+        os,
+        "stat",
+        lambda p, *a, **k: (_ for _ in ()).throw(FileNotFoundError(p)) if p == "/dev/nst9" else real_stat(p, *a, **k),
+    )
     with pytest.raises(MediumUnavailableError, match="no such tape device /dev/nst9") as info:
         open_medium(spec, write=False)
     assert info.value.medium == "st:/dev/nst9"

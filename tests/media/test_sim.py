@@ -8,11 +8,10 @@ import pytest
 
 pytest.importorskip("tapesim.drive")
 
-from tapesim.drive import create_image  # noqa: E402
-
-from tapearc.errors import MediumUnavailableError, WriteProtectedError  # noqa: E402
-from tapearc.media.base import Mark, Position  # noqa: E402
-from tapearc.media.sim import open_sim  # noqa: E402
+from tapearc.errors import MediumUnavailableError, WriteProtectedError
+from tapearc.media.base import Mark, Position
+from tapearc.media.sim import open_sim
+from tapesim.drive import create_image
 
 
 def test_missing_image_for_reading(tmp_path):
@@ -55,9 +54,8 @@ def test_write_protected_opens_read_only(tmp_path):
 
 def test_busy_image(tmp_path):
     path = str(tmp_path / "t.tap")
-    with open_sim(path, write=True, create=True):
-        with pytest.raises(MediumUnavailableError):
-            open_sim(path, write=False, create=False)
+    with open_sim(path, write=True, create=True), pytest.raises(MediumUnavailableError):
+        open_sim(path, write=False, create=False)
 
 
 def test_default_max_record_is_the_drives(tmp_path):

@@ -26,8 +26,16 @@ from tapearc.media.stream import MAX_STREAM_RECORD, StreamDrive
 W = struct.Struct("<I")
 EOM = W.pack(0xFFFFFFFF)
 
-OBJECTS: list[bytes | Mark] = [b"label", Mark.FILEMARK, b"x" * 1001, b"y" * 4096, b"\x00", Mark.FILEMARK,
-                               Mark.FILEMARK, b"tail-without-filemark"]
+OBJECTS: list[bytes | Mark] = [
+    b"label",
+    Mark.FILEMARK,
+    b"x" * 1001,
+    b"y" * 4096,
+    b"\x00",
+    Mark.FILEMARK,
+    Mark.FILEMARK,
+    b"tail-without-filemark",
+]
 
 
 def write_objects(drive: StreamDrive, objs: list[bytes | Mark]) -> None:
@@ -246,10 +254,9 @@ def test_close_writes_the_end_marker_only_after_success() -> None:
     assert ok.getvalue().endswith(EOM)
 
     failed = io.BytesIO()
-    with pytest.raises(RuntimeError):
-        with StreamDrive(failed, write=True) as d:
-            d.write_record(b"a")
-            raise RuntimeError("job failed")
+    with pytest.raises(RuntimeError), StreamDrive(failed, write=True) as d:
+        d.write_record(b"a")
+        raise RuntimeError("job failed")
     assert failed.getvalue() == framed([b"a"], eom=False)
 
     # close() called while an exception is on its way out (the CLI's try/finally)
@@ -339,8 +346,13 @@ def test_terminals_are_refused() -> None:
         )
         p = subprocess.run([sys.executable, "-c", code, "w"], stdout=slave, stderr=subprocess.PIPE, timeout=60)
         assert p.returncode == 7 and b"standard output, which is a terminal" in p.stderr
-        p = subprocess.run([sys.executable, "-c", code, "r"], stdin=slave, stderr=subprocess.PIPE,
-                           stdout=subprocess.DEVNULL, timeout=60)
+        p = subprocess.run(
+            [sys.executable, "-c", code, "r"],
+            stdin=slave,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            timeout=60,
+        )
         assert p.returncode == 7 and b"standard input, which is a terminal" in p.stderr
     finally:
         os.close(master)

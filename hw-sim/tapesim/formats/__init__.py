@@ -26,9 +26,22 @@ from . import aws, simh, tgt
 from .events import EndOfData, Event, Filemark, Record, TapeFormatError, events_from, layout
 
 __all__ = [
-    "FORMATS", "Record", "Filemark", "EndOfData", "Event", "TapeFormatError", "ConvertResult",
-    "guess_format", "read_events", "scan_image", "open_writer", "write_events", "convert",
-    "events_from", "layout", "image_barcode",
+    "FORMATS",
+    "ConvertResult",
+    "EndOfData",
+    "Event",
+    "Filemark",
+    "Record",
+    "TapeFormatError",
+    "convert",
+    "events_from",
+    "guess_format",
+    "image_barcode",
+    "layout",
+    "open_writer",
+    "read_events",
+    "scan_image",
+    "write_events",
 ]
 
 FORMATS = {"simh": simh, "aws": aws, "tgt": tgt}
@@ -56,8 +69,7 @@ def _resolve(path: str | os.PathLike[str], fmt: str | None) -> str:
         fmt = guess_format(path)
         if fmt is None:
             raise TapeFormatError(
-                f"cannot tell the format of {os.fspath(path)} from its suffix "
-                f"(give it: {', '.join(FORMATS)})"
+                f"cannot tell the format of {os.fspath(path)} from its suffix (give it: {', '.join(FORMATS)})"
             )
     _module(fmt)
     return fmt

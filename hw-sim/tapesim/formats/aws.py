@@ -23,8 +23,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..simh import ScanResult
-from .events import (EventWriter, Event, Obj, TapeFormatError, events_of, file_size,
-                     located_error, scan_result_of)
+from .events import Event, EventWriter, Obj, TapeFormatError, events_of, file_size, located_error, scan_result_of
 
 NAME = "aws"
 SUFFIXES = (".aws", ".het")
@@ -177,9 +176,7 @@ class AwsWriter(EventWriter):
 
     def record(self, data: bytes, *, error: bool = False) -> None:
         if error:
-            raise TapeFormatError(
-                f"record {self.records + 1} carries the SIMH error flag, which AWS cannot represent"
-            )
+            raise TapeFormatError(f"record {self.records + 1} carries the SIMH error flag, which AWS cannot represent")
         n = len(data)
         if n <= self._chunk:
             self._put(data, NEWREC | ENDREC)
@@ -187,7 +184,7 @@ class AwsWriter(EventWriter):
             view = memoryview(data)
             for at in range(0, n, self._chunk):
                 flags = (NEWREC if at == 0 else 0) | (ENDREC if at + self._chunk >= n else 0)
-                self._put(view[at:at + self._chunk], flags)
+                self._put(view[at : at + self._chunk], flags)
         self.records += 1
 
     def filemark(self) -> None:

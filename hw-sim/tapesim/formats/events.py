@@ -56,6 +56,7 @@ class EndOfData:
 
 Event = Union[Record, Filemark, EndOfData]
 
+
 class EventWriter:
     """What the format writers share: ``write(event)`` dispatches an event to ``record``,
     ``filemark`` or ``finish``, which each writer defines."""
@@ -69,7 +70,7 @@ class EventWriter:
     def finish(self) -> None:
         raise NotImplementedError
 
-    def write(self, ev: "Event") -> None:
+    def write(self, ev: Event) -> None:
         if isinstance(ev, Record):
             self.record(ev.data, error=ev.error)
         elif isinstance(ev, Filemark):
@@ -130,7 +131,7 @@ def events_of(objs: Iterable[Obj]) -> Iterator[Event]:
             return
 
 
-def events_from(items: Iterable[bytes | int | None | Event]) -> Iterator[Event]:
+def events_from(items: Iterable[bytes | int | Event | None]) -> Iterator[Event]:
     """Shorthand for tests and scripts: ``bytes`` -> Record, ``None`` -> Filemark; events pass.
 
     An :class:`EndOfData` is appended if the items do not end with one.

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from .. import simh as _s
-from .events import EventWriter, Event, Obj, TapeFormatError, events_of, file_size, located_error
+from .events import Event, EventWriter, Obj, TapeFormatError, events_of, file_size, located_error
 
 NAME = "simh"
 SUFFIXES = (".tap", ".simh")
@@ -68,9 +68,7 @@ def walk(f: BinaryIO, *, with_data: bool = True) -> Iterator[Obj]:
             raise located_error(f"truncated record (length {length})", pos)
         trailer = unpack(t)[0]
         if trailer != word:
-            raise located_error(
-                f"record length mismatch (leading 0x{word:08X}, trailing 0x{trailer:08X})", pos
-            )
+            raise located_error(f"record length mismatch (leading 0x{word:08X}, trailing 0x{trailer:08X})", pos)
         yield Obj("record", pos, length, bool(word & _s.MTR_ERF), data)
         pos += 8 + padded
 
@@ -106,9 +104,7 @@ class SimhWriter(EventWriter):
     def record(self, data: bytes, *, error: bool = False) -> None:
         n = len(data)
         if n == 0:
-            raise TapeFormatError(
-                f"record {self.records + 1} is empty: SIMH images cannot hold 0-byte records"
-            )
+            raise TapeFormatError(f"record {self.records + 1} is empty: SIMH images cannot hold 0-byte records")
         if n > _s.MTR_MAXLEN:
             raise TapeFormatError(
                 f"record {self.records + 1} has {n} bytes: more than the SIMH maximum {_s.MTR_MAXLEN}"

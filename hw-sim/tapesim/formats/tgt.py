@@ -32,7 +32,7 @@ from typing import BinaryIO
 
 from ..simh import ScanResult
 from ._crc32c import crc32c
-from .events import EventWriter, Event, Obj, TapeFormatError, events_of, located_error, scan_result_of
+from .events import Event, EventWriter, Obj, TapeFormatError, events_of, located_error, scan_result_of
 
 NAME = "tgt"
 SUFFIXES = (".tgt", ".ssc")
@@ -71,13 +71,17 @@ _M_APP_VENDOR = 344
 _M_BARCODE = 568
 _M_VENDOR_UNIQUE_SIZE = 256
 
-_TYPE_NAMES = {BLK_NOOP: "no-op", BLK_COMPRESSED_DATA: "compressed data",
-               BLK_ENCRYPTED_DATA: "encrypted data", BLK_SETMARK: "setmark",
-               BLK_BOT: "BOT", BLK_EOD: "EOD"}
+_TYPE_NAMES = {
+    BLK_NOOP: "no-op",
+    BLK_COMPRESSED_DATA: "compressed data",
+    BLK_ENCRYPTED_DATA: "encrypted data",
+    BLK_SETMARK: "setmark",
+    BLK_BOT: "BOT",
+    BLK_EOD: "EOD",
+}
 
 
-def pack_header(ondisk_sz: int, blk_sz: int, blk_type: int, blk_num: int,
-                prev: int, curr: int, nxt: int) -> bytes:
+def pack_header(ondisk_sz: int, blk_sz: int, blk_type: int, blk_num: int, prev: int, curr: int, nxt: int) -> bytes:
     """A 48-byte block header, checksum included."""
     body = HDR.pack(ondisk_sz, blk_sz, blk_type, blk_num, prev, curr, nxt)
     return struct.pack("<I", crc32c(body)) + body
@@ -123,41 +127,46 @@ def read_mam(f: BinaryIO) -> MamInfo:
     if len(m) < MAM_SIZE:
         raise located_error("image too short for the MAM (not a tgt tape file)", MAM_OFFSET)
     version = struct.unpack_from(">I", m, _M_VERSION)[0]
-    barcode = _cstr(m[_M_BARCODE:_M_BARCODE + 32]).rstrip(" ") or None
+    barcode = _cstr(m[_M_BARCODE : _M_BARCODE + 32]).rstrip(" ") or None
     return MamInfo(
         tape_fmt_version=version,
         remaining_capacity=struct.unpack_from(">Q", m, _M_REMAINING)[0],
         max_capacity=struct.unpack_from(">Q", m, _M_MAX_CAPACITY)[0],
         barcode=barcode,
-        serial=_cstr(m[_M_SERIAL:_M_SERIAL + 32]),
+        serial=_cstr(m[_M_SERIAL : _M_SERIAL + 32]),
         medium_type=m[_M_TYPE],
     )
 
 
-def build_mam(*, max_capacity: int, remaining_capacity: int, barcode: str, serial: str,
-              manufacturer: str = "tapesim", application_vendor: str = "tapesim") -> bytes:
+def build_mam(
+    *,
+    max_capacity: int,
+    remaining_capacity: int,
+    barcode: str,
+    serial: str,
+    manufacturer: str = "tapesim",
+    application_vendor: str = "tapesim",
+) -> bytes:
     """A MAM as ``tgtimg --op new --type data`` writes it (with our vendor strings)."""
     m = bytearray(MAM_SIZE)
     struct.pack_into(">I", m, _M_VERSION, TAPE_FMT_VERSION)
     struct.pack_into(">Q", m, _M_REMAINING, remaining_capacity)
     struct.pack_into(">Q", m, _M_MAX_CAPACITY, max_capacity)
     struct.pack_into(">Q", m, _M_SPACE_REMAINING, _M_VENDOR_UNIQUE_SIZE)
-    m[_M_MANUFACTURER:_M_MANUFACTURER + 8] = manufacturer.encode("ascii")[:8].ljust(8)
+    m[_M_MANUFACTURER : _M_MANUFACTURER + 8] = manufacturer.encode("ascii")[:8].ljust(8)
     ser = serial.encode("ascii")[:31]
-    m[_M_SERIAL:_M_SERIAL + len(ser)] = ser
+    m[_M_SERIAL : _M_SERIAL + len(ser)] = ser
     struct.pack_into(">I", m, _M_LENGTH, 384)  # 384 tracks (as tgtimg)
     struct.pack_into(">I", m, _M_WIDTH, 127)  # 12.7 mm
     m[_M_TYPE] = CART_DATA
-    m[_M_APP_VENDOR:_M_APP_VENDOR + 8] = application_vendor.encode("ascii")[:8].ljust(8)
-    m[_M_BARCODE:_M_BARCODE + 31] = barcode.encode("ascii").ljust(31)  # "%-31s" + NUL
+    m[_M_APP_VENDOR : _M_APP_VENDOR + 8] = application_vendor.encode("ascii")[:8].ljust(8)
+    m[_M_BARCODE : _M_BARCODE + 31] = barcode.encode("ascii").ljust(31)  # "%-31s" + NUL
     return bytes(m)
 
 
 def check_barcode(barcode: str) -> str:
     if not barcode or len(barcode) > MAX_BARCODE or not barcode.isascii() or not barcode.isprintable():
-        raise TapeFormatError(
-            f"invalid tgt barcode {barcode!r} (1 to {MAX_BARCODE} printable ASCII characters)"
-        )
+        raise TapeFormatError(f"invalid tgt barcode {barcode!r} (1 to {MAX_BARCODE} printable ASCII characters)")
     return barcode
 
 
@@ -257,9 +266,16 @@ class TgtWriter(EventWriter):
 
     name = NAME
 
-    def __init__(self, f: BinaryIO, *, barcode: str, capacity: int | None = None,
-                 serial: str | None = None, manufacturer: str = "tapesim",
-                 application_vendor: str = "tapesim") -> None:
+    def __init__(
+        self,
+        f: BinaryIO,
+        *,
+        barcode: str,
+        capacity: int | None = None,
+        serial: str | None = None,
+        manufacturer: str = "tapesim",
+        application_vendor: str = "tapesim",
+    ) -> None:
         self._f = f
         self._vendor = (manufacturer, application_vendor)
         self.barcode = check_barcode(barcode)
@@ -293,9 +309,7 @@ class TgtWriter(EventWriter):
 
     def record(self, data: bytes, *, error: bool = False) -> None:
         if error:
-            raise TapeFormatError(
-                f"record {self.records + 1} carries the SIMH error flag, which tgt cannot represent"
-            )
+            raise TapeFormatError(f"record {self.records + 1} carries the SIMH error flag, which tgt cannot represent")
         if len(data) > 0xFFFFFFFF:
             raise TapeFormatError(f"record {self.records + 1} too large for tgt")
         self._block(data, BLK_UNCOMPRESS_DATA)
@@ -317,8 +331,15 @@ class TgtWriter(EventWriter):
         self._f.seek(0)
         self._f.write(pack_header(0, min(-(-cap // MiB), 0xFFFFFFFF), BLK_BOT, 0, 0, 0, FIRST_BLOCK))
         written = eod - FIRST_BLOCK  # bytes of blocks (headers included) after BOT and MAM
-        self._f.write(build_mam(max_capacity=cap, remaining_capacity=max(cap - written, 0),
-                                barcode=self.barcode, serial=self.serial,
-                                manufacturer=self._vendor[0], application_vendor=self._vendor[1]))
+        self._f.write(
+            build_mam(
+                max_capacity=cap,
+                remaining_capacity=max(cap - written, 0),
+                barcode=self.barcode,
+                serial=self.serial,
+                manufacturer=self._vendor[0],
+                application_vendor=self._vendor[1],
+            )
+        )
         self._f.seek(used)
         self.finished = True

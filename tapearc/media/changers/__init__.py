@@ -25,7 +25,9 @@ __all__ = [
     "open_changer",
 ]
 
-ACCEPTED_FORMS = "sim:DIR, mtx:/dev/sgN, serial:PORT (e.g. serial:/dev/ttyUSB0 or serial:socket://HOST:PORT), or operator"
+ACCEPTED_FORMS = (
+    "sim:DIR, mtx:/dev/sgN, serial:PORT (e.g. serial:/dev/ttyUSB0 or serial:socket://HOST:PORT), or operator"
+)
 
 
 def open_changer(spec: str) -> Changer:

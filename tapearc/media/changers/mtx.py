@@ -180,8 +180,9 @@ class MtxChanger:
     are bounded by 120 s. Every failure is a ChangerError quoting mtx's own words.
     """
 
-    def __init__(self, device: str, *, mtx: str = "mtx", timeout: float = MOTION_TIMEOUT,
-                 status_timeout: float = STATUS_TIMEOUT) -> None:
+    def __init__(
+        self, device: str, *, mtx: str = "mtx", timeout: float = MOTION_TIMEOUT, status_timeout: float = STATUS_TIMEOUT
+    ) -> None:
         if not device:
             raise ChangerError("mtx changer: no device given (expected mtx:/dev/sgN)")
         self.device = device
@@ -224,8 +225,7 @@ class MtxChanger:
             self._kill(proc)
             raise ChangerError(
                 f"{self.name}: `{shown}` timed out after {timeout:g} s",
-                hint="the changer may still be moving; check it with `mtx -f "
-                f"{self.device} status` before retrying",
+                hint=f"the changer may still be moving; check it with `mtx -f {self.device} status` before retrying",
             ) from None
         except BaseException:  # Ctrl-C: do not leave mtx behind
             self._kill(proc)
@@ -263,8 +263,9 @@ class MtxChanger:
             st = self.status()
             bay = next((d for d in st.drives if d.number == drive), None)
             if bay is None:
-                raise ChangerError(f"{self.name}: no drive {drive} (drives: "
-                                   f"{', '.join(str(d.number) for d in st.drives) or 'none'})")
+                raise ChangerError(
+                    f"{self.name}: no drive {drive} (drives: {', '.join(str(d.number) for d in st.drives) or 'none'})"
+                )
             if not bay.full:
                 raise ChangerError(f"{self.name}: drive {drive} is empty")
             free = {s.number for s in st.slots if not s.full}

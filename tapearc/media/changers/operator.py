@@ -52,16 +52,19 @@ class OperatorChanger:
 
     def status(self) -> ChangerStatus:
         """One drive (what it holds is unknown here: ``full`` is False) and no slots."""
-        return ChangerStatus(slots=(), drives=(DriveBayStatus(0, False),),
-                             details={"operator": True, "drive_contents": "unknown"})
+        return ChangerStatus(
+            slots=(), drives=(DriveBayStatus(0, False),), details={"operator": True, "drive_contents": "unknown"}
+        )
 
     def load(self, slot: int, drive: int = 0) -> None:
-        raise ChangerError("an operator changer has no slots",
-                           hint="the operator is asked for media by name (wait_for_medium)")
+        raise ChangerError(
+            "an operator changer has no slots", hint="the operator is asked for media by name (wait_for_medium)"
+        )
 
     def unload(self, drive: int = 0, slot: int | None = None) -> None:
-        raise ChangerError("an operator changer has no slots",
-                           hint="the operator is asked for media by name (wait_for_medium)")
+        raise ChangerError(
+            "an operator changer has no slots", hint="the operator is asked for media by name (wait_for_medium)"
+        )
 
     def close(self) -> None:
         pass
@@ -90,8 +93,9 @@ class OperatorChanger:
                 self.prompt_fn(result)
             last = result if isinstance(result, str) else None
             if timeout is not None and self._clock() - start >= timeout:
-                raise ChangerError(f"timed out after {timeout:g} s waiting for {describe}",
-                                   hint="run again when the medium is at hand")
+                raise ChangerError(
+                    f"timed out after {timeout:g} s waiting for {describe}", hint="run again when the medium is at hand"
+                )
             wait = self.poll
             if timeout is not None:
                 wait = max(0.0, min(wait, start + timeout - self._clock()))

@@ -66,11 +66,9 @@ class SerialChanger:
     LOAD and UNLOAD. Opening checks that a TALP/1 device answers.
     """
 
-    def __init__(self, url: str, *, timeout: float = HELLO_TIMEOUT,
-                 motion_timeout: float = MOTION_TIMEOUT) -> None:
+    def __init__(self, url: str, *, timeout: float = HELLO_TIMEOUT, motion_timeout: float = MOTION_TIMEOUT) -> None:
         if not url:
-            raise ChangerError("serial changer: no port given (expected serial:PORT or "
-                               "serial:socket://HOST:PORT)")
+            raise ChangerError("serial changer: no port given (expected serial:PORT or serial:socket://HOST:PORT)")
         self.url = url
         self.name = f"serial:{url}"
         self.timeout = timeout
@@ -85,14 +83,20 @@ class SerialChanger:
         try:
             import serial  # pyserial
         except ImportError:
-            raise ChangerError(f"{self.name}: pyserial is not installed",
-                               hint="pip install pyserial") from None
+            raise ChangerError(f"{self.name}: pyserial is not installed", hint="pip install pyserial") from None
         self._serial = serial
         try:
             self._port = serial.serial_for_url(
-                url, baudrate=9600, bytesize=8, parity="N", stopbits=1,
-                xonxoff=False, rtscts=False, dsrdtr=False,
-                timeout=min(_POLL, timeout), write_timeout=max(timeout, 1.0),
+                url,
+                baudrate=9600,
+                bytesize=8,
+                parity="N",
+                stopbits=1,
+                xonxoff=False,
+                rtscts=False,
+                dsrdtr=False,
+                timeout=min(_POLL, timeout),
+                write_timeout=max(timeout, 1.0),
             )
         except (serial.SerialException, OSError, ValueError) as err:
             raise ChangerError(f"{self.name}: cannot open the port: {_oneline(err)}") from None
@@ -108,8 +112,10 @@ class SerialChanger:
     # -- the line ---------------------------------------------------------------------------
 
     def _io_error(self, err: BaseException) -> ChangerError:
-        return ChangerError(f"{self.name}: the autoloader line failed: {_oneline(err)}",
-                            hint="check that the autoloader is on and connected")
+        return ChangerError(
+            f"{self.name}: the autoloader line failed: {_oneline(err)}",
+            hint="check that the autoloader is on and connected",
+        )
 
     def _write_line(self, text: str) -> None:
         if self._port is None:
@@ -218,14 +224,12 @@ class SerialChanger:
                 slots[k] = SlotStatus(k, False)
             elif m := _DRIVE_FULL.match(line):
                 i, bc, src = int(m.group(1)), m.group(2), m.group(3)
-                drives[i] = DriveBayStatus(i, True, None if bc == "-" else bc,
-                                           int(src) if src and src != "-" else None)
+                drives[i] = DriveBayStatus(i, True, None if bc == "-" else bc, int(src) if src and src != "-" else None)
             elif m := _DRIVE_EMPTY.match(line):
                 i = int(m.group(1))
                 drives[i] = DriveBayStatus(i, False)
             else:
-                raise ChangerError(f"{self.name}: malformed STATUS line from the autoloader: "
-                                   f"{line[:MAX_LINE]!r}")
+                raise ChangerError(f"{self.name}: malformed STATUS line from the autoloader: {line[:MAX_LINE]!r}")
         details: dict[str, object] = {"url": self.url}
         if self.vendor:
             details["vendor"] = self.vendor
@@ -247,7 +251,7 @@ class SerialChanger:
         if port is not None:
             try:
                 port.close()
-            except Exception:  # noqa: BLE001 - closing a dead line must not fail
+            except Exception:
                 pass
 
 

@@ -47,8 +47,9 @@ class SimChanger:
             message = getattr(err, "message", None) or str(err)
             raise ChangerError(f"{self.name}: {message}", code=code) from None
         except OSError as err:
-            raise ChangerError(f"{self.name}: {err.strerror or err}"
-                               + (f": {err.filename}" if err.filename else "")) from None
+            raise ChangerError(
+                f"{self.name}: {err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+            ) from None
 
     def drive_path(self, drive: int = 0) -> str:
         """The tape image of drive ``drive`` (``DIR/drive-<i>.tap``; missing while it is empty)."""
@@ -59,8 +60,9 @@ class SimChanger:
         return ChangerStatus(
             slots=tuple(SlotStatus(s.number, s.barcode is not None, s.barcode) for s in st.slots),
             drives=tuple(
-                DriveBayStatus(d.number, d.barcode is not None, d.barcode,
-                               d.source_slot if d.barcode is not None else None)
+                DriveBayStatus(
+                    d.number, d.barcode is not None, d.barcode, d.source_slot if d.barcode is not None else None
+                )
                 for d in st.drives
             ),
             details={"library": self.path},

@@ -78,8 +78,7 @@ if args and args[0] == "load" and len(args) in (2, 3):
     if drives[str(d)] is not None:
         die(f"Drive {d} Full (Storage Element {drives[str(d)][1]} loaded)")
     if slots[str(s)] is None:
-        die(f"Source Element Address {999 + s} is Empty",
-            f"Loading media from Storage Element {s} into drive {d}...")
+        die(f"Source Element Address {999 + s} is Empty", f"Loading media from Storage Element {s} into drive {d}...")
     drives[str(d)] = [slots[str(s)], s]
     slots[str(s)] = None
     save()
