@@ -30,22 +30,22 @@ from typing import Any
 
 import typer
 
-from .drive import (
-    DEFAULT_MAX_RECORD,
-    EnvironmentValueError,
-    SidecarError,
-    TapeSettings,
-    create_image,
-    early_writeback_enabled,
-    load_settings,
-    save_settings,
-    sidecar_path,
-)
+from .drive import create_image
 from .faults import FAULT_KINDS, FaultError, add_fault, clear_faults, describe_fault, load_faults
 from .formats import FORMATS, TapeFormatError, guess_format, scan_image
 from .formats import convert as convert_image
 from .formats import tgt as tgt_format
 from .library import Library, LibraryError, LibraryStatus, create_library
+from .sidecar import (
+    DEFAULT_MAX_RECORD,
+    EnvironmentValueError,
+    SidecarError,
+    TapeSettings,
+    early_writeback_enabled,
+    load_settings,
+    save_settings,
+    sidecar_path,
+)
 from .simh import ObjKind, ScanResult, SimhFormatError, scan
 
 app = typer.Typer(

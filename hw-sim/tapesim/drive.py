@@ -20,23 +20,34 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import json
 import os
 import stat
 import warnings
 from array import array
 from bisect import bisect_left
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from . import mtio
+from .faults import load_faults, remove_fault, save_faults
 from .mtio import MtGet
+from .sidecar import (
+    DEFAULT_CAPACITY,
+    DEFAULT_MAX_RECORD,
+    SidecarError,
+    TapeSettings,
+    default_early_warning,
+    early_writeback_enabled,
+    load_settings,
+    read_sidecar,
+    save_settings,
+    sidecar_path,
+)
 from .simh import (
-    MAX_RECORD_LENGTH,
     WORD,
     WORD_SIZE,
     ObjKind,
-    _pwritev_all,
+    pwritev_all,
     record_size,
     scan_fd,
     write_record,
@@ -62,21 +73,6 @@ def _start_writeback(fd: int) -> None:
         _sfr(fd, 0, 0, 2)  # SYNC_FILE_RANGE_WRITE
 
 
-class EnvironmentValueError(ValueError):
-    """An environment variable the simulator reads holds a value that does not parse."""
-
-
-def early_writeback_enabled() -> bool:
-    """``TAPEARC_EARLY_WRITEBACK``: 1/yes/on/true (the default) or 0/no/off/false; anything else
-    is an EnvironmentValueError naming the variable and the value (never quietly 'on')."""
-    text = (os.environ.get("TAPEARC_EARLY_WRITEBACK") or "").strip()
-    if not text or text.lower() in ("1", "yes", "on", "true"):
-        return True
-    if text.lower() in ("0", "no", "off", "false"):
-        return False
-    raise EnvironmentValueError(f"TAPEARC_EARLY_WRITEBACK={text!r}: not a switch (use 1 or 0)")
-
-
 __all__ = [
     "DEFAULT_CAPACITY",
     "DEFAULT_MAX_RECORD",
@@ -90,152 +86,6 @@ __all__ = [
     "save_settings",
     "sidecar_path",
 ]
-
-KiB = 1024
-MiB = 1024 * KiB
-GiB = 1024 * MiB
-TiB = 1024 * GiB
-
-DEFAULT_CAPACITY = 1 * TiB
-DEFAULT_MAX_RECORD = 1 * MiB  # the stlab drive's READ BLOCK LIMITS maximum
-SIDECAR_SUFFIX = ".tapesim"
-
-
-def default_early_warning(capacity: int) -> int:
-    """Default early-warning zone: an eighth of the capacity, at most 4 GiB."""
-    return min(capacity // 8, 4 * GiB)
-
-
-class SidecarError(ValueError):
-    """The settings sidecar of an image is unreadable or holds invalid values."""
-
-
-MAX_JSON_DEPTH = 64  # the sidecar and library.json nest three levels at most
-
-
-def load_json_file(path: str) -> Any:
-    """The JSON document in ``path``; one nested deeper than :data:`MAX_JSON_DEPTH` (which
-    would exhaust the decoder's recursion) is a ValueError like any other malformed JSON."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    try:
-        data = json.loads(text)
-    except RecursionError:
-        raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(data, 0)]
-    while stack:
-        o, d = stack.pop()
-        items: Any = o.values() if isinstance(o, dict) else o if isinstance(o, list) else None
-        if items is None:
-            continue
-        deepest = max(deepest, d + 1)
-        if deepest > MAX_JSON_DEPTH:
-            raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
-        stack.extend((x, d + 1) for x in items)
-    return data
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-@dataclass
-class TapeSettings:
-    """Settings of a simulated cartridge (the sidecar's content)."""
-
-    capacity: int = DEFAULT_CAPACITY
-    early_warning: int | None = None
-    max_record: int = DEFAULT_MAX_RECORD
-    write_protected: bool = False
-    barcode: str | None = None
-
-    def __post_init__(self) -> None:
-        if _is_int(self.capacity) and self.early_warning is None:
-            self.early_warning = default_early_warning(self.capacity)
-        self.validate()
-
-    @property
-    def ew_start(self) -> int:
-        """Image offset where the early-warning zone begins."""
-        assert self.early_warning is not None
-        return self.capacity - self.early_warning
-
-    def validate(self) -> None:
-        """Raise :class:`SidecarError` if a value is out of range."""
-        if not _is_int(self.capacity) or self.capacity < 1:
-            raise SidecarError(f"capacity must be a positive integer, not {self.capacity!r}")
-        ew = self.early_warning
-        if not _is_int(ew) or not 0 <= ew <= self.capacity:  # type: ignore[operator]
-            raise SidecarError(
-                f"early_warning must be an integer between 0 and the capacity ({self.capacity}), not {ew!r}"
-            )
-        if not _is_int(self.max_record) or not 1 <= self.max_record <= MAX_RECORD_LENGTH:
-            raise SidecarError(
-                f"max_record must be an integer between 1 and {MAX_RECORD_LENGTH}, not {self.max_record!r}"
-            )
-        if not isinstance(self.write_protected, bool):
-            raise SidecarError(f"write_protected must be true or false, not {self.write_protected!r}")
-        if self.barcode is not None and not isinstance(self.barcode, str):
-            raise SidecarError(f"barcode must be a string or null, not {self.barcode!r}")
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: object, *, source: str = "sidecar") -> TapeSettings:
-        if not isinstance(data, dict):
-            raise SidecarError(f"{source}: expected a JSON object")
-        known = {"capacity", "early_warning", "max_record", "write_protected", "barcode"}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        try:
-            return cls(**kwargs)
-        except SidecarError as e:
-            raise SidecarError(f"{source}: {e}") from None
-
-
-def sidecar_path(image: str | os.PathLike[str]) -> str:
-    """The settings sidecar of ``image``: ``IMAGE + ".tapesim"``."""
-    return os.fspath(image) + SIDECAR_SUFFIX
-
-
-def _read_sidecar_raw(image: str | os.PathLike[str]) -> dict[str, Any] | None:
-    path = sidecar_path(image)
-    try:
-        data = load_json_file(path)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise SidecarError(f"cannot read {path}: {e}") from None
-    if not isinstance(data, dict):
-        raise SidecarError(f"{path}: expected a JSON object")
-    return data
-
-
-def load_settings(image: str | os.PathLike[str]) -> TapeSettings:
-    """The settings of ``image`` from its sidecar, or the defaults when there is none."""
-    raw = _read_sidecar_raw(image)
-    if raw is None:
-        return TapeSettings()
-    return TapeSettings.from_json(raw, source=sidecar_path(image))
-
-
-def save_settings(image: str | os.PathLike[str], settings: TapeSettings) -> None:
-    """Write ``settings`` to the sidecar of ``image`` (atomically), keeping unknown keys."""
-    settings.validate()
-    try:
-        raw = _read_sidecar_raw(image) or {}
-    except SidecarError:
-        raw = {}
-    raw.update(settings.to_json())
-    path = sidecar_path(image)
-    if os.path.islink(path):  # a library drive's link (tapesim.library): update its target
-        path = os.path.realpath(path)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(raw, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def create_image(
@@ -267,12 +117,10 @@ def create_image(
     os.close(fd)
     save_settings(path, settings)
     try:
-        old_faults = "faults" in (_read_sidecar_raw(path) or {})
+        old_faults = "faults" in (read_sidecar(path) or {})
     except SidecarError:
         old_faults = False
     if old_faults:  # a new tape: no injected faults from the erased one
-        from .faults import save_faults
-
         save_faults(path, [])
     return settings
 
@@ -457,8 +305,6 @@ class SimDrive:
     # ------------------------------------------------------------------ faults
 
     def _load_faults(self) -> None:
-        from .faults import load_faults
-
         faults = load_faults(self._path)
         self._faults = faults
         self._unreadable = [(f["at"], f["at"] + f["count"]) for f in faults if f["kind"] == "unreadable"]
@@ -494,12 +340,10 @@ class SimDrive:
     def _cut_power(self, fault: dict[str, Any], start: int, mv: memoryview) -> OSError:
         """Write half of the record at ``start`` and die, as an interrupted write leaves a
         SIMH file: the leading length word and part of the data, no trailing length word."""
-        from .faults import remove_fault
-
         n = mv.nbytes
         part = n // 2
         self._truncate_index(self._pos)
-        _pwritev_all(self._fd, [WORD.pack(n), mv[:part]], start, WORD_SIZE + part)
+        pwritev_all(self._fd, [WORD.pack(n), mv[:part]], start, WORD_SIZE + part)
         end = start + WORD_SIZE + part
         os.ftruncate(self._fd, end)
         os.fsync(self._fd)
@@ -926,7 +770,7 @@ class SimDrive:
         if count & mtio.MT_ST_BLKSIZE_MASK:
             raise _oserror(errno.EINVAL, "fixed block mode is not simulated")
 
-    _MTOPS: dict[int, Any] = {
+    _MTOPS: ClassVar[dict[int, Callable[[SimDrive, int], None]]] = {
         mtio.MTFSF: _op_fsf,
         mtio.MTBSF: _op_bsf,
         mtio.MTFSR: _op_fsr,

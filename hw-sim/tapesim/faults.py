@@ -58,11 +58,10 @@ smallest ``early_eom`` offset wins.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
-from .drive import SidecarError, _read_sidecar_raw, sidecar_path
+from .sidecar import SidecarError, read_sidecar, sidecar_path, write_sidecar
 
 __all__ = [
     "FAULT_KINDS",
@@ -156,7 +155,7 @@ def _validate_list(raw: object, source: str) -> list[dict[str, Any]]:
 
 def load_faults(image: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The faults in the sidecar of ``image`` (validated; :class:`SidecarError` if bad)."""
-    raw = _read_sidecar_raw(image)
+    raw = read_sidecar(image)
     if raw is None:
         return []
     return _validate_list(raw.get("faults"), sidecar_path(image))
@@ -169,19 +168,12 @@ def save_faults(image: str | os.PathLike[str], faults: list[dict[str, Any]]) -> 
     at its target.
     """
     checked = _validate_list(list(faults), "faults")
-    raw = _read_sidecar_raw(image) or {}
+    raw = read_sidecar(image) or {}
     if checked:
         raw["faults"] = checked
     else:
         raw.pop("faults", None)
-    path = sidecar_path(image)
-    if os.path.islink(path):
-        path = os.path.realpath(path)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(raw, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_sidecar(image, raw)
 
 
 def _check_image(image: str | os.PathLike[str]) -> None:

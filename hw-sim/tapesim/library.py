@@ -37,7 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .drive import DEFAULT_CAPACITY, DEFAULT_MAX_RECORD, SIDECAR_SUFFIX, TapeSettings, create_image, load_json_file
+from .drive import create_image
+from .sidecar import DEFAULT_CAPACITY, DEFAULT_MAX_RECORD, SIDECAR_SUFFIX, TapeSettings, load_json_file
 
 __all__ = [
     "BARCODE_RE",
@@ -491,7 +492,7 @@ def create_library(
                 max_record=max_record,
                 barcode=b,
             )
-        st = _State(slots, drives, {k: b for k, b in enumerate(barcodes, 1)}, {})
+        st = _State(slots, drives, dict(enumerate(barcodes, 1)), {})
         _write_json_atomic(json_path, st.to_json())
     finally:
         os.close(lock_fd)

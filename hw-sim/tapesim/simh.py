@@ -156,7 +156,7 @@ def scan_fd(fd: int, *, strict: bool = False) -> ScanResult:
                 result.eom_marker = True
                 result.end_offset = last_end
                 return result
-            if word == MTR_GAP or word == MTR_RHGAP:
+            if word in (MTR_GAP, MTR_RHGAP):
                 pos += WORD_SIZE
                 continue
             if word == MTR_FHGAP:
@@ -231,7 +231,7 @@ def write_record(
         parts.append(_PAD)
     parts.append(word)
     end = offset + record_size(length)
-    _pwritev_all(fd, parts, offset, end - offset)
+    pwritev_all(fd, parts, offset, end - offset)
     if truncate:
         os.ftruncate(fd, end)
     return end
@@ -243,7 +243,7 @@ def write_tape_marks(fd: int, offset: int, count: int = 1, *, truncate: bool = T
         raise ValueError("negative count")
     end = offset + WORD_SIZE * count
     if count:
-        _pwritev_all(fd, [WORD.pack(MTR_TMK) * count], offset, end - offset)
+        pwritev_all(fd, [WORD.pack(MTR_TMK) * count], offset, end - offset)
     if truncate:
         os.ftruncate(fd, end)
     return end
@@ -257,13 +257,14 @@ def write_tape_mark(fd: int, offset: int, *, truncate: bool = True) -> int:
 def write_eom(fd: int, offset: int, *, truncate: bool = True) -> int:
     """Write an explicit end-of-medium word (optional in SIMH images; tapesim never needs it)."""
     end = offset + WORD_SIZE
-    _pwritev_all(fd, [WORD.pack(MTR_EOM)], offset, WORD_SIZE)
+    pwritev_all(fd, [WORD.pack(MTR_EOM)], offset, WORD_SIZE)
     if truncate:
         os.ftruncate(fd, end)
     return end
 
 
-def _pwritev_all(fd: int, parts: list[bytes | bytearray | memoryview], offset: int, total: int) -> None:
+def pwritev_all(fd: int, parts: list[bytes | bytearray | memoryview], offset: int, total: int) -> None:
+    """Write ``parts`` (``total`` bytes in all) at ``offset`` of ``fd``, finishing a short write."""
     written = os.pwritev(fd, parts, offset)
     if written == total:
         return

@@ -14,7 +14,7 @@ import io
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 from ..simh import ObjKind, ScanResult, TapeObject
 
@@ -54,7 +54,7 @@ class EndOfData:
     offset: int | None = field(default=None, compare=False)
 
 
-Event = Union[Record, Filemark, EndOfData]
+Event = Record | Filemark | EndOfData
 
 
 class EventWriter:
