@@ -47,6 +47,7 @@ from .simh import (
     WORD,
     WORD_SIZE,
     ObjKind,
+    ScanResult,
     pwritev_all,
     record_size,
     scan_fd,
@@ -196,6 +197,12 @@ class SimDrive:
             raise _oserror(errno.EROFS, "cartridge is write-protected", self._path)
         if create and not os.path.exists(self._path):
             os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
+        self._fd, scan = self._open_image(readonly)
+        self._load_index(scan)
+        self._reset_state()
+
+    def _open_image(self, readonly: bool) -> tuple[int, ScanResult]:
+        """Open, check and lock the image file; returns its fd and its scan."""
         # O_NONBLOCK: a FIFO given as an image must not hang the open; it is refused below
         fd = os.open(self._path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
@@ -206,12 +213,13 @@ class SimDrive:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise _oserror(errno.EBUSY, "tape image is open in another SimDrive", self._path) from None
-            scan = scan_fd(fd)
+            return fd, scan_fd(fd)
         except BaseException:
             os.close(fd)
             raise
-        self._fd = fd
-        # The object index: offset and length (-1 = filemark) of every object.
+
+    def _load_index(self, scan: ScanResult) -> None:
+        """The object index: offset and length (-1 = filemark) of every object."""
         self._offs = array("q", (o.offset for o in scan.objects))
         self._lens = array("q", (o.length if o.kind is ObjKind.RECORD else -1 for o in scan.objects))
         self._fms: list[int] = [i for i, o in enumerate(scan.objects) if o.kind is ObjKind.FILEMARK]
@@ -220,7 +228,9 @@ class SimDrive:
         self._file_size = scan.file_size
         self._truncated = scan.truncated
         self._damage = scan.damage
-        # Drive state
+
+    def _reset_state(self) -> None:
+        """The drive state at open: loaded, at BOT, nothing written."""
         self._pos = 0
         self._loaded = True
         self._after_fm = False  # st's ST_FM: the last operation left the tape just past a filemark
@@ -555,22 +565,8 @@ class SimDrive:
             raise _oserror(errno.EINVAL, f"write of {n} bytes, drive maximum is {self._settings.max_record}")
         if n == 0:
             return 0
-        self._writing = True
-        self._after_fm = False
-        self._eod = False
-        if self._eom_state == _EOM_HIT:
-            self._eom_state = _EOM_REFUSED
-            raise _oserror(errno.ENOSPC, "early warning")
-        start = self._offset_of(self._pos)
+        start = self._write_prepare(mv)
         end = start + record_size(n)
-        if end > self._cap:
-            raise _oserror(errno.ENOSPC, "physical end of medium")
-        if self._write_errors and self._in_ranges(self._write_errors, self._pos):
-            raise _oserror(errno.EIO, f"medium error writing object {self._pos} (injected fault)")
-        if self._power_cuts:
-            cut = self._due_power_cut()
-            if cut is not None:
-                raise self._cut_power(cut, start, mv)
         self._truncate_index(self._pos)
         write_record(self._fd, start, mv, truncate=False)
         self._unflushed += n
@@ -589,6 +585,26 @@ class SimDrive:
         else:
             self._eom_state = _EOM_NONE
         return n
+
+    def _write_prepare(self, mv: memoryview) -> int:
+        """The checks before a record write, in st's order (early warning, end of medium,
+        injected faults); returns the image offset the record goes to."""
+        self._writing = True
+        self._after_fm = False
+        self._eod = False
+        if self._eom_state == _EOM_HIT:
+            self._eom_state = _EOM_REFUSED
+            raise _oserror(errno.ENOSPC, "early warning")
+        start = self._offset_of(self._pos)
+        if start + record_size(mv.nbytes) > self._cap:
+            raise _oserror(errno.ENOSPC, "physical end of medium")
+        if self._write_errors and self._in_ranges(self._write_errors, self._pos):
+            raise _oserror(errno.EIO, f"medium error writing object {self._pos} (injected fault)")
+        if self._power_cuts:
+            cut = self._due_power_cut()
+            if cut is not None:
+                raise self._cut_power(cut, start, mv)
+        return start
 
     # ------------------------------------------------------------------ ioctls
 

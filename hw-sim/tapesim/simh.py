@@ -110,6 +110,98 @@ def _describe(word: int) -> str:
     return f"0x{word:08X}"
 
 
+class _Scanner:
+    """The state of one :func:`scan_fd` pass: a walk over the length words of an image."""
+
+    def __init__(self, fd: int, strict: bool) -> None:
+        self.fd = fd
+        self.strict = strict
+        self.file_size = os.fstat(fd).st_size
+        self.result = ScanResult(file_size=self.file_size)
+        self.pos = 0  # file offset of the next word to interpret
+        self.last_end = 0  # end of the last good object
+        self.cache_off = -1  # the next object's leading word, read with the last trailer
+        self.cache = b""
+
+    def damage(self, reason: str, at: int) -> ScanResult:
+        """The damaged tail at ``at``: report it (or raise it when strict)."""
+        if self.strict:
+            raise SimhFormatError(f"{reason} at offset {at}")
+        result = self.result
+        result.truncated = True
+        result.damage = reason
+        result.damage_offset = at
+        result.end_offset = self.last_end
+        return result
+
+    def word_at_pos(self) -> int:
+        """The length word at ``pos`` (from the cache when the last trailer read brought it)."""
+        if self.cache_off == self.pos and len(self.cache) >= WORD_SIZE:
+            word: int = WORD.unpack_from(self.cache, 0)[0]
+        else:
+            word = WORD.unpack_from(os.pread(self.fd, WORD_SIZE, self.pos), 0)[0]
+        return word
+
+    def marker(self, word: int) -> ScanResult | None:
+        """A reserved marker word at ``pos``: skip a gap (None) or end the scan (the result)."""
+        if word == MTR_EOM:
+            self.result.eom_marker = True
+            self.result.end_offset = self.last_end
+            return self.result
+        if word in (MTR_GAP, MTR_RHGAP):
+            self.pos += WORD_SIZE
+            return None
+        if word == MTR_FHGAP:
+            self.pos += WORD_SIZE // 2  # SIMH: half gap, resync two bytes on
+            return None
+        return self.damage(f"reserved marker {_describe(word)}", self.pos)
+
+    def record(self, word: int) -> ScanResult | None:
+        """A record's leading length word at ``pos``: index it (None) or end at the damage."""
+        pos = self.pos
+        if word & 0x7F000000:
+            return self.damage(f"invalid length word {_describe(word)}", pos)
+        length = word & MTR_MAXLEN
+        trailer_at = pos + WORD_SIZE + length + (length & 1)
+        if trailer_at + WORD_SIZE > self.file_size:
+            return self.damage(f"truncated record (length {length}, image ends at {self.file_size})", pos)
+        cache = os.pread(self.fd, 2 * WORD_SIZE, trailer_at)
+        self.cache_off = trailer_at + WORD_SIZE
+        trailer = WORD.unpack_from(cache, 0)[0]
+        self.cache = cache[WORD_SIZE:]
+        if trailer != word:
+            return self.damage(
+                f"record length mismatch (leading {_describe(word)}, trailing {_describe(trailer)})",
+                pos,
+            )
+        self.result.objects.append(TapeObject(ObjKind.RECORD, pos, length, bool(word & MTR_ERF)))
+        self.pos = self.last_end = trailer_at + WORD_SIZE
+        return None
+
+    def run(self) -> ScanResult:
+        """Walk the image from its start to end of data or the damage."""
+        file_size = self.file_size
+        append = self.result.objects.append
+        while True:
+            pos = self.pos
+            if pos >= file_size:
+                self.result.end_offset = self.last_end
+                return self.result
+            if file_size - pos < WORD_SIZE:
+                return self.damage(f"partial length word ({file_size - pos} stray bytes)", pos)
+            word = self.word_at_pos()
+            if word == MTR_TMK:
+                append(TapeObject(ObjKind.FILEMARK, pos, 0, False))
+                self.pos = self.last_end = pos + WORD_SIZE
+                continue
+            if word & _RESERVED_MASK == _RESERVED_MASK:
+                done = self.marker(word)
+            else:
+                done = self.record(word)
+            if done is not None:
+                return done
+
+
 def scan_fd(fd: int, *, strict: bool = False) -> ScanResult:
     """Build the object index of the image open on ``fd``.
 
@@ -117,71 +209,7 @@ def scan_fd(fd: int, *, strict: bool = False) -> ScanResult:
     record reads its trailing length word and the next object's leading word together.
     With ``strict`` the damage raises :class:`SimhFormatError` instead of being reported.
     """
-    file_size = os.fstat(fd).st_size
-    result = ScanResult(file_size=file_size)
-    objects = result.objects
-    append = objects.append
-    unpack = WORD.unpack_from
-    pos = 0  # file offset of the next word to interpret
-    last_end = 0  # end of the last good object
-    cache_off = -1
-    cache = b""
-
-    def damage(reason: str, at: int) -> ScanResult:
-        if strict:
-            raise SimhFormatError(f"{reason} at offset {at}")
-        result.truncated = True
-        result.damage = reason
-        result.damage_offset = at
-        result.end_offset = last_end
-        return result
-
-    while True:
-        if pos >= file_size:
-            result.end_offset = last_end
-            return result
-        if file_size - pos < WORD_SIZE:
-            return damage(f"partial length word ({file_size - pos} stray bytes)", pos)
-        if cache_off == pos and len(cache) >= WORD_SIZE:
-            word = unpack(cache, 0)[0]
-        else:
-            word = unpack(os.pread(fd, WORD_SIZE, pos), 0)[0]
-        if word == MTR_TMK:
-            append(TapeObject(ObjKind.FILEMARK, pos, 0, False))
-            pos += WORD_SIZE
-            last_end = pos
-            continue
-        if word & _RESERVED_MASK == _RESERVED_MASK:
-            if word == MTR_EOM:
-                result.eom_marker = True
-                result.end_offset = last_end
-                return result
-            if word in (MTR_GAP, MTR_RHGAP):
-                pos += WORD_SIZE
-                continue
-            if word == MTR_FHGAP:
-                pos += WORD_SIZE // 2  # SIMH: half gap, resync two bytes on
-                continue
-            return damage(f"reserved marker {_describe(word)}", pos)
-        if word & 0x7F000000:
-            return damage(f"invalid length word {_describe(word)}", pos)
-        length = word & MTR_MAXLEN
-        error = bool(word & MTR_ERF)
-        trailer_at = pos + WORD_SIZE + length + (length & 1)
-        if trailer_at + WORD_SIZE > file_size:
-            return damage(f"truncated record (length {length}, image ends at {file_size})", pos)
-        cache = os.pread(fd, 2 * WORD_SIZE, trailer_at)
-        cache_off = trailer_at + WORD_SIZE
-        trailer = unpack(cache, 0)[0]
-        cache = cache[WORD_SIZE:]
-        if trailer != word:
-            return damage(
-                f"record length mismatch (leading {_describe(word)}, trailing {_describe(trailer)})",
-                pos,
-            )
-        append(TapeObject(ObjKind.RECORD, pos, length, error))
-        pos = trailer_at + WORD_SIZE
-        last_end = pos
+    return _Scanner(fd, strict).run()
 
 
 def scan(path: str | os.PathLike[str], *, strict: bool = False) -> ScanResult:
