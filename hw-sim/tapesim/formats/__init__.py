@@ -19,11 +19,12 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
-from ..simh import ScanResult
+from ..sidecar import TapeSettings, load_settings, save_settings
+from ..simh import ScanResult, record_size
 from . import aws, simh, tgt
-from .events import EndOfData, Event, Filemark, Record, TapeFormatError, events_from, layout
+from .events import EndOfData, Event, EventWriter, Filemark, Record, TapeFormatError, events_from, layout
 
 __all__ = [
     "FORMATS",
@@ -44,7 +45,7 @@ __all__ = [
     "write_events",
 ]
 
-FORMATS = {"simh": simh, "aws": aws, "tgt": tgt}
+FORMATS: dict[str, _FormatModule] = {"simh": simh, "aws": aws, "tgt": tgt}
 
 
 def guess_format(path: str | os.PathLike[str]) -> str | None:
@@ -57,7 +58,18 @@ def guess_format(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def _module(fmt: str):
+class _FormatModule(Protocol):
+    """What a format module offers (:mod:`.simh`, :mod:`.aws`, :mod:`.tgt`)."""
+
+    @property
+    def SUFFIXES(self) -> tuple[str, ...]: ...
+
+    def read_events(self, path: str | os.PathLike[str]) -> Iterator[Event]: ...
+
+    def scan_image(self, path: str | os.PathLike[str]) -> ScanResult: ...
+
+
+def _module(fmt: str) -> _FormatModule:
     try:
         return FORMATS[fmt]
     except KeyError:
@@ -90,18 +102,17 @@ def image_barcode(path: str | os.PathLike[str], fmt: str) -> str | None:
     if fmt == "tgt":
         return tgt.read_info(path).barcode
     if fmt == "simh":
-        from ..drive import load_settings
-
         return load_settings(path).barcode
     return None
 
 
-def open_writer(f: BinaryIO, fmt: str, **options: Any):
+def open_writer(f: BinaryIO, fmt: str, **options: Any) -> EventWriter:
     """A writer of ``fmt`` on the binary file ``f``. Options: simh ``eom_marker``; aws
     ``chunk_size``; tgt ``barcode`` (required), ``capacity``, ``serial``."""
     _module(fmt)  # validates the name
     cls = {"simh": simh.SimhWriter, "aws": aws.AwsWriter, "tgt": tgt.TgtWriter}[fmt]
-    return cls(f, **options)
+    w: EventWriter = cls(f, **options)
+    return w
 
 
 @dataclass
@@ -118,7 +129,7 @@ class ConvertResult:
     barcode: str | None = None
 
 
-def write_events(f: BinaryIO, fmt: str, events: Iterable[Event], **options: Any):
+def write_events(f: BinaryIO, fmt: str, events: Iterable[Event], **options: Any) -> EventWriter:
     """Write ``events`` (up to and including their EndOfData) with a new writer; returns it."""
     w = open_writer(f, fmt, **options)
     ended = False
@@ -153,6 +164,33 @@ def convert(
     sfmt = _resolve(src, src_format)
     dfmt = _resolve(dst, dst_format)
     src_s, dst_s = os.fspath(src), os.fspath(dst)
+    _check_paths(src_s, dst_s, overwrite)
+    _check_label(src_s, sfmt, dfmt, barcode, capacity)
+    if barcode is None and dfmt != "aws":
+        barcode = image_barcode(src_s, sfmt)
+    options = dict(writer_options)
+    if dfmt == "tgt":
+        if barcode is None:
+            stem = os.path.splitext(os.path.basename(dst_s))[0]
+            barcode = stem[: tgt.MAX_BARCODE] or "TAPE"
+        options.update(barcode=barcode, capacity=capacity)
+    counter = _Counter(src_s, sfmt)
+    w, size = _write_atomically(dst_s, dfmt, counter.counted(_module(sfmt).read_events(src_s)), options)
+    result = ConvertResult(sfmt, dfmt, counter.records, counter.filemarks, counter.data_bytes, size)
+    if isinstance(w, tgt.TgtWriter):
+        result.capacity = w.capacity
+        result.barcode = w.barcode
+    elif dfmt == "simh" and (barcode is not None or capacity is not None):
+        # the cartridge's label and size live in the SIMH image's tapesim sidecar
+        settings = TapeSettings(capacity=capacity, barcode=barcode) if capacity else TapeSettings(barcode=barcode)
+        save_settings(dst_s, settings)
+        result.barcode, result.capacity = barcode, capacity
+    return result
+
+
+def _check_paths(src_s: str, dst_s: str, overwrite: bool) -> None:
+    """The source must be an existing file; the destination not the source, nor a directory,
+    and absent unless ``overwrite``."""
     if not os.path.exists(src_s):
         raise FileNotFoundError(2, "No such file or directory", src_s)
     if os.path.isdir(src_s):
@@ -164,24 +202,26 @@ def convert(
             raise FileExistsError(17, "already exists (use --force to replace it)", dst_s)
         if os.path.isdir(dst_s):
             raise TapeFormatError(f"{dst_s} is a directory")
+
+
+def _check_label(src_s: str, sfmt: str, dfmt: str, barcode: str | None, capacity: int | None) -> None:
+    """A barcode or capacity the destination format can hold (and a capacity the data fits)."""
     if dfmt == "aws" and (barcode is not None or capacity is not None):
         raise TapeFormatError("AWS images hold no barcode or capacity (--barcode/--capacity: simh or tgt only)")
     if dfmt == "simh" and capacity is not None:
         need = _simh_size(src_s, sfmt)
         if need is not None and need > capacity:
             raise TapeFormatError(f"the data needs {need} bytes of SIMH image, more than the capacity {capacity}")
-    if barcode is None and dfmt != "aws":
-        barcode = image_barcode(src_s, sfmt)
-    options = dict(writer_options)
-    if dfmt == "tgt":
-        if barcode is None:
-            stem = os.path.splitext(os.path.basename(dst_s))[0]
-            barcode = stem[: tgt.MAX_BARCODE] or "TAPE"
-        options.update(barcode=barcode, capacity=capacity)
-    records = filemarks = data_bytes = 0
 
-    def counted(events: Iterable[Event]) -> Iterator[Event]:
-        nonlocal records, filemarks, data_bytes
+
+class _Counter:
+    """Counts the records, filemarks and data bytes of an event stream as it passes."""
+
+    def __init__(self, src_s: str, sfmt: str) -> None:
+        self.src_s, self.sfmt = src_s, sfmt
+        self.records = self.filemarks = self.data_bytes = 0
+
+    def counted(self, events: Iterable[Event]) -> Iterator[Event]:
         it = iter(events)
         while True:
             try:
@@ -189,19 +229,25 @@ def convert(
             except StopIteration:
                 return
             except TapeFormatError as e:  # name the damaged source in the message
-                raise TapeFormatError(f"{src_s} ({sfmt}): {e}") from None
+                raise TapeFormatError(f"{self.src_s} ({self.sfmt}): {e}") from None
             if isinstance(ev, Record):
-                records += 1
-                data_bytes += len(ev.data)
+                self.records += 1
+                self.data_bytes += len(ev.data)
             elif isinstance(ev, Filemark):
-                filemarks += 1
+                self.filemarks += 1
             yield ev
 
+
+def _write_atomically(
+    dst_s: str, dfmt: str, events: Iterable[Event], options: dict[str, Any]
+) -> tuple[EventWriter, int]:
+    """Write ``events`` as a ``dfmt`` image to a temporary file beside ``dst_s``, then rename it
+    into place (removed on any failure); returns the writer and the image size."""
     folder = os.path.dirname(os.path.abspath(dst_s))
     fd, tmp = tempfile.mkstemp(prefix=".convert-", dir=folder)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as f:
-            w = write_events(f, dfmt, counted(_module(sfmt).read_events(src_s)), **options)
+            w = write_events(f, dfmt, events, **options)
             f.flush()
             size = f.tell()
         os.chmod(tmp, 0o644 & ~_umask())
@@ -212,17 +258,7 @@ def convert(
         except FileNotFoundError:
             pass
         raise
-    result = ConvertResult(sfmt, dfmt, records, filemarks, data_bytes, size)
-    if dfmt == "tgt":
-        result.capacity = w.capacity
-        result.barcode = w.barcode
-    elif dfmt == "simh" and (barcode is not None or capacity is not None):
-        # the cartridge's label and size live in the SIMH image's tapesim sidecar
-        from ..drive import TapeSettings, save_settings
-
-        save_settings(dst_s, TapeSettings(**({"capacity": capacity} if capacity else {}), barcode=barcode))
-        result.barcode, result.capacity = barcode, capacity
-    return result
+    return w, size
 
 
 def _simh_size(path: str, fmt: str) -> int | None:
@@ -230,7 +266,7 @@ def _simh_size(path: str, fmt: str) -> int | None:
     res = scan_image(path, fmt)
     if res.truncated:
         return None
-    return sum(simh._s.record_size(o.length) if o.kind.value == "record" else 4 for o in res.objects)
+    return sum(record_size(o.length) if o.kind.value == "record" else 4 for o in res.objects)
 
 
 def _umask() -> int:

@@ -3,6 +3,9 @@ installed (a project dependency), else a small table-driven fallback (tgt header
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+_fast: Callable[[bytes], int] | None
 try:
     from crc32c import crc32c as _fast
 except ImportError:  # pragma: no cover - depends on the environment
@@ -32,6 +35,7 @@ def crc32c_py(data: bytes, crc: int = 0) -> int:
 
 
 def crc32c(data: bytes) -> int:
+    """CRC-32C of ``data`` (the fast package when installed)."""
     if _fast is not None:
         return _fast(data)
     return crc32c_py(data)

@@ -105,7 +105,7 @@ def file_size(f: object) -> int:
         return os.fstat(f.fileno()).st_size  # type: ignore[attr-defined]
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         here = f.tell()  # type: ignore[attr-defined]
-        end = f.seek(0, os.SEEK_END)  # type: ignore[attr-defined]
+        end: int = f.seek(0, os.SEEK_END)  # type: ignore[attr-defined]
         f.seek(here)  # type: ignore[attr-defined]
         return end
 
