@@ -91,10 +91,7 @@ def walk(f: BinaryIO, *, with_data: bool = True) -> Iterator[Obj]:
             raise located_error(f"partial chunk header ({len(hdr)} stray bytes)", pos)
         cur, _prv, flags1, flags2 = HEADER.unpack(hdr)
         if flags1 & TAPEMARK:
-            if in_record:
-                raise located_error("tape mark inside a record", pos)
-            if cur:
-                raise located_error(f"tape mark with a length of {cur}", pos)
+            _check_tapemark(in_record, cur, pos)
             yield Obj("filemark", pos)
             pos += HEADER_SIZE
             continue
@@ -109,26 +106,50 @@ def walk(f: BinaryIO, *, with_data: bool = True) -> Iterator[Obj]:
         elif not in_record:
             raise located_error(f"chunk continues no record (flags1 0x{flags1:02X})", pos)
         compressed = bool(rec_flags[0] & COMPRESS_MASK or rec_flags[1] & FLAGS2_BUSTECH_ZLIB)
-        if pos + HEADER_SIZE + cur > size:  # checked before reading: no allocation beyond the file
-            raise located_error(f"truncated chunk ({cur} bytes announced)", pos)
-        if with_data or compressed:
-            chunk = f.read(cur)
-            if len(chunk) < cur:
-                raise located_error(f"truncated chunk ({cur} bytes announced)", pos)
+        chunk = _chunk_data(f, pos, cur, size, with_data or compressed)
+        if chunk is not None:
             parts.append(chunk)
-        else:
-            f.seek(cur, os.SEEK_CUR)
         length += cur
         pos += HEADER_SIZE + cur
         if flags1 & ENDREC:
             in_record = False
-            data = b"".join(parts) if parts or with_data else None
-            if compressed:
-                assert data is not None
-                data = _decompress(data, rec_flags[0], rec_flags[1], start)
-                length = len(data)
-            yield Obj("record", start, length, False, data if with_data else None)
+            yield _record_obj(parts, start, length, rec_flags if compressed else None, with_data)
             parts = []
+
+
+def _check_tapemark(in_record: bool, cur: int, pos: int) -> None:
+    """A tape mark header must stand between records and announce no data."""
+    if in_record:
+        raise located_error("tape mark inside a record", pos)
+    if cur:
+        raise located_error(f"tape mark with a length of {cur}", pos)
+
+
+def _chunk_data(f: BinaryIO, pos: int, cur: int, size: int, keep: bool) -> bytes | None:
+    """The ``cur`` data bytes of the chunk whose header is at ``pos`` (skipped, None, unless
+    ``keep``); its length is checked against the file before anything is read."""
+    if pos + HEADER_SIZE + cur > size:  # checked before reading: no allocation beyond the file
+        raise located_error(f"truncated chunk ({cur} bytes announced)", pos)
+    if keep:
+        chunk = f.read(cur)
+        if len(chunk) < cur:
+            raise located_error(f"truncated chunk ({cur} bytes announced)", pos)
+        return chunk
+    f.seek(cur, os.SEEK_CUR)
+    return None
+
+
+def _record_obj(
+    parts: list[bytes], start: int, length: int, compression: tuple[int, int] | None, with_data: bool
+) -> Obj:
+    """The record reassembled from its chunks (decompressed with the first chunk's flags
+    ``compression`` when it has them)."""
+    data = b"".join(parts) if parts or with_data else None
+    if compression is not None:
+        assert data is not None
+        data = _decompress(data, compression[0], compression[1], start)
+        length = len(data)
+    return Obj("record", start, length, False, data if with_data else None)
 
 
 def read_events(path: str | os.PathLike[str]) -> Iterator[Event]:
