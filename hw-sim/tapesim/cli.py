@@ -103,30 +103,31 @@ def runs_text(runs: list[tuple[int, int]]) -> str:
 # ---------------------------------------------------------------- info
 
 
-def describe_image(path: str, scan_result: ScanResult, settings: TapeSettings, has_sidecar: bool) -> dict[str, Any]:
-    """The JSON report of ``tapesim info``."""
+def _file_entry(number: int, lengths: list[int], first: int, filemark: bool) -> dict[str, Any]:
+    """The ``files`` entry of ``tapesim info --json`` for one tape file."""
+    runs = runs_of(lengths)
+    return {
+        "number": number,
+        "records": len(lengths),
+        "runs": [{"count": c, "length": n} for c, n in runs],
+        "record_sizes": [[n, c] for c, n in runs],  # [size, count] pairs
+        "runs_text": runs_text(runs),
+        "bytes": sum(lengths),
+        "filemark": filemark,
+        "first_object": first,
+    }
+
+
+def _walk_objects(
+    scan_result: ScanResult,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``files``, ``objects`` and ``error_records`` of ``tapesim info --json``."""
     files: list[dict[str, Any]] = []
     objects: list[dict[str, Any]] = []
     error_records: list[dict[str, Any]] = []
     cur_lengths: list[int] = []
     cur_first = 0
     fileno = 0
-
-    def close_file(filemark: bool) -> None:
-        runs = runs_of(cur_lengths)
-        files.append(
-            {
-                "number": fileno,
-                "records": len(cur_lengths),
-                "runs": [{"count": c, "length": n} for c, n in runs],
-                "record_sizes": [[n, c] for c, n in runs],  # [size, count] pairs
-                "runs_text": runs_text(runs),
-                "bytes": sum(cur_lengths),
-                "filemark": filemark,
-                "first_object": cur_first,
-            }
-        )
-
     for i, o in enumerate(scan_result.objects):
         if o.kind is ObjKind.FILEMARK:
             objects.append(
@@ -140,7 +141,7 @@ def describe_image(path: str, scan_result: ScanResult, settings: TapeSettings, h
                     "record": None,
                 }
             )
-            close_file(True)
+            files.append(_file_entry(fileno, cur_lengths, cur_first, True))
             fileno += 1
             cur_lengths = []
             cur_first = i + 1
@@ -161,8 +162,13 @@ def describe_image(path: str, scan_result: ScanResult, settings: TapeSettings, h
             error_records.append({"position": i, "file": fileno, "record": rec, "offset": o.offset, "length": o.length})
         cur_lengths.append(o.length)
     if cur_lengths:
-        close_file(False)
+        files.append(_file_entry(fileno, cur_lengths, cur_first, False))
+    return files, objects, error_records
 
+
+def describe_image(path: str, scan_result: ScanResult, settings: TapeSettings, has_sidecar: bool) -> dict[str, Any]:
+    """The JSON report of ``tapesim info``."""
+    files, objects, error_records = _walk_objects(scan_result)
     n_fm = sum(1 for o in scan_result.objects if o.kind is ObjKind.FILEMARK)
     return {
         "image": path,
@@ -190,52 +196,51 @@ def describe_image(path: str, scan_result: ScanResult, settings: TapeSettings, h
     }
 
 
-def render_info(rep: dict[str, Any], *, list_objects: bool) -> str:
-    lines: list[str] = []
+def _cartridge_line(rep: dict[str, Any]) -> str:
+    """The second line of ``tapesim info``: the cartridge's settings, by image format."""
     s = rep["settings"]
-    lines.append(
-        f"{rep['image']}: {rep['record_count']} records, {rep['filemark_count']} filemarks "
-        f"in {len(rep['files'])} tape files"
-    )
     fmt = rep.get("format", "simh")
     if fmt == "simh":
-        lines.append(
+        return (
             f"cartridge: capacity {format_size(s['capacity'])}, early warning "
             f"{format_size(s['early_warning'])}, max record {format_size(s['max_record'])}, "
             f"write-protected {'yes' if s['write_protected'] else 'no'}, "
             f"barcode {s['barcode'] if s['barcode'] is not None else '-'}"
             + ("" if rep["sidecar"] else " (no sidecar: defaults)")
         )
-    elif fmt == "tgt":
-        lines.append(
+    if fmt == "tgt":
+        return (
             f"format: tgt SSC tape file; MAM: capacity {format_size(rep['capacity'])}, "
             f"barcode {rep['barcode'] if rep['barcode'] is not None else '-'}"
         )
-    else:
-        lines.append(f"format: {fmt.upper()} (no capacity or barcode in the image)")
-    for f in rep["files"]:
-        recs = f"{f['records']} record{'s' if f['records'] != 1 else ''}"
-        runs = f" ({f['runs_text']})" if f["runs_text"] else ""
-        mark = "filemark" if f["filemark"] else "no filemark"
-        lines.append(f"file {f['number']}: {recs}{runs}, {f['bytes']} bytes, {mark}")
-    if list_objects:
-        for o in rep["objects"]:
-            if o["kind"] == "filemark":
-                lines.append(f"  obj {o['position']} @ {o['offset']}: filemark")
-            else:
-                err = " ERROR" if o["error"] else ""
-                lines.append(
-                    f"  obj {o['position']} @ {o['offset']}: record {o['file']}/{o['record']}, {o['length']} bytes{err}"
-                )
+    return f"format: {fmt.upper()} (no capacity or barcode in the image)"
+
+
+def _object_lines(rep: dict[str, Any]) -> list[str]:
+    """``tapesim info --objects``: one line per object."""
+    lines: list[str] = []
+    for o in rep["objects"]:
+        if o["kind"] == "filemark":
+            lines.append(f"  obj {o['position']} @ {o['offset']}: filemark")
+        else:
+            err = " ERROR" if o["error"] else ""
+            lines.append(
+                f"  obj {o['position']} @ {o['offset']}: record {o['file']}/{o['record']}, {o['length']} bytes{err}"
+            )
+    return lines
+
+
+def _usage_line(rep: dict[str, Any]) -> str:
     cap = rep["capacity"]
     if cap is None:
         used = f"used {rep['used']} bytes"
     else:
         pct = 100.0 * rep["used"] / cap if cap else 0.0
         used = f"used {rep['used']} of {cap} bytes ({pct:.1f}%)"
-    lines.append(
-        f"{used}; end of data at object {rep['object_count']}" + (" (EOM marker)" if rep["eom_marker"] else "")
-    )
+    return f"{used}; end of data at object {rep['object_count']}" + (" (EOM marker)" if rep["eom_marker"] else "")
+
+
+def _damage_lines(rep: dict[str, Any]) -> list[str]:
     damage: list[str] = []
     if rep["damage"]:
         d = rep["damage"]
@@ -249,9 +254,26 @@ def render_info(rep: dict[str, Any], *, list_objects: bool) -> str:
             f"{e['record']}, offset {e['offset']}, {e['length']} bytes)"
         )
     if damage:
-        lines.extend(f"damage: {d}" for d in damage)
-    else:
-        lines.append("damage: none")
+        return [f"damage: {d}" for d in damage]
+    return ["damage: none"]
+
+
+def render_info(rep: dict[str, Any], *, list_objects: bool) -> str:
+    """The text report of ``tapesim info`` from its JSON report ``rep``."""
+    lines = [
+        f"{rep['image']}: {rep['record_count']} records, {rep['filemark_count']} filemarks "
+        f"in {len(rep['files'])} tape files",
+        _cartridge_line(rep),
+    ]
+    for f in rep["files"]:
+        recs = f"{f['records']} record{'s' if f['records'] != 1 else ''}"
+        runs = f" ({f['runs_text']})" if f["runs_text"] else ""
+        mark = "filemark" if f["filemark"] else "no filemark"
+        lines.append(f"file {f['number']}: {recs}{runs}, {f['bytes']} bytes, {mark}")
+    if list_objects:
+        lines.extend(_object_lines(rep))
+    lines.append(_usage_line(rep))
+    lines.extend(_damage_lines(rep))
     for f in rep.get("faults") or []:
         lines.append(f"fault: {describe_fault(f)}")
     return "\n".join(lines)
