@@ -133,8 +133,8 @@ class TalpDevice:
         if cmd == "UNLOAD":
             self._nargs(cmd, args, 2)
             drive = self._num(args[0])
-            slot = None if args[1] == "-" else self._num(args[1])
-            self.library.unload(drive, slot)
+            to_slot = None if args[1] == "-" else self._num(args[1])
+            self.library.unload(drive, to_slot)
             return [f"{tag} OK"]
         raise _Malformed(f"unknown command {cmd[:20]}")
 

@@ -226,7 +226,7 @@ def remove_fault(image: str | os.PathLike[str], fault: dict[str, Any]) -> bool:
 
 def describe_fault(fault: dict[str, Any]) -> str:
     """One line for ``tapesim fault IMAGE list`` / ``tapesim info``."""
-    kind = fault["kind"]
+    kind: str = fault["kind"]
     if kind == "unreadable":
         c = fault["count"]
         where = f"object {fault['at']}" if c == 1 else f"objects {fault['at']}..{fault['at'] + c - 1}"

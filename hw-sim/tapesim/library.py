@@ -35,7 +35,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from .drive import create_image
 from .sidecar import DEFAULT_CAPACITY, DEFAULT_MAX_RECORD, SIDECAR_SUFFIX, TapeSettings, load_json_file
@@ -70,7 +70,7 @@ E_DEST_FULL = "E105"
 E_OTHER = "E200"
 
 
-def valid_barcode(barcode: object) -> bool:
+def valid_barcode(barcode: object) -> TypeGuard[str]:
     """A barcode the library (and TALP/1) accepts."""
     return isinstance(barcode, str) and barcode != "-" and BARCODE_RE.match(barcode) is not None
 
@@ -131,7 +131,7 @@ class _State:
         return set(self.slot_contents.values()) | {b for b, _ in self.drive_contents.values()}
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -252,14 +252,14 @@ class Library:
         return os.path.join(self._dir, TAPES_DIR, f"{barcode}.tap")
 
     def _check_slot(self, slot: object) -> int:
-        if not _is_int(slot) or not 1 <= slot <= self._slots:  # type: ignore[operator]
+        if not _is_int(slot) or not 1 <= slot <= self._slots:
             raise LibraryError(E_NO_SUCH, f"no slot {slot} (slots are 1-{self._slots})")
-        return slot  # type: ignore[return-value]
+        return slot
 
     def _check_drive(self, drive: object) -> int:
-        if not _is_int(drive) or not 0 <= drive < self._drives:  # type: ignore[operator]
+        if not _is_int(drive) or not 0 <= drive < self._drives:
             raise LibraryError(E_NO_SUCH, f"no drive {drive} (drives are 0-{self._drives - 1})")
-        return drive  # type: ignore[return-value]
+        return drive
 
     @contextlib.contextmanager
     def _locked(self, *, shared: bool = False) -> Iterator[None]:
