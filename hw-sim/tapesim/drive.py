@@ -6,11 +6,12 @@ program makes on ``/dev/nstN`` in variable-block mode: ``read(n)`` (``os.read``)
 and ``mtpos()`` (``MTIOCPOS`` with ``MT_ST_SCSI2LOGICAL``). Failures are ``OSError`` with the
 errno the st driver gives (see TAPE-FACTS §1 and §6 and the method docstrings).
 
-The cartridge's settings live in a JSON sidecar ``IMAGE + ".tapesim"``:
-``capacity`` (bytes of image, framing included), ``early_warning`` (size of the early-warning
-zone before the capacity), ``max_record`` (the drive's READ BLOCK LIMITS maximum),
-``write_protected`` and ``barcode``, and the injected ``faults`` (media errors, power cuts,
-write errors, early end of medium, short reads: see :mod:`tapesim.faults`).
+The cartridge's settings live in a JSON sidecar ``IMAGE + ".tapesim"`` (see
+:mod:`tapesim.sidecar`; its names are re-exported here): ``capacity`` (bytes of image, framing
+included), ``early_warning`` (size of the early-warning zone before the capacity),
+``max_record`` (the drive's READ BLOCK LIMITS maximum), ``write_protected`` and ``barcode``,
+and the injected ``faults`` (media errors, power cuts, write errors, early end of medium, short
+reads: see :mod:`tapesim.faults`).
 
 The simulator knows nothing of any archive format; it never imports tapearc.
 """
