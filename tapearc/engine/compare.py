@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tapearc.engine.progress import NoProgress, Progress
+from tapearc.engine.tapefiles import FileRecords
 from tapearc.errors import DamagedDataError, TapearcError
 from tapearc.media.base import Mark, Position, TapeDrive
 
@@ -113,7 +114,7 @@ class SideStats:
     tape_files: int = 0  # tape files holding at least one object
 
     def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        return {k: getattr(self, k) for k in self.__slots__}
 
 
 @dataclass(slots=True)
@@ -208,10 +209,12 @@ Obj = bytes | Mark
 
 
 class _Side:
-    """One medium read in order, with one object of lookahead."""
+    """One medium read in order, with one object of lookahead. Records are read tape file by
+    tape file through :class:`FileRecords` (the lookahead crosses a filemark into the next)."""
 
     def __init__(self, drive: TapeDrive, stats: SideStats) -> None:
         self.drive = drive
+        self.recs = FileRecords(drive)
         self.stats = stats
         self.buf: deque[Obj] = deque()
         self.logical = 0
@@ -229,9 +232,12 @@ class _Side:
             if buf and buf[-1] is Mark.END_OF_DATA:
                 return Mark.END_OF_DATA
             try:
-                obj = self.drive.read_record()
+                obj = self.recs.read()
             except TapearcError as e:
-                raise e.at(medium=self.drive.name)
+                e.at(medium=self.drive.name)
+                raise
+            if obj is Mark.FILEMARK:
+                self.recs = FileRecords(self.drive)  # the next tape file
             buf.append(bytes(obj) if isinstance(obj, (bytearray, memoryview)) else obj)
         return buf[k]
 
@@ -316,137 +322,160 @@ def compare_media(
     res = CompareResult(a=SideStats(a.name), b=SideStats(b.name))
     a.rewind()
     b.rewind()
-    A, B = _Side(a, res.a), _Side(b, res.b)
-    an, bn = a.name, b.name
-    last: Divergence | None = None
-    last_step = -2
-    step = 0
-
-    def note(
-        kind: str, side: str | None, detail: str, offset: int | None = None, records: int = 0, marks: int = 0
-    ) -> None:
-        nonlocal last, last_step
-        res.differing_records += records
-        res.differing_filemarks += marks
-        mergeable = kind in (FILEMARK_VS_RECORD, END_OF_DATA, RECORD_MISSING, EXTRA_RECORD)
-        if mergeable and last is not None and last_step == step - 1 and last.kind == kind and last.side == side:
-            last.count += 1
-            last_step = step
-            return
-        d = Divergence(kind, A.pos, B.pos, side, offset, detail)
-        res.divergence_count += 1
-        if len(res.divergences) < keep:
-            res.divergences.append(d)
-        last, last_step = d, step
-
-    progress.start(f"compare {an} with {bn}", None)
+    progress.start(f"compare {a.name} with {b.name}", None)
     try:
-        while True:
-            step += 1
-            if stop_at_first and res.divergence_count:
-                res.complete = False
-                break
-            x, y = A.peek(0), B.peek(0)
-            if x is Mark.END_OF_DATA and y is Mark.END_OF_DATA:
-                break
-            if _eq(x, y):
-                if isinstance(x, bytes):
-                    progress.advance(len(x))
-                A.consume()
-                B.consume()
-                continue
-            xr, yr = isinstance(x, bytes), isinstance(y, bytes)
-            if xr and yr:
-                assert isinstance(x, bytes) and isinstance(y, bytes)
-                x1, y1 = A.peek(1), B.peek(1)
-                if not _eq(x1, y1) and _eq(x1, y) and _eq(y1, x):
-                    note(SWAPPED, None, f"{_at(A.pos)} and the next one are swapped on {bn}", records=2)
-                    for _ in range(2):
-                        A.consume()
-                        B.consume()
-                    continue
-                if not _eq(x1, y1) and _eq(x1, y):
-                    note(RECORD_MISSING, "a", f"{an}'s {_at(A.pos)} ({len(x)} bytes) is missing from {bn}", records=1)
-                    A.consume()
-                    continue
-                if not _eq(x1, y1) and _eq(y1, x):
-                    note(EXTRA_RECORD, "b", f"{bn} has an extra record ({len(y)} bytes) at its {_at(B.pos)}", records=1)
-                    B.consume()
-                    continue
-                off = _first_diff(x, y)
-                if len(x) == len(y):
-                    note(
-                        DATA,
-                        None,
-                        f"{_at(A.pos)} differs at byte {off} ({an}: 0x{x[off]:02x}, {bn}: 0x{y[off]:02x})",
-                        offset=off,
-                        records=1,
-                    )
-                else:
-                    note(
-                        LENGTH,
-                        None,
-                        f"{_at(A.pos)} holds {len(x)} bytes on {an} but {len(y)} on {bn} (first difference at byte {off})",
-                        offset=off,
-                        records=1,
-                    )
-                progress.advance(len(x))
-                A.consume()
-                B.consume()
-                continue
-            # at least one side is at a mark (and they are not the same object)
-            if x is Mark.END_OF_DATA or y is Mark.END_OF_DATA:
-                long_side, S, other = ("b", B, an) if x is Mark.END_OF_DATA else ("a", A, bn)
-                obj = S.peek(0)
-                note(
-                    END_OF_DATA,
-                    long_side,
-                    f"{other} ends (end of data) where {S.drive.name} has {_what(obj)} at its {_at(S.pos)}",
-                    records=1 if isinstance(obj, bytes) else 0,
-                    marks=1 if obj is Mark.FILEMARK else 0,
-                )
-                S.consume()
-                continue
-            if x is Mark.FILEMARK and not yr:
-                raise AssertionError("unreachable: filemark vs filemark is equal")
-            if x is Mark.FILEMARK:  # y is a record
-                if _eq(A.peek(1), y):
-                    note(
-                        FILEMARK_MISSING,
-                        "a",
-                        f"{bn} lacks the filemark that ends {an}'s tape file {A.file} (after record {A.record})",
-                        marks=1,
-                    )
-                    A.consume()
-                    continue
-                note(
-                    FILEMARK_VS_RECORD,
-                    "b",
-                    f"tape file {A.file} ends after {_n(A.record)} on {an} (filemark) but {bn} has a record at its {_at(B.pos)}",
-                    records=1,
-                )
-                B.consume()
-                continue
-            # y is a filemark, x a record
-            if _eq(B.peek(1), x):
-                note(
-                    EXTRA_FILEMARK,
-                    "b",
-                    f"{bn} has an extra filemark at its {_at(B.pos)} ({an} goes on with record {A.record})",
-                    marks=1,
-                )
-                B.consume()
-                continue
-            note(
-                FILEMARK_VS_RECORD,
-                "a",
-                f"tape file {B.file} ends after {_n(B.record)} on {bn} (filemark) but {an} has a record at its {_at(A.pos)}",
-                records=1,
-            )
-            assert isinstance(x, bytes)
-            progress.advance(len(x))
-            A.consume()
+        _Lockstep(_Side(a, res.a), _Side(b, res.b), res, keep, progress).run(stop_at_first)
     finally:
         progress.finish()
     res.seconds = time.monotonic() - started
     return res
+
+
+class _Lockstep:
+    """Both media read object by object; each step lines up the objects at hand (the rules of
+    the module docstring, one method per case) and notes the divergences into the result."""
+
+    def __init__(self, A: _Side, B: _Side, res: CompareResult, keep: int, progress: Progress) -> None:
+        self.A, self.B = A, B
+        self.an, self.bn = A.drive.name, B.drive.name
+        self.res = res
+        self.keep = keep
+        self.progress = progress
+        self.last: Divergence | None = None
+        self.last_step = -2
+        self.step = 0
+
+    def run(self, stop_at_first: bool) -> None:
+        A, B = self.A, self.B
+        while True:
+            self.step += 1
+            if stop_at_first and self.res.divergence_count:
+                self.res.complete = False
+                return
+            x, y = A.peek(0), B.peek(0)
+            if x is Mark.END_OF_DATA and y is Mark.END_OF_DATA:
+                return
+            if _eq(x, y):
+                if isinstance(x, bytes):
+                    self.progress.advance(len(x))
+                A.consume()
+                B.consume()
+            elif isinstance(x, bytes) and isinstance(y, bytes):
+                self._records(x, y)
+            elif x is Mark.END_OF_DATA or y is Mark.END_OF_DATA:  # one medium ends early
+                self._end_of_data(x)
+            elif x is Mark.FILEMARK:  # y is a record (filemark vs filemark is equal)
+                assert isinstance(y, bytes)
+                self._filemark_on_a(y)
+            else:  # y is a filemark, x a record
+                assert isinstance(x, bytes)
+                self._filemark_on_b(x)
+
+    def note(
+        self, kind: str, side: str | None, detail: str, offset: int | None = None, records: int = 0, marks: int = 0
+    ) -> None:
+        res = self.res
+        res.differing_records += records
+        res.differing_filemarks += marks
+        last = self.last
+        mergeable = kind in (FILEMARK_VS_RECORD, END_OF_DATA, RECORD_MISSING, EXTRA_RECORD)
+        if (
+            mergeable
+            and last is not None
+            and self.last_step == self.step - 1
+            and last.kind == kind
+            and last.side == side
+        ):
+            last.count += 1
+            self.last_step = self.step
+            return
+        d = Divergence(kind, self.A.pos, self.B.pos, side, offset, detail)
+        res.divergence_count += 1
+        if len(res.divergences) < self.keep:
+            res.divergences.append(d)
+        self.last, self.last_step = d, self.step
+
+    def _records(self, x: bytes, y: bytes) -> None:
+        """Two records that differ: swapped, one missing, one extra, or different in place."""
+        A, B, an, bn = self.A, self.B, self.an, self.bn
+        x1, y1 = A.peek(1), B.peek(1)
+        if not _eq(x1, y1) and _eq(x1, y) and _eq(y1, x):
+            self.note(SWAPPED, None, f"{_at(A.pos)} and the next one are swapped on {bn}", records=2)
+            for _ in range(2):
+                A.consume()
+                B.consume()
+            return
+        if not _eq(x1, y1) and _eq(x1, y):
+            self.note(RECORD_MISSING, "a", f"{an}'s {_at(A.pos)} ({len(x)} bytes) is missing from {bn}", records=1)
+            A.consume()
+            return
+        if not _eq(x1, y1) and _eq(y1, x):
+            self.note(EXTRA_RECORD, "b", f"{bn} has an extra record ({len(y)} bytes) at its {_at(B.pos)}", records=1)
+            B.consume()
+            return
+        off = _first_diff(x, y)
+        if len(x) == len(y):
+            detail = f"{_at(A.pos)} differs at byte {off} ({an}: 0x{x[off]:02x}, {bn}: 0x{y[off]:02x})"
+            self.note(DATA, None, detail, offset=off, records=1)
+        else:
+            detail = f"{_at(A.pos)} holds {len(x)} bytes on {an} but {len(y)} on {bn} (first difference at byte {off})"
+            self.note(LENGTH, None, detail, offset=off, records=1)
+        self.progress.advance(len(x))
+        A.consume()
+        B.consume()
+
+    def _end_of_data(self, x: Obj) -> None:
+        """One side ends: the other side's object counts and only that side moves on."""
+        long_side, S, other = ("b", self.B, self.an) if x is Mark.END_OF_DATA else ("a", self.A, self.bn)
+        obj = S.peek(0)
+        self.note(
+            END_OF_DATA,
+            long_side,
+            f"{other} ends (end of data) where {S.drive.name} has {_what(obj)} at its {_at(S.pos)}",
+            records=1 if isinstance(obj, bytes) else 0,
+            marks=1 if obj is Mark.FILEMARK else 0,
+        )
+        S.consume()
+
+    def _filemark_on_a(self, y: bytes) -> None:
+        """A filemark on ``a`` facing a record on ``b``: ``b`` lacks the filemark, or ``b``'s tape
+        file is longer."""
+        A, B, an, bn = self.A, self.B, self.an, self.bn
+        if _eq(A.peek(1), y):
+            self.note(
+                FILEMARK_MISSING,
+                "a",
+                f"{bn} lacks the filemark that ends {an}'s tape file {A.file} (after record {A.record})",
+                marks=1,
+            )
+            A.consume()
+            return
+        self.note(
+            FILEMARK_VS_RECORD,
+            "b",
+            f"tape file {A.file} ends after {_n(A.record)} on {an} (filemark) but {bn} has a record at its {_at(B.pos)}",
+            records=1,
+        )
+        B.consume()
+
+    def _filemark_on_b(self, x: bytes) -> None:
+        """A record on ``a`` facing a filemark on ``b``: ``b`` has an extra filemark, or ``a``'s
+        tape file is longer."""
+        A, B, an, bn = self.A, self.B, self.an, self.bn
+        if _eq(B.peek(1), x):
+            self.note(
+                EXTRA_FILEMARK,
+                "b",
+                f"{bn} has an extra filemark at its {_at(B.pos)} ({an} goes on with record {A.record})",
+                marks=1,
+            )
+            B.consume()
+            return
+        self.note(
+            FILEMARK_VS_RECORD,
+            "a",
+            f"tape file {B.file} ends after {_n(B.record)} on {bn} (filemark) but {an} has a record at its {_at(A.pos)}",
+            records=1,
+        )
+        self.progress.advance(len(x))
+        A.consume()

@@ -27,6 +27,7 @@ Rules:
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ from typing import Any
 from tapearc import format as fmt
 from tapearc.engine.identity import refuse_unless_blank
 from tapearc.engine.progress import NoProgress, Progress
+from tapearc.engine.tapefiles import FileRecords
 from tapearc.errors import (
     MediumFullError,
     MediumInUseError,
@@ -65,7 +67,7 @@ class CopyResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        d = {k: getattr(self, k) for k in self.__slots__}
         d["mb_per_s"] = round(self.bytes / self.seconds / 1e6, 2) if self.seconds > 0 else None
         return d
 
@@ -97,15 +99,16 @@ def label_info(record: bytes) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------- same medium
 
 
+_SPEC = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$")  # KIND:PATH, the forms of tapearc.media.open_medium
+
+
 def medium_identity(spec: str) -> str | None:
     """What ``spec`` names, as a comparable string: the real path of the image, folder or
     device (``/dev/nstN`` and ``/dev/stN`` are the same drive); None for the stream ``-``
     (standard input and standard output are never the same medium)."""
-    from tapearc.media import _PREFIX
-
     if spec == "-":
         return None
-    m = _PREFIX.match(spec)
+    m = _SPEC.match(spec)
     kind, path = (m.group(1).lower(), m.group(2)) if m else (None, spec)
     if not path:
         return None
@@ -163,6 +166,21 @@ def copy_medium(
     progress = progress or NoProgress()
     started = time.monotonic()
     res = CopyResult(source=source.name, target=target.name)
+    _check_target(source, target, force, res)
+    progress.start(f"copy {source.name}", _source_size(source))
+    try:
+        _copy_tape_files(source, target, res, progress)
+    finally:
+        progress.finish()
+    if res.early_warning:
+        res.warnings.append("the copy fits, but it reached the target's early-warning zone")
+    res.seconds = time.monotonic() - started
+    return res
+
+
+def _check_target(source: TapeDrive, target: TapeDrive, force: bool, res: CopyResult) -> None:
+    """Refuse a target that is the source, write-protected, or not blank (unless ``force``);
+    leaves both media rewound."""
     if source is target or (source.name == target.name and source.name != "-"):
         raise UsageError(
             f"cannot copy medium {source.name} onto itself",
@@ -196,90 +214,110 @@ def copy_medium(
         res.warnings.append(f"target was not blank (it began with {what}); its contents were replaced")
     target.rewind()
 
-    total: int | None = None
+
+def _source_size(source: TapeDrive) -> int | None:
+    """The bytes the source holds, when its backend knows (for the progress total)."""
     try:
         used = source.status().used
-        total = int(used) if used else None
+        return int(used) if used else None
     except TapearcError:
-        total = None
-    progress.start(f"copy {source.name}", total)
-    logical = tfile = rec = 0
-    file_has_objects = False
-    try:
-        while True:
-            try:
-                obj = source.read_record()
-            except TapearcError as e:
-                raise _incomplete(
-                    e.at(medium=source.name, tape_file=tfile, record=rec),
-                    res,
-                    (logical, tfile, rec),
-                    f"reading the source failed at object {logical}",
-                ) from None
-            if obj is Mark.END_OF_DATA:
-                break
-            if res.early_warning and obj is not Mark.FILEMARK:  # filemarks still fit in the zone
-                raise _incomplete(
-                    MediumFullError(
-                        f"target medium reached its early warning after {logical} objects and the source holds more "
-                        "(a copy must fit on one medium; it does not span media)",
-                        hint="copy to a larger medium",
-                    ).at(medium=target.name, tape_file=tfile, record=rec),
-                    res,
-                    (logical, tfile, rec),
-                    "stopped",
-                )
-            if obj is Mark.FILEMARK:
-                status = _write(target, None, res, (logical, tfile, rec))
-                res.filemarks += 1
-                if not file_has_objects:  # an empty tape file: just its filemark
-                    res.tape_files += 1
-                file_has_objects = False
-                logical += 1
-                tfile += 1
-                rec = 0
-            else:
-                n = len(obj)
-                if logical == 0:
-                    res.label = label_info(obj)
-                    if res.label is not None and res.label["record_size"] > target.max_record_size:
-                        raise RecordTooLargeError(
-                            f"source {source.name} is a tapearc medium written with records of up to "
-                            f"{res.label['record_size']} bytes (its label's record size), larger than the "
-                            f"largest record target drive {target.name} takes ({target.max_record_size}); "
-                            "nothing was written",
-                            hint="copy to a medium or drive that takes larger records",
-                        ).at(medium=target.name)
-                if n > target.max_record_size:
-                    raise _incomplete(
-                        RecordTooLargeError(
-                            f"source record {rec} of tape file {tfile} (object {logical}) holds {n} bytes, more than "
-                            f"the largest record target drive {target.name} takes ({target.max_record_size}); "
-                            "nothing past it was written",
-                            hint="copy to a medium or drive that takes larger records",
-                        ).at(medium=source.name, tape_file=tfile, record=rec),
-                        res,
-                        (logical, tfile, rec),
-                        "stopped",
-                    )
-                status = _write(target, obj, res, (logical, tfile, rec))
-                res.records += 1
-                res.bytes += n
-                res.largest_record = max(res.largest_record, n)
-                if not file_has_objects:
-                    file_has_objects = True
-                    res.tape_files += 1
-                logical += 1
-                rec += 1
-                progress.advance(n)
-            if status is WriteStatus.EARLY_WARNING:
-                res.early_warning = True
-    finally:
-        progress.finish()
-    if res.early_warning:
-        res.warnings.append("the copy fits, but it reached the target's early-warning zone")
-    res.seconds = time.monotonic() - started
-    return res
+        return None
+
+
+@dataclass(slots=True)
+class _At:
+    """Where the copy is: the next object's logical number, tape file and record in it."""
+
+    logical: int = 0
+    tape_file: int = 0
+    record: int = 0
+
+    def pos(self) -> tuple[int, int, int]:
+        return (self.logical, self.tape_file, self.record)
+
+
+def _copy_tape_files(source: TapeDrive, target: TapeDrive, res: CopyResult, progress: Progress) -> None:
+    """Copy tape file after tape file (its records, then its filemark) up to the end of data."""
+    at = _At()
+    while True:
+        mark = _copy_records(FileRecords(source), source, target, res, progress, at)
+        if mark is Mark.END_OF_DATA:
+            return
+        status = _write(target, None, res, at.pos())  # filemarks still fit in the early-warning zone
+        res.filemarks += 1
+        if at.record == 0:  # an empty tape file: just its filemark
+            res.tape_files += 1
+        at.logical += 1
+        at.tape_file += 1
+        at.record = 0
+        if status is WriteStatus.EARLY_WARNING:
+            res.early_warning = True
+
+
+def _copy_records(
+    recs: FileRecords, source: TapeDrive, target: TapeDrive, res: CopyResult, progress: Progress, at: _At
+) -> Mark:
+    """Copy the records of one tape file; returns the mark that ends it."""
+    while True:
+        try:
+            obj = recs.read()
+        except TapearcError as e:
+            e.at(medium=source.name, tape_file=at.tape_file, record=at.record)
+            raise _incomplete(e, res, at.pos(), f"reading the source failed at object {at.logical}") from None
+        if isinstance(obj, Mark):
+            return obj
+        if res.early_warning:
+            raise _incomplete(
+                MediumFullError(
+                    f"target medium reached its early warning after {at.logical} objects and the source holds more "
+                    "(a copy must fit on one medium; it does not span media)",
+                    hint="copy to a larger medium",
+                ).at(medium=target.name, tape_file=at.tape_file, record=at.record),
+                res,
+                at.pos(),
+                "stopped",
+            )
+        _check_record(obj, source, target, res, at)
+        status = _write(target, obj, res, at.pos())
+        n = len(obj)
+        res.records += 1
+        res.bytes += n
+        res.largest_record = max(res.largest_record, n)
+        if at.record == 0:
+            res.tape_files += 1
+        at.logical += 1
+        at.record += 1
+        progress.advance(n)
+        if status is WriteStatus.EARLY_WARNING:
+            res.early_warning = True
+
+
+def _check_record(obj: bytes, source: TapeDrive, target: TapeDrive, res: CopyResult, at: _At) -> None:
+    """Refuse a record larger than the target takes (for a tapearc source, from its label's
+    record size at the first record, before anything is written)."""
+    n = len(obj)
+    if at.logical == 0:
+        res.label = label_info(obj)
+        if res.label is not None and res.label["record_size"] > target.max_record_size:
+            raise RecordTooLargeError(
+                f"source {source.name} is a tapearc medium written with records of up to "
+                f"{res.label['record_size']} bytes (its label's record size), larger than the "
+                f"largest record target drive {target.name} takes ({target.max_record_size}); "
+                "nothing was written",
+                hint="copy to a medium or drive that takes larger records",
+            ).at(medium=target.name)
+    if n > target.max_record_size:
+        raise _incomplete(
+            RecordTooLargeError(
+                f"source record {at.record} of tape file {at.tape_file} (object {at.logical}) holds {n} bytes, more "
+                f"than the largest record target drive {target.name} takes ({target.max_record_size}); "
+                "nothing past it was written",
+                hint="copy to a medium or drive that takes larger records",
+            ).at(medium=source.name, tape_file=at.tape_file, record=at.record),
+            res,
+            at.pos(),
+            "stopped",
+        )
 
 
 def _write(target: TapeDrive, data: bytes | None, res: CopyResult, pos: tuple[int, int, int]) -> WriteStatus:

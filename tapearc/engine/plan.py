@@ -228,7 +228,7 @@ class BlockMap:
         return len(self.starts)
 
     def __iter__(self) -> Iterator[tuple[int, int, int, int]]:
-        return zip(self.starts, self.ends, self.vals, self.doffs)
+        return zip(self.starts, self.ends, self.vals, self.doffs, strict=False)  # parallel arrays of one length
 
     def _add(self, s: int, e: int, v: int, d: int) -> None:
         """Append an interval after the last one, joining it when it continues it."""
@@ -484,74 +484,117 @@ def make_plan(
     nothing is written (a fresh sparse file); False for a device, whose zero blocks must be
     written.
     """
+    if have is None:
+        cm, per_chunk, zero_runs = _blocks_for_empty_target(catalog, chain, zero_target)
+    else:
+        cm, per_chunk, zero_runs = _blocks_differing_from(catalog, chain, have, zero_target)
+    reads = _reads_in_tape_order(cm, per_chunk, media_order or {})
+    return _plan_of(chain, cm.chunks, reads, list(_merge(tuple(zero_runs))), have)
+
+
+_Runs = dict[int, list[tuple[int, int]]]  # chunk index in the chain map -> block runs to read from it
+
+
+def _blocks_for_empty_target(
+    catalog: Catalog, chain: list[GenerationRow], zero_target: bool
+) -> tuple[ChainMap, _Runs, list[tuple[int, int]]]:
+    """Every data block of generation N is read; zero blocks are written only to a target
+    that does not read as zeros already."""
+    cm = chain_map(catalog, chain)
+    per_chunk: _Runs = {}
+    zero_runs: list[tuple[int, int]] = []
+    for s, e, v, _ in cm.map:
+        if v >= 0:
+            per_chunk.setdefault(v, []).append((s, e - s))
+        elif not zero_target:  # every block that is not data at N is zero at N
+            zero_runs.append((s, e - s))
+    return cm, per_chunk, zero_runs
+
+
+def _blocks_differing_from(
+    catalog: Catalog, chain: list[GenerationRow], have: int, zero_target: bool
+) -> tuple[ChainMap, _Runs, list[tuple[int, int]]]:
+    """The blocks of generation N that differ from generation ``have`` (which the target
+    holds): their chunks to read, and the blocks to make zero."""
     last = chain[-1]
     n = last.nblocks
-    per_chunk: dict[int, list[tuple[int, int]]] = {}
+    gens = {g.number: g for g in catalog.generations(last.set_uuid, last.volume)}
+    if have not in gens:
+        raise NoSuchGenerationError(f"volume {last.volume!r} has no generation {have}")
+    k_chain = load_chain(catalog, last.set_uuid, last.volume, have)
+    cm = chain_map(catalog, chain, digests=True)
+    if k_chain[-1].block_size == last.block_size:
+        km = chain_map(catalog, k_chain, digests=True)
+    else:  # another block size: block ids do not line up, nothing is known to be in place
+        km = ChainMap(BlockMap(n, UNKNOWN), [], [])
+    dn = cm.digests
+    dk = km.digests
+    assert dn is not None and dk is not None
+    per_chunk: _Runs = {}
     zero_runs: list[tuple[int, int]] = []
-    if have is None:
-        cm = chain_map(catalog, chain)
-        for s, e, v, _ in cm.map:
-            if v >= 0:
-                per_chunk.setdefault(v, []).append((s, e - s))
-            elif not zero_target:  # every block that is not data at N is zero at N
+    for s, e, vn, on, vk, ok in _zip_maps(cm.map, km.map, n):
+        if vn < 0:  # zero at N (NONE cannot remain in a checked chain: treated as zero)
+            if vk >= 0 or vk == UNKNOWN or (vk == NONE and not zero_target):
                 zero_runs.append((s, e - s))
-        from_gen = None
-    else:
-        gens = {g.number: g for g in catalog.generations(last.set_uuid, last.volume)}
-        if have not in gens:
-            raise NoSuchGenerationError(f"volume {last.volume!r} has no generation {have}")
-        k_chain = load_chain(catalog, last.set_uuid, last.volume, have)
-        cm = chain_map(catalog, chain, digests=True)
-        if k_chain[-1].block_size == last.block_size:
-            km = chain_map(catalog, k_chain, digests=True)
-        else:  # another block size: block ids do not line up, nothing is known to be in place
-            km = ChainMap(BlockMap(n, UNKNOWN), [], [])
-        dn = cm.digests
-        dk = km.digests
-        assert dn is not None and dk is not None
-        for s, e, vn, on, vk, ok in _zip_maps(cm.map, km.map, n):
-            if vn < 0:  # zero at N (NONE cannot remain in a checked chain: treated as zero)
-                if vk >= 0 or vk == UNKNOWN or (vk == NONE and not zero_target):
-                    zero_runs.append((s, e - s))
-                continue
-            if vk < 0:
-                per_chunk.setdefault(vn, []).append((s, e - s))
-                continue
-            if cm.chunk_id(vn) == km.chunk_id(vk) and on == ok:
-                continue  # the same version of these blocks
-            ln = (e - s) * DIGEST_LEN
-            a_dig = dn[vn][on : on + ln]
-            b_dig = dk[vk][ok : ok + ln]
-            if a_dig == b_dig:
-                continue
-            b = s
-            while b < e:  # block by block: the runs that differ
-                o = (b - s) * DIGEST_LEN
-                if a_dig[o : o + DIGEST_LEN] == b_dig[o : o + DIGEST_LEN]:
-                    b += 1
-                    continue
-                c = b + 1
-                while (
-                    c < e
-                    and a_dig[(c - s) * DIGEST_LEN : (c - s + 1) * DIGEST_LEN]
-                    != b_dig[(c - s) * DIGEST_LEN : (c - s + 1) * DIGEST_LEN]
-                ):
-                    c += 1
-                per_chunk.setdefault(vn, []).append((b, c - b))
-                b = c
-        from_gen = have
-    chunks = cm.chunks
-    order = media_order or {}
-    reads = [PlannedRead(chunks[idx], _merge(tuple(runs))) for idx, runs in per_chunk.items()]
+            continue
+        if vk < 0:
+            per_chunk.setdefault(vn, []).append((s, e - s))
+            continue
+        if cm.chunk_id(vn) == km.chunk_id(vk) and on == ok:
+            continue  # the same version of these blocks
+        ln = (e - s) * DIGEST_LEN
+        differ = _differing_runs(s, e, dn[vn][on : on + ln], dk[vk][ok : ok + ln])
+        if differ:
+            per_chunk.setdefault(vn, []).extend(differ)
+    return cm, per_chunk, zero_runs
+
+
+def _differing_runs(s: int, e: int, a_dig: bytes, b_dig: bytes) -> list[tuple[int, int]]:
+    """The runs of blocks ``s``..``e`` whose digests differ between ``a_dig`` and ``b_dig``."""
+    out: list[tuple[int, int]] = []
+    if a_dig == b_dig:
+        return out
+    b = s
+    while b < e:  # block by block: the runs that differ
+        o = (b - s) * DIGEST_LEN
+        if a_dig[o : o + DIGEST_LEN] == b_dig[o : o + DIGEST_LEN]:
+            b += 1
+            continue
+        c = b + 1
+        while (
+            c < e
+            and a_dig[(c - s) * DIGEST_LEN : (c - s + 1) * DIGEST_LEN]
+            != b_dig[(c - s) * DIGEST_LEN : (c - s + 1) * DIGEST_LEN]
+        ):
+            c += 1
+        out.append((b, c - b))
+        b = c
+    return out
+
+
+def _reads_in_tape_order(cm: ChainMap, per_chunk: _Runs, order: dict[uuid.UUID, int]) -> list[PlannedRead]:
+    """One read per chunk, sorted medium by medium (``order``, else the sequence), then by
+    position on the medium."""
+    reads = [PlannedRead(cm.chunks[idx], _merge(tuple(runs))) for idx, runs in per_chunk.items()]
     reads.sort(key=lambda r: (order.get(r.chunk.medium_uuid, r.chunk.medium_sequence), r.chunk.logical))
+    return reads
+
+
+def _plan_of(
+    chain: list[GenerationRow],
+    chunks: list[ChunkRow],
+    reads: list[PlannedRead],
+    zero_runs: list[tuple[int, int]],
+    from_gen: int | None,
+) -> Plan:
+    last = chain[-1]
     read_ids = {r.chunk.id for r in reads}
     media: list[tuple[uuid.UUID, int]] = []
     for r in reads:
         m = (r.chunk.medium_uuid, r.chunk.medium_sequence)
         if not media or media[-1] != m:
             media.append(m)
-    zero_runs = list(_merge(tuple(zero_runs)))
-    plan = Plan(
+    return Plan(
         volume=last.volume,
         generation=last.number,
         set_uuid=last.set_uuid,
@@ -569,7 +612,6 @@ def make_plan(
         media=media,
         source_path=last.source_path or None,
     )
-    return plan
 
 
 def _merge(runs: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:

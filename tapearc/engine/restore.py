@@ -31,6 +31,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import BinaryIO, Protocol
 
 from tapearc import format as fmt
@@ -69,6 +70,16 @@ from tapearc.errors import (
 from tapearc.media.base import Mark, TapeDrive
 
 
+class RestoreMode(StrEnum):
+    """How the target is written (``mode`` in the result and its JSON)."""
+
+    NEW = "new"  # a new file, written sparse under a temporary name
+    DEVICE = "device"  # a block device: zero blocks are written as zeros
+    ROLL_FORWARD = "roll-forward"  # the target holds an older generation: changed blocks only
+    ROLLBACK = "rollback"  # the target holds a newer generation: changed blocks only
+    STREAM = "stream"  # the image in block order on a stream (``-``)
+
+
 @dataclass(frozen=True, slots=True)
 class RestoreOptions:
     generation: int | None = None  # None: the latest complete one
@@ -87,7 +98,7 @@ class RestoreResult:
     target: str
     volume_size: int
     block_size: int
-    mode: str = "new"  # new | device | roll-forward | rollback | stream
+    mode: RestoreMode = RestoreMode.NEW
     media_used: list[str] = field(default_factory=list)
     lost: list[dict[str, object]] = field(default_factory=list)  # block ranges that could not be restored
     fallback: list[dict[str, object]] = field(default_factory=list)  # blocks restored from older versions
@@ -112,7 +123,8 @@ class RestoreResult:
         return "complete" if err is None else err.kind
 
     def to_json(self) -> dict[str, object]:
-        d = {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        d = {k: getattr(self, k) for k in self.__slots__}
+        d["mode"] = self.mode.value
         d["mb_per_s"] = round(self.volume_size / self.seconds / 1e6, 2) if self.seconds > 0 else None
         err = outcome(self)
         d["status"] = "complete" if err is None else err.kind
@@ -255,7 +267,8 @@ def prepare_plan(
         chain = load_chain(catalog, label.media_set_uuid, volume, options.generation)
         plan = make_plan(catalog, chain, have=have, zero_target=zero_target)
     except TapearcError as e:
-        raise e.at(medium=drive.name)
+        e.at(medium=drive.name)
+        raise
     plan.warnings.extend(notes)
     return label, chain, plan
 
@@ -446,7 +459,7 @@ class _StreamSink:
         else:
             try:
                 if self.spool is None:
-                    self.spool = tempfile.TemporaryFile(prefix="tapearc-spool-")
+                    self.spool = tempfile.TemporaryFile(prefix="tapearc-spool-")  # noqa: SIM115 (closed in _close_spool)
                 self.spool.seek(offset)
                 self.spool.write(data)
             except OSError as e:
@@ -669,50 +682,24 @@ def _restore(
     progress: Progress | None,
     stdout: BinaryIO | None,
 ) -> RestoreResult:
+    """Prepare the plan, look at the target (which generation it holds), open it, read the
+    chunks in tape order and write them, and report what was written."""
     progress = progress or NoProgress()
     started = time.monotonic()
     refuse_same_restore_target(media.spec, target_path)  # never onto the medium it reads
     label, chain, plan = prepare_plan(media, catalog, options)
     drive = media.current()
     last = chain[-1]
-    mode = "new"
-    have: int | None = None
-    is_device = False
-    sink: Sink
-    if target_path == "-":
-        mode = "stream"
-    else:
-        exists, tsize, is_device = _target_size(target_path)
-        occupied = exists and (_device_has_data(target_path) if is_device else tsize > 0)
-        if occupied:
-            if options.assume_generation is not None:
-                have = options.assume_generation
-            else:
-                gens = catalog.generations(label.media_set_uuid, last.volume)
-                have = detect_generation(catalog, gens, target_path, tsize, is_device, prefer=last.number)
-                if have is None and not options.force:
-                    raise TargetError(
-                        f"target {target_path} is not empty and holds no generation of volume {last.volume!r}",
-                        hint="add --force to overwrite it, or --assume-generation K if it holds generation K",
-                    )
-        if have is not None:
-            mode = "rollback" if have > last.number else "roll-forward"
-        elif is_device:
-            mode = "device"
-        if have is not None or is_device:
-            try:
-                plan = make_plan(catalog, chain, have=have, zero_target=not is_device)
-            except TapearcError as e:
-                raise e.at(medium=drive.name)
-    if mode != "new" and not options.partial:
+    target = _inspect_target(catalog, label, last, target_path, options)
+    if target.have is not None or target.is_device:  # only what differs, or zeros written too
+        try:
+            plan = make_plan(catalog, chain, have=target.have, zero_target=not target.is_device)
+        except TapearcError as e:
+            e.at(medium=drive.name)
+            raise
+    if target.mode is not RestoreMode.NEW and not options.partial:
         _preflight(media, catalog, plan, label)
-    if mode == "stream":
-        sink = _StreamSink(stdout or sys.stdout.buffer, plan)
-    elif have is not None:
-        sink = _InPlaceSink(target_path, last.volume_size)
-    else:
-        sink = _TargetSink(RestoreTarget(target_path, last.volume_size, force=True))
-    sink = _ThreadedSink(sink)
+    sink = _ThreadedSink(_open_sink(target, last, plan, stdout))
     result = RestoreResult(
         medium=drive.name,
         volume=last.volume,
@@ -720,14 +707,81 @@ def _restore(
         target=target_path,
         volume_size=last.volume_size,
         block_size=last.block_size,
-        mode=mode,
-        from_generation=have,
+        mode=target.mode,
+        from_generation=target.have,
         source_path=last.source_path or None,
         skipped_generations=skipped_generations(catalog, chain, options),
         warnings=list(plan.warnings),
     )
+    _write_plan(media, catalog, label, chain, plan, sink, result, progress, options)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """The restore target as found before anything is written."""
+
+    path: str
+    mode: RestoreMode
+    have: int | None = None  # the generation it holds already (rolled forward or back)
+    is_device: bool = False
+
+
+def _inspect_target(
+    catalog: Catalog, label: fmt.Label, last: GenerationRow, target_path: str, options: RestoreOptions
+) -> _Target:
+    """What the target is and which generation of the volume it holds (detected from its block
+    digests, or asserted with ``assume_generation``); TargetError for a target holding other
+    data, unless ``force``."""
+    if target_path == "-":
+        return _Target(target_path, RestoreMode.STREAM)
+    exists, tsize, is_device = _target_size(target_path)
+    occupied = exists and (_device_has_data(target_path) if is_device else tsize > 0)
+    have: int | None = None
+    if occupied:
+        if options.assume_generation is not None:
+            have = options.assume_generation
+        else:
+            gens = catalog.generations(label.media_set_uuid, last.volume)
+            have = detect_generation(catalog, gens, target_path, tsize, is_device, prefer=last.number)
+            if have is None and not options.force:
+                raise TargetError(
+                    f"target {target_path} is not empty and holds no generation of volume {last.volume!r}",
+                    hint="add --force to overwrite it, or --assume-generation K if it holds generation K",
+                )
+    if have is not None:
+        mode = RestoreMode.ROLLBACK if have > last.number else RestoreMode.ROLL_FORWARD
+    else:
+        mode = RestoreMode.DEVICE if is_device else RestoreMode.NEW
+    return _Target(target_path, mode, have, is_device)
+
+
+def _open_sink(target: _Target, last: GenerationRow, plan: Plan, stdout: BinaryIO | None) -> Sink:
+    if target.mode is RestoreMode.STREAM:
+        return _StreamSink(stdout or sys.stdout.buffer, plan)
+    if target.have is not None:
+        return _InPlaceSink(target.path, last.volume_size)
+    return _TargetSink(RestoreTarget(target.path, last.volume_size, force=True))
+
+
+def _write_plan(
+    media: MediaSource,
+    catalog: Catalog,
+    label: fmt.Label,
+    chain: list[GenerationRow],
+    plan: Plan,
+    sink: Sink,
+    result: RestoreResult,
+    progress: Progress,
+    options: RestoreOptions,
+) -> None:
+    """Execute the plan into the sink and commit it; on any failure the sink is aborted (a new
+    file is not left behind) and a missing medium says what the target now holds."""
     try:
-        progress.start(f"restore {last.volume} gen {last.number}", plan.blocks_to_write * plan.block_size or None)
+        progress.start(
+            f"restore {result.volume} gen {result.generation}", plan.blocks_to_write * plan.block_size or None
+        )
         execute_plan(
             media,
             catalog,
@@ -743,20 +797,21 @@ def _restore(
         sink.commit()
     except MediaMissingError as e:
         sink.abort()
-        if mode == "new":
-            e.message += f"; the restore stopped and {target_path} was not created"
-        elif mode == "stream":
-            e.message += "; the restore stopped and the output stream is incomplete"
-        else:
-            e.message += f"; the restore stopped after writing {result.bytes_written + result.bytes_zeroed} bytes to {target_path}"
+        e.message += _stopped_note(result)
         raise
     except BaseException:
         sink.abort()
         raise
     finally:
         progress.finish()
-    result.seconds = time.monotonic() - started
-    return result
+
+
+def _stopped_note(result: RestoreResult) -> str:
+    if result.mode is RestoreMode.NEW:
+        return f"; the restore stopped and {result.target} was not created"
+    if result.mode is RestoreMode.STREAM:
+        return "; the restore stopped and the output stream is incomplete"
+    return f"; the restore stopped after writing {result.bytes_written + result.bytes_zeroed} bytes to {result.target}"
 
 
 def check_stream_output(out: BinaryIO) -> None:
@@ -797,33 +852,61 @@ def execute_plan(
     are read in a second pass, and what is still lost stays lost (zeros in the target). A medium
     that cannot be had stops the restore (MediaMissingError) unless ``partial``: then its blocks
     are lost too and the medium is listed in ``result.missing_media``."""
-    bs = plan.block_size
-    size = plan.volume_size
     damaged = _read_all(media, catalog, plan, plan.reads, sink, result, progress, partial)
-    for a, n in plan.zero_runs:
-        start = a * bs
-        sink.zero(start, min((a + n) * bs, size) - start)
-        result.blocks_zeroed += n
-        result.bytes_zeroed += min((a + n) * bs, size) - start
+    _zero_runs(plan, sink, result, plan.zero_runs)
     if not damaged:
         return
     lost = _merge_runs([r for pr, _ in damaged for r in pr.runs])
     if fallback_older and chain is not None:
-        reads, zero, none = fallback_reads(catalog, chain, lost, {pr.chunk.id for pr, _ in damaged})
-        still = _read_all(media, catalog, plan, reads, sink, result, progress, partial)
-        for a, n in zero:  # the older version of these blocks is zero
-            start = a * bs
-            sink.zero(start, min((a + n) * bs, size) - start)
-            result.blocks_zeroed += n
-            result.bytes_zeroed += min((a + n) * bs, size) - start
-        result.fallback = [
-            {"blocks": [a, a + n - 1], "from_generation": pr.chunk.generation}
-            for pr in reads
-            if all(pr is not d for d, _ in still)
-            for a, n in pr.runs
-        ] + [{"blocks": [a, a + n - 1], "from_generation": None, "zero": True} for a, n in zero]
-        lost = _merge_runs(none + [r for pr, _ in still for r in pr.runs])
+        lost, still = _read_older_versions(media, catalog, plan, chain, sink, result, progress, partial, damaged, lost)
         damaged = damaged + still
+    _report_damage(plan, sink, result, damaged, lost)
+
+
+def _zero_runs(plan: Plan, sink: Sink, result: RestoreResult, runs: list[tuple[int, int]]) -> None:
+    bs, size = plan.block_size, plan.volume_size
+    for a, n in runs:
+        start = a * bs
+        sink.zero(start, min((a + n) * bs, size) - start)
+        result.blocks_zeroed += n
+        result.bytes_zeroed += min((a + n) * bs, size) - start
+
+
+def _read_older_versions(
+    media: MediaSource,
+    catalog: Catalog,
+    plan: Plan,
+    chain: list[GenerationRow],
+    sink: Sink,
+    result: RestoreResult,
+    progress: Progress,
+    partial: bool,
+    damaged: list[tuple[PlannedRead, str]],
+    lost: list[tuple[int, int]],
+) -> tuple[list[tuple[int, int]], list[tuple[PlannedRead, str]]]:
+    """``--fallback-older``: read the newest older versions of the ``lost`` blocks. Returns the
+    blocks still lost and the reads of the second pass that failed too."""
+    reads, zero, none = fallback_reads(catalog, chain, lost, {pr.chunk.id for pr, _ in damaged})
+    still = _read_all(media, catalog, plan, reads, sink, result, progress, partial)
+    _zero_runs(plan, sink, result, zero)  # the older version of these blocks is zero
+    result.fallback = [
+        {"blocks": [a, a + n - 1], "from_generation": pr.chunk.generation}
+        for pr in reads
+        if all(pr is not d for d, _ in still)
+        for a, n in pr.runs
+    ] + [{"blocks": [a, a + n - 1], "from_generation": None, "zero": True} for a, n in zero]
+    return _merge_runs(none + [r for pr, _ in still for r in pr.runs]), still
+
+
+def _report_damage(
+    plan: Plan,
+    sink: Sink,
+    result: RestoreResult,
+    damaged: list[tuple[PlannedRead, str]],
+    lost: list[tuple[int, int]],
+) -> None:
+    """The damaged chunks and the lost block ranges into the result; lost blocks read as zeros."""
+    bs, size = plan.block_size, plan.volume_size
     gone = {str(m["medium"]) for m in result.missing_media}  # listed there, not as damage
     result.damaged_chunks = [
         {
@@ -914,7 +997,6 @@ def _read_all(
 def _read_chunk(drive: TapeDrive, pr: PlannedRead) -> tuple[fmt.ChunkHeader, memoryview]:
     """Position at a planned chunk and read, check and unpack it; TapearcError when damaged."""
     c = pr.chunk
-    loc = {"medium": drive.name, "tape_file": c.tape_file, "record": c.record}
     span = (pr.runs[0][0], pr.runs[-1][0] + pr.runs[-1][1] - 1)
     try:
         if drive.position().logical != c.logical:
@@ -933,7 +1015,8 @@ def _read_chunk(drive: TapeDrive, pr: PlannedRead) -> tuple[fmt.ChunkHeader, mem
             )
         return hdr, memoryview(fmt.unpack_payload(hdr, payload))
     except TapearcError as e:
-        raise e.at(**loc, blocks=span)
+        e.at(medium=drive.name, tape_file=c.tape_file, record=c.record, blocks=span)
+        raise
 
 
 def _write_needed(
