@@ -5,7 +5,6 @@ memory bounded by what is on the medium."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -25,14 +24,29 @@ def tapearc(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# A small launcher forks tapearc and reports its peak RSS: a child forked straight from pytest
+# would count pytest's own (order-dependent) peak, since Linux keeps the peak across exec.
+_LAUNCH = (
+    "import os, subprocess, sys\n"
+    "p = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, usage = os.wait4(p.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(f'{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}')\n"
+)
+
+
 def tapearc_rss(tmp_path: Path, *args: str) -> tuple[int, str, str, int]:
     """Run tapearc; (exit code, stdout, stderr, peak RSS in bytes) of that process alone."""
-    out, err = tmp_path / "rss.out", tmp_path / "rss.err"
+    out, err, rss = tmp_path / "rss.out", tmp_path / "rss.err", tmp_path / "rss.txt"
     with open(out, "w") as fo, open(err, "w") as fe:
-        p = subprocess.Popen([sys.executable, "-m", "tapearc", *args], stdout=fo, stderr=fe)
-        _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, out.read_text(), err.read_text(), usage.ru_maxrss * 1024
+        subprocess.run(
+            [sys.executable, "-c", _LAUNCH, str(rss), sys.executable, "-m", "tapearc", *args],
+            stdout=fo,
+            stderr=fe,
+            check=True,
+            timeout=300,
+        )
+    code, maxrss_kib = map(int, rss.read_text().split())
+    return code, out.read_text(), err.read_text(), maxrss_kib * 1024
 
 
 def error_lines(stderr: str) -> list[str]:
