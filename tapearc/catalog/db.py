@@ -32,9 +32,9 @@ from typing import Any
 from uuid import UUID
 
 from tapearc import format as fmt
+from tapearc.catalog.states import FINAL_KNOWN, GenerationState
 from tapearc.env import path as env_path
 from tapearc.env import seconds as env_seconds
-from tapearc.catalog.states import FINAL_KNOWN, GenerationState
 from tapearc.errors import TapearcError
 
 SCHEMA_VERSION = 2

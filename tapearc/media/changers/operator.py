@@ -74,7 +74,7 @@ class OperatorChanger(AttendedChanger):
         pass
 
     def wait_for_medium(
-        self, describe: str, check: Check, *, timeout: float | None | _Default = _Default.TIMEOUT
+        self, describe: str, check: Check, *, timeout: float | _Default | None = _Default.TIMEOUT
     ) -> None:
         """Ask the operator for the medium ``describe`` and wait until ``check()`` accepts it.
 
