@@ -32,10 +32,9 @@ from typing import Any
 from uuid import UUID
 
 from tapearc import format as fmt
+from tapearc import settings
 from tapearc.catalog.states import FINAL_KNOWN, GenerationState
-from tapearc.env import path as env_path
-from tapearc.env import seconds as env_seconds
-from tapearc.errors import TapearcError
+from tapearc.errors import CatalogError, TapearcError
 
 SCHEMA_VERSION = 2
 
@@ -159,16 +158,9 @@ def unpack_runs(blob: bytes) -> tuple[fmt.Run, ...]:
     return tuple(fmt.Run(a, n, fmt.RunKind(k)) for a, n, k in _RUN.iter_unpack(blob))
 
 
-class CatalogError(TapearcError):
-    """The catalog database cannot be opened or is not a tapearc catalog."""
-
-    exit_code = 16
-    kind = "catalog"
-
-
 def default_catalog_path() -> Path:
     """``$TAPEARC_CATALOG``, else ``$XDG_DATA_HOME/tapearc/catalog.sqlite`` (~/.local/share/...)."""
-    given = env_path("TAPEARC_CATALOG")
+    given = settings.catalog_path()
     if given:
         return Path(given)
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
@@ -260,13 +252,13 @@ class TapeFileRow:
     has_trailer: bool
 
 
-DEFAULT_BUSY_TIMEOUT = 30.0
+DEFAULT_BUSY_TIMEOUT = settings.DEFAULT_CATALOG_TIMEOUT
 
 
 def busy_timeout() -> float:
     """Seconds a catalog write waits for another process's write to end:
     ``$TAPEARC_CATALOG_TIMEOUT``, default 30."""
-    return env_seconds("TAPEARC_CATALOG_TIMEOUT", DEFAULT_BUSY_TIMEOUT)
+    return settings.catalog_timeout()
 
 
 def _is_busy(e: sqlite3.Error) -> bool:
@@ -332,7 +324,7 @@ class Catalog:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        given = path is not None or env_path("TAPEARC_CATALOG") is not None
+        given = path is not None or settings.catalog_path() is not None
         self.path = Path(path) if path is not None else default_catalog_path()
         timeout = busy_timeout()
         try:
