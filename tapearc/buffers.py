@@ -5,14 +5,14 @@ from __future__ import annotations
 import ctypes
 import mmap
 
+from tapearc import settings
+
 PAGE = mmap.PAGESIZE
 
 
 def direct_io_enabled() -> bool:
     """O_DIRECT reads (backup sources, dir: record files) unless ``TAPEARC_DIRECT_IO=0``."""
-    from tapearc.env import flag
-
-    return flag("TAPEARC_DIRECT_IO", True)
+    return settings.direct_io()
 
 
 def buffer_address(buf: bytearray | memoryview) -> int:

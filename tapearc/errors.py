@@ -151,10 +151,15 @@ class SameObjectError(TapearcError):
 
 
 class MediumError(TapearcError):
-    """Base of the errors about a medium (tape, image, folder)."""
+    """Base of the errors about a medium (tape, image, folder). Abstract: it is never raised
+    itself (each failure raises a subclass with its own exit code); catch it to catch them all."""
 
-    exit_code = 14
     kind = "medium"
+
+    def __init__(self, message: str, **kw: Any) -> None:
+        if type(self) is MediumError:
+            raise TypeError("MediumError is abstract: raise one of its subclasses")
+        super().__init__(message, **kw)
 
 
 class MediumUnavailableError(MediumError):
@@ -192,11 +197,32 @@ class MediumIOError(MediumError):
     kind = "medium-io"
 
 
+class MediumStateError(MediumIOError):
+    """The medium cannot do what was asked in its present state: a stream medium (``-``) asked
+    to move backwards or read out of order, or used after it was closed."""
+
+    kind = "medium"
+
+
 class RecordTooLargeError(MediumError):
     """A record on the medium is larger than the largest record the drive can read."""
 
     exit_code = 15
     kind = "record-too-large"
+
+
+class CatalogError(TapearcError):
+    """The catalog database cannot be opened or is not a tapearc catalog."""
+
+    exit_code = 16
+    kind = "catalog"
+
+
+class ChangerError(MediumError):
+    """The changer could not do what was asked (empty slot, drive full, device error, timeout)."""
+
+    exit_code = 17
+    kind = "changer"
 
 
 class FormatError(TapearcError):
@@ -242,6 +268,20 @@ class CRCError(DamagedDataError):
     """A CRC-32C check failed."""
 
     kind = "crc"
+
+
+class MediaDifferError(DamagedDataError):
+    """Two media that should be identical (a medium and its copy or dump) differ."""
+
+    exit_code = 20
+    kind = "media-differ"
+
+
+class IncompleteChainError(TapearcError):
+    """A generation the restore needs is incomplete or missing from the catalog."""
+
+    exit_code = 22
+    kind = "incomplete-chain"
 
 
 class Interrupted(TapearcError):

@@ -35,19 +35,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
+from tapearc import settings
 from tapearc.errors import MediumUnavailableError, TapearcError
 
 LOCK_SUFFIX = ".tapearc-lock"
-DEFAULT_TIMEOUT = 0.0
+DEFAULT_TIMEOUT = settings.DEFAULT_LOCK_TIMEOUT
 _POLL = 0.05
 _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$")
 
 
-def lock_timeout(env: str = "TAPEARC_LOCK_TIMEOUT", default: float = DEFAULT_TIMEOUT) -> float:
-    """Seconds to wait for a lock, from the environment (a bad value is a UsageError)."""
-    from tapearc.env import seconds
-
-    return seconds(env, default)
+def lock_timeout() -> float:
+    """Seconds to wait for a lock, from ``TAPEARC_LOCK_TIMEOUT`` (a bad value is a UsageError)."""
+    return settings.lock_timeout()
 
 
 def lock_holders(*paths: str, write_only: bool = False) -> list[int]:

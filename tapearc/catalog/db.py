@@ -29,11 +29,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from tapearc import format as fmt
-from tapearc.env import path as env_path
-from tapearc.env import seconds as env_seconds
-from tapearc.errors import TapearcError
+from tapearc import settings
+from tapearc.catalog.states import FINAL_KNOWN, GenerationState
+from tapearc.errors import CatalogError, TapearcError
 
 SCHEMA_VERSION = 2
 
@@ -157,16 +158,9 @@ def unpack_runs(blob: bytes) -> tuple[fmt.Run, ...]:
     return tuple(fmt.Run(a, n, fmt.RunKind(k)) for a, n, k in _RUN.iter_unpack(blob))
 
 
-class CatalogError(TapearcError):
-    """The catalog database cannot be opened or is not a tapearc catalog."""
-
-    exit_code = 16
-    kind = "catalog"
-
-
 def default_catalog_path() -> Path:
     """``$TAPEARC_CATALOG``, else ``$XDG_DATA_HOME/tapearc/catalog.sqlite`` (~/.local/share/...)."""
-    given = env_path("TAPEARC_CATALOG")
+    given = settings.catalog_path()
     if given:
         return Path(given)
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
@@ -176,8 +170,8 @@ def default_catalog_path() -> Path:
 @dataclass(frozen=True, slots=True)
 class MediumRow:
     id: int
-    uuid: uuid.UUID
-    set_uuid: uuid.UUID
+    uuid: UUID
+    set_uuid: UUID
     sequence: int
     label: str
     record_size: int
@@ -193,7 +187,7 @@ class GenerationRow:
     run_uuid: uuid.UUID
     base: int
     kind: str
-    state: str
+    state: GenerationState
     volume_size: int
     block_size: int
     record_size: int
@@ -258,13 +252,13 @@ class TapeFileRow:
     has_trailer: bool
 
 
-DEFAULT_BUSY_TIMEOUT = 30.0
+DEFAULT_BUSY_TIMEOUT = settings.DEFAULT_CATALOG_TIMEOUT
 
 
 def busy_timeout() -> float:
     """Seconds a catalog write waits for another process's write to end:
     ``$TAPEARC_CATALOG_TIMEOUT``, default 30."""
-    return env_seconds("TAPEARC_CATALOG_TIMEOUT", DEFAULT_BUSY_TIMEOUT)
+    return settings.catalog_timeout()
 
 
 def _is_busy(e: sqlite3.Error) -> bool:
@@ -301,19 +295,19 @@ class _Connection(sqlite3.Connection):
     def _wrap(self, e: sqlite3.Error) -> BaseException:
         return e if self.catalog_path is None else catalog_error(self.catalog_path, e, self.busy_seconds)
 
-    def execute(self, *args: object) -> sqlite3.Cursor:  # type: ignore[override]
+    def execute(self, *args: object) -> sqlite3.Cursor:
         try:
             return super().execute(*args)  # type: ignore[arg-type]
         except sqlite3.Error as e:
             raise self._wrap(e) from None
 
-    def executemany(self, *args: object) -> sqlite3.Cursor:  # type: ignore[override]
+    def executemany(self, *args: object) -> sqlite3.Cursor:
         try:
             return super().executemany(*args)  # type: ignore[arg-type]
         except sqlite3.Error as e:
             raise self._wrap(e) from None
 
-    def executescript(self, *args: object) -> sqlite3.Cursor:  # type: ignore[override]
+    def executescript(self, *args: object) -> sqlite3.Cursor:
         try:
             return super().executescript(*args)  # type: ignore[arg-type]
         except sqlite3.Error as e:
@@ -330,7 +324,7 @@ class Catalog:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        given = path is not None or env_path("TAPEARC_CATALOG") is not None
+        given = path is not None or settings.catalog_path() is not None
         self.path = Path(path) if path is not None else default_catalog_path()
         timeout = busy_timeout()
         try:
@@ -341,7 +335,7 @@ class Catalog:
             self.db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, factory=_Connection)
         except (OSError, sqlite3.Error) as e:
             raise CatalogError(f"cannot open catalog {self.path}: {e}") from None
-        self.db.busy_seconds = timeout  # type: ignore[attr-defined]
+        self.db.busy_seconds = timeout
         try:
             row = self._init_schema(timeout)
             if row is None:  # OR IGNORE: two processes may create the catalog at once
@@ -364,7 +358,7 @@ class Catalog:
         except BaseException:
             self.db.close()
             raise
-        self.db.catalog_path = self.path  # type: ignore[attr-defined]
+        self.db.catalog_path = self.path
 
     def _migrate_from_1(self) -> None:
         """Schema 1 -> 2: add the generations' source columns (NULL: not recorded). One
@@ -563,16 +557,20 @@ class Catalog:
         medium_uuid: uuid.UUID,
         tape_file: int,
         logical: int,
-        state: str = "writing",
+        state: GenerationState | str = GenerationState.WRITING,
         source: str = "backup",
     ) -> int:
-        """Record a generation (state ``writing`` while its backup runs) and its first tape file."""
+        """Record a generation (state ``writing`` while its backup runs) and its first tape file.
+        ``state`` is a :class:`GenerationState` or its string (an unknown one raises ValueError)."""
+        state = GenerationState(state)
         with self._tx():
             same = self.db.execute("SELECT id FROM generations WHERE run_uuid = ?", (str(hdr.run_uuid),)).fetchone()
             if same is not None:  # another part of a generation that spans media (or the same part again)
                 self._tape_file(medium_uuid, tape_file, logical, int(same[0]), hdr.part)
-                if state == "writing" and source == "backup":  # a backup writing its next part
-                    self.db.execute("UPDATE generations SET state = 'writing' WHERE id = ?", (same[0],))
+                if state == GenerationState.WRITING and source == "backup":  # a backup writing its next part
+                    self.db.execute(
+                        "UPDATE generations SET state = ? WHERE id = ?", (str(GenerationState.WRITING), same[0])
+                    )
                 return int(same[0])
             vol = self._volume_id(hdr.media_set_uuid, hdr.volume_name, hdr.volume_uuid)
             old = self.db.execute(
@@ -594,7 +592,7 @@ class Catalog:
                     str(hdr.run_uuid),
                     hdr.base_generation,
                     "full" if hdr.kind == fmt.GenerationKind.FULL else "incremental",
-                    state,
+                    str(state),
                     hdr.volume_size,
                     hdr.block_size,
                     hdr.record_size,
@@ -680,7 +678,7 @@ class Catalog:
         self,
         gen_id: int,
         *,
-        state: str,
+        state: GenerationState | str,
         medium_uuid: uuid.UUID,
         tape_file: int,
         closed: bool,
@@ -691,9 +689,10 @@ class Catalog:
         """Set the generation's state and totals (from its chunks). ``state="auto"`` derives it: a
         part whose trailer said complete was seen (``final``) and the chunks run 0..n-1 without a
         gap -> complete; a part that continues -> writing stays only while a backup runs, else
-        incomplete."""
+        incomplete. ``state`` is a :class:`GenerationState` or its string."""
+        state = GenerationState(state)
         with self._tx():
-            if state == "auto":
+            if state == GenerationState.AUTO:
                 state = self._derive_state(gen_id, final)
             tot = self.db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(raw_len), 0), COALESCE(SUM(stored_len), 0) FROM chunks WHERE generation_id = ?",
@@ -709,7 +708,7 @@ class Catalog:
             self.db.execute(
                 """UPDATE generations SET state = ?, chunk_count = ?, raw_bytes = ?, stored_bytes = ?,
                        data_blocks = ?, zero_blocks = ? WHERE id = ?""",
-                (state, tot[0], tot[1], tot[2], data, zero, gen_id),
+                (str(state), tot[0], tot[1], tot[2], data, zero, gen_id),
             )
             self.db.execute(
                 """UPDATE tape_files SET closed = ?, has_trailer = ?, continues = ?
@@ -718,7 +717,7 @@ class Catalog:
                 (int(closed), int(has_trailer), int(continues), gen_id, tape_file, str(medium_uuid)),
             )
 
-    def _derive_state(self, gen_id: int, final: bool) -> str:
+    def _derive_state(self, gen_id: int, final: bool) -> GenerationState:
         """complete: the last part is known (``final`` now or before) and the chunk numbers run
         0..n-1; complete-pending: the last part is known but an earlier part is not (yet);
         incomplete otherwise."""
@@ -727,18 +726,18 @@ class Catalog:
         ).fetchone()
         count, top = int(row[0]), int(row[1])
         prior = self.db.execute("SELECT state FROM generations WHERE id = ?", (gen_id,)).fetchone()
-        final_known = final or (prior is not None and prior[0] in ("complete", "complete-pending"))
+        final_known = final or (prior is not None and prior[0] in FINAL_KNOWN)
         if final_known:
-            return "complete" if count == top + 1 else "complete-pending"
-        return "incomplete"
+            return GenerationState.COMPLETE if count == top + 1 else GenerationState.COMPLETE_PENDING
+        return GenerationState.INCOMPLETE
 
     def mark_stale_writing(self, set_uuid: uuid.UUID) -> int:
         """Generations still ``writing`` (their backup died) become ``incomplete``."""
         with self._tx():
             cur = self.db.execute(
-                """UPDATE generations SET state = 'incomplete' WHERE state = 'writing' AND volume_id IN
+                """UPDATE generations SET state = ? WHERE state = ? AND volume_id IN
                    (SELECT v.id FROM volumes v JOIN media_sets s ON s.id = v.set_id WHERE s.uuid = ?)""",
-                (str(set_uuid),),
+                (str(GenerationState.INCOMPLETE), str(GenerationState.WRITING), str(set_uuid)),
             )
             return cur.rowcount
 
@@ -749,7 +748,8 @@ class Catalog:
                      FROM generations g JOIN volumes v ON v.id = g.volume_id JOIN media_sets s ON s.id = v.set_id"""
 
     @staticmethod
-    def _gen(r: Sequence[object]) -> GenerationRow:
+    def _gen(r: Sequence[Any]) -> GenerationRow:
+        """A row of :attr:`_GEN_SELECT` (SQLite gives back the types the columns were written with)."""
         return GenerationRow(
             r[0],
             r[1],
@@ -759,23 +759,8 @@ class Catalog:
             uuid.UUID(str(r[5])),
             r[6],
             r[7],
-            r[8],  # type: ignore[arg-type]
-            r[9],
-            r[10],
-            r[11],
-            r[12],
-            r[13],
-            r[14],
-            r[15],
-            r[16],
-            r[17],
-            r[18],
-            r[19],
-            r[20],  # type: ignore[arg-type]
-            r[21],
-            r[22],
-            r[23],
-            r[24],  # type: ignore[arg-type]
+            GenerationState(r[8]),
+            *r[9:25],
         )
 
     def generations(self, set_uuid: uuid.UUID, volume: str | None = None) -> list[GenerationRow]:

@@ -202,12 +202,12 @@ def _fail(err: TapearcError, json_out: bool) -> typer.Exit:
 def _run(json_out: bool, fn: Callable[[], T]) -> T:
     """The error boundary around one command. Ctrl-C raises KeyboardInterrupt only inside it
     (tapearc.interrupts); once it is left, the result is decided and Ctrl-C is ignored."""
-    from tapearc import env, interrupts
+    from tapearc import interrupts, settings
 
     interrupts.clear_notes()
     try:
         with interrupts.raising():
-            env.check_all()  # a bad TAPEARC_* value is a usage error whatever the command
+            settings.check_all()  # a bad TAPEARC_* value is a usage error whatever the command
             return fn()
     except TapearcError as e:
         raise _fail(e, json_out) from None

@@ -102,7 +102,7 @@ def compare(
     count the differing records. Exit code 0 when they are identical, 20 when they differ."""
 
     def go() -> None:
-        from tapearc.engine.compare import MediaDifferError, compare_media
+        from tapearc.engine.compare import compare_media
         from tapearc.engine.copy import same_medium
         from tapearc.errors import UsageError
         from tapearc.media import open_medium
@@ -132,7 +132,7 @@ def compare(
                 out_console.print(f"  {d.kind}{extra}: {d.detail}", markup=False, soft_wrap=True)
             if res.divergence_count > len(res.divergences):
                 out_console.print(f"  ... {res.divergence_count - len(res.divergences)} more differences", markup=False)
-        raise MediaDifferError.from_result(res)
+        raise res.error()
 
     _run(json_out, go)
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.tapefiles import FileRecords
-from tapearc.errors import DamagedDataError, TapearcError
+from tapearc.errors import MediaDifferError, TapearcError
 from tapearc.media.base import Mark, Position, TapeDrive
 
 __all__ = ["CompareResult", "Divergence", "MediaDifferError", "SideStats", "compare_media"]
@@ -170,26 +170,19 @@ class CompareResult:
     def check(self) -> CompareResult:
         """Raise :class:`MediaDifferError` unless the media are identical; returns self."""
         if not self.identical:
-            raise MediaDifferError.from_result(self)
+            raise self.error()
         return self
 
-
-class MediaDifferError(DamagedDataError):
-    """Two media that should be identical (a medium and its copy or dump) differ."""
-
-    exit_code = 20
-    kind = "media-differ"
-
-    @classmethod
-    def from_result(cls, res: CompareResult) -> MediaDifferError:
-        first = res.first
+    def error(self) -> MediaDifferError:
+        """The error that says how the media differ (they must differ)."""
+        first = self.first
         assert first is not None
         details: dict[str, Any] = {
-            "a": res.a.name,
-            "b": res.b.name,
-            "differing_records": res.differing_records,
-            "differing_filemarks": res.differing_filemarks,
-            "divergences": res.divergence_count,
+            "a": self.a.name,
+            "b": self.b.name,
+            "differing_records": self.differing_records,
+            "differing_filemarks": self.differing_filemarks,
+            "divergences": self.divergence_count,
             "first_kind": first.kind,
             "first_tape_file": first.tape_file,
             "first_record": first.record,
@@ -198,9 +191,7 @@ class MediaDifferError(DamagedDataError):
             details["first_side"] = first.side
         if first.offset is not None:
             details["first_offset"] = first.offset
-        err = cls(res.summary(), **details)
-        err.result = res  # type: ignore[attr-defined]
-        return err
+        return MediaDifferError(self.summary(), **details)
 
 
 # ---------------------------------------------------------------------- reading in lockstep

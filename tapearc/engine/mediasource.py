@@ -21,6 +21,7 @@ from tapearc.engine.identity import damaged_label, known_medium
 from tapearc.engine.layout import read_label
 from tapearc.errors import FormatError, MediumUnavailableError, TapearcError
 from tapearc.media.base import Mark, TapeDrive, blank_check
+from tapearc.media.changer import AttendedChanger, Changer
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class MediaSource:
         spec: str,
         *,
         write: bool,
-        changer: object | None = None,
+        changer: Changer | None = None,
         catalog: Catalog | None = None,
         drive: TapeDrive | None = None,
         operator_timeout: float | None = None,
@@ -103,7 +104,7 @@ class MediaSource:
             changer = open_changer(f"sim:{lib}")
             spec = f"sim:{os.path.join(lib, 'drive-0.tap')}"
         self.spec = spec
-        self.changer = changer
+        self.changer: Changer | None = changer
         self.drive: TapeDrive | None = drive
 
     @classmethod
@@ -142,15 +143,16 @@ class MediaSource:
         except MediumUnavailableError:
             if not self.can_change or self.is_operator:
                 raise
-            st = self.changer.status()  # type: ignore[union-attr]
+            assert self.changer is not None  # can_change
+            st = self.changer.status()
             if st.drives and st.drives[0].full:
                 raise
             full = [s for s in st.slots if s.full]
             if not full:
                 raise MediumUnavailableError(
                     f"the drive is empty and changer {self.changer.name} holds no tape"
-                ) from None  # type: ignore[union-attr]
-            self.changer.load(full[0].number, 0)  # type: ignore[union-attr]
+                ) from None
+            self.changer.load(full[0].number, 0)
             self.drive = self._open()
         return self.drive
 
@@ -162,7 +164,7 @@ class MediaSource:
     def close(self) -> None:
         self.release()
         if self.changer is not None and hasattr(self.changer, "close"):
-            self.changer.close()  # type: ignore[union-attr]
+            self.changer.close()
 
     def __enter__(self) -> MediaSource:
         return self
@@ -176,7 +178,7 @@ class MediaSource:
         if self.changer is None or self.is_operator:
             return None
         try:
-            st = self.changer.status()  # type: ignore[union-attr]
+            st = self.changer.status()
         except TapearcError:
             return None
         return st.drives[0].barcode if st.drives and st.drives[0].full else None
@@ -219,25 +221,27 @@ class MediaSource:
                 d.close()
                 return f"the drive holds {v}"
 
-            self.changer.wait_for_medium(describe, check, timeout=self.operator_timeout)  # type: ignore[union-attr]
+            assert isinstance(self.changer, AttendedChanger)  # is_operator
+            self.changer.wait_for_medium(describe, check, timeout=self.operator_timeout)
             assert self.drive is not None
             return self.drive
         # 2. the changer's slots
         ch = self.changer
-        st = ch.status()  # type: ignore[union-attr]
+        assert ch is not None  # can_change
+        st = ch.status()
         if st.drives and st.drives[0].full:
-            ch.unload(0)  # type: ignore[union-attr]
-            st = ch.status()  # type: ignore[union-attr]
+            ch.unload(0)
+            st = ch.status()
         order = [s for s in st.slots if s.full]
         if prefer:
             order.sort(key=lambda s: (s.barcode not in prefer, s.number))
         for s in order:
-            ch.load(s.number, 0)  # type: ignore[union-attr]
+            ch.load(s.number, 0)
             try:
                 d = self._open()
             except MediumUnavailableError as e:
                 reasons.append(f"slot {s.number}: {e.message}")
-                ch.unload(0, s.number)  # type: ignore[union-attr]
+                ch.unload(0, s.number)
                 continue
             verdict = accept(probe(d))
             if verdict is True:
@@ -245,9 +249,9 @@ class MediaSource:
                 return d
             reasons.append(f"slot {s.number} ({s.barcode or 'no barcode'}) holds {verdict}")
             d.close()
-            ch.unload(0, s.number)  # type: ignore[union-attr]
+            ch.unload(0, s.number)
         raise MediumUnavailableError(
-            f"{describe} is needed and changer {ch.name} has none: " + "; ".join(reasons[-4:]),  # type: ignore[union-attr]
+            f"{describe} is needed and changer {ch.name} has none: " + "; ".join(reasons[-4:]),
             hint="load the medium into the changer, or a blank one",
         )
 
@@ -276,7 +280,7 @@ class MediaSource:
             try:
                 prefer = [
                     s.barcode for s in self.changer.status().slots if s.full and s.barcode and s.barcode not in known
-                ]  # type: ignore[union-attr]
+                ]
             except TapearcError:
                 prefer = None
         return self.obtain(f"a blank medium for sequence {sequence} of media set {set_uuid}", accept, prefer)

@@ -22,7 +22,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 
-from tapearc import env
+from tapearc import settings
 from tapearc.buffers import PAGE, aligned_bytearray, buffer_address  # noqa: F401 (re-exported)
 
 ReadFn = Callable[[memoryview, int], int]  # (buffer to fill, offset) -> bytes read
@@ -33,7 +33,7 @@ JOIN_TIMEOUT = 2.0  # seconds to wait for a reader thread that is inside a read
 
 def pipeline_enabled() -> bool:
     """Threads on unless ``TAPEARC_PIPELINE=0`` (the plain, single-threaded path)."""
-    return env.flag("TAPEARC_PIPELINE", True)
+    return settings.pipeline()
 
 
 class _Stop:

@@ -30,19 +30,12 @@ from dataclasses import dataclass, field
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, ChunkRow, GenerationRow
-from tapearc.errors import MalformedError, NoSuchGenerationError, TapearcError
+from tapearc.errors import IncompleteChainError, MalformedError, NoSuchGenerationError
 
 DIGEST_LEN = fmt.DIGEST_LEN
 ZERO = -1  # in a block map: the block is zero
 NONE = -2  # in a block map: no generation recorded the block
 UNKNOWN = -3  # in a block map: what the target holds there is not known
-
-
-class IncompleteChainError(TapearcError):
-    """A generation the restore needs is incomplete or missing from the catalog."""
-
-    exit_code = 22
-    kind = "incomplete-chain"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,17 +13,21 @@ timeouts (default 15 minutes, the vendor-recommended bound for LTO load/unload) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from tapearc.errors import MediumError
+from tapearc.errors import ChangerError
 
-
-class ChangerError(MediumError):
-    """The changer could not do what was asked (empty slot, drive full, device error, timeout)."""
-
-    exit_code = 17
-    kind = "changer"
+__all__ = [
+    "AttendedChanger",
+    "Changer",
+    "ChangerError",
+    "ChangerStatus",
+    "DriveBayStatus",
+    "MediumCheck",
+    "SlotStatus",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,9 @@ class ChangerStatus:
 
 @runtime_checkable
 class Changer(Protocol):
+    """What the engine asks of a changer. Every backend in tapearc/media/changers subclasses it
+    (so that the type checker holds it to these signatures)."""
+
     name: str
     """How the changer is named in messages, e.g. ``mtx:/dev/sg3``."""
 
@@ -77,4 +84,19 @@ class Changer(Protocol):
 
     def close(self) -> None:
         """Release the device. Idempotent."""
+        ...
+
+
+MediumCheck = Callable[[], "bool | str"]
+"""Looks at the medium in the drive: True = the wanted one; a string = another medium (why it is
+not the one wanted); False = no medium yet."""
+
+
+@runtime_checkable
+class AttendedChanger(Changer, Protocol):
+    """A changer worked by a person (``operator``): no slots; media are asked for by name."""
+
+    def wait_for_medium(self, describe: str, check: MediumCheck, *, timeout: float | None = ...) -> None:
+        """Ask for the medium ``describe`` and return once ``check()`` is True. Raises
+        ChangerError when ``timeout`` seconds pass (None: wait as long as it takes)."""
         ...

@@ -69,9 +69,9 @@ _POLL = 1.0
 def st_max_record_setting(max_record_size: int | None = None) -> int:
     """The largest record: the parameter, else ``TAPEARC_ST_MAX_RECORD``, else 1 MiB."""
     if max_record_size is None:
-        from ..env import size
+        from tapearc import settings
 
-        max_record_size = size("TAPEARC_ST_MAX_RECORD") or DEFAULT_MAX_RECORD
+        max_record_size = settings.st_max_record() or DEFAULT_MAX_RECORD
     if not 1 <= max_record_size <= MAX_ST_RECORD:
         raise UsageError(
             f"maximum record size {max_record_size} is outside 1 .. {MAX_ST_RECORD} bytes (st's 24-bit limit)"
@@ -82,9 +82,9 @@ def st_max_record_setting(max_record_size: int | None = None) -> int:
 def _load_timeout(value: float | None) -> float:
     if value is not None:
         return float(value)
-    from ..env import seconds
+    from tapearc import settings
 
-    return seconds("TAPEARC_ST_LOAD_TIMEOUT", DEFAULT_LOAD_TIMEOUT)
+    return settings.st_load_timeout()
 
 
 class LinuxStOps:

@@ -19,7 +19,7 @@ MediumIOError, as the simulated drive does, so a ``.tap`` image from elsewhere c
 
 A stream is opened either for reading (``read_record`` only) or for writing (``write_record``,
 ``write_filemark`` only); it can only move forward. ``rewind``, ``locate`` and spacing raise
-MediumError ("the stream medium `-` can only be read or written in order") except when they
+MediumStateError, exit 14 ("the stream medium `-` can only be read or written in order") except when they
 would not move it (``rewind``/``locate`` to the position it is at). A stream opened for
 writing is a *blank medium*: it is always at its end of data, so ``read_record`` returns
 ``Mark.END_OF_DATA`` and ``seek_end_of_data`` returns the position (that is what a backup
@@ -41,8 +41,8 @@ import sys
 from typing import BinaryIO
 
 from ..errors import (
-    MediumError,
     MediumIOError,
+    MediumStateError,
     MediumUnavailableError,
     RecordTooLargeError,
     TruncatedError,
@@ -111,14 +111,14 @@ class StreamDrive(TapeDrive):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise MediumError("the stream medium is closed", medium=self.name)
+            raise MediumStateError("the stream medium is closed", medium=self.name)
 
     def _here(self) -> Position:
         return Position(self._logical, self._file, self._record)
 
-    def _not_in_order(self, what: str) -> MediumError:
+    def _not_in_order(self, what: str) -> MediumStateError:
         side = "written" if self.writable else "read"
-        return MediumError(
+        return MediumStateError(
             f"{IN_ORDER}: cannot {what} (it is being {side} at object {self._logical}, "
             f"tape file {self._file}, record {self._record})",
             medium=self.name,

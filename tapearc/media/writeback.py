@@ -36,9 +36,9 @@ def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
     effort: does nothing where sync_file_range is missing or refused (durability still comes
     from the fsync that follows)."""
     fn = _libc_fn("sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint])
-    from tapearc.env import flag
+    from tapearc import settings
 
-    if fn is False or not flag("TAPEARC_EARLY_WRITEBACK", True):
+    if fn is False or not settings.early_writeback():
         return
     fn(fd, offset, length, SYNC_FILE_RANGE_WRITE)  # type: ignore[operator]
 

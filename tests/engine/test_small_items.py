@@ -72,9 +72,9 @@ def test_catalog_folder_must_exist_for_a_given_path(tmp_path: Path, monkeypatch:
 
 
 def _env() -> Any:
-    from tapearc import env
+    from tapearc import settings
 
-    return env
+    return settings
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def _env() -> Any:
     ],
 )
 def test_env_readers(monkeypatch: pytest.MonkeyPatch, reader: object, value: str, ok: object) -> None:
-    from tapearc import env  # noqa: F401 (the readers above import it when called)
+    from tapearc import settings  # noqa: F401 (the readers above import it when called)
 
     monkeypatch.setenv("TAPEARC_PIPELINE", value)
     if ok is None:

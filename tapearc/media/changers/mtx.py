@@ -28,7 +28,7 @@ import re
 import signal
 import subprocess
 
-from ..changer import ChangerError, ChangerStatus, DriveBayStatus, SlotStatus
+from ..changer import Changer, ChangerError, ChangerStatus, DriveBayStatus, SlotStatus
 
 STATUS_TIMEOUT = 120.0
 MOTION_TIMEOUT = 900.0
@@ -68,82 +68,101 @@ def parse_mtx_status(text: str) -> ChangerStatus:
     when any are printed, ``alternate_barcodes`` ({"slot 3": tag, "drive 0": tag}).
     Raises ChangerError when the text holds neither a header nor any element line.
     """
-    slots: dict[int, SlotStatus] = {}
-    drives: dict[int, DriveBayStatus] = {}
-    details: dict[str, object] = {}
-    alternates: dict[str, str] = {}
-    header = False
-    last: str | None = None  # "slot N" / "drive N": where a continuation line belongs
+    inv = _Inventory()
     for raw in text.splitlines():
         line = raw.rstrip()
-        if not line.strip():
-            continue
-        if m := _HEADER.match(line):
-            header = True
-            details["device"] = m.group("dev")
-            details["drives_reported"] = int(m.group("drives"))
-            details["slots_reported"] = int(m.group("slots"))
-            details["import_export"] = int(m.group("ie") or 0)
-            continue
-        if m := _DRIVE.match(line):
-            num = int(m.group("num"))
-            full = m.group("state").lower() == "full"
-            rest = m.group("rest")
-            src = _SOURCE.search(rest)
-            primary, alternate = _tags(rest)
-            drives[num] = DriveBayStatus(
-                number=num,
-                full=full,
-                barcode=primary if full else None,
-                source_slot=int(src.group(1)) if (full and src) else None,
-            )
-            last = f"drive {num}"
-            if alternate and full:
-                alternates[last] = alternate
-            continue
-        if m := _SLOT.match(line):
-            num = int(m.group("num"))
-            full = m.group("state").lower() == "full"
-            primary, alternate = _tags(m.group("rest"))
-            slots[num] = SlotStatus(
-                number=num,
-                full=full,
-                barcode=primary if full else None,
-                import_export=bool(m.group("ie")),
-            )
-            last = f"slot {num}"
-            if alternate and full:
-                alternates[last] = alternate
-            continue
-        # Some builds print a tag on a line of its own after the element it belongs to.
-        stripped = line.strip().lstrip(":").strip()
-        if last and (a := _ALT_TAG.match(stripped)):
-            if a.group(1).strip():
-                alternates[last] = a.group(1).strip()
-            continue
-        if last and (t := _TAG.match(stripped)) and t.group(1).strip():
-            kind, num_s = last.split()
-            num = int(num_s)
-            if kind == "slot" and slots[num].full and slots[num].barcode is None:
-                s = slots[num]
-                slots[num] = SlotStatus(s.number, s.full, t.group(1).strip(), s.import_export)
-            elif kind == "drive" and drives[num].full and drives[num].barcode is None:
-                d = drives[num]
-                drives[num] = DriveBayStatus(d.number, d.full, t.group(1).strip(), d.source_slot)
-            continue
-    if not header and not slots and not drives:
+        if line.strip():
+            inv.feed(line)
+    if not inv.header and not inv.slots and not inv.drives:
         first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
         raise ChangerError(
             "cannot understand the output of mtx status"
             + (f" (it begins: {first[:120]!r})" if first else " (it is empty)")
         )
-    if alternates:
-        details["alternate_barcodes"] = alternates
-    return ChangerStatus(
-        slots=tuple(slots[k] for k in sorted(slots)),
-        drives=tuple(drives[k] for k in sorted(drives)),
-        details=details,
-    )
+    return inv.status()
+
+
+class _Inventory:
+    """What the lines of ``mtx status`` read so far say (see :func:`parse_mtx_status`)."""
+
+    def __init__(self) -> None:
+        self.slots: dict[int, SlotStatus] = {}
+        self.drives: dict[int, DriveBayStatus] = {}
+        self.details: dict[str, object] = {}
+        self.alternates: dict[str, str] = {}
+        self.header = False
+        self.last: str | None = None  # "slot N" / "drive N": where a continuation line belongs
+
+    def feed(self, line: str) -> None:
+        if m := _HEADER.match(line):
+            self.header = True
+            self.details["device"] = m.group("dev")
+            self.details["drives_reported"] = int(m.group("drives"))
+            self.details["slots_reported"] = int(m.group("slots"))
+            self.details["import_export"] = int(m.group("ie") or 0)
+        elif m := _DRIVE.match(line):
+            self._drive(m)
+        elif m := _SLOT.match(line):
+            self._slot(m)
+        elif self.last:
+            self._continuation(self.last, line.strip().lstrip(":").strip())
+
+    def _drive(self, m: re.Match[str]) -> None:
+        num = int(m.group("num"))
+        full = m.group("state").lower() == "full"
+        rest = m.group("rest")
+        src = _SOURCE.search(rest)
+        primary, alternate = _tags(rest)
+        self.drives[num] = DriveBayStatus(
+            number=num,
+            full=full,
+            barcode=primary if full else None,
+            source_slot=int(src.group(1)) if (full and src) else None,
+        )
+        self.last = f"drive {num}"
+        if alternate and full:
+            self.alternates[self.last] = alternate
+
+    def _slot(self, m: re.Match[str]) -> None:
+        num = int(m.group("num"))
+        full = m.group("state").lower() == "full"
+        primary, alternate = _tags(m.group("rest"))
+        self.slots[num] = SlotStatus(
+            number=num,
+            full=full,
+            barcode=primary if full else None,
+            import_export=bool(m.group("ie")),
+        )
+        self.last = f"slot {num}"
+        if alternate and full:
+            self.alternates[self.last] = alternate
+
+    def _continuation(self, last: str, stripped: str) -> None:
+        """Some builds print a tag on a line of its own after the element it belongs to."""
+        if a := _ALT_TAG.match(stripped):
+            if a.group(1).strip():
+                self.alternates[last] = a.group(1).strip()
+            return
+        t = _TAG.match(stripped)
+        if not (t and t.group(1).strip()):
+            return
+        kind, num_s = last.split()
+        num = int(num_s)
+        if kind == "slot" and self.slots[num].full and self.slots[num].barcode is None:
+            s = self.slots[num]
+            self.slots[num] = SlotStatus(s.number, s.full, t.group(1).strip(), s.import_export)
+        elif kind == "drive" and self.drives[num].full and self.drives[num].barcode is None:
+            d = self.drives[num]
+            self.drives[num] = DriveBayStatus(d.number, d.full, t.group(1).strip(), d.source_slot)
+
+    def status(self) -> ChangerStatus:
+        if self.alternates:
+            self.details["alternate_barcodes"] = self.alternates
+        return ChangerStatus(
+            slots=tuple(self.slots[k] for k in sorted(self.slots)),
+            drives=tuple(self.drives[k] for k in sorted(self.drives)),
+            details=self.details,
+        )
 
 
 _SENSE = re.compile(r"^mtx: Request Sense: (.*?)\s*=\s*(.*)$")
@@ -172,7 +191,7 @@ def mtx_error_line(text: str, limit: int = 300) -> str:
     return out if len(out) <= limit else out[: limit - 3] + "..."
 
 
-class MtxChanger:
+class MtxChanger(Changer):
     """A SCSI medium changer driven by the ``mtx`` program (package ``mtx``).
 
     ``device`` is the changer's SCSI generic node (``lsscsi -g`` lists it as ``mediumx``).
@@ -220,7 +239,7 @@ class MtxChanger:
         except OSError as err:
             raise ChangerError(f"{self.name}: cannot run {self.mtx!r}: {err.strerror or err}") from None
         try:
-            out, err = proc.communicate(timeout=timeout)
+            out, errtext = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self._kill(proc)
             raise ChangerError(
@@ -231,7 +250,7 @@ class MtxChanger:
             self._kill(proc)
             raise
         if proc.returncode != 0:
-            said = mtx_error_line(err) or mtx_error_line(out) or f"exit status {proc.returncode}"
+            said = mtx_error_line(errtext) or mtx_error_line(out) or f"exit status {proc.returncode}"
             raise ChangerError(f"{self.name}: `{shown}` failed: {said}", mtx_status=proc.returncode)
         return out
 

@@ -10,18 +10,22 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from enum import Enum
 
-from ..changer import ChangerError, ChangerStatus, DriveBayStatus
+from ..changer import AttendedChanger, ChangerError, ChangerStatus, DriveBayStatus, MediumCheck
 
-Check = Callable[[], "bool | str"]
-_DEFAULT = object()
+Check = MediumCheck
+
+
+class _Default(Enum):
+    TIMEOUT = "the changer's timeout"
 
 
 def _to_stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-class OperatorChanger:
+class OperatorChanger(AttendedChanger):
     """A person who puts the wanted medium into the drive when asked.
 
     ``prompt_fn(text)`` shows a message to the operator (default: a line on stderr);
@@ -69,7 +73,9 @@ class OperatorChanger:
     def close(self) -> None:
         pass
 
-    def wait_for_medium(self, describe: str, check: Check, *, timeout: float | None = _DEFAULT) -> None:  # type: ignore[assignment]
+    def wait_for_medium(
+        self, describe: str, check: Check, *, timeout: float | _Default | None = _Default.TIMEOUT
+    ) -> None:
         """Ask the operator for the medium ``describe`` and wait until ``check()`` accepts it.
 
         ``check()`` looks at the drive: True = the wanted medium is there (return);
@@ -79,7 +85,7 @@ class OperatorChanger:
         ``timeout`` (default: the changer's): ChangerError "timed out after N s waiting for
         <describe>". Ctrl-C (KeyboardInterrupt) and errors raised by ``check`` propagate.
         """
-        if timeout is _DEFAULT:
+        if isinstance(timeout, _Default):
             timeout = self.timeout
         start = self._clock()
         result = check()

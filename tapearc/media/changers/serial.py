@@ -27,8 +27,9 @@ import random
 import re
 import threading
 import time
+from typing import Any
 
-from ..changer import ChangerError, ChangerStatus, DriveBayStatus, SlotStatus
+from ..changer import Changer, ChangerError, ChangerStatus, DriveBayStatus, SlotStatus
 
 HELLO_TIMEOUT = 5.0
 MOTION_TIMEOUT = 900.0
@@ -59,7 +60,7 @@ class _NoAnswer(Exception):
     pass
 
 
-class SerialChanger:
+class SerialChanger(Changer):
     """A TALP/1 autoloader on ``url`` (see the module docstring).
 
     ``timeout``: seconds to wait for the answer to HELLO and STATUS; ``motion_timeout``: for
@@ -76,12 +77,12 @@ class SerialChanger:
         self._tag = random.randrange(1, 1_000_000)
         self._buf = bytearray()
         self._lock = threading.Lock()
-        self._port = None
+        self._port: Any = None  # a pyserial port (pyserial has no type hints)
         self.vendor: str | None = None
         self.num_slots: int | None = None
         self.num_drives: int | None = None
         try:
-            import serial  # pyserial
+            import serial  # type: ignore[import-untyped]  # pyserial ships no type hints
         except ImportError:
             raise ChangerError(f"{self.name}: pyserial is not installed", hint="pip install pyserial") from None
         self._serial = serial

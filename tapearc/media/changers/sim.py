@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from ..changer import ChangerError, ChangerStatus, DriveBayStatus, SlotStatus
+from ..changer import Changer, ChangerError, ChangerStatus, DriveBayStatus, SlotStatus
+
+if TYPE_CHECKING:
+    from tapesim.library import Library
 
 T = TypeVar("T")
 
 
-class SimChanger:
+class SimChanger(Changer):
     """The hw-sim library in folder ``path`` (made with ``tapesim library DIR --slots N ...``)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -32,7 +35,7 @@ class SimChanger:
                 hint="install tapearc with its hw-sim package (pip install -e .)",
             ) from None
         self._error_type: type[Exception] = LibraryError
-        self.library: Any = self._call(lambda: Library(self.path))
+        self.library: Library = self._call(lambda: Library(self.path))
 
     def __repr__(self) -> str:
         return f"SimChanger({self.path!r})"
