@@ -101,12 +101,11 @@ def medium_identity(spec: str) -> str | None:
     """What ``spec`` names, as a comparable string: the real path of the image, folder or
     device (``/dev/nstN`` and ``/dev/stN`` are the same drive); None for the stream ``-``
     (standard input and standard output are never the same medium)."""
-    from tapearc.media import _PREFIX
+    from tapearc.media import split_spec
 
     if spec == "-":
         return None
-    m = _PREFIX.match(spec)
-    kind, path = (m.group(1).lower(), m.group(2)) if m else (None, spec)
+    kind, path = split_spec(spec)
     if not path:
         return None
     real = os.path.realpath(path)
