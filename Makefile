@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-quick tools bench clean
+.PHONY: demo test test-quick lint tools bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,16 @@ test: $(STAMP) tools
 test-quick: $(STAMP) tools
 	$(PY) -m pytest -q -m 'not slow'
 
+# The linters, as CI runs them before the tests (configured in pyproject.toml): ruff's lint
+# rules, ruff's format (check only: `.venv/bin/ruff format` applies it) and mypy --strict on
+# tapearc and hw-sim/tapesim. Runs all three, fails when any finds something.
+lint: $(STAMP)
+	@rc=0; \
+	$(VENV)/bin/ruff check --output-format concise . || rc=1; \
+	$(VENV)/bin/ruff format --check . || rc=1; \
+	$(VENV)/bin/mypy || rc=1; \
+	exit $$rc
+
 # The performance benchmark (issue 8; docs/performance.md): 2 GiB test volumes in /tmp, 3 runs,
 # beside dd, partclone and xxh128sum (apt-get install partclone xxhash; skipped without them).
 # BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--size 256M --runs 2".
@@ -49,4 +59,4 @@ bench: $(STAMP)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache .hypothesis
+	rm -rf $(VENV) demo .pytest_cache .hypothesis .mypy_cache .ruff_cache

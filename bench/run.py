@@ -276,7 +276,7 @@ class Bench:
             f"{kind}: full backup mixed",
             size,
             run_timed(
-                TAPEARC + ["backup", str(mixed), "--media", media, "--compress", "none", "--volume", "mixed"], env
+                [*TAPEARC, "backup", str(mixed), "--media", media, "--compress", "none", "--volume", "mixed"], env
             ),
         )
         settle(self.drop)
@@ -284,7 +284,7 @@ class Bench:
             f"{kind}: incremental 1%",
             size,
             run_timed(
-                TAPEARC + ["backup", str(changed), "--media", media, "--compress", "none", "--volume", "mixed"], env
+                [*TAPEARC, "backup", str(changed), "--media", media, "--compress", "none", "--volume", "mixed"], env
             ),
         )
         target = self.work / "restored.img"
@@ -293,14 +293,13 @@ class Bench:
         self.add(
             f"{kind}: restore latest",
             size,
-            run_timed(TAPEARC + ["restore", "--media", media, "--to", str(target)], env),
+            run_timed([*TAPEARC, "restore", "--media", media, "--to", str(target)], env),
         )
-        if self.args.check_restore:
-            if subprocess.run(["cmp", "-s", str(changed), str(target)]).returncode != 0:
-                raise RuntimeError("restored image differs from mixed-1pct")
+        if self.args.check_restore and subprocess.run(["cmp", "-s", str(changed), str(target)]).returncode != 0:
+            raise RuntimeError("restored image differs from mixed-1pct")
         clean(target)
         settle(self.drop)
-        self.add(f"{kind}: verify", size, run_timed(TAPEARC + ["verify", "--media", media], env))
+        self.add(f"{kind}: verify", size, run_timed([*TAPEARC, "verify", "--media", media], env))
         clean(mpath)
         clean(cat)
 
@@ -313,7 +312,7 @@ class Bench:
             f"{kind}: full backup ext4",
             size,
             run_timed(
-                TAPEARC + ["backup", str(img), "--media", media, "--compress", "none", "--volume", "ext4"],
+                [*TAPEARC, "backup", str(img), "--media", media, "--compress", "none", "--volume", "ext4"],
                 self.env(cat),
             ),
         )
@@ -385,7 +384,7 @@ def targets(summary: dict, sizes: dict, memcheck: dict | None) -> list[dict]:
 
     for kind in ("dir", "sim"):
 
-        def chk(name, op, ref, want, how):
+        def chk(name, op, ref, want, how, kind=kind):
             a, b = med(f"{kind}: {op}"), med(ref)
             if a is None or b is None:
                 res.append({"target": f"{kind}: {name}", "result": "SKIP", "detail": "not measured"})
@@ -470,7 +469,7 @@ def memory_check(b: Bench, small: int, large: int) -> dict:
         cat = b.work / f"catalog-memcheck-{label}.sqlite"
         clean(cat)
         settle(b.drop)
-        m = run_timed(TAPEARC + ["backup", str(vol), "--media", media, "--compress", "none"], b.env(cat))
+        m = run_timed([*TAPEARC, "backup", str(vol), "--media", media, "--compress", "none"], b.env(cat))
         m["size"] = size
         m["mbps"] = size / m["wall"] / 1e6
         log(
@@ -512,7 +511,7 @@ def profile(b: Bench, op: str, mixed: Path, changed: Path, ext4: Path | None) ->
         run_timed(TAPEARC + c, env)
     prof = b.work / "profile.out"
     settle(b.drop)
-    m = run_timed([PY, "-m", "cProfile", "-o", str(prof), "-m", "tapearc"] + cmd, env)
+    m = run_timed([PY, "-m", "cProfile", "-o", str(prof), "-m", "tapearc", *cmd], env)
     print(f"profile of {kind}: {op}: {' '.join(cmd)}")
     print(f"wall {m['wall']:.2f} s (under cProfile), cpu {m['cpu']:.2f} s, rss {m['rss_mb']:.0f} MB")
     st = pstats.Stats(str(prof))
@@ -637,7 +636,7 @@ def main() -> int:
             Path(args.json).write_text(
                 json.dumps(
                     {
-                        "command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+                        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
                         "volume_size": size,
                         "runs": args.runs,
                         "media": kinds,

@@ -27,7 +27,6 @@ Rules:
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,17 +98,17 @@ def label_info(record: bytes) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------- same medium
 
 
-_SPEC = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$")  # KIND:PATH, the forms of tapearc.media.open_medium
 
 
 def medium_identity(spec: str) -> str | None:
     """What ``spec`` names, as a comparable string: the real path of the image, folder or
     device (``/dev/nstN`` and ``/dev/stN`` are the same drive); None for the stream ``-``
     (standard input and standard output are never the same medium)."""
+    from tapearc.media import split_spec
+
     if spec == "-":
         return None
-    m = _SPEC.match(spec)
-    kind, path = (m.group(1).lower(), m.group(2)) if m else (None, spec)
+    kind, path = split_spec(spec)
     if not path:
         return None
     real = os.path.realpath(path)

@@ -35,10 +35,18 @@ __all__ = [
     "TapeDrive",
     "WriteStatus",
     "open_medium",
+    "split_spec",
 ]
 
 ACCEPTED_FORMS = "sim:PATH, dir:PATH, st:/dev/nstN (or /dev/nstN), - (standard input/output), or a PATH"
 _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$")
+
+
+def split_spec(spec: str) -> tuple[str | None, str]:
+    """(prefix in lower case, path) of a medium spec: ``("sim", "t.tap")`` for ``SIM:t.tap``;
+    ``(None, spec)`` without a prefix."""
+    m = _PREFIX.match(spec)
+    return (m.group(1).lower(), m.group(2)) if m else (None, spec)
 
 
 def open_medium(spec: str, *, write: bool) -> TapeDrive:
@@ -55,8 +63,7 @@ def open_medium(spec: str, *, write: bool) -> TapeDrive:
         from .stream import open_stream
 
         return open_stream(write=write)
-    m = _PREFIX.match(spec)
-    kind, path = (m.group(1).lower(), m.group(2)) if m else (None, spec)
+    kind, path = split_spec(spec)
     if not path:
         raise MediumUnavailableError(f"{spec!r} names no path; expected {ACCEPTED_FORMS}")
     if kind is None:

@@ -298,7 +298,7 @@ class DirDrive(TapeDrive):
 
     def _rebuild_starts(self) -> None:
         starts, pos = [], 0
-        for f, c in enumerate(self._counts):
+        for c in self._counts:
             starts.append(pos)
             pos += c + 1
         self._starts = starts
@@ -343,9 +343,12 @@ class DirDrive(TapeDrive):
         return self._used
 
     def _in_early_warning(self) -> bool:
-        if self.capacity is not None and self.early_warning_zone is not None:
-            if self._used_bytes() >= self.capacity - self.early_warning_zone:
-                return True
+        if (
+            self.capacity is not None
+            and self.early_warning_zone is not None
+            and self._used_bytes() >= self.capacity - self.early_warning_zone
+        ):
+            return True
         return self._free_bytes() < self.reserve
 
     def _drop_torn(self) -> None:

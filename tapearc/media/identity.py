@@ -82,10 +82,7 @@ def object_id(path: str) -> tuple[str, int, int] | None:
 
 
 def _in_dev(path: str) -> bool:
-    for p in (os.path.abspath(path), os.path.realpath(path)):
-        if p == "/dev" or p.startswith("/dev/"):
-            return True
-    return False
+    return any(p == "/dev" or p.startswith("/dev/") for p in (os.path.abspath(path), os.path.realpath(path)))
 
 
 def refuse_creating_in_dev(path: str, name: str) -> None:

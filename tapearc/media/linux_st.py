@@ -48,10 +48,12 @@ from typing import Any
 
 from ..errors import MediumUnavailableError, TapearcError, UsageError
 from . import mtio
+from .stlike import StLikeDrive, translate_oserror
 
 __all__ = [
     "DEFAULT_MAX_RECORD",
     "MAX_ST_RECORD",
+    "LinuxStDrive",
     "LinuxStOps",
     "StProbe",
     "open_st",
@@ -322,6 +324,15 @@ def _no_rewind_name(path: str) -> str:
     return f"{head}/n{tail}" if tail.startswith("st") else "/dev/nstN"
 
 
+class LinuxStDrive(StLikeDrive):
+    """The st adapter over an open ``/dev/nstN``, with what opening found out about the drive
+    (``probe``)."""
+
+    def __init__(self, ops: LinuxStOps, *, probe: StProbe, **kw: Any) -> None:
+        super().__init__(ops, **kw)
+        self.probe = probe
+
+
 def open_st(
     path: str,
     *,
@@ -330,15 +341,13 @@ def open_st(
     max_record_size: int | None = None,
     load_timeout: float | None = None,
     rewind: bool = True,
-) -> Any:
+) -> LinuxStDrive:
     """Open the st device ``path`` as a :class:`~tapearc.media.stlike.StLikeDrive`.
 
     ``write=True`` on a write-protected tape opens it with ``writable=False`` (writes then raise
     WriteProtectedError), as the TapeDrive contract asks. ``rewind``: go to the beginning of the
     tape first (the default; see the module docstring).
     """
-    from .stlike import StLikeDrive, translate_oserror
-
     name = name or f"st:{path}"
     ops, probe = probe_st(path, write=write, name=name, max_record_size=max_record_size, load_timeout=load_timeout)
     try:
@@ -347,8 +356,9 @@ def open_st(
                 ops.mtop(mtio.MTREW, 1)
             except OSError as err:
                 raise translate_oserror(err, f"cannot rewind {path}", medium=name) from None
-        drive = StLikeDrive(
+        drive = LinuxStDrive(
             ops,
+            probe=probe,
             name=name,
             writable=write and not probe.write_protected,
             max_record_size=ops.max_record,
@@ -358,5 +368,4 @@ def open_st(
     except BaseException:
         ops.close()
         raise
-    drive.probe = probe  # type: ignore[attr-defined]
     return drive

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MediumUnavailableError, TapearcError
 from .base import DriveStatus
@@ -20,6 +20,9 @@ from .identity import (
     refuse_special,
 )
 from .stlike import StLikeDrive, translate_oserror
+
+if TYPE_CHECKING:
+    from tapesim.drive import SimDrive
 
 __all__ = ["SimTapeDrive", "open_sim"]
 
@@ -83,34 +86,53 @@ def open_sim(
     ``name`` defaults to ``sim:PATH``. ``max_record_size`` defaults to the simulated drive's
     maximum (its sidecar's ``max_record``); a smaller one limits the read buffer too.
     """
-    from tapesim.drive import SimDrive, create_image  # the simulator is optional at import time
-
     name = name or f"sim:{path}"
     kind = file_kind(path)
     refuse_special(path, name, kind)  # a disk, FIFO, device or folder is never a tape image
     if kind == "missing":
-        if not create:
-            raise MediumUnavailableError(
-                f"no such simulated tape: {path}",
-                medium=name,
-                hint="a sim: tape is created when it is first opened for writing (or with `tapesim new`)",
-            )
-        refuse_creating_in_dev(path, name)  # a missing /dev/sda is a missing disk, not a new tape
-        try:
-            create_image(path)
-        except OSError as err:
-            raise MediumUnavailableError(
-                f"cannot create simulated tape {path}: {err.strerror or err}", medium=name
-            ) from err
+        _create_image(path, name, create)
+    ops, write = _open_sim_drive(path, name, write)
+    try:
+        return SimTapeDrive(
+            ops, path=path, created=kind == "missing", name=name, writable=write, max_record_size=max_record_size
+        )
+    except BaseException:
+        ops.close()
+        raise
+
+
+def _create_image(path: str, name: str, create: bool) -> None:
+    """Make the blank image ``path`` (missing) when ``create`` allows it; otherwise raise
+    MediumUnavailableError."""
+    from tapesim.drive import create_image  # the simulator is optional at import time
+
+    if not create:
+        raise MediumUnavailableError(
+            f"no such simulated tape: {path}",
+            medium=name,
+            hint="a sim: tape is created when it is first opened for writing (or with `tapesim new`)",
+        )
+    refuse_creating_in_dev(path, name)  # a missing /dev/sda is a missing disk, not a new tape
+    try:
+        create_image(path)
+    except OSError as err:
+        raise MediumUnavailableError(
+            f"cannot create simulated tape {path}: {err.strerror or err}", medium=name
+        ) from err
+
+
+def _open_sim_drive(path: str, name: str, write: bool) -> tuple[SimDrive, bool]:
+    """The simulated drive of image ``path`` and whether it is open for writing (a write-protected
+    image asked for writing opens read-only, as the TapeDrive contract says)."""
+    from tapesim.drive import SimDrive  # the simulator is optional at import time
+
     try:
         try:
-            ops = SimDrive(path, readonly=not write)
+            return SimDrive(path, readonly=not write), write
         except OSError as err:
             if not (write and err.errno == errno.EROFS):
                 raise
-            # write-protected tape: as the contract says, open it with writable False
-            write = False
-            ops = SimDrive(path, readonly=True)
+            return SimDrive(path, readonly=True), False
     except OSError as err:
         if err.errno == errno.ENOENT:
             raise MediumUnavailableError(f"no such simulated tape: {path}", medium=name) from err
@@ -121,10 +143,3 @@ def open_sim(
             medium=name,
             hint=f"fix or remove {path}.tapesim",
         ) from err
-    try:
-        return SimTapeDrive(
-            ops, path=path, created=kind == "missing", name=name, writable=write, max_record_size=max_record_size
-        )
-    except BaseException:
-        ops.close()
-        raise

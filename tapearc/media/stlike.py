@@ -3,8 +3,8 @@
 :class:`StLikeDrive` turns the behaviour of an open Linux st *no-rewind* device in variable-block
 mode (``read``/``write``/MTIOCTOP/MTIOCGET/MTIOCPOS, errno for errno, TAPE-FACTS §1) into the
 TapeDrive contract. It runs over any *st ops* object with the method set of
-``tapesim.drive.SimDrive`` (see :class:`StOps`): the simulator today, the real ``/dev/nstN``
-through :class:`tapearc.media.linux_st.LinuxStOps` later (issue 5).
+``tapesim.drive.SimDrive`` (see :class:`StOps`): the simulator, and the real ``/dev/nstN``
+through :class:`tapearc.media.linux_st.LinuxStOps`.
 
 How st's corner cases are handled
 ---------------------------------
@@ -78,7 +78,11 @@ class StOps(Protocol):
     """An open st-like device (the method set of ``tapesim.drive.SimDrive``).
 
     Every method raises ``OSError`` with the errno the Linux st driver would give.
+    ``max_record`` is the largest record the drive reads or writes (READ BLOCK LIMITS).
     """
+
+    @property
+    def max_record(self) -> int: ...
 
     def read(self, n: int) -> bytes: ...
 
@@ -353,50 +357,9 @@ class StLikeDrive(TapeDrive):
             data = self._ops.read(self.max_record_size)
         except OSError as err:
             if err.errno == errno.ENOMEM:
-                where = (self._file, self._record)
-                self._expect(here + 1)  # st moved past the record
-                if self._grow_reads_to is not None and self._grow_reads_to > self.max_record_size:
-                    big = self._read_larger(here)
-                    if big is not None:
-                        self._record += 1
-                        self._logical += 1
-                        return big
-                self._record += 1
-                self._logical += 1
-                self._expect(self._logical)
-                limit = max(self.max_record_size, self._grow_reads_to or 0)
-                raise RecordTooLargeError(
-                    f"record at object {here} is larger than {limit} bytes",
-                    medium=self.name,
-                    tape_file=where[0],
-                    record=where[1],
-                    hint="read it with a larger maximum record size",
-                ) from err
+                return self._read_too_large(err, here)
             if err.errno == errno.EIO:
-                g = self._mtget()
-                actual = self._mtpos()
-                if g.mt_gstat & mtio.GMT_EOD or self._eod == here:
-                    if actual != here:
-                        raise self._mismatch(here, actual) from err
-                    self._eod, self._eod_file = here, self._file
-                    return Mark.END_OF_DATA
-                where = (self._file, self._record)
-                if actual == here:
-                    if self._probe_end_of_data(here):
-                        return Mark.END_OF_DATA
-                    actual = here + 1  # the probe moved past the unreadable record
-                if actual == here + 1:
-                    self._record += 1
-                    self._logical += 1
-                elif actual != here:
-                    raise self._mismatch(here, actual) from err
-                raise MediumIOError(
-                    f"unreadable record at object {here}: {os.strerror(err.errno)}",
-                    medium=self.name,
-                    tape_file=where[0],
-                    record=where[1],
-                    errno="EIO",
-                ) from err
+                return self._read_eio(err, here)
             raise self._oserr(err, f"cannot read object {here}") from err
         if data:
             self._record += 1
@@ -413,14 +376,67 @@ class StLikeDrive(TapeDrive):
             return Mark.END_OF_DATA
         raise self._mismatch(here + 1, actual)
 
-    def _read_larger(self, here: int) -> bytes | None:
+    def _read_too_large(self, err: OSError, here: int) -> bytes:
+        """ENOMEM from the read at ``here``: the record is larger than the buffer and st has moved
+        past it. Returns the record read with a larger buffer (``grow_reads_to``), or raises
+        RecordTooLargeError (the drive is then past the record)."""
+        where = (self._file, self._record)
+        self._expect(here + 1)  # st moved past the record
+        grow_to = self._grow_reads_to
+        if grow_to is not None and grow_to > self.max_record_size:
+            big = self._read_larger(here, grow_to)
+            if big is not None:
+                self._record += 1
+                self._logical += 1
+                return big
+        self._record += 1
+        self._logical += 1
+        self._expect(self._logical)
+        limit = max(self.max_record_size, self._grow_reads_to or 0)
+        raise RecordTooLargeError(
+            f"record at object {here} is larger than {limit} bytes",
+            medium=self.name,
+            tape_file=where[0],
+            record=where[1],
+            hint="read it with a larger maximum record size",
+        ) from err
+
+    def _read_eio(self, err: OSError, here: int) -> Mark:
+        """EIO from the read at ``here``: end of data (returned), or an unreadable record (raised
+        as MediumIOError, the drive then past it)."""
+        g = self._mtget()
+        actual = self._mtpos()
+        if g.mt_gstat & mtio.GMT_EOD or self._eod == here:
+            if actual != here:
+                raise self._mismatch(here, actual) from err
+            self._eod, self._eod_file = here, self._file
+            return Mark.END_OF_DATA
+        where = (self._file, self._record)
+        if actual == here:
+            if self._probe_end_of_data(here):
+                return Mark.END_OF_DATA
+            actual = here + 1  # the probe moved past the unreadable record
+        if actual == here + 1:
+            self._record += 1
+            self._logical += 1
+        elif actual != here:
+            raise self._mismatch(here, actual) from err
+        raise MediumIOError(
+            f"unreadable record at object {here}: {os.strerror(errno.EIO)}",
+            medium=self.name,
+            tape_file=where[0],
+            record=where[1],
+            errno="EIO",
+        ) from err
+
+    def _read_larger(self, here: int, grow_to: int) -> bytes | None:
         """Re-read the record at ``here`` (the drive is just past it, at ``here + 1``) with larger
-        buffers: MTBSR 1, then read with twice the buffer, up to ``grow_reads_to``. Returns the
+        buffers: MTBSR 1, then read with twice the buffer, up to ``grow_to``. Returns the
         record (the drive is then past it), or None when no buffer the drive accepts holds it
         (the drive is then past it too)."""
         size = self.max_record_size
-        while size < self._grow_reads_to:  # type: ignore[operator]
-            size = min(size * 2, self._grow_reads_to)  # type: ignore[type-var]
+        while size < grow_to:
+            size = min(size * 2, grow_to)
             try:
                 self._ops.mtop(mtio.MTBSR, 1)
             except OSError as err:

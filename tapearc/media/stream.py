@@ -38,7 +38,7 @@ import io
 import os
 import struct
 import sys
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from ..errors import (
     MediumIOError,
@@ -192,59 +192,73 @@ class StreamDrive(TapeDrive):
                     raise self._cut("the end-of-medium marker is missing", at)
                 raise self._cut(f"a length word is cut after {len(raw)} bytes", at)
             word = _WORD.unpack(raw)[0]
-            if word == _TMK:
-                self._logical += 1
-                self._file += 1
-                self._record = 0
-                return Mark.FILEMARK
-            if word & _RESERVED == _RESERVED:
-                if word == _EOM:
-                    self._eod = True
-                    return Mark.END_OF_DATA
-                if word in (_GAP, _RHGAP):
-                    continue
-                if word == _FHGAP:  # SIMH: a half gap; the next word starts two bytes on
-                    self._pushback = raw[2:] + self._pushback
-                    self._offset -= 2
-                    continue
-                raise self._bad(f"reserved marker 0x{word:08X}", at)
-            if word & 0x7F000000:
-                raise self._bad(f"invalid length word 0x{word:08X}", at)
-            length = word & _MAXLEN
-            flagged = bool(word & _ERF)
-            if length == 0:  # only possible with the error flag set
-                raise self._bad(f"invalid length word 0x{word:08X}", at)
-            if length > self.max_record_size:
-                self._skip(length + (length & 1), at)
-                self._check_trailer(word, at)
-                where = (self._file, self._record)
-                self._record += 1
-                self._logical += 1
-                raise RecordTooLargeError(
-                    f"record at object {self._logical - 1} ({length} bytes) is larger than {self.max_record_size} bytes",
-                    medium=self.name,
-                    tape_file=where[0],
-                    record=where[1],
-                )
-            data = self._read_exact(length + (length & 1))
-            if len(data) < length + (length & 1):
-                raise self._cut(f"a record of {length} bytes is cut after {len(data)} bytes of data", at)
-            if length & 1:
-                data = data[:length]
+            if word == _TMK or word & _RESERVED == _RESERVED:
+                mark = self._marker(word, raw, at)
+                if mark is None:
+                    continue  # a gap
+                return mark
+            return self._record_after(word, at)
+
+    def _marker(self, word: int, raw: bytes, at: int) -> Mark | None:
+        """The filemark or end-of-medium word ``word`` (read as ``raw`` at byte ``at``) as a Mark;
+        None for an erase gap (skipped: the next word follows); a bad reserved marker raises."""
+        if word == _TMK:
+            self._logical += 1
+            self._file += 1
+            self._record = 0
+            return Mark.FILEMARK
+        if word == _EOM:
+            self._eod = True
+            return Mark.END_OF_DATA
+        if word in (_GAP, _RHGAP):
+            return None
+        if word == _FHGAP:  # SIMH: a half gap; the next word starts two bytes on
+            self._pushback = raw[2:] + self._pushback
+            self._offset -= 2
+            return None
+        raise self._bad(f"reserved marker 0x{word:08X}", at)
+
+    def _record_after(self, word: int, at: int) -> bytes:
+        """The record whose leading length word ``word`` was read at byte ``at``: its data and
+        trailing length word. A record larger than ``max_record_size`` is skipped and raises
+        RecordTooLargeError, one flagged bad raises MediumIOError (both then past it)."""
+        if word & 0x7F000000:
+            raise self._bad(f"invalid length word 0x{word:08X}", at)
+        length = word & _MAXLEN
+        flagged = bool(word & _ERF)
+        if length == 0:  # only possible with the error flag set
+            raise self._bad(f"invalid length word 0x{word:08X}", at)
+        if length > self.max_record_size:
+            self._skip(length + (length & 1), at)
             self._check_trailer(word, at)
             where = (self._file, self._record)
             self._record += 1
             self._logical += 1
-            if flagged:
-                raise MediumIOError(
-                    f"record at object {self._logical - 1} is flagged as bad in the stream (SIMH error flag)",
-                    medium=self.name,
-                    tape_file=where[0],
-                    record=where[1],
-                    byte_offset=at,
-                )
-            self._bytes += length
-            return data
+            raise RecordTooLargeError(
+                f"record at object {self._logical - 1} ({length} bytes) is larger than {self.max_record_size} bytes",
+                medium=self.name,
+                tape_file=where[0],
+                record=where[1],
+            )
+        data = self._read_exact(length + (length & 1))
+        if len(data) < length + (length & 1):
+            raise self._cut(f"a record of {length} bytes is cut after {len(data)} bytes of data", at)
+        if length & 1:
+            data = data[:length]
+        self._check_trailer(word, at)
+        where = (self._file, self._record)
+        self._record += 1
+        self._logical += 1
+        if flagged:
+            raise MediumIOError(
+                f"record at object {self._logical - 1} is flagged as bad in the stream (SIMH error flag)",
+                medium=self.name,
+                tape_file=where[0],
+                record=where[1],
+                byte_offset=at,
+            )
+        self._bytes += length
+        return data
 
     def _skip(self, n: int, at: int) -> None:
         while n > 0:
@@ -451,7 +465,7 @@ def open_stream(*, write: bool, name: str = STREAM_SPEC) -> StreamDrive:
                 hint="pipe it into a command (… | tapearc copy --from - --to /dev/nst0) or redirect it to a file",
             )
         if fd is None:  # not a real file (a test harness): write to its buffer as it is
-            buf = getattr(out, "buffer", out)
+            buf = cast(BinaryIO, getattr(out, "buffer", out))
             out.flush()
             return StreamDrive(buf, write=True, name=name, where="standard output")
         out.flush()
@@ -475,4 +489,5 @@ def open_stream(*, write: bool, name: str = STREAM_SPEC) -> StreamDrive:
             medium=name,
             hint="pipe a stream into it (tapearc backup VOL --media - | tapearc copy --from - --to ...)",
         )
-    return StreamDrive(getattr(inp, "buffer", inp), write=False, name=name, where="standard input")
+    source = cast(BinaryIO, getattr(inp, "buffer", inp))  # a test harness's stdin may have no buffer
+    return StreamDrive(source, write=False, name=name, where="standard input")

@@ -42,7 +42,7 @@ def test_backup_list_restore_json(tmp_path: Path) -> None:
     assert lst["label"]["sequence"] == 1
     gens = lst["generations"]
     assert len(gens) == 1 and gens[0]["volume"] == "vol.img" and gens[0]["complete"]
-    gen_file = [f for f in lst["tape_files"] if f["kind"] == "generation"][0]
+    gen_file = next(f for f in lst["tape_files"] if f["kind"] == "generation")
     assert gen_file["data_blocks"] == res["data_blocks"] and gen_file["zero_blocks"] == res["zero_blocks"]
     out = tmp_path / "out.img"
     p = tapearc("restore", "--media", spec, "--to", str(out), "--json")

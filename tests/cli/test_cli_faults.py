@@ -351,7 +351,7 @@ def test_two_backups_into_one_catalog(tmp_path: Path) -> None:
         p.write_bytes(d)
         vols.append((p, d))
     specs = [f"sim:{tmp_path / 'ta.tap'}", f"sim:{tmp_path / 'tb.tap'}"]
-    procs = [Hooked(tmp_path, *backup_args(v[0], s), points="read,write") for v, s in zip(vols, specs)]
+    procs = [Hooked(tmp_path, *backup_args(v[0], s), points="read,write") for v, s in zip(vols, specs, strict=True)]
     try:
         alive = list(procs)
         while alive:  # one step each, in turn
@@ -368,7 +368,7 @@ def test_two_backups_into_one_catalog(tmp_path: Path) -> None:
     for r in results:
         assert r.returncode == 0, r.stderr
     assert catalog_states() == {("a.img", 1): "complete", ("b.img", 1): "complete"}
-    for (p, d), s in zip(vols, specs):
+    for (p, d), s in zip(vols, specs, strict=True):
         out = tmp_path / f"out-{p.name}"
         r = tapearc("restore", "--media", s, "--to", str(out))
         assert r.returncode == 0, r.stderr

@@ -419,7 +419,7 @@ def outcomes(
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2)) as ex:
         results = list(ex.map(one, range(len(wanted)), wanted))
-    return dict(zip(wanted, results))
+    return dict(zip(wanted, results, strict=True))
 
 
 GEN3_CASES = [(k, p) for k in ("sim", "dir") for p in gen3_points(k)]

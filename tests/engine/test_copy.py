@@ -38,7 +38,7 @@ def objects(seed: int = 1) -> list[Obj]:
     rng = random.Random(seed)
     out: list[Obj] = []
     for f in range(4):
-        for r in range(rng.randint(0 if f == 2 else 1, 6)):
+        for _r in range(rng.randint(0 if f == 2 else 1, 6)):
             out.append(rng.randbytes(rng.choice([1, 2, 511, 4096, 65537])))
         out.append(FM)
     out += [b"records after the last filemark", b"x"]
@@ -139,7 +139,7 @@ def test_refuses_non_blank_target_and_leaves_it_untouched(tmp_path: Path) -> Non
     write(f"sim:{a}", objects(1))
     write(f"sim:{b}", [b"something", FM])
     before = b.read_bytes()
-    with pytest.raises(MediumInUseError, match="not blank.*nothing was written") as info:
+    with pytest.raises(MediumInUseError, match=r"not blank.*nothing was written") as info:
         copy(f"sim:{a}", f"sim:{b}")
     assert info.value.exit_code == 18 and info.value.hint and "--force" in info.value.hint
     assert b.read_bytes() == before
@@ -179,7 +179,7 @@ def test_refuses_a_tapearc_medium_whose_records_do_not_fit_before_writing(tmp_pa
     backup_to(f"sim:{tmp_path / 'a.tap'}", vol, record_size=256 * 1024)
     create_dir_medium(str(tmp_path / "small"), max_record_size=64 * 1024)
     with open_medium(f"sim:{tmp_path / 'a.tap'}", write=False) as s, DirDrive(str(tmp_path / "small"), write=True) as t:
-        with pytest.raises(RecordTooLargeError, match="label's record size.*nothing was written"):
+        with pytest.raises(RecordTooLargeError, match=r"label's record size.*nothing was written"):
             copy_medium(s, t)
     assert read(f"dir:{tmp_path / 'small'}") == []
 
@@ -211,7 +211,7 @@ def test_copy_must_fit_early_warning_stops_it(tmp_path: Path) -> None:
     objs: list[Obj] = [bytes([i]) * 10000 for i in range(30)] + [FM]
     write(f"sim:{tmp_path / 'a.tap'}", objs)
     create_dir_medium(str(tmp_path / "t"), capacity=200_000, early_warning=50_000)
-    with pytest.raises(MediumFullError, match="early warning.*does not span.*incomplete") as info:
+    with pytest.raises(MediumFullError, match=r"early warning.*does not span.*incomplete") as info:
         copy(f"sim:{tmp_path / 'a.tap'}", f"dir:{tmp_path / 't'}")
     assert info.value.exit_code == 12
     got = read(f"dir:{tmp_path / 't'}")
@@ -245,7 +245,7 @@ def test_cut_source_stream_reports_incomplete_copy(tmp_path: Path) -> None:
             d.write_filemark() if o is FM else d.write_record(o)  # type: ignore[arg-type]
     cut = buf.getvalue()[:-4]  # no end-of-medium word: the writer did not finish
     with open_medium(f"sim:{tmp_path / 'x.tap'}", write=True) as t:
-        with pytest.raises(TruncatedError, match="end-of-medium marker is missing.*incomplete"):
+        with pytest.raises(TruncatedError, match=r"end-of-medium marker is missing.*incomplete"):
             copy_medium(StreamDrive(io.BytesIO(cut), write=False), t)
 
 

@@ -13,7 +13,7 @@ from tapearc.media import open_medium
 from tapesim.faults import add_fault
 
 BS = 4096
-OPTS = dict(block_size=BS, record_size=8192, chunk_size=16384)  # 3 blocks per chunk, 2 records each
+OPTS = {"block_size": BS, "record_size": 8192, "chunk_size": 16384}  # 3 blocks per chunk, 2 records each
 
 
 def test_unreadable_records_lost_ranges_and_fallback(tmp_path: Path) -> None:
@@ -44,7 +44,7 @@ def test_unreadable_records_lost_ranges_and_fallback(tmp_path: Path) -> None:
     out = tmp_path / "o"
     with Catalog() as c, open_medium(f"sim:{img}", write=False) as d:
         res = restore(d, c, str(out), RestoreOptions())
-    assert sorted(x["blocks"] for x in res.lost) == sorted(lost2 + [[21, 23]])
+    assert sorted(x["blocks"] for x in res.lost) == sorted([*lost2, [21, 23]])
     got = out.read_bytes()
     lost_blocks = {b for x in res.lost for b in range(x["blocks"][0], x["blocks"][1] + 1)}
     for b in range(30):

@@ -106,7 +106,7 @@ def test_incremental_holds_only_changed_blocks(tmp_path: Path) -> None:
 
     with open_medium(spec, write=False) as d:
         lst = list_medium(d)
-    gen2 = [f for f in lst.files if f.generation == 2][0]
+    gen2 = next(f for f in lst.files if f.generation == 2)
     assert gen2.raw_bytes == (len(changed) + 2) * BS and gen2.data_blocks == len(changed) + 2
 
 
@@ -124,7 +124,7 @@ def test_restore_reads_only_planned_chunks(tmp_path: Path) -> None:
     src.write_bytes(bytes(data))
     do_backup(spec, src, chunk_size=256 * 1024)
     with Catalog() as cat, open_medium(spec, write=False) as d:
-        _, chain, plan = prepare_plan(d, cat, RestoreOptions())
+        _, _chain, plan = prepare_plan(d, cat, RestoreOptions())
         all_chunks = plan.chunks_in_chain
         read = {(r.chunk.generation, r.chunk.seq) for r in plan.reads}
     assert (1, 0) not in read  # fully superseded by generation 2

@@ -27,7 +27,7 @@ from tapearc.media import open_medium
 from tests.conftest import KiB, MiB
 
 BS = 64 * KiB
-OPTS = dict(record_size=64 * KiB, chunk_size=256 * KiB)  # 3 data blocks a chunk: 16 chunks for 3 MiB
+OPTS = {"record_size": 64 * KiB, "chunk_size": 256 * KiB}  # 3 data blocks a chunk: 16 chunks for 3 MiB
 
 
 class OnAdvance:
@@ -135,7 +135,7 @@ def test_source_shrinks_during_backup(
     assert gen_states() == {1: "complete", 2: "incomplete"}
     with open_medium(media_spec, write=False) as drive:
         listing = list_medium(drive)
-    g2 = [f for f in listing.files if f.kind == "generation" and f.generation == 2][0]
+    g2 = next(f for f in listing.files if f.kind == "generation" and f.generation == 2)
     assert g2.trailer and not g2.complete and g2.closed and g2.problem is None
     assert len(g2.chunks) == 3  # the three windows read before the fourth came up short
     with Catalog() as cat, open_medium(media_spec, write=False) as drive:
@@ -159,7 +159,7 @@ def test_source_shrinks_during_backup(
 def test_source_shrinks_during_pipelined_backup(tmp_path: Path, source: tuple[Path, bytes]) -> None:
     """With the read-ahead thread the short read is found a few windows later (the reader is at
     most its depth ahead); the outcome is the same: SourceError, generation closed incomplete."""
-    src, data = source
+    src, _data = source
     spec = f"sim:{tmp_path / 't.tap'}"
 
     def shrink(n: int) -> None:
@@ -172,7 +172,7 @@ def test_source_shrinks_during_pipelined_backup(tmp_path: Path, source: tuple[Pa
     assert gen_states() == {1: "incomplete"}
     with open_medium(spec, write=False) as drive:
         listing = list_medium(drive)
-    g1 = [f for f in listing.files if f.kind == "generation" and f.generation == 1][0]
+    g1 = next(f for f in listing.files if f.kind == "generation" and f.generation == 1)
     assert g1.trailer and not g1.complete and g1.closed and g1.problem is None
     assert len(g1.chunks) == 8  # every window before the shrink point, none after
 
@@ -189,10 +189,10 @@ def test_source_shrinks_before_first_chunk(tmp_path: Path, source: tuple[Path, b
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(SourceVolume, "readinto_at", short_first)
-        with pytest.raises(SourceError, match="read at byte 0 found its end .it now holds 0 bytes"):
+        with pytest.raises(SourceError, match=r"read at byte 0 found its end .it now holds 0 bytes"):
             run_backup(spec, src)
     with open_medium(spec, write=False) as drive:
-        f = [f for f in list_medium(drive).files if f.kind == "generation"][0]
+        f = next(f for f in list_medium(drive).files if f.kind == "generation")
     assert f.trailer and not f.complete and f.closed and len(f.chunks) == 0
     assert gen_states() == {1: "incomplete"}
 
@@ -243,7 +243,7 @@ def test_source_device_goes_away(tmp_path: Path, source: tuple[Path, bytes], cod
     assert f"at byte {at} failed" in str(info.value) and os.strerror(code) in str(info.value)
     assert gen_states() == {1: "incomplete"}
     with open_medium(spec, write=False) as drive:
-        f = [f for f in list_medium(drive).files if f.kind == "generation"][0]
+        f = next(f for f in list_medium(drive).files if f.kind == "generation")
     assert f.trailer and not f.complete and f.closed and len(f.chunks) == 2
 
 

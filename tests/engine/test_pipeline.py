@@ -186,11 +186,9 @@ def test_recordahead_stops_at_the_first_mark(threaded: bool) -> None:
 def test_recordahead_gives_up_after_max_errors_like_the_plain_loop() -> None:
     tape = FakeTape([MediumIOError("x")] * 10 + [b"later"])
     ra = RecordAhead(tape.read_record, max_errors=3, threaded=True)
-    errs = 0
     for _ in range(4):
         with pytest.raises(MediumIOError):
             ra.next()
-        errs += 1
     time.sleep(0.05)
     assert tape.reads == 4  # the thread stopped where the caller stops
     ra.close()
@@ -290,7 +288,7 @@ def test_pipelined_and_plain_paths_write_identical_media(
         medium = tmp_path / f"m{mode}.{kind}"
         spec = f"{kind}:{medium}"
         src.write_bytes(data)
-        opts = dict(compress=compress, record_size=64 * KiB, chunk_size=256 * KiB)
+        opts = {"compress": compress, "record_size": 64 * KiB, "chunk_size": 256 * KiB}
         with Catalog() as cat, open_medium(spec, write=True) as drive:
             r1 = backup(str(src), drive, cat, BackupOptions(**opts), clock=lambda: 1_700_000_000)  # type: ignore[arg-type]
         src.write_bytes(changed)
@@ -474,4 +472,4 @@ def test_dir_medium_reads_same_records_direct_and_buffered(
         got = [drive.read_record() for _ in range(len(recs) + 1)]
         if direct != "1":  # ("1": O_DIRECT stays on where the file system takes it)
             assert drive._direct is False  # type: ignore[attr-defined]
-    assert got == recs + [Mark.FILEMARK]
+    assert got == [*recs, Mark.FILEMARK]

@@ -22,7 +22,7 @@ from tapearc.media import open_medium
 from tapesim import simh
 
 BS = 4096
-OPTS = dict(volume_name="v.img", block_size=BS, record_size=8192, chunk_size=16384)
+OPTS = {"volume_name": "v.img", "block_size": BS, "record_size": 8192, "chunk_size": 16384}
 
 
 def _backup(img: Path, src: Path, cat: Path) -> object:
@@ -112,7 +112,7 @@ def test_power_cut_at_every_record(chain: tuple[Path, list[bytes], Path], tmp_pa
             _restore(img, out, cat, g)
             assert out.read_bytes() == versions[g - 1], where
         if cut_gen in states:
-            cut_file = [f for f in res.files if f.generation == cut_gen][0]
+            cut_file = next(f for f in res.files if f.generation == cut_gen)
             assert cut_file.problem, where  # says what is wrong (no trailer / ends inside)
         # the next backup continues correctly, and the chain stays restorable
         src = case / "v.img"

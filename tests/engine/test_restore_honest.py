@@ -332,7 +332,7 @@ def mismatched_chain(tmp_path: Path) -> tuple[str, bytes]:
 def test_incremental_with_another_block_size_is_malformed(tmp_path: Path) -> None:
     spec, _ = mismatched_chain(tmp_path)
     out = tmp_path / "o"
-    with pytest.raises(MalformedError, match="block size 8192.*base generation 1 has block size 4096") as ei:
+    with pytest.raises(MalformedError, match=r"block size 8192.*base generation 1 has block size 4096") as ei:
         do_restore(spec, str(out))
     assert ei.value.exit_code == 21
     assert not out.exists() and not list(tmp_path.glob(".o.*"))

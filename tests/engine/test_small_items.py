@@ -36,7 +36,7 @@ def test_tapesim_json_depth(tmp_path: Path) -> None:
     img = tmp_path / "t.tap"
     img.write_bytes(b"")
     Path(str(img) + ".tapesim").write_text("[" * 100_000 + "]" * 100_000)
-    with pytest.raises(SidecarError, match="t.tap.tapesim: JSON nested more than 64 levels"):
+    with pytest.raises(SidecarError, match=r"t.tap.tapesim: JSON nested more than 64 levels"):
         load_settings(img)
 
 
@@ -188,7 +188,7 @@ def test_verify_selection_not_found() -> None:
     )
 
     m = MediumReport(medium="sim:x", medium_uuid="u", others=[(1, "v", 1), (2, "v", 2)])
-    with pytest.raises(NoSuchGenerationError, match="no generation 9 on this medium .it holds generations 1, 2"):
+    with pytest.raises(NoSuchGenerationError, match=r"no generation 9 on this medium .it holds generations 1, 2"):
         check_selection_found([m], 9, None)
     check_selection_found([m], None, None)  # nothing chosen: nothing to find
     found = MediumReport(medium="sim:x", medium_uuid="u", files=[FileReport(tape_file=1, volume="v", generation=9)])
@@ -230,7 +230,7 @@ def test_stream_spool_without_room(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("tempfile.TemporaryFile", full)
     sink = r._StreamSink(io.BytesIO(), Plan())  # type: ignore[arg-type]
     sink.need[:] = b"\x01\x01\x01"
-    with pytest.raises(TargetError, match="temporary file in .*No space left on device") as info:
+    with pytest.raises(TargetError, match=r"temporary file in .*No space left on device") as info:
         sink.write(4096, memoryview(b"x" * 4096))  # block 1 before block 0: to the spool
     assert info.value.hint and "TMPDIR" in info.value.hint
     sink.abort()

@@ -180,7 +180,7 @@ def test_operator_changes_the_tape(tmp_path: Path) -> None:
     assert any("sequence 2" in p for p in prompts), prompts
     assert len(shelf) == len(res.parts) - 1
     # restore asks for sequence 1 first: the operator puts the shelf back in order
-    tapes = shelf + [tmp_path / "last.tap"]
+    tapes = [*shelf, tmp_path / "last.tap"]
     os.rename(drive, tapes[-1])
     os.rename(str(drive) + ".tapesim", str(tapes[-1]) + ".tapesim")
     want: list[str] = []

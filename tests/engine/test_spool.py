@@ -102,7 +102,7 @@ def test_backup_with_a_spooled_trailer(tmp_path: Path, monkeypatch: pytest.Monke
         monkeypatch.setattr(spool, "SPOOL_LIMIT", limit)
         monkeypatch.setattr(SpoolStore.__init__, "__defaults__", (limit,))
         ids = random.Random(1)
-        monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=ids.getrandbits(128), version=4))
+        monkeypatch.setattr(uuid, "uuid4", lambda ids=ids: uuid.UUID(int=ids.getrandbits(128), version=4))
         img = tmp_path / f"t{limit}.tap"
         monkeypatch.setenv("TAPEARC_CATALOG", str(tmp_path / f"cat{limit}.sqlite"))
         with Catalog() as cat, open_medium(f"sim:{img}", write=True) as drive:

@@ -102,7 +102,7 @@ def test_flipped_byte(tmp_path: Path, where: str) -> None:
     rep = verify(img)
     assert not rep.ok
     ps = problems(rep)
-    p = [p for p in ps if p.record == ci][0]
+    p = next(p for p in ps if p.record == ci)
     assert p.chunk == 1 and p.blocks, p
     assert p.what in ("crc",)
     assert rep.affected.get("v.img") == [1, 2]  # generation 2 needs blocks of that chunk too

@@ -106,7 +106,7 @@ def test_a_source_of_several_volumes_needs_a_name(tmp_path: Path, _private_catal
     assert moved.warnings and "as the same volume moved" in moved.warnings[0]
     with Catalog() as cat, open_medium(spec, write=False) as d:
         label = read_label(d)
-        with pytest.raises(VolumeMismatchError, match="is the source of several volumes .*'one', 'two'"):
+        with pytest.raises(VolumeMismatchError, match=r"is the source of several volumes .*'one', 'two'"):
             choose_volume(
                 cat, label.media_set_uuid, str(x), source_identity(str(x), os.stat(x)), name=None, new_volume=False
             )

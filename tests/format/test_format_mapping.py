@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from fmt_strategies import geometries, runs_in
 from hypothesis import given
@@ -27,7 +29,7 @@ def test_runs_from_ids_round_trip(ids: list[tuple[int, bool]]) -> None:
     assert list(iter_blocks(runs)) == ids
     assert all(r.count >= 1 for r in runs)
     # maximal: two neighbouring runs could not be merged
-    for a, b in zip(runs, runs[1:]):
+    for a, b in itertools.pairwise(runs):
         assert not (a.kind == b.kind and b.first == a.first + a.count)
 
 
@@ -35,7 +37,7 @@ def test_runs_from_ids_round_trip(ids: list[tuple[int, bool]]) -> None:
 def test_runs_from_consecutive_ids(start: int, _: int, kinds: list[bool]) -> None:
     ids = [(start + i, z) for i, z in enumerate(kinds)]
     runs = runs_from_ids(ids)
-    changes = sum(1 for a, b in zip(kinds, kinds[1:]) if a != b)
+    changes = sum(1 for a, b in itertools.pairwise(kinds) if a != b)
     assert len(runs) == (changes + 1 if kinds else 0)
     assert list(iter_blocks(runs)) == ids
 

@@ -314,7 +314,7 @@ def test_trailer_builder_matches_encode_trailer(data: st.DataObject) -> None:
     complete = data.draw(st.booleans())
     ru = _uuid.UUID(int=data.draw(st.integers(0, 2**128 - 1)))
     b = TrailerBuilder(run_uuid=ru, generation=3, volume_size=vol, block_size=bs, digest_alg=digest_alg)
-    for e, dg in zip(entries, chunk_digests):
+    for e, dg in zip(entries, chunk_digests, strict=True):
         b.add(e, bytearray(dg) if e.seq % 2 else dg)  # any buffer
     built = b.finish(complete=complete)
     ref = Trailer.from_entries(run_uuid=ru, generation=3, volume_size=vol, block_size=bs, entries=tuple(entries),
@@ -385,7 +385,7 @@ def test_trailer_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "268 million data blocks" in str(info.value) and info.value.hint == "use a larger block size"
     b = TrailerBuilder(run_uuid=u, generation=1, volume_size=4 * 4096, block_size=4096)
     b.add(es[0], bytes(32))
-    with pytest.raises(MalformedError, match="larger block size|268 million"):
+    with pytest.raises(MalformedError, match=r"larger block size|268 million"):
         b.add(es[1], bytes(32))
     assert b.chunk_count == 1
     assert decode_trailer(b.finish()).chunk_count == 1

@@ -98,7 +98,7 @@ def test_vectors_form_one_generation() -> None:
     trailer = F.decode_trailer(load("trailer")[0])
     chunks = [F.decode_chunk(load(n)[0])[0] for n in ("chunk-plain", "chunk-zstd")]
     assert [e.seq for e in trailer.entries] == [c.seq for c in chunks] == [0, 1]
-    for c, e in zip(chunks, trailer.entries):
+    for c, e in zip(chunks, trailer.entries, strict=True):
         assert (c.run_uuid, c.generation, c.block_size, c.volume_size) == (
             gen.run_uuid, gen.generation, gen.block_size, gen.volume_size,
         )  # fmt: skip

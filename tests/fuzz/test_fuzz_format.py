@@ -201,7 +201,7 @@ def _volume_bytes(nblocks: int, seed: int) -> bytearray:
     """Compressible, varied, with zero blocks."""
     rng = random.Random(seed)
     out = bytearray()
-    for i in range(nblocks):
+    for _i in range(nblocks):
         kind = rng.randrange(4)
         if kind == 0:
             out += bytes(BS)
@@ -222,7 +222,7 @@ def build_image(folder: Path) -> bytes:
     va = _volume_bytes(14, 1)
     a.write_bytes(va)
     b.write_bytes(bytes(_volume_bytes(5, 2))[: 5 * BS - 777])
-    small = dict(block_size=BS, record_size=4096, chunk_size=16384)
+    small = {"block_size": BS, "record_size": 4096, "chunk_size": 16384}
     with Catalog(":memory:") as cat, open_medium(spec, write=True) as d:
         backup(str(a), d, cat, BackupOptions(**small, compress="zstd", volume_name="a"), clock=lambda: EPOCH)
         va[5 * BS : 5 * BS + 10] = b"changed!!!"
@@ -403,7 +403,9 @@ def exercise_image(image: bytes) -> None:
                 for g in gens:
                     out = Path(d) / f"out-{g.id}.img"
                     res = _quiet(
-                        lambda: restore(drive, cat, str(out), RestoreOptions(volume=g.volume, generation=g.number))
+                        lambda out=out, g=g: restore(
+                            drive, cat, str(out), RestoreOptions(volume=g.volume, generation=g.number)
+                        )
                     )
                     if out.exists():
                         assert res is not None, "a failed restore left its target behind"

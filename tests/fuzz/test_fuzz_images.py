@@ -294,7 +294,7 @@ def check_format(path: Path, fmt: str) -> None:
     def read_all() -> None:
         n_events = 0
         try:
-            for ev in mod.read_events(path):
+            for _ev in mod.read_events(path):
                 n_events += 1
                 assert n_events <= size + 1
         except TapeFormatError as e:
@@ -441,7 +441,7 @@ def _mutate_header(draw: Any, fmt: str, data: bytes) -> bytes:
         elif field in (0, 1):  # sizes (u32)
             body[field] = draw(st.sampled_from([v for v in INTERESTING_U64 if v < 2**32] + [len(data)]))
         else:
-            body[field] = draw(st.sampled_from(INTERESTING_U64 + [len(data), at, at + 48]))
+            body[field] = draw(st.sampled_from([*INTERESTING_U64, len(data), at, at + 48]))
         b[at : at + 48] = tgt_fmt.pack_header(*body)
         if draw(st.booleans()) and len(b) >= tgt_fmt.FIRST_BLOCK:  # and/or the MAM's version
             struct.pack_into(">I", b, tgt_fmt.MAM_OFFSET, draw(st.sampled_from([0, 1, 2, 3, 2**32 - 1])))

@@ -46,7 +46,7 @@ def test_pipelined_and_plain_backups_write_the_same_tape(
         monkeypatch.setenv("TAPEARC_PIPELINE", mode)
         monkeypatch.setenv("TAPEARC_CATALOG", str(tmp_path / f"cat{mode}.sqlite"))
         ids = random.Random(42)
-        monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=ids.getrandbits(128), version=4))
+        monkeypatch.setattr(uuid, "uuid4", lambda ids=ids: uuid.UUID(int=ids.getrandbits(128), version=4))
         with Catalog() as cat, open_medium(tape, write=True) as drive:
             label_medium(drive, cat, force=True, record_size=RS, clock=lambda: 1_700_000_000)
         with Catalog() as cat, open_medium(tape, write=True) as drive:

@@ -95,7 +95,7 @@ def test_new_and_refuse_overwrite(tmp_path, capsys):
 )
 def test_errors_are_one_line(tmp_path, capsys, args, needle):
     img = str(tmp_path / "missing.tap")
-    rc, out, err = run(capsys, *[a.format(img=img) for a in args])
+    rc, _out, err = run(capsys, *[a.format(img=img) for a in args])
     assert rc != 0
     assert err.startswith("tapesim: error: ") and err.count("\n") == 1, err
     assert needle in err
@@ -111,13 +111,13 @@ def test_info_text_and_json(tmp_path, capsys):
         d.mtop(mtio.MTWEOF)
         d.mtop(mtio.MTWEOF)
         d.write(b"z" * 10)
-    rc, out, err = run(capsys, "info", img)
+    rc, out, _ = run(capsys, "info", img)
     assert rc == 0
     assert "file 0: 4 records (3 x 65536, 1 x 1200), 197808 bytes, filemark" in out
     assert "file 1: 0 records, 0 bytes, filemark" in out
     assert "file 2: 1 record (1 x 10), 10 bytes, filemark" in out  # st's filemark at close
     assert "damage: none" in out
-    rc, out, err = run(capsys, "info", img, "--json")
+    rc, out, _err = run(capsys, "info", img, "--json")
     rep = json.loads(out)
     assert rep["capacity"] == 1 << 20
     assert rep["used"] == Path(img).stat().st_size
@@ -152,11 +152,11 @@ def test_info_reports_damage(tmp_path, capsys):
     raw[3] |= 0x80
     raw[4 + 12 + 3] |= 0x80  # trailing word of the 11-byte record (+pad)
     img.write_bytes(bytes(raw))
-    rc, out, err = run(capsys, "info", str(img))
+    rc, out, _ = run(capsys, "info", str(img))
     assert rc == 0
     assert "damage: truncated tail at offset" in out
     assert "damage: error-flagged record at object 0" in out
-    rc, out, err = run(capsys, "info", str(img), "--json")
+    rc, out, _err = run(capsys, "info", str(img), "--json")
     rep = json.loads(out)
     assert rep["truncated"] is True and rep["damage"]["offset"] == 20 + 4 + 28
     assert rep["error_records"][0]["position"] == 0
@@ -166,11 +166,11 @@ def test_info_reports_damage(tmp_path, capsys):
 def test_protect(tmp_path, capsys):
     img = str(tmp_path / "p.tap")
     run(capsys, "new", img, "--capacity", "1M")
-    rc, out, _ = run(capsys, "protect", img, "--on")
+    rc, _, _ = run(capsys, "protect", img, "--on")
     assert rc == 0 and load_settings(img).write_protected
     with pytest.raises(OSError):
         SimDrive(img)
-    rc, out, _ = run(capsys, "protect", img, "--off")
+    rc, _out, _ = run(capsys, "protect", img, "--off")
     assert rc == 0 and not load_settings(img).write_protected
     SimDrive(img).close()
     # protect works on an image without a sidecar too (defaults + the tab)

@@ -7,6 +7,7 @@ those tests is skipped (with the reason) when its tool is not installed.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import shutil
@@ -143,7 +144,7 @@ EDGE_LAYOUTS = [
 def _categorize(lay: Layout) -> None:
     big = max((n for n in lay if n is not None), default=0)
     event("largest record: " + ("none" if not big else "<= 64 KiB" if big <= 65535 else "> 64 KiB"))
-    if any(a is None and b is None for a, b in zip(lay, lay[1:])):
+    if any(a is None and b is None for a, b in itertools.pairwise(lay)):
         event("consecutive filemarks")
 
 

@@ -322,11 +322,11 @@ def test_power_cut_after(image: Path, capsys, length: int):
         assert errno_of(d.read, 1000) == errno.EIO  # the damaged tail
         assert d.mtpos() == 4
     # tapesim info reports the damaged tail and the intact objects
-    rc, out, err = run(capsys, "info", str(image))
+    rc, out, _ = run(capsys, "info", str(image))
     assert rc == 0
     assert f"damage: truncated tail at offset {start}: truncated record (length {length}" in out
     assert "(the 4 objects before it are intact)" in out
-    rc, out, err = run(capsys, "info", str(image), "--json")
+    rc, out, _err = run(capsys, "info", str(image), "--json")
     rep = json.loads(out)
     assert rep["truncated"] and rep["damage"]["offset"] == start
     assert rep["object_count"] == 4 and rep["used"] == start and rep["file_size"] == len(raw)
@@ -469,17 +469,17 @@ def test_early_eom_zone_starts_at_zero(tmp_path: Path):
 
 def test_cli_fault(image: Path, capsys):
     img = str(image)
-    rc, out, err = run(capsys, "fault", img, "add", "unreadable", "--at", "3", "--count", "2")
+    rc, out, _ = run(capsys, "fault", img, "add", "unreadable", "--at", "3", "--count", "2")
     assert rc == 0 and "unreadable" in out and "3..4" in out
-    rc, out, err = run(capsys, "fault", img, "add", "power_cut", "--after", "5")
+    rc, out, _ = run(capsys, "fault", img, "add", "power_cut", "--after", "5")
     assert rc == 0
-    rc, out, err = run(capsys, "fault", img, "add", "early_eom", "--offset", "64K")
+    rc, out, _ = run(capsys, "fault", img, "add", "early_eom", "--offset", "64K")
     assert rc == 0
-    rc, out, err = run(capsys, "fault", img, "add", "short_read", "--at", "1", "--length", "7")
+    rc, out, _ = run(capsys, "fault", img, "add", "short_read", "--at", "1", "--length", "7")
     assert rc == 0
-    rc, out, err = run(capsys, "fault", img, "add", "write_error", "--at", "0")
+    rc, out, _ = run(capsys, "fault", img, "add", "write_error", "--at", "0")
     assert rc == 0
-    rc, out, err = run(capsys, "fault", img, "list", "--json")
+    rc, out, _ = run(capsys, "fault", img, "list", "--json")
     assert rc == 0
     assert (
         json.loads(out)
@@ -492,17 +492,17 @@ def test_cli_fault(image: Path, capsys):
             {"kind": "write_error", "at": 0, "count": 1},
         ]
     )
-    rc, out, err = run(capsys, "fault", img, "list")
+    rc, out, _ = run(capsys, "fault", img, "list")
     assert rc == 0 and out.count("\n") == 5 and "one-shot" in out
-    rc, out, err = run(capsys, "info", img)
+    rc, out, _ = run(capsys, "info", img)
     assert out.count("fault: ") == 5
-    rc, out, err = run(capsys, "info", img, "--json")
+    rc, out, _ = run(capsys, "info", img, "--json")
     assert len(json.loads(out)["faults"]) == 5
-    rc, out, err = run(capsys, "fault", img, "clear", "unreadable")
+    rc, out, _ = run(capsys, "fault", img, "clear", "unreadable")
     assert rc == 0 and "removed 1 fault" in out
-    rc, out, err = run(capsys, "fault", img, "clear")
+    rc, out, _ = run(capsys, "fault", img, "clear")
     assert rc == 0 and "removed 4 faults" in out
-    rc, out, err = run(capsys, "fault", img, "list")
+    rc, out, _ = run(capsys, "fault", img, "list")
     assert rc == 0 and "no faults" in out
 
 
@@ -523,14 +523,14 @@ def test_cli_fault(image: Path, capsys):
     ],
 )
 def test_cli_fault_errors(image: Path, capsys, args, needle):
-    rc, out, err = run(capsys, "fault", str(image), *args)
+    rc, _out, err = run(capsys, "fault", str(image), *args)
     assert rc != 0
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
     assert list_faults(image) == []
 
 
 def test_cli_fault_missing_image(tmp_path: Path, capsys):
-    rc, out, err = run(capsys, "fault", str(tmp_path / "x.tap"), "list")
+    rc, _out, err = run(capsys, "fault", str(tmp_path / "x.tap"), "list")
     assert rc == 1 and "no such image" in err
 
 

@@ -74,16 +74,16 @@ def test_create_refuses_existing_and_overwrite(tmp_path, lib):
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(slots=0),
-        dict(drives=0),
-        dict(capacity=0),
-        dict(barcode_prefix="bad prefix"),
-        dict(barcode_prefix="X" * 30),
-        dict(early_warning=10 * MiB),
+        {"slots": 0},
+        {"drives": 0},
+        {"capacity": 0},
+        {"barcode_prefix": "bad prefix"},
+        {"barcode_prefix": "X" * 30},
+        {"early_warning": 10 * MiB},
     ],
 )
 def test_create_bad_arguments(tmp_path, kwargs):
-    args = dict(slots=2, capacity=MiB) | kwargs
+    args = {"slots": 2, "capacity": MiB} | kwargs
     with pytest.raises(ValueError):
         create_library(tmp_path / "lib", args.pop("slots"), args.pop("capacity"), **args)
     assert not (tmp_path / "lib" / "library.json").exists()
@@ -171,7 +171,9 @@ def test_busy_drive(lib):
     dr = SimDrive(lib.drive_path(0))
     try:
         dr.write(b"x")
-        err = pytest.raises(LibraryError, lib.unload).value
+        with pytest.raises(LibraryError) as caught:
+            lib.unload()
+        err = caught.value
         assert err.code == "E200" and "busy" in err.message
         assert lib.status().drives[0].barcode == "TAP001"
         assert os.path.islink(lib.drive_path(0))

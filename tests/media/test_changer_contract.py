@@ -114,7 +114,7 @@ def test_status_shape(changer):
     assert isinstance(st, ChangerStatus)
     assert [s.number for s in st.slots] == sorted(s.number for s in st.slots)
     assert min(s.number for s in st.slots) == 1
-    assert [d.number for d in st.drives][0] == 0
+    assert next(d.number for d in st.drives) == 0
     assert all(not d.full and d.barcode is None and d.source_slot is None for d in st.drives)
     assert all(s.barcode is None for s in st.slots if not s.full)
     assert len(full_slots(st)) >= 2

@@ -331,13 +331,13 @@ def test_status_output_that_is_not_a_status(tmp_path):
 
 def test_failure_with_words_on_stdout_only(tmp_path):
     fake = Replay(tmp_path, [step(None, "Loading media...\nhardware on fire\n", "", 3)])
-    with pytest.raises(ChangerError, match="failed: hardware on fire$"):
+    with pytest.raises(ChangerError, match=r"failed: hardware on fire$"):
         MtxChanger("/dev/sg2", mtx=fake.path).load(1)
 
 
 def test_failure_without_words(tmp_path):
     fake = Replay(tmp_path, [step(None, "", "", 2)])
-    with pytest.raises(ChangerError, match="failed: exit status 2$"):
+    with pytest.raises(ChangerError, match=r"failed: exit status 2$"):
         MtxChanger("/dev/sg2", mtx=fake.path).load(1)
 
 
@@ -355,7 +355,7 @@ def test_motion_timeout(tmp_path):
 def test_status_timeout(tmp_path):
     fake = Replay(tmp_path, [step(None, "", "", 0, sleep=30)])
     ch = MtxChanger("/dev/sg2", mtx=fake.path, status_timeout=0.5)
-    with pytest.raises(ChangerError, match="status` timed out after 0.5 s"):
+    with pytest.raises(ChangerError, match=r"status` timed out after 0.5 s"):
         ch.status()
 
 
@@ -376,7 +376,7 @@ def test_timeout_kills_a_whole_process_group(tmp_path):
 
 
 def test_mtx_missing(tmp_path):
-    with pytest.raises(ChangerError, match="cannot run .*not found") as info:
+    with pytest.raises(ChangerError, match=r"cannot run .*not found") as info:
         MtxChanger("/dev/sg2", mtx=str(tmp_path / "no-such-mtx")).status()
     assert "apt install mtx" in info.value.hint
 

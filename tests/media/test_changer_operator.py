@@ -44,16 +44,16 @@ def test_is_a_changer_with_one_drive_and_no_slots():
     assert op.name == "operator"
     st = op.status()
     assert st.slots == () and st.drives == (DriveBayStatus(0, False),)
-    with pytest.raises(ChangerError, match="^an operator changer has no slots$"):
+    with pytest.raises(ChangerError, match=r"^an operator changer has no slots$"):
         op.load(1, 0)
-    with pytest.raises(ChangerError, match="^an operator changer has no slots$"):
+    with pytest.raises(ChangerError, match=r"^an operator changer has no slots$"):
         op.unload(0)
     op.close()
     op.close()
 
 
 def test_the_right_medium_already_there_asks_nothing():
-    op, check, said, clock, calls = make([True])
+    op, check, said, clock, _calls = make([True])
     op.wait_for_medium("medium TAP002", check)
     assert said == [] and clock.sleeps == []
 
@@ -69,14 +69,14 @@ def test_prompt_then_poll_until_inserted():
 def test_reasons_are_shown_once_per_change():
     wrong1 = "the drive holds sequence 1 of set X; waiting for sequence 2"
     wrong3 = "the drive holds sequence 3 of set X; waiting for sequence 2"
-    op, check, said, clock, calls = make([wrong1, wrong1, wrong1, False, wrong1, wrong3, wrong3, True])
+    op, check, said, _clock, _calls = make([wrong1, wrong1, wrong1, False, wrong1, wrong3, wrong3, True])
     op.wait_for_medium("sequence 2 of set X", check, timeout=None)
     assert said[1:] == [wrong1, wrong1, wrong3]  # again after the drive was emptied
     assert said[0].startswith("Please put sequence 2 of set X into the drive")
 
 
 def test_timeout():
-    op, check, said, clock, calls = make([False] * 100, poll=2.0)
+    op, check, said, clock, _calls = make([False] * 100, poll=2.0)
     with pytest.raises(ChangerError) as info:
         op.wait_for_medium("medium TAP009", check, timeout=5)
     assert str(info.value) == "timed out after 5 s waiting for medium TAP009"
@@ -86,15 +86,15 @@ def test_timeout():
 
 
 def test_the_changer_timeout_is_the_default():
-    op, check, said, clock, calls = make([False] * 100, poll=1.0, timeout=3)
+    op, check, _, _, _ = make([False] * 100, poll=1.0, timeout=3)
     with pytest.raises(ChangerError, match="timed out after 3 s"):
         op.wait_for_medium("x", check)
-    op, check, said, clock, calls = make([False] * 5 + [True], poll=1.0, timeout=3)
+    op, check, _said, _clock, _calls = make([False] * 5 + [True], poll=1.0, timeout=3)
     op.wait_for_medium("x", check, timeout=None)  # None: no limit, overrides the default
 
 
 def test_ctrl_c_and_check_errors_propagate():
-    op, check, said, clock, calls = make([False, KeyboardInterrupt()])
+    op, check, _, _, _ = make([False, KeyboardInterrupt()])
     with pytest.raises(KeyboardInterrupt):
         op.wait_for_medium("x", check)
 
@@ -104,7 +104,7 @@ def test_ctrl_c_and_check_errors_propagate():
     op = OperatorChanger(lambda s: None, sleep=sleep)
     with pytest.raises(KeyboardInterrupt):
         op.wait_for_medium("x", lambda: False)
-    op, check, said, clock, calls = make([False, OSError(5, "I/O error")])
+    op, check, _said, _clock, _calls = make([False, OSError(5, "I/O error")])
     with pytest.raises(OSError):
         op.wait_for_medium("x", check)
 

@@ -309,7 +309,7 @@ def test_busy_forever_still_times_out(fake):
     ch = SerialChanger(f.url, timeout=2, motion_timeout=0.3)
     t0 = time.monotonic()
     try:
-        with pytest.raises(ChangerError, match="no answer to LOAD 1 0 within 0.3 s"):
+        with pytest.raises(ChangerError, match=r"no answer to LOAD 1 0 within 0.3 s"):
             ch.load(1, 0)
         assert time.monotonic() - t0 < 3  # capped at 4 x 0.3 s
     finally:
@@ -333,7 +333,7 @@ def test_err_lines(fake):
     assert str(info.value) == f"serial:{f.url}: gripper jammed at slot 3 (E200: mechanical failure)"
     with pytest.raises(ChangerError, match=r": device error \(E999: device error\)$"):
         ch.unload(0, None)
-    with pytest.raises(ChangerError, match="malformed STATUS line .*'SLOT x FULL'"):
+    with pytest.raises(ChangerError, match=r"malformed STATUS line .*'SLOT x FULL'"):
         ch.status()
     ch.close()
     assert f.received[-2].endswith("UNLOAD 0 -")

@@ -115,7 +115,7 @@ def test_early_warning_from_gmt_eot_on_the_write_that_enters_the_zone():
 def test_early_warning_sticks_to_the_zone_when_gmt_eot_flickers():
     # real st shows GMT_EOT only while its eof state is ST_EOM_OK (not after a refused write
     # or a filemark); the zone is a place on the tape, so the adapter remembers where it began
-    d, ops, tape = make(capacity=1000, early_warning=500)
+    d, ops, _tape = make(capacity=1000, early_warning=500)
     real_mtget = ops.mtget
     hide = {"eot": False}
 
@@ -137,7 +137,7 @@ def test_early_warning_sticks_to_the_zone_when_gmt_eot_flickers():
 
 
 def test_enomem_is_record_too_large_past_the_record():
-    d, ops, _ = make([b"a", b"b" * 3000, b"c"])
+    _d, ops, _ = make([b"a", b"b" * 3000, b"c"])
     ops.tape.max_record = 8192
     d2 = StLikeDrive(ops, name="fake:t", writable=True, max_record_size=1000)
     assert d2.read_record() == b"a"
@@ -192,7 +192,7 @@ def test_end_of_data_without_gmt_eod_is_probed():
 
 
 def test_position_mismatch_on_a_filemark_then_refuses_to_write():
-    d, ops, tape = make()
+    d, ops, _tape = make()
     d.write_record(b"a")
     ops.pos = 0  # moved behind tapearc's back
     with pytest.raises(MediumIOError, match="position mismatch: tapearc expected 2, drive says 1"):
@@ -246,7 +246,7 @@ def test_locate_after_write_does_not_let_st_add_a_filemark():
 
 
 def test_close_after_reading_issues_nothing():
-    d, ops, tape = make([b"a"])
+    d, ops, _tape = make([b"a"])
     d.read_record()
     d.close()
     assert mtops(ops) == []
@@ -284,7 +284,7 @@ def test_hidden_fileno_after_writes_needs_no_walk():
 
 
 def test_drive_and_bookkeeping_disagree():
-    d, ops, tape = make([b"a", FM, b"b"])
+    d, _ops, tape = make([b"a", FM, b"b"])
     assert d.space_files(1) == 1  # learns: filemark 0 at object 1
     assert d.read_record() == b"b"
     assert d.read_record() is Mark.END_OF_DATA  # learns: end of data at 3, in tape file 1
@@ -305,7 +305,7 @@ def test_open_with_unknown_position_rewinds():
 
 
 def test_write_errors():
-    d, ops, tape = make()
+    d, ops, _tape = make()
     ops.inject("write", oserr(errno.EACCES))
     with pytest.raises(WriteProtectedError):
         d.write_record(b"a")
@@ -385,7 +385,7 @@ def test_status_reports_st_details():
 
 def test_larger_record_is_re_read_with_a_larger_buffer():
     # the st backend (grow_reads_to): ENOMEM -> MTBSR 1 -> read again with twice the buffer
-    d, ops, _ = make([b"a", b"b" * 3000, b"c"])
+    _d, ops, _ = make([b"a", b"b" * 3000, b"c"])
     ops.tape.max_record = 8192
     d2 = StLikeDrive(ops, name="fake:t", writable=True, max_record_size=1000, grow_reads_to=8192)
     assert d2.read_record() == b"a"
@@ -400,7 +400,7 @@ def test_larger_record_is_re_read_with_a_larger_buffer():
 
 def test_record_larger_than_any_buffer_the_drive_takes_is_skipped():
     # the drive refuses the larger buffer (EINVAL, as st above READ BLOCK LIMITS): give up, past it
-    d, ops, _ = make([b"b" * 3000, b"c"])
+    _d, ops, _ = make([b"b" * 3000, b"c"])
     ops.tape.max_record = 2048
     d2 = StLikeDrive(ops, name="fake:t", writable=True, max_record_size=1000, grow_reads_to=8192)
     with pytest.raises(RecordTooLargeError):
@@ -411,7 +411,7 @@ def test_record_larger_than_any_buffer_the_drive_takes_is_skipped():
 
 def test_write_behind_early_warning_from_mtget():
     # st's asynchronous writes report the early warning at the next call (MTIOCGET's flush)
-    d, ops, tape = make()
+    d, ops, _tape = make()
     assert d.write_record(b"r0") is WriteStatus.OK
     ops.inject("mtget", oserr(errno.ENOSPC))
     assert d.write_record(b"r1") is WriteStatus.EARLY_WARNING
@@ -420,7 +420,7 @@ def test_write_behind_early_warning_from_mtget():
 
 
 def test_write_behind_failure_at_the_physical_end_is_medium_full():
-    d, ops, tape = make()
+    d, ops, _tape = make()
     ops.inject("mtget", oserr(errno.ENOSPC))
     assert d.write_record(b"r0") is WriteStatus.EARLY_WARNING
 

@@ -210,7 +210,7 @@ def test_missing_end_marker_is_a_cut_stream() -> None:
 
 def test_bad_framing() -> None:
     bad = W.pack(4) + b"abcd" + W.pack(5) + EOM
-    with pytest.raises(MediumIOError, match="not a tape stream at byte 0.*length words differ"):
+    with pytest.raises(MediumIOError, match=r"not a tape stream at byte 0.*length words differ"):
         StreamDrive(io.BytesIO(bad), write=False).read_record()
     with pytest.raises(MediumIOError, match="reserved marker"):
         StreamDrive(io.BytesIO(W.pack(0xFF000001) + EOM), write=False).read_record()

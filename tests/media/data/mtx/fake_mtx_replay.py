@@ -9,11 +9,15 @@ import os
 import sys
 import time
 
-cfg = json.load(open(os.path.splitext(os.path.abspath(__file__))[0] + ".json"))
+with open(os.path.splitext(os.path.abspath(__file__))[0] + ".json") as f:
+    cfg = json.load(f)
 argv = sys.argv[1:]
 with open(cfg["log"], "a") as f:
     f.write(json.dumps(argv) + "\n")
-n = int(open(cfg["counter"]).read()) if os.path.exists(cfg["counter"]) else 0
+n = 0
+if os.path.exists(cfg["counter"]):
+    with open(cfg["counter"]) as f:
+        n = int(f.read())
 with open(cfg["counter"], "w") as f:
     f.write(str(n + 1))
 steps = cfg["steps"]

@@ -8,7 +8,8 @@ import os
 import sys
 
 path = os.path.splitext(os.path.abspath(__file__))[0] + ".json"
-st = json.load(open(path))
+with open(path) as f:
+    st = json.load(f)
 args = sys.argv[1:]
 if st.get("log"):
     with open(st["log"], "a") as f:
