@@ -98,8 +98,6 @@ def label_info(record: bytes) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------- same medium
 
 
-
-
 def medium_identity(spec: str) -> str | None:
     """What ``spec`` names, as a comparable string: the real path of the image, folder or
     device (``/dev/nstN`` and ``/dev/stN`` are the same drive); None for the stream ``-``
