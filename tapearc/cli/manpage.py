@@ -8,6 +8,7 @@ and their help come from the typer app, so the page cannot drift from ``tapearc 
 from __future__ import annotations
 
 import datetime
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -70,12 +71,20 @@ def _walk(ctx: typer.Context, group: typer.core.TyperGroup, path: str) -> Iterat
             yield from _command_lines(sub, cmd, f"{path} {name}")
 
 
+def _page_date() -> datetime.date:
+    """Today, or the date of $SOURCE_DATE_EPOCH (reproducible builds)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    if epoch.isdigit():
+        return datetime.datetime.fromtimestamp(int(epoch), datetime.UTC).date()
+    return datetime.date.today()
+
+
 def render_man(date: datetime.date | None = None) -> str:
     """The whole page as roff text."""
     group = typer.main.get_command(app)
     assert isinstance(group, typer.core.TyperGroup)
     ctx = typer.Context(group, info_name="tapearc")
-    day = (date or datetime.date.today()).isoformat()
+    day = (date or _page_date()).isoformat()
     lines = [
         f'.TH TAPEARC 1 "{day}" "tapearc {roff(package_version())}" "User Commands"',
         ".SH NAME",

@@ -235,11 +235,15 @@ def test_completion_of_commands_and_options() -> None:
 def test_man_page(tmp_path: Path) -> None:
     out = tmp_path / "man" / "tapearc.1"
     p = subprocess.run(
-        [sys.executable, "-m", "tapearc.cli.manpage", str(out)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "tapearc.cli.manpage", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SOURCE_DATE_EPOCH": "86400"},
     )
     assert p.returncode == 0, p.stderr
     page = out.read_text()
-    assert page.startswith(".TH TAPEARC 1 ") and f'"tapearc {version("tapearc")}"' in page
+    assert page.startswith('.TH TAPEARC 1 "1970-01-02" ') and f'"tapearc {version("tapearc")}"' in page
     for cmd in ("backup", "restore", "list", "verify", "label", "scan", "plan", "copy", "compare", "drive status"):
         assert f".SS tapearc {cmd}\n" in page, cmd
     for opt in ("\\-\\-fallback\\-older", "\\-\\-assume\\-generation", "\\-\\-progress", "\\-\\-version"):
