@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-quick lint tools bench clean
+.PHONY: demo test test-quick lint tools bench man clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -57,6 +57,11 @@ bench: $(STAMP)
 	  else echo "note: apt-get install partclone xxhash e2fsprogs for the references (skipped now)"; fi; }
 	$(PY) -m compileall -q tapearc hw-sim/tapesim >/dev/null
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# The man page, generated from the command line's help (tapearc/cli/manpage.py); read it with
+# man -l docs/man/tapearc.1.
+man: $(STAMP)
+	$(PY) -m tapearc.cli.manpage docs/man/tapearc.1
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .hypothesis .mypy_cache .ruff_cache

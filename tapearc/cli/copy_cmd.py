@@ -1,25 +1,22 @@
 """``tapearc copy`` and ``tapearc compare``: copy a whole medium exactly, compare two media.
 
 Registered by the main app with :func:`register` (``register(app)`` adds the ``copy`` and
-``compare`` commands; calling it twice does nothing). Until then the whole command line,
-these two commands included, runs as ``python -m tapearc.cli.copy_cmd ...``.
+``compare`` commands; calling it twice does nothing). ``python -m tapearc.cli.copy_cmd ...``
+runs the whole command line, these two commands included (as ``python -m tapearc`` does).
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from contextlib import closing
+from typing import Annotated
 
 import typer
 
-from tapearc.cli.app import _emit_json, _progress, _run, err_console, out_console
-from tapearc.units import format_size
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts).")]
-
-
-def _say(to_stdout_ok: bool, text: str) -> None:
-    (out_console if to_stdout_ok else err_console).print(text, markup=False, soft_wrap=True)
+from tapearc.cli.common import JsonOpt, emit_json, emit_json_stderr, run, say
+from tapearc.cli.progress import make_progress
+from tapearc.cli.render import render_compare_differences, render_copy
+from tapearc.errors import UsageError
 
 
 def copy(
@@ -46,49 +43,26 @@ def copy(
     end of data: tape to image (a dump), image to tape, tape to tape, or through a pipe (-).
     The copy must fit on the target (it does not span media)."""
 
-    def go() -> None:
-        from tapearc.engine.copy import copy_medium, ensure_not_self
-        from tapearc.errors import UsageError
-        from tapearc.media import open_medium
+    run(json_out, lambda: _copy(source, target, force, json_out))
 
-        if target == "-" and sys.stdout.isatty():
-            raise UsageError(
-                "--to -: standard output is a terminal; a copy writes the medium's records there",
-                hint="redirect it to a file or a pipe (--to - > dump, --to - | ...)",
-            )
-        ensure_not_self(source, target)
-        src = open_medium(source, write=False)
-        try:
-            dst = open_medium(target, write=True)
-            try:
-                res = copy_medium(src, dst, force=force, progress=_progress(json_out))  # on standard error
-            finally:
-                dst.close()
-        finally:
-            src.close()
-        stdout_ok = target != "-"
-        if json_out:
-            if stdout_ok:
-                _emit_json(res.to_json())
-            else:
-                import json
 
-                err_console.print_json(json.dumps(res.to_json(), default=str))
-            return
-        speed = f", {res.bytes / res.seconds / 1e6:.1f} MB/s" if res.seconds > 0 else ""
-        _say(stdout_ok, f"copied {res.source} to {res.target}: {res.summary()} ({format_size(res.bytes)}{speed})")
-        if res.label is not None:
-            lab = res.label
-            _say(
-                stdout_ok,
-                f"  tapearc medium {lab['medium_uuid']}, sequence {lab['sequence']} of media set {lab['media_set']}"
-                + (f", text {lab['text']!r}" if lab["text"] else "")
-                + "; the copy carries the same label (use it instead of the original, not beside it)",
-            )
-        for w in res.warnings:
-            _say(stdout_ok, f"  warning: {w}")
+def _copy(source: str, target: str, force: bool, json_out: bool) -> None:
+    from tapearc.engine.copy import copy_medium, ensure_not_self
+    from tapearc.media import open_medium
 
-    _run(json_out, go)
+    if target == "-" and sys.stdout.isatty():
+        raise UsageError(
+            "--to -: standard output is a terminal; a copy writes the medium's records there",
+            hint="redirect it to a file or a pipe (--to - > dump, --to - | ...)",
+        )
+    ensure_not_self(source, target)
+    with closing(open_medium(source, write=False)) as src, closing(open_medium(target, write=True)) as dst:
+        res = copy_medium(src, dst, force=force, progress=make_progress(json_out))  # on standard error
+    stdout_ok = target != "-"
+    if json_out:
+        (emit_json if stdout_ok else emit_json_stderr)(res.to_json())
+    else:
+        render_copy(res, to_stderr=not stdout_ok)
 
 
 def compare(
@@ -101,40 +75,29 @@ def compare(
     """Compare two media record by record and filemark by filemark; name the first difference and
     count the differing records. Exit code 0 when they are identical, 20 when they differ."""
 
-    def go() -> None:
-        from tapearc.engine.compare import compare_media
-        from tapearc.engine.copy import same_medium
-        from tapearc.errors import UsageError
-        from tapearc.media import open_medium
+    run(json_out, lambda: _compare(a, b, json_out))
 
-        if a == "-" and b == "-":
-            raise UsageError("only one of A and B can be the stream on standard input (-)")
-        if same_medium(a, b):
-            raise UsageError(f"{a} and {b} are the same medium")
-        da = open_medium(a, write=False)
-        try:
-            db = open_medium(b, write=False)
-            try:
-                res = compare_media(da, db)
-            finally:
-                db.close()
-        finally:
-            da.close()
-        if json_out and res.identical:
-            _emit_json(res.to_json())
-            return
-        if res.identical:
-            out_console.print(res.summary(), markup=False, soft_wrap=True)
-            return
-        if not json_out:
-            for d in res.divergences[1:]:
-                extra = f" (x{d.count})" if d.count > 1 else ""
-                out_console.print(f"  {d.kind}{extra}: {d.detail}", markup=False, soft_wrap=True)
-            if res.divergence_count > len(res.divergences):
-                out_console.print(f"  ... {res.divergence_count - len(res.divergences)} more differences", markup=False)
-        raise res.error()
 
-    _run(json_out, go)
+def _compare(a: str, b: str, json_out: bool) -> None:
+    from tapearc.engine.compare import compare_media
+    from tapearc.engine.copy import same_medium
+    from tapearc.media import open_medium
+
+    if a == "-" and b == "-":
+        raise UsageError("only one of A and B can be the stream on standard input (-)")
+    if same_medium(a, b):
+        raise UsageError(f"{a} and {b} are the same medium")
+    with closing(open_medium(a, write=False)) as da, closing(open_medium(b, write=False)) as db:
+        res = compare_media(da, db)
+    if res.identical:
+        if json_out:
+            emit_json(res.to_json())
+        else:
+            say(res.summary())
+        return
+    if not json_out:
+        render_compare_differences(res)
+    raise res.error()
 
 
 def register(app: typer.Typer) -> None:
@@ -146,12 +109,7 @@ def register(app: typer.Typer) -> None:
         app.command("compare")(compare)
 
 
-def main(argv: list[str] | None = None) -> Any:
-    from tapearc.cli.app import app
-
-    register(app)
-    return app(args=argv, prog_name="tapearc")
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    import runpy
+
+    runpy.run_module("tapearc", run_name="__main__", alter_sys=True)

@@ -1,6 +1,6 @@
 """``tapearc drive status``: what the drive and its tape say, and what tapearc finds on the tape.
 
-Registered by the main app as ``app.add_typer(drive_app, name="drive")``; also runnable alone as
+Registered by the main app with :func:`register` (``app.add_typer(drive_app, name="drive")``); also runnable alone as
 ``python -m tapearc.cli.drive_cmd status --media DEV``.
 
 For an st device it shows what ``mt-st status`` / ``tell`` would (file and block number, the
@@ -16,9 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
-from tapearc.cli.app import _emit_json, _run, out_console
+from tapearc.cli.common import DriveOpt, JsonOpt, emit_json, run
+from tapearc.cli.render import render_drive_status
 from tapearc.errors import MediumUnavailableError, NotTapearcMediumError, TapearcError
-from tapearc.units import format_size
 
 drive_app = typer.Typer(
     add_completion=False,
@@ -33,18 +33,10 @@ def _drive_group() -> None:
     """Look at a tape drive (or simulated tape, or disk folder) and the medium in it."""
 
 
-MediaOpt = Annotated[
-    str,
-    typer.Option(
-        "--media", "-m", help="Drive or medium: /dev/nstN, st:/dev/nstN, sim:IMAGE, dir:FOLDER.", metavar="MEDIUM"
-    ),
-]
-
-
 def _st_path(spec: str) -> str | None:
     if spec.lower().startswith("st:"):
         return spec[3:]
-    if spec.startswith("/dev/nst") or spec.startswith("/dev/st"):
+    if spec.startswith(("/dev/nst", "/dev/st")):
         return spec
     return None
 
@@ -183,74 +175,28 @@ def _st_status(path: str, name: str, read_label: bool) -> dict[str, Any]:
     return out
 
 
-def _render(info: dict[str, Any]) -> None:
-    p = lambda text: out_console.print(text, markup=False, soft_wrap=True)  # noqa: E731
-    if not info.get("tape"):
-        p(f"drive {info['medium']}: no tape")
-        return
-    wp = "write-protected" if info.get("write_protected") else "writable"
-    if info.get("write_protected") and (info.get("details") or {}).get("not_writable"):
-        wp = f"not writable ({info['details']['not_writable']})"
-    p(f"drive {info['medium']}: tape loaded, {wp}")
-    pos = info["position"]
-    st = info.get("st")
-    if st is not None:
-        p(
-            f"  file number {st['file_number']}, block number {st['block_number']}, "
-            f"position (MTIOCPOS) {st['position']}, partition {st['partition']}"
-        )
-        p(f"  status bits: {' '.join(st['flags']) or '-'} ({st['gstat']})")
-        bs = st["block_size"]
-        p(
-            f"  block size {bs}{' (variable)' if bs == 0 else ''}, density {st['density']}, "
-            f"soft errors {st['soft_errors']}, max record {format_size(info['max_record_size'])}"
-        )
-        if st.get("note"):
-            p(f"  note: {st['note']}")
-    else:
-        p(f"  position {pos['logical']} (tape file {pos['file']}, record {pos['record']})")
-        flags = [k for k in ("at_bot", "at_eod", "early_warning") if info.get(k)]
-        p(
-            f"  {' '.join(f.replace('_', ' ') for f in flags) or 'mid-tape'}; max record {format_size(info['max_record_size'])}"
-        )
-        if info.get("capacity"):
-            p(f"  used {format_size(info.get('used') or 0)} of {format_size(info['capacity'])}")
-    state = info.get("state")
-    if state == "tapearc":
-        lab = info["label"]
-        p(
-            f"  tapearc label: medium {lab['medium_uuid']}, media set {lab['media_set_uuid']}, "
-            f"sequence {lab['sequence']}, record size {format_size(lab['record_size'])}"
-            + (f", label {lab['text']!r}" if lab.get("text") else "")
-        )
-    elif state == "blank":
-        p("  blank tape (no volume label)")
-    elif state == "foreign":
-        p("  not a tapearc medium")
-    elif state == "damaged":
-        p("  damaged tapearc medium (its volume label cannot be read)")
-    if info.get("label_note"):
-        p(f"  ({info['label_note']})")
-
-
 @drive_app.command("status")
 def status(
-    media: MediaOpt,
+    media: DriveOpt,
     no_label: Annotated[
         bool, typer.Option("--no-label", help="Do not read the label (the tape does not move).")
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts).")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Show the drive's state (as mt-st status would) and the tape's tapearc label."""
+    run(json_out, lambda: _status(media, no_label, json_out))
 
-    def go() -> None:
-        info = drive_status(media, read_label=not no_label)
-        if json_out:
-            _emit_json(info)
-        else:
-            _render(info)
 
-    _run(json_out, go)
+def _status(media: str, no_label: bool, json_out: bool) -> None:
+    info = drive_status(media, read_label=not no_label)
+    if json_out:
+        emit_json(info)
+    else:
+        render_drive_status(info)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(drive_app, name="drive", help="Tape drive commands (status).")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def _first(signum: int, frame: object) -> None:
 if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # an inherited 'ignore' stays
     signal.signal(signal.SIGINT, _first)
 
-from tapearc import interrupts  # (after the handler, on purpose)
+from tapearc import interrupts  # noqa: E402  (after the handler, on purpose)
 
 interrupts.install_startup()
 

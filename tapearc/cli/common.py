@@ -1,0 +1,327 @@
+"""What every ``tapearc`` command shares: options, consoles, JSON output and the error boundary.
+
+The command modules (backup_cmd, restore_cmd, ...) import from here and from
+:mod:`tapearc.cli.render` and :mod:`tapearc.cli.progress`; nothing here imports a command
+module, so the imports run one way (app -> commands -> common). Engine modules are imported
+inside the small functions that need them: importing the engine costs start-up time that
+``--help`` and a usage error should not pay.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import select
+import sys
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from tapearc.errors import InternalError, Interrupted, TapearcError, UsageError
+from tapearc.units import parse_size
+
+if TYPE_CHECKING:
+    from tapearc.catalog.db import Catalog
+    from tapearc.engine.mediasource import MediaSource
+
+T = TypeVar("T")
+
+EPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`'s yes
+BUG_HINT = "this is a bug in tapearc; please report it with the command you ran"
+
+
+class StdoutClosed(Exception):
+    """Standard output's reader went away (raised where rich would exit with status 1)."""
+
+
+class _OutConsole(Console):
+    def on_broken_pipe(self) -> None:
+        raise StdoutClosed
+
+
+err_console = Console(stderr=True, highlight=False)
+out_console = _OutConsole(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+@dataclass
+class GlobalOptions:
+    """The options given before the command (``tapearc --debug --progress json backup ...``)."""
+
+    debug: bool = False
+    verbose: int = 0
+    progress: str = "auto"
+
+
+options = GlobalOptions()
+
+
+# ---------------------------------------------------------------- output
+
+
+def say(text: str, *, stderr: bool = False) -> None:
+    """One line of plain text (no rich markup) on standard output, or standard error."""
+    (err_console if stderr else out_console).print(text, markup=False, soft_wrap=True)
+
+
+def warn(warnings: list[str]) -> None:
+    """The warnings of a result, one ``tapearc: warning:`` line each, on standard error."""
+    for w in warnings:
+        say(f"tapearc: warning: {w}", stderr=True)
+
+
+def emit_json(obj: object) -> None:
+    """A result as indented JSON on standard output."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def emit_json_stderr(obj: object) -> None:
+    """A result as JSON on standard error (when standard output carries data: ``--to -``)."""
+    err_console.print_json(json.dumps(obj, default=str))
+
+
+def fail(err: TapearcError, json_out: bool) -> typer.Exit:
+    """Print ``err`` as one line (and its hint), and as a JSON object with --json; return the
+    exit to raise."""
+    say(f"tapearc: error: {err}", stderr=True)
+    if err.hint:
+        say(f"tapearc: hint: {err.hint}", stderr=True)
+    if json_out:
+        emit_json(err.to_json())
+    return typer.Exit(err.exit_code)
+
+
+# ---------------------------------------------------------------- option parsers and options
+
+
+def whole(what: str, minimum: int = 1) -> Callable[[str], int]:
+    """A parser for an option holding a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip(), 10)
+        except ValueError:
+            raise UsageError(f"{what} {text!r}: not a whole number") from None
+        if value < minimum:
+            raise UsageError(f"{what} {text}: must be {minimum} or more")
+        return value
+
+    return parse
+
+
+def seconds(text: str) -> float:
+    """The parser of --wait: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise UsageError(f"--wait {text!r}: not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(f"--wait {text}: seconds must be a finite number, 0 or more")
+    return value
+
+
+def parse_uuid(text: str | None, what: str) -> uuid.UUID | None:
+    """``text`` as a UUID (None stays None); anything else is a usage error naming ``what``."""
+    if text is None:
+        return None
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise UsageError(f"{what}: not a UUID: {text!r}") from None
+
+
+def parse_size_opt(text: str | None, what: str) -> int | None:
+    """A size option (``64K``, ``1M``) as bytes, more than 0 (None stays None)."""
+    if text is None:
+        return None
+    try:
+        value = parse_size(text)
+    except ValueError as e:
+        raise UsageError(f"{what}: {e}") from None
+    if value <= 0:
+        raise UsageError(f"{what} {text}: must be more than 0")
+    return value
+
+
+COMPRESSIONS = ("zstd", "none")
+
+
+def check_compress(text: str) -> str:
+    """The value of --compress, checked (the one place it is)."""
+    if text not in COMPRESSIONS:
+        raise UsageError(f"--compress {text!r}: use zstd or none")
+    return text
+
+
+MediaOpt = Annotated[
+    str,
+    typer.Option(
+        "--media",
+        "-m",
+        help="Medium: sim:IMAGE (simulated tape, made if missing), sim:LIBRARY, dir:FOLDER (removable disk), /dev/nstN, - (a record stream on stdin/stdout).",
+        metavar="MEDIUM",
+    ),
+]
+DriveOpt = Annotated[
+    str,
+    typer.Option(
+        "--media", "-m", help="Drive or medium: /dev/nstN, st:/dev/nstN, sim:IMAGE, dir:FOLDER.", metavar="MEDIUM"
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts).")]
+ChangerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--changer",
+        help="What changes media: sim:DIR (simulated library), mtx:/dev/sgN, serial:PORT or serial:socket://HOST:PORT, operator.",
+        metavar="CHANGER",
+    ),
+]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--wait",
+        help="With --changer operator: give up after this many seconds (default: wait forever).",
+        metavar="SECONDS",
+        parser=seconds,
+    ),
+]
+CatalogOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--catalog",
+        help="Catalog database (default: $TAPEARC_CATALOG, else ~/.local/share/tapearc/catalog.sqlite).",
+        metavar="PATH",
+    ),
+]
+
+
+# ---------------------------------------------------------------- catalog and media
+
+
+@contextmanager
+def open_catalog(path: str | None) -> Iterator[Catalog]:
+    """The catalog (--catalog, else the default), closed at the end."""
+    from tapearc.catalog.db import Catalog
+
+    cat = Catalog(path)
+    try:
+        yield cat
+    finally:
+        cat.close()
+
+
+@contextmanager
+def open_media(
+    spec: str, changer: str | None, *, write: bool, catalog: Catalog | None = None, timeout: float | None = None
+) -> Iterator[MediaSource]:
+    """A MediaSource: the drive named by --media and the changer named by --changer, its drive
+    locked against other tapearc processes for the whole command (tapearc.locks)."""
+    from tapearc.engine.mediasource import MediaSource
+    from tapearc.locks import medium_lock
+    from tapearc.media.changers import open_changer
+
+    with medium_lock(spec, write=write):
+        ch = open_changer(changer) if changer is not None else None
+        src = MediaSource(spec, write=write, changer=ch, catalog=catalog, operator_timeout=timeout)
+        try:
+            yield src
+        finally:
+            src.close()
+
+
+# ---------------------------------------------------------------- the error boundary
+
+
+def stdout_closed() -> bool:
+    """Standard output is a pipe (or socket) whose reader has gone (``tapearc list | head -1``)."""
+    try:
+        p = select.poll()
+        p.register(1, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in p.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def quiet_epipe() -> typer.Exit:
+    """The reader of standard output went away: end quietly, as Unix tools do (no message; the
+    exit status a shell shows for a tool ended by SIGPIPE). Standard output is pointed at
+    /dev/null so nothing complains when Python flushes it at exit."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 1)
+        os.close(fd)
+    except OSError:
+        pass
+    return typer.Exit(EPIPE_EXIT)
+
+
+def error_log_path() -> Path:
+    """Where an internal error's traceback is kept: $XDG_STATE_HOME/tapearc/errors.log (else
+    ~/.local/state/tapearc/errors.log)."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "tapearc" / "errors.log"
+
+
+def keep_traceback(exc: BaseException) -> str:
+    """Keep ``exc``'s traceback: on standard error with --debug (returns ""), else appended to
+    the error log; returns where it went, for the hint ("" when it could not be written)."""
+    text = "".join(traceback.format_exception(exc))
+    if options.debug:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        return "above"
+    path = error_log_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as f:
+            f.write(f"--- pid {os.getpid()}: tapearc {' '.join(sys.argv[1:])}\n{text}")
+    except OSError:
+        return ""
+    return str(path)
+
+
+def internal_error(exc: BaseException, message: str | None = None) -> InternalError:
+    """An unexpected exception as the one-line InternalError; its traceback is kept, not lost,
+    and the line says where (the error log, or above with --debug)."""
+    where = keep_traceback(exc)
+    text = message or f"internal error: {type(exc).__name__}: {exc}"
+    if where == "above":
+        text += " (traceback above)"
+    elif where:
+        text += f" (traceback in {where})"
+    return InternalError(text, hint=BUG_HINT + ("" if options.debug else " (--debug prints the traceback)"))
+
+
+def run(json_out: bool, fn: Callable[[], T]) -> T:
+    """The error boundary around one command. Ctrl-C raises KeyboardInterrupt only inside it
+    (tapearc.interrupts); once it is left, the result is decided and Ctrl-C is ignored."""
+    from tapearc import interrupts, settings
+
+    interrupts.clear_notes()
+    try:
+        with interrupts.raising():
+            settings.check_all()  # a bad TAPEARC_* value is a usage error whatever the command
+            return fn()
+    except TapearcError as e:
+        raise fail(e, json_out) from None
+    except KeyboardInterrupt:
+        raise fail(Interrupted(interrupts.message()), json_out) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except StdoutClosed:
+        raise quiet_epipe() from None
+    except BrokenPipeError as e:
+        if not stdout_closed():
+            raise fail(internal_error(e, "internal error: BrokenPipeError"), json_out) from None
+        raise quiet_epipe() from None
+    except Exception as e:  # a bug: still one line, never a traceback on the terminal
+        raise fail(internal_error(e), json_out) from None

@@ -1,0 +1,79 @@
+"""``tapearc plan``: show how a restore would go before anything is read."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tapearc.cli.common import (
+    CatalogOpt,
+    ChangerOpt,
+    JsonOpt,
+    MediaOpt,
+    emit_json,
+    open_catalog,
+    open_media,
+    run,
+    warn,
+    whole,
+)
+from tapearc.cli.render import render_plan
+
+
+def plan(
+    media: MediaOpt,
+    generation: Annotated[
+        int | None,
+        typer.Option(
+            "--generation", help="Generation to plan (default: latest).", metavar="N", parser=whole("--generation")
+        ),
+    ] = None,
+    volume: Annotated[str | None, typer.Option("--volume", help="Volume, when the media set holds several.")] = None,
+    assume_generation: Annotated[
+        int | None,
+        typer.Option(
+            "--assume-generation",
+            help="Plan rolling a copy of generation K forward.",
+            metavar="K",
+            parser=whole("--assume-generation"),
+        ),
+    ] = None,
+    chunks: Annotated[bool, typer.Option("--chunks", help="List every chunk to read.")] = False,
+    changer: ChangerOpt = None,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show the restore plan before anything is read: media needed in order, tape files and
+    chunks to read, bytes to read and to skip."""
+    run(json_out, lambda: _plan(media, generation, volume, assume_generation, chunks, changer, catalog, json_out))
+
+
+def _plan(
+    media: str,
+    generation: int | None,
+    volume: str | None,
+    assume_generation: int | None,
+    chunks: bool,
+    changer: str | None,
+    catalog: str | None,
+    json_out: bool,
+) -> None:
+    from tapearc.engine.plan import make_plan
+    from tapearc.engine.restore import RestoreOptions, prepare_plan
+
+    with open_catalog(catalog) as cat, open_media(media, changer, write=False, catalog=cat) as src:
+        _, chain, p = prepare_plan(src, cat, RestoreOptions(generation=generation, volume=volume))
+        if assume_generation is not None:
+            warnings = p.warnings
+            p = make_plan(cat, chain, have=assume_generation)
+            p.warnings = warnings
+    warn(p.warnings)
+    if json_out:
+        emit_json(p.to_json(with_chunks=True))
+    else:
+        render_plan(p, chunks=chunks)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan)

@@ -1,0 +1,137 @@
+"""``tapearc restore``: restore a generation of a volume from media."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from tapearc.cli.common import (
+    CatalogOpt,
+    ChangerOpt,
+    JsonOpt,
+    MediaOpt,
+    TimeoutOpt,
+    emit_json,
+    emit_json_stderr,
+    open_catalog,
+    open_media,
+    run,
+    say,
+    warn,
+    whole,
+)
+from tapearc.cli.progress import make_progress
+from tapearc.cli.render import render_restore, render_restore_ranges
+
+if TYPE_CHECKING:
+    from tapearc.engine.restore import RestoreOptions, RestoreResult
+
+GenerationOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--generation", help="Generation to restore (default: latest).", metavar="N", parser=whole("--generation")
+    ),
+]
+VolumeOpt = Annotated[str | None, typer.Option("--volume", help="Volume to restore, when the medium holds several.")]
+
+
+def restore(
+    media: MediaOpt,
+    to: Annotated[str, typer.Option("--to", help="Target: a file (made sparse) or a block device.")],
+    generation: GenerationOpt = None,
+    volume: VolumeOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite a target that holds no generation of the volume.")
+    ] = False,
+    assume_generation: Annotated[
+        int | None,
+        typer.Option(
+            "--assume-generation",
+            help="TARGET holds generation K already: write only what differs.",
+            metavar="K",
+            parser=whole("--assume-generation"),
+        ),
+    ] = None,
+    fallback_older: Annotated[
+        bool,
+        typer.Option(
+            "--fallback-older",
+            help="Where a chunk is damaged, restore the newest older version of its blocks (exit 24 says which).",
+        ),
+    ] = False,
+    partial: Annotated[
+        bool,
+        typer.Option(
+            "--partial",
+            help="If a medium never arrives, restore the rest and leave its blocks zero (exit 25); by default the restore stops.",
+        ),
+    ] = False,
+    changer: ChangerOpt = None,
+    wait: TimeoutOpt = None,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Restore a generation of a volume from MEDIUM, byte for byte, to a file, a block device or
+    standard output (--to -). A target that already holds another generation of the volume
+    (older or newer) is rolled forward or back in place: only the blocks that differ are
+    written. Exit 0 only when every block is the requested generation's."""
+
+    def options() -> RestoreOptions:
+        from tapearc.engine.restore import RestoreOptions
+
+        return RestoreOptions(
+            generation=generation,
+            volume=volume,
+            force=force,
+            assume_generation=assume_generation,
+            fallback_older=fallback_older,
+            partial=partial,
+        )
+
+    run(json_out, lambda: _restore(media, to, changer, wait, catalog, json_out, options))
+
+
+def _restore(
+    media: str,
+    to: str,
+    changer: str | None,
+    wait: float | None,
+    catalog: str | None,
+    json_out: bool,
+    options: Callable[[], RestoreOptions],
+) -> None:
+    from tapearc.engine.restore import check_stream_output
+    from tapearc.engine.restore import restore as do_restore
+
+    if to == "-":
+        check_stream_output(sys.stdout.buffer)  # before any medium is opened
+    opts = options()
+    with open_catalog(catalog) as cat, open_media(media, changer, write=False, catalog=cat, timeout=wait) as src:
+        res = do_restore(src, cat, to, opts, make_progress(json_out, data_on_stdout=to == "-"))
+    warn(res.warnings)
+    _report_restore(res, to, json_out)
+
+
+def _report_restore(res: RestoreResult, to: str, json_out: bool) -> None:
+    from tapearc.engine.restore import outcome
+
+    if json_out:
+        (emit_json_stderr if to == "-" else emit_json)(res.to_json())
+        render_restore_ranges(res)
+        err = outcome(res)
+        if err is not None:
+            say(f"tapearc: error: {err}", stderr=True)
+            raise typer.Exit(err.exit_code)
+        return
+    render_restore(res, to_stderr=to == "-")
+    render_restore_ranges(res)
+    err = outcome(res)
+    if err is not None:
+        raise err
+
+
+def register(app: typer.Typer) -> None:
+    app.command("restore")(restore)

@@ -1,0 +1,55 @@
+"""``tapearc scan``: rebuild the catalog's knowledge of a medium from the medium alone."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tapearc.cli.common import (
+    CatalogOpt,
+    ChangerOpt,
+    JsonOpt,
+    MediaOpt,
+    TimeoutOpt,
+    emit_json,
+    open_catalog,
+    open_media,
+    run,
+)
+from tapearc.cli.progress import make_progress
+from tapearc.cli.render import render_scan
+
+
+def scan(
+    media: MediaOpt,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Read every chunk (recovers a generation whose trailer is missing).")
+    ] = False,
+    changer: ChangerOpt = None,
+    wait: TimeoutOpt = None,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rebuild the catalog's knowledge of MEDIUM from the medium alone (from the trailers, or with
+    --deep from every chunk)."""
+    run(json_out, lambda: _scan(media, deep, changer, wait, catalog, json_out))
+
+
+def _scan(media: str, deep: bool, changer: str | None, wait: float | None, catalog: str | None, json_out: bool) -> None:
+    from tapearc.engine.layout import read_label
+    from tapearc.engine.scan import follow_set, scan_medium
+
+    with open_catalog(catalog) as cat, open_media(media, changer, write=False, catalog=cat, timeout=wait) as src:
+        results = [scan_medium(src.current(), cat, deep=deep, progress=make_progress(json_out))]
+        if src.can_change:  # follow generations that span media onto the set's other media
+            results += follow_set(src, cat, read_label(src.current()), deep=deep, rescan=True)
+    if json_out:
+        emit_json(results[0].to_json() if len(results) == 1 else {"media": [r.to_json() for r in results]})
+        return
+    for res in results:
+        render_scan(res)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scan")(scan)
