@@ -53,7 +53,7 @@ def read_item(drive: TapeDrive) -> Item | Mark:
     try:
         prefix = fmt.peek_item(first)
     except TapearcError as e:
-        raise e.at(medium=drive.name, tape_file=pos.file, record=pos.record)
+        raise e.at(medium=drive.name, tape_file=pos.file, record=pos.record) from None
     total = prefix.total_len
     if len(first) >= total:
         if len(first) > total:
@@ -167,7 +167,7 @@ def read_label(drive: TapeDrive) -> fmt.Label:
     try:
         label = fmt.decode_label(rec)
     except TapearcError as e:
-        raise e.at(medium=drive.name, tape_file=0, record=0)
+        raise e.at(medium=drive.name, tape_file=0, record=0) from None
     nxt = drive.read_record()
     if nxt is Mark.END_OF_DATA:
         # labeling was interrupted after the label record, before its filemark: the medium is

@@ -38,12 +38,14 @@ from dataclasses import dataclass
 
 from tapearc import format as fmt
 from tapearc.engine.layout import Item, read_label
-from tapearc.errors import MalformedError, TapearcError, TruncatedError
+from tapearc.errors import FormatError, MalformedError, TapearcError, TruncatedError
 from tapearc.media.base import Mark, TapeDrive
 
 MAGICS7 = tuple(
     m[:7] for m in (fmt.LABEL_MAGIC, fmt.GENERATION_MAGIC, fmt.CHUNK_MAGIC, fmt.TRAILER_MAGIC, fmt.TRAILER_END_MAGIC)
 )
+
+MAX_READ_ERRORS = 16  # read errors in a row after which a reader gives up on a tape file
 
 KINDS = ("label", "generation", "interrupted", "damaged", "foreign", "empty")
 
@@ -114,7 +116,7 @@ def read_file_item(
     except TapearcError as e:
         e.details["sizes"] = [len(first)]
         e.details["magic"] = bytes(first[:8])
-        raise e.at(medium=medium, tape_file=tape_file, record=record)
+        raise e.at(medium=medium, tape_file=tape_file, record=record) from None
     total = prefix.total_len
     parts = [first]
     sizes = [len(first)]
@@ -144,6 +146,79 @@ def read_file_item(
         ).at(medium=medium, tape_file=tape_file, record=record)
     data = first if len(parts) == 1 else b"".join(parts)
     return Item(bytes(prefix.magic), data, tape_file, record, logical + record, sizes), len(sizes)
+
+
+@dataclass(slots=True)
+class Damage:
+    """Records of a tape file that make no readable item: an item whose prefix, framing or
+    records could not be read. ``records``: how many records the reader stepped over (at least
+    one); ``error`` says why (a FormatError for damage, another TapearcError for a read error)."""
+
+    record: int  # index within the tape file of its first record
+    error: TapearcError
+    records: int
+
+    @property
+    def magic(self) -> bytes:
+        """The magic of the item that was being read (b"" when its first record starts none)."""
+        m = self.error.details.get("magic")
+        return m if isinstance(m, bytes) else b""
+
+
+class FileItems:
+    """The items of one tape file, read forward from ``start`` (a record index), with
+    resynchronisation after damage: iterating yields each :class:`~tapearc.engine.layout.Item`
+    read whole, and a :class:`Damage` for what could not be read, then goes on with the next
+    record (items start on record boundaries, so the records left of a damaged item are read as
+    strays until the next item starts). The iteration ends at the tape file's mark (``ended``),
+    or after more than ``max_errors`` read errors in a row (``ended`` is END_OF_DATA: a device
+    that keeps failing)."""
+
+    def __init__(
+        self,
+        recs: FileRecords,
+        *,
+        tape_file: int,
+        logical: int,
+        medium: str,
+        start: int = 0,
+        max_errors: int = MAX_READ_ERRORS,
+    ) -> None:
+        self.recs = recs
+        self.tape_file = tape_file
+        self.logical = logical
+        self.medium = medium
+        self.record = start  # the index of the next record to read
+        self.max_errors = max_errors
+        self.ended: Mark | None = None
+
+    def __iter__(self) -> Iterator[Item | Damage]:
+        errors = 0  # read errors in a row
+        while True:
+            try:
+                got, n = read_file_item(
+                    self.recs, tape_file=self.tape_file, record=self.record, logical=self.logical, medium=self.medium
+                )
+            except TapearcError as e:
+                sizes = e.details.get("sizes")
+                read_error = not isinstance(e, FormatError)
+                span = max(1, (len(sizes) if isinstance(sizes, list) else 0) + read_error)
+                yield Damage(self.record, e, span)
+                if self.recs.mark is not None:
+                    self.ended = self.recs.mark
+                    return
+                errors = errors + 1 if read_error else 0
+                if errors > self.max_errors:
+                    self.ended = Mark.END_OF_DATA
+                    return
+                self.record += span
+                continue
+            errors = 0
+            if isinstance(got, Mark):
+                self.ended = got
+                return
+            self.record += n
+            yield got
 
 
 @dataclass(slots=True)
