@@ -682,7 +682,7 @@ def verify_medium(
         rep.problems.append(Problem(0, e.kind, e.message))
         return rep
     rep.medium_uuid, rep.media_set, rep.sequence = str(label.medium_uuid), str(label.media_set_uuid), label.sequence
-    progress.start(f"verify {drive.name}", None)
+    progress.start(f"verify {drive.name}", bytes_to_read(drive))
     try:
         for walked in walk_tape_files(drive, label=False):
             fr, ended = verify_tape_file(drive, label, check_digests=check_digests, walked=walked)
@@ -714,6 +714,19 @@ def verify_medium(
         _check_catalog(rep, catalog, label)
         _check_chains(rep, catalog)
     return rep
+
+
+def bytes_to_read(drive: TapeDrive) -> int | None:
+    """About how many bytes reading the whole medium takes, for a progress total: a ``sim:`` or
+    ``dir:`` medium's used bytes (its image or record files up to the end of data, the label
+    and framing included); None when the medium does not say (a tape drive, a stream)."""
+    try:
+        st = drive.status()
+    except TapearcError:
+        return None
+    if st.details.get("backend") == "stream" or not st.used:
+        return None
+    return st.used
 
 
 def _check_chains(rep: MediumReport, catalog: Catalog) -> None:
