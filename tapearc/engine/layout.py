@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from tapearc import format as fmt
+from tapearc.engine.identity import damaged_label
 from tapearc.errors import (
     FormatError,
     MalformedError,
@@ -178,6 +179,61 @@ def read_label(drive: TapeDrive) -> fmt.Label:
             medium=drive.name, tape_file=0, record=1
         )
     return label
+
+
+@dataclass(frozen=True, slots=True)
+class LabelProbe:
+    """What a loaded medium is (:func:`probe_label`)."""
+
+    blank: bool
+    label: fmt.Label | None
+    foreign: str | None = None  # why it is neither blank nor ours
+    # the error that refuses a write on it: NotTapearcMediumError for foreign content,
+    # DamagedDataError / FormatError for a damaged tapearc label (never blank), else None
+    error: TapearcError | None = None
+
+    @property
+    def damaged(self) -> bool:
+        """A tapearc medium whose label is damaged (damage, not foreign content)."""
+        return isinstance(self.error, FormatError)
+
+    @property
+    def state(self) -> str:
+        """``blank``, ``tapearc`` (labeled), ``damaged`` (a tapearc label that does not decode),
+        or ``foreign`` (anything else, an unreadable first record included)."""
+        if self.blank:
+            return "blank"
+        if self.label is not None:
+            return "tapearc"
+        return "damaged" if self.damaged else "foreign"
+
+
+def probe_label(drive: TapeDrive) -> LabelProbe:
+    """Rewind and read the medium's first record: provably blank, a tapearc label, or something
+    else. Never raises for what the medium holds (the answer says it); the label is read by
+    :func:`read_label` (the drive is then where read_label leaves it).
+
+    A first read that finds end of data is blank only when the backend says the medium is (a
+    ``sim:`` image must be missing or empty: :func:`tapearc.media.base.blank_check`). A label
+    that starts like tapearc's but does not decode is a damaged medium, not a foreign one.
+    """
+    drive.rewind()
+    try:
+        first = drive.read_record()
+    except TapearcError as e:
+        return LabelProbe(False, None, f"its first record cannot be read ({e.message})", e)
+    if first is Mark.END_OF_DATA:
+        err = blank_check(drive)
+        if err is None:
+            return LabelProbe(True, None)
+        return LabelProbe(False, None, str(err.details.get("found") or err.message), err)
+    try:
+        return LabelProbe(False, read_label(drive))
+    except FormatError as e:
+        err = damaged_label(e, drive.name)
+        return LabelProbe(False, None, err.message, err)
+    except TapearcError as e:
+        return LabelProbe(False, None, e.message, e.at(medium=drive.name))
 
 
 def new_label(record_size: int, now: int, text: str = "") -> fmt.Label:

@@ -29,6 +29,27 @@ one).
 A walk is forward-only unless the consumer leaves a tape file without reading it to its end:
 then the walker spaces over the rest (one filemark), as the catalog sync and scan do (a medium
 that cannot space, the stream ``-``, raises its error there).
+
+Public API (the one tape-file reader; with :mod:`tapearc.engine.layout` for the label):
+
+* :func:`tapearc.engine.layout.read_label` -- rewind and read the volume label (raises
+  NotTapearcMediumError for a blank or foreign medium, the format's errors for a damaged one);
+  :func:`tapearc.engine.layout.probe_label` -- the same read, answered as a
+  :class:`~tapearc.engine.layout.LabelProbe` (blank, labeled, damaged, foreign) that never raises
+  for what the medium holds. Every reader of the label goes through these two.
+* :func:`walk_tape_files` -- the tape files of a medium, each a :class:`TapeFile` (``kind`` one of
+  :data:`KINDS`, ``header`` for a generation, ``records`` to read it from record 0).
+* :class:`FileRecords` -- the records of one tape file, never past its filemark.
+* :func:`read_file_item` -- the next :class:`~tapearc.engine.layout.Item` of a tape file from its
+  :class:`FileRecords` (raises on damage; the error's ``details["sizes"]``/``["magic"]`` say what
+  was read).
+* :class:`FileItems` -- the items of a tape file with resynchronisation after damage: yields each
+  Item read whole and a :class:`Damage` (record, error, records stepped over) for what could not
+  be read, and says how the tape file ``ended`` (scan's deep read uses it; verify checks the
+  records itself, as it reports every stray record and pushes back the records of an item whose
+  framing cannot be trusted).
+* :func:`tapearc.engine.layout.read_item` -- one item at the drive's position, for a reader that
+  LOCATEs to an item it knows (the trailer from its end record, a chunk from the catalog).
 """
 
 from __future__ import annotations
