@@ -1,8 +1,10 @@
-"""How tapearc's items sit on a medium: reading and writing items, the label, the tape files.
+"""How tapearc's items sit on a medium: writing items, the label, the generation files.
 
 An *item* (label, generation header, chunk, trailer) is one byte string framed into records of
-``record_size`` bytes (formats/SPEC.md, "Record framing"). This module turns TapeDrive records
-into items and back, and walks the tape files of a medium.
+``record_size`` bytes (formats/SPEC.md, "Record framing"). This module writes items as records
+and lists a medium's generation files for an append or a catalog sync. Reading is
+:mod:`tapearc.engine.tapefiles`' (the one reader of tape files); its ``Item``, ``read_item``,
+``read_label``, ``probe_label`` and ``LabelProbe`` are importable from here too.
 """
 
 from __future__ import annotations
@@ -13,72 +15,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from tapearc import format as fmt
-from tapearc.errors import (
-    FormatError,
-    MalformedError,
-    NotTapearcMediumError,
-    TapearcError,
-    TruncatedError,
-)
-from tapearc.media.base import Mark, TapeDrive, WriteStatus, blank_check
+from tapearc.engine.tapefiles import Item as Item
+from tapearc.engine.tapefiles import LabelProbe as LabelProbe
+from tapearc.engine.tapefiles import probe_label as probe_label
+from tapearc.engine.tapefiles import read_item as read_item
+from tapearc.engine.tapefiles import read_label as read_label
+from tapearc.engine.tapefiles import walk_tape_files
+from tapearc.errors import FormatError
+from tapearc.media.base import TapeDrive, WriteStatus
 
 MAGIC_LABEL = fmt.LABEL_MAGIC
 MAGIC_GENHDR = fmt.GENERATION_MAGIC
 MAGIC_CHUNK = fmt.CHUNK_MAGIC
 MAGIC_TRAILER = fmt.TRAILER_MAGIC
-
-
-@dataclass(slots=True)
-class Item:
-    """One item read from the medium."""
-
-    magic: bytes
-    data: bytes
-    tape_file: int
-    record: int  # index within the tape file of the item's first record
-    logical: int  # logical position of the item's first record
-    record_sizes: list[int]
-
-    @property
-    def record_count(self) -> int:
-        return len(self.record_sizes)
-
-
-def read_item(drive: TapeDrive) -> Item | Mark:
-    """Read the next item: its first record, then as many records as its prefix says."""
-    pos = drive.position()
-    first = drive.read_record()
-    if isinstance(first, Mark):
-        return first
-    try:
-        prefix = fmt.peek_item(first)
-    except TapearcError as e:
-        raise e.at(medium=drive.name, tape_file=pos.file, record=pos.record)
-    total = prefix.total_len
-    if len(first) >= total:
-        if len(first) > total:
-            raise MalformedError(f"record holds {len(first)} bytes but its item declares {total}").at(
-                medium=drive.name, tape_file=pos.file, record=pos.record
-            )
-        return Item(bytes(prefix.magic), first, pos.file, pos.record, pos.logical, [len(first)])
-    parts = [first]
-    have = len(first)
-    sizes = [len(first)]
-    while have < total:
-        rec = drive.read_record()
-        if isinstance(rec, Mark):
-            raise TruncatedError(
-                f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but the tape file "
-                f"ends ({rec.value}) after {have}"
-            ).at(medium=drive.name, tape_file=pos.file, record=pos.record)
-        parts.append(rec)
-        have += len(rec)
-        sizes.append(len(rec))
-    if have != total:
-        raise MalformedError(
-            f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but its records hold {have}"
-        ).at(medium=drive.name, tape_file=pos.file, record=pos.record)
-    return Item(bytes(prefix.magic), b"".join(parts), pos.file, pos.record, pos.logical, sizes)
 
 
 def write_item(drive: TapeDrive, data: bytes | memoryview, record_size: int) -> tuple[WriteStatus, int]:
@@ -138,48 +87,6 @@ class GenerationFile:
     chunks: list[fmt.ChunkIndexEntry] = field(default_factory=list)
 
 
-def read_label(drive: TapeDrive) -> fmt.Label:
-    """Rewind and read the volume label. Raises NotTapearcMediumError for a blank or foreign medium.
-
-    Returns with the drive at the start of tape file 1, or, when labeling was interrupted before
-    the label's filemark, at the end of data in tape file 0 (``drive.position().file == 0``)."""
-    drive.rewind()
-    try:
-        rec = drive.read_record()
-    except TapearcError as e:
-        raise NotTapearcMediumError(
-            f"cannot read a volume label ({e.message})",
-            hint="is this a tapearc medium? label a new one by backing up to it",
-        ).at(medium=drive.name, tape_file=0, record=0) from None
-    if rec is Mark.END_OF_DATA and (content := blank_check(drive)) is not None:
-        raise content.at(medium=drive.name)  # not blank: foreign bytes or a damaged label
-    if isinstance(rec, Mark):
-        raise NotTapearcMediumError(
-            "medium is blank (no volume label)"
-            if rec is Mark.END_OF_DATA
-            else "medium starts with a filemark, not a tapearc volume label",
-        ).at(medium=drive.name, tape_file=0, record=0)
-    if rec[:7] != MAGIC_LABEL[:7]:
-        raise NotTapearcMediumError(
-            "not a tapearc medium: the first record is not a tapearc volume label",
-            hint="use another medium, or a blank one",
-        ).at(medium=drive.name, tape_file=0, record=0)
-    try:
-        label = fmt.decode_label(rec)
-    except TapearcError as e:
-        raise e.at(medium=drive.name, tape_file=0, record=0)
-    nxt = drive.read_record()
-    if nxt is Mark.END_OF_DATA:
-        # labeling was interrupted after the label record, before its filemark: the medium is
-        # labeled and holds nothing else; the drive stays in tape file 0 (an append closes it)
-        return label
-    if nxt is not Mark.FILEMARK:
-        raise MalformedError("the volume label is not followed by a filemark").at(
-            medium=drive.name, tape_file=0, record=1
-        )
-    return label
-
-
 def new_label(record_size: int, now: int, text: str = "") -> fmt.Label:
     return fmt.Label(
         medium_uuid=uuid.uuid4(),
@@ -206,8 +113,6 @@ def scan_generation_files(drive: TapeDrive) -> list[GenerationFile]:
 def scan_tape_files(drive: TapeDrive) -> tuple[list[GenerationFile], bool]:
     """As :func:`scan_generation_files`, and whether the medium ends inside a tape file (of any
     kind: a backup was interrupted there, and an append must close it with a filemark first)."""
-    from tapearc.engine.tapefiles import walk_tape_files
-
     files = [tf for tf in walk_tape_files(drive) if tf.kind != "label"]  # closed is known once walked
     found = [
         GenerationFile(tape_file=tf.tape_file, logical=tf.logical, header=tf.header, closed=tf.closed)

@@ -10,6 +10,7 @@ from tapearc.engine.layout import (
     MAGIC_CHUNK,
     MAGIC_GENHDR,
     MAGIC_TRAILER,
+    Item,
 )
 from tapearc.engine.tapefiles import FileRecords, read_file_item, walk_tape_files
 from tapearc.errors import TapearcError
@@ -75,7 +76,7 @@ class MediumListing:
         lab = self.label
         files = []
         for f in self.files:
-            d = {k: getattr(f, k) for k in f.__slots__ if k != "chunks"}  # type: ignore[attr-defined]
+            d = {k: getattr(f, k) for k in f.__slots__ if k != "chunks"}
             d["record_sizes"] = [list(x) for x in f.record_sizes]
             if with_chunks and f.kind == "generation":
                 d["chunks"] = [
@@ -184,6 +185,7 @@ def list_medium(drive: TapeDrive) -> MediumListing:
 
 
 def _list_tape_file(drive: TapeDrive, recs: FileRecords, tf: TapeFileListing, logical: int) -> Mark:
+    """List the items of one tape file (its records counted); returns the mark that ends it."""
     first = True
     record = 0
     while True:
@@ -201,54 +203,66 @@ def _list_tape_file(drive: TapeDrive, recs: FileRecords, tf: TapeFileListing, lo
             tf.add_record_size(size)
         if tf.kind != "generation":
             continue  # an interrupted, damaged or foreign tape file: its records are counted
+        if first and item.magic != MAGIC_GENHDR:
+            tf.problem = f"tape file starts with {item.magic!r}, not a generation header"
+            return _skip_rest(recs, tf)
         try:
-            if first:
-                first = False
-                if item.magic != MAGIC_GENHDR:
-                    tf.problem = f"tape file starts with {item.magic!r}, not a generation header"
-                    return _skip_rest(recs, tf)
-                h = fmt.decode_generation_header(item.data)
-                tf.volume = h.volume_name
-                tf.generation = h.generation
-                tf.generation_kind = "full" if h.kind == fmt.GenerationKind.FULL else "incremental"
-                tf.base_generation = h.base_generation
-                tf.volume_size = h.volume_size
-                tf.block_size = h.block_size
-                tf.record_size = h.record_size
-                tf.compression = "zstd" if h.compression == fmt.Compression.ZSTD else "none"
-                tf.created = h.created
-                tf.volume_uuid = str(h.volume_uuid)
-                if h.source is not None:
-                    tf.source_path = path_text(h.source.path) or None
-                    tf.source_real = path_text(h.source.real_path) or None
-            elif item.magic == MAGIC_CHUNK:
-                c, _ = fmt.decode_chunk_header(item.data)
-                runs = [(r.first, r.count, "zero" if r.is_zero else "data") for r in c.runs]
-                tf.chunks.append(
-                    ChunkListing(
-                        seq=c.seq,
-                        record=item.record,
-                        record_count=item.record_count,
-                        compressed=bool(c.flags & fmt.CHUNK_FLAG_ZSTD),
-                        stored_bytes=c.stored_len,
-                        raw_bytes=c.raw_len,
-                        runs=runs,
-                    )
-                )
-                tf.data_blocks += sum(r.count for r in c.runs if not r.is_zero)
-                tf.zero_blocks += sum(r.count for r in c.runs if r.is_zero)
-                tf.raw_bytes += c.raw_len
-                tf.stored_bytes += c.stored_len
-            elif item.magic == MAGIC_TRAILER:
-                t = fmt.decode_trailer(item.data)
-                tf.trailer = True
-                tf.complete = t.complete
-            elif item.magic == fmt.TRAILER_END_MAGIC:
-                fmt.decode_trailer_end(item.data)
-            else:
-                tf.problem = f"unexpected item {item.magic!r} at record {item.record}"
+            _list_item(tf, item, first)
         except TapearcError as e:
             tf.problem = str(e.at(medium=drive.name, tape_file=tf.tape_file, record=item.record))
+        first = False
+
+
+def _list_item(tf: TapeFileListing, item: Item, first: bool) -> None:
+    """Decode one item of a generation tape file into its listing (raises its damage)."""
+    if first:
+        _list_header(tf, fmt.decode_generation_header(item.data))
+    elif item.magic == MAGIC_CHUNK:
+        _list_chunk(tf, item)
+    elif item.magic == MAGIC_TRAILER:
+        t = fmt.decode_trailer(item.data)
+        tf.trailer = True
+        tf.complete = t.complete
+    elif item.magic == fmt.TRAILER_END_MAGIC:
+        fmt.decode_trailer_end(item.data)
+    else:
+        tf.problem = f"unexpected item {item.magic!r} at record {item.record}"
+
+
+def _list_header(tf: TapeFileListing, h: fmt.GenerationHeader) -> None:
+    tf.volume = h.volume_name
+    tf.generation = h.generation
+    tf.generation_kind = "full" if h.kind == fmt.GenerationKind.FULL else "incremental"
+    tf.base_generation = h.base_generation
+    tf.volume_size = h.volume_size
+    tf.block_size = h.block_size
+    tf.record_size = h.record_size
+    tf.compression = "zstd" if h.compression == fmt.Compression.ZSTD else "none"
+    tf.created = h.created
+    tf.volume_uuid = str(h.volume_uuid)
+    if h.source is not None:
+        tf.source_path = path_text(h.source.path) or None
+        tf.source_real = path_text(h.source.real_path) or None
+
+
+def _list_chunk(tf: TapeFileListing, item: Item) -> None:
+    c, _ = fmt.decode_chunk_header(item.data)
+    runs = [(r.first, r.count, "zero" if r.is_zero else "data") for r in c.runs]
+    tf.chunks.append(
+        ChunkListing(
+            seq=c.seq,
+            record=item.record,
+            record_count=item.record_count,
+            compressed=bool(c.flags & fmt.CHUNK_FLAG_ZSTD),
+            stored_bytes=c.stored_len,
+            raw_bytes=c.raw_len,
+            runs=runs,
+        )
+    )
+    tf.data_blocks += sum(r.count for r in c.runs if not r.is_zero)
+    tf.zero_blocks += sum(r.count for r in c.runs if r.is_zero)
+    tf.raw_bytes += c.raw_len
+    tf.stored_bytes += c.stored_len
 
 
 def _skip_rest(recs: FileRecords, tf: TapeFileListing) -> Mark:

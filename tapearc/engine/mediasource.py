@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
-from tapearc.engine.identity import damaged_label, known_medium
-from tapearc.engine.layout import read_label
+from tapearc.engine.identity import known_medium
+from tapearc.engine.layout import probe_label
 from tapearc.errors import FormatError, MediumUnavailableError, TapearcError
-from tapearc.media.base import Mark, TapeDrive, blank_check
+from tapearc.media.base import TapeDrive
 from tapearc.media.changer import AttendedChanger, Changer
 
 log = logging.getLogger(__name__)
@@ -50,23 +50,8 @@ def probe(drive: TapeDrive) -> Probe:
     (a ``sim:`` image must be missing or empty: :func:`tapearc.media.base.blank_check`). A label
     that starts like tapearc's but does not decode is a damaged medium, not a foreign one.
     """
-    drive.rewind()
-    try:
-        first = drive.read_record()
-    except TapearcError as e:
-        return Probe(False, None, f"its first record cannot be read ({e.message})", e)
-    if first is Mark.END_OF_DATA:
-        err = blank_check(drive)
-        if err is None:
-            return Probe(True, None)
-        return Probe(False, None, str(err.details.get("found") or err.message), err)
-    try:
-        return Probe(False, read_label(drive))
-    except FormatError as e:
-        err = damaged_label(e, drive.name)
-        return Probe(False, None, err.message, err)
-    except TapearcError as e:
-        return Probe(False, None, e.message, e.at(medium=drive.name))
+    p = probe_label(drive)  # the label is read in one place: engine.layout
+    return Probe(p.blank, p.label, p.foreign, p.error)
 
 
 def library_dir(spec: str) -> str | None:

@@ -13,7 +13,7 @@ the chunks that were complete.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
@@ -21,24 +21,27 @@ from tapearc.engine.layout import (
     MAGIC_CHUNK,
     MAGIC_TRAILER,
     GenerationFile,
+    Item,
     read_item,
     read_label,
 )
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.tapefiles import (
+    MAX_READ_ERRORS,
+    Damage,
+    FileItems,
     FileRecords,
     TapeFile,
     read_file_item,
     walk_tape_files,
 )
-from tapearc.errors import FormatError, TapearcError
+from tapearc.errors import TapearcError
 from tapearc.media.base import Mark, TapeDrive
 
 if TYPE_CHECKING:
     from tapearc.engine.mediasource import MediaSource
 
 DIGEST_LEN = fmt.DIGEST_LEN
-MAX_READ_ERRORS = 16
 
 
 @dataclass(slots=True)
@@ -217,211 +220,264 @@ def _deep_file(
     shown complete is ``damaged`` (a plain restore then names it instead of silently restoring
     an older one); one without either is ``incomplete`` (an interrupted backup). ``last``: no
     tape file follows this one on the medium."""
-    hdr = gf.header
-    drive.locate(gf.logical)
-    recs = FileRecords(drive)
-    where: dict[str, Any] = {"medium": drive.name, "tape_file": gf.tape_file}
-    record = 0
-    _, n = read_file_item(recs, record=0, logical=gf.logical, **where)  # the generation header, known already
-    record += n
-    gen_id = catalog.begin_generation(
-        hdr, medium_uuid=label.medium_uuid, tape_file=gf.tape_file, logical=gf.logical, source="deep"
-    )
-    expect: int | None = 0 if hdr.part == 0 else None  # a later part starts where the last one stopped
-    trailer: fmt.Trailer | None = None
-    summary: fmt.TrailerSummary | None = None  # the trailer's header, when only its body is damaged
-    trailer_seen = False  # a trailer item (maybe damaged) was found: the backup got to its end
-    trailer_record: int | None = None
-    end: fmt.TrailerEnd | None = None
-    after_chunks = record  # the record after the last chunk read intact
-    added: set[int] = set()
-    runs: list[tuple[int, int]] = []  # (first, count) of every run of the chunks read
-    totals = [0, 0, 0, 0]  # data blocks, zero blocks, raw bytes, stored bytes
-    chunk_problem: str | None = None  # a chunk could not be read: damage in the data
-    other: str | None = None  # damage outside the chunks (trailer, end record, stray items)
-    ended: Mark | None = None
-    in_damage = False  # inside a run of records that make no item
-    errors = 0  # read errors in a row
-    while True:
-        try:
-            got, n = read_file_item(recs, record=record, logical=gf.logical, **where)
-        except TapearcError as e:
-            # go on with the next record: items start on record boundaries, so the records left
-            # of a damaged item are strays until the next item (and the trailer may be intact)
-            sizes = e.details.get("sizes")
-            magic = e.details.get("magic")
-            m7 = magic[:7] if isinstance(magic, bytes) else b""
-            if m7 in (MAGIC_TRAILER[:7], fmt.TRAILER_END_MAGIC[:7]):  # its framing is damaged
-                trailer_seen = True
-                if trailer_record is None and m7 == MAGIC_TRAILER[:7]:
-                    trailer_record = record
-                other = _join(other, f"trailer or end record damaged ({e})")
+    deep = _DeepRead(drive, catalog, label, gf)
+    closed = deep.read_items()
+    if closed and deep.end is None:
+        deep.end_from_filemark()
+    verdict = deep.conclude(closed, last)
+    return deep.record(closed, verdict, note)
+
+
+@dataclass(slots=True)
+class _Verdict:
+    """What the chunks, trailer and end record read show about the generation."""
+
+    complete: bool = False
+    continues: bool = False
+    problem: str | None = None
+    how: str = ""
+
+
+class _DeepRead:
+    """One generation tape file read chunk by chunk (:func:`_deep_file`), and what was found."""
+
+    def __init__(self, drive: TapeDrive, catalog: Catalog, label: fmt.Label, gf: GenerationFile) -> None:
+        self.drive, self.catalog, self.label, self.gf = drive, catalog, label, gf
+        self.hdr = gf.header
+        self.gen_id = 0
+        self.expect: int | None = 0 if self.hdr.part == 0 else None  # a later part starts where the last one stopped
+        self.trailer: fmt.Trailer | None = None
+        self.summary: fmt.TrailerSummary | None = None  # the trailer's header, when only its body is damaged
+        self.trailer_seen = False  # a trailer item (maybe damaged) was found: the backup got to its end
+        self.trailer_record: int | None = None
+        self.end: fmt.TrailerEnd | None = None
+        self.after_chunks = 0  # the record after the last chunk read intact
+        self.added: set[int] = set()
+        self.runs: list[tuple[int, int]] = []  # (first, count) of every run of the chunks read
+        self.totals = [0, 0, 0, 0]  # data blocks, zero blocks, raw bytes, stored bytes
+        self.chunk_problem: str | None = None  # a chunk could not be read: damage in the data
+        self.other: str | None = None  # damage outside the chunks (trailer, end record, stray items)
+
+    def read_items(self) -> bool:
+        """Read the tape file from its start, recording each chunk read intact; returns whether
+        it ended with a filemark."""
+        gf = self.gf
+        self.drive.locate(gf.logical)
+        recs = FileRecords(self.drive)
+        _, n = read_file_item(recs, tape_file=gf.tape_file, record=0, logical=gf.logical, medium=self.drive.name)
+        self.after_chunks = n  # the generation header, known already
+        self.gen_id = self.catalog.begin_generation(
+            self.hdr, medium_uuid=self.label.medium_uuid, tape_file=gf.tape_file, logical=gf.logical, source="deep"
+        )
+        items = FileItems(
+            recs,
+            tape_file=gf.tape_file,
+            logical=gf.logical,
+            medium=self.drive.name,
+            start=n,
+            max_errors=MAX_READ_ERRORS,
+        )
+        in_damage = False  # inside a run of records that make no item
+        for got in items:
+            if isinstance(got, Damage):
+                self.damage(got, in_damage)
+                in_damage = True
             else:
-                if not in_damage:
-                    chunk_problem = _join(chunk_problem, str(e))
-                expect = None  # a chunk was lost here: the next one read says where we are
-            in_damage = True
-            if recs.mark is not None:
-                ended = recs.mark
-                break
-            read_error = not isinstance(e, FormatError)
-            errors = errors + 1 if read_error else 0
-            if errors > MAX_READ_ERRORS:  # a device that keeps failing: give up on this tape file
-                ended = Mark.END_OF_DATA
-                break
-            record += max(1, (len(sizes) if isinstance(sizes, list) else 0) + read_error)
-            continue
-        in_damage = False
-        errors = 0
-        if isinstance(got, Mark):
-            ended = got
-            break
-        item = got
-        record += n
+                in_damage = False
+                self.item(got, items.record)
+        return items.ended is Mark.FILEMARK
+
+    def damage(self, d: Damage, in_damage: bool) -> None:
+        """Go on with the next record: the records left of a damaged item are strays until the
+        next item (and the trailer may be intact)."""
+        m7 = d.magic[:7]
+        if m7 in (MAGIC_TRAILER[:7], fmt.TRAILER_END_MAGIC[:7]):  # its framing is damaged
+            self.trailer_seen = True
+            if self.trailer_record is None and m7 == MAGIC_TRAILER[:7]:
+                self.trailer_record = d.record
+            self.other = _join(self.other, f"trailer or end record damaged ({d.error})")
+        else:
+            if not in_damage:
+                self.chunk_problem = _join(self.chunk_problem, str(d.error))
+            self.expect = None  # a chunk was lost here: the next one read says where we are
+
+    def item(self, item: Item, after: int) -> None:
+        """One item read whole; ``after``: the index of the record after it."""
         if item.magic == MAGIC_TRAILER:
-            trailer_seen = True
-            trailer_record = item.record
+            self.on_trailer(item)
+        elif item.magic == fmt.TRAILER_END_MAGIC:
+            self.trailer_seen = True
             try:
-                trailer = fmt.decode_trailer(item.data)
-                fmt.check_same_generation(hdr, trailer)
+                self.end = fmt.decode_trailer_end(item.data)
+                fmt.check_same_generation(self.hdr, self.end)
             except TapearcError as e:
-                trailer = None
-                other = _join(other, f"trailer damaged ({e})")
-                try:
-                    summary = fmt.decode_trailer_header(item.data)
-                    if (summary.run_uuid, summary.generation) != (hdr.run_uuid, hdr.generation):
-                        summary = None
-                except TapearcError:
-                    summary = None
-            continue
-        if item.magic == fmt.TRAILER_END_MAGIC:
-            trailer_seen = True
+                self.end = None
+                self.other = _join(self.other, f"end record damaged ({e})")
+        elif item.magic != MAGIC_CHUNK:
+            self.other = _join(self.other, f"unexpected item {item.magic!r} at record {item.record}")
+        elif self.on_chunk(item):
+            self.after_chunks = after
+
+    def on_trailer(self, item: Item) -> None:
+        self.trailer_seen = True
+        self.trailer_record = item.record
+        try:
+            self.trailer = fmt.decode_trailer(item.data)
+            fmt.check_same_generation(self.hdr, self.trailer)
+        except TapearcError as e:
+            self.trailer = None
+            self.other = _join(self.other, f"trailer damaged ({e})")
             try:
-                end = fmt.decode_trailer_end(item.data)
-                fmt.check_same_generation(hdr, end)
-            except TapearcError as e:
-                end = None
-                other = _join(other, f"end record damaged ({e})")
-            continue
-        if item.magic != MAGIC_CHUNK:
-            other = _join(other, f"unexpected item {item.magic!r} at record {item.record}")
-            continue
+                self.summary = fmt.decode_trailer_header(item.data)
+                if (self.summary.run_uuid, self.summary.generation) != (self.hdr.run_uuid, self.hdr.generation):
+                    self.summary = None
+            except TapearcError:
+                self.summary = None
+
+    def on_chunk(self, item: Item) -> bool:
+        """Record a chunk in the catalog; False when it could not be read."""
         try:
             ch, payload = fmt.decode_chunk(item.data)
-            fmt.check_same_generation(hdr, ch, seq=expect)
+            fmt.check_same_generation(self.hdr, ch, seq=self.expect)
             raw = fmt.unpack_payload(ch, payload)
         except TapearcError as e:
-            chunk_problem = _join(chunk_problem, f"chunk at record {item.record} skipped: {e}")
-            expect = None if expect is None else expect + 1
-            continue
+            self.chunk_problem = _join(self.chunk_problem, f"chunk at record {item.record} skipped: {e}")
+            self.expect = None if self.expect is None else self.expect + 1
+            return False
         entry = fmt.ChunkIndexEntry.from_chunk(ch, record=item.record, record_count=item.record_count)
-        catalog.add_chunks(
-            gen_id,
-            label.medium_uuid,
-            gf.tape_file,
-            gf.logical,
-            [(entry, fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size))],
+        digests = fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size)
+        self.catalog.add_chunks(
+            self.gen_id, self.label.medium_uuid, self.gf.tape_file, self.gf.logical, [(entry, digests)]
         )
-        added.add(ch.seq)
-        runs.extend((r.first, r.count) for r in ch.runs)
-        totals[0] += sum(r.count for r in ch.runs if not r.is_zero)
-        totals[1] += sum(r.count for r in ch.runs if r.is_zero)
-        totals[2] += ch.raw_len
-        totals[3] += ch.stored_len
-        after_chunks = record
-        expect = ch.seq + 1
-    closed = ended is Mark.FILEMARK
-    if closed and end is None:
-        end, why = _end_record_before_filemark(drive, gf)
-        if end is not None:
-            trailer_seen = True
-        elif why is not None and trailer_seen:
-            other = _join(other, why)
-    problem: str | None = None
-    complete = False
-    continues = False
-    how = ""
-    if not closed and not (
-        trailer is not None and trailer.complete and chunk_problem is None and len(added) == trailer.chunk_count
-    ):
-        problem = "the medium ends inside this tape file (interrupted backup)"
-    elif not closed:
-        # the medium ends after the whole trailer (in or after the end record: a backup killed
-        # while closing the tape file, or a cut image); every chunk is there: the generation is
-        # complete, and said to be so (never quietly replaced by the previous one)
-        assert trailer is not None
-        complete = True
-        problem = (
-            "the medium ends after this tape file's trailer"
-            + (" without an end record" if end is None else " without a filemark")
-            + " (a backup interrupted while closing it, or a cut image); every chunk is there"
+        self.added.add(ch.seq)
+        self.runs.extend((r.first, r.count) for r in ch.runs)
+        self.totals[0] += sum(r.count for r in ch.runs if not r.is_zero)
+        self.totals[1] += sum(r.count for r in ch.runs if r.is_zero)
+        self.totals[2] += ch.raw_len
+        self.totals[3] += ch.stored_len
+        self.expect = ch.seq + 1
+        return True
+
+    def end_from_filemark(self) -> None:
+        """The forward read found no end record: read the record before the filemark as one."""
+        self.end, why = _end_record_before_filemark(self.drive, self.gf)
+        if self.end is not None:
+            self.trailer_seen = True
+        elif why is not None and self.trailer_seen:
+            self.other = _join(self.other, why)
+
+    def conclude(self, closed: bool, last: bool) -> _Verdict:
+        trailer = self.trailer
+        if not closed:
+            every = trailer is not None and trailer.complete and len(self.added) == trailer.chunk_count
+            if every and self.chunk_problem is None:
+                return self.ends_after_trailer()
+            return _Verdict(problem="the medium ends inside this tape file (interrupted backup)")
+        if trailer is not None:
+            return self.from_trailer(trailer)
+        if self.trailer_seen and self.chunk_problem is None:
+            return self.from_summary(self.summary) if self.summary is not None else self.from_chunks(last)
+        return _Verdict()
+
+    def ends_after_trailer(self) -> _Verdict:
+        """The medium ends after the whole trailer (in or after the end record: a backup killed
+        while closing the tape file, or a cut image); every chunk is there: the generation is
+        complete, and said to be so (never quietly replaced by the previous one)."""
+        return _Verdict(
+            complete=True,
+            problem="the medium ends after this tape file's trailer"
+            + (" without an end record" if self.end is None else " without a filemark")
+            + " (a backup interrupted while closing it, or a cut image); every chunk is there",
         )
-    elif trailer is not None:
-        # the trailer's index is the generation's: chunks that could not be read are known from it
-        # (a restore finds their damage and says so)
-        complete, continues = trailer.complete, trailer.continues
-        missing = [e for e in _trailer_entries(trailer) if e[0].seq not in added]
+
+    def from_trailer(self, trailer: fmt.Trailer) -> _Verdict:
+        """The trailer's index is the generation's: chunks that could not be read are known from
+        it (a restore finds their damage and says so)."""
+        v = _Verdict(complete=trailer.complete, continues=trailer.continues)
+        missing = [e for e in _trailer_entries(trailer) if e[0].seq not in self.added]
         if missing:
-            catalog.add_chunks(gen_id, label.medium_uuid, gf.tape_file, gf.logical, missing)
-        if len(added) + len(missing) != trailer.chunk_count:
-            complete = False
-            problem = "trailer does not match the chunks read"
-    elif trailer_seen and chunk_problem is None:
-        if summary is not None:
-            match = summary.chunk_count == len(added) and tuple(totals) == (
-                summary.data_blocks,
-                summary.zero_blocks,
-                summary.raw_bytes,
-                summary.stored_bytes,
+            self.catalog.add_chunks(self.gen_id, self.label.medium_uuid, self.gf.tape_file, self.gf.logical, missing)
+        if len(self.added) + len(missing) != trailer.chunk_count:
+            v.complete = False
+            v.problem = "trailer does not match the chunks read"
+        return v
+
+    def from_summary(self, summary: fmt.TrailerSummary) -> _Verdict:
+        """Only the trailer's body is damaged: its header's totals say whether every chunk was read."""
+        match = summary.chunk_count == len(self.added) and tuple(self.totals) == (
+            summary.data_blocks,
+            summary.zero_blocks,
+            summary.raw_bytes,
+            summary.stored_bytes,
+        )
+        if match:
+            return _Verdict(
+                complete=summary.complete,
+                continues=summary.continues,
+                how="its index was rebuilt from the chunk headers (they match the trailer's totals)",
             )
-            if match:
-                complete, continues = summary.complete, summary.continues
-                how = "its index was rebuilt from the chunk headers (they match the trailer's totals)"
-            else:
-                problem = (
-                    f"the chunks read ({len(added)}) do not match the trailer's totals ({summary.chunk_count} chunks)"
+        return _Verdict(
+            problem=f"the chunks read ({len(self.added)}) do not match the trailer's totals ({summary.chunk_count} chunks)"
+        )
+
+    def from_chunks(self, last: bool) -> _Verdict:
+        """The trailer is unreadable: the chunks alone, when every record up to the trailer is a
+        chunk read intact."""
+        end, hdr = self.end, self.hdr
+        if not (
+            end is not None
+            and self.trailer_record is not None
+            and end.trailer_record == self.after_chunks == self.trailer_record
+        ):
+            return _Verdict(problem="the chunks read cannot be shown to be all of the generation's")
+        if hdr.kind == fmt.GenerationKind.FULL and hdr.part == 0:
+            if _covers(self.runs, -(-hdr.volume_size // hdr.block_size)):
+                return _Verdict(
+                    complete=True,
+                    how="its index was rebuilt from the chunk headers (they map every block of the volume)",
                 )
-        elif end is not None and trailer_record is not None and end.trailer_record == after_chunks == trailer_record:
-            # every record up to the trailer is a chunk read intact
-            if hdr.kind == fmt.GenerationKind.FULL and hdr.part == 0:
-                complete = _covers(runs, -(-hdr.volume_size // hdr.block_size))
-                how = "its index was rebuilt from the chunk headers (they map every block of the volume)"
-                if not complete:
-                    problem = "the chunks read do not map every block of the volume"
-            elif not last:  # a part that continues on another medium is the last tape file of its medium
-                complete = True
-                how = "its index was rebuilt from the chunk headers (every record up to the trailer is a chunk)"
-            else:
-                problem = "whether the generation ends here or continues on another medium is unknown"
-        else:
-            problem = "the chunks read cannot be shown to be all of the generation's"
-    # the backup got to closing the generation, but the trailer that would say what it holds is
-    # unreadable (or disagrees with the chunks): damage, not an interrupted backup
-    damaged = (
-        closed
-        and not complete
-        and not continues
-        and ((trailer is None and trailer_seen) or (trailer is not None and trailer.complete))
-    )
-    state = "damaged" if damaged else "auto"
-    catalog.finish_generation(
-        gen_id,
-        state=state,
-        final=complete,
-        continues=continues,
-        medium_uuid=label.medium_uuid,
-        tape_file=gf.tape_file,
-        closed=closed,
-        has_trailer=trailer is not None or summary is not None,
-    )
-    text = None
-    for part in (note, other, chunk_problem, problem, how or None):
-        if part is not None:
-            text = part if text is None else f"{text}; {part}"
-    word = "damaged" if damaged else _state_word(complete, continues and chunk_problem is None)
-    if damaged and text is not None:
-        text = f"{text}; generation {hdr.generation} of volume {hdr.volume_name!r} cannot be restored from this medium"
-    return FileScan(gf.tape_file, hdr.volume_name, hdr.generation, word, "deep", len(added), text)
+            return _Verdict(
+                how="its index was rebuilt from the chunk headers (they map every block of the volume)",
+                problem="the chunks read do not map every block of the volume",
+            )
+        if not last:  # a part that continues on another medium is the last tape file of its medium
+            return _Verdict(
+                complete=True,
+                how="its index was rebuilt from the chunk headers (every record up to the trailer is a chunk)",
+            )
+        return _Verdict(problem="whether the generation ends here or continues on another medium is unknown")
+
+    def record(self, closed: bool, v: _Verdict, note: str | None) -> FileScan:
+        """Finish the generation in the catalog and say what it is."""
+        hdr, trailer = self.hdr, self.trailer
+        # the backup got to closing the generation, but the trailer that would say what it holds
+        # is unreadable (or disagrees with the chunks): damage, not an interrupted backup
+        damaged = (
+            closed
+            and not v.complete
+            and not v.continues
+            and ((trailer is None and self.trailer_seen) or (trailer is not None and trailer.complete))
+        )
+        self.catalog.finish_generation(
+            self.gen_id,
+            state="damaged" if damaged else "auto",
+            final=v.complete,
+            continues=v.continues,
+            medium_uuid=self.label.medium_uuid,
+            tape_file=self.gf.tape_file,
+            closed=closed,
+            has_trailer=trailer is not None or self.summary is not None,
+        )
+        text = None
+        for part in (note, self.other, self.chunk_problem, v.problem, v.how or None):
+            if part is not None:
+                text = part if text is None else f"{text}; {part}"
+        word = "damaged" if damaged else _state_word(v.complete, v.continues and self.chunk_problem is None)
+        if damaged and text is not None:
+            text = (
+                f"{text}; generation {hdr.generation} of volume {hdr.volume_name!r} cannot be restored from this medium"
+            )
+        return FileScan(self.gf.tape_file, hdr.volume_name, hdr.generation, word, "deep", len(self.added), text)
 
 
 def _trailer_entries(trailer: fmt.Trailer) -> list[tuple[fmt.ChunkIndexEntry, bytes]]:

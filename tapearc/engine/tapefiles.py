@@ -29,6 +29,28 @@ one).
 A walk is forward-only unless the consumer leaves a tape file without reading it to its end:
 then the walker spaces over the rest (one filemark), as the catalog sync and scan do (a medium
 that cannot space, the stream ``-``, raises its error there).
+
+Public API (the one tape-file reader; :mod:`tapearc.engine.layout` re-exports its label and item
+readers under their old names):
+
+* :func:`read_label` -- rewind and read the volume label (raises
+  NotTapearcMediumError for a blank or foreign medium, the format's errors for a damaged one);
+  :func:`probe_label` -- the same read, answered as a
+  :class:`LabelProbe` (blank, labeled, damaged, foreign) that never raises
+  for what the medium holds. Every reader of the label goes through these two.
+* :func:`walk_tape_files` -- the tape files of a medium, each a :class:`TapeFile` (``kind`` one of
+  :data:`KINDS`, ``header`` for a generation, ``records`` to read it from record 0).
+* :class:`FileRecords` -- the records of one tape file, never past its filemark.
+* :func:`read_file_item` -- the next :class:`Item` of a tape file from its
+  :class:`FileRecords` (raises on damage; the error's ``details["sizes"]``/``["magic"]`` say what
+  was read).
+* :class:`FileItems` -- the items of a tape file with resynchronisation after damage: yields each
+  Item read whole and a :class:`Damage` (record, error, records stepped over) for what could not
+  be read, and says how the tape file ``ended`` (scan's deep read uses it; verify checks the
+  records itself, as it reports every stray record and pushes back the records of an item whose
+  framing cannot be trusted).
+* :func:`read_item` -- one item at the drive's position, for a reader that
+  LOCATEs to an item it knows (the trailer from its end record, a chunk from the catalog).
 """
 
 from __future__ import annotations
@@ -37,15 +59,167 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tapearc import format as fmt
-from tapearc.engine.layout import Item, read_label
-from tapearc.errors import MalformedError, TapearcError, TruncatedError
-from tapearc.media.base import Mark, TapeDrive
+from tapearc.engine.identity import damaged_label
+from tapearc.errors import FormatError, MalformedError, NotTapearcMediumError, TapearcError, TruncatedError
+from tapearc.media.base import Mark, TapeDrive, blank_check
 
 MAGICS7 = tuple(
     m[:7] for m in (fmt.LABEL_MAGIC, fmt.GENERATION_MAGIC, fmt.CHUNK_MAGIC, fmt.TRAILER_MAGIC, fmt.TRAILER_END_MAGIC)
 )
 
+MAX_READ_ERRORS = 16  # read errors in a row after which a reader gives up on a tape file
+
 KINDS = ("label", "generation", "interrupted", "damaged", "foreign", "empty")
+
+
+@dataclass(slots=True)
+class Item:
+    """One item read from the medium."""
+
+    magic: bytes
+    data: bytes
+    tape_file: int
+    record: int  # index within the tape file of the item's first record
+    logical: int  # logical position of the item's first record
+    record_sizes: list[int]
+
+    @property
+    def record_count(self) -> int:
+        return len(self.record_sizes)
+
+
+def read_item(drive: TapeDrive) -> Item | Mark:
+    """Read the next item: its first record, then as many records as its prefix says."""
+    pos = drive.position()
+    first = drive.read_record()
+    if isinstance(first, Mark):
+        return first
+    try:
+        prefix = fmt.peek_item(first)
+    except TapearcError as e:
+        raise e.at(medium=drive.name, tape_file=pos.file, record=pos.record) from None
+    total = prefix.total_len
+    if len(first) >= total:
+        if len(first) > total:
+            raise MalformedError(f"record holds {len(first)} bytes but its item declares {total}").at(
+                medium=drive.name, tape_file=pos.file, record=pos.record
+            )
+        return Item(bytes(prefix.magic), first, pos.file, pos.record, pos.logical, [len(first)])
+    parts = [first]
+    have = len(first)
+    sizes = [len(first)]
+    while have < total:
+        rec = drive.read_record()
+        if isinstance(rec, Mark):
+            raise TruncatedError(
+                f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but the tape file "
+                f"ends ({rec.value}) after {have}"
+            ).at(medium=drive.name, tape_file=pos.file, record=pos.record)
+        parts.append(rec)
+        have += len(rec)
+        sizes.append(len(rec))
+    if have != total:
+        raise MalformedError(
+            f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but its records hold {have}"
+        ).at(medium=drive.name, tape_file=pos.file, record=pos.record)
+    return Item(bytes(prefix.magic), b"".join(parts), pos.file, pos.record, pos.logical, sizes)
+
+
+def read_label(drive: TapeDrive) -> fmt.Label:
+    """Rewind and read the volume label. Raises NotTapearcMediumError for a blank or foreign medium.
+
+    Returns with the drive at the start of tape file 1, or, when labeling was interrupted before
+    the label's filemark, at the end of data in tape file 0 (``drive.position().file == 0``)."""
+    drive.rewind()
+    try:
+        rec = drive.read_record()
+    except TapearcError as e:
+        raise NotTapearcMediumError(
+            f"cannot read a volume label ({e.message})",
+            hint="is this a tapearc medium? label a new one by backing up to it",
+        ).at(medium=drive.name, tape_file=0, record=0) from None
+    if rec is Mark.END_OF_DATA and (content := blank_check(drive)) is not None:
+        raise content.at(medium=drive.name)  # not blank: foreign bytes or a damaged label
+    if isinstance(rec, Mark):
+        raise NotTapearcMediumError(
+            "medium is blank (no volume label)"
+            if rec is Mark.END_OF_DATA
+            else "medium starts with a filemark, not a tapearc volume label",
+        ).at(medium=drive.name, tape_file=0, record=0)
+    if rec[:7] != fmt.LABEL_MAGIC[:7]:
+        raise NotTapearcMediumError(
+            "not a tapearc medium: the first record is not a tapearc volume label",
+            hint="use another medium, or a blank one",
+        ).at(medium=drive.name, tape_file=0, record=0)
+    try:
+        label = fmt.decode_label(rec)
+    except TapearcError as e:
+        raise e.at(medium=drive.name, tape_file=0, record=0) from None
+    nxt = drive.read_record()
+    if nxt is Mark.END_OF_DATA:
+        # labeling was interrupted after the label record, before its filemark: the medium is
+        # labeled and holds nothing else; the drive stays in tape file 0 (an append closes it)
+        return label
+    if nxt is not Mark.FILEMARK:
+        raise MalformedError("the volume label is not followed by a filemark").at(
+            medium=drive.name, tape_file=0, record=1
+        )
+    return label
+
+
+@dataclass(frozen=True, slots=True)
+class LabelProbe:
+    """What a loaded medium is (:func:`probe_label`)."""
+
+    blank: bool
+    label: fmt.Label | None
+    foreign: str | None = None  # why it is neither blank nor ours
+    # the error that refuses a write on it: NotTapearcMediumError for foreign content,
+    # DamagedDataError / FormatError for a damaged tapearc label (never blank), else None
+    error: TapearcError | None = None
+
+    @property
+    def damaged(self) -> bool:
+        """A tapearc medium whose label is damaged (damage, not foreign content)."""
+        return isinstance(self.error, FormatError)
+
+    @property
+    def state(self) -> str:
+        """``blank``, ``tapearc`` (labeled), ``damaged`` (a tapearc label that does not decode),
+        or ``foreign`` (anything else, an unreadable first record included)."""
+        if self.blank:
+            return "blank"
+        if self.label is not None:
+            return "tapearc"
+        return "damaged" if self.damaged else "foreign"
+
+
+def probe_label(drive: TapeDrive) -> LabelProbe:
+    """Rewind and read the medium's first record: provably blank, a tapearc label, or something
+    else. Never raises for what the medium holds (the answer says it); the label is read by
+    :func:`read_label` (the drive is then where read_label leaves it).
+
+    A first read that finds end of data is blank only when the backend says the medium is (a
+    ``sim:`` image must be missing or empty: :func:`tapearc.media.base.blank_check`). A label
+    that starts like tapearc's but does not decode is a damaged medium, not a foreign one.
+    """
+    drive.rewind()
+    try:
+        first = drive.read_record()
+    except TapearcError as e:
+        return LabelProbe(False, None, f"its first record cannot be read ({e.message})", e)
+    if first is Mark.END_OF_DATA:
+        err = blank_check(drive)
+        if err is None:
+            return LabelProbe(True, None)
+        return LabelProbe(False, None, str(err.details.get("found") or err.message), err)
+    try:
+        return LabelProbe(False, read_label(drive))
+    except FormatError as e:
+        err = damaged_label(e, drive.name)
+        return LabelProbe(False, None, err.message, err)
+    except TapearcError as e:
+        return LabelProbe(False, None, e.message, e.at(medium=drive.name))
 
 
 class FileRecords:
@@ -114,7 +288,7 @@ def read_file_item(
     except TapearcError as e:
         e.details["sizes"] = [len(first)]
         e.details["magic"] = bytes(first[:8])
-        raise e.at(medium=medium, tape_file=tape_file, record=record)
+        raise e.at(medium=medium, tape_file=tape_file, record=record) from None
     total = prefix.total_len
     parts = [first]
     sizes = [len(first)]
@@ -144,6 +318,79 @@ def read_file_item(
         ).at(medium=medium, tape_file=tape_file, record=record)
     data = first if len(parts) == 1 else b"".join(parts)
     return Item(bytes(prefix.magic), data, tape_file, record, logical + record, sizes), len(sizes)
+
+
+@dataclass(slots=True)
+class Damage:
+    """Records of a tape file that make no readable item: an item whose prefix, framing or
+    records could not be read. ``records``: how many records the reader stepped over (at least
+    one); ``error`` says why (a FormatError for damage, another TapearcError for a read error)."""
+
+    record: int  # index within the tape file of its first record
+    error: TapearcError
+    records: int
+
+    @property
+    def magic(self) -> bytes:
+        """The magic of the item that was being read (b"" when its first record starts none)."""
+        m = self.error.details.get("magic")
+        return m if isinstance(m, bytes) else b""
+
+
+class FileItems:
+    """The items of one tape file, read forward from ``start`` (a record index), with
+    resynchronisation after damage: iterating yields each :class:`Item`
+    read whole, and a :class:`Damage` for what could not be read, then goes on with the next
+    record (items start on record boundaries, so the records left of a damaged item are read as
+    strays until the next item starts). The iteration ends at the tape file's mark (``ended``),
+    or after more than ``max_errors`` read errors in a row (``ended`` is END_OF_DATA: a device
+    that keeps failing)."""
+
+    def __init__(
+        self,
+        recs: FileRecords,
+        *,
+        tape_file: int,
+        logical: int,
+        medium: str,
+        start: int = 0,
+        max_errors: int = MAX_READ_ERRORS,
+    ) -> None:
+        self.recs = recs
+        self.tape_file = tape_file
+        self.logical = logical
+        self.medium = medium
+        self.record = start  # the index of the next record to read
+        self.max_errors = max_errors
+        self.ended: Mark | None = None
+
+    def __iter__(self) -> Iterator[Item | Damage]:
+        errors = 0  # read errors in a row
+        while True:
+            try:
+                got, n = read_file_item(
+                    self.recs, tape_file=self.tape_file, record=self.record, logical=self.logical, medium=self.medium
+                )
+            except TapearcError as e:
+                sizes = e.details.get("sizes")
+                read_error = not isinstance(e, FormatError)
+                span = max(1, (len(sizes) if isinstance(sizes, list) else 0) + read_error)
+                yield Damage(self.record, e, span)
+                if self.recs.mark is not None:
+                    self.ended = self.recs.mark
+                    return
+                errors = errors + 1 if read_error else 0
+                if errors > self.max_errors:
+                    self.ended = Mark.END_OF_DATA
+                    return
+                self.record += span
+                continue
+            errors = 0
+            if isinstance(got, Mark):
+                self.ended = got
+                return
+            self.record += n
+            yield got
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
@@ -180,7 +181,7 @@ class _Records:
         while True:
             i = self.index
             try:
-                rec = self.ahead.next()
+                rec = cast("bytes | Mark", self.ahead.next())  # RecordAhead returns what read() does
             except TapearcError as e:
                 self.index += 1
                 self.errors += 1
@@ -280,176 +281,266 @@ def verify_tape_file(
 
 
 def _verify_records(recs: _Records, rep: FileReport, label: fmt.Label, check_digests: bool) -> tuple[FileReport, Mark]:
-    hdr: fmt.GenerationHeader | None = None
-    seen: list[_Seen] = []
-    trailer: fmt.Trailer | None = None
-    trailer_record = -1
-    end: fmt.TrailerEnd | None = None
-    damaged_records: list[Problem] = []
-    mapped = _BlockSet()
-    expect_seq: int | None = None
+    """Check every record of the tape file, item by item, resynchronising after damage."""
+    check = _FileCheck(rep, label, check_digests)
     ended: Mark = Mark.END_OF_DATA
-    first = True
     while True:
         i, rec = recs.next()
         if isinstance(rec, Mark):
             ended = rec
             break
-        if len(rec) > label.record_size:
+        cut = check.record(recs, i, rec)
+        check.first = False
+        if cut is not None:
+            ended = cut
+            break
+    check.finish(recs.index, ended)
+    return rep, ended
+
+
+@dataclass(slots=True)
+class _Framed:
+    """An item's records as read: (index, record) pairs, and the mark that cut it short."""
+
+    magic: bytes
+    total: int  # the length the item's prefix declares
+    parts: list[tuple[int, bytes]]
+    cut: Mark | None
+
+    @property
+    def have(self) -> int:
+        return sum(len(p[1]) for p in self.parts)
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(p[1] for p in self.parts) if len(self.parts) > 1 else self.parts[0][1]
+
+    @property
+    def framing_ok(self) -> bool:
+        return self.cut is None and self.have == self.total
+
+
+def _frame(recs: _Records, i: int, rec: bytes, prefix: fmt.ItemPrefix) -> _Framed:
+    """Read the records of the item whose first record (index ``i``) is ``rec``."""
+    framed = _Framed(bytes(prefix.magic), prefix.total_len, [(i, rec)], None)
+    have = len(rec)
+    while have < prefix.total_len:
+        j, nxt = recs.next()
+        if isinstance(nxt, Mark):
+            framed.cut = nxt
+            break
+        framed.parts.append((j, nxt))
+        have += len(nxt)
+    return framed
+
+
+_ITEM_NAMES = {
+    fmt.CHUNK_MAGIC: "chunk",
+    fmt.TRAILER_MAGIC: "trailer",
+    fmt.GENERATION_MAGIC: "generation header",
+    fmt.TRAILER_END_MAGIC: "end record",
+}
+
+
+class _FileCheck:
+    """The verify of one tape file as it goes: what was read so far, and the problems found."""
+
+    def __init__(self, rep: FileReport, label: fmt.Label, check_digests: bool) -> None:
+        self.rep, self.label, self.check_digests = rep, label, check_digests
+        self.hdr: fmt.GenerationHeader | None = None
+        self.seen: list[_Seen] = []
+        self.trailer: fmt.Trailer | None = None
+        self.trailer_record = -1
+        self.end: fmt.TrailerEnd | None = None
+        self.damaged: list[Problem] = []
+        self.mapped = _BlockSet()
+        self.expect_seq: int | None = None
+        self.first = True  # the next record is the tape file's first
+
+    def record(self, recs: _Records, i: int, rec: bytes) -> Mark | None:
+        """Check the item that starts with record ``i``; returns the mark when the tape file
+        ends inside it."""
+        if len(rec) > self.label.record_size:
+            self.rep.problems.append(
+                Problem(
+                    i,
+                    "malformed",
+                    f"record of {len(rec)} bytes is larger than the label's record size {self.label.record_size}",
+                )
+            )
+        if bytes(rec[:8]) not in MAGICS:
+            if self.first:
+                self.rep.problems.append(Problem(i, "malformed", "tape file does not start with a tapearc item"))
+            else:
+                self.damaged.append(
+                    Problem(i, "stray", "a record that belongs to no item (data of a damaged item, or foreign)")
+                )
+            return None
+        try:
+            prefix = fmt.peek_item(rec)
+        except TapearcError as e:
+            self.damaged.append(Problem(i, e.kind, e.message))
+            return None
+        framed = _frame(recs, i, rec, prefix)
+        try:
+            if framed.cut is not None:
+                raise fmt_truncated(framed.total, framed.have, framed.cut)
+            if framed.have != framed.total:
+                raise fmt_malformed(f"item declares {framed.total} bytes but its records hold {framed.have}")
+            self.item(i, framed.magic, framed.data, len(framed.parts))
+        except TapearcError as e:
+            self.damage(recs, i, framed, e)
+        return framed.cut
+
+    def item(self, i: int, kind: bytes, data: bytes, nrecords: int) -> None:
+        """One item whose records add up: decode and check it (raises its damage)."""
+        if self.first:
+            if kind != fmt.GENERATION_MAGIC:
+                raise fmt_malformed(f"tape file starts with {kind!r}, not a generation header")
+            self.header(i, fmt.decode_generation_header(data))
+        elif kind == fmt.CHUNK_MAGIC:
+            self.chunk(i, data, nrecords)
+        elif kind == fmt.TRAILER_MAGIC:
+            self.trailer = fmt.decode_trailer(data)
+            self.trailer_record = i
+            if self.hdr is not None:
+                fmt.check_same_generation(self.hdr, self.trailer)
+        elif kind == fmt.TRAILER_END_MAGIC:
+            self.end = fmt.decode_trailer_end(data)
+        else:
+            raise fmt_malformed(f"unexpected item {kind!r} inside a tape file")
+
+    def header(self, i: int, hdr: fmt.GenerationHeader) -> None:
+        rep = self.rep
+        self.hdr = hdr
+        rep.volume, rep.generation, rep.part, rep.run_uuid = hdr.volume_name, hdr.generation, hdr.part, hdr.run_uuid
+        self.expect_seq = 0 if hdr.part == 0 else None
+        self.mapped = _BlockSet(-(-hdr.volume_size // hdr.block_size))
+        if hdr.record_size != self.label.record_size:
             rep.problems.append(
                 Problem(
                     i,
                     "malformed",
-                    f"record of {len(rec)} bytes is larger than the label's record size {label.record_size}",
+                    f"generation header's record size {hdr.record_size} differs from the label's {self.label.record_size}",
                 )
             )
-        magic = bytes(rec[:8])
-        if magic not in MAGICS:
-            if first:
-                rep.problems.append(Problem(i, "malformed", "tape file does not start with a tapearc item"))
-            else:
-                damaged_records.append(
-                    Problem(i, "stray", "a record that belongs to no item (data of a damaged item, or foreign)")
+
+    def chunk(self, i: int, data: bytes, nrecords: int) -> None:
+        rep, hdr = self.rep, self.hdr
+        ch, payload = fmt.decode_chunk(data)
+        if hdr is None:  # the tape file's generation header is missing or damaged
+            raise fmt_malformed("a chunk with no readable generation header before it")
+        if ch.run_uuid != hdr.run_uuid or ch.generation != hdr.generation:
+            rep.chunks_damaged += 1
+            self.damaged.append(
+                Problem(
+                    i,
+                    "foreign",
+                    f"a chunk of another backup run (generation {ch.generation}, run {ch.run_uuid}): a record from another medium or tape file",
+                    ch.seq,
+                    _ranges(ch.runs),
                 )
-            first = False
-            continue
-        # assemble the item
-        try:
-            prefix = fmt.peek_item(rec)
-        except TapearcError as e:
-            damaged_records.append(Problem(i, e.kind, e.message))
-            first = False
-            continue
-        parts = [(i, rec)]
-        have = len(rec)
-        cut: Mark | None = None
-        while have < prefix.total_len:
-            j, nxt = recs.next()
-            if isinstance(nxt, Mark):
-                cut = nxt
-                break
-            parts.append((j, nxt))
-            have += len(nxt)
-        data = b"".join(p[1] for p in parts) if len(parts) > 1 else rec
-        kind = prefix.magic
-        try:
-            if cut is not None:
-                raise fmt_truncated(prefix.total_len, have, cut)
-            if have != prefix.total_len:
-                raise fmt_malformed(f"item declares {prefix.total_len} bytes but its records hold {have}")
-            if first:
-                if kind != fmt.GENERATION_MAGIC:
-                    raise fmt_malformed(f"tape file starts with {kind!r}, not a generation header")
-                hdr = fmt.decode_generation_header(data)
-                rep.volume, rep.generation, rep.part, rep.run_uuid = (
-                    hdr.volume_name,
-                    hdr.generation,
-                    hdr.part,
-                    hdr.run_uuid,
-                )
-                expect_seq = 0 if hdr.part == 0 else None
-                mapped = _BlockSet(-(-hdr.volume_size // hdr.block_size))
-                if hdr.record_size != label.record_size:
-                    rep.problems.append(
-                        Problem(
-                            i,
-                            "malformed",
-                            f"generation header's record size {hdr.record_size} differs from the label's {label.record_size}",
-                        )
-                    )
-            elif kind == fmt.CHUNK_MAGIC:
-                ch, payload = fmt.decode_chunk(data)
-                if hdr is None:  # the tape file's generation header is missing or damaged
-                    raise fmt_malformed("a chunk with no readable generation header before it")
-                if ch.run_uuid != hdr.run_uuid or ch.generation != hdr.generation:
-                    rep.chunks_damaged += 1
-                    damaged_records.append(
-                        Problem(
-                            i,
-                            "foreign",
-                            f"a chunk of another backup run (generation {ch.generation}, run {ch.run_uuid}): a record from another medium or tape file",
-                            ch.seq,
-                            _ranges(ch.runs),
-                        )
-                    )
-                    first = False
-                    continue
-                fmt.check_same_generation(hdr, ch)
-                raw = fmt.unpack_payload(ch, payload)
-                digests = fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size) if check_digests else b""
-                if expect_seq is not None and ch.seq != expect_seq:
-                    rep.problems.append(
-                        Problem(
-                            i,
-                            "order",
-                            f"chunk {ch.seq} found where chunk {expect_seq} was expected",
-                            ch.seq,
-                            _ranges(ch.runs),
-                        )
-                    )
-                expect_seq = ch.seq + 1
-                for r in ch.runs:
-                    if r.first + r.count > len(mapped):
-                        rep.problems.append(
-                            Problem(
-                                i, "malformed", "chunk maps blocks past the end of the volume", ch.seq, _ranges((r,))
-                            )
-                        )
-                    elif r.count and mapped.overlaps(r.first, r.count):
-                        rep.problems.append(
-                            Problem(i, "malformed", "blocks mapped twice in one generation", ch.seq, _ranges((r,)))
-                        )
-                    elif r.count:
-                        mapped.add(r.first, r.count)
-                seen.append(_Seen(ch.seq, i, len(parts), ch, digests))
-                rep.chunks_ok += 1
-            elif kind == fmt.TRAILER_MAGIC:
-                trailer = fmt.decode_trailer(data)
-                trailer_record = i
-                if hdr is not None:
-                    fmt.check_same_generation(hdr, trailer)
-            elif kind == fmt.TRAILER_END_MAGIC:
-                end = fmt.decode_trailer_end(data)
-            else:
-                raise fmt_malformed(f"unexpected item {kind!r} inside a tape file")
-        except TapearcError as e:
-            seq, blocks = _chunk_of(data) if kind == fmt.CHUNK_MAGIC else (None, [])
-            what = "crc" if e.kind == "crc" else e.kind
-            name = {
-                fmt.CHUNK_MAGIC: "chunk",
-                fmt.TRAILER_MAGIC: "trailer",
-                fmt.GENERATION_MAGIC: "generation header",
-                fmt.TRAILER_END_MAGIC: "end record",
-            }.get(kind, "item")
-            p = Problem(i, what, f"{name}: {e.message}", seq, blocks)
-            damaged_records.append(p)
-            if kind == fmt.CHUNK_MAGIC:
-                rep.chunks_damaged += 1
-            # resynchronise when the framing cannot be trusted: the records after the first may
-            # start the next items (a dropped or foreign record); an intact header with a bad
-            # payload keeps its framing
-            framing_ok = cut is None and have == prefix.total_len
-            header_ok = seq is not None if kind == fmt.CHUNK_MAGIC else e.kind == "crc"
-            if not (framing_ok and header_ok):
-                recs.push(parts[1:])
-            if cut is not None:
-                ended = cut
-                first = False
-                break
-        first = False
-    rep.complete = trailer.complete if trailer is not None else None
-    _check_trailer(rep, hdr, seen, trailer, trailer_record, end, damaged_records, mapped)
-    rep.problems.extend(_group_strays(damaged_records))
-    if ended is Mark.END_OF_DATA and (rep.records or rep.problems):
-        rep.problems.append(
-            Problem(
-                recs.index,
-                "truncated",
-                "the medium ends inside this tape file (no filemark): an interrupted backup or a cut image",
             )
-        )
-    rep.problems.sort(key=lambda p: p.record)
-    return rep, ended
+            return
+        fmt.check_same_generation(hdr, ch)
+        raw = fmt.unpack_payload(ch, payload)
+        digests = fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size) if self.check_digests else b""
+        if self.expect_seq is not None and ch.seq != self.expect_seq:
+            rep.problems.append(
+                Problem(
+                    i,
+                    "order",
+                    f"chunk {ch.seq} found where chunk {self.expect_seq} was expected",
+                    ch.seq,
+                    _ranges(ch.runs),
+                )
+            )
+        self.expect_seq = ch.seq + 1
+        self.map_runs(i, ch)
+        self.seen.append(_Seen(ch.seq, i, nrecords, ch, digests))
+        rep.chunks_ok += 1
+
+    def map_runs(self, i: int, ch: fmt.ChunkHeader) -> None:
+        """Each block is inside the volume and mapped once in the generation."""
+        mapped = self.mapped
+        for r in ch.runs:
+            if r.first + r.count > len(mapped):
+                self.rep.problems.append(
+                    Problem(i, "malformed", "chunk maps blocks past the end of the volume", ch.seq, _ranges((r,)))
+                )
+            elif r.count and mapped.overlaps(r.first, r.count):
+                self.rep.problems.append(
+                    Problem(i, "malformed", "blocks mapped twice in one generation", ch.seq, _ranges((r,)))
+                )
+            elif r.count:
+                mapped.add(r.first, r.count)
+
+    def damage(self, recs: _Records, i: int, framed: _Framed, e: TapearcError) -> None:
+        """An item that cannot be read: name it, and resynchronise when its framing cannot be
+        trusted (the records after the first may start the next items: a dropped or foreign
+        record); an intact header with a bad payload keeps its framing."""
+        kind = framed.magic
+        seq, blocks = _chunk_of(framed.data) if kind == fmt.CHUNK_MAGIC else (None, [])
+        self.damaged.append(Problem(i, e.kind, f"{_ITEM_NAMES.get(kind, 'item')}: {e.message}", seq, blocks))
+        if kind == fmt.CHUNK_MAGIC:
+            self.rep.chunks_damaged += 1
+        header_ok = seq is not None if kind == fmt.CHUNK_MAGIC else e.kind == "crc"
+        if not (framed.framing_ok and header_ok):
+            recs.push(framed.parts[1:])
+
+    def finish(self, index: int, ended: Mark) -> None:
+        """The tape file was read to ``ended`` (``index``: the records read): check the trailer
+        and the end record against what was read, and sort the problems."""
+        rep = self.rep
+        rep.complete = self.trailer.complete if self.trailer is not None else None
+        if self.hdr is not None:
+            self.check_trailer(self.hdr)
+        rep.problems.extend(_group_strays(self.damaged))
+        if ended is Mark.END_OF_DATA and (rep.records or rep.problems):
+            rep.problems.append(
+                Problem(
+                    index,
+                    "truncated",
+                    "the medium ends inside this tape file (no filemark): an interrupted backup or a cut image",
+                )
+            )
+        rep.problems.sort(key=lambda p: p.record)
+
+    def check_trailer(self, hdr: fmt.GenerationHeader) -> None:
+        rep, trailer = self.rep, self.trailer
+        if trailer is None:
+            rep.problems.append(
+                Problem(
+                    rep.records,
+                    "missing",
+                    "no readable trailer: the generation's backup was interrupted, or its trailer is damaged",
+                )
+            )
+            return
+        _check_index(rep, trailer, self.seen, self.damaged)
+        if self.end is None:
+            rep.problems.append(Problem(self.trailer_record, "missing", "no end record after the trailer"))
+        elif self.end.trailer_record != self.trailer_record:
+            rep.problems.append(
+                Problem(
+                    self.trailer_record,
+                    "index",
+                    f"end record points at record {self.end.trailer_record}, the trailer is at {self.trailer_record}",
+                )
+            )
+        mapped = self.mapped
+        full = trailer.complete and hdr.kind == fmt.GenerationKind.FULL and hdr.part == 0
+        if full and mapped and not mapped.full() and not self.damaged:
+            gap = mapped.first_gap()
+            rep.problems.append(
+                Problem(
+                    self.trailer_record,
+                    "malformed",
+                    "the full generation does not account for every block",
+                    None,
+                    [(gap, gap)],
+                )
+            )
 
 
 def _group_strays(problems: list[Problem]) -> list[Problem]:
@@ -493,121 +584,79 @@ def _chunk_of(data: bytes) -> tuple[int | None, list[tuple[int, int]]]:
     return ch.seq, _ranges(ch.runs)
 
 
-def _check_trailer(
-    rep: FileReport,
-    hdr: fmt.GenerationHeader | None,
-    seen: list[_Seen],
-    trailer: fmt.Trailer | None,
-    trailer_record: int,
-    end: fmt.TrailerEnd | None,
-    damaged: list[Problem],
-    mapped: _BlockSet,
-) -> None:
-    if hdr is None:
+def _check_index(rep: FileReport, trailer: fmt.Trailer, seen: list[_Seen], damaged: list[Problem]) -> None:
+    """The trailer's index against the chunks read: each entry is a chunk read (same records,
+    lengths, CRCs, runs and block digests) or names the damage where it was; each chunk read is
+    in the index."""
+    by_seq = {s.seq: s for s in seen}
+    entries = {e.seq: e for e in trailer.entries}
+    doff = 0
+    for e in trailer.entries:
+        nd = sum(r.count for r in e.runs if not r.is_zero) * fmt.DIGEST_LEN
+        tdig = trailer.digests[doff : doff + nd]
+        doff += nd
+        s = by_seq.get(e.seq)
+        if s is None:
+            _name_damage(rep, e, damaged)
+        else:
+            _check_entry(rep, e, s, tdig, bool(trailer.digest_alg))
+    for s in seen:
+        if s.seq not in entries:
+            rep.problems.append(
+                Problem(
+                    s.record, "index", f"chunk {s.seq} is not in the trailer's index", s.seq, _ranges(s.header.runs)
+                )
+            )
+
+
+def _name_damage(rep: FileReport, e: fmt.ChunkIndexEntry, damaged: list[Problem]) -> None:
+    """The chunk was not read intact: name it with the trailer's mapping."""
+    covered = [p for p in damaged if p.chunk is None and e.record <= p.record < e.record + e.record_count]
+    covered += [p for p in damaged if p.chunk == e.seq]
+    if covered:
+        for p in covered:
+            p.chunk = e.seq
+            if not p.blocks:
+                p.blocks = _ranges(e.runs)
         return
-    if trailer is None:
+    damaged.append(
+        Problem(e.record, "missing", f"chunk {e.seq} listed in the trailer was not found", e.seq, _ranges(e.runs))
+    )
+    rep.chunks_damaged += 1
+
+
+def _check_entry(rep: FileReport, e: fmt.ChunkIndexEntry, s: _Seen, tdig: bytes, has_digests: bool) -> None:
+    """A chunk read intact against its index entry and the trailer's block digests."""
+    h = s.header
+    if (s.record, s.record_count, h.stored_len, h.raw_len, h.payload_crc, h.runs) != (
+        e.record,
+        e.record_count,
+        e.stored_len,
+        e.raw_len,
+        e.payload_crc,
+        e.runs,
+    ):
         rep.problems.append(
             Problem(
-                rep.records,
-                "missing",
-                "no readable trailer: the generation's backup was interrupted, or its trailer is damaged",
+                s.record,
+                "index",
+                f"chunk {e.seq} differs from the trailer's index entry (records {e.record}+{e.record_count} there, {s.record}+{s.record_count} here)",
+                e.seq,
+                _ranges(e.runs),
             )
         )
-    else:
-        by_seq = {s.seq: s for s in seen}
-        entries = {e.seq: e for e in trailer.entries}
-        doff = 0
-        for e in trailer.entries:
-            nd = sum(r.count for r in e.runs if not r.is_zero) * fmt.DIGEST_LEN
-            tdig = trailer.digests[doff : doff + nd]
-            doff += nd
-            s = by_seq.get(e.seq)
-            if s is None:
-                # the chunk was not read intact: name it with the trailer's mapping
-                covered = [p for p in damaged if p.chunk is None and e.record <= p.record < e.record + e.record_count]
-                covered += [p for p in damaged if p.chunk == e.seq]
-                if covered:
-                    for p in covered:
-                        p.chunk = e.seq
-                        if not p.blocks:
-                            p.blocks = _ranges(e.runs)
-                else:
-                    damaged.append(
-                        Problem(
-                            e.record,
-                            "missing",
-                            f"chunk {e.seq} listed in the trailer was not found",
-                            e.seq,
-                            _ranges(e.runs),
-                        )
-                    )
-                    rep.chunks_damaged += 1
-                continue
-            h = s.header
-            if (s.record, s.record_count, h.stored_len, h.raw_len, h.payload_crc, h.runs) != (
-                e.record,
-                e.record_count,
-                e.stored_len,
-                e.raw_len,
-                e.payload_crc,
-                e.runs,
-            ):
-                rep.problems.append(
-                    Problem(
-                        s.record,
-                        "index",
-                        f"chunk {e.seq} differs from the trailer's index entry (records {e.record}+{e.record_count} there, {s.record}+{s.record_count} here)",
-                        e.seq,
-                        _ranges(e.runs),
-                    )
-                )
-            elif s.digests and trailer.digest_alg and s.digests != tdig:
-                bad = [b for b, (x, y) in enumerate(zip(_chunks16(s.digests), _chunks16(tdig))) if x != y]
-                ids = [bid for bid, z in fmt.iter_blocks(e.runs) if not z]
-                rep.problems.append(
-                    Problem(
-                        s.record,
-                        "digest",
-                        f"chunk {e.seq}: {len(bad)} block(s) do not match their digests",
-                        e.seq,
-                        _ranges([fmt.Run(ids[k], 1) for k in bad]),
-                    )
-                )
-        for s in seen:
-            if s.seq not in entries:
-                rep.problems.append(
-                    Problem(
-                        s.record, "index", f"chunk {s.seq} is not in the trailer's index", s.seq, _ranges(s.header.runs)
-                    )
-                )
-        if end is None:
-            rep.problems.append(Problem(trailer_record, "missing", "no end record after the trailer"))
-        elif end.trailer_record != trailer_record:
-            rep.problems.append(
-                Problem(
-                    trailer_record,
-                    "index",
-                    f"end record points at record {end.trailer_record}, the trailer is at {trailer_record}",
-                )
+    elif s.digests and has_digests and s.digests != tdig:
+        bad = [b for b, (x, y) in enumerate(zip(_chunks16(s.digests), _chunks16(tdig), strict=False)) if x != y]
+        ids = [bid for bid, z in fmt.iter_blocks(e.runs) if not z]
+        rep.problems.append(
+            Problem(
+                s.record,
+                "digest",
+                f"chunk {e.seq}: {len(bad)} block(s) do not match their digests",
+                e.seq,
+                _ranges([fmt.Run(ids[k], 1) for k in bad]),
             )
-        if (
-            trailer.complete
-            and hdr.kind == fmt.GenerationKind.FULL
-            and hdr.part == 0
-            and mapped
-            and not mapped.full()
-            and not damaged
-        ):
-            first = mapped.first_gap()
-            rep.problems.append(
-                Problem(
-                    trailer_record,
-                    "malformed",
-                    "the full generation does not account for every block",
-                    None,
-                    [(first, first)],
-                )
-            )
+        )
 
 
 def _chunks16(b: bytes) -> Iterator[bytes]:
@@ -633,7 +682,7 @@ def verify_medium(
         rep.problems.append(Problem(0, e.kind, e.message))
         return rep
     rep.medium_uuid, rep.media_set, rep.sequence = str(label.medium_uuid), str(label.media_set_uuid), label.sequence
-    progress.start(f"verify {drive.name}", None)
+    progress.start(f"verify {drive.name}", bytes_to_read(drive))
     try:
         for walked in walk_tape_files(drive, label=False):
             fr, ended = verify_tape_file(drive, label, check_digests=check_digests, walked=walked)
@@ -665,6 +714,19 @@ def verify_medium(
         _check_catalog(rep, catalog, label)
         _check_chains(rep, catalog)
     return rep
+
+
+def bytes_to_read(drive: TapeDrive) -> int | None:
+    """About how many bytes reading the whole medium takes, for a progress total: a ``sim:`` or
+    ``dir:`` medium's used bytes (its image or record files up to the end of data, the label
+    and framing included); None when the medium does not say (a tape drive, a stream)."""
+    try:
+        st = drive.status()
+    except TapearcError:
+        return None
+    if st.details.get("backend") == "stream" or not st.used:
+        return None
+    return st.used
 
 
 def _check_chains(rep: MediumReport, catalog: Catalog) -> None:

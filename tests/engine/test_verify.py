@@ -212,3 +212,52 @@ def test_backup_verify_catches_a_bad_drive(tmp_path: Path) -> None:
     with Catalog() as cat, open_medium(f"sim:{tmp_path / 't.tap'}", write=True) as d:
         with pytest.raises(DamagedDataError, match="reading back tape file 1"):
             backup(str(src), Corrupting(d), cat, BackupOptions(block_size=BS, record_size=RS, verify=True))  # type: ignore[arg-type]
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.totals: list[int | None] = []
+        self.done = 0
+
+    def start(self, description: str, total: int | None) -> None:
+        self.totals.append(total)
+
+    def advance(self, nbytes: int) -> None:
+        self.done += nbytes
+
+    def finish(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kind", ["sim", "dir"])
+def test_verify_progress_has_a_total(tmp_path: Path, kind: str) -> None:
+    """verify's progress gets a total when the medium says how much it holds (sim:, dir:): the
+    bytes read stay within it and come close to it (the label and framing are the rest)."""
+    src = tmp_path / "v.img"
+    src.write_bytes(random.Random(2).randbytes(120 * BS))
+    spec = f"sim:{tmp_path / 't.tap'}" if kind == "sim" else f"dir:{tmp_path / 'm'}"
+    with Catalog() as cat, open_medium(spec, write=True) as d:
+        backup(str(src), d, cat, BackupOptions(block_size=BS, record_size=RS, chunk_size=64 * 1024))
+    rec = _Recorder()
+    with open_medium(spec, write=False) as d:
+        rep = run_verify(d, None, progress=rec)
+    assert rep.ok
+    [total] = rec.totals
+    assert total is not None
+    assert 0 < rec.done <= total
+    assert rec.done >= 0.9 * total
+
+
+def test_verify_progress_without_a_size_has_no_total(tmp_path: Path) -> None:
+    """A medium that does not say how much it holds (the stream ``-``) gives the progress no total."""
+    import io
+
+    from tapearc.media.stream import StreamDrive
+
+    img, _ = make(tmp_path)
+    rec = _Recorder()
+    with StreamDrive(io.BytesIO(img.read_bytes() + b"\xff\xff\xff\xff"), write=False) as d:
+        rep = run_verify(d, None, progress=rec)
+    assert rep.ok
+    assert rec.totals == [None]
+    assert rec.done > 0
