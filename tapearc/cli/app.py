@@ -55,7 +55,7 @@ def package_version() -> str:
 
 def _show_version(value: bool) -> None:
     if value:
-        print(f"tapearc {package_version()}")
+        sys.stdout.write(f"tapearc {package_version()}\n")
         raise typer.Exit(0)
 
 

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args[0]) if args else DEFAULT_OUT
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_man(), encoding="utf-8")
-    print(f"wrote {out}")
+    sys.stdout.write(f"wrote {out}\n")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ class SerialChanger(Changer):
         self.num_slots: int | None = None
         self.num_drives: int | None = None
         try:
-            import serial  # type: ignore[import-untyped]  # pyserial ships no type hints
+            import serial  # typed by types-pyserial (test extras)
         except ImportError:
             raise ChangerError(f"{self.name}: pyserial is not installed", hint="pip install pyserial") from None
         self._serial = serial
