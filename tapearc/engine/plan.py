@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, ChunkRow, GenerationRow
+from tapearc.catalog.states import GenerationState
 from tapearc.errors import IncompleteChainError, MalformedError, NoSuchGenerationError
 
 DIGEST_LEN = fmt.DIGEST_LEN
@@ -129,10 +130,10 @@ def load_chain(catalog: Catalog, set_uuid: uuid.UUID, volume: str, number: int |
     if not gens:
         raise NoSuchGenerationError(f"the catalog knows no generation of volume {volume!r} in this media set")
     if number is None:
-        complete = [g for g in gens.values() if g.state == "complete"]
+        complete = [g for g in gens.values() if g.state == GenerationState.COMPLETE]
         # a generation whose backup finished but whose trailer is damaged on the medium (and could
         # not be rebuilt from its chunks) is the latest one: never silently replaced by an older
-        latest_damaged = max((g.number for g in gens.values() if g.state == "damaged"), default=0)
+        latest_damaged = max((g.number for g in gens.values() if g.state == GenerationState.DAMAGED), default=0)
         if latest_damaged > max((g.number for g in complete), default=0):
             older = max((g.number for g in complete if g.number < latest_damaged), default=None)
             raise IncompleteChainError(
@@ -152,7 +153,7 @@ def load_chain(catalog: Catalog, set_uuid: uuid.UUID, volume: str, number: int |
     chain = []
     g = gens[number]
     while True:
-        if g.state != "complete":
+        if g.state != GenerationState.COMPLETE:
             raise IncompleteChainError(
                 f"generation {g.number} of volume {volume!r} is {g.state}"
                 + (f"; generation {number} needs it" if g.number != number else ""),

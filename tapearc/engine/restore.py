@@ -36,6 +36,7 @@ from typing import BinaryIO, Protocol
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, GenerationRow
+from tapearc.catalog.states import GenerationState
 from tapearc.engine.identity import refuse_same_restore_target
 from tapearc.engine.layout import MAGIC_CHUNK, read_item
 from tapearc.engine.mediasource import MediaSource
@@ -55,6 +56,7 @@ from tapearc.engine.scan import follow_set, sync_medium
 from tapearc.engine.volume import RestoreTarget, _blockdev_size, pwrite_all, zero_fill
 from tapearc.errors import (
     BadMagicError,
+    Interrupted,
     MalformedError,
     MediaMissingError,
     MediumError,
@@ -598,7 +600,7 @@ def detect_generation(
     being restored) first, then the others newest first, older or newer than it."""
     cache: dict[int, bytearray] = {}
     for g in sorted(gens, key=lambda g: (g.number != prefer, -g.number)):
-        if g.state != "complete":
+        if g.state != GenerationState.COMPLETE:
             continue
         if (not is_device and size != g.volume_size) or (is_device and size < g.volume_size):
             continue
@@ -624,7 +626,7 @@ def _preflight(media: MediaSource, catalog: Catalog, plan: Plan, label: fmt.Labe
         try:
             media.medium(medium_uuid, plan.set_uuid, seq, barcodes.get(medium_uuid) or None)
         except TapearcError as e:
-            if e.kind == "interrupted":
+            if isinstance(e, Interrupted):
                 raise
             raise _missing(plan.reads, medium_uuid, seq, barcodes.get(medium_uuid), e) from None
         finally:
@@ -970,7 +972,7 @@ def _read_all(
                     c.medium_uuid, plan.set_uuid, c.medium_sequence, barcodes.get(c.medium_uuid) or None
                 )
             except (MediumError, TapearcError) as e:
-                if isinstance(e, TapearcError) and e.kind in ("interrupted",):
+                if isinstance(e, Interrupted):
                     raise
                 missing = _missing(reads, c.medium_uuid, c.medium_sequence, barcodes.get(c.medium_uuid) or None, e)
                 if not partial:

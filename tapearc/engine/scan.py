@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
+from tapearc.catalog.states import GenerationState
 from tapearc.engine.layout import (
     MAGIC_CHUNK,
     MAGIC_TRAILER,
@@ -199,7 +200,7 @@ def _record_from_trailer(catalog: Catalog, label: fmt.Label, gf: GenerationFile,
     catalog.add_chunks(gen_id, label.medium_uuid, gf.tape_file, gf.logical, entries)
     catalog.finish_generation(
         gen_id,
-        state="auto",
+        state=GenerationState.AUTO,
         final=trailer.complete,
         continues=trailer.continues,
         medium_uuid=label.medium_uuid,
@@ -460,7 +461,7 @@ class _DeepRead:
         )
         self.catalog.finish_generation(
             self.gen_id,
-            state="damaged" if damaged else "auto",
+            state=GenerationState.DAMAGED if damaged else GenerationState.AUTO,
             final=v.complete,
             continues=v.continues,
             medium_uuid=self.label.medium_uuid,
@@ -615,7 +616,7 @@ def _neighbours(catalog: Catalog, label: fmt.Label) -> set[int]:
         return out
     for t in files:
         g = catalog.generation_of_tape_file(label.medium_uuid, t.file_number)
-        if g is None or g.state == "complete":
+        if g is None or g.state == GenerationState.COMPLETE:
             continue
         part, continues = catalog.part_info(label.medium_uuid, t.file_number)
         if part > 0:

@@ -28,13 +28,14 @@ from typing import cast
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
+from tapearc.catalog.states import GenerationState
 from tapearc.engine.layout import read_label
 from tapearc.engine.pipeline import RecordAhead
 from tapearc.engine.plan import ChainMap, chain_map, check_generation, load_chain
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.tapefiles import FileRecords, TapeFile, walk_tape_files
 from tapearc.engine.volume import SourceVolume
-from tapearc.errors import MalformedError, NoSuchGenerationError, TapearcError
+from tapearc.errors import CRCError, MalformedError, NoSuchGenerationError, TapearcError
 from tapearc.media.base import Mark, TapeDrive
 
 MAGICS = (fmt.LABEL_MAGIC, fmt.GENERATION_MAGIC, fmt.CHUNK_MAGIC, fmt.TRAILER_MAGIC, fmt.TRAILER_END_MAGIC)
@@ -484,7 +485,7 @@ class _FileCheck:
         self.damaged.append(Problem(i, e.kind, f"{_ITEM_NAMES.get(kind, 'item')}: {e.message}", seq, blocks))
         if kind == fmt.CHUNK_MAGIC:
             self.rep.chunks_damaged += 1
-        header_ok = seq is not None if kind == fmt.CHUNK_MAGIC else e.kind == "crc"
+        header_ok = seq is not None if kind == fmt.CHUNK_MAGIC else isinstance(e, CRCError)
         if not (framed.framing_ok and header_ok):
             recs.push(framed.parts[1:])
 
@@ -737,7 +738,7 @@ def _check_chains(rep: MediumReport, catalog: Catalog) -> None:
         if fr.run_uuid is None or fr.part not in (0, None):
             continue
         g = catalog.generation_by_run(fr.run_uuid)
-        if g is None or g.state != "complete":
+        if g is None or g.state != GenerationState.COMPLETE:
             continue
         try:
             check_generation(catalog, g)
@@ -824,7 +825,7 @@ def affected_generations(catalog: Catalog, reports: list[MediumReport]) -> dict[
                 continue
             out.setdefault(fr.volume, set()).add(g.number)
             for later in catalog.generations(g.set_uuid, g.volume):
-                if later.number <= g.number or later.state != "complete":
+                if later.number <= g.number or later.state != GenerationState.COMPLETE:
                     continue
                 try:
                     chain = load_chain(catalog, g.set_uuid, g.volume, later.number)
