@@ -9,7 +9,7 @@ from collections.abc import Callable
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.engine.identity import known_medium, refuse_unless_blank
-from tapearc.engine.mediasource import probe
+from tapearc.engine.mediasource import MediaSource, probe
 from tapearc.errors import MediumInUseError, NotTapearcMediumError, UsageError, WriteProtectedError
 from tapearc.media.base import TapeDrive
 
@@ -82,10 +82,38 @@ def label_medium(
         created=int(clock()),
         text=text,
     )
-    drive.rewind()
-    drive.write_record(fmt.encode_label(label))
-    drive.write_filemark()
+    write_label(drive, label)
     if p.label is not None:
         catalog.forget_medium_files(p.label.medium_uuid, from_file=0)
     catalog.record_medium(label, drive.name)
     return label
+
+
+def write_label(drive: TapeDrive, label: fmt.Label) -> None:
+    """Write ``label`` at the start of the medium, then its filemark: the one place a label is
+    written (``label_medium``, a backup's first medium, the next medium of a spanning backup)."""
+    drive.rewind()
+    drive.write_record(fmt.encode_label(label))
+    drive.write_filemark()
+
+
+def label_next_medium(
+    media: MediaSource, catalog: Catalog, current: fmt.Label, clock: Callable[[], float] = time.time
+) -> tuple[TapeDrive, fmt.Label]:
+    """Load a blank medium for the sequence after ``current`` in its media set, label it and
+    record it in the catalog (a backup spanning media)."""
+    media.release()
+    drive = media.blank_for(current.media_set_uuid, current.sequence + 1)
+    if not drive.writable:
+        raise WriteProtectedError("the next medium is write-protected").at(medium=drive.name)
+    label = fmt.Label(
+        medium_uuid=uuid.uuid4(),
+        media_set_uuid=current.media_set_uuid,
+        sequence=current.sequence + 1,
+        record_size=current.record_size,
+        created=int(clock()),
+        text=media.loaded_barcode() or "",
+    )
+    write_label(drive, label)
+    catalog.record_medium(label, drive.name)
+    return drive, label
