@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass(slots=True)
@@ -36,6 +36,6 @@ class BackupResult:
     verified: list[dict[str, object]] = field(default_factory=list)  # --verify: each tape file read back
 
     def to_json(self) -> dict[str, object]:
-        d = {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["mb_per_s"] = round(self.volume_size / self.seconds / 1e6, 2) if self.seconds > 0 else None
         return d

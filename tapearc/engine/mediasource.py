@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
@@ -21,6 +22,7 @@ from tapearc.engine.identity import damaged_label, known_medium
 from tapearc.engine.layout import read_label
 from tapearc.errors import FormatError, MediumUnavailableError, TapearcError
 from tapearc.media.base import Mark, TapeDrive, blank_check
+from tapearc.media.changer import Changer
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,14 @@ def library_dir(spec: str) -> str | None:
     return None
 
 
+class _Operator(Protocol):
+    """An operator "changer": a person asked for media by name (media.changers.operator)."""
+
+    def wait_for_medium(self, describe: str, check: Callable[[], bool | str], *, timeout: float | None = ...) -> None:
+        """Ask for ``describe``; return once ``check()`` accepts the loaded medium."""
+        ...
+
+
 class MediaSource:
     """The drive of a job and the means to change its medium."""
 
@@ -85,7 +95,7 @@ class MediaSource:
         spec: str,
         *,
         write: bool,
-        changer: object | None = None,
+        changer: Changer | None = None,
         catalog: Catalog | None = None,
         drive: TapeDrive | None = None,
         operator_timeout: float | None = None,
@@ -140,17 +150,16 @@ class MediaSource:
         try:
             self.drive = self._open()
         except MediumUnavailableError:
-            if not self.can_change or self.is_operator:
+            ch = self.changer
+            if ch is None or not self.can_change or self.is_operator:
                 raise
-            st = self.changer.status()  # type: ignore[union-attr]
+            st = ch.status()
             if st.drives and st.drives[0].full:
                 raise
             full = [s for s in st.slots if s.full]
             if not full:
-                raise MediumUnavailableError(
-                    f"the drive is empty and changer {self.changer.name} holds no tape"
-                ) from None  # type: ignore[union-attr]
-            self.changer.load(full[0].number, 0)  # type: ignore[union-attr]
+                raise MediumUnavailableError(f"the drive is empty and changer {ch.name} holds no tape") from None
+            ch.load(full[0].number, 0)
             self.drive = self._open()
         return self.drive
 
@@ -162,7 +171,7 @@ class MediaSource:
     def close(self) -> None:
         self.release()
         if self.changer is not None and hasattr(self.changer, "close"):
-            self.changer.close()  # type: ignore[union-attr]
+            self.changer.close()
 
     def __enter__(self) -> MediaSource:
         return self
@@ -176,7 +185,7 @@ class MediaSource:
         if self.changer is None or self.is_operator:
             return None
         try:
-            st = self.changer.status()  # type: ignore[union-attr]
+            st = self.changer.status()
         except TapearcError:
             return None
         return st.drives[0].barcode if st.drives and st.drives[0].full else None
@@ -206,38 +215,49 @@ class MediaSource:
             ).at(medium=self.spec)
         self.release()
         if self.is_operator:
+            return self._from_operator(describe, accept)
+        return self._from_slots(describe, accept, prefer, reasons)
 
-            def check() -> bool | str:
-                try:
-                    d = self._open()
-                except MediumUnavailableError as e:
-                    return e.message
-                v = accept(probe(d))
-                if v is True:
-                    self.drive = d
-                    return True
-                d.close()
-                return f"the drive holds {v}"
+    def _from_operator(self, describe: str, accept: Callable[[Probe], bool | str]) -> TapeDrive:
+        """Ask the operator for the medium until one is accepted (or the wait times out)."""
 
-            self.changer.wait_for_medium(describe, check, timeout=self.operator_timeout)  # type: ignore[union-attr]
-            assert self.drive is not None
-            return self.drive
-        # 2. the changer's slots
+        def check() -> bool | str:
+            try:
+                d = self._open()
+            except MediumUnavailableError as e:
+                return e.message
+            v = accept(probe(d))
+            if v is True:
+                self.drive = d
+                return True
+            d.close()
+            return f"the drive holds {v}"
+
+        operator = cast(_Operator, self.changer)
+        operator.wait_for_medium(describe, check, timeout=self.operator_timeout)
+        assert self.drive is not None
+        return self.drive
+
+    def _from_slots(
+        self, describe: str, accept: Callable[[Probe], bool | str], prefer: list[str] | None, reasons: list[str]
+    ) -> TapeDrive:
+        """Load the changer's slots (``prefer``'s barcodes first) until a medium is accepted."""
         ch = self.changer
-        st = ch.status()  # type: ignore[union-attr]
+        assert ch is not None
+        st = ch.status()
         if st.drives and st.drives[0].full:
-            ch.unload(0)  # type: ignore[union-attr]
-            st = ch.status()  # type: ignore[union-attr]
+            ch.unload(0)
+            st = ch.status()
         order = [s for s in st.slots if s.full]
         if prefer:
             order.sort(key=lambda s: (s.barcode not in prefer, s.number))
         for s in order:
-            ch.load(s.number, 0)  # type: ignore[union-attr]
+            ch.load(s.number, 0)
             try:
                 d = self._open()
             except MediumUnavailableError as e:
                 reasons.append(f"slot {s.number}: {e.message}")
-                ch.unload(0, s.number)  # type: ignore[union-attr]
+                ch.unload(0, s.number)
                 continue
             verdict = accept(probe(d))
             if verdict is True:
@@ -245,9 +265,9 @@ class MediaSource:
                 return d
             reasons.append(f"slot {s.number} ({s.barcode or 'no barcode'}) holds {verdict}")
             d.close()
-            ch.unload(0, s.number)  # type: ignore[union-attr]
+            ch.unload(0, s.number)
         raise MediumUnavailableError(
-            f"{describe} is needed and changer {ch.name} has none: " + "; ".join(reasons[-4:]),  # type: ignore[union-attr]
+            f"{describe} is needed and changer {ch.name} has none: " + "; ".join(reasons[-4:]),
             hint="load the medium into the changer, or a blank one",
         )
 
@@ -276,7 +296,7 @@ class MediaSource:
             try:
                 prefer = [
                     s.barcode for s in self.changer.status().slots if s.full and s.barcode and s.barcode not in known
-                ]  # type: ignore[union-attr]
+                ]
             except TapearcError:
                 prefer = None
         return self.obtain(f"a blank medium for sequence {sequence} of media set {set_uuid}", accept, prefer)
