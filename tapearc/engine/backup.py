@@ -39,7 +39,7 @@ from tapearc.errors import (
     WrongMediumError,
 )
 from tapearc.format.constants import MAX_BLOCK_SIZE
-from tapearc.media.base import Mark, Position, TapeDrive, WriteStatus
+from tapearc.media.base import Mark, Position, TapeDrive
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -294,8 +294,7 @@ class _Run:
         writer, h, result = self.writer, self.plan.header, self.writer.result
         complete = False
         try:
-            status = writer.open_part(self.medium.drive, self.medium.label, 0)
-            writer.pending_span = status is WriteStatus.EARLY_WARNING
+            writer.start(self.medium.drive, self.medium.label)
             self.progress.start(f"backup {h.volume_name}", h.volume_size)
             self._blocks()
             if not writer.stopped:
@@ -342,13 +341,10 @@ class _Run:
         """The source failed (shrank, EIO): close the tape file cleanly, trailer marked incomplete,
         so the medium stays readable and the catalog row says incomplete."""
         writer, h = self.writer, self.plan.header
-        if writer.part is not None and not writer.stopped:
-            writer.verify = False
-            try:
-                writer.close_part(complete=False, continues=False)
-                writer.stopped = True  # close_part recorded it as incomplete
-            except TapearcError:
-                pass  # the medium failed too: the caller marks the row incomplete
+        try:
+            writer.close_incomplete()
+        except TapearcError:
+            pass  # the medium failed too: the caller marks the row incomplete
         if e.hint is None:
             e.hint = (
                 f"generation {h.generation} of volume {h.volume_name} is marked incomplete (its first "

@@ -88,6 +88,20 @@ class GenerationWriter:
 
     # -------------------------------------------------------------- parts
 
+    def start(self, drive: TapeDrive, label: fmt.Label) -> None:
+        """Open the generation's first part on ``drive`` (an early warning there: the first chunk
+        goes on the next medium)."""
+        self.pending_span = self.open_part(drive, label, 0) is WriteStatus.EARLY_WARNING
+
+    def close_incomplete(self) -> None:
+        """The source failed: close the open part as incomplete (trailer and end record, no
+        read-back check), recording it so in the catalog, and write nothing more."""
+        if self.part is None or self.stopped:
+            return
+        self.verify = False
+        self.close_part(complete=False, continues=False)
+        self.stopped = True
+
     def open_part(self, drive: TapeDrive, label: fmt.Label, number: int) -> WriteStatus:
         pos = drive.position()
         hdr = replace(self.genhdr, medium_uuid=label.medium_uuid, part=number)
