@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from typing import NoReturn
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.engine.identity import known_medium, refuse_unless_blank
-from tapearc.engine.mediasource import probe
+from tapearc.engine.mediasource import MediaSource, Probe, probe
 from tapearc.errors import MediumInUseError, NotTapearcMediumError, UsageError, WriteProtectedError
 from tapearc.media.base import TapeDrive
 
@@ -46,29 +47,9 @@ def label_medium(
     p = probe(drive)
     held = known_medium(catalog, drive.name, barcode, by_place=by_place) if p.blank else None
     if (not p.blank or held is not None) and not force:
-        if p.damaged and p.error is not None:  # a damaged tapearc label: damage, exit 20/21
-            raise p.error.at(medium=drive.name)
-        if held is not None:
-            refuse_unless_blank(drive, catalog, barcode, by_place=by_place)
-        if p.label is not None:
-            lab = p.label
-            raise MediumInUseError(
-                f"medium is already labeled: sequence {lab.sequence} of media set {lab.media_set_uuid}"
-                + (f" ({lab.text})" if lab.text else "")
-                + "; labeling would erase it; nothing was written",
-                hint="add --force to erase it and label it anew",
-            ).at(medium=drive.name)
-        raise NotTapearcMediumError(
-            f"medium holds something that is not tapearc's ({p.foreign}); labeling would erase it; nothing was written",
-            hint="add --force to erase it and label it anew",
-        ).at(medium=drive.name)
+        _refuse(drive, p, held, catalog, barcode, by_place)
     if force and erasing is not None and (not p.blank or held is not None):
-        if p.label is not None:
-            erasing(f"a tapearc medium (sequence {p.label.sequence} of media set {p.label.media_set_uuid})")
-        elif held is not None:
-            erasing(f"a medium that reads as blank but for which the catalog holds {held}")
-        else:
-            erasing(p.foreign or "what the medium holds")
+        erasing(_what_is_erased(p, held))
     rs = record_size or min(DEFAULT_RECORD_SIZE, drive.max_record_size)
     if rs > drive.max_record_size:
         raise UsageError(
@@ -82,10 +63,69 @@ def label_medium(
         created=int(clock()),
         text=text,
     )
-    drive.rewind()
-    drive.write_record(fmt.encode_label(label))
-    drive.write_filemark()
+    write_label(drive, label)
     if p.label is not None:
         catalog.forget_medium_files(p.label.medium_uuid, from_file=0)
     catalog.record_medium(label, drive.name)
     return label
+
+
+def write_label(drive: TapeDrive, label: fmt.Label) -> None:
+    """Write ``label`` at the start of the medium, then its filemark: the one place a label is
+    written (``label_medium``, a backup's first medium, the next medium of a spanning backup)."""
+    drive.rewind()
+    drive.write_record(fmt.encode_label(label))
+    drive.write_filemark()
+
+
+def label_next_medium(
+    media: MediaSource, catalog: Catalog, current: fmt.Label, clock: Callable[[], float] = time.time
+) -> tuple[TapeDrive, fmt.Label]:
+    """Load a blank medium for the sequence after ``current`` in its media set, label it and
+    record it in the catalog (a backup spanning media)."""
+    media.release()
+    drive = media.blank_for(current.media_set_uuid, current.sequence + 1)
+    if not drive.writable:
+        raise WriteProtectedError("the next medium is write-protected").at(medium=drive.name)
+    label = fmt.Label(
+        medium_uuid=uuid.uuid4(),
+        media_set_uuid=current.media_set_uuid,
+        sequence=current.sequence + 1,
+        record_size=current.record_size,
+        created=int(clock()),
+        text=media.loaded_barcode() or "",
+    )
+    write_label(drive, label)
+    catalog.record_medium(label, drive.name)
+    return drive, label
+
+
+def _refuse(
+    drive: TapeDrive, p: Probe, held: str | None, catalog: Catalog, barcode: str | None, by_place: bool
+) -> NoReturn:
+    """Labeling without ``force`` a medium that is not provably blank: say why not."""
+    if p.damaged and p.error is not None:  # a damaged tapearc label: damage, exit 20/21
+        raise p.error.at(medium=drive.name)
+    if held is not None:
+        refuse_unless_blank(drive, catalog, barcode, by_place=by_place)
+    if p.label is not None:
+        lab = p.label
+        raise MediumInUseError(
+            f"medium is already labeled: sequence {lab.sequence} of media set {lab.media_set_uuid}"
+            + (f" ({lab.text})" if lab.text else "")
+            + "; labeling would erase it; nothing was written",
+            hint="add --force to erase it and label it anew",
+        ).at(medium=drive.name)
+    raise NotTapearcMediumError(
+        f"medium holds something that is not tapearc's ({p.foreign}); labeling would erase it; nothing was written",
+        hint="add --force to erase it and label it anew",
+    ).at(medium=drive.name)
+
+
+def _what_is_erased(p: Probe, held: str | None) -> str:
+    """What labeling with ``force`` destroys, in words."""
+    if p.label is not None:
+        return f"a tapearc medium (sequence {p.label.sequence} of media set {p.label.media_set_uuid})"
+    if held is not None:
+        return f"a medium that reads as blank but for which the catalog holds {held}"
+    return p.foreign or "what the medium holds"

@@ -126,18 +126,16 @@ class MediaSource:
         try:
             self.drive = self._open()
         except MediumUnavailableError:
-            if not self.can_change or self.is_operator:
+            ch = self.changer
+            if ch is None or not self.can_change or self.is_operator:
                 raise
-            assert self.changer is not None  # can_change
-            st = self.changer.status()
+            st = ch.status()
             if st.drives and st.drives[0].full:
                 raise
             full = [s for s in st.slots if s.full]
             if not full:
-                raise MediumUnavailableError(
-                    f"the drive is empty and changer {self.changer.name} holds no tape"
-                ) from None
-            self.changer.load(full[0].number, 0)
+                raise MediumUnavailableError(f"the drive is empty and changer {ch.name} holds no tape") from None
+            ch.load(full[0].number, 0)
             self.drive = self._open()
         return self.drive
 
@@ -193,26 +191,35 @@ class MediaSource:
             ).at(medium=self.spec)
         self.release()
         if self.is_operator:
+            return self._from_operator(describe, accept)
+        return self._from_slots(describe, accept, prefer, reasons)
 
-            def check() -> bool | str:
-                try:
-                    d = self._open()
-                except MediumUnavailableError as e:
-                    return e.message
-                v = accept(probe(d))
-                if v is True:
-                    self.drive = d
-                    return True
-                d.close()
-                return f"the drive holds {v}"
+    def _from_operator(self, describe: str, accept: Callable[[Probe], bool | str]) -> TapeDrive:
+        """Ask the operator for the medium until one is accepted (or the wait times out)."""
 
-            assert isinstance(self.changer, AttendedChanger)  # is_operator
-            self.changer.wait_for_medium(describe, check, timeout=self.operator_timeout)
-            assert self.drive is not None
-            return self.drive
-        # 2. the changer's slots
+        def check() -> bool | str:
+            try:
+                d = self._open()
+            except MediumUnavailableError as e:
+                return e.message
+            v = accept(probe(d))
+            if v is True:
+                self.drive = d
+                return True
+            d.close()
+            return f"the drive holds {v}"
+
+        assert isinstance(self.changer, AttendedChanger)  # is_operator
+        self.changer.wait_for_medium(describe, check, timeout=self.operator_timeout)
+        assert self.drive is not None
+        return self.drive
+
+    def _from_slots(
+        self, describe: str, accept: Callable[[Probe], bool | str], prefer: list[str] | None, reasons: list[str]
+    ) -> TapeDrive:
+        """Load the changer's slots (``prefer``'s barcodes first) until a medium is accepted."""
         ch = self.changer
-        assert ch is not None  # can_change
+        assert ch is not None
         st = ch.status()
         if st.drives and st.drives[0].full:
             ch.unload(0)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from typing import cast
 
 from tapearc import settings
 from tapearc.buffers import PAGE, aligned_bytearray, buffer_address  # noqa: F401 (re-exported)
@@ -291,7 +292,7 @@ class Worker:
             item = self._q.get()
             if isinstance(item, _Done):
                 return
-            fn, args = item  # type: ignore[misc]
+            fn, args = cast("tuple[Callable[..., object], tuple[object, ...]]", item)
             if self.error is None:
                 try:
                     fn(*args)

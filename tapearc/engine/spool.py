@@ -32,7 +32,8 @@ class SpoolStore:
         n = len(data)
         try:
             if self.file is None and len(self.mem) + n > self.limit:
-                self.file = tempfile.TemporaryFile(prefix="tapearc-trailer-")
+                # the file lives as long as the store (closed by close()), not a with block
+                self.file = tempfile.TemporaryFile(prefix="tapearc-trailer-")  # noqa: SIM115
                 self.file.write(self.mem)
                 self.mem = bytearray()
             if self.file is None:

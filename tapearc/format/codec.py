@@ -1198,3 +1198,8 @@ class TrailerBuilder:
             yield from self.digests.pieces()
 
         return header, len(header) + body_len, pieces()
+
+    def close(self) -> None:
+        """Release the stores (a spooled store's temporary file) once the trailer is written."""
+        self.body.close()
+        self.digests.close()

@@ -68,7 +68,9 @@ def write_record(self, data):
 
 
 stlike.StLikeDrive.write_record = write_record
-_close = backup_mod._ChunkWriter.close_part
+from tapearc.engine.genwriter import GenerationWriter
+
+_close = GenerationWriter.close_part
 
 
 def close_part(self, **kw):
@@ -76,7 +78,7 @@ def close_part(self, **kw):
     return _close(self, **kw)
 
 
-backup_mod._ChunkWriter.close_part = close_part
+GenerationWriter.close_part = close_part
 _target_write = volume.RestoreTarget.write_at
 
 
