@@ -53,7 +53,7 @@ from tapearc.engine.plan import (
 )
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.scan import follow_set, sync_medium
-from tapearc.engine.volume import RestoreTarget, _blockdev_size, pwrite_all, zero_fill
+from tapearc.engine.volume import RestoreTarget, blockdev_size, pwrite_all, zero_fill
 from tapearc.errors import (
     BadMagicError,
     Interrupted,
@@ -360,7 +360,7 @@ class _InPlaceSink:
         st = os.fstat(self.fd)
         self.is_device = stat.S_ISBLK(st.st_mode)
         if self.is_device:
-            have = _blockdev_size(self.fd)
+            have = blockdev_size(self.fd)
             if have < size:
                 os.close(self.fd)
                 raise TargetTooSmallError(f"target device {path} holds {have} bytes, the volume needs {size}")
@@ -568,7 +568,7 @@ def _target_size(path: str) -> tuple[bool, int, bool]:
     if stat.S_ISBLK(st.st_mode):
         fd = os.open(path, os.O_RDONLY)
         try:
-            return True, _blockdev_size(fd), True
+            return True, blockdev_size(fd), True
         finally:
             os.close(fd)
     if stat.S_ISDIR(st.st_mode):

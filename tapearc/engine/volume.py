@@ -19,7 +19,7 @@ DIRECT_ALIGN = 4096  # O_DIRECT alignment used for source reads (covers 512- and
 BLKZEROOUT = 0x127F  # _IO(0x12, 127): zero a byte range of a block device
 
 
-def _blockdev_size(fd: int) -> int:
+def blockdev_size(fd: int) -> int:
     buf = bytearray(8)
     fcntl.ioctl(fd, BLKGETSIZE64, buf, True)
     return int(struct.unpack("=Q", buf)[0])
@@ -79,7 +79,7 @@ class SourceVolume:
         try:
             st = os.fstat(self.fd)
             if stat.S_ISBLK(st.st_mode):
-                self.size = _blockdev_size(self.fd)
+                self.size = blockdev_size(self.fd)
                 self.is_block_device = True
             elif stat.S_ISREG(st.st_mode):
                 self.size = st.st_size
@@ -158,7 +158,7 @@ class SourceVolume:
         """The source's size now (None if it cannot be had: a device that went away)."""
         try:
             if self.is_block_device:
-                return _blockdev_size(self.fd)
+                return blockdev_size(self.fd)
             return os.fstat(self.fd).st_size
         except OSError:
             return None
@@ -265,7 +265,7 @@ class RestoreTarget:
                 self.fd = os.open(path, os.O_RDWR | os.O_EXCL)
             except OSError as e:
                 raise TargetError(f"cannot open target device {path}: {e.strerror}") from None
-            size = _blockdev_size(self.fd)
+            size = blockdev_size(self.fd)
             if size < volume_size:
                 os.close(self.fd)
                 raise TargetTooSmallError(
