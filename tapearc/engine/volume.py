@@ -20,6 +20,7 @@ BLKZEROOUT = 0x127F  # _IO(0x12, 127): zero a byte range of a block device
 
 
 def blockdev_size(fd: int) -> int:
+    """The size in bytes of the block device open as ``fd`` (BLKGETSIZE64)."""
     buf = bytearray(8)
     fcntl.ioctl(fd, BLKGETSIZE64, buf, True)
     return int(struct.unpack("=Q", buf)[0])
