@@ -284,8 +284,7 @@ class _ChunkWriter:
         pos = p.drive.position()
         header, total, pieces = p.builder.finish_pieces(complete=complete, continues=continues)
         _, nrec = write_stream(p.drive, header, pieces, self.record_size)
-        p.builder.body.close()
-        p.builder.digests.close()
+        p.builder.close()
         end = fmt.trailer_end_from_header(header, total, trailer_record=pos.record, record_size=self.record_size)
 
         def record() -> None:

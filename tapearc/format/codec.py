@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import zstandard
@@ -108,13 +108,14 @@ from .structs import (
 )
 
 __all__ = [
-    "MemoryStore",
-    "TrailerBuilder",
     "TrailerSummary",
     "build_chunk",
+    "check_digest_table",
+    "check_index_entry",
     "check_payload",
     "check_same_generation",
     "check_trailer_end",
+    "check_trailer_len",
     "chunk_header_len",
     "decode_chunk",
     "decode_chunk_header",
@@ -125,9 +126,11 @@ __all__ = [
     "decode_trailer_header",
     "encode_chunk_header",
     "encode_generation_header",
+    "encode_index_entries",
     "encode_label",
     "encode_trailer",
     "encode_trailer_end",
+    "encode_trailer_header",
     "pack_payload",
     "trailer_end_for",
     "trailer_end_from_header",
@@ -135,7 +138,6 @@ __all__ = [
 ]
 
 Buf = bytes | bytearray | memoryview
-T = TypeVar("T")
 
 _HEADER_START_C = HeaderStartStruct.compile()
 _CHUNK_FIXED_C = ChunkFixed.compile()
@@ -278,9 +280,24 @@ def _runs_to_build(runs: Sequence[Run]) -> list[dict[str, int]]:
     return [{"first": r.first, "count": r.count, "kind": r.kind} for r in runs]
 
 
-def _build(what: str, build: Callable[[], T]) -> T:
+def _entry_to_build(e: ChunkIndexEntry) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "record": e.record,
+        "record_count": e.record_count,
+        "flags": e.flags,
+        "stored_len": e.stored_len,
+        "raw_len": e.raw_len,
+        "payload_crc": e.payload_crc,
+        "runs": _runs_to_build(e.runs),
+    }
+
+
+def _build(what: str, build: Callable[[], Any]) -> bytes:
+    """``build()``'s bytes; its errors as MalformedError naming ``what``."""
     with _translated(f"cannot encode {what}"):
-        return build()
+        built: bytes = build()
+    return built
 
 
 # =========================================================================== label
@@ -717,17 +734,11 @@ def _validate_trailer(t: Trailer) -> None:
     body_len = len(t.digests)
     next_record = 1
     for i, e in enumerate(t.entries):
-        ename = f"trailer entry {i}"
-        want = t.entries[0].seq + i  # a part of a spanning generation starts where the last one stopped
-        if e.seq != want:
-            raise _malformed(ename, f"seq {e.seq}, expected {want}")
-        if e.record < next_record:
-            raise _malformed(ename, f"record {e.record} overlaps the item before (from {next_record})")
-        if e.record_count < 1:
-            raise _malformed(ename, f"record_count {e.record_count} must be >= 1")
+        # a part of a spanning generation starts where the last one stopped
+        d, z = check_index_entry(
+            i, e, seq=t.entries[0].seq + i, next_record=next_record, block_size=t.block_size, volume_size=t.volume_size
+        )
         next_record = e.record + e.record_count
-        data_len, d, z = _check_runs(ename, e.runs, t.block_size, t.volume_size)
-        _check_payload_lens(ename, e.flags, CHUNK_FLAGS_KNOWN, e.raw_len, e.stored_len, data_len)
         data_blocks += d
         zero_blocks += z
         raw_bytes += e.raw_len
@@ -742,11 +753,48 @@ def _validate_trailer(t: Trailer) -> None:
         if getattr(t, field) != total:
             raise _malformed(name, f"{field} {getattr(t, field)} != {total} summed over its chunks")
     _check_digest_table(name, t.digest_alg, len(t.digests), data_blocks)
-    if TRAILER_HEADER_LEN + body_len > MAX_TRAILER_LEN:
-        raise _trailer_too_large(TRAILER_HEADER_LEN + body_len, len(t.entries), data_blocks)
+    check_trailer_len(TRAILER_HEADER_LEN + body_len, len(t.entries), data_blocks)
 
 
-def _trailer_header(*, body_len: int, body_crc: int, **fields: Any) -> bytes:
+def check_trailer_len(total: int, chunks: int, data_blocks: int) -> None:
+    """Raise MalformedError (explaining the limit) when a trailer of ``total`` bytes, holding
+    ``chunks`` chunks and ``data_blocks`` data blocks, is larger than a trailer can be."""
+    if total > MAX_TRAILER_LEN:
+        raise _trailer_too_large(total, chunks, data_blocks)
+
+
+def check_index_entry(
+    index: int, e: ChunkIndexEntry, *, seq: int, next_record: int, block_size: int, volume_size: int
+) -> tuple[int, int]:
+    """Check entry number ``index`` of a trailer's chunk index: its ``seq`` (expected ``seq``),
+    its records (from ``next_record`` on), its runs and payload lengths. Returns its
+    ``(data blocks, zero blocks)``; raises MalformedError naming the entry."""
+    ename = f"trailer entry {index}"
+    if e.seq != seq:
+        raise _malformed(ename, f"seq {e.seq}, expected {seq}")
+    if e.record < next_record:
+        raise _malformed(ename, f"record {e.record} overlaps the item before (from {next_record})")
+    if e.record_count < 1:
+        raise _malformed(ename, f"record_count {e.record_count} must be >= 1")
+    data_len, d, z = _check_runs(ename, e.runs, block_size, volume_size)
+    _check_payload_lens(ename, e.flags, CHUNK_FLAGS_KNOWN, e.raw_len, e.stored_len, data_len)
+    return d, z
+
+
+def check_digest_table(name: str, digest_alg: int, table_len: int, data_blocks: int) -> None:
+    """Check that a digest table of ``table_len`` bytes fits ``data_blocks`` data blocks under
+    ``digest_alg`` (MalformedError naming ``name`` if not)."""
+    _check_digest_table(name, digest_alg, table_len, data_blocks)
+
+
+def encode_index_entries(entries: Sequence[ChunkIndexEntry]) -> bytes:
+    """The chunk index entries of a trailer body, encoded (no digest table)."""
+    built = [_entry_to_build(e) for e in entries]
+    n = len(built)
+    return _build("trailer body", lambda: TrailerBodyCompiled.build({"entries": built, "digests": b""}, chunk_count=n))
+
+
+def encode_trailer_header(*, body_len: int, body_crc: int, **fields: Any) -> bytes:
     """The trailer's header (its fields as TrailerHeaderStruct declares them, then its CRC)."""
     value = {
         "header_len": TRAILER_HEADER_LEN,
@@ -762,25 +810,13 @@ def _trailer_header(*, body_len: int, body_crc: int, **fields: Any) -> bytes:
 def encode_trailer(trailer: Trailer) -> bytes:
     """The trailer item: header, then the body: the chunk index followed by the digest table."""
     _validate_trailer(trailer)
-    entries = [
-        {
-            "seq": e.seq,
-            "record": e.record,
-            "record_count": e.record_count,
-            "flags": e.flags,
-            "stored_len": e.stored_len,
-            "raw_len": e.raw_len,
-            "payload_crc": e.payload_crc,
-            "runs": _runs_to_build(e.runs),
-        }
-        for e in trailer.entries
-    ]
+    entries = [_entry_to_build(e) for e in trailer.entries]
     n = len(entries)
     body = _build(
         "trailer body",
         lambda: TrailerBodyCompiled.build({"entries": entries, "digests": trailer.digests}, chunk_count=n),
     )
-    header = _trailer_header(
+    header = encode_trailer_header(
         flags=trailer.flags,
         run_uuid=trailer.run_uuid,
         generation=trailer.generation,
@@ -1061,140 +1097,3 @@ def check_same_generation(
             raise _malformed(name, f"{item.data_blocks} data blocks, more than chunk_blocks {gen.chunk_blocks}")
         if item.compressed and gen.compression != Compression.ZSTD:
             raise _malformed(name, "compressed, but the generation is not")
-
-
-class MemoryStore:
-    """Where a TrailerBuilder keeps its bytes by default: a bytearray. Another store (the engine
-    spools to a temporary file past a size) needs the same three methods."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def append(self, data: Buf) -> None:
-        self.buf += data
-
-    def __len__(self) -> int:
-        return len(self.buf)
-
-    def pieces(self) -> Iterator[Buf]:
-        """The bytes appended so far, in order, in pieces."""
-        if self.buf:
-            yield memoryview(self.buf)
-
-
-class TrailerBuilder:
-    """Builds a trailer item chunk by chunk, keeping only the encoded index (about 40 bytes +
-    13 per run for each chunk) and the digest table (16 bytes per data block) instead of model
-    objects, in two stores (``store()``: in memory by default; the backup spools them to a
-    temporary file, so its memory does not grow with the volume). ``finish`` gives the same
-    bytes as :func:`encode_trailer`; ``finish_pieces`` gives them as a header and a stream of
-    pieces, never all in memory at once."""
-
-    def __init__(
-        self,
-        *,
-        run_uuid: UUID,
-        generation: int,
-        volume_size: int,
-        block_size: int,
-        digest_alg: int = DIGEST_BLAKE3_128,
-        store: Callable[[], Any] = MemoryStore,
-    ) -> None:
-        if digest_alg not in DIGEST_ALGS:
-            raise _malformed("trailer", f"unknown digest_alg {digest_alg}")
-        self.run_uuid = run_uuid
-        self.generation = generation
-        self.volume_size = volume_size
-        self.block_size = block_size
-        self.digest_alg = digest_alg
-        self.body = store()  # the encoded chunk index entries
-        self.digests = store()  # the digest table, appended after the entries at finish
-        self.chunk_count = 0
-        self.first_seq: int | None = None  # seq of the first entry (0 unless a later part)
-        self.data_blocks = self.zero_blocks = self.raw_bytes = self.stored_bytes = 0
-        self._next_record = 1
-
-    def add(self, e: ChunkIndexEntry, digests: Buf) -> None:
-        """Append one chunk's index entry and the digests of its data blocks (in run order,
-        ``data blocks * 16`` bytes; empty when ``digest_alg`` is 0), checked with the same
-        rules as a whole trailer. Raises MalformedError, leaving the builder unchanged, when
-        the entry is invalid or the trailer would grow past 2**32 - 1 bytes."""
-        ename = f"trailer entry {self.chunk_count}"
-        want = e.seq if self.first_seq is None else self.first_seq + self.chunk_count
-        if e.seq != want:
-            raise _malformed(ename, f"seq {e.seq}, expected {want}")
-        if e.record < self._next_record:
-            raise _malformed(ename, f"record {e.record} overlaps the item before (from {self._next_record})")
-        if e.record_count < 1:
-            raise _malformed(ename, f"record_count {e.record_count} must be >= 1")
-        data_len, d, z = _check_runs(ename, e.runs, self.block_size, self.volume_size)
-        _check_payload_lens(ename, e.flags, CHUNK_FLAGS_KNOWN, e.raw_len, e.stored_len, data_len)
-        ndig = len(_mv(digests))
-        _check_digest_table(ename, self.digest_alg, ndig, d)
-        entry = {
-            "seq": e.seq,
-            "record": e.record,
-            "record_count": e.record_count,
-            "flags": e.flags,
-            "stored_len": e.stored_len,
-            "raw_len": e.raw_len,
-            "payload_crc": e.payload_crc,
-            "runs": _runs_to_build(e.runs),
-        }
-        encoded = _build(
-            "trailer body",
-            lambda: TrailerBodyCompiled.build({"entries": [entry], "digests": b""}, chunk_count=1),
-        )
-        total = TRAILER_HEADER_LEN + len(self.body) + len(encoded) + len(self.digests) + ndig
-        if total > MAX_TRAILER_LEN:
-            raise _trailer_too_large(total, self.chunk_count + 1, self.data_blocks + d)
-        self.body.append(encoded)
-        if ndig:
-            self.digests.append(digests)
-        self._next_record = e.record + e.record_count
-        if self.first_seq is None:
-            self.first_seq = e.seq
-        self.chunk_count += 1
-        self.data_blocks += d
-        self.zero_blocks += z
-        self.raw_bytes += e.raw_len
-        self.stored_bytes += e.stored_len
-
-    def finish(self, *, complete: bool = True, continues: bool = False) -> bytes:
-        """The trailer item (header + body: the index entries, then the digest table)."""
-        header, _, pieces = self.finish_pieces(complete=complete, continues=continues)
-        return b"".join((header, *pieces))
-
-    def finish_pieces(self, *, complete: bool = True, continues: bool = False) -> tuple[bytes, int, Iterator[Buf]]:
-        """The trailer item as ``(header, total length, the body's pieces)``: the header holds
-        the body's CRC, computed here by one pass over the stores; the pieces are read from
-        them again as they are consumed."""
-        if complete and continues:
-            raise MalformedError("a trailer cannot be both complete and continued on the next medium")
-        crc = 0
-        for piece in self.body.pieces():
-            crc = crc32c(piece, crc)
-        for piece in self.digests.pieces():
-            crc = crc32c(piece, crc)
-        body_len = len(self.body) + len(self.digests)
-        header = _trailer_header(
-            flags=(TRAILER_FLAG_COMPLETE if complete else 0) | (TRAILER_FLAG_CONTINUES if continues else 0),
-            run_uuid=self.run_uuid,
-            generation=self.generation,
-            volume_size=self.volume_size,
-            block_size=self.block_size,
-            chunk_count=self.chunk_count,
-            data_blocks=self.data_blocks,
-            zero_blocks=self.zero_blocks,
-            raw_bytes=self.raw_bytes,
-            stored_bytes=self.stored_bytes,
-            body_len=body_len,
-            body_crc=crc,
-            digest_alg=self.digest_alg,
-        )
-
-        def pieces() -> Iterator[Buf]:
-            yield from self.body.pieces()
-            yield from self.digests.pieces()
-
-        return header, len(header) + body_len, pieces()
