@@ -26,7 +26,6 @@ import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -42,6 +41,7 @@ from tapearc.errors import (
 )
 
 from .constants import (
+    CHUNK_FIXED_LEN,
     CHUNK_FLAG_ZSTD,
     CHUNK_FLAGS_KNOWN,
     CHUNK_MAGIC,
@@ -53,6 +53,7 @@ from .constants import (
     GENERATION_FORMAT_VERSIONS,
     GENERATION_MAGIC,
     HEADER_CRC_LEN,
+    INDEX_ENTRY_FIXED_LEN,
     LABEL_FLAGS_KNOWN,
     LABEL_MAGIC,
     MAX_BLOCK_SIZE,
@@ -64,11 +65,14 @@ from .constants import (
     MAX_TRAILER_LEN,
     MAX_VOLUME_NAME,
     MIN_RECORD_SIZE,
+    RUN_LEN,
     TRAILER_END_FLAGS_KNOWN,
+    TRAILER_END_LEN,
     TRAILER_END_MAGIC,
     TRAILER_FLAG_COMPLETE,
     TRAILER_FLAG_CONTINUES,
     TRAILER_FLAGS_KNOWN,
+    TRAILER_HEADER_LEN,
     TRAILER_MAGIC,
     ZSTD_LEVEL,
 )
@@ -86,16 +90,9 @@ from .model import (
     RunKind,
     Trailer,
     TrailerEnd,
-    VolumeSource,
+    TrailerSummary,
 )
 from .structs import (
-    CHUNK_FIXED_LEN,
-    GENERATION_FIXED_LEN,
-    INDEX_ENTRY_FIXED_LEN,
-    LABEL_FIXED_LEN,
-    RUN_LEN,
-    TRAILER_END_LEN,
-    TRAILER_HEADER_LEN,
     ChunkFieldsCompiled,
     ChunkFixed,
     GenerationHeaderSourceStruct,
@@ -105,6 +102,8 @@ from .structs import (
     TrailerBodyCompiled,
     TrailerEndHeaderStruct,
     TrailerHeaderStruct,
+    TrailerMap,
+    TrailerSummaryMap,
 )
 
 __all__ = [
@@ -141,9 +140,6 @@ Buf = bytes | bytearray | memoryview
 
 _HEADER_START_C = HeaderStartStruct.compile()
 _CHUNK_FIXED_C = ChunkFixed.compile()
-_RUN_KINDS = {0: RunKind.DATA, 1: RunKind.ZERO}
-_GENERATION_KINDS = frozenset(int(k) for k in GenerationKind)
-_COMPRESSIONS = frozenset(int(c) for c in Compression)
 
 
 # =========================================================================== helpers
@@ -268,31 +264,6 @@ def _check_payload_lens(name: str, flags: int, known: int, raw_len: int, stored_
         raise _malformed(name, f"uncompressed payload of {stored_len} bytes != raw_len {raw_len}")
 
 
-def _convert_runs(parsed: Any) -> tuple[Run, ...]:
-    kinds = _RUN_KINDS
-    try:
-        return tuple([Run(r.first, r.count, kinds[r.kind]) for r in parsed])
-    except KeyError as e:
-        raise MalformedError(f"run of unknown kind {e.args[0]}") from None
-
-
-def _runs_to_build(runs: Sequence[Run]) -> list[dict[str, int]]:
-    return [{"first": r.first, "count": r.count, "kind": r.kind} for r in runs]
-
-
-def _entry_to_build(e: ChunkIndexEntry) -> dict[str, Any]:
-    return {
-        "seq": e.seq,
-        "record": e.record,
-        "record_count": e.record_count,
-        "flags": e.flags,
-        "stored_len": e.stored_len,
-        "raw_len": e.raw_len,
-        "payload_crc": e.payload_crc,
-        "runs": _runs_to_build(e.runs),
-    }
-
-
 def _build(what: str, build: Callable[[], Any]) -> bytes:
     """``build()``'s bytes; its errors as MalformedError naming ``what``."""
     with _translated(f"cannot encode {what}"):
@@ -316,20 +287,7 @@ def _validate_label(lb: Label) -> None:
 def encode_label(label: Label) -> bytes:
     """The volume label item (one record)."""
     _validate_label(label)
-    text = label.text.encode("utf-8")
-    fields = {
-        "header_len": LABEL_FIXED_LEN + 1 + len(text) + HEADER_CRC_LEN,
-        "body_len": 0,
-        "format_version": FORMAT_VERSION,
-        "flags": label.flags,
-        "medium_uuid": label.medium_uuid,
-        "media_set_uuid": label.media_set_uuid,
-        "sequence": label.sequence,
-        "record_size": label.record_size,
-        "created": label.created,
-        "text": label.text,
-    }
-    return _build("volume label", lambda: LabelHeader.build({"fields": {"value": fields}}))
+    return _build("volume label", lambda: LabelHeader.build({"fields": {"value": label}}))
 
 
 def decode_label(buf: Buf) -> Label:
@@ -342,16 +300,7 @@ def decode_label(buf: Buf) -> Label:
             raise MalformedError(
                 f"volume label: header_len {prefix.header_len} != {f.length + HEADER_CRC_LEN} bytes of fields and CRC"
             )
-        v = f.value
-        label = Label(
-            flags=v.flags,
-            medium_uuid=v.medium_uuid,
-            media_set_uuid=v.media_set_uuid,
-            sequence=v.sequence,
-            record_size=v.record_size,
-            created=v.created,
-            text=v.text,
-        )
+        label: Label = f.value
     _validate_label(label)
     return label
 
@@ -401,46 +350,12 @@ def _path_bytes(name: str, field: str, text: str) -> bytes:
         raise _malformed(name, f"{field} is not a path: {e}") from e
 
 
-def _path_text(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
-
-
 def encode_generation_header(header: GenerationHeader) -> bytes:
     """The generation header item (first item of a generation file): layout 2 (format_version
     2) when the header carries its volume's source, else layout 1."""
     _validate_generation(header)
-    name = header.volume_name.encode("utf-8")
-    src = header.source
-    header_len = GENERATION_FIXED_LEN + 2 + len(name) + HEADER_CRC_LEN
-    extra: dict[str, object] = {}
-    if src is not None:
-        path = _path_bytes("generation header", "source path", src.path)
-        real = _path_bytes("generation header", "source real path", src.real_path)
-        extra = {"source_path": path, "source_real": real, "source_dev": src.dev, "source_ino": src.ino}
-        header_len += 2 + len(path) + 2 + len(real) + 8 + 8
-    fields = {
-        "header_len": header_len,
-        "body_len": 0,
-        "format_version": FORMAT_VERSION if src is None else GENERATION_FORMAT_VERSION_SOURCE,
-        "kind": header.kind,
-        "compression": header.compression,
-        "run_uuid": header.run_uuid,
-        "media_set_uuid": header.media_set_uuid,
-        "medium_uuid": header.medium_uuid,
-        "volume_uuid": header.volume_uuid,
-        "generation": header.generation,
-        "base_generation": header.base_generation,
-        "part": header.part,
-        "block_size": header.block_size,
-        "record_size": header.record_size,
-        "chunk_blocks": header.chunk_blocks,
-        "volume_size": header.volume_size,
-        "created": header.created,
-        "volume_name": header.volume_name,
-        **extra,
-    }
-    struct_ = GenerationHeaderStruct if src is None else GenerationHeaderSourceStruct
-    return _build("generation header", lambda: struct_.build({"fields": {"value": fields}}))
+    struct_ = GenerationHeaderStruct if header.source is None else GenerationHeaderSourceStruct
+    return _build("generation header", lambda: struct_.build({"fields": {"value": header}}))
 
 
 def decode_generation_header(buf: Buf) -> GenerationHeader:
@@ -456,38 +371,7 @@ def decode_generation_header(buf: Buf) -> GenerationHeader:
                 f"generation header: header_len {prefix.header_len} != "
                 f"{f.length + HEADER_CRC_LEN} bytes of fields and CRC"
             )
-        v = f.value
-        if v.kind not in _GENERATION_KINDS:
-            raise MalformedError(f"generation header: unknown kind {v.kind}")
-        if v.compression not in _COMPRESSIONS:
-            raise MalformedError(f"generation header: unknown compression {v.compression}")
-        kind = GenerationKind(v.kind)
-        compression = Compression(v.compression)
-        g = GenerationHeader(
-            run_uuid=v.run_uuid,
-            media_set_uuid=v.media_set_uuid,
-            medium_uuid=v.medium_uuid,
-            volume_uuid=v.volume_uuid,
-            volume_name=v.volume_name,
-            generation=v.generation,
-            base_generation=v.base_generation,
-            kind=kind,
-            compression=compression,
-            block_size=v.block_size,
-            record_size=v.record_size,
-            chunk_blocks=v.chunk_blocks,
-            volume_size=v.volume_size,
-            part=v.part,
-            created=v.created,
-            source=VolumeSource(
-                path=_path_text(v.source_path),
-                real_path=_path_text(v.source_real),
-                dev=v.source_dev,
-                ino=v.source_ino,
-            )
-            if layout2
-            else None,
-        )
+        g: GenerationHeader = f.value
     _validate_generation(g)
     return g
 
@@ -517,22 +401,7 @@ def encode_chunk_header(header: ChunkHeader) -> bytes:
     Hot path: one compiled construct build of the fields plus one CRC-32C.
     """
     _validate_chunk(header)
-    runs = header.runs
-    fields = {
-        "header_len": CHUNK_FIXED_LEN + RUN_LEN * len(runs) + HEADER_CRC_LEN,
-        "body_len": header.stored_len,
-        "format_version": FORMAT_VERSION,
-        "flags": header.flags,
-        "run_uuid": header.run_uuid,
-        "generation": header.generation,
-        "seq": header.seq,
-        "block_size": header.block_size,
-        "volume_size": header.volume_size,
-        "raw_len": header.raw_len,
-        "payload_crc": header.payload_crc,
-        "runs": _runs_to_build(runs),
-    }
-    raw = _build(f"chunk {header.seq}", lambda: ChunkFieldsCompiled.build(fields))
+    raw = _build(f"chunk {header.seq}", lambda: ChunkFieldsCompiled.build(header))
     return raw + crc32c(raw).to_bytes(HEADER_CRC_LEN, "little")
 
 
@@ -548,19 +417,7 @@ def _decode_chunk_header(mv: memoryview, prefix: ItemPrefix) -> ChunkHeader:
             raise _malformed(
                 name, f"header_len {hl} does not fit run_count {run_count} (expected {chunk_header_len(run_count)})"
             )
-        v = ChunkFieldsCompiled.parse(bytes(mv[: hl - HEADER_CRC_LEN]))
-        h = ChunkHeader(
-            flags=v.flags,
-            run_uuid=v.run_uuid,
-            generation=v.generation,
-            seq=v.seq,
-            block_size=v.block_size,
-            volume_size=v.volume_size,
-            raw_len=v.raw_len,
-            stored_len=prefix.body_len,
-            payload_crc=v.payload_crc,
-            runs=_convert_runs(v.runs),
-        )
+        h: ChunkHeader = ChunkFieldsCompiled.parse(bytes(mv[: hl - HEADER_CRC_LEN]))
     _validate_chunk(h)
     return h
 
@@ -789,9 +646,10 @@ def check_digest_table(name: str, digest_alg: int, table_len: int, data_blocks: 
 
 def encode_index_entries(entries: Sequence[ChunkIndexEntry]) -> bytes:
     """The chunk index entries of a trailer body, encoded (no digest table)."""
-    built = [_entry_to_build(e) for e in entries]
-    n = len(built)
-    return _build("trailer body", lambda: TrailerBodyCompiled.build({"entries": built, "digests": b""}, chunk_count=n))
+    n = len(entries)
+    return _build(
+        "trailer body", lambda: TrailerBodyCompiled.build({"entries": entries, "digests": b""}, chunk_count=n)
+    )
 
 
 def encode_trailer_header(*, body_len: int, body_crc: int, **fields: Any) -> bytes:
@@ -810,27 +668,14 @@ def encode_trailer_header(*, body_len: int, body_crc: int, **fields: Any) -> byt
 def encode_trailer(trailer: Trailer) -> bytes:
     """The trailer item: header, then the body: the chunk index followed by the digest table."""
     _validate_trailer(trailer)
-    entries = [_entry_to_build(e) for e in trailer.entries]
-    n = len(entries)
+    n = len(trailer.entries)
     body = _build(
         "trailer body",
-        lambda: TrailerBodyCompiled.build({"entries": entries, "digests": trailer.digests}, chunk_count=n),
+        lambda: TrailerBodyCompiled.build({"entries": trailer.entries, "digests": trailer.digests}, chunk_count=n),
     )
-    header = encode_trailer_header(
-        flags=trailer.flags,
-        run_uuid=trailer.run_uuid,
-        generation=trailer.generation,
-        volume_size=trailer.volume_size,
-        block_size=trailer.block_size,
-        chunk_count=n,
-        data_blocks=trailer.data_blocks,
-        zero_blocks=trailer.zero_blocks,
-        raw_bytes=trailer.raw_bytes,
-        stored_bytes=trailer.stored_bytes,
-        body_len=len(body),
-        body_crc=crc32c(body),
-        digest_alg=trailer.digest_alg,
-    )
+    fields = TrailerMap.from_model(trailer)
+    del fields["entries"], fields["digests"]
+    header = encode_trailer_header(chunk_count=n, body_len=len(body), body_crc=crc32c(body), **fields)
     return header + body
 
 
@@ -856,63 +701,9 @@ def decode_trailer(buf: Buf) -> Trailer:
         raise MalformedError(f"trailer: {n} chunks do not fit a body of {len(body)} bytes")
     with _translated("trailer body"):
         parsed = TrailerBodyCompiled.parse(bytes(body), chunk_count=n)
-        entries = tuple(
-            [
-                ChunkIndexEntry(
-                    seq=e.seq,
-                    record=e.record,
-                    record_count=e.record_count,
-                    flags=e.flags,
-                    stored_len=e.stored_len,
-                    raw_len=e.raw_len,
-                    payload_crc=e.payload_crc,
-                    runs=_convert_runs(e.runs),
-                )
-                for e in parsed.entries
-            ]
-        )
-        t = Trailer(
-            flags=v.flags,
-            run_uuid=v.run_uuid,
-            generation=v.generation,
-            volume_size=v.volume_size,
-            block_size=v.block_size,
-            entries=entries,
-            data_blocks=v.data_blocks,
-            zero_blocks=v.zero_blocks,
-            raw_bytes=v.raw_bytes,
-            stored_bytes=v.stored_bytes,
-            digest_alg=v.digest_alg,
-            digests=parsed.digests,
-        )
+        t: Trailer = TrailerMap.to_model({**v, "entries": parsed.entries, "digests": parsed.digests})
     _validate_trailer(t)
     return t
-
-
-@dataclass(frozen=True, slots=True)
-class TrailerSummary:
-    """A trailer's header fields alone (its totals and flags), for a trailer whose body is
-    damaged: the generation's index can then be rebuilt from its chunks' headers and checked
-    against these totals."""
-
-    flags: int
-    run_uuid: UUID
-    generation: int
-    volume_size: int
-    block_size: int
-    chunk_count: int
-    data_blocks: int
-    zero_blocks: int
-    raw_bytes: int
-    stored_bytes: int
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.flags & TRAILER_FLAG_COMPLETE)
-
-    @property
-    def continues(self) -> bool:
-        return bool(self.flags & TRAILER_FLAG_CONTINUES)
 
 
 def decode_trailer_header(buf: Buf) -> TrailerSummary:
@@ -932,18 +723,8 @@ def decode_trailer_header(buf: Buf) -> TrailerSummary:
         raise MalformedError(f"trailer: invalid flags 0x{v.flags:04x}")
     if v.generation < 1:
         raise MalformedError("trailer: generation must be >= 1")
-    return TrailerSummary(
-        flags=v.flags,
-        run_uuid=v.run_uuid,
-        generation=v.generation,
-        volume_size=v.volume_size,
-        block_size=v.block_size,
-        chunk_count=v.chunk_count,
-        data_blocks=v.data_blocks,
-        zero_blocks=v.zero_blocks,
-        raw_bytes=v.raw_bytes,
-        stored_bytes=v.stored_bytes,
-    )
+    summary: TrailerSummary = TrailerSummaryMap.to_model(v)
+    return summary
 
 
 # =========================================================================== generation end record
@@ -967,19 +748,7 @@ def _validate_trailer_end(t: TrailerEnd) -> None:
 def encode_trailer_end(end: TrailerEnd) -> bytes:
     """The generation end record (one record; written right after the trailer)."""
     _validate_trailer_end(end)
-    fields = {
-        "header_len": TRAILER_END_LEN,
-        "body_len": 0,
-        "format_version": FORMAT_VERSION,
-        "flags": end.flags,
-        "run_uuid": end.run_uuid,
-        "generation": end.generation,
-        "trailer_record": end.trailer_record,
-        "trailer_records": end.trailer_records,
-        "trailer_len": end.trailer_len,
-        "trailer_crc": end.trailer_crc,
-    }
-    return _build("generation end record", lambda: TrailerEndHeaderStruct.build({"fields": {"value": fields}}))
+    return _build("generation end record", lambda: TrailerEndHeaderStruct.build({"fields": {"value": end}}))
 
 
 def decode_trailer_end(buf: Buf) -> TrailerEnd:
@@ -989,16 +758,7 @@ def decode_trailer_end(buf: Buf) -> TrailerEnd:
     if hl != TRAILER_END_LEN:
         raise MalformedError(f"generation end record: header_len {hl} != {TRAILER_END_LEN}")
     with _translated("generation end record"):
-        v = TrailerEndHeaderStruct.parse(bytes(mv[:hl])).fields.value
-        end = TrailerEnd(
-            flags=v.flags,
-            run_uuid=v.run_uuid,
-            generation=v.generation,
-            trailer_record=v.trailer_record,
-            trailer_records=v.trailer_records,
-            trailer_len=v.trailer_len,
-            trailer_crc=v.trailer_crc,
-        )
+        end: TrailerEnd = TrailerEndHeaderStruct.parse(bytes(mv[:hl])).fields.value
     _validate_trailer_end(end)
     return end
 
