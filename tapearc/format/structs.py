@@ -125,6 +125,7 @@ __all__ = [
     "TrailerMap",
     "TrailerSummaryMap",
     "VolumeSourceStruct",
+    "field_offset",
 ]
 
 
@@ -364,6 +365,19 @@ TrailerEndFields = ModelAdapter(
 TrailerEndHeaderStruct = _with_crc(TrailerEndFields)
 
 # --------------------------------------------------------------------------- sizes
+
+
+def field_offset(struct: Construct, name: str) -> int:
+    """Byte offset of field ``name`` within ``struct`` (a Struct or a ModelAdapter over one),
+    whose fields before it have fixed sizes."""
+    inner = struct.subcon if isinstance(struct, ModelAdapter) else struct
+    offset = 0
+    for sc in inner.subcons:
+        if sc.name == name:
+            return offset
+        offset += sc.sizeof()
+    raise KeyError(f"no field {name!r}")
+
 
 #: Smallest header_len a valid header of each magic can declare.
 MIN_HEADER_LEN: dict[bytes, int] = {
