@@ -82,7 +82,19 @@ class ValueAdapter(Adapter):  # type: ignore[misc]  # construct has no type hint
         if self.to_raw is None:
             return build
         code.linkedbuilders[id(self)] = self.to_raw
-        return f"reuse(linkedbuilders[{id(self)}](obj), lambda obj: ({build}))"
+        return _emit_function(code, f"linkedbuilders[{id(self)}](obj)", build)
+
+
+def _emit_function(code: Any, convert: str, build: str) -> str:
+    """Emit a compiled build function that converts ``obj`` (code ``convert``), then builds it
+    (code ``build``); return the call. One call instead of construct's ``reuse`` and a lambda."""
+    fname = f"build_adapted_{code.allocateId()}"
+    code.append(f"""
+        def {fname}(obj, io, this):
+            obj = {convert}
+            return {build}
+    """)
+    return f"{fname}(obj, io, this)"
 
 
 class ModelAdapter(ValueAdapter):
@@ -93,6 +105,10 @@ class ModelAdapter(ValueAdapter):
     def __init__(self, struct: Construct, model: type, aliases: Mapping[str, str] | None = None) -> None:
         self.fieldmap = FieldMap(model, struct_names(struct), aliases)
         super().__init__(struct, self.fieldmap.to_model, self.fieldmap.from_model)
+
+    def _emitbuild(self, code: Any) -> str:
+        items = ", ".join(f"{k!r}: obj.{f}" for f, k in self.fieldmap.pairs)  # from_model, inline
+        return _emit_function(code, f"{{{items}}}", self.subcon._compilebuild(code))
 
 
 def _path_text(raw: bytes) -> str:
