@@ -47,6 +47,29 @@ from tapearc.format import (
     trailer_end_for,
     unpack_payload,
 )
+from tapearc.format.structs import (
+    TRAILER_HEADER_LEN,
+    ChunkFixed,
+    GenerationFixed,
+    LabelFixed,
+    TrailerEndFields,
+    TrailerFields,
+    field_offset,
+)
+
+# offsets of the fields the damaged vectors change, from the declarations (tapearc.format.structs)
+CHUNK_SEQ = field_offset(ChunkFixed, "seq")
+CHUNK_FLAGS = field_offset(ChunkFixed, "flags")
+CHUNK_RAW_LEN = field_offset(ChunkFixed, "raw_len")
+HEADER_LEN = field_offset(LabelFixed, "header_len")  # the same in every item's prefix
+BODY_LEN = field_offset(LabelFixed, "body_len")
+FORMAT_VERSION_AT = field_offset(LabelFixed, "format_version")
+GENERATION_KIND = field_offset(GenerationFixed, "kind")
+TRAILER_DATA_BLOCKS = field_offset(TrailerFields, "data_blocks")
+TRAILER_BODY_CRC = field_offset(TrailerFields, "body_crc")
+TRAILER_DIGEST_ALG = field_offset(TrailerFields, "digest_alg")
+TRAILER_CRC_AT = TRAILER_HEADER_LEN - 4
+END_TRAILER_RECORD = field_offset(TrailerEndFields, "trailer_record")
 
 MEDIUM_UUID = UUID("11111111-2222-4333-8444-555555555555")
 MEDIA_SET_UUID = UUID("66666666-7777-4888-9999-aaaaaaaaaaaa")
@@ -86,7 +109,7 @@ def describe(item: bytes, obj: Any, *, decoder: str, cls: str, **extra: Any) -> 
         "item": cls,
         "decoder": decoder,
         "magic": p.magic.decode("ascii"),
-        "format_version": int.from_bytes(item[16:18], "little"),
+        "format_version": int.from_bytes(item[FORMAT_VERSION_AT : FORMAT_VERSION_AT + 2], "little"),
         "header_len": hl,
         "body_len": p.body_len,
         "total_len": p.total_len,
@@ -212,7 +235,7 @@ def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
         complete=True,
     )
     b = encode_trailer(trailer)
-    index_len = len(b) - 100 - len(digests)
+    index_len = len(b) - TRAILER_HEADER_LEN - len(digests)
     out["trailer"] = (
         b,
         describe(
@@ -221,17 +244,14 @@ def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
             decoder="decode_trailer",
             cls="Trailer",
             body={
-                "body_len": len(b) - 100,
-                "crc32c": hexcrc(crc32c(b[100:])),
+                "body_len": len(b) - TRAILER_HEADER_LEN,
+                "crc32c": hexcrc(crc32c(b[TRAILER_HEADER_LEN:])),
                 "index_len": index_len,
-                "digest_table_offset": 100 + index_len,
+                "digest_table_offset": TRAILER_HEADER_LEN + index_len,
                 "digest_table_len": len(digests),
             },
             # the digest table block by block, in table order (BLAKE3-128 of each data block)
-            digest_table=[
-                {"block": block_id, "blake3_128": d.hex()}
-                for block_id, d in iter_trailer_digests(trailer)
-            ],
+            digest_table=[{"block": block_id, "blake3_128": d.hex()} for block_id, d in iter_trailer_digests(trailer)],
         ),
     )
 
@@ -263,7 +283,7 @@ def _patch(b: bytes, offset: int, new: bytes, *, fix_crc: bool) -> bytes:
     x = bytearray(b)
     x[offset : offset + len(new)] = new
     if fix_crc:
-        hl = int.from_bytes(x[8:12], "little")
+        hl = int.from_bytes(x[HEADER_LEN : HEADER_LEN + 4], "little")
         x[hl - 4 : hl] = crc32c(bytes(x[: hl - 4])).to_bytes(4, "little")
     return bytes(x)
 
@@ -271,9 +291,9 @@ def _patch(b: bytes, offset: int, new: bytes, *, fix_crc: bool) -> bytes:
 def _fix_trailer(b: bytes | bytearray) -> bytes:
     """Make a modified trailer consistent again: body_len, body CRC and header CRC."""
     x = bytearray(b)
-    x[12:16] = (len(x) - 100).to_bytes(4, "little")
-    x[88:92] = crc32c(bytes(x[100:])).to_bytes(4, "little")
-    x[96:100] = crc32c(bytes(x[:96])).to_bytes(4, "little")
+    x[BODY_LEN : BODY_LEN + 4] = (len(x) - TRAILER_HEADER_LEN).to_bytes(4, "little")
+    x[TRAILER_BODY_CRC : TRAILER_BODY_CRC + 4] = crc32c(bytes(x[TRAILER_HEADER_LEN:])).to_bytes(4, "little")
+    x[TRAILER_CRC_AT:TRAILER_HEADER_LEN] = crc32c(bytes(x[:TRAILER_CRC_AT])).to_bytes(4, "little")
     return bytes(x)
 
 
@@ -285,14 +305,14 @@ def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tu
     zchunk = valid["chunk-zstd"][0]
     trailer = valid["trailer"][0]
     end = valid["trailer-end"][0]
-    chl = int.from_bytes(chunk[8:12], "little")
+    chl = int.from_bytes(chunk[HEADER_LEN : HEADER_LEN + 4], "little")
 
     def e(decoder: str, error: str, why: str) -> dict[str, str]:
         return {"decoder": decoder, "error": error, "why": why}
 
     return {
         "chunk-bad-header-crc": (
-            _flip(chunk, 40),  # seq
+            _flip(chunk, CHUNK_SEQ),
             e("decode_chunk", "CRCError", "bit 0 of seq (offset 40) flipped, header CRC not fixed"),
         ),
         "chunk-bad-payload-crc": (
@@ -316,12 +336,15 @@ def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tu
             e("decode_chunk", "UnsupportedVersionError", "magic TACHUNK2 (version 2), CRC fixed"),
         ),
         "chunk-bad-raw-len": (
-            _patch(zchunk, 56, (8191).to_bytes(4, "little"), fix_crc=True),
-            e("decode_chunk", "MalformedError",
-              "raw_len 8191 != 8192 bytes of data blocks in the runs, header CRC fixed"),
-        ),  # fmt: skip
+            _patch(zchunk, CHUNK_RAW_LEN, (8191).to_bytes(4, "little"), fix_crc=True),
+            e(
+                "decode_chunk",
+                "MalformedError",
+                "raw_len 8191 != 8192 bytes of data blocks in the runs, header CRC fixed",
+            ),
+        ),
         "chunk-unknown-flag": (
-            _patch(chunk, 18, (0x0002).to_bytes(2, "little"), fix_crc=True),
+            _patch(chunk, CHUNK_FLAGS, (0x0002).to_bytes(2, "little"), fix_crc=True),
             e("decode_chunk", "MalformedError", "flags bit 1 set (reserved), header CRC fixed"),
         ),
         "label-bad-magic": (
@@ -329,7 +352,7 @@ def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tu
             e("decode_label", "BadMagicError", "magic XALABEL1"),
         ),
         "label-future-version": (
-            _patch(label, 16, (2).to_bytes(2, "little"), fix_crc=True),
+            _patch(label, FORMAT_VERSION_AT, (2).to_bytes(2, "little"), fix_crc=True),
             e("decode_label", "UnsupportedVersionError", "format_version 2, header CRC fixed"),
         ),
         "label-empty": (
@@ -337,55 +360,64 @@ def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tu
             e("decode_label", "TruncatedError", "zero bytes"),
         ),
         "label-huge-header-len": (
-            _patch(label, 8, (0x7FFFFFFF).to_bytes(4, "little"), fix_crc=False),
+            _patch(label, HEADER_LEN, (0x7FFFFFFF).to_bytes(4, "little"), fix_crc=False),
             e("decode_label", "MalformedError", "header_len 0x7fffffff (> 64 MiB)"),
         ),
         "generation-header-bad-kind": (
-            _patch(gen, 18, b"\x07", fix_crc=True),
+            _patch(gen, GENERATION_KIND, b"\x07", fix_crc=True),
             e("decode_generation_header", "MalformedError", "kind 7, header CRC fixed"),
         ),
         "generation-header-future-version": (
-            _patch(gen_src, 16, (3).to_bytes(2, "little"), fix_crc=True),
-            e("decode_generation_header", "UnsupportedVersionError",
-              "layout-2 header with format_version 3, header CRC fixed"),
+            _patch(gen_src, FORMAT_VERSION_AT, (3).to_bytes(2, "little"), fix_crc=True),
+            e(
+                "decode_generation_header",
+                "UnsupportedVersionError",
+                "layout-2 header with format_version 3, header CRC fixed",
+            ),
         ),
         "generation-header-source-as-v1": (
-            _patch(gen_src, 16, (1).to_bytes(2, "little"), fix_crc=True),
-            e("decode_generation_header", "MalformedError",
-              "layout-2 header with format_version 1 (its source fields are bytes after the "
-              "layout-1 fields), header CRC fixed"),
+            _patch(gen_src, FORMAT_VERSION_AT, (1).to_bytes(2, "little"), fix_crc=True),
+            e(
+                "decode_generation_header",
+                "MalformedError",
+                "layout-2 header with format_version 1 (its source fields are bytes after the "
+                "layout-1 fields), header CRC fixed",
+            ),
         ),
         "generation-header-v1-as-source": (
-            _patch(gen, 16, (2).to_bytes(2, "little"), fix_crc=True),
-            e("decode_generation_header", "MalformedError",
-              "layout-1 header with format_version 2 (too short for the source fields), header "
-              "CRC fixed"),
+            _patch(gen, FORMAT_VERSION_AT, (2).to_bytes(2, "little"), fix_crc=True),
+            e(
+                "decode_generation_header",
+                "MalformedError",
+                "layout-1 header with format_version 2 (too short for the source fields), header CRC fixed",
+            ),
         ),
         "trailer-bad-body-crc": (
-            _flip(trailer, 104),
+            _flip(trailer, TRAILER_HEADER_LEN + 4),
             e("decode_trailer", "CRCError", "bit 0 of body byte 4 flipped"),
         ),
         "trailer-short-digest-table": (
             _fix_trailer(trailer[:-16]),
-            e("decode_trailer", "MalformedError",
-              "last digest (16 bytes) of the digest table cut off; body_len, body CRC and "
-              "header CRC fixed"),
-        ),  # fmt: skip
+            e(
+                "decode_trailer",
+                "MalformedError",
+                "last digest (16 bytes) of the digest table cut off; body_len, body CRC and header CRC fixed",
+            ),
+        ),
         "trailer-bad-digest-alg": (
-            _patch(trailer, 92, b"\x02", fix_crc=True),
+            _patch(trailer, TRAILER_DIGEST_ALG, b"\x02", fix_crc=True),
             e("decode_trailer", "MalformedError", "digest_alg 2 (unknown), header CRC fixed"),
         ),
         "trailer-end-bad-crc": (
-            _flip(end, 40),  # trailer_record
-            e("decode_trailer_end", "CRCError",
-              "bit 0 of trailer_record (offset 40) flipped, header CRC not fixed"),
-        ),  # fmt: skip
+            _flip(end, END_TRAILER_RECORD),
+            e("decode_trailer_end", "CRCError", "bit 0 of trailer_record (offset 40) flipped, header CRC not fixed"),
+        ),
         "trailer-end-future-magic": (
             _patch(end, 0, b"TATREND2", fix_crc=True),
             e("decode_trailer_end", "UnsupportedVersionError", "magic TATREND2 (version 2), CRC fixed"),
         ),
         "trailer-bad-totals": (
-            _patch(trailer, 56, (999).to_bytes(8, "little"), fix_crc=True),
+            _patch(trailer, TRAILER_DATA_BLOCKS, (999).to_bytes(8, "little"), fix_crc=True),
             e("decode_trailer", "MalformedError", "data_blocks 999, header CRC fixed"),
         ),
     }

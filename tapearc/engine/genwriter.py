@@ -25,8 +25,8 @@ from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.spool import SpoolStore
 from tapearc.engine.verify import verify_tape_file
 from tapearc.errors import DamagedDataError, MediumFullError
+from tapearc.format.constants import RUN_LEN
 from tapearc.format.mapping import MAX_RUN_COUNT
-from tapearc.format.structs import RUN_LEN
 from tapearc.media.base import TapeDrive, WriteStatus
 
 #: Runs one chunk header takes: what fits in the header reserve after the header's fixed part.

@@ -26,8 +26,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import zstandard
@@ -42,6 +41,7 @@ from tapearc.errors import (
 )
 
 from .constants import (
+    CHUNK_FIXED_LEN,
     CHUNK_FLAG_ZSTD,
     CHUNK_FLAGS_KNOWN,
     CHUNK_MAGIC,
@@ -53,6 +53,7 @@ from .constants import (
     GENERATION_FORMAT_VERSIONS,
     GENERATION_MAGIC,
     HEADER_CRC_LEN,
+    INDEX_ENTRY_FIXED_LEN,
     LABEL_FLAGS_KNOWN,
     LABEL_MAGIC,
     MAX_BLOCK_SIZE,
@@ -64,11 +65,14 @@ from .constants import (
     MAX_TRAILER_LEN,
     MAX_VOLUME_NAME,
     MIN_RECORD_SIZE,
+    RUN_LEN,
     TRAILER_END_FLAGS_KNOWN,
+    TRAILER_END_LEN,
     TRAILER_END_MAGIC,
     TRAILER_FLAG_COMPLETE,
     TRAILER_FLAG_CONTINUES,
     TRAILER_FLAGS_KNOWN,
+    TRAILER_HEADER_LEN,
     TRAILER_MAGIC,
     ZSTD_LEVEL,
 )
@@ -86,16 +90,9 @@ from .model import (
     RunKind,
     Trailer,
     TrailerEnd,
-    VolumeSource,
+    TrailerSummary,
 )
 from .structs import (
-    CHUNK_FIXED_LEN,
-    GENERATION_FIXED_LEN,
-    INDEX_ENTRY_FIXED_LEN,
-    LABEL_FIXED_LEN,
-    RUN_LEN,
-    TRAILER_END_LEN,
-    TRAILER_HEADER_LEN,
     ChunkFieldsCompiled,
     ChunkFixed,
     GenerationHeaderSourceStruct,
@@ -105,16 +102,19 @@ from .structs import (
     TrailerBodyCompiled,
     TrailerEndHeaderStruct,
     TrailerHeaderStruct,
+    TrailerMap,
+    TrailerSummaryMap,
 )
 
 __all__ = [
-    "MemoryStore",
-    "TrailerBuilder",
     "TrailerSummary",
     "build_chunk",
+    "check_digest_table",
+    "check_index_entry",
     "check_payload",
     "check_same_generation",
     "check_trailer_end",
+    "check_trailer_len",
     "chunk_header_len",
     "decode_chunk",
     "decode_chunk_header",
@@ -125,9 +125,11 @@ __all__ = [
     "decode_trailer_header",
     "encode_chunk_header",
     "encode_generation_header",
+    "encode_index_entries",
     "encode_label",
     "encode_trailer",
     "encode_trailer_end",
+    "encode_trailer_header",
     "pack_payload",
     "trailer_end_for",
     "trailer_end_from_header",
@@ -135,13 +137,9 @@ __all__ = [
 ]
 
 Buf = bytes | bytearray | memoryview
-T = TypeVar("T")
 
 _HEADER_START_C = HeaderStartStruct.compile()
 _CHUNK_FIXED_C = ChunkFixed.compile()
-_RUN_KINDS = {0: RunKind.DATA, 1: RunKind.ZERO}
-_GENERATION_KINDS = frozenset(int(k) for k in GenerationKind)
-_COMPRESSIONS = frozenset(int(c) for c in Compression)
 
 
 # =========================================================================== helpers
@@ -266,21 +264,11 @@ def _check_payload_lens(name: str, flags: int, known: int, raw_len: int, stored_
         raise _malformed(name, f"uncompressed payload of {stored_len} bytes != raw_len {raw_len}")
 
 
-def _convert_runs(parsed: Any) -> tuple[Run, ...]:
-    kinds = _RUN_KINDS
-    try:
-        return tuple([Run(r.first, r.count, kinds[r.kind]) for r in parsed])
-    except KeyError as e:
-        raise MalformedError(f"run of unknown kind {e.args[0]}") from None
-
-
-def _runs_to_build(runs: Sequence[Run]) -> list[dict[str, int]]:
-    return [{"first": r.first, "count": r.count, "kind": r.kind} for r in runs]
-
-
-def _build(what: str, build: Callable[[], T]) -> T:
+def _build(what: str, build: Callable[[], Any]) -> bytes:
+    """``build()``'s bytes; its errors as MalformedError naming ``what``."""
     with _translated(f"cannot encode {what}"):
-        return build()
+        built: bytes = build()
+    return built
 
 
 # =========================================================================== label
@@ -299,20 +287,7 @@ def _validate_label(lb: Label) -> None:
 def encode_label(label: Label) -> bytes:
     """The volume label item (one record)."""
     _validate_label(label)
-    text = label.text.encode("utf-8")
-    fields = {
-        "header_len": LABEL_FIXED_LEN + 1 + len(text) + HEADER_CRC_LEN,
-        "body_len": 0,
-        "format_version": FORMAT_VERSION,
-        "flags": label.flags,
-        "medium_uuid": label.medium_uuid,
-        "media_set_uuid": label.media_set_uuid,
-        "sequence": label.sequence,
-        "record_size": label.record_size,
-        "created": label.created,
-        "text": label.text,
-    }
-    return _build("volume label", lambda: LabelHeader.build({"fields": {"value": fields}}))
+    return _build("volume label", lambda: LabelHeader.build({"fields": {"value": label}}))
 
 
 def decode_label(buf: Buf) -> Label:
@@ -325,16 +300,7 @@ def decode_label(buf: Buf) -> Label:
             raise MalformedError(
                 f"volume label: header_len {prefix.header_len} != {f.length + HEADER_CRC_LEN} bytes of fields and CRC"
             )
-        v = f.value
-        label = Label(
-            flags=v.flags,
-            medium_uuid=v.medium_uuid,
-            media_set_uuid=v.media_set_uuid,
-            sequence=v.sequence,
-            record_size=v.record_size,
-            created=v.created,
-            text=v.text,
-        )
+        label: Label = f.value
     _validate_label(label)
     return label
 
@@ -384,46 +350,12 @@ def _path_bytes(name: str, field: str, text: str) -> bytes:
         raise _malformed(name, f"{field} is not a path: {e}") from e
 
 
-def _path_text(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
-
-
 def encode_generation_header(header: GenerationHeader) -> bytes:
     """The generation header item (first item of a generation file): layout 2 (format_version
     2) when the header carries its volume's source, else layout 1."""
     _validate_generation(header)
-    name = header.volume_name.encode("utf-8")
-    src = header.source
-    header_len = GENERATION_FIXED_LEN + 2 + len(name) + HEADER_CRC_LEN
-    extra: dict[str, object] = {}
-    if src is not None:
-        path = _path_bytes("generation header", "source path", src.path)
-        real = _path_bytes("generation header", "source real path", src.real_path)
-        extra = {"source_path": path, "source_real": real, "source_dev": src.dev, "source_ino": src.ino}
-        header_len += 2 + len(path) + 2 + len(real) + 8 + 8
-    fields = {
-        "header_len": header_len,
-        "body_len": 0,
-        "format_version": FORMAT_VERSION if src is None else GENERATION_FORMAT_VERSION_SOURCE,
-        "kind": header.kind,
-        "compression": header.compression,
-        "run_uuid": header.run_uuid,
-        "media_set_uuid": header.media_set_uuid,
-        "medium_uuid": header.medium_uuid,
-        "volume_uuid": header.volume_uuid,
-        "generation": header.generation,
-        "base_generation": header.base_generation,
-        "part": header.part,
-        "block_size": header.block_size,
-        "record_size": header.record_size,
-        "chunk_blocks": header.chunk_blocks,
-        "volume_size": header.volume_size,
-        "created": header.created,
-        "volume_name": header.volume_name,
-        **extra,
-    }
-    struct_ = GenerationHeaderStruct if src is None else GenerationHeaderSourceStruct
-    return _build("generation header", lambda: struct_.build({"fields": {"value": fields}}))
+    struct_ = GenerationHeaderStruct if header.source is None else GenerationHeaderSourceStruct
+    return _build("generation header", lambda: struct_.build({"fields": {"value": header}}))
 
 
 def decode_generation_header(buf: Buf) -> GenerationHeader:
@@ -439,38 +371,7 @@ def decode_generation_header(buf: Buf) -> GenerationHeader:
                 f"generation header: header_len {prefix.header_len} != "
                 f"{f.length + HEADER_CRC_LEN} bytes of fields and CRC"
             )
-        v = f.value
-        if v.kind not in _GENERATION_KINDS:
-            raise MalformedError(f"generation header: unknown kind {v.kind}")
-        if v.compression not in _COMPRESSIONS:
-            raise MalformedError(f"generation header: unknown compression {v.compression}")
-        kind = GenerationKind(v.kind)
-        compression = Compression(v.compression)
-        g = GenerationHeader(
-            run_uuid=v.run_uuid,
-            media_set_uuid=v.media_set_uuid,
-            medium_uuid=v.medium_uuid,
-            volume_uuid=v.volume_uuid,
-            volume_name=v.volume_name,
-            generation=v.generation,
-            base_generation=v.base_generation,
-            kind=kind,
-            compression=compression,
-            block_size=v.block_size,
-            record_size=v.record_size,
-            chunk_blocks=v.chunk_blocks,
-            volume_size=v.volume_size,
-            part=v.part,
-            created=v.created,
-            source=VolumeSource(
-                path=_path_text(v.source_path),
-                real_path=_path_text(v.source_real),
-                dev=v.source_dev,
-                ino=v.source_ino,
-            )
-            if layout2
-            else None,
-        )
+        g: GenerationHeader = f.value
     _validate_generation(g)
     return g
 
@@ -500,22 +401,7 @@ def encode_chunk_header(header: ChunkHeader) -> bytes:
     Hot path: one compiled construct build of the fields plus one CRC-32C.
     """
     _validate_chunk(header)
-    runs = header.runs
-    fields = {
-        "header_len": CHUNK_FIXED_LEN + RUN_LEN * len(runs) + HEADER_CRC_LEN,
-        "body_len": header.stored_len,
-        "format_version": FORMAT_VERSION,
-        "flags": header.flags,
-        "run_uuid": header.run_uuid,
-        "generation": header.generation,
-        "seq": header.seq,
-        "block_size": header.block_size,
-        "volume_size": header.volume_size,
-        "raw_len": header.raw_len,
-        "payload_crc": header.payload_crc,
-        "runs": _runs_to_build(runs),
-    }
-    raw = _build(f"chunk {header.seq}", lambda: ChunkFieldsCompiled.build(fields))
+    raw = _build(f"chunk {header.seq}", lambda: ChunkFieldsCompiled.build(header))
     return raw + crc32c(raw).to_bytes(HEADER_CRC_LEN, "little")
 
 
@@ -531,19 +417,7 @@ def _decode_chunk_header(mv: memoryview, prefix: ItemPrefix) -> ChunkHeader:
             raise _malformed(
                 name, f"header_len {hl} does not fit run_count {run_count} (expected {chunk_header_len(run_count)})"
             )
-        v = ChunkFieldsCompiled.parse(bytes(mv[: hl - HEADER_CRC_LEN]))
-        h = ChunkHeader(
-            flags=v.flags,
-            run_uuid=v.run_uuid,
-            generation=v.generation,
-            seq=v.seq,
-            block_size=v.block_size,
-            volume_size=v.volume_size,
-            raw_len=v.raw_len,
-            stored_len=prefix.body_len,
-            payload_crc=v.payload_crc,
-            runs=_convert_runs(v.runs),
-        )
+        h: ChunkHeader = ChunkFieldsCompiled.parse(bytes(mv[: hl - HEADER_CRC_LEN]))
     _validate_chunk(h)
     return h
 
@@ -717,17 +591,11 @@ def _validate_trailer(t: Trailer) -> None:
     body_len = len(t.digests)
     next_record = 1
     for i, e in enumerate(t.entries):
-        ename = f"trailer entry {i}"
-        want = t.entries[0].seq + i  # a part of a spanning generation starts where the last one stopped
-        if e.seq != want:
-            raise _malformed(ename, f"seq {e.seq}, expected {want}")
-        if e.record < next_record:
-            raise _malformed(ename, f"record {e.record} overlaps the item before (from {next_record})")
-        if e.record_count < 1:
-            raise _malformed(ename, f"record_count {e.record_count} must be >= 1")
+        # a part of a spanning generation starts where the last one stopped
+        d, z = check_index_entry(
+            i, e, seq=t.entries[0].seq + i, next_record=next_record, block_size=t.block_size, volume_size=t.volume_size
+        )
         next_record = e.record + e.record_count
-        data_len, d, z = _check_runs(ename, e.runs, t.block_size, t.volume_size)
-        _check_payload_lens(ename, e.flags, CHUNK_FLAGS_KNOWN, e.raw_len, e.stored_len, data_len)
         data_blocks += d
         zero_blocks += z
         raw_bytes += e.raw_len
@@ -742,11 +610,49 @@ def _validate_trailer(t: Trailer) -> None:
         if getattr(t, field) != total:
             raise _malformed(name, f"{field} {getattr(t, field)} != {total} summed over its chunks")
     _check_digest_table(name, t.digest_alg, len(t.digests), data_blocks)
-    if TRAILER_HEADER_LEN + body_len > MAX_TRAILER_LEN:
-        raise _trailer_too_large(TRAILER_HEADER_LEN + body_len, len(t.entries), data_blocks)
+    check_trailer_len(TRAILER_HEADER_LEN + body_len, len(t.entries), data_blocks)
 
 
-def _trailer_header(*, body_len: int, body_crc: int, **fields: Any) -> bytes:
+def check_trailer_len(total: int, chunks: int, data_blocks: int) -> None:
+    """Raise MalformedError (explaining the limit) when a trailer of ``total`` bytes, holding
+    ``chunks`` chunks and ``data_blocks`` data blocks, is larger than a trailer can be."""
+    if total > MAX_TRAILER_LEN:
+        raise _trailer_too_large(total, chunks, data_blocks)
+
+
+def check_index_entry(
+    index: int, e: ChunkIndexEntry, *, seq: int, next_record: int, block_size: int, volume_size: int
+) -> tuple[int, int]:
+    """Check entry number ``index`` of a trailer's chunk index: its ``seq`` (expected ``seq``),
+    its records (from ``next_record`` on), its runs and payload lengths. Returns its
+    ``(data blocks, zero blocks)``; raises MalformedError naming the entry."""
+    ename = f"trailer entry {index}"
+    if e.seq != seq:
+        raise _malformed(ename, f"seq {e.seq}, expected {seq}")
+    if e.record < next_record:
+        raise _malformed(ename, f"record {e.record} overlaps the item before (from {next_record})")
+    if e.record_count < 1:
+        raise _malformed(ename, f"record_count {e.record_count} must be >= 1")
+    data_len, d, z = _check_runs(ename, e.runs, block_size, volume_size)
+    _check_payload_lens(ename, e.flags, CHUNK_FLAGS_KNOWN, e.raw_len, e.stored_len, data_len)
+    return d, z
+
+
+def check_digest_table(name: str, digest_alg: int, table_len: int, data_blocks: int) -> None:
+    """Check that a digest table of ``table_len`` bytes fits ``data_blocks`` data blocks under
+    ``digest_alg`` (MalformedError naming ``name`` if not)."""
+    _check_digest_table(name, digest_alg, table_len, data_blocks)
+
+
+def encode_index_entries(entries: Sequence[ChunkIndexEntry]) -> bytes:
+    """The chunk index entries of a trailer body, encoded (no digest table)."""
+    n = len(entries)
+    return _build(
+        "trailer body", lambda: TrailerBodyCompiled.build({"entries": entries, "digests": b""}, chunk_count=n)
+    )
+
+
+def encode_trailer_header(*, body_len: int, body_crc: int, **fields: Any) -> bytes:
     """The trailer's header (its fields as TrailerHeaderStruct declares them, then its CRC)."""
     value = {
         "header_len": TRAILER_HEADER_LEN,
@@ -762,39 +668,14 @@ def _trailer_header(*, body_len: int, body_crc: int, **fields: Any) -> bytes:
 def encode_trailer(trailer: Trailer) -> bytes:
     """The trailer item: header, then the body: the chunk index followed by the digest table."""
     _validate_trailer(trailer)
-    entries = [
-        {
-            "seq": e.seq,
-            "record": e.record,
-            "record_count": e.record_count,
-            "flags": e.flags,
-            "stored_len": e.stored_len,
-            "raw_len": e.raw_len,
-            "payload_crc": e.payload_crc,
-            "runs": _runs_to_build(e.runs),
-        }
-        for e in trailer.entries
-    ]
-    n = len(entries)
+    n = len(trailer.entries)
     body = _build(
         "trailer body",
-        lambda: TrailerBodyCompiled.build({"entries": entries, "digests": trailer.digests}, chunk_count=n),
+        lambda: TrailerBodyCompiled.build({"entries": trailer.entries, "digests": trailer.digests}, chunk_count=n),
     )
-    header = _trailer_header(
-        flags=trailer.flags,
-        run_uuid=trailer.run_uuid,
-        generation=trailer.generation,
-        volume_size=trailer.volume_size,
-        block_size=trailer.block_size,
-        chunk_count=n,
-        data_blocks=trailer.data_blocks,
-        zero_blocks=trailer.zero_blocks,
-        raw_bytes=trailer.raw_bytes,
-        stored_bytes=trailer.stored_bytes,
-        body_len=len(body),
-        body_crc=crc32c(body),
-        digest_alg=trailer.digest_alg,
-    )
+    fields = TrailerMap.from_model(trailer)
+    del fields["entries"], fields["digests"]
+    header = encode_trailer_header(chunk_count=n, body_len=len(body), body_crc=crc32c(body), **fields)
     return header + body
 
 
@@ -820,63 +701,9 @@ def decode_trailer(buf: Buf) -> Trailer:
         raise MalformedError(f"trailer: {n} chunks do not fit a body of {len(body)} bytes")
     with _translated("trailer body"):
         parsed = TrailerBodyCompiled.parse(bytes(body), chunk_count=n)
-        entries = tuple(
-            [
-                ChunkIndexEntry(
-                    seq=e.seq,
-                    record=e.record,
-                    record_count=e.record_count,
-                    flags=e.flags,
-                    stored_len=e.stored_len,
-                    raw_len=e.raw_len,
-                    payload_crc=e.payload_crc,
-                    runs=_convert_runs(e.runs),
-                )
-                for e in parsed.entries
-            ]
-        )
-        t = Trailer(
-            flags=v.flags,
-            run_uuid=v.run_uuid,
-            generation=v.generation,
-            volume_size=v.volume_size,
-            block_size=v.block_size,
-            entries=entries,
-            data_blocks=v.data_blocks,
-            zero_blocks=v.zero_blocks,
-            raw_bytes=v.raw_bytes,
-            stored_bytes=v.stored_bytes,
-            digest_alg=v.digest_alg,
-            digests=parsed.digests,
-        )
+        t: Trailer = TrailerMap.to_model({**v, "entries": parsed.entries, "digests": parsed.digests})
     _validate_trailer(t)
     return t
-
-
-@dataclass(frozen=True, slots=True)
-class TrailerSummary:
-    """A trailer's header fields alone (its totals and flags), for a trailer whose body is
-    damaged: the generation's index can then be rebuilt from its chunks' headers and checked
-    against these totals."""
-
-    flags: int
-    run_uuid: UUID
-    generation: int
-    volume_size: int
-    block_size: int
-    chunk_count: int
-    data_blocks: int
-    zero_blocks: int
-    raw_bytes: int
-    stored_bytes: int
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.flags & TRAILER_FLAG_COMPLETE)
-
-    @property
-    def continues(self) -> bool:
-        return bool(self.flags & TRAILER_FLAG_CONTINUES)
 
 
 def decode_trailer_header(buf: Buf) -> TrailerSummary:
@@ -896,18 +723,8 @@ def decode_trailer_header(buf: Buf) -> TrailerSummary:
         raise MalformedError(f"trailer: invalid flags 0x{v.flags:04x}")
     if v.generation < 1:
         raise MalformedError("trailer: generation must be >= 1")
-    return TrailerSummary(
-        flags=v.flags,
-        run_uuid=v.run_uuid,
-        generation=v.generation,
-        volume_size=v.volume_size,
-        block_size=v.block_size,
-        chunk_count=v.chunk_count,
-        data_blocks=v.data_blocks,
-        zero_blocks=v.zero_blocks,
-        raw_bytes=v.raw_bytes,
-        stored_bytes=v.stored_bytes,
-    )
+    summary: TrailerSummary = TrailerSummaryMap.to_model(v)
+    return summary
 
 
 # =========================================================================== generation end record
@@ -931,19 +748,7 @@ def _validate_trailer_end(t: TrailerEnd) -> None:
 def encode_trailer_end(end: TrailerEnd) -> bytes:
     """The generation end record (one record; written right after the trailer)."""
     _validate_trailer_end(end)
-    fields = {
-        "header_len": TRAILER_END_LEN,
-        "body_len": 0,
-        "format_version": FORMAT_VERSION,
-        "flags": end.flags,
-        "run_uuid": end.run_uuid,
-        "generation": end.generation,
-        "trailer_record": end.trailer_record,
-        "trailer_records": end.trailer_records,
-        "trailer_len": end.trailer_len,
-        "trailer_crc": end.trailer_crc,
-    }
-    return _build("generation end record", lambda: TrailerEndHeaderStruct.build({"fields": {"value": fields}}))
+    return _build("generation end record", lambda: TrailerEndHeaderStruct.build({"fields": {"value": end}}))
 
 
 def decode_trailer_end(buf: Buf) -> TrailerEnd:
@@ -953,16 +758,7 @@ def decode_trailer_end(buf: Buf) -> TrailerEnd:
     if hl != TRAILER_END_LEN:
         raise MalformedError(f"generation end record: header_len {hl} != {TRAILER_END_LEN}")
     with _translated("generation end record"):
-        v = TrailerEndHeaderStruct.parse(bytes(mv[:hl])).fields.value
-        end = TrailerEnd(
-            flags=v.flags,
-            run_uuid=v.run_uuid,
-            generation=v.generation,
-            trailer_record=v.trailer_record,
-            trailer_records=v.trailer_records,
-            trailer_len=v.trailer_len,
-            trailer_crc=v.trailer_crc,
-        )
+        end: TrailerEnd = TrailerEndHeaderStruct.parse(bytes(mv[:hl])).fields.value
     _validate_trailer_end(end)
     return end
 
@@ -1061,145 +857,3 @@ def check_same_generation(
             raise _malformed(name, f"{item.data_blocks} data blocks, more than chunk_blocks {gen.chunk_blocks}")
         if item.compressed and gen.compression != Compression.ZSTD:
             raise _malformed(name, "compressed, but the generation is not")
-
-
-class MemoryStore:
-    """Where a TrailerBuilder keeps its bytes by default: a bytearray. Another store (the engine
-    spools to a temporary file past a size) needs the same three methods."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def append(self, data: Buf) -> None:
-        self.buf += data
-
-    def __len__(self) -> int:
-        return len(self.buf)
-
-    def pieces(self) -> Iterator[Buf]:
-        """The bytes appended so far, in order, in pieces."""
-        if self.buf:
-            yield memoryview(self.buf)
-
-
-class TrailerBuilder:
-    """Builds a trailer item chunk by chunk, keeping only the encoded index (about 40 bytes +
-    13 per run for each chunk) and the digest table (16 bytes per data block) instead of model
-    objects, in two stores (``store()``: in memory by default; the backup spools them to a
-    temporary file, so its memory does not grow with the volume). ``finish`` gives the same
-    bytes as :func:`encode_trailer`; ``finish_pieces`` gives them as a header and a stream of
-    pieces, never all in memory at once."""
-
-    def __init__(
-        self,
-        *,
-        run_uuid: UUID,
-        generation: int,
-        volume_size: int,
-        block_size: int,
-        digest_alg: int = DIGEST_BLAKE3_128,
-        store: Callable[[], Any] = MemoryStore,
-    ) -> None:
-        if digest_alg not in DIGEST_ALGS:
-            raise _malformed("trailer", f"unknown digest_alg {digest_alg}")
-        self.run_uuid = run_uuid
-        self.generation = generation
-        self.volume_size = volume_size
-        self.block_size = block_size
-        self.digest_alg = digest_alg
-        self.body = store()  # the encoded chunk index entries
-        self.digests = store()  # the digest table, appended after the entries at finish
-        self.chunk_count = 0
-        self.first_seq: int | None = None  # seq of the first entry (0 unless a later part)
-        self.data_blocks = self.zero_blocks = self.raw_bytes = self.stored_bytes = 0
-        self._next_record = 1
-
-    def add(self, e: ChunkIndexEntry, digests: Buf) -> None:
-        """Append one chunk's index entry and the digests of its data blocks (in run order,
-        ``data blocks * 16`` bytes; empty when ``digest_alg`` is 0), checked with the same
-        rules as a whole trailer. Raises MalformedError, leaving the builder unchanged, when
-        the entry is invalid or the trailer would grow past 2**32 - 1 bytes."""
-        ename = f"trailer entry {self.chunk_count}"
-        want = e.seq if self.first_seq is None else self.first_seq + self.chunk_count
-        if e.seq != want:
-            raise _malformed(ename, f"seq {e.seq}, expected {want}")
-        if e.record < self._next_record:
-            raise _malformed(ename, f"record {e.record} overlaps the item before (from {self._next_record})")
-        if e.record_count < 1:
-            raise _malformed(ename, f"record_count {e.record_count} must be >= 1")
-        data_len, d, z = _check_runs(ename, e.runs, self.block_size, self.volume_size)
-        _check_payload_lens(ename, e.flags, CHUNK_FLAGS_KNOWN, e.raw_len, e.stored_len, data_len)
-        ndig = len(_mv(digests))
-        _check_digest_table(ename, self.digest_alg, ndig, d)
-        entry = {
-            "seq": e.seq,
-            "record": e.record,
-            "record_count": e.record_count,
-            "flags": e.flags,
-            "stored_len": e.stored_len,
-            "raw_len": e.raw_len,
-            "payload_crc": e.payload_crc,
-            "runs": _runs_to_build(e.runs),
-        }
-        encoded = _build(
-            "trailer body",
-            lambda: TrailerBodyCompiled.build({"entries": [entry], "digests": b""}, chunk_count=1),
-        )
-        total = TRAILER_HEADER_LEN + len(self.body) + len(encoded) + len(self.digests) + ndig
-        if total > MAX_TRAILER_LEN:
-            raise _trailer_too_large(total, self.chunk_count + 1, self.data_blocks + d)
-        self.body.append(encoded)
-        if ndig:
-            self.digests.append(digests)
-        self._next_record = e.record + e.record_count
-        if self.first_seq is None:
-            self.first_seq = e.seq
-        self.chunk_count += 1
-        self.data_blocks += d
-        self.zero_blocks += z
-        self.raw_bytes += e.raw_len
-        self.stored_bytes += e.stored_len
-
-    def finish(self, *, complete: bool = True, continues: bool = False) -> bytes:
-        """The trailer item (header + body: the index entries, then the digest table)."""
-        header, _, pieces = self.finish_pieces(complete=complete, continues=continues)
-        return b"".join((header, *pieces))
-
-    def finish_pieces(self, *, complete: bool = True, continues: bool = False) -> tuple[bytes, int, Iterator[Buf]]:
-        """The trailer item as ``(header, total length, the body's pieces)``: the header holds
-        the body's CRC, computed here by one pass over the stores; the pieces are read from
-        them again as they are consumed."""
-        if complete and continues:
-            raise MalformedError("a trailer cannot be both complete and continued on the next medium")
-        crc = 0
-        for piece in self.body.pieces():
-            crc = crc32c(piece, crc)
-        for piece in self.digests.pieces():
-            crc = crc32c(piece, crc)
-        body_len = len(self.body) + len(self.digests)
-        header = _trailer_header(
-            flags=(TRAILER_FLAG_COMPLETE if complete else 0) | (TRAILER_FLAG_CONTINUES if continues else 0),
-            run_uuid=self.run_uuid,
-            generation=self.generation,
-            volume_size=self.volume_size,
-            block_size=self.block_size,
-            chunk_count=self.chunk_count,
-            data_blocks=self.data_blocks,
-            zero_blocks=self.zero_blocks,
-            raw_bytes=self.raw_bytes,
-            stored_bytes=self.stored_bytes,
-            body_len=body_len,
-            body_crc=crc,
-            digest_alg=self.digest_alg,
-        )
-
-        def pieces() -> Iterator[Buf]:
-            yield from self.body.pieces()
-            yield from self.digests.pieces()
-
-        return header, len(header) + body_len, pieces()
-
-    def close(self) -> None:
-        """Release the stores (a spooled store's temporary file) once the trailer is written."""
-        self.body.close()
-        self.digests.close()

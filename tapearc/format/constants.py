@@ -28,6 +28,20 @@ PREFIX_LEN: Final = 16
 #: Bytes of the header CRC at the end of every header.
 HEADER_CRC_LEN: Final = 4
 
+#: Sizes of the fixed parts (structs.py declares the fields and checks these sums).
+#: One run of a chunk header or index entry: first (u64), count (u32), kind (u8).
+RUN_LEN: Final = 13
+#: Label fields before the text; generation header fields before the volume name.
+LABEL_FIXED_LEN: Final = 68
+GENERATION_FIXED_LEN: Final = 124
+#: Chunk header fields before the runs (a chunk header is this + 13 per run + the header CRC).
+CHUNK_FIXED_LEN: Final = 68
+#: The trailer's header, CRC included; a trailer index entry before its runs.
+TRAILER_HEADER_LEN: Final = 100
+INDEX_ENTRY_FIXED_LEN: Final = 30
+#: The generation end record, CRC included.
+TRAILER_END_LEN: Final = 60
+
 #: Sanity limits applied before anything is allocated or parsed.
 MAX_HEADER_LEN: Final = 64 * 1024 * 1024
 #: Largest chunk body (stored payload) and raw payload: 1 GiB.

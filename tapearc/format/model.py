@@ -25,6 +25,8 @@ __all__ = [
     "RunKind",
     "Trailer",
     "TrailerEnd",
+    "TrailerSummary",
+    "VolumeSource",
 ]
 
 
@@ -282,3 +284,29 @@ class TrailerEnd:
     def record(self) -> int:
         """Index within the tape file of the end record itself (right after the trailer)."""
         return self.trailer_record + self.trailer_records
+
+
+@dataclass(frozen=True, slots=True)
+class TrailerSummary:
+    """A trailer's header fields alone (its totals and flags), for a trailer whose body is
+    damaged: the generation's index can then be rebuilt from its chunks' headers and checked
+    against these totals."""
+
+    flags: int
+    run_uuid: UUID
+    generation: int
+    volume_size: int
+    block_size: int
+    chunk_count: int
+    data_blocks: int
+    zero_blocks: int
+    raw_bytes: int
+    stored_bytes: int
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.flags & TRAILER_FLAG_COMPLETE)
+
+    @property
+    def continues(self) -> bool:
+        return bool(self.flags & TRAILER_FLAG_CONTINUES)

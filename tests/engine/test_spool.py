@@ -52,8 +52,7 @@ def test_spooled_trailer_is_the_same_trailer(nchunks: int, limit: int, complete:
         mem, trailer_record=5, record_size=512
     )
     assert fmt.decode_trailer(mem).chunk_count == nchunks
-    b.body.close()
-    b.digests.close()
+    b.close()
 
 
 class Recorder:
