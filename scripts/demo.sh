@@ -3,6 +3,9 @@
 set -euo pipefail
 dir=demo
 rm -rf "$dir"; mkdir -p "$dir"
+# the demo keeps its own catalog beside its tape: it erases both on every run, and a catalog that
+# remembers an erased tape rightly refuses to take it for a blank one
+export TAPEARC_CATALOG="$PWD/$dir/catalog.sqlite"
 python - "$dir/volume.img" <<'PY'
 import os, random, sys
 # 24 MiB: random data, a long run of zeros, repeated text, and a partial last block
