@@ -9,6 +9,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) scripts/link_libnbd.py
 	touch $@
 
 # Outside judges the tests use (Debian packages): simh's mtdump (SIMH .tap), hercules' tapemap
@@ -20,6 +21,14 @@ tools:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq simh hercules tgt >/dev/null) \
 	      || echo "note: could not install simh/hercules/tgt; their interop tests will be skipped"; \
 	  else echo "note: apt-get install simh hercules tgt for the interop tests (skipped now)"; fi; }
+	@{ command -v qemu-nbd && command -v nbdkit && command -v nbdinfo && command -v thin_delta \
+	   && [ -e /usr/lib/python3/dist-packages/nbd.py ]; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-utils python3-libnbd \
+	       libnbd-bin nbdkit thin-provisioning-tools >/dev/null) \
+	      || echo "note: could not install qemu-utils/libnbd/nbdkit; the NBD tests will be skipped"; \
+	  else echo "note: apt-get install qemu-utils python3-libnbd libnbd-bin nbdkit thin-provisioning-tools for the NBD tests (skipped now)"; fi; }
+	@$(PY) scripts/link_libnbd.py
 
 # Back up a sample volume to a simulated tape, list the tape, restore it, compare.
 demo: $(STAMP)

@@ -286,7 +286,7 @@ class _Run:
         self.progress = progress
         self.pos0 = pos0
         h = plan.header
-        self.classifier = BlockClassifier(h.block_size, plan.base_manifest, plan.base_blocks)
+        self.classifier = BlockClassifier(h.block_size, plan.base_manifest)
         self.block_id = 0  # the next block to classify
 
     def write(self) -> bool:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
+from tapearc.engine.classify import ArrayManifest, BaseManifest
 from tapearc.engine.plan import load_chain, manifest_at
 from tapearc.engine.volumes import choose_volume
 from tapearc.errors import UsageError
@@ -21,8 +22,7 @@ class GenerationPlan:
     with the medium and part number of that part), and what an incremental compares against."""
 
     header: fmt.GenerationHeader
-    base_manifest: bytearray | None  # the base generation's block digests (an incremental), else None
-    base_blocks: int  # blocks of the base generation (0 for a full one)
+    base_manifest: BaseManifest | None  # the base generation's block digests (an incremental), else None
     warnings: tuple[str, ...]  # from choosing the volume (e.g. a volume moved to a new source)
 
     @property
@@ -74,7 +74,11 @@ def plan_generation(catalog: Catalog, req: PlanRequest) -> GenerationPlan:
             )
         bs = prev.block_size
     base = prev if prev is not None and not req.full else None
-    manifest = manifest_at(catalog, load_chain(catalog, set_uuid, name, base.number)) if base else None
+    manifest = (
+        ArrayManifest(manifest_at(catalog, load_chain(catalog, set_uuid, name, base.number)), base.nblocks)
+        if base
+        else None
+    )
     header = fmt.GenerationHeader(
         run_uuid=uuid.uuid4(),
         media_set_uuid=set_uuid,
@@ -93,4 +97,4 @@ def plan_generation(catalog: Catalog, req: PlanRequest) -> GenerationPlan:
         created=req.now,
         source=req.ident,
     )
-    return GenerationPlan(header, manifest, base.nblocks if base else 0, tuple(choice.warnings))
+    return GenerationPlan(header, manifest, tuple(choice.warnings))

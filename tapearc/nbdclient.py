@@ -1,0 +1,85 @@
+"""NBD exports as volumes: naming them by URI and connecting through libnbd.
+
+tapearc does not speak the NBD protocol itself: libnbd (the NBD client of the qemu/nbdkit
+world, Debian ``python3-libnbd``) does, with the URI forms qemu-img, nbdinfo and nbdcopy take
+(``nbd://HOST[:PORT]/EXPORT``, ``nbds://`` with TLS, ``nbd+unix:///EXPORT?socket=PATH``). This
+module is the one place that imports it: a missing libnbd, a URI it cannot parse or an export
+that does not answer is an error of the caller's kind (a source's or a restore target's), one
+line naming the URI, never a traceback.
+
+Debian's python3-libnbd is built for the system Python; ``make`` links its two files into the
+project's virtual environment (the module ``nbd`` and its extension ``libnbdmod``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
+from tapearc.errors import TapearcError
+
+#: URI schemes libnbd connects to (RFC-style NBD URIs, as qemu and libnbd spell them).
+NBD_SCHEMES = ("nbd://", "nbds://", "nbd+unix://", "nbds+unix://", "nbd+vsock://", "nbds+vsock://")
+
+#: The NBD metadata context of allocation (holes and zeros) and the prefix of qemu's dirty bitmaps.
+ALLOCATION = "base:allocation"
+DIRTY_BITMAP_PREFIX = "qemu:dirty-bitmap:"
+
+#: Flags of base:allocation extents (NBD protocol): a hole (reads as zeros, not allocated), zero.
+STATE_HOLE = 1
+STATE_ZERO = 2
+#: Flag of a qemu:dirty-bitmap extent: dirty (changed since the bitmap started).
+STATE_DIRTY = 1
+
+ErrorFactory = Callable[[str], TapearcError]
+
+_module: ModuleType | None = None
+
+
+def is_nbd_uri(text: str) -> bool:
+    """True when ``text`` names an NBD export (not a path)."""
+    return text.lower().startswith(NBD_SCHEMES)
+
+
+def libnbd(error: ErrorFactory, uri: str) -> ModuleType:
+    """The libnbd Python module, or ``error`` naming what to install."""
+    global _module
+    if _module is None:
+        try:
+            import nbd
+        except ImportError:
+            e = error(f"{uri}: NBD exports need libnbd's Python module (nbd), which is not installed")
+            e.hint = "apt-get install python3-libnbd (then make links it into the project's venv)"
+            raise e from None
+        _module = nbd
+    return _module
+
+
+def connect(uri: str, error: ErrorFactory, *, contexts: Sequence[str] = (), writable: bool = False) -> Any:
+    """An open libnbd handle on the export ``uri``, with the metadata ``contexts`` requested
+    (those the server offers can be asked for with ``can_meta_context``). Raises ``error``
+    naming the URI when the export cannot be reached, or when ``writable`` and it is read-only."""
+    nbd = libnbd(error, uri)
+    h = nbd.NBD()
+    try:
+        for c in contexts:
+            h.add_meta_context(c)
+        h.connect_uri(uri)
+    except nbd.Error as e:
+        h.close()
+        raise error(f"cannot connect to NBD export {uri}: {_reason(e)}") from None
+    if writable and h.is_read_only():
+        h.close()
+        raise error(f"NBD export {uri} is read-only")
+    return h
+
+
+def nbd_error_text(e: BaseException) -> str:
+    """One line for a libnbd error (its message without the trailing errno text duplication)."""
+    return _reason(e)
+
+
+def _reason(e: BaseException) -> str:
+    text = str(getattr(e, "string", None) or e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

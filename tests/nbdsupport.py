@@ -1,0 +1,144 @@
+"""NBD exports for tests, served by the real tools: qemu-nbd (a raw or qcow2 image, on a Unix
+socket, optionally exposing a qemu dirty bitmap) and nbdkit (a file over TCP on 127.0.0.1).
+
+Each is a context manager yielding the export's NBD URI; the server is stopped (and waited for)
+on exit. ``needs_qemu_nbd`` / ``needs_nbdkit`` / ``needs_libnbd`` skip a test, saying why, on a
+machine without them (``make tools`` installs them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _have_libnbd() -> bool:
+    try:
+        import nbd  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_libnbd = pytest.mark.skipif(not _have_libnbd(), reason="libnbd's Python module (python3-libnbd) is missing")
+needs_qemu_nbd = pytest.mark.skipif(
+    not (shutil.which("qemu-nbd") and shutil.which("qemu-img") and _have_libnbd()),
+    reason="qemu-nbd/qemu-img (qemu-utils) or libnbd is missing",
+)
+needs_nbdkit = pytest.mark.skipif(
+    not (shutil.which("nbdkit") and _have_libnbd()), reason="nbdkit or libnbd is missing"
+)
+
+
+def _wait_for(check: object, proc: subprocess.Popen[bytes], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(check) and check():
+            return
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {err.strip()}")
+        time.sleep(0.02)
+    raise RuntimeError(f"{what} did not start within {timeout} s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def qemu_nbd(
+    image: Path,
+    fmt: str = "raw",
+    *,
+    bitmap: str | None = None,
+    read_only: bool = True,
+    export: str = "disk",
+) -> Iterator[str]:
+    """Serve ``image`` with qemu-nbd on a Unix socket beside it; yields the ``nbd+unix`` URI.
+
+    ``bitmap``: also expose the qcow2 persistent dirty bitmap of that name (``qemu-nbd -B``), as
+    the NBD metadata context ``qemu:dirty-bitmap:NAME``. Not read-only: the export is writable
+    (a restore target). qemu-nbd keeps the image open until the block ends."""
+    sock = image.parent / f".{image.name}.{os.getpid()}.sock"
+    with contextlib.suppress(FileNotFoundError):
+        sock.unlink()
+    cmd = ["qemu-nbd", "--persistent", "--shared=8", "-f", fmt, "-x", export, "-k", str(sock), "--cache=none"]
+    if fmt == "raw" or fmt == "qcow2":
+        cmd.append("--aio=threads")
+    if read_only:
+        cmd.append("--read-only")
+    if bitmap:
+        cmd += ["-B", bitmap]
+    cmd.append(str(image))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for(sock.exists, proc, "qemu-nbd")
+        yield f"nbd+unix:///{export}?socket={sock}"
+    finally:
+        _stop(proc)
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def nbdkit_file(path: Path, *, read_only: bool = True) -> Iterator[str]:
+    """Serve the file (or block device) ``path`` with nbdkit's file plugin over TCP on
+    127.0.0.1 (as a disk on another host would be); yields the ``nbd://`` URI."""
+    port = _free_port()
+    cmd = ["nbdkit", "--foreground", "--exit-with-parent", "-i", "127.0.0.1", "-p", str(port)]
+    if read_only:
+        cmd.append("--readonly")
+    cmd += ["file", str(path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def up() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    try:
+        _wait_for(up, proc, "nbdkit")
+        yield f"nbd://127.0.0.1:{port}/"
+    finally:
+        _stop(proc)
+
+
+def qemu_img(*args: str) -> None:
+    """Run qemu-img (create, bitmap, convert), failing the test with its message."""
+    r = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"qemu-img {' '.join(args)}: {r.stderr.strip()}")
+
+
+def qemu_io(image: Path, fmt: str, *commands: str) -> None:
+    """Write into an image with qemu-io (e.g. ``write -P 0x5a 1M 64k``): qcow2 dirty bitmaps
+    record these writes."""
+    cmd = ["qemu-io", "-f", fmt]
+    for c in commands:
+        cmd += ["-c", c]
+    r = subprocess.run([*cmd, str(image)], capture_output=True, text=True)
+    if r.returncode or "error" in r.stdout.lower() or "failed" in r.stdout.lower():
+        raise RuntimeError(f"qemu-io {commands}: {r.stdout.strip()} {r.stderr.strip()}")
