@@ -33,9 +33,7 @@ needs_qemu_nbd = pytest.mark.skipif(
     not (shutil.which("qemu-nbd") and shutil.which("qemu-img") and _have_libnbd()),
     reason="qemu-nbd/qemu-img (qemu-utils) or libnbd is missing",
 )
-needs_nbdkit = pytest.mark.skipif(
-    not (shutil.which("nbdkit") and _have_libnbd()), reason="nbdkit or libnbd is missing"
-)
+needs_nbdkit = pytest.mark.skipif(not (shutil.which("nbdkit") and _have_libnbd()), reason="nbdkit or libnbd is missing")
 
 
 def _wait_for(check: object, proc: subprocess.Popen[bytes], what: str, timeout: float = 15.0) -> None:
