@@ -7,12 +7,14 @@ import fcntl
 import os
 import stat
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tapearc.buffers import buffer_address, direct_io_enabled
 from tapearc.errors import SourceError, TargetError, TargetTooSmallError
 from tapearc.media.writeback import Writeback
+from tapearc.sources.base import Extent
 
 BLKGETSIZE64 = 0x80081272  # _IOR(0x12, 114, size_t) on Linux (x86_64, arm64)
 DIRECT_ALIGN = 4096  # O_DIRECT alignment used for source reads (covers 512- and 4096-byte sectors)
@@ -107,6 +109,7 @@ class SourceVolume:
         # time; and a backup does not push the machine's working set out of the cache.
         # TAPEARC_DIRECT_IO=0 turns it off; file systems without O_DIRECT (tmpfs) fall back.
         self.dfd = -1
+        self._bytes_read = 0
         if direct_io_enabled():
             try:
                 self.dfd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
@@ -118,12 +121,27 @@ class SourceVolume:
             return False
         return buffer_address(buf) % DIRECT_ALIGN == 0
 
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from the source so far."""
+        return self._bytes_read
+
+    def extents(self, offset: int, length: int) -> Iterator[Extent]:
+        """All data (holes are not looked for yet)."""
+        if length > 0:
+            yield Extent(offset, length, True)
+
     def readinto_at(self, buf: memoryview, offset: int) -> int:
         """Fill ``buf`` from ``offset``; returns the bytes read (short only at the end of the volume).
 
         Aligned requests (buffer address, length and offset multiples of 4096) go through the
         O_DIRECT descriptor; others, and all reads after O_DIRECT failed with EINVAL, through the
         page cache."""
+        n = self._readinto_at(buf, offset)
+        self._bytes_read += n
+        return n
+
+    def _readinto_at(self, buf: memoryview, offset: int) -> int:
         if len(buf) and self._direct_ok(buf, offset):
             done = 0
             try:
