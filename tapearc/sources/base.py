@@ -50,3 +50,17 @@ class Source(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class ChangeMap(Protocol):
+    """What a change tracker (a qemu dirty bitmap, a changed-block list) says changed since the
+    base generation of an incremental: byte ranges changed or not. A range not changed is
+    vouched for by the tracker (the backup neither reads nor hashes it, unless asked to check);
+    a changed range is read and classified as usual (it may turn out unchanged after all)."""
+
+    name: str  # what the catalog records of it, e.g. "dirty-bitmap:NAME"
+
+    def changed(self, offset: int, length: int) -> Iterator[tuple[int, int, bool]]:
+        """Ranges ``(start, length, changed)`` covering ``[offset, offset + length)`` exactly, in
+        order, none empty."""
+        ...
