@@ -20,18 +20,19 @@ from tapearc.engine.backup_result import BackupResult
 from tapearc.engine.classify import BlockClassifier
 from tapearc.engine.genplan import GenerationPlan, PlanRequest, chunk_geometry, plan_generation
 from tapearc.engine.genwriter import GenerationWriter
-from tapearc.engine.identity import damaged_label, refuse_source_is_medium, refuse_unless_blank
+from tapearc.engine.identity import refuse_source_is_medium, refuse_unless_blank
 from tapearc.engine.labeling import write_label
-from tapearc.engine.layout import GenerationFile, new_label, read_label, scan_tape_files
+from tapearc.engine.layout import GenerationFile, new_label, scan_tape_files
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.pipeline import ReadAhead
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.scan import sync_catalog as _sync
+from tapearc.engine.tapefiles import probe_label
 from tapearc.engine.volume import SourceVolume
 from tapearc.engine.volumes import source_identity
 from tapearc.errors import (
-    FormatError,
     MediumFullError,
+    NotTapearcMediumError,
     SourceError,
     TapearcError,
     UsageError,
@@ -39,16 +40,19 @@ from tapearc.errors import (
     WrongMediumError,
 )
 from tapearc.format.constants import MAX_BLOCK_SIZE
-from tapearc.media.base import Mark, Position, TapeDrive
+from tapearc.media.base import Position, TapeDrive
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_RECORD_SIZE",
+    "AppendPoint",
     "BackupOptions",
     "BackupResult",
     "backup",
     "chunk_geometry",
+    "inspect_medium_for_append",
+    "open_for_append",
     "prepare_medium_for_append",
     "sync_catalog",
 ]
@@ -96,6 +100,78 @@ def _check_sizes(block_size: int, record_size: int, drive: TapeDrive) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class AppendPoint:
+    """What a medium is, found without writing to it (:func:`inspect_medium_for_append`), and
+    the writes :func:`open_for_append` makes to append a tape file to it."""
+
+    label: fmt.Label  # the medium's label, or the one to write on a blank medium
+    gens: list[GenerationFile]  # the generation tape files found
+    new: bool  # blank: the label is written first
+    close_tail: bool  # the medium ends inside a tape file (an interrupted label or backup)
+
+
+def inspect_medium_for_append(
+    drive: TapeDrive,
+    record_size: int | None,
+    now: int,
+    label_text: str = "",
+    media_set: uuid.UUID | None = None,
+    *,
+    catalog: Catalog | None = None,
+    barcode: str | None = None,
+    by_place: bool = True,
+) -> AppendPoint:
+    """Read what the medium is and refuse one a backup may not append to; writes nothing.
+
+    A medium is labeled only when it is provably blank (identity.refuse_unless_blank: not a
+    ``sim:`` image holding other bytes or a damaged label, nor a medium the ``catalog`` holds
+    generations for at that place -- unless not ``by_place``: a drive whose tapes are swapped --
+    or ``barcode``); a damaged label is reported, not replaced (tapefiles.probe_label reads it).
+    """
+    if not drive.writable:
+        raise WriteProtectedError("medium is write-protected; nothing was written").at(medium=drive.name)
+    probe = probe_label(drive)
+    if probe.blank:
+        refuse_unless_blank(drive, catalog, barcode, by_place=by_place)
+        if media_set is not None:
+            raise WrongMediumError(
+                f"medium is blank, not a medium of media set {media_set}; nothing was written",
+                hint="leave --media-set out to start a new set on it, or label it with tapearc label --media-set",
+            ).at(medium=drive.name)
+        label = new_label(record_size or min(DEFAULT_RECORD_SIZE, drive.max_record_size), now, label_text)
+        return AppendPoint(label, [], new=True, close_tail=False)
+    if probe.label is None:  # foreign, unreadable or a damaged label: never a medium to (re)label
+        raise (probe.error or NotTapearcMediumError(probe.foreign or "not a tapearc medium")).at(medium=drive.name)
+    label = probe.label
+    if media_set is not None and label.media_set_uuid != media_set:
+        raise WrongMediumError(
+            f"medium belongs to media set {label.media_set_uuid}, not {media_set}; nothing was written"
+        ).at(medium=drive.name)
+    if record_size is not None and record_size != label.record_size:
+        raise UsageError(
+            f"medium {drive.name} was labeled with record size {label.record_size}; --record-size {record_size} differs",
+            hint="leave --record-size out to use the medium's",
+        )
+    if drive.position().file == 0:  # labeling was interrupted before the label's filemark
+        return AppendPoint(label, [], new=False, close_tail=True)
+    gens, open_tail = scan_tape_files(drive)
+    return AppendPoint(label, gens, new=False, close_tail=open_tail)
+
+
+def open_for_append(drive: TapeDrive, point: AppendPoint) -> None:
+    """The writes that make the medium ready to append (the first ones a backup makes): label a
+    blank medium; close a last tape file the medium ends inside (an interrupted backup, or a
+    label without its filemark) with a filemark, so it stays what it is (an incomplete
+    generation) and the new one starts cleanly. Leaves the drive at the end of data."""
+    if point.new:
+        write_label(drive, point.label)
+        return
+    drive.seek_end_of_data()
+    if point.close_tail:
+        drive.write_filemark()
+
+
 def prepare_medium_for_append(
     drive: TapeDrive,
     record_size: int | None,
@@ -107,71 +183,47 @@ def prepare_medium_for_append(
     barcode: str | None = None,
     by_place: bool = True,
 ) -> tuple[fmt.Label, list[GenerationFile], bool]:
-    """Make the medium ready to append a tape file: label a blank medium, or find the end of a
-    labeled one. Returns (label, generation files found, whether the medium was new).
-
-    A medium is labeled only when it is provably blank (identity.refuse_unless_blank: not a
-    ``sim:`` image holding other bytes or a damaged label, nor a medium the ``catalog`` holds
-    generations for at that place -- unless not ``by_place``: a drive whose tapes are swapped --
-    or ``barcode``); a damaged label is reported, not replaced.
-
-    A last tape file that the medium ends inside (an interrupted backup) is closed with a filemark
-    first, so it stays what it is (an incomplete generation) and the new one starts cleanly.
-    """
-    if not drive.writable:
-        raise WriteProtectedError("medium is write-protected; nothing was written").at(medium=drive.name)
-    drive.rewind()
-    first = drive.read_record()
-    if first is Mark.END_OF_DATA:
-        refuse_unless_blank(drive, catalog, barcode, by_place=by_place)
-        if media_set is not None:
-            raise WrongMediumError(
-                f"medium is blank, not a medium of media set {media_set}; nothing was written",
-                hint="leave --media-set out to start a new set on it, or label it with tapearc label --media-set",
-            ).at(medium=drive.name)
-        label = new_label(record_size or min(DEFAULT_RECORD_SIZE, drive.max_record_size), now, label_text)
-        write_label(drive, label)
-        return label, [], True
-    try:
-        label = read_label(drive)
-    except FormatError as e:  # a damaged label: damage, never a medium to relabel
-        raise damaged_label(e, drive.name) from None
-    if media_set is not None and label.media_set_uuid != media_set:
-        raise WrongMediumError(
-            f"medium belongs to media set {label.media_set_uuid}, not {media_set}; nothing was written"
-        ).at(medium=drive.name)
-    if record_size is not None and record_size != label.record_size:
-        raise UsageError(
-            f"medium {drive.name} was labeled with record size {label.record_size}; --record-size {record_size} differs",
-            hint="leave --record-size out to use the medium's",
-        )
-    if drive.position().file == 0:  # labeling was interrupted before the label's filemark
-        drive.write_filemark()
-        return label, [], False
-    gens, open_tail = scan_tape_files(drive)
-    if open_tail:  # the medium ends inside a tape file (an interrupted backup): close it first
-        drive.write_filemark()
-    drive.seek_end_of_data()
-    return label, gens, False
+    """:func:`inspect_medium_for_append` then :func:`open_for_append`: make the medium ready to
+    append a tape file. Returns (label, generation files found, whether the medium was new)."""
+    point = inspect_medium_for_append(
+        drive, record_size, now, label_text, media_set, catalog=catalog, barcode=barcode, by_place=by_place
+    )
+    open_for_append(drive, point)
+    return point.label, point.gens, point.new
 
 
 @dataclass(frozen=True, slots=True)
 class _Medium:
-    """The medium a backup starts on, ready to append to."""
+    """The medium a backup starts on, checked; nothing is written to it before :meth:`open`."""
 
     drive: TapeDrive
-    label: fmt.Label
-    new: bool
+    point: AppendPoint
+    catalog: Catalog
+
+    @property
+    def label(self) -> fmt.Label:
+        return self.point.label
+
+    @property
+    def new(self) -> bool:
+        return self.point.new
+
+    def open(self) -> None:
+        """Write what the append needs (label, closing filemark); a new medium joins the catalog."""
+        open_for_append(self.drive, self.point)
+        if self.point.new:
+            sync_catalog(self.drive, self.catalog, self.label, [])
 
 
 def _prepare(media: MediaSource, catalog: Catalog, options: BackupOptions, now: int) -> _Medium:
-    """Label a blank medium or find the end of a labeled one; bring the catalog up to date with it;
-    refuse a medium that is not the last of its set."""
+    """Check the medium without writing to it: a blank one to label or the end of a labeled one;
+    bring the catalog up to date with a labeled one; refuse a medium that is not the last of its
+    set."""
     drive = media.current()
     if options.record_size is not None:
         _check_sizes(options.block_size, options.record_size, drive)
     barcode = media.loaded_barcode() or ""
-    label, gens, new = prepare_medium_for_append(
+    point = inspect_medium_for_append(
         drive,
         options.record_size,
         now,
@@ -181,8 +233,10 @@ def _prepare(media: MediaSource, catalog: Catalog, options: BackupOptions, now: 
         barcode=barcode or None,
         by_place=media.changer is None,
     )
+    label = point.label
     _check_sizes(options.block_size, label.record_size, drive)
-    sync_catalog(drive, catalog, label, gens)
+    if not point.new:
+        sync_catalog(drive, catalog, label, point.gens)
     later = [m for m in catalog.media_of_set(label.media_set_uuid) if m.sequence > label.sequence]
     if later:
         raise WrongMediumError(
@@ -190,7 +244,7 @@ def _prepare(media: MediaSource, catalog: Catalog, options: BackupOptions, now: 
             f"sequence {later[-1].sequence}; a backup appends to the last medium of a set; nothing was written",
             hint=f"load sequence {later[-1].sequence}" + (f" ({later[-1].label})" if later[-1].label else ""),
         ).at(medium=drive.name)
-    return _Medium(drive, label, new)
+    return _Medium(drive, point, catalog)
 
 
 def _new_result(medium: _Medium, plan: GenerationPlan, options: BackupOptions, tape_file: int) -> BackupResult:
@@ -249,7 +303,8 @@ def backup(
             volume_name=options.volume_name,
             new_volume=options.new_volume,
         )
-        plan = plan_generation(catalog, req)
+        plan = plan_generation(catalog, req)  # may refuse the volume: nothing is written before
+        medium.open()
         pos0 = medium.drive.position()
         result = _new_result(medium, plan, options, pos0.file)
         writer = GenerationWriter(
