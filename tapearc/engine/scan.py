@@ -258,6 +258,7 @@ class _DeepRead:
         self.totals = [0, 0, 0, 0]  # data blocks, zero blocks, raw bytes, stored bytes
         self.chunk_problem: str | None = None  # a chunk could not be read: damage in the data
         self.other: str | None = None  # damage outside the chunks (trailer, end record, stray items)
+        self.items: FileItems | None = None  # the reader, while reading the items
 
     def read_items(self) -> bool:
         """Read the tape file from its start, recording each chunk read intact; returns whether
@@ -270,7 +271,7 @@ class _DeepRead:
         self.gen_id = self.catalog.begin_generation(
             self.hdr, medium_uuid=self.label.medium_uuid, tape_file=gf.tape_file, logical=gf.logical, source="deep"
         )
-        items = FileItems(
+        items = self.items = FileItems(
             recs,
             tape_file=gf.tape_file,
             logical=gf.logical,
@@ -284,8 +285,9 @@ class _DeepRead:
                 self.damage(got, in_damage)
                 in_damage = True
             else:
-                in_damage = False
-                self.item(got, items.record)
+                before = items.record
+                self.item(got, before)
+                in_damage = items.record != before  # its records are read again: strays, already named
         return items.ended is Mark.FILEMARK
 
     def damage(self, d: Damage, in_damage: bool) -> None:
@@ -344,6 +346,8 @@ class _DeepRead:
         except TapearcError as e:
             self.chunk_problem = _join(self.chunk_problem, f"chunk at record {item.record} skipped: {e}")
             self.expect = None if self.expect is None else self.expect + 1
+            if self.items is not None and self.items.damaged(item, e):
+                self.expect = None  # its records are read again: the next chunk read says where we are
             return False
         entry = fmt.ChunkIndexEntry.from_chunk(ch, record=item.record, record_count=item.record_count)
         digests = fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size)

@@ -44,11 +44,13 @@ readers under their old names):
 * :func:`read_file_item` -- the next :class:`Item` of a tape file from its
   :class:`FileRecords` (raises on damage; the error's ``details["sizes"]``/``["magic"]`` say what
   was read).
-* :class:`FileItems` -- the items of a tape file with resynchronisation after damage: yields each
-  Item read whole and a :class:`Damage` (record, error, records stepped over) for what could not
-  be read, and says how the tape file ``ended`` (scan's deep read uses it; verify checks the
-  records itself, as it reports every stray record and pushes back the records of an item whose
-  framing cannot be trusted).
+* :class:`FileItems` -- the items of a tape file with resynchronisation after damage, the one
+  item reader of ``verify``, ``scan --deep`` and ``list``: yields each Item read whole and a
+  :class:`Damage` (record, error, records stepped over, what was read of it) for each record
+  span that makes none (every stray record on its own), reads again the records of an item
+  whose framing cannot be trusted (its own, or the consumer's verdict through ``damaged()``),
+  counts the records and bytes read, says how the tape file ``ended``, and with ``ahead`` reads
+  the records in a thread (verify).
 * :func:`read_item` -- one item at the drive's position, for a reader that
   LOCATEs to an item it knows (the trailer from its end record, a chunk from the catalog).
 """
@@ -56,11 +58,21 @@ readers under their old names):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import accumulate, pairwise
+from typing import cast
 
 from tapearc import format as fmt
 from tapearc.engine.identity import damaged_label
-from tapearc.errors import FormatError, MalformedError, NotTapearcMediumError, TapearcError, TruncatedError
+from tapearc.engine.pipeline import RecordAhead
+from tapearc.errors import (
+    CRCError,
+    FormatError,
+    MalformedError,
+    NotTapearcMediumError,
+    TapearcError,
+    TruncatedError,
+)
 from tapearc.media.base import Mark, TapeDrive, blank_check
 
 MAGICS7 = tuple(
@@ -301,34 +313,31 @@ def read_file_item(
             e.details.setdefault("magic", bytes(prefix.magic))
             raise
         if isinstance(rec, Mark):
-            raise TruncatedError(
-                f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but the tape file "
-                f"ends ({rec.value}) after {have}",
-                sizes=sizes,
-                magic=bytes(prefix.magic),
-            ).at(medium=medium, tape_file=tape_file, record=record)
+            raise _truncated(bytes(prefix.magic), total, have, rec, sizes).at(
+                medium=medium, tape_file=tape_file, record=record
+            )
         parts.append(rec)
         sizes.append(len(rec))
         have += len(rec)
     if have != total:
-        raise MalformedError(
-            f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but its records hold {have}",
-            sizes=sizes,
-            magic=bytes(prefix.magic),
-        ).at(medium=medium, tape_file=tape_file, record=record)
+        raise _overshoot(bytes(prefix.magic), total, have, sizes).at(medium=medium, tape_file=tape_file, record=record)
     data = first if len(parts) == 1 else b"".join(parts)
     return Item(bytes(prefix.magic), data, tape_file, record, logical + record, sizes), len(sizes)
 
 
 @dataclass(slots=True)
 class Damage:
-    """Records of a tape file that make no readable item: an item whose prefix, framing or
-    records could not be read. ``records``: how many records the reader stepped over (at least
-    one); ``error`` says why (a FormatError for damage, another TapearcError for a read error)."""
+    """Records of a tape file that make no readable item: a record that starts no item (a stray:
+    data of a damaged item, or foreign), an item whose framing or records could not be read, or
+    an unreadable record. ``records``: how many records the reader stepped over (at least one);
+    ``error`` says why (a FormatError for damage, another TapearcError for a read error);
+    ``parts``: the records of it that were read (the first one's, for a stray)."""
 
     record: int  # index within the tape file of its first record
     error: TapearcError
     records: int
+    parts: list[bytes] = field(default_factory=list)
+    total: int | None = None  # the length the item's prefix declares (None: it starts no item)
 
     @property
     def magic(self) -> bytes:
@@ -336,15 +345,38 @@ class Damage:
         m = self.error.details.get("magic")
         return m if isinstance(m, bytes) else b""
 
+    @property
+    def unreadable(self) -> int | None:
+        """The index of the record that could not be read (a read error), else None."""
+        return None if isinstance(self.error, FormatError) else self.record + len(self.parts)
+
+    @property
+    def data(self) -> bytes:
+        """The bytes of the records read of it."""
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+
 
 class FileItems:
     """The items of one tape file, read forward from ``start`` (a record index), with
-    resynchronisation after damage: iterating yields each :class:`Item`
-    read whole, and a :class:`Damage` for what could not be read, then goes on with the next
-    record (items start on record boundaries, so the records left of a damaged item are read as
-    strays until the next item starts). The iteration ends at the tape file's mark (``ended``),
-    or after more than ``max_errors`` read errors in a row (``ended`` is END_OF_DATA: a device
-    that keeps failing)."""
+    resynchronisation after damage -- the one item reader of ``verify`` and ``scan --deep``.
+
+    Iterating yields each :class:`Item` read whole and a :class:`Damage` for each record span
+    that makes none, then goes on (items start on record boundaries):
+
+    * a record that starts no item is a Damage of its own (each stray record is named);
+    * an item whose records overshoot the length its prefix declares cannot be trusted to be
+      framed right (a dropped or foreign record inside it): its records after the first are
+      read again as possible starts of the next items; so are those of an item the consumer
+      finds damaged when :meth:`damaged` says its framing cannot be trusted;
+    * an unreadable record ends the item being read (a Damage naming it), reading goes on after it;
+    * an item cut short by the tape file's mark is a Damage, and the end.
+
+    The iteration ends at the tape file's mark (``ended``), or after more than ``max_errors``
+    read errors in a row (``ended`` is END_OF_DATA: a device that keeps failing).
+    ``records_read``/``bytes_read`` count the records read from the medium (each once).
+    With ``ahead``, a thread reads the records ahead (pipeline.RecordAhead, up to the tape
+    file's mark, never past it) while the consumer checks them: call :meth:`close` after.
+    """
 
     def __init__(
         self,
@@ -355,6 +387,7 @@ class FileItems:
         medium: str,
         start: int = 0,
         max_errors: int = MAX_READ_ERRORS,
+        ahead: bool = False,
     ) -> None:
         self.recs = recs
         self.tape_file = tape_file
@@ -363,34 +396,153 @@ class FileItems:
         self.record = start  # the index of the next record to read
         self.max_errors = max_errors
         self.ended: Mark | None = None
+        self.records_read = 0
+        self.bytes_read = 0
+        self._back: list[bytes] = []  # records to read again (the last one first)
+        self._mark: Mark | None = None  # the mark that ends the tape file, once read
+        self._ahead = RecordAhead(recs.read, max_errors=max_errors) if ahead else None
+
+    def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.close()
+
+    def _read(self) -> bytes | Mark:
+        if self._back:
+            return self._back.pop()
+        rec = cast("bytes | Mark", self._ahead.next() if self._ahead is not None else self.recs.read())
+        if isinstance(rec, Mark):
+            self._mark = rec
+        else:
+            self.records_read += 1
+            self.bytes_read += len(rec)
+        return rec
+
+    def _again(self, records: list[bytes]) -> None:
+        self._back.extend(reversed(records))
+
+    def damaged(self, item: Item, error: TapearcError) -> bool:
+        """The consumer found ``item`` (just read whole) damaged with ``error``. When its framing
+        cannot be trusted, its records after the first are read again as possible starts of the
+        next items; returns whether they are. The framing is kept for a chunk whose header
+        decodes and for another item whose error is a CRC error of its body, unless one of its
+        later records starts an item (the frame swallowed it: a record of the damaged item was
+        dropped)."""
+        if item.record_count < 2:
+            return False
+        sizes = list(accumulate(item.record_sizes))
+        later = [item.data[a:b] for a, b in pairwise(sizes)]
+        if _framing_kept(item, error) and not any(_starts_item(r) for r in later):
+            return False
+        assert self.record == item.record + item.record_count, "damaged() is for the item just read"
+        self._again(later)
+        self.record = item.record + 1
+        return True
 
     def __iter__(self) -> Iterator[Item | Damage]:
         errors = 0  # read errors in a row
         while True:
-            try:
-                got, n = read_file_item(
-                    self.recs, tape_file=self.tape_file, record=self.record, logical=self.logical, medium=self.medium
-                )
-            except TapearcError as e:
-                sizes = e.details.get("sizes")
-                read_error = not isinstance(e, FormatError)
-                span = max(1, (len(sizes) if isinstance(sizes, list) else 0) + read_error)
-                yield Damage(self.record, e, span)
-                if self.recs.mark is not None:
-                    self.ended = self.recs.mark
-                    return
-                errors = errors + 1 if read_error else 0
-                if errors > self.max_errors:
-                    self.ended = Mark.END_OF_DATA
-                    return
-                self.record += span
-                continue
-            errors = 0
+            got = self._next()
             if isinstance(got, Mark):
                 self.ended = got
                 return
-            self.record += n
+            if isinstance(got, Damage):
+                errors = (0 if got.parts else errors) + (got.unreadable is not None)
+            else:
+                errors = 0
             yield got
+            del got  # memory: the consumer's item only, not it and the next one being read
+            if self._mark is not None and not self._back:  # the tape file ends inside the item
+                self.ended = self._mark
+                return
+            if errors > self.max_errors:
+                self.ended = Mark.END_OF_DATA
+                return
+
+    def _next(self) -> Item | Damage | Mark:
+        """Frame the next item (the records it declares) from the next record."""
+        i = self.record
+        try:
+            first = self._read()
+        except TapearcError as e:
+            self.record += 1
+            return Damage(i, e, 1)
+        if isinstance(first, Mark):
+            return first
+        try:
+            prefix = fmt.peek_item(first)
+        except TapearcError as e:
+            e.details["sizes"] = [len(first)]
+            e.details["magic"] = bytes(first[:8])
+            self.record += 1
+            return Damage(i, e.at(medium=self.medium, tape_file=self.tape_file, record=i), 1, [first])
+        return self._frame(i, first, prefix)
+
+    def _frame(self, i: int, first: bytes, prefix: fmt.ItemPrefix) -> Item | Damage:
+        total, magic = prefix.total_len, bytes(prefix.magic)
+        parts = [first]
+        have = len(first)
+        while have < total:
+            try:
+                rec = self._read()
+            except TapearcError as e:  # a read error inside the item: the records before it were read
+                e.details.setdefault("sizes", [len(p) for p in parts])
+                e.details.setdefault("magic", magic)
+                self.record = i + len(parts) + 1
+                return Damage(i, e, len(parts) + 1, parts, total)
+            if isinstance(rec, Mark):
+                self.record = i + len(parts)
+                err = _truncated(magic, total, have, rec, [len(p) for p in parts])
+                return Damage(
+                    i, err.at(medium=self.medium, tape_file=self.tape_file, record=i), len(parts), parts, total
+                )
+            parts.append(rec)
+            have += len(rec)
+        if have != total:  # more bytes than declared: a record dropped or foreign inside it
+            self.record = i + 1
+            self._again(parts[1:])
+            err = _overshoot(magic, total, have, [len(p) for p in parts])
+            return Damage(i, err.at(medium=self.medium, tape_file=self.tape_file, record=i), 1, parts, total)
+        self.record = i + len(parts)
+        data = first if len(parts) == 1 else b"".join(parts)
+        return Item(magic, data, self.tape_file, i, self.logical + i, [len(p) for p in parts])
+
+
+def _framing_kept(item: Item, error: TapearcError) -> bool:
+    if item.magic == fmt.CHUNK_MAGIC:
+        try:
+            fmt.decode_chunk_header(item.data)
+            return True
+        except TapearcError:
+            return False
+    return isinstance(error, CRCError)
+
+
+def _starts_item(rec: bytes) -> bool:
+    """Does the record start a tapearc item (a magic and a prefix that reads)?"""
+    if bytes(rec[:7]) not in MAGICS7:
+        return False
+    try:
+        fmt.peek_item(rec)
+    except TapearcError:
+        return False
+    return True
+
+
+def _truncated(magic: bytes, total: int, have: int, mark: Mark, sizes: list[int]) -> TapearcError:
+    return TruncatedError(
+        f"item {magic.decode('ascii', 'replace')} declares {total} bytes but the tape file ends ({mark.value}) "
+        f"after {have}",
+        sizes=sizes,
+        magic=magic,
+    )
+
+
+def _overshoot(magic: bytes, total: int, have: int, sizes: list[int]) -> TapearcError:
+    return MalformedError(
+        f"item {magic.decode('ascii', 'replace')} declares {total} bytes but its records hold {have}",
+        sizes=sizes,
+        magic=magic,
+    )
 
 
 @dataclass(slots=True)

@@ -11,8 +11,9 @@ For every tape file of a medium (or only a generation's), reading forward at dri
   the end record with the trailer, the record sizes with the label, and the catalog with the
   medium.
 
-Damage never stops the verify: after a broken item the reader resynchronises on the next record
-that starts with a tapearc magic. Each damaged chunk is reported with the volume block ranges it
+Damage never stops the verify: the tape file's items are read by tapefiles.FileItems, which
+names every record span that makes no item and resynchronises after a broken one (the records of
+an item whose framing cannot be trusted are read again as possible item starts). Each damaged chunk is reported with the volume block ranges it
 holds (from its own header when that is intact, else from the trailer's index, else from the
 catalog) and the generations the damage affects (those whose restore needs a block from it).
 """
@@ -24,22 +25,19 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import cast
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.catalog.states import GenerationState
 from tapearc.engine.layout import read_label
-from tapearc.engine.pipeline import RecordAhead
 from tapearc.engine.plan import ChainMap, chain_map, check_generation, load_chain
 from tapearc.engine.progress import NoProgress, Progress
-from tapearc.engine.tapefiles import FileRecords, TapeFile, walk_tape_files
+from tapearc.engine.tapefiles import Damage, FileItems, FileRecords, Item, TapeFile, walk_tape_files
 from tapearc.engine.volume import SourceVolume
-from tapearc.errors import CRCError, MalformedError, NoSuchGenerationError, TapearcError
+from tapearc.errors import MalformedError, NoSuchGenerationError, TapearcError
 from tapearc.media.base import Mark, TapeDrive
 
 MAGICS = (fmt.LABEL_MAGIC, fmt.GENERATION_MAGIC, fmt.CHUNK_MAGIC, fmt.TRAILER_MAGIC, fmt.TRAILER_END_MAGIC)
-MAX_READ_ERRORS = 16
 
 
 @dataclass(slots=True)
@@ -165,44 +163,6 @@ class VerifyReport:
         }
 
 
-class _Records:
-    """Records of one tape file with their index, with push-back (for resynchronising)."""
-
-    def __init__(self, records: FileRecords, report: FileReport) -> None:
-        # a thread reads the records ahead (up to the tape file's filemark) while they are checked
-        self.ahead = RecordAhead(records.read, max_errors=MAX_READ_ERRORS)
-        self.report = report
-        self.index = 0
-        self.back: list[tuple[int, bytes]] = []
-        self.errors = 0
-
-    def next(self) -> tuple[int, bytes | Mark]:
-        if self.back:
-            return self.back.pop()
-        while True:
-            i = self.index
-            try:
-                rec = cast("bytes | Mark", self.ahead.next())  # RecordAhead returns what read() does
-            except TapearcError as e:
-                self.index += 1
-                self.errors += 1
-                self.report.problems.append(Problem(i, "io", f"record unreadable: {e.message}"))
-                if self.errors > MAX_READ_ERRORS:
-                    return i, Mark.END_OF_DATA
-                continue
-            self.errors = 0
-            if isinstance(rec, Mark):
-                return i, rec
-            self.index += 1
-            self.report.records += 1
-            self.report.bytes += len(rec)
-            return i, rec
-
-    def push(self, items: list[tuple[int, bytes]]) -> None:
-        for it in reversed(items):
-            self.back.append(it)
-
-
 def _ranges(runs: tuple[fmt.Run, ...] | list[fmt.Run]) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     for r in sorted(runs, key=lambda r: r.first):
@@ -270,69 +230,32 @@ def verify_tape_file(
     END_OF_DATA when the medium ends inside it or right here)."""
     if walked is not None and walked.records is not None:
         rep = FileReport(tape_file=walked.tape_file, kind=walked.kind)
-        records = walked.records
+        records, logical = walked.records, walked.logical
     else:
-        rep = FileReport(tape_file=drive.position().file)
-        records = FileRecords(drive)
-    recs = _Records(records, rep)
+        pos = drive.position()
+        rep = FileReport(tape_file=pos.file)
+        records, logical = FileRecords(drive), pos.logical
+    # a thread reads the records ahead (up to the tape file's filemark) while they are checked
+    items = FileItems(records, tape_file=rep.tape_file, logical=logical, medium=drive.name, ahead=True)
     try:
-        return _verify_records(recs, rep, label, check_digests)
+        return _verify_items(items, rep, label, check_digests)
     finally:
-        recs.ahead.close()
+        items.close()
 
 
-def _verify_records(recs: _Records, rep: FileReport, label: fmt.Label, check_digests: bool) -> tuple[FileReport, Mark]:
-    """Check every record of the tape file, item by item, resynchronising after damage."""
+def _verify_items(items: FileItems, rep: FileReport, label: fmt.Label, check_digests: bool) -> tuple[FileReport, Mark]:
+    """Check every item of the tape file; the reader resynchronises after damage."""
     check = _FileCheck(rep, label, check_digests)
-    ended: Mark = Mark.END_OF_DATA
-    while True:
-        i, rec = recs.next()
-        if isinstance(rec, Mark):
-            ended = rec
-            break
-        cut = check.record(recs, i, rec)
-        check.first = False
-        if cut is not None:
-            ended = cut
-            break
-    check.finish(recs.index, ended)
+    for got in items:
+        if isinstance(got, Damage):
+            check.unreadable(got)
+        else:
+            check.read(items, got)
+        del got  # memory: not this item and the next one being read
+    ended = items.ended or Mark.END_OF_DATA
+    rep.records, rep.bytes = items.records_read, items.bytes_read
+    check.finish(items.record, ended)
     return rep, ended
-
-
-@dataclass(slots=True)
-class _Framed:
-    """An item's records as read: (index, record) pairs, and the mark that cut it short."""
-
-    magic: bytes
-    total: int  # the length the item's prefix declares
-    parts: list[tuple[int, bytes]]
-    cut: Mark | None
-
-    @property
-    def have(self) -> int:
-        return sum(len(p[1]) for p in self.parts)
-
-    @property
-    def data(self) -> bytes:
-        return b"".join(p[1] for p in self.parts) if len(self.parts) > 1 else self.parts[0][1]
-
-    @property
-    def framing_ok(self) -> bool:
-        return self.cut is None and self.have == self.total
-
-
-def _frame(recs: _Records, i: int, rec: bytes, prefix: fmt.ItemPrefix) -> _Framed:
-    """Read the records of the item whose first record (index ``i``) is ``rec``."""
-    framed = _Framed(bytes(prefix.magic), prefix.total_len, [(i, rec)], None)
-    have = len(rec)
-    while have < prefix.total_len:
-        j, nxt = recs.next()
-        if isinstance(nxt, Mark):
-            framed.cut = nxt
-            break
-        framed.parts.append((j, nxt))
-        have += len(nxt)
-    return framed
 
 
 _ITEM_NAMES = {
@@ -358,40 +281,52 @@ class _FileCheck:
         self.expect_seq: int | None = None
         self.first = True  # the next record is the tape file's first
 
-    def record(self, recs: _Records, i: int, rec: bytes) -> Mark | None:
-        """Check the item that starts with record ``i``; returns the mark when the tape file
-        ends inside it."""
-        if len(rec) > self.label.record_size:
+    def size(self, i: int, size: int) -> None:
+        """A record larger than the label's record size."""
+        if size > self.label.record_size:
             self.rep.problems.append(
                 Problem(
                     i,
                     "malformed",
-                    f"record of {len(rec)} bytes is larger than the label's record size {self.label.record_size}",
+                    f"record of {size} bytes is larger than the label's record size {self.label.record_size}",
                 )
             )
-        if bytes(rec[:8]) not in MAGICS:
-            if self.first:
-                self.rep.problems.append(Problem(i, "malformed", "tape file does not start with a tapearc item"))
-            else:
-                self.damaged.append(
-                    Problem(i, "stray", "a record that belongs to no item (data of a damaged item, or foreign)")
-                )
-            return None
+
+    def read(self, items: FileItems, item: Item) -> None:
+        """An item whose records add up: check it; when it is damaged, name the damage, and let
+        the reader resynchronise when its framing cannot be trusted (FileItems.damaged)."""
+        i = item.record
+        self.size(i, item.record_sizes[0])
         try:
-            prefix = fmt.peek_item(rec)
+            self.item(i, item.magic, item.data, item.record_count)
         except TapearcError as e:
-            self.damaged.append(Problem(i, e.kind, e.message))
-            return None
-        framed = _frame(recs, i, rec, prefix)
-        try:
-            if framed.cut is not None:
-                raise fmt_truncated(framed.total, framed.have, framed.cut)
-            if framed.have != framed.total:
-                raise fmt_malformed(f"item declares {framed.total} bytes but its records hold {framed.have}")
-            self.item(i, framed.magic, framed.data, len(framed.parts))
-        except TapearcError as e:
-            self.damage(recs, i, framed, e)
-        return framed.cut
+            self.damage(i, item.magic, item.data, e)
+            items.damaged(item, e)
+        self.first = False
+
+    def unreadable(self, d: Damage) -> None:
+        """Records that make no item: an unreadable record (and the item it cut short), a record
+        that starts no item (a stray: data of a damaged item, or foreign), an item whose records
+        do not add up or are cut short by the tape file's end."""
+        i = d.record
+        if d.unreadable is not None:
+            self.rep.problems.append(Problem(d.unreadable, "io", f"record unreadable: {d.error.message}"))
+            if not d.parts:
+                return  # no record read: the next readable one is still the tape file's first
+        self.size(i, len(d.parts[0]))
+        if d.unreadable is not None:
+            self.damage(i, d.magic, d.data, d.error, f"cut short by unreadable record {d.unreadable}", "io")
+        elif d.total is not None:
+            self.damage(i, d.magic, d.data, d.error)
+        elif d.magic in MAGICS:
+            self.damaged.append(Problem(i, d.error.kind, d.error.message))
+        elif self.first:
+            self.rep.problems.append(Problem(i, "malformed", "tape file does not start with a tapearc item"))
+        else:
+            self.damaged.append(
+                Problem(i, "stray", "a record that belongs to no item (data of a damaged item, or foreign)")
+            )
+        self.first = False
 
     def item(self, i: int, kind: bytes, data: bytes, nrecords: int) -> None:
         """One item whose records add up: decode and check it (raises its damage)."""
@@ -476,18 +411,16 @@ class _FileCheck:
             elif r.count:
                 mapped.add(r.first, r.count)
 
-    def damage(self, recs: _Records, i: int, framed: _Framed, e: TapearcError) -> None:
-        """An item that cannot be read: name it, and resynchronise when its framing cannot be
-        trusted (the records after the first may start the next items: a dropped or foreign
-        record); an intact header with a bad payload keeps its framing."""
-        kind = framed.magic
-        seq, blocks = _chunk_of(framed.data) if kind == fmt.CHUNK_MAGIC else (None, [])
-        self.damaged.append(Problem(i, e.kind, f"{_ITEM_NAMES.get(kind, 'item')}: {e.message}", seq, blocks))
+    def damage(
+        self, i: int, kind: bytes, data: bytes, e: TapearcError, message: str | None = None, what: str | None = None
+    ) -> None:
+        """An item that cannot be read: name it (a chunk with its sequence number and blocks when
+        its header is intact)."""
+        seq, blocks = _chunk_of(data) if kind == fmt.CHUNK_MAGIC else (None, [])
+        text = f"{_ITEM_NAMES.get(kind, 'item')}: {message or e.message}"
+        self.damaged.append(Problem(i, what or e.kind, text, seq, blocks))
         if kind == fmt.CHUNK_MAGIC:
             self.rep.chunks_damaged += 1
-        header_ok = seq is not None if kind == fmt.CHUNK_MAGIC else isinstance(e, CRCError)
-        if not (framed.framing_ok and header_ok):
-            recs.push(framed.parts[1:])
 
     def finish(self, index: int, ended: Mark) -> None:
         """The tape file was read to ``ended`` (``index``: the records read): check the trailer
@@ -563,12 +496,6 @@ def _group_strays(problems: list[Problem]) -> list[Problem]:
         out.append(p)
         last_end = p.record
     return out
-
-
-def fmt_truncated(total: int, have: int, mark: Mark) -> TapearcError:
-    from tapearc.errors import TruncatedError
-
-    return TruncatedError(f"item declares {total} bytes but the tape file ends ({mark.value}) after {have}")
 
 
 def fmt_malformed(msg: str) -> TapearcError:

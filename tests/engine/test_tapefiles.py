@@ -1,0 +1,135 @@
+"""The one resynchronising item reader (tapefiles.FileItems) that verify and scan --deep share:
+each stray record named, an item whose framing cannot be trusted read again from its second
+record, an unreadable record ending the item it cuts, the same answers with read-ahead."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import pytest
+
+from tapearc import format as fmt
+from tapearc.engine.tapefiles import Damage, FileItems, FileRecords
+from tapearc.errors import MediumIOError, TapearcError
+from tapearc.media.base import Mark
+from tests.engine.test_verify import chunk_records, make, records
+
+pytest.importorskip("tapesim.drive")
+
+
+class _Records:
+    """A tape file's records from a list (an exception in it is a read error), then a filemark."""
+
+    def __init__(self, recs: list[bytes | TapearcError]) -> None:
+        self.recs = list(recs)
+        self.mark: Mark | None = None
+
+    def read(self) -> bytes | Mark:
+        if not self.recs:
+            self.mark = Mark.FILEMARK
+            return self.mark
+        r = self.recs.pop(0)
+        if isinstance(r, TapearcError):
+            raise r
+        return r
+
+
+def _items(
+    recs: list[bytes | TapearcError], *, ahead: bool, untrusted: bool = True
+) -> tuple[list[tuple[str, int]], FileItems]:
+    """(what, record) for everything the reader yields; a chunk that does not decode is reported
+    back to the reader as damaged (as verify and scan do)."""
+    items = FileItems(cast("FileRecords", _Records(recs)), tape_file=1, logical=10, medium="m", ahead=ahead)
+    out: list[tuple[str, int]] = []
+    try:
+        for got in items:
+            if isinstance(got, Damage):
+                what = "unreadable" if got.unreadable is not None else ("item" if got.total else "stray")
+                out.append((what, got.record))
+                continue
+            out.append((got.magic[:7].decode(), got.record))
+            if got.magic == fmt.CHUNK_MAGIC:
+                try:
+                    fmt.decode_chunk(got.data)
+                except TapearcError as e:
+                    out[-1] = ("untrusted" if items.damaged(got, e) else "damaged", got.record)
+    finally:
+        items.close()
+    assert items.ended is Mark.FILEMARK
+    return out, items
+
+
+@pytest.fixture(scope="module")
+def tape_file(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    img, _ = make(tmp_path_factory.mktemp("tf"))
+    return records(img)[1]  # generation 1: header, 4-record chunks, trailer, end record
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_intact_tape_file(tape_file: list[bytes], ahead: bool) -> None:
+    got, items = _items(list(tape_file), ahead=ahead)
+    assert all(w != "stray" and w != "item" for w, _ in got)
+    assert [r for _, r in got][:3] == [0, 1, 5]
+    assert items.records_read == len(tape_file) and items.bytes_read == sum(map(len, tape_file))
+    assert items.record == len(tape_file)
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_dropped_record_the_next_chunk_is_found(tape_file: list[bytes], ahead: bool) -> None:
+    """Chunk 2 lost its second record: its frame takes chunk 3's first record (the lengths add
+    up, the payload CRC fails); a record of it starts an item, so the reader reads its records
+    again and chunk 3 is read whole. A shorter record dropped: the frame overshoots its length."""
+    recs = list(tape_file)
+    c = chunk_records([[], recs], 1)
+    del recs[c[2] + 1]
+    got, _ = _items(cast("list[bytes | TapearcError]", recs), ahead=ahead)
+    assert got[got.index(("untrusted", c[2])) + 1 :][:3] == [
+        ("stray", c[2] + 1),
+        ("stray", c[2] + 2),
+        ("TACHUNK", c[3] - 1),
+    ]
+    assert sum(1 for w, _ in got if w == "TACHUNK") == len(c) - 1
+    recs = list(tape_file)
+    recs[c[2] + 1] = recs[c[2] + 1][:1000]  # a record cut short inside chunk 2: it takes 5 records
+    got, _ = _items(cast("list[bytes | TapearcError]", recs), ahead=ahead)
+    assert got[got.index(("item", c[2])) + 1 :][:4] == [
+        ("stray", c[2] + 1),
+        ("stray", c[2] + 2),
+        ("stray", c[2] + 3),
+        ("TACHUNK", c[3]),
+    ]
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_untrusted_header_records_read_again(tape_file: list[bytes], ahead: bool) -> None:
+    """A chunk whose header does not decode: its framing may be wrong, so its records after the
+    first are read again (strays here); a chunk with a bad payload keeps its framing."""
+    c = chunk_records([[], tape_file], 1)
+    bad_header = list(tape_file)
+    r = bytearray(bad_header[c[1]])
+    r[40] ^= 0x10
+    bad_header[c[1]] = bytes(r)
+    got, _ = _items(cast("list[bytes | TapearcError]", bad_header), ahead=ahead)
+    assert got[got.index(("untrusted", c[1])) + 1 : got.index(("TACHUNK", c[2]))] == [
+        ("stray", c[1] + 1),
+        ("stray", c[1] + 2),
+        ("stray", c[1] + 3),
+    ]
+    bad_payload = list(tape_file)
+    r = bytearray(bad_payload[c[1]])
+    r[5000] ^= 0x10
+    bad_payload[c[1]] = bytes(r)
+    got, _ = _items(cast("list[bytes | TapearcError]", bad_payload), ahead=ahead)
+    assert ("damaged", c[1]) in got and not any(w == "stray" for w, _ in got)
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_unreadable_record_ends_its_item(tape_file: list[bytes], ahead: bool) -> None:
+    c = chunk_records([[], tape_file], 1)
+    recs: list[bytes | TapearcError] = list(tape_file)
+    recs[c[1] + 1] = MediumIOError("read error")
+    got, items = _items(recs, ahead=ahead)
+    assert ("unreadable", c[1]) in got
+    assert [g for g in got if g[0] == "stray"] == [("stray", c[1] + 2), ("stray", c[1] + 3)]
+    assert ("TACHUNK", c[2]) in got
+    assert items.records_read == len(tape_file) - 1 and items.record == len(tape_file)
