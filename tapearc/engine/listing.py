@@ -12,7 +12,7 @@ from tapearc.engine.layout import (
     MAGIC_TRAILER,
     Item,
 )
-from tapearc.engine.tapefiles import FileRecords, read_file_item, walk_tape_files
+from tapearc.engine.tapefiles import Damage, FileItems, FileRecords, walk_tape_files
 from tapearc.errors import TapearcError
 from tapearc.media.base import Mark, TapeDrive
 
@@ -156,8 +156,8 @@ class MediumListing:
 
 def list_medium(drive: TapeDrive) -> MediumListing:
     """Read the whole medium: label, and every tape file's items (headers decoded, payloads not
-    checked: that is verify's job). Damage in a tape file is reported in its ``problem`` and the
-    listing goes on with the next tape file. The tape files are those of
+    checked: that is verify's job). Damage in a tape file is reported in its ``problem`` (the
+    first found) and the listing goes on past it, resynchronising as verify does. The tape files are those of
     :func:`~tapearc.engine.tapefiles.walk_tape_files`, as for verify and scan."""
     files: list[TapeFileListing] = []
     label: fmt.Label | None = None
@@ -185,32 +185,31 @@ def list_medium(drive: TapeDrive) -> MediumListing:
 
 
 def _list_tape_file(drive: TapeDrive, recs: FileRecords, tf: TapeFileListing, logical: int) -> Mark:
-    """List the items of one tape file (its records counted); returns the mark that ends it."""
+    """List the items of one tape file (its records counted), on past damage as verify reads
+    them (tapefiles.FileItems); ``tf.problem`` is the first damage found. Returns the mark that
+    ends the tape file."""
+    items = FileItems(recs, tape_file=tf.tape_file, logical=logical, medium=drive.name, on_record=tf.add_record_size)
     first = True
-    record = 0
-    while True:
-        try:
-            item, n = read_file_item(recs, tape_file=tf.tape_file, record=record, logical=logical, medium=drive.name)
-        except TapearcError as e:
-            tf.problem = str(e) if tf.problem is None else tf.problem
-            for size in e.details.get("sizes", ()):
-                tf.add_record_size(size)
-            return _skip_rest(recs, tf)
-        if isinstance(item, Mark):
-            return item
-        record += n
-        for size in item.record_sizes:
-            tf.add_record_size(size)
+    for got in items:
         if tf.kind != "generation":
             continue  # an interrupted, damaged or foreign tape file: its records are counted
-        if first and item.magic != MAGIC_GENHDR:
-            tf.problem = f"tape file starts with {item.magic!r}, not a generation header"
-            return _skip_rest(recs, tf)
-        try:
-            _list_item(tf, item, first)
-        except TapearcError as e:
-            tf.problem = str(e.at(medium=drive.name, tape_file=tf.tape_file, record=item.record))
+        if isinstance(got, Damage):
+            _problem(tf, str(got.error))
+        elif first and got.magic != MAGIC_GENHDR:
+            _problem(tf, f"tape file starts with {got.magic!r}, not a generation header")
+        else:
+            try:
+                _list_item(tf, got, first)
+            except TapearcError as e:
+                _problem(tf, str(e.at(medium=drive.name, tape_file=tf.tape_file, record=got.record)))
+                items.damaged(got, e)
         first = False
+    return items.ended or Mark.END_OF_DATA
+
+
+def _problem(tf: TapeFileListing, text: str) -> None:
+    if tf.problem is None:
+        tf.problem = text
 
 
 def _list_item(tf: TapeFileListing, item: Item, first: bool) -> None:
@@ -226,7 +225,7 @@ def _list_item(tf: TapeFileListing, item: Item, first: bool) -> None:
     elif item.magic == fmt.TRAILER_END_MAGIC:
         fmt.decode_trailer_end(item.data)
     else:
-        tf.problem = f"unexpected item {item.magic!r} at record {item.record}"
+        _problem(tf, f"unexpected item {item.magic!r} at record {item.record}")
 
 
 def _list_header(tf: TapeFileListing, h: fmt.GenerationHeader) -> None:
@@ -263,21 +262,3 @@ def _list_chunk(tf: TapeFileListing, item: Item) -> None:
     tf.zero_blocks += sum(r.count for r in c.runs if r.is_zero)
     tf.raw_bytes += c.raw_len
     tf.stored_bytes += c.stored_len
-
-
-def _skip_rest(recs: FileRecords, tf: TapeFileListing) -> Mark:
-    """After damage: count the remaining records of the tape file up to its filemark."""
-    errors = 0
-    while True:
-        try:
-            rec = recs.read()
-        except TapearcError as e:
-            errors += 1
-            if errors > 16:  # a device that keeps failing without moving: give up on this medium
-                tf.problem = f"{tf.problem}; then {e}"
-                return Mark.END_OF_DATA
-            continue
-        errors = 0
-        if isinstance(rec, Mark):
-            return rec
-        tf.add_record_size(len(rec))

@@ -57,7 +57,7 @@ readers under their old names):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate, pairwise
 from typing import cast
@@ -373,7 +373,8 @@ class FileItems:
 
     The iteration ends at the tape file's mark (``ended``), or after more than ``max_errors``
     read errors in a row (``ended`` is END_OF_DATA: a device that keeps failing).
-    ``records_read``/``bytes_read`` count the records read from the medium (each once).
+    ``records_read``/``bytes_read`` count the records read from the medium (each once;
+    ``on_record`` is called with the size of each, in tape order).
     With ``ahead``, a thread reads the records ahead (pipeline.RecordAhead, up to the tape
     file's mark, never past it) while the consumer checks them: call :meth:`close` after.
     """
@@ -388,8 +389,10 @@ class FileItems:
         start: int = 0,
         max_errors: int = MAX_READ_ERRORS,
         ahead: bool = False,
+        on_record: Callable[[int], None] | None = None,
     ) -> None:
         self.recs = recs
+        self.on_record = on_record
         self.tape_file = tape_file
         self.logical = logical
         self.medium = medium
@@ -415,6 +418,8 @@ class FileItems:
         else:
             self.records_read += 1
             self.bytes_read += len(rec)
+            if self.on_record is not None:
+                self.on_record(len(rec))
         return rec
 
     def _again(self, records: list[bytes]) -> None:

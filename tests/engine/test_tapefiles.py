@@ -4,15 +4,18 @@ record, an unreadable record ending the item it cuts, the same answers with read
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import cast
 
 import pytest
 
 from tapearc import format as fmt
+from tapearc.engine.listing import list_medium
 from tapearc.engine.tapefiles import Damage, FileItems, FileRecords
 from tapearc.errors import MediumIOError, TapearcError
+from tapearc.media import open_medium
 from tapearc.media.base import Mark
-from tests.engine.test_verify import chunk_records, make, records
+from tests.engine.test_verify import chunk_records, make, records, write_image
 
 pytest.importorskip("tapesim.drive")
 
@@ -133,3 +136,21 @@ def test_unreadable_record_ends_its_item(tape_file: list[bytes], ahead: bool) ->
     assert [g for g in got if g[0] == "stray"] == [("stray", c[1] + 2), ("stray", c[1] + 3)]
     assert ("TACHUNK", c[2]) in got
     assert items.records_read == len(tape_file) - 1 and items.record == len(tape_file)
+
+
+def test_list_goes_on_past_a_damaged_chunk(tmp_path: Path) -> None:
+    """list reads a tape file as verify does: a chunk whose header is damaged is the problem, and
+    the chunks after it (and the trailer) are still listed; the records are all counted."""
+    img, _ = make(tmp_path)
+    files = records(img)
+    c = chunk_records(files, 1)
+    r = bytearray(files[1][c[1]])
+    r[40] ^= 0x10
+    files[1][c[1]] = bytes(r)
+    write_image(img, files)
+    with open_medium(f"sim:{img}", write=False) as d:
+        tf = list_medium(d).files[1]
+    assert tf.problem is not None and f"record {c[1]}" in tf.problem
+    assert [ch.seq for ch in tf.chunks] == [0, *range(2, len(c))]
+    assert tf.trailer and tf.complete
+    assert tf.records == len(files[1]) and tf.bytes == sum(map(len, files[1]))
