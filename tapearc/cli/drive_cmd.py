@@ -18,7 +18,7 @@ import typer
 
 from tapearc.cli.common import DriveOpt, JsonOpt, emit_json, run
 from tapearc.cli.render import render_drive_status
-from tapearc.errors import MediumUnavailableError, NotTapearcMediumError, TapearcError
+from tapearc.errors import FormatError, MediumUnavailableError, NotTapearcMediumError, TapearcError
 
 drive_app = typer.Typer(
     add_completion=False,
@@ -42,41 +42,31 @@ def _st_path(spec: str) -> str | None:
 
 
 def _label_info(drive: Any, back_to: int | None) -> tuple[str, dict[str, Any] | None, str]:
-    """(state, label, note): read the label from the beginning, then return to ``back_to``."""
-    from tapearc.engine.layout import read_label
-    from tapearc.media.base import Mark
+    """(state, label, note): read the label from the beginning (tapefiles.probe_label), then
+    return to ``back_to``. state: blank, tapearc, damaged (a tapearc label that does not decode,
+    or a ``sim:`` image holding one), foreign, or unknown (the first record cannot be read)."""
+    from tapearc.engine.tapefiles import probe_label
 
     state, label, note = "unknown", None, ""
     try:
-        drive.rewind()
-        first = drive.read_record()
-        if first is Mark.END_OF_DATA:
-            from tapearc.media.base import blank_check
-
-            content = blank_check(drive)
-            if content is None:
-                state = "blank"
-            else:  # a sim: image holding bytes that are not a tape, or a damaged label
-                state = "damaged" if content.exit_code in (20, 21, 22) else "foreign"
-                note = content.message.replace("; nothing was written", "")
-        else:
-            try:
-                lab = read_label(drive)
-            except NotTapearcMediumError as e:
-                state, note = "foreign", e.message
-            else:
-                state = "tapearc"
-                label = {
-                    "medium_uuid": str(lab.medium_uuid),
-                    "media_set_uuid": str(lab.media_set_uuid),
-                    "sequence": lab.sequence,
-                    "record_size": lab.record_size,
-                    "created": lab.created,
-                    "text": lab.text,
-                }
-    except TapearcError as e:
-        if state == "unknown":
-            note = f"cannot read the label: {e.message}"
+        probe = probe_label(drive)
+    except TapearcError as e:  # the rewind failed
+        note = f"cannot read the label: {e.message}"
+    else:
+        state, err, lab = probe.state, probe.error, probe.label
+        if err is not None and not isinstance(err, FormatError | NotTapearcMediumError):
+            state, note = "unknown", f"cannot read the label: {err.message}"
+        elif err is not None:
+            note = err.message.replace("; nothing was written", "")
+        if lab is not None:
+            label = {
+                "medium_uuid": str(lab.medium_uuid),
+                "media_set_uuid": str(lab.media_set_uuid),
+                "sequence": lab.sequence,
+                "record_size": lab.record_size,
+                "created": lab.created,
+                "text": lab.text,
+            }
     if back_to is not None:
         try:
             drive.locate(back_to)
