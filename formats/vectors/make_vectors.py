@@ -25,6 +25,7 @@ from typing import Any
 from uuid import UUID
 
 from tapearc.format import (
+    ChunkHeader,
     ChunkIndexEntry,
     Compression,
     GenerationHeader,
@@ -122,7 +123,15 @@ def describe(item: bytes, obj: Any, *, decoder: str, cls: str, **extra: Any) -> 
 
 def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
     out: dict[str, tuple[bytes, dict[str, Any]]] = {}
+    _label_vector(out)
+    _generation_header_vectors(out)
+    entries, digests, next_record = _chunk_vectors(out)
+    b = _trailer_vector(out, entries, digests)
+    _trailer_end_vector(out, b, next_record)
+    return out
 
+
+def _label_vector(out: dict[str, tuple[bytes, dict[str, Any]]]) -> None:
     label = Label(
         medium_uuid=MEDIUM_UUID,
         media_set_uuid=MEDIA_SET_UUID,
@@ -134,6 +143,8 @@ def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
     b = encode_label(label)
     out["label"] = (b, describe(b, label, decoder="decode_label", cls="Label"))
 
+
+def _generation_header_vectors(out: dict[str, tuple[bytes, dict[str, Any]]]) -> None:
     gen = GenerationHeader(
         run_uuid=RUN_UUID,
         media_set_uuid=MEDIA_SET_UUID,
@@ -167,6 +178,9 @@ def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
         describe(b, gen_src, decoder="decode_generation_header", cls="GenerationHeader"),
     )
 
+
+def _chunk_vectors(out: dict[str, tuple[bytes, dict[str, Any]]]) -> tuple[list[ChunkIndexEntry], bytes, int]:
+    """The two chunks; returns their index entries, the digest table and the next record."""
     entries = []
     digests = b""  # the digest table: BLAKE3-128 of every data block, chunk by chunk
     next_record = 1  # the generation header is record 0 of the generation file
@@ -188,43 +202,61 @@ def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
              "blocks 5, 6: text_block(5, 4096) + text_block(6, 4096) (see make_vectors.py)"),
         ]
     ):  # fmt: skip
-        header, hbytes, stored = build_chunk(
-            run_uuid=RUN_UUID,
-            generation=2,
-            seq=seq,
-            block_size=BLOCK_SIZE,
-            volume_size=VOLUME_SIZE,
-            runs=runs_from_ids(ids),
-            raw_payload=raw,
-            compress=compress,
-        )
-        assert header.compressed == compress
-        item = hbytes + bytes(stored)
-        assert unpack_payload(header, stored) == raw
-        out[name] = (
-            item,
-            describe(
-                item,
-                header,
-                decoder="decode_chunk",
-                cls="ChunkHeader",
-                payload={
-                    "stored_len": len(stored),
-                    "sha256": hashlib.sha256(stored).hexdigest(),
-                    "crc32c": hexcrc(crc32c(stored)),
-                },
-                raw_payload={
-                    "raw_len": len(raw),
-                    "sha256": hashlib.sha256(raw).hexdigest(),
-                    "recipe": recipe,
-                },
-            ),
-        )
+        header, item = _chunk_vector(out, seq, name, ids, raw, compress, recipe)
         n = record_count(len(item), RECORD_SIZE)
         entries.append(ChunkIndexEntry.from_chunk(header, record=next_record, record_count=n))
         digests += payload_digests(header.runs, raw, BLOCK_SIZE, VOLUME_SIZE)
         next_record += n
+    return entries, digests, next_record
 
+
+def _chunk_vector(
+    out: dict[str, tuple[bytes, dict[str, Any]]],
+    seq: int,
+    name: str,
+    ids: list[tuple[int, bool]],
+    raw: bytes,
+    compress: bool,
+    recipe: str,
+) -> tuple[ChunkHeader, bytes]:
+    header, hbytes, stored = build_chunk(
+        run_uuid=RUN_UUID,
+        generation=2,
+        seq=seq,
+        block_size=BLOCK_SIZE,
+        volume_size=VOLUME_SIZE,
+        runs=runs_from_ids(ids),
+        raw_payload=raw,
+        compress=compress,
+    )
+    assert header.compressed == compress
+    item = hbytes + bytes(stored)
+    assert unpack_payload(header, stored) == raw
+    out[name] = (
+        item,
+        describe(
+            item,
+            header,
+            decoder="decode_chunk",
+            cls="ChunkHeader",
+            payload={
+                "stored_len": len(stored),
+                "sha256": hashlib.sha256(stored).hexdigest(),
+                "crc32c": hexcrc(crc32c(stored)),
+            },
+            raw_payload={
+                "raw_len": len(raw),
+                "sha256": hashlib.sha256(raw).hexdigest(),
+                "recipe": recipe,
+            },
+        ),
+    )
+    return header, item
+
+
+def _trailer_vector(
+    out: dict[str, tuple[bytes, dict[str, Any]]], entries: list[ChunkIndexEntry], digests: bytes
+) -> bytes:
     trailer = Trailer.from_entries(
         run_uuid=RUN_UUID,
         generation=2,
@@ -254,7 +286,10 @@ def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
             digest_table=[{"block": block_id, "blake3_128": d.hex()} for block_id, d in iter_trailer_digests(trailer)],
         ),
     )
+    return b
 
+
+def _trailer_end_vector(out: dict[str, tuple[bytes, dict[str, Any]]], b: bytes, next_record: int) -> None:
     # the end record: the trailer is written from the record after the last chunk
     trailer_record = next_record
     end = trailer_end_for(b, trailer_record=trailer_record, record_size=RECORD_SIZE)
@@ -269,7 +304,6 @@ def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
             record=end.record,  # its own record index within the generation file
         ),
     )
-    return out
 
 
 def _flip(b: bytes, offset: int, mask: int = 0x01) -> bytes:
@@ -298,46 +332,52 @@ def _fix_trailer(b: bytes | bytearray) -> bytes:
 
 
 def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tuple[bytes, dict[str, str]]]:
-    label = valid["label"][0]
-    gen = valid["generation-header"][0]
-    gen_src = valid["generation-header-source"][0]
-    chunk = valid["chunk-plain"][0]
-    zchunk = valid["chunk-zstd"][0]
-    trailer = valid["trailer"][0]
-    end = valid["trailer-end"][0]
+    def item(name: str) -> bytes:
+        return valid[name][0]
+
+    return {
+        **_damaged_chunks(item("chunk-plain"), item("chunk-zstd")),
+        **_damaged_labels(item("label")),
+        **_damaged_generation_headers(item("generation-header"), item("generation-header-source")),
+        **_damaged_trailers(item("trailer"), item("trailer-end")),
+    }
+
+
+def _expect(decoder: str, error: str, why: str) -> dict[str, str]:
+    return {"decoder": decoder, "error": error, "why": why}
+
+
+def _damaged_chunks(chunk: bytes, zchunk: bytes) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """Chunks with one thing wrong each."""
     chl = int.from_bytes(chunk[HEADER_LEN : HEADER_LEN + 4], "little")
-
-    def e(decoder: str, error: str, why: str) -> dict[str, str]:
-        return {"decoder": decoder, "error": error, "why": why}
-
     return {
         "chunk-bad-header-crc": (
             _flip(chunk, CHUNK_SEQ),
-            e("decode_chunk", "CRCError", "bit 0 of seq (offset 40) flipped, header CRC not fixed"),
+            _expect("decode_chunk", "CRCError", "bit 0 of seq (offset 40) flipped, header CRC not fixed"),
         ),
         "chunk-bad-payload-crc": (
             _flip(chunk, chl + 100),
-            e("decode_chunk", "CRCError", "bit 0 of payload byte 100 flipped"),
+            _expect("decode_chunk", "CRCError", "bit 0 of payload byte 100 flipped"),
         ),
         "chunk-truncated": (
             chunk[:-100],
-            e("decode_chunk", "TruncatedError", "last 100 bytes of the payload cut off"),
+            _expect("decode_chunk", "TruncatedError", "last 100 bytes of the payload cut off"),
         ),
         "chunk-truncated-header": (
             chunk[:50],
-            e("decode_chunk", "TruncatedError", "only the first 50 bytes of the item"),
+            _expect("decode_chunk", "TruncatedError", "only the first 50 bytes of the item"),
         ),
         "chunk-trailing-bytes": (
             chunk + b"\0" * 7,
-            e("decode_chunk", "MalformedError", "7 bytes after the end of the item"),
+            _expect("decode_chunk", "MalformedError", "7 bytes after the end of the item"),
         ),
         "chunk-future-magic": (
             _patch(chunk, 0, b"TACHUNK2", fix_crc=True),
-            e("decode_chunk", "UnsupportedVersionError", "magic TACHUNK2 (version 2), CRC fixed"),
+            _expect("decode_chunk", "UnsupportedVersionError", "magic TACHUNK2 (version 2), CRC fixed"),
         ),
         "chunk-bad-raw-len": (
             _patch(zchunk, CHUNK_RAW_LEN, (8191).to_bytes(4, "little"), fix_crc=True),
-            e(
+            _expect(
                 "decode_chunk",
                 "MalformedError",
                 "raw_len 8191 != 8192 bytes of data blocks in the runs, header CRC fixed",
@@ -345,31 +385,43 @@ def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tu
         ),
         "chunk-unknown-flag": (
             _patch(chunk, CHUNK_FLAGS, (0x0002).to_bytes(2, "little"), fix_crc=True),
-            e("decode_chunk", "MalformedError", "flags bit 1 set (reserved), header CRC fixed"),
+            _expect("decode_chunk", "MalformedError", "flags bit 1 set (reserved), header CRC fixed"),
         ),
+    }
+
+
+def _damaged_labels(label: bytes) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """Volume labels with one thing wrong each."""
+    return {
         "label-bad-magic": (
             _patch(label, 0, b"XALABEL1", fix_crc=False),
-            e("decode_label", "BadMagicError", "magic XALABEL1"),
+            _expect("decode_label", "BadMagicError", "magic XALABEL1"),
         ),
         "label-future-version": (
             _patch(label, FORMAT_VERSION_AT, (2).to_bytes(2, "little"), fix_crc=True),
-            e("decode_label", "UnsupportedVersionError", "format_version 2, header CRC fixed"),
+            _expect("decode_label", "UnsupportedVersionError", "format_version 2, header CRC fixed"),
         ),
         "label-empty": (
             b"",
-            e("decode_label", "TruncatedError", "zero bytes"),
+            _expect("decode_label", "TruncatedError", "zero bytes"),
         ),
         "label-huge-header-len": (
             _patch(label, HEADER_LEN, (0x7FFFFFFF).to_bytes(4, "little"), fix_crc=False),
-            e("decode_label", "MalformedError", "header_len 0x7fffffff (> 64 MiB)"),
+            _expect("decode_label", "MalformedError", "header_len 0x7fffffff (> 64 MiB)"),
         ),
+    }
+
+
+def _damaged_generation_headers(gen: bytes, gen_src: bytes) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """Generation headers (layout 1 and 2) with one thing wrong each."""
+    return {
         "generation-header-bad-kind": (
             _patch(gen, GENERATION_KIND, b"\x07", fix_crc=True),
-            e("decode_generation_header", "MalformedError", "kind 7, header CRC fixed"),
+            _expect("decode_generation_header", "MalformedError", "kind 7, header CRC fixed"),
         ),
         "generation-header-future-version": (
             _patch(gen_src, FORMAT_VERSION_AT, (3).to_bytes(2, "little"), fix_crc=True),
-            e(
+            _expect(
                 "decode_generation_header",
                 "UnsupportedVersionError",
                 "layout-2 header with format_version 3, header CRC fixed",
@@ -377,7 +429,7 @@ def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tu
         ),
         "generation-header-source-as-v1": (
             _patch(gen_src, FORMAT_VERSION_AT, (1).to_bytes(2, "little"), fix_crc=True),
-            e(
+            _expect(
                 "decode_generation_header",
                 "MalformedError",
                 "layout-2 header with format_version 1 (its source fields are bytes after the "
@@ -386,19 +438,25 @@ def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tu
         ),
         "generation-header-v1-as-source": (
             _patch(gen, FORMAT_VERSION_AT, (2).to_bytes(2, "little"), fix_crc=True),
-            e(
+            _expect(
                 "decode_generation_header",
                 "MalformedError",
                 "layout-1 header with format_version 2 (too short for the source fields), header CRC fixed",
             ),
         ),
+    }
+
+
+def _damaged_trailers(trailer: bytes, end: bytes) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """Trailers and end records with one thing wrong each."""
+    return {
         "trailer-bad-body-crc": (
             _flip(trailer, TRAILER_HEADER_LEN + 4),
-            e("decode_trailer", "CRCError", "bit 0 of body byte 4 flipped"),
+            _expect("decode_trailer", "CRCError", "bit 0 of body byte 4 flipped"),
         ),
         "trailer-short-digest-table": (
             _fix_trailer(trailer[:-16]),
-            e(
+            _expect(
                 "decode_trailer",
                 "MalformedError",
                 "last digest (16 bytes) of the digest table cut off; body_len, body CRC and header CRC fixed",
@@ -406,19 +464,21 @@ def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tu
         ),
         "trailer-bad-digest-alg": (
             _patch(trailer, TRAILER_DIGEST_ALG, b"\x02", fix_crc=True),
-            e("decode_trailer", "MalformedError", "digest_alg 2 (unknown), header CRC fixed"),
+            _expect("decode_trailer", "MalformedError", "digest_alg 2 (unknown), header CRC fixed"),
         ),
         "trailer-end-bad-crc": (
             _flip(end, END_TRAILER_RECORD),
-            e("decode_trailer_end", "CRCError", "bit 0 of trailer_record (offset 40) flipped, header CRC not fixed"),
+            _expect(
+                "decode_trailer_end", "CRCError", "bit 0 of trailer_record (offset 40) flipped, header CRC not fixed"
+            ),
         ),
         "trailer-end-future-magic": (
             _patch(end, 0, b"TATREND2", fix_crc=True),
-            e("decode_trailer_end", "UnsupportedVersionError", "magic TATREND2 (version 2), CRC fixed"),
+            _expect("decode_trailer_end", "UnsupportedVersionError", "magic TATREND2 (version 2), CRC fixed"),
         ),
         "trailer-bad-totals": (
             _patch(trailer, TRAILER_DATA_BLOCKS, (999).to_bytes(8, "little"), fix_crc=True),
-            e("decode_trailer", "MalformedError", "data_blocks 999, header CRC fixed"),
+            _expect("decode_trailer", "MalformedError", "data_blocks 999, header CRC fixed"),
         ),
     }
 
