@@ -263,3 +263,32 @@ def test_verify_progress_without_a_size_has_no_total(tmp_path: Path) -> None:
     assert rep.ok
     assert rec.totals == [None]
     assert rec.done > 0
+
+
+def test_unreadable_record_inside_a_chunk(tmp_path: Path) -> None:
+    """A record that cannot be read (a dir: medium's empty record file in a closed tape file):
+    verify names it, names the chunk it cuts short (with its blocks, from its header), and reads
+    the next chunks; list counts the same records."""
+    from tapearc.engine.listing import list_medium
+    from tests.engine.test_crash_states import read_files, write_files
+
+    src = tmp_path / "v.img"
+    src.write_bytes(random.Random(5).randbytes(120 * BS))
+    med = tmp_path / "m"
+    with Catalog() as cat, open_medium(f"dir:{med}", write=True) as d:
+        backup(str(src), d, cat, BackupOptions(block_size=BS, record_size=RS, chunk_size=64 * 1024))
+    files, closed = read_files("dir", med)
+    c = chunk_records(files, 1)
+    files[1][c[1] + 1] = b""
+    write_files("dir", med, files, closed)
+    with Catalog() as cat, open_medium(f"dir:{med}", write=False) as d:
+        rep = run_verify(d, cat)
+        listed = list_medium(d).files[1]
+    fr = rep.media[0].files[0]
+    io = [p for p in fr.problems if p.what == "io"]
+    assert [p.record for p in io] == [c[1], c[1] + 1], [p.to_json() for p in fr.problems]
+    cut = next(p for p in io if p.record == c[1])
+    assert cut.chunk == 1 and cut.blocks and f"cut short by unreadable record {c[1] + 1}" in cut.message
+    assert "record unreadable" in next(p for p in io if p.record == c[1] + 1).message
+    assert fr.chunks_damaged == 1 and fr.chunks_ok == len(c) - 1
+    assert fr.records == listed.records == len(files[1]) - 1
