@@ -154,3 +154,20 @@ def test_list_goes_on_past_a_damaged_chunk(tmp_path: Path) -> None:
     assert [ch.seq for ch in tf.chunks] == [0, *range(2, len(c))]
     assert tf.trailer and tf.complete
     assert tf.records == len(files[1]) and tf.bytes == sum(map(len, files[1]))
+
+
+def test_deep_scan_resynchronises_as_verify_does(tmp_path: Path) -> None:
+    """scan --deep reads with the same reader: after a record dropped inside chunk 2 (whose frame
+    then takes chunk 3's first record), chunk 3 is still read from the medium."""
+    from tapearc.catalog.db import Catalog
+    from tapearc.engine.scan import scan_medium
+
+    img, _ = make(tmp_path)
+    files = records(img)
+    c = chunk_records(files, 1)
+    del files[1][c[2] + 1]
+    write_image(img, files)
+    with Catalog(tmp_path / "c.sqlite") as cat, open_medium(f"sim:{img}", write=False) as d:
+        fs = scan_medium(d, cat, deep=True).files[0]
+    assert fs.method == "deep" and fs.chunks == len(c) - 1
+    assert fs.problem is not None and f"chunk at record {c[2]} skipped" in fs.problem
