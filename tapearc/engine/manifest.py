@@ -18,11 +18,12 @@ import bisect
 import os
 import tempfile
 from array import array
+from collections.abc import Iterable
 from typing import BinaryIO
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, GenerationRow
-from tapearc.engine.plan import DIGEST_LEN, BlockMap, ChainMap, ChunkTables, runs_map
+from tapearc.engine.plan import DIGEST_LEN, BlockMap, ChunkTables, runs_map
 from tapearc.errors import TapearcError
 
 MANIFEST_MEMORY = 16 * 1024 * 1024  # digest bytes kept in memory before they go to a temporary file
@@ -226,10 +227,17 @@ class MappedDigests:
     table at a time as a walk in increasing block order reaches them: nothing is copied, memory
     is the map's intervals and a few tables. Blocks that are not data digest as zero."""
 
-    def __init__(self, catalog: Catalog, cm: ChainMap) -> None:
-        self.map: BlockMap = cm.map
-        self.nblocks = cm.map.n
-        self.tables = ChunkTables(catalog, (c.id for c in cm.chunks))
+    def __init__(self, catalog: Catalog, bmap: BlockMap, ids: Iterable[int]) -> None:
+        self.map = bmap
+        self.nblocks = bmap.n
+        self.tables = ChunkTables(catalog, ids)
+
+    @classmethod
+    def of_chain(cls, catalog: Catalog, chain: list[GenerationRow]) -> MappedDigests:
+        """The chain's last generation, its mapping checked as :func:`~tapearc.engine.plan.chain_map`
+        checks it (MalformedError)."""
+        bmap, ids = runs_map(catalog, chain, check=True)
+        return cls(catalog, bmap, ids)
 
     def digests(self, first: int, count: int) -> bytearray | None:
         """The digests of blocks ``[first, first + count)``, or None when the catalog does not

@@ -316,11 +316,17 @@ def _pieces(chunks: list[ChunkRow], base_idx: int, exclude: set[int] | None) -> 
 
 
 def _pieces_of(
-    chunks: Iterable[tuple[int, tuple[fmt.Run, ...]]], base_idx: int, exclude: set[int] | None
+    chunks: Iterable[tuple[int, tuple[fmt.Run, ...]]],
+    base_idx: int,
+    exclude: set[int] | None,
+    ids: array[int] | None = None,
 ) -> list[tuple[int, int, int, int]]:
-    """``(chunk id, runs)`` of one generation's chunks as map pieces, sorted by first block."""
+    """``(chunk id, runs)`` of one generation's chunks as map pieces, sorted by first block;
+    each chunk's id appended to ``ids`` when given."""
     out: list[tuple[int, int, int, int]] = []
     for k, (cid, runs) in enumerate(chunks):
+        if ids is not None:
+            ids.append(cid)
         if exclude and cid in exclude:
             continue
         d = 0
@@ -408,20 +414,21 @@ def chain_map(
     return ChainMap(bmap, chunks, tables)
 
 
-def runs_map(catalog: Catalog, chain: list[GenerationRow]) -> tuple[BlockMap, array[int]]:
+def runs_map(catalog: Catalog, chain: list[GenerationRow], *, check: bool = False) -> tuple[BlockMap, array[int]]:
     """The newest version of every block of the chain's last generation, like :func:`chain_map`
     but from the chunks' runs alone (no chunk rows: memory is the intervals and 8 bytes per
-    chunk) and unchecked, as an incremental's base is read: the map's values index the returned
-    chunk ids (catalog ids, chain order)."""
+    chunk): the map's values index the returned chunk ids (catalog ids, chain order). Unchecked,
+    as an incremental's base is read, unless ``check`` (the checks of :func:`chain_map`)."""
     bmap = BlockMap()
     ids = array("q")
+    prev: GenerationRow | None = None
     for g in chain:
-        rows = list(catalog.chunk_runs(g.id))
-        pieces = _pieces_of(rows, len(ids), None)
-        ids.extend(cid for cid, _ in rows)
-        del rows
+        pieces = _pieces_of(catalog.chunk_runs(g.id), len(ids), None, ids)
+        if check:
+            _check_generation(g, pieces, None if prev is None else prev.nblocks)
         bmap.resize(g.nblocks, NONE)
         bmap.overlay(pieces)
+        prev = g
     return bmap, ids
 
 

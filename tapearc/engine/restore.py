@@ -48,7 +48,6 @@ from tapearc.engine.plan import (
     DIGEST_LEN,
     Plan,
     PlannedRead,
-    chain_map,
     fallback_reads,
     load_chain,
     make_plan,
@@ -650,10 +649,10 @@ def detect_generation(
         if (not is_device and size != g.volume_size) or (is_device and size < g.volume_size):
             continue
         try:
-            cm = chain_map(catalog, load_chain(catalog, g.set_uuid, g.volume, g.number))
+            mapped = MappedDigests.of_chain(catalog, load_chain(catalog, g.set_uuid, g.volume, g.number))
         except TapearcError:
             continue  # a generation that cannot be restored is no reference either
-        order.append((g, MappedDigests(catalog, cm)))
+        order.append((g, mapped))
     matched: set[int] = set()
     for bs in dict.fromkeys(g.block_size for g, _ in order):
         same = [(g, m) for g, m in order if g.block_size == bs]

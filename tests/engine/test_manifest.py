@@ -138,7 +138,8 @@ def test_mapped_digests_equal_the_per_block_manifest(seed: int) -> None:
     rng = random.Random(1000 + seed)
     cat, chain = random_chain(rng, rng.randint(1, 4))
     ref = ArrayManifest(manifest_at(cat, chain), chain[-1].nblocks)  # type: ignore[arg-type]
-    got = MappedDigests(cat, chain_map(cat, chain, set()))  # type: ignore[arg-type]
+    cm = chain_map(cat, chain, set())  # type: ignore[arg-type]
+    got = MappedDigests(cat, cm.map, (c.id for c in cm.chunks))  # type: ignore[arg-type]
     for in_order in (True, False):
         for a, c in _windows(rng, ref.nblocks, in_order):
             assert bytes(got.digests(a, c) or b"") == bytes(ref.digests(a, c)), (a, c)
@@ -170,7 +171,7 @@ def test_a_claimed_huge_volume_costs_its_runs_not_its_size() -> None:
     cat.chunks_of[1] = [(1, (RUN(0, 4), RUN(4, n - 8, ZERO_KIND), RUN(n - 4, 4)), bytes(range(16)) * 8)]
     tracemalloc.start()
     m = build_manifest(cat, [FakeGen(1, 1, n)])  # type: ignore[arg-type]
-    md = MappedDigests(cat, chain_map(cat, [FakeGen(1, 1, n)]))  # type: ignore[arg-type]
+    md = MappedDigests.of_chain(cat, [FakeGen(1, 1, n)])  # type: ignore[arg-type]
     assert m.all_zero(4, n - 8) and md.all_zero(4, n - 8)
     assert bytes(m.digests(n - 4, 4)) == bytes(range(16)) * 4 == bytes(md.digests(n - 4, 4) or b"")
     _, peak = tracemalloc.get_traced_memory()
@@ -301,3 +302,37 @@ def test_detect_generation_streams_the_target_against_every_candidate(
 
 def _set_of(cat: Any) -> uuid.UUID:
     return uuid.UUID(str(cat.db.execute("SELECT uuid FROM media_sets").fetchone()[0]))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_runs_map_checks_as_chain_map_checks(seed: int) -> None:
+    """MappedDigests.of_chain (runs alone) refuses exactly the chains chain_map refuses, and
+    maps the others the same way."""
+    from tapearc.engine.plan import runs_map
+    from tapearc.errors import MalformedError
+
+    rng = random.Random(3000 + seed)
+    cat, chain = random_chain(rng, rng.randint(1, 4))
+    g = rng.choice(chain)
+    rows = cat.chunks_of[g.id]
+    what = rng.random()
+    if rows and what < 0.3:
+        del rows[rng.randrange(len(rows))]  # blocks left unaccounted for (or nothing, in an incremental)
+    elif rows and what < 0.6:
+        _, runs, d = rng.choice(rows)
+        rows.append((999, runs, d))  # blocks mapped twice
+    elif what < 0.8:
+        g.nblocks = max(0, g.nblocks - rng.randint(1, 5))  # chunks past the end it claims
+    errors = []
+    for build in (lambda: chain_map(cat, chain), lambda: runs_map(cat, chain, check=True)):  # type: ignore[arg-type]
+        try:
+            errors.append(build())
+        except MalformedError as e:
+            errors.append(e.message)
+    if isinstance(errors[0], str) or isinstance(errors[1], str):
+        assert errors[0] == errors[1]
+    else:
+        cm, (bmap, ids) = errors
+        assert [(s, e, cm.chunk_id(v)) for s, e, v, _ in cm.map] == [
+            (s, e, ids[v] if v >= 0 else v) for s, e, v, _ in bmap
+        ]
