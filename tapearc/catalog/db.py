@@ -854,6 +854,17 @@ class Catalog:
             for r in rows
         ]
 
+    def chunk_runs(self, gen_id: int) -> Iterator[tuple[int, tuple[fmt.Run, ...]]]:
+        """(chunk id, runs) of each chunk of a generation, in seq order: the mapping alone,
+        without the chunk's location or digests."""
+        for cid, blob in self.db.execute("SELECT id, runs FROM chunks WHERE generation_id = ? ORDER BY seq", (gen_id,)):
+            yield cid, unpack_runs(blob)
+
+    def chunk_digest_table(self, chunk_id: int) -> bytes:
+        """The digests of one chunk's data blocks (16 bytes each, in run order); b"" for an unknown id."""
+        row = self.db.execute("SELECT digests FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
+        return bytes(row[0]) if row is not None else b""
+
     def chunk_digests(self, gen_id: int) -> Iterator[tuple[tuple[fmt.Run, ...], bytes]]:
         """(runs, digests of the data blocks) of each chunk of a generation, in seq order."""
         for blob, digests in self.db.execute(

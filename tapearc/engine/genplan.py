@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
-from tapearc.engine.classify import ArrayManifest, BaseManifest
-from tapearc.engine.plan import load_chain, manifest_at
+from tapearc.engine.classify import BaseManifest
+from tapearc.engine.manifest import build_manifest
+from tapearc.engine.plan import load_chain
 from tapearc.engine.volumes import choose_volume
 from tapearc.errors import UsageError
 
@@ -74,11 +75,8 @@ def plan_generation(catalog: Catalog, req: PlanRequest) -> GenerationPlan:
             )
         bs = prev.block_size
     base = prev if prev is not None and not req.full else None
-    manifest = (
-        ArrayManifest(manifest_at(catalog, load_chain(catalog, set_uuid, name, base.number)), base.nblocks)
-        if base
-        else None
-    )
+    # the base's digests as runs (its zero runs cost nothing, its data 16 bytes per block)
+    manifest = build_manifest(catalog, load_chain(catalog, set_uuid, name, base.number)) if base else None
     header = fmt.GenerationHeader(
         run_uuid=uuid.uuid4(),
         media_set_uuid=set_uuid,

@@ -25,7 +25,8 @@ from __future__ import annotations
 import bisect
 import uuid
 from array import array
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from tapearc import format as fmt
@@ -311,12 +312,25 @@ class BlockMap:
 
 def _pieces(chunks: list[ChunkRow], base_idx: int, exclude: set[int] | None) -> list[tuple[int, int, int, int]]:
     """One generation's runs as map pieces, sorted by first block."""
+    return _pieces_of(((c.id, c.runs) for c in chunks), base_idx, exclude)
+
+
+def _pieces_of(
+    chunks: Iterable[tuple[int, tuple[fmt.Run, ...]]],
+    base_idx: int,
+    exclude: set[int] | None,
+    ids: array[int] | None = None,
+) -> list[tuple[int, int, int, int]]:
+    """``(chunk id, runs)`` of one generation's chunks as map pieces, sorted by first block;
+    each chunk's id appended to ``ids`` when given."""
     out: list[tuple[int, int, int, int]] = []
-    for k, c in enumerate(chunks):
-        if exclude and c.id in exclude:
+    for k, (cid, runs) in enumerate(chunks):
+        if ids is not None:
+            ids.append(cid)
+        if exclude and cid in exclude:
             continue
         d = 0
-        for r in c.runs:
+        for r in runs:
             if r.is_zero:
                 out.append((r.first, r.first + r.count, ZERO, 0))
             else:
@@ -398,6 +412,53 @@ def chain_map(
         bmap.overlay(pieces)
         prev = g
     return ChainMap(bmap, chunks, tables)
+
+
+def runs_map(catalog: Catalog, chain: list[GenerationRow], *, check: bool = False) -> tuple[BlockMap, array[int]]:
+    """The newest version of every block of the chain's last generation, like :func:`chain_map`
+    but from the chunks' runs alone (no chunk rows: memory is the intervals and 8 bytes per
+    chunk): the map's values index the returned chunk ids (catalog ids, chain order). Unchecked,
+    as an incremental's base is read, unless ``check`` (the checks of :func:`chain_map`)."""
+    bmap = BlockMap()
+    ids = array("q")
+    prev: GenerationRow | None = None
+    for g in chain:
+        pieces = _pieces_of(catalog.chunk_runs(g.id), len(ids), None, ids)
+        if check:
+            _check_generation(g, pieces, None if prev is None else prev.nblocks)
+        bmap.resize(g.nblocks, NONE)
+        bmap.overlay(pieces)
+        prev = g
+    return bmap, ids
+
+
+class ChunkTables:
+    """The digest tables of chunks, read from the catalog when first asked for and kept for the
+    ``keep`` most recently used chunks: a walk over a chain map in block order asks for each
+    chunk's table a few times in a row, so memory is a few tables, not the chain's."""
+
+    def __init__(self, catalog: Catalog, ids: Iterable[int], keep: int = 16) -> None:
+        self.catalog = catalog
+        self.ids = ids if isinstance(ids, array) else array("q", ids)
+        self.keep = keep
+        self.cache: OrderedDict[int, bytes] = OrderedDict()
+
+    def table(self, idx: int) -> bytes:
+        """The digest table of the chunk at index ``idx`` of ``ids``."""
+        t = self.cache.get(idx)
+        if t is not None:
+            self.cache.move_to_end(idx)
+            return t
+        t = self.catalog.chunk_digest_table(self.ids[idx])
+        self.cache[idx] = t
+        if len(self.cache) > self.keep:
+            self.cache.popitem(last=False)
+        return t
+
+    def slice(self, idx: int, doff: int, length: int) -> bytes:
+        """``length`` bytes of chunk ``idx``'s table from ``doff`` (fewer when the catalog holds
+        fewer: a medium scanned without digests)."""
+        return self.table(idx)[doff : doff + length]
 
 
 def check_chain(catalog: Catalog, chain: list[GenerationRow]) -> None:
@@ -516,14 +577,13 @@ def _blocks_differing_from(
     if have not in gens:
         raise NoSuchGenerationError(f"volume {last.volume!r} has no generation {have}")
     k_chain = load_chain(catalog, last.set_uuid, last.volume, have)
-    cm = chain_map(catalog, chain, digests=True)
+    cm = chain_map(catalog, chain)
     if k_chain[-1].block_size == last.block_size:
-        km = chain_map(catalog, k_chain, digests=True)
+        km = chain_map(catalog, k_chain)
     else:  # another block size: block ids do not line up, nothing is known to be in place
-        km = ChainMap(BlockMap(n, UNKNOWN), [], [])
-    dn = cm.digests
-    dk = km.digests
-    assert dn is not None and dk is not None
+        km = ChainMap(BlockMap(n, UNKNOWN), [])
+    dn = ChunkTables(catalog, (c.id for c in cm.chunks))  # read as the walk needs them
+    dk = ChunkTables(catalog, (c.id for c in km.chunks))
     per_chunk: _Runs = {}
     zero_runs: list[tuple[int, int]] = []
     for s, e, vn, on, vk, ok in _zip_maps(cm.map, km.map, n):
@@ -537,7 +597,7 @@ def _blocks_differing_from(
         if cm.chunk_id(vn) == km.chunk_id(vk) and on == ok:
             continue  # the same version of these blocks
         ln = (e - s) * DIGEST_LEN
-        differ = _differing_runs(s, e, dn[vn][on : on + ln], dk[vk][ok : ok + ln])
+        differ = _differing_runs(s, e, dn.slice(vn, on, ln), dk.slice(vk, ok, ln))
         if differ:
             per_chunk.setdefault(vn, []).extend(differ)
     return cm, per_chunk, zero_runs

@@ -24,12 +24,14 @@ and a new target file is never left behind, unless ``partial`` is asked for).
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import stat
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import BinaryIO, Protocol
@@ -39,14 +41,13 @@ from tapearc.catalog.db import Catalog, GenerationRow
 from tapearc.catalog.states import GenerationState
 from tapearc.engine.identity import refuse_same_restore_target
 from tapearc.engine.layout import MAGIC_CHUNK, read_item
+from tapearc.engine.manifest import MappedDigests
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.pipeline import Worker
 from tapearc.engine.plan import (
     DIGEST_LEN,
-    ChainMap,
     Plan,
     PlannedRead,
-    chain_map,
     fallback_reads,
     load_chain,
     make_plan,
@@ -70,6 +71,8 @@ from tapearc.errors import (
     UsageError,
 )
 from tapearc.media.base import Mark, TapeDrive
+
+_DETECT_WINDOW = 4 * 1024 * 1024  # bytes of the target read at once when looking for the generation it holds
 
 
 class RestoreMode(StrEnum):
@@ -537,26 +540,6 @@ class _StreamSink:
                 pass  # an unnamed temporary file: what it still buffered is not needed
 
 
-def _target_digests(path: str, block_size: int, size: int) -> bytearray:
-    """BLAKE3-128 per block of an existing target's first ``size`` bytes (zero blocks: zeros)."""
-    out = bytearray()
-    zd = bytes(DIGEST_LEN)
-    with open(path, "rb", buffering=0) as f:
-        buf = bytearray(block_size * 64)
-        view = memoryview(buf)
-        done = 0
-        while done < size:
-            want = min(len(buf), size - done)
-            got = f.readinto(view[:want]) or 0
-            if got < want:
-                raise TargetError(f"target {path} is shorter than expected")
-            for o in range(0, got, block_size):
-                blk = view[o : min(o + block_size, got)]
-                out += zd if fmt.is_zero(buf, o, len(blk)) else fmt.block_digest(blk)
-            done += got
-    return out
-
-
 def _target_size(path: str) -> tuple[bool, int, bool]:
     """(exists, size, is_device)."""
     try:
@@ -576,44 +559,106 @@ def _target_size(path: str) -> tuple[bool, int, bool]:
     return True, st.st_size, False
 
 
-def _matches(cm: ChainMap, tgt: bytearray) -> bool:
-    """Do the target's block digests equal the mapped generation's, block for block?"""
-    if len(tgt) < cm.map.n * DIGEST_LEN:
-        return False
-    digests = cm.digests
-    assert digests is not None
-    view = memoryview(tgt)
-    for s, e, v, d in cm.map:
-        a, b = s * DIGEST_LEN, e * DIGEST_LEN
-        if v >= 0:
-            if view[a:b] != digests[v][d : d + (b - a)]:
-                return False
-        elif not fmt.is_zero(tgt, a, b - a):
-            return False
-    return True
+def _target_windows(
+    path: str, block_size: int, length: int, nblocks: int
+) -> Iterator[tuple[int, int, bytearray | None]]:
+    """The target's first ``nblocks`` blocks (of its first ``length`` bytes) window by window:
+    ``(first block, blocks, bytes)``, or None for bytes when the window is all zero (a hole the
+    file system reports is not read)."""
+    per = max(1, _DETECT_WINDOW // block_size)
+    buf = bytearray(per * block_size)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        fd = f.fileno()
+        b = 0
+        data_at = 0  # the target's next byte that may be data (SEEK_DATA), past holes
+        while b < nblocks:
+            off = b * block_size
+            if off >= data_at:
+                data_at = _next_data(fd, off, length)
+            hole = min(data_at // block_size, nblocks) - b  # whole blocks in a hole: zeros, not read
+            if hole > 0:
+                yield b, hole, None
+                b += hole
+                continue
+            n = min(per, nblocks - b)
+            want = min(n * block_size, length - off)
+            got = os.preadv(fd, [view[:want]], off)
+            if got < want:
+                raise TargetError(f"target {path} is shorter than expected")
+            yield b, n, (None if fmt.is_zero(buf, 0, want) else buf)
+            b += n
+
+
+def _next_data(fd: int, off: int, length: int) -> int:
+    """The offset of the first byte at or after ``off`` that may be data: ``off`` itself where
+    the file system cannot tell, ``length`` when only a hole follows."""
+    try:
+        return min(os.lseek(fd, off, os.SEEK_DATA), length)
+    except OSError as e:
+        return length if e.errno == errno.ENXIO else off
+
+
+def _window_digests(buf: bytearray, block_size: int, count: int, length: int) -> bytearray:
+    """BLAKE3-128 of each of ``count`` blocks in ``buf`` (``length`` bytes), zero blocks zeros."""
+    out = bytearray(count * DIGEST_LEN)
+    view = memoryview(buf)
+    for k in range(count):
+        o = k * block_size
+        n = min(block_size, length - o)
+        if not fmt.is_zero(buf, o, n):
+            out[k * DIGEST_LEN : (k + 1) * DIGEST_LEN] = fmt.block_digest(view[o : o + n])
+    return out
+
+
+def _still_matching(
+    path: str, block_size: int, length: int, cands: list[tuple[GenerationRow, MappedDigests]]
+) -> list[GenerationRow]:
+    """The candidate generations whose block digests equal the target's, block for block, read
+    in one pass over the target that stops as soon as none is left."""
+    have = -(-length // block_size)  # the target's blocks
+    alive = [c for c in cands if c[1].nblocks <= have]
+    nblocks = max((m.nblocks for _, m in alive), default=0)
+    for b, n, buf in _target_windows(path, block_size, length, nblocks):
+        tdig: bytearray | None = None
+        if buf is not None:
+            tdig = _window_digests(buf, block_size, n, min(n * block_size, length - b * block_size))
+        keep = []
+        for g, m in alive:
+            k = max(0, min(n, m.nblocks - b))  # the window's blocks inside this generation
+            if k and not (m.all_zero(b, k) if tdig is None else m.digests(b, k) == tdig[: k * DIGEST_LEN]):
+                continue
+            keep.append((g, m))
+        alive = keep
+        if not alive:
+            break
+    return [g for g, _ in alive]
 
 
 def detect_generation(
     catalog: Catalog, gens: list[GenerationRow], path: str, size: int, is_device: bool, prefer: int | None = None
 ) -> int | None:
     """Which complete generation of the volume the target holds, if any: ``prefer`` (the one
-    being restored) first, then the others newest first, older or newer than it."""
-    cache: dict[int, bytearray] = {}
+    being restored) first, then the others newest first, older or newer than it. The target is
+    read once per block size, window by window, against every candidate at once; memory is the
+    candidates' chain maps (runs) and a window, never a digest per target block."""
+    order: list[tuple[GenerationRow, MappedDigests]] = []
     for g in sorted(gens, key=lambda g: (g.number != prefer, -g.number)):
         if g.state != GenerationState.COMPLETE:
             continue
         if (not is_device and size != g.volume_size) or (is_device and size < g.volume_size):
             continue
         try:
-            cm = chain_map(catalog, load_chain(catalog, g.set_uuid, g.volume, g.number), digests=True)
+            mapped = MappedDigests.of_chain(catalog, load_chain(catalog, g.set_uuid, g.volume, g.number))
         except TapearcError:
             continue  # a generation that cannot be restored is no reference either
-        key = g.block_size
-        if key not in cache:
-            cache[key] = _target_digests(path, g.block_size, g.volume_size if not is_device else size)
-        if _matches(cm, cache[key]):
-            return g.number
-    return None
+        order.append((g, mapped))
+    matched: set[int] = set()
+    for bs in dict.fromkeys(g.block_size for g, _ in order):
+        same = [(g, m) for g, m in order if g.block_size == bs]
+        length = size if is_device else same[0][0].volume_size  # a file's size is every candidate's
+        matched.update(g.number for g in _still_matching(path, bs, length, same))
+    return next((g.number for g, _ in order if g.number in matched), None)
 
 
 def _preflight(media: MediaSource, catalog: Catalog, plan: Plan, label: fmt.Label) -> None:
