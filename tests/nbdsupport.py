@@ -100,13 +100,15 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def nbdkit_file(path: Path, *, read_only: bool = True) -> Iterator[str]:
+def nbdkit_file(path: Path, *, read_only: bool = True, filters: tuple[str, ...] = ()) -> Iterator[str]:
     """Serve the file (or block device) ``path`` with nbdkit's file plugin over TCP on
-    127.0.0.1 (as a disk on another host would be); yields the ``nbd://`` URI."""
+    127.0.0.1 (as a disk on another host would be); yields the ``nbd://`` URI. ``filters``:
+    nbdkit filters in front of it (``nozero``: an export without WRITE_ZEROES)."""
     port = _free_port()
     cmd = ["nbdkit", "--foreground", "--exit-with-parent", "-i", "127.0.0.1", "-p", str(port)]
     if read_only:
         cmd.append("--readonly")
+    cmd += [f"--filter={f}" for f in filters]
     cmd += ["file", str(path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
