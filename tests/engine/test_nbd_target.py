@@ -21,7 +21,7 @@ from tapearc.engine.progress import NoProgress
 from tapearc.engine.restore import RestoreOptions, restore
 from tapearc.errors import TargetError, TargetTooSmallError
 from tapearc.media import open_medium
-from tests.nbdsupport import nbdkit_file, needs_nbdkit, needs_qemu_nbd, qemu_img, qemu_io, qemu_nbd
+from tests.nbdsupport import nbdkit_file, needs_libnbd, needs_nbdkit, needs_qemu_nbd, qemu_img, qemu_io, qemu_nbd
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -255,3 +255,16 @@ def test_server_going_away_mid_restore_names_uri_and_offset(tmp_path: Path) -> N
             proc.wait()
     assert not isinstance(e.value, TargetTooSmallError)
     assert f"NBD export {uri} at byte " in e.value.message and "\n" not in e.value.message
+
+
+@needs_libnbd
+def test_unreachable_export_is_one_line_and_nothing_is_created(tmp_path: Path) -> None:
+    vol = tmp_path / "vol.img"
+    make_vol(vol)
+    spec = f"sim:{tmp_path / 't.tap'}"
+    do_backup(spec, vol)
+    uri = f"nbd+unix:///disk?socket={tmp_path / 'none.sock'}"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    err = one_line_error(tapearc("restore", "--media", spec, "--to", uri), 4)
+    assert f"cannot connect to NBD export {uri}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no file named like the URI
