@@ -100,16 +100,19 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def nbdkit_file(path: Path, *, read_only: bool = True, filters: tuple[str, ...] = ()) -> Iterator[str]:
+def nbdkit_file(
+    path: Path, *, read_only: bool = True, filters: tuple[str, ...] = (), params: tuple[str, ...] = ()
+) -> Iterator[str]:
     """Serve the file (or block device) ``path`` with nbdkit's file plugin over TCP on
     127.0.0.1 (as a disk on another host would be); yields the ``nbd://`` URI. ``filters``:
-    nbdkit filters in front of it (``nozero``: an export without WRITE_ZEROES)."""
+    nbdkit filters in front of it (``nozero``: an export without WRITE_ZEROES), ``params``
+    their KEY=VALUE parameters."""
     port = _free_port()
     cmd = ["nbdkit", "--foreground", "--exit-with-parent", "-i", "127.0.0.1", "-p", str(port)]
     if read_only:
         cmd.append("--readonly")
     cmd += [f"--filter={f}" for f in filters]
-    cmd += ["file", str(path)]
+    cmd += ["file", str(path), *params]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def up() -> bool:

@@ -268,3 +268,28 @@ def test_unreachable_export_is_one_line_and_nothing_is_created(tmp_path: Path) -
     err = one_line_error(tapearc("restore", "--media", spec, "--to", uri), 4)
     assert f"cannot connect to NBD export {uri}" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no file named like the URI
+
+
+@needs_nbdkit
+def test_export_with_a_minimum_block_size_gets_whole_blocks(tmp_path: Path) -> None:
+    """An export that refuses requests not aligned to 4096 bytes (nbdkit's blocksize-policy
+    filter): the volume's unaligned end is read, patched and written back whole."""
+    aligned = ("blocksize-policy",), ("blocksize-minimum=4096", "blocksize-error-policy=error")
+    vol = tmp_path / "vol.img"
+    data = make_vol(vol, seed=9)  # ends in 1234 bytes of data
+    spec = f"sim:{tmp_path / 't.tap'}"
+    do_backup(spec, vol)
+    disk = tmp_path / "disk.raw"
+    with open(disk, "wb") as f:
+        f.truncate(8 * MiB)
+    with nbdkit_file(disk, read_only=False, filters=aligned[0], params=aligned[1]) as uri:
+        assert do_restore(spec, uri).status == "complete"
+    assert disk.read_bytes() == data + bytes(8 * MiB - VOL_SIZE)
+    zero_end = data[: 4 * MiB - BS] + bytes(BS + TAIL)  # a zero run up to the unaligned end
+    vol.write_bytes(zero_end)
+    do_backup(spec, vol)
+    disk.write_bytes(b"\xff" * 8 * MiB)
+    with nbdkit_file(disk, read_only=False, filters=aligned[0], params=aligned[1]) as uri:
+        res = do_restore(spec, uri, force=True)
+    assert res.status == "complete" and res.bytes_zeroed >= BS + TAIL
+    assert disk.read_bytes() == zero_end + b"\xff" * (8 * MiB - VOL_SIZE)
