@@ -97,12 +97,15 @@ class NbdTarget:
             self._call("reading the allocation of", offset, self.h.block_status, count, offset, got)
             if not extents:
                 return offset  # the server said nothing: assume data
+            before = offset
             for length, flags in extents:
                 if not flags & STATE_ZERO:
                     return offset
                 offset += length
                 if offset >= self.size:
                     break
+            if offset == before:
+                return offset  # extents of no length: assume data
         return None
 
     @property
@@ -127,22 +130,29 @@ class NbdTarget:
             )
         return TargetError(f"{what} NBD export {self.path} at byte {offset} failed: {nbd_error_text(e)}")
 
+    def _edges(self, offset: int, end: int) -> tuple[int, int]:
+        """(lo, hi): [offset, end) is a head [offset, lo) and a tail [hi, end) that are parts of
+        one block of the export's minimum block size each, and [lo, hi) of whole blocks."""
+        a = self.align
+        lo = min(end, -(-offset // a) * a)
+        return lo, max(lo, end - end % a)
+
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
         """Write ``data`` at ``offset`` (requests of at most 32 MiB, up to IN_FLIGHT at once;
         the last ones may still be in flight when this returns: commit waits for them)."""
         view = memoryview(data).cast("B")
         end = offset + len(view)
-        if self.align > 1 and (offset % self.align or end % self.align):
-            self._write_unaligned(view, offset)
-            return
-        keep: object = view if isinstance(view.obj, bytes) else None  # bytes cannot change under us
-        if keep is None:
-            view = memoryview(bytes(view))  # the caller may reuse its buffer after we return
-        done = 0
-        while done < len(view):
-            n = min(MAX_REQUEST, len(view) - done)
-            self._submit(view[done : done + n], offset + done)
-            done += n
+        lo, hi = self._edges(offset, end)
+        if offset < lo:
+            self._patch(view[: lo - offset], offset)
+        if lo < hi:
+            middle = view[lo - offset : hi - offset]
+            if not isinstance(middle.obj, bytes):  # bytes cannot change under a write in flight;
+                middle = memoryview(bytes(middle))  # a caller may reuse other buffers when we return
+            for done in range(0, len(middle), MAX_REQUEST):
+                self._submit(middle[done : done + MAX_REQUEST], lo + done)
+        if hi < end:
+            self._patch(view[hi - offset :], hi)
 
     def _submit(self, piece: memoryview, offset: int) -> None:
         while self._pending and (len(self._pending) >= IN_FLIGHT or self._pending_bytes + len(piece) > IN_FLIGHT_BYTES):
@@ -166,34 +176,38 @@ class NbdTarget:
         while self._pending:
             self._wait_one()
 
-    def _write_unaligned(self, view: memoryview, offset: int) -> None:
-        """An export with a minimum block size: the partial blocks at either end are read,
-        patched and written back whole."""
+    def _patch(self, piece: memoryview, offset: int) -> None:
+        """Write ``piece``, part of one block of the export's minimum block size: the block is
+        read, patched and written back whole (after the writes in flight)."""
         self._drain()
-        a = self.align
-        lo = offset - offset % a
-        hi = min(-(-(offset + len(view)) // a) * a, self.size)
+        lo = offset - offset % self.align
+        hi = min(lo + self.align, self.size)
         buf = bytearray(self._call("reading", lo, self.h.pread, hi - lo, lo))
-        buf[offset - lo : offset - lo + len(view)] = view
+        buf[offset - lo : offset - lo + len(piece)] = piece
         self._call("writing", lo, self.h.pwrite, buf, lo)
 
     def zero_range(self, offset: int, length: int) -> None:
         """Make ``length`` bytes at ``offset`` read as zeros: NBD WRITE_ZEROES, which may punch
-        holes (not on an export that read as zeros everywhere: nothing to do there)."""
+        holes (not on an export that read as zeros everywhere: nothing to do there); zeros are
+        written where the export cannot zero, and for parts of its minimum block size."""
         if length <= 0 or not self.zero_needs_writing:
             return
         self._drain()
         end = offset + length
-        while offset < end:
-            n = min(ZERO_REQUEST, end - offset)
-            if not self._zero(offset, n):
-                self._write_zeros(offset, end - offset)
-                return
-            offset += n
+        lo, hi = self._edges(offset, end)
+        self._write_zeros(offset, lo - offset)
+        pos = lo
+        while pos < hi:
+            n = min(ZERO_REQUEST, hi - pos)
+            if not self._zero(pos, n):
+                self._write_zeros(pos, hi - pos)
+                break
+            pos += n
+        self._write_zeros(hi, end - hi)
 
     def _zero(self, offset: int, length: int) -> bool:
         """One WRITE_ZEROES; False when the export cannot zero (then zeros are written)."""
-        if not self.can_zero or (self.align > 1 and (offset % self.align or length % self.align)):
+        if not self.can_zero:
             return False
         try:
             self.h.zero(length, offset)
@@ -205,6 +219,8 @@ class NbdTarget:
         return True
 
     def _write_zeros(self, offset: int, length: int) -> None:
+        if length <= 0:
+            return
         zeros = bytes(min(length, ZERO_FILL))
         end = offset + length
         while offset < end:

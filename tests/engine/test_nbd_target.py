@@ -293,3 +293,36 @@ def test_export_with_a_minimum_block_size_gets_whole_blocks(tmp_path: Path) -> N
         res = do_restore(spec, uri, force=True)
     assert res.status == "complete" and res.bytes_zeroed >= BS + TAIL
     assert disk.read_bytes() == zero_end + b"\xff" * (8 * MiB - VOL_SIZE)
+
+
+@needs_nbdkit
+def test_nbd_target_writes_large_unaligned_and_reused_buffers(tmp_path: Path) -> None:
+    """NbdTarget alone: a 40 MiB write goes as requests of at most 32 MiB (qemu-nbd's limit); a
+    write that starts and ends inside 4096-byte blocks patches them; a caller's buffer reused
+    after write_at returned does not change what is written (writes are still in flight)."""
+    from tapearc.targets.nbd import NbdTarget
+
+    rng = random.Random(10)
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(b"\xee" * 48 * MiB)
+    policy = ("blocksize-minimum=4096", "blocksize-maximum=33554432", "blocksize-error-policy=error")
+    big = rng.randbytes(40 * MiB)
+    odd = rng.randbytes(3 * 4096 + 100)
+    reused = bytearray(rng.randbytes(MiB))
+    expect = bytearray(disk.read_bytes())
+    expect[0 : 40 * MiB] = big
+    expect[41 * MiB + 1000 : 41 * MiB + 1000 + len(odd)] = odd
+    expect[44 * MiB : 45 * MiB] = reused
+    with nbdkit_file(disk, read_only=False, filters=("blocksize-policy",), params=policy) as uri:
+        with pytest.raises(TargetError, match="not empty"):
+            NbdTarget(uri, 48 * MiB, force=False)
+        t = NbdTarget(uri, 48 * MiB, force=True)
+        assert t.align == 4096 and t.zero_needs_writing
+        t.write_at(big, 0)
+        t.write_at(memoryview(reused), 44 * MiB)  # queued behind the big write's last request
+        reused[:] = bytes(MiB)  # the caller reuses its buffer
+        t.write_at(memoryview(odd), 41 * MiB + 1000)
+        t.zero_range(46 * MiB + 1, 2 * MiB - 1)  # unaligned start: written zeros, then WRITE_ZEROES
+        expect[46 * MiB + 1 : 48 * MiB] = bytes(2 * MiB - 1)
+        t.commit()
+    assert disk.read_bytes() == bytes(expect)
