@@ -85,12 +85,25 @@ def qemu_nbd(
     cmd.append(str(image))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for(sock.exists, proc, "qemu-nbd")
+        _wait_for(lambda: _accepts(sock), proc, "qemu-nbd")
         yield f"nbd+unix:///{export}?socket={sock}"
     finally:
         _stop(proc)
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
+
+
+def _accepts(sock: Path) -> bool:
+    """Does the Unix socket take connections yet? (It exists a moment before it listens: a
+    client then gets "Connection refused".) qemu-nbd runs --persistent: a probe is harmless."""
+    if not sock.exists():
+        return False
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(sock))
+        except OSError:
+            return False
+    return True
 
 
 def _free_port() -> int:

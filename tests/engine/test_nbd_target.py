@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -226,6 +227,15 @@ def test_incremental_chain_restores_and_rolls_forward_with_assume_generation(tmp
     assert raw_of(img)[: len(versions[2])] == versions[2]
 
 
+def _listening(sock: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(sock))
+        except OSError:
+            return False
+    return True
+
+
 @needs_qemu_nbd
 def test_server_going_away_mid_restore_names_uri_and_offset(tmp_path: Path) -> None:
     vol = tmp_path / "vol.img"
@@ -234,9 +244,9 @@ def test_server_going_away_mid_restore_names_uri_and_offset(tmp_path: Path) -> N
     do_backup(spec, vol, chunk_size=256 * KiB)  # 32 chunks
     img = new_qcow2(tmp_path / "vm.qcow2", 8 * MiB)
     sock = tmp_path / "vm.sock"
-    proc = subprocess.Popen(["qemu-nbd", "-f", "qcow2", "-x", "disk", "-k", str(sock), str(img)])
+    proc = subprocess.Popen(["qemu-nbd", "--persistent", "-f", "qcow2", "-x", "disk", "-k", str(sock), str(img)])
     try:
-        while not sock.exists():
+        while not _listening(sock):
             assert proc.poll() is None
             time.sleep(0.01)
         uri = f"nbd+unix:///disk?socket={sock}"
