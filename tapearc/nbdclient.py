@@ -67,12 +67,23 @@ def connect(uri: str, error: ErrorFactory, *, contexts: Sequence[str] = (), writ
             h.add_meta_context(c)
         h.connect_uri(uri)
     except nbd.Error as e:
-        h.close()
+        close(h)
         raise error(f"cannot connect to NBD export {uri}: {_reason(e)}") from None
     if writable and h.is_read_only():
-        h.close()
+        close(h)
         raise error(f"NBD export {uri} is read-only")
     return h
+
+
+def close(h: Any) -> None:
+    """Close a libnbd handle and its connection now. libnbd 1.14's Python handle (Debian 12) has
+    no ``close()``: its ``__del__`` closes the C handle, which is done here the same way (once)."""
+    if hasattr(h, "close"):
+        h.close()
+        return
+    if hasattr(h, "_o") and _module is not None:
+        _module.libnbdmod.close(h._o)
+        del h._o
 
 
 def nbd_error_text(e: BaseException) -> str:

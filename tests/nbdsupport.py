@@ -85,12 +85,25 @@ def qemu_nbd(
     cmd.append(str(image))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for(sock.exists, proc, "qemu-nbd")
+        _wait_for(lambda: _accepts(sock), proc, "qemu-nbd")
         yield f"nbd+unix:///{export}?socket={sock}"
     finally:
         _stop(proc)
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
+
+
+def _accepts(sock: Path) -> bool:
+    """Does the Unix socket take connections yet? (It exists a moment before it listens: a
+    client then gets "Connection refused".) qemu-nbd runs --persistent: a probe is harmless."""
+    if not sock.exists():
+        return False
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(sock))
+        except OSError:
+            return False
+    return True
 
 
 def _free_port() -> int:
@@ -100,14 +113,19 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def nbdkit_file(path: Path, *, read_only: bool = True) -> Iterator[str]:
+def nbdkit_file(
+    path: Path, *, read_only: bool = True, filters: tuple[str, ...] = (), params: tuple[str, ...] = ()
+) -> Iterator[str]:
     """Serve the file (or block device) ``path`` with nbdkit's file plugin over TCP on
-    127.0.0.1 (as a disk on another host would be); yields the ``nbd://`` URI."""
+    127.0.0.1 (as a disk on another host would be); yields the ``nbd://`` URI. ``filters``:
+    nbdkit filters in front of it (``nozero``: an export without WRITE_ZEROES), ``params``
+    their KEY=VALUE parameters."""
     port = _free_port()
     cmd = ["nbdkit", "--foreground", "--exit-with-parent", "-i", "127.0.0.1", "-p", str(port)]
     if read_only:
         cmd.append("--readonly")
-    cmd += ["file", str(path)]
+    cmd += [f"--filter={f}" for f in filters]
+    cmd += ["file", str(path), *params]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def up() -> bool:

@@ -35,12 +35,20 @@ GenerationOpt = Annotated[
         "--generation", help="Generation to restore (default: latest).", metavar="N", parser=whole("--generation")
     ),
 ]
+ToOpt = Annotated[
+    str,
+    typer.Option(
+        "--to",
+        help="Target: a file (made sparse), a block device, an NBD export (nbd+unix:///EXPORT?socket=PATH, "
+        "nbd://HOST[:PORT]/EXPORT) or - (standard output).",
+    ),
+]
 VolumeOpt = Annotated[str | None, typer.Option("--volume", help="Volume to restore, when the medium holds several.")]
 
 
 def restore(
     media: MediaOpt,
-    to: Annotated[str, typer.Option("--to", help="Target: a file (made sparse) or a block device.")],
+    to: ToOpt,
     generation: GenerationOpt = None,
     volume: VolumeOpt = None,
     force: Annotated[
@@ -74,8 +82,9 @@ def restore(
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Restore a generation of a volume from MEDIUM, byte for byte, to a file, a block device or
-    standard output (--to -). A target that already holds another generation of the volume
+    """Restore a generation of a volume from MEDIUM, byte for byte, to a file, a block device, an
+    NBD export (a qcow2 served by qemu-nbd, a disk served by nbdkit) or standard output
+    (--to -). A target that already holds another generation of the volume
     (older or newer) is rolled forward or back in place: only the blocks that differ are
     written. Exit 0 only when every block is the requested generation's."""
 

@@ -11,7 +11,10 @@ expects) and writes the needed blocks to a *sink*:
   against K's block digests, or asserted with ``assume_generation``): rolled forward or back in
   place, writing only the blocks that differ;
 - a stream (``-``): the image in block order, with bounded memory (blocks that arrive before
-  their turn wait in a sparse temporary spool file).
+  their turn wait in a sparse temporary spool file);
+- an NBD export (``nbd://``, ``nbd+unix://``: tapearc.targets.nbd): like a block device; an
+  export that reads as zeros everywhere gets no zero requests. Which generation an export holds
+  is not detected: ``assume_generation`` rolls it in place, ``force`` writes all of it.
 
 Honesty: the result says exactly which blocks are not the requested generation's
 (:func:`outcome` turns that into the error the command exits with): blocks lost with damaged
@@ -71,6 +74,8 @@ from tapearc.errors import (
     UsageError,
 )
 from tapearc.media.base import Mark, TapeDrive
+from tapearc.nbdclient import is_nbd_uri
+from tapearc.targets.nbd import NbdTarget
 
 _DETECT_WINDOW = 4 * 1024 * 1024  # bytes of the target read at once when looking for the generation it holds
 
@@ -83,6 +88,7 @@ class RestoreMode(StrEnum):
     ROLL_FORWARD = "roll-forward"  # the target holds an older generation: changed blocks only
     ROLLBACK = "rollback"  # the target holds a newer generation: changed blocks only
     STREAM = "stream"  # the image in block order on a stream (``-``)
+    NBD = "nbd"  # an NBD export: NBD writes; zero blocks as NBD zero requests if it held data
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,9 +308,10 @@ class Sink(Protocol):
 
 
 class _TargetSink:
-    """New file or block device (through RestoreTarget)."""
+    """New file, block device or NBD export (through RestoreTarget or NbdTarget), or an NBD
+    export rolled in place (NbdTarget: zero runs are always written there)."""
 
-    def __init__(self, target: RestoreTarget) -> None:
+    def __init__(self, target: RestoreTarget | NbdTarget) -> None:
         self.t = target
 
     def lost(self, offset: int, length: int) -> None:
@@ -733,20 +740,26 @@ def _restore(
     chunks in tape order and write them, and report what was written."""
     progress = progress or NoProgress()
     started = time.monotonic()
-    refuse_same_restore_target(media.spec, target_path)  # never onto the medium it reads
+    if not is_nbd_uri(target_path):  # (an NBD export is no file: never a medium)
+        refuse_same_restore_target(media.spec, target_path)  # never onto the medium it reads
     label, chain, plan = prepare_plan(media, catalog, options)
     drive = media.current()
     last = chain[-1]
     target = _inspect_target(catalog, label, last, target_path, options)
-    if target.have is not None or target.is_device:  # only what differs, or zeros written too
-        try:
-            plan = make_plan(catalog, chain, have=target.have, zero_target=not target.is_device)
-        except TapearcError as e:
-            e.at(medium=drive.name)
-            raise
-    if target.mode is not RestoreMode.NEW and not options.partial:
-        _preflight(media, catalog, plan, label)
-    sink = _ThreadedSink(_open_sink(target, last, plan, stdout))
+    try:
+        if target.have is not None or target.is_device:  # only what differs, or zeros written too
+            try:
+                plan = make_plan(catalog, chain, have=target.have, zero_target=not target.is_device)
+            except TapearcError as e:
+                e.at(medium=drive.name)
+                raise
+        if target.mode is not RestoreMode.NEW and not options.partial:
+            _preflight(media, catalog, plan, label)
+        sink = _ThreadedSink(_open_sink(target, last, plan, stdout))
+    except BaseException:
+        if target.nbd is not None:
+            target.nbd.abort()  # the connection opened to look at the export: nothing written
+        raise
     result = RestoreResult(
         medium=drive.name,
         volume=last.volume,
@@ -772,7 +785,8 @@ class _Target:
     path: str
     mode: RestoreMode
     have: int | None = None  # the generation it holds already (rolled forward or back)
-    is_device: bool = False
+    is_device: bool = False  # zero blocks must be written (a device; an NBD export that held data)
+    nbd: NbdTarget | None = None  # an NBD export, open from the first look to the end
 
 
 def _inspect_target(
@@ -783,6 +797,8 @@ def _inspect_target(
     data, unless ``force``."""
     if target_path == "-":
         return _Target(target_path, RestoreMode.STREAM)
+    if is_nbd_uri(target_path):
+        return _inspect_nbd_target(last, target_path, options)
     exists, tsize, is_device = _target_size(target_path)
     occupied = exists and (_device_has_data(target_path) if is_device else tsize > 0)
     have: int | None = None
@@ -804,7 +820,31 @@ def _inspect_target(
     return _Target(target_path, mode, have, is_device)
 
 
+def _inspect_nbd_target(last: GenerationRow, uri: str, options: RestoreOptions) -> _Target:
+    """An NBD export, connected to once (the connection writes too): refused when too small or
+    read-only. Which generation an export holds is not detected (it would be read whole): one
+    that holds data is refused unless ``assume_generation`` says which generation it holds
+    (rolled in place) or ``force`` says to write the whole generation over it."""
+    t = NbdTarget(uri, last.volume_size, force=True)
+    if t.data_at is None:
+        return _Target(uri, RestoreMode.NBD, nbd=t)
+    have = options.assume_generation
+    if have is None and not options.force:
+        t.abort()
+        raise TargetError(
+            f"NBD export {uri} is not empty (it holds data at byte {t.data_at}); tapearc does not read an "
+            f"export to find which generation of volume {last.volume!r} it may hold",
+            hint="add --force to write the whole generation over it, or --assume-generation K if it holds generation K",
+        )
+    if have is None:
+        return _Target(uri, RestoreMode.NBD, is_device=True, nbd=t)
+    mode = RestoreMode.ROLLBACK if have > last.number else RestoreMode.ROLL_FORWARD
+    return _Target(uri, mode, have, is_device=True, nbd=t)
+
+
 def _open_sink(target: _Target, last: GenerationRow, plan: Plan, stdout: BinaryIO | None) -> Sink:
+    if target.nbd is not None:
+        return _TargetSink(target.nbd)
     if target.mode is RestoreMode.STREAM:
         return _StreamSink(stdout or sys.stdout.buffer, plan)
     if target.have is not None:

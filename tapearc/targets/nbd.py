@@ -1,0 +1,254 @@
+"""Restore onto an NBD export: a qcow2 (or any image) served by qemu-nbd or qemu-storage-daemon,
+a remote disk served by nbdkit, named by its URI (``nbd+unix:///EXPORT?socket=PATH``,
+``nbd://HOST[:PORT]/EXPORT``).
+
+The rules are a block device's (engine/volume.py RestoreTarget):
+
+- an export smaller than the volume is refused (TargetTooSmallError) before anything is written;
+  a larger one gets the volume's bytes at its start and the rest is not touched;
+- a read-only export is refused (TargetError);
+- an export that holds data (NBD block status, ``base:allocation``: somewhere not reading as
+  zeros) is refused unless the caller forces it;
+- data goes as NBD writes (at most 32 MiB each, several in flight), zero runs as NBD WRITE_ZEROES
+  that may punch holes (a qcow2 deallocates), or as written zeros where the export cannot zero;
+  an export that read as zeros everywhere gets no zero requests at all;
+- the server going away is a TargetError naming the URI and the byte offset; commit flushes.
+
+One connection is used from the first look to the last flush: a ``qemu-nbd`` started without
+``--persistent`` serves one client and exits when it leaves.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import deque
+from typing import Any
+
+from tapearc.errors import TargetError, TargetTooSmallError
+from tapearc.nbdclient import ALLOCATION, STATE_ZERO, close, connect, libnbd, nbd_error_text
+
+MAX_REQUEST = 32 * 1024 * 1024  # bytes of one NBD write (qemu-nbd's limit)
+ZERO_REQUEST = 1 << 30  # bytes of one NBD WRITE_ZEROES (under the protocol's 4 GiB)
+STATUS_REQUEST = 1 << 31  # bytes asked of one NBD block status
+ZERO_FILL = 4 * 1024 * 1024  # bytes of zeros written at a time where the export cannot zero
+# NBD writes in flight at once, and their bytes at most (memory: peak RSS of a 1 GiB restore onto
+# qemu-nbd 100 MB, 73 MB one at a time). Measured writing 1 GiB in 4 MiB writes
+# to nbdkit (memory plugin) over TCP: 2.18 s one at a time, 1.51 s with 4 in flight; with 5 ms
+# of latency per write (nbdkit's delay filter, a remote disk): 3.5-3.8 s, 2.0-2.2 s with 4,
+# 1.6-1.8 s with 8.
+IN_FLIGHT = 8
+IN_FLIGHT_BYTES = 32 * 1024 * 1024
+UNSUPPORTED = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL)
+
+
+class NbdTarget:
+    """An NBD export as a restore target (the interface of engine/volume.py's RestoreTarget).
+
+    ``data_at`` is the first byte where the export held data when it was opened (None: it read
+    as zeros everywhere); with data and without ``force``, TargetError."""
+
+    is_block_device = False
+
+    def __init__(self, uri: str, volume_size: int, *, force: bool) -> None:
+        self.path = uri
+        self.volume_size = volume_size
+        self.h: Any = connect(uri, TargetError, contexts=(ALLOCATION,), writable=True)
+        self._nbd = libnbd(TargetError, uri)
+        self._pending: deque[tuple[int, int, memoryview]] = deque()  # (cookie, offset, buffer kept alive)
+        self._pending_bytes = 0
+        try:
+            self.size = self._call("reading the size of", 0, self.h.get_size)
+            if self.size < volume_size:
+                raise TargetTooSmallError(
+                    f"NBD export {uri} holds {self.size} bytes, the volume needs {volume_size}",
+                    hint="restore to a larger export (qemu-img resize the image) or to a file",
+                )
+            self.align = max(1, int(self.h.get_block_size(self._nbd.SIZE_MINIMUM) or 1))
+            self.can_zero = bool(self.h.can_zero())
+            self.data_at = self._first_data()
+            if self.data_at is not None and not force:
+                raise TargetError(
+                    f"NBD export {uri} is not empty (it holds data at byte {self.data_at})",
+                    hint="add --force to overwrite it",
+                )
+        except BaseException:
+            self._close()
+            raise
+
+    # -- looking before writing ---------------------------------------------------------------
+
+    def _first_data(self) -> int | None:
+        """The first byte of the export that does not read as zeros, by NBD block status
+        (base:allocation); a server without it: its first MiB is read, as of a block device."""
+        if not self.h.can_meta_context(ALLOCATION):
+            probe = self._call("reading", 0, self.h.pread, min(self.size, 1 << 20), 0)
+            return None if bytes(probe).count(0) == len(probe) else 0
+        extents: list[tuple[int, int]] = []
+
+        def got(context: str, start: int, entries: list[int], err: Any) -> int:
+            if context == ALLOCATION:
+                extents.extend(zip(entries[0::2], entries[1::2], strict=False))
+            return 0
+
+        offset = 0
+        while offset < self.size:
+            extents.clear()
+            count = min(self.size - offset, STATUS_REQUEST)
+            self._call("reading the allocation of", offset, self.h.block_status, count, offset, got)
+            if not extents:
+                return offset  # the server said nothing: assume data
+            before = offset
+            for length, flags in extents:
+                if not flags & STATE_ZERO:
+                    return offset
+                offset += length
+                if offset >= self.size:
+                    break
+            if offset == before:
+                return offset  # extents of no length: assume data
+        return None
+
+    @property
+    def zero_needs_writing(self) -> bool:
+        """False for an export that read as zeros everywhere (a new qcow2, a sparse file)."""
+        return self.data_at is not None
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _call(self, what: str, offset: int, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``; a libnbd error becomes a TargetError naming the URI and offset."""
+        try:
+            return fn(*args)
+        except self._nbd.Error as e:
+            raise self._error(what, offset, e) from None
+
+    def _error(self, what: str, offset: int, e: Any) -> TargetError:
+        if getattr(e, "errno", None) == errno.ENOSPC:
+            return TargetTooSmallError(
+                f"NBD export {self.path} ran out of space at byte {offset}",
+                hint="free space where the export's image lives or restore elsewhere",
+            )
+        return TargetError(f"{what} NBD export {self.path} at byte {offset} failed: {nbd_error_text(e)}")
+
+    def _edges(self, offset: int, end: int) -> tuple[int, int]:
+        """(lo, hi): [offset, end) is a head [offset, lo) and a tail [hi, end) that are parts of
+        one block of the export's minimum block size each, and [lo, hi) of whole blocks."""
+        a = self.align
+        lo = min(end, -(-offset // a) * a)
+        return lo, max(lo, end - end % a)
+
+    def write_at(self, data: bytes | memoryview, offset: int) -> None:
+        """Write ``data`` at ``offset`` (requests of at most 32 MiB, up to IN_FLIGHT at once;
+        the last ones may still be in flight when this returns: commit waits for them)."""
+        view = memoryview(data).cast("B")
+        end = offset + len(view)
+        lo, hi = self._edges(offset, end)
+        if offset < lo:
+            self._patch(view[: lo - offset], offset)
+        if lo < hi:
+            middle = view[lo - offset : hi - offset]
+            if not isinstance(middle.obj, bytes):  # bytes cannot change under a write in flight;
+                middle = memoryview(bytes(middle))  # a caller may reuse other buffers when we return
+            for done in range(0, len(middle), MAX_REQUEST):
+                self._submit(middle[done : done + MAX_REQUEST], lo + done)
+        if hi < end:
+            self._patch(view[hi - offset :], hi)
+
+    def _submit(self, piece: memoryview, offset: int) -> None:
+        while self._pending and (len(self._pending) >= IN_FLIGHT or self._pending_bytes + len(piece) > IN_FLIGHT_BYTES):
+            self._wait_one()
+        cookie = self._call("writing", offset, self.h.aio_pwrite, piece, offset)
+        self._pending.append((cookie, offset, piece))
+        self._pending_bytes += len(piece)
+
+    def _wait_one(self) -> None:
+        cookie, offset, _ = self._pending[0]
+        try:
+            while not self.h.aio_command_completed(cookie):
+                self.h.poll(-1)
+        except self._nbd.Error as e:
+            self._pending.clear()
+            self._pending_bytes = 0
+            raise self._error("writing", offset, e) from None
+        self._pending_bytes -= len(self._pending.popleft()[2])
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._wait_one()
+
+    def _patch(self, piece: memoryview, offset: int) -> None:
+        """Write ``piece``, part of one block of the export's minimum block size: the block is
+        read, patched and written back whole (after the writes in flight)."""
+        self._drain()
+        lo = offset - offset % self.align
+        hi = min(lo + self.align, self.size)
+        buf = bytearray(self._call("reading", lo, self.h.pread, hi - lo, lo))
+        buf[offset - lo : offset - lo + len(piece)] = piece
+        self._call("writing", lo, self.h.pwrite, buf, lo)
+
+    def zero_range(self, offset: int, length: int) -> None:
+        """Make ``length`` bytes at ``offset`` read as zeros: NBD WRITE_ZEROES, which may punch
+        holes (not on an export that read as zeros everywhere: nothing to do there); zeros are
+        written where the export cannot zero, and for parts of its minimum block size."""
+        if length <= 0 or not self.zero_needs_writing:
+            return
+        self._drain()
+        end = offset + length
+        lo, hi = self._edges(offset, end)
+        self._write_zeros(offset, lo - offset)
+        pos = lo
+        while pos < hi:
+            n = min(ZERO_REQUEST, hi - pos)
+            if not self._zero(pos, n):
+                self._write_zeros(pos, hi - pos)
+                break
+            pos += n
+        self._write_zeros(hi, end - hi)
+
+    def _zero(self, offset: int, length: int) -> bool:
+        """One WRITE_ZEROES; False when the export cannot zero (then zeros are written)."""
+        if not self.can_zero:
+            return False
+        try:
+            self.h.zero(length, offset)
+        except self._nbd.Error as e:
+            if getattr(e, "errno", None) in UNSUPPORTED:
+                self.can_zero = False
+                return False
+            raise self._error("zeroing", offset, e) from None
+        return True
+
+    def _write_zeros(self, offset: int, length: int) -> None:
+        if length <= 0:
+            return
+        zeros = bytes(min(length, ZERO_FILL))
+        end = offset + length
+        while offset < end:
+            n = min(len(zeros), end - offset)
+            self.write_at(memoryview(zeros)[:n], offset)
+            offset += n
+        self._drain()
+
+    def commit(self) -> None:
+        """Wait for the writes in flight, flush the export to stable storage, disconnect."""
+        self._drain()
+        if self.h.can_flush():
+            self._call("flushing", 0, self.h.flush)
+        self._close(graceful=True)
+
+    def abort(self) -> None:
+        """Give up: disconnect (what was written stays written, as on a block device)."""
+        self._close(graceful=True)
+
+    def _close(self, graceful: bool = False) -> None:
+        h, self.h = self.h, None
+        if h is None:
+            return
+        self._pending.clear()
+        self._pending_bytes = 0
+        if graceful:
+            try:
+                h.shutdown()
+            except Exception:  # the server may be gone already
+                pass
+        close(h)
