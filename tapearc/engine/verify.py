@@ -34,9 +34,9 @@ from tapearc.engine.pipeline import RecordAhead
 from tapearc.engine.plan import ChainMap, chain_map, check_generation, load_chain
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.tapefiles import FileRecords, TapeFile, walk_tape_files
-from tapearc.engine.volume import SourceVolume
 from tapearc.errors import CRCError, MalformedError, NoSuchGenerationError, TapearcError
 from tapearc.media.base import Mark, TapeDrive
+from tapearc.sources.file import SourceVolume
 
 MAGICS = (fmt.LABEL_MAGIC, fmt.GENERATION_MAGIC, fmt.CHUNK_MAGIC, fmt.TRAILER_MAGIC, fmt.TRAILER_END_MAGIC)
 MAX_READ_ERRORS = 16

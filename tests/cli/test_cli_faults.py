@@ -46,7 +46,8 @@ def pause(point, info):
         free = True
 
 
-from tapearc.engine import backup as backup_mod, volume
+from tapearc.engine import backup as backup_mod
+from tapearc.sources import file as volume
 from tapearc.media import stlike
 
 _read = volume.SourceVolume.readinto_at
