@@ -101,7 +101,7 @@ class NbdSource:
         ``buf`` as it completes (in order)."""
         h, rs = self.h, self.request_size
         pieces = [(o, min(rs, n - o)) for o in range(0, n, rs)]
-        pending: list[tuple[int, int, int, int]] = []  # (cookie, buffer index, piece offset, length)
+        pending: list[tuple[int, int, int, int, Any]] = []  # (cookie, buffer index, piece offset, length, buffer)
         nxt = 0
         try:
             while nxt < len(pieces) or pending:
@@ -111,9 +111,9 @@ class NbdSource:
                     o, ln = pieces[nxt]
                     b = self._buffers[i] if ln == rs else self._nbd.Buffer(ln)
                     cookie = h.aio_pread(b, offset + o, None, 0)
-                    pending.append((cookie, i if ln == rs else -1, o, ln, b))  # type: ignore[arg-type]
+                    pending.append((cookie, i if ln == rs else -1, o, ln, b))
                     nxt += 1
-                cookie, i, o, ln, b = pending[0]  # type: ignore[misc]
+                cookie, i, o, ln, b = pending[0]
                 while not h.aio_command_completed(cookie):
                     h.poll(-1)
                 pending.pop(0)
@@ -126,7 +126,7 @@ class NbdSource:
     def extents(self, offset: int, length: int) -> Iterator[Extent]:
         """Extents of ``[offset, offset + length)`` from ``base:allocation`` (hole or zero: not
         data); all data when the server does not offer it."""
-        end = min(offset + length, max(self.size, offset + length))
+        end = offset + length
         if length <= 0:
             return
         if not self._allocation:
