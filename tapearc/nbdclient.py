@@ -67,12 +67,20 @@ def connect(uri: str, error: ErrorFactory, *, contexts: Sequence[str] = (), writ
             h.add_meta_context(c)
         h.connect_uri(uri)
     except nbd.Error as e:
-        h.close()
+        close_handle(h)
         raise error(f"cannot connect to NBD export {uri}: {_reason(e)}") from None
     if writable and h.is_read_only():
-        h.close()
+        close_handle(h)
         raise error(f"NBD export {uri} is read-only")
     return h
+
+
+def close_handle(h: Any) -> None:
+    """Close a libnbd handle: ``close()`` where libnbd has it (1.16 and later); older ones close
+    the connection when the handle is collected."""
+    closer = getattr(h, "close", None)
+    if closer is not None:
+        closer()
 
 
 def nbd_error_text(e: BaseException) -> str:

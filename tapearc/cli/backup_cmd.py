@@ -31,7 +31,13 @@ if TYPE_CHECKING:
 
 
 def backup(
-    source: Annotated[str, typer.Argument(help="Volume to back up: a disk image file or a block device.")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="Volume to back up: a disk image file, a block device, or an NBD export by URI "
+            "(nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH)."
+        ),
+    ],
     media: MediaOpt,
     block_size: Annotated[
         str | None, typer.Option("--block-size", help="Volume block size (default 64K, or the volume's).")

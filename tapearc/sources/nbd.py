@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tapearc.errors import SourceError
-from tapearc.nbdclient import ALLOCATION, STATE_HOLE, STATE_ZERO, connect, libnbd, nbd_error_text
+from tapearc.nbdclient import ALLOCATION, STATE_HOLE, STATE_ZERO, close_handle, connect, libnbd, nbd_error_text
 from tapearc.sources.base import Extent
 
 __all__ = ["IN_FLIGHT", "REQUEST_SIZE", "NbdSource", "uri_volume_name"]
@@ -188,9 +188,7 @@ class NbdSource:
                 h.shutdown()
             except Exception:  # the server is gone: nothing to shut down
                 pass
-            closer = getattr(h, "close", None)  # libnbd >= 1.16; older ones close when collected
-            if closer is not None:
-                closer()
+            close_handle(h)
 
     def __enter__(self) -> NbdSource:
         return self
