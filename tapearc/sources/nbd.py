@@ -12,6 +12,7 @@ byte offset.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -66,6 +67,9 @@ class NbdSource:
         self.in_flight = max(1, in_flight)
         self._buffers = [self._nbd.Buffer(self.request_size) for _ in range(self.in_flight)]
         self._views: list[memoryview | None] = [None] * self.in_flight
+        self._free = list(range(self.in_flight))  # buffers not in a request
+        self._ahead: deque[tuple[int, int, int, int, Any]] = deque()  # (offset, length, cookie, buffer, short)
+        self._todo: list[tuple[int, int]] = []  # requests planned, not sent yet
 
     @property
     def bytes_read(self) -> int:
@@ -80,48 +84,78 @@ class NbdSource:
         n = max(0, min(len(buf), self.size - offset))
         if n == 0:
             return 0
-        if self.in_flight == 1 or n <= self.request_size:
+        if self.in_flight == 1:
             try:
                 buf[:n] = self.h.pread(n, offset)
             except self._nbd.Error as e:
                 raise self._failed(e, offset) from None
         else:
-            self._read_parallel(buf, offset, n)
+            self._read_stream(buf, offset, n)
         self._bytes_read += n
         return n
+
+    def _pieces(self, offset: int, n: int) -> list[tuple[int, int]]:
+        return [(offset + o, min(self.request_size, n - o)) for o in range(0, n, self.request_size)]
+
+    def _read_stream(self, buf: memoryview, offset: int, n: int) -> None:
+        """Read ``[offset, offset + n)`` as requests of ``request_size`` bytes with ``in_flight``
+        of them at the server at all times: while this window's replies are copied, the
+        requests of the next window (taken to follow, of the same length) are already sent. A
+        read elsewhere (a hole was skipped) first lets the requests sent ahead finish unused."""
+        want = self._pieces(offset, n)
+        planned = [(a[0], a[1]) for a in self._ahead] + self._todo
+        k = min(len(planned), len(want))
+        if planned[:k] != want[:k]:
+            self._drain()
+            planned = []
+        if len(planned) < len(want):
+            self._todo += want[len(planned) :]
+        if len(planned) <= len(want) and offset + n < self.size:  # the next window, ahead
+            self._todo += self._pieces(offset + n, min(n, self.size - offset - n))
+        for o, ln in want:
+            self._send()
+            po, _pln, cookie, i, b = self._ahead.popleft()
+            try:
+                while not self.h.aio_command_completed(cookie):
+                    self.h.poll(-1)
+            except self._nbd.Error as e:
+                self._free.append(i)
+                raise self._failed(e, po) from None
+            view = self._view(i) if b is None else memoryview(b.to_buffer())
+            buf[o - offset : o - offset + ln] = view[:ln]
+            self._free.append(i)
+        self._send()
+
+    def _send(self) -> None:
+        """Send the planned requests while buffers are free."""
+        while self._todo and self._free:
+            o, ln = self._todo.pop(0)
+            i = self._free.pop()
+            b = None if ln == self.request_size else self._nbd.Buffer(ln)  # a short last piece
+            try:
+                cookie = self.h.aio_pread(self._buffers[i] if b is None else b, o)
+            except self._nbd.Error as e:
+                self._free.append(i)
+                raise self._failed(e, o) from None
+            self._ahead.append((o, ln, cookie, i, b))
+
+    def _drain(self) -> None:
+        """Let the requests sent ahead finish; their bytes are not wanted."""
+        self._todo = []
+        while self._ahead:
+            _o, _ln, cookie, i, _b = self._ahead.popleft()
+            try:
+                while not self.h.aio_command_completed(cookie):
+                    self.h.poll(-1)
+            except self._nbd.Error:
+                pass
+            self._free.append(i)
 
     def _view(self, i: int) -> memoryview:
         v = self._views[i]
         if v is None:
             v = self._views[i] = memoryview(self._buffers[i].to_buffer())
         return v
-
-    def _read_parallel(self, buf: memoryview, offset: int, n: int) -> None:
-        """Requests of ``request_size`` bytes, up to ``in_flight`` at once, each copied into
-        ``buf`` as it completes (in order)."""
-        h, rs = self.h, self.request_size
-        pieces = [(o, min(rs, n - o)) for o in range(0, n, rs)]
-        pending: list[tuple[int, int, int, int, Any]] = []  # (cookie, buffer index, piece offset, length, buffer)
-        nxt = 0
-        try:
-            while nxt < len(pieces) or pending:
-                while nxt < len(pieces) and len(pending) < self.in_flight:
-                    used = {p[1] for p in pending}
-                    i = next(k for k in range(self.in_flight) if k not in used)
-                    o, ln = pieces[nxt]
-                    b = self._buffers[i] if ln == rs else self._nbd.Buffer(ln)
-                    cookie = h.aio_pread(b, offset + o, None, 0)
-                    pending.append((cookie, i if ln == rs else -1, o, ln, b))
-                    nxt += 1
-                cookie, i, o, ln, b = pending[0]
-                while not h.aio_command_completed(cookie):
-                    h.poll(-1)
-                pending.pop(0)
-                src = self._view(i) if i >= 0 else memoryview(b.to_buffer())
-                buf[o : o + ln] = src[:ln]
-        except self._nbd.Error as e:
-            at = offset + (pending[0][2] if pending else 0)
-            raise self._failed(e, at) from None
 
     def extents(self, offset: int, length: int) -> Iterator[Extent]:
         """Extents of ``[offset, offset + length)`` from ``base:allocation`` (hole or zero: not
