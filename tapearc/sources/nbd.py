@@ -24,8 +24,8 @@ from tapearc.sources.base import Extent
 __all__ = ["IN_FLIGHT", "REQUEST_SIZE", "NbdSource", "uri_volume_name"]
 
 #: Bytes per read request and requests in flight (measured: docs/sources.md, the commit log).
-REQUEST_SIZE = 1 << 20
-IN_FLIGHT = 4
+REQUEST_SIZE = 512 * 1024
+IN_FLIGHT = 8
 #: Largest block status request (the protocol's count is 32-bit; servers cap it lower anyway).
 MAX_STATUS = 1 << 30
 

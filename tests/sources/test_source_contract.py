@@ -196,3 +196,23 @@ def test_shrunk_file_reports_data_past_its_end(tmp_path: Path) -> None:
         ext = list(src.extents(0, src.size))
         _check_cover(ext, 0, src.size)
         assert ext[-1].data and ext[-1].offset <= MiB + 8 * KiB + 100
+
+
+@needs_qemu_nbd
+def test_nbd_reads_ahead_and_elsewhere(tmp_path: Path) -> None:
+    """Small requests, a few in flight: sequential windows (served from the requests sent ahead),
+    windows of another length, jumps back and forth, the end: every read equals the bytes."""
+    from tapearc.sources.nbd import NbdSource
+
+    img = tmp_path / "disk.img"
+    data = _sparse(img)
+    rng = random.Random(4)
+    with qemu_nbd(img, "raw") as uri, contextlib.closing(NbdSource(uri, request_size=4096, in_flight=3)) as src:
+        reads = [(o, 12 * KiB) for o in range(0, 200 * KiB, 12 * KiB)]  # sequential
+        reads += [(MiB + o, 5000) for o in range(0, 50_000, 5000)]  # pieces not of the request size
+        reads += [(rng.randrange(0, SPARSE_SIZE), rng.randrange(1, 40_000)) for _ in range(40)]
+        reads += [(SPARSE_SIZE - 10_000, 8192), (SPARSE_SIZE - 10_000 + 8192, 8192)]  # into the end
+        for off, n in reads:
+            got, k = _read(src, off, n)
+            assert got == data[off : off + n], (off, n)
+            assert k == min(n, SPARSE_SIZE - off)
