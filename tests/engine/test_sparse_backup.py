@@ -228,3 +228,60 @@ def test_a_trusted_tracker_that_missed_blocks_is_trusted(tmp_path: Path, monkeyp
     out = restored(spec, tmp_path / "out.img")
     assert out[10 * BS : 11 * BS] == v1[10 * BS : 11 * BS]
     assert out[: 10 * BS] == v2[: 10 * BS] and out[11 * BS :] == v2[11 * BS :]
+
+
+# ---------------------------------------------------------------- the read plan
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_readahead_plan_reads_only_read_spans_in_order(threaded: bool) -> None:
+    from tapearc.engine.pipeline import ReadAhead
+
+    data = bytes(range(256)) * 64  # 16 KiB
+    asked: list[tuple[int, int]] = []
+
+    def read(buf: memoryview, off: int) -> int:
+        asked.append((off, len(buf)))
+        n = max(0, min(len(buf), len(data) - off))
+        buf[:n] = data[off : off + n]
+        return n
+
+    plan = [(0, 5000, True, "a"), (5000, 3000, False, "hole"), (8000, 8384, True, "b")]
+    got = []
+    for off, n, tag, buf, k in ReadAhead(read, len(data), 4096, plan=iter(plan), threaded=threaded).items():
+        if buf is None:
+            got.append((off, n, tag, None))
+        else:
+            assert k == n
+            got.append((off, n, tag, bytes(buf[0][buf[1] : buf[1] + k])))
+    assert [(o, n, t) for o, n, t, _ in got] == [
+        (0, 4096, "a"),
+        (4096, 904, "a"),
+        (5000, 3000, "hole"),
+        (8000, 4096, "b"),
+        (12096, 4096, "b"),
+        (16192, 192, "b"),
+    ]
+    assert asked == [(o, n) for o, n, t, b in got if t != "hole"]
+    for o, n, _t, b in got:
+        assert b is None or b == data[o : o + n]
+
+
+def test_readahead_plan_with_many_unread_spans_stops_when_closed() -> None:
+    """The reader runs at most MAX_SKIPS unread spans ahead; closing early ends it."""
+    from tapearc.engine.pipeline import MAX_SKIPS, ReadAhead
+
+    handed = 0
+
+    def plan() -> Iterator[tuple[int, int, bool, object]]:
+        nonlocal handed
+        for i in range(100 * MAX_SKIPS):
+            handed += 1
+            yield i * 10, 10, False, None
+
+    ra = ReadAhead(lambda b, o: 0, 1 << 40, 4096, plan=plan(), threaded=True)
+    it = ra.items()
+    for _ in range(3):
+        next(it)
+    ra.close()
+    assert handed < 3 * MAX_SKIPS
