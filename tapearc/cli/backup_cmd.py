@@ -29,9 +29,18 @@ from tapearc.cli.render import render_backup
 if TYPE_CHECKING:
     from tapearc.engine.backup import BackupOptions
 
+#: The volume to back up: a path or an NBD URI (tapearc.sources.opener.open_source).
+SourceArg = Annotated[
+    str,
+    typer.Argument(
+        help="Volume to back up: a disk image file, a block device, or an NBD export by URI "
+        "(nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH).",
+    ),
+]
+
 
 def backup(
-    source: Annotated[str, typer.Argument(help="Volume to back up: a disk image file or a block device.")],
+    source: SourceArg,
     media: MediaOpt,
     block_size: Annotated[
         str | None, typer.Option("--block-size", help="Volume block size (default 64K, or the volume's).")

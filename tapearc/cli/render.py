@@ -46,8 +46,15 @@ def render_backup(source: str, res: BackupResult) -> None:
         f"backed up {source} ({format_size(res.volume_size)}) to {res.medium} as volume {res.volume!r} "
         f"generation {res.generation} ({res.kind}{base}, tape file {res.tape_file}): {res.chunks} chunks, "
         f"{res.data_blocks} blocks stored, {res.zero_blocks} zero blocks, "
-        f"{format_size(res.stored_bytes)} written{speed}{spans}"
+        f"{format_size(res.stored_bytes)} written, {format_size(res.source_bytes_read)} read from the source"
+        f"{speed}{spans}"
     )
+    if res.tracker_missed:
+        n = sum(b - a + 1 for a, b in res.tracker_missed)
+        say(
+            f"the change tracker missed {n} changed blocks (read and stored anyway): blocks "
+            f"{ranges(res.tracker_missed, 20)}" + (" ..." if len(res.tracker_missed) > 20 else "")
+        )
 
 
 # ---------------------------------------------------------------- restore and plan

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, path_text
@@ -27,8 +28,8 @@ from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.pipeline import ReadAhead
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.scan import sync_catalog as _sync
+from tapearc.engine.segments import Kind, Segment, segments
 from tapearc.engine.tapefiles import probe_label
-from tapearc.engine.volume import SourceVolume
 from tapearc.engine.volumes import source_identity
 from tapearc.errors import (
     MediumFullError,
@@ -41,6 +42,9 @@ from tapearc.errors import (
 )
 from tapearc.format.constants import MAX_BLOCK_SIZE
 from tapearc.media.base import Position, TapeDrive
+from tapearc.sources.base import ChangeMap, Source
+from tapearc.sources.file import SourceVolume
+from tapearc.sources.opener import open_source
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -286,12 +290,12 @@ def backup(
     if not isinstance(media, MediaSource):
         media = MediaSource.fixed(media, catalog)
     refuse_source_is_medium(source, media.spec)
-    with SourceVolume(source) as src:
+    with open_source(source) as src:
         now = int(clock())
         medium = _prepare(media, catalog, options, now)
         req = PlanRequest(
             source=source,
-            ident=source_identity(source, os.fstat(src.fd)),
+            ident=source_identity(source, os.fstat(src.fd) if isinstance(src, SourceVolume) else None),
             size=src.size,
             label=medium.label,
             now=now,
@@ -325,15 +329,23 @@ class _Run:
 
     def __init__(
         self,
-        src: SourceVolume,
+        src: Source,
         source: str,
         plan: GenerationPlan,
         writer: GenerationWriter,
         medium: _Medium,
         pos0: Position,
         progress: Progress,
+        *,
+        change_map: ChangeMap | None = None,
+        verify_unchanged: bool = False,
     ) -> None:
+        """``change_map``: what a change tracker says changed since the base generation (None:
+        everything is read); ``verify_unchanged``: read what it vouches for anyway and report
+        the blocks it missed (BackupResult.tracker_missed)."""
         self.src = src
+        self.change_map = change_map if plan.base_manifest is not None else None
+        self.verify_unchanged = verify_unchanged
         self.source = source
         self.plan = plan
         self.writer = writer
@@ -343,6 +355,7 @@ class _Run:
         h = plan.header
         self.classifier = BlockClassifier(h.block_size, plan.base_manifest)
         self.block_id = 0  # the next block to classify
+        self.missed = _MissWatch(writer, writer.result.tracker_missed)
 
     def write(self) -> bool:
         """Write the generation; True when it is complete on the media."""
@@ -365,32 +378,64 @@ class _Run:
             raise self._full(e) from None
         finally:
             result.unchanged_blocks = self.classifier.unchanged
+            result.source_bytes_read = self.src.bytes_read
             self.progress.finish()
             if writer.gen_id and not complete and not (writer.stopped or writer.recorded):
                 writer.record_unfinished(self.medium.label, self.pos0.file)
         return complete
 
+    def _plan(self) -> Iterator[tuple[int, int, bool, object]]:
+        """The read plan: the volume's segments (engine.segments) as byte spans, data read."""
+        h = self.plan.header
+        bs, size = h.block_size, h.volume_size
+        segs = segments(
+            self.src.extents(0, size),
+            bs,
+            size,
+            change_map=self.change_map,
+            base_blocks=self.classifier.base_blocks,
+            verify=self.verify_unchanged,
+        )
+        for seg in segs:
+            a = seg.first * bs
+            yield a, min(size, (seg.first + seg.count) * bs) - a, seg.kind == Kind.DATA, seg
+
     def _blocks(self) -> None:
-        """Read the volume window by window (a reader thread fills the next windows while this
-        one is classified and written) and classify each into the writer."""
-        writer, size, classify = self.writer, self.plan.header.volume_size, self.classifier.classify
-        step = self.plan.header.chunk_blocks * self.plan.header.block_size
-        reader = ReadAhead(self.src.readinto_at, size, step)
-        for offset, window, base, got in reader:
-            if writer.stopped:
-                reader.close()
-                break
-            if got != min(step, size - offset):
-                now = self.src.current_size()
-                raise SourceError(
-                    f"source {self.source} shrank during the backup: expected {size} bytes, the read at byte "
-                    f"{offset + got} found its end" + (f" (it now holds {now} bytes)" if now is not None else "")
-                )
-            self.block_id = classify(window, base, got, self.block_id, writer)
-            self.progress.advance(got)
-            if writer.stopped:
-                reader.close()
-                break
+        """Read the volume's data window by window (a reader thread fills the next windows while
+        this one is classified and written) and classify each into the writer; holes and blocks
+        vouched unchanged are classified without a read."""
+        writer, classifier = self.writer, self.classifier
+        bs, size = self.plan.header.block_size, self.plan.header.volume_size
+        step = self.plan.header.chunk_blocks * bs
+        reader = ReadAhead(self.src.readinto_at, size, step, plan=self._plan())
+        try:
+            for offset, n, tag, buf, got in reader.items():
+                if writer.stopped:
+                    break
+                seg = cast(Segment, tag)
+                sink = self.missed if seg.vouched else writer
+                if buf is None:
+                    if seg.kind == Kind.ZERO:
+                        self.block_id = classifier.zeros(seg.first, seg.count, sink)
+                    else:
+                        self.block_id = classifier.unchanged_blocks(seg.first, seg.count)
+                    self.progress.advance(n)
+                    continue
+                if got != n:
+                    raise self._shrank(offset + got)
+                self.block_id = classifier.classify(buf[0], buf[1], got, offset // bs, sink)
+                self.progress.advance(got)
+                if writer.stopped:
+                    break
+        finally:
+            reader.close()
+
+    def _shrank(self, at: int) -> SourceError:
+        now = self.src.current_size()
+        return SourceError(
+            f"source {self.source} shrank during the backup: expected {self.plan.header.volume_size} bytes, the read "
+            f"at byte {at} found its end" + (f" (it now holds {now} bytes)" if now is not None else "")
+        )
 
     def _source_failed(self, e: SourceError) -> None:
         """The source failed (shrank, EIO): close the tape file cleanly, trailer marked incomplete,
@@ -431,9 +476,9 @@ class _Run:
         ).at(medium=w.result.medium, tape_file=w.part.tape_file if w.part else self.pos0.file)
 
 
-def _check_source_size(src: SourceVolume, source: str, size: int, result: BackupResult) -> None:
+def _check_source_size(src: Source, source: str, size: int, result: BackupResult) -> None:
     """After the last read: a source that grew (or shrank behind the reads) is backed up for the
-    size it had at the start, with a warning (docs: SourceVolume)."""
+    size it had at the start, with a warning (docs: tapearc.sources.file.SourceVolume)."""
     now = src.current_size()
     if now is None or now == size:
         return
@@ -462,3 +507,33 @@ def _close_after_full(drive: TapeDrive | None) -> None:
         drive.write_filemark()
     except TapearcError:
         pass
+
+
+class _MissWatch:
+    """A sink in front of the writer for blocks a change tracker vouched for, read to check it:
+    every block that reaches the writer (it changed after all) is a block the tracker missed,
+    noted as inclusive ranges ``(first, last)`` in ``missed``."""
+
+    def __init__(self, writer: GenerationWriter, missed: list[tuple[int, int]]) -> None:
+        self.writer = writer
+        self.missed = missed
+
+    @property
+    def stopped(self) -> bool:
+        return self.writer.stopped
+
+    def _note(self, first: int, count: int) -> None:
+        last = first + count - 1
+        if self.missed and self.missed[-1][1] + 1 == first:
+            self.missed[-1] = (self.missed[-1][0], last)
+        else:
+            self.missed.append((first, last))
+
+    def add(self, block_id: int, data: memoryview | None, digest: bytes = b"") -> None:
+        self._note(block_id, 1)
+        self.writer.add(block_id, data, digest)
+
+    def add_zero_run(self, first: int, count: int) -> None:
+        if count > 0:
+            self._note(first, count)
+        self.writer.add_zero_run(first, count)

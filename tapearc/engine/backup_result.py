@@ -34,6 +34,9 @@ class BackupResult:
     parts: list[dict[str, object]] = field(default_factory=list)  # one per medium the generation is on
     early_warnings: list[dict[str, object]] = field(default_factory=list)  # where early warning was hit
     verified: list[dict[str, object]] = field(default_factory=list)  # --verify: each tape file read back
+    source_bytes_read: int = 0  # bytes read from the source (holes and vouched blocks are not read)
+    # --verify-unchanged: blocks a change tracker vouched for that had changed, inclusive ranges
+    tracker_missed: list[tuple[int, int]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}

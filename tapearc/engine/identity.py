@@ -26,6 +26,7 @@ from tapearc.errors import (
 )
 from tapearc.media.base import TapeDrive, blank_check
 from tapearc.media.identity import object_id
+from tapearc.nbdclient import is_nbd_uri
 
 __all__ = [
     "SCAN_HINT",
@@ -210,7 +211,10 @@ def refuse_same_restore_target(medium_spec: str, target: str) -> None:
 
 def refuse_source_is_medium(source: str, medium_spec: str) -> None:
     """Raise SameObjectError (exit 8) when the backup source ``source`` is the medium it writes
-    (or lies inside it); nothing is read or written."""
+    (or lies inside it); nothing is read or written. An NBD export (a URI) is not a file here:
+    it is not looked at."""
+    if is_nbd_uri(source):
+        return
     what = _clash(source, medium_spec)
     if what is not None:
         raise SameObjectError(

@@ -12,6 +12,10 @@ reader. An exception in the reader (a SourceError naming the byte offset, an I/O
 raised in the caller at the window where it happened, after the windows before it. Closing it
 early (the caller stopped: medium full, Ctrl-C, an error) stops the thread without a hang.
 
+With a ``plan`` (spans ``(offset, length, read, tag)``: a backup's segments of data, holes and
+blocks vouched unchanged), only the read spans are read, window by window; :meth:`ReadAhead.items`
+hands over the others in order, unread (the reader runs at most ``MAX_SKIPS`` of them ahead).
+
 ``threaded=False`` reads in the caller's thread, with the same buffers and the same results:
 the plain path the tests compare the pipelined one with (``TAPEARC_PIPELINE=0`` selects it).
 """
@@ -20,13 +24,21 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import cast
 
 from tapearc import settings
 from tapearc.buffers import PAGE, aligned_bytearray, buffer_address  # noqa: F401 (re-exported)
 
 ReadFn = Callable[[memoryview, int], int]  # (buffer to fill, offset) -> bytes read
+#: A span of a read plan: ``(offset, length, read, tag)``; read spans are read window by window,
+#: the others are handed to the caller as they are (in order with the windows), unread.
+Span = tuple[int, int, bool, object]
+#: What the reader hands over: (offset, expected length, tag, buffer or None, bytes read)
+_Item = tuple[int, int, object, "tuple[bytearray, int] | None", int]
+
+#: Unread spans the reader may run ahead of the caller by (memory stays small).
+MAX_SKIPS = 256
 
 DEFAULT_DEPTH = 3
 JOIN_TIMEOUT = 2.0  # seconds to wait for a reader thread that is inside a read
@@ -51,6 +63,7 @@ class ReadAhead:
         start: int = 0,
         depth: int = DEFAULT_DEPTH,
         threaded: bool | None = None,
+        plan: Iterable[Span] | None = None,
     ) -> None:
         if window <= 0:
             raise ValueError("window must be positive")
@@ -58,48 +71,88 @@ class ReadAhead:
         self.size = size
         self.window = window
         self.start = start
+        self.plan = plan
         self.threaded = pipeline_enabled() if threaded is None else threaded
         n = depth if self.threaded else 1
         self.buffers = [aligned_bytearray(window) for _ in range(max(1, n))]
         self._free: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
-        self._full: queue.Queue[tuple[int, tuple[bytearray, int], int] | BaseException | _Stop] = queue.Queue()
+        self._full: queue.Queue[_Item | BaseException | _Stop] = queue.Queue(maxsize=len(self.buffers) + MAX_SKIPS)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ reader side
 
-    def _windows(self) -> Iterator[tuple[int, int]]:
-        off = self.start
-        while off < self.size:
-            n = min(self.window, self.size - off)
-            yield off, n
-            off += n
+    def _windows(self) -> Iterator[tuple[int, int, bool, object]]:
+        """``(offset, length, read, tag)``: the windows to read and, with a plan, the spans not
+        to read, in order."""
+        if self.plan is None:
+            off = self.start
+            while off < self.size:
+                n = min(self.window, self.size - off)
+                yield off, n, True, None
+                off += n
+            return
+        for off, length, read, tag in self.plan:
+            if not read:
+                yield off, length, False, tag
+                continue
+            end = off + length
+            while off < end:
+                n = min(self.window, end - off)
+                yield off, n, True, tag
+                off += n
+
+    def _put(self, item: _Item | BaseException | _Stop) -> bool:
+        """Hand ``item`` to the caller; False when the caller stopped."""
+        while True:
+            try:
+                self._full.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if self._stop.is_set():
+                    return False
 
     def _run(self) -> None:
         try:
-            for off, n in self._windows():
+            for off, n, read, tag in self._windows():
+                if not read:
+                    if not self._put((off, n, tag, None, 0)):
+                        return
+                    continue
                 buf = self._free.get()
                 if buf is None or self._stop.is_set():
                     return
                 ba, base = buf
                 got = self.read(memoryview(ba)[base : base + n], off)
-                self._full.put((off, buf, got))
+                if not self._put((off, n, tag, buf, got)):
+                    return
                 if got < n:  # the source ended early: the caller says what that means
                     break
-            self._full.put(_Stop())
+            self._put(_Stop())
         except BaseException as e:  # handed to the caller, raised there
-            self._full.put(e)
+            self._put(e)
 
     # ------------------------------------------------------------------ caller side
 
     def __iter__(self) -> Iterator[tuple[int, bytearray, int, int]]:
         """Yields ``(offset, buffer, base, got)``: the window's bytes are
         ``buffer[base:base + got]`` (``base`` keeps them page-aligned)."""
+        for off, _n, _tag, buf, got in self.items():
+            if buf is not None:
+                yield off, buf[0], buf[1], got
+
+    def items(self) -> Iterator[tuple[int, int, object, tuple[bytearray, int] | None, int]]:
+        """Yields ``(offset, length, tag, buffer, got)`` in order: for a window read, ``buffer``
+        is ``(bytearray, base)`` holding ``got`` bytes from ``base`` (``length`` were asked
+        for); for a span not read (a plan's), ``buffer`` is None."""
         if not self.threaded:
             ba, base = self.buffers[0]
-            for off, n in self._windows():
+            for off, n, read, tag in self._windows():
+                if not read:
+                    yield off, n, tag, None, 0
+                    continue
                 got = self.read(memoryview(ba)[base : base + n], off)
-                yield off, ba, base, got
+                yield off, n, tag, (ba, base), got
                 if got < n:
                     return
             return
@@ -114,9 +167,10 @@ class ReadAhead:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                off, buf, got = item
-                yield off, buf[0], buf[1], got
-                self._free.put(buf)
+                off, n, tag, buf, got = item
+                yield off, n, tag, buf, got
+                if buf is not None:
+                    self._free.put(buf)
         finally:
             self.close()
 

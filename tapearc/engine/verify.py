@@ -33,9 +33,9 @@ from tapearc.engine.layout import read_label
 from tapearc.engine.plan import ChainMap, chain_map, check_generation, load_chain
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.tapefiles import Damage, FileItems, FileRecords, Item, TapeFile, walk_tape_files
-from tapearc.engine.volume import SourceVolume
 from tapearc.errors import MalformedError, NoSuchGenerationError, TapearcError
 from tapearc.media.base import Mark, TapeDrive
+from tapearc.sources.file import SourceVolume
 
 MAGICS = (fmt.LABEL_MAGIC, fmt.GENERATION_MAGIC, fmt.CHUNK_MAGIC, fmt.TRAILER_MAGIC, fmt.TRAILER_END_MAGIC)
 

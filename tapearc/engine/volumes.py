@@ -30,11 +30,14 @@ import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, GenerationRow, VolumeRow, path_text
 from tapearc.engine.volume import default_volume_name
 from tapearc.errors import VolumeMismatchError
+from tapearc.nbdclient import is_nbd_uri
+from tapearc.sources.nbd import uri_volume_name
 
 
 @dataclass(slots=True)
@@ -47,12 +50,17 @@ class VolumeChoice:
     warnings: list[str] = field(default_factory=list)
 
 
-def source_identity(path: str, st: os.stat_result) -> fmt.VolumeSource:
-    """The source as recorded: ``st`` is the opened source's fstat."""
+def _fit(p: str) -> str:
+    """A path too long for the header is "not known" (SPEC 7.1)."""
+    return p if len(p.encode("utf-8", "surrogateescape")) <= fmt.MAX_SOURCE_PATH else ""
 
-    def fit(p: str) -> str:  # a path too long for the header is "not known" (SPEC 7.1)
-        return p if len(p.encode("utf-8", "surrogateescape")) <= fmt.MAX_SOURCE_PATH else ""
 
+def source_identity(path: str, st: os.stat_result | None) -> fmt.VolumeSource:
+    """The source as recorded: ``st`` is the opened source's fstat. An NBD export (``path`` is
+    its URI, ``st`` None) is recorded by its URI, as path and resolved path, device and inode 0."""
+    if st is None or is_nbd_uri(path):
+        return fmt.VolumeSource(path=_fit(path), real_path=_fit(path), dev=0, ino=0)
+    fit = _fit
     if stat.S_ISBLK(st.st_mode):
         dev, ino = st.st_rdev, 0
     else:
@@ -73,16 +81,29 @@ def same_source(ident: fmt.VolumeSource, v: VolumeRow) -> bool:
 
 def suggest_name(source: str, taken: set[str]) -> str:
     """A name for a new volume whose default name is taken: its folder and file name
-    (``/data/hostB/root`` -> ``hostB/root``), then with ``-2``, ``-3``, ... until unused."""
-    p = Path(os.path.abspath(source))
-    base = p.name or "volume"
-    first = f"{p.parent.name}/{base}" if p.parent.name else base
+    (``/data/hostB/root`` -> ``hostB/root``; for an NBD URI its host or socket and export
+    name), then with ``-2``, ``-3``, ... until unused."""
+    if is_nbd_uri(source):
+        first = _uri_suggestion(source)
+    else:
+        p = Path(os.path.abspath(source))
+        base = p.name or "volume"
+        first = f"{p.parent.name}/{base}" if p.parent.name else base
     if first not in taken:
         return first
     i = 2
     while f"{first}-{i}" in taken:
         i += 1
     return f"{first}-{i}"
+
+
+def _uri_suggestion(uri: str) -> str:
+    """``HOST/EXPORT`` (``SOCKETNAME/EXPORT`` for a Unix socket) of an NBD URI."""
+    parts = urlsplit(uri)
+    sock = parse_qs(parts.query).get("socket", [""])[0]
+    where = Path(sock).stem if sock else (parts.hostname or "")
+    base = uri_volume_name(uri)
+    return f"{where}/{base}" if where and where != base else base
 
 
 def _where(v: VolumeRow) -> str:

@@ -47,9 +47,10 @@ def pause(point, info):
 
 
 from tapearc.engine import backup as backup_mod, volume
+from tapearc.sources import file as source_file
 from tapearc.media import stlike
 
-_read = volume.SourceVolume.readinto_at
+_read = source_file.SourceVolume.readinto_at
 
 
 def readinto_at(self, buf, offset):
@@ -58,7 +59,7 @@ def readinto_at(self, buf, offset):
     return n
 
 
-volume.SourceVolume.readinto_at = readinto_at
+source_file.SourceVolume.readinto_at = readinto_at
 _write = stlike.StLikeDrive.write_record
 
 

@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-import tapearc.engine.volume as volume_mod
+import tapearc.sources.file as volume_mod
 from tapearc.catalog.db import Catalog
 from tapearc.engine.backup import BackupOptions, backup
 from tapearc.engine.listing import list_medium
 from tapearc.engine.restore import RestoreOptions, restore
 from tapearc.engine.scan import scan_medium
 from tapearc.engine.verify import run_verify
-from tapearc.engine.volume import SourceVolume
 from tapearc.errors import SourceError, TapearcError, TargetTooSmallError
 from tapearc.media import open_medium
+from tapearc.sources.file import SourceVolume
 from tests.conftest import KiB, MiB
 
 BS = 64 * KiB
@@ -213,7 +213,7 @@ def test_source_unlinked_during_backup(tmp_path: Path, source: tuple[Path, bytes
 
 
 class _FailingOs:
-    """``os`` for tapearc.engine.volume whose preadv fails with ``code`` from byte ``at`` on."""
+    """``os`` for tapearc.sources.file whose preadv fails with ``code`` from byte ``at`` on."""
 
     def __init__(self, code: int, at: int) -> None:
         self.code, self.at = code, at

@@ -318,7 +318,7 @@ def test_pipelined_and_plain_paths_write_identical_media(
 def test_source_reads_same_bytes_direct_and_buffered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
 ) -> None:
-    from tapearc.engine.volume import SourceVolume
+    from tapearc.sources.file import SourceVolume
 
     data = random.Random(size).randbytes(size)
     p = tmp_path / "v.img"
@@ -339,7 +339,7 @@ def test_source_falls_back_when_o_direct_is_refused(tmp_path: Path, monkeypatch:
     done through the page cache, and so are all later ones."""
     import errno as _errno
 
-    from tapearc.engine import volume
+    from tapearc.sources import file as volume
 
     data = os.urandom(MiB)
     p = tmp_path / "v.img"

@@ -1,0 +1,77 @@
+"""An NBD server that goes away in the middle of a backup: a SourceError naming the URI and the
+byte offset, and the generation is closed on the medium as incomplete (as for a file)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tapearc.catalog.db import Catalog
+from tapearc.engine.backup import BackupOptions, backup
+from tapearc.engine.listing import list_medium
+from tapearc.errors import SourceError
+from tapearc.media import open_medium
+from tests.conftest import KiB, MiB
+from tests.nbdsupport import needs_qemu_nbd
+
+
+class KillAfter:
+    """A Progress that kills the server once the backup has had its first window."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.n = 0
+
+    def start(self, description: str, total: int | None) -> None:
+        pass
+
+    def advance(self, nbytes: int) -> None:
+        self.n += 1
+        if self.n == 1:
+            self.proc.kill()
+            self.proc.wait()
+
+    def finish(self) -> None:
+        pass
+
+
+@needs_qemu_nbd
+def test_server_going_away_mid_backup(tmp_path: Path) -> None:
+    img = tmp_path / "disk.img"
+    img.write_bytes(os.urandom(16 * MiB))
+    sock = tmp_path / "s.sock"
+    proc = subprocess.Popen(
+        ["qemu-nbd", "--persistent", "-f", "raw", "-x", "disk", "-k", str(sock), "--read-only", str(img)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(500):
+            if sock.exists():
+                break
+            time.sleep(0.02)
+        uri = f"nbd+unix:///disk?socket={sock}"
+        spec = f"sim:{tmp_path / 't.tap'}"
+        opts = BackupOptions(record_size=64 * KiB, chunk_size=256 * KiB)
+        with Catalog() as cat, open_medium(spec, write=True) as drive, pytest.raises(SourceError) as info:
+            backup(uri, drive, cat, opts, KillAfter(proc))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    msg = str(info.value)
+    assert f"reading NBD export {uri} at byte " in msg and "failed" in msg
+    at = int(msg.split(" at byte ")[1].split()[0])
+    assert 0 < at < 16 * MiB and at % (64 * KiB) == 0  # a window boundary
+    assert "marked incomplete" in (info.value.hint or "")
+    with open_medium(spec, write=False) as drive:
+        f = next(f for f in list_medium(drive).files if f.kind == "generation")
+    assert f.trailer and not f.complete and f.closed
+    with Catalog() as cat:
+        sets = [uuid.UUID(row[0]) for row in cat.db.execute("SELECT uuid FROM media_sets")]
+        assert [g.state for s in sets for g in cat.generations(s, "disk")] == ["incomplete"]
