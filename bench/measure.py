@@ -1,4 +1,4 @@
-"""Measuring helpers shared by the benchmark's sections (bench/run.py, bench/issue14.py): sizes,
+"""Measuring functions shared by the benchmark's sections (bench/run.py, bench/issue14.py): sizes,
 child processes timed with os.wait4 (wall, CPU, peak RSS), page-cache settling, cleaning up."""
 
 from __future__ import annotations

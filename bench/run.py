@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""tapearc performance benchmark (issue 8).
+"""tapearc performance benchmark (issues 8 and 14).
 
-Creates test volumes, times tapearc's full backup, incremental backup, restore and verify to
-dir: and sim: media on local disk beside the tools a user would run instead (dd conv=fsync,
-partclone.ext4 -c, xxh128sum), in the same run, several runs in alternating order, and checks
-the issue's targets. See bench/README.md and docs/performance.md.
+Section issue8: creates test volumes, times tapearc's full backup, incremental backup, restore
+and verify to dir: and sim: media on local disk beside the tools a user would run instead (dd
+conv=fsync, partclone.ext4 -c, xxh128sum), in the same run, several runs in alternating order,
+and checks the issue's targets. Section issue14 (bench/issue14.py): a 1 TiB sparse volume
+holding 64 MiB against a dense 64 MiB one, and a qcow2 disk over NBD (qemu-nbd) against
+qemu-img convert, with a dirty-bitmap incremental against a full-read one. See bench/README.md
+and docs/performance.md.
 
-    .venv/bin/python bench/run.py                      # 2 GiB volumes, 3 runs
-    .venv/bin/python bench/run.py --size 256M --runs 2 # quick
+    .venv/bin/python bench/run.py                      # both sections: 2 GiB volumes, 1 TiB sparse, 3 runs
+    .venv/bin/python bench/run.py --size 256M --runs 2 --sparse-size 64G --nbd-size 256M  # quick
+    .venv/bin/python bench/run.py --sections issue14   # the issue-14 section alone
     .venv/bin/python bench/run.py --profile backup     # where the time goes
 """
 
@@ -592,14 +596,17 @@ def print_issue8(b: Bench, res: dict, size: int, kinds: list[str]) -> None:
             )
 
 
-def print_issue14(s14, sparse_size: int, sparse_data: int, nbd_size: int) -> None:
+def print_issue14(s14, args, sparse_size: int, sparse_data: int, nbd_size: int) -> None:
     from issue14 import fmt
     from measure import human
 
-    print(
-        f"issue 14 section: sparse {human(sparse_size)} holding {human(sparse_data)} vs dense {human(sparse_data)}; "
-        f"NBD qcow2 {human(nbd_size)} (sim: media; MB/s of the disk size)"
-    )
+    parts = args.issue14_parts.split(",")
+    what = []
+    if "sparse" in parts:
+        what.append(f"sparse {human(sparse_size)} holding {human(sparse_data)} vs dense {human(sparse_data)}")
+    if "nbd" in parts:
+        what.append(f"qcow2 of {human(nbd_size)} over NBD (MB/s of the disk size)")
+    print(f"issue 14 section, to sim: media: {'; '.join(what)}")
     print(s14.table())
     for k, v in s14.info.items():
         print(f"{k}: " + ", ".join(f"{a} {fmt(a, x)}" for a, x in v.items() if a != "extents"))
@@ -642,7 +649,7 @@ def main() -> int:
         if res8:
             print_issue8(b, res8, size, kinds)
         if s14:
-            print_issue14(s14, sparse_size, sparse_data, nbd_size)
+            print_issue14(s14, args, sparse_size, sparse_data, nbd_size)
         print("targets:")
         for t_ in tg:
             print(f"  {t_['result']:4s}  {t_['target']:60s} {t_['detail']}")
@@ -679,6 +686,8 @@ def main() -> int:
         elif not args.keep:
             for p in ("mixed.img", "mixed-1pct.img", "ext4.img"):
                 (work / p).unlink(missing_ok=True)
+            for p in work.glob("i14-*"):
+                clean(p)
 
 
 if __name__ == "__main__":
