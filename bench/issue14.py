@@ -521,7 +521,10 @@ class Section14:
         e = self.errors.get(part)
         if e is None:
             return None
-        return "not measured: " + (e if len(e) < 90 else e[:87] + "...")
+        head, sep, _ = e.partition(": tapearc ")
+        if sep:
+            return f"not measured: {head} (see the note)"
+        return "not measured: " + (e if len(e) < 120 else e[:117] + "...")
 
     def targets(self) -> list[dict]:
         res: list[dict] = []
