@@ -588,6 +588,14 @@ class Section14:
             put(name, None, why or "not measured")
         else:
             put(name, a / b <= 0.10, f"{a:.2f} s vs {b:.2f} s: {100 * a / b:.1f}% (need <= 10%)")
+        for op in ("full backup over NBD", "incremental --dirty-bitmap", "incremental full read"):
+            rs = self.samples.get(f"nbd: {op}")
+            name = f"NBD {op} peak RSS < {RSS_LIMIT_MB} MB"
+            if not rs:
+                put(name, None, why or "not measured")
+            else:
+                rss = max(m["rss_mb"] for m in rs)
+                put(name, rss < RSS_LIMIT_MB, f"{rss:.0f} MB")
         ms = self.samples.get("nbd: incremental --dirty-bitmap", [])
         for key, label in (("source_bytes_read", "tapearc's source_bytes_read"), ("server_rchar", "qemu-nbd's rchar")):
             name = f"bitmap incremental bytes read <= 1.1x dirtied ({label})"
