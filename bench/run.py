@@ -607,13 +607,24 @@ def print_issue14(s14, args, sparse_size: int, sparse_data: int, nbd_size: int) 
     if "nbd" in parts:
         what.append(f"qcow2 of {human(nbd_size)} over NBD (MB/s of the disk size)")
     print(f"issue 14 section, to sim: media: {'; '.join(what)}")
+    print("before each step the section's own files leave the page cache (posix_fadvise); the programs stay cached")
     print(s14.table())
     for k, v in s14.info.items():
         print(f"{k}: " + ", ".join(f"{a} {fmt(a, x)}" for a, x in v.items() if a != "extents"))
 
 
+def compile_bytecode() -> None:
+    """Compile tapearc's (and the simulator's) bytecode, as make bench does, so that no timed
+    command pays for compiling its modules when PYTHONDONTWRITEBYTECODE keeps it from caching."""
+    code = "import os, tapearc, tapesim; print(os.path.dirname(tapearc.__file__)); print(os.path.dirname(tapesim.__file__))"
+    r = subprocess.run([PY, "-c", code], capture_output=True, text=True)
+    if r.returncode == 0:
+        subprocess.run([PY, "-m", "compileall", "-q", *r.stdout.split()], stdout=subprocess.DEVNULL)
+
+
 def main() -> int:
     args = parse_args()
+    compile_bytecode()
     size = parse_size(args.size) // BLOCK * BLOCK
     if args.dir:
         work = Path(args.dir).resolve()
@@ -638,15 +649,15 @@ def main() -> int:
         if "issue14" in args.sections:
             from issue14 import run_section
 
-            s14 = run_section(args, work, b.drop, sparse_size, sparse_data, nbd_size)
+            s14 = run_section(args, work, sparse_size, sparse_data, nbd_size)
             notes += s14.notes
         tg = (res8["targets"] if res8 else []) + (s14.targets() if s14 else [])
         print(
             f"tapearc benchmark: sections {','.join(args.sections)}, {args.runs} runs; "
             f"host {platform.node()} ({os.cpu_count()} CPUs), python {platform.python_version()}"
         )
-        print(f"page cache dropped between steps: {'yes' if b.drop else 'no (' + DROP + ' not writable)'}")
         if res8:
+            print(f"page cache dropped between steps: {'yes' if b.drop else 'no (' + DROP + ' not writable)'}")
             print_issue8(b, res8, size, kinds)
         if s14:
             print_issue14(s14, args, sparse_size, sparse_data, nbd_size)
