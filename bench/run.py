@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""tapearc performance benchmark (issue 8).
+"""tapearc performance benchmark (issues 8 and 14).
 
-Creates test volumes, times tapearc's full backup, incremental backup, restore and verify to
-dir: and sim: media on local disk beside the tools a user would run instead (dd conv=fsync,
-partclone.ext4 -c, xxh128sum), in the same run, several runs in alternating order, and checks
-the issue's targets. See bench/README.md and docs/performance.md.
+Section issue8: creates test volumes, times tapearc's full backup, incremental backup, restore
+and verify to dir: and sim: media on local disk beside the tools a user would run instead (dd
+conv=fsync, partclone.ext4 -c, xxh128sum), in the same run, several runs in alternating order,
+and checks the issue's targets. Section issue14 (bench/issue14.py): a 1 TiB sparse volume
+holding 64 MiB against a dense 64 MiB one, and a qcow2 disk over NBD (qemu-nbd) against
+qemu-img convert, with a dirty-bitmap incremental against a full-read one. See bench/README.md
+and docs/performance.md.
 
-    .venv/bin/python bench/run.py                      # 2 GiB volumes, 3 runs
-    .venv/bin/python bench/run.py --size 256M --runs 2 # quick
+    .venv/bin/python bench/run.py                      # both sections: 2 GiB volumes, 1 TiB sparse, 3 runs
+    .venv/bin/python bench/run.py --size 256M --runs 2 --sparse-size 64G --nbd-size 256M  # quick
+    .venv/bin/python bench/run.py --sections issue14   # the issue-14 section alone
     .venv/bin/python bench/run.py --profile backup     # where the time goes
 """
 
@@ -27,33 +31,23 @@ import tempfile
 import time
 from pathlib import Path
 
-MiB = 1 << 20
-GiB = 1 << 30
+from measure import (
+    DROP,
+    PY,
+    TAPEARC,
+    GiB,
+    MiB,
+    clean,
+    drop_caches_possible,
+    in_child,
+    log,
+    parse_size,
+    run_timed,
+    settle,
+)
+
 BLOCK = 64 * 1024
 STRETCH = 64 * MiB
-PY = sys.executable
-TAPEARC = [PY, "-m", "tapearc"]
-
-
-def parse_size(s: str) -> int:
-    s = s.strip().upper().rstrip("B").rstrip("I")
-    mult = {"K": 1 << 10, "M": MiB, "G": GiB, "T": 1 << 40}
-    if s and s[-1] in mult:
-        return int(float(s[:-1]) * mult[s[-1]])
-    return int(s)
-
-
-def in_child(fn, *args):
-    """Run fn(*args) in a forked process, so the big buffers of volume making never inflate this
-    process: a child's ru_maxrss starts from its parent's RSS at fork (Linux keeps it across exec)."""
-    import multiprocessing
-
-    with multiprocessing.get_context("fork").Pool(1) as pool:
-        return pool.apply(fn, args)
-
-
-def log(*a) -> None:
-    print(*a, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- test volumes
@@ -163,56 +157,6 @@ def make_ext4(path: Path, size: int, work: Path, seed: int = 3) -> str | None:
 
 
 # ---------------------------------------------------------------- measuring
-
-DROP = "/proc/sys/vm/drop_caches"
-
-
-def drop_caches_possible() -> bool:
-    try:
-        with open(DROP, "w") as f:
-            f.write("3\n")
-        return True
-    except OSError:
-        return False
-
-
-def settle(drop: bool) -> None:
-    os.sync()
-    if drop:
-        try:
-            with open(DROP, "w") as f:
-                f.write("3\n")
-        except OSError:
-            pass
-
-
-def run_timed(argv: list[str], env: dict | None = None, stdout=subprocess.DEVNULL) -> dict:
-    """Run argv, return wall seconds, child CPU seconds (user+sys) and peak RSS (MB)."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.PIPE)
-    err = p.stderr.read()
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}: {err.decode(errors='replace')[-800:]}")
-    return {
-        "wall": wall,
-        "cpu": ru.ru_utime + ru.ru_stime,
-        "user": ru.ru_utime,
-        "sys": ru.ru_stime,
-        "rss_mb": ru.ru_maxrss / 1024,
-    }
-
-
-def clean(p: Path) -> None:
-    if p.is_dir():
-        shutil.rmtree(p)
-    elif p.exists():
-        p.unlink()
-    for extra in (Path(str(p) + ".tapesim"),):
-        if extra.exists():
-            extra.unlink()
 
 
 class Bench:
@@ -525,28 +469,162 @@ def profile(b: Bench, op: str, mixed: Path, changed: Path, ext4: Path | None) ->
     clean(target)
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", default="2G", help="size of the mixed volumes and ext4 image (default 2G)")
+    ap.add_argument(
+        "--sections",
+        default="issue8,issue14",
+        help="sections to run, comma-separated: issue8 (throughput against dd, partclone, xxh128sum), "
+        "issue14 (sparse and NBD volumes) (default both)",
+    )
+    ap.add_argument("--size", default="2G", help="issue8: size of the mixed volumes and ext4 image (default 2G)")
     ap.add_argument("--runs", type=int, default=3, help="runs per operation (default 3)")
     ap.add_argument("--dir", help="work folder on the disk to measure (default: a new folder in /tmp)")
     ap.add_argument("--json", help="write the results as JSON to this file")
-    ap.add_argument("--media", default="dir,sim", help="media kinds to test (default dir,sim)")
-    ap.add_argument("--no-ext4", action="store_true", help="skip the ext4 volume")
-    ap.add_argument("--check-restore", action="store_true", help="cmp each restored image against the volume (untimed)")
+    ap.add_argument("--media", default="dir,sim", help="issue8: media kinds to test (default dir,sim)")
+    ap.add_argument("--no-ext4", action="store_true", help="issue8: skip the ext4 volume")
     ap.add_argument(
-        "--memory-check", action="store_true", help="also back up 2 GiB and 8 GiB volumes once and compare peak RSS"
+        "--check-restore", action="store_true", help="compare each restored image with its source (untimed)"
+    )
+    ap.add_argument(
+        "--memory-check",
+        action="store_true",
+        help="issue8: also back up 2 GiB and 8 GiB volumes once and compare peak RSS",
     )
     ap.add_argument("--memory-sizes", default="2G,8G", help="sizes for --memory-check (default 2G,8G)")
     ap.add_argument(
+        "--sparse-size", default="1T", help="issue14: size of the sparse volume (default 1T; e.g. 64G for a quick run)"
+    )
+    ap.add_argument(
+        "--sparse-data",
+        default="64M",
+        help="issue14: data in the sparse volume, and size of the dense one (default 64M)",
+    )
+    ap.add_argument("--nbd-size", default="2G", help="issue14: size of the qcow2 disk served over NBD (default 2G)")
+    ap.add_argument(
+        "--issue14-parts", default="sparse,nbd", help="issue14: parts to run, comma-separated (default sparse,nbd)"
+    )
+    ap.add_argument(
         "--profile",
         choices=["backup", "incremental", "restore", "verify", "ext4"],
-        help="run one operation under cProfile and print the top 25 by cumulative time",
+        help="issue8: run one operation under cProfile and print the top 25 by cumulative time",
     )
     ap.add_argument("--medium", choices=["dir", "sim"], default="sim", help="medium for --profile")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
+    sections = [x for x in args.sections.split(",") if x]
+    bad = [x for x in sections if x not in ("issue8", "issue14")]
+    if bad or not sections:
+        ap.error(f"--sections: unknown section {','.join(bad) or '(none)'}; choose from issue8, issue14")
+    bad = [x for x in args.issue14_parts.split(",") if x not in ("sparse", "nbd")]
+    if bad:
+        ap.error(f"--issue14-parts: unknown part {','.join(bad)}; choose from sparse, nbd")
+    args.sections = sections
+    return args
 
+
+def make_issue8_volumes(b: Bench, size: int, notes: list[str]) -> tuple[Path, Path, Path, int, bool]:
+    args, work = b.args, b.work
+    mixed, changed, ext4 = work / "mixed.img", work / "mixed-1pct.img", work / "ext4.img"
+    t = time.time()
+    if not mixed.exists() or mixed.stat().st_size != size:
+        in_child(make_mixed, mixed, size)
+    nchanged = in_child(make_changed, mixed, changed)
+    log(f"made mixed + mixed-1pct ({nchanged} blocks changed) in {time.time() - t:.1f} s")
+    ext4_ok = False
+    if not args.no_ext4 and (args.profile in (None, "ext4")):
+        t = time.time()
+        if ext4.exists() and ext4.stat().st_size == size:
+            why = None
+        else:
+            why = in_child(make_ext4, ext4, size, work)
+        if why:
+            notes.append(why)
+            log(why)
+        else:
+            ext4_ok = True
+            log(f"made ext4 image in {time.time() - t:.1f} s")
+    for tool, pkg in (("xxh128sum", "xxhash"), ("partclone.ext4", "partclone")):
+        if not shutil.which(tool):
+            n = f"{tool} not found (apt-get install {pkg}): its reference and targets skipped"
+            notes.append(n)
+            log(n)
+    return mixed, changed, ext4, nchanged, ext4_ok
+
+
+def run_issue8(b: Bench, size: int, kinds: list[str], notes: list[str]) -> dict:
+    args = b.args
+    mixed, changed, ext4, nchanged, ext4_ok = make_issue8_volumes(b, size, notes)
+    for r in range(args.runs):
+        log(f"run {r + 1}/{args.runs} ({'tapearc first' if r % 2 == 0 else 'references first'})")
+        steps = []
+        steps.append(lambda: (b.ref_dd(mixed, size), b.ref_xxh(changed, size)))
+        tap = [lambda k=k: b.tapearc_chain(k, mixed, changed, size) for k in kinds]
+        if ext4_ok:
+            steps.append(lambda: b.ref_partclone(ext4, size))
+            tap += [lambda k=k: b.tapearc_ext4(k, ext4, size) for k in kinds]
+        if r % 2 == 1:
+            tap.reverse()
+        order = tap + steps if r % 2 == 0 else steps + tap
+        for s in order:
+            s()
+    memcheck = None
+    if args.memory_check:
+        small, large = (parse_size(x) for x in args.memory_sizes.split(","))
+        memcheck = memory_check(b, small, large)
+    summary = summarize(b.samples)
+    tg = targets(summary, b.sizes, memcheck)
+    for t_ in tg:
+        t_["section"] = "issue8"
+    return {"nchanged": nchanged, "memcheck": memcheck, "summary": summary, "targets": tg}
+
+
+def print_issue8(b: Bench, res: dict, size: int, kinds: list[str]) -> None:
+    print(f"issue 8 section: volume {size / MiB:.0f} MiB, media {','.join(kinds)}")
+    print(
+        "MB = 10^6 bytes; throughput = volume size / wall time; ratio = median MB/s vs the "
+        "reference (for incremental/verify: inverse time ratio)"
+    )
+    print(table(res["summary"], b.sizes))
+    memcheck = res["memcheck"]
+    if memcheck:
+        for k in ("small", "large"):
+            m = memcheck[k]
+            print(
+                f"memory check: full backup of {m['size'] / GiB:.0f} GiB to dir: peak RSS "
+                f"{m['rss_mb']:.0f} MB, {m['wall']:.1f} s, cpu {m['cpu']:.1f} s"
+            )
+
+
+def print_issue14(s14, args, sparse_size: int, sparse_data: int, nbd_size: int) -> None:
+    from issue14 import fmt
+    from measure import human
+
+    parts = args.issue14_parts.split(",")
+    what = []
+    if "sparse" in parts:
+        what.append(f"sparse {human(sparse_size)} holding {human(sparse_data)} vs dense {human(sparse_data)}")
+    if "nbd" in parts:
+        what.append(f"qcow2 of {human(nbd_size)} over NBD (MB/s of the disk size)")
+    print(f"issue 14 section, to sim: media: {'; '.join(what)}")
+    print("before each step the section's own files leave the page cache (posix_fadvise); the programs stay cached")
+    print(s14.table())
+    for k, v in s14.info.items():
+        print(f"{k}: " + ", ".join(f"{a} {fmt(a, x)}" for a, x in v.items() if a != "extents"))
+
+
+def compile_bytecode() -> None:
+    """Compile tapearc's (and the simulator's) bytecode, as make bench does, so that no timed
+    command pays for compiling its modules when PYTHONDONTWRITEBYTECODE keeps it from caching."""
+    code = "import os, tapearc, tapesim; print(os.path.dirname(tapearc.__file__)); print(os.path.dirname(tapesim.__file__))"
+    r = subprocess.run([PY, "-c", code], capture_output=True, text=True)
+    if r.returncode == 0:
+        subprocess.run([PY, "-m", "compileall", "-q", *r.stdout.split()], stdout=subprocess.DEVNULL)
+
+
+def main() -> int:
+    args = parse_args()
+    compile_bytecode()
     size = parse_size(args.size) // BLOCK * BLOCK
     if args.dir:
         work = Path(args.dir).resolve()
@@ -556,80 +634,36 @@ def main() -> int:
     b = Bench(args, work)
     b.drop = drop_caches_possible()
     kinds = [k for k in args.media.split(",") if k]
+    sparse_size, sparse_data = parse_size(args.sparse_size), parse_size(args.sparse_data)
+    nbd_size = parse_size(args.nbd_size)
     try:
-        log(f"work folder {work}; volume size {size / MiB:.0f} MiB; runs {args.runs}")
+        log(f"work folder {work}; sections {','.join(args.sections)}; runs {args.runs}")
         log(f"page cache dropped between steps: {'yes' if b.drop else 'no (' + DROP + ' not writable)'}")
-        mixed, changed, ext4 = work / "mixed.img", work / "mixed-1pct.img", work / "ext4.img"
-        t = time.time()
-        if not mixed.exists() or mixed.stat().st_size != size:
-            in_child(make_mixed, mixed, size)
-        nchanged = in_child(make_changed, mixed, changed)
-        log(f"made mixed + mixed-1pct ({nchanged} blocks changed) in {time.time() - t:.1f} s")
-        notes = []
-        ext4_ok = False
-        if not args.no_ext4 and (args.profile in (None, "ext4")):
-            t = time.time()
-            if ext4.exists() and ext4.stat().st_size == size:
-                why = None
-            else:
-                why = in_child(make_ext4, ext4, size, work)
-            if why:
-                notes.append(why)
-                log(why)
-            else:
-                ext4_ok = True
-                log(f"made ext4 image in {time.time() - t:.1f} s")
-        for tool, pkg in (("xxh128sum", "xxhash"), ("partclone.ext4", "partclone")):
-            if not shutil.which(tool):
-                n = f"{tool} not found (apt-get install {pkg}): its reference and targets skipped"
-                notes.append(n)
-                log(n)
-
+        notes: list[str] = []
         if args.profile:
+            mixed, changed, ext4, _, ext4_ok = make_issue8_volumes(b, size, notes)
             profile(b, args.profile, mixed, changed, ext4 if ext4_ok else None)
             return 0
+        res8 = run_issue8(b, size, kinds, notes) if "issue8" in args.sections else None
+        s14 = None
+        if "issue14" in args.sections:
+            from issue14 import run_section
 
-        for r in range(args.runs):
-            log(f"run {r + 1}/{args.runs} ({'tapearc first' if r % 2 == 0 else 'references first'})")
-            steps = []
-            steps.append(lambda: (b.ref_dd(mixed, size), b.ref_xxh(changed, size)))
-            tap = [lambda k=k: b.tapearc_chain(k, mixed, changed, size) for k in kinds]
-            if ext4_ok:
-                steps.append(lambda: b.ref_partclone(ext4, size))
-                tap += [lambda k=k: b.tapearc_ext4(k, ext4, size) for k in kinds]
-            if r % 2 == 1:
-                tap.reverse()
-            order = tap + steps if r % 2 == 0 else steps + tap
-            for s in order:
-                s()
-        memcheck = None
-        if args.memory_check:
-            small, large = (parse_size(x) for x in args.memory_sizes.split(","))
-            memcheck = memory_check(b, small, large)
-
-        summary = summarize(b.samples)
-        tbl = table(summary, b.sizes)
-        tg = targets(summary, b.sizes, memcheck)
+            s14 = run_section(args, work, sparse_size, sparse_data, nbd_size)
+            notes += s14.notes
+        tg = (res8["targets"] if res8 else []) + (s14.targets() if s14 else [])
         print(
-            f"tapearc benchmark: volume {size / MiB:.0f} MiB, {args.runs} runs, media {','.join(kinds)}; "
+            f"tapearc benchmark: sections {','.join(args.sections)}, {args.runs} runs; "
             f"host {platform.node()} ({os.cpu_count()} CPUs), python {platform.python_version()}"
         )
-        print(f"page cache dropped between steps: {'yes' if b.drop else 'no (' + DROP + ' not writable)'}")
-        print(
-            "MB = 10^6 bytes; throughput = volume size / wall time; ratio = median MB/s vs the "
-            "reference (for incremental/verify: inverse time ratio)"
-        )
-        print(tbl)
-        if memcheck:
-            for k in ("small", "large"):
-                m = memcheck[k]
-                print(
-                    f"memory check: full backup of {m['size'] / GiB:.0f} GiB to dir: peak RSS "
-                    f"{m['rss_mb']:.0f} MB, {m['wall']:.1f} s, cpu {m['cpu']:.1f} s"
-                )
+        if res8:
+            print(f"page cache dropped between steps: {'yes' if b.drop else 'no (' + DROP + ' not writable)'}")
+            print_issue8(b, res8, size, kinds)
+        if s14:
+            print_issue14(s14, args, sparse_size, sparse_data, nbd_size)
         print("targets:")
         for t_ in tg:
-            print(f"  {t_['result']:4s}  {t_['target']:48s} {t_['detail']}")
+            print(f"  {t_['result']:4s}  {t_['target']:60s} {t_['detail']}")
         for n in notes:
             print("note:", n)
         if args.json:
@@ -637,6 +671,7 @@ def main() -> int:
                 json.dumps(
                     {
                         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+                        "sections": args.sections,
                         "volume_size": size,
                         "runs": args.runs,
                         "media": kinds,
@@ -644,10 +679,11 @@ def main() -> int:
                         "cpus": os.cpu_count(),
                         "python": platform.python_version(),
                         "page_cache_dropped": b.drop,
-                        "changed_blocks": nchanged,
-                        "summary": summary,
+                        "changed_blocks": res8["nchanged"] if res8 else None,
+                        "summary": res8["summary"] if res8 else {},
                         "sizes": b.sizes,
-                        "memory_check": memcheck,
+                        "memory_check": res8["memcheck"] if res8 else None,
+                        "issue14": s14.report() if s14 else None,
                         "targets": tg,
                         "notes": notes,
                     },
@@ -661,6 +697,8 @@ def main() -> int:
         elif not args.keep:
             for p in ("mixed.img", "mixed-1pct.img", "ext4.img"):
                 (work / p).unlink(missing_ok=True)
+            for p in work.glob("i14-*"):
+                clean(p)
 
 
 if __name__ == "__main__":
