@@ -53,12 +53,14 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy || rc=1; \
 	exit $$rc
 
-# The performance benchmark (issue 8; docs/performance.md): 2 GiB test volumes in /tmp, 3 runs,
-# beside dd, partclone and xxh128sum (apt-get install partclone xxhash; skipped without them).
-# BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--size 256M --runs 2".
+# The performance benchmark (docs/performance.md): issue 8's section (2 GiB test volumes in /tmp,
+# 3 runs, beside dd, partclone and xxh128sum; apt-get install partclone xxhash, skipped without
+# them) and issue 14's (a 1 TiB sparse volume; a qcow2 disk over qemu-nbd beside qemu-img convert;
+# dirty-bitmap incrementals; tools installs qemu-utils and libnbd). BENCH_ARGS passes options,
+# e.g. make bench BENCH_ARGS="--size 256M --runs 2 --sections issue14".
 # Installs the references when root (apt-get install partclone xxhash e2fsprogs) and compiles
 # tapearc's bytecode first, so no command pays for compiling its modules (PYTHONDONTWRITEBYTECODE).
-bench: $(STAMP)
+bench: $(STAMP) tools
 	@{ command -v partclone.ext4 && command -v xxh128sum && command -v mke2fs; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq partclone xxhash e2fsprogs >/dev/null) \
