@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -25,9 +25,86 @@ from tapearc.cli.common import (
 )
 from tapearc.cli.progress import make_progress
 from tapearc.cli.render import render_backup
+from tapearc.errors import TapearcError
 
 if TYPE_CHECKING:
     from tapearc.engine.backup import BackupOptions
+    from tapearc.sources.changes_trust import ChangeOptions
+
+
+VolumeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--volume",
+        help="Volume name (default: the volume SOURCE was backed up as, else SOURCE's file name). "
+        "An existing volume with another source is taken as that volume moved.",
+    ),
+]
+
+NewVolumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--new-volume",
+        help="Start a new volume (never continue an existing one): named --volume NAME (unused), "
+        "else SOURCE's file name, else its folder/file name.",
+    ),
+]
+
+DirtyBitmapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dirty-bitmap",
+        help="Read only what this qemu dirty bitmap of the NBD export SOURCE marks dirty (qemu-nbd -B NAME); "
+        "trusted only when the base generation was read with the same bitmap present (docs/changes.md).",
+        metavar="NAME",
+    ),
+]
+
+ChangedBlocksOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--changed-blocks",
+        help="Read only the ranges this file names as changed: thin_delta or era_invalidate XML, JSON or CSV "
+        "(docs/changes.md); trusted only when it starts at the base generation's checkpoint.",
+        metavar="FILE",
+    ),
+]
+
+ChangeBlockSizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--change-block-size",
+        help="Size of a block of the --changed-blocks file where it does not say (era_invalidate, CSV block,blocks).",
+        metavar="SIZE",
+    ),
+]
+
+ChangedSinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--changed-since",
+        help="The checkpoint the --changed-blocks file starts at, where it does not say (era_invalidate, CSV).",
+        metavar="ID",
+    ),
+]
+
+CheckpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint",
+        help="The tracker checkpoint this generation is read at (e.g. thin:ID, era:N, a VMware changeId); "
+        "recorded: the next --changed-blocks file must start there.",
+        metavar="ID",
+    ),
+]
+
+VerifyUnchangedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verify-unchanged",
+        help="Read every block anyway and report those the change tracker called unchanged that were not (exit 27).",
+    ),
+]
 
 
 def backup(
@@ -44,22 +121,8 @@ def backup(
     chunk_size: Annotated[
         str, typer.Option("--chunk-size", help="Target chunk size, a multiple of the record size (default 4M).")
     ] = "4M",
-    volume: Annotated[
-        str | None,
-        typer.Option(
-            "--volume",
-            help="Volume name (default: the volume SOURCE was backed up as, else SOURCE's file name). "
-            "An existing volume with another source is taken as that volume moved.",
-        ),
-    ] = None,
-    new_volume: Annotated[
-        bool,
-        typer.Option(
-            "--new-volume",
-            help="Start a new volume (never continue an existing one): named --volume NAME (unused), "
-            "else SOURCE's file name, else its folder/file name.",
-        ),
-    ] = False,
+    volume: VolumeOpt = None,
+    new_volume: NewVolumeOpt = False,
     full: Annotated[bool, typer.Option("--full", help="Write a full generation even if the volume has one.")] = False,
     verify_after: Annotated[
         bool, typer.Option("--verify", help="Read each tape file back after writing it (every CRC and digest).")
@@ -68,6 +131,12 @@ def backup(
         str | None,
         typer.Option("--media-set", help="Refuse a medium that is not of this media set (UUID).", metavar="UUID"),
     ] = None,
+    dirty_bitmap: DirtyBitmapOpt = None,
+    changed_blocks: ChangedBlocksOpt = None,
+    change_block_size: ChangeBlockSizeOpt = None,
+    changed_since: ChangedSinceOpt = None,
+    checkpoint: CheckpointOpt = None,
+    verify_unchanged: VerifyUnchangedOpt = False,
     changer: ChangerOpt = None,
     wait: TimeoutOpt = None,
     catalog: CatalogOpt = None,
@@ -87,6 +156,8 @@ def backup(
         full=full,
         verify=verify_after,
         media_set=media_set,
+        changes=partial(change_options, dirty_bitmap, changed_blocks, change_block_size, changed_since, checkpoint),
+        verify_unchanged=verify_unchanged,
     )
     run(json_out, lambda: _backup(source, media, changer, wait, catalog, json_out, opts))
 
@@ -102,9 +173,12 @@ def backup_options(
     full: bool,
     verify: bool,
     media_set: str | None,
+    changes: Callable[..., ChangeOptions] | None = None,
+    verify_unchanged: bool = False,
 ) -> BackupOptions:
     """The engine's BackupOptions from the command line's values, each checked."""
     from tapearc.engine.backup import DEFAULT_BLOCK_SIZE, BackupOptions
+    from tapearc.sources.changes_trust import ChangeOptions
 
     check_compress(compress)
     bs = parse_size_opt(block_size, "--block-size")
@@ -119,7 +193,32 @@ def backup_options(
         media_set=parse_uuid(media_set, "--media-set"),
         chunk_size=parse_size_opt(chunk_size, "--chunk-size") or 0,
         verify=verify,
+        changes=changes(verify_unchanged=verify_unchanged) if changes is not None else ChangeOptions(),
     )
+
+
+def change_options(
+    dirty_bitmap: str | None,
+    changed_blocks: str | None,
+    change_block_size: str | None,
+    changed_since: str | None,
+    checkpoint: str | None,
+    *,
+    verify_unchanged: bool,
+) -> ChangeOptions:
+    """The change-tracking options, checked (docs/changes.md)."""
+    from tapearc.sources.changes_trust import ChangeOptions, check_change_options
+
+    opts = ChangeOptions(
+        dirty_bitmap=dirty_bitmap,
+        changed_blocks=changed_blocks,
+        change_block_size=parse_size_opt(change_block_size, "--change-block-size"),
+        changed_since=changed_since,
+        checkpoint=checkpoint,
+        verify_unchanged=verify_unchanged,
+    )
+    check_change_options(opts)
+    return opts
 
 
 def _backup(
@@ -141,6 +240,25 @@ def _backup(
         emit_json(res.to_json())
     else:
         render_backup(source, res)
+    missed = getattr(res, "tracker_missed", None)
+    if missed:
+        raise tracker_missed_error(res.change, missed, res.block_size)
+
+
+def tracker_missed_error(change: dict[str, object] | None, missed: list[Any], block_size: int) -> TapearcError:
+    """--verify-unchanged found blocks the tracker called unchanged that were not (exit 27)."""
+    from tapearc.errors import TrackerMissedError
+
+    spans = [(int(r[0]), int(r[1])) if isinstance(r, (list, tuple)) else (int(r), int(r)) for r in missed]
+    total = sum(b - a + 1 for a, b in spans)
+    shown = ", ".join(f"{a}-{b}" if b != a else str(a) for a, b in spans[:20]) + (" ..." if len(spans) > 20 else "")
+    tracker = (change or {}).get("source", "the change tracker")
+    return TrackerMissedError(
+        f"{tracker} called {total} changed blocks unchanged (blocks {shown}, {block_size}-byte blocks); they were "
+        "read and backed up anyway: the generation is complete and correct, but the tracker cannot be trusted",
+        hint="back up without the tracker (or with --verify-unchanged) until its cause is found; docs/changes.md",
+        ranges=len(spans),
+    )
 
 
 def register(app: typer.Typer) -> None:

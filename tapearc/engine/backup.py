@@ -12,7 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, path_text
@@ -40,6 +40,8 @@ from tapearc.errors import (
 )
 from tapearc.format.constants import MAX_BLOCK_SIZE
 from tapearc.media.base import Mark, Position, TapeDrive
+from tapearc.sources.base import ChangeMap
+from tapearc.sources.changes_trust import ChangeOptions, check_change_options, choose_change_map, open_tracker
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -75,6 +77,9 @@ class BackupOptions:
     media_set: uuid.UUID | None = None  # refuse a medium of any other set
     verify: bool = False  # read back each tape file after writing it
     block_size_given: bool = True  # False: the block size is the default and may follow the volume's
+    changes: ChangeOptions = field(
+        default_factory=ChangeOptions
+    )  # change tracking (--dirty-bitmap, --changed-blocks, ...)
 
 
 def _check_options(options: BackupOptions) -> None:
@@ -82,6 +87,7 @@ def _check_options(options: BackupOptions) -> None:
         raise UsageError(f"unknown compression {options.compress!r}; use zstd or none")
     if not 0 <= options.chunk_size <= MAX_CHUNK_SIZE:
         raise UsageError(f"chunk size {options.chunk_size} must be at most {MAX_CHUNK_SIZE} bytes")
+    check_change_options(options.changes)
 
 
 def _check_sizes(block_size: int, record_size: int, drive: TapeDrive) -> None:
@@ -232,7 +238,7 @@ def backup(
     if not isinstance(media, MediaSource):
         media = MediaSource.fixed(media, catalog)
     refuse_source_is_medium(source, media.spec)
-    with SourceVolume(source) as src:
+    with SourceVolume(source) as src, open_tracker(source, src.size, options.changes) as tracker:
         now = int(clock())
         medium = _prepare(media, catalog, options, now)
         req = PlanRequest(
@@ -250,13 +256,19 @@ def backup(
             new_volume=options.new_volume,
         )
         plan = plan_generation(catalog, req)
+        change = choose_change_map(catalog, plan, tracker)
         pos0 = medium.drive.position()
         result = _new_result(medium, plan, options, pos0.file)
+        result.warnings += change.warnings
+        result.change = change.record.to_json()
         writer = GenerationWriter(
             genhdr=plan.header, result=result, catalog=catalog, media=media, verify=options.verify, clock=clock
         )
-        run = _Run(src, source, plan, writer, medium, pos0, progress)
+        vu = options.changes.verify_unchanged
+        run = _Run(src, source, plan, writer, medium, pos0, progress, change_map=change.map, verify_unchanged=vu)
         complete = run.write()
+        if complete and writer.gen_id:
+            catalog.record_change(writer.gen_id, change.record)
         result.seconds = time.monotonic() - started
         result.complete = complete
         result.medium = writer.part.drive.name if writer.part else medium.drive.name
@@ -277,8 +289,13 @@ class _Run:
         medium: _Medium,
         pos0: Position,
         progress: Progress,
+        *,
+        change_map: ChangeMap | None = None,
+        verify_unchanged: bool = False,
     ) -> None:
         self.src = src
+        self.change_map = change_map  # blocks it vouches unchanged are neither read nor hashed
+        self.verify_unchanged = verify_unchanged  # read them anyway; report what the tracker missed
         self.source = source
         self.plan = plan
         self.writer = writer
