@@ -67,12 +67,23 @@ def connect(uri: str, error: ErrorFactory, *, contexts: Sequence[str] = (), writ
             h.add_meta_context(c)
         h.connect_uri(uri)
     except nbd.Error as e:
-        h.close()
+        del h  # libnbd's Python handle has no close(): dropping it closes it
         raise error(f"cannot connect to NBD export {uri}: {_reason(e)}") from None
     if writable and h.is_read_only():
-        h.close()
+        close(h)
         raise error(f"NBD export {uri} is read-only")
     return h
+
+
+def close(h: Any) -> None:
+    """Disconnect a handle from :func:`connect` (libnbd's Python handle has no ``close``: the
+    connection ends when the handle is dropped; this tells the server first)."""
+    nbd = _module
+    try:
+        h.shutdown()
+    except Exception as e:  # already disconnected, or the server went away
+        if nbd is None or not isinstance(e, nbd.Error):
+            raise
 
 
 def nbd_error_text(e: BaseException) -> str:

@@ -88,7 +88,7 @@ class DirtyBitmapMap:
 
     def close(self) -> None:
         if self.h is not None:
-            self.h.close()
+            nbdclient.close(self.h)
             self.h = None
 
 
@@ -103,6 +103,6 @@ def open_dirty_bitmap(uri: str, bitmap: str) -> DirtyBitmapMap | None:
     except nbd.Error:  # the server negotiated no metadata contexts at all
         offered = False
     if not offered:
-        h.close()
+        nbdclient.close(h)
         return None
     return DirtyBitmapMap(uri, bitmap, h)

@@ -104,6 +104,8 @@ def check_change_options(opts: ChangeOptions) -> None:
     for name, value in (("--checkpoint", opts.checkpoint), ("--changed-since", opts.changed_since)):
         if value is not None and not value.strip():
             raise UsageError(f"{name} must not be empty")
+        if value is not None and value.startswith("dirty-bitmap:"):
+            raise UsageError(f"{name} {value}: checkpoints named dirty-bitmap:... are recorded by --dirty-bitmap only")
 
 
 def open_tracker(source: str, size: int, opts: ChangeOptions) -> Tracker:

@@ -224,6 +224,7 @@ def test_checkpoint_must_be_where_the_file_ends(spec: str, vol: Path, tmp_path: 
         ({"verify_unchanged": True}, "--verify-unchanged checks a change tracker"),
         ({"changed_blocks": "f", "checkpoint": " "}, "--checkpoint must not be empty"),
         ({"dirty_bitmap": "b"}, "is not an NBD export"),
+        ({"checkpoint": "dirty-bitmap:b"}, "recorded by --dirty-bitmap only"),
     ],
 )
 def test_bad_options_write_nothing(spec: str, vol: Path, tmp_path: Path, opts: dict[str, Any], message: str) -> None:
