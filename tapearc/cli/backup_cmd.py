@@ -16,6 +16,7 @@ from tapearc.cli.common import (
     TimeoutOpt,
     check_compress,
     emit_json,
+    fail,
     open_catalog,
     open_media,
     parse_size_opt,
@@ -236,13 +237,17 @@ def _backup(
     with open_catalog(catalog) as cat, open_media(media, changer, write=True, catalog=cat, timeout=wait) as src:
         res = do_backup(source, src, cat, opts, make_progress(json_out))
     warn(res.warnings)
+    missed = getattr(res, "tracker_missed", None)  # --verify-unchanged: blocks the tracker missed
+    err = tracker_missed_error(res.change, missed, res.block_size) if missed else None
     if json_out:
-        emit_json(res.to_json())
+        out = res.to_json()
+        if err is not None:
+            out["error"] = err.to_json()
+        emit_json(out)
     else:
         render_backup(source, res)
-    missed = getattr(res, "tracker_missed", None)
-    if missed:
-        raise tracker_missed_error(res.change, missed, res.block_size)
+    if err is not None:  # the generation is complete and correct: the result is shown, then exit 27
+        raise fail(err, json_out=False)
 
 
 def tracker_missed_error(change: dict[str, object] | None, missed: list[Any], block_size: int) -> TapearcError:
