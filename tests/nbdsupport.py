@@ -85,12 +85,25 @@ def qemu_nbd(
     cmd.append(str(image))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for(sock.exists, proc, "qemu-nbd")
+        _wait_for(lambda: _accepts(sock), proc, "qemu-nbd")
         yield f"nbd+unix:///{export}?socket={sock}"
     finally:
         _stop(proc)
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
+
+
+def _accepts(sock: Path) -> bool:
+    """The Unix socket exists and a server listens on it (qemu-nbd makes the file before it
+    listens: a connection in between is refused)."""
+    if not sock.exists():
+        return False
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(sock))
+        except OSError:
+            return False
+    return True
 
 
 def _free_port() -> int:

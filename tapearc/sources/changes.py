@@ -148,16 +148,28 @@ class RangeMap:
     def __init__(self, blocks: ChangedBlocks, volume_size: int) -> None:
         self.name = f"changed-blocks:{blocks.format}"
         self.blocks = blocks
+        self.size = volume_size
         runs = blocks.runs
         if blocks.covered is not None:
             runs = _with_uncovered(runs, blocks.covered, volume_size)
         self.runs = runs
 
     def changed(self, offset: int, length: int) -> Iterator[tuple[int, int, bool]]:
-        return self.runs.changed(offset, length)
+        return clipped(self.runs, offset, length, self.size)
 
     def close(self) -> None:
         pass
+
+
+def clipped(runs: ChangedRuns, offset: int, length: int, size: int) -> Iterator[tuple[int, int, bool]]:
+    """``runs.changed`` for a tracker that knows bytes ``[0, size)``: bytes past it (never asked
+    for by a backup of a volume of that size) count as changed."""
+    end = offset + length
+    if offset < size:
+        yield from runs.changed(offset, min(end, size) - offset)
+    if end > size:
+        start = max(offset, size)
+        yield start, end - start, True
 
 
 def _with_uncovered(runs: ChangedRuns, covered: tuple[int, int], size: int) -> ChangedRuns:

@@ -24,8 +24,7 @@ line (XML, CSV) or element (JSON) at fault, never a traceback.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tapearc.errors import ChangeSourceError
 from tapearc.sources.changes import ChangedBlocks, Ranges
@@ -38,24 +37,46 @@ JSON_UNITS = ("bytes", "sectors", "blocks")
 
 def read_changed_blocks(path: str, volume_size: int, block_size: int | None = None) -> ChangedBlocks:
     """Parse ``path`` (any of the formats) for a volume of ``volume_size`` bytes; ``block_size``:
-    the size of a tracker block where the file counts in blocks without saying their size."""
+    the size of a tracker block where the file counts in blocks without saying their size.
+    XML and CSV are read as a stream (memory follows the changed runs, not the file)."""
     try:
-        data = Path(path).read_bytes()
+        f = open(path, "rb")  # noqa: SIM115 (closed below, on every path)
     except OSError as e:
         raise ChangeSourceError(f"cannot read --changed-blocks file {path}: {e.strerror or e}") from None
-    head = data.lstrip()[:1]
-    if not head:
-        raise ChangeSourceError(f"{path}: the changed-blocks file is empty (a tool that failed?)")
-    if head == b"<":
-        return parse_xml(path, data, volume_size, block_size)
     try:
-        text = data.decode("utf-8")
+        head = _first_char(f)
+        if not head:
+            raise ChangeSourceError(f"{path}: the changed-blocks file is empty (a tool that failed?)")
+        if head == b"<":
+            return parse_xml(path, f, volume_size, block_size)
+        if head in (b"{", b"["):
+            return _json(path, _text(path, f.read()), volume_size, block_size)
+        return _csv(path, f, volume_size, block_size)
+    except OSError as e:
+        raise ChangeSourceError(f"cannot read --changed-blocks file {path}: {e.strerror or e}") from None
+    finally:
+        f.close()
+
+
+def _first_char(f: BinaryIO) -> bytes:
+    """The first byte that is not white space (the file is left at its start)."""
+    while True:
+        piece = f.read(4096)
+        if not piece:
+            f.seek(0)
+            return b""
+        stripped = piece.lstrip()
+        if stripped:
+            f.seek(0)
+            return stripped[:1]
+
+
+def _text(path: str, data: bytes, line: int = 0) -> str:
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ChangeSourceError(f"{path}:{line}: not UTF-8 text") from None
-    if head in (b"{", b"["):
-        return _json(path, text, volume_size, block_size)
-    return _csv(path, text, volume_size, block_size)
+        n = line or data[: e.start].count(b"\n") + 1
+        raise ChangeSourceError(f"{path}:{n}: not UTF-8 text") from None
 
 
 def _unit(path: str, where: str, unit: str, block_size: int | None) -> int:
@@ -137,10 +158,10 @@ def _json_range(path: str, where: str, item: Any) -> tuple[int, int]:
     raise ChangeSourceError(f'{path}:{where}: a range is [start, length] or {{"start": N, "length": N}}')
 
 
-def _csv(path: str, text: str, volume_size: int, block_size: int | None) -> ChangedBlocks:
+def _csv(path: str, f: BinaryIO, volume_size: int, block_size: int | None) -> ChangedBlocks:
     ranges: Ranges | None = None
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
+    for n, raw in enumerate(f, 1):
+        line = _text(path, raw, n).strip()
         if not line or line.startswith("#"):
             continue
         cells = tuple(c.strip() for c in line.split(","))

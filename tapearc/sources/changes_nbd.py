@@ -15,7 +15,7 @@ from typing import Any
 
 from tapearc import nbdclient
 from tapearc.errors import SourceError
-from tapearc.sources.changes import ChangedRuns
+from tapearc.sources.changes import ChangedRuns, clipped
 
 #: The largest block-status request (bytes): NBD block status counts are 32-bit.
 MAX_STATUS = 1 << 31
@@ -40,14 +40,10 @@ class DirtyBitmapMap:
         self.requests = 0
 
     def changed(self, offset: int, length: int) -> Iterator[tuple[int, int, bool]]:
-        end = offset + length
-        if end > self.size:
-            raise SourceError(
-                f"NBD export {self.uri}: dirty bitmap {self.bitmap} asked for bytes up to {end}, the export has {self.size}"
-            )
+        end = min(offset + length, self.size)
         while self.known < end:
             self._fetch(self.known, min(MAX_STATUS, self.size - self.known))
-        return self.runs.changed(offset, length)
+        return clipped(self.runs, offset, length, self.size)
 
     def _fetch(self, offset: int, count: int) -> None:
         """Ask for the block status of ``[offset, offset + count)``; the server may answer for a

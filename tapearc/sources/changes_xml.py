@@ -4,7 +4,7 @@ no DTDs or entities accepted). Formats: tapearc.sources.changes_files and docs/c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, BinaryIO
 from xml.parsers import expat
 
 from tapearc.errors import ChangeSourceError
@@ -117,7 +117,7 @@ def _refuse_dtd(*_: object) -> None:
     raise ValueError("DTD")
 
 
-def parse_xml(path: str, data: bytes, volume_size: int, block_size: int | None) -> ChangedBlocks:
+def parse_xml(path: str, f: BinaryIO, volume_size: int, block_size: int | None) -> ChangedBlocks:
     """A thin_delta or era_invalidate document (see the module's text)."""
     p = expat.ParserCreate()
     h = _Handler(path, volume_size, block_size, lambda: p.CurrentLineNumber)
@@ -126,7 +126,7 @@ def parse_xml(path: str, data: bytes, volume_size: int, block_size: int | None) 
     p.StartDoctypeDeclHandler = _refuse_dtd
     p.EntityDeclHandler = _refuse_dtd
     try:
-        p.Parse(data, True)
+        p.ParseFile(f)
     except expat.ExpatError as e:
         raise ChangeSourceError(f"{path}:{e.lineno}: malformed XML: {expat.ErrorString(e.code)}") from None
     except ValueError:

@@ -112,6 +112,11 @@ def test_csv_units(tmp_path: Path) -> None:
     assert blocks_of(b) == [(1, 5)]  # adjacent ranges merge into one run
 
 
+def test_bytes_past_the_volume_count_as_changed(tmp_path: Path) -> None:
+    b = read_changed_blocks(write(tmp_path, "offset,length\n"), SIZE)
+    assert list(RangeMap(b, SIZE).changed(SIZE - 10, 20)) == [(SIZE - 10, 10, False), (SIZE, 10, True)]
+
+
 def test_a_range_in_the_last_partial_block_is_clipped(tmp_path: Path) -> None:
     """A volume that is not a whole number of tracker blocks: the last block's range ends past
     the volume's end and is clipped; one starting past it is an error."""
