@@ -77,9 +77,8 @@ class BackupOptions:
     media_set: uuid.UUID | None = None  # refuse a medium of any other set
     verify: bool = False  # read back each tape file after writing it
     block_size_given: bool = True  # False: the block size is the default and may follow the volume's
-    changes: ChangeOptions = field(
-        default_factory=ChangeOptions
-    )  # change tracking (--dirty-bitmap, --changed-blocks, ...)
+    # change tracking: --dirty-bitmap, --changed-blocks, --checkpoint, --verify-unchanged (docs/changes.md)
+    changes: ChangeOptions = field(default_factory=ChangeOptions)
 
 
 def _check_options(options: BackupOptions) -> None:
@@ -293,9 +292,12 @@ class _Run:
         change_map: ChangeMap | None = None,
         verify_unchanged: bool = False,
     ) -> None:
+        """``change_map``: what a change tracker says changed since the base generation (None:
+        everything is read); ``verify_unchanged``: read what it vouches for anyway and report
+        the blocks it missed (BackupResult.tracker_missed)."""
         self.src = src
-        self.change_map = change_map  # blocks it vouches unchanged are neither read nor hashed
-        self.verify_unchanged = verify_unchanged  # read them anyway; report what the tracker missed
+        self.change_map = change_map if plan.base_manifest is not None else None
+        self.verify_unchanged = verify_unchanged
         self.source = source
         self.plan = plan
         self.writer = writer
