@@ -237,7 +237,9 @@ def backup(
     if not isinstance(media, MediaSource):
         media = MediaSource.fixed(media, catalog)
     refuse_source_is_medium(source, media.spec)
-    with SourceVolume(source) as src, open_tracker(source, src.size, options.changes) as tracker:
+    tracker = open_tracker(source, options.changes)  # before the source: qemu-nbd serves one client by default
+    with SourceVolume(source) as src:
+        tracker.fit(src.size)
         now = int(clock())
         medium = _prepare(media, catalog, options, now)
         req = PlanRequest(

@@ -29,7 +29,7 @@ from tapearc.nbdclient import is_nbd_uri
 from tapearc.sources.base import ChangeMap
 from tapearc.sources.changes import RangeMap
 from tapearc.sources.changes_files import read_changed_blocks
-from tapearc.sources.changes_nbd import open_dirty_bitmap
+from tapearc.sources.changes_nbd import read_dirty_bitmap
 
 if TYPE_CHECKING:
     from tapearc.engine.genplan import GenerationPlan
@@ -55,27 +55,28 @@ class ChangeOptions:
 
 @dataclass(slots=True)
 class Tracker:
-    """A change source opened before anything is written (a malformed file or an unreachable
-    export fails here): ``name`` as the catalog records it, its ``map`` (None: no tracker, or a
-    bitmap the export does not offer), the checkpoints it goes ``since`` and this generation is
-    read at (``checkpoint``), and a ``problem`` already known against trusting it."""
+    """A change source as opened by :func:`open_tracker`, then fitted to the volume's size by
+    :meth:`fit`: ``name`` as the catalog records it, its ``map`` (None: no tracker, or a bitmap
+    the export does not offer), the checkpoints it goes ``since`` and this generation is read at
+    (``checkpoint``), and a ``problem`` already known against trusting it."""
 
     name: str
     map: ChangeMap | None = None
     since: str | None = None
     checkpoint: str | None = None
     problem: str | None = None
+    size: int | None = None  # the size of the bitmap's export
+    opts: ChangeOptions | None = None  # a --changed-blocks file, read by fit()
+    fitted: bool = False
 
-    def close(self) -> None:
-        close = getattr(self.map, "close", None)
-        if close is not None:
-            close()
-
-    def __enter__(self) -> Tracker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def fit(self, size: int) -> None:
+        """Check the tracker against the volume (``size`` bytes): read a changed-block file (bad
+        input raises ChangeSourceError), compare a bitmap's export size."""
+        if self.opts is not None and self.opts.changed_blocks is not None:
+            _fit_file(self, self.opts.changed_blocks, size, self.opts)
+        elif self.size is not None and self.size != size:
+            self.problem = f"the bitmap's export has {self.size} bytes, the volume {size}"
+        self.fitted = True
 
 
 @dataclass(slots=True)
@@ -108,42 +109,42 @@ def check_change_options(opts: ChangeOptions) -> None:
             raise UsageError(f"{name} {value}: checkpoints named dirty-bitmap:... are recorded by --dirty-bitmap only")
 
 
-def open_tracker(source: str, size: int, opts: ChangeOptions) -> Tracker:
-    """Open the change source the options name, for a volume of ``size`` bytes read from
-    ``source``: bad input (options, an unreadable or malformed file, an export that cannot be
-    reached) raises here, before the backup writes anything. Close the result (a context manager)."""
+def open_tracker(source: str, opts: ChangeOptions) -> Tracker:
+    """The change source the options name, for the volume ``source``; then :meth:`Tracker.fit`
+    it to the volume's size. Bad options raise here. A dirty bitmap is read whole now, over a
+    connection closed before this returns: open the tracker before the source, as qemu-nbd serves
+    one client at a time unless told otherwise (``--shared``), and a second connection would wait
+    for ever. An export that cannot be reached is a SourceError."""
     check_change_options(opts)
     if opts.dirty_bitmap is not None:
-        return _dirty_bitmap(source, size, opts.dirty_bitmap)
+        return _dirty_bitmap(source, opts.dirty_bitmap)
     if opts.changed_blocks is not None:
-        return _changed_blocks(opts.changed_blocks, size, opts)
+        return Tracker(f"changed-blocks:{opts.changed_blocks}", opts=opts)
     return Tracker(FULL_READ, checkpoint=opts.checkpoint)
 
 
-def _dirty_bitmap(source: str, size: int, bitmap: str) -> Tracker:
+def _dirty_bitmap(source: str, bitmap: str) -> Tracker:
     name = f"dirty-bitmap:{bitmap}"
     if not is_nbd_uri(source):
         raise UsageError(
             f"--dirty-bitmap reads the bitmap through NBD: {source} is not an NBD export",
             hint=f"serve the disk with qemu-nbd -B {bitmap} and back up its nbd+unix:// URI (docs/changes.md)",
         )
-    m = open_dirty_bitmap(source, bitmap)
+    m = read_dirty_bitmap(source, bitmap)
     if m is None:
         return Tracker(
             name,
             problem=f"NBD export {source} does not offer dirty bitmap {bitmap!r} (qemu-nbd -B {bitmap}), so the next "
             "incremental cannot use it either",
         )
-    t = Tracker(name, m, since=name, checkpoint=name)
-    if m.size != size:
-        t.problem = f"the bitmap's export has {m.size} bytes, the volume {size}"
-    return t
+    return Tracker(name, m, since=name, checkpoint=name, size=m.size)
 
 
-def _changed_blocks(path: str, size: int, opts: ChangeOptions) -> Tracker:
+def _fit_file(t: Tracker, path: str, size: int, opts: ChangeOptions) -> None:
     blocks = read_changed_blocks(path, size, opts.change_block_size)
     m = RangeMap(blocks, size)
-    t = Tracker(m.name, m, blocks.since, opts.checkpoint if opts.checkpoint is not None else blocks.until)
+    t.name, t.map, t.since = m.name, m, blocks.since
+    t.checkpoint = opts.checkpoint if opts.checkpoint is not None else blocks.until
     if opts.changed_since is not None:
         if blocks.since is not None and blocks.since != opts.changed_since:
             t.problem = f"{path} starts at checkpoint {blocks.since!r}, --changed-since says {opts.changed_since!r}"
@@ -154,12 +155,13 @@ def _changed_blocks(path: str, size: int, opts: ChangeOptions) -> Tracker:
         )
     if t.problem is None and blocks.volume_size is not None and blocks.volume_size != size:
         t.problem = f"{path} is for a volume of {blocks.volume_size} bytes, the volume has {size}"
-    return t
 
 
 def choose_change_map(catalog: Catalog, plan: GenerationPlan, tracker: Tracker) -> ChangeChoice:
     """Whether ``plan``'s generation may trust ``tracker`` (see the module's text): the map to
     use (None: read every block), the record for the catalog, and why not (a warning)."""
+    if not tracker.fitted:
+        raise ValueError("Tracker.fit(volume size) comes before choose_change_map")
     if tracker.name == FULL_READ:
         return ChangeChoice(None, ChangeRecord(FULL_READ, False, None, tracker.checkpoint))
     why = tracker.problem or distrust(catalog, plan, tracker.since)

@@ -158,7 +158,8 @@ def nbd_backup(uri: str, spec: str, cat: Path, *extra: str) -> tuple[Any, str]:
 
 @needs_qemu_nbd
 def test_dirty_bitmap_end_to_end(tmp_path: Path, setup: tuple[str, Path]) -> None:
-    """qcow2 with a persistent bitmap, served by qemu-nbd -B: full, writes, trusted incremental;
+    """qcow2 with a persistent bitmap, served by qemu-nbd -B (one client at a time, its default):
+    full, writes, trusted incremental;
     then a missing bitmap and a bitmap created after the base: warnings, full reads; every
     generation restores byte-identical to qemu-img convert -O raw of the image at its time."""
     spec, cat = setup
@@ -167,13 +168,13 @@ def test_dirty_bitmap_end_to_end(tmp_path: Path, setup: tuple[str, Path]) -> Non
     qemu_io(img, "qcow2", "write -P 0x11 0 4M", "write -P 0x22 20M 1M")
     qemu_img("bitmap", "--add", str(img), "b0")
     states: list[bytes] = []
-    with qemu_nbd(img, "qcow2", bitmap="b0") as uri:
+    with qemu_nbd(img, "qcow2", bitmap="b0", shared=1) as uri:
         r1, err = nbd_backup(uri, spec, cat, "--dirty-bitmap", "b0")
     states.append(raw_of(img, tmp_path))
     assert r1["kind"] == "full" and r1["change"]["checkpoint"] == "dirty-bitmap:b0" and "full generation" in err
 
     qemu_io(img, "qcow2", "write -P 0x33 1M 64k", "write -P 0x44 30M 128k", "write -z 20M 64k")
-    with qemu_nbd(img, "qcow2", bitmap="b0") as uri:
+    with qemu_nbd(img, "qcow2", bitmap="b0", shared=1) as uri:
         r2, err = nbd_backup(uri, spec, cat, "--dirty-bitmap", "b0")
     states.append(raw_of(img, tmp_path))
     assert r2["change"] == {
@@ -187,7 +188,7 @@ def test_dirty_bitmap_end_to_end(tmp_path: Path, setup: tuple[str, Path]) -> Non
         assert r2["source_bytes_read"] <= 1.1 * 4 * K64
 
     qemu_io(img, "qcow2", "write -P 0x55 2M 64k")
-    with qemu_nbd(img, "qcow2") as uri:  # the bitmap is not exported: warning, full read
+    with qemu_nbd(img, "qcow2", shared=1) as uri:  # the bitmap is not exported: warning, full read
         r3, err = nbd_backup(uri, spec, cat, "--dirty-bitmap", "b0")
     states.append(raw_of(img, tmp_path))
     assert r3["change"] == {"source": "dirty-bitmap:b0", "trusted": False, "since": None, "checkpoint": None}
@@ -196,7 +197,7 @@ def test_dirty_bitmap_end_to_end(tmp_path: Path, setup: tuple[str, Path]) -> Non
     qemu_io(img, "qcow2", "write -P 0x66 3M 64k")  # not in b1, created only now
     qemu_img("bitmap", "--add", str(img), "b1")
     qemu_io(img, "qcow2", "write -P 0x77 5M 64k")
-    with qemu_nbd(img, "qcow2", bitmap="b1") as uri:
+    with qemu_nbd(img, "qcow2", bitmap="b1", shared=1) as uri:
         r4, err = nbd_backup(uri, spec, cat, "--dirty-bitmap", "b1")
     states.append(raw_of(img, tmp_path))
     assert r4["change"]["trusted"] is False and "was not read at a tracker checkpoint" in err
