@@ -208,6 +208,14 @@ class ChangeRecord:
     def to_json(self) -> dict[str, object]:
         return {"source": self.source, "trusted": self.trusted, "since": self.since, "checkpoint": self.checkpoint}
 
+    def describe(self) -> str:
+        """``changed-blocks:csv (trusted) since cp1, checkpoint cp2``."""
+        head = self.source
+        if head != "full-read":
+            head += " (trusted)" if self.trusted else " (not trusted: every block read)"
+        parts = [f"{k} {v}" for k, v in (("since", self.since), ("checkpoint", self.checkpoint)) if v]
+        return head + (" " + ", ".join(parts) if parts else "")
+
 
 @dataclass(frozen=True, slots=True)
 class GenerationRow:

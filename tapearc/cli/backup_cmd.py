@@ -22,6 +22,7 @@ from tapearc.cli.common import (
     parse_size_opt,
     parse_uuid,
     run,
+    say,
     warn,
 )
 from tapearc.cli.progress import make_progress
@@ -246,6 +247,10 @@ def _backup(
         emit_json(out)
     else:
         render_backup(source, res)
+        if res.change is not None and res.change["source"] != "full-read":
+            from tapearc.catalog.db import ChangeRecord
+
+            say(f"  change source: {ChangeRecord(**res.change).describe()}")  # type: ignore[arg-type]
     if err is not None:  # the generation is complete and correct: the result is shown, then exit 27
         raise fail(err, json_out=False)
 

@@ -12,6 +12,7 @@ from tapearc.cli.common import CatalogOpt, ChangerOpt, JsonOpt, MediaOpt, emit_j
 from tapearc.cli.render import render_listing
 
 if TYPE_CHECKING:
+    from tapearc.catalog.db import ChangeRecord
     from tapearc.engine.listing import MediumListing
 
 
@@ -36,7 +37,8 @@ def _list(media: str, chunks: bool, changer: str | None, catalog: str | None, js
     if json_out:
         out = listing.to_json(with_chunks=True)
         for g in out["generations"]:  # type: ignore[attr-defined]
-            g["change"] = changes.get((g["volume"], g["generation"]))
+            c = changes.get((g["volume"], g["generation"]))
+            g["change"] = None if c is None else c.to_json()
         emit_json(out)
         return
     render_listing(listing, chunks=chunks)
@@ -44,31 +46,19 @@ def _list(media: str, chunks: bool, changer: str | None, catalog: str | None, js
     if shown:
         say("change sources (from the catalog):")
     for (volume, number), c in shown:
-        say(f"  {volume} generation {number}: {change_text(c)}")
+        say(f"  {volume} generation {number}: {c.describe()}")
 
 
-def change_records(listing: MediumListing, catalog: str | None) -> dict[tuple[str, int], dict[str, object] | None]:
-    """(volume, generation) -> its change record (as JSON; None: not recorded), from the catalog
-    when it exists (list never creates one)."""
+def change_records(listing: MediumListing, catalog: str | None) -> dict[tuple[str, int], ChangeRecord | None]:
+    """(volume, generation) -> how it was read (None: not recorded), from the catalog when it
+    exists (list never creates one)."""
     from tapearc.catalog.db import Catalog, default_catalog_path
 
     path = catalog or str(default_catalog_path())
     if not os.path.isfile(path):
         return {}
-    out: dict[tuple[str, int], dict[str, object] | None] = {}
     with Catalog(path) as cat:
-        for g in cat.generations(listing.label.media_set_uuid):
-            out[(g.volume, g.number)] = None if g.change is None else g.change.to_json()
-    return out
-
-
-def change_text(c: dict[str, object]) -> str:
-    """``changed-blocks:csv (trusted) since cp1, checkpoint cp2``."""
-    head = str(c["source"])
-    if head != "full-read":
-        head += " (trusted)" if c["trusted"] else " (not trusted: every block read)"
-    parts = [f"{k} {c[v]}" for k, v in (("since", "since"), ("checkpoint", "checkpoint")) if c.get(v)]
-    return head + (" " + ", ".join(parts) if parts else "")
+        return {(g.volume, g.number): g.change for g in cat.generations(listing.label.media_set_uuid)}
 
 
 def register(app: typer.Typer) -> None:

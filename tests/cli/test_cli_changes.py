@@ -98,6 +98,12 @@ def test_changed_blocks_file_end_to_end(tmp_path: Path, setup: tuple[str, Path])
     if "source_bytes_read" in r3:
         assert r3["source_bytes_read"] == len(data)
     assert restored(spec, cat, tmp_path / "out", 3, "vol") == bytes(data)
+    # text output names the change source
+    f.write_text("offset,length\n")
+    p = tapearc(
+        "backup", str(vol), "--media", spec, "--catalog", str(cat), "--changed-blocks", str(f), "--changed-since", "x"
+    )
+    assert p.returncode == 0 and "change source: changed-blocks:csv (not trusted: every block read) since x" in p.stdout
 
 
 def test_bad_changed_blocks_file_is_exit_26(tmp_path: Path, setup: tuple[str, Path]) -> None:
