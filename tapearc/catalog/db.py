@@ -827,6 +827,12 @@ class Catalog:
         q += " ORDER BY v.name, g.number"
         return [self._gen(r) for r in self.db.execute(q, args)]
 
+    def generations_from_source(self, source_path: str) -> list[GenerationRow]:
+        """Every generation, of any volume in any media set, read from ``source_path`` (as
+        recorded, :func:`path_text`)."""
+        q = self._GEN_SELECT + " WHERE g.source_path = ? ORDER BY g.created, g.id"
+        return [self._gen(r) for r in self.db.execute(q, (source_path,))]
+
     def generation_of_tape_file(self, medium_uuid: uuid.UUID, file_number: int) -> GenerationRow | None:
         r = self.db.execute(
             self._GEN_SELECT

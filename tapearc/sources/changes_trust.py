@@ -9,8 +9,9 @@ generation it was started at, and only when the catalog can show it:
 - an incremental trusts a tracker only when its starting checkpoint (the bitmap's name; the
   file's ``since``: thin_delta's ``left``, JSON ``since``, ``--changed-since``) equals the
   checkpoint the base generation recorded, the base is the volume's latest generation (no
-  interrupted or damaged one after it, which a tracker reset may have followed), and the volume
-  has the base's size.
+  interrupted or damaged one after it) and its source's latest read anywhere in the catalog (no
+  backup of the same disk to another media set after it): a tracker reset may have followed
+  those; and the volume has the base's size.
 
 Anything else -- no base (a full backup), a missing bitmap, a base without a recorded checkpoint
 (written by an older tapearc or learnt from the media by ``scan``), another checkpoint, a size
@@ -23,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tapearc.catalog.db import Catalog, ChangeRecord
+from tapearc.catalog.db import Catalog, ChangeRecord, GenerationRow, path_text
 from tapearc.errors import UsageError
 from tapearc.nbdclient import is_nbd_uri
 from tapearc.sources.base import ChangeMap
@@ -183,13 +184,9 @@ def distrust(catalog: Catalog, plan: GenerationPlan, since: str | None) -> str |
     base = next((g for g in gens if g.number == h.base_generation), None)
     if base is None:
         return f"base generation {h.base_generation} is not in the catalog"
-    later = [g for g in gens if g.number > base.number]
-    if later:
-        g = later[0]
-        return (
-            f"generation {g.number} ({g.state}) came after base generation {base.number}: "
-            "the tracker may have been reset after it"
-        )
+    why = _read_since(catalog, gens, base, plan)
+    if why is not None:
+        return why
     if base.change is None:
         return (
             f"base generation {base.number} has no recorded change checkpoint (written by an older tapearc, "
@@ -203,4 +200,27 @@ def distrust(catalog: Catalog, plan: GenerationPlan, since: str | None) -> str |
         )
     if base.volume_size != h.volume_size:
         return f"the volume's size changed since base generation {base.number} ({base.volume_size} -> {h.volume_size} bytes)"
+    return None
+
+
+def _read_since(catalog: Catalog, gens: list[GenerationRow], base: GenerationRow, plan: GenerationPlan) -> str | None:
+    """A generation after the base -- of the volume (an interrupted one too), or of the same
+    source in any media set or under any name -- after which the tracker may have been reset
+    (a bitmap cleared after each backup, wherever it went)."""
+    later = [g for g in gens if g.number > base.number]
+    if later:
+        g = later[0]
+        return (
+            f"generation {g.number} ({g.state}) came after base generation {base.number}: "
+            "the tracker may have been reset after it"
+        )
+    src = plan.header.source
+    paths = {p for p in (base.source_path, None if src is None else path_text(src.path)) if p}
+    for path in sorted(paths):
+        for g in catalog.generations_from_source(path):
+            if g.id != base.id and (g.created, g.id) > (base.created, base.id):
+                return (
+                    f"{path} was read again after base generation {base.number}, as generation {g.number} of volume "
+                    f"{g.volume!r} (media set {g.set_uuid}): the tracker may have been reset after that"
+                )
     return None

@@ -94,7 +94,11 @@ def test_an_unreachable_export_is_a_source_error(tmp_path: Path) -> None:
 def fake_plan(gens: Any, size: int = SIZE, base: int = 1) -> Any:
     """The parts of a GenerationPlan the decision reads."""
     header = SimpleNamespace(
-        volume_name=gens[0].volume, media_set_uuid=gens[0].set_uuid, base_generation=base, volume_size=size
+        volume_name=gens[0].volume,
+        media_set_uuid=gens[0].set_uuid,
+        base_generation=base,
+        volume_size=size,
+        source=None,
     )
     return SimpleNamespace(header=header, incremental=base > 0)
 

@@ -171,6 +171,19 @@ def test_a_generation_after_the_base(spec: str, vol: Path, tmp_path: Path) -> No
     untrusted(r, "generation 2 (incomplete) came after base generation 1")
 
 
+def test_the_same_disk_backed_up_elsewhere_after_the_base(spec: str, vol: Path, tmp_path: Path) -> None:
+    """Backed up to another media set after the base (where a bitmap may have been cleared
+    afterwards): not trusted for the first set's next incremental."""
+    run(spec, vol, checkpoint="cp1")
+    other = f"sim:{tmp_path / 'other.tap'}"
+    run(other, vol, checkpoint="cp1")
+    f = change_file(tmp_path, {"since": "cp1", "changed": []})
+    r = run(spec, vol, changed_blocks=f)
+    assert r.base_generation == 1
+    untrusted(r, f"{vol} was read again after base generation 1, as generation 1 of volume 'vol.img'")
+    assert run(other, vol, changed_blocks=f).change["trusted"] is False  # other's base: read again since, too
+
+
 def test_a_size_change(spec: str, vol: Path, tmp_path: Path) -> None:
     run(spec, vol, checkpoint="cp1")
     with vol.open("ab") as f:
