@@ -321,6 +321,24 @@ class PartialRestoreError(DamagedDataError):
     kind = "partial"
 
 
+class ChangeSourceError(TapearcError):
+    """A change source for an incremental cannot be used as given: a ``--changed-blocks`` file
+    that does not parse (malformed XML, JSON or CSV; negative, overlapping or out-of-volume
+    ranges; an unknown unit), or options that contradict each other. Nothing was written."""
+
+    exit_code = 26
+    kind = "change-source"
+
+
+class TrackerMissedError(TapearcError):
+    """``backup --verify-unchanged`` found blocks the change tracker called unchanged that were
+    not: the generation is complete and correct (every block was read), but the tracker cannot be
+    trusted. The message lists the block ranges."""
+
+    exit_code = 27
+    kind = "tracker-missed"
+
+
 class _WithRanges(TapearcError):
     """An error whose JSON form also lists block ranges (``ranges``: list of dicts)."""
 

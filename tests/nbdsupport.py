@@ -66,16 +66,18 @@ def qemu_nbd(
     bitmap: str | None = None,
     read_only: bool = True,
     export: str = "disk",
+    shared: int = 8,
 ) -> Iterator[str]:
     """Serve ``image`` with qemu-nbd on a Unix socket beside it; yields the ``nbd+unix`` URI.
 
     ``bitmap``: also expose the qcow2 persistent dirty bitmap of that name (``qemu-nbd -B``), as
-    the NBD metadata context ``qemu:dirty-bitmap:NAME``. Not read-only: the export is writable
+    the NBD metadata context ``qemu:dirty-bitmap:NAME``. ``shared``: clients served at once
+    (qemu-nbd's own default is 1). Not read-only: the export is writable
     (a restore target). qemu-nbd keeps the image open until the block ends."""
     sock = image.parent / f".{image.name}.{os.getpid()}.sock"
     with contextlib.suppress(FileNotFoundError):
         sock.unlink()
-    cmd = ["qemu-nbd", "--persistent", "--shared=8", "-f", fmt, "-x", export, "-k", str(sock), "--cache=none"]
+    cmd = ["qemu-nbd", "--persistent", f"--shared={shared}", "-f", fmt, "-x", export, "-k", str(sock), "--cache=none"]
     if fmt == "raw" or fmt == "qcow2":
         cmd.append("--aio=threads")
     if read_only:
@@ -94,8 +96,8 @@ def qemu_nbd(
 
 
 def _accepts(sock: Path) -> bool:
-    """Does the Unix socket take connections yet? (It exists a moment before it listens: a
-    client then gets "Connection refused".) qemu-nbd runs --persistent: a probe is harmless."""
+    """The Unix socket exists and a server listens on it (qemu-nbd makes the file before it
+    listens: a connection in between is refused)."""
     if not sock.exists():
         return False
     with socket.socket(socket.AF_UNIX) as s:

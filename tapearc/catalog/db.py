@@ -11,14 +11,17 @@ only after its trailer and filemark are on the medium; a backup that is interrup
 never leaves a generation that looks complete (the next open marks stale ``writing`` rows
 ``incomplete``).
 
-Schema (version 2) is documented in docs/catalog.md and formats/SPEC.md. Version 2 added the
+Schema (version 3) is documented in docs/catalog.md and formats/SPEC.md. Version 2 added the
 source of each generation (``source_path``, ``source_real``, ``source_dev``, ``source_ino``:
-the volume's identity, formats/SPEC.md section 7.1); a version-1 catalog is migrated in place
-when it is opened (its rows are kept; their source is NULL, "not recorded").
+the volume's identity, formats/SPEC.md section 7.1); version 3 the change source it was read
+with (``change_source``, ``change_trusted``, ``change_since``, ``change_checkpoint``:
+docs/changes.md). A version-1 or -2 catalog is migrated in place when it is opened (its rows
+are kept; the new columns are NULL, "not recorded").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sqlite3
@@ -36,7 +39,7 @@ from tapearc import settings
 from tapearc.catalog.states import FINAL_KNOWN, GenerationState
 from tapearc.errors import CatalogError, TapearcError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Columns added by schema version 2 (ALTER TABLE of a version-1 catalog).
 _V2_COLUMNS = (
@@ -44,6 +47,14 @@ _V2_COLUMNS = (
     "source_real TEXT",  # the same with symlinks resolved
     "source_dev INTEGER",
     "source_ino INTEGER",
+)
+
+#: Columns added by schema version 3: the change source each generation was read with.
+_V3_COLUMNS = (
+    "change_source TEXT",  # full-read | dirty-bitmap:NAME | changed-blocks:FORMAT (NULL: not recorded)
+    "change_trusted INTEGER",  # 1: blocks the tracker vouched for were not read
+    "change_since TEXT",  # the checkpoint the tracker started at
+    "change_checkpoint TEXT",  # the checkpoint this generation was read at (a later tracker's start)
 )
 
 SCHEMA = """
@@ -94,6 +105,10 @@ CREATE TABLE IF NOT EXISTS generations (
     source_real TEXT,             -- the same path with symlinks resolved
     source_dev INTEGER,           -- block device number, or the file's file system device
     source_ino INTEGER,           -- the file's inode, 0 for a block device
+    change_source TEXT,           -- how it was read: full-read | dirty-bitmap:NAME | changed-blocks:FORMAT
+    change_trusted INTEGER,       -- 1: the tracker was trusted (blocks it vouched for were not read)
+    change_since TEXT,            -- the tracker checkpoint the change source started at
+    change_checkpoint TEXT,       -- the tracker checkpoint this generation was read at
     UNIQUE (volume_id, number)
 );
 CREATE TABLE IF NOT EXISTS tape_files (
@@ -178,6 +193,31 @@ class MediumRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """How a generation was read (docs/changes.md): its change ``source`` (``full-read``, no
+    tracker; ``dirty-bitmap:NAME``; ``changed-blocks:FORMAT``), whether the tracker was
+    ``trusted`` (False: every block was read), the checkpoint the tracker started at
+    (``since``) and the checkpoint this generation was read at (``checkpoint``: where the next
+    incremental's tracker must start)."""
+
+    source: str
+    trusted: bool
+    since: str | None
+    checkpoint: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {"source": self.source, "trusted": self.trusted, "since": self.since, "checkpoint": self.checkpoint}
+
+    def describe(self) -> str:
+        """``changed-blocks:csv (trusted) since cp1, checkpoint cp2``."""
+        head = self.source
+        if head != "full-read":
+            head += " (trusted)" if self.trusted else " (not trusted: every block read)"
+        parts = [f"{k} {v}" for k, v in (("since", self.since), ("checkpoint", self.checkpoint)) if v]
+        return head + (" " + ", ".join(parts) if parts else "")
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRow:
     id: int
     volume: str
@@ -204,6 +244,7 @@ class GenerationRow:
     source_real: str | None = None
     source_dev: int | None = None
     source_ino: int | None = None
+    change: ChangeRecord | None = None  #: how it was read (None: not recorded)
 
     @property
     def nblocks(self) -> int:
@@ -340,8 +381,8 @@ class Catalog:
             row = self._init_schema(timeout)
             if row is None:  # OR IGNORE: two processes may create the catalog at once
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif str(row[0]) == "1":
-                self._migrate_from_1()
+            elif str(row[0]) in ("1", "2"):
+                self._migrate()
             elif not str(row[0]).isdigit() or int(row[0]) != SCHEMA_VERSION:
                 raise CatalogError(
                     f"catalog {self.path} has schema version {row[0]}, this tapearc knows {SCHEMA_VERSION}",
@@ -360,15 +401,16 @@ class Catalog:
             raise
         self.db.catalog_path = self.path
 
-    def _migrate_from_1(self) -> None:
-        """Schema 1 -> 2: add the generations' source columns (NULL: not recorded). One
-        transaction, so two processes opening an old catalog at once migrate it once."""
+    def _migrate(self) -> None:
+        """Schema 1 or 2 -> 3: add the generations' source columns (2) and change-source columns
+        (3), NULL: not recorded. One transaction, so two processes opening an old catalog at once
+        migrate it once."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is not None and str(row[0]) == "1":
+            if row is not None and str(row[0]) in ("1", "2"):
                 have = {r[1] for r in self.db.execute("PRAGMA table_info(generations)")}
-                for col in _V2_COLUMNS:
+                for col in _V2_COLUMNS + _V3_COLUMNS:
                     if col.split()[0] not in have:
                         self.db.execute(f"ALTER TABLE generations ADD COLUMN {col}")
                 self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
@@ -731,6 +773,15 @@ class Catalog:
             return GenerationState.COMPLETE if count == top + 1 else GenerationState.COMPLETE_PENDING
         return GenerationState.INCOMPLETE
 
+    def record_change(self, gen_id: int, change: ChangeRecord) -> None:
+        """Record how generation ``gen_id`` was read (its change source and checkpoints)."""
+        with self._tx():
+            self.db.execute(
+                """UPDATE generations SET change_source = ?, change_trusted = ?, change_since = ?,
+                       change_checkpoint = ? WHERE id = ?""",
+                (change.source, int(change.trusted), change.since, change.checkpoint, gen_id),
+            )
+
     def mark_stale_writing(self, set_uuid: uuid.UUID) -> int:
         """Generations still ``writing`` (their backup died) become ``incomplete``."""
         with self._tx():
@@ -744,13 +795,14 @@ class Catalog:
     _GEN_SELECT = """SELECT g.id, v.name, v.uuid, s.uuid, g.number, g.run_uuid, g.base, g.kind, g.state,
                             g.volume_size, g.block_size, g.record_size, g.chunk_blocks, g.compression, g.created,
                             g.chunk_count, g.data_blocks, g.zero_blocks, g.raw_bytes, g.stored_bytes, g.source,
-                            g.source_path, g.source_real, g.source_dev, g.source_ino
+                            g.source_path, g.source_real, g.source_dev, g.source_ino,
+                            g.change_source, g.change_trusted, g.change_since, g.change_checkpoint
                      FROM generations g JOIN volumes v ON v.id = g.volume_id JOIN media_sets s ON s.id = v.set_id"""
 
     @staticmethod
     def _gen(r: Sequence[Any]) -> GenerationRow:
         """A row of :attr:`_GEN_SELECT` (SQLite gives back the types the columns were written with)."""
-        return GenerationRow(
+        row = GenerationRow(
             r[0],
             r[1],
             uuid.UUID(str(r[2])),
@@ -762,6 +814,9 @@ class Catalog:
             GenerationState(r[8]),
             *r[9:25],
         )
+        if r[25] is None:
+            return row
+        return dataclasses.replace(row, change=ChangeRecord(str(r[25]), bool(r[26]), r[27], r[28]))
 
     def generations(self, set_uuid: uuid.UUID, volume: str | None = None) -> list[GenerationRow]:
         q = self._GEN_SELECT + " WHERE s.uuid = ?"
@@ -771,6 +826,12 @@ class Catalog:
             args.append(volume)
         q += " ORDER BY v.name, g.number"
         return [self._gen(r) for r in self.db.execute(q, args)]
+
+    def generations_from_source(self, source_path: str) -> list[GenerationRow]:
+        """Every generation, of any volume in any media set, read from ``source_path`` (as
+        recorded, :func:`path_text`)."""
+        q = self._GEN_SELECT + " WHERE g.source_path = ? ORDER BY g.created, g.id"
+        return [self._gen(r) for r in self.db.execute(q, (source_path,))]
 
     def generation_of_tape_file(self, medium_uuid: uuid.UUID, file_number: int) -> GenerationRow | None:
         r = self.db.execute(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,18 +16,97 @@ from tapearc.cli.common import (
     TimeoutOpt,
     check_compress,
     emit_json,
+    fail,
     open_catalog,
     open_media,
     parse_size_opt,
     parse_uuid,
     run,
+    say,
     warn,
 )
 from tapearc.cli.progress import make_progress
 from tapearc.cli.render import render_backup
+from tapearc.errors import TapearcError
 
 if TYPE_CHECKING:
     from tapearc.engine.backup import BackupOptions
+    from tapearc.sources.changes_trust import ChangeOptions
+
+
+VolumeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--volume",
+        help="Volume name (default: the volume SOURCE was backed up as, else SOURCE's file name). "
+        "An existing volume with another source is taken as that volume moved.",
+    ),
+]
+
+NewVolumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--new-volume",
+        help="Start a new volume (never continue an existing one): named --volume NAME (unused), "
+        "else SOURCE's file name, else its folder/file name.",
+    ),
+]
+
+DirtyBitmapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dirty-bitmap",
+        help="Read only what this qemu dirty bitmap of the NBD export SOURCE marks dirty (qemu-nbd -B NAME); "
+        "trusted only when the base generation was read with the same bitmap present (docs/changes.md).",
+        metavar="NAME",
+    ),
+]
+
+ChangedBlocksOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--changed-blocks",
+        help="Read only the ranges this file names as changed: thin_delta or era_invalidate XML, JSON or CSV "
+        "(docs/changes.md); trusted only when it starts at the base generation's checkpoint.",
+        metavar="FILE",
+    ),
+]
+
+ChangeBlockSizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--change-block-size",
+        help="Size of a block of the --changed-blocks file where it does not say (era_invalidate, CSV block,blocks).",
+        metavar="SIZE",
+    ),
+]
+
+ChangedSinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--changed-since",
+        help="The checkpoint the --changed-blocks file starts at, where it does not say (era_invalidate, CSV).",
+        metavar="ID",
+    ),
+]
+
+CheckpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint",
+        help="The tracker checkpoint this generation is read at (e.g. thin:ID, era:N, a VMware changeId); "
+        "recorded: the next --changed-blocks file must start there.",
+        metavar="ID",
+    ),
+]
+
+VerifyUnchangedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verify-unchanged",
+        help="Read every block anyway and report those the change tracker called unchanged that were not (exit 27).",
+    ),
+]
 
 #: The volume to back up: a path or an NBD URI (tapearc.sources.opener.open_source).
 SourceArg = Annotated[
@@ -53,22 +132,8 @@ def backup(
     chunk_size: Annotated[
         str, typer.Option("--chunk-size", help="Target chunk size, a multiple of the record size (default 4M).")
     ] = "4M",
-    volume: Annotated[
-        str | None,
-        typer.Option(
-            "--volume",
-            help="Volume name (default: the volume SOURCE was backed up as, else SOURCE's file name). "
-            "An existing volume with another source is taken as that volume moved.",
-        ),
-    ] = None,
-    new_volume: Annotated[
-        bool,
-        typer.Option(
-            "--new-volume",
-            help="Start a new volume (never continue an existing one): named --volume NAME (unused), "
-            "else SOURCE's file name, else its folder/file name.",
-        ),
-    ] = False,
+    volume: VolumeOpt = None,
+    new_volume: NewVolumeOpt = False,
     full: Annotated[bool, typer.Option("--full", help="Write a full generation even if the volume has one.")] = False,
     verify_after: Annotated[
         bool, typer.Option("--verify", help="Read each tape file back after writing it (every CRC and digest).")
@@ -77,6 +142,12 @@ def backup(
         str | None,
         typer.Option("--media-set", help="Refuse a medium that is not of this media set (UUID).", metavar="UUID"),
     ] = None,
+    dirty_bitmap: DirtyBitmapOpt = None,
+    changed_blocks: ChangedBlocksOpt = None,
+    change_block_size: ChangeBlockSizeOpt = None,
+    changed_since: ChangedSinceOpt = None,
+    checkpoint: CheckpointOpt = None,
+    verify_unchanged: VerifyUnchangedOpt = False,
     changer: ChangerOpt = None,
     wait: TimeoutOpt = None,
     catalog: CatalogOpt = None,
@@ -96,6 +167,8 @@ def backup(
         full=full,
         verify=verify_after,
         media_set=media_set,
+        changes=partial(change_options, dirty_bitmap, changed_blocks, change_block_size, changed_since, checkpoint),
+        verify_unchanged=verify_unchanged,
     )
     run(json_out, lambda: _backup(source, media, changer, wait, catalog, json_out, opts))
 
@@ -111,9 +184,12 @@ def backup_options(
     full: bool,
     verify: bool,
     media_set: str | None,
+    changes: Callable[..., ChangeOptions] | None = None,
+    verify_unchanged: bool = False,
 ) -> BackupOptions:
     """The engine's BackupOptions from the command line's values, each checked."""
     from tapearc.engine.backup import DEFAULT_BLOCK_SIZE, BackupOptions
+    from tapearc.sources.changes_trust import ChangeOptions
 
     check_compress(compress)
     bs = parse_size_opt(block_size, "--block-size")
@@ -128,7 +204,32 @@ def backup_options(
         media_set=parse_uuid(media_set, "--media-set"),
         chunk_size=parse_size_opt(chunk_size, "--chunk-size") or 0,
         verify=verify,
+        changes=changes(verify_unchanged=verify_unchanged) if changes is not None else ChangeOptions(),
     )
+
+
+def change_options(
+    dirty_bitmap: str | None,
+    changed_blocks: str | None,
+    change_block_size: str | None,
+    changed_since: str | None,
+    checkpoint: str | None,
+    *,
+    verify_unchanged: bool,
+) -> ChangeOptions:
+    """The change-tracking options, checked (docs/changes.md)."""
+    from tapearc.sources.changes_trust import ChangeOptions, check_change_options
+
+    opts = ChangeOptions(
+        dirty_bitmap=dirty_bitmap,
+        changed_blocks=changed_blocks,
+        change_block_size=parse_size_opt(change_block_size, "--change-block-size"),
+        changed_since=changed_since,
+        checkpoint=checkpoint,
+        verify_unchanged=verify_unchanged,
+    )
+    check_change_options(opts)
+    return opts
 
 
 def _backup(
@@ -146,10 +247,37 @@ def _backup(
     with open_catalog(catalog) as cat, open_media(media, changer, write=True, catalog=cat, timeout=wait) as src:
         res = do_backup(source, src, cat, opts, make_progress(json_out))
     warn(res.warnings)
+    missed = getattr(res, "tracker_missed", None)  # --verify-unchanged: blocks the tracker missed
+    err = tracker_missed_error(res.change, missed, res.block_size) if missed else None
     if json_out:
-        emit_json(res.to_json())
+        out = res.to_json()
+        if err is not None:
+            out["error"] = err.to_json()
+        emit_json(out)
     else:
         render_backup(source, res)
+        if res.change is not None and res.change["source"] != "full-read":
+            from tapearc.catalog.db import ChangeRecord
+
+            say(f"  change source: {ChangeRecord(**res.change).describe()}")  # type: ignore[arg-type]
+    if err is not None:  # the generation is complete and correct: the result is shown, then exit 27
+        raise fail(err, json_out=False)
+
+
+def tracker_missed_error(change: dict[str, object] | None, missed: list[Any], block_size: int) -> TapearcError:
+    """--verify-unchanged found blocks the tracker called unchanged that were not (exit 27)."""
+    from tapearc.errors import TrackerMissedError
+
+    spans = [(int(r[0]), int(r[1])) if isinstance(r, (list, tuple)) else (int(r), int(r)) for r in missed]
+    total = sum(b - a + 1 for a, b in spans)
+    shown = ", ".join(f"{a}-{b}" if b != a else str(a) for a, b in spans[:20]) + (" ..." if len(spans) > 20 else "")
+    tracker = (change or {}).get("source", "the change tracker")
+    return TrackerMissedError(
+        f"{tracker} called {total} changed blocks unchanged (blocks {shown}, {block_size}-byte blocks); they were "
+        "read and backed up anyway: the generation is complete and correct, but the tracker cannot be trusted",
+        hint="back up without the tracker (or with --verify-unchanged) until its cause is found; docs/changes.md",
+        ranges=len(spans),
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from tapearc import format as fmt
@@ -43,6 +43,7 @@ from tapearc.errors import (
 from tapearc.format.constants import MAX_BLOCK_SIZE
 from tapearc.media.base import Position, TapeDrive
 from tapearc.sources.base import ChangeMap, Source
+from tapearc.sources.changes_trust import ChangeOptions, check_change_options, choose_change_map, open_tracker
 from tapearc.sources.file import SourceVolume
 from tapearc.sources.opener import open_source
 
@@ -83,6 +84,8 @@ class BackupOptions:
     media_set: uuid.UUID | None = None  # refuse a medium of any other set
     verify: bool = False  # read back each tape file after writing it
     block_size_given: bool = True  # False: the block size is the default and may follow the volume's
+    # change tracking: --dirty-bitmap, --changed-blocks, --checkpoint, --verify-unchanged (docs/changes.md)
+    changes: ChangeOptions = field(default_factory=ChangeOptions)
 
 
 def _check_options(options: BackupOptions) -> None:
@@ -90,6 +93,7 @@ def _check_options(options: BackupOptions) -> None:
         raise UsageError(f"unknown compression {options.compress!r}; use zstd or none")
     if not 0 <= options.chunk_size <= MAX_CHUNK_SIZE:
         raise UsageError(f"chunk size {options.chunk_size} must be at most {MAX_CHUNK_SIZE} bytes")
+    check_change_options(options.changes)
 
 
 def _check_sizes(block_size: int, record_size: int, drive: TapeDrive) -> None:
@@ -290,7 +294,9 @@ def backup(
     if not isinstance(media, MediaSource):
         media = MediaSource.fixed(media, catalog)
     refuse_source_is_medium(source, media.spec)
+    tracker = open_tracker(source, options.changes)  # before the source: qemu-nbd serves one client by default
     with open_source(source) as src:
+        tracker.fit(src.size)
         now = int(clock())
         medium = _prepare(media, catalog, options, now)
         req = PlanRequest(
@@ -308,14 +314,20 @@ def backup(
             new_volume=options.new_volume,
         )
         plan = plan_generation(catalog, req)  # may refuse the volume: nothing is written before
+        change = choose_change_map(catalog, plan, tracker)
         medium.open()
         pos0 = medium.drive.position()
         result = _new_result(medium, plan, options, pos0.file)
+        result.warnings += change.warnings
+        result.change = change.record.to_json()
         writer = GenerationWriter(
             genhdr=plan.header, result=result, catalog=catalog, media=media, verify=options.verify, clock=clock
         )
-        run = _Run(src, source, plan, writer, medium, pos0, progress)
+        vu = options.changes.verify_unchanged
+        run = _Run(src, source, plan, writer, medium, pos0, progress, change_map=change.map, verify_unchanged=vu)
         complete = run.write()
+        if complete and writer.gen_id:
+            catalog.record_change(writer.gen_id, change.record)
         result.seconds = time.monotonic() - started
         result.complete = complete
         result.medium = writer.part.drive.name if writer.part else medium.drive.name

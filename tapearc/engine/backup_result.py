@@ -28,6 +28,7 @@ class BackupResult:
     base_generation: int = 0
     unchanged_blocks: int = 0
     warnings: list[str] = field(default_factory=list)
+    change: dict[str, object] | None = None  # how it was read: change source, trusted, checkpoints
     volume_uuid: str = ""
     source_path: str = ""  # the source as recorded (absolute, symlinks not resolved)
     source_real: str = ""  # the same with symlinks resolved

@@ -226,7 +226,14 @@ def test_completion_of_commands_and_options() -> None:
     p = run(env={"_TAPEARC_COMPLETE": "complete_bash", "COMP_WORDS": "tapearc ba", "COMP_CWORD": "1"})
     assert p.stdout.split() == ["backup"]
     p = run(env={"_TAPEARC_COMPLETE": "complete_bash", "COMP_WORDS": "tapearc backup --ch", "COMP_CWORD": "2"})
-    assert sorted(p.stdout.split()) == ["--changer", "--chunk-size"]
+    assert sorted(p.stdout.split()) == [
+        "--change-block-size",
+        "--changed-blocks",
+        "--changed-since",
+        "--changer",
+        "--checkpoint",
+        "--chunk-size",
+    ]
 
 
 # ---------------------------------------------------------------- the man page

@@ -4,7 +4,6 @@ bytes as for a dense copy of the volume."""
 
 from __future__ import annotations
 
-import functools
 import os
 import random
 import uuid
@@ -179,7 +178,12 @@ def test_a_large_sparse_file_reads_only_its_data(tmp_path: Path) -> None:
 
 def _with_map(monkeypatch: pytest.MonkeyPatch, cm: Ranges | None, verify: bool) -> None:
     real = backup_mod._Run
-    monkeypatch.setattr(backup_mod, "_Run", functools.partial(real, change_map=cm, verify_unchanged=verify))
+
+    def run_with_map(*args: Any, **kwargs: Any) -> Any:  # backup() passes its own (None): replace it
+        kwargs.update(change_map=cm, verify_unchanged=verify)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backup_mod, "_Run", run_with_map)
 
 
 def _two_generations(tmp_path: Path) -> tuple[Path, str, bytes, bytes]:
