@@ -854,18 +854,22 @@ def trailer_end_from_header(header: Buf, total_len: int, *, trailer_record: int,
     )
 
 
-def check_trailer_end(end: TrailerEnd, trailer_item: Buf) -> None:
+def check_trailer_end(end: TrailerEnd, trailer_item: Buf, *, length: int | None = None) -> None:
     """Check that ``trailer_item`` (the bytes read from ``end.trailer_record`` on) is the trailer
     ``end`` points to: same total length, the trailer's header_crc equals ``end.trailer_crc``,
     same run_uuid and generation. Raises MalformedError on a mismatch (TruncatedError when
-    fewer bytes than ``trailer_len`` are given). Decode the trailer itself with
-    :func:`decode_trailer`."""
+    fewer bytes than ``trailer_len`` are given). ``length``: the item is that long and
+    ``trailer_item`` holds its start (at least its header: a trailer read into a file).
+    Decode the trailer itself with :func:`decode_trailer` or :class:`TrailerFile`."""
     name = "generation end record"
     mv = _mv(trailer_item)
-    if len(mv) < end.trailer_len:
-        raise TruncatedError(f"trailer of {len(mv)} bytes, the end record says {end.trailer_len}")
-    if len(mv) > end.trailer_len:
-        raise _malformed(name, f"trailer of {len(mv)} bytes, the end record says {end.trailer_len}")
+    have = len(mv) if length is None else length
+    if have < end.trailer_len:
+        raise TruncatedError(f"trailer of {have} bytes, the end record says {end.trailer_len}")
+    if have > end.trailer_len:
+        raise _malformed(name, f"trailer of {have} bytes, the end record says {end.trailer_len}")
+    if len(mv) < TRAILER_HEADER_LEN:
+        raise TruncatedError(f"trailer start of {len(mv)} bytes, shorter than its header")
     prefix = read_prefix(mv, (TRAILER_MAGIC,))
     if prefix.total_len != end.trailer_len or prefix.header_len != TRAILER_HEADER_LEN:
         raise _malformed(name, f"the trailer declares {prefix.total_len} bytes, the end record says {end.trailer_len}")
@@ -891,7 +895,7 @@ def check_trailer_end(end: TrailerEnd, trailer_item: Buf) -> None:
 
 
 def check_same_generation(
-    gen: GenerationHeader, item: ChunkHeader | Trailer | TrailerEnd, *, seq: int | None = None
+    gen: GenerationHeader, item: ChunkHeader | Trailer | TrailerSummary | TrailerEnd, *, seq: int | None = None
 ) -> None:
     """Check that a chunk header, trailer or generation end record belongs to ``gen``.
 
@@ -903,7 +907,7 @@ def check_same_generation(
     if isinstance(item, ChunkHeader):
         name = f"chunk {item.seq}"
     else:
-        name = "trailer" if isinstance(item, Trailer) else "generation end record"
+        name = "trailer" if isinstance(item, Trailer | TrailerSummary) else "generation end record"
     if item.run_uuid != gen.run_uuid:
         raise _malformed(name, f"belongs to run {item.run_uuid}, not to this generation's run {gen.run_uuid}")
     fields = ("generation",) if isinstance(item, TrailerEnd) else ("generation", "block_size", "volume_size")
