@@ -138,6 +138,14 @@ class Item:
             self.spool.close()
 
 
+def spool_error(what: str, e: OSError) -> TapearcError:
+    """The one-line error of a temporary file that cannot be written (``$TMPDIR`` full)."""
+    return TapearcError(
+        f"cannot keep {what} in a temporary file in {tempfile.gettempdir()}: {e.strerror or e}",
+        hint="set TMPDIR to a folder with room (about 16 bytes per data block of the generation)",
+    )
+
+
 class _Parts:
     """The records of one item as they are read: in a list, or for a trailer larger than
     SPOOL_ITEM_OVER written to a temporary file as they come (memory: one record)."""
@@ -149,14 +157,20 @@ class _Parts:
         self.kept: list[bytes] = [first]
         self.file: IO[bytes] | None = None
         if magic == fmt.TRAILER_MAGIC and total > SPOOL_ITEM_OVER:
-            self.file = tempfile.TemporaryFile()  # noqa: SIM115 -- handed to the Item, closed by it or with it
-            self.file.write(first)
+            try:  # the file is handed to the Item, closed by it or with it
+                self.file = tempfile.TemporaryFile(prefix="tapearc-trailer-")  # noqa: SIM115
+                self.file.write(first)
+            except OSError as e:
+                raise spool_error("the trailer read back", e) from None
 
     def add(self, rec: bytes) -> None:
         self.sizes.append(len(rec))
         self.have += len(rec)
         if self.file is not None:
-            self.file.write(rec)
+            try:
+                self.file.write(rec)
+            except OSError as e:
+                raise spool_error("the trailer read back", e) from None
         else:
             self.kept.append(rec)
 

@@ -34,7 +34,7 @@ from tapearc.engine.layout import read_label
 from tapearc.engine.manifest import MappedDigests
 from tapearc.engine.plan import chain_map, check_generation, load_chain
 from tapearc.engine.progress import NoProgress, Progress
-from tapearc.engine.tapefiles import Damage, FileItems, FileRecords, Item, TapeFile, walk_tape_files
+from tapearc.engine.tapefiles import Damage, FileItems, FileRecords, Item, TapeFile, spool_error, walk_tape_files
 from tapearc.engine.volume import SourceVolume
 from tapearc.errors import MalformedError, NoSuchGenerationError, TapearcError
 from tapearc.media.base import Mark, TapeDrive
@@ -191,12 +191,16 @@ class _DigestSpool:
     verify's memory does not grow with the data)."""
 
     def __init__(self) -> None:
-        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_DIGESTS_OVER)  # noqa: SIM115 -- closed by close()
+        # closed by close(); in $TMPDIR past SPOOL_DIGESTS_OVER bytes
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_DIGESTS_OVER, prefix="tapearc-verify-")  # noqa: SIM115
         self.end = 0
 
     def put(self, digests: bytes) -> tuple[int, int]:
-        self.file.seek(self.end)
-        self.file.write(digests)
+        try:
+            self.file.seek(self.end)
+            self.file.write(digests)
+        except OSError as e:
+            raise spool_error("the digests of the chunks read", e) from None
         at = self.end
         self.end += len(digests)
         return at, len(digests)

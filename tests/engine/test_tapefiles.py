@@ -230,3 +230,20 @@ def test_spooled_trailer_with_a_damaged_record_is_reread(
             assert items.damaged(got, TapearcError("framing not trusted"))
         seen.append(got.record)
     assert seen.count(i + 1) == 1 and seen[-1] == i + n  # each later record again, then the end record
+
+
+def test_a_full_tmpdir_is_one_clear_error(tape_file: list[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trailer that cannot be spooled ($TMPDIR full) stops the reader with one line naming
+    the folder, not an OSError's traceback."""
+    import errno
+    import tempfile
+
+    def full(*a: object, **k: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tapefiles, "SPOOL_ITEM_OVER", 0)
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    recs, _, _ = _split_trailer(tape_file)
+    items = FileItems(cast("FileRecords", _Records(recs)), tape_file=1, logical=0, medium="m")
+    with pytest.raises(TapearcError, match=r"cannot keep the trailer read back in a temporary file in .*No space left"):
+        list(items)
