@@ -219,7 +219,7 @@ def _list_item(tf: TapeFileListing, item: Item, first: bool) -> None:
     elif item.magic == MAGIC_CHUNK:
         _list_chunk(tf, item)
     elif item.magic == MAGIC_TRAILER:
-        t = fmt.decode_trailer(item.data)
+        t = item.trailer()  # checked as decode_trailer checks it; a large one read from its spool
         tf.trailer = True
         tf.complete = t.complete
     elif item.magic == fmt.TRAILER_END_MAGIC:

@@ -12,6 +12,7 @@ the chunks that were complete.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -162,7 +163,7 @@ def import_generation_file(
     return _deep_file(drive, catalog, label, gf, problem, last=last)
 
 
-def _read_trailer_from_end(drive: TapeDrive, gf: GenerationFile) -> tuple[fmt.Trailer, int] | None:
+def _read_trailer_from_end(drive: TapeDrive, gf: GenerationFile) -> tuple[fmt.TrailerFile, int] | None:
     """Space to the end of the tape file, read the end record and then the trailer."""
     drive.locate(gf.logical)
     if drive.space_files(1) != 1:
@@ -181,23 +182,38 @@ def _read_trailer_from_end(drive: TapeDrive, gf: GenerationFile) -> tuple[fmt.Tr
     titem = read_item(drive)
     if isinstance(titem, Mark) or titem.magic != MAGIC_TRAILER:
         return None
-    fmt.check_trailer_end(end, titem.data)
-    trailer = fmt.decode_trailer(titem.data)
-    fmt.check_same_generation(gf.header, trailer)
+    fmt.check_trailer_end(end, titem.data, length=titem.length)
+    trailer = titem.trailer()  # a large trailer is read from its spool, never whole in memory
+    fmt.check_same_generation(gf.header, trailer.summary)
     return trailer, end.trailer_record
 
 
-def _record_from_trailer(catalog: Catalog, label: fmt.Label, gf: GenerationFile, trailer: fmt.Trailer) -> None:
+#: Chunks recorded in the catalog at a time from a trailer (their digests in memory together).
+ADD_BATCH = 64
+
+
+def _add_chunks(
+    catalog: Catalog,
+    gen_id: int,
+    label: fmt.Label,
+    gf: GenerationFile,
+    entries: Iterable[tuple[fmt.ChunkIndexEntry, bytes]],
+) -> None:
+    """Record ``entries`` in the catalog ADD_BATCH at a time (memory: a batch's digests)."""
+    batch: list[tuple[fmt.ChunkIndexEntry, bytes]] = []
+    for pair in entries:
+        batch.append(pair)
+        if len(batch) >= ADD_BATCH:
+            catalog.add_chunks(gen_id, label.medium_uuid, gf.tape_file, gf.logical, batch)
+            batch = []
+    catalog.add_chunks(gen_id, label.medium_uuid, gf.tape_file, gf.logical, batch)
+
+
+def _record_from_trailer(catalog: Catalog, label: fmt.Label, gf: GenerationFile, trailer: fmt.TrailerFile) -> None:
     gen_id = catalog.begin_generation(
         gf.header, medium_uuid=label.medium_uuid, tape_file=gf.tape_file, logical=gf.logical, source="trailer"
     )
-    entries = []
-    off = 0
-    for e in trailer.entries:
-        nd = sum(r.count for r in e.runs if not r.is_zero) * DIGEST_LEN
-        entries.append((e, trailer.digests[off : off + nd]))
-        off += nd
-    catalog.add_chunks(gen_id, label.medium_uuid, gf.tape_file, gf.logical, entries)
+    _add_chunks(catalog, gen_id, label, gf, trailer.with_digests())
     catalog.finish_generation(
         gen_id,
         state=GenerationState.AUTO,
@@ -247,7 +263,7 @@ class _DeepRead:
         self.hdr = gf.header
         self.gen_id = 0
         self.expect: int | None = 0 if self.hdr.part == 0 else None  # a later part starts where the last one stopped
-        self.trailer: fmt.Trailer | None = None
+        self.trailer: fmt.TrailerFile | None = None
         self.summary: fmt.TrailerSummary | None = None  # the trailer's header, when only its body is damaged
         self.trailer_seen = False  # a trailer item (maybe damaged) was found: the backup got to its end
         self.trailer_record: int | None = None
@@ -325,8 +341,8 @@ class _DeepRead:
         self.trailer_seen = True
         self.trailer_record = item.record
         try:
-            self.trailer = fmt.decode_trailer(item.data)
-            fmt.check_same_generation(self.hdr, self.trailer)
+            self.trailer = item.trailer()  # a large one from its spool: never whole in memory
+            fmt.check_same_generation(self.hdr, self.trailer.summary)
         except TapearcError as e:
             self.trailer = None
             self.other = _join(self.other, f"trailer damaged ({e})")
@@ -395,13 +411,13 @@ class _DeepRead:
             + " (a backup interrupted while closing it, or a cut image); every chunk is there",
         )
 
-    def from_trailer(self, trailer: fmt.Trailer) -> _Verdict:
+    def from_trailer(self, trailer: fmt.TrailerFile) -> _Verdict:
         """The trailer's index is the generation's: chunks that could not be read are known from
         it (a restore finds their damage and says so)."""
         v = _Verdict(complete=trailer.complete, continues=trailer.continues)
-        missing = [e for e in _trailer_entries(trailer) if e[0].seq not in self.added]
-        if missing:
-            self.catalog.add_chunks(self.gen_id, self.label.medium_uuid, self.gf.tape_file, self.gf.logical, missing)
+        missing = [k for k, e in enumerate(trailer.entries) if e.seq not in self.added]
+        pairs = ((trailer.entries[k], trailer.digests(k)) for k in missing)
+        _add_chunks(self.catalog, self.gen_id, self.label, self.gf, pairs)
         if len(self.added) + len(missing) != trailer.chunk_count:
             v.complete = False
             v.problem = "trailer does not match the chunks read"
@@ -483,16 +499,6 @@ class _DeepRead:
                 f"{text}; generation {hdr.generation} of volume {hdr.volume_name!r} cannot be restored from this medium"
             )
         return FileScan(self.gf.tape_file, hdr.volume_name, hdr.generation, word, "deep", len(self.added), text)
-
-
-def _trailer_entries(trailer: fmt.Trailer) -> list[tuple[fmt.ChunkIndexEntry, bytes]]:
-    out = []
-    off = 0
-    for e in trailer.entries:
-        nd = sum(r.count for r in e.runs if not r.is_zero) * DIGEST_LEN
-        out.append((e, trailer.digests[off : off + nd]))
-        off += nd
-    return out
 
 
 def _covers(runs: list[tuple[int, int]], nblocks: int) -> bool:

@@ -53,14 +53,21 @@ readers under their old names):
   the records in a thread (verify).
 * :func:`read_item` -- one item at the drive's position, for a reader that
   LOCATEs to an item it knows (the trailer from its end record, a chunk from the catalog).
+
+Memory: an item is assembled in memory (one chunk: a few MiB), except a trailer larger than
+:data:`SPOOL_ITEM_OVER`, whose records are written to a temporary file as they are read
+(``Item.spool``); :meth:`Item.trailer` reads it with :class:`tapearc.format.TrailerFile`, so
+reading a trailer back costs a small amount per chunk, not 16 bytes per data block.
 """
 
 from __future__ import annotations
 
+import io
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate, pairwise
-from typing import cast
+from typing import IO, BinaryIO, cast
 
 from tapearc import format as fmt
 from tapearc.engine.identity import damaged_label
@@ -84,9 +91,16 @@ MAX_READ_ERRORS = 16  # read errors in a row after which a reader gives up on a 
 KINDS = ("label", "generation", "interrupted", "damaged", "foreign", "empty")
 
 
+#: A trailer item larger than this is spooled to a temporary file as its records are read,
+#: not assembled in memory (16 bytes of digest per data block: 16 MB per GiB of 4 KiB blocks).
+SPOOL_ITEM_OVER = 1 << 20
+
+
 @dataclass(slots=True)
 class Item:
-    """One item read from the medium."""
+    """One item read from the medium. A large trailer is ``spool``-ed: its bytes are in a
+    temporary file and ``data`` holds only its first record (its header); read it with
+    :meth:`trailer`, its records with :meth:`records`."""
 
     magic: bytes
     data: bytes
@@ -94,10 +108,87 @@ class Item:
     record: int  # index within the tape file of the item's first record
     logical: int  # logical position of the item's first record
     record_sizes: list[int]
+    spool: IO[bytes] | None = None  # the whole item, when spooled (then data is its first record)
 
     @property
     def record_count(self) -> int:
         return len(self.record_sizes)
+
+    @property
+    def length(self) -> int:
+        return sum(self.record_sizes)
+
+    def records(self) -> list[bytes]:
+        """The bytes of each of its records (read back from the spool when spooled)."""
+        if self.spool is None:
+            ends = list(accumulate(self.record_sizes))
+            return [self.data[a:b] for a, b in pairwise([0, *ends])]
+        self.spool.seek(0)
+        return [self.spool.read(n) for n in self.record_sizes]
+
+    def trailer(self) -> fmt.TrailerFile:
+        """The trailer this item is, checked (raises its damage); its digest table is read from
+        the spool (or the item's bytes) when asked, never copied whole."""
+        f = cast("BinaryIO", self.spool) if self.spool is not None else io.BytesIO(self.data)
+        return fmt.TrailerFile(f, self.length)
+
+    def close(self) -> None:
+        """Remove the spool (if any); the item's bytes beyond ``data`` are gone."""
+        if self.spool is not None:
+            self.spool.close()
+
+
+def spool_error(what: str, e: OSError) -> TapearcError:
+    """The one-line error of a temporary file that cannot be written (``$TMPDIR`` full)."""
+    return TapearcError(
+        f"cannot keep {what} in a temporary file in {tempfile.gettempdir()}: {e.strerror or e}",
+        hint="set TMPDIR to a folder with room (about 16 bytes per data block of the generation)",
+    )
+
+
+class _Parts:
+    """The records of one item as they are read: in a list, or for a trailer larger than
+    SPOOL_ITEM_OVER written to a temporary file as they come (memory: one record)."""
+
+    def __init__(self, first: bytes, magic: bytes, total: int) -> None:
+        self.first, self.magic = first, magic
+        self.sizes = [len(first)]
+        self.have = len(first)
+        self.kept: list[bytes] = [first]
+        self.file: IO[bytes] | None = None
+        if magic == fmt.TRAILER_MAGIC and total > SPOOL_ITEM_OVER:
+            try:  # the file is handed to the Item, closed by it or with it
+                self.file = tempfile.TemporaryFile(prefix="tapearc-trailer-")  # noqa: SIM115
+                self.file.write(first)
+            except OSError as e:
+                raise spool_error("the trailer read back", e) from None
+
+    def add(self, rec: bytes) -> None:
+        self.sizes.append(len(rec))
+        self.have += len(rec)
+        if self.file is not None:
+            try:
+                self.file.write(rec)
+            except OSError as e:
+                raise spool_error("the trailer read back", e) from None
+        else:
+            self.kept.append(rec)
+
+    def records(self) -> list[bytes]:
+        """Every record read (the damage paths: read back from the spool, which is removed)."""
+        if self.file is None:
+            return self.kept
+        self.file.seek(0)
+        out = [self.file.read(n) for n in self.sizes]
+        self.file.close()
+        return out
+
+    def item(self, tape_file: int, record: int, logical: int) -> Item:
+        if self.file is not None:
+            self.file.flush()
+            return Item(self.magic, self.first, tape_file, record, logical, self.sizes, self.file)
+        data = self.first if len(self.kept) == 1 else b"".join(self.kept)
+        return Item(self.magic, data, tape_file, record, logical, self.sizes)
 
 
 def read_item(drive: TapeDrive) -> Item | Mark:
@@ -117,24 +208,22 @@ def read_item(drive: TapeDrive) -> Item | Mark:
                 medium=drive.name, tape_file=pos.file, record=pos.record
             )
         return Item(bytes(prefix.magic), first, pos.file, pos.record, pos.logical, [len(first)])
-    parts = [first]
-    have = len(first)
-    sizes = [len(first)]
-    while have < total:
+    parts = _Parts(first, bytes(prefix.magic), total)
+    while parts.have < total:
         rec = drive.read_record()
         if isinstance(rec, Mark):
+            parts.records()
             raise TruncatedError(
                 f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but the tape file "
-                f"ends ({rec.value}) after {have}"
+                f"ends ({rec.value}) after {parts.have}"
             ).at(medium=drive.name, tape_file=pos.file, record=pos.record)
-        parts.append(rec)
-        have += len(rec)
-        sizes.append(len(rec))
-    if have != total:
+        parts.add(rec)
+    if parts.have != total:
+        parts.records()
         raise MalformedError(
-            f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but its records hold {have}"
+            f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but its records hold {parts.have}"
         ).at(medium=drive.name, tape_file=pos.file, record=pos.record)
-    return Item(bytes(prefix.magic), b"".join(parts), pos.file, pos.record, pos.logical, sizes)
+    return parts.item(pos.file, pos.record, pos.logical)
 
 
 def read_label(drive: TapeDrive) -> fmt.Label:
@@ -434,8 +523,7 @@ class FileItems:
         dropped)."""
         if item.record_count < 2:
             return False
-        sizes = list(accumulate(item.record_sizes))
-        later = [item.data[a:b] for a, b in pairwise(sizes)]
+        later = item.records()[1:]
         if _framing_kept(item, error) and not any(_starts_item(r) for r in later):
             return False
         assert self.record == item.record + item.record_count, "damaged() is for the item just read"
@@ -484,32 +572,34 @@ class FileItems:
 
     def _frame(self, i: int, first: bytes, prefix: fmt.ItemPrefix) -> Item | Damage:
         total, magic = prefix.total_len, bytes(prefix.magic)
-        parts = [first]
-        have = len(first)
-        while have < total:
+        got = _Parts(first, magic, total)
+        while got.have < total:
             try:
                 rec = self._read()
             except TapearcError as e:  # a read error inside the item: the records before it were read
-                e.details.setdefault("sizes", [len(p) for p in parts])
+                e.details.setdefault("sizes", list(got.sizes))
                 e.details.setdefault("magic", magic)
-                self.record = i + len(parts) + 1
-                return Damage(i, e, len(parts) + 1, parts, total)
+                self.record = i + len(got.sizes) + 1
+                return Damage(i, e, len(got.sizes) + 1, got.records(), total)
             if isinstance(rec, Mark):
-                self.record = i + len(parts)
-                err = _truncated(magic, total, have, rec, [len(p) for p in parts])
+                self.record = i + len(got.sizes)
+                err = _truncated(magic, total, got.have, rec, list(got.sizes))
                 return Damage(
-                    i, err.at(medium=self.medium, tape_file=self.tape_file, record=i), len(parts), parts, total
+                    i,
+                    err.at(medium=self.medium, tape_file=self.tape_file, record=i),
+                    len(got.sizes),
+                    got.records(),
+                    total,
                 )
-            parts.append(rec)
-            have += len(rec)
-        if have != total:  # more bytes than declared: a record dropped or foreign inside it
+            got.add(rec)
+        if got.have != total:  # more bytes than declared: a record dropped or foreign inside it
+            parts = got.records()
             self.record = i + 1
             self._again(parts[1:])
-            err = _overshoot(magic, total, have, [len(p) for p in parts])
+            err = _overshoot(magic, total, got.have, [len(p) for p in parts])
             return Damage(i, err.at(medium=self.medium, tape_file=self.tape_file, record=i), 1, parts, total)
-        self.record = i + len(parts)
-        data = first if len(parts) == 1 else b"".join(parts)
-        return Item(magic, data, self.tape_file, i, self.logical + i, [len(p) for p in parts])
+        self.record = i + len(got.sizes)
+        return got.item(self.tape_file, i, self.logical + i)
 
 
 def _framing_kept(item: Item, error: TapearcError) -> bool:

@@ -21,6 +21,7 @@ catalog) and the generations the damage affects (those whose restore needs a blo
 from __future__ import annotations
 
 import bisect
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,9 +31,10 @@ from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.catalog.states import GenerationState
 from tapearc.engine.layout import read_label
-from tapearc.engine.plan import ChainMap, chain_map, check_generation, load_chain
+from tapearc.engine.manifest import MappedDigests
+from tapearc.engine.plan import chain_map, check_generation, load_chain
 from tapearc.engine.progress import NoProgress, Progress
-from tapearc.engine.tapefiles import Damage, FileItems, FileRecords, Item, TapeFile, walk_tape_files
+from tapearc.engine.tapefiles import Damage, FileItems, FileRecords, Item, TapeFile, spool_error, walk_tape_files
 from tapearc.errors import MalformedError, NoSuchGenerationError, TapearcError
 from tapearc.media.base import Mark, TapeDrive
 from tapearc.sources.file import SourceVolume
@@ -180,7 +182,39 @@ class _Seen:
     record: int
     record_count: int
     header: fmt.ChunkHeader
-    digests: bytes
+    digests: tuple[int, int]  # where its block digests are in the _DigestSpool: offset, length
+
+
+class _DigestSpool:
+    """The block digests of the chunks read, until the trailer (after them) is checked: in
+    memory up to SPOOL_DIGESTS_OVER bytes, then in a temporary file (16 bytes per data block:
+    verify's memory does not grow with the data)."""
+
+    def __init__(self) -> None:
+        # closed by close(); in $TMPDIR past SPOOL_DIGESTS_OVER bytes
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_DIGESTS_OVER, prefix="tapearc-verify-")  # noqa: SIM115
+        self.end = 0
+
+    def put(self, digests: bytes) -> tuple[int, int]:
+        try:
+            self.file.seek(self.end)
+            self.file.write(digests)
+        except OSError as e:
+            raise spool_error("the digests of the chunks read", e) from None
+        at = self.end
+        self.end += len(digests)
+        return at, len(digests)
+
+    def get(self, where: tuple[int, int]) -> bytes:
+        self.file.seek(where[0])
+        return self.file.read(where[1])
+
+    def close(self) -> None:
+        self.file.close()
+
+
+#: Bytes of chunk digests verify keeps in memory before spooling them to a temporary file.
+SPOOL_DIGESTS_OVER = 1 << 20
 
 
 class _BlockSet:
@@ -273,7 +307,8 @@ class _FileCheck:
         self.rep, self.label, self.check_digests = rep, label, check_digests
         self.hdr: fmt.GenerationHeader | None = None
         self.seen: list[_Seen] = []
-        self.trailer: fmt.Trailer | None = None
+        self.spool = _DigestSpool()
+        self.trailer: fmt.TrailerFile | None = None
         self.trailer_record = -1
         self.end: fmt.TrailerEnd | None = None
         self.damaged: list[Problem] = []
@@ -298,7 +333,7 @@ class _FileCheck:
         i = item.record
         self.size(i, item.record_sizes[0])
         try:
-            self.item(i, item.magic, item.data, item.record_count)
+            self.item(i, item)
         except TapearcError as e:
             self.damage(i, item.magic, item.data, e)
             items.damaged(item, e)
@@ -328,8 +363,9 @@ class _FileCheck:
             )
         self.first = False
 
-    def item(self, i: int, kind: bytes, data: bytes, nrecords: int) -> None:
+    def item(self, i: int, item: Item) -> None:
         """One item whose records add up: decode and check it (raises its damage)."""
+        kind, data, nrecords = item.magic, item.data, item.record_count
         if self.first:
             if kind != fmt.GENERATION_MAGIC:
                 raise fmt_malformed(f"tape file starts with {kind!r}, not a generation header")
@@ -337,10 +373,10 @@ class _FileCheck:
         elif kind == fmt.CHUNK_MAGIC:
             self.chunk(i, data, nrecords)
         elif kind == fmt.TRAILER_MAGIC:
-            self.trailer = fmt.decode_trailer(data)
+            self.trailer = item.trailer()  # read from the item's spool: never whole in memory
             self.trailer_record = i
             if self.hdr is not None:
-                fmt.check_same_generation(self.hdr, self.trailer)
+                fmt.check_same_generation(self.hdr, self.trailer.summary)
         elif kind == fmt.TRAILER_END_MAGIC:
             self.end = fmt.decode_trailer_end(data)
         else:
@@ -393,7 +429,7 @@ class _FileCheck:
             )
         self.expect_seq = ch.seq + 1
         self.map_runs(i, ch)
-        self.seen.append(_Seen(ch.seq, i, nrecords, ch, digests))
+        self.seen.append(_Seen(ch.seq, i, nrecords, ch, self.spool.put(digests)))
         rep.chunks_ok += 1
 
     def map_runs(self, i: int, ch: fmt.ChunkHeader) -> None:
@@ -429,6 +465,7 @@ class _FileCheck:
         rep.complete = self.trailer.complete if self.trailer is not None else None
         if self.hdr is not None:
             self.check_trailer(self.hdr)
+        self.spool.close()
         rep.problems.extend(_group_strays(self.damaged))
         if ended is Mark.END_OF_DATA and (rep.records or rep.problems):
             rep.problems.append(
@@ -451,7 +488,7 @@ class _FileCheck:
                 )
             )
             return
-        _check_index(rep, trailer, self.seen, self.damaged)
+        _check_index(rep, trailer, self.seen, self.damaged, self.spool)
         if self.end is None:
             rep.problems.append(Problem(self.trailer_record, "missing", "no end record after the trailer"))
         elif self.end.trailer_record != self.trailer_record:
@@ -512,22 +549,20 @@ def _chunk_of(data: bytes) -> tuple[int | None, list[tuple[int, int]]]:
     return ch.seq, _ranges(ch.runs)
 
 
-def _check_index(rep: FileReport, trailer: fmt.Trailer, seen: list[_Seen], damaged: list[Problem]) -> None:
+def _check_index(
+    rep: FileReport, trailer: fmt.TrailerFile, seen: list[_Seen], damaged: list[Problem], spool: _DigestSpool
+) -> None:
     """The trailer's index against the chunks read: each entry is a chunk read (same records,
     lengths, CRCs, runs and block digests) or names the damage where it was; each chunk read is
     in the index."""
     by_seq = {s.seq: s for s in seen}
     entries = {e.seq: e for e in trailer.entries}
-    doff = 0
-    for e in trailer.entries:
-        nd = sum(r.count for r in e.runs if not r.is_zero) * fmt.DIGEST_LEN
-        tdig = trailer.digests[doff : doff + nd]
-        doff += nd
+    for k, e in enumerate(trailer.entries):
         s = by_seq.get(e.seq)
         if s is None:
             _name_damage(rep, e, damaged)
-        else:
-            _check_entry(rep, e, s, tdig, bool(trailer.digest_alg))
+        else:  # one chunk's digests at a time, from the trailer's spool and verify's
+            _check_entry(rep, e, s, spool.get(s.digests), trailer.digests(k), bool(trailer.digest_alg))
     for s in seen:
         if s.seq not in entries:
             rep.problems.append(
@@ -553,7 +588,9 @@ def _name_damage(rep: FileReport, e: fmt.ChunkIndexEntry, damaged: list[Problem]
     rep.chunks_damaged += 1
 
 
-def _check_entry(rep: FileReport, e: fmt.ChunkIndexEntry, s: _Seen, tdig: bytes, has_digests: bool) -> None:
+def _check_entry(
+    rep: FileReport, e: fmt.ChunkIndexEntry, s: _Seen, sdig: bytes, tdig: bytes, has_digests: bool
+) -> None:
     """A chunk read intact against its index entry and the trailer's block digests."""
     h = s.header
     if (s.record, s.record_count, h.stored_len, h.raw_len, h.payload_crc, h.runs) != (
@@ -573,8 +610,8 @@ def _check_entry(rep: FileReport, e: fmt.ChunkIndexEntry, s: _Seen, tdig: bytes,
                 _ranges(e.runs),
             )
         )
-    elif s.digests and has_digests and s.digests != tdig:
-        bad = [b for b, (x, y) in enumerate(zip(_chunks16(s.digests), _chunks16(tdig), strict=False)) if x != y]
+    elif sdig and has_digests and sdig != tdig:
+        bad = [b for b, (x, y) in enumerate(zip(_chunks16(sdig), _chunks16(tdig), strict=False)) if x != y]
         ids = [bid for bid, z in fmt.iter_blocks(e.runs) if not z]
         rep.problems.append(
             Problem(
@@ -776,7 +813,9 @@ def verify_against(
     """Does generation N, as it would be restored, equal the volume ``source``? (block digests)"""
     chain = load_chain(catalog, set_uuid, volume, generation)
     g = chain[-1]
-    man = _Manifest(chain_map(catalog, chain, digests=True))  # memory: the runs, not the claimed size
+    # memory: the map's intervals and a few digest tables read from the catalog as the walk
+    # reaches them, not every table of the chain (nor anything per claimed block)
+    man = _WindowDigests(MappedDigests.of_chain(catalog, chain), g.nblocks)
     bs = g.block_size
     diff: list[tuple[int, int]] = []
     with SourceVolume(source) as src:
@@ -790,10 +829,11 @@ def verify_against(
         while off < size:
             want = min(len(buf), size - off)
             got = src.readinto_at(view[:want], off)
+            man.window(b, -(-got // bs))
             for o in range(0, got, bs):
                 blk = view[o : min(o + bs, got)]
                 d = zd if fmt.is_zero(buf, o, len(blk)) else fmt.block_digest(blk)
-                if b >= g.nblocks or man.digest(b) != d:
+                if man.digest(b) != d:
                     _add(diff, b)
                 b += 1
             off += got
@@ -815,24 +855,30 @@ def verify_against(
     }
 
 
-class _Manifest:
-    """Block digests of a chain's last generation, looked up in increasing block order."""
+class _WindowDigests:
+    """The block digests of a chain's last generation, a window of blocks at a time (read from
+    the catalog by :class:`MappedDigests`). A block past the generation's end, or of a chunk
+    whose digests the catalog lacks, has no digest (None: it differs from any block)."""
 
-    def __init__(self, cm: ChainMap) -> None:
-        self.cm = cm
-        self.it = iter(cm.map)
-        self.cur: tuple[int, int, int, int] | None = next(self.it, None)
+    def __init__(self, md: MappedDigests, nblocks: int) -> None:
+        self.md, self.nblocks = md, min(nblocks, md.nblocks)
+        self.first = 0
+        self.table: bytes | bytearray | None = b""
+        self.count = 0
 
-    def digest(self, b: int) -> bytes:
-        while self.cur is not None and self.cur[1] <= b:
-            self.cur = next(self.it, None)
-        if self.cur is None or self.cur[0] > b or self.cur[2] < 0:
-            return bytes(fmt.DIGEST_LEN)  # zero (or never recorded)
-        s, _, v, d = self.cur
-        tables = self.cm.digests
-        assert tables is not None
-        o = d + (b - s) * fmt.DIGEST_LEN
-        return bytes(tables[v][o : o + fmt.DIGEST_LEN])
+    def window(self, first: int, count: int) -> None:
+        self.first = first
+        self.count = max(0, min(count, self.nblocks - first))
+        self.table = self.md.digests(first, self.count) if self.count else b""
+
+    def digest(self, b: int) -> bytes | None:
+        k = b - self.first
+        if not 0 <= k < self.count:
+            return None
+        if self.table is None:  # some chunk of the window has no digests: look block by block
+            one = self.md.digests(b, 1)
+            return None if one is None else bytes(one)
+        return bytes(self.table[k * fmt.DIGEST_LEN : (k + 1) * fmt.DIGEST_LEN])
 
 
 def _add(ranges: list[tuple[int, int]], b: int) -> None:

@@ -2,7 +2,7 @@
 
 construct declarations of every structure (:mod:`.structs`), the Python-side model
 (:mod:`.model`), one codec that turns bytes into model objects and back and construct errors
-into :mod:`tapearc.errors` (:mod:`.codec`), the trailer builder (:mod:`.trailer`), record framing (:mod:`.framing`), CRC-32C
+into :mod:`tapearc.errors` (:mod:`.codec`), the trailer builder (:mod:`.trailer`), a trailer read from a file piece by piece (:mod:`.trailerfile`), record framing (:mod:`.framing`), CRC-32C
 (:mod:`.crc`), block digests (:mod:`.digest`) and block-run helpers (:mod:`.mapping`). No I/O,
 no policy.
 """
@@ -89,6 +89,7 @@ from .model import (
     VolumeSource,
 )
 from .trailer import MemoryStore, TrailerBuilder, TrailerStore
+from .trailerfile import TrailerFile
 
 __all__ = [
     "CHUNK_FLAG_ZSTD",
@@ -132,6 +133,7 @@ __all__ = [
     "Trailer",
     "TrailerBuilder",
     "TrailerEnd",
+    "TrailerFile",
     "TrailerStore",
     "TrailerSummary",
     "VolumeSource",

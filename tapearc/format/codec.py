@@ -95,6 +95,7 @@ from .model import (
 from .structs import (
     ChunkFieldsCompiled,
     ChunkFixed,
+    ChunkIndexEntryStruct,
     GenerationHeaderSourceStruct,
     GenerationHeaderStruct,
     HeaderStartStruct,
@@ -114,14 +115,18 @@ __all__ = [
     "check_payload",
     "check_same_generation",
     "check_trailer_end",
+    "check_trailer_fields",
     "check_trailer_len",
+    "check_trailer_totals",
     "chunk_header_len",
+    "crc_error",
     "decode_chunk",
     "decode_chunk_header",
     "decode_generation_header",
     "decode_label",
     "decode_trailer",
     "decode_trailer_end",
+    "decode_trailer_head",
     "decode_trailer_header",
     "encode_chunk_header",
     "encode_generation_header",
@@ -131,6 +136,7 @@ __all__ = [
     "encode_trailer_end",
     "encode_trailer_header",
     "pack_payload",
+    "parse_index_entry",
     "trailer_end_for",
     "trailer_end_from_header",
     "unpack_payload",
@@ -169,6 +175,11 @@ def _crc_error(what: str, expected: int, found: int) -> CRCError:
         expected=f"0x{expected:08x}",
         found=f"0x{found:08x}",
     )
+
+
+def crc_error(what: str, expected: int, found: int) -> CRCError:
+    """The CRCError of ``what`` (its expected and found CRC in the message and details)."""
+    return _crc_error(what, expected, found)
 
 
 def _u32le(b: memoryview) -> int:
@@ -574,7 +585,9 @@ def _check_digest_table(name: str, digest_alg: int, table_len: int, data_blocks:
         )
 
 
-def _validate_trailer(t: Trailer) -> None:
+def check_trailer_fields(t: Trailer | TrailerSummary, digest_alg: int) -> None:
+    """The checks of a trailer's header fields alone (flags, generation, block_size,
+    volume_size, digest_alg), as :func:`decode_trailer` makes them (MalformedError)."""
     name = "trailer"
     if t.flags & ~TRAILER_FLAGS_KNOWN:
         raise _malformed(name, f"unknown flags 0x{t.flags & ~TRAILER_FLAGS_KNOWN:04x}")
@@ -585,8 +598,21 @@ def _validate_trailer(t: Trailer) -> None:
     _check_range(name, "block_size", t.block_size, 1, MAX_BLOCK_SIZE)
     if t.volume_size < 0:
         raise _malformed(name, f"volume_size {t.volume_size} is negative")
-    if t.digest_alg not in DIGEST_ALGS:
-        raise _malformed(name, f"unknown digest_alg {t.digest_alg}")
+    if digest_alg not in DIGEST_ALGS:
+        raise _malformed(name, f"unknown digest_alg {digest_alg}")
+
+
+def check_trailer_totals(t: Trailer | TrailerSummary, totals: dict[str, int]) -> None:
+    """The header's totals (data_blocks, zero_blocks, raw_bytes, stored_bytes) against
+    ``totals`` summed over the chunk index (MalformedError naming the first that differs)."""
+    for field, total in totals.items():
+        if getattr(t, field) != total:
+            raise _malformed("trailer", f"{field} {getattr(t, field)} != {total} summed over its chunks")
+
+
+def _validate_trailer(t: Trailer) -> None:
+    name = "trailer"
+    check_trailer_fields(t, t.digest_alg)
     data_blocks = zero_blocks = raw_bytes = stored_bytes = 0
     body_len = len(t.digests)
     next_record = 1
@@ -601,14 +627,10 @@ def _validate_trailer(t: Trailer) -> None:
         raw_bytes += e.raw_len
         stored_bytes += e.stored_len
         body_len += INDEX_ENTRY_FIXED_LEN + RUN_LEN * len(e.runs)
-    for field, total in (
-        ("data_blocks", data_blocks),
-        ("zero_blocks", zero_blocks),
-        ("raw_bytes", raw_bytes),
-        ("stored_bytes", stored_bytes),
-    ):
-        if getattr(t, field) != total:
-            raise _malformed(name, f"{field} {getattr(t, field)} != {total} summed over its chunks")
+    check_trailer_totals(
+        t,
+        {"data_blocks": data_blocks, "zero_blocks": zero_blocks, "raw_bytes": raw_bytes, "stored_bytes": stored_bytes},
+    )
     _check_digest_table(name, t.digest_alg, len(t.digests), data_blocks)
     check_trailer_len(TRAILER_HEADER_LEN + body_len, len(t.entries), data_blocks)
 
@@ -677,6 +699,45 @@ def encode_trailer(trailer: Trailer) -> bytes:
     del fields["entries"], fields["digests"]
     header = encode_trailer_header(chunk_count=n, body_len=len(body), body_crc=crc32c(body), **fields)
     return header + body
+
+
+def decode_trailer_head(head: Buf, length: int) -> tuple[TrailerSummary, int, int]:
+    """The checks :func:`decode_trailer` makes on a trailer item of ``length`` bytes before its
+    body, for a reader that holds only its start (``head``: at least the 100-byte header, or
+    the whole item when shorter): the prefix and the item's length, the header CRC, the
+    version, header_len, reserved bytes and digest algorithm, then the header fields
+    (:func:`check_trailer_fields`). Returns the header's fields, the digest algorithm and the
+    body CRC the header declares; the caller checks the body (:class:`TrailerFile`)."""
+    mv = _mv(head)
+    prefix = read_prefix(mv, (TRAILER_MAGIC,))
+    if length < prefix.total_len:
+        raise TruncatedError(
+            f"trailer of {length} bytes is shorter than its declared length of {prefix.total_len} bytes"
+        )
+    if length > prefix.total_len:
+        raise MalformedError(
+            f"trailer: {length - prefix.total_len} bytes after the end of the item ({prefix.total_len} bytes)"
+        )
+    hl = prefix.header_len
+    if hl != TRAILER_HEADER_LEN:
+        raise MalformedError(f"trailer: header_len {hl} != {TRAILER_HEADER_LEN}")
+    mv, prefix = _open_item(mv, TRAILER_MAGIC, whole=False)
+    with _translated("trailer"):
+        v = TrailerHeaderStruct.parse(bytes(mv[:hl])).fields.value
+    if v.reserved != bytes(3):
+        raise MalformedError(f"trailer: reserved bytes {v.reserved.hex()} are not 0")
+    if v.digest_alg not in DIGEST_ALGS:
+        raise MalformedError(f"trailer: unknown digest_alg {v.digest_alg}")
+    summary: TrailerSummary = TrailerSummaryMap.to_model(v)
+    check_trailer_fields(summary, v.digest_alg)
+    return summary, int(v.digest_alg), int(v.body_crc)
+
+
+def parse_index_entry(buf: Buf) -> ChunkIndexEntry:
+    """One chunk index entry of a trailer body (its 30 fixed bytes and its runs, exactly)."""
+    with _translated("trailer body"):
+        e: ChunkIndexEntry = ChunkIndexEntryStruct.parse(bytes(buf))
+    return e
 
 
 def decode_trailer(buf: Buf) -> Trailer:
@@ -793,18 +854,22 @@ def trailer_end_from_header(header: Buf, total_len: int, *, trailer_record: int,
     )
 
 
-def check_trailer_end(end: TrailerEnd, trailer_item: Buf) -> None:
+def check_trailer_end(end: TrailerEnd, trailer_item: Buf, *, length: int | None = None) -> None:
     """Check that ``trailer_item`` (the bytes read from ``end.trailer_record`` on) is the trailer
     ``end`` points to: same total length, the trailer's header_crc equals ``end.trailer_crc``,
     same run_uuid and generation. Raises MalformedError on a mismatch (TruncatedError when
-    fewer bytes than ``trailer_len`` are given). Decode the trailer itself with
-    :func:`decode_trailer`."""
+    fewer bytes than ``trailer_len`` are given). ``length``: the item is that long and
+    ``trailer_item`` holds its start (at least its header: a trailer read into a file).
+    Decode the trailer itself with :func:`decode_trailer` or :class:`TrailerFile`."""
     name = "generation end record"
     mv = _mv(trailer_item)
-    if len(mv) < end.trailer_len:
-        raise TruncatedError(f"trailer of {len(mv)} bytes, the end record says {end.trailer_len}")
-    if len(mv) > end.trailer_len:
-        raise _malformed(name, f"trailer of {len(mv)} bytes, the end record says {end.trailer_len}")
+    have = len(mv) if length is None else length
+    if have < end.trailer_len:
+        raise TruncatedError(f"trailer of {have} bytes, the end record says {end.trailer_len}")
+    if have > end.trailer_len:
+        raise _malformed(name, f"trailer of {have} bytes, the end record says {end.trailer_len}")
+    if len(mv) < TRAILER_HEADER_LEN:
+        raise TruncatedError(f"trailer start of {len(mv)} bytes, shorter than its header")
     prefix = read_prefix(mv, (TRAILER_MAGIC,))
     if prefix.total_len != end.trailer_len or prefix.header_len != TRAILER_HEADER_LEN:
         raise _malformed(name, f"the trailer declares {prefix.total_len} bytes, the end record says {end.trailer_len}")
@@ -830,7 +895,7 @@ def check_trailer_end(end: TrailerEnd, trailer_item: Buf) -> None:
 
 
 def check_same_generation(
-    gen: GenerationHeader, item: ChunkHeader | Trailer | TrailerEnd, *, seq: int | None = None
+    gen: GenerationHeader, item: ChunkHeader | Trailer | TrailerSummary | TrailerEnd, *, seq: int | None = None
 ) -> None:
     """Check that a chunk header, trailer or generation end record belongs to ``gen``.
 
@@ -842,7 +907,7 @@ def check_same_generation(
     if isinstance(item, ChunkHeader):
         name = f"chunk {item.seq}"
     else:
-        name = "trailer" if isinstance(item, Trailer) else "generation end record"
+        name = "trailer" if isinstance(item, Trailer | TrailerSummary) else "generation end record"
     if item.run_uuid != gen.run_uuid:
         raise _malformed(name, f"belongs to run {item.run_uuid}, not to this generation's run {gen.run_uuid}")
     fields = ("generation",) if isinstance(item, TrailerEnd) else ("generation", "block_size", "volume_size")

@@ -10,6 +10,7 @@ from typing import cast
 import pytest
 
 from tapearc import format as fmt
+from tapearc.engine import tapefiles
 from tapearc.engine.listing import list_medium
 from tapearc.engine.tapefiles import Damage, FileItems, FileRecords
 from tapearc.errors import MediumIOError, TapearcError
@@ -171,3 +172,78 @@ def test_deep_scan_resynchronises_as_verify_does(tmp_path: Path) -> None:
         fs = scan_medium(d, cat, deep=True).files[0]
     assert fs.method == "deep" and fs.chunks == len(c) - 1
     assert fs.problem is not None and f"chunk at record {c[2]} skipped" in fs.problem
+
+
+def _split_trailer(recs: list[bytes]) -> tuple[list[bytes], int, int]:
+    """The tape file with its trailer split into 512-byte records (an item may span records of
+    any size up to the record size), the index of the trailer's first record and its count."""
+    i = next(k for k, r in enumerate(recs) if r[:8] == fmt.TRAILER_MAGIC)
+    t = recs[i]
+    pieces = [t[o : o + 512] for o in range(0, len(t), 512)]
+    assert len(pieces) > 1, "the fixture's trailer is larger than 512 bytes"
+    return [*recs[:i], *pieces, *recs[i + 1 :]], i, len(pieces)
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_large_trailer_is_spooled_not_assembled(
+    tape_file: list[bytes], ahead: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trailer over SPOOL_ITEM_OVER is written to a temporary file as its records are read:
+    the item holds only its first record, and reads back as the same trailer."""
+    monkeypatch.setattr(tapefiles, "SPOOL_ITEM_OVER", 0)
+    recs, i, n = _split_trailer(tape_file)
+    whole = b"".join(recs[i : i + n])
+    items = FileItems(cast("FileRecords", _Records(list(recs))), tape_file=1, logical=0, medium="m", ahead=ahead)
+    try:
+        got = [x for x in items if not isinstance(x, Damage) and x.magic == fmt.TRAILER_MAGIC]
+    finally:
+        items.close()
+    (t,) = got
+    assert t.spool is not None and t.data == recs[i] and t.length == len(whole)
+    assert t.records() == recs[i : i + n]
+    assert t.trailer().to_trailer() == fmt.decode_trailer(whole)
+    t.close()
+    assert t.spool.closed
+
+
+def test_spooled_trailer_cut_short_keeps_its_records(tape_file: list[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spooled trailer cut short by the filemark is a Damage holding the records read."""
+    monkeypatch.setattr(tapefiles, "SPOOL_ITEM_OVER", 0)
+    recs, i, n = _split_trailer(tape_file)
+    recs = recs[: i + n - 1]
+    items = FileItems(cast("FileRecords", _Records(list(recs))), tape_file=1, logical=0, medium="m")
+    last = list(items)[-1]
+    assert isinstance(last, Damage) and last.record == i and last.parts == recs[i:]
+
+
+def test_spooled_trailer_with_a_damaged_record_is_reread(
+    tape_file: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer finds a spooled trailer damaged (not a CRC error): its later records are
+    read again from the spool as possible starts of items (the end record is found)."""
+    monkeypatch.setattr(tapefiles, "SPOOL_ITEM_OVER", 0)
+    recs, i, n = _split_trailer(tape_file)
+    items = FileItems(cast("FileRecords", _Records(recs)), tape_file=1, logical=0, medium="m")
+    seen = []
+    for got in items:
+        if not isinstance(got, Damage) and got.magic == fmt.TRAILER_MAGIC:
+            assert items.damaged(got, TapearcError("framing not trusted"))
+        seen.append(got.record)
+    assert seen.count(i + 1) == 1 and seen[-1] == i + n  # each later record again, then the end record
+
+
+def test_a_full_tmpdir_is_one_clear_error(tape_file: list[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trailer that cannot be spooled ($TMPDIR full) stops the reader with one line naming
+    the folder, not an OSError's traceback."""
+    import errno
+    import tempfile
+
+    def full(*a: object, **k: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tapefiles, "SPOOL_ITEM_OVER", 0)
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    recs, _, _ = _split_trailer(tape_file)
+    items = FileItems(cast("FileRecords", _Records(recs)), tape_file=1, logical=0, medium="m")
+    with pytest.raises(TapearcError, match=r"cannot keep the trailer read back in a temporary file in .*No space left"):
+        list(items)

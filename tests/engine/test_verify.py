@@ -292,3 +292,70 @@ def test_unreadable_record_inside_a_chunk(tmp_path: Path) -> None:
     assert "record unreadable" in next(p for p in io if p.record == c[1] + 1).message
     assert fr.chunks_damaged == 1 and fr.chunks_ok == len(c) - 1
     assert fr.records == listed.records == len(files[1]) - 1
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_spooled_trailers_scan_and_verify_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deep: bool) -> None:
+    """With every trailer spooled to a file and verify's chunk digests too (thresholds 0):
+    scan records from the trailer the digests decode_trailer finds, verify finds nothing on
+    the intact medium, and a digest changed in a trailer is named at its chunk and block."""
+    import dataclasses
+
+    from tapearc import format as fmt
+    from tapearc.engine import tapefiles, verify
+    from tapearc.engine.layout import read_label
+    from tapearc.engine.scan import scan_medium
+
+    monkeypatch.setattr(tapefiles, "SPOOL_ITEM_OVER", 0)
+    monkeypatch.setattr(verify, "SPOOL_DIGESTS_OVER", 0)
+    img, _ = make(tmp_path)
+    files = records(img)
+    ti = next(i for i, r in enumerate(files[1]) if r[:8] == fmt.TRAILER_MAGIC)
+    trailer = fmt.decode_trailer(files[1][ti])
+    with Catalog(tmp_path / "c.sqlite") as c, open_medium(f"sim:{img}", write=False) as d:
+        res = scan_medium(d, c, deep=deep)
+        assert {f.generation: f.state for f in res.files} == {1: "complete", 2: "complete"}
+        gen1 = next(g for g in c.generations(read_label(d).media_set_uuid) if g.number == 1)
+        assert b"".join(dg for _, dg in c.chunk_digests(gen1.id)) == trailer.digests
+        assert problems(run_verify(d, None)) == []
+    # one digest of the trailer's table changed (the trailer re-encoded: its CRCs are right)
+    e = trailer.entries[1]
+    k = sum(r.count for r in trailer.entries[0].runs if not r.is_zero)
+    dig = bytearray(trailer.digests)
+    dig[k * fmt.DIGEST_LEN] ^= 0xFF
+    files[1][ti] = fmt.encode_trailer(dataclasses.replace(trailer, digests=bytes(dig)))
+    write_image(img, files)
+    with open_medium(f"sim:{img}", write=False) as d:
+        found = [p for p in problems(run_verify(d, None)) if p.what == "digest"]
+    first = next(r.first for r in e.runs if not r.is_zero)
+    assert [(p.chunk, p.blocks) for p in found] == [(e.seq, [(first, first)])]
+
+
+def test_verify_against_names_each_differing_block(tmp_path: Path) -> None:
+    """verify --against (digest tables read from the catalog a window at a time): the blocks
+    that differ, the blocks past the source's end, and each generation against its own data."""
+    from tapearc.engine.layout import read_label
+    from tapearc.engine.scan import scan_medium
+    from tapearc.engine.verify import verify_against
+
+    img, versions = make(tmp_path)
+    src = tmp_path / "other.img"
+    with Catalog(tmp_path / "c.sqlite") as c, open_medium(f"sim:{img}", write=False) as d:
+        scan_medium(d, c)
+        sid = read_label(d).media_set_uuid
+        (vol,) = c.volumes(sid)
+        for g, data in ((1, versions[0]), (2, versions[1]), (None, versions[1])):
+            src.write_bytes(data)
+            assert verify_against(c, sid, vol, g, str(src))["equal"] is True
+        changed = bytearray(versions[1])
+        for b in (7, 100):
+            changed[b * BS + 5] ^= 1
+        src.write_bytes(bytes(changed[: 117 * BS]))  # 3 blocks short
+        got = verify_against(c, sid, vol, 2, str(src))
+        assert got["differing_ranges"] == [[7, 7], [100, 100], [117, 119]] and got["equal"] is False
+        src.write_bytes(versions[1])
+        got = verify_against(c, sid, vol, 1, str(src))
+        assert got["differing_ranges"] == [[3, 4], [50, 50], [90, 90]]
+        src.write_bytes(versions[1] + bytes(2 * BS))  # 2 zero blocks past the volume's end
+        got = verify_against(c, sid, vol, 2, str(src))
+        assert got["differing_ranges"] == [[120, 121]]
