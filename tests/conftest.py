@@ -54,7 +54,11 @@ def media_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture(autouse=True)
 def _private_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own catalog (commands run in subprocesses inherit it)."""
+    """Every test gets its own catalog (commands run in subprocesses inherit it), and its own
+    XDG folders: a test that leaves TAPEARC_CATALOG out (the default location) or logs an
+    internal error never touches the user's real catalog or log."""
     path = tmp_path / "catalog.sqlite"
     monkeypatch.setenv("TAPEARC_CATALOG", str(path))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
     return path
