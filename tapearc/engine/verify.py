@@ -37,7 +37,8 @@ from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.tapefiles import Damage, FileItems, FileRecords, Item, TapeFile, spool_error, walk_tape_files
 from tapearc.errors import MalformedError, NoSuchGenerationError, TapearcError
 from tapearc.media.base import Mark, TapeDrive
-from tapearc.sources.file import SourceVolume
+from tapearc.sources.base import Source
+from tapearc.sources.opener import open_source
 
 MAGICS = (fmt.LABEL_MAGIC, fmt.GENERATION_MAGIC, fmt.CHUNK_MAGIC, fmt.TRAILER_MAGIC, fmt.TRAILER_END_MAGIC)
 
@@ -818,27 +819,10 @@ def verify_against(
     man = _WindowDigests(MappedDigests.of_chain(catalog, chain), g.nblocks)
     bs = g.block_size
     diff: list[tuple[int, int]] = []
-    with SourceVolume(source) as src:
+    with open_source(source) as src:
         size = src.size
         n = -(-max(size, g.volume_size) // bs)
-        buf = bytearray(bs * 256)
-        view = memoryview(buf)
-        zd = bytes(fmt.DIGEST_LEN)
-        b = 0
-        off = 0
-        while off < size:
-            want = min(len(buf), size - off)
-            got = src.readinto_at(view[:want], off)
-            man.window(b, -(-got // bs))
-            for o in range(0, got, bs):
-                blk = view[o : min(o + bs, got)]
-                d = zd if fmt.is_zero(buf, o, len(blk)) else fmt.block_digest(blk)
-                if man.digest(b) != d:
-                    _add(diff, b)
-                b += 1
-            off += got
-            if got < want:
-                break
+        b = _compare_source(src, man, bs, diff)
         if b < n:  # past the end of the source
             _add(diff, b)
             diff[-1] = (diff[-1][0], n - 1)
@@ -853,6 +837,41 @@ def verify_against(
         "differing_ranges": [list(r) for r in diff],
         "block_size": bs,
     }
+
+
+def _compare_source(src: Source, man: _WindowDigests, bs: int, diff: list[tuple[int, int]]) -> int:
+    """Compare the source's blocks with the generation's digests, window by window, into
+    ``diff``; a window the source reports as a hole is not read (its blocks are zero). Returns
+    the number of blocks of the source compared."""
+    size = src.size
+    buf = bytearray(bs * 256)
+    view = memoryview(buf)
+    zd = bytes(fmt.DIGEST_LEN)
+    b = 0
+    off = 0
+    while off < size:
+        want = min(len(buf), size - off)
+        if not any(e.data for e in src.extents(off, want)):  # a hole: zeros, not read
+            got = want
+            man.window(b, -(-got // bs))
+            for _ in range(0, got, bs):
+                if man.digest(b) != zd:
+                    _add(diff, b)
+                b += 1
+            off += got
+            continue
+        got = src.readinto_at(view[:want], off)
+        man.window(b, -(-got // bs))
+        for o in range(0, got, bs):
+            blk = view[o : min(o + bs, got)]
+            d = zd if fmt.is_zero(buf, o, len(blk)) else fmt.block_digest(blk)
+            if man.digest(b) != d:
+                _add(diff, b)
+            b += 1
+        off += got
+        if got < want:
+            break
+    return b
 
 
 class _WindowDigests:

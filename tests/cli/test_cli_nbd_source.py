@@ -120,3 +120,41 @@ def test_an_export_that_does_not_answer(tmp_path: Path) -> None:
     assert p.returncode == 3, p.stderr
     assert uri in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "t.tap").exists() or (tmp_path / "t.tap").stat().st_size == 0
+
+
+@needs_qemu_nbd
+def test_verify_against_an_nbd_export(tmp_path: Path) -> None:
+    """verify --against takes an NBD URI too: equal to the export it was backed up from, and
+    the blocks written since named; the export's unallocated ranges are not read."""
+    disk = tmp_path / "disk.qcow2"
+    qemu_img("create", "-f", "qcow2", str(disk), "64M")
+    qemu_io(disk, "qcow2", "write -P 0x11 0 1M", "write -P 0x22 40M 64k")
+    spec = f"sim:{tmp_path / 't.tap'}"
+    with qemu_nbd(disk, "qcow2") as uri:
+        ok(tapearc("backup", uri, "--media", spec, "--json"))
+        same = ok(tapearc("verify", "--media", spec, "--against", uri, "--json"))
+    assert same["against"]["equal"] is True, same["against"]
+    qemu_io(disk, "qcow2", "write -P 0x33 20M 64k")
+    with qemu_nbd(disk, "qcow2") as uri:
+        p = tapearc("verify", "--media", spec, "--against", uri, "--json")
+    assert p.returncode != 0
+    rep = json.loads(p.stdout)["against"]
+    assert rep["equal"] is False and rep["differing_ranges"] == [[320, 320]], rep
+
+
+def test_verify_against_a_sparse_file(tmp_path: Path) -> None:
+    """A sparse source's holes compare as zeros without being read, and a block written inside
+    a hole after the backup is named."""
+    src = tmp_path / "sparse.img"
+    with open(src, "wb") as f:
+        f.truncate(256 * MiB)
+        f.seek(100 * MiB)
+        f.write(b"\x5a" * MiB)
+    spec = f"sim:{tmp_path / 't.tap'}"
+    ok(tapearc("backup", str(src), "--media", spec, "--json"))
+    assert ok(tapearc("verify", "--media", spec, "--against", str(src), "--json"))["against"]["equal"] is True
+    with open(src, "r+b") as f:
+        f.seek(200 * MiB + 5)
+        f.write(b"\x01")
+    p = tapearc("verify", "--media", spec, "--against", str(src), "--json")
+    assert json.loads(p.stdout)["against"]["differing_ranges"] == [[3200, 3200]]
