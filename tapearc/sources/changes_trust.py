@@ -165,6 +165,10 @@ def choose_change_map(catalog: Catalog, plan: GenerationPlan, tracker: Tracker) 
         raise ValueError("Tracker.fit(volume size) comes before choose_change_map")
     if tracker.name == FULL_READ:
         return ChangeChoice(None, ChangeRecord(FULL_READ, False, None, tracker.checkpoint))
+    if not plan.incremental and tracker.problem is None:
+        # a full generation reads every block anyway: nothing to warn of; the tracker's
+        # checkpoint is recorded for the next generation to start from
+        return ChangeChoice(None, ChangeRecord(tracker.name, False, tracker.since, tracker.checkpoint))
     why = tracker.problem or distrust(catalog, plan, tracker.since)
     record = ChangeRecord(tracker.name, why is None, tracker.since, tracker.checkpoint)
     if why is None:

@@ -65,7 +65,8 @@ class NbdSource:
         self.uri = uri
         self._nbd = libnbd(_error, uri)
         self.h: Any = connect(uri, _error, contexts=(ALLOCATION,))
-        self._bytes_read = 0
+        self._bytes_read = 0  # bytes asked of the server (read ahead and not used included)
+        self._end = -1  # where the last read ended
         try:
             self.size = int(self.h.get_size())
             self._allocation = bool(self.h.can_meta_context(ALLOCATION))
@@ -98,13 +99,14 @@ class NbdSource:
         if n == 0:
             return 0
         if self.in_flight == 1:
+            self._bytes_read += n
             try:
                 buf[:n] = self.h.pread(n, offset)
             except self._nbd.Error as e:
                 raise self._failed(e, offset) from None
         else:
             self._read_stream(buf, offset, n)
-        self._bytes_read += n
+        self._end = offset + n
         return n
 
     def _pieces(self, offset: int, n: int) -> list[tuple[int, int]]:
@@ -113,8 +115,10 @@ class NbdSource:
     def _read_stream(self, buf: memoryview, offset: int, n: int) -> None:
         """Read ``[offset, offset + n)`` as requests of ``request_size`` bytes with ``in_flight``
         of them at the server at all times: while this window's replies are copied, the
-        requests of the next window (taken to follow, of the same length) are already sent. A
-        read elsewhere (a hole was skipped) first lets the requests sent ahead finish unused."""
+        requests of the next window (taken to follow, of the same length) are already sent --
+        only while the reads follow each other (this one starts where the last ended), so reads
+        scattered over the volume (the changed blocks of an incremental) ask for nothing more. A
+        read elsewhere first lets the requests sent ahead finish unused (they count as read)."""
         want = self._pieces(offset, n)
         planned = [(a[0], a[1]) for a in self._ahead] + self._todo
         k = min(len(planned), len(want))
@@ -123,7 +127,8 @@ class NbdSource:
             planned = []
         if len(planned) < len(want):
             self._todo += want[len(planned) :]
-        if len(planned) <= len(want) and offset + n < self.size:  # the next window, ahead
+        sequential = offset == self._end
+        if sequential and len(planned) <= len(want) and offset + n < self.size:  # the next window, ahead
             self._todo += self._pieces(offset + n, min(n, self.size - offset - n))
         for o, ln in want:
             self._send()
@@ -153,6 +158,7 @@ class NbdSource:
             o, ln = self._todo.pop(0)
             i = self._free.pop()
             short = None if ln == self.request_size else self._short_buffer(ln)
+            self._bytes_read += ln
             if ln != self.request_size and short is None:
                 self._ahead.append((o, ln, None, i, None))
                 continue
