@@ -566,35 +566,63 @@ def _target_size(path: str) -> tuple[bool, int, bool]:
     return True, st.st_size, False
 
 
+class TargetReader(Protocol):
+    """What generation detection reads a target through: a file or block device
+    (:class:`FileReader`) or an NBD export (tapearc.targets.nbd.NbdTarget, its own connection)."""
+
+    def next_data(self, offset: int, length: int) -> int:
+        """The first byte at or after ``offset`` that may hold data (not a hole, not known zero);
+        ``offset`` where it cannot tell, ``length`` when only zeros follow."""
+        ...
+
+    def read_into(self, view: memoryview, offset: int) -> int:
+        """Read ``len(view)`` bytes at ``offset`` into ``view``; the bytes read."""
+        ...
+
+
+class FileReader:
+    """A file or block device as a TargetReader: holes by SEEK_DATA, reads by preadv."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def next_data(self, offset: int, length: int) -> int:
+        return _next_data(self.fd, offset, length)
+
+    def read_into(self, view: memoryview, offset: int) -> int:
+        return os.preadv(self.fd, [view], offset)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 def _target_windows(
-    path: str, block_size: int, length: int, nblocks: int
+    reader: TargetReader, block_size: int, length: int, nblocks: int
 ) -> Iterator[tuple[int, int, bytearray | None]]:
     """The target's first ``nblocks`` blocks (of its first ``length`` bytes) window by window:
     ``(first block, blocks, bytes)``, or None for bytes when the window is all zero (a hole the
-    file system reports is not read)."""
+    file system or the NBD server reports is not read)."""
     per = max(1, _DETECT_WINDOW // block_size)
     buf = bytearray(per * block_size)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        fd = f.fileno()
-        b = 0
-        data_at = 0  # the target's next byte that may be data (SEEK_DATA), past holes
-        while b < nblocks:
-            off = b * block_size
-            if off >= data_at:
-                data_at = _next_data(fd, off, length)
-            hole = min(data_at // block_size, nblocks) - b  # whole blocks in a hole: zeros, not read
-            if hole > 0:
-                yield b, hole, None
-                b += hole
-                continue
-            n = min(per, nblocks - b)
-            want = min(n * block_size, length - off)
-            got = os.preadv(fd, [view[:want]], off)
-            if got < want:
-                raise TargetError(f"target {path} is shorter than expected")
-            yield b, n, (None if fmt.is_zero(buf, 0, want) else buf)
-            b += n
+    b = 0
+    data_at = 0  # the target's next byte that may be data, past holes
+    while b < nblocks:
+        off = b * block_size
+        if off >= data_at:
+            data_at = reader.next_data(off, length)
+        hole = min(data_at // block_size, nblocks) - b  # whole blocks in a hole: zeros, not read
+        if hole > 0:
+            yield b, hole, None
+            b += hole
+            continue
+        n = min(per, nblocks - b)
+        want = min(n * block_size, length - off)
+        if reader.read_into(view[:want], off) < want:
+            raise TargetError(f"target {getattr(reader, 'path', '')} is shorter than expected")
+        yield b, n, (None if fmt.is_zero(buf, 0, want) else buf)
+        b += n
 
 
 def _next_data(fd: int, off: int, length: int) -> int:
@@ -618,37 +646,63 @@ def _window_digests(buf: bytearray, block_size: int, count: int, length: int) ->
     return out
 
 
+def _tail_digest(buf: bytearray, b: int, block_size: int, vend: int) -> bytes:
+    """The digest of a volume's last, partial block (ending at byte ``vend``) in the window that
+    starts at block ``b``: on a target larger than the volume the window read bytes past it."""
+    o = (vend // block_size - b) * block_size
+    n = vend % block_size
+    return fmt.ZERO_DIGEST if fmt.is_zero(buf, o, n) else fmt.block_digest(memoryview(buf)[o : o + n])
+
+
+def _window_matches(
+    g: GenerationRow, m: MappedDigests, b: int, n: int, buf: bytearray | None, tdig: bytearray | None
+) -> bool:
+    """Whether the window (``n`` blocks from block ``b``) holds what generation ``g`` has there."""
+    k = max(0, min(n, m.nblocks - b))  # the window's blocks inside this generation
+    if not k:
+        return True
+    if buf is None or tdig is None:
+        return m.all_zero(b, k)
+    bs = g.block_size
+    partial = g.volume_size % bs and g.volume_size < (b + n) * bs  # its last block ends in here
+    if not partial:
+        return m.digests(b, k) == tdig[: k * DIGEST_LEN]
+    whole = k - 1
+    tail = bytearray(_tail_digest(buf, b, bs, g.volume_size))
+    return m.digests(b, whole) == tdig[: whole * DIGEST_LEN] and m.digests(b + whole, 1) == tail
+
+
 def _still_matching(
-    path: str, block_size: int, length: int, cands: list[tuple[GenerationRow, MappedDigests]]
+    reader: TargetReader, block_size: int, length: int, cands: list[tuple[GenerationRow, MappedDigests]]
 ) -> list[GenerationRow]:
     """The candidate generations whose block digests equal the target's, block for block, read
     in one pass over the target that stops as soon as none is left."""
     have = -(-length // block_size)  # the target's blocks
     alive = [c for c in cands if c[1].nblocks <= have]
     nblocks = max((m.nblocks for _, m in alive), default=0)
-    for b, n, buf in _target_windows(path, block_size, length, nblocks):
+    for b, n, buf in _target_windows(reader, block_size, length, nblocks):
         tdig: bytearray | None = None
         if buf is not None:
             tdig = _window_digests(buf, block_size, n, min(n * block_size, length - b * block_size))
-        keep = []
-        for g, m in alive:
-            k = max(0, min(n, m.nblocks - b))  # the window's blocks inside this generation
-            if k and not (m.all_zero(b, k) if tdig is None else m.digests(b, k) == tdig[: k * DIGEST_LEN]):
-                continue
-            keep.append((g, m))
-        alive = keep
+        alive = [(g, m) for g, m in alive if _window_matches(g, m, b, n, buf, tdig)]
         if not alive:
             break
     return [g for g, _ in alive]
 
 
 def detect_generation(
-    catalog: Catalog, gens: list[GenerationRow], path: str, size: int, is_device: bool, prefer: int | None = None
+    catalog: Catalog,
+    gens: list[GenerationRow],
+    target: str | TargetReader,
+    size: int,
+    is_device: bool,
+    prefer: int | None = None,
 ) -> int | None:
-    """Which complete generation of the volume the target holds, if any: ``prefer`` (the one
-    being restored) first, then the others newest first, older or newer than it. The target is
-    read once per block size, window by window, against every candidate at once; memory is the
-    candidates' chain maps (runs) and a window, never a digest per target block."""
+    """Which complete generation of the volume the target (a path, or a TargetReader such as an
+    NBD export) holds, if any: ``prefer`` (the one being restored) first, then the others newest
+    first, older or newer than it. The target is read once per block size, window by window,
+    against every candidate at once; memory is the candidates' chain maps (runs) and a window,
+    never a digest per target block."""
     order: list[tuple[GenerationRow, MappedDigests]] = []
     for g in sorted(gens, key=lambda g: (g.number != prefer, -g.number)):
         if g.state != GenerationState.COMPLETE:
@@ -660,11 +714,18 @@ def detect_generation(
         except TapearcError:
             continue  # a generation that cannot be restored is no reference either
         order.append((g, mapped))
+    if not order:
+        return None
+    reader = FileReader(target) if isinstance(target, str) else target
     matched: set[int] = set()
-    for bs in dict.fromkeys(g.block_size for g, _ in order):
-        same = [(g, m) for g, m in order if g.block_size == bs]
-        length = size if is_device else same[0][0].volume_size  # a file's size is every candidate's
-        matched.update(g.number for g in _still_matching(path, bs, length, same))
+    try:
+        for bs in dict.fromkeys(g.block_size for g, _ in order):
+            same = [(g, m) for g, m in order if g.block_size == bs]
+            length = size if is_device else same[0][0].volume_size  # a file's size is every candidate's
+            matched.update(g.number for g in _still_matching(reader, bs, length, same))
+    finally:
+        if isinstance(reader, FileReader) and reader is not target:
+            reader.close()
     return next((g.number for g, _ in order if g.number in matched), None)
 
 
@@ -798,7 +859,7 @@ def _inspect_target(
     if target_path == "-":
         return _Target(target_path, RestoreMode.STREAM)
     if is_nbd_uri(target_path):
-        return _inspect_nbd_target(last, target_path, options)
+        return _inspect_nbd_target(catalog, label, last, target_path, options)
     exists, tsize, is_device = _target_size(target_path)
     occupied = exists and (_device_has_data(target_path) if is_device else tsize > 0)
     have: int | None = None
@@ -809,10 +870,7 @@ def _inspect_target(
             gens = catalog.generations(label.media_set_uuid, last.volume)
             have = detect_generation(catalog, gens, target_path, tsize, is_device, prefer=last.number)
             if have is None and not options.force:
-                raise TargetError(
-                    f"target {target_path} is not empty and holds no generation of volume {last.volume!r}",
-                    hint="add --force to overwrite it, or --assume-generation K if it holds generation K",
-                )
+                raise _not_ours(target_path, last.volume)
     if have is not None:
         mode = RestoreMode.ROLLBACK if have > last.number else RestoreMode.ROLL_FORWARD
     else:
@@ -820,26 +878,38 @@ def _inspect_target(
     return _Target(target_path, mode, have, is_device)
 
 
-def _inspect_nbd_target(last: GenerationRow, uri: str, options: RestoreOptions) -> _Target:
-    """An NBD export, connected to once (the connection writes too): refused when too small or
-    read-only. Which generation an export holds is not detected (it would be read whole): one
-    that holds data is refused unless ``assume_generation`` says which generation it holds
-    (rolled in place) or ``force`` says to write the whole generation over it."""
+def _inspect_nbd_target(
+    catalog: Catalog, label: fmt.Label, last: GenerationRow, uri: str, options: RestoreOptions
+) -> _Target:
+    """An NBD export, connected to once (the connection reads and writes): refused when too
+    small or read-only. One that holds data is read, as a block device is, to find which
+    generation of the volume it holds (rolled in place: only what differs is written), unless
+    ``assume_generation`` says; holding something else, it is refused unless ``force`` says to
+    write the whole generation over it."""
     t = NbdTarget(uri, last.volume_size, force=True)
     if t.data_at is None:
         return _Target(uri, RestoreMode.NBD, nbd=t)
-    have = options.assume_generation
-    if have is None and not options.force:
+    try:
+        have = options.assume_generation
+        if have is None:
+            gens = catalog.generations(label.media_set_uuid, last.volume)
+            have = detect_generation(catalog, gens, t, t.size, True, prefer=last.number)
+            if have is None and not options.force:
+                raise _not_ours(uri, last.volume)
+    except BaseException:
         t.abort()
-        raise TargetError(
-            f"NBD export {uri} is not empty (it holds data at byte {t.data_at}); tapearc does not read an "
-            f"export to find which generation of volume {last.volume!r} it may hold",
-            hint="add --force to write the whole generation over it, or --assume-generation K if it holds generation K",
-        )
+        raise
     if have is None:
         return _Target(uri, RestoreMode.NBD, is_device=True, nbd=t)
     mode = RestoreMode.ROLLBACK if have > last.number else RestoreMode.ROLL_FORWARD
     return _Target(uri, mode, have, is_device=True, nbd=t)
+
+
+def _not_ours(target_path: str, volume: str) -> TargetError:
+    return TargetError(
+        f"target {target_path} is not empty and holds no generation of volume {volume!r}",
+        hint="add --force to overwrite it, or --assume-generation K if it holds generation K",
+    )
 
 
 def _open_sink(target: _Target, last: GenerationRow, plan: Plan, stdout: BinaryIO | None) -> Sink:

@@ -8,7 +8,9 @@ The rules are a block device's (engine/volume.py RestoreTarget):
   a larger one gets the volume's bytes at its start and the rest is not touched;
 - a read-only export is refused (TargetError);
 - an export that holds data (NBD block status, ``base:allocation``: somewhere not reading as
-  zeros) is refused unless the caller forces it;
+  zeros) is refused unless the caller forces it (restore first reads it through
+  :meth:`NbdTarget.next_data` and :meth:`NbdTarget.read_into` to find which generation of the
+  volume it holds, as of a block device);
 - data goes as NBD writes (at most 32 MiB each, several in flight), zero runs as NBD WRITE_ZEROES
   that may punch holes (a qcow2 deallocates), or as written zeros where the export cannot zero;
   an export that read as zeros everywhere gets no zero requests at all;
@@ -56,6 +58,7 @@ class NbdTarget:
         self._nbd = libnbd(TargetError, uri)
         self._pending: deque[tuple[int, int, memoryview]] = deque()  # (cookie, offset, buffer kept alive)
         self._pending_bytes = 0
+        self._data_run = (0, 0)  # [start, end) of bytes known to hold data (next_data)
         try:
             self.size = self._call("reading the size of", 0, self.h.get_size)
             if self.size < volume_size:
@@ -107,6 +110,45 @@ class NbdTarget:
             if offset == before:
                 return offset  # extents of no length: assume data
         return None
+
+    def next_data(self, offset: int, length: int) -> int:
+        """The first byte at or after ``offset`` (below ``length``) that may hold data, by NBD
+        block status: holes and zero extents are skipped; ``offset`` without base:allocation.
+        (Generation detection reads the export through this and :meth:`read_into`.)"""
+        if self._data_run[0] <= offset < self._data_run[1]:
+            return offset
+        if not self.h.can_meta_context(ALLOCATION):
+            return offset
+        extents: list[tuple[int, int]] = []
+
+        def got(context: str, start: int, entries: list[int], err: Any) -> int:
+            if context == ALLOCATION:
+                extents.extend(zip(entries[0::2], entries[1::2], strict=False))
+            return 0
+
+        while offset < length:
+            extents.clear()
+            count = min(length - offset, STATUS_REQUEST)
+            self._call("reading the allocation of", offset, self.h.block_status, count, offset, got)
+            if not extents or not extents[0][0]:
+                return offset  # the server said nothing useful: assume data
+            for n, flags in extents:
+                if not flags & STATE_ZERO:
+                    self._data_run = (offset, offset + n)
+                    return offset
+                offset += n
+                if offset >= length:
+                    break
+        return length
+
+    def read_into(self, view: memoryview, offset: int) -> int:
+        """Read ``len(view)`` bytes at ``offset`` (requests of at most 32 MiB); the bytes read."""
+        done = 0
+        while done < len(view):
+            n = min(MAX_REQUEST, len(view) - done)
+            view[done : done + n] = self._call("reading", offset + done, self.h.pread, n, offset + done)
+            done += n
+        return done
 
     @property
     def zero_needs_writing(self) -> bool:

@@ -151,7 +151,7 @@ def test_read_only_export_is_refused(tmp_path: Path) -> None:
 
 
 @needs_qemu_nbd
-def test_export_holding_data_needs_force_and_the_rest_is_untouched(tmp_path: Path) -> None:
+def test_export_holding_foreign_data_needs_force_and_the_rest_is_untouched(tmp_path: Path) -> None:
     vol = tmp_path / "vol.img"
     data = make_vol(vol)
     spec = f"sim:{tmp_path / 't.tap'}"
@@ -159,8 +159,8 @@ def test_export_holding_data_needs_force_and_the_rest_is_untouched(tmp_path: Pat
     img = new_qcow2(tmp_path / "old.qcow2", 8 * MiB)
     qemu_io(img, "qcow2", "write -P 0x5a 3M 5M")  # data, from before the first zero run ends
     with qemu_nbd(img, "qcow2", read_only=False) as uri:
-        err = one_line_error(tapearc("restore", "--media", spec, "--to", uri), 4)
-        assert f"NBD export {uri} is not empty (it holds data at byte {3 * MiB})" in err
+        err = one_line_error(tapearc("restore", "--media", spec, "--to", uri), 4)  # as a block device's
+        assert f"target {uri} is not empty and holds no generation of volume " in err
         assert "--force" in err and "--assume-generation" in err
         assert raw_of(img) == bytes(3 * MiB) + b"\x5a" * (5 * MiB)  # nothing written
         res = do_restore(spec, uri, force=True)
@@ -200,30 +200,67 @@ def _versions(vol: Path) -> list[bytes]:
     return [bytes(v1), bytes(v2), bytes(v3)]
 
 
-@needs_qemu_nbd
-def test_incremental_chain_restores_and_rolls_forward_with_assume_generation(tmp_path: Path) -> None:
+def _chain_on_tape(tmp_path: Path) -> tuple[str, list[bytes]]:
     vol = tmp_path / "vol.img"
     versions = _versions(vol)
     spec = f"sim:{tmp_path / 't.tap'}"
     for v in versions:
         vol.write_bytes(v)
         do_backup(spec, vol)
+    return spec, versions
+
+
+@needs_qemu_nbd
+def test_incremental_chain_restores_and_rolls_forward_from_the_detected_generation(tmp_path: Path) -> None:
+    spec, versions = _chain_on_tape(tmp_path)
     size = 8 * MiB
     for n, v in enumerate(versions, start=1):  # every generation into a fresh qcow2
         img = new_qcow2(tmp_path / f"g{n}.qcow2", size)
         with qemu_nbd(img, "qcow2", read_only=False) as uri:
             assert do_restore(spec, uri, generation=n).status == "complete"
         assert raw_of(img)[: len(v)] == v
-    img = tmp_path / "g1.qcow2"  # holds generation 1
+    img = tmp_path / "g1.qcow2"  # holds generation 1 (larger than the volume: read as a device)
     with qemu_nbd(img, "qcow2", read_only=False) as uri:
-        with pytest.raises(TargetError, match="does not read an export") as e:
-            do_restore(spec, uri)  # the generation an export holds is not detected
-        assert "--assume-generation K" in str(e.value.hint)
-        res = do_restore(spec, uri, assume_generation=1)
+        res = do_restore(spec, uri)  # the export is read to find the generation it holds
     assert res.mode == "roll-forward" and res.from_generation == 1 and res.generation == 3
     # blocks 1-2 (rewritten), 48 (data at 3 MiB), 64 (was the 1234-byte tail), 65 (new)
     assert res.bytes_written == 4 * BS + TAIL
     assert res.bytes_zeroed == BS  # block 24 became zero
+    assert raw_of(img)[: len(versions[2])] == versions[2]
+    img = tmp_path / "g3.qcow2"  # holds generation 3: rolled back to 2
+    with qemu_nbd(img, "qcow2", read_only=False) as uri:
+        res = do_restore(spec, uri, generation=2)
+    assert res.mode == "rollback" and res.from_generation == 3 and res.generation == 2
+    assert raw_of(img)[: len(versions[1])] == versions[1]
+
+
+@needs_nbdkit
+def test_export_of_exactly_the_volume_without_allocation_status_is_detected(tmp_path: Path) -> None:
+    """An nbdkit export that reports no holes (``noextents``) is read whole; generation 2 is
+    found there and the restore to generation 3 writes only what differs."""
+    spec, versions = _chain_on_tape(tmp_path)
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(versions[1] + bytes(len(versions[2]) - len(versions[1])))
+    with nbdkit_file(disk, read_only=False, filters=("noextents",)) as uri:
+        res = do_restore(spec, uri)
+        assert res.mode == "roll-forward" and res.from_generation == 2
+        assert res.bytes_written == 2 * BS + TAIL  # blocks 48, 64 (grown whole), 65 (new tail)
+        assert disk.read_bytes() == versions[2]
+        disk.write_bytes(b"\x01" + versions[2][1:])  # one byte differs: generation 3 no more
+        p = tapearc("restore", "--media", spec, "--to", uri)
+    err = one_line_error(p, 4)
+    assert f"target {uri} is not empty and holds no generation of volume " in err
+    assert disk.read_bytes()[:1] == b"\x01"  # nothing written
+
+
+@needs_qemu_nbd
+def test_assume_generation_still_rolls_an_export_in_place(tmp_path: Path) -> None:
+    spec, versions = _chain_on_tape(tmp_path)
+    img = new_qcow2(tmp_path / "g.qcow2", 8 * MiB)
+    with qemu_nbd(img, "qcow2", read_only=False) as uri:
+        assert do_restore(spec, uri, generation=1).status == "complete"
+        res = do_restore(spec, uri, assume_generation=1)
+    assert res.mode == "roll-forward" and res.from_generation == 1 and res.bytes_written == 4 * BS + TAIL
     assert raw_of(img)[: len(versions[2])] == versions[2]
 
 
