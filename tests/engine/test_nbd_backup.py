@@ -1,5 +1,6 @@
-"""An NBD server that goes away in the middle of a backup: a SourceError naming the URI and the
-byte offset, and the generation is closed on the medium as incomplete (as for a file)."""
+"""Backups from NBD exports: a server that goes away in the middle of a backup (a SourceError
+naming the URI and the byte offset, and the generation is closed on the medium as incomplete, as
+for a file); a server that offers no block status (everything read, restored byte-identical)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import pytest
 from tapearc.catalog.db import Catalog
 from tapearc.engine.backup import BackupOptions, backup
 from tapearc.engine.listing import list_medium
+from tapearc.engine.restore import RestoreOptions, restore
 from tapearc.errors import SourceError
 from tapearc.media import open_medium
 from tests.conftest import KiB, MiB
-from tests.nbdsupport import needs_qemu_nbd
+from tests.nbdsupport import nbdkit_file, needs_nbdkit, needs_qemu_nbd
 
 
 class KillAfter:
@@ -75,3 +77,30 @@ def test_server_going_away_mid_backup(tmp_path: Path) -> None:
     with Catalog() as cat:
         sets = [uuid.UUID(row[0]) for row in cat.db.execute("SELECT uuid FROM media_sets")]
         assert [g.state for s in sets for g in cat.generations(s, "disk")] == ["incomplete"]
+
+
+@needs_nbdkit
+def test_export_without_block_status_is_read_whole_and_restores_identical(tmp_path: Path) -> None:
+    """nbdkit's noextents filter: the server offers no base:allocation, so nothing is known to
+    be a hole; the backup reads every byte (zeros included) and the restore is byte-identical."""
+    img = tmp_path / "disk.img"
+    size = 8 * MiB + 3 * 512
+    data = bytearray(size)
+    data[0 : 100 * KiB] = os.urandom(100 * KiB)
+    data[5 * MiB : 5 * MiB + 4097] = os.urandom(4097)
+    data[-700:] = os.urandom(700)
+    with open(img, "wb") as f:
+        f.truncate(size)  # sparse: holes a server with block status would report
+        for off, n in [(0, 100 * KiB), (5 * MiB, 4097), (size - 700, 700)]:
+            f.seek(off)
+            f.write(data[off : off + n])
+    spec = f"sim:{tmp_path / 't.tap'}"
+    with nbdkit_file(img, filters=("noextents",)) as uri:
+        with Catalog() as cat, open_medium(spec, write=True) as drive:
+            res = backup(uri, drive, cat, BackupOptions(record_size=64 * KiB, chunk_size=256 * KiB))
+    assert res.source_bytes_read == size  # everything read: no holes were known
+    assert not res.warnings
+    out = tmp_path / "restored.img"
+    with Catalog() as cat, open_medium(spec, write=False) as drive:
+        r = restore(drive, cat, str(out), RestoreOptions())
+    assert r.status == "complete" and out.read_bytes() == bytes(data)

@@ -1,6 +1,7 @@
 """The source contract (tapearc.sources.base.Source), run against every implementation: a
 regular file, a sparse file, a loop block device, qemu-nbd raw and qcow2 exports and an nbdkit
-export over TCP. Size, reads equal the bytes, extents cover exactly and in order, what is not
+export over TCP, with and without block status (nbdkit's noextents filter: everything is data).
+Size, reads equal the bytes, extents cover exactly and in order, what is not
 data reads as zeros, a short read at the end, a read past the end."""
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ KINDS = [
     pytest.param("qemu-nbd-raw", marks=needs_qemu_nbd),
     pytest.param("qemu-nbd-qcow2", marks=needs_qemu_nbd),
     pytest.param("nbdkit-tcp", marks=needs_nbdkit),
+    pytest.param("nbdkit-noextents", marks=needs_nbdkit),  # a server without base:allocation
 ]
 
 
@@ -89,6 +91,8 @@ def source(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Sou
             q = tmp_path / "disk.qcow2"
             qemu_img("convert", "-f", "raw", "-O", "qcow2", str(img), str(q))
             spec = stack.enter_context(qemu_nbd(q, "qcow2"))
+        elif kind == "nbdkit-noextents":
+            spec = stack.enter_context(nbdkit_file(img, filters=("noextents",)))
         else:
             spec = stack.enter_context(nbdkit_file(img))
         src = stack.enter_context(contextlib.closing(open_source(spec)))
@@ -139,6 +143,8 @@ def test_extents_cover_exactly_in_order(source: tuple[Source, bytes, str]) -> No
     for off, n in [(1, 100), (MiB - 5, 10 * KiB), (2 * MiB, MiB), (src.size - 700, 700)]:
         _check_cover(list(src.extents(off, n)), off, n)
     assert list(src.extents(100, 0)) == []
+    if kind == "nbdkit-noextents":  # no base:allocation: one data extent, never a guessed hole
+        assert ext == [Extent(0, src.size, True)]
     for off, n in SPARSE_DATA if kind != "file" else []:  # every byte of data lies in a data extent
         assert any(e.data and e.offset <= off and off + n <= e.offset + e.length for e in ext), (off, n, ext)
     if kind in ("sparse-file", "qemu-nbd-raw", "qemu-nbd-qcow2", "nbdkit-tcp"):
