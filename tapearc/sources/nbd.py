@@ -12,6 +12,8 @@ byte offset.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,13 +24,16 @@ from tapearc.errors import SourceError
 from tapearc.nbdclient import ALLOCATION, STATE_HOLE, STATE_ZERO, close, connect, libnbd, nbd_error_text
 from tapearc.sources.base import Extent
 
-__all__ = ["IN_FLIGHT", "REQUEST_SIZE", "NbdSource", "uri_volume_name"]
+__all__ = ["IN_FLIGHT", "RECHECK_SECONDS", "REQUEST_SIZE", "NbdSource", "uri_volume_name"]
 
 #: Bytes per read request and requests in flight (measured: docs/sources.md, the commit log).
 REQUEST_SIZE = 512 * 1024
 IN_FLIGHT = 8
 #: Largest block status request (the protocol's count is 32-bit; servers cap it lower anyway).
 MAX_STATUS = 1 << 30
+#: Seconds a second connection is given to say the export's size at the end of a backup
+#: (a local server answers in milliseconds; one serving one client at a time never does).
+RECHECK_SECONDS = 2.0
 MAX_SHORT_BUFFERS = 32  # short read buffers kept for reuse (at most 32 x REQUEST_SIZE bytes)
 
 
@@ -43,6 +48,28 @@ def uri_volume_name(uri: str) -> str:
     if sock:
         return sock.rstrip("/").rsplit("/", 1)[-1] or "nbd"
     return parts.hostname or "nbd"
+
+
+def _size_now(nbd: Any, uri: str, timeout: float) -> int | None:
+    """The size the export's server gives a new connection, or None when it does not answer
+    within ``timeout`` seconds (never a hang) or fails."""
+    h = nbd.NBD()
+    try:
+        h.aio_connect_uri(uri)
+        deadline = time.monotonic() + timeout
+        while h.aio_is_connecting():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            h.poll(max(1, int(left * 1000)))
+        return int(h.get_size()) if h.aio_is_ready() else None
+    except nbd.Error:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            if h.aio_is_ready():
+                h.shutdown()
+        close(h)
 
 
 def _error(text: str) -> SourceError:
@@ -253,13 +280,16 @@ class NbdSource:
         return out or [(count, True)]
 
     def current_size(self) -> int | None:
-        """The export's size (NBD gives it at connection time; None once the server is gone)."""
+        """The export's size now. NBD gives the size when a client connects, so a second
+        connection is opened and asked (given :data:`RECHECK_SECONDS` to answer: a server that
+        serves one client at a time, qemu-nbd's default ``--shared=1``, keeps it waiting); None
+        once the server is gone or when the second connection gets no answer."""
         try:
             if self.h is None or self.h.aio_is_dead() or self.h.aio_is_closed():
                 return None
         except self._nbd.Error:
             return None
-        return self.size
+        return _size_now(self._nbd, self.uri, RECHECK_SECONDS)
 
     def close(self) -> None:
         h, self.h = self.h, None

@@ -19,7 +19,7 @@ from tapearc.engine.restore import RestoreOptions, restore
 from tapearc.errors import SourceError
 from tapearc.media import open_medium
 from tests.conftest import KiB, MiB
-from tests.nbdsupport import nbdkit_file, needs_nbdkit, needs_qemu_nbd
+from tests.nbdsupport import nbdkit_file, needs_nbdkit, needs_qemu_nbd, qemu_nbd
 
 
 class KillAfter:
@@ -104,3 +104,65 @@ def test_export_without_block_status_is_read_whole_and_restores_identical(tmp_pa
     with Catalog() as cat, open_medium(spec, write=False) as drive:
         r = restore(drive, cat, str(out), RestoreOptions())
     assert r.status == "complete" and out.read_bytes() == bytes(data)
+
+
+class GrowAfter:
+    """A Progress that makes the served file 1 MiB longer once the backup has had its first window."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.n = 0
+
+    def start(self, description: str, total: int | None) -> None:
+        pass
+
+    def advance(self, nbytes: int) -> None:
+        self.n += 1
+        if self.n == 1:
+            with open(self.path, "ab") as f:
+                f.write(b"\x77" * MiB)
+
+    def finish(self) -> None:
+        pass
+
+
+@needs_nbdkit
+def test_export_that_grew_during_the_backup_is_warned_about(tmp_path: Path) -> None:
+    """NBD gives the size at connection time: the backup asks a second connection at the end
+    (nbdkit's file plugin gives each new connection the file's size then)."""
+    img = tmp_path / "disk.img"
+    data = os.urandom(4 * MiB)
+    img.write_bytes(data)
+    spec = f"sim:{tmp_path / 't.tap'}"
+    with nbdkit_file(img) as uri:
+        with Catalog() as cat, open_medium(spec, write=True) as drive:
+            opts = BackupOptions(record_size=64 * KiB, chunk_size=256 * KiB)
+            res = backup(uri, drive, cat, opts, GrowAfter(img))
+    assert res.warnings == [
+        f"source {uri} grew during the backup: bytes after {4 * MiB} were not backed up (it now holds {5 * MiB} bytes)"
+    ]
+    out = tmp_path / "restored.img"
+    with Catalog() as cat, open_medium(spec, write=False) as drive:
+        assert restore(drive, cat, str(out), RestoreOptions()).status == "complete"
+    assert out.read_bytes() == data
+
+
+@needs_qemu_nbd
+def test_size_recheck_on_a_one_client_server_gives_up_without_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """qemu-nbd --shared=1 serves one client at a time: the second connection gets no answer,
+    the size is not known again (None), and the backup ends normally, without a warning."""
+    import tapearc.sources.nbd as nbd_mod
+    from tapearc.sources.nbd import NbdSource
+
+    monkeypatch.setattr(nbd_mod, "RECHECK_SECONDS", 0.3)
+    img = tmp_path / "disk.img"
+    img.write_bytes(os.urandom(MiB))
+    with qemu_nbd(img, "raw", shared=1) as uri:
+        with NbdSource(uri) as src:
+            assert src.current_size() is None
+        spec = f"sim:{tmp_path / 't.tap'}"
+        with Catalog() as cat, open_medium(spec, write=True) as drive:
+            res = backup(uri, drive, cat, BackupOptions())
+    assert res.warnings == [] and res.source_bytes_read == MiB
