@@ -373,3 +373,44 @@ def test_nbd_target_writes_large_unaligned_and_reused_buffers(tmp_path: Path) ->
         expect[46 * MiB + 1 : 48 * MiB] = bytes(2 * MiB - 1)
         t.commit()
     assert disk.read_bytes() == bytes(expect)
+
+
+@needs_qemu_nbd
+def test_detection_reads_only_what_block_status_says_holds_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 64 MiB volume holding two 64 KiB blocks, restored into a 64 MiB qcow2 that holds it: the
+    detection reads the two 4 MiB windows that start at data, not the 56 MiB of holes."""
+    from tapearc.targets.nbd import NbdTarget
+
+    vol = tmp_path / "vol.img"
+    size = 64 * MiB
+    rng = random.Random(11)
+    v1 = bytearray(size)
+    v1[0:BS] = rng.randbytes(BS)
+    v1[40 * MiB : 40 * MiB + BS] = rng.randbytes(BS)
+    v2 = bytearray(v1)
+    v2[40 * MiB : 40 * MiB + BS] = rng.randbytes(BS)
+    spec = f"sim:{tmp_path / 't.tap'}"
+    for v in (v1, v2):
+        with open(vol, "wb") as f:
+            f.truncate(size)
+            for off in (0, 40 * MiB):
+                f.seek(off)
+                f.write(v[off : off + BS])
+        do_backup(spec, vol)
+    img = new_qcow2(tmp_path / "g.qcow2", size)
+    with qemu_nbd(img, "qcow2", read_only=False) as uri:
+        assert do_restore(spec, uri, generation=1).status == "complete"
+        read: list[int] = []
+        real = NbdTarget.read_into
+
+        def counting(self: NbdTarget, view: memoryview, offset: int) -> int:
+            read.append(len(view))
+            return real(self, view, offset)
+
+        monkeypatch.setattr(NbdTarget, "read_into", counting)
+        res = do_restore(spec, uri)
+    assert res.mode == "roll-forward" and res.from_generation == 1 and res.bytes_written == BS
+    assert sum(read) == 2 * 4 * MiB  # a window from each data block; the holes were not read
+    assert raw_of(img) == bytes(v2)
