@@ -230,18 +230,19 @@ def test_incrementals_are_the_same_with_the_base_spilled_to_a_file(
     monkeypatch.setenv("TAPEARC_CATALOG", str(tmp_path / "a" / "cat.sqlite"))
     in_memory = _chain_of_backups(tmp_path / "a", seed)
     monkeypatch.setattr(manifest_mod, "MANIFEST_MEMORY", 0)
-    spilled: list[RunManifest] = []
+    spilled: list[tuple[RunManifest, bool]] = []
     real = manifest_mod.build_manifest
 
     def build(*a: Any, **kw: Any) -> RunManifest:
         m = real(*a, **kw, limit=0)
-        spilled.append(m)
+        spilled.append((m, m.store.file is not None))
         return m
 
     monkeypatch.setattr("tapearc.engine.genplan.build_manifest", build)
     monkeypatch.setenv("TAPEARC_CATALOG", str(tmp_path / "b" / "cat.sqlite"))
     assert _chain_of_backups(tmp_path / "b", seed) == in_memory
-    assert len(spilled) == 5 and any(m.store.file is not None for m in spilled)
+    assert len(spilled) == 5 and any(in_file for _, in_file in spilled)
+    assert all(m.store.file is None for m, _ in spilled)  # each backup closed its base's temporary file
 
 
 def _write_sparse(path: Path, data: bytes, bs: int) -> None:
