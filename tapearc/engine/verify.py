@@ -46,7 +46,7 @@ from tapearc.engine.tapefiles import (
     spool_read_error,
     walk_tape_files,
 )
-from tapearc.errors import MalformedError, NoSuchGenerationError, TapearcError
+from tapearc.errors import MalformedError, NoSuchGenerationError, TapearcError, TempFileError
 from tapearc.media.base import Mark, TapeDrive
 from tapearc.sources.base import Source
 from tapearc.sources.opener import open_source
@@ -352,6 +352,8 @@ class _FileCheck:
         self.size(i, item.record_sizes[0])
         try:
             self.item(i, item)
+        except TempFileError:  # our temporary file, not the medium: never taken for damage
+            raise
         except TapearcError as e:
             self.damage(i, item.magic, item.data, e)
             items.damaged(item, e)
