@@ -240,6 +240,11 @@ class _Parts:
         finally:
             self.file.close()
 
+    def close(self) -> None:
+        """Remove the spool (if any) without reading it back."""
+        if self.file is not None:
+            self.file.close()
+
     def item(self, tape_file: int, record: int, logical: int) -> Item:
         if self.file is not None:
             try:
@@ -272,14 +277,14 @@ def read_item(drive: TapeDrive) -> Item | Mark:
     while parts.have < total:
         rec = drive.read_record()
         if isinstance(rec, Mark):
-            parts.records()
+            parts.close()  # the spool (if any) goes: the error is what matters
             raise TruncatedError(
                 f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but the tape file "
                 f"ends ({rec.value}) after {parts.have}"
             ).at(medium=drive.name, tape_file=pos.file, record=pos.record)
         parts.add(rec)
     if parts.have != total:
-        parts.records()
+        parts.close()
         raise MalformedError(
             f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but its records hold {parts.have}"
         ).at(medium=drive.name, tape_file=pos.file, record=pos.record)
