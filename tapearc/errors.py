@@ -339,6 +339,15 @@ class TrackerMissedError(TapearcError):
     kind = "tracker-missed"
 
 
+class TempFileError(TapearcError):
+    """A temporary file in ``$TMPDIR`` (a large trailer read back, verify's chunk digests, an
+    incremental's base digests, a trailer being written) cannot be written (no room) or read back
+    (an I/O error, the file removed or cut underneath). The message names what and the folder."""
+
+    exit_code = 28
+    kind = "temp-file"
+
+
 class _WithRanges(TapearcError):
     """An error whose JSON form also lists block ranges (``ranges``: list of dicts)."""
 

@@ -314,26 +314,27 @@ def backup(
             new_volume=options.new_volume,
         )
         plan = plan_generation(catalog, req)  # may refuse the volume: nothing is written before
-        change = choose_change_map(catalog, plan, tracker)
-        medium.open()
-        pos0 = medium.drive.position()
-        result = _new_result(medium, plan, options, pos0.file)
-        result.warnings += change.warnings
-        result.change = change.record.to_json()
-        writer = GenerationWriter(
-            genhdr=plan.header, result=result, catalog=catalog, media=media, verify=options.verify, clock=clock
-        )
-        vu = options.changes.verify_unchanged
-        run = _Run(src, source, plan, writer, medium, pos0, progress, change_map=change.map, verify_unchanged=vu)
-        complete = run.write()
-        if complete and writer.gen_id:
-            catalog.record_change(writer.gen_id, change.record)
-        result.seconds = time.monotonic() - started
-        result.complete = complete
-        result.medium = writer.part.drive.name if writer.part else medium.drive.name
-        if not complete:
-            raise run.not_complete()
-        return result
+        with plan:  # closes the base manifest's temporary file, whatever happens
+            change = choose_change_map(catalog, plan, tracker)
+            medium.open()
+            pos0 = medium.drive.position()
+            result = _new_result(medium, plan, options, pos0.file)
+            result.warnings += change.warnings
+            result.change = change.record.to_json()
+            writer = GenerationWriter(
+                genhdr=plan.header, result=result, catalog=catalog, media=media, verify=options.verify, clock=clock
+            )
+            vu = options.changes.verify_unchanged
+            run = _Run(src, source, plan, writer, medium, pos0, progress, change_map=change.map, verify_unchanged=vu)
+            complete = run.write()
+            if complete and writer.gen_id:
+                catalog.record_change(writer.gen_id, change.record)
+            result.seconds = time.monotonic() - started
+            result.complete = complete
+            result.medium = writer.part.drive.name if writer.part else medium.drive.name
+            if not complete:
+                raise run.not_complete()
+            return result
 
 
 class _Run:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.engine.classify import BaseManifest
-from tapearc.engine.manifest import build_manifest
+from tapearc.engine.manifest import RunManifest, build_manifest
 from tapearc.engine.plan import load_chain
 from tapearc.engine.volumes import choose_volume
 from tapearc.errors import UsageError
@@ -33,6 +33,17 @@ class GenerationPlan:
     @property
     def kind(self) -> str:
         return "incremental" if self.incremental else "full"
+
+    def close(self) -> None:
+        """Remove the base manifest's temporary file (past 16 MiB of digests), if any; idempotent."""
+        if isinstance(self.base_manifest, RunManifest):
+            self.base_manifest.close()
+
+    def __enter__(self) -> GenerationPlan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def chunk_geometry(block_size: int, record_size: int, chunk_size: int) -> int:

@@ -13,7 +13,7 @@ from tapearc.engine.layout import (
     Item,
 )
 from tapearc.engine.tapefiles import Damage, FileItems, FileRecords, walk_tape_files
-from tapearc.errors import TapearcError
+from tapearc.errors import TapearcError, TempFileError
 from tapearc.media.base import Mark, TapeDrive
 
 
@@ -200,6 +200,8 @@ def _list_tape_file(drive: TapeDrive, recs: FileRecords, tf: TapeFileListing, lo
         else:
             try:
                 _list_item(tf, got, first)
+            except TempFileError:  # our temporary file, not the medium: never taken for damage
+                raise
             except TapearcError as e:
                 _problem(tf, str(e.at(medium=drive.name, tape_file=tf.tape_file, record=got.record)))
                 items.damaged(got, e)

@@ -15,6 +15,7 @@ detection compares a target against candidate generations this way, window by wi
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import tempfile
 from array import array
@@ -24,7 +25,8 @@ from typing import BinaryIO
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, GenerationRow
 from tapearc.engine.plan import DIGEST_LEN, BlockMap, ChunkTables, runs_map
-from tapearc.errors import TapearcError
+from tapearc.engine.tapefiles import SHORT, spool_error, spool_read_error
+from tapearc.errors import TempFileError
 
 MANIFEST_MEMORY = 16 * 1024 * 1024  # digest bytes kept in memory before they go to a temporary file
 _FILL = 4 * 1024 * 1024  # bytes of zeros written at once when a temporary file is extended
@@ -49,12 +51,13 @@ class DigestStore:
         except OSError as e:
             raise self._fail(e) from None
 
-    def _fail(self, e: OSError) -> TapearcError:
-        return TapearcError(
-            f"cannot keep the base generation's block digests in a temporary file in {tempfile.gettempdir()}: "
-            f"{e.strerror or e}",
-            hint=f"set TMPDIR to a folder with room ({self.size} bytes: 16 per data block of the base generation)",
-        )
+    def _fail(self, e: OSError, reading: bool = False) -> TempFileError:
+        what = "the base generation's block digests"
+        if reading:
+            return spool_read_error(what, e)
+        err = spool_error(what, e)
+        err.hint = f"set TMPDIR to a folder with room ({self.size} bytes: 16 per data block of the base generation)"
+        return err
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
         if self.mem is not None:
@@ -73,9 +76,9 @@ class DigestStore:
         try:
             got = os.pread(self.file.fileno(), length, offset)
         except OSError as e:
-            raise self._fail(e) from None
+            raise self._fail(e, reading=True) from None
         if len(got) != length:
-            raise self._fail(OSError(5, "the temporary file is shorter than what was written to it"))
+            raise self._fail(OSError(errno.EIO, SHORT), reading=True)
         return got
 
     def is_zero(self, offset: int, length: int) -> bool:
@@ -89,6 +92,12 @@ class DigestStore:
         if self.file is not None:
             self.file.close()
             self.file = None
+
+    def __enter__(self) -> DigestStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class RunManifest:
@@ -163,7 +172,14 @@ class RunManifest:
         return True
 
     def close(self) -> None:
+        """Remove the store's temporary file (if any); idempotent."""
         self.store.close()
+
+    def __enter__(self) -> RunManifest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def build_manifest(catalog: Catalog, chain: list[GenerationRow], limit: int = MANIFEST_MEMORY) -> RunManifest:

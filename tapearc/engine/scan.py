@@ -37,7 +37,7 @@ from tapearc.engine.tapefiles import (
     read_file_item,
     walk_tape_files,
 )
-from tapearc.errors import TapearcError
+from tapearc.errors import TapearcError, TempFileError
 from tapearc.media.base import Mark, TapeDrive
 
 if TYPE_CHECKING:
@@ -143,6 +143,8 @@ def import_generation_file(
     if not deep and gf.closed:
         try:
             got = _read_trailer_from_end(drive, gf)
+        except TempFileError:  # our temporary file, not the medium: never taken for damage
+            raise
         except TapearcError as e:
             got = None
             problem = f"trailer unreadable ({e}); read the chunks instead"
@@ -343,6 +345,8 @@ class _DeepRead:
         try:
             self.trailer = item.trailer()  # a large one from its spool: never whole in memory
             fmt.check_same_generation(self.hdr, self.trailer.summary)
+        except TempFileError:  # our temporary file, not the medium: never taken for damage
+            raise
         except TapearcError as e:
             self.trailer = None
             self.other = _join(self.other, f"trailer damaged ({e})")

@@ -5,11 +5,13 @@ digest table of a 1 TiB volume of 64 KiB blocks is 256 MiB, on disk instead of i
 
 from __future__ import annotations
 
+import errno
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from tapearc.errors import TapearcError
+from tapearc.engine.tapefiles import SHORT, spool_error, spool_read_error
+from tapearc.errors import TempFileError
 
 SPOOL_LIMIT = 8 * 1024 * 1024  # bytes kept in memory before spooling to a file
 PIECE = 1024 * 1024  # bytes per piece when reading back
@@ -22,11 +24,13 @@ class SpoolStore:
         self.file: BinaryIO | None = None
         self.n = 0
 
-    def _fail(self, e: OSError) -> TapearcError:
-        return TapearcError(
-            f"cannot keep the trailer's index in a temporary file in {tempfile.gettempdir()}: {e.strerror}",
-            hint="set TMPDIR to a folder with room (about 16 bytes per volume block)",
-        )
+    def _fail(self, e: OSError, reading: bool = False) -> TempFileError:
+        what = "the trailer being written"
+        if reading:
+            return spool_read_error(what, e)
+        err = spool_error(what, e)
+        err.hint = "set TMPDIR to a folder with room (about 17 bytes per data block of the generation)"
+        return err
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
         n = len(data)
@@ -53,17 +57,20 @@ class SpoolStore:
                 yield memoryview(self.mem)
             return
         try:
-            self.file.flush()
+            self.file.flush()  # what write() kept buffered: a full $TMPDIR shows here
+        except OSError as e:
+            raise self._fail(e) from None
+        try:
             self.file.seek(0)
             left = self.n
             while left > 0:
                 b = self.file.read(min(PIECE, left))
                 if not b:
-                    raise OSError(5, "the temporary file is shorter than what was written to it")
+                    raise OSError(errno.EIO, SHORT)
                 left -= len(b)
                 yield b
         except OSError as e:
-            raise self._fail(e) from None
+            raise self._fail(e, reading=True) from None
 
     def close(self) -> None:
         if self.file is not None:

@@ -62,6 +62,7 @@ reading a trailer back costs a small amount per chunk, not 16 bytes per data blo
 
 from __future__ import annotations
 
+import errno
 import io
 import tempfile
 from collections.abc import Callable, Iterator
@@ -78,6 +79,7 @@ from tapearc.errors import (
     MalformedError,
     NotTapearcMediumError,
     TapearcError,
+    TempFileError,
     TruncatedError,
 )
 from tapearc.media.base import Mark, TapeDrive, blank_check
@@ -123,14 +125,16 @@ class Item:
         if self.spool is None:
             ends = list(accumulate(self.record_sizes))
             return [self.data[a:b] for a, b in pairwise([0, *ends])]
-        self.spool.seek(0)
-        return [self.spool.read(n) for n in self.record_sizes]
+        return read_records(self.spool, self.record_sizes)
 
     def trailer(self) -> fmt.TrailerFile:
         """The trailer this item is, checked (raises its damage); its digest table is read from
-        the spool (or the item's bytes) when asked, never copied whole."""
-        f = cast("BinaryIO", self.spool) if self.spool is not None else io.BytesIO(self.data)
-        return fmt.TrailerFile(f, self.length)
+        the spool (or the item's bytes) when asked, never copied whole. A read of the spool that
+        fails or comes short is a :class:`TempFileError`, never taken for a damaged trailer."""
+        if self.spool is None:
+            return fmt.TrailerFile(io.BytesIO(self.data), self.length)
+        f = SpoolReader(self.spool, self.length, "the trailer read back")
+        return fmt.TrailerFile(cast("BinaryIO", f), self.length)
 
     def close(self) -> None:
         """Remove the spool (if any); the item's bytes beyond ``data`` are gone."""
@@ -138,12 +142,65 @@ class Item:
             self.spool.close()
 
 
-def spool_error(what: str, e: OSError) -> TapearcError:
+def spool_error(what: str, e: OSError) -> TempFileError:
     """The one-line error of a temporary file that cannot be written (``$TMPDIR`` full)."""
-    return TapearcError(
+    return TempFileError(
         f"cannot keep {what} in a temporary file in {tempfile.gettempdir()}: {e.strerror or e}",
         hint="set TMPDIR to a folder with room (about 16 bytes per data block of the generation)",
     )
+
+
+def spool_read_error(what: str, e: OSError) -> TempFileError:
+    """The one-line error of a temporary file that cannot be read back (an I/O error, the file
+    removed or cut underneath by something else)."""
+    return TempFileError(
+        f"cannot read back {what} from its temporary file in {tempfile.gettempdir()}: {e.strerror or e}",
+        hint="check the file system of that folder (or set TMPDIR to another one) and run the command again",
+    )
+
+
+SHORT = "the temporary file is shorter than what was written to it"
+
+
+def read_records(f: IO[bytes], sizes: list[int], what: str = "the trailer read back") -> list[bytes]:
+    """The records of ``sizes`` bytes each from the start of the temporary file ``f``."""
+    try:
+        f.seek(0)
+        out = [f.read(n) for n in sizes]
+    except OSError as e:
+        raise spool_read_error(what, e) from None
+    if any(len(r) != n for r, n in zip(out, sizes, strict=True)):
+        raise spool_read_error(what, OSError(errno.EIO, SHORT))
+    return out
+
+
+class SpoolReader:
+    """The reads :class:`tapearc.format.TrailerFile` makes of a temporary file of ``length``
+    bytes: an OSError, or fewer bytes than were written there, is a :class:`TempFileError`
+    naming ``what`` and the folder (never a traceback, never taken for damage on the medium)."""
+
+    def __init__(self, f: IO[bytes], length: int, what: str) -> None:
+        self.f, self.length, self.what = f, length, what
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        try:
+            return self.f.seek(pos, whence)
+        except OSError as e:
+            raise spool_read_error(self.what, e) from None
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            pos = self.f.tell()
+            got = self.f.read(size)
+        except OSError as e:
+            raise spool_read_error(self.what, e) from None
+        want = self.length - pos if size < 0 else min(size, self.length - pos)
+        if len(got) < want:
+            raise spool_read_error(self.what, OSError(errno.EIO, SHORT))
+        return got
 
 
 class _Parts:
@@ -178,14 +235,22 @@ class _Parts:
         """Every record read (the damage paths: read back from the spool, which is removed)."""
         if self.file is None:
             return self.kept
-        self.file.seek(0)
-        out = [self.file.read(n) for n in self.sizes]
-        self.file.close()
-        return out
+        try:
+            return read_records(self.file, self.sizes)
+        finally:
+            self.file.close()
+
+    def close(self) -> None:
+        """Remove the spool (if any) without reading it back."""
+        if self.file is not None:
+            self.file.close()
 
     def item(self, tape_file: int, record: int, logical: int) -> Item:
         if self.file is not None:
-            self.file.flush()
+            try:
+                self.file.flush()
+            except OSError as e:
+                raise spool_error("the trailer read back", e) from None
             return Item(self.magic, self.first, tape_file, record, logical, self.sizes, self.file)
         data = self.first if len(self.kept) == 1 else b"".join(self.kept)
         return Item(self.magic, data, tape_file, record, logical, self.sizes)
@@ -212,14 +277,14 @@ def read_item(drive: TapeDrive) -> Item | Mark:
     while parts.have < total:
         rec = drive.read_record()
         if isinstance(rec, Mark):
-            parts.records()
+            parts.close()  # the spool (if any) goes: the error is what matters
             raise TruncatedError(
                 f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but the tape file "
                 f"ends ({rec.value}) after {parts.have}"
             ).at(medium=drive.name, tape_file=pos.file, record=pos.record)
         parts.add(rec)
     if parts.have != total:
-        parts.records()
+        parts.close()
         raise MalformedError(
             f"item {prefix.magic.decode('ascii', 'replace')} declares {total} bytes but its records hold {parts.have}"
         ).at(medium=drive.name, tape_file=pos.file, record=pos.record)

@@ -21,6 +21,7 @@ catalog) and the generations the damage affects (those whose restore needs a blo
 from __future__ import annotations
 
 import bisect
+import errno
 import tempfile
 import time
 import uuid
@@ -34,8 +35,18 @@ from tapearc.engine.layout import read_label
 from tapearc.engine.manifest import MappedDigests
 from tapearc.engine.plan import chain_map, check_generation, load_chain
 from tapearc.engine.progress import NoProgress, Progress
-from tapearc.engine.tapefiles import Damage, FileItems, FileRecords, Item, TapeFile, spool_error, walk_tape_files
-from tapearc.errors import MalformedError, NoSuchGenerationError, TapearcError
+from tapearc.engine.tapefiles import (
+    SHORT,
+    Damage,
+    FileItems,
+    FileRecords,
+    Item,
+    TapeFile,
+    spool_error,
+    spool_read_error,
+    walk_tape_files,
+)
+from tapearc.errors import MalformedError, NoSuchGenerationError, TapearcError, TempFileError
 from tapearc.media.base import Mark, TapeDrive
 from tapearc.sources.base import Source
 from tapearc.sources.opener import open_source
@@ -207,8 +218,14 @@ class _DigestSpool:
         return at, len(digests)
 
     def get(self, where: tuple[int, int]) -> bytes:
-        self.file.seek(where[0])
-        return self.file.read(where[1])
+        try:
+            self.file.seek(where[0])
+            got = self.file.read(where[1])
+        except OSError as e:
+            raise spool_read_error("the digests of the chunks read", e) from None
+        if len(got) != where[1]:
+            raise spool_read_error("the digests of the chunks read", OSError(errno.EIO, SHORT))
+        return got
 
     def close(self) -> None:
         self.file.close()
@@ -335,6 +352,8 @@ class _FileCheck:
         self.size(i, item.record_sizes[0])
         try:
             self.item(i, item)
+        except TempFileError:  # our temporary file, not the medium: never taken for damage
+            raise
         except TapearcError as e:
             self.damage(i, item.magic, item.data, e)
             items.damaged(item, e)

@@ -230,18 +230,19 @@ def test_incrementals_are_the_same_with_the_base_spilled_to_a_file(
     monkeypatch.setenv("TAPEARC_CATALOG", str(tmp_path / "a" / "cat.sqlite"))
     in_memory = _chain_of_backups(tmp_path / "a", seed)
     monkeypatch.setattr(manifest_mod, "MANIFEST_MEMORY", 0)
-    spilled: list[RunManifest] = []
+    spilled: list[tuple[RunManifest, bool]] = []
     real = manifest_mod.build_manifest
 
     def build(*a: Any, **kw: Any) -> RunManifest:
         m = real(*a, **kw, limit=0)
-        spilled.append(m)
+        spilled.append((m, m.store.file is not None))
         return m
 
     monkeypatch.setattr("tapearc.engine.genplan.build_manifest", build)
     monkeypatch.setenv("TAPEARC_CATALOG", str(tmp_path / "b" / "cat.sqlite"))
     assert _chain_of_backups(tmp_path / "b", seed) == in_memory
-    assert len(spilled) == 5 and any(m.store.file is not None for m in spilled)
+    assert len(spilled) == 5 and any(in_file for _, in_file in spilled)
+    assert all(m.store.file is None for m, _ in spilled)  # each backup closed its base's temporary file
 
 
 def _write_sparse(path: Path, data: bytes, bs: int) -> None:
@@ -336,3 +337,31 @@ def test_runs_map_checks_as_chain_map_checks(seed: int) -> None:
         assert [(s, e, cm.chunk_id(v)) for s, e, v, _ in cm.map] == [
             (s, e, ids[v] if v >= 0 else v) for s, e, v, _ in bmap
         ]
+
+
+@pytest.mark.parametrize("how", ["cut", "eio"])
+def test_digest_store_failing_to_read_back(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """The base's digests in a temporary file that is cut underneath or fails to read: one
+    TempFileError (exit 28) naming what and the folder; the store closes as a context manager."""
+    import errno
+    import os
+    import tempfile
+
+    from tapearc.engine.manifest import DigestStore
+    from tapearc.errors import TempFileError
+
+    with DigestStore(64, limit=0) as store:
+        store.write(0, bytes(range(64)))
+        assert store.file is not None
+        if how == "cut":
+            os.ftruncate(store.file.fileno(), 16)
+        else:
+
+            def eio(*a: object) -> bytes:
+                raise OSError(errno.EIO, "Input/output error")
+
+            monkeypatch.setattr(manifest_mod.os, "pread", eio)
+        with pytest.raises(TempFileError, match="cannot read back the base generation's block digests") as info:
+            store.read(16, 32)
+        assert tempfile.gettempdir() in str(info.value) and info.value.exit_code == 28
+    assert store.file is None

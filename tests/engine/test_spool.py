@@ -134,3 +134,20 @@ def test_spool_without_room_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
     assert "temporary file" in str(e) and "No space left on device" in str(e)
     assert e.hint and "TMPDIR" in e.hint
     assert len(s) == 5  # nothing half-counted
+
+
+def test_spool_failing_to_read_back_is_a_temp_file_error() -> None:
+    """The spool's file cut underneath (or unreadable) while the trailer is written out: one
+    TempFileError naming what and the folder, not an OSError."""
+    import os
+
+    from tapearc.errors import TempFileError
+
+    s = SpoolStore(limit=10)
+    s.append(b"x" * 100)
+    assert s.file is not None
+    s.file.flush()
+    os.ftruncate(s.file.fileno(), 10)
+    with pytest.raises(TempFileError, match="cannot read back the trailer being written from its temporary file in"):
+        b"".join(s.pieces())
+    s.close()

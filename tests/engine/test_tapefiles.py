@@ -247,3 +247,38 @@ def test_a_full_tmpdir_is_one_clear_error(tape_file: list[bytes], monkeypatch: p
     items = FileItems(cast("FileRecords", _Records(recs)), tape_file=1, logical=0, medium="m")
     with pytest.raises(TapearcError, match=r"cannot keep the trailer read back in a temporary file in .*No space left"):
         list(items)
+
+
+@pytest.mark.parametrize("how", ["cut", "eio"])
+def test_a_spool_failing_underneath_is_a_temp_file_error(
+    tape_file: list[bytes], monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A spooled trailer whose temporary file is cut (truncated by something else) or fails to
+    read (EIO): records() and trailer() raise TempFileError naming what and the folder, never
+    a damaged trailer (TruncatedError) nor an OSError."""
+    import errno
+    import os
+    import tempfile
+
+    from tapearc.errors import TempFileError
+
+    monkeypatch.setattr(tapefiles, "SPOOL_ITEM_OVER", 0)
+    recs, _, _ = _split_trailer(tape_file)
+    items = FileItems(cast("FileRecords", _Records(list(recs))), tape_file=1, logical=0, medium="m")
+    (t,) = [x for x in items if not isinstance(x, Damage) and x.magic == fmt.TRAILER_MAGIC]
+    assert t.spool is not None
+    if how == "cut":
+        os.ftruncate(t.spool.fileno(), 100)
+    else:
+
+        def eio(*a: object) -> bytes:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(t, "spool", type("Eio", (), {"read": eio, "seek": eio, "tell": lambda s: 0})())
+    for call in (t.records, t.trailer):
+        with pytest.raises(
+            TempFileError, match=r"cannot read back the trailer read back from its temporary file in"
+        ) as info:
+            call()
+        assert tempfile.gettempdir() in str(info.value) and info.value.exit_code == 28
+    items.close()
