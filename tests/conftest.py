@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import random
+import signal
 from pathlib import Path
 
 import pytest
 
 KiB = 1024
 MiB = 1024 * KiB
+
+# A test session started in the background of a non-interactive shell (`cmd &`, nohup, some CI
+# runners) inherits "ignore SIGINT", and so would every command the tests start: tapearc keeps an
+# inherited ignore on purpose, so the Ctrl-C tests would see no interrupt at all. The commands
+# the tests start get SIGINT's default action (a handled signal is reset to it at exec).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def make_volume(path: Path, shape: str, block_size: int = 64 * KiB, seed: int = 1) -> bytes:
