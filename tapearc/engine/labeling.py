@@ -10,7 +10,8 @@ from typing import NoReturn
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.engine.identity import known_medium, refuse_unless_blank
-from tapearc.engine.mediasource import MediaSource, Probe, probe
+from tapearc.engine.mediasource import MediaSource
+from tapearc.engine.tapefiles import LabelProbe, probe_label
 from tapearc.errors import MediumInUseError, NotTapearcMediumError, UsageError, WriteProtectedError
 from tapearc.media.base import TapeDrive
 
@@ -44,7 +45,7 @@ def label_medium(
         raise UsageError("--media-set and --sequence go together")
     if sequence is not None and sequence < 1:
         raise UsageError("--sequence starts at 1")
-    p = probe(drive)
+    p = probe_label(drive)
     held = known_medium(catalog, drive.name, barcode, by_place=by_place) if p.blank else None
     if (not p.blank or held is not None) and not force:
         _refuse(drive, p, held, catalog, barcode, by_place)
@@ -101,7 +102,7 @@ def label_next_medium(
 
 
 def _refuse(
-    drive: TapeDrive, p: Probe, held: str | None, catalog: Catalog, barcode: str | None, by_place: bool
+    drive: TapeDrive, p: LabelProbe, held: str | None, catalog: Catalog, barcode: str | None, by_place: bool
 ) -> NoReturn:
     """Labeling without ``force`` a medium that is not provably blank: say why not."""
     if p.damaged and p.error is not None:  # a damaged tapearc label: damage, exit 20/21
@@ -122,7 +123,7 @@ def _refuse(
     ).at(medium=drive.name)
 
 
-def _what_is_erased(p: Probe, held: str | None) -> str:
+def _what_is_erased(p: LabelProbe, held: str | None) -> str:
     """What labeling with ``force`` destroys, in words."""
     if p.label is not None:
         return f"a tapearc medium (sequence {p.label.sequence} of media set {p.label.media_set_uuid})"

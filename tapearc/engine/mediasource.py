@@ -13,45 +13,15 @@ import logging
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.engine.identity import known_medium
-from tapearc.engine.layout import probe_label
-from tapearc.errors import FormatError, MediumUnavailableError, TapearcError
+from tapearc.engine.tapefiles import LabelProbe, probe_label
+from tapearc.errors import MediumUnavailableError, TapearcError
 from tapearc.media.base import TapeDrive
 from tapearc.media.changer import AttendedChanger, Changer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Probe:
-    """What a loaded medium is."""
-
-    blank: bool
-    label: fmt.Label | None
-    foreign: str | None = None  # why it is neither blank nor ours
-    # the error that refuses a write on it: NotTapearcMediumError for foreign content,
-    # DamagedDataError / FormatError for a damaged tapearc label (never blank), else None
-    error: TapearcError | None = None
-
-    @property
-    def damaged(self) -> bool:
-        """A tapearc medium whose label is damaged (damage, not foreign content)."""
-        return isinstance(self.error, FormatError)
-
-
-def probe(drive: TapeDrive) -> Probe:
-    """Read the medium's first record: provably blank, a tapearc label, or something else.
-
-    A first read that finds end of data is blank only when the backend says the medium is
-    (a ``sim:`` image must be missing or empty: :func:`tapearc.media.base.blank_check`). A label
-    that starts like tapearc's but does not decode is a damaged medium, not a foreign one.
-    """
-    p = probe_label(drive)  # the label is read in one place: engine.layout
-    return Probe(p.blank, p.label, p.foreign, p.error)
 
 
 def library_dir(spec: str) -> str | None:
@@ -167,7 +137,7 @@ class MediaSource:
         return st.drives[0].barcode if st.drives and st.drives[0].full else None
 
     def obtain(
-        self, describe: str, accept: Callable[[Probe], bool | str], prefer: list[str] | None = None
+        self, describe: str, accept: Callable[[LabelProbe], bool | str], prefer: list[str] | None = None
     ) -> TapeDrive:
         """Get a medium for which ``accept(probe)`` is True into the drive and return the drive.
 
@@ -178,7 +148,7 @@ class MediaSource:
         # 1. what is in the drive now
         try:
             d = self.current()
-            verdict = accept(probe(d))
+            verdict = accept(probe_label(d))
             if verdict is True:
                 return d
             reasons.append(f"the drive holds {verdict}")
@@ -194,7 +164,7 @@ class MediaSource:
             return self._from_operator(describe, accept)
         return self._from_slots(describe, accept, prefer, reasons)
 
-    def _from_operator(self, describe: str, accept: Callable[[Probe], bool | str]) -> TapeDrive:
+    def _from_operator(self, describe: str, accept: Callable[[LabelProbe], bool | str]) -> TapeDrive:
         """Ask the operator for the medium until one is accepted (or the wait times out)."""
 
         def check() -> bool | str:
@@ -202,7 +172,7 @@ class MediaSource:
                 d = self._open()
             except MediumUnavailableError as e:
                 return e.message
-            v = accept(probe(d))
+            v = accept(probe_label(d))
             if v is True:
                 self.drive = d
                 return True
@@ -215,7 +185,7 @@ class MediaSource:
         return self.drive
 
     def _from_slots(
-        self, describe: str, accept: Callable[[Probe], bool | str], prefer: list[str] | None, reasons: list[str]
+        self, describe: str, accept: Callable[[LabelProbe], bool | str], prefer: list[str] | None, reasons: list[str]
     ) -> TapeDrive:
         """Load the changer's slots (``prefer``'s barcodes first) until a medium is accepted."""
         ch = self.changer
@@ -235,7 +205,7 @@ class MediaSource:
                 reasons.append(f"slot {s.number}: {e.message}")
                 ch.unload(0, s.number)
                 continue
-            verdict = accept(probe(d))
+            verdict = accept(probe_label(d))
             if verdict is True:
                 self.drive = d
                 return d
@@ -253,7 +223,7 @@ class MediaSource:
         if self.catalog is not None:
             known = set(self.catalog.known_labels())
 
-        def accept(p: Probe) -> bool | str:
+        def accept(p: LabelProbe) -> bool | str:
             if p.blank:
                 held = (
                     None
@@ -282,7 +252,7 @@ class MediaSource:
     ) -> TapeDrive:
         """The given medium of a set."""
 
-        def accept(p: Probe) -> bool | str:
+        def accept(p: LabelProbe) -> bool | str:
             if p.label is not None and p.label.medium_uuid == medium_uuid:
                 return True
             if p.label is not None:
@@ -293,7 +263,7 @@ class MediaSource:
         return self.obtain(name, accept, [barcode] if barcode else None)
 
     def medium_by_sequence(self, set_uuid: uuid.UUID, sequence: int) -> TapeDrive:
-        def accept(p: Probe) -> bool | str:
+        def accept(p: LabelProbe) -> bool | str:
             if p.label is not None and p.label.media_set_uuid == set_uuid and p.label.sequence == sequence:
                 return True
             if p.label is not None:

@@ -718,19 +718,25 @@ def decode_trailer_head(head: Buf, length: int) -> tuple[TrailerSummary, int, in
         raise MalformedError(
             f"trailer: {length - prefix.total_len} bytes after the end of the item ({prefix.total_len} bytes)"
         )
-    hl = prefix.header_len
-    if hl != TRAILER_HEADER_LEN:
-        raise MalformedError(f"trailer: header_len {hl} != {TRAILER_HEADER_LEN}")
+    if prefix.header_len != TRAILER_HEADER_LEN:
+        raise MalformedError(f"trailer: header_len {prefix.header_len} != {TRAILER_HEADER_LEN}")
     mv, prefix = _open_item(mv, TRAILER_MAGIC, whole=False)
+    v = _trailer_header(mv, prefix.header_len)
+    summary: TrailerSummary = TrailerSummaryMap.to_model(v)
+    check_trailer_fields(summary, v.digest_alg)
+    return summary, int(v.digest_alg), int(v.body_crc)
+
+
+def _trailer_header(mv: memoryview, hl: int) -> Any:
+    """A trailer's header fields (construct's container) with its reserved bytes and digest
+    algorithm checked: the checks every trailer reader makes."""
     with _translated("trailer"):
         v = TrailerHeaderStruct.parse(bytes(mv[:hl])).fields.value
     if v.reserved != bytes(3):
         raise MalformedError(f"trailer: reserved bytes {v.reserved.hex()} are not 0")
     if v.digest_alg not in DIGEST_ALGS:
         raise MalformedError(f"trailer: unknown digest_alg {v.digest_alg}")
-    summary: TrailerSummary = TrailerSummaryMap.to_model(v)
-    check_trailer_fields(summary, v.digest_alg)
-    return summary, int(v.digest_alg), int(v.body_crc)
+    return v
 
 
 def parse_index_entry(buf: Buf) -> ChunkIndexEntry:
@@ -747,12 +753,7 @@ def decode_trailer(buf: Buf) -> Trailer:
     hl = prefix.header_len
     if hl != TRAILER_HEADER_LEN:
         raise MalformedError(f"trailer: header_len {hl} != {TRAILER_HEADER_LEN}")
-    with _translated("trailer"):
-        v = TrailerHeaderStruct.parse(bytes(mv[:hl])).fields.value
-    if v.reserved != bytes(3):
-        raise MalformedError(f"trailer: reserved bytes {v.reserved.hex()} are not 0")
-    if v.digest_alg not in DIGEST_ALGS:
-        raise MalformedError(f"trailer: unknown digest_alg {v.digest_alg}")
+    v = _trailer_header(mv, hl)
     body = mv[hl:]
     found = crc32c(body)
     if found != v.body_crc:

@@ -19,8 +19,8 @@ from tapearc.engine.identity import (
     refuse_unless_blank,
 )
 from tapearc.engine.labeling import label_medium
-from tapearc.engine.mediasource import probe
 from tapearc.engine.restore import restore
+from tapearc.engine.tapefiles import probe_label as probe
 from tapearc.errors import DamagedDataError, NotTapearcMediumError, SameObjectError
 from tapearc.media import open_medium
 from tapearc.media.identity import (
