@@ -1,0 +1,48 @@
+"""AES-256-GCM of chunk payloads (formats/SPEC.md, "Encryption").
+
+An encrypted chunk's stored payload is ``nonce (12) || ciphertext || tag (16)``: the nonce is
+random (96 bits from the OS) under a key used by one backup run only (:meth:`Key.chunk_key`), so
+a nonce repeats under one key only if two random draws of one run collide (about 2^-96 per pair
+of chunks). The associated data (built by the format layer from the chunk's header and its
+generation) is authenticated, not stored: a chunk moved to another place, generation, volume or
+media set, or a header whose mapping was changed, fails its tag.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .keys import Key, random_nonce
+
+NONCE_LEN = 12
+TAG_LEN = 16
+#: Bytes an encrypted payload has beyond its plaintext.
+OVERHEAD = NONCE_LEN + TAG_LEN
+
+
+class AuthenticationFailed(Exception):
+    """A sealed payload did not open: wrong key, or payload / header / place changed."""
+
+
+class ChunkCipher:
+    """Seals and opens the chunk payloads of one backup run (thread-safe: AESGCM is)."""
+
+    def __init__(self, key: Key, run_uuid: uuid.UUID) -> None:
+        self.fingerprint = key.fingerprint
+        self._aead = AESGCM(key.chunk_key(run_uuid))
+
+    def seal(self, plaintext: bytes | bytearray | memoryview, aad: bytes) -> bytes:
+        nonce = random_nonce(NONCE_LEN)
+        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def open(self, stored: bytes | bytearray | memoryview, aad: bytes) -> bytes:
+        if len(stored) < OVERHEAD:
+            raise AuthenticationFailed(f"sealed payload of {len(stored)} bytes is shorter than {OVERHEAD}")
+        mv = memoryview(stored)
+        try:
+            return self._aead.decrypt(bytes(mv[:NONCE_LEN]), mv[NONCE_LEN:], aad)
+        except InvalidTag:
+            raise AuthenticationFailed("authentication tag does not match") from None
