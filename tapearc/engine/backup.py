@@ -8,10 +8,11 @@ runs the three, reading the volume in windows of one chunk's worth of blocks.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -337,6 +338,14 @@ def backup(
             return result
 
 
+def _windows(plan: Iterable[tuple[int, int, bool, object]], step: int) -> Iterator[tuple[int, int]]:
+    """The reads ReadAhead makes of a plan: each read span cut into windows of ``step`` bytes."""
+    for off, length, read, _tag in plan:
+        if read:
+            for o in range(off, off + length, step):
+                yield o, min(step, off + length - o)
+
+
 class _Run:
     """Reading the volume, classifying its blocks and writing them: one backup's generation."""
 
@@ -420,7 +429,9 @@ class _Run:
         writer, classifier = self.writer, self.classifier
         bs, size = self.plan.header.block_size, self.plan.header.volume_size
         step = self.plan.header.chunk_blocks * bs
-        reader = ReadAhead(self.src.readinto_at, size, step, plan=self._plan())
+        spans, ahead = itertools.tee(self._plan())
+        self.src.advise(_windows(ahead, step))  # the source may send the next reads early
+        reader = ReadAhead(self.src.readinto_at, size, step, plan=spans)
         try:
             for offset, n, tag, buf, got in reader.items():
                 if writer.stopped:

@@ -10,7 +10,7 @@ A contract test suite (tests/sources/) runs against every implementation.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,6 +43,13 @@ class Source(Protocol):
 
     def extents(self, offset: int, length: int) -> Iterator[Extent]:
         """Extents covering ``[offset, offset + length)`` exactly, in order, none empty."""
+        ...
+
+    def advise(self, reads: Iterable[tuple[int, int]]) -> None:
+        """The reads that will follow, ``(offset, length)`` in the order of the coming
+        ``readinto_at`` calls (lazily produced: a source takes only as many as it reads ahead).
+        A hint: a source that gains nothing from it ignores it; reads that do not follow it
+        still return the right bytes."""
         ...
 
     def current_size(self) -> int | None:

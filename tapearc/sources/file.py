@@ -11,7 +11,7 @@ import fcntl
 import os
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from tapearc.buffers import buffer_address, direct_io_enabled
 from tapearc.errors import SourceError
@@ -177,6 +177,10 @@ class SourceVolume:
             yield Extent(pos, stop - pos, False)
         if end > stop:
             yield Extent(stop, end - stop, True)
+
+    def advise(self, reads: Iterable[tuple[int, int]]) -> None:
+        """Ignored: the bulk reads are O_DIRECT, which the page cache's read-ahead (what
+        POSIX_FADV_WILLNEED would start) does not feed."""
 
     def readinto_at(self, buf: memoryview, offset: int) -> int:
         """Fill ``buf`` from ``offset``; returns the bytes read (short only at the end of the volume).

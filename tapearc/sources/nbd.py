@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -111,6 +111,7 @@ class NbdSource:
         self._short: dict[int, list[_Short]] = {}  # free short buffers by length
         self._short_count = 0
         self._todo: list[tuple[int, int]] = []  # requests planned, not sent yet
+        self._advice: Iterator[tuple[int, int]] | None = None  # the reads that come next (advise)
 
     @property
     def bytes_read(self) -> int:
@@ -136,6 +137,16 @@ class NbdSource:
         self._end = offset + n
         return n
 
+    def advise(self, reads: Iterable[tuple[int, int]]) -> None:
+        """The reads that come next, ``(offset, length)`` in the order ``readinto_at`` will be
+        called (a backup's plan: the changed blocks of an incremental, scattered over the
+        volume). Requests for them are sent ahead, up to ``in_flight`` at a time, as for a
+        sequential read: the server's disk works on the next reads while this one is handed on.
+        Measured on a 2 GiB qcow2 with 1% of its 64 KiB blocks dirtied at random (327 reads,
+        served by qemu-nbd --cache=none): see docs/performance.md, "Reads ahead of scattered blocks".
+        A read that is not the next advised one drops the advice (reads go on as without it)."""
+        self._advice = iter(reads)
+
     def _pieces(self, offset: int, n: int) -> list[tuple[int, int]]:
         return [(offset + o, min(self.request_size, n - o)) for o in range(0, n, self.request_size)]
 
@@ -147,14 +158,17 @@ class NbdSource:
         scattered over the volume (the changed blocks of an incremental) ask for nothing more. A
         read elsewhere first lets the requests sent ahead finish unused (they count as read)."""
         want = self._pieces(offset, n)
+        if not self._ahead and not self._todo:
+            self._take_advice()  # the first advised read is this one, if the advice holds
         planned = [(a[0], a[1]) for a in self._ahead] + self._todo
         k = min(len(planned), len(want))
         if planned[:k] != want[:k]:
             self._drain()
+            self._advice = None  # the reads do not follow the advice (any more)
             planned = []
         if len(planned) < len(want):
             self._todo += want[len(planned) :]
-        sequential = offset == self._end
+        sequential = offset == self._end and self._advice is None
         if sequential and len(planned) <= len(want) and offset + n < self.size:  # the next window, ahead
             self._todo += self._pieces(offset + n, min(n, self.size - offset - n))
         for o, ln in want:
@@ -181,7 +195,7 @@ class NbdSource:
         alive (measured: 400 reads of 300 KB into new buffers left 115 MB behind; one buffer
         reused 2,000 times, nothing). Past MAX_SHORT_BUFFERS of them, a short piece is read
         synchronously when its turn comes."""
-        while self._todo and self._free:
+        while self._free and (self._todo or self._take_advice()):
             o, ln = self._todo.pop(0)
             i = self._free.pop()
             short = None if ln == self.request_size else self._short_buffer(ln)
@@ -196,6 +210,18 @@ class NbdSource:
                 self._release(short)
                 raise self._failed(e, o) from None
             self._ahead.append((o, ln, cookie, i, short))
+
+    def _take_advice(self) -> bool:
+        """Plan the requests of the next advised read; False when there is none."""
+        if self._advice is None:
+            return False
+        for o, ln in self._advice:
+            ln = min(ln, self.size - o)
+            if ln > 0:
+                self._todo += self._pieces(o, ln)
+                return True
+        self._advice = None
+        return False
 
     def _short_buffer(self, ln: int) -> _Short | None:
         free = self._short.setdefault(ln, [])

@@ -204,6 +204,30 @@ def test_shrunk_file_reports_data_past_its_end(tmp_path: Path) -> None:
         assert ext[-1].data and ext[-1].offset <= MiB + 8 * KiB + 100
 
 
+def test_advised_reads_equal_the_bytes(source: tuple[Source, bytes, str]) -> None:
+    """Reads scattered over the volume, advised first (as a backup's plan is): the same bytes,
+    and a source reads no more than it was advised to."""
+    src, data, _ = source
+    rng = random.Random(7)
+    units = src.size // (16 * KiB) - 1
+    starts = sorted(rng.sample(range(units), min(20, units)))
+    reads = [(b * 16 * KiB, 16 * KiB) for b in starts] + [(src.size - 5000, 5000)]
+    before = src.bytes_read
+    src.advise(iter(reads))
+    for off, n in reads:
+        got, _k = _read(src, off, n)
+        assert got == data[off : off + n], (off, n)
+    assert src.bytes_read - before == sum(n for _, n in reads)
+
+
+def test_reads_that_leave_the_advice_still_equal_the_bytes(source: tuple[Source, bytes, str]) -> None:
+    src, data, _ = source
+    src.advise(iter([(16 * KiB * i, 16 * KiB) for i in range(0, 10, 2)]))
+    for off, n in [(0, 16 * KiB), (5 * 16 * KiB, 1000), (32 * KiB, 16 * KiB), (src.size - 100, 100)]:
+        got, _ = _read(src, off, n)
+        assert got == data[off : off + n], (off, n)
+
+
 @needs_qemu_nbd
 def test_nbd_reads_ahead_and_elsewhere(tmp_path: Path) -> None:
     """Small requests, a few in flight: sequential windows (served from the requests sent ahead),
