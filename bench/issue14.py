@@ -490,6 +490,7 @@ class Section14:
         m["source_bytes_read"] = m["result"].get("source_bytes_read")
         m["kind"] = m["result"].get("kind")
         m["warnings"] = m["result"].get("warnings")
+        m["backup_seconds"] = m["result"].get("seconds")  # the backup's own time, start-up excluded
         m["dirtied_bytes"] = dirtied
         log(
             f"    {op}: source_bytes_read {m['source_bytes_read']}, qemu-nbd read {m['server_rchar']}, "
@@ -603,6 +604,13 @@ class Section14:
             put(name, None, why or "not measured")
         else:
             put(name, a / b <= 0.10, f"{a:.2f} s vs {b:.2f} s: {100 * a / b:.1f}% (need <= 10%)")
+        own = [self.med(f"nbd: {op}", "backup_seconds") for op in ("incremental --dirty-bitmap", "incremental full read")]
+        if own[0] is not None and own[1]:
+            self.info.setdefault("nbd", {})["own_time_ratio"] = own[0] / own[1]
+            log(
+                f"  (not a target) the backups' own time, process start-up and command set-up excluded: "
+                f"{own[0]:.3f} s vs {own[1]:.3f} s, {100 * own[0] / own[1]:.1f}%"
+            )
         for op in ("full backup over NBD", "incremental --dirty-bitmap", "incremental full read"):
             rs = self.samples.get(f"nbd: {op}")
             name = f"NBD {op} peak RSS < {RSS_LIMIT_MB} MB"
