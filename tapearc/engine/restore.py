@@ -438,10 +438,11 @@ class _StreamSink:
             self._emit(memoryview(self._zeros)[:k])
             length -= k
 
-    def _spool_error(self, e: OSError) -> TargetError:
+    def _spool_error(self, e: OSError, reading: bool = False) -> TargetError:
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # buffered writes that reach the file late
+        what = "reading back out-of-order blocks from" if reading and not full else "cannot keep out-of-order blocks in"
         return TargetError(
-            f"restore to standard output: cannot keep out-of-order blocks in a temporary file in "
-            f"{tempfile.gettempdir()}: {e.strerror or e}",
+            f"restore to standard output: {what} a temporary file in {tempfile.gettempdir()}: {e.strerror or e}",
             hint="set TMPDIR to a folder with room (up to the volume's size), or restore to a file",
         )
 
@@ -505,9 +506,13 @@ class _StreamSink:
                         self.spool.seek(off)  # (a write may have moved it)
                         buf = self.spool.read(min(1 << 20, end - off))
                     except OSError as e:  # the buffered writes reach the file now: a full TMPDIR shows here
-                        raise self._spool_error(e) from None
+                        raise self._spool_error(e, reading=True) from None
                     if not buf:
-                        raise TargetError("restore spool file ended early")
+                        raise TargetError(
+                            f"restore to standard output: the temporary file in {tempfile.gettempdir()} holding "
+                            f"out-of-order blocks ended at byte {off}, before block {off // self.bs} "
+                            "(was it truncated by another program?)"
+                        )
                     self._emit(buf)
                     off += len(buf)
                 self.cursor = j

@@ -229,8 +229,58 @@ def test_stream_spool_without_room(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr("tempfile.TemporaryFile", full)
     sink = r._StreamSink(io.BytesIO(), Plan())  # type: ignore[arg-type]
-    sink.need[:] = b"\x01\x01\x01"
+    sink.need[:] = [(0, 3)]
     with pytest.raises(TargetError, match=r"temporary file in .*No space left on device") as info:
         sink.write(4096, memoryview(b"x" * 4096))  # block 1 before block 0: to the spool
     assert info.value.hint and "TMPDIR" in info.value.hint
+    sink.abort()
+
+
+@pytest.mark.parametrize(
+    ("fault", "words"),
+    [
+        (
+            OSError(errno.EIO, "Input/output error"),
+            r"reading back out-of-order blocks from a temporary file in .*Input/output",
+        ),
+        (
+            OSError(errno.ENOSPC, "No space left on device"),
+            r"cannot keep out-of-order blocks in a temporary file in .*No space",
+        ),
+        (None, r"temporary file in .* holding out-of-order blocks ended at byte 4096, before block 1"),
+    ],
+)
+def test_stream_spool_read_back_fails(fault: OSError | None, words: str) -> None:
+    """The spool fails when its blocks are read back (a disk error, buffered writes that meet a
+    full TMPDIR late, a file cut short): one line naming the folder, never a wrong stream."""
+    from tapearc.engine import restore as r
+
+    class Plan:
+        block_size = 4096
+        volume_size = 3 * 4096
+        nblocks = 3
+        reads: ClassVar[list[object]] = []
+
+    out = io.BytesIO()
+    sink = r._StreamSink(out, Plan())  # type: ignore[arg-type]
+    sink.need[:] = [(0, 3)]
+    sink.write(4096, memoryview(b"x" * 4096))  # block 1 before block 0: to the spool
+    assert sink.spool is not None
+    if fault is None:
+        sink.spool.truncate(4096)
+    else:
+        real = sink.spool
+
+        class Failing:
+            def seek(self, off: int) -> int:
+                return real.seek(off)
+
+            def read(self, n: int) -> bytes:
+                raise fault
+
+        sink.spool = Failing()  # type: ignore[assignment]
+    with pytest.raises(TargetError, match=words):
+        sink.write(0, memoryview(b"y" * 4096))
+    assert out.getvalue() == b"y" * 4096  # block 0 went out; nothing after it
+    sink.spool = None
     sink.abort()
