@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 from . import mtio
 from .faults import load_faults, remove_fault, save_faults
+from .index import SavedIndex, load_index, object_words_agree, remove_index, save_index
 from .mtio import MtGet
 from .sidecar import (
     DEFAULT_CAPACITY,
@@ -39,6 +40,7 @@ from .sidecar import (
     TapeSettings,
     default_early_warning,
     early_writeback_enabled,
+    index_min_bytes,
     load_settings,
     read_sidecar,
     save_settings,
@@ -202,7 +204,14 @@ class SimDrive:
         self._load_index(scan)
         self._reset_state()
 
-    def _open_image(self, readonly: bool) -> tuple[int, ScanResult]:
+    def _saved_index(self, fd: int) -> SavedIndex | None:
+        """The image's saved index when it is big enough to have one and the index holds."""
+        self._index_min = index_min_bytes()
+        if os.fstat(fd).st_size < self._index_min:
+            return None
+        return load_index(self._path, fd)
+
+    def _open_image(self, readonly: bool) -> tuple[int, ScanResult | SavedIndex]:
         """Open, check and lock the image file; returns its fd and its scan."""
         # O_NONBLOCK: a FIFO given as an image must not hang the open; it is refused below
         fd = os.open(self._path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -214,18 +223,30 @@ class SimDrive:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise _oserror(errno.EBUSY, "tape image is open in another SimDrive", self._path) from None
-            return fd, scan_fd(fd)
+            return fd, self._saved_index(fd) or scan_fd(fd)
         except BaseException:
             os.close(fd)
             raise
 
-    def _load_index(self, scan: ScanResult) -> None:
+    def _load_index(self, scan: ScanResult | SavedIndex) -> None:
         """The object index: offset and length (-1 = filemark) of every object."""
-        self._offs = array("q", (o.offset for o in scan.objects))
-        self._lens = array("q", (o.length if o.kind is ObjKind.RECORD else -1 for o in scan.objects))
-        self._fms: list[int] = [i for i, o in enumerate(scan.objects) if o.kind is ObjKind.FILEMARK]
-        self._errs: set[int] = set(scan.error_records)
-        self._end = scan.end_offset
+        # a saved index (tapesim.index) is checked object by object as the objects are read
+        self._saved: os.stat_result | None = os.fstat(self._fd) if isinstance(scan, SavedIndex) else None
+        self._index_wrong = False
+        if isinstance(scan, ScanResult):
+            scan = SavedIndex(
+                array("q", (o.offset for o in scan.objects)),
+                array("q", (o.length if o.kind is ObjKind.RECORD else -1 for o in scan.objects)),
+                scan.error_records,
+                scan.end_offset,
+                scan.file_size,
+                scan.truncated,
+                scan.damage,
+            )
+        self._offs, self._lens = scan.offs, scan.lens
+        self._fms: list[int] = [i for i, ln in enumerate(scan.lens) if ln < 0]
+        self._errs: set[int] = set(scan.errs)
+        self._end = scan.end
         self._file_size = scan.file_size
         self._truncated = scan.truncated
         self._damage = scan.damage
@@ -421,6 +442,7 @@ class SimDrive:
         return fileno, self._pos - start
 
     def _write_filemarks(self, count: int, *, sync: bool, ignore_capacity: bool = False) -> None:
+        self._check_saved(self._pos)
         start = self._offset_of(self._pos)
         end = start + WORD_SIZE * count
         if end > self._cap and not ignore_capacity:
@@ -471,6 +493,7 @@ class SimDrive:
         if p < 0:
             return b""
         ln = self._lens[p]
+        self._check_saved(p)
         if ln < 0:
             return b""
         ln = self._read_check_record(p, ln, n)
@@ -495,6 +518,7 @@ class SimDrive:
         if p < 0:
             return 0
         ln = self._lens[p]
+        self._check_saved(p)
         if ln < 0:
             return 0
         ln = self._read_check_record(p, ln, n)
@@ -525,6 +549,21 @@ class SimDrive:
         self._pos = p + 1
         self._after_fm = self._lens[p] < 0
         return p
+
+    def _check_saved(self, p: int) -> None:
+        """With a saved index (tapesim.index): the object at ``p`` (being read, or written over)
+        must be in the image where the index says; else the index file is removed and this and
+        every later read or write is an I/O error (nothing is written where the index was wrong)."""
+        if self._saved is None:
+            return
+        if not self._index_wrong and (
+            p >= len(self._offs) or object_words_agree(self._fd, self._offs[p], self._lens[p])
+        ):
+            return
+        if not self._index_wrong:
+            self._index_wrong = True
+            remove_index(self._path)
+        raise _oserror(errno.EIO, f"object {p} is not where the saved index said (index removed: reopen the image)")
 
     def _read_check_record(self, p: int, ln: int, n: int) -> int:
         """Errors of reading the record ``p`` of ``ln`` bytes with an ``n``-byte buffer (the
@@ -566,6 +605,7 @@ class SimDrive:
             raise _oserror(errno.EINVAL, f"write of {n} bytes, drive maximum is {self._settings.max_record}")
         if n == 0:
             return 0
+        self._check_saved(self._pos)  # overwriting from an object: it must be where the index says
         start = self._write_prepare(mv)
         end = start + record_size(n)
         self._truncate_index(self._pos)
@@ -866,9 +906,26 @@ class SimDrive:
             if self._dirty:
                 os.fsync(self._fd)
                 self._dirty = False
+            self._keep_index()
         finally:
             fd, self._fd = self._fd, -1
             os.close(fd)  # releases the flock
+
+    def _keep_index(self) -> None:
+        """Save the index for the next open (tapesim.index) of a big, undamaged image whose
+        saved index is missing or no longer describes it; a dead drive saves nothing."""
+        if self._dead or self._truncated or self._index_wrong or self._file_size < self._index_min:
+            return
+        st = os.fstat(self._fd)
+        if self._saved is not None and (st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (
+            self._saved.st_size,
+            self._saved.st_mtime_ns,
+            self._saved.st_ctime_ns,
+        ):
+            return  # unchanged since it was loaded
+        save_index(
+            self._path, self._fd, SavedIndex(self._offs, self._lens, sorted(self._errs), self._end, self._file_size)
+        )
 
     def __enter__(self) -> SimDrive:
         return self

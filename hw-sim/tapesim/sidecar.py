@@ -60,6 +60,22 @@ def early_writeback_enabled() -> bool:
     raise EnvironmentValueError(f"{EARLY_WRITEBACK_VAR}={text!r}: not a switch (use 1 or 0)")
 
 
+INDEX_MIN_VAR = "TAPESIM_INDEX_MIN"
+DEFAULT_INDEX_MIN = 256 * 1024 * 1024
+
+
+def index_min_bytes() -> int:
+    """``TAPESIM_INDEX_MIN``: images of at least this many bytes get a saved index
+    (:mod:`tapesim.index`); default 256 MiB, 0 for every image. Anything but a whole number of
+    bytes is an EnvironmentValueError naming the variable and the value."""
+    text = (os.environ.get(INDEX_MIN_VAR) or "").strip()
+    if not text:
+        return DEFAULT_INDEX_MIN
+    if not text.isdigit():
+        raise EnvironmentValueError(f"{INDEX_MIN_VAR}={text!r}: not a number of bytes")
+    return int(text)
+
+
 # ---------------------------------------------------------------------- defaults
 
 KiB = 1024
