@@ -384,8 +384,17 @@ def _damaged_chunks(chunk: bytes, zchunk: bytes) -> dict[str, tuple[bytes, dict[
             ),
         ),
         "chunk-unknown-flag": (
+            _patch(chunk, CHUNK_FLAGS, (0x0004).to_bytes(2, "little"), fix_crc=True),
+            _expect("decode_chunk", "MalformedError", "flags bit 2 set (reserved), header CRC fixed"),
+        ),
+        "chunk-encrypted-flag-on-plain": (
             _patch(chunk, CHUNK_FLAGS, (0x0002).to_bytes(2, "little"), fix_crc=True),
-            _expect("decode_chunk", "MalformedError", "flags bit 1 set (reserved), header CRC fixed"),
+            _expect(
+                "decode_chunk",
+                "MalformedError",
+                "flags bit 1 (encrypted) set on an unencrypted chunk: body_len == raw_len, not raw_len + 28; "
+                "header CRC fixed",
+            ),
         ),
     }
 

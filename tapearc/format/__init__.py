@@ -34,6 +34,7 @@ from .codec import (
     unpack_payload,
 )
 from .constants import (
+    CHUNK_FLAG_ENCRYPTED,
     CHUNK_FLAG_ZSTD,
     CHUNK_MAGIC,
     DIGEST_ALGS,
@@ -46,6 +47,7 @@ from .constants import (
     GENERATION_MAGIC,
     LABEL_MAGIC,
     MAX_BODY_LEN,
+    MAX_CHUNK_BODY_LEN,
     MAX_HEADER_LEN,
     MAX_LABEL_TEXT,
     MAX_RECORD_SIZE,
@@ -55,6 +57,7 @@ from .constants import (
     MAX_VOLUME_NAME,
     MIN_RECORD_SIZE,
     PREFIX_LEN,
+    SEAL_OVERHEAD,
     TRAILER_END_MAGIC,
     TRAILER_FLAG_COMPLETE,
     TRAILER_FLAG_CONTINUES,
@@ -92,6 +95,7 @@ from .trailer import MemoryStore, TrailerBuilder, TrailerStore
 from .trailerfile import TrailerFile
 
 __all__ = [
+    "CHUNK_FLAG_ENCRYPTED",
     "CHUNK_FLAG_ZSTD",
     "CHUNK_MAGIC",
     "CRC32C_CHECK",
@@ -105,6 +109,7 @@ __all__ = [
     "GENERATION_MAGIC",
     "LABEL_MAGIC",
     "MAX_BODY_LEN",
+    "MAX_CHUNK_BODY_LEN",
     "MAX_HEADER_LEN",
     "MAX_LABEL_TEXT",
     "MAX_RECORD_SIZE",
@@ -114,6 +119,7 @@ __all__ = [
     "MAX_VOLUME_NAME",
     "MIN_RECORD_SIZE",
     "PREFIX_LEN",
+    "SEAL_OVERHEAD",
     "TRAILER_END_MAGIC",
     "TRAILER_FLAG_COMPLETE",
     "TRAILER_FLAG_CONTINUES",

@@ -34,6 +34,7 @@ from construct import ConstructError
 
 from tapearc.errors import (
     CRCError,
+    KeyRequiredError,
     MalformedError,
     TapearcError,
     TruncatedError,
@@ -42,6 +43,7 @@ from tapearc.errors import (
 
 from .constants import (
     CHUNK_FIXED_LEN,
+    CHUNK_FLAG_ENCRYPTED,
     CHUNK_FLAG_ZSTD,
     CHUNK_FLAGS_KNOWN,
     CHUNK_MAGIC,
@@ -66,6 +68,7 @@ from .constants import (
     MAX_VOLUME_NAME,
     MIN_RECORD_SIZE,
     RUN_LEN,
+    SEAL_OVERHEAD,
     TRAILER_END_FLAGS_KNOWN,
     TRAILER_END_LEN,
     TRAILER_END_MAGIC,
@@ -268,11 +271,18 @@ def _check_payload_lens(name: str, flags: int, known: int, raw_len: int, stored_
         raise _malformed(name, f"raw_len {raw_len} != {data_len} bytes of data blocks in its runs")
     if raw_len > MAX_BODY_LEN:
         raise _malformed(name, f"raw_len {raw_len} is larger than {MAX_BODY_LEN}")
+    inner_len, sealed = stored_len, ""
+    if flags & CHUNK_FLAG_ENCRYPTED:  # the inner payload is sealed: 28 bytes more
+        if stored_len < SEAL_OVERHEAD:
+            raise _malformed(name, f"encrypted payload of {stored_len} bytes is shorter than {SEAL_OVERHEAD}")
+        inner_len, sealed = stored_len - SEAL_OVERHEAD, f" (encrypted: {stored_len} - {SEAL_OVERHEAD} bytes)"
     if flags & CHUNK_FLAG_ZSTD:
-        if stored_len >= raw_len:
-            raise _malformed(name, f"compressed payload of {stored_len} bytes is not smaller than raw_len {raw_len}")
-    elif stored_len != raw_len:
-        raise _malformed(name, f"uncompressed payload of {stored_len} bytes != raw_len {raw_len}")
+        if inner_len >= raw_len:
+            raise _malformed(
+                name, f"compressed payload of {inner_len} bytes{sealed} is not smaller than raw_len {raw_len}"
+            )
+    elif inner_len != raw_len:
+        raise _malformed(name, f"uncompressed payload of {inner_len} bytes{sealed} != raw_len {raw_len}")
 
 
 def _build(what: str, build: Callable[[], Any]) -> bytes:
@@ -502,14 +512,20 @@ def pack_payload(raw: Buf, *, compress: bool = True, level: int = ZSTD_LEVEL) ->
     return 0, raw
 
 
-def unpack_payload(header: ChunkHeader, payload: Buf) -> bytes | memoryview:
+def unpack_payload(header: ChunkHeader, payload: Buf, *, opened: bool = False) -> bytes | memoryview:
     """The raw payload (``header.raw_len`` bytes) of a chunk whose payload was checked: the
     stored payload itself (not copied) when it is not compressed.
+
+    An encrypted chunk's stored payload is refused (KeyRequiredError): open it first
+    (:func:`open_chunk_payload`) and pass the inner payload with ``opened=True``, or call
+    :func:`raw_payload`, which does both.
 
     Decompresses a zstd payload with an output limit of raw_len; raises MalformedError if the
     payload does not decompress to exactly raw_len bytes.
     """
     name = f"chunk {header.seq}"
+    if header.encrypted and not opened:
+        raise KeyRequiredError(f"{name} is encrypted: it must be opened with the key before it is unpacked")
     if not header.compressed:
         if len(payload) != header.raw_len:
             raise _malformed(name, f"payload of {len(payload)} bytes != raw_len {header.raw_len}")

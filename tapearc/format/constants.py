@@ -59,9 +59,19 @@ MIN_RECORD_SIZE: Final = 512
 MAX_RECORD_SIZE: Final = 64 * 1024 * 1024
 MAX_BLOCK_SIZE: Final = 64 * 1024 * 1024
 
-#: Chunk flags.
+#: Chunk flags. Bit 0: the inner payload is a zstd frame. Bit 1: the stored payload is the inner
+#: payload sealed with AES-256-GCM: ``nonce (12) || ciphertext || tag (16)`` (SPEC "Encryption").
 CHUNK_FLAG_ZSTD: Final = 0x0001
-CHUNK_FLAGS_KNOWN: Final = CHUNK_FLAG_ZSTD
+CHUNK_FLAG_ENCRYPTED: Final = 0x0002
+CHUNK_FLAGS_KNOWN: Final = CHUNK_FLAG_ZSTD | CHUNK_FLAG_ENCRYPTED
+#: Bytes a sealed (encrypted) payload has beyond its inner payload: the nonce (12) and the GCM
+#: tag (16); the same as tapearc.crypto.aead.OVERHEAD.
+SEAL_NONCE_LEN: Final = 12
+SEAL_TAG_LEN: Final = 16
+SEAL_OVERHEAD: Final = SEAL_NONCE_LEN + SEAL_TAG_LEN
+#: Largest chunk body: the largest raw payload, sealed (an encrypted chunk of 1 GiB raw stored
+#: uncompressed is 1 GiB + 28 bytes).
+MAX_CHUNK_BODY_LEN: Final = MAX_BODY_LEN + SEAL_OVERHEAD
 
 #: Trailer flags.
 TRAILER_FLAG_COMPLETE: Final = 0x0001  # the generation ends in this tape file

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from uuid import UUID
 
-from .constants import CHUNK_FLAG_ZSTD, DIGEST_BLAKE3_128, TRAILER_FLAG_COMPLETE, TRAILER_FLAG_CONTINUES
+from .constants import (
+    CHUNK_FLAG_ENCRYPTED,
+    CHUNK_FLAG_ZSTD,
+    DIGEST_BLAKE3_128,
+    TRAILER_FLAG_COMPLETE,
+    TRAILER_FLAG_CONTINUES,
+)
 
 __all__ = [
     "ChunkHeader",
@@ -141,11 +147,18 @@ class ChunkHeader:
     raw_len: int  #: payload length before compression (sum of the data blocks' lengths)
     stored_len: int  #: payload length as stored (= body_len of the item)
     payload_crc: int  #: CRC-32C of the stored payload
-    flags: int = 0  #: bit 0: payload is zstd-compressed
+    flags: int = 0  #: bit 0: payload is zstd-compressed; bit 1: payload is encrypted (sealed)
 
     @property
     def compressed(self) -> bool:
+        """The inner payload is a zstd frame."""
         return bool(self.flags & CHUNK_FLAG_ZSTD)
+
+    @property
+    def encrypted(self) -> bool:
+        """The stored payload is the inner payload sealed with AES-256-GCM (nonce, ciphertext,
+        tag): it must be opened with the generation's key before it is unpacked."""
+        return bool(self.flags & CHUNK_FLAG_ENCRYPTED)
 
     @property
     def run_count(self) -> int:
@@ -176,6 +189,10 @@ class ChunkIndexEntry:
     @property
     def compressed(self) -> bool:
         return bool(self.flags & CHUNK_FLAG_ZSTD)
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.flags & CHUNK_FLAG_ENCRYPTED)
 
     @classmethod
     def from_chunk(cls, header: ChunkHeader, *, record: int, record_count: int) -> ChunkIndexEntry:

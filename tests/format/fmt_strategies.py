@@ -5,6 +5,9 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from tapearc.format import (
+    CHUNK_FLAG_ENCRYPTED,
+    CHUNK_FLAG_ZSTD,
+    SEAL_OVERHEAD,
     ChunkHeader,
     ChunkIndexEntry,
     Compression,
@@ -105,15 +108,19 @@ def runs_in(draw: st.DrawFn, block_size: int, volume_size: int, max_runs: int = 
 
 
 @st.composite
-def chunk_headers(draw: st.DrawFn) -> ChunkHeader:
-    """Chunk headers with consistent lengths (payload not materialised)."""
+def chunk_headers(draw: st.DrawFn, encrypted: bool | None = False) -> ChunkHeader:
+    """Chunk headers with consistent lengths (payload not materialised); ``encrypted``: True,
+    False or None (either)."""
     block_size, volume_size = draw(geometries(max_blocks=1000, max_block_size=65536))  # raw_len < 1 GiB
     runs = draw(runs_in(block_size, volume_size))
     raw_len = runs_data_len(runs, block_size, volume_size)
     compressed = raw_len > 0 and draw(st.booleans())
     stored_len = draw(st.integers(0, raw_len - 1)) if compressed else raw_len
+    sealed = draw(st.booleans()) if encrypted is None else encrypted
+    if sealed:
+        stored_len += SEAL_OVERHEAD
     return ChunkHeader(
-        flags=1 if compressed else 0,
+        flags=(CHUNK_FLAG_ZSTD if compressed else 0) | (CHUNK_FLAG_ENCRYPTED if sealed else 0),
         run_uuid=draw(uuids),
         generation=draw(st.integers(1, U32)),
         seq=draw(st.integers(0, U32)),

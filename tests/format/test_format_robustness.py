@@ -245,9 +245,11 @@ def test_trailer_length_limit_in_prefix() -> None:
     tr[12:16] = (2**32 - 100).to_bytes(4, "little")
     with pytest.raises(MalformedError):
         peek_item(tr)
-    # chunks keep the 1 GiB body limit
+    # chunks keep the 1 GiB body limit, plus the 28 bytes of nonce and tag of an encrypted one
     ch = bytearray(VALID_ITEMS["chunk-plain"][:16])
-    ch[12:16] = (2**30 + 1).to_bytes(4, "little")
+    ch[12:16] = (2**30 + 28).to_bytes(4, "little")
+    assert peek_item(ch).body_len == 2**30 + 28
+    ch[12:16] = (2**30 + 29).to_bytes(4, "little")
     with pytest.raises(MalformedError):
         peek_item(ch)
 
