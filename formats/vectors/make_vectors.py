@@ -429,11 +429,20 @@ def _damaged_generation_headers(gen: bytes, gen_src: bytes) -> dict[str, tuple[b
             _expect("decode_generation_header", "MalformedError", "kind 7, header CRC fixed"),
         ),
         "generation-header-future-version": (
-            _patch(gen_src, FORMAT_VERSION_AT, (3).to_bytes(2, "little"), fix_crc=True),
+            _patch(gen_src, FORMAT_VERSION_AT, (4).to_bytes(2, "little"), fix_crc=True),
             _expect(
                 "decode_generation_header",
                 "UnsupportedVersionError",
-                "layout-2 header with format_version 3, header CRC fixed",
+                "layout-2 header with format_version 4, header CRC fixed",
+            ),
+        ),
+        "generation-header-source-as-v3": (
+            _patch(gen_src, FORMAT_VERSION_AT, (3).to_bytes(2, "little"), fix_crc=True),
+            _expect(
+                "decode_generation_header",
+                "MalformedError",
+                "layout-2 header with format_version 3 (too short for the cipher and key fingerprint), "
+                "header CRC fixed",
             ),
         ),
         "generation-header-source-as-v1": (

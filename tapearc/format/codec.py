@@ -22,6 +22,7 @@ could not be decoded back.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -51,11 +52,13 @@ from .constants import (
     DIGEST_BLAKE3_128,
     DIGEST_LEN,
     FORMAT_VERSION,
+    GENERATION_FORMAT_VERSION_ENCRYPTED,
     GENERATION_FORMAT_VERSION_SOURCE,
     GENERATION_FORMAT_VERSIONS,
     GENERATION_MAGIC,
     HEADER_CRC_LEN,
     INDEX_ENTRY_FIXED_LEN,
+    KEY_FINGERPRINT_LEN,
     LABEL_FLAGS_KNOWN,
     LABEL_MAGIC,
     MAX_BLOCK_SIZE,
@@ -84,6 +87,7 @@ from .framing import ITEM_NAMES, read_prefix
 from .model import (
     ChunkHeader,
     ChunkIndexEntry,
+    Cipher,
     Compression,
     GenerationHeader,
     GenerationKind,
@@ -94,11 +98,13 @@ from .model import (
     Trailer,
     TrailerEnd,
     TrailerSummary,
+    VolumeSource,
 )
 from .structs import (
     ChunkFieldsCompiled,
     ChunkFixed,
     ChunkIndexEntryStruct,
+    GenerationHeaderEncryptedStruct,
     GenerationHeaderSourceStruct,
     GenerationHeaderStruct,
     HeaderStartStruct,
@@ -361,6 +367,7 @@ def _validate_generation(g: GenerationHeader) -> None:
                 raise _malformed(name, f"{field} is {n} bytes, more than {MAX_SOURCE_PATH}")
         _check_range(name, "source dev", g.source.dev, 0, 2**64 - 1)
         _check_range(name, "source ino", g.source.ino, 0, 2**64 - 1)
+    _validate_cipher(name, g)
 
 
 def _path_bytes(name: str, field: str, text: str) -> bytes:
@@ -371,20 +378,51 @@ def _path_bytes(name: str, field: str, text: str) -> bytes:
         raise _malformed(name, f"{field} is not a path: {e}") from e
 
 
+#: The source a layout-3 header holds when its writer did not know it (SPEC 7.2).
+_NO_SOURCE = VolumeSource(path="", real_path="", dev=0, ino=0)
+
+
+def _validate_cipher(name: str, g: GenerationHeader) -> None:
+    fp = g.key_fingerprint
+    if fp is None:
+        if g.cipher != Cipher.NONE:
+            raise _malformed(name, f"cipher {g.cipher} without a key fingerprint")
+        return
+    if not isinstance(fp, bytes) or len(fp) != KEY_FINGERPRINT_LEN:
+        raise _malformed(name, f"key fingerprint must be {KEY_FINGERPRINT_LEN} bytes")
+    if g.cipher != Cipher.AES_256_GCM:
+        raise _malformed(name, f"unknown cipher {g.cipher} (1: AES-256-GCM)")
+
+
 def encode_generation_header(header: GenerationHeader) -> bytes:
-    """The generation header item (first item of a generation file): layout 2 (format_version
-    2) when the header carries its volume's source, else layout 1."""
+    """The generation header item (first item of a generation file): layout 3 (format_version
+    3) when the generation is encrypted (``key_fingerprint`` set; an unknown source is written
+    as empty paths and zeros), else layout 2 (format_version 2) when the header carries its
+    volume's source, else layout 1."""
     _validate_generation(header)
-    struct_ = GenerationHeaderStruct if header.source is None else GenerationHeaderSourceStruct
-    return _build("generation header", lambda: struct_.build({"fields": {"value": header}}))
+    if header.key_fingerprint is not None:
+        if header.source is None:
+            header = dataclasses.replace(header, source=_NO_SOURCE)
+        struct_ = GenerationHeaderEncryptedStruct
+    else:
+        struct_ = GenerationHeaderStruct if header.source is None else GenerationHeaderSourceStruct
+    value = header
+    return _build("generation header", lambda: struct_.build({"fields": {"value": value}}))
+
+
+_GENERATION_STRUCTS = {
+    FORMAT_VERSION: GenerationHeaderStruct,
+    GENERATION_FORMAT_VERSION_SOURCE: GenerationHeaderSourceStruct,
+    GENERATION_FORMAT_VERSION_ENCRYPTED: GenerationHeaderEncryptedStruct,
+}
 
 
 def decode_generation_header(buf: Buf) -> GenerationHeader:
-    """Decode a generation header item."""
+    """Decode a generation header item (layout 1, 2 or 3)."""
     mv, prefix = _open_item(buf, GENERATION_MAGIC, whole=True, versions=GENERATION_FORMAT_VERSIONS)
-    layout2 = _HEADER_START_C.parse(bytes(mv[:18])).format_version == GENERATION_FORMAT_VERSION_SOURCE
+    version = _HEADER_START_C.parse(bytes(mv[:18])).format_version
     with _translated("generation header"):
-        struct_ = GenerationHeaderSourceStruct if layout2 else GenerationHeaderStruct
+        struct_ = _GENERATION_STRUCTS[version]
         c = struct_.parse(bytes(mv[: prefix.header_len]))
         f = c.fields
         if f.length + HEADER_CRC_LEN != prefix.header_len:
@@ -393,6 +431,11 @@ def decode_generation_header(buf: Buf) -> GenerationHeader:
                 f"{f.length + HEADER_CRC_LEN} bytes of fields and CRC"
             )
         g: GenerationHeader = f.value
+    if version == GENERATION_FORMAT_VERSION_ENCRYPTED:
+        if g.cipher == Cipher.NONE:
+            raise _malformed("generation header", "layout 3 (encrypted) with cipher 0")
+        if g.source == _NO_SOURCE:
+            g = dataclasses.replace(g, source=None)
     _validate_generation(g)
     return g
 
@@ -918,7 +961,8 @@ def check_same_generation(
 
     Same ``run_uuid`` (else the record comes from another run or medium), ``generation``,
     ``block_size`` and ``volume_size`` (the end record has only the first two); for a chunk also at most ``chunk_blocks`` data blocks,
-    no compression unless the generation asked for it, and ``seq`` if given. Raises
+    no compression unless the generation asked for it, encrypted exactly when the generation is,
+    and ``seq`` if given. Raises
     MalformedError naming the first mismatch.
     """
     if isinstance(item, ChunkHeader):
@@ -939,3 +983,6 @@ def check_same_generation(
             raise _malformed(name, f"{item.data_blocks} data blocks, more than chunk_blocks {gen.chunk_blocks}")
         if item.compressed and gen.compression != Compression.ZSTD:
             raise _malformed(name, "compressed, but the generation is not")
+        if item.encrypted != gen.encrypted:  # no plain chunk slipped into an encrypted generation
+            raise _malformed(name, "encrypted, but the generation is not" if item.encrypted else
+                             "not encrypted, but the generation is")  # fmt: skip

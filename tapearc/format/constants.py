@@ -7,12 +7,19 @@ from __future__ import annotations
 
 from typing import Final
 
-#: The format version of every item; the generation header alone also has layout 2
+#: The format version of every item; the generation header alone also has layouts 2 and 3
 #: (GENERATION_FORMAT_VERSION_SOURCE: the version-1 fields plus the volume's source), which this
-#: code writes whenever it knows the source. It reads generation headers of both.
+#: code writes whenever it knows the source. It reads generation headers of all three.
 FORMAT_VERSION: Final = 1
 GENERATION_FORMAT_VERSION_SOURCE: Final = 2
-GENERATION_FORMAT_VERSIONS: Final = (FORMAT_VERSION, GENERATION_FORMAT_VERSION_SOURCE)
+#: Layout 3: layout 2 plus the cipher and the key fingerprint, written for encrypted generations
+#: only (plain generations stay layout 1 or 2).
+GENERATION_FORMAT_VERSION_ENCRYPTED: Final = 3
+GENERATION_FORMAT_VERSIONS: Final = (
+    FORMAT_VERSION,
+    GENERATION_FORMAT_VERSION_SOURCE,
+    GENERATION_FORMAT_VERSION_ENCRYPTED,
+)
 
 #: Magic numbers: 7 ASCII letters naming the item, then the format version as an ASCII digit.
 LABEL_MAGIC: Final = b"TALABEL1"
@@ -69,6 +76,10 @@ CHUNK_FLAGS_KNOWN: Final = CHUNK_FLAG_ZSTD | CHUNK_FLAG_ENCRYPTED
 SEAL_NONCE_LEN: Final = 12
 SEAL_TAG_LEN: Final = 16
 SEAL_OVERHEAD: Final = SEAL_NONCE_LEN + SEAL_TAG_LEN
+#: Cipher of an encrypted generation (generation header layout 3) and its key fingerprint length.
+CIPHER_NONE: Final = 0
+CIPHER_AES_256_GCM: Final = 1
+KEY_FINGERPRINT_LEN: Final = 16
 #: Largest chunk body: the largest raw payload, sealed (an encrypted chunk of 1 GiB raw stored
 #: uncompressed is 1 GiB + 28 bytes).
 MAX_CHUNK_BODY_LEN: Final = MAX_BODY_LEN + SEAL_OVERHEAD

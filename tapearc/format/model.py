@@ -22,6 +22,7 @@ from .constants import (
 __all__ = [
     "ChunkHeader",
     "ChunkIndexEntry",
+    "Cipher",
     "Compression",
     "GenerationHeader",
     "GenerationKind",
@@ -55,6 +56,13 @@ class Compression(IntEnum):
 
     NONE = 0
     ZSTD = 1
+
+
+class Cipher(IntEnum):
+    """How a generation's chunks are encrypted (generation header layout 3)."""
+
+    NONE = 0  #: not encrypted (layouts 1 and 2; invalid in layout 3)
+    AES_256_GCM = 1  #: AES-256-GCM per chunk, under a per-run key (SPEC section 15)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +140,15 @@ class GenerationHeader:
     part: int = 0  #: 0-based part number when a generation spans media
     #: the volume's source; None: not recorded (layout 1, written by tapearc before the source was)
     source: VolumeSource | None = None
+    #: the cipher of an encrypted generation (layout 3); NONE for a plain one
+    cipher: Cipher = Cipher.NONE
+    #: fingerprint (16 bytes) of the data key the generation is encrypted with; None: plain
+    key_fingerprint: bytes | None = None
+
+    @property
+    def encrypted(self) -> bool:
+        """The generation's chunks are encrypted (layout 3: a key fingerprint is set)."""
+        return self.key_fingerprint is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -58,10 +58,12 @@ from .constants import (
     CHUNK_MAGIC,
     FORMAT_VERSION,
     GENERATION_FIXED_LEN,
+    GENERATION_FORMAT_VERSION_ENCRYPTED,
     GENERATION_FORMAT_VERSION_SOURCE,
     GENERATION_MAGIC,
     HEADER_CRC_LEN,
     INDEX_ENTRY_FIXED_LEN,
+    KEY_FINGERPRINT_LEN,
     LABEL_FIXED_LEN,
     LABEL_MAGIC,
     MAX_RUNS,
@@ -76,6 +78,7 @@ from .crc import crc32c
 from .model import (
     ChunkHeader,
     ChunkIndexEntry,
+    Cipher,
     Compression,
     GenerationHeader,
     GenerationKind,
@@ -105,8 +108,10 @@ __all__ = [
     "ChunkIndexEntryFixed",
     "ChunkIndexEntryStruct",
     "GenerationFields",
+    "GenerationFieldsEncrypted",
     "GenerationFieldsSource",
     "GenerationFixed",
+    "GenerationHeaderEncryptedStruct",
     "GenerationHeaderSourceStruct",
     "GenerationHeaderStruct",
     "HeaderStartStruct",
@@ -266,6 +271,20 @@ GenerationFieldsSource = ModelAdapter(
     GenerationHeader,
 )
 GenerationHeaderSourceStruct = _with_crc(GenerationFieldsSource)
+#: Layout 3 (format_version 3): layout 2, then the cipher and the key fingerprint (SPEC 7.2).
+GenerationFieldsEncrypted = ModelAdapter(
+    Struct(
+        *_generation_fixed(
+            lambda this: _generation_len(this) + _source_len(this.source) + 1 + KEY_FINGERPRINT_LEN,
+            GENERATION_FORMAT_VERSION_ENCRYPTED,
+        ),
+        "source" / VolumeSourceStruct,
+        "cipher" / EnumAdapter(Int8ul, Cipher),  # 1 AES-256-GCM; 0 is invalid in layout 3
+        "key_fingerprint" / Bytes(KEY_FINGERPRINT_LEN),  # the data key's fingerprint
+    ),
+    GenerationHeader,
+)
+GenerationHeaderEncryptedStruct = _with_crc(GenerationFieldsEncrypted)
 
 # --------------------------------------------------------------------------- chunk header
 

@@ -10,6 +10,7 @@ from tapearc.format import (
     SEAL_OVERHEAD,
     ChunkHeader,
     ChunkIndexEntry,
+    Cipher,
     Compression,
     GenerationHeader,
     GenerationKind,
@@ -70,8 +71,20 @@ def generation_headers(draw: st.DrawFn) -> GenerationHeader:
         volume_size=draw(st.integers(0, U64)),
         part=draw(st.integers(0, U32)),
         created=draw(st.integers(0, U64)),
-        source=draw(st.none() | volume_sources()),
+        **_source_and_key(draw),
     )
+
+
+def _source_and_key(draw: st.DrawFn) -> dict[str, object]:
+    """A header's source and key: plain (layouts 1, 2) or encrypted (layout 3), where a source of
+    empty paths and zeros stands for "not known" (it decodes as None)."""
+    source = draw(st.none() | volume_sources())
+    fingerprint = draw(st.none() | st.binary(min_size=16, max_size=16))
+    if fingerprint is None:
+        return {"source": source}
+    if source == VolumeSource(path="", real_path="", dev=0, ino=0):
+        source = None
+    return {"source": source, "cipher": Cipher.AES_256_GCM, "key_fingerprint": fingerprint}
 
 
 def _paths() -> st.SearchStrategy[str]:

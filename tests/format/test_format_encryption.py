@@ -119,3 +119,96 @@ def _fix_header_crc(item: bytes) -> bytes:
     hl = int.from_bytes(x[8:12], "little")
     x[hl - 4 : hl] = F.crc32c(bytes(x[: hl - 4])).to_bytes(4, "little")
     return bytes(x)
+
+
+# --------------------------------------------------------------------------- generation header layout 3
+
+FP = bytes(range(16))
+
+
+def _gen(**kw: object) -> F.GenerationHeader:
+    base: dict[str, object] = {
+        "run_uuid": RUN,
+        "media_set_uuid": UUID(int=1),
+        "medium_uuid": UUID(int=2),
+        "volume_uuid": UUID(int=3),
+        "volume_name": "vg0/data",
+        "generation": 2,
+        "base_generation": 1,
+        "kind": F.GenerationKind.INCREMENTAL,
+        "compression": F.Compression.ZSTD,
+        "block_size": 4096,
+        "record_size": 262144,
+        "chunk_blocks": 256,
+        "volume_size": 41960,
+        "created": 1735689660,
+        "source": F.VolumeSource(path="/dev/vg0/data", real_path="/dev/dm-3", dev=0xFD03),
+        "cipher": F.Cipher.AES_256_GCM,
+        "key_fingerprint": FP,
+    }
+    base.update(kw)
+    return F.GenerationHeader(**base)  # type: ignore[arg-type]
+
+
+def test_layout3_is_layout2_plus_cipher_and_fingerprint() -> None:
+    g = _gen()
+    enc = F.encode_generation_header(g)
+    plain = F.encode_generation_header(_gen(cipher=F.Cipher.NONE, key_fingerprint=None))
+    assert int.from_bytes(enc[16:18], "little") == 3 and int.from_bytes(plain[16:18], "little") == 2
+    assert len(enc) == len(plain) + 17
+    assert enc[18 : len(plain) - 4] == plain[18 : len(plain) - 4]
+    assert enc[len(plain) - 4 : -4] == b"\x01" + FP
+    assert F.decode_generation_header(enc) == g and g.encrypted
+    assert not F.decode_generation_header(plain).encrypted
+
+
+def test_layout3_without_source() -> None:
+    g = _gen(source=None)
+    enc = F.encode_generation_header(g)
+    assert int.from_bytes(enc[16:18], "little") == 3
+    assert len(enc) == 167 + len(b"vg0/data")
+    assert F.decode_generation_header(enc) == g
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"cipher": F.Cipher.NONE},  # a fingerprint needs a cipher
+        {"cipher": 2},
+        {"key_fingerprint": bytes(15)},
+        {"key_fingerprint": None},  # a cipher needs a fingerprint
+    ],
+)
+def test_layout3_invalid_models(kw: dict[str, object]) -> None:
+    with pytest.raises(MalformedError):
+        F.encode_generation_header(_gen(**kw))
+
+
+@pytest.mark.parametrize("cipher", [0, 2, 255])
+def test_layout3_bad_cipher_byte(cipher: int) -> None:
+    enc = bytearray(F.encode_generation_header(_gen()))
+    enc[-21] = cipher
+    with pytest.raises(MalformedError, match="cipher"):
+        F.decode_generation_header(_fix_header_crc(bytes(enc)))
+
+
+def test_plain_chunk_in_encrypted_generation_and_back() -> None:
+    g = _gen()
+    sealed = _header(flags=0x0003, stored_len=100)
+    plain = _header(flags=0x0001, stored_len=100)
+    F.check_same_generation(g, sealed)
+    with pytest.raises(MalformedError, match="not encrypted, but the generation is"):
+        F.check_same_generation(g, plain)
+    pg = _gen(cipher=F.Cipher.NONE, key_fingerprint=None)
+    F.check_same_generation(pg, plain)
+    with pytest.raises(MalformedError, match="encrypted, but the generation is not"):
+        F.check_same_generation(pg, sealed)
+
+
+def test_layout3_json_roundtrip() -> None:
+    g = _gen()
+    j = F.to_jsonable(g)
+    assert j["cipher"] == "aes_256_gcm" and j["key_fingerprint"] == FP.hex()
+    assert F.from_jsonable(F.GenerationHeader, j) == g
+    p = _gen(cipher=F.Cipher.NONE, key_fingerprint=None)
+    assert F.from_jsonable(F.GenerationHeader, F.to_jsonable(p)) == p
