@@ -3,8 +3,8 @@
 construct declarations of every structure (:mod:`.structs`), the Python-side model
 (:mod:`.model`), one codec that turns bytes into model objects and back and construct errors
 into :mod:`tapearc.errors` (:mod:`.codec`), the trailer builder (:mod:`.trailer`), a trailer read from a file piece by piece (:mod:`.trailerfile`), record framing (:mod:`.framing`), CRC-32C
-(:mod:`.crc`), block digests (:mod:`.digest`) and block-run helpers (:mod:`.mapping`). No I/O,
-no policy.
+(:mod:`.crc`), block digests (:mod:`.digest`), block-run helpers (:mod:`.mapping`) and encrypted
+chunks: associated data, sealing and opening (:mod:`.sealing`). No I/O, no policy.
 """
 
 from __future__ import annotations
@@ -96,10 +96,23 @@ from .model import (
     TrailerEnd,
     VolumeSource,
 )
+from .sealing import (
+    AAD_TAG,
+    build_sealed_chunk,
+    check_key,
+    chunk_aad,
+    chunk_cipher,
+    open_chunk_payload,
+    raw_payload,
+    reseal_chunk,
+    seal_chunk,
+    seal_chunk_payload,
+)
 from .trailer import MemoryStore, TrailerBuilder, TrailerStore
 from .trailerfile import TrailerFile
 
 __all__ = [
+    "AAD_TAG",
     "CHUNK_FLAG_ENCRYPTED",
     "CHUNK_FLAG_ZSTD",
     "CHUNK_MAGIC",
@@ -157,9 +170,13 @@ __all__ = [
     "block_digest",
     "block_len",
     "build_chunk",
+    "build_sealed_chunk",
+    "check_key",
     "check_payload",
     "check_same_generation",
     "check_trailer_end",
+    "chunk_aad",
+    "chunk_cipher",
     "chunk_header_len",
     "crc32c",
     "decode_chunk",
@@ -179,13 +196,18 @@ __all__ = [
     "iter_blocks",
     "iter_run_payload",
     "iter_trailer_digests",
+    "open_chunk_payload",
     "pack_payload",
     "payload_digests",
     "peek_item",
+    "raw_payload",
     "record_count",
+    "reseal_chunk",
     "run_data_len",
     "runs_data_len",
     "runs_from_ids",
+    "seal_chunk",
+    "seal_chunk_payload",
     "split_records",
     "to_jsonable",
     "trailer_end_for",

@@ -13,7 +13,9 @@ from hypothesis import given, settings
 
 import tapearc.format as F
 from tapearc.crypto import aead
-from tapearc.errors import KeyRequiredError, MalformedError
+from tapearc.crypto.aead import ChunkCipher
+from tapearc.crypto.keys import Key, fingerprint_text
+from tapearc.errors import ChunkAuthError, KeyRequiredError, MalformedError, WrongKeyError
 from tapearc.format.codec import check_index_entry
 
 RUN = UUID("deadbeef-cafe-4bab-8e00-123456789abc")
@@ -123,7 +125,8 @@ def _fix_header_crc(item: bytes) -> bytes:
 
 # --------------------------------------------------------------------------- generation header layout 3
 
-FP = bytes(range(16))
+KEY = Key(bytes(range(32)))  # the golden vectors' test key
+FP = KEY.fingerprint
 
 
 def _gen(**kw: object) -> F.GenerationHeader:
@@ -212,3 +215,190 @@ def test_layout3_json_roundtrip() -> None:
     assert F.from_jsonable(F.GenerationHeader, j) == g
     p = _gen(cipher=F.Cipher.NONE, key_fingerprint=None)
     assert F.from_jsonable(F.GenerationHeader, F.to_jsonable(p)) == p
+
+
+# --------------------------------------------------------------------------- associated data, seal, open
+
+NONCE = bytes(range(100, 112))
+RAW = b"tapearc encrypted chunk test data " * 240  # 8160 bytes, compressible
+
+
+def _sealed(
+    gen: F.GenerationHeader | None = None, compress: bool = True
+) -> tuple[F.GenerationHeader, F.ChunkHeader, bytes]:
+    g = gen or _gen(volume_size=4096 * 20)
+    cipher = F.chunk_cipher(g, KEY)
+    raw = RAW + bytes(8192 - len(RAW))
+    h, hb, stored = F.build_sealed_chunk(
+        g, seq=3, runs=(F.Run(5, 2), F.Run(8, 2, F.RunKind.ZERO)), raw_payload=raw, cipher=cipher,
+        compress=compress, nonce=NONCE,
+    )  # fmt: skip
+    return g, h, hb + stored
+
+
+def test_aad_layout() -> None:
+    g, h, _ = _sealed()
+    aad = F.chunk_aad(g, h)
+    head = F.encode_chunk_header(dataclasses.replace(h, payload_crc=0))[:-4]
+    assert aad == (
+        b"TAAAD001" + g.media_set_uuid.bytes + g.volume_uuid.bytes + g.run_uuid.bytes
+        + (2).to_bytes(4, "little") + (0).to_bytes(4, "little") + FP + head
+    )  # fmt: skip
+    assert len(aad) == 80 + h.run_count * 13 + 68
+    assert F.chunk_aad(g, h) == F.chunk_aad(g, dataclasses.replace(h, payload_crc=12345))
+    with pytest.raises(MalformedError, match="not"):
+        F.chunk_aad(_gen(cipher=F.Cipher.NONE, key_fingerprint=None), h)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_seal_then_decode_then_open(compress: bool) -> None:
+    g, h, item = _sealed(compress=compress)
+    assert h.encrypted and h.compressed == compress
+    assert h.stored_len == (len(item) - F.chunk_header_len(2))
+    dh, payload = F.decode_chunk(item)  # CRC of the stored bytes: checked without a key
+    assert dh == h and bytes(payload[:12]) == NONCE
+    F.check_same_generation(g, dh, seq=3)
+    cipher = F.chunk_cipher(g, KEY)
+    inner = F.open_chunk_payload(g, dh, payload, cipher)
+    assert len(inner) == h.stored_len - 28
+    raw = F.raw_payload(g, dh, payload, cipher)
+    assert bytes(raw) == RAW + bytes(8192 - len(RAW))
+    if not compress:
+        assert h.stored_len == h.raw_len + 28
+
+
+def test_no_key_and_wrong_key() -> None:
+    g, _h, item = _sealed()
+    dh, payload = F.decode_chunk(item)
+    with pytest.raises(KeyRequiredError) as info:
+        F.open_chunk_payload(g, dh, payload, None)
+    fp_text = fingerprint_text(FP)
+    assert fp_text in str(info.value) and info.value.exit_code == 29
+    assert info.value.details["fingerprint"] == fp_text
+    with pytest.raises(KeyRequiredError, match=fp_text):
+        F.raw_payload(g, dh, payload)
+    with pytest.raises(KeyRequiredError, match=fp_text):
+        F.chunk_cipher(g, None)
+    other = Key(bytes(32))
+    with pytest.raises(WrongKeyError) as winfo:
+        F.chunk_cipher(g, other)
+    assert fp_text in str(winfo.value) and other.fingerprint_text in str(winfo.value)
+    assert winfo.value.exit_code == 30
+    with pytest.raises(WrongKeyError):
+        F.open_chunk_payload(g, dh, payload, ChunkCipher(other, g.run_uuid))
+    # a key of the right fingerprint whose generation says otherwise: the header's fingerprint rules
+    g2 = dataclasses.replace(g, key_fingerprint=other.fingerprint)
+    with pytest.raises(WrongKeyError):
+        F.open_chunk_payload(g2, dh, payload, F.chunk_cipher(g, KEY))
+
+
+def test_plain_generation_has_no_cipher() -> None:
+    with pytest.raises(MalformedError):
+        F.chunk_cipher(_gen(cipher=F.Cipher.NONE, key_fingerprint=None), KEY)
+
+
+def test_unencrypted_chunk_in_encrypted_generation_fails_auth() -> None:
+    g, _h, _item = _sealed()
+    plain = _header(flags=0, stored_len=8192)
+    with pytest.raises(ChunkAuthError, match="not encrypted"):
+        F.open_chunk_payload(g, plain, bytes(8192), F.chunk_cipher(g, KEY))
+    pg = _gen(cipher=F.Cipher.NONE, key_fingerprint=None)
+    assert F.open_chunk_payload(pg, plain, b"x", None) == b"x"
+
+
+_GEN_CHANGES = {
+    "media_set_uuid": {"media_set_uuid": UUID(int=99)},
+    "volume_uuid": {"volume_uuid": UUID(int=98)},
+    "run_uuid": {"run_uuid": UUID(int=97)},
+    "generation": {"generation": 3},
+    "part": {"part": 1},
+}
+_CHUNK_CHANGES = {
+    "seq": {"seq": 4},
+    "flags": {"flags": 0x0002},  # compression bit cleared
+    "run first": {"runs": (F.Run(6, 2), F.Run(8, 2, F.RunKind.ZERO))},
+    "run count": {"runs": (F.Run(5, 2), F.Run(8, 3, F.RunKind.ZERO))},
+    "run kind": {"runs": (F.Run(5, 2), F.Run(8, 2, F.RunKind.DATA))},
+    "run order": {"runs": (F.Run(8, 2, F.RunKind.ZERO), F.Run(5, 2))},
+    "raw_len": {"raw_len": 8191},
+    "block_size": {"block_size": 2048},
+    "volume_size": {"volume_size": 4096 * 20 + 1},
+    "chunk run_uuid": {"run_uuid": UUID(int=96)},
+    "chunk generation": {"generation": 5},
+}
+
+
+@pytest.mark.parametrize("field", sorted(_GEN_CHANGES))
+def test_moved_chunk_fails_its_tag(field: str) -> None:
+    """A chunk read in another generation, part, volume or media set (a swapped or replayed
+    chunk) fails its tag even with the right key."""
+    g, _h, item = _sealed()
+    dh, payload = F.decode_chunk(item)
+    moved = dataclasses.replace(g, **_GEN_CHANGES[field])  # type: ignore[arg-type]
+    with pytest.raises(ChunkAuthError) as info:
+        F.open_chunk_payload(moved, dh, payload, F.chunk_cipher(g, KEY))
+    assert "chunk 3" in str(info.value) and info.value.exit_code == 20
+    err = info.value.at(medium="sim:t.tap", tape_file=1, record=4, blocks=(5, 9))
+    assert str(err).startswith("medium sim:t.tap, tape file 1, record 4, blocks 5-9: chunk 3 payload authentication")
+
+
+@pytest.mark.parametrize("field", sorted(_CHUNK_CHANGES))
+def test_changed_header_fails_its_tag(field: str) -> None:
+    """A header whose mapping or any other field was changed (its CRC fixed) fails the tag."""
+    g, _h, item = _sealed()
+    dh, payload = F.decode_chunk(item)
+    changed = dataclasses.replace(dh, **_CHUNK_CHANGES[field])  # type: ignore[arg-type]
+    with pytest.raises(ChunkAuthError):
+        F.open_chunk_payload(g, changed, payload, F.chunk_cipher(g, KEY))
+
+
+def test_changed_payload_byte_fails_its_tag() -> None:
+    g, _h, item = _sealed()
+    dh, payload = F.decode_chunk(item)
+    cipher = F.chunk_cipher(g, KEY)
+    for i in (0, 11, 12, len(payload) - 17, len(payload) - 1):  # nonce, ciphertext, tag
+        x = bytearray(payload)
+        x[i] ^= 0x40
+        with pytest.raises(ChunkAuthError):
+            F.open_chunk_payload(g, dh, bytes(x), cipher)
+
+
+def test_reseal_for_the_next_part() -> None:
+    g, _h, item = _sealed()
+    dh, payload = F.decode_chunk(item)
+    cipher = F.chunk_cipher(g, KEY)
+    g1 = dataclasses.replace(g, part=1, medium_uuid=UUID(int=77))
+    h1, hb1, stored1 = F.reseal_chunk(g, g1, dh, payload, cipher)
+    assert (h1.flags, h1.stored_len, h1.raw_len, h1.runs) == (dh.flags, dh.stored_len, dh.raw_len, dh.runs)
+    assert bytes(stored1[:12]) != NONCE  # a fresh nonce
+    d1, p1 = F.decode_chunk(hb1 + stored1)
+    assert F.raw_payload(g1, d1, p1, cipher) == F.raw_payload(g, dh, payload, cipher)
+    with pytest.raises(ChunkAuthError):
+        F.open_chunk_payload(g, d1, p1, cipher)
+    # the medium is not bound: a copy of the medium opens as it is
+    assert F.open_chunk_payload(dataclasses.replace(g, medium_uuid=UUID(int=5)), dh, payload, cipher)
+
+
+def test_seal_chunk_payload_checks_its_header() -> None:
+    g, h, _ = _sealed()
+    cipher = F.chunk_cipher(g, KEY)
+    with pytest.raises(MalformedError):
+        F.seal_chunk_payload(g, h, b"x" * (h.stored_len - 27), cipher)
+    with pytest.raises(MalformedError):
+        F.seal_chunk_payload(g, dataclasses.replace(h, flags=1), b"x" * (h.stored_len - 28), cipher)
+    stored = F.seal_chunk_payload(g, h, b"x" * (h.stored_len - 28), cipher, nonce=NONCE)
+    assert stored == F.seal_chunk_payload(g, dataclasses.replace(h, payload_crc=7), b"x" * (h.stored_len - 28),
+                                          cipher, nonce=NONCE)  # fmt: skip
+    with pytest.raises(ValueError):
+        cipher.seal(b"", b"", nonce=bytes(11))
+
+
+def test_zero_only_chunk_is_sealed() -> None:
+    g = _gen(volume_size=4096 * 20)
+    cipher = F.chunk_cipher(g, KEY)
+    h, hb, stored = F.build_sealed_chunk(g, seq=0, runs=(F.Run(0, 4, F.RunKind.ZERO),), raw_payload=b"", cipher=cipher)
+    assert (h.flags, h.stored_len, h.raw_len) == (0x0002, 28, 0)
+    dh, payload = F.decode_chunk(hb + stored)
+    assert F.raw_payload(g, dh, payload, cipher) == b""
+    with pytest.raises(ChunkAuthError):
+        F.open_chunk_payload(g, dataclasses.replace(dh, runs=(F.Run(0, 3, F.RunKind.ZERO),)), payload, cipher)
