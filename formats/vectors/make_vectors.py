@@ -481,8 +481,8 @@ def _damaged_trailers(trailer: bytes, end: bytes) -> dict[str, tuple[bytes, dict
             ),
         ),
         "trailer-bad-digest-alg": (
-            _patch(trailer, TRAILER_DIGEST_ALG, b"\x02", fix_crc=True),
-            _expect("decode_trailer", "MalformedError", "digest_alg 2 (unknown), header CRC fixed"),
+            _patch(trailer, TRAILER_DIGEST_ALG, b"\x03", fix_crc=True),
+            _expect("decode_trailer", "MalformedError", "digest_alg 3 (unknown), header CRC fixed"),
         ),
         "trailer-end-bad-crc": (
             _flip(end, END_TRAILER_RECORD),

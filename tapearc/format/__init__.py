@@ -41,6 +41,7 @@ from .constants import (
     CIPHER_NONE,
     DIGEST_ALGS,
     DIGEST_BLAKE3_128,
+    DIGEST_BLAKE3_128_KEYED,
     DIGEST_LEN,
     DIGEST_NONE,
     FORMAT_VERSION,
@@ -69,7 +70,16 @@ from .constants import (
     ZSTD_LEVEL,
 )
 from .crc import CRC32C_CHECK, crc32c
-from .digest import ZERO_DIGEST, block_digest, is_zero, iter_trailer_digests, payload_digests
+from .digest import (
+    ZERO_DIGEST,
+    DigestFunction,
+    block_digest,
+    digest_alg_for,
+    digest_function,
+    is_zero,
+    iter_trailer_digests,
+    payload_digests,
+)
 from .framing import peek_item, record_count, split_records
 from .jsonio import from_jsonable, to_jsonable
 from .mapping import (
@@ -121,6 +131,7 @@ __all__ = [
     "CRC32C_CHECK",
     "DIGEST_ALGS",
     "DIGEST_BLAKE3_128",
+    "DIGEST_BLAKE3_128_KEYED",
     "DIGEST_LEN",
     "DIGEST_NONE",
     "FORMAT_VERSION",
@@ -152,6 +163,7 @@ __all__ = [
     "ChunkIndexEntry",
     "Cipher",
     "Compression",
+    "DigestFunction",
     "GenerationHeader",
     "GenerationKind",
     "ItemPrefix",
@@ -186,6 +198,8 @@ __all__ = [
     "decode_trailer",
     "decode_trailer_end",
     "decode_trailer_header",
+    "digest_alg_for",
+    "digest_function",
     "encode_chunk_header",
     "encode_generation_header",
     "encode_label",

@@ -49,7 +49,9 @@ from .constants import (
     CHUNK_FLAGS_KNOWN,
     CHUNK_MAGIC,
     DIGEST_ALGS,
+    DIGEST_ALGS_WITH_TABLE,
     DIGEST_BLAKE3_128,
+    DIGEST_BLAKE3_128_KEYED,
     DIGEST_LEN,
     FORMAT_VERSION,
     GENERATION_FORMAT_VERSION_ENCRYPTED,
@@ -635,7 +637,7 @@ def _trailer_too_large(total: int, chunks: int, data_blocks: int) -> MalformedEr
 def _check_digest_table(name: str, digest_alg: int, table_len: int, data_blocks: int) -> None:
     if digest_alg not in DIGEST_ALGS:
         raise _malformed(name, f"unknown digest_alg {digest_alg}")
-    expected = data_blocks * DIGEST_LEN if digest_alg == DIGEST_BLAKE3_128 else 0
+    expected = data_blocks * DIGEST_LEN if digest_alg in DIGEST_ALGS_WITH_TABLE else 0
     if table_len != expected:
         raise _malformed(
             name,
@@ -976,6 +978,8 @@ def check_same_generation(
         mine, theirs = getattr(item, field), getattr(gen, field)
         if mine != theirs:
             raise _malformed(name, f"{field} {mine} != {theirs} in the generation header")
+    if isinstance(item, Trailer):
+        _check_digest_alg(gen, item.digest_alg)
     if isinstance(item, ChunkHeader):
         if seq is not None and item.seq != seq:
             raise _malformed(name, f"out of order: expected chunk {seq}")
@@ -986,3 +990,11 @@ def check_same_generation(
         if item.encrypted != gen.encrypted:  # no plain chunk slipped into an encrypted generation
             raise _malformed(name, "encrypted, but the generation is not" if item.encrypted else
                              "not encrypted, but the generation is")  # fmt: skip
+
+
+def _check_digest_alg(gen: GenerationHeader, digest_alg: int) -> None:
+    """An encrypted generation's digests are keyed (or absent); a plain one's are not keyed."""
+    if gen.encrypted and digest_alg == DIGEST_BLAKE3_128:
+        raise _malformed("trailer", "unkeyed digests (digest_alg 1) in an encrypted generation")
+    if not gen.encrypted and digest_alg == DIGEST_BLAKE3_128_KEYED:
+        raise _malformed("trailer", "keyed digests (digest_alg 2) in a generation that is not encrypted")

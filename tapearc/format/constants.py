@@ -92,7 +92,11 @@ TRAILER_FLAGS_KNOWN: Final = TRAILER_FLAG_COMPLETE | TRAILER_FLAG_CONTINUES
 #: Block digest algorithms (trailer ``digest_alg``) and the length of one digest.
 DIGEST_NONE: Final = 0
 DIGEST_BLAKE3_128: Final = 1
-DIGEST_ALGS: Final = (DIGEST_NONE, DIGEST_BLAKE3_128)
+#: BLAKE3-128 keyed with the data key's digest key: the digests of encrypted generations.
+DIGEST_BLAKE3_128_KEYED: Final = 2
+DIGEST_ALGS: Final = (DIGEST_NONE, DIGEST_BLAKE3_128, DIGEST_BLAKE3_128_KEYED)
+#: The algorithms with a digest table of DIGEST_LEN bytes per data block.
+DIGEST_ALGS_WITH_TABLE: Final = (DIGEST_BLAKE3_128, DIGEST_BLAKE3_128_KEYED)
 DIGEST_LEN: Final = 16
 
 #: Generation end record flags: none defined in version 1 (all must be 0).

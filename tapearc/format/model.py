@@ -232,7 +232,7 @@ class Trailer:
 
     ``digests`` is the digest table: for every entry in order, for every data block of its
     runs in run order, ``DIGEST_LEN`` (16) bytes of BLAKE3-128 of the block
-    (``data_blocks * 16`` bytes for ``digest_alg`` 1, empty for ``digest_alg`` 0). See
+    (``data_blocks * 16`` bytes for ``digest_alg`` 1 and 2, empty for ``digest_alg`` 0). See
     :func:`tapearc.format.digest.iter_trailer_digests`.
     """
 
@@ -246,7 +246,7 @@ class Trailer:
     raw_bytes: int
     stored_bytes: int
     flags: int = TRAILER_FLAG_COMPLETE  #: bit 0: the generation is complete (ends here)
-    digest_alg: int = DIGEST_BLAKE3_128  #: 1: BLAKE3-128 digests; 0: no digests
+    digest_alg: int = DIGEST_BLAKE3_128  #: 1: BLAKE3-128 digests; 2: keyed BLAKE3-128; 0: no digests
     digests: bytes = field(default=b"", repr=False)  #: the digest table (data_blocks * 16 bytes)
 
     @property

@@ -326,7 +326,7 @@ TrailerFields = Struct(
     "raw_bytes" / Int64ul,
     "stored_bytes" / Int64ul,
     "body_crc" / Int32ul,  # CRC-32C of the whole body: index entries and digest table
-    "digest_alg" / Int8ul,  # 0 no digests, 1 BLAKE3-128 (16 bytes per data block)
+    "digest_alg" / Int8ul,  # 0 no digests, 1 BLAKE3-128, 2 keyed BLAKE3-128 (16 bytes per data block)
     "reserved" / Default(Bytes(3), bytes(3)),  # 0; keeps header_crc (and the body) 4-byte aligned
 )
 TrailerHeaderStruct = _with_crc(TrailerFields)
@@ -356,7 +356,7 @@ ChunkIndexEntryStruct = ModelAdapter(
 )
 #: The trailer body: ``chunk_count`` index entries (pass ``chunk_count=`` to parse), then the
 #: digest table: everything after the entries, which must be exactly ``data_blocks * 16`` bytes
-#: for digest_alg 1 and empty for digest_alg 0 (the codec checks the length).
+#: for digest_alg 1 and 2 and empty for digest_alg 0 (the codec checks the length).
 TrailerBodyStruct = Struct(
     "entries" / _tuple_of(Array(this._.chunk_count, ChunkIndexEntryStruct)),
     "digests" / GreedyBytes,

@@ -5,10 +5,12 @@ digests."""
 from __future__ import annotations
 
 import dataclasses
+import io
 from uuid import UUID
 
+import blake3
 import pytest
-from fmt_strategies import chunk_headers
+from fmt_strategies import chunk_headers, trailers
 from hypothesis import given, settings
 
 import tapearc.format as F
@@ -402,3 +404,64 @@ def test_zero_only_chunk_is_sealed() -> None:
     assert F.raw_payload(g, dh, payload, cipher) == b""
     with pytest.raises(ChunkAuthError):
         F.open_chunk_payload(g, dataclasses.replace(dh, runs=(F.Run(0, 3, F.RunKind.ZERO),)), payload, cipher)
+
+
+# --------------------------------------------------------------------------- keyed digests (digest_alg 2)
+
+
+def test_keyed_digest_known_answer() -> None:
+    """BLAKE3's official keyed-hash test value (input of length 0), truncated to 16 bytes."""
+    f = F.digest_function(b"whats the Elvish word for friend")
+    assert f(b"").hex() == "92b2b75604ed3c761f9d6f62392c8a92"
+    assert F.digest_function(None) is F.block_digest
+    assert (F.digest_alg_for(None), F.digest_alg_for(KEY.digest_key())) == (1, 2) == (
+        F.DIGEST_BLAKE3_128, F.DIGEST_BLAKE3_128_KEYED)  # fmt: skip
+    with pytest.raises(ValueError):
+        F.digest_function(bytes(16))
+
+
+def test_keyed_payload_digests() -> None:
+    dk = KEY.digest_key()
+    f = F.digest_function(dk)
+    blocks = [bytes([i]) * 4096 for i in range(1, 4)]
+    runs = (F.Run(0, 2), F.Run(3, 1, F.RunKind.ZERO), F.Run(5, 1))
+    raw = b"".join(blocks)
+    keyed = F.payload_digests(runs, raw, 4096, 4096 * 8, digest_key=dk)
+    assert keyed == b"".join(f(b) for b in blocks)
+    assert keyed == b"".join(blake3.blake3(b, key=dk).digest(16) for b in blocks)
+    plain = F.payload_digests(runs, raw, 4096, 4096 * 8)
+    assert plain == b"".join(F.block_digest(b) for b in blocks) and plain[:16] != keyed[:16]
+    assert f(memoryview(raw)[:4096]) == f(bytearray(blocks[0]))
+
+
+@settings(max_examples=50)
+@given(trailers(digest_algs=(2,)))
+def test_keyed_trailer_roundtrip(t: F.Trailer) -> None:
+    enc = F.encode_trailer(t)
+    assert enc[92] == 2
+    assert F.decode_trailer(enc) == t
+    assert F.TrailerFile(io.BytesIO(enc), len(enc)).to_trailer() == t
+    b = F.TrailerBuilder(
+        run_uuid=t.run_uuid, generation=t.generation, volume_size=t.volume_size, block_size=t.block_size, digest_alg=2
+    )
+    pos = 0
+    for e in t.entries:
+        n = 16 * sum(r.count for r in e.runs if r.kind == F.RunKind.DATA)
+        b.add(e, t.digests[pos : pos + n])
+        pos += n
+    assert b.finish(complete=t.complete) == enc
+
+
+def test_trailer_digest_alg_must_fit_the_generation() -> None:
+    t = F.Trailer.from_entries(run_uuid=RUN, generation=2, volume_size=41960, block_size=4096, entries=(),
+                               digest_alg=2)  # fmt: skip
+    F.check_same_generation(_gen(), t)
+    F.check_same_generation(_gen(), dataclasses.replace(t, digest_alg=0))
+    with pytest.raises(MalformedError, match="unkeyed"):
+        F.check_same_generation(_gen(), dataclasses.replace(t, digest_alg=1))
+    plain = _gen(cipher=F.Cipher.NONE, key_fingerprint=None)
+    F.check_same_generation(plain, dataclasses.replace(t, digest_alg=1))
+    with pytest.raises(MalformedError, match="keyed"):
+        F.check_same_generation(plain, t)
+    with pytest.raises(MalformedError):
+        F.encode_trailer(dataclasses.replace(t, digest_alg=3))

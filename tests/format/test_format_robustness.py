@@ -218,11 +218,15 @@ def test_digest_table_length_mismatch(delta: int, filler: bytes) -> None:
 
 def test_digest_alg_and_reserved_bytes() -> None:
     tr = VALID_ITEMS["trailer"]
-    for off, val in ((92, 2), (92, 255), (93, 1), (95, 0x80)):
+    for off, val in ((92, 3), (92, 255), (93, 1), (95, 0x80)):
         x = bytearray(tr)
         x[off] = val
         with pytest.raises(MalformedError):
             decode_trailer(fix_crcs(x))
+    # digest_alg 2 (keyed): the same table
+    x = bytearray(tr)
+    x[92] = 2
+    assert decode_trailer(fix_crcs(x)).digest_alg == 2
     # digest_alg 0 with the table still there: the table must be empty
     x = bytearray(tr)
     x[92] = 0
