@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the golden vectors of tapearc format version 1 (with generation header layout 2).
+"""Write the golden vectors of tapearc format version 1 (with generation header layouts 2 and 3).
 
 Usage: python formats/vectors/make_vectors.py [OUTDIR]   (default: this script's folder)
 
@@ -12,6 +12,9 @@ All valid vectors describe one consistent generation: the generation header (twi
 as tapearc wrote it before it recorded the volume's source, and layout 2 with the source, as it
 writes it now), its two chunks, its trailer (with the real BLAKE3-128 digests of the chunks'
 data blocks) and its generation end record (the label is the label of the medium it is on).
+The same generation written encrypted with the test key ``00 01 .. 1f`` and fixed nonces
+(formats/SPEC.md, section 15): its header (layout 3), its two chunks sealed, its trailer with
+keyed digests.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from tapearc.crypto.keys import Key
 from tapearc.format import (
     ChunkHeader,
     ChunkIndexEntry,
+    Cipher,
     Compression,
     GenerationHeader,
     GenerationKind,
@@ -34,14 +39,19 @@ from tapearc.format import (
     Trailer,
     VolumeSource,
     build_chunk,
+    build_sealed_chunk,
+    chunk_aad,
+    chunk_cipher,
     crc32c,
     encode_generation_header,
     encode_label,
     encode_trailer,
     encode_trailer_end,
     iter_trailer_digests,
+    open_chunk_payload,
     payload_digests,
     peek_item,
+    raw_payload,
     record_count,
     runs_from_ids,
     to_jsonable,
@@ -77,6 +87,10 @@ MEDIA_SET_UUID = UUID("66666666-7777-4888-9999-aaaaaaaaaaaa")
 VOLUME_UUID = UUID("0f0e0d0c-0b0a-4908-8706-050403020100")
 RUN_UUID = UUID("deadbeef-cafe-4bab-8e00-123456789abc")
 CREATED = 1735689600  # 2025-01-01T00:00:00Z
+
+#: The encrypted vectors' data key (32 bytes 00 01 .. 1f) and the nonces of their two chunks.
+TEST_KEY = Key(bytes(range(32)))
+TEST_NONCES = (bytes(range(0xA0, 0xAC)), bytes(range(0xB0, 0xBC)))
 
 BLOCK_SIZE = 4096
 VOLUME_SIZE = 10 * BLOCK_SIZE + 1000  # 11 blocks, block 10 is partial (1000 bytes)
@@ -124,10 +138,11 @@ def describe(item: bytes, obj: Any, *, decoder: str, cls: str, **extra: Any) -> 
 def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
     out: dict[str, tuple[bytes, dict[str, Any]]] = {}
     _label_vector(out)
-    _generation_header_vectors(out)
+    gen_src = _generation_header_vectors(out)
     entries, digests, next_record = _chunk_vectors(out)
     b = _trailer_vector(out, entries, digests)
     _trailer_end_vector(out, b, next_record)
+    _encrypted_vectors(out, gen_src)
     return out
 
 
@@ -144,7 +159,7 @@ def _label_vector(out: dict[str, tuple[bytes, dict[str, Any]]]) -> None:
     out["label"] = (b, describe(b, label, decoder="decode_label", cls="Label"))
 
 
-def _generation_header_vectors(out: dict[str, tuple[bytes, dict[str, Any]]]) -> None:
+def _generation_header_vectors(out: dict[str, tuple[bytes, dict[str, Any]]]) -> GenerationHeader:
     gen = GenerationHeader(
         run_uuid=RUN_UUID,
         media_set_uuid=MEDIA_SET_UUID,
@@ -177,14 +192,14 @@ def _generation_header_vectors(out: dict[str, tuple[bytes, dict[str, Any]]]) -> 
         b,
         describe(b, gen_src, decoder="decode_generation_header", cls="GenerationHeader"),
     )
+    return gen_src
 
 
-def _chunk_vectors(out: dict[str, tuple[bytes, dict[str, Any]]]) -> tuple[list[ChunkIndexEntry], bytes, int]:
-    """The two chunks; returns their index entries, the digest table and the next record."""
-    entries = []
-    digests = b""  # the digest table: BLAKE3-128 of every data block, chunk by chunk
-    next_record = 1  # the generation header is record 0 of the generation file
+ChunkData = tuple[str, list[tuple[int, bool]], bytes, bool, str]
 
+
+def _chunk_data() -> list[ChunkData]:
+    """(name, block ids with their zero flag, raw payload, compress, recipe) of the two chunks."""
     # chunk 0, uncompressed: data 0-1, zero 2-4, data 7, data 10 (partial: 1000 bytes)
     ids0 = [(0, False), (1, False), (2, True), (3, True), (4, True), (7, False), (10, False)]
     raw0 = pseudo_random(2 * BLOCK_SIZE, b"block0-1") + pseudo_random(BLOCK_SIZE, b"block7")
@@ -192,16 +207,21 @@ def _chunk_vectors(out: dict[str, tuple[bytes, dict[str, Any]]]) -> tuple[list[C
     # chunk 1, zstd: data 5-6 (compressible text), zero 8-9
     ids1 = [(5, False), (6, False), (8, True), (9, True)]
     raw1 = text_block(5, BLOCK_SIZE) + text_block(6, BLOCK_SIZE)
+    return [
+        ("chunk-plain", ids0, raw0, False,
+         "blocks 0-1: pseudo_random(8192, b'block0-1'); block 7: pseudo_random(4096, "
+         "b'block7'); block 10: pseudo_random(1000, b'block10') (see make_vectors.py)"),
+        ("chunk-zstd", ids1, raw1, True,
+         "blocks 5, 6: text_block(5, 4096) + text_block(6, 4096) (see make_vectors.py)"),
+    ]  # fmt: skip
 
-    for seq, (name, ids, raw, compress, recipe) in enumerate(
-        [
-            ("chunk-plain", ids0, raw0, False,
-             "blocks 0-1: pseudo_random(8192, b'block0-1'); block 7: pseudo_random(4096, "
-             "b'block7'); block 10: pseudo_random(1000, b'block10') (see make_vectors.py)"),
-            ("chunk-zstd", ids1, raw1, True,
-             "blocks 5, 6: text_block(5, 4096) + text_block(6, 4096) (see make_vectors.py)"),
-        ]
-    ):  # fmt: skip
+
+def _chunk_vectors(out: dict[str, tuple[bytes, dict[str, Any]]]) -> tuple[list[ChunkIndexEntry], bytes, int]:
+    """The two chunks; returns their index entries, the digest table and the next record."""
+    entries = []
+    digests = b""  # the digest table: BLAKE3-128 of every data block, chunk by chunk
+    next_record = 1  # the generation header is record 0 of the generation file
+    for seq, (name, ids, raw, compress, recipe) in enumerate(_chunk_data()):
         header, item = _chunk_vector(out, seq, name, ids, raw, compress, recipe)
         n = record_count(len(item), RECORD_SIZE)
         entries.append(ChunkIndexEntry.from_chunk(header, record=next_record, record_count=n))
@@ -303,6 +323,71 @@ def _trailer_end_vector(out: dict[str, tuple[bytes, dict[str, Any]]], b: bytes, 
             cls="TrailerEnd",
             record=end.record,  # its own record index within the generation file
         ),
+    )
+
+
+def _encrypted_vectors(out: dict[str, tuple[bytes, dict[str, Any]]], gen_src: GenerationHeader) -> None:
+    """The same generation written encrypted with the test key: its generation header (layout
+    3), its two chunks sealed with fixed nonces, its trailer (keyed digests, digest_alg 2)."""
+    gen = dataclasses.replace(gen_src, cipher=Cipher.AES_256_GCM, key_fingerprint=TEST_KEY.fingerprint)
+    b = encode_generation_header(gen)
+    out["generation-header-encrypted"] = (
+        b,
+        describe(b, gen, decoder="decode_generation_header", cls="GenerationHeader",
+                 key={"secret": TEST_KEY.secret.hex(), "fingerprint": TEST_KEY.fingerprint_text}),
+    )  # fmt: skip
+    cipher = chunk_cipher(gen, TEST_KEY)
+    digest_key = TEST_KEY.digest_key()
+    entries, digests, next_record = [], b"", 1
+    for seq, (plain_name, ids, raw, compress, recipe) in enumerate(_chunk_data()):
+        name = plain_name.replace("plain", "encrypted").replace("chunk-zstd", "chunk-encrypted-zstd")
+        header, hbytes, stored = build_sealed_chunk(
+            gen, seq=seq, runs=runs_from_ids(ids), raw_payload=raw, cipher=cipher, compress=compress,
+            nonce=TEST_NONCES[seq],
+        )  # fmt: skip
+        assert header.encrypted and header.compressed == compress
+        item = hbytes + stored
+        out[name] = (item, _describe_sealed(item, gen, header, stored, raw, recipe, cipher))
+        n = record_count(len(item), RECORD_SIZE)
+        entries.append(ChunkIndexEntry.from_chunk(header, record=next_record, record_count=n))
+        digests += payload_digests(header.runs, raw, BLOCK_SIZE, VOLUME_SIZE, digest_key=digest_key)
+        next_record += n
+    trailer = Trailer.from_entries(run_uuid=RUN_UUID, generation=2, volume_size=VOLUME_SIZE, block_size=BLOCK_SIZE,
+                                   entries=entries, digests=digests, digest_alg=2, complete=True)  # fmt: skip
+    tb = encode_trailer(trailer)
+    out["trailer-encrypted"] = (
+        tb,
+        describe(tb, trailer, decoder="decode_trailer", cls="Trailer",
+                 digest_key=digest_key.hex(),
+                 digest_table=[{"block": i, "blake3_128_keyed": d.hex()} for i, d in iter_trailer_digests(trailer)]),
+    )  # fmt: skip
+
+
+def _describe_sealed(
+    item: bytes, gen: GenerationHeader, header: ChunkHeader, stored: bytes, raw: bytes, recipe: str, cipher: Any
+) -> dict[str, Any]:
+    inner = bytes(open_chunk_payload(gen, header, stored, cipher))
+    assert raw_payload(gen, header, stored, cipher) == raw
+    return describe(
+        item,
+        header,
+        decoder="decode_chunk",
+        cls="ChunkHeader",
+        payload={
+            "stored_len": len(stored),
+            "sha256": hashlib.sha256(stored).hexdigest(),
+            "crc32c": hexcrc(crc32c(stored)),
+            "nonce": stored[:12].hex(),
+            "tag": stored[-16:].hex(),
+        },
+        inner_payload={
+            "inner_len": len(inner),
+            "sha256": hashlib.sha256(inner).hexdigest(),
+            "what": "zstd frame" if header.compressed else "raw payload",
+        },
+        aad=chunk_aad(gen, header).hex(),
+        key={"secret": TEST_KEY.secret.hex(), "fingerprint": TEST_KEY.fingerprint_text},
+        raw_payload={"raw_len": len(raw), "sha256": hashlib.sha256(raw).hexdigest(), "recipe": recipe},
     )
 
 
