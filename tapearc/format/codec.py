@@ -125,6 +125,7 @@ __all__ = [
     "check_index_entry",
     "check_payload",
     "check_same_generation",
+    "check_trailer_digest_alg",
     "check_trailer_end",
     "check_trailer_fields",
     "check_trailer_len",
@@ -990,6 +991,13 @@ def check_same_generation(
         if item.encrypted != gen.encrypted:  # no plain chunk slipped into an encrypted generation
             raise _malformed(name, "encrypted, but the generation is not" if item.encrypted else
                              "not encrypted, but the generation is")  # fmt: skip
+
+
+def check_trailer_digest_alg(gen: GenerationHeader, digest_alg: int) -> None:
+    """Check a trailer's ``digest_alg`` against its generation (for a reader holding only the
+    trailer's header, e.g. :class:`TrailerFile`): an encrypted generation's digests are keyed
+    (2) or absent (0), a plain one's are not keyed (MalformedError)."""
+    _check_digest_alg(gen, digest_alg)
 
 
 def _check_digest_alg(gen: GenerationHeader, digest_alg: int) -> None:

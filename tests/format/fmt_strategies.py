@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import strategies as st
 
 from tapearc.format import (
@@ -232,7 +234,29 @@ __all__ = [
     "labels",
     "record_count",
     "runs_in",
+    "sealed_chunk_inputs",
     "trailer_ends",
     "trailers",
     "utf8_text",
 ]
+
+
+@st.composite
+def sealed_chunk_inputs(draw: st.DrawFn) -> tuple[GenerationHeader, tuple[Run, ...], bytes]:
+    """(an encrypted generation header, runs inside its volume, a raw payload for the runs):
+    what a writer seals. Payloads mix compressible and random bytes, some only zero runs."""
+    gen = draw(generation_headers())
+    block_size, volume_size = draw(geometries(max_blocks=32, max_block_size=2048))
+    gen = dataclasses.replace(
+        gen,
+        block_size=block_size,
+        volume_size=volume_size,
+        chunk_blocks=32,
+        cipher=Cipher.AES_256_GCM,
+        key_fingerprint=draw(st.binary(min_size=16, max_size=16)),
+    )
+    runs = draw(runs_in(block_size, volume_size, max_runs=4))
+    n = runs_data_len(runs, block_size, volume_size)
+    pattern = draw(st.binary(min_size=1, max_size=64))
+    raw = (pattern * (n // len(pattern) + 1))[:n] if draw(st.booleans()) else draw(st.binary(min_size=n, max_size=n))
+    return gen, runs, raw

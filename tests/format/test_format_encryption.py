@@ -10,8 +10,9 @@ from uuid import UUID
 
 import blake3
 import pytest
-from fmt_strategies import chunk_headers, trailers
+from fmt_strategies import chunk_headers, sealed_chunk_inputs, trailers
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tapearc.format as F
 from tapearc.crypto import aead
@@ -465,3 +466,36 @@ def test_trailer_digest_alg_must_fit_the_generation() -> None:
         F.check_same_generation(plain, t)
     with pytest.raises(MalformedError):
         F.encode_trailer(dataclasses.replace(t, digest_alg=3))
+    F.check_trailer_digest_alg(_gen(), 2)
+    F.check_trailer_digest_alg(plain, 1)
+    for gen, alg in ((_gen(), 1), (plain, 2)):
+        with pytest.raises(MalformedError):
+            F.check_trailer_digest_alg(gen, alg)
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@settings(max_examples=60, deadline=None)
+@given(sealed_chunk_inputs(), st.booleans(), st.binary(min_size=32, max_size=32))
+def test_sealed_chunk_roundtrip(inputs: tuple[F.GenerationHeader, tuple[F.Run, ...], bytes], compress: bool,
+                                secret: bytes) -> None:  # fmt: skip
+    """Any payload, any runs, any generation: seal, encode, decode, open gives the raw payload
+    back; the stored payload follows the length rules; the chunk fits its generation."""
+    gen, runs, raw = inputs
+    key = Key(secret)
+    gen = dataclasses.replace(gen, key_fingerprint=key.fingerprint, compression=F.Compression(int(compress)))
+    assert F.decode_generation_header(F.encode_generation_header(gen)) == gen
+    cipher = F.chunk_cipher(gen, key)
+    h, hb, stored = F.build_sealed_chunk(gen, seq=7, runs=runs, raw_payload=raw, cipher=cipher, compress=compress)
+    dh, payload = F.decode_chunk(hb + stored)
+    assert dh == h and h.encrypted
+    F.check_same_generation(gen, dh, seq=7)
+    if h.compressed:
+        assert 28 <= h.stored_len < h.raw_len + 28
+    else:
+        assert h.stored_len == h.raw_len + 28
+    assert bytes(F.raw_payload(gen, dh, payload, cipher)) == raw
+    moved = dataclasses.replace(gen, part=gen.part ^ 1)
+    with pytest.raises(ChunkAuthError):
+        F.open_chunk_payload(moved, dh, payload, cipher)
