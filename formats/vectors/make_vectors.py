@@ -72,6 +72,7 @@ from tapearc.format.structs import (
 CHUNK_SEQ = field_offset(ChunkFixed, "seq")
 CHUNK_FLAGS = field_offset(ChunkFixed, "flags")
 CHUNK_RAW_LEN = field_offset(ChunkFixed, "raw_len")
+CHUNK_PAYLOAD_CRC = field_offset(ChunkFixed, "payload_crc")
 HEADER_LEN = field_offset(LabelFixed, "header_len")  # the same in every item's prefix
 BODY_LEN = field_offset(LabelFixed, "body_len")
 FORMAT_VERSION_AT = field_offset(LabelFixed, "format_version")
@@ -422,6 +423,7 @@ def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tu
 
     return {
         **_damaged_chunks(item("chunk-plain"), item("chunk-zstd")),
+        **_damaged_encrypted(item("chunk-encrypted"), item("generation-header-encrypted"), item("trailer-encrypted")),
         **_damaged_labels(item("label")),
         **_damaged_generation_headers(item("generation-header"), item("generation-header-source")),
         **_damaged_trailers(item("trailer"), item("trailer-end")),
@@ -482,6 +484,66 @@ def _damaged_chunks(chunk: bytes, zchunk: bytes) -> dict[str, tuple[bytes, dict[
             ),
         ),
     }
+
+
+def _damaged_encrypted(chunk: bytes, gen: bytes, trailer: bytes) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """Encrypted items with one thing wrong each (what decodes without a key)."""
+    chl = int.from_bytes(chunk[HEADER_LEN : HEADER_LEN + 4], "little")
+    ghl = len(gen)
+    return {
+        "chunk-encrypted-bad-payload-crc": (
+            _flip(chunk, chl + 20),
+            _expect("decode_chunk", "CRCError", "bit 0 of ciphertext byte 8 flipped: the CRC catches it without a key"),
+        ),
+        "chunk-encrypted-flag-cleared": (
+            _patch(chunk, CHUNK_FLAGS, (0x0000).to_bytes(2, "little"), fix_crc=True),
+            _expect(
+                "decode_chunk",
+                "MalformedError",
+                "flags bit 1 (encrypted) cleared: body_len raw_len + 28 != raw_len; header CRC fixed",
+            ),
+        ),
+        "chunk-encrypted-short-body": (
+            _fix_chunk_crc(_patch(chunk[: chl + 20], BODY_LEN, (20).to_bytes(4, "little"), fix_crc=True)),
+            _expect(
+                "decode_chunk",
+                "MalformedError",
+                "encrypted chunk with a body of 20 bytes (shorter than nonce and tag), header and payload CRC fixed",
+            ),
+        ),
+        "generation-header-encrypted-cipher-0": (
+            _patch(gen, ghl - 21, b"\x00", fix_crc=True),
+            _expect("decode_generation_header", "MalformedError", "layout 3 with cipher 0, header CRC fixed"),
+        ),
+        "generation-header-encrypted-cipher-2": (
+            _patch(gen, ghl - 21, b"\x02", fix_crc=True),
+            _expect("decode_generation_header", "MalformedError", "layout 3 with cipher 2 (unknown), header CRC fixed"),
+        ),
+        "generation-header-encrypted-as-v2": (
+            _patch(gen, FORMAT_VERSION_AT, (2).to_bytes(2, "little"), fix_crc=True),
+            _expect(
+                "decode_generation_header",
+                "MalformedError",
+                "layout-3 header with format_version 2 (17 bytes after the source fields), header CRC fixed",
+            ),
+        ),
+        "trailer-encrypted-short-digest-table": (
+            _fix_trailer(trailer[:-16]),
+            _expect(
+                "decode_trailer",
+                "MalformedError",
+                "digest_alg 2 with its last digest cut off; body_len, body CRC and header CRC fixed",
+            ),
+        ),
+    }
+
+
+def _fix_chunk_crc(b: bytes) -> bytes:
+    """Recompute a chunk's payload CRC (then its header CRC)."""
+    x = bytearray(b)
+    hl = int.from_bytes(x[HEADER_LEN : HEADER_LEN + 4], "little")
+    x[CHUNK_PAYLOAD_CRC : CHUNK_PAYLOAD_CRC + 4] = crc32c(bytes(x[hl:])).to_bytes(4, "little")
+    return _patch(bytes(x), 0, b"", fix_crc=True)
 
 
 def _damaged_labels(label: bytes) -> dict[str, tuple[bytes, dict[str, str]]]:
