@@ -248,6 +248,9 @@ def test_aad_layout() -> None:
         + (2).to_bytes(4, "little") + (0).to_bytes(4, "little") + FP + head
     )  # fmt: skip
     assert len(aad) == 80 + h.run_count * 13 + 68
+    # SPEC 15.3's table: the chunk header from offset 80, its payload_crc (zeroed) at 140
+    assert aad[80:88] == b"TACHUNK1" and aad[140:144] == bytes(4) and h.payload_crc != 0
+    assert aad[56:64] == (2).to_bytes(4, "little") + (0).to_bytes(4, "little") and aad[64:80] == FP
     assert F.chunk_aad(g, h) == F.chunk_aad(g, dataclasses.replace(h, payload_crc=12345))
     with pytest.raises(MalformedError, match="not"):
         F.chunk_aad(_gen(cipher=F.Cipher.NONE, key_fingerprint=None), h)
