@@ -377,3 +377,27 @@ class MediaMissingError(_WithRanges):
 
     exit_code = 25
     kind = "media-missing"
+
+
+class KeyRequiredError(TapearcError):
+    """The data is encrypted and no key was given (``--key FILE``). The message names the
+    fingerprint of the key the medium wants. Nothing was written."""
+
+    exit_code = 29
+    kind = "key-required"
+
+
+class WrongKeyError(TapearcError):
+    """The key given is not the one the data was encrypted with: the message names both
+    fingerprints (the medium's and the key's). Nothing was written."""
+
+    exit_code = 30
+    kind = "wrong-key"
+
+
+class ChunkAuthError(DamagedDataError):
+    """An encrypted chunk's authentication tag (AES-256-GCM) does not match: its payload or
+    header was changed, or it was moved to another place (generation, part, volume, media set).
+    Reported like a CRC failure, with the chunk and its location."""
+
+    kind = "auth"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the golden vectors of tapearc format version 1 (with generation header layout 2).
+"""Write the golden vectors of tapearc format version 1 (with generation header layouts 2 and 3).
 
 Usage: python formats/vectors/make_vectors.py [OUTDIR]   (default: this script's folder)
 
@@ -12,6 +12,9 @@ All valid vectors describe one consistent generation: the generation header (twi
 as tapearc wrote it before it recorded the volume's source, and layout 2 with the source, as it
 writes it now), its two chunks, its trailer (with the real BLAKE3-128 digests of the chunks'
 data blocks) and its generation end record (the label is the label of the medium it is on).
+The same generation written encrypted with the test key ``00 01 .. 1f`` and fixed nonces
+(formats/SPEC.md, section 15): its header (layout 3), its two chunks sealed, its trailer with
+keyed digests.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from tapearc.crypto.keys import Key
 from tapearc.format import (
     ChunkHeader,
     ChunkIndexEntry,
+    Cipher,
     Compression,
     GenerationHeader,
     GenerationKind,
@@ -34,14 +39,19 @@ from tapearc.format import (
     Trailer,
     VolumeSource,
     build_chunk,
+    build_sealed_chunk,
+    chunk_aad,
+    chunk_cipher,
     crc32c,
     encode_generation_header,
     encode_label,
     encode_trailer,
     encode_trailer_end,
     iter_trailer_digests,
+    open_chunk_payload,
     payload_digests,
     peek_item,
+    raw_payload,
     record_count,
     runs_from_ids,
     to_jsonable,
@@ -62,6 +72,7 @@ from tapearc.format.structs import (
 CHUNK_SEQ = field_offset(ChunkFixed, "seq")
 CHUNK_FLAGS = field_offset(ChunkFixed, "flags")
 CHUNK_RAW_LEN = field_offset(ChunkFixed, "raw_len")
+CHUNK_PAYLOAD_CRC = field_offset(ChunkFixed, "payload_crc")
 HEADER_LEN = field_offset(LabelFixed, "header_len")  # the same in every item's prefix
 BODY_LEN = field_offset(LabelFixed, "body_len")
 FORMAT_VERSION_AT = field_offset(LabelFixed, "format_version")
@@ -77,6 +88,10 @@ MEDIA_SET_UUID = UUID("66666666-7777-4888-9999-aaaaaaaaaaaa")
 VOLUME_UUID = UUID("0f0e0d0c-0b0a-4908-8706-050403020100")
 RUN_UUID = UUID("deadbeef-cafe-4bab-8e00-123456789abc")
 CREATED = 1735689600  # 2025-01-01T00:00:00Z
+
+#: The encrypted vectors' data key (32 bytes 00 01 .. 1f) and the nonces of their two chunks.
+TEST_KEY = Key(bytes(range(32)))
+TEST_NONCES = (bytes(range(0xA0, 0xAC)), bytes(range(0xB0, 0xBC)))
 
 BLOCK_SIZE = 4096
 VOLUME_SIZE = 10 * BLOCK_SIZE + 1000  # 11 blocks, block 10 is partial (1000 bytes)
@@ -124,10 +139,11 @@ def describe(item: bytes, obj: Any, *, decoder: str, cls: str, **extra: Any) -> 
 def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
     out: dict[str, tuple[bytes, dict[str, Any]]] = {}
     _label_vector(out)
-    _generation_header_vectors(out)
+    gen_src = _generation_header_vectors(out)
     entries, digests, next_record = _chunk_vectors(out)
     b = _trailer_vector(out, entries, digests)
     _trailer_end_vector(out, b, next_record)
+    _encrypted_vectors(out, gen_src)
     return out
 
 
@@ -144,7 +160,7 @@ def _label_vector(out: dict[str, tuple[bytes, dict[str, Any]]]) -> None:
     out["label"] = (b, describe(b, label, decoder="decode_label", cls="Label"))
 
 
-def _generation_header_vectors(out: dict[str, tuple[bytes, dict[str, Any]]]) -> None:
+def _generation_header_vectors(out: dict[str, tuple[bytes, dict[str, Any]]]) -> GenerationHeader:
     gen = GenerationHeader(
         run_uuid=RUN_UUID,
         media_set_uuid=MEDIA_SET_UUID,
@@ -177,14 +193,14 @@ def _generation_header_vectors(out: dict[str, tuple[bytes, dict[str, Any]]]) -> 
         b,
         describe(b, gen_src, decoder="decode_generation_header", cls="GenerationHeader"),
     )
+    return gen_src
 
 
-def _chunk_vectors(out: dict[str, tuple[bytes, dict[str, Any]]]) -> tuple[list[ChunkIndexEntry], bytes, int]:
-    """The two chunks; returns their index entries, the digest table and the next record."""
-    entries = []
-    digests = b""  # the digest table: BLAKE3-128 of every data block, chunk by chunk
-    next_record = 1  # the generation header is record 0 of the generation file
+ChunkData = tuple[str, list[tuple[int, bool]], bytes, bool, str]
 
+
+def _chunk_data() -> list[ChunkData]:
+    """(name, block ids with their zero flag, raw payload, compress, recipe) of the two chunks."""
     # chunk 0, uncompressed: data 0-1, zero 2-4, data 7, data 10 (partial: 1000 bytes)
     ids0 = [(0, False), (1, False), (2, True), (3, True), (4, True), (7, False), (10, False)]
     raw0 = pseudo_random(2 * BLOCK_SIZE, b"block0-1") + pseudo_random(BLOCK_SIZE, b"block7")
@@ -192,16 +208,21 @@ def _chunk_vectors(out: dict[str, tuple[bytes, dict[str, Any]]]) -> tuple[list[C
     # chunk 1, zstd: data 5-6 (compressible text), zero 8-9
     ids1 = [(5, False), (6, False), (8, True), (9, True)]
     raw1 = text_block(5, BLOCK_SIZE) + text_block(6, BLOCK_SIZE)
+    return [
+        ("chunk-plain", ids0, raw0, False,
+         "blocks 0-1: pseudo_random(8192, b'block0-1'); block 7: pseudo_random(4096, "
+         "b'block7'); block 10: pseudo_random(1000, b'block10') (see make_vectors.py)"),
+        ("chunk-zstd", ids1, raw1, True,
+         "blocks 5, 6: text_block(5, 4096) + text_block(6, 4096) (see make_vectors.py)"),
+    ]  # fmt: skip
 
-    for seq, (name, ids, raw, compress, recipe) in enumerate(
-        [
-            ("chunk-plain", ids0, raw0, False,
-             "blocks 0-1: pseudo_random(8192, b'block0-1'); block 7: pseudo_random(4096, "
-             "b'block7'); block 10: pseudo_random(1000, b'block10') (see make_vectors.py)"),
-            ("chunk-zstd", ids1, raw1, True,
-             "blocks 5, 6: text_block(5, 4096) + text_block(6, 4096) (see make_vectors.py)"),
-        ]
-    ):  # fmt: skip
+
+def _chunk_vectors(out: dict[str, tuple[bytes, dict[str, Any]]]) -> tuple[list[ChunkIndexEntry], bytes, int]:
+    """The two chunks; returns their index entries, the digest table and the next record."""
+    entries = []
+    digests = b""  # the digest table: BLAKE3-128 of every data block, chunk by chunk
+    next_record = 1  # the generation header is record 0 of the generation file
+    for seq, (name, ids, raw, compress, recipe) in enumerate(_chunk_data()):
         header, item = _chunk_vector(out, seq, name, ids, raw, compress, recipe)
         n = record_count(len(item), RECORD_SIZE)
         entries.append(ChunkIndexEntry.from_chunk(header, record=next_record, record_count=n))
@@ -306,6 +327,71 @@ def _trailer_end_vector(out: dict[str, tuple[bytes, dict[str, Any]]], b: bytes, 
     )
 
 
+def _encrypted_vectors(out: dict[str, tuple[bytes, dict[str, Any]]], gen_src: GenerationHeader) -> None:
+    """The same generation written encrypted with the test key: its generation header (layout
+    3), its two chunks sealed with fixed nonces, its trailer (keyed digests, digest_alg 2)."""
+    gen = dataclasses.replace(gen_src, cipher=Cipher.AES_256_GCM, key_fingerprint=TEST_KEY.fingerprint)
+    b = encode_generation_header(gen)
+    out["generation-header-encrypted"] = (
+        b,
+        describe(b, gen, decoder="decode_generation_header", cls="GenerationHeader",
+                 key={"secret": TEST_KEY.secret.hex(), "fingerprint": TEST_KEY.fingerprint_text}),
+    )  # fmt: skip
+    cipher = chunk_cipher(gen, TEST_KEY)
+    digest_key = TEST_KEY.digest_key()
+    entries, digests, next_record = [], b"", 1
+    for seq, (plain_name, ids, raw, compress, recipe) in enumerate(_chunk_data()):
+        name = plain_name.replace("plain", "encrypted").replace("chunk-zstd", "chunk-encrypted-zstd")
+        header, hbytes, stored = build_sealed_chunk(
+            gen, seq=seq, runs=runs_from_ids(ids), raw_payload=raw, cipher=cipher, compress=compress,
+            nonce=TEST_NONCES[seq],
+        )  # fmt: skip
+        assert header.encrypted and header.compressed == compress
+        item = hbytes + stored
+        out[name] = (item, _describe_sealed(item, gen, header, stored, raw, recipe, cipher))
+        n = record_count(len(item), RECORD_SIZE)
+        entries.append(ChunkIndexEntry.from_chunk(header, record=next_record, record_count=n))
+        digests += payload_digests(header.runs, raw, BLOCK_SIZE, VOLUME_SIZE, digest_key=digest_key)
+        next_record += n
+    trailer = Trailer.from_entries(run_uuid=RUN_UUID, generation=2, volume_size=VOLUME_SIZE, block_size=BLOCK_SIZE,
+                                   entries=entries, digests=digests, digest_alg=2, complete=True)  # fmt: skip
+    tb = encode_trailer(trailer)
+    out["trailer-encrypted"] = (
+        tb,
+        describe(tb, trailer, decoder="decode_trailer", cls="Trailer",
+                 digest_key=digest_key.hex(),
+                 digest_table=[{"block": i, "blake3_128_keyed": d.hex()} for i, d in iter_trailer_digests(trailer)]),
+    )  # fmt: skip
+
+
+def _describe_sealed(
+    item: bytes, gen: GenerationHeader, header: ChunkHeader, stored: bytes, raw: bytes, recipe: str, cipher: Any
+) -> dict[str, Any]:
+    inner = bytes(open_chunk_payload(gen, header, stored, cipher))
+    assert raw_payload(gen, header, stored, cipher) == raw
+    return describe(
+        item,
+        header,
+        decoder="decode_chunk",
+        cls="ChunkHeader",
+        payload={
+            "stored_len": len(stored),
+            "sha256": hashlib.sha256(stored).hexdigest(),
+            "crc32c": hexcrc(crc32c(stored)),
+            "nonce": stored[:12].hex(),
+            "tag": stored[-16:].hex(),
+        },
+        inner_payload={
+            "inner_len": len(inner),
+            "sha256": hashlib.sha256(inner).hexdigest(),
+            "what": "zstd frame" if header.compressed else "raw payload",
+        },
+        aad=chunk_aad(gen, header).hex(),
+        key={"secret": TEST_KEY.secret.hex(), "fingerprint": TEST_KEY.fingerprint_text},
+        raw_payload={"raw_len": len(raw), "sha256": hashlib.sha256(raw).hexdigest(), "recipe": recipe},
+    )
+
+
 def _flip(b: bytes, offset: int, mask: int = 0x01) -> bytes:
     x = bytearray(b)
     x[offset] ^= mask
@@ -337,6 +423,7 @@ def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tu
 
     return {
         **_damaged_chunks(item("chunk-plain"), item("chunk-zstd")),
+        **_damaged_encrypted(item("chunk-encrypted"), item("generation-header-encrypted"), item("trailer-encrypted")),
         **_damaged_labels(item("label")),
         **_damaged_generation_headers(item("generation-header"), item("generation-header-source")),
         **_damaged_trailers(item("trailer"), item("trailer-end")),
@@ -384,10 +471,79 @@ def _damaged_chunks(chunk: bytes, zchunk: bytes) -> dict[str, tuple[bytes, dict[
             ),
         ),
         "chunk-unknown-flag": (
+            _patch(chunk, CHUNK_FLAGS, (0x0004).to_bytes(2, "little"), fix_crc=True),
+            _expect("decode_chunk", "MalformedError", "flags bit 2 set (reserved), header CRC fixed"),
+        ),
+        "chunk-encrypted-flag-on-plain": (
             _patch(chunk, CHUNK_FLAGS, (0x0002).to_bytes(2, "little"), fix_crc=True),
-            _expect("decode_chunk", "MalformedError", "flags bit 1 set (reserved), header CRC fixed"),
+            _expect(
+                "decode_chunk",
+                "MalformedError",
+                "flags bit 1 (encrypted) set on an unencrypted chunk: body_len == raw_len, not raw_len + 28; "
+                "header CRC fixed",
+            ),
         ),
     }
+
+
+def _damaged_encrypted(chunk: bytes, gen: bytes, trailer: bytes) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """Encrypted items with one thing wrong each (what decodes without a key)."""
+    chl = int.from_bytes(chunk[HEADER_LEN : HEADER_LEN + 4], "little")
+    ghl = len(gen)
+    return {
+        "chunk-encrypted-bad-payload-crc": (
+            _flip(chunk, chl + 20),
+            _expect("decode_chunk", "CRCError", "bit 0 of ciphertext byte 8 flipped: the CRC catches it without a key"),
+        ),
+        "chunk-encrypted-flag-cleared": (
+            _patch(chunk, CHUNK_FLAGS, (0x0000).to_bytes(2, "little"), fix_crc=True),
+            _expect(
+                "decode_chunk",
+                "MalformedError",
+                "flags bit 1 (encrypted) cleared: body_len raw_len + 28 != raw_len; header CRC fixed",
+            ),
+        ),
+        "chunk-encrypted-short-body": (
+            _fix_chunk_crc(_patch(chunk[: chl + 20], BODY_LEN, (20).to_bytes(4, "little"), fix_crc=True)),
+            _expect(
+                "decode_chunk",
+                "MalformedError",
+                "encrypted chunk with a body of 20 bytes (shorter than nonce and tag), header and payload CRC fixed",
+            ),
+        ),
+        "generation-header-encrypted-cipher-0": (
+            _patch(gen, ghl - 21, b"\x00", fix_crc=True),
+            _expect("decode_generation_header", "MalformedError", "layout 3 with cipher 0, header CRC fixed"),
+        ),
+        "generation-header-encrypted-cipher-2": (
+            _patch(gen, ghl - 21, b"\x02", fix_crc=True),
+            _expect("decode_generation_header", "MalformedError", "layout 3 with cipher 2 (unknown), header CRC fixed"),
+        ),
+        "generation-header-encrypted-as-v2": (
+            _patch(gen, FORMAT_VERSION_AT, (2).to_bytes(2, "little"), fix_crc=True),
+            _expect(
+                "decode_generation_header",
+                "MalformedError",
+                "layout-3 header with format_version 2 (17 bytes after the source fields), header CRC fixed",
+            ),
+        ),
+        "trailer-encrypted-short-digest-table": (
+            _fix_trailer(trailer[:-16]),
+            _expect(
+                "decode_trailer",
+                "MalformedError",
+                "digest_alg 2 with its last digest cut off; body_len, body CRC and header CRC fixed",
+            ),
+        ),
+    }
+
+
+def _fix_chunk_crc(b: bytes) -> bytes:
+    """Recompute a chunk's payload CRC (then its header CRC)."""
+    x = bytearray(b)
+    hl = int.from_bytes(x[HEADER_LEN : HEADER_LEN + 4], "little")
+    x[CHUNK_PAYLOAD_CRC : CHUNK_PAYLOAD_CRC + 4] = crc32c(bytes(x[hl:])).to_bytes(4, "little")
+    return _patch(bytes(x), 0, b"", fix_crc=True)
 
 
 def _damaged_labels(label: bytes) -> dict[str, tuple[bytes, dict[str, str]]]:
@@ -420,11 +576,20 @@ def _damaged_generation_headers(gen: bytes, gen_src: bytes) -> dict[str, tuple[b
             _expect("decode_generation_header", "MalformedError", "kind 7, header CRC fixed"),
         ),
         "generation-header-future-version": (
-            _patch(gen_src, FORMAT_VERSION_AT, (3).to_bytes(2, "little"), fix_crc=True),
+            _patch(gen_src, FORMAT_VERSION_AT, (4).to_bytes(2, "little"), fix_crc=True),
             _expect(
                 "decode_generation_header",
                 "UnsupportedVersionError",
-                "layout-2 header with format_version 3, header CRC fixed",
+                "layout-2 header with format_version 4, header CRC fixed",
+            ),
+        ),
+        "generation-header-source-as-v3": (
+            _patch(gen_src, FORMAT_VERSION_AT, (3).to_bytes(2, "little"), fix_crc=True),
+            _expect(
+                "decode_generation_header",
+                "MalformedError",
+                "layout-2 header with format_version 3 (too short for the cipher and key fingerprint), "
+                "header CRC fixed",
             ),
         ),
         "generation-header-source-as-v1": (
@@ -463,8 +628,8 @@ def _damaged_trailers(trailer: bytes, end: bytes) -> dict[str, tuple[bytes, dict
             ),
         ),
         "trailer-bad-digest-alg": (
-            _patch(trailer, TRAILER_DIGEST_ALG, b"\x02", fix_crc=True),
-            _expect("decode_trailer", "MalformedError", "digest_alg 2 (unknown), header CRC fixed"),
+            _patch(trailer, TRAILER_DIGEST_ALG, b"\x03", fix_crc=True),
+            _expect("decode_trailer", "MalformedError", "digest_alg 3 (unknown), header CRC fixed"),
         ),
         "trailer-end-bad-crc": (
             _flip(end, END_TRAILER_RECORD),

@@ -34,8 +34,13 @@ class ChunkCipher:
         self.fingerprint = key.fingerprint
         self._aead = AESGCM(key.chunk_key(run_uuid))
 
-    def seal(self, plaintext: bytes | bytearray | memoryview, aad: bytes) -> bytes:
-        nonce = random_nonce(NONCE_LEN)
+    def seal(self, plaintext: bytes | bytearray | memoryview, aad: bytes, *, nonce: bytes | None = None) -> bytes:
+        """``nonce || ciphertext || tag``. ``nonce``: a fixed nonce, for golden vectors and tests
+        only (a writer never passes one: a nonce must not repeat under one key)."""
+        if nonce is None:
+            nonce = random_nonce(NONCE_LEN)
+        elif len(nonce) != NONCE_LEN:
+            raise ValueError(f"a nonce is {NONCE_LEN} bytes, not {len(nonce)}")
         return nonce + self._aead.encrypt(nonce, plaintext, aad)
 
     def open(self, stored: bytes | bytearray | memoryview, aad: bytes) -> bytes:

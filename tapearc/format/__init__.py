@@ -3,8 +3,8 @@
 construct declarations of every structure (:mod:`.structs`), the Python-side model
 (:mod:`.model`), one codec that turns bytes into model objects and back and construct errors
 into :mod:`tapearc.errors` (:mod:`.codec`), the trailer builder (:mod:`.trailer`), a trailer read from a file piece by piece (:mod:`.trailerfile`), record framing (:mod:`.framing`), CRC-32C
-(:mod:`.crc`), block digests (:mod:`.digest`) and block-run helpers (:mod:`.mapping`). No I/O,
-no policy.
+(:mod:`.crc`), block digests (:mod:`.digest`), block-run helpers (:mod:`.mapping`) and encrypted
+chunks: associated data, sealing and opening (:mod:`.sealing`). No I/O, no policy.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from .codec import (
     build_chunk,
     check_payload,
     check_same_generation,
+    check_trailer_digest_alg,
     check_trailer_end,
     chunk_header_len,
     decode_chunk,
@@ -34,18 +35,25 @@ from .codec import (
     unpack_payload,
 )
 from .constants import (
+    CHUNK_FLAG_ENCRYPTED,
     CHUNK_FLAG_ZSTD,
     CHUNK_MAGIC,
+    CIPHER_AES_256_GCM,
+    CIPHER_NONE,
     DIGEST_ALGS,
     DIGEST_BLAKE3_128,
+    DIGEST_BLAKE3_128_KEYED,
     DIGEST_LEN,
     DIGEST_NONE,
     FORMAT_VERSION,
+    GENERATION_FORMAT_VERSION_ENCRYPTED,
     GENERATION_FORMAT_VERSION_SOURCE,
     GENERATION_FORMAT_VERSIONS,
     GENERATION_MAGIC,
+    KEY_FINGERPRINT_LEN,
     LABEL_MAGIC,
     MAX_BODY_LEN,
+    MAX_CHUNK_BODY_LEN,
     MAX_HEADER_LEN,
     MAX_LABEL_TEXT,
     MAX_RECORD_SIZE,
@@ -55,6 +63,7 @@ from .constants import (
     MAX_VOLUME_NAME,
     MIN_RECORD_SIZE,
     PREFIX_LEN,
+    SEAL_OVERHEAD,
     TRAILER_END_MAGIC,
     TRAILER_FLAG_COMPLETE,
     TRAILER_FLAG_CONTINUES,
@@ -62,7 +71,16 @@ from .constants import (
     ZSTD_LEVEL,
 )
 from .crc import CRC32C_CHECK, crc32c
-from .digest import ZERO_DIGEST, block_digest, is_zero, iter_trailer_digests, payload_digests
+from .digest import (
+    ZERO_DIGEST,
+    DigestFunction,
+    block_digest,
+    digest_alg_for,
+    digest_function,
+    is_zero,
+    iter_trailer_digests,
+    payload_digests,
+)
 from .framing import peek_item, record_count, split_records
 from .jsonio import from_jsonable, to_jsonable
 from .mapping import (
@@ -77,6 +95,7 @@ from .mapping import (
 from .model import (
     ChunkHeader,
     ChunkIndexEntry,
+    Cipher,
     Compression,
     GenerationHeader,
     GenerationKind,
@@ -88,23 +107,43 @@ from .model import (
     TrailerEnd,
     VolumeSource,
 )
+from .sealing import (
+    AAD_TAG,
+    build_sealed_chunk,
+    check_key,
+    chunk_aad,
+    chunk_cipher,
+    open_chunk_payload,
+    raw_payload,
+    reseal_chunk,
+    seal_chunk,
+    seal_chunk_payload,
+)
 from .trailer import MemoryStore, TrailerBuilder, TrailerStore
 from .trailerfile import TrailerFile
 
 __all__ = [
+    "AAD_TAG",
+    "CHUNK_FLAG_ENCRYPTED",
     "CHUNK_FLAG_ZSTD",
     "CHUNK_MAGIC",
+    "CIPHER_AES_256_GCM",
+    "CIPHER_NONE",
     "CRC32C_CHECK",
     "DIGEST_ALGS",
     "DIGEST_BLAKE3_128",
+    "DIGEST_BLAKE3_128_KEYED",
     "DIGEST_LEN",
     "DIGEST_NONE",
     "FORMAT_VERSION",
     "GENERATION_FORMAT_VERSIONS",
+    "GENERATION_FORMAT_VERSION_ENCRYPTED",
     "GENERATION_FORMAT_VERSION_SOURCE",
     "GENERATION_MAGIC",
+    "KEY_FINGERPRINT_LEN",
     "LABEL_MAGIC",
     "MAX_BODY_LEN",
+    "MAX_CHUNK_BODY_LEN",
     "MAX_HEADER_LEN",
     "MAX_LABEL_TEXT",
     "MAX_RECORD_SIZE",
@@ -114,6 +153,7 @@ __all__ = [
     "MAX_VOLUME_NAME",
     "MIN_RECORD_SIZE",
     "PREFIX_LEN",
+    "SEAL_OVERHEAD",
     "TRAILER_END_MAGIC",
     "TRAILER_FLAG_COMPLETE",
     "TRAILER_FLAG_CONTINUES",
@@ -122,7 +162,9 @@ __all__ = [
     "ZSTD_LEVEL",
     "ChunkHeader",
     "ChunkIndexEntry",
+    "Cipher",
     "Compression",
+    "DigestFunction",
     "GenerationHeader",
     "GenerationKind",
     "ItemPrefix",
@@ -141,9 +183,14 @@ __all__ = [
     "block_digest",
     "block_len",
     "build_chunk",
+    "build_sealed_chunk",
+    "check_key",
     "check_payload",
     "check_same_generation",
+    "check_trailer_digest_alg",
     "check_trailer_end",
+    "chunk_aad",
+    "chunk_cipher",
     "chunk_header_len",
     "crc32c",
     "decode_chunk",
@@ -153,6 +200,8 @@ __all__ = [
     "decode_trailer",
     "decode_trailer_end",
     "decode_trailer_header",
+    "digest_alg_for",
+    "digest_function",
     "encode_chunk_header",
     "encode_generation_header",
     "encode_label",
@@ -163,13 +212,18 @@ __all__ = [
     "iter_blocks",
     "iter_run_payload",
     "iter_trailer_digests",
+    "open_chunk_payload",
     "pack_payload",
     "payload_digests",
     "peek_item",
+    "raw_payload",
     "record_count",
+    "reseal_chunk",
     "run_data_len",
     "runs_data_len",
     "runs_from_ids",
+    "seal_chunk",
+    "seal_chunk_payload",
     "split_records",
     "to_jsonable",
     "trailer_end_for",

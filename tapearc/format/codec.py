@@ -22,6 +22,7 @@ could not be decoded back.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +35,7 @@ from construct import ConstructError
 
 from tapearc.errors import (
     CRCError,
+    KeyRequiredError,
     MalformedError,
     TapearcError,
     TruncatedError,
@@ -42,18 +44,23 @@ from tapearc.errors import (
 
 from .constants import (
     CHUNK_FIXED_LEN,
+    CHUNK_FLAG_ENCRYPTED,
     CHUNK_FLAG_ZSTD,
     CHUNK_FLAGS_KNOWN,
     CHUNK_MAGIC,
     DIGEST_ALGS,
+    DIGEST_ALGS_WITH_TABLE,
     DIGEST_BLAKE3_128,
+    DIGEST_BLAKE3_128_KEYED,
     DIGEST_LEN,
     FORMAT_VERSION,
+    GENERATION_FORMAT_VERSION_ENCRYPTED,
     GENERATION_FORMAT_VERSION_SOURCE,
     GENERATION_FORMAT_VERSIONS,
     GENERATION_MAGIC,
     HEADER_CRC_LEN,
     INDEX_ENTRY_FIXED_LEN,
+    KEY_FINGERPRINT_LEN,
     LABEL_FLAGS_KNOWN,
     LABEL_MAGIC,
     MAX_BLOCK_SIZE,
@@ -66,6 +73,7 @@ from .constants import (
     MAX_VOLUME_NAME,
     MIN_RECORD_SIZE,
     RUN_LEN,
+    SEAL_OVERHEAD,
     TRAILER_END_FLAGS_KNOWN,
     TRAILER_END_LEN,
     TRAILER_END_MAGIC,
@@ -81,6 +89,7 @@ from .framing import ITEM_NAMES, read_prefix
 from .model import (
     ChunkHeader,
     ChunkIndexEntry,
+    Cipher,
     Compression,
     GenerationHeader,
     GenerationKind,
@@ -91,11 +100,13 @@ from .model import (
     Trailer,
     TrailerEnd,
     TrailerSummary,
+    VolumeSource,
 )
 from .structs import (
     ChunkFieldsCompiled,
     ChunkFixed,
     ChunkIndexEntryStruct,
+    GenerationHeaderEncryptedStruct,
     GenerationHeaderSourceStruct,
     GenerationHeaderStruct,
     HeaderStartStruct,
@@ -114,6 +125,7 @@ __all__ = [
     "check_index_entry",
     "check_payload",
     "check_same_generation",
+    "check_trailer_digest_alg",
     "check_trailer_end",
     "check_trailer_fields",
     "check_trailer_len",
@@ -268,11 +280,18 @@ def _check_payload_lens(name: str, flags: int, known: int, raw_len: int, stored_
         raise _malformed(name, f"raw_len {raw_len} != {data_len} bytes of data blocks in its runs")
     if raw_len > MAX_BODY_LEN:
         raise _malformed(name, f"raw_len {raw_len} is larger than {MAX_BODY_LEN}")
+    inner_len, sealed = stored_len, ""
+    if flags & CHUNK_FLAG_ENCRYPTED:  # the inner payload is sealed: 28 bytes more
+        if stored_len < SEAL_OVERHEAD:
+            raise _malformed(name, f"encrypted payload of {stored_len} bytes is shorter than {SEAL_OVERHEAD}")
+        inner_len, sealed = stored_len - SEAL_OVERHEAD, f" (encrypted: {stored_len} - {SEAL_OVERHEAD} bytes)"
     if flags & CHUNK_FLAG_ZSTD:
-        if stored_len >= raw_len:
-            raise _malformed(name, f"compressed payload of {stored_len} bytes is not smaller than raw_len {raw_len}")
-    elif stored_len != raw_len:
-        raise _malformed(name, f"uncompressed payload of {stored_len} bytes != raw_len {raw_len}")
+        if inner_len >= raw_len:
+            raise _malformed(
+                name, f"compressed payload of {inner_len} bytes{sealed} is not smaller than raw_len {raw_len}"
+            )
+    elif inner_len != raw_len:
+        raise _malformed(name, f"uncompressed payload of {inner_len} bytes{sealed} != raw_len {raw_len}")
 
 
 def _build(what: str, build: Callable[[], Any]) -> bytes:
@@ -351,6 +370,7 @@ def _validate_generation(g: GenerationHeader) -> None:
                 raise _malformed(name, f"{field} is {n} bytes, more than {MAX_SOURCE_PATH}")
         _check_range(name, "source dev", g.source.dev, 0, 2**64 - 1)
         _check_range(name, "source ino", g.source.ino, 0, 2**64 - 1)
+    _validate_cipher(name, g)
 
 
 def _path_bytes(name: str, field: str, text: str) -> bytes:
@@ -361,20 +381,51 @@ def _path_bytes(name: str, field: str, text: str) -> bytes:
         raise _malformed(name, f"{field} is not a path: {e}") from e
 
 
+#: The source a layout-3 header holds when its writer did not know it (SPEC 7.2).
+_NO_SOURCE = VolumeSource(path="", real_path="", dev=0, ino=0)
+
+
+def _validate_cipher(name: str, g: GenerationHeader) -> None:
+    fp = g.key_fingerprint
+    if fp is None:
+        if g.cipher != Cipher.NONE:
+            raise _malformed(name, f"cipher {g.cipher} without a key fingerprint")
+        return
+    if not isinstance(fp, bytes) or len(fp) != KEY_FINGERPRINT_LEN:
+        raise _malformed(name, f"key fingerprint must be {KEY_FINGERPRINT_LEN} bytes")
+    if g.cipher != Cipher.AES_256_GCM:
+        raise _malformed(name, f"unknown cipher {g.cipher} (1: AES-256-GCM)")
+
+
 def encode_generation_header(header: GenerationHeader) -> bytes:
-    """The generation header item (first item of a generation file): layout 2 (format_version
-    2) when the header carries its volume's source, else layout 1."""
+    """The generation header item (first item of a generation file): layout 3 (format_version
+    3) when the generation is encrypted (``key_fingerprint`` set; an unknown source is written
+    as empty paths and zeros), else layout 2 (format_version 2) when the header carries its
+    volume's source, else layout 1."""
     _validate_generation(header)
-    struct_ = GenerationHeaderStruct if header.source is None else GenerationHeaderSourceStruct
-    return _build("generation header", lambda: struct_.build({"fields": {"value": header}}))
+    if header.key_fingerprint is not None:
+        if header.source is None:
+            header = dataclasses.replace(header, source=_NO_SOURCE)
+        struct_ = GenerationHeaderEncryptedStruct
+    else:
+        struct_ = GenerationHeaderStruct if header.source is None else GenerationHeaderSourceStruct
+    value = header
+    return _build("generation header", lambda: struct_.build({"fields": {"value": value}}))
+
+
+_GENERATION_STRUCTS = {
+    FORMAT_VERSION: GenerationHeaderStruct,
+    GENERATION_FORMAT_VERSION_SOURCE: GenerationHeaderSourceStruct,
+    GENERATION_FORMAT_VERSION_ENCRYPTED: GenerationHeaderEncryptedStruct,
+}
 
 
 def decode_generation_header(buf: Buf) -> GenerationHeader:
-    """Decode a generation header item."""
+    """Decode a generation header item (layout 1, 2 or 3)."""
     mv, prefix = _open_item(buf, GENERATION_MAGIC, whole=True, versions=GENERATION_FORMAT_VERSIONS)
-    layout2 = _HEADER_START_C.parse(bytes(mv[:18])).format_version == GENERATION_FORMAT_VERSION_SOURCE
+    version = _HEADER_START_C.parse(bytes(mv[:18])).format_version
     with _translated("generation header"):
-        struct_ = GenerationHeaderSourceStruct if layout2 else GenerationHeaderStruct
+        struct_ = _GENERATION_STRUCTS[version]
         c = struct_.parse(bytes(mv[: prefix.header_len]))
         f = c.fields
         if f.length + HEADER_CRC_LEN != prefix.header_len:
@@ -383,6 +434,11 @@ def decode_generation_header(buf: Buf) -> GenerationHeader:
                 f"{f.length + HEADER_CRC_LEN} bytes of fields and CRC"
             )
         g: GenerationHeader = f.value
+    if version == GENERATION_FORMAT_VERSION_ENCRYPTED:
+        if g.cipher == Cipher.NONE:
+            raise _malformed("generation header", "layout 3 (encrypted) with cipher 0")
+        if g.source == _NO_SOURCE:
+            g = dataclasses.replace(g, source=None)
     _validate_generation(g)
     return g
 
@@ -502,14 +558,20 @@ def pack_payload(raw: Buf, *, compress: bool = True, level: int = ZSTD_LEVEL) ->
     return 0, raw
 
 
-def unpack_payload(header: ChunkHeader, payload: Buf) -> bytes | memoryview:
+def unpack_payload(header: ChunkHeader, payload: Buf, *, opened: bool = False) -> bytes | memoryview:
     """The raw payload (``header.raw_len`` bytes) of a chunk whose payload was checked: the
     stored payload itself (not copied) when it is not compressed.
+
+    An encrypted chunk's stored payload is refused (KeyRequiredError): open it first
+    (:func:`open_chunk_payload`) and pass the inner payload with ``opened=True``, or call
+    :func:`raw_payload`, which does both.
 
     Decompresses a zstd payload with an output limit of raw_len; raises MalformedError if the
     payload does not decompress to exactly raw_len bytes.
     """
     name = f"chunk {header.seq}"
+    if header.encrypted and not opened:
+        raise KeyRequiredError(f"{name} is encrypted: it must be opened with the key before it is unpacked")
     if not header.compressed:
         if len(payload) != header.raw_len:
             raise _malformed(name, f"payload of {len(payload)} bytes != raw_len {header.raw_len}")
@@ -576,7 +638,7 @@ def _trailer_too_large(total: int, chunks: int, data_blocks: int) -> MalformedEr
 def _check_digest_table(name: str, digest_alg: int, table_len: int, data_blocks: int) -> None:
     if digest_alg not in DIGEST_ALGS:
         raise _malformed(name, f"unknown digest_alg {digest_alg}")
-    expected = data_blocks * DIGEST_LEN if digest_alg == DIGEST_BLAKE3_128 else 0
+    expected = data_blocks * DIGEST_LEN if digest_alg in DIGEST_ALGS_WITH_TABLE else 0
     if table_len != expected:
         raise _malformed(
             name,
@@ -902,7 +964,8 @@ def check_same_generation(
 
     Same ``run_uuid`` (else the record comes from another run or medium), ``generation``,
     ``block_size`` and ``volume_size`` (the end record has only the first two); for a chunk also at most ``chunk_blocks`` data blocks,
-    no compression unless the generation asked for it, and ``seq`` if given. Raises
+    no compression unless the generation asked for it, encrypted exactly when the generation is,
+    and ``seq`` if given. Raises
     MalformedError naming the first mismatch.
     """
     if isinstance(item, ChunkHeader):
@@ -916,6 +979,8 @@ def check_same_generation(
         mine, theirs = getattr(item, field), getattr(gen, field)
         if mine != theirs:
             raise _malformed(name, f"{field} {mine} != {theirs} in the generation header")
+    if isinstance(item, Trailer):
+        _check_digest_alg(gen, item.digest_alg)
     if isinstance(item, ChunkHeader):
         if seq is not None and item.seq != seq:
             raise _malformed(name, f"out of order: expected chunk {seq}")
@@ -923,3 +988,21 @@ def check_same_generation(
             raise _malformed(name, f"{item.data_blocks} data blocks, more than chunk_blocks {gen.chunk_blocks}")
         if item.compressed and gen.compression != Compression.ZSTD:
             raise _malformed(name, "compressed, but the generation is not")
+        if item.encrypted != gen.encrypted:  # no plain chunk slipped into an encrypted generation
+            raise _malformed(name, "encrypted, but the generation is not" if item.encrypted else
+                             "not encrypted, but the generation is")  # fmt: skip
+
+
+def check_trailer_digest_alg(gen: GenerationHeader, digest_alg: int) -> None:
+    """Check a trailer's ``digest_alg`` against its generation (for a reader holding only the
+    trailer's header, e.g. :class:`TrailerFile`): an encrypted generation's digests are keyed
+    (2) or absent (0), a plain one's are not keyed (MalformedError)."""
+    _check_digest_alg(gen, digest_alg)
+
+
+def _check_digest_alg(gen: GenerationHeader, digest_alg: int) -> None:
+    """An encrypted generation's digests are keyed (or absent); a plain one's are not keyed."""
+    if gen.encrypted and digest_alg == DIGEST_BLAKE3_128:
+        raise _malformed("trailer", "unkeyed digests (digest_alg 1) in an encrypted generation")
+    if not gen.encrypted and digest_alg == DIGEST_BLAKE3_128_KEYED:
+        raise _malformed("trailer", "keyed digests (digest_alg 2) in a generation that is not encrypted")

@@ -7,12 +7,19 @@ from __future__ import annotations
 
 from typing import Final
 
-#: The format version of every item; the generation header alone also has layout 2
+#: The format version of every item; the generation header alone also has layouts 2 and 3
 #: (GENERATION_FORMAT_VERSION_SOURCE: the version-1 fields plus the volume's source), which this
-#: code writes whenever it knows the source. It reads generation headers of both.
+#: code writes whenever it knows the source. It reads generation headers of all three.
 FORMAT_VERSION: Final = 1
 GENERATION_FORMAT_VERSION_SOURCE: Final = 2
-GENERATION_FORMAT_VERSIONS: Final = (FORMAT_VERSION, GENERATION_FORMAT_VERSION_SOURCE)
+#: Layout 3: layout 2 plus the cipher and the key fingerprint, written for encrypted generations
+#: only (plain generations stay layout 1 or 2).
+GENERATION_FORMAT_VERSION_ENCRYPTED: Final = 3
+GENERATION_FORMAT_VERSIONS: Final = (
+    FORMAT_VERSION,
+    GENERATION_FORMAT_VERSION_SOURCE,
+    GENERATION_FORMAT_VERSION_ENCRYPTED,
+)
 
 #: Magic numbers: 7 ASCII letters naming the item, then the format version as an ASCII digit.
 LABEL_MAGIC: Final = b"TALABEL1"
@@ -59,9 +66,23 @@ MIN_RECORD_SIZE: Final = 512
 MAX_RECORD_SIZE: Final = 64 * 1024 * 1024
 MAX_BLOCK_SIZE: Final = 64 * 1024 * 1024
 
-#: Chunk flags.
+#: Chunk flags. Bit 0: the inner payload is a zstd frame. Bit 1: the stored payload is the inner
+#: payload sealed with AES-256-GCM: ``nonce (12) || ciphertext || tag (16)`` (SPEC "Encryption").
 CHUNK_FLAG_ZSTD: Final = 0x0001
-CHUNK_FLAGS_KNOWN: Final = CHUNK_FLAG_ZSTD
+CHUNK_FLAG_ENCRYPTED: Final = 0x0002
+CHUNK_FLAGS_KNOWN: Final = CHUNK_FLAG_ZSTD | CHUNK_FLAG_ENCRYPTED
+#: Bytes a sealed (encrypted) payload has beyond its inner payload: the nonce (12) and the GCM
+#: tag (16); the same as tapearc.crypto.aead.OVERHEAD.
+SEAL_NONCE_LEN: Final = 12
+SEAL_TAG_LEN: Final = 16
+SEAL_OVERHEAD: Final = SEAL_NONCE_LEN + SEAL_TAG_LEN
+#: Cipher of an encrypted generation (generation header layout 3) and its key fingerprint length.
+CIPHER_NONE: Final = 0
+CIPHER_AES_256_GCM: Final = 1
+KEY_FINGERPRINT_LEN: Final = 16
+#: Largest chunk body: the largest raw payload, sealed (an encrypted chunk of 1 GiB raw stored
+#: uncompressed is 1 GiB + 28 bytes).
+MAX_CHUNK_BODY_LEN: Final = MAX_BODY_LEN + SEAL_OVERHEAD
 
 #: Trailer flags.
 TRAILER_FLAG_COMPLETE: Final = 0x0001  # the generation ends in this tape file
@@ -71,7 +92,11 @@ TRAILER_FLAGS_KNOWN: Final = TRAILER_FLAG_COMPLETE | TRAILER_FLAG_CONTINUES
 #: Block digest algorithms (trailer ``digest_alg``) and the length of one digest.
 DIGEST_NONE: Final = 0
 DIGEST_BLAKE3_128: Final = 1
-DIGEST_ALGS: Final = (DIGEST_NONE, DIGEST_BLAKE3_128)
+#: BLAKE3-128 keyed with the data key's digest key: the digests of encrypted generations.
+DIGEST_BLAKE3_128_KEYED: Final = 2
+DIGEST_ALGS: Final = (DIGEST_NONE, DIGEST_BLAKE3_128, DIGEST_BLAKE3_128_KEYED)
+#: The algorithms with a digest table of DIGEST_LEN bytes per data block.
+DIGEST_ALGS_WITH_TABLE: Final = (DIGEST_BLAKE3_128, DIGEST_BLAKE3_128_KEYED)
 DIGEST_LEN: Final = 16
 
 #: Generation end record flags: none defined in version 1 (all must be 0).

@@ -17,7 +17,7 @@ from .constants import (
     GENERATION_MAGIC,
     LABEL_MAGIC,
     MAGICS,
-    MAX_BODY_LEN,
+    MAX_CHUNK_BODY_LEN,
     MAX_HEADER_LEN,
     MAX_TRAILER_LEN,
     PREFIX_LEN,
@@ -79,8 +79,8 @@ def read_prefix(buf: memoryview, expected: tuple[bytes, ...] = MAGICS) -> ItemPr
     if magic == TRAILER_MAGIC:
         if header_len + body_len > MAX_TRAILER_LEN:
             raise MalformedError(f"{name}: total length {header_len + body_len} is larger than {MAX_TRAILER_LEN}")
-    elif body_len > MAX_BODY_LEN:
-        raise MalformedError(f"{name}: body_len {body_len} is larger than {MAX_BODY_LEN}")
+    elif body_len > MAX_CHUNK_BODY_LEN:
+        raise MalformedError(f"{name}: body_len {body_len} is larger than {MAX_CHUNK_BODY_LEN}")
     if body_len and magic in _NO_BODY:
         raise MalformedError(f"{name}: body_len is {body_len}, must be 0")
     return ItemPrefix(magic, header_len, body_len, header_len + body_len)
@@ -92,7 +92,7 @@ def peek_item(first_record: bytes | bytearray | memoryview) -> ItemPrefix:
     Returns ``ItemPrefix(magic, header_len, body_len, total_len)``. Raises TruncatedError if
     fewer than 16 bytes are given, BadMagicError / UnsupportedVersionError for an unknown
     magic, MalformedError for absurd lengths (header_len below the item's minimum or above
-    64 MiB, a chunk body above 1 GiB, a trailer of more than 2**32 - 1 bytes in all, a body for
+    64 MiB, a chunk body above 1 GiB + 28 bytes, a trailer of more than 2**32 - 1 bytes in all, a body for
     a label, generation header or generation end record).
     """
     return read_prefix(memoryview(first_record).cast("B"))

@@ -16,6 +16,7 @@ from uuid import UUID
 from .model import (
     ChunkHeader,
     ChunkIndexEntry,
+    Cipher,
     Compression,
     GenerationHeader,
     GenerationKind,
@@ -67,6 +68,7 @@ M = TypeVar("M")
 _ENUM_FIELDS: dict[str, type[Enum]] = {
     "kind": GenerationKind,
     "compression": Compression,
+    "cipher": Cipher,
 }
 
 
@@ -104,6 +106,8 @@ def from_jsonable(cls: type[M], d: dict[str, Any]) -> M:
             v = tuple(_run(r) for r in v)
         elif f.name == "digests":
             v = bytes.fromhex(v)
+        elif f.name == "key_fingerprint":
+            v = None if v is None else bytes.fromhex(v)
         elif f.name == "entries":
             v = tuple(from_jsonable(ChunkIndexEntry, e) for e in v)
         elif f.name == "source" and cls is GenerationHeader:

@@ -11,11 +11,18 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from uuid import UUID
 
-from .constants import CHUNK_FLAG_ZSTD, DIGEST_BLAKE3_128, TRAILER_FLAG_COMPLETE, TRAILER_FLAG_CONTINUES
+from .constants import (
+    CHUNK_FLAG_ENCRYPTED,
+    CHUNK_FLAG_ZSTD,
+    DIGEST_BLAKE3_128,
+    TRAILER_FLAG_COMPLETE,
+    TRAILER_FLAG_CONTINUES,
+)
 
 __all__ = [
     "ChunkHeader",
     "ChunkIndexEntry",
+    "Cipher",
     "Compression",
     "GenerationHeader",
     "GenerationKind",
@@ -49,6 +56,13 @@ class Compression(IntEnum):
 
     NONE = 0
     ZSTD = 1
+
+
+class Cipher(IntEnum):
+    """How a generation's chunks are encrypted (generation header layout 3)."""
+
+    NONE = 0  #: not encrypted (layouts 1 and 2; invalid in layout 3)
+    AES_256_GCM = 1  #: AES-256-GCM per chunk, under a per-run key (SPEC section 15)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +140,15 @@ class GenerationHeader:
     part: int = 0  #: 0-based part number when a generation spans media
     #: the volume's source; None: not recorded (layout 1, written by tapearc before the source was)
     source: VolumeSource | None = None
+    #: the cipher of an encrypted generation (layout 3); NONE for a plain one
+    cipher: Cipher = Cipher.NONE
+    #: fingerprint (16 bytes) of the data key the generation is encrypted with; None: plain
+    key_fingerprint: bytes | None = None
+
+    @property
+    def encrypted(self) -> bool:
+        """The generation's chunks are encrypted (layout 3: a key fingerprint is set)."""
+        return self.key_fingerprint is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,11 +164,18 @@ class ChunkHeader:
     raw_len: int  #: payload length before compression (sum of the data blocks' lengths)
     stored_len: int  #: payload length as stored (= body_len of the item)
     payload_crc: int  #: CRC-32C of the stored payload
-    flags: int = 0  #: bit 0: payload is zstd-compressed
+    flags: int = 0  #: bit 0: payload is zstd-compressed; bit 1: payload is encrypted (sealed)
 
     @property
     def compressed(self) -> bool:
+        """The inner payload is a zstd frame."""
         return bool(self.flags & CHUNK_FLAG_ZSTD)
+
+    @property
+    def encrypted(self) -> bool:
+        """The stored payload is the inner payload sealed with AES-256-GCM (nonce, ciphertext,
+        tag): it must be opened with the generation's key before it is unpacked."""
+        return bool(self.flags & CHUNK_FLAG_ENCRYPTED)
 
     @property
     def run_count(self) -> int:
@@ -177,6 +207,10 @@ class ChunkIndexEntry:
     def compressed(self) -> bool:
         return bool(self.flags & CHUNK_FLAG_ZSTD)
 
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.flags & CHUNK_FLAG_ENCRYPTED)
+
     @classmethod
     def from_chunk(cls, header: ChunkHeader, *, record: int, record_count: int) -> ChunkIndexEntry:
         """The index entry of a chunk written at ``record`` over ``record_count`` records."""
@@ -198,7 +232,7 @@ class Trailer:
 
     ``digests`` is the digest table: for every entry in order, for every data block of its
     runs in run order, ``DIGEST_LEN`` (16) bytes of BLAKE3-128 of the block
-    (``data_blocks * 16`` bytes for ``digest_alg`` 1, empty for ``digest_alg`` 0). See
+    (``data_blocks * 16`` bytes for ``digest_alg`` 1 and 2, empty for ``digest_alg`` 0). See
     :func:`tapearc.format.digest.iter_trailer_digests`.
     """
 
@@ -212,7 +246,7 @@ class Trailer:
     raw_bytes: int
     stored_bytes: int
     flags: int = TRAILER_FLAG_COMPLETE  #: bit 0: the generation is complete (ends here)
-    digest_alg: int = DIGEST_BLAKE3_128  #: 1: BLAKE3-128 digests; 0: no digests
+    digest_alg: int = DIGEST_BLAKE3_128  #: 1: BLAKE3-128 digests; 2: keyed BLAKE3-128; 0: no digests
     digests: bytes = field(default=b"", repr=False)  #: the digest table (data_blocks * 16 bytes)
 
     @property

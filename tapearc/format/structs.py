@@ -58,10 +58,12 @@ from .constants import (
     CHUNK_MAGIC,
     FORMAT_VERSION,
     GENERATION_FIXED_LEN,
+    GENERATION_FORMAT_VERSION_ENCRYPTED,
     GENERATION_FORMAT_VERSION_SOURCE,
     GENERATION_MAGIC,
     HEADER_CRC_LEN,
     INDEX_ENTRY_FIXED_LEN,
+    KEY_FINGERPRINT_LEN,
     LABEL_FIXED_LEN,
     LABEL_MAGIC,
     MAX_RUNS,
@@ -76,6 +78,7 @@ from .crc import crc32c
 from .model import (
     ChunkHeader,
     ChunkIndexEntry,
+    Cipher,
     Compression,
     GenerationHeader,
     GenerationKind,
@@ -105,8 +108,10 @@ __all__ = [
     "ChunkIndexEntryFixed",
     "ChunkIndexEntryStruct",
     "GenerationFields",
+    "GenerationFieldsEncrypted",
     "GenerationFieldsSource",
     "GenerationFixed",
+    "GenerationHeaderEncryptedStruct",
     "GenerationHeaderSourceStruct",
     "GenerationHeaderStruct",
     "HeaderStartStruct",
@@ -266,6 +271,20 @@ GenerationFieldsSource = ModelAdapter(
     GenerationHeader,
 )
 GenerationHeaderSourceStruct = _with_crc(GenerationFieldsSource)
+#: Layout 3 (format_version 3): layout 2, then the cipher and the key fingerprint (SPEC 7.2).
+GenerationFieldsEncrypted = ModelAdapter(
+    Struct(
+        *_generation_fixed(
+            lambda this: _generation_len(this) + _source_len(this.source) + 1 + KEY_FINGERPRINT_LEN,
+            GENERATION_FORMAT_VERSION_ENCRYPTED,
+        ),
+        "source" / VolumeSourceStruct,
+        "cipher" / EnumAdapter(Int8ul, Cipher),  # 1 AES-256-GCM; 0 is invalid in layout 3
+        "key_fingerprint" / Bytes(KEY_FINGERPRINT_LEN),  # the data key's fingerprint
+    ),
+    GenerationHeader,
+)
+GenerationHeaderEncryptedStruct = _with_crc(GenerationFieldsEncrypted)
 
 # --------------------------------------------------------------------------- chunk header
 
@@ -307,7 +326,7 @@ TrailerFields = Struct(
     "raw_bytes" / Int64ul,
     "stored_bytes" / Int64ul,
     "body_crc" / Int32ul,  # CRC-32C of the whole body: index entries and digest table
-    "digest_alg" / Int8ul,  # 0 no digests, 1 BLAKE3-128 (16 bytes per data block)
+    "digest_alg" / Int8ul,  # 0 no digests, 1 BLAKE3-128, 2 keyed BLAKE3-128 (16 bytes per data block)
     "reserved" / Default(Bytes(3), bytes(3)),  # 0; keeps header_crc (and the body) 4-byte aligned
 )
 TrailerHeaderStruct = _with_crc(TrailerFields)
@@ -337,7 +356,7 @@ ChunkIndexEntryStruct = ModelAdapter(
 )
 #: The trailer body: ``chunk_count`` index entries (pass ``chunk_count=`` to parse), then the
 #: digest table: everything after the entries, which must be exactly ``data_blocks * 16`` bytes
-#: for digest_alg 1 and empty for digest_alg 0 (the codec checks the length).
+#: for digest_alg 1 and 2 and empty for digest_alg 0 (the codec checks the length).
 TrailerBodyStruct = Struct(
     "entries" / _tuple_of(Array(this._.chunk_count, ChunkIndexEntryStruct)),
     "digests" / GreedyBytes,

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import strategies as st
 
 from tapearc.format import (
+    CHUNK_FLAG_ENCRYPTED,
+    CHUNK_FLAG_ZSTD,
+    SEAL_OVERHEAD,
     ChunkHeader,
     ChunkIndexEntry,
+    Cipher,
     Compression,
     GenerationHeader,
     GenerationKind,
@@ -67,8 +73,20 @@ def generation_headers(draw: st.DrawFn) -> GenerationHeader:
         volume_size=draw(st.integers(0, U64)),
         part=draw(st.integers(0, U32)),
         created=draw(st.integers(0, U64)),
-        source=draw(st.none() | volume_sources()),
+        **_source_and_key(draw),
     )
+
+
+def _source_and_key(draw: st.DrawFn) -> dict[str, object]:
+    """A header's source and key: plain (layouts 1, 2) or encrypted (layout 3), where a source of
+    empty paths and zeros stands for "not known" (it decodes as None)."""
+    source = draw(st.none() | volume_sources())
+    fingerprint = draw(st.none() | st.binary(min_size=16, max_size=16))
+    if fingerprint is None:
+        return {"source": source}
+    if source == VolumeSource(path="", real_path="", dev=0, ino=0):
+        source = None
+    return {"source": source, "cipher": Cipher.AES_256_GCM, "key_fingerprint": fingerprint}
 
 
 def _paths() -> st.SearchStrategy[str]:
@@ -105,15 +123,19 @@ def runs_in(draw: st.DrawFn, block_size: int, volume_size: int, max_runs: int = 
 
 
 @st.composite
-def chunk_headers(draw: st.DrawFn) -> ChunkHeader:
-    """Chunk headers with consistent lengths (payload not materialised)."""
+def chunk_headers(draw: st.DrawFn, encrypted: bool | None = False) -> ChunkHeader:
+    """Chunk headers with consistent lengths (payload not materialised); ``encrypted``: True,
+    False or None (either)."""
     block_size, volume_size = draw(geometries(max_blocks=1000, max_block_size=65536))  # raw_len < 1 GiB
     runs = draw(runs_in(block_size, volume_size))
     raw_len = runs_data_len(runs, block_size, volume_size)
     compressed = raw_len > 0 and draw(st.booleans())
     stored_len = draw(st.integers(0, raw_len - 1)) if compressed else raw_len
+    sealed = draw(st.booleans()) if encrypted is None else encrypted
+    if sealed:
+        stored_len += SEAL_OVERHEAD
     return ChunkHeader(
-        flags=1 if compressed else 0,
+        flags=(CHUNK_FLAG_ZSTD if compressed else 0) | (CHUNK_FLAG_ENCRYPTED if sealed else 0),
         run_uuid=draw(uuids),
         generation=draw(st.integers(1, U32)),
         seq=draw(st.integers(0, U32)),
@@ -212,7 +234,29 @@ __all__ = [
     "labels",
     "record_count",
     "runs_in",
+    "sealed_chunk_inputs",
     "trailer_ends",
     "trailers",
     "utf8_text",
 ]
+
+
+@st.composite
+def sealed_chunk_inputs(draw: st.DrawFn) -> tuple[GenerationHeader, tuple[Run, ...], bytes]:
+    """(an encrypted generation header, runs inside its volume, a raw payload for the runs):
+    what a writer seals. Payloads mix compressible and random bytes, some only zero runs."""
+    gen = draw(generation_headers())
+    block_size, volume_size = draw(geometries(max_blocks=32, max_block_size=2048))
+    gen = dataclasses.replace(
+        gen,
+        block_size=block_size,
+        volume_size=volume_size,
+        chunk_blocks=32,
+        cipher=Cipher.AES_256_GCM,
+        key_fingerprint=draw(st.binary(min_size=16, max_size=16)),
+    )
+    runs = draw(runs_in(block_size, volume_size, max_runs=4))
+    n = runs_data_len(runs, block_size, volume_size)
+    pattern = draw(st.binary(min_size=1, max_size=64))
+    raw = (pattern * (n // len(pattern) + 1))[:n] if draw(st.booleans()) else draw(st.binary(min_size=n, max_size=n))
+    return gen, runs, raw

@@ -218,11 +218,15 @@ def test_digest_table_length_mismatch(delta: int, filler: bytes) -> None:
 
 def test_digest_alg_and_reserved_bytes() -> None:
     tr = VALID_ITEMS["trailer"]
-    for off, val in ((92, 2), (92, 255), (93, 1), (95, 0x80)):
+    for off, val in ((92, 3), (92, 255), (93, 1), (95, 0x80)):
         x = bytearray(tr)
         x[off] = val
         with pytest.raises(MalformedError):
             decode_trailer(fix_crcs(x))
+    # digest_alg 2 (keyed): the same table
+    x = bytearray(tr)
+    x[92] = 2
+    assert decode_trailer(fix_crcs(x)).digest_alg == 2
     # digest_alg 0 with the table still there: the table must be empty
     x = bytearray(tr)
     x[92] = 0
@@ -245,9 +249,11 @@ def test_trailer_length_limit_in_prefix() -> None:
     tr[12:16] = (2**32 - 100).to_bytes(4, "little")
     with pytest.raises(MalformedError):
         peek_item(tr)
-    # chunks keep the 1 GiB body limit
+    # chunks keep the 1 GiB body limit, plus the 28 bytes of nonce and tag of an encrypted one
     ch = bytearray(VALID_ITEMS["chunk-plain"][:16])
-    ch[12:16] = (2**30 + 1).to_bytes(4, "little")
+    ch[12:16] = (2**30 + 28).to_bytes(4, "little")
+    assert peek_item(ch).body_len == 2**30 + 28
+    ch[12:16] = (2**30 + 29).to_bytes(4, "little")
     with pytest.raises(MalformedError):
         peek_item(ch)
 

@@ -344,7 +344,7 @@ def test_trailer_builder_checks_digests() -> None:
     b0.add(e0, b"")
     assert decode_trailer(b0.finish()).digest_alg == 0
     with pytest.raises(MalformedError):
-        TrailerBuilder(run_uuid=u, generation=1, volume_size=4096, block_size=4096, digest_alg=2)
+        TrailerBuilder(run_uuid=u, generation=1, volume_size=4096, block_size=4096, digest_alg=3)
 
 
 def test_encode_trailer_checks_digests() -> None:
@@ -359,11 +359,13 @@ def test_encode_trailer_checks_digests() -> None:
                              entries=[e0], digests=bytes(32))  # fmt: skip
     assert decode_trailer(encode_trailer(t)) == t
     for change in ({"digests": b""}, {"digests": bytes(31)}, {"digests": bytes(48)}, {"digest_alg": 0},
-                   {"digest_alg": 2}, {"digest_alg": 0, "digests": b"\0"}):  # fmt: skip
+                   {"digest_alg": 3}, {"digest_alg": 0, "digests": b"\0"}):  # fmt: skip
         with pytest.raises(MalformedError):
             encode_trailer(dataclasses.replace(t, **change))
     t0 = dataclasses.replace(t, digest_alg=0, digests=b"")
     assert decode_trailer(encode_trailer(t0)) == t0
+    t2 = dataclasses.replace(t, digest_alg=2)  # keyed digests: the same table
+    assert decode_trailer(encode_trailer(t2)) == t2
     # an empty generation: no chunks, no digests
     te = Trailer.from_entries(run_uuid=u, generation=1, volume_size=0, block_size=4096, entries=[])
     assert decode_trailer(encode_trailer(te)) == te

@@ -14,9 +14,12 @@ from typing import Any
 import blake3
 import crcmod.predefined
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import tapearc.errors
 import tapearc.format as F
+from tapearc.crypto.aead import AuthenticationFailed, ChunkCipher
+from tapearc.crypto.keys import Key
 from tapearc.format import model
 
 VECTORS = Path(__file__).resolve().parents[2] / "formats" / "vectors"
@@ -28,6 +31,10 @@ VALID = [
     "chunk-zstd",
     "trailer",
     "trailer-end",
+    "generation-header-encrypted",
+    "chunk-encrypted",
+    "chunk-encrypted-zstd",
+    "trailer-encrypted",
 ]
 ENCODERS = {
     "Label": F.encode_label,
@@ -63,8 +70,9 @@ def test_decode_matches_json(name: str) -> None:
     hl = p.header_len
     assert f"0x{int.from_bytes(data[hl - 4 : hl], 'little'):08x}" == desc["header_crc"]
     assert crcmod_crc32c(data[: hl - 4]) == int(desc["header_crc"], 16)
-    # every item is format_version 1 but the generation header of layout 2 (with the source)
-    want = 2 if name == "generation-header-source" else 1
+    # every item is format_version 1 but the generation headers of layout 2 (with the source)
+    # and 3 (encrypted)
+    want = {"generation-header-source": 2, "generation-header-encrypted": 3}.get(name, 1)
     assert int.from_bytes(data[16:18], "little") == desc["format_version"] == want
 
 
@@ -284,3 +292,115 @@ def test_generation_header_layouts() -> None:
         + (0xFD03).to_bytes(8, "little") + (0).to_bytes(8, "little")
     )  # fmt: skip
     assert desc["header_len"] == 130 + n + 2 + len(path) + 2 + len(real) + 16
+
+
+# --------------------------------------------------------------------------- encrypted vectors (SPEC 15)
+
+TEST_KEY = Key(bytes(range(32)))
+
+
+def test_plain_vectors_unchanged() -> None:
+    """Encryption left plain media byte for byte as they were: the plain vectors' SHA-256 as
+    committed before encryption existed."""
+    want = {
+        "label": "74570fc2ef98466365fbaf1a94481fd0d2d650057a20560b5740096e530c046d",
+        "generation-header": "99a12f6e742bf0a4f0ef6473ee6456b9298cf9c159359189ffb52f7b94f98fa4",
+        "chunk-plain": "ce10a08e84daf985b41d5b1c551cbcb9d704e5aa7b746b873abcf9285497adbe",
+        "trailer-end": "2cfbc6dc2b18ef4fe7f5466ae065732be2019145188aa626c32234f524854e14",
+        "generation-header-source": "f3dcca8e8ce079204049cb294834743968a748b830e0edbaacf783e6ed63336f",
+        "chunk-zstd": "d12853ac8d09ca9c7e0b9fdecd95fb2e6b2673b39276fde7cefb1e521dead809",
+        "trailer": "f61b96723fdb3609bd889eef80fbdf5d645fa13ccb00f27cd5dde6b21dff2182",
+    }
+    for name, digest in want.items():
+        data, desc = load(name)
+        assert hashlib.sha256(data).hexdigest() == desc["sha256"] == digest, name
+        assert desc["fields"].get("key_fingerprint") is None
+
+
+def test_encrypted_generation_header_vector() -> None:
+    data, desc = load("generation-header-encrypted")
+    gen = F.decode_generation_header(data)
+    plain = F.decode_generation_header(load("generation-header-source")[0])
+    assert gen == dataclasses.replace(plain, cipher=F.Cipher.AES_256_GCM, key_fingerprint=TEST_KEY.fingerprint)
+    src = load("generation-header-source")[0]
+    assert len(data) == len(src) + 17 and data[18 : len(src) - 4] == src[18 : len(src) - 4]
+    assert data[len(src) - 4 : -4] == b"\x01" + TEST_KEY.fingerprint
+    assert desc["key"] == {"secret": TEST_KEY.secret.hex(), "fingerprint": TEST_KEY.fingerprint_text}
+
+
+@pytest.mark.parametrize(
+    ("name", "plain_name"), [("chunk-encrypted", "chunk-plain"), ("chunk-encrypted-zstd", "chunk-zstd")]
+)
+def test_encrypted_chunk_vector_opens_with_the_test_key(name: str, plain_name: str) -> None:
+    data, desc = load(name)
+    gen = F.decode_generation_header(load("generation-header-encrypted")[0])
+    header, payload = F.decode_chunk(data)  # CRCs: checked without the key
+    assert crcmod_crc32c(bytes(payload)) == header.payload_crc == int(desc["payload"]["crc32c"], 16)
+    F.check_same_generation(gen, header, seq=header.seq)
+    plain_header, plain_payload = F.decode_chunk(load(plain_name)[0])
+    assert header.runs == plain_header.runs and header.raw_len == plain_header.raw_len
+    assert header.flags == plain_header.flags | F.CHUNK_FLAG_ENCRYPTED
+    assert (
+        bytes(payload[:12]).hex() == desc["payload"]["nonce"] and bytes(payload[-16:]).hex() == desc["payload"]["tag"]
+    )
+    assert F.chunk_aad(gen, header).hex() == desc["aad"]
+    cipher = F.chunk_cipher(gen, TEST_KEY)
+    inner = F.open_chunk_payload(gen, header, payload, cipher)
+    assert len(inner) == header.stored_len - 28 == desc["inner_payload"]["inner_len"]
+    assert hashlib.sha256(inner).hexdigest() == desc["inner_payload"]["sha256"]
+    # the inner payload is what the plain chunk stores (same zstd frame, same raw bytes)
+    assert bytes(inner) == bytes(plain_payload)
+    raw = F.raw_payload(gen, header, payload, cipher)
+    assert (
+        hashlib.sha256(raw).hexdigest() == desc["raw_payload"]["sha256"] == load(plain_name)[1]["raw_payload"]["sha256"]
+    )
+    # by hand, with the cryptography library alone: AES-256-GCM, chunk key from the test key
+    aes = AESGCM(
+        blake3.blake3(TEST_KEY.secret + gen.run_uuid.bytes, derive_key_context="tapearc 2026-12 chunk key v1").digest(
+            32
+        )
+    )
+    assert aes.decrypt(bytes(payload[:12]), bytes(payload[12:]), bytes.fromhex(desc["aad"])) == bytes(inner)
+    # another key: refused by fingerprint, and its cipher does not open the payload either
+    other = Key(bytes(range(1, 33)))
+    with pytest.raises(tapearc.errors.WrongKeyError):
+        F.chunk_cipher(gen, other)
+    with pytest.raises(AuthenticationFailed):
+        ChunkCipher(other, gen.run_uuid).open(payload, bytes.fromhex(desc["aad"]))
+    with pytest.raises(tapearc.errors.KeyRequiredError, match=TEST_KEY.fingerprint_text):
+        F.raw_payload(gen, header, payload)
+
+
+def test_encrypted_trailer_vector() -> None:
+    data, desc = load("trailer-encrypted")
+    trailer = F.decode_trailer(data)
+    gen = F.decode_generation_header(load("generation-header-encrypted")[0])
+    F.check_same_generation(gen, trailer)
+    assert trailer.digest_alg == F.DIGEST_BLAKE3_128_KEYED == 2 and data[92] == 2
+    dk = TEST_KEY.digest_key()
+    assert desc["digest_key"] == dk.hex()
+    expected = []
+    for name in ("chunk-encrypted", "chunk-encrypted-zstd"):
+        header, payload = F.decode_chunk(load(name)[0])
+        raw = F.raw_payload(gen, header, payload, F.chunk_cipher(gen, TEST_KEY))
+        expected.append(F.payload_digests(header.runs, raw, header.block_size, header.volume_size, digest_key=dk))
+    assert trailer.digests == b"".join(expected)
+    plain = F.decode_trailer(load("trailer")[0])
+    assert trailer.digests != plain.digests and len(trailer.digests) == len(plain.digests)
+    assert [(e.seq, e.record, e.raw_len, e.runs) for e in trailer.entries] == [
+        (e.seq, e.record, e.raw_len, e.runs) for e in plain.entries
+    ]
+    assert all(
+        e.encrypted and e.stored_len == p.stored_len + 28 for e, p in zip(trailer.entries, plain.entries, strict=True)
+    )
+    first = desc["digest_table"][0]
+    assert (
+        first["block"] == 0
+        and first["blake3_128_keyed"]
+        == blake3.blake3(
+            F.raw_payload(gen, *F.decode_chunk(load("chunk-encrypted")[0]), F.chunk_cipher(gen, TEST_KEY))[:4096],
+            key=dk,
+        )
+        .digest(16)
+        .hex()
+    )
