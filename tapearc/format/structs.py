@@ -62,6 +62,8 @@ from .constants import (
     GENERATION_MAGIC,
     HEADER_CRC_LEN,
     INDEX_ENTRY_FIXED_LEN,
+    KEY_RECORD_FIXED_LEN,
+    KEY_RECORD_MAGIC,
     LABEL_FIXED_LEN,
     LABEL_MAGIC,
     MAX_RUNS,
@@ -386,6 +388,7 @@ MIN_HEADER_LEN: dict[bytes, int] = {
     CHUNK_MAGIC: CHUNK_FIXED_LEN + HEADER_CRC_LEN,
     TRAILER_MAGIC: TRAILER_HEADER_LEN,
     TRAILER_END_MAGIC: TRAILER_END_LEN,
+    KEY_RECORD_MAGIC: KEY_RECORD_FIXED_LEN + 1 + HEADER_CRC_LEN,
 }
 
 # the format facts of constants.py are what the declarations above add up to
