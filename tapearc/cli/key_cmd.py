@@ -181,8 +181,9 @@ def _paper(file: Path, qr: bool) -> None:
     from tapearc.crypto.keyfile import read_key_file
     from tapearc.crypto.paper import paper_text, qr_code
 
-    text = paper_text(read_key_file(file))
-    code = qr_code(text) if qr else ""
+    wrapped = read_key_file(file)
+    text = paper_text(wrapped)
+    code = qr_code(wrapped) if qr else ""
     sys.stdout.write(text)
     if code:
         sys.stdout.write("\n" + code)

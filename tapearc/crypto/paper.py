@@ -14,8 +14,11 @@ the first line check the whole. On import, case, spaces and blank lines do not m
 starting with ``#`` are ignored, and ``0``/``1``/``8`` are read as ``O``/``I``/``B`` (base32 has
 no digits 0, 1, 8, 9).
 
-An optional QR code of the same text (``tapearc key paper --qr``) needs the ``qrcode`` package
-(the ``qr`` extra); tapearc works without it.
+An optional QR code (``tapearc key paper --qr``) holds ``TAPEARC KEY <the base32 characters>``
+on one line: QR's alphanumeric mode (upper-case letters, digits, space) makes it about half the
+size of a QR code of the paper text, and its own error correction stands in for the line checks.
+``tapearc key import`` reads that line too (what a scanner gives back). It needs the ``qrcode``
+package (the ``qr`` extra); tapearc works without it.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from tapearc import format as fmt
 from tapearc.crypto.keys import fingerprint_text
 from tapearc.errors import KeyFileError, TapearcError, UsageError
 
-__all__ = ["GROUP", "GROUPS", "HEADER", "paper_text", "parse_paper", "qr_code"]
+__all__ = ["GROUP", "GROUPS", "HEADER", "QR_PREFIX", "paper_text", "parse_paper", "qr_code", "qr_text"]
 
 HEADER = "TAPEARC PAPER KEY 1"
+QR_PREFIX = "TAPEARC KEY "
 GROUP = 5
 GROUPS = 6
 PER_LINE = GROUP * GROUPS
@@ -92,6 +96,8 @@ def parse_paper(text: str, where: str = "paper key") -> fmt.WrappedKey:
     lines = [(i, s) for i, s in numbered if s and not s.startswith("#")]
     if not lines:
         raise KeyFileError(f"{where}: empty: no paper key text")
+    if lines[0][1].upper().startswith(QR_PREFIX):
+        return _one_line(lines, where)
     fp, count = _header(lines[0][1], where, lines[0][0])
     rows: dict[int, str] = {}
     for i, s in lines[1:]:
@@ -105,6 +111,24 @@ def parse_paper(text: str, where: str = "paper key") -> fmt.WrappedKey:
     if short:
         raise KeyFileError(f"{where}: paper key line {short[0]} has {len(rows[short[0]])} characters, not {PER_LINE}")
     return _decode(rows, count, fp, where)
+
+
+def _one_line(lines: list[tuple[int, str]], where: str) -> fmt.WrappedKey:
+    """The one-line form a QR code holds (``TAPEARC KEY <base32>``)."""
+    if len(lines) > 1:
+        raise KeyFileError(f"{where}: line {lines[1][0]}: text after the one-line key ({QR_PREFIX.strip()} ...)")
+    chars = "".join(lines[0][1][len(QR_PREFIX) :].split()).upper()
+    if bad := sorted(set(chars) - _B32):
+        raise KeyFileError(f"{where}: line {lines[0][0]}: {''.join(bad)!r} is not a key character (A-Z, 2-7)")
+    try:
+        record = base64.b32decode(chars + "=" * (-len(chars) % 8))
+        wrapped = fmt.decode_key_record(record)
+    except (binascii.Error, ValueError, TapearcError) as e:
+        detail = e.message if isinstance(e, TapearcError) else "cut or changed"
+        raise KeyFileError(f"{where}: line {lines[0][0]}: the one-line key does not decode: {detail}") from None
+    if qr_text(wrapped) != QR_PREFIX + chars:
+        raise KeyFileError(f"{where}: line {lines[0][0]}: the one-line key's last characters are changed")
+    return wrapped
 
 
 def _decode(rows: dict[int, str], count: int, fp: str, where: str) -> fmt.WrappedKey:
@@ -132,9 +156,14 @@ def _canonical(chars: str, n: int) -> str:
     return f"{n:02d} {groups}  {_check20(n, chars)}"
 
 
-def qr_code(text: str) -> str:
-    """``text`` as a QR code drawn with text characters (for a terminal or a printout), through
-    the optional ``qrcode`` package; a UsageError saying how to install it when it is not."""
+def qr_text(wrapped: fmt.WrappedKey) -> str:
+    """The one line a QR code of the key holds: ``TAPEARC KEY`` and the record in base32."""
+    return QR_PREFIX + base64.b32encode(fmt.encode_key_record(wrapped)).decode("ascii").rstrip("=")
+
+
+def qr_code(wrapped: fmt.WrappedKey) -> str:
+    """A QR code of :func:`qr_text`, drawn with text characters (for a terminal or a printout),
+    through the optional ``qrcode`` package; a UsageError saying how to install it when it is not."""
     try:
         qrcode: Any = importlib.import_module("qrcode")
     except ImportError:
@@ -143,7 +172,7 @@ def qr_code(text: str) -> str:
             hint="pip install 'tapearc[qr]' (or qrcode); the paper key text alone is enough to restore the key",
         ) from None
     qr = qrcode.QRCode(border=2, error_correction=qrcode.constants.ERROR_CORRECT_M)
-    qr.add_data(text)
+    qr.add_data(qr_text(wrapped))
     qr.make(fit=True)
     out = io.StringIO()
     qr.print_ascii(out=out, invert=True)
