@@ -172,8 +172,8 @@ def paper(
         bool, typer.Option("--qr", help="Also print a QR code of the text (needs the optional qrcode package).")
     ] = False,
 ) -> None:
-    """Print FILE as a paper key: text to print or write down and type back in with ``tapearc key
-    import``. It holds the key wrapped by its passphrase, as the file does."""
+    """Print FILE as a paper key: text to print or write down and type back in with "tapearc key
+    import". It holds the key wrapped by its passphrase, as the file does."""
     run(False, lambda: _paper(file, qr))
 
 
