@@ -188,3 +188,20 @@ def test_recover_from_plain_medium(tmp_path: Path, pw: tuple[str, str]) -> None:
     p = tapearc("key", "recover", "--media", f"sim:{tmp_path / 'blank.tap'}", "--to", str(out))
     assert_one_line_error(p, 10, "no such simulated tape")
     assert not out.exists()
+
+
+def test_medium_with_key_record_backs_up_lists_verifies(tmp_path: Path, keyfile: tuple[Path, str]) -> None:
+    """The key record after the label does not disturb the readers of tape file 0."""
+    img = tmp_path / "m.tap"
+    medium_with_key(img, keyfile[0])
+    vol = tmp_path / "vol.img"
+    vol.write_bytes(os.urandom(300_000))
+    env = {"TAPEARC_CATALOG": str(tmp_path / "cat.sqlite")}
+    for args in (["backup", str(vol)], ["list"], ["verify"]):
+        p = tapearc(*args, "--media", f"sim:{img}", env=env)
+        assert p.returncode == 0, (args, p.stderr)
+    from tapearc.engine.keymedia import read_key_records
+    from tapearc.media import open_medium
+
+    with open_medium(f"sim:{img}", write=False) as d:
+        assert [w.key_fingerprint for w in read_key_records(d)] == [read_key_file(keyfile[0]).key_fingerprint]
