@@ -38,6 +38,7 @@ __all__ = [
     "dearmor",
     "get_passphrase",
     "load_key",
+    "load_wrapped_key",
     "read_key_file",
     "read_passphrase_file",
     "replace_key_file",
@@ -135,8 +136,9 @@ def write_key_file(path: str | os.PathLike[str], wrapped: fmt.WrappedKey) -> Non
 
 def replace_key_file(path: str | os.PathLike[str], wrapped: fmt.WrappedKey) -> None:
     """Replace the key file ``path`` by one holding ``wrapped``, atomically: a new file (0600) in
-    the same folder, synced, renamed over the old one. A crash leaves the old or the new file."""
-    p = Path(path)
+    the same folder, synced, renamed over the old one. A crash leaves the old or the new file.
+    A symlink is followed: the file it points to is replaced, the link stays."""
+    p = Path(os.path.realpath(path))
     tmp = p.with_name(f".{p.name}.tapearc-new")
     tmp.unlink(missing_ok=True)
     write_key_file(tmp, wrapped)
@@ -234,7 +236,19 @@ def load_key(
     (else asked on the terminal). KeyFileError (32) for a file that is not an intact key file,
     WrongPassphraseError (31) for a passphrase that does not open it, UsageError (2) for a
     passphrase file that cannot be used or no way to ask."""
+    return load_wrapped_key(path, passphrase_file, prompt=prompt)[1]
+
+
+def load_wrapped_key(
+    path: str | os.PathLike[str],
+    passphrase_file: str | os.PathLike[str] | None = None,
+    *,
+    prompt: Prompt | None = None,
+) -> tuple[fmt.WrappedKey, Key]:
+    """The key record of the key file ``path`` and the data key it opens to (errors as
+    :func:`load_key`): a backup writes the record on each new medium of an encrypted set
+    (:func:`tapearc.engine.keymedia.write_key_record`) and encrypts with the key."""
     wrapped = read_key_file(path)
     what = f"key file {Path(path)}"
     passphrase = get_passphrase(passphrase_file, what=what, prompt=prompt)
-    return unwrap_key(wrapped, passphrase, where=what)
+    return wrapped, unwrap_key(wrapped, passphrase, where=what)

@@ -15,6 +15,7 @@ from tapearc.crypto.keyfile import (
     armor,
     get_passphrase,
     load_key,
+    load_wrapped_key,
     read_key_file,
     read_passphrase_file,
     replace_key_file,
@@ -117,6 +118,7 @@ def test_key_file_round_trip_mode_and_no_overwrite(tmp_path: Path, key: Key, wra
     pf = tmp_path / "pass"
     pf.write_text("pass word\nsecond line ignored\n")
     assert load_key(f, pf) == key
+    assert load_wrapped_key(f, pf) == (wrapped, key)
     before = f.read_bytes()
     with pytest.raises(KeyFileError, match="exists already"):
         write_key_file(f, wrapped)
@@ -165,6 +167,11 @@ def test_replace_key_file_keeps_fingerprint(tmp_path: Path, key: Key, wrapped: f
     got = read_key_file(f)
     assert got.key_fingerprint == key.fingerprint and got.created == wrapped.created and got.comment == "tests"
     assert stat.S_IMODE(f.stat().st_mode) == 0o600 and os.listdir(tmp_path) == ["k.key"]
+    link = tmp_path / "link.key"
+    link.symlink_to(f)
+    replace_key_file(link, wrapped)  # through a symlink: the target is replaced, the link stays
+    assert link.is_symlink() and read_key_file(f) == wrapped
+    replace_key_file(f, got)
     assert unwrap_key(got, "new words") == key
     with pytest.raises(WrongPassphraseError):
         unwrap_key(got, "pass word")
