@@ -348,6 +348,23 @@ class TempFileError(TapearcError):
     kind = "temp-file"
 
 
+class WrongPassphraseError(TapearcError):
+    """The passphrase does not unwrap the key record (of a key file, a paper key or a medium):
+    the message names where the record came from and the key's fingerprint. Nothing was written."""
+
+    exit_code = 31
+    kind = "wrong-passphrase"
+
+
+class KeyFileError(TapearcError):
+    """A key file, paper key text or key record is unreadable, malformed or refused (a changed
+    byte, a mistyped line, a file that exists already, a medium without a key record): the
+    message names the file (and line) or the medium. Nothing was written."""
+
+    exit_code = 32
+    kind = "key-file"
+
+
 class _WithRanges(TapearcError):
     """An error whose JSON form also lists block ranges (``ranges``: list of dicts)."""
 

@@ -44,6 +44,7 @@ from tapearc.format import (
     chunk_cipher,
     crc32c,
     encode_generation_header,
+    encode_key_record,
     encode_label,
     encode_trailer,
     encode_trailer_end,
@@ -144,6 +145,7 @@ def make_valid() -> dict[str, tuple[bytes, dict[str, Any]]]:
     b = _trailer_vector(out, entries, digests)
     _trailer_end_vector(out, b, next_record)
     _encrypted_vectors(out, gen_src)
+    _key_record_vector(out)
     return out
 
 
@@ -427,6 +429,7 @@ def make_damaged(valid: dict[str, tuple[bytes, dict[str, Any]]]) -> dict[str, tu
         **_damaged_labels(item("label")),
         **_damaged_generation_headers(item("generation-header"), item("generation-header-source")),
         **_damaged_trailers(item("trailer"), item("trailer-end")),
+        **_damaged_key_records(item("key-record")),
     }
 
 
@@ -644,6 +647,59 @@ def _damaged_trailers(trailer: bytes, end: bytes) -> dict[str, tuple[bytes, dict
         "trailer-bad-totals": (
             _patch(trailer, TRAILER_DATA_BLOCKS, (999).to_bytes(8, "little"), fix_crc=True),
             _expect("decode_trailer", "MalformedError", "data_blocks 999, header CRC fixed"),
+        ),
+    }
+
+
+# --------------------------------------------------------------------------- key record (SPEC 16)
+
+KEY_SECRET = bytes(range(32))  # the fixed test key of the vectors: 00 01 02 .. 1f
+KEY_PASSPHRASE = "correct horse battery staple"
+KEY_SALT = bytes(range(0x40, 0x50))
+KEY_NONCE = bytes(range(0x60, 0x6C))
+KEY_LOG2_N = 10  # small so the check is quick; writers use 17
+
+
+def _key_record_vector(out: dict[str, tuple[bytes, dict[str, Any]]]) -> None:
+    from tapearc.crypto.keys import Key
+    from tapearc.crypto.wrap import wrap_key
+
+    key = Key(KEY_SECRET)
+    w = wrap_key(
+        key, KEY_PASSPHRASE, comment="golden vector", created=CREATED, log2_n=KEY_LOG2_N, salt=KEY_SALT, nonce=KEY_NONCE
+    )
+    b = encode_key_record(w)
+    hl = len(b)
+    out["key-record"] = (
+        b,
+        {
+            "item": "WrappedKey",
+            "decoder": "decode_key_record",
+            "magic": b[:8].decode("ascii"),
+            "format_version": int.from_bytes(b[16:18], "little"),
+            "header_len": hl,
+            "body_len": 0,
+            "total_len": hl,
+            "header_crc": hexcrc(int.from_bytes(b[hl - 4 : hl], "little")),
+            "sha256": hashlib.sha256(b).hexdigest(),
+            "fields": w.to_json(),
+            "key": KEY_SECRET.hex(),
+            "key_fingerprint_text": key.fingerprint_text,
+            "passphrase": KEY_PASSPHRASE,
+        },
+    )
+
+
+def _damaged_key_records(rec: bytes) -> dict[str, tuple[bytes, dict[str, str]]]:
+    return {
+        "key-record-bad-crc": (_flip(rec, 100), _expect("decode_key_record", "CRCError", "wrapped_key bit flipped")),
+        "key-record-future-magic": (
+            rec[:7] + b"2" + rec[8:],
+            _expect("decode_key_record", "UnsupportedVersionError", "magic TAKEYWR2"),
+        ),
+        "key-record-huge-kdf": (
+            _patch(rec, 37, bytes([30]), fix_crc=True),
+            _expect("decode_key_record", "MalformedError", "kdf_log2_n 30, header CRC fixed"),
         ),
     }
 

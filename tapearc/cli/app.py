@@ -24,6 +24,7 @@ from tapearc.cli import (
     backup_cmd,
     copy_cmd,
     drive_cmd,
+    key_cmd,
     label_cmd,
     list_cmd,
     plan_cmd,
@@ -112,6 +113,7 @@ for _module in (
     plan_cmd,
     drive_cmd,
     copy_cmd,
+    key_cmd,
 ):
     _module.register(app)
 

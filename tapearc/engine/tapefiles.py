@@ -293,6 +293,8 @@ def read_item(drive: TapeDrive) -> Item | Mark:
 
 def read_label(drive: TapeDrive) -> fmt.Label:
     """Rewind and read the volume label. Raises NotTapearcMediumError for a blank or foreign medium.
+    The key records that follow the label on a medium of an encrypted set are passed over (read
+    them with :func:`tapearc.engine.keymedia.read_key_records`).
 
     Returns with the drive at the start of tape file 1, or, when labeling was interrupted before
     the label's filemark, at the end of data in tape file 0 (``drive.position().file == 0``)."""
@@ -322,6 +324,8 @@ def read_label(drive: TapeDrive) -> fmt.Label:
     except TapearcError as e:
         raise e.at(medium=drive.name, tape_file=0, record=0) from None
     nxt = drive.read_record()
+    while not isinstance(nxt, Mark) and bytes(nxt[:7]) == fmt.KEY_RECORD_MAGIC[:7]:
+        nxt = drive.read_record()  # an encrypted set's key record(s) (tapearc.engine.keymedia)
     if nxt is Mark.END_OF_DATA:
         # labeling was interrupted after the label record, before its filemark: the medium is
         # labeled and holds nothing else; the drive stays in tape file 0 (an append closes it)

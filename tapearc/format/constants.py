@@ -107,3 +107,9 @@ LABEL_FLAGS_KNOWN: Final = 0x0000
 
 #: zstd level used by writers (readers accept any level).
 ZSTD_LEVEL: Final = 3
+
+#: Key record (SPEC section "Key record"): the passphrase-wrapped data key of an encrypted media
+#: set; on tape file 0 after the label, in a key file, on a paper key.
+KEY_RECORD_MAGIC: Final = b"TAKEYWR1"
+KEY_RECORD_FIXED_LEN: Final = 130  # prefix .. wrapped_key, before the comment
+MAX_KEY_COMMENT: Final = 64  # bytes of UTF-8

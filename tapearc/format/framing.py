@@ -15,6 +15,7 @@ from tapearc.errors import BadMagicError, MalformedError, TruncatedError, Unsupp
 from .constants import (
     CHUNK_MAGIC,
     GENERATION_MAGIC,
+    KEY_RECORD_MAGIC,
     LABEL_MAGIC,
     MAGICS,
     MAX_CHUNK_BODY_LEN,
@@ -36,10 +37,11 @@ ITEM_NAMES: dict[bytes, str] = {
     CHUNK_MAGIC: "chunk",
     TRAILER_MAGIC: "trailer",
     TRAILER_END_MAGIC: "generation end record",
+    KEY_RECORD_MAGIC: "key record",
 }
 
 #: Items without a body (body_len must be 0).
-_NO_BODY = frozenset((LABEL_MAGIC, GENERATION_MAGIC, TRAILER_END_MAGIC))
+_NO_BODY = frozenset((LABEL_MAGIC, GENERATION_MAGIC, TRAILER_END_MAGIC, KEY_RECORD_MAGIC))
 
 _PREFIX_C = ItemPrefixStruct.compile()
 

@@ -64,6 +64,8 @@ from .constants import (
     HEADER_CRC_LEN,
     INDEX_ENTRY_FIXED_LEN,
     KEY_FINGERPRINT_LEN,
+    KEY_RECORD_FIXED_LEN,
+    KEY_RECORD_MAGIC,
     LABEL_FIXED_LEN,
     LABEL_MAGIC,
     MAX_RUNS,
@@ -405,6 +407,7 @@ MIN_HEADER_LEN: dict[bytes, int] = {
     CHUNK_MAGIC: CHUNK_FIXED_LEN + HEADER_CRC_LEN,
     TRAILER_MAGIC: TRAILER_HEADER_LEN,
     TRAILER_END_MAGIC: TRAILER_END_LEN,
+    KEY_RECORD_MAGIC: KEY_RECORD_FIXED_LEN + 1 + HEADER_CRC_LEN,
 }
 
 # the format facts of constants.py are what the declarations above add up to
