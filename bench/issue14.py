@@ -604,7 +604,9 @@ class Section14:
             put(name, None, why or "not measured")
         else:
             put(name, a / b <= 0.10, f"{a:.2f} s vs {b:.2f} s: {100 * a / b:.1f}% (need <= 10%)")
-        own = [self.med(f"nbd: {op}", "backup_seconds") for op in ("incremental --dirty-bitmap", "incremental full read")]
+        own = [
+            self.med(f"nbd: {op}", "backup_seconds") for op in ("incremental --dirty-bitmap", "incremental full read")
+        ]
         if own[0] is not None and own[1]:
             self.info.setdefault("nbd", {})["own_time_ratio"] = own[0] / own[1]
             log(

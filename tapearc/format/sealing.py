@@ -150,7 +150,7 @@ def raw_payload(gen: GenerationHeader, header: ChunkHeader, payload: Buf, cipher
 
 def seal_chunk_payload(
     gen: GenerationHeader, header: ChunkHeader, inner: Buf, cipher: ChunkCipher, *, nonce: bytes | None = None
-) -> bytes:
+) -> bytearray:
     """The stored payload of an encrypted chunk: ``inner`` sealed with ``cipher`` under the
     chunk's associated data. ``header`` is the chunk's final header (flag bit 1 set,
     ``stored_len = len(inner) + 28``); its ``payload_crc`` is not used (it is 0 in the
@@ -168,7 +168,7 @@ def seal_chunk_payload(
 
 def seal_chunk(
     gen: GenerationHeader, header: ChunkHeader, inner: Buf, cipher: ChunkCipher, *, nonce: bytes | None = None
-) -> tuple[ChunkHeader, bytes, bytes]:
+) -> tuple[ChunkHeader, bytes, bytearray]:
     """Encrypt a chunk made for the plain path: ``header`` describes ``inner`` as stored
     unencrypted (flags bit 1 clear, ``stored_len = len(inner)``, as :func:`build_chunk` gives
     it). Returns ``(sealed header, encoded header, stored payload)`` for the tape file of
@@ -191,7 +191,7 @@ def build_sealed_chunk(
     compress: bool = True,
     level: int = ZSTD_LEVEL,
     nonce: bytes | None = None,
-) -> tuple[ChunkHeader, bytes, bytes]:
+) -> tuple[ChunkHeader, bytes, bytearray]:
     """:func:`build_chunk` for an encrypted generation: compress (kept only if strictly
     smaller), then seal. Returns ``(header, encoded header, stored payload)``."""
     flags, inner = pack_payload(raw_payload, compress=compress, level=level)
@@ -212,7 +212,7 @@ def build_sealed_chunk(
 
 def reseal_chunk(
     old: GenerationHeader, new: GenerationHeader, header: ChunkHeader, stored: Buf, cipher: ChunkCipher
-) -> tuple[ChunkHeader, bytes, bytes]:
+) -> tuple[ChunkHeader, bytes, bytearray]:
     """A chunk sealed for the tape file of ``old`` sealed again for the tape file of ``new``
     (the next part of the same run, after a medium change): opened, then sealed with a fresh
     nonce under the new associated data. Returns ``(header, encoded header, stored payload)``."""
