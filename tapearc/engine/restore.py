@@ -42,6 +42,7 @@ from typing import BinaryIO, Protocol
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, GenerationRow
 from tapearc.catalog.states import GenerationState
+from tapearc.catalog.views import generation_at
 from tapearc.engine.identity import refuse_same_restore_target
 from tapearc.engine.layout import MAGIC_CHUNK, read_item
 from tapearc.engine.manifest import MappedDigests
@@ -93,7 +94,8 @@ class RestoreMode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RestoreOptions:
-    generation: int | None = None  # None: the latest complete one
+    generation: int | None = None  # None: the latest complete one (or the newest at ``at``)
+    at: int | None = None  # unix seconds: the newest complete generation created at or before (--at)
     volume: str | None = None  # None: the only volume of the media set
     force: bool = False
     assume_generation: int | None = None  # the target holds this generation already
@@ -275,7 +277,10 @@ def prepare_plan(
         follow_set(media, catalog, label)
     volume = choose_volume(catalog, label, options.volume, drive.name)
     try:
-        chain = load_chain(catalog, label.media_set_uuid, volume, options.generation)
+        number = options.generation
+        if options.at is not None:  # restore --at: the newest complete generation at or before
+            number = generation_at(catalog, label.media_set_uuid, volume, options.at).number
+        chain = load_chain(catalog, label.media_set_uuid, volume, number)
         plan = make_plan(catalog, chain, have=have, zero_target=zero_target)
     except TapearcError as e:
         e.at(medium=drive.name)
@@ -287,15 +292,16 @@ def prepare_plan(
 def skipped_generations(
     catalog: Catalog, chain: list[GenerationRow], options: RestoreOptions
 ) -> list[dict[str, object]]:
-    """Without --generation, the newest generations of the volume passed over because they
-    cannot be restored (incomplete: an interrupted backup, or a damaged trailer or end record)."""
+    """Without --generation, the newest generations of the volume (with --at: made at or before
+    that time) passed over because they cannot be restored (incomplete: an interrupted backup, or
+    a damaged trailer or end record)."""
     if options.generation is not None:
         return []
     last = chain[-1]
     return [
         {"generation": g.number, "state": g.state}
         for g in catalog.generations(last.set_uuid, last.volume)
-        if g.number > last.number
+        if g.number > last.number and (options.at is None or g.created <= options.at)
     ]
 
 
