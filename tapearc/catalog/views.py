@@ -104,8 +104,14 @@ class MediumNeed:
         }
 
     def describe(self) -> str:
-        """``TAPE01: files 2 3``."""
-        files = " ".join(str(f) for f, _ in self.tape_files)
+        """``TAPE01: files 2 3``, ``TAPE01: files 1-40 42``."""
+        runs: list[list[int]] = []
+        for f, _ in self.tape_files:
+            if runs and runs[-1][1] + 1 == f:
+                runs[-1][1] = f
+            else:
+                runs.append([f, f])
+        files = " ".join(f"{a}-{b}" if b - a >= 2 else " ".join(str(x) for x in range(a, b + 1)) for a, b in runs)
         return f"{self.medium.shown}: file{'s' if len(self.tape_files) > 1 else ''} {files}"
 
 
@@ -310,6 +316,23 @@ def restore_needs(
     return RestoreNeeds(tuple(c.number for c in chain), tuple(needs))
 
 
+class _VolumesReadOnce(Catalog):
+    """The same open catalog (its connection shared, never closed here) with each volume's
+    generations read once: ``load_chain`` reads all of a volume's generations for every
+    generation it is asked about, which is quadratic over a catalog's listing."""
+
+    def __init__(self, catalog: Catalog) -> None:  # an open catalog: nothing to open or create
+        self.path = catalog.path
+        self.db = catalog.db
+        self.read: dict[tuple[UUID, str | None], list[GenerationRow]] = {}
+
+    def generations(self, set_uuid: UUID, volume: str | None = None) -> list[GenerationRow]:
+        key = (set_uuid, volume)
+        if key not in self.read:
+            self.read[key] = super().generations(set_uuid, volume)
+        return list(self.read[key])
+
+
 def _all_generations(catalog: Catalog) -> Iterable[GenerationRow]:
     for s in media_sets(catalog):
         yield from catalog.generations(s)
@@ -319,11 +342,12 @@ def generations(catalog: Catalog, flt: CatalogFilter, load_chain: ChainLoader) -
     """The generations the filter takes, by volume and time, each with where it is and what
     restoring it needs (``load_chain``: :func:`tapearc.engine.plan.load_chain`)."""
     ix = _Index.read(catalog)
+    once = _VolumesReadOnce(catalog)
     out = []
     for g in _all_generations(catalog):
         parts = ix.parts.get(g.id, [])
         if flt.takes(g, parts):
-            out.append(GenerationView(g, tuple(parts), restore_needs(catalog, g, ix.parts, load_chain)))
+            out.append(GenerationView(g, tuple(parts), restore_needs(once, g, ix.parts, load_chain)))
     out.sort(key=lambda v: (v.row.volume, v.row.created, v.row.number))
     return out
 

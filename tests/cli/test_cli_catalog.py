@@ -182,7 +182,7 @@ def test_media_needed_full_and_incremental_chain(two_tapes: dict[str, Any]) -> N
     assert needs("a.img", 1, tue_set) == [("TUE01", [(1, 1)])]
     p = tapearc("catalog", "generations", "--volume", "a.img", "--until", "2026-12-01T03:00Z")
     row = next(ln for ln in p.stdout.splitlines() if " 3 " in ln and "a.img" in ln)
-    assert "MON01: files 1 2 3" in row and "incremental on 2" in row
+    assert "MON01: files 1-3" in row and "incremental on 2" in row
 
 
 def test_media_needed_when_a_base_is_not_complete(two_tapes: dict[str, Any], _private_catalog: Path) -> None:
