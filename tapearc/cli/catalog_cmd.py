@@ -112,8 +112,9 @@ def volumes(
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """The volumes of the catalog: source, generations, first and last backup, size. With a
-    time range or a medium, the volumes with a generation in it."""
+    """The volumes: source, generations, first and last backup, size.
+
+    With a time range or a medium: the volumes with a generation in it."""
     from tapearc.catalog import views
 
     rows = run(json_out, lambda: _query(catalog, volume, since, until, medium, views.volumes))
@@ -131,8 +132,10 @@ def generations(
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """The generations of the catalog: kind, state, when, size, and the media needed to restore
-    each (its chain's tape files, in the order a restore reads them)."""
+    """The generations: kind, state, when, size, and the media restoring each needs.
+
+    The media a restore of a generation reads: its chain (the full, every incremental up to
+    it), every part of each, in the order the restore reads them, with their tape files."""
     from tapearc.catalog import views
     from tapearc.engine.plan import load_chain
 
@@ -154,9 +157,9 @@ def media(
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """The media of the catalog: label (barcode), UUID, media set, sequence, generations on it,
-    bytes used, first and last write. With a volume or time range, the media holding a
-    generation it takes."""
+    """The media: label (barcode), UUID, set, sequence, generations on it, bytes, writes.
+
+    With a volume or time range: the media holding a generation it takes."""
     from tapearc.catalog import views
 
     rows = run(json_out, lambda: _query(catalog, volume, since, until, medium, views.media))

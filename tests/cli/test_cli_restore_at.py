@@ -121,3 +121,10 @@ def test_a_newer_generation_that_cannot_be_restored_is_named(three: dict[str, An
     assert (three["tmp"] / "out.img").read_bytes() == three["versions"][1]
     # made after the time asked for: not in question
     assert restore_at(three, "2026-12-02 02:00", "UTC", "--json")[0] == 2
+
+
+def test_a_lost_catalog_is_relearnt_from_the_medium(three: dict[str, Any], _private_catalog: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(_private_catalog) + suffix).unlink(missing_ok=True)
+    # the times come from the generations' headers on the medium
+    assert restore_at(three, "2026-12-01 12:00", "UTC", "--json")[0] == 2
