@@ -191,3 +191,55 @@ class Packers:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ---------------------------------------------------------------- restore side
+
+
+class Ordered:
+    """Calls run by ``workers`` threads, their outcomes taken back in the order submitted; at
+    most ``depth`` (default ``2 * workers``) in flight. ``workers=0``: each call runs when
+    submitted, in the caller's thread (the plain path). The restore decodes chunks with it."""
+
+    def __init__(self, *, workers: int, depth: int = 0) -> None:
+        self.workers = workers
+        self.depth = max(1, depth or 2 * workers)
+        self._pool: ThreadPoolExecutor | None = None
+        self._queue: collections.deque[tuple[object, Future[object]]] = collections.deque()
+
+    def submit(self, tag: object, fn: Callable[..., object], *args: object) -> None:
+        if self.workers:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tapearc-decode")
+            self._queue.append((tag, self._pool.submit(fn, *args)))
+            return
+        fut: Future[object] = Future()
+        try:
+            fut.set_result(fn(*args))
+        except Exception as e:  # handed back by take(), as a worker's would be
+            fut.set_exception(e)
+        self._queue.append((tag, fut))
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def full(self) -> bool:
+        return len(self._queue) >= self.depth
+
+    def ready(self) -> bool:
+        return bool(self._queue) and self._queue[0][1].done()
+
+    def take(self) -> tuple[object, Future[object]]:
+        """The oldest call's tag and its (finished) future: ``.result()`` gives its value or
+        raises its error."""
+        tag, fut = self._queue.popleft()
+        fut.exception()  # waits for it
+        return tag, fut
+
+    def close(self) -> None:
+        """Drop the calls in flight (those running finish in the background, unwaited)."""
+        while self._queue:
+            self._queue.popleft()[1].cancel()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
