@@ -23,9 +23,13 @@ from __future__ import annotations
 
 import collections
 import os
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+
+import zstandard
 
 from tapearc import format as fmt
 from tapearc.engine.genplan import HEADER_RESERVE
@@ -243,3 +247,86 @@ class Ordered:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+class OutBuffers:
+    """Reused output buffers for decompressed payloads (the restore's decoders): a buffer goes
+    back to use once nothing refers to it any more (the chunk was written: the target's writer
+    thread dropped its views), so memory stays at the buffers in flight and queued, without a
+    fresh allocation (and its page faults, in every worker thread's arena) per chunk. Used from
+    the caller's thread only; the workers get the buffer with the call."""
+
+    #: references to a free buffer: the pool's list and getrefcount's argument
+    _FREE_REFS = 2
+
+    def __init__(self, size: int = 0) -> None:
+        self.size = size
+        self.buffers: list[bytearray] = []
+
+    def get(self, size: int) -> bytearray:
+        if size > self.size:  # a larger chunk size: the smaller buffers go
+            self.size = size
+            self.buffers = []
+        for b in self.buffers:
+            if sys.getrefcount(b) <= self._FREE_REFS + 1:  # + the loop variable
+                return b
+        b = bytearray(self.size)
+        self.buffers.append(b)
+        return b
+
+
+_tls = threading.local()
+
+
+def _dctx() -> zstandard.ZstdDecompressor:
+    d: zstandard.ZstdDecompressor | None = getattr(_tls, "dctx", None)
+    if d is None:
+        d = _tls.dctx = zstandard.ZstdDecompressor()
+    return d
+
+
+def unpack_into(header: fmt.ChunkHeader, payload: Buf, out: bytearray | None) -> Buf:
+    """``fmt.unpack_payload``, a zstd payload decompressed into ``out`` (reused, at least
+    ``raw_len`` bytes) rather than into a new buffer: the same result, and for a payload that is
+    not exactly one frame of ``raw_len`` bytes the same error (fmt.unpack_payload's, which then
+    runs)."""
+    if not header.compressed or out is None or len(out) < header.raw_len:
+        return fmt.unpack_payload(header, payload)
+    mv = memoryview(out)[: header.raw_len]
+    try:
+        if (
+            zstandard.get_frame_parameters(payload).content_size == header.raw_len
+            and _frame_size(payload) == len(payload)
+            and _read_frame_into(payload, mv) == header.raw_len
+        ):
+            return mv
+    except (zstandard.ZstdError, IndexError, ValueError):
+        pass
+    mv.release()
+    return fmt.unpack_payload(header, payload)  # the plain path says what is wrong
+
+
+def _read_frame_into(payload: Buf, mv: memoryview) -> int:
+    """Decompress the frame into ``mv``; the bytes it gave (-1: more than ``mv`` holds)."""
+    got = 0
+    with _dctx().stream_reader(payload, read_across_frames=False) as r:
+        while got < len(mv):
+            n = r.readinto(mv[got:])
+            if not n:
+                return got
+            got += n
+        return -1 if r.read(1) else got
+
+
+def _frame_size(d: Buf) -> int:
+    """The bytes of the zstd frame at the start of ``d`` (header, blocks, checksum)."""
+    mv = memoryview(d)
+    pos = zstandard.frame_header_size(mv)
+    while True:
+        b = int.from_bytes(mv[pos : pos + 3], "little")
+        if pos + 3 > len(mv):
+            raise ValueError("truncated frame")
+        pos += 3 + (1 if (b >> 1) & 3 == 1 else b >> 3)  # an RLE block holds one byte
+        if b & 1:  # the last block
+            break
+    return pos + (4 if mv[4] & 4 else 0)  # the content checksum

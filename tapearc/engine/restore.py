@@ -46,7 +46,7 @@ from tapearc.engine.identity import refuse_same_restore_target
 from tapearc.engine.layout import MAGIC_CHUNK, read_item
 from tapearc.engine.manifest import MappedDigests
 from tapearc.engine.mediasource import MediaSource
-from tapearc.engine.packers import Ordered, worker_count
+from tapearc.engine.packers import Ordered, OutBuffers, unpack_into, worker_count
 from tapearc.engine.pipeline import Worker, pipeline_enabled
 from tapearc.engine.plan import (
     DIGEST_LEN,
@@ -1157,6 +1157,7 @@ class _ChunkFeed:
         self.plan, self.sink, self.result, self.progress = plan, sink, result, progress
         self.damaged: list[tuple[PlannedRead, str]] = []
         self.pool = Ordered(workers=worker_count() if pipeline_enabled() else 0)
+        self.outs = OutBuffers()  # decompressed payloads, buffers reused once written
 
     def read(self, drive: TapeDrive, pr: PlannedRead) -> None:
         """Read the chunk of ``pr`` (in this thread: the drive is this thread's) and hand it to
@@ -1166,7 +1167,9 @@ class _ChunkFeed:
         except TapearcError as e:
             self.failed(pr, str(e))
             return
-        self.pool.submit(pr, _decode_chunk, data, pr, drive.name)
+        c = pr.chunk
+        out = self.outs.get(c.raw_len) if c.flags & fmt.CHUNK_FLAG_ZSTD and 0 < c.raw_len <= MAX_REUSED else None
+        self.pool.submit(pr, _decode_chunk, data, pr, drive.name, out)
         while self.pool.full() or self.pool.ready():
             self._land()
 
@@ -1196,6 +1199,10 @@ class _ChunkFeed:
         self.pool.close()
 
 
+#: Decompressed payloads up to this size go into reused buffers (chunks are a few MiB).
+MAX_REUSED = 64 * 1024 * 1024
+
+
 def _read_chunk_item(drive: TapeDrive, pr: PlannedRead) -> bytes | memoryview:
     """Position at a planned chunk and read its item; TapearcError when it is not there."""
     c = pr.chunk
@@ -1217,8 +1224,11 @@ def _span_of(pr: PlannedRead) -> tuple[int, int]:
     return (pr.runs[0][0], pr.runs[-1][0] + pr.runs[-1][1] - 1)
 
 
-def _decode_chunk(data: bytes | memoryview, pr: PlannedRead, medium: str) -> tuple[fmt.ChunkHeader, memoryview]:
-    """Check and unpack a chunk read (in a decoding worker); TapearcError when damaged."""
+def _decode_chunk(
+    data: bytes | memoryview, pr: PlannedRead, medium: str, out: bytearray | None = None
+) -> tuple[fmt.ChunkHeader, memoryview]:
+    """Check and unpack a chunk read (in a decoding worker; a zstd payload into ``out`` when
+    given); TapearcError when damaged."""
     c = pr.chunk
     try:
         hdr, payload = fmt.decode_chunk(data)
@@ -1228,7 +1238,7 @@ def _decode_chunk(data: bytes | memoryview, pr: PlannedRead, medium: str) -> tup
                 f"records (generation {c.generation} chunk {c.seq})",
                 hint="the catalog is stale: run tapearc scan on this medium",
             )
-        return hdr, memoryview(fmt.unpack_payload(hdr, payload))
+        return hdr, memoryview(unpack_into(hdr, payload, out))
     except TapearcError as e:
         e.at(medium=medium, tape_file=c.tape_file, record=c.record, blocks=_span_of(pr))
         raise

@@ -256,3 +256,56 @@ def test_parallel_decoding_restores_and_reports_damage_like_the_plain_path(
     for b in range(len(data) // bs):
         if b not in lost:
             assert got[b * bs : (b + 1) * bs] == data[b * bs : (b + 1) * bs], b
+
+
+def _chunk(data: bytes, compress: bool = True) -> tuple[fmt.ChunkHeader, bytes]:
+    h, _, stored = fmt.build_chunk(
+        run_uuid=uuid.UUID(int=1),
+        generation=1,
+        seq=3,
+        block_size=len(data),
+        volume_size=len(data),
+        runs=[fmt.Run(0, 1, fmt.RunKind.DATA)],
+        raw_payload=data,
+        compress=compress,
+    )
+    return h, bytes(stored)
+
+
+def test_unpack_into_reused_buffer_same_result_and_errors_as_unpack_payload() -> None:
+    data = (b"tape archive words " * 40000)[: 512 * KiB]
+    h, stored = _chunk(data)
+    assert h.compressed
+    out = bytearray(len(data) + 7)
+    got = packers.unpack_into(h, stored, out)
+    assert isinstance(got, memoryview) and got.obj is out and bytes(got) == data
+    raw_h, raw = _chunk(data, compress=False)
+    assert bytes(packers.unpack_into(raw_h, raw, out)) == data  # stored raw: not copied into out
+    bad = {
+        "trailing byte": stored + b"\0",
+        "truncated": stored[:-3],
+        "corrupted": stored[:12] + bytes(len(stored) - 12),
+        "another frame": _chunk(data[:-1])[1],
+    }
+    for what, payload in bad.items():
+        with pytest.raises(Exception) as plain:
+            fmt.unpack_payload(h, payload)
+        with pytest.raises(Exception) as reused:
+            packers.unpack_into(h, payload, out)
+        assert (type(reused.value), str(reused.value)) == (type(plain.value), str(plain.value)), what
+
+
+def test_out_buffers_reused_only_once_nothing_refers_to_them() -> None:
+    o = packers.OutBuffers()
+    a = o.get(10)
+    b = o.get(10)
+    assert a is not b
+    view = memoryview(a)[2:5]
+    del a
+    c = o.get(10)
+    assert c is not b and len(o.buffers) == 3  # b is held by its name, a by the view
+    del b
+    assert o.get(10) is o.buffers[1]
+    del view
+    assert o.get(10) is o.buffers[0]
+    assert len(o.get(20)) == 20 and len(o.buffers) == 1  # a larger chunk: the small ones go
