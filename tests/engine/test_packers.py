@@ -54,7 +54,7 @@ def _tree(path: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(path)): p.read_bytes()
         for p in sorted(path.rglob("*"))
-        if p.is_file() and not p.name.endswith("lock")
+        if p.is_file() and not p.name.endswith(("lock", ".tapesim-index"))  # an index holds file times
     }
 
 
