@@ -221,8 +221,15 @@ def _verify_file(f: FileReport) -> None:
         what = f"volume {f.volume!r} generation {f.generation}" + (f" part {f.part}" if f.part else "")
     else:
         what = f"{f.kind} tape file" if f.kind != "generation" else "?"
+    if f.key_fingerprint is not None:
+        what += f", encrypted with key {f.key_fingerprint}"
     if f.ok:
-        say(f"  tape file {f.tape_file} ({what}): OK, {f.chunks_ok} chunks, {format_size(f.bytes)}")
+        tags = (
+            f", {f.tags_unchecked} tags not checked (no key)"
+            if f.tags_unchecked
+            else (f", {f.tags_checked} tags checked" if f.tags_checked else "")
+        )
+        say(f"  tape file {f.tape_file} ({what}): OK, {f.chunks_ok} chunks{tags}, {format_size(f.bytes)}")
         return
     say(f"  tape file {f.tape_file} ({what}): DAMAGED")
     for p in f.problems:
@@ -239,6 +246,7 @@ def _verify_medium(m: MediumReport) -> None:
     say(
         f"medium {m.medium}"
         + (f" (sequence {m.sequence} of media set {m.media_set})" if m.media_set else "")
+        + (f", encrypted set (key {m.key_fingerprint})" if m.key_fingerprint else "")
         + (": OK" if m.ok else ": DAMAGED")
     )
     for p in m.problems:
@@ -264,6 +272,12 @@ def render_verify(rep: VerifyReport) -> None:
     for vol, gens in rep.affected.items():
         if gens:
             say(f"damage affects volume {vol!r} generations {', '.join(map(str, gens))}")
+    unchecked = sum(f.tags_unchecked for m in rep.media for f in m.files)
+    if unchecked:
+        say(
+            f"{unchecked} encrypted chunk{'s' if unchecked != 1 else ''}: CRCs checked, tags and block digests "
+            f"not checked (no key; key {', '.join(rep.keys_not_given)}: give it with --key FILE)"
+        )
     if rep.against is not None:
         render_against(rep.against)
     if rep.image is not None:
