@@ -115,6 +115,12 @@ def render_plan(p: Plan, *, chunks: bool) -> None:
         + " -> ".join(str(x) for x in p.chain)
         + rolling
     )
+    if p.encrypted:
+        say(
+            "  encrypted"
+            + (f" with key {p.key_fingerprint}" if p.key_fingerprint else "")
+            + ": the restore needs the key (--key FILE)"
+        )
     for i, m in enumerate(p.media, 1):
         say(f"  medium {i}: {m[0]} (sequence {m[1]})")
     for f in d["tape_files"]:
@@ -129,7 +135,9 @@ def render_plan(p: Plan, *, chunks: bool) -> None:
     if chunks:
         for c in d["chunks"]:
             say(
-                f"    file {c['tape_file']} @{c['logical']}: generation {c['generation']} chunk {c['seq']}, blocks "
+                f"    file {c['tape_file']} @{c['logical']}: generation {c['generation']} chunk {c['seq']}"
+                + (" (encrypted)" if c["encrypted"] else "")
+                + ", blocks "
                 + ", ".join(f"{a}-{a + n - 1}" if n > 1 else f"{a}" for a, n in c["blocks"])
             )
 
@@ -161,7 +169,9 @@ def _listing_table(listing: MediumListing) -> Table:
             continue
         table.add_row(
             str(f.tape_file),
-            f"{f.generation_kind or f.kind}" + (f" {f.compression}" if f.compression == "zstd" else ""),
+            f"{f.generation_kind or f.kind}"
+            + (f" {f.compression}" if f.compression == "zstd" else "")
+            + (" encrypted" if f.encrypted else ""),
             f.volume or "",
             str(f.generation or ""),
             format_size(f.volume_size or 0),
@@ -184,7 +194,13 @@ def _listing_chains(listing: MediumListing) -> None:
                 f"{g['generation']}({k}, {g['changed_blocks']} blocks{'' if g['complete'] else ', incomplete'})"
             )
         src = next((str(g["source_path"]) for g in reversed(chain) if g.get("source_path")), None)
-        say(f"volume {vol}: generations " + " -> ".join(parts) + (f"; source {src}" if src else ""))
+        fps = sorted({str(g["key_fingerprint"]) for g in chain if g.get("key_fingerprint")})
+        say(
+            f"volume {vol}: generations "
+            + " -> ".join(parts)
+            + (f"; source {src}" if src else "")
+            + (f"; encrypted with key {', '.join(fps)}" if fps else "")
+        )
 
 
 def _listing_chunks(f: TapeFileListing) -> None:
@@ -194,7 +210,8 @@ def _listing_chunks(f: TapeFileListing) -> None:
         )
         say(
             f"  file {f.tape_file} chunk {c.seq}: records {c.record}-{c.record + c.record_count - 1}, "
-            f"{format_size(c.stored_bytes)}{' zstd' if c.compressed else ''}: blocks {runs}"
+            f"{format_size(c.stored_bytes)}{' zstd' if c.compressed else ''}{' encrypted' if c.encrypted else ''}: "
+            f"blocks {runs}"
         )
 
 
@@ -203,7 +220,10 @@ def render_listing(listing: MediumListing, *, chunks: bool) -> None:
     say(
         f"medium {listing.medium}: tapearc label, set {lab.media_set_uuid} sequence {lab.sequence}, "
         f"medium {lab.medium_uuid}, record size {format_size(lab.record_size)}"
+        + (f", encrypted media set (key {listing.key_fingerprint})" if listing.key_fingerprint else "")
     )
+    if listing.key_record_problem:
+        say(listing.key_record_problem)
     out_console.print(_listing_table(listing))
     _listing_chains(listing)
     for f in listing.files:
@@ -292,10 +312,14 @@ def render_verify(rep: VerifyReport) -> None:
 
 
 def render_scan(res: ScanResult) -> None:
-    say(f"scanned {res.medium}: medium {res.medium_uuid}, sequence {res.sequence} of media set {res.media_set}")
+    say(
+        f"scanned {res.medium}: medium {res.medium_uuid}, sequence {res.sequence} of media set {res.media_set}"
+        + (f", encrypted (key {res.key_fingerprint})" if res.key_fingerprint else "")
+    )
     for f in res.files:
+        enc = f" (encrypted with key {f.key_fingerprint})" if f.key_fingerprint else ""
         say(
-            f"  tape file {f.tape_file}: volume {f.volume!r} generation {f.generation}: {f.state}, "
+            f"  tape file {f.tape_file}: volume {f.volume!r} generation {f.generation}{enc}: {f.state}, "
             f"{f.chunks} chunks (from {f.method})" + (f"; {f.problem}" if f.problem else "")
         )
     for d in res.tape_files:

@@ -726,6 +726,7 @@ class TapeFile:
     closed: bool = True  # ends with a filemark (False: the medium ends inside it)
     header_records: int = 0  # records of its first item (when whole)
     torn: bool = False  # no record of it is readable: the medium's cut tail (nothing to close)
+    key_records: list[bytes] = field(default_factory=list)  # kind "label": the key records after it, undecoded
 
     @property
     def interrupted(self) -> bool:
@@ -806,8 +807,9 @@ def walk_tape_files(drive: TapeDrive, *, label: bool = True) -> Iterator[TapeFil
     (``list(walk_tape_files(drive))``) and move afterwards. The walk ends at the end of data.
     """
     if label:
-        lab = read_label(drive)
-        yield TapeFile(tape_file=0, logical=0, kind="label", label=lab)
+        keys: list[bytes] = []
+        lab = read_label(drive, keys)
+        yield TapeFile(tape_file=0, logical=0, kind="label", label=lab, key_records=keys)
     while True:
         pos = drive.position()
         recs = FileRecords(drive, keep=True)  # the first item's records, replayed to the consumer
