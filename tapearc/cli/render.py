@@ -353,6 +353,12 @@ def render_copy(res: CopyResult, *, to_stderr: bool) -> None:
             + "; the copy carries the same label (use it instead of the original, not beside it)",
             stderr=to_stderr,
         )
+        if "key_fingerprint" in lab:
+            say(
+                f"  encrypted media set (key {lab['key_fingerprint'] or 'record damaged'}): copied sealed as it is, "
+                "with its key record; the copy opens with the same key",
+                stderr=to_stderr,
+            )
     for w in res.warnings:
         say(f"  warning: {w}", stderr=to_stderr)
 
