@@ -125,15 +125,122 @@ def chunk_problems(f: FileReport) -> list[tuple[str, int, int | None, list[tuple
     return [(p.what, p.record, p.chunk, p.blocks) for p in f.problems]
 
 
-def test_a_flipped_ciphertext_bit_with_its_crc_fixed_fails_the_tag(tmp_path: Path) -> None:
-    key, med, img = medium(tmp_path)
-    files = records(img)
+# ---------------------------------------------------------------- the tamperings (every CRC fixed up)
+
+
+def flip_ciphertext_bit(files: Files, med: EncMedium) -> None:
     h, payload = chunk_item(files, med, 0, 2)
     bad = bytearray(payload)
     bad[40] ^= 0x04  # inside the ciphertext (after the 12-byte nonce)
     put_chunk(files, med, 0, 2, h, bytes(bad))
     fix_trailer(files, med, 0, set_entry(2, payload_crc=fmt.crc32c(bad)))
+
+
+def swap_chunks(files: Files, med: EncMedium) -> None:
+    tf = med.gens[0].tape_file
+    r3, r4 = med.gens[0].chunk_records[3][0], med.gens[0].chunk_records[4][0]
+    files[tf][r3], files[tf][r4] = files[tf][r4], files[tf][r3]
+
+
+def swap_chunks_renumbered(files: Files, med: EncMedium) -> None:
+    """Swapped, each header renumbered to its new place, the trailer's index made to agree."""
+    (h3, p3), (h4, p4) = chunk_item(files, med, 0, 3), chunk_item(files, med, 0, 4)
+    new3, new4 = dataclasses.replace(h4, seq=3), dataclasses.replace(h3, seq=4)
+    put_chunk(files, med, 0, 3, new3, p4)
+    put_chunk(files, med, 0, 4, new4, p3)
+
+    def swap_entries(pairs: Pairs) -> None:
+        (e3, d3), (e4, d4) = pairs[3], pairs[4]
+        pairs[3] = (entry_of(dataclasses.replace(new3, payload_crc=fmt.crc32c(p4)), e3.record), d4)
+        pairs[4] = (entry_of(dataclasses.replace(new4, payload_crc=fmt.crc32c(p3)), e4.record), d3)
+
+    fix_trailer(files, med, 0, swap_entries)
+
+
+def replay_chunk_renumbered(files: Files, med: EncMedium) -> None:
+    h, payload = chunk_item(files, med, 0, 1)
+    put_chunk(files, med, 0, 2, dataclasses.replace(h, seq=2), payload)  # chunk 1 again, as chunk 2
+
+
+def replay_chunk(files: Files, med: EncMedium) -> None:
+    tf = med.gens[0].tape_file
+    files[tf][med.gens[0].chunk_records[2][0]] = files[tf][med.gens[0].chunk_records[1][0]]
+
+
+def move_chunk_to_generation_2(files: Files, med: EncMedium) -> None:
+    """Chunk 0 of generation 1, its header made generation 2's (run, generation), in place of
+    generation 2's chunk 0; its index entry and digests copied from generation 1's trailer."""
+    h1, payload = chunk_item(files, med, 0, 0)
+    h2, _ = chunk_item(files, med, 1, 0)
+    moved = dataclasses.replace(h1, run_uuid=h2.run_uuid, generation=h2.generation)
+    put_chunk(files, med, 1, 0, moved, payload)
+    digests1 = fmt.decode_trailer(files[1][med.gens[0].chunk_records[-1][0] + 1]).digests[: 16 * 4]
+
+    def move_entry(pairs: Pairs) -> None:
+        entry = entry_of(dataclasses.replace(moved, payload_crc=fmt.crc32c(payload)), pairs[0][0].record)
+        pairs[0] = (entry, digests1)
+
+    fix_trailer(files, med, 1, move_entry)
+
+
+def move_chunk_as_is(files: Files, med: EncMedium) -> None:
+    g1, g2 = med.gens
+    files[g2.tape_file][g2.chunk_records[0][0]] = files[g1.tape_file][g1.chunk_records[0][0]]
+
+
+def remap_runs(files: Files, med: EncMedium) -> None:
+    """Generation 2's chunk maps blocks 3 and 17; changed to 4 and 17 (the trailer alike)."""
+    h, payload = chunk_item(files, med, 1, 0)
+    assert [(r.first, r.count) for r in h.runs] == [(3, 1), (17, 1)]
+    runs = (dataclasses.replace(h.runs[0], first=4), h.runs[1])
+    put_chunk(files, med, 1, 0, dataclasses.replace(h, runs=runs), payload)
+    fix_trailer(files, med, 1, set_entry(0, runs=runs))
+
+
+def plain_chunk(files: Files, med: EncMedium) -> None:
+    """An unauthenticated chunk: same mapping, the attacker's bytes (zeros), the index alike."""
+    h, _ = chunk_item(files, med, 0, 0)
+    flags, fake = fmt.pack_payload(bytes(h.raw_len), compress=True)
+    put_chunk(files, med, 0, 0, dataclasses.replace(h, flags=flags), bytes(fake))
+    fix_trailer(files, med, 0, set_entry(0, flags=flags, stored_len=len(fake), payload_crc=fmt.crc32c(fake)))
+
+
+def damage_key_record(files: Files, med: EncMedium) -> None:
+    kr = bytearray(files[0][1])
+    kr[-2] ^= 0x10  # in the header CRC
+    files[0][1] = bytes(kr)
+
+
+TAMPERINGS: dict[str, Callable[[Files, EncMedium], None]] = {
+    f.__name__: f
+    for f in (
+        flip_ciphertext_bit,
+        swap_chunks,
+        swap_chunks_renumbered,
+        replay_chunk_renumbered,
+        replay_chunk,
+        move_chunk_to_generation_2,
+        move_chunk_as_is,
+        remap_runs,
+        plain_chunk,
+        damage_key_record,
+    )
+}
+
+
+def tampered(tmp_path: Path, how: Callable[[Files, EncMedium], None]) -> tuple[Key, EncMedium, Files]:
+    key, med, img = medium(tmp_path)
+    files = records(img)
+    how(files, med)
     write_image(img, files)
+    return key, med, files
+
+
+# ---------------------------------------------------------------- what verify and the opening find
+
+
+def test_a_flipped_ciphertext_bit_with_its_crc_fixed_fails_the_tag(tmp_path: Path) -> None:
+    key, med, files = tampered(tmp_path, flip_ciphertext_bit)
     assert verify(med.spec, None).ok  # every CRC holds: only the tag can tell
     rep = verify(med.spec, key)
     f = rep.media[0].files[0]
@@ -149,12 +256,8 @@ def test_a_flipped_ciphertext_bit_with_its_crc_fixed_fails_the_tag(tmp_path: Pat
 def test_two_swapped_chunks_are_out_of_order(tmp_path: Path) -> None:
     """Each swapped chunk keeps its own (authenticated) mapping, so no wrong byte can reach a
     block; the order check names both (and the index, which lists chunks in seq order)."""
-    key, med, img = medium(tmp_path)
-    files = records(img)
-    tf = med.gens[0].tape_file
+    key, med, files = tampered(tmp_path, swap_chunks)
     r3, r4 = med.gens[0].chunk_records[3][0], med.gens[0].chunk_records[4][0]
-    files[tf][r3], files[tf][r4] = files[tf][r4], files[tf][r3]
-    write_image(img, files)
     for key_given in (None, key):
         f = verify(med.spec, key_given).media[0].files[0]
         order = [(p.what, p.record, p.chunk) for p in f.problems if p.what == "order"]
@@ -164,22 +267,8 @@ def test_two_swapped_chunks_are_out_of_order(tmp_path: Path) -> None:
 
 
 def test_two_swapped_chunks_with_seq_and_index_fixed_up_fail_their_tags(tmp_path: Path) -> None:
-    """Swapped, each header renumbered to its new place (CRCs fixed up), the trailer's index
-    made to agree: in seq order, counting up, every CRC right; the tags fail."""
-    key, med, img = medium(tmp_path)
-    files = records(img)
-    (h3, p3), (h4, p4) = chunk_item(files, med, 0, 3), chunk_item(files, med, 0, 4)
-    new3, new4 = dataclasses.replace(h4, seq=3), dataclasses.replace(h3, seq=4)
-    put_chunk(files, med, 0, 3, new3, p4)
-    put_chunk(files, med, 0, 4, new4, p3)
-
-    def swap_entries(pairs: Pairs) -> None:
-        (e3, d3), (e4, d4) = pairs[3], pairs[4]
-        pairs[3] = (entry_of(dataclasses.replace(new3, payload_crc=fmt.crc32c(p4)), e3.record), d4)
-        pairs[4] = (entry_of(dataclasses.replace(new4, payload_crc=fmt.crc32c(p3)), e4.record), d3)
-
-    fix_trailer(files, med, 0, swap_entries)
-    write_image(img, files)
+    """In seq order, counting up, the index agreeing, every CRC right: the tags fail."""
+    key, med, files = tampered(tmp_path, swap_chunks_renumbered)
     assert verify(med.spec, None).ok  # every CRC, the order and the index agree
     r3, r4 = med.gens[0].chunk_records[3][0], med.gens[0].chunk_records[4][0]
     f = verify(med.spec, key).media[0].files[0]
@@ -189,11 +278,7 @@ def test_two_swapped_chunks_with_seq_and_index_fixed_up_fail_their_tags(tmp_path
 
 
 def test_a_replayed_chunk_with_its_seq_fixed_up_fails_the_tag(tmp_path: Path) -> None:
-    key, med, img = medium(tmp_path)
-    files = records(img)
-    h, payload = chunk_item(files, med, 0, 1)
-    put_chunk(files, med, 0, 2, dataclasses.replace(h, seq=2), payload)  # chunk 1 again, as chunk 2
-    write_image(img, files)
+    key, med, files = tampered(tmp_path, replay_chunk_renumbered)
     rec = med.gens[0].chunk_records[2][0]
     f = verify(med.spec, key).media[0].files[0]
     assert ("auth", rec, 2) in [(p.what, p.record, p.chunk) for p in f.problems], f
@@ -205,11 +290,7 @@ def test_a_replayed_chunk_with_its_seq_fixed_up_fails_the_tag(tmp_path: Path) ->
 
 
 def test_a_replayed_chunk_as_is_is_out_of_order_and_maps_blocks_twice(tmp_path: Path) -> None:
-    key, med, img = medium(tmp_path)
-    files = records(img)
-    tf = med.gens[0].tape_file
-    files[tf][med.gens[0].chunk_records[2][0]] = files[tf][med.gens[0].chunk_records[1][0]]
-    write_image(img, files)
+    key, med, _ = tampered(tmp_path, replay_chunk)
     f = verify(med.spec, key).media[0].files[0]
     kinds = {p.what for p in f.problems}
     assert {"order", "malformed"} <= kinds, f
@@ -217,23 +298,8 @@ def test_a_replayed_chunk_as_is_is_out_of_order_and_maps_blocks_twice(tmp_path: 
 
 
 def test_a_chunk_moved_from_generation_1_to_generation_2_fails_the_tag(tmp_path: Path) -> None:
-    """Chunk 0 of generation 1, its header made generation 2's (run, generation: else it is
-    named foreign), put in place of generation 2's chunk 0: the run key and the associated
-    data differ."""
-    key, med, img = medium(tmp_path)
-    files = records(img)
-    h1, payload = chunk_item(files, med, 0, 0)
-    h2, _ = chunk_item(files, med, 1, 0)
-    moved = dataclasses.replace(h1, run_uuid=h2.run_uuid, generation=h2.generation)
-    put_chunk(files, med, 1, 0, moved, payload)
-    digests1 = fmt.decode_trailer(files[1][med.gens[0].chunk_records[-1][0] + 1]).digests[: 16 * 4]
-
-    def move_entry(pairs: Pairs) -> None:  # its entry and digests copied from generation 1's trailer
-        entry = entry_of(dataclasses.replace(moved, payload_crc=fmt.crc32c(payload)), pairs[0][0].record)
-        pairs[0] = (entry, digests1)
-
-    fix_trailer(files, med, 1, move_entry)
-    write_image(img, files)
+    """Made generation 2's (else it is named foreign): the run key and the associated data differ."""
+    key, med, files = tampered(tmp_path, move_chunk_to_generation_2)
     rep = verify(med.spec, key)
     f = rep.media[0].files[1]
     rec = med.gens[1].chunk_records[0][0]
@@ -244,28 +310,14 @@ def test_a_chunk_moved_from_generation_1_to_generation_2_fails_the_tag(tmp_path:
 
 
 def test_a_chunk_moved_as_is_is_named_foreign(tmp_path: Path) -> None:
-    key, med, img = medium(tmp_path)
-    files = records(img)
-    files[med.gens[1].tape_file][med.gens[1].chunk_records[0][0]] = files[med.gens[0].tape_file][
-        med.gens[0].chunk_records[0][0]
-    ]
-    write_image(img, files)
+    key, med, _ = tampered(tmp_path, move_chunk_as_is)
     f = verify(med.spec, key).media[0].files[1]
     assert "foreign" in {p.what for p in f.problems}, f
 
 
 def test_a_changed_run_mapping_with_its_header_crc_fixed_fails_the_tag(tmp_path: Path) -> None:
-    """Generation 2's chunk maps blocks 3 and 17; changed to 4 and 17 (a mapping as valid as
-    the first, the trailer's entry changed alike): block 3's new data would land in block 4."""
-    key, med, img = medium(tmp_path)
-    files = records(img)
-    h, payload = chunk_item(files, med, 1, 0)
-    assert [(r.first, r.count) for r in h.runs] == [(3, 1), (17, 1)]
-    runs = (dataclasses.replace(h.runs[0], first=4), h.runs[1])
-    remapped = dataclasses.replace(h, runs=runs)
-    put_chunk(files, med, 1, 0, remapped, payload)
-    fix_trailer(files, med, 1, set_entry(0, runs=runs))
-    write_image(img, files)
+    """A mapping as valid as the first (block 3's new data would land in block 4)."""
+    key, med, files = tampered(tmp_path, remap_runs)
     assert verify(med.spec, None).ok  # CRCs, index and mapping all agree: only the tag can tell
     f = verify(med.spec, key).media[0].files[1]
     rec = med.gens[1].chunk_records[0][0]
@@ -275,16 +327,8 @@ def test_a_changed_run_mapping_with_its_header_crc_fixed_fails_the_tag(tmp_path:
 
 
 def test_a_plain_chunk_in_an_encrypted_generation_is_refused(tmp_path: Path) -> None:
-    """An unauthenticated chunk (same mapping, the attacker's bytes, every CRC right, the
-    trailer's entry fixed up) where only sealed ones belong: found with or without the key."""
-    key, med, img = medium(tmp_path)
-    files = records(img)
-    h, _ = chunk_item(files, med, 0, 0)
-    flags, fake = fmt.pack_payload(bytes(h.raw_len), compress=True)  # the attacker's content for blocks 0-3
-    plain = dataclasses.replace(h, flags=flags)
-    put_chunk(files, med, 0, 0, plain, bytes(fake))
-    fix_trailer(files, med, 0, set_entry(0, flags=flags, stored_len=len(fake), payload_crc=fmt.crc32c(fake)))
-    write_image(img, files)
+    """Where only sealed chunks belong: found with or without the key."""
+    key, med, files = tampered(tmp_path, plain_chunk)
     rec = med.gens[0].chunk_records[0][0]
     for key_given in (None, key):
         f = verify(med.spec, key_given).media[0].files[0]
@@ -300,12 +344,7 @@ def test_a_plain_chunk_in_an_encrypted_generation_is_refused(tmp_path: Path) -> 
 
 
 def test_a_damaged_key_record_is_named(tmp_path: Path) -> None:
-    key, med, img = medium(tmp_path)
-    files = records(img)
-    kr = bytearray(files[0][1])
-    kr[-2] ^= 0x10  # in the header CRC
-    files[0][1] = bytes(kr)
-    write_image(img, files)
+    key, med, _ = tampered(tmp_path, damage_key_record)
     for key_given in (None, key):
         rep = verify(med.spec, key_given)
         m = rep.media[0]
