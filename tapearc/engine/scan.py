@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.catalog.states import GenerationState
-from tapearc.crypto.keys import fingerprint_text
+from tapearc.crypto.keys import fingerprint_text, parse_fingerprint
 from tapearc.engine.layout import (
     MAGIC_CHUNK,
     MAGIC_TRAILER,
@@ -129,6 +129,7 @@ def scan_medium(
     gens = _generation_files(walked)
     result = ScanResult(drive.name, str(label.medium_uuid), str(label.media_set_uuid), label.sequence)
     result.key_fingerprint, result.key_record_problem = key_record_fingerprint(keys)
+    _record_set_key(catalog, label, result.key_fingerprint)
     result.tape_files = [tf.to_json() for tf in walked]
     progress.start(f"scan {drive.name}", len(gens))
     try:
@@ -158,6 +159,15 @@ def key_record_fingerprint(records: list[bytes]) -> tuple[str | None, str | None
             continue
         fp = fp or fingerprint_text(w.key_fingerprint)
     return fp, problem
+
+
+def _record_set_key(catalog: Catalog, label: fmt.Label, fingerprint: str | None) -> None:
+    """The catalog learns the set's key from the key record (a set with no generation yet too),
+    when it records media sets' keys (schema 4: ``set_media_set_key``); an encrypted
+    generation's header gives it too (``begin_generation``)."""
+    record = getattr(catalog, "set_media_set_key", None)
+    if fingerprint is not None and callable(record):
+        record(label.media_set_uuid, parse_fingerprint(fingerprint))
 
 
 def import_generation_file(
