@@ -495,6 +495,7 @@ class _FileCheck:
                     f"{fingerprint_text(set_fp)} (a media set has one key)",
                 )
             )
+            return  # the set's key (the key given) cannot open it: its CRCs are checked
         if self.key is not None:
             self.cipher = fmt.chunk_cipher(hdr, self.key)  # WrongKeyError: before any chunk is read
             self.digest_key = self.key.digest_key()

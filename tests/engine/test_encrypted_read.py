@@ -5,6 +5,7 @@ media are written by hand through the format API (tests/engine/enc_media.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -289,3 +290,30 @@ def test_scan_records_the_set_key_when_the_catalog_keeps_one(tmp_path: Path) -> 
         assert res.key_fingerprint == km.key.fingerprint_text and res.files == []
         if hasattr(cat, "media_set_key"):  # catalog schema 4
             assert cat.media_set_key(med.label.media_set_uuid) == km.key.fingerprint
+
+
+def test_a_plain_generation_or_another_key_on_an_encrypted_set_is_named(tmp_path: Path) -> None:
+    """SPEC 15.2: a plain generation on a medium of an encrypted set is not authenticated; a
+    generation under another key than the set's key record breaks the one-key rule."""
+    import uuid
+
+    from tests.engine.enc_media import generation_header, plan_chunks, write_part
+
+    km, med = two_generations(tmp_path)
+    other = Key.generate()
+    data = volume_data(8, seed=9)
+    with open_medium(med.spec, write=True) as d:
+        for g, key in ((3, None), (4, other)):
+            hdr = generation_header(med.label, key, generation=1, volume_size=len(data), volume_uuid=uuid.uuid4())
+            hdr = dataclasses.replace(hdr, volume_name=f"other{g}.img")
+            write_part(d, hdr, plan_chunks(data), key)
+    rep = verify(med.spec)
+    f3, f4 = rep.media[0].files[2], rep.media[0].files[3]
+    assert [p.what for p in f3.problems] == [
+        "malformed"
+    ] and "not encrypted on a medium of an encrypted media set" in f3.problems[0].message
+    assert [p.what for p in f4.problems] == ["malformed"] and other.fingerprint_text in f4.problems[0].message
+    rep = verify(med.spec, km.key)  # the set's key: tape file 4 is reported, its CRCs checked
+    files = rep.media[0].files
+    assert [f.ok for f in files] == [True, True, False, False]
+    assert (files[3].tags_checked, files[3].tags_unchecked) == (0, len(plan_chunks(data)))
