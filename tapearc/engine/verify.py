@@ -9,7 +9,14 @@ For every tape file of a medium (or only a generation's), reading forward at dri
   block is mapped twice (a full generation must account for every block exactly once);
 - that the trailer's index agrees with the chunks read (record positions, lengths, CRCs, runs),
   the end record with the trailer, the record sizes with the label, and the catalog with the
-  medium.
+  medium;
+- encrypted media (SPEC section 15): the key record after the label decodes (its CRC); every
+  generation of the set is encrypted under the key record's key. Without a key, every CRC is
+  checked (an encrypted chunk's covers its sealed bytes) and the chunks whose tags were not
+  checked are counted (``tags_unchecked``, with the key they need); with the key, each chunk is
+  opened (its AES-256-GCM tag: a failure is damage, kind ``auth``) and its blocks' keyed digests
+  are checked against the trailer's. A key other than the set's is WrongKeyError before any
+  chunk is read.
 
 Damage never stops the verify: the tape file's items are read by tapefiles.FileItems, which
 names every record span that makes no item and resynchronises after a broken one (the records of
