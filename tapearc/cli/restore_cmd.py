@@ -25,6 +25,7 @@ from tapearc.cli.common import (
 )
 from tapearc.cli.progress import make_progress
 from tapearc.cli.render import render_restore, render_restore_ranges
+from tapearc.cli.timeparse import AtOpt, check_at
 
 if TYPE_CHECKING:
     from tapearc.engine.restore import RestoreOptions, RestoreResult
@@ -50,6 +51,7 @@ def restore(
     media: MediaOpt,
     to: ToOpt,
     generation: GenerationOpt = None,
+    at: AtOpt = None,
     volume: VolumeOpt = None,
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite a target that holds no generation of the volume.")
@@ -91,8 +93,10 @@ def restore(
     def options() -> RestoreOptions:
         from tapearc.engine.restore import RestoreOptions
 
+        check_at(at, generation)
         return RestoreOptions(
             generation=generation,
+            at=at,
             volume=volume,
             force=force,
             assume_generation=assume_generation,
