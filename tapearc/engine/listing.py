@@ -110,7 +110,7 @@ class MediumListing:
                 "created": lab.created,
                 "label": lab.text,
             },
-            "encrypted": self.key_fingerprint is not None,
+            "encrypted": self.encrypted,
             "key_fingerprint": self.key_fingerprint,
             "key_record_problem": self.key_record_problem,
             "tape_files": files,
@@ -137,6 +137,16 @@ class MediumListing:
             ],
             "volumes": self.chains(),
         }
+
+    @property
+    def encrypted(self) -> bool:
+        """An encrypted media set: a key record after the label (even a damaged one), or an
+        encrypted generation."""
+        return (
+            self.key_fingerprint is not None
+            or self.key_record_problem is not None
+            or any(f.encrypted for f in self.files)
+        )
 
     def chains(self) -> dict[str, list[dict[str, object]]]:
         """Each volume's generations in order: the chain a restore follows."""

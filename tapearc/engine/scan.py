@@ -95,7 +95,9 @@ class ScanResult:
             "medium_uuid": self.medium_uuid,
             "media_set": self.media_set,
             "sequence": self.sequence,
-            "encrypted": self.key_fingerprint is not None,
+            "encrypted": self.key_fingerprint is not None
+            or self.key_record_problem is not None
+            or any(f.key_fingerprint is not None for f in self.files),
             "key_fingerprint": self.key_fingerprint,
             "tape_files": self.tape_files,
             "warnings": self.warnings,

@@ -317,3 +317,18 @@ def test_a_plain_generation_or_another_key_on_an_encrypted_set_is_named(tmp_path
     files = rep.media[0].files
     assert [f.ok for f in files] == [True, True, False, False]
     assert (files[3].tags_checked, files[3].tags_unchecked) == (0, len(plan_chunks(data)))
+
+
+def test_list_names_a_damaged_key_record(tmp_path: Path) -> None:
+    from tapearc.engine.listing import list_medium
+
+    _, med = two_generations(tmp_path)
+    img = tmp_path / "t.tap"
+    files = records(img)
+    files[0][1] = files[0][1][:50] + bytes([files[0][1][50] ^ 1]) + files[0][1][51:]
+    write_image(img, files)
+    with open_medium(med.spec, write=False) as d:
+        j = list_medium(d).to_json()
+    assert j["key_fingerprint"] is None and j["encrypted"] is True
+    assert "tape file 0, record 1: the key record is damaged" in str(j["key_record_problem"])
+    assert all(g["encrypted"] for g in j["generations"])  # the generations still say so
