@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +19,9 @@ from tapearc.cli.common import (
     whole,
 )
 from tapearc.cli.render import render_plan
+
+if TYPE_CHECKING:
+    from tapearc.media.base import TapeDrive
 
 
 def plan(
@@ -68,11 +71,26 @@ def _plan(
             warnings = p.warnings
             p = make_plan(cat, chain, have=assume_generation)
             p.warnings = warnings
+        if p.encrypted and p.key_fingerprint is None:
+            p.key_fingerprint = _medium_key(src.current())
     warn(p.warnings)
     if json_out:
         emit_json(p.to_json(with_chunks=True))
     else:
         render_plan(p, chunks=chunks)
+
+
+def _medium_key(drive: TapeDrive) -> str | None:
+    """The fingerprint of the medium's key record (an encrypted set's), when it has a readable one."""
+    from tapearc.crypto.keys import fingerprint_text
+    from tapearc.engine.keymedia import read_key_records
+    from tapearc.errors import TapearcError
+
+    try:
+        records = read_key_records(drive)
+    except TapearcError:
+        return None
+    return fingerprint_text(records[0].key_fingerprint) if records else None
 
 
 def register(app: typer.Typer) -> None:

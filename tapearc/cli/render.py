@@ -115,6 +115,12 @@ def render_plan(p: Plan, *, chunks: bool) -> None:
         + " -> ".join(str(x) for x in p.chain)
         + rolling
     )
+    if p.encrypted:
+        say(
+            "  encrypted"
+            + (f" with key {p.key_fingerprint}" if p.key_fingerprint else "")
+            + ": the restore needs the key (--key FILE)"
+        )
     for i, m in enumerate(p.media, 1):
         say(f"  medium {i}: {m[0]} (sequence {m[1]})")
     for f in d["tape_files"]:
@@ -129,7 +135,9 @@ def render_plan(p: Plan, *, chunks: bool) -> None:
     if chunks:
         for c in d["chunks"]:
             say(
-                f"    file {c['tape_file']} @{c['logical']}: generation {c['generation']} chunk {c['seq']}, blocks "
+                f"    file {c['tape_file']} @{c['logical']}: generation {c['generation']} chunk {c['seq']}"
+                + (" (encrypted)" if c["encrypted"] else "")
+                + ", blocks "
                 + ", ".join(f"{a}-{a + n - 1}" if n > 1 else f"{a}" for a, n in c["blocks"])
             )
 
@@ -161,7 +169,9 @@ def _listing_table(listing: MediumListing) -> Table:
             continue
         table.add_row(
             str(f.tape_file),
-            f"{f.generation_kind or f.kind}" + (f" {f.compression}" if f.compression == "zstd" else ""),
+            f"{f.generation_kind or f.kind}"
+            + (f" {f.compression}" if f.compression == "zstd" else "")
+            + (" encrypted" if f.encrypted else ""),
             f.volume or "",
             str(f.generation or ""),
             format_size(f.volume_size or 0),
@@ -184,7 +194,13 @@ def _listing_chains(listing: MediumListing) -> None:
                 f"{g['generation']}({k}, {g['changed_blocks']} blocks{'' if g['complete'] else ', incomplete'})"
             )
         src = next((str(g["source_path"]) for g in reversed(chain) if g.get("source_path")), None)
-        say(f"volume {vol}: generations " + " -> ".join(parts) + (f"; source {src}" if src else ""))
+        fps = sorted({str(g["key_fingerprint"]) for g in chain if g.get("key_fingerprint")})
+        say(
+            f"volume {vol}: generations "
+            + " -> ".join(parts)
+            + (f"; source {src}" if src else "")
+            + (f"; encrypted with key {', '.join(fps)}" if fps else "")
+        )
 
 
 def _listing_chunks(f: TapeFileListing) -> None:
@@ -194,7 +210,8 @@ def _listing_chunks(f: TapeFileListing) -> None:
         )
         say(
             f"  file {f.tape_file} chunk {c.seq}: records {c.record}-{c.record + c.record_count - 1}, "
-            f"{format_size(c.stored_bytes)}{' zstd' if c.compressed else ''}: blocks {runs}"
+            f"{format_size(c.stored_bytes)}{' zstd' if c.compressed else ''}{' encrypted' if c.encrypted else ''}: "
+            f"blocks {runs}"
         )
 
 
@@ -203,7 +220,10 @@ def render_listing(listing: MediumListing, *, chunks: bool) -> None:
     say(
         f"medium {listing.medium}: tapearc label, set {lab.media_set_uuid} sequence {lab.sequence}, "
         f"medium {lab.medium_uuid}, record size {format_size(lab.record_size)}"
+        + (f", encrypted media set (key {listing.key_fingerprint})" if listing.key_fingerprint else "")
     )
+    if listing.key_record_problem:
+        say(listing.key_record_problem)
     out_console.print(_listing_table(listing))
     _listing_chains(listing)
     for f in listing.files:
@@ -221,8 +241,15 @@ def _verify_file(f: FileReport) -> None:
         what = f"volume {f.volume!r} generation {f.generation}" + (f" part {f.part}" if f.part else "")
     else:
         what = f"{f.kind} tape file" if f.kind != "generation" else "?"
+    if f.key_fingerprint is not None:
+        what += f", encrypted with key {f.key_fingerprint}"
     if f.ok:
-        say(f"  tape file {f.tape_file} ({what}): OK, {f.chunks_ok} chunks, {format_size(f.bytes)}")
+        tags = (
+            f", {f.tags_unchecked} tags not checked (no key)"
+            if f.tags_unchecked
+            else (f", {f.tags_checked} tags checked" if f.tags_checked else "")
+        )
+        say(f"  tape file {f.tape_file} ({what}): OK, {f.chunks_ok} chunks{tags}, {format_size(f.bytes)}")
         return
     say(f"  tape file {f.tape_file} ({what}): DAMAGED")
     for p in f.problems:
@@ -239,6 +266,7 @@ def _verify_medium(m: MediumReport) -> None:
     say(
         f"medium {m.medium}"
         + (f" (sequence {m.sequence} of media set {m.media_set})" if m.media_set else "")
+        + (f", encrypted set (key {m.key_fingerprint})" if m.key_fingerprint else "")
         + (": OK" if m.ok else ": DAMAGED")
     )
     for p in m.problems:
@@ -264,6 +292,12 @@ def render_verify(rep: VerifyReport) -> None:
     for vol, gens in rep.affected.items():
         if gens:
             say(f"damage affects volume {vol!r} generations {', '.join(map(str, gens))}")
+    unchecked = sum(f.tags_unchecked for m in rep.media for f in m.files)
+    if unchecked:
+        say(
+            f"{unchecked} encrypted chunk{'s' if unchecked != 1 else ''}: CRCs checked, tags and block digests "
+            f"not checked (no key; key {', '.join(rep.keys_not_given)}: give it with --key FILE)"
+        )
     if rep.against is not None:
         render_against(rep.against)
     if rep.image is not None:
@@ -278,10 +312,14 @@ def render_verify(rep: VerifyReport) -> None:
 
 
 def render_scan(res: ScanResult) -> None:
-    say(f"scanned {res.medium}: medium {res.medium_uuid}, sequence {res.sequence} of media set {res.media_set}")
+    say(
+        f"scanned {res.medium}: medium {res.medium_uuid}, sequence {res.sequence} of media set {res.media_set}"
+        + (f", encrypted (key {res.key_fingerprint})" if res.key_fingerprint else "")
+    )
     for f in res.files:
+        enc = f" (encrypted with key {f.key_fingerprint})" if f.key_fingerprint else ""
         say(
-            f"  tape file {f.tape_file}: volume {f.volume!r} generation {f.generation}: {f.state}, "
+            f"  tape file {f.tape_file}: volume {f.volume!r} generation {f.generation}{enc}: {f.state}, "
             f"{f.chunks} chunks (from {f.method})" + (f"; {f.problem}" if f.problem else "")
         )
     for d in res.tape_files:
@@ -315,6 +353,12 @@ def render_copy(res: CopyResult, *, to_stderr: bool) -> None:
             + "; the copy carries the same label (use it instead of the original, not beside it)",
             stderr=to_stderr,
         )
+        if "key_fingerprint" in lab:
+            say(
+                f"  encrypted media set (key {lab['key_fingerprint'] or 'record damaged'}): copied sealed as it is, "
+                "with its key record; the copy opens with the same key",
+                stderr=to_stderr,
+            )
     for w in res.warnings:
         say(f"  warning: {w}", stderr=to_stderr)
 

@@ -20,10 +20,11 @@ from tapearc.cli.common import (
 )
 from tapearc.cli.progress import make_progress
 from tapearc.cli.render import ranges, render_verify
-from tapearc.errors import TapearcError
+from tapearc.errors import TapearcError, UsageError
 
 if TYPE_CHECKING:
     from tapearc.catalog.db import Catalog
+    from tapearc.crypto.keys import Key
     from tapearc.engine.mediasource import MediaSource
     from tapearc.engine.verify import VerifyReport
 
@@ -50,19 +51,38 @@ def verify(
         str | None,
         typer.Option("--image", help="Also compare the medium record by record with this image.", metavar="MEDIUM"),
     ] = None,
+    key_file: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            help="Key file of an encrypted media set: also check every chunk's authentication tag and keyed block digests.",
+            metavar="FILE",
+        ),
+    ] = None,
+    passphrase_file: Annotated[
+        str | None,
+        typer.Option(
+            "--passphrase-file",
+            help="Read the key file's passphrase from the first line of this file (else it is asked for on the terminal).",
+            metavar="FILE",
+        ),
+    ] = None,
     changer: ChangerOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Read MEDIUM forward and check everything: every CRC, every block digest, the mapping, the
     trailer, the catalog. Lists per tape file OK or the damaged chunks with their volume block
-    ranges, and the generations the damage affects. Exit code 20 on any damage."""
+    ranges, and the generations the damage affects. Exit code 20 on any damage. Encrypted
+    chunks: without --key their CRCs are checked (the report counts the tags not checked), with
+    --key also their tags and keyed digests."""
 
     def work() -> None:
+        key = _load_key(key_file, passphrase_file)
         with open_catalog(catalog) as cat, open_media(media, changer, write=False, catalog=cat) as src:
-            rep = _verify(src, cat, generation, volume, against, json_out)
+            rep = _verify(src, cat, generation, volume, against, json_out, key)
             if all_media:
-                _verify_rest_of_set(src, cat, rep, generation, volume)
+                _verify_rest_of_set(src, cat, rep, generation, volume, key)
             _check_found(rep, generation, volume)
             if image is not None:
                 rep.image = _compare_image(src, image)
@@ -71,8 +91,25 @@ def verify(
     run(json_out, work)
 
 
+def _load_key(key_file: str | None, passphrase_file: str | None) -> Key | None:
+    """The data key of --key (opened with --passphrase-file, else asked on the terminal)."""
+    if key_file is None:
+        if passphrase_file is not None:
+            raise UsageError("--passphrase-file is the passphrase of a key file: give the key file with --key FILE")
+        return None
+    from tapearc.crypto.keyfile import load_key
+
+    return load_key(key_file, passphrase_file)
+
+
 def _verify(
-    src: MediaSource, cat: Catalog, generation: int | None, volume: str | None, against: str | None, json_out: bool
+    src: MediaSource,
+    cat: Catalog,
+    generation: int | None,
+    volume: str | None,
+    against: str | None,
+    json_out: bool,
+    key: Key | None,
 ) -> VerifyReport:
     from tapearc.engine.scan import sync_medium
     from tapearc.engine.verify import run_verify
@@ -83,12 +120,12 @@ def _verify(
     except TapearcError:
         pass  # a damaged medium: verify reports what it can
     return run_verify(
-        drive, cat, generation=generation, volume=volume, against=against, progress=make_progress(json_out)
+        drive, cat, generation=generation, volume=volume, against=against, progress=make_progress(json_out), key=key
     )
 
 
 def _verify_rest_of_set(
-    src: MediaSource, cat: Catalog, rep: VerifyReport, generation: int | None, volume: str | None
+    src: MediaSource, cat: Catalog, rep: VerifyReport, generation: int | None, volume: str | None, key: Key | None
 ) -> None:
     """--all: verify the set's other media too (through the changer)."""
     from tapearc.engine.layout import read_label
@@ -102,7 +139,7 @@ def _verify_rest_of_set(
             continue
         src.release()
         d = src.medium(m.uuid, m.set_uuid, m.sequence, m.label or None)
-        rep.media.append(verify_medium(d, cat, generation=generation, volume=volume))
+        rep.media.append(verify_medium(d, cat, generation=generation, volume=volume, key=key))
     rep.media.sort(key=lambda r: r.sequence or 0)
     rep.affected = affected_generations(cat, rep.media)
 

@@ -22,6 +22,11 @@ Rules:
   media; the target then holds an incomplete copy);
 * any failure after the first write says how far the copy got: the target holds the source's
   objects up to that point and nothing else.
+
+A medium of an encrypted set is copied the same way, with no key: its chunks stay sealed as
+they are (their associated data binds the media set, volume, run, generation and part, all
+unchanged in a copy, not the medium), its key record is copied with tape file 0, and the copy
+opens with the set's key. The result names the key (``label["key_fingerprint"]``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tapearc import format as fmt
+from tapearc.crypto.keys import fingerprint_text
 from tapearc.engine.identity import refuse_unless_blank
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.tapefiles import FileRecords
@@ -93,6 +99,19 @@ def label_info(record: bytes) -> dict[str, Any] | None:
         "created": lab.created,
         "text": lab.text,
     }
+
+
+def _key_record(record: bytes, label: dict[str, Any]) -> None:
+    """The record after a tapearc label: an encrypted set's key record names the set's key in
+    the result (``label["key_fingerprint"]``). The copy carries it as it is: the chunks'
+    associated data binds the media set, not the medium, so the copy opens with the same key
+    and no key is needed to make it (SPEC 15.3)."""
+    if bytes(record[:7]) != fmt.KEY_RECORD_MAGIC[:7]:
+        return
+    try:
+        label["key_fingerprint"] = fingerprint_text(fmt.decode_key_record(record).key_fingerprint)
+    except TapearcError:
+        label["key_fingerprint"] = None  # copied as it is; verify names the damage
 
 
 # ---------------------------------------------------------------------- same medium
@@ -303,6 +322,8 @@ def _check_record(obj: bytes, source: TapeDrive, target: TapeDrive, res: CopyRes
                 "nothing was written",
                 hint="copy to a medium or drive that takes larger records",
             ).at(medium=target.name)
+    if at.logical == 1 and at.tape_file == 0 and res.label is not None:
+        _key_record(obj, res.label)
     if n > target.max_record_size:
         raise _incomplete(
             RecordTooLargeError(

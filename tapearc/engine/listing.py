@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from tapearc import format as fmt
 from tapearc.catalog.db import path_text
+from tapearc.crypto.keys import fingerprint_text
 from tapearc.engine.layout import (
     MAGIC_CHUNK,
     MAGIC_GENHDR,
@@ -23,6 +24,7 @@ class ChunkListing:
     record: int
     record_count: int
     compressed: bool
+    encrypted: bool
     stored_bytes: int
     raw_bytes: int
     runs: list[tuple[int, int, str]]  # (first block, count, "data"|"zero")
@@ -44,6 +46,8 @@ class TapeFileListing:
     block_size: int | None = None
     record_size: int | None = None
     compression: str | None = None
+    encrypted: bool = False  # a generation encrypted with the key of ``key_fingerprint``
+    key_fingerprint: str | None = None
     created: int | None = None
     volume_uuid: str | None = None
     source_path: str | None = None  # the volume's source as recorded in the generation header (layout 2)
@@ -71,6 +75,8 @@ class MediumListing:
     medium: str
     label: fmt.Label
     files: list[TapeFileListing]
+    key_fingerprint: str | None = None  # the key record's after the label: an encrypted media set
+    key_record_problem: str | None = None  # a key record that does not decode
 
     def to_json(self, with_chunks: bool = True) -> dict[str, object]:
         lab = self.label
@@ -85,6 +91,7 @@ class MediumListing:
                         "record": c.record,
                         "record_count": c.record_count,
                         "compressed": c.compressed,
+                        "encrypted": c.encrypted,
                         "stored_bytes": c.stored_bytes,
                         "raw_bytes": c.raw_bytes,
                         "runs": [list(r) for r in c.runs],
@@ -103,6 +110,9 @@ class MediumListing:
                 "created": lab.created,
                 "label": lab.text,
             },
+            "encrypted": self.encrypted,
+            "key_fingerprint": self.key_fingerprint,
+            "key_record_problem": self.key_record_problem,
             "tape_files": files,
             "generations": [
                 {
@@ -116,6 +126,8 @@ class MediumListing:
                     "stored_bytes": f.stored_bytes,
                     "created": f.created,
                     "complete": f.complete,
+                    "encrypted": f.encrypted,
+                    "key_fingerprint": f.key_fingerprint,
                     "volume_uuid": f.volume_uuid,
                     "source_path": f.source_path,
                     "source_real": f.source_real,
@@ -125,6 +137,16 @@ class MediumListing:
             ],
             "volumes": self.chains(),
         }
+
+    @property
+    def encrypted(self) -> bool:
+        """An encrypted media set: a key record after the label (even a damaged one), or an
+        encrypted generation."""
+        return (
+            self.key_fingerprint is not None
+            or self.key_record_problem is not None
+            or any(f.encrypted for f in self.files)
+        )
 
     def chains(self) -> dict[str, list[dict[str, object]]]:
         """Each volume's generations in order: the chain a restore follows."""
@@ -145,6 +167,8 @@ class MediumListing:
                     "created": f.created,
                     "tape_file": f.tape_file,
                     "complete": f.complete,
+                    "encrypted": f.encrypted,
+                    "key_fingerprint": f.key_fingerprint,
                     "volume_uuid": f.volume_uuid,
                     "source_path": f.source_path,
                 }
@@ -161,13 +185,18 @@ def list_medium(drive: TapeDrive) -> MediumListing:
     :func:`~tapearc.engine.tapefiles.walk_tape_files`, as for verify and scan."""
     files: list[TapeFileListing] = []
     label: fmt.Label | None = None
+    keys: tuple[str | None, str | None] = (None, None)
     for walked in walk_tape_files(drive):
         if walked.kind == "label":
             label = walked.label
             assert label is not None
             lab = TapeFileListing(tape_file=0, kind="label")
-            # the label file: one record then a filemark, already read by read_label
+            # the label file: the label record (and an encrypted set's key record), then a
+            # filemark, already read by read_label
             lab.add_record_size(len(fmt.encode_label(label)))
+            for rec in walked.key_records:
+                lab.add_record_size(len(rec))
+            keys = _key_records(walked.key_records)
             files.append(lab)
             continue
         tf = TapeFileListing(tape_file=walked.tape_file, kind=walked.kind)
@@ -181,7 +210,23 @@ def list_medium(drive: TapeDrive) -> MediumListing:
             tf.problem = "the medium ends inside this tape file (no filemark): an interrupted backup"
         files.append(tf)
     assert label is not None
-    return MediumListing(medium=drive.name, label=label, files=files)
+    return MediumListing(
+        medium=drive.name, label=label, files=files, key_fingerprint=keys[0], key_record_problem=keys[1]
+    )
+
+
+def _key_records(records: list[bytes]) -> tuple[str | None, str | None]:
+    """The fingerprint of the first key record that decodes, and the damage of one that does not."""
+    fp: str | None = None
+    problem: str | None = None
+    for k, rec in enumerate(records, start=1):
+        try:
+            w = fmt.decode_key_record(rec)
+        except TapearcError as e:
+            problem = problem or f"tape file 0, record {k}: the key record is damaged: {e.message}"
+            continue
+        fp = fp or fingerprint_text(w.key_fingerprint)
+    return fp, problem
 
 
 def _list_tape_file(drive: TapeDrive, recs: FileRecords, tf: TapeFileListing, logical: int) -> Mark:
@@ -239,6 +284,8 @@ def _list_header(tf: TapeFileListing, h: fmt.GenerationHeader) -> None:
     tf.block_size = h.block_size
     tf.record_size = h.record_size
     tf.compression = "zstd" if h.compression == fmt.Compression.ZSTD else "none"
+    tf.encrypted = h.encrypted
+    tf.key_fingerprint = fingerprint_text(h.key_fingerprint) if h.key_fingerprint is not None else None
     tf.created = h.created
     tf.volume_uuid = str(h.volume_uuid)
     if h.source is not None:
@@ -255,6 +302,7 @@ def _list_chunk(tf: TapeFileListing, item: Item) -> None:
             record=item.record,
             record_count=item.record_count,
             compressed=bool(c.flags & fmt.CHUNK_FLAG_ZSTD),
+            encrypted=c.encrypted,
             stored_bytes=c.stored_len,
             raw_bytes=c.raw_len,
             runs=runs,

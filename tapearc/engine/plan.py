@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, ChunkRow, GenerationRow
 from tapearc.catalog.states import GenerationState
+from tapearc.crypto.keys import fingerprint_text
 from tapearc.errors import IncompleteChainError, MalformedError, NoSuchGenerationError
 
 DIGEST_LEN = fmt.DIGEST_LEN
@@ -69,6 +70,8 @@ class Plan:
     media: list[tuple[uuid.UUID, int]] = field(default_factory=list)  # (medium uuid, sequence), read order
     source_path: str | None = None  # the volume's source as recorded for the generation (None: not recorded)
     warnings: list[str] = field(default_factory=list)  # damaged or rebuilt generations met while reading the media
+    encrypted: bool = False  # the chain's chunks are encrypted: a restore needs the key
+    key_fingerprint: str | None = None  # the key's (from the catalog, or the medium's key record)
 
     @property
     def nblocks(self) -> int:
@@ -107,6 +110,8 @@ class Plan:
             "bytes_to_skip": self.bytes_to_skip,
             "blocks_to_write": self.blocks_to_write,
             "blocks_to_zero": self.blocks_to_zero,
+            "encrypted": self.encrypted,
+            "key_fingerprint": self.key_fingerprint,
             "warnings": self.warnings,
         }
         if with_chunks:
@@ -118,6 +123,7 @@ class Plan:
                     "generation": r.chunk.generation,
                     "seq": r.chunk.seq,
                     "stored_len": r.chunk.stored_len,
+                    "encrypted": bool(r.chunk.flags & fmt.CHUNK_FLAG_ENCRYPTED),
                     "blocks": [list(x) for x in r.runs],
                 }
                 for r in self.reads
@@ -665,7 +671,18 @@ def _plan_of(
         blocks_to_zero=sum(k for _, k in zero_runs),
         media=media,
         source_path=last.source_path or None,
+        encrypted=any(c.flags & fmt.CHUNK_FLAG_ENCRYPTED for c in chunks),
+        key_fingerprint=row_fingerprint(last),
     )
+
+
+def row_fingerprint(g: GenerationRow) -> str | None:
+    """The key fingerprint (text) a catalog row of an encrypted generation records, when the
+    catalog records one (its ``key_fingerprint``, as 16 bytes or as text)."""
+    fp = getattr(g, "key_fingerprint", None)
+    if isinstance(fp, (bytes, bytearray)) and len(fp) == fmt.KEY_FINGERPRINT_LEN:
+        return fingerprint_text(bytes(fp))
+    return fp if isinstance(fp, str) and fp else None
 
 
 def _merge(runs: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:

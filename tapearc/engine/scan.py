@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.catalog.states import GenerationState
+from tapearc.crypto.keys import fingerprint_text, parse_fingerprint
 from tapearc.engine.layout import (
     MAGIC_CHUNK,
     MAGIC_TRAILER,
@@ -55,6 +56,7 @@ class FileScan:
     method: str  # trailer | deep
     chunks: int
     problem: str | None = None
+    key_fingerprint: str | None = None  # an encrypted generation's key
 
 
 @dataclass(slots=True)
@@ -65,12 +67,14 @@ class ScanResult:
     sequence: int
     files: list[FileScan] = field(default_factory=list)
     tape_files: list[dict[str, object]] = field(default_factory=list)  # every tape file after the label
+    key_fingerprint: str | None = None  # the key record's after the label: an encrypted media set
+    key_record_problem: str | None = None  # a key record after the label that does not decode
 
     @property
     def warnings(self) -> list[str]:
         """One line per tape file that is interrupted, damaged or foreign, or whose generation
         could not be read as it was written."""
-        out = []
+        out = [f"medium {self.medium}, {self.key_record_problem}"] if self.key_record_problem else []
         for d in self.tape_files:
             if d["kind"] != "generation" or not d["closed"]:
                 what = "interrupted" if d["interrupted"] else str(d["kind"])
@@ -91,6 +95,10 @@ class ScanResult:
             "medium_uuid": self.medium_uuid,
             "media_set": self.media_set,
             "sequence": self.sequence,
+            "encrypted": self.key_fingerprint is not None
+            or self.key_record_problem is not None
+            or any(f.key_fingerprint is not None for f in self.files),
+            "key_fingerprint": self.key_fingerprint,
             "tape_files": self.tape_files,
             "warnings": self.warnings,
             "generations": [
@@ -101,6 +109,8 @@ class ScanResult:
                     "state": f.state,
                     "method": f.method,
                     "chunks": f.chunks,
+                    "encrypted": f.key_fingerprint is not None,
+                    "key_fingerprint": f.key_fingerprint,
                     "problem": f.problem,
                 }
                 for f in self.files
@@ -113,12 +123,15 @@ def scan_medium(
 ) -> ScanResult:
     """Forget what the catalog knew of this medium's tape files and learn them anew from it."""
     progress = progress or NoProgress()
-    label = read_label(drive)
+    keys: list[bytes] = []
+    label = read_label(drive, keys)
     catalog.record_medium(label, drive.name)
     catalog.forget_medium_files(label.medium_uuid)
     walked = list(walk_tape_files(drive, label=False))
     gens = _generation_files(walked)
     result = ScanResult(drive.name, str(label.medium_uuid), str(label.media_set_uuid), label.sequence)
+    result.key_fingerprint, result.key_record_problem = key_record_fingerprint(keys)
+    _record_set_key(catalog, label, result.key_fingerprint)
     result.tape_files = [tf.to_json() for tf in walked]
     progress.start(f"scan {drive.name}", len(gens))
     try:
@@ -135,10 +148,43 @@ def scan_medium(
     return result
 
 
+def key_record_fingerprint(records: list[bytes]) -> tuple[str | None, str | None]:
+    """The fingerprint (text) of the first of tape file 0's key records (as read after the
+    label) that decodes, and what is wrong with the first that does not."""
+    fp: str | None = None
+    problem: str | None = None
+    for k, rec in enumerate(records, start=1):
+        try:
+            w = fmt.decode_key_record(rec)
+        except TapearcError as e:
+            problem = problem or f"tape file 0, record {k}: the key record is damaged: {e.message}"
+            continue
+        fp = fp or fingerprint_text(w.key_fingerprint)
+    return fp, problem
+
+
+def _record_set_key(catalog: Catalog, label: fmt.Label, fingerprint: str | None) -> None:
+    """The catalog learns the set's key from the key record (a set with no generation yet too),
+    when it records media sets' keys (schema 4: ``set_media_set_key``); an encrypted
+    generation's header gives it too (``begin_generation``)."""
+    record = getattr(catalog, "set_media_set_key", None)
+    if fingerprint is not None and callable(record):
+        record(label.media_set_uuid, parse_fingerprint(fingerprint))
+
+
 def import_generation_file(
     drive: TapeDrive, catalog: Catalog, label: fmt.Label, gf: GenerationFile, *, deep: bool = False, last: bool = False
 ) -> FileScan:
     """Record one generation tape file in the catalog, from its trailer or (deep) its chunks."""
+    fs = _import_generation_file(drive, catalog, label, gf, deep=deep, last=last)
+    if gf.header.key_fingerprint is not None:
+        fs.key_fingerprint = fingerprint_text(gf.header.key_fingerprint)
+    return fs
+
+
+def _import_generation_file(
+    drive: TapeDrive, catalog: Catalog, label: fmt.Label, gf: GenerationFile, *, deep: bool, last: bool
+) -> FileScan:
     problem = None
     if not deep and gf.closed:
         try:
@@ -277,6 +323,9 @@ class _DeepRead:
         self.chunk_problem: str | None = None  # a chunk could not be read: damage in the data
         self.other: str | None = None  # damage outside the chunks (trailer, end record, stray items)
         self.items: FileItems | None = None  # the reader, while reading the items
+        # encrypted chunks read intact (CRCs): their digests are keyed, so taken from the
+        # trailer's table when it lists the chunk alike (a scan has no key to compute them)
+        self.sealed: list[fmt.ChunkIndexEntry] = []
 
     def read_items(self) -> bool:
         """Read the tape file from its start, recording each chunk read intact; returns whether
@@ -362,7 +411,7 @@ class _DeepRead:
         try:
             ch, payload = fmt.decode_chunk(item.data)
             fmt.check_same_generation(self.hdr, ch, seq=self.expect)
-            raw = fmt.unpack_payload(ch, payload)
+            raw = None if ch.encrypted else fmt.unpack_payload(ch, payload)
         except TapearcError as e:
             self.chunk_problem = _join(self.chunk_problem, f"chunk at record {item.record} skipped: {e}")
             self.expect = None if self.expect is None else self.expect + 1
@@ -370,10 +419,13 @@ class _DeepRead:
                 self.expect = None  # its records are read again: the next chunk read says where we are
             return False
         entry = fmt.ChunkIndexEntry.from_chunk(ch, record=item.record, record_count=item.record_count)
-        digests = fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size)
-        self.catalog.add_chunks(
-            self.gen_id, self.label.medium_uuid, self.gf.tape_file, self.gf.logical, [(entry, digests)]
-        )
+        if raw is None:
+            self.sealed.append(entry)
+        else:
+            digests = fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size)
+            self.catalog.add_chunks(
+                self.gen_id, self.label.medium_uuid, self.gf.tape_file, self.gf.logical, [(entry, digests)]
+            )
         self.added.add(ch.seq)
         self.runs.extend((r.first, r.count) for r in ch.runs)
         self.totals[0] += sum(r.count for r in ch.runs if not r.is_zero)
@@ -472,8 +524,24 @@ class _DeepRead:
             )
         return _Verdict(problem="whether the generation ends here or continues on another medium is unknown")
 
+    def add_sealed(self) -> None:
+        """Record the encrypted chunks read, with the trailer's digests of each one it lists
+        alike (none otherwise: the catalog then knows no digest of their blocks)."""
+        trailer = self.trailer
+        listed = {e.seq: k for k, e in enumerate(trailer.entries)} if trailer is not None else {}
+        pairs = []
+        for entry in self.sealed:
+            k = listed.get(entry.seq)
+            digests = b""
+            if trailer is not None and k is not None and trailer.entries[k] == entry:
+                digests = trailer.digests(k)
+            pairs.append((entry, digests))
+        _add_chunks(self.catalog, self.gen_id, self.label, self.gf, pairs)
+        self.sealed = []
+
     def record(self, closed: bool, v: _Verdict, note: str | None) -> FileScan:
         """Finish the generation in the catalog and say what it is."""
+        self.add_sealed()
         hdr, trailer = self.hdr, self.trailer
         # the backup got to closing the generation, but the trailer that would say what it holds
         # is unreadable (or disagrees with the chunks): damage, not an interrupted backup

@@ -291,10 +291,11 @@ def read_item(drive: TapeDrive) -> Item | Mark:
     return parts.item(pos.file, pos.record, pos.logical)
 
 
-def read_label(drive: TapeDrive) -> fmt.Label:
+def read_label(drive: TapeDrive, key_records: list[bytes] | None = None) -> fmt.Label:
     """Rewind and read the volume label. Raises NotTapearcMediumError for a blank or foreign medium.
     The key records that follow the label on a medium of an encrypted set are passed over (read
-    them with :func:`tapearc.engine.keymedia.read_key_records`).
+    them with :func:`tapearc.engine.keymedia.read_key_records`), or added as read, undecoded,
+    to ``key_records`` (one pass: a stream cannot be rewound to read them again).
 
     Returns with the drive at the start of tape file 1, or, when labeling was interrupted before
     the label's filemark, at the end of data in tape file 0 (``drive.position().file == 0``)."""
@@ -325,6 +326,8 @@ def read_label(drive: TapeDrive) -> fmt.Label:
         raise e.at(medium=drive.name, tape_file=0, record=0) from None
     nxt = drive.read_record()
     while not isinstance(nxt, Mark) and bytes(nxt[:7]) == fmt.KEY_RECORD_MAGIC[:7]:
+        if key_records is not None:
+            key_records.append(bytes(nxt))
         nxt = drive.read_record()  # an encrypted set's key record(s) (tapearc.engine.keymedia)
     if nxt is Mark.END_OF_DATA:
         # labeling was interrupted after the label record, before its filemark: the medium is
@@ -723,6 +726,7 @@ class TapeFile:
     closed: bool = True  # ends with a filemark (False: the medium ends inside it)
     header_records: int = 0  # records of its first item (when whole)
     torn: bool = False  # no record of it is readable: the medium's cut tail (nothing to close)
+    key_records: list[bytes] = field(default_factory=list)  # kind "label": the key records after it, undecoded
 
     @property
     def interrupted(self) -> bool:
@@ -803,8 +807,9 @@ def walk_tape_files(drive: TapeDrive, *, label: bool = True) -> Iterator[TapeFil
     (``list(walk_tape_files(drive))``) and move afterwards. The walk ends at the end of data.
     """
     if label:
-        lab = read_label(drive)
-        yield TapeFile(tape_file=0, logical=0, kind="label", label=lab)
+        keys: list[bytes] = []
+        lab = read_label(drive, keys)
+        yield TapeFile(tape_file=0, logical=0, kind="label", label=lab, key_records=keys)
     while True:
         pos = drive.position()
         recs = FileRecords(drive, keep=True)  # the first item's records, replayed to the consumer

@@ -9,7 +9,14 @@ For every tape file of a medium (or only a generation's), reading forward at dri
   block is mapped twice (a full generation must account for every block exactly once);
 - that the trailer's index agrees with the chunks read (record positions, lengths, CRCs, runs),
   the end record with the trailer, the record sizes with the label, and the catalog with the
-  medium.
+  medium;
+- encrypted media (SPEC section 15): the key record after the label decodes (its CRC); every
+  generation of the set is encrypted under the key record's key. Without a key, every CRC is
+  checked (an encrypted chunk's covers its sealed bytes) and the chunks whose tags were not
+  checked are counted (``tags_unchecked``, with the key they need); with the key, each chunk is
+  opened (its AES-256-GCM tag: a failure is damage, kind ``auth``) and its blocks' keyed digests
+  are checked against the trailer's. A key other than the set's is WrongKeyError before any
+  chunk is read.
 
 Damage never stops the verify: the tape file's items are read by tapefiles.FileItems, which
 names every record span that makes no item and resynchronises after a broken one (the records of
@@ -31,6 +38,9 @@ from dataclasses import dataclass, field
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.catalog.states import GenerationState
+from tapearc.crypto.aead import ChunkCipher
+from tapearc.crypto.keys import Key, fingerprint_text, parse_fingerprint
+from tapearc.engine.keymedia import read_key_records
 from tapearc.engine.layout import read_label
 from tapearc.engine.manifest import MappedDigests
 from tapearc.engine.plan import chain_map, check_generation, load_chain
@@ -46,7 +56,14 @@ from tapearc.engine.tapefiles import (
     spool_read_error,
     walk_tape_files,
 )
-from tapearc.errors import MalformedError, NoSuchGenerationError, TapearcError, TempFileError
+from tapearc.errors import (
+    KeyRequiredError,
+    MalformedError,
+    NoSuchGenerationError,
+    TapearcError,
+    TempFileError,
+    WrongKeyError,
+)
 from tapearc.media.base import Mark, TapeDrive
 from tapearc.sources.base import Source
 from tapearc.sources.opener import open_source
@@ -86,6 +103,9 @@ class FileReport:
     bytes: int = 0
     complete: bool | None = None  # the trailer says the generation ends here
     problems: list[Problem] = field(default_factory=list)
+    key_fingerprint: str | None = None  # an encrypted generation's key (fingerprint text)
+    tags_checked: int = 0  # encrypted chunks opened with the key (their tags and digests checked)
+    tags_unchecked: int = 0  # encrypted chunks whose tags were not checked (no key given)
 
     @property
     def ok(self) -> bool:
@@ -104,6 +124,10 @@ class FileReport:
             "records": self.records,
             "bytes": self.bytes,
             "complete": self.complete,
+            "encrypted": self.key_fingerprint is not None,
+            "key_fingerprint": self.key_fingerprint,
+            "tags_checked": self.tags_checked,
+            "tags_unchecked": self.tags_unchecked,
             "problems": [p.to_json() for p in self.problems],
         }
 
@@ -119,6 +143,7 @@ class MediumReport:
     others: list[tuple[int, str | None, int | None]] = field(
         default_factory=list
     )  # (tape file, volume, generation) not asked for
+    key_fingerprint: str | None = None  # the key record's (tape file 0): the media set is encrypted
 
     @property
     def ok(self) -> bool:
@@ -143,6 +168,13 @@ class VerifyReport:
         )
 
     @property
+    def keys_not_given(self) -> list[str]:
+        """The fingerprints of the keys of encrypted chunks whose tags were not checked (no key)."""
+        return sorted(
+            {f.key_fingerprint for m in self.media for f in m.files if f.tags_unchecked and f.key_fingerprint}
+        )
+
+    @property
     def source_differs(self) -> bool:
         """The media are intact (and equal the --image) but the --against source differs."""
         return (
@@ -163,12 +195,16 @@ class VerifyReport:
                     "media_set": m.media_set,
                     "sequence": m.sequence,
                     "status": "ok" if m.ok else "damaged",
+                    "key_fingerprint": m.key_fingerprint,
                     "problems": [p.to_json() for p in m.problems],
                     "tape_files": [f.to_json() for f in m.files],
                 }
                 for m in self.media
             ],
             "affected_generations": self.affected,
+            "tags_checked": sum(f.tags_checked for m in self.media for f in m.files),
+            "tags_unchecked": sum(f.tags_unchecked for m in self.media for f in m.files),
+            "keys_not_given": self.keys_not_given,
             "against": self.against,
             "image": self.image,
             "seconds": round(self.seconds, 3),
@@ -275,11 +311,23 @@ class _BlockSet:
 
 
 def verify_tape_file(
-    drive: TapeDrive, label: fmt.Label, *, check_digests: bool = True, walked: TapeFile | None = None
+    drive: TapeDrive,
+    label: fmt.Label,
+    *,
+    check_digests: bool = True,
+    walked: TapeFile | None = None,
+    key: Key | None = None,
+    set_fingerprint: bytes | None = None,
 ) -> tuple[FileReport, Mark]:
     """Verify the tape file the medium is positioned at (its first record), or the one
     ``walked`` (from walk_tape_files) gives. Returns the report and how it ended (FILEMARK, or
-    END_OF_DATA when the medium ends inside it or right here)."""
+    END_OF_DATA when the medium ends inside it or right here).
+
+    An encrypted generation's chunks are opened with ``key`` (every tag and keyed digest
+    checked); without one their CRCs are checked and they are counted as ``tags_unchecked``.
+    A key that is not the generation's is WrongKeyError, raised at its generation header
+    (before any chunk is read). ``set_fingerprint``: the key record's of the medium (an
+    encrypted set), against which each generation header's is checked."""
     if walked is not None and walked.records is not None:
         rep = FileReport(tape_file=walked.tape_file, kind=walked.kind)
         records, logical = walked.records, walked.logical
@@ -290,14 +338,15 @@ def verify_tape_file(
     # a thread reads the records ahead (up to the tape file's filemark) while they are checked
     items = FileItems(records, tape_file=rep.tape_file, logical=logical, medium=drive.name, ahead=True)
     try:
-        return _verify_items(items, rep, label, check_digests)
+        check = _FileCheck(rep, label, check_digests, key, set_fingerprint)
+        return _verify_items(items, check)
     finally:
         items.close()
 
 
-def _verify_items(items: FileItems, rep: FileReport, label: fmt.Label, check_digests: bool) -> tuple[FileReport, Mark]:
+def _verify_items(items: FileItems, check: _FileCheck) -> tuple[FileReport, Mark]:
     """Check every item of the tape file; the reader resynchronises after damage."""
-    check = _FileCheck(rep, label, check_digests)
+    rep = check.rep
     for got in items:
         if isinstance(got, Damage):
             check.unreadable(got)
@@ -321,8 +370,18 @@ _ITEM_NAMES = {
 class _FileCheck:
     """The verify of one tape file as it goes: what was read so far, and the problems found."""
 
-    def __init__(self, rep: FileReport, label: fmt.Label, check_digests: bool) -> None:
+    def __init__(
+        self,
+        rep: FileReport,
+        label: fmt.Label,
+        check_digests: bool,
+        key: Key | None = None,
+        set_fingerprint: bytes | None = None,
+    ) -> None:
         self.rep, self.label, self.check_digests = rep, label, check_digests
+        self.key, self.set_fingerprint = key, set_fingerprint
+        self.cipher: ChunkCipher | None = None  # the generation's, when it is encrypted and the key given
+        self.digest_key: bytes | None = None  # the keyed digests' key (encrypted generation, key given)
         self.hdr: fmt.GenerationHeader | None = None
         self.seen: list[_Seen] = []
         self.spool = _DigestSpool()
@@ -352,7 +411,7 @@ class _FileCheck:
         self.size(i, item.record_sizes[0])
         try:
             self.item(i, item)
-        except TempFileError:  # our temporary file, not the medium: never taken for damage
+        except (TempFileError, WrongKeyError):  # our temporary file, the key given: not damage
             raise
         except TapearcError as e:
             self.damage(i, item.magic, item.data, e)
@@ -408,6 +467,7 @@ class _FileCheck:
         rep.volume, rep.generation, rep.part, rep.run_uuid = hdr.volume_name, hdr.generation, hdr.part, hdr.run_uuid
         self.expect_seq = 0 if hdr.part == 0 else None
         self.mapped = _BlockSet(-(-hdr.volume_size // hdr.block_size))
+        self.keys(i, hdr)
         if hdr.record_size != self.label.record_size:
             rep.problems.append(
                 Problem(
@@ -416,6 +476,36 @@ class _FileCheck:
                     f"generation header's record size {hdr.record_size} differs from the label's {self.label.record_size}",
                 )
             )
+
+    def keys(self, i: int, hdr: fmt.GenerationHeader) -> None:
+        """An encrypted generation: its key (WrongKeyError for another key given), its cipher;
+        the generation's key against the medium's key record."""
+        fp, set_fp = hdr.key_fingerprint, self.set_fingerprint
+        if fp is None:
+            if set_fp is not None:
+                self.rep.problems.append(
+                    Problem(
+                        i,
+                        "malformed",
+                        "a generation that is not encrypted on a medium of an encrypted media set "
+                        f"(key {fingerprint_text(set_fp)}): its chunks are not authenticated",
+                    )
+                )
+            return
+        self.rep.key_fingerprint = fingerprint_text(fp)
+        if set_fp is not None and set_fp != fp:
+            self.rep.problems.append(
+                Problem(
+                    i,
+                    "malformed",
+                    f"generation encrypted with key {fingerprint_text(fp)}, but the medium's key record is of key "
+                    f"{fingerprint_text(set_fp)} (a media set has one key)",
+                )
+            )
+            return  # the set's key (the key given) cannot open it: its CRCs are checked
+        if self.key is not None:
+            self.cipher = fmt.chunk_cipher(hdr, self.key)  # WrongKeyError: before any chunk is read
+            self.digest_key = self.key.digest_key()
 
     def chunk(self, i: int, data: bytes, nrecords: int) -> None:
         rep, hdr = self.rep, self.hdr
@@ -434,9 +524,26 @@ class _FileCheck:
                 )
             )
             return
+        self.order(i, ch)
         fmt.check_same_generation(hdr, ch)
-        raw = fmt.unpack_payload(ch, payload)
-        digests = fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size) if self.check_digests else b""
+        if ch.encrypted and self.cipher is None:  # no key: its CRCs are checked, not its tag
+            digests = b""
+            rep.tags_unchecked += 1
+        else:
+            raw = fmt.raw_payload(hdr, ch, payload, self.cipher)  # ChunkAuthError: a tag that fails
+            rep.tags_checked += ch.encrypted
+            digests = (
+                fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size, digest_key=self.digest_key)
+                if self.check_digests
+                else b""
+            )
+        self.map_runs(i, ch)
+        self.seen.append(_Seen(ch.seq, i, nrecords, ch, self.spool.put(digests)))
+        rep.chunks_ok += 1
+
+    def order(self, i: int, ch: fmt.ChunkHeader) -> None:
+        """Chunk numbers count up (a chunk whose tag then fails still says where the next one is)."""
+        rep = self.rep
         if self.expect_seq is not None and ch.seq != self.expect_seq:
             rep.problems.append(
                 Problem(
@@ -448,9 +555,6 @@ class _FileCheck:
                 )
             )
         self.expect_seq = ch.seq + 1
-        self.map_runs(i, ch)
-        self.seen.append(_Seen(ch.seq, i, nrecords, ch, self.spool.put(digests)))
-        rep.chunks_ok += 1
 
     def map_runs(self, i: int, ch: fmt.ChunkHeader) -> None:
         """Each block is inside the volume and mapped once in the generation."""
@@ -657,12 +761,19 @@ def verify_medium(
     volume: str | None = None,
     check_digests: bool = True,
     progress: Progress | None = None,
+    key: Key | None = None,
 ) -> MediumReport:
-    """Verify the medium in ``drive`` (every tape file, or only ``generation``'s)."""
+    """Verify the medium in ``drive`` (every tape file, or only ``generation``'s). ``key``: the
+    data key of an encrypted set (every chunk's tag and keyed digests are checked with it);
+    WrongKeyError before any tape file is read when the medium's key record is of another key."""
     progress = progress or NoProgress()
     rep = MediumReport(medium=drive.name)
     try:
-        label = read_label(drive)
+        keys: list[bytes] = []
+        label = read_label(drive, keys)
+        set_fp = _key_record(drive, rep, key, keys)
+    except WrongKeyError:
+        raise
     except TapearcError as e:
         rep.problems.append(Problem(0, e.kind, e.message))
         return rep
@@ -670,7 +781,9 @@ def verify_medium(
     progress.start(f"verify {drive.name}", bytes_to_read(drive))
     try:
         for walked in walk_tape_files(drive, label=False):
-            fr, ended = verify_tape_file(drive, label, check_digests=check_digests, walked=walked)
+            fr, ended = verify_tape_file(
+                drive, label, check_digests=check_digests, walked=walked, key=key, set_fingerprint=set_fp
+            )
             walked.finish(ended)
             if walked.torn and walked.problem:
                 fr.problems.append(Problem(0, "truncated", walked.problem))
@@ -699,6 +812,38 @@ def verify_medium(
         _check_catalog(rep, catalog, label)
         _check_chains(rep, catalog)
     return rep
+
+
+def _key_record(drive: TapeDrive, rep: MediumReport, key: Key | None, records: list[bytes]) -> bytes | None:
+    """Tape file 0's key records (``records``, as read after the label): an encrypted set's.
+    Each must decode (CRC, fields: a damaged one is a problem of the medium); the first one's
+    fingerprint is the set's; WrongKeyError when ``key`` is of another key."""
+    fps: list[bytes] = []
+    for k, rec in enumerate(records, start=1):
+        try:
+            fps.append(fmt.decode_key_record(rec).key_fingerprint)
+        except TapearcError as e:
+            rep.problems.append(
+                Problem(
+                    k,
+                    "key-record",
+                    f"the key record (tape file 0, record {k}) is damaged: {e.message} (the key file, a paper key "
+                    "or another medium of the set still hold the key)",
+                )
+            )
+    if not fps:
+        return None
+    fp = fps[0]
+    rep.key_fingerprint = fingerprint_text(fp)
+    if key is not None and key.fingerprint not in fps:
+        raise WrongKeyError(
+            f"medium {drive.name} belongs to a media set encrypted with key {fingerprint_text(fp)}, not with the "
+            f"key given ({key.fingerprint_text})",
+            hint=f"give the key whose fingerprint is {fingerprint_text(fp)}",
+            fingerprint=fingerprint_text(fp),
+            given=key.fingerprint_text,
+        ).at(medium=drive.name)
+    return fp
 
 
 def bytes_to_read(drive: TapeDrive) -> int | None:
@@ -828,9 +973,16 @@ def affected_generations(catalog: Catalog, reports: list[MediumReport]) -> dict[
 
 
 def verify_against(
-    catalog: Catalog, set_uuid: uuid.UUID, volume: str, generation: int | None, source: str
+    catalog: Catalog,
+    set_uuid: uuid.UUID,
+    volume: str,
+    generation: int | None,
+    source: str,
+    *,
+    digest: fmt.DigestFunction = fmt.block_digest,
 ) -> dict[str, object]:
-    """Does generation N, as it would be restored, equal the volume ``source``? (block digests)"""
+    """Does generation N, as it would be restored, equal the volume ``source``? (block digests:
+    ``digest`` is the keyed digest function of an encrypted set)"""
     chain = load_chain(catalog, set_uuid, volume, generation)
     g = chain[-1]
     # memory: the map's intervals and a few digest tables read from the catalog as the walk
@@ -841,7 +993,7 @@ def verify_against(
     with open_source(source) as src:
         size = src.size
         n = -(-max(size, g.volume_size) // bs)
-        b = _compare_source(src, man, bs, diff)
+        b = _compare_source(src, man, bs, diff, digest)
         if b < n:  # past the end of the source
             _add(diff, b)
             diff[-1] = (diff[-1][0], n - 1)
@@ -858,7 +1010,9 @@ def verify_against(
     }
 
 
-def _compare_source(src: Source, man: _WindowDigests, bs: int, diff: list[tuple[int, int]]) -> int:
+def _compare_source(
+    src: Source, man: _WindowDigests, bs: int, diff: list[tuple[int, int]], digest: fmt.DigestFunction
+) -> int:
     """Compare the source's blocks with the generation's digests, window by window, into
     ``diff``; a window the source reports as a hole is not read (its blocks are zero). Returns
     the number of blocks of the source compared."""
@@ -883,7 +1037,7 @@ def _compare_source(src: Source, man: _WindowDigests, bs: int, diff: list[tuple[
         man.window(b, -(-got // bs))
         for o in range(0, got, bs):
             blk = view[o : min(o + bs, got)]
-            d = zd if fmt.is_zero(buf, o, len(blk)) else fmt.block_digest(blk)
+            d = zd if fmt.is_zero(buf, o, len(blk)) else digest(blk)
             if man.digest(b) != d:
                 _add(diff, b)
             b += 1
@@ -934,10 +1088,16 @@ def run_verify(
     volume: str | None = None,
     against: str | None = None,
     progress: Progress | None = None,
+    key: Key | None = None,
 ) -> VerifyReport:
+    """Verify the medium in ``drive``, and compare a generation with ``against`` (its keyed
+    digests need the key of an encrypted set: KeyRequiredError / WrongKeyError before the
+    medium is read)."""
     started = time.monotonic()
     report = VerifyReport()
-    m = verify_medium(drive, catalog, generation=generation, volume=volume, progress=progress)
+    if against is not None and not _is_stream(drive):  # a stream is read once: checked after the verify
+        _against_key(drive, key, _set_key_fingerprint(drive))
+    m = verify_medium(drive, catalog, generation=generation, volume=volume, progress=progress, key=key)
     report.media.append(m)
     report.bytes_read = sum(f.bytes for f in m.files)
     if catalog is not None:
@@ -950,6 +1110,50 @@ def run_verify(
             from tapearc.errors import UsageError
 
             raise UsageError(f"the media set holds several volumes ({', '.join(vols)}); choose one with --volume")
-        report.against = verify_against(catalog, lab.media_set_uuid, vol, generation, against)
+        fps = {f.key_fingerprint for f in m.files if f.volume == vol and f.key_fingerprint is not None}
+        want = parse_fingerprint(sorted(fps)[0]) if fps else None
+        _against_key(drive, key, want)
+        dkey = key.digest_key() if want is not None and key is not None else None
+        report.against = verify_against(
+            catalog, lab.media_set_uuid, vol, generation, against, digest=fmt.digest_function(dkey)
+        )
     report.seconds = time.monotonic() - started
     return report
+
+
+def _is_stream(drive: TapeDrive) -> bool:
+    try:
+        return drive.status().details.get("backend") == "stream"
+    except TapearcError:
+        return True
+
+
+def _set_key_fingerprint(drive: TapeDrive) -> bytes | None:
+    """The fingerprint of the medium's key record (None: a plain set, or no readable record).
+    Reads tape file 0 again (not on a stream)."""
+    try:
+        records = read_key_records(drive)
+    except TapearcError:
+        return None
+    return records[0].key_fingerprint if records else None
+
+
+def _against_key(drive: TapeDrive, key: Key | None, want: bytes | None) -> None:
+    """--against of an encrypted set compares keyed digests: the key must be given, and be
+    the set's."""
+    if want is None:
+        return
+    what = f"medium {drive.name} belongs to a media set encrypted with key {fingerprint_text(want)}"
+    if key is None:
+        raise KeyRequiredError(
+            f"{what}; comparing it with a source (--against) needs its key; no key was given",
+            hint="give the key file with --key FILE",
+            fingerprint=fingerprint_text(want),
+        )
+    if key.fingerprint != want:
+        raise WrongKeyError(
+            f"{what}, not with the key given ({key.fingerprint_text})",
+            hint=f"give the key whose fingerprint is {fingerprint_text(want)}",
+            fingerprint=fingerprint_text(want),
+            given=key.fingerprint_text,
+        )

@@ -190,16 +190,24 @@ def test_recover_from_plain_medium(tmp_path: Path, pw: tuple[str, str]) -> None:
     assert not out.exists()
 
 
-def test_medium_with_key_record_backs_up_lists_verifies(tmp_path: Path, keyfile: tuple[Path, str]) -> None:
-    """The key record after the label does not disturb the readers of tape file 0."""
+def test_medium_with_key_record_backs_up_lists_verifies(
+    tmp_path: Path, keyfile: tuple[Path, str], pw: tuple[str, str]
+) -> None:
+    """The key record after the label does not disturb the readers of tape file 0. The medium
+    is of an encrypted set: a backup to it is encrypted (when backup can encrypt; a plain
+    generation there is named by verify as not authenticated, exit 20)."""
     img = tmp_path / "m.tap"
     medium_with_key(img, keyfile[0])
     vol = tmp_path / "vol.img"
     vol.write_bytes(os.urandom(300_000))
     env = {"TAPEARC_CATALOG": str(tmp_path / "cat.sqlite")}
-    for args in (["backup", str(vol)], ["list"], ["verify"]):
+    encrypts = "--encrypt" in tapearc("backup", "--help").stdout
+    enc = ["--encrypt", str(keyfile[0]), "--passphrase-file", pw[0]] if encrypts else []
+    for args, code in ((["backup", str(vol), *enc], 0), (["list"], 0), (["verify"], 0 if encrypts else 20)):
         p = tapearc(*args, "--media", f"sim:{img}", env=env)
-        assert p.returncode == 0, (args, p.stderr)
+        assert p.returncode == code, (args, p.stdout, p.stderr)
+    if not encrypts:
+        assert "not encrypted on a medium of an encrypted media set" in p.stdout
     from tapearc.engine.keymedia import read_key_records
     from tapearc.media import open_medium
 
