@@ -120,11 +120,15 @@ def render_run(result: JobRun) -> None:
         f"job {result.job} ({result.file}): {n_ok} of {len(result.volumes)} volumes backed up in {result.seconds:.1f} s"
     )
     out_console.print(t)
+    for note in result.notes:
+        say(f"  note: {note}")
     for v in result.volumes:
         if v.full_reason:
             say(f"  {v.name}: full ({v.full_reason})")
         if v.error is not None:
             say(f"  {v.name}: {v.outcome}: exit {v.error.exit_code} {v.error.kind}: {v.error}")
+            if v.error.hint:
+                say(f"  {v.name}: hint: {v.error.hint}")
     if result.stopped:
         say(f"  {result.stopped}; the volumes after it were not run")
 

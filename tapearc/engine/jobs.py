@@ -40,6 +40,7 @@ from tapearc.engine.backup import DEFAULT_BLOCK_SIZE, DEFAULT_CHUNK_SIZE, Backup
 from tapearc.engine.jobfile import FullEvery, JobSpec, VolumeSpec, change_options
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.progress import NoProgress, Progress
+from tapearc.engine.tapefiles import probe_label
 from tapearc.errors import (
     CatalogError,
     FormatError,
@@ -47,6 +48,7 @@ from tapearc.errors import (
     Interrupted,
     JobPartialError,
     MediumError,
+    MediumUnavailableError,
     TapearcError,
 )
 
@@ -110,6 +112,7 @@ class JobRun:
     stopped: str | None = None  # why the run stopped before its last volume
     interrupted: bool = False
     internal: BaseException | None = None  # an unexpected exception (a bug) that stopped the run
+    notes: list[str] = field(default_factory=list)  # what the run did beyond the backups (a medium loaded)
 
     @property
     def ok(self) -> bool:
@@ -142,6 +145,7 @@ class JobRun:
             "exit_code": err.exit_code if err is not None else 0,
             "stopped": self.stopped,
             "seconds": round(self.seconds, 3),
+            "notes": self.notes,
             "volumes": [v.to_json() for v in self.volumes],
         }
 
@@ -204,10 +208,12 @@ def run_job(
     progress display of each volume's backup."""
     started = time.monotonic()
     at = int(clock()) if now is None else now
-    run = JobRun(job.name, job.path, at, [VolumeRun(v.name, v.source) for v in job.volumes])
+    run = JobRun(job.name, os.path.abspath(job.path), at, [VolumeRun(v.name, v.source) for v in job.volumes])
     for vol, out in zip(job.volumes, run.volumes, strict=True):
         t0 = time.monotonic()
         try:
+            if vol is job.volumes[0]:
+                run.notes += load_last_of_set(media, catalog)
             _one(job, vol, out, media, catalog, full=full, now=at, progress=progress(vol.name), clock=clock)
         except KeyboardInterrupt:
             out.outcome, out.error = Outcome.INTERRUPTED, Interrupted(interrupts.message())
@@ -228,6 +234,32 @@ def run_job(
             break
     run.seconds = time.monotonic() - started
     return run
+
+
+def load_last_of_set(media: MediaSource, catalog: Catalog) -> list[str]:
+    """With a changer that loads media itself (not an operator): when the drive holds a medium of
+    a set that the catalog says continues on a later sequence (a restore or verify left it
+    there), load the set's last medium, where a backup appends; an unattended job would
+    otherwise stop at the first volume (wrong-medium). Returns what it did, for the summary."""
+    if not media.can_change or media.is_operator:
+        return []
+    try:
+        probe = probe_label(media.current())
+    except MediumUnavailableError:
+        return []  # an empty drive and no tape: the backup says so
+    label = probe.label
+    if label is None:
+        return []
+    later = [m for m in catalog.media_of_set(label.media_set_uuid) if m.sequence > label.sequence]
+    if not later:
+        return []
+    last = max(later, key=lambda m: m.sequence)
+    media.medium_by_sequence(label.media_set_uuid, last.sequence)
+    held = f"sequence {label.sequence}" + (f" ({label.text})" if label.text else "")
+    return [
+        f"the drive held {held} of media set {label.media_set_uuid}; loaded its last medium, sequence "
+        f"{last.sequence}" + (f" ({last.label})" if last.label else "") + ", to append to"
+    ]
 
 
 def _one(
