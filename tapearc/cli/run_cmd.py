@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from tapearc.cli.common import (
-    CatalogOpt,
     JsonOpt,
     emit_json,
     fail,
@@ -35,6 +34,15 @@ if TYPE_CHECKING:
     from tapearc.engine.progress import Progress
 
 JobFileArg = Annotated[str, typer.Argument(help="The job file (TOML): docs/operations.md, 'Jobs'.", metavar="JOBFILE")]
+RunCatalogOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--catalog",
+        help="Catalog database (default: the job file's catalog, else $TAPEARC_CATALOG, else "
+        "~/.local/share/tapearc/catalog.sqlite).",
+        metavar="PATH",
+    ),
+]
 NowOpt = Annotated[
     int | None,
     typer.Option(
@@ -51,7 +59,7 @@ def run_command(
     jobfile: JobFileArg,
     full: Annotated[bool, typer.Option("--full", help="Write a full generation of every volume.")] = False,
     now: NowOpt = None,
-    catalog: CatalogOpt = None,
+    catalog: RunCatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Back up every volume of JOBFILE in order onto the job's media: one volume's failure does not
