@@ -147,3 +147,45 @@ def test_missing_job_file_and_bad_now(tmp_path: Path) -> None:
     assert_one_line_error(p, 34, "none.toml: cannot read the job file")
     p = tapearc("run", str(tmp_path / "none.toml"), "--now", "yesterday")
     assert_one_line_error(p, 2, "--now 'yesterday': not an ISO 8601 date")
+
+
+def test_ctrl_c_stops_the_run_cleanly(tmp_path: Path) -> None:
+    """SIGINT while the second volume is being read: the first is backed up, the second's
+    generation closed as incomplete, the third not run; the summary is printed, exit 130."""
+    from tests.cli.test_cli_faults import Hooked
+
+    write(tmp_path / "a.img", 1, 100 * 1024)  # one read
+    write(tmp_path / "b.img", 2, 3 * 1024 * 1024)  # reads of 15 blocks
+    write(tmp_path / "c.img", 3, 100 * 1024)
+    spec = f"sim:{tmp_path / 't.tap'}"
+    (tmp_path / "j.toml").write_text(
+        f'[job]\nname = "j"\nmedia = "{spec}"\nrecord_size = "64K"\n[defaults]\nblock_size = "16K"\n'
+        'chunk_size = "256K"\n' + "".join(f'[[volume]]\nname = "{n}"\nsource = "{n}.img"\n' for n in "abc")
+    )
+    h = Hooked(tmp_path, "run", str(tmp_path / "j.toml"), "--json", points="read")
+    assert h.run_to("read", 3) == str(2 * 15 * 16384)  # the second read of b.img (15 blocks a chunk)
+    h.interrupt()
+    h.go()
+    p = h.finish()
+    assert p.returncode == 130, (p.stdout, p.stderr)
+    doc = json.loads(p.stdout)  # the summary, then the one error line
+    assert [(v["volume"], v["outcome"]) for v in doc["volumes"]] == [
+        ("a", "ok"),
+        ("b", "interrupted"),
+        ("c", "not-run"),
+    ]
+    assert doc["volumes"][1]["error"]["error"] == "interrupted" and doc["stopped"].startswith("interrupted")
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("tapearc: error: interrupted") and "job 'j' stopped" in lines[-1], p.stderr
+    q = tapearc("catalog", "generations", "--json")
+    states = [(g["volume"], g["generation"], g["state"]) for g in json.loads(q.stdout)["generations"]]
+    assert states == [("a", 1, "complete"), ("b", 1, "incomplete")]
+
+
+def test_summary_log_that_cannot_be_written_is_a_warning(job: dict[str, Any]) -> None:
+    path = Path(job["file"])
+    path.write_text(path.read_text().replace('"summary.jsonl"', '"no-such-folder/summary.jsonl"'))
+    p = tapearc("run", job["file"])
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.startswith(f"tapearc: warning: summary_log {job['dir'] / 'no-such-folder' / 'summary.jsonl'}: ")
+    assert "No such file or directory" in p.stderr and p.stderr.count("\n") == 1
