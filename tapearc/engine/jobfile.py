@@ -110,6 +110,8 @@ class _Table:
     def __init__(self, path: str, where: str, data: Mapping[str, Any], known: tuple[str, ...]) -> None:
         self.path, self.where, self.data = path, where, data
         unknown = [k for k in data if k not in known]
+        if unknown and where == "[job]" and unknown[0] in VOLUME_OPTION_KEYS:
+            raise self.error(unknown[0], "a volume's key: give it in [defaults] (every volume) or in a [[volume]]")
         if unknown:
             raise self.error(unknown[0], f"unknown key (known keys: {', '.join(known)})")
 

@@ -174,6 +174,41 @@ def test_a_failing_volume_does_not_stop_the_others(tmp_path: Path, _private_cata
     assert restored(spec, tmp_path, "a") == a and restored(spec, tmp_path, "c") == c
 
 
+def test_a_source_failing_mid_backup_fails_that_volume_only(
+    tmp_path: Path, _private_catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """b.img fails with EIO after its first chunk: its generation is closed incomplete on the
+    medium, and c is backed up after it on the same medium."""
+    from tapearc.errors import SourceError
+    from tapearc.sources.file import SourceVolume
+
+    read = SourceVolume.readinto_at
+
+    def failing(self: SourceVolume, buf: memoryview, offset: int) -> int:
+        if str(self.path).endswith("b.img") and offset > 0:
+            raise SourceError(f"reading source {self.path} at byte {offset} failed: Input/output error")
+        return read(self, buf, offset)
+
+    monkeypatch.setattr(SourceVolume, "readinto_at", failing)
+    spec = f"sim:{tmp_path / 't.tap'}"
+    datas = {n: write(tmp_path / f"{n}.img", i, 40 * BS) for i, n in enumerate("abc", 1)}
+    vols = [{"name": n, "source": f"{n}.img"} for n in "abc"]
+    job = {"name": "j", "media": spec, "record_size": "64K"}
+    r = run(job_file(tmp_path, job, vols, {"block_size": BS, "chunk_size": "256K"}))
+    assert outcomes(r) == [("a", "ok", "full"), ("b", "failed", None), ("c", "ok", "full")]
+    err = r.volumes[1].error
+    assert err is not None and err.exit_code == 3 and "Input/output error" in str(err)
+    assert err.hint is not None and "marked incomplete" in err.hint
+    assert [p["tape_file"] for p in r.volumes[2].result.parts] == [3]  # type: ignore[union-attr]
+    with Catalog() as cat:
+        from tapearc.catalog.views import media_sets
+
+        (mset,) = media_sets(cat)
+        states = [(g.volume, g.state) for g in cat.generations(mset)]
+        assert states == [("a", "complete"), ("b", "incomplete"), ("c", "complete")]
+    assert restored(spec, tmp_path, "a") == datas["a"] and restored(spec, tmp_path, "c") == datas["c"]
+
+
 def test_a_medium_that_fills_up_stops_the_run(tmp_path: Path, _private_catalog: Path) -> None:
     from tapesim.drive import create_image
 
@@ -366,6 +401,7 @@ BAD_FILES: list[tuple[str, str, tuple[str, ...]]] = [
         GOOD_JOB + "[defaults]\nsource = 'x'\n" + GOOD_VOL,
         ("[defaults]: key 'source': unknown",),
     ),
+    ("volume-key-in-job", GOOD_JOB + "compress = 'zstd'\n" + GOOD_VOL, ("[job]: key 'compress': a volume's key",)),
     ("unknown-table", GOOD_JOB + "[retention]\nkeep = 3\n" + GOOD_VOL, ("top level: key 'retention': unknown",)),
     ("volume-not-array", GOOD_JOB + '[volume]\nname = "a"\n', ("key 'volume': must be tables [[volume]]",)),
     ("verify-string", GOOD_JOB + GOOD_VOL + 'verify = "yes"\n', ("#1 'a': key 'verify': must be true or false",)),
