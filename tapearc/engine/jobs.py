@@ -122,7 +122,10 @@ class JobRun:
         """The run's own error: None when every volume was backed up; Interrupted after Ctrl-C;
         else JobPartialError naming the volumes that were not."""
         if self.interrupted:
-            return Interrupted(interrupts.message() + f"; job {self.job!r} stopped, the volumes after it not run")
+            cut = next((v.name for v in self.volumes if v.outcome == Outcome.INTERRUPTED), "?")
+            return Interrupted(
+                f"{interrupts.message()}: job {self.job!r} stopped during volume {cut!r}, the volumes after it not run"
+            )
         bad = [v for v in self.volumes if v.outcome != Outcome.OK]
         if not bad:
             return None

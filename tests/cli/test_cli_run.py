@@ -176,7 +176,9 @@ def test_ctrl_c_stops_the_run_cleanly(tmp_path: Path) -> None:
     ]
     assert doc["volumes"][1]["error"]["error"] == "interrupted" and doc["stopped"].startswith("interrupted")
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert lines[-1].startswith("tapearc: error: interrupted") and "job 'j' stopped" in lines[-1], p.stderr
+    assert lines[-1].startswith("tapearc: error: interrupted") and "job 'j' stopped during volume 'b'" in lines[-1], (
+        p.stderr
+    )
     q = tapearc("catalog", "generations", "--json")
     states = [(g["volume"], g["generation"], g["state"]) for g in json.loads(q.stdout)["generations"]]
     assert states == [("a", 1, "complete"), ("b", 1, "incomplete")]

@@ -233,6 +233,30 @@ def test_a_medium_that_fills_up_stops_the_run(tmp_path: Path, _private_catalog: 
     assert restored(f"sim:{img}", tmp_path, "a") == (tmp_path / "a.img").read_bytes()
 
 
+def test_a_bug_stops_the_run(tmp_path: Path, _private_catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected exception in a volume's backup: that volume fails (internal), the run stops
+    (nothing is known to be safe), the exception is kept for the command to report."""
+    import tapearc.engine.jobs as jobs_mod
+
+    real = jobs_mod.backup
+
+    def buggy(source: str, *a: Any, **kw: Any) -> Any:
+        if source.endswith("b.img"):
+            raise ZeroDivisionError("a bug")
+        return real(source, *a, **kw)
+
+    monkeypatch.setattr(jobs_mod, "backup", buggy)
+    spec = f"sim:{tmp_path / 't.tap'}"
+    for i, n in enumerate("abc"):
+        write(tmp_path / f"{n}.img", i, 4 * BS)
+    vols = [{"name": n, "source": f"{n}.img"} for n in "abc"]
+    r = run(job_file(tmp_path, {"name": "j", "media": spec}, vols, {"block_size": BS}))
+    assert outcomes(r) == [("a", "ok", "full"), ("b", "failed", None), ("c", "not-run", None)]
+    assert isinstance(r.internal, ZeroDivisionError) and r.volumes[1].error is not None
+    assert r.volumes[1].error.kind == "internal" and "ZeroDivisionError: a bug" in str(r.volumes[1].error)
+    assert r.stopped is not None and "internal error" in r.stopped and r.error() is not None
+
+
 class _CtrlC(NoProgress):
     """A progress display that is handed a Ctrl-C once the backup has read some bytes."""
 
