@@ -30,6 +30,9 @@ from tapearc.units import parse_size
 T = TypeVar("T")
 
 #: The keys of ``[job]`` (besides the per-volume keys it does not take: see ``[defaults]``).
+#: Media pools (a ``pool`` key choosing the media instead of ``media``) are not keys yet: when
+#: they come, ``pool`` is added here, read in :func:`read_job` and held in :class:`JobSpec`
+#: beside ``media``; until then a ``pool`` key is an unknown key like any other.
 JOB_KEYS = ("name", "media", "changer", "wait", "catalog", "record_size", "media_set", "full_every", "drives")
 JOB_KEYS_ALL = (*JOB_KEYS, "summary_log")
 #: The keys a ``[[volume]]`` may give, and ``[defaults]`` for every volume.
