@@ -50,6 +50,7 @@ from tapearc.errors import (
     MediumError,
     MediumUnavailableError,
     TapearcError,
+    TrackerMissedError,
 )
 
 #: Failures after which the run stops: the medium, the changer or the catalog cannot be trusted
@@ -116,7 +117,8 @@ class JobRun:
 
     @property
     def ok(self) -> bool:
-        return all(v.outcome == Outcome.OK for v in self.volumes)
+        """Every volume backed up, none with an error (a tracker found lying is one)."""
+        return all(v.outcome == Outcome.OK and v.error is None for v in self.volumes)
 
     def error(self) -> TapearcError | None:
         """The run's own error: None when every volume was backed up; Interrupted after Ctrl-C;
@@ -126,14 +128,15 @@ class JobRun:
             return Interrupted(
                 f"{interrupts.message()}: job {self.job!r} stopped during volume {cut!r}, the volumes after it not run"
             )
-        bad = [v for v in self.volumes if v.outcome != Outcome.OK]
+        bad = [v for v in self.volumes if v.outcome != Outcome.OK or v.error is not None]
         if not bad:
             return None
         shown = ", ".join(
             f"{v.name} ({v.outcome}" + (f": exit {v.error.exit_code} {v.error.kind})" if v.error else ")") for v in bad
         )
+        what = "not backed up" if all(v.outcome != Outcome.OK for v in bad) else "not backed up or with an error"
         return JobPartialError(
-            f"job {self.job!r}: {len(bad)} of {len(self.volumes)} volumes not backed up: {shown}"
+            f"job {self.job!r}: {len(bad)} of {len(self.volumes)} volumes {what}: {shown}"
             + (f"; {self.stopped}" if self.stopped else ""),
             hint="the summary gives each volume's error; run the job again once they are fixed",
         )
@@ -288,6 +291,21 @@ def _one(
     out.bytes_read, out.bytes_written = res.source_bytes_read, res.stored_bytes
     out.media = [_medium_name(catalog, p) for p in res.parts]
     out.warnings = list(res.warnings)
+    if res.tracker_missed:  # verify_unchanged: the generation is right, the tracker is not (exit 27)
+        out.error = _tracker_missed(res)
+
+
+def _tracker_missed(res: BackupResult) -> TrackerMissedError:
+    spans = res.tracker_missed
+    total = sum(b - a + 1 for a, b in spans)
+    shown = ", ".join(f"{a}-{b}" if b != a else str(a) for a, b in spans[:20]) + (" ..." if len(spans) > 20 else "")
+    tracker = (res.change or {}).get("source", "the change tracker")
+    return TrackerMissedError(
+        f"{tracker} called {total} changed blocks unchanged (blocks {shown}, {res.block_size}-byte blocks); they were "
+        "read and backed up anyway: the generation is complete and correct, but the tracker cannot be trusted",
+        hint="leave the tracker out of the job (or keep verify_unchanged) until its cause is found; docs/changes.md",
+        ranges=len(spans),
+    )
 
 
 def _medium_name(catalog: Catalog, part: dict[str, object]) -> str:

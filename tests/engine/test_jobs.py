@@ -239,6 +239,35 @@ def test_a_source_failing_mid_backup_fails_that_volume_only(
     assert restored(spec, tmp_path, "a") == datas["a"] and restored(spec, tmp_path, "c") == datas["c"]
 
 
+def test_a_lying_tracker_found_by_verify_unchanged(tmp_path: Path, _private_catalog: Path) -> None:
+    """changed_blocks (a JSON file saying its own checkpoints) with verify_unchanged: the blocks the
+    file missed are stored anyway and reported; the volume is backed up (ok) but the run is not
+    clean (exit 35, the volume's error tracker-missed, exit 27 as backup's)."""
+    k64 = 64 * 1024
+    spec = f"sim:{tmp_path / 't.tap'}"
+    vol = tmp_path / "v.img"
+    data = bytearray(b"".join(bytes([i + 1]) * k64 for i in range(32)))
+    vol.write_bytes(bytes(data))
+    changes = tmp_path / "c.json"
+    changes.write_text(json.dumps({"since": "cp0", "until": "cp1", "changed": []}))
+    vols = [{"name": "v", "source": "v.img", "changed_blocks": "c.json", "verify_unchanged": True}]
+    path = job_file(tmp_path, {"name": "j", "media": spec}, vols, {"block_size": "64K"})
+    r1 = run(path)
+    assert r1.ok and r1.volumes[0].kind == "full"
+    data[3 * k64 : 4 * k64] = b"\x77" * k64  # in the file
+    data[20 * k64 : 22 * k64] = b"\x55" * (2 * k64)  # missed by the file
+    vol.write_bytes(bytes(data))
+    changes.write_text(json.dumps({"since": "cp1", "until": "cp2", "changed": [[3 * k64, k64]]}))
+    r2 = run(path)
+    v = r2.volumes[0]
+    assert (v.outcome, v.kind) == ("ok", "incremental") and v.error is not None
+    assert v.error.exit_code == 27 and "called 2 changed blocks unchanged (blocks 20-21" in str(v.error)
+    err = r2.error()
+    assert not r2.ok and err is not None and err.exit_code == 35
+    assert "1 of 1 volumes not backed up or with an error: v (ok: exit 27 tracker-missed)" in str(err)
+    assert restored(spec, tmp_path, "v") == bytes(data)
+
+
 def test_a_medium_that_fills_up_stops_the_run(tmp_path: Path, _private_catalog: Path) -> None:
     from tapesim.drive import create_image
 
