@@ -365,6 +365,24 @@ class KeyFileError(TapearcError):
     kind = "key-file"
 
 
+class JobFileError(TapearcError):
+    """A job file (``tapearc run JOBFILE``) cannot be used: unreadable, not TOML, a missing or
+    unknown key, a value of the wrong type or out of range, two volumes of one name. The message
+    names the file, the table and the key. Nothing was backed up."""
+
+    exit_code = 34
+    kind = "job-file"
+
+
+class JobPartialError(TapearcError):
+    """``tapearc run``: the job ran, but not every volume was backed up: some failed (each with
+    its own error in the summary), or were not run because a medium-level failure stopped the
+    run. The summary says which, and why."""
+
+    exit_code = 35
+    kind = "job-partial"
+
+
 class _WithRanges(TapearcError):
     """An error whose JSON form also lists block ranges (``ranges``: list of dicts)."""
 

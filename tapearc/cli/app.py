@@ -1,7 +1,7 @@
 """The ``tapearc`` command: the app, its global options, and the command modules it registers.
 
 Each command lives in its own module (backup_cmd, restore_cmd, list_cmd, verify_cmd,
-label_cmd, scan_cmd, plan_cmd, drive_cmd, copy_cmd) and registers itself with ``register(app)``; what
+label_cmd, scan_cmd, plan_cmd, drive_cmd, copy_cmd, run_cmd) and registers itself with ``register(app)``; what
 they share (options, consoles, JSON output, the error boundary) is in :mod:`tapearc.cli.common`,
 the text rendering of results in :mod:`tapearc.cli.render`, the progress printers in
 :mod:`tapearc.cli.progress`. Imports run one way: app -> command modules -> common.
@@ -30,6 +30,7 @@ from tapearc.cli import (
     list_cmd,
     plan_cmd,
     restore_cmd,
+    run_cmd,
     scan_cmd,
     verify_cmd,
 )
@@ -116,6 +117,7 @@ for _module in (
     copy_cmd,
     key_cmd,
     catalog_cmd,
+    run_cmd,
 ):
     _module.register(app)
 

@@ -1,0 +1,145 @@
+"""``tapearc run JOBFILE``: back up every volume of a job file, one after the other, in one run.
+
+The job file (TOML, docs/operations.md "Jobs") is read and checked whole before anything is
+opened (tapearc.engine.jobfile); the run is tapearc.engine.jobs.run_job. The summary is a text
+table (or one JSON document with --json); the job's ``summary_log`` gets one JSON line per run.
+Exit 0 when every volume was backed up, 35 (job-partial) when not, 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from tapearc.cli.common import (
+    JsonOpt,
+    emit_json,
+    fail,
+    internal_error,
+    open_catalog,
+    open_media,
+    out_console,
+    run,
+    say,
+    warn,
+)
+from tapearc.cli.progress import make_progress
+from tapearc.cli.timeparse import time_parser
+from tapearc.engine.progress import NoProgress
+from tapearc.units import format_size
+
+if TYPE_CHECKING:
+    from tapearc.engine.jobs import JobRun
+    from tapearc.engine.progress import Progress
+
+JobFileArg = Annotated[str, typer.Argument(help="The job file (TOML): docs/operations.md, 'Jobs'.", metavar="JOBFILE")]
+RunCatalogOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--catalog",
+        help="Catalog database (default: the job file's catalog, else $TAPEARC_CATALOG, else "
+        "~/.local/share/tapearc/catalog.sqlite).",
+        metavar="PATH",
+    ),
+]
+NowOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--now",
+        help="Run as if at TIME (ISO 8601, local unless zoned): full_every's days are counted to it and the "
+        "generations are dated with it. For tests and trials.",
+        metavar="TIME",
+        parser=time_parser("--now"),
+    ),
+]
+
+
+def run_command(
+    jobfile: JobFileArg,
+    full: Annotated[bool, typer.Option("--full", help="Write a full generation of every volume.")] = False,
+    now: NowOpt = None,
+    catalog: RunCatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Back up every volume of JOBFILE in order onto the job's media: one volume's failure does not
+    stop the others; a failure of the medium does (the rest are not run). Exit 0 when every volume
+    was backed up, 35 when not."""
+    result = run(json_out, lambda: _run(jobfile, full, now, catalog, json_out))
+    err = result.error()
+    if err is not None:  # the summary is out: the exit's one line, and no second JSON document
+        raise fail(err, json_out=False)
+
+
+def _run(jobfile: str, full: bool, now: int | None, catalog: str | None, json_out: bool) -> JobRun:
+    from tapearc.engine.jobfile import read_job
+    from tapearc.engine.jobs import append_summary, run_job
+
+    job = read_job(jobfile)
+    clock = (lambda: float(now)) if now is not None else None
+
+    def progress(_volume: str) -> Progress:
+        return make_progress(json_out) or NoProgress()
+
+    with (
+        open_catalog(catalog or job.catalog) as cat,
+        open_media(job.media, job.changer, write=True, catalog=cat, timeout=job.wait) as media,
+    ):
+        kw = {"clock": clock} if clock is not None else {}
+        result = run_job(job, media, cat, full=full, now=now, progress=progress, **kw)
+    if result.internal is not None:  # a bug stopped the run: keep its traceback, say where
+        bad = next(v for v in result.volumes if v.error is not None and v.error.kind == "internal")
+        bad.error = internal_error(result.internal)
+    for v in result.volumes:
+        warn([f"volume {v.name}: {w}" for w in v.warnings])
+    if job.summary_log is not None:
+        try:
+            append_summary(job.summary_log, result)
+        except OSError as e:
+            warn([f"summary_log {job.summary_log}: cannot append the summary line: {e.strerror or e}"])
+    if json_out:
+        emit_json(result.to_json())
+    else:
+        render_run(result)
+    return result
+
+
+def render_run(result: JobRun) -> None:
+    """The summary table, then each failed volume's error and why the run stopped."""
+    from rich.table import Table
+
+    t = Table(show_edge=False)
+    for col in ("volume", "outcome", "kind", "gen", "read", "written", "media", "seconds"):
+        t.add_column(col, justify="right" if col in ("gen", "read", "written", "seconds") else "left")
+    for v in result.volumes:
+        ran = v.result is not None
+        t.add_row(
+            v.name,
+            str(v.outcome),
+            v.kind or "",
+            str(v.generation) if v.generation is not None else "",
+            format_size(v.bytes_read) if ran else "",
+            format_size(v.bytes_written) if ran else "",
+            ", ".join(v.media),
+            f"{v.seconds:.1f}" if v.outcome != "not-run" else "",
+        )
+    n_ok = sum(v.outcome == "ok" for v in result.volumes)
+    say(
+        f"job {result.job} ({result.file}): {n_ok} of {len(result.volumes)} volumes backed up in {result.seconds:.1f} s"
+    )
+    out_console.print(t)
+    for note in result.notes:
+        say(f"  note: {note}")
+    for v in result.volumes:
+        if v.full_reason:
+            say(f"  {v.name}: full ({v.full_reason})")
+        if v.error is not None:
+            say(f"  {v.name}: {v.outcome}: exit {v.error.exit_code} {v.error.kind}: {v.error}")
+            if v.error.hint:
+                say(f"  {v.name}: hint: {v.error.hint}")
+    if result.stopped:
+        say(f"  {result.stopped}; the volumes after it were not run")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)
