@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,19 @@ def media_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sim":
         return f"sim:{tmp_path / 'tape.tap'}"
     return f"dir:{tmp_path / 'medium'}"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_session_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Module- and session-scoped fixtures run before any test's own folders are set: they get
+    a catalog and XDG folders of the session's, never the user's real catalog (a module fixture
+    that made a backup with the default catalog once migrated the real one)."""
+    base = tmp_path_factory.mktemp("session-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TAPEARC_CATALOG", str(base / "catalog.sqlite"))
+        mp.setenv("XDG_DATA_HOME", str(base / "xdg-data"))
+        mp.setenv("XDG_STATE_HOME", str(base / "xdg-state"))
+        yield
 
 
 @pytest.fixture(autouse=True)
