@@ -30,6 +30,8 @@ from tapearc.units import parse_size
 
 if TYPE_CHECKING:
     from tapearc.catalog.db import Catalog
+    from tapearc.crypto.keys import Key
+    from tapearc.engine.encryption import BackupKey
     from tapearc.engine.mediasource import MediaSource
 
 T = TypeVar("T")
@@ -202,6 +204,64 @@ CatalogOpt = Annotated[
         metavar="PATH",
     ),
 ]
+
+
+# ---------------------------------------------------------------- keys (docs/keys.md)
+
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--key",
+        help="Key file of encrypted media (tapearc key create); its passphrase from --passphrase-file, "
+        "else asked on the terminal.",
+        metavar="FILE",
+    ),
+]
+EncryptOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--encrypt",
+        help="Encrypt the generation (AES-256-GCM per chunk) with the key of this key file (tapearc key create); "
+        "a media set has one key: a blank medium starts an encrypted set.",
+        metavar="KEYFILE",
+    ),
+]
+PassphraseFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--passphrase-file",
+        help="Read the key file's passphrase from the first line of this file (else it is asked for on the terminal).",
+        metavar="FILE",
+    ),
+]
+
+
+def check_passphrase_file(key_file: Path | None, passphrase_file: str | None, option: str) -> None:
+    """--passphrase-file without the key option it opens: a usage error."""
+    if key_file is None and passphrase_file is not None:
+        raise UsageError(f"--passphrase-file goes with {option} FILE")
+
+
+def load_key_arg(key_file: Path | None, passphrase_file: str | None, option: str = "--key") -> Key | None:
+    """The data key of ``--key FILE`` (None when not given), opened with the passphrase: exits 31
+    (wrong passphrase), 32 (not a key file). Called before any medium or target is touched."""
+    check_passphrase_file(key_file, passphrase_file, option)
+    if key_file is None:
+        return None
+    from tapearc.crypto.keyfile import load_key
+
+    return load_key(key_file, passphrase_file)
+
+
+def load_encrypt_arg(key_file: Path | None, passphrase_file: str | None) -> BackupKey | None:
+    """``backup --encrypt FILE``: the key and its key record (written on the set's media)."""
+    check_passphrase_file(key_file, passphrase_file, "--encrypt")
+    if key_file is None:
+        return None
+    from tapearc.crypto.keyfile import load_wrapped_key
+    from tapearc.engine.encryption import BackupKey
+
+    return BackupKey(*load_wrapped_key(key_file, passphrase_file))
 
 
 # ---------------------------------------------------------------- catalog and media

@@ -12,10 +12,13 @@ from tapearc.cli.common import (
     CatalogOpt,
     ChangerOpt,
     JsonOpt,
+    KeyOpt,
     MediaOpt,
+    PassphraseFileOpt,
     TimeoutOpt,
     emit_json,
     emit_json_stderr,
+    load_key_arg,
     open_catalog,
     open_media,
     run,
@@ -77,6 +80,8 @@ def restore(
             help="If a medium never arrives, restore the rest and leave its blocks zero (exit 25); by default the restore stops.",
         ),
     ] = False,
+    key: KeyOpt = None,
+    passphrase_file: PassphraseFileOpt = None,
     changer: ChangerOpt = None,
     wait: TimeoutOpt = None,
     catalog: CatalogOpt = None,
@@ -98,6 +103,7 @@ def restore(
             assume_generation=assume_generation,
             fallback_older=fallback_older,
             partial=partial,
+            key=load_key_arg(key, passphrase_file),  # before any medium or target is touched
         )
 
     run(json_out, lambda: _restore(media, to, changer, wait, catalog, json_out, options))

@@ -18,6 +18,7 @@ from tapearc import format as fmt
 from tapearc import interrupts
 from tapearc.catalog.db import Catalog
 from tapearc.engine.backup_result import BackupResult
+from tapearc.engine.encryption import ChunkSealer
 from tapearc.engine.genplan import HEADER_RESERVE
 from tapearc.engine.labeling import label_next_medium
 from tapearc.engine.layout import write_item, write_stream
@@ -44,6 +45,7 @@ class _Part:
     tape_file: int
     logical: int  # logical position of the part's first record (its generation header)
     builder: fmt.TrailerBuilder
+    header: fmt.GenerationHeader  # the generation header of this part (what chunks are sealed for)
 
 
 class GenerationWriter:
@@ -59,8 +61,17 @@ class GenerationWriter:
         media: MediaSource,
         verify: bool = False,
         clock: Callable[[], float] = time.time,
+        seal: ChunkSealer | None = None,
+        key_record: fmt.WrappedKey | None = None,
+        digest_alg: int = fmt.DIGEST_BLAKE3_128,
     ) -> None:
+        """``seal``: the seal of an encrypted generation (engine.encryption.ChunkSealer), None:
+        plain; ``key_record``: the set's key record, written after the label of each next
+        medium; ``digest_alg``: the trailers' digest algorithm (2: keyed, encrypted)."""
         self.genhdr = genhdr
+        self.seal = seal
+        self.key_record = key_record
+        self.digest_alg = digest_alg
         self.record_size = genhdr.record_size
         self.chunk_blocks = genhdr.chunk_blocks
         compress = genhdr.compression == fmt.Compression.ZSTD
@@ -122,7 +133,9 @@ class GenerationWriter:
                 volume_size=hdr.volume_size,
                 block_size=hdr.block_size,
                 store=SpoolStore,  # past 8 MiB in a temporary file: memory does not grow with the volume
+                digest_alg=self.digest_alg,
             ),
+            hdr,
         )
         self.result.parts.append(
             {
@@ -221,11 +234,11 @@ class GenerationWriter:
             return False
         self.close_part(complete=False, continues=True)
         self.pending_span = False
-        drive, label = label_next_medium(self.media, self.catalog, p.label, self.clock)
+        drive, label = label_next_medium(self.media, self.catalog, p.label, self.clock, self.key_record)
         if self.open_part(drive, label, p.number + 1) is WriteStatus.EARLY_WARNING:
             self.pending_span = True
         if pending is not None:
-            header, item, digests = pending
+            header, item, digests = self._reseal(p.header, pending)
             if not self._write_chunk(header, item, digests):
                 raise MediumFullError(
                     f"chunk {header.seq} ({len(item)} bytes) does not fit even on a fresh medium: the media are too small"
@@ -300,6 +313,8 @@ class GenerationWriter:
             payload_crc=fmt.crc32c(stored),
             runs=runs,
         )
+        if self.seal is not None:
+            header, stored = self._sealed(header, stored)
         hb = fmt.encode_chunk_header(header)
         item: bytes | memoryview
         if stored is raw and len(hb) <= HEADER_RESERVE:
@@ -316,6 +331,28 @@ class GenerationWriter:
         # False: the physical end inside the chunk; the part was rewound to the chunk's start
         if not self._write_chunk(header, item, digests) and not self._span((header, item, digests)):
             self.dropped_from = first_block
+
+    def _sealed(self, header: fmt.ChunkHeader, inner: bytes | memoryview) -> tuple[fmt.ChunkHeader, bytes]:
+        """The chunk sealed for the part it goes into (an encrypted generation)."""
+        assert self.seal is not None
+        gen = self.part.header if self.part is not None else self.genhdr
+        base = replace(header, stored_len=len(inner), payload_crc=0)
+        stored, extra = self.seal(gen, base, inner)
+        sealed = replace(base, flags=base.flags | extra, stored_len=len(stored), payload_crc=fmt.crc32c(stored))
+        return sealed, bytes(stored)
+
+    def _reseal(
+        self, old: fmt.GenerationHeader, pending: tuple[fmt.ChunkHeader, bytes | memoryview, bytes]
+    ) -> tuple[fmt.ChunkHeader, bytes | memoryview, bytes]:
+        """A chunk sealed for the part that ended, sealed again for the new part (the associated
+        data binds the part)."""
+        header, item, digests = pending
+        if self.seal is None or self.part is None:
+            return pending
+        stored = memoryview(item)[len(item) - header.stored_len :]
+        cipher = self.seal.cipher(old.run_uuid)
+        new_header, hb, new_stored = fmt.reseal_chunk(old, self.part.header, header, stored, cipher)
+        return new_header, hb + bytes(new_stored), digests
 
     def _write_chunk(self, header: fmt.ChunkHeader, item: bytes | memoryview, digests: bytes) -> bool:
         """Write one chunk into the current part; False if the medium ended inside it (then the

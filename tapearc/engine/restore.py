@@ -42,6 +42,8 @@ from typing import BinaryIO, Protocol
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, GenerationRow
 from tapearc.catalog.states import GenerationState
+from tapearc.crypto.keys import Key
+from tapearc.engine.encryption import ChunkOpener, need_keys
 from tapearc.engine.identity import refuse_same_restore_target
 from tapearc.engine.layout import MAGIC_CHUNK, read_item
 from tapearc.engine.manifest import MappedDigests
@@ -99,6 +101,7 @@ class RestoreOptions:
     assume_generation: int | None = None  # the target holds this generation already
     fallback_older: bool = False  # use older versions of blocks whose chunk is damaged
     partial: bool = False  # a medium that never arrives: finish anyway, its blocks read as zeros
+    key: Key | None = None  # --key: the data key of encrypted generations
 
 
 @dataclass(slots=True)
@@ -811,6 +814,10 @@ def _restore(
     label, chain, plan = prepare_plan(media, catalog, options)
     drive = media.current()
     last = chain[-1]
+    try:  # before the target is looked at: no key, or the wrong one, writes nothing
+        need_keys(chain, options.key)
+    except TapearcError as e:
+        raise e.at(medium=drive.name) from None
     target = _inspect_target(catalog, label, last, target_path, options)
     try:
         if target.have is not None or target.is_device:  # only what differs, or zeros written too
@@ -955,6 +962,7 @@ def _write_plan(
             chain=chain,
             fallback_older=options.fallback_older,
             partial=options.partial,
+            opener=ChunkOpener(options.key, catalog),
         )
         sink.commit()
     except MediaMissingError as e:
@@ -1007,20 +1015,25 @@ def execute_plan(
     chain: list[GenerationRow] | None = None,
     fallback_older: bool = False,
     partial: bool = False,
+    opener: ChunkOpener | None = None,
 ) -> None:
     """Read the planned chunks in plan order, medium after medium, and write their needed blocks
     to the sink. A chunk that cannot be read or is damaged does not stop the restore: its blocks
     are recorded as lost (``result.lost``); with ``fallback_older`` their newest older versions
     are read in a second pass, and what is still lost stays lost (zeros in the target). A medium
     that cannot be had stops the restore (MediaMissingError) unless ``partial``: then its blocks
-    are lost too and the medium is listed in ``result.missing_media``."""
-    damaged = _read_all(media, catalog, plan, plan.reads, sink, result, progress, partial)
+    are lost too and the medium is listed in ``result.missing_media``. ``opener`` opens the
+    chunks (engine.encryption.ChunkOpener: the key of encrypted generations)."""
+    opener = opener or ChunkOpener(None, catalog)
+    damaged = _read_all(media, catalog, plan, plan.reads, sink, result, progress, partial, opener)
     _zero_runs(plan, sink, result, plan.zero_runs)
     if not damaged:
         return
     lost = _merge_runs([r for pr, _ in damaged for r in pr.runs])
     if fallback_older and chain is not None:
-        lost, still = _read_older_versions(media, catalog, plan, chain, sink, result, progress, partial, damaged, lost)
+        lost, still = _read_older_versions(
+            media, catalog, plan, chain, sink, result, progress, partial, damaged, lost, opener
+        )
         damaged = damaged + still
     _report_damage(plan, sink, result, damaged, lost)
 
@@ -1045,11 +1058,12 @@ def _read_older_versions(
     partial: bool,
     damaged: list[tuple[PlannedRead, str]],
     lost: list[tuple[int, int]],
+    opener: ChunkOpener,
 ) -> tuple[list[tuple[int, int]], list[tuple[PlannedRead, str]]]:
     """``--fallback-older``: read the newest older versions of the ``lost`` blocks. Returns the
     blocks still lost and the reads of the second pass that failed too."""
     reads, zero, none = fallback_reads(catalog, chain, lost, {pr.chunk.id for pr, _ in damaged})
-    still = _read_all(media, catalog, plan, reads, sink, result, progress, partial)
+    still = _read_all(media, catalog, plan, reads, sink, result, progress, partial, opener)
     _zero_runs(plan, sink, result, zero)  # the older version of these blocks is zero
     result.fallback = [
         {"blocks": [a, a + n - 1], "from_generation": pr.chunk.generation}
@@ -1109,6 +1123,7 @@ def _read_all(
     result: RestoreResult,
     progress: Progress,
     partial: bool = False,
+    opener: ChunkOpener | None = None,
 ) -> list[tuple[PlannedRead, str]]:
     """Read ``reads`` in order; returns the ones that failed, with the reason. A medium that
     cannot be had: MediaMissingError, or with ``partial`` its reads fail too."""
@@ -1146,7 +1161,7 @@ def _read_all(
             result.media_used.append(f"{drive.name} (sequence {c.medium_sequence})")
         assert drive is not None
         try:
-            hdr, raw = _read_chunk(drive, pr)
+            hdr, raw = _read_chunk(drive, pr, opener)
         except TapearcError as e:
             damaged.append((pr, str(e)))
             continue
@@ -1156,8 +1171,11 @@ def _read_all(
     return damaged
 
 
-def _read_chunk(drive: TapeDrive, pr: PlannedRead) -> tuple[fmt.ChunkHeader, memoryview]:
-    """Position at a planned chunk and read, check and unpack it; TapearcError when damaged."""
+def _read_chunk(
+    drive: TapeDrive, pr: PlannedRead, opener: ChunkOpener | None = None
+) -> tuple[fmt.ChunkHeader, memoryview]:
+    """Position at a planned chunk and read, check and unpack it (open it with ``opener``);
+    TapearcError when damaged."""
     c = pr.chunk
     span = (pr.runs[0][0], pr.runs[-1][0] + pr.runs[-1][1] - 1)
     try:
@@ -1175,7 +1193,8 @@ def _read_chunk(drive: TapeDrive, pr: PlannedRead) -> tuple[fmt.ChunkHeader, mem
                 f"records (generation {c.generation} chunk {c.seq})",
                 hint="the catalog is stale: run tapearc scan on this medium",
             )
-        return hdr, memoryview(fmt.unpack_payload(hdr, payload))
+        unpack = opener.for_chunk(c) if opener is not None else fmt.unpack_payload
+        return hdr, memoryview(unpack(hdr, payload))
     except TapearcError as e:
         e.at(medium=drive.name, tape_file=c.tape_file, record=c.record, blocks=span)
         raise

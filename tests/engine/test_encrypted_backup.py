@@ -1,0 +1,231 @@
+"""Encrypted backups (backup --encrypt, restore --key): round trips byte-identical to the source,
+the key record on every medium of the set, keyed digests, the one-key-per-media-set rule
+(refusals write nothing) and restores without the key or with another one (nothing written)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from tapearc import format as fmt
+from tapearc.catalog.db import Catalog
+from tapearc.crypto.keys import Key
+from tapearc.crypto.wrap import wrap_key
+from tapearc.engine.backup import BackupOptions, backup
+from tapearc.engine.encryption import BackupKey, ChunkOpener
+from tapearc.engine.keymedia import read_key_records
+from tapearc.engine.labeling import label_medium
+from tapearc.engine.restore import RestoreOptions, restore
+from tapearc.errors import ChunkAuthError, KeyRequiredError, MediaSetKeyError, WrongKeyError
+from tapearc.media import open_medium
+
+pytest.importorskip("tapesim.drive")
+
+BS = 4096
+RS = 16384
+
+
+def make_key(seed: int = 1) -> BackupKey:
+    key = Key(random.Random(seed).randbytes(32))
+    return BackupKey(wrap_key(key, "pass phrase", log2_n=10), key)
+
+
+def volume(n_blocks: int = 96, seed: int = 5) -> bytes:
+    """Random blocks, text-like (compressible) blocks and zero blocks."""
+    r = random.Random(seed)
+    out = bytearray()
+    for i in range(n_blocks):
+        if i % 7 == 3:
+            out += bytes(BS)
+        elif i % 3 == 0:
+            text = (b"line %d of a log file, some words repeat %d\n" % (i, r.randrange(9))) * BS
+            out += text[:BS]
+        else:
+            out += r.randbytes(BS)
+    return bytes(out[: n_blocks * BS])
+
+
+def do_backup(spec: str, src: Path, key: BackupKey | None, **kw: object):
+    kw.setdefault("block_size", BS)
+    kw.setdefault("record_size", RS)
+    with Catalog() as cat, open_medium(spec, write=True) as d:
+        return backup(str(src), d, cat, BackupOptions(encrypt=key, **kw))  # type: ignore[arg-type]
+
+
+def do_restore(spec: str, dst: Path, key: Key | None, **kw: object):
+    with Catalog() as cat, open_medium(spec, write=False) as d:
+        return restore(d, cat, str(dst), RestoreOptions(key=key, **kw))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("compress", ["zstd", "none"])
+def test_full_round_trip(tmp_path: Path, _private_catalog: Path, compress: str) -> None:
+    data = volume()
+    src = tmp_path / "vol"
+    src.write_bytes(data)
+    img = tmp_path / "t.tap"
+    k = make_key()
+    res = do_backup(f"sim:{img}", src, k, compress=compress)
+    assert res.key_fingerprint == k.text and res.complete
+    with open_medium(f"sim:{img}", write=False) as d:
+        recs = read_key_records(d)
+    assert [r.key_fingerprint for r in recs] == [k.fingerprint]
+    with Catalog() as cat:
+        (gen,) = cat.generations(cat.media_holding_generations()[0][1])
+        set_key = cat.media_set_key(gen.set_uuid)
+        rows = cat.chunks(gen.id)
+    assert gen.key_fingerprint == k.fingerprint and set_key == k.fingerprint
+    assert rows and all(r.flags & fmt.CHUNK_FLAG_ENCRYPTED for r in rows)
+    out = tmp_path / "out"
+    r = do_restore(f"sim:{img}", out, k.key)
+    assert out.read_bytes() == data and not r.damaged_chunks
+
+
+def test_media_hold_no_plaintext(tmp_path: Path, _private_catalog: Path) -> None:
+    """No 64-byte window of the source's data is on the medium: the chunks are really encrypted
+    (the same backup without --encrypt holds every one of them)."""
+    data = volume(64)
+    src = tmp_path / "vol"
+    src.write_bytes(data)
+    windows = [data[o : o + 64] for o in range(0, len(data), 64) if any(data[o : o + 64])]
+    enc, plain = tmp_path / "enc.tap", tmp_path / "plain.tap"
+    do_backup(f"sim:{enc}", src, make_key())
+    do_backup(f"sim:{plain}", src, None)
+    eb, pb = enc.read_bytes(), plain.read_bytes()
+    assert sum(w in pb for w in windows) > 0.9 * len(windows)  # (a few straddle record framing)
+    assert not [w for w in windows if w in eb]
+
+
+def test_keyed_digests_differ_from_plain(tmp_path: Path, _private_catalog: Path) -> None:
+    data = volume(32)
+    src = tmp_path / "vol"
+    src.write_bytes(data)
+    k = make_key()
+    do_backup(f"sim:{tmp_path / 'enc.tap'}", src, k)
+    do_backup(f"sim:{tmp_path / 'plain.tap'}", src, None)
+    tables = {}
+    with Catalog() as cat:
+        for _, set_uuid, *_ in cat.media_holding_generations():
+            (g,) = cat.generations(set_uuid)
+            tables[g.encrypted] = b"".join(t for _, t in cat.chunk_digests(g.id))
+    first = next(i for i in range(32) if any(data[i * BS : (i + 1) * BS]))
+    block = data[first * BS : (first + 1) * BS]
+    assert tables[False][:16] == fmt.block_digest(block)
+    assert tables[True][:16] == fmt.digest_function(k.key.digest_key())(block)
+    assert len(tables[True]) == len(tables[False]) and tables[True] != tables[False]
+
+
+def test_incremental_one_percent(tmp_path: Path, _private_catalog: Path) -> None:
+    data = bytearray(volume(200))
+    src = tmp_path / "vol"
+    src.write_bytes(data)
+    img = tmp_path / "t.tap"
+    k = make_key()
+    do_backup(f"sim:{img}", src, k, compress="zstd")
+    data[50 * BS + 7 : 50 * BS + 11] = b"new!"
+    data[150 * BS : 150 * BS + 3] = b"abc"
+    src.write_bytes(bytes(data))
+    inc = do_backup(f"sim:{img}", src, k, compress="zstd")
+    assert inc.kind == "incremental" and inc.data_blocks == 2 and inc.key_fingerprint == k.text
+    out = tmp_path / "out"
+    do_restore(f"sim:{img}", out, k.key)
+    assert out.read_bytes() == bytes(data)
+    out1 = tmp_path / "out1"
+    do_restore(f"sim:{img}", out1, k.key, generation=1)
+    assert out1.read_bytes() == volume(200)
+
+
+def test_restore_without_key_or_with_another_writes_nothing(tmp_path: Path, _private_catalog: Path) -> None:
+    src = tmp_path / "vol"
+    src.write_bytes(volume(16))
+    img = tmp_path / "t.tap"
+    k = make_key()
+    do_backup(f"sim:{img}", src, k)
+    before = img.read_bytes()
+    out = tmp_path / "out"
+    with pytest.raises(KeyRequiredError) as e1:
+        do_restore(f"sim:{img}", out, None)
+    assert k.text in e1.value.message and e1.value.exit_code == 29
+    with pytest.raises(WrongKeyError) as e2:
+        do_restore(f"sim:{img}", out, make_key(2).key)
+    assert k.text in e2.value.message and make_key(2).text in e2.value.message and e2.value.exit_code == 30
+    assert not out.exists() and img.read_bytes() == before
+    # a target holding something is not touched either
+    out.write_bytes(b"x" * 100)
+    with pytest.raises(WrongKeyError):
+        do_restore(f"sim:{img}", out, make_key(2).key, force=True)
+    assert out.read_bytes() == b"x" * 100
+
+
+def _refused(img: Path, src: Path, key: BackupKey | None, error: type[Exception]) -> Exception:
+    before = img.read_bytes()
+    with pytest.raises(error) as e:  # type: ignore[call-overload]
+        do_backup(f"sim:{img}", src, key)
+    assert img.read_bytes() == before, "a refused backup wrote to the medium"
+    return e.value  # type: ignore[no-any-return]
+
+
+def test_one_key_per_media_set_refusals_write_nothing(tmp_path: Path, _private_catalog: Path) -> None:
+    src = tmp_path / "vol"
+    src.write_bytes(volume(16))
+    plain, enc = tmp_path / "plain.tap", tmp_path / "enc.tap"
+    k = make_key()
+    do_backup(f"sim:{plain}", src, None)
+    do_backup(f"sim:{enc}", src, k)
+    e = _refused(plain, src, k, MediaSetKeyError)  # --encrypt into a plain set
+    assert e.exit_code == 33 and "new media set" in str(e.hint)  # type: ignore[attr-defined]
+    e = _refused(enc, src, None, KeyRequiredError)  # a plain backup into an encrypted set
+    assert k.text in e.message  # type: ignore[attr-defined]
+    other = make_key(2)
+    e = _refused(enc, src, other, WrongKeyError)  # another key
+    assert k.text in e.message and other.text in e.message  # type: ignore[attr-defined]
+    # the catalog lost: the medium's key record alone decides
+    _private_catalog.unlink()
+    for suffix in ("-wal", "-shm"):
+        Path(str(_private_catalog) + suffix).unlink(missing_ok=True)
+    _refused(enc, src, other, WrongKeyError)
+    _refused(enc, src, None, KeyRequiredError)
+    assert do_backup(f"sim:{enc}", src, k).kind == "incremental"
+
+
+def test_labeled_empty_medium_gets_the_key_record(tmp_path: Path, _private_catalog: Path) -> None:
+    src = tmp_path / "vol"
+    data = volume(16)
+    src.write_bytes(data)
+    img = tmp_path / "t.tap"
+    with Catalog() as cat, open_medium(f"sim:{img}", write=True) as d:
+        label_medium(d, cat, record_size=RS)
+    k = make_key()
+    do_backup(f"sim:{img}", src, k)
+    with open_medium(f"sim:{img}", write=False) as d:
+        assert [r.key_fingerprint for r in read_key_records(d)] == [k.fingerprint]
+    out = tmp_path / "out"
+    do_restore(f"sim:{img}", out, k.key)
+    assert out.read_bytes() == data
+
+
+def test_tampered_payload_is_an_auth_failure(tmp_path: Path, _private_catalog: Path) -> None:
+    """The opener a restore decodes with: a changed stored byte fails the tag (ChunkAuthError,
+    damage like a CRC failure)."""
+    src = tmp_path / "vol"
+    src.write_bytes(volume(16))
+    img = tmp_path / "t.tap"
+    k = make_key()
+    do_backup(f"sim:{img}", src, k, compress="zstd")
+    from tapearc.engine.layout import read_item
+
+    with Catalog() as cat, open_medium(f"sim:{img}", write=False) as d:
+        (g,) = cat.generations(cat.media_holding_generations()[0][1])
+        c = cat.chunks(g.id)[0]
+        d.locate(c.logical)
+        item = read_item(d)
+        hdr, payload = fmt.decode_chunk(item.data)  # type: ignore[union-attr]
+        opener = ChunkOpener(k.key, cat).for_chunk(c)
+        assert len(opener(hdr, payload)) == hdr.raw_len
+        bad = bytearray(payload)
+        bad[40] ^= 1
+        with pytest.raises(ChunkAuthError):
+            opener(hdr, bad)
+        with pytest.raises(WrongKeyError):
+            ChunkOpener(make_key(2).key, cat).for_chunk(c)
