@@ -291,6 +291,10 @@ class GenerationWriter:
             return
         # the payload sits in self.buf after HEADER_RESERVE bytes: the header is written just before
         # it, so an uncompressed chunk goes to the medium without being copied again
+        if self.pending_span and not self._span(None):  # before sealing: the chunk is sealed for the next part
+            self.dropped_from = self.runs[0][0]
+            self._reset()
+            return
         raw = memoryview(self.buf)[HEADER_RESERVE : HEADER_RESERVE + self.plen]
         stored: bytes | memoryview = raw
         flags = 0
@@ -325,9 +329,6 @@ class GenerationWriter:
         digests = bytes(self.digests)
         first_block = self.runs[0][0]
         self._reset()
-        if self.pending_span and not self._span(None):
-            self.dropped_from = first_block
-            return
         # False: the physical end inside the chunk; the part was rewound to the chunk's start
         if not self._write_chunk(header, item, digests) and not self._span((header, item, digests)):
             self.dropped_from = first_block

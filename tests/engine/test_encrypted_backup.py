@@ -229,3 +229,31 @@ def test_tampered_payload_is_an_auth_failure(tmp_path: Path, _private_catalog: P
             opener(hdr, bad)
         with pytest.raises(WrongKeyError):
             ChunkOpener(make_key(2).key, cat).for_chunk(c)
+
+
+def test_spanning_three_media_each_with_the_key_record(tmp_path: Path, _private_catalog: Path) -> None:
+    """A generation over 3 small media: each is labeled with the key record after its label;
+    chunks written after a medium change are sealed for their part; restore follows them."""
+    from tapearc.engine.mediasource import MediaSource
+    from tests.engine.test_spanning import make_library
+
+    spec = make_library(tmp_path, slots=4, capacity=1024 * 1024, ew=192 * 1024)
+    data = random.Random(3).randbytes(2 * 1024 * 1024 + 5000)
+    src = tmp_path / "vol"
+    src.write_bytes(data)
+    k = make_key()
+    opts = BackupOptions(encrypt=k, block_size=16384, record_size=65536, chunk_size=256 * 1024, compress="zstd")
+    with Catalog() as cat, MediaSource(spec, write=True, catalog=cat) as media:
+        res = backup(str(src), media, cat, opts)
+    assert res.complete and len(res.parts) == 3, res.parts
+    tapes = sorted((tmp_path / "lib" / "tapes").glob("*.tap"))
+    fps = []
+    for t in tapes[:3]:
+        with open_medium(f"sim:{t}", write=False) as d:
+            fps.append([r.key_fingerprint for r in read_key_records(d)])
+    assert fps == [[k.fingerprint]] * 3
+    out = tmp_path / "out"
+    with Catalog() as cat, MediaSource(spec, write=False, catalog=cat) as media:
+        r = restore(media, cat, str(out), RestoreOptions(key=k.key))
+    assert not r.damaged_chunks, r.damaged_chunks
+    assert out.read_bytes() == data and r.chunks_read == res.chunks
