@@ -642,28 +642,39 @@ def _next_data(fd: int, off: int, length: int) -> int:
         return length if e.errno == errno.ENXIO else off
 
 
-def _window_digests(buf: bytearray, block_size: int, count: int, length: int) -> bytearray:
-    """BLAKE3-128 of each of ``count`` blocks in ``buf`` (``length`` bytes), zero blocks zeros."""
+def _window_digests(
+    buf: bytearray, block_size: int, count: int, length: int, digest: fmt.DigestFunction = fmt.block_digest
+) -> bytearray:
+    """BLAKE3-128 (``digest``: keyed for encrypted generations) of each of ``count`` blocks in
+    ``buf`` (``length`` bytes), zero blocks zeros."""
     out = bytearray(count * DIGEST_LEN)
     view = memoryview(buf)
     for k in range(count):
         o = k * block_size
         n = min(block_size, length - o)
         if not fmt.is_zero(buf, o, n):
-            out[k * DIGEST_LEN : (k + 1) * DIGEST_LEN] = fmt.block_digest(view[o : o + n])
+            out[k * DIGEST_LEN : (k + 1) * DIGEST_LEN] = digest(view[o : o + n])
     return out
 
 
-def _tail_digest(buf: bytearray, b: int, block_size: int, vend: int) -> bytes:
+def _tail_digest(
+    buf: bytearray, b: int, block_size: int, vend: int, digest: fmt.DigestFunction = fmt.block_digest
+) -> bytes:
     """The digest of a volume's last, partial block (ending at byte ``vend``) in the window that
     starts at block ``b``: on a target larger than the volume the window read bytes past it."""
     o = (vend // block_size - b) * block_size
     n = vend % block_size
-    return fmt.ZERO_DIGEST if fmt.is_zero(buf, o, n) else fmt.block_digest(memoryview(buf)[o : o + n])
+    return fmt.ZERO_DIGEST if fmt.is_zero(buf, o, n) else digest(memoryview(buf)[o : o + n])
 
 
 def _window_matches(
-    g: GenerationRow, m: MappedDigests, b: int, n: int, buf: bytearray | None, tdig: bytearray | None
+    g: GenerationRow,
+    m: MappedDigests,
+    b: int,
+    n: int,
+    buf: bytearray | None,
+    tdig: bytearray | None,
+    digest: fmt.DigestFunction = fmt.block_digest,
 ) -> bool:
     """Whether the window (``n`` blocks from block ``b``) holds what generation ``g`` has there."""
     k = max(0, min(n, m.nblocks - b))  # the window's blocks inside this generation
@@ -676,12 +687,16 @@ def _window_matches(
     if not partial:
         return m.digests(b, k) == tdig[: k * DIGEST_LEN]
     whole = k - 1
-    tail = bytearray(_tail_digest(buf, b, bs, g.volume_size))
+    tail = bytearray(_tail_digest(buf, b, bs, g.volume_size, digest))
     return m.digests(b, whole) == tdig[: whole * DIGEST_LEN] and m.digests(b + whole, 1) == tail
 
 
 def _still_matching(
-    reader: TargetReader, block_size: int, length: int, cands: list[tuple[GenerationRow, MappedDigests]]
+    reader: TargetReader,
+    block_size: int,
+    length: int,
+    cands: list[tuple[GenerationRow, MappedDigests]],
+    digest: fmt.DigestFunction = fmt.block_digest,
 ) -> list[GenerationRow]:
     """The candidate generations whose block digests equal the target's, block for block, read
     in one pass over the target that stops as soon as none is left."""
@@ -691,8 +706,8 @@ def _still_matching(
     for b, n, buf in _target_windows(reader, block_size, length, nblocks):
         tdig: bytearray | None = None
         if buf is not None:
-            tdig = _window_digests(buf, block_size, n, min(n * block_size, length - b * block_size))
-        alive = [(g, m) for g, m in alive if _window_matches(g, m, b, n, buf, tdig)]
+            tdig = _window_digests(buf, block_size, n, min(n * block_size, length - b * block_size), digest)
+        alive = [(g, m) for g, m in alive if _window_matches(g, m, b, n, buf, tdig, digest)]
         if not alive:
             break
     return [g for g, _ in alive]
@@ -705,15 +720,21 @@ def detect_generation(
     size: int,
     is_device: bool,
     prefer: int | None = None,
+    key: Key | None = None,
 ) -> int | None:
     """Which complete generation of the volume the target (a path, or a TargetReader such as an
     NBD export) holds, if any: ``prefer`` (the one being restored) first, then the others newest
     first, older or newer than it. The target is read once per block size, window by window,
     against every candidate at once; memory is the candidates' chain maps (runs) and a window,
-    never a digest per target block."""
+    never a digest per target block. Encrypted generations' digests are keyed: compared only
+    with ``key`` (the candidates are the generations of one kind: ``key``'s, or plain)."""
     order: list[tuple[GenerationRow, MappedDigests]] = []
+    if not any(g.encrypted for g in gens):
+        key = None  # a plain volume: a key given changes nothing
+    fp = key.fingerprint if key is not None else None
+    digest = fmt.digest_function(key.digest_key() if key is not None else None)
     for g in sorted(gens, key=lambda g: (g.number != prefer, -g.number)):
-        if g.state != GenerationState.COMPLETE:
+        if g.state != GenerationState.COMPLETE or g.key_fingerprint != fp:
             continue
         if (not is_device and size != g.volume_size) or (is_device and size < g.volume_size):
             continue
@@ -730,7 +751,7 @@ def detect_generation(
         for bs in dict.fromkeys(g.block_size for g, _ in order):
             same = [(g, m) for g, m in order if g.block_size == bs]
             length = size if is_device else same[0][0].volume_size  # a file's size is every candidate's
-            matched.update(g.number for g in _still_matching(reader, bs, length, same))
+            matched.update(g.number for g in _still_matching(reader, bs, length, same, digest))
     finally:
         if isinstance(reader, FileReader) and reader is not target:
             reader.close()
@@ -880,7 +901,7 @@ def _inspect_target(
             have = options.assume_generation
         else:
             gens = catalog.generations(label.media_set_uuid, last.volume)
-            have = detect_generation(catalog, gens, target_path, tsize, is_device, prefer=last.number)
+            have = detect_generation(catalog, gens, target_path, tsize, is_device, prefer=last.number, key=options.key)
             if have is None and not options.force:
                 raise _not_ours(target_path, last.volume)
     if have is not None:
@@ -905,7 +926,7 @@ def _inspect_nbd_target(
         have = options.assume_generation
         if have is None:
             gens = catalog.generations(label.media_set_uuid, last.volume)
-            have = detect_generation(catalog, gens, t, t.size, True, prefer=last.number)
+            have = detect_generation(catalog, gens, t, t.size, True, prefer=last.number, key=options.key)
             if have is None and not options.force:
                 raise _not_ours(uri, last.volume)
     except BaseException:

@@ -257,3 +257,22 @@ def test_spanning_three_media_each_with_the_key_record(tmp_path: Path, _private_
         r = restore(media, cat, str(out), RestoreOptions(key=k.key))
     assert not r.damaged_chunks, r.damaged_chunks
     assert out.read_bytes() == data and r.chunks_read == res.chunks
+
+
+def test_roll_forward_finds_the_encrypted_generation(tmp_path: Path, _private_catalog: Path) -> None:
+    """A target holding generation 1 is rolled forward to generation 2 (only what differs is
+    written): the target's blocks are digested with the key's digest key to find it."""
+    data = bytearray(volume(64))
+    src = tmp_path / "vol"
+    src.write_bytes(data)
+    img = tmp_path / "t.tap"
+    k = make_key()
+    do_backup(f"sim:{img}", src, k)
+    out = tmp_path / "out"
+    do_restore(f"sim:{img}", out, k.key)
+    data[3 * BS : 3 * BS + 4] = b"new!"
+    src.write_bytes(bytes(data))
+    do_backup(f"sim:{img}", src, k)
+    r = do_restore(f"sim:{img}", out, k.key)
+    assert (str(r.mode), r.from_generation, r.blocks_written) == ("roll-forward", 1, 1)
+    assert out.read_bytes() == bytes(data)
