@@ -178,19 +178,16 @@ class ChunkOpener:
             self._files[(medium_uuid, tape_file)] = got
         return got
 
-    def for_chunk(self, chunk: ChunkRow) -> Callable[[fmt.ChunkHeader, Buf], Buf]:
-        """The function that gives the raw payload of ``chunk`` from its header and stored
-        payload (CRC checked): ChunkAuthError when its tag does not match; KeyRequiredError /
-        WrongKeyError (here, before anything is read) when the key cannot open it."""
+    def for_chunk(self, chunk: ChunkRow) -> Callable[[fmt.ChunkHeader, Buf], Buf] | None:
+        """The function that gives the raw payload of ``chunk`` (of an encrypted generation) from
+        its header and stored payload (CRC checked): ChunkAuthError when its tag does not match
+        (or the chunk is not encrypted); KeyRequiredError / WrongKeyError (here, before anything
+        is read) when the key cannot open it. None for a chunk of a plain generation: its payload
+        is unpacked as it is (``fmt.unpack_payload``; an encrypted chunk there is refused)."""
         gen, cipher = self._file(chunk.medium_uuid, chunk.tape_file)
         if gen is None:
-            return _plain_payload
+            return None
         return partial(fmt.raw_payload, gen, cipher=cipher)
-
-
-def _plain_payload(header: fmt.ChunkHeader, payload: Buf) -> Buf:
-    """A chunk of a plain generation (an encrypted chunk there: the format's error, damage)."""
-    return fmt.unpack_payload(header, payload)
 
 
 def generation_header_of(row: GenerationRow, part: int) -> fmt.GenerationHeader:

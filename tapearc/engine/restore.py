@@ -1214,8 +1214,8 @@ def _read_chunk(
                 f"records (generation {c.generation} chunk {c.seq})",
                 hint="the catalog is stale: run tapearc scan on this medium",
             )
-        unpack = opener.for_chunk(c) if opener is not None else fmt.unpack_payload
-        return hdr, memoryview(unpack(hdr, payload))
+        opened = opener.for_chunk(c) if opener is not None else None
+        return hdr, memoryview(opened(hdr, payload) if opened is not None else fmt.unpack_payload(hdr, payload))
     except TapearcError as e:
         e.at(medium=drive.name, tape_file=c.tape_file, record=c.record, blocks=span)
         raise

@@ -222,6 +222,7 @@ def test_tampered_payload_is_an_auth_failure(tmp_path: Path, _private_catalog: P
         item = read_item(d)
         hdr, payload = fmt.decode_chunk(item.data)  # type: ignore[union-attr]
         opener = ChunkOpener(k.key, cat).for_chunk(c)
+        assert opener is not None
         assert len(opener(hdr, payload)) == hdr.raw_len
         bad = bytearray(payload)
         bad[40] ^= 1

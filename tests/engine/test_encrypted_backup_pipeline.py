@@ -37,9 +37,9 @@ def _chunks(img: Path, k: BackupKey) -> list[tuple[fmt.ChunkHeader, bytes]]:
                     gen = generation_header_of(row, part)
                     cipher = fmt.chunk_cipher(gen, k.key)
                     inner = bytes(fmt.open_chunk_payload(gen, hdr, payload, cipher))
-                    assert bytes(ChunkOpener(k.key, cat).for_chunk(c)(hdr, payload)) == bytes(
-                        fmt.unpack_payload(hdr, inner, opened=True)
-                    )
+                    opener = ChunkOpener(k.key, cat).for_chunk(c)
+                    assert opener is not None
+                    assert bytes(opener(hdr, payload)) == bytes(fmt.unpack_payload(hdr, inner, opened=True))
                     out.append((dataclasses.replace(hdr, run_uuid=uuid.UUID(int=0), payload_crc=0), inner))
     return out
 
