@@ -372,6 +372,10 @@ def _writer(
     """The generation writer (an encrypted generation: its seal, the key record for each next
     medium and keyed digests)."""
     enc = options.encrypt
+    if enc is None:  # a plain generation: the writer's own (identity) seal
+        return GenerationWriter(
+            genhdr=plan.header, result=result, catalog=catalog, media=media, verify=options.verify, clock=clock
+        )
     return GenerationWriter(
         genhdr=plan.header,
         result=result,
@@ -379,8 +383,8 @@ def _writer(
         media=media,
         verify=options.verify,
         clock=clock,
-        seal=ChunkSealer(enc.key) if enc is not None else None,
-        key_record=enc.wrapped if enc is not None else None,
+        seal=ChunkSealer(enc.key),
+        key_record=enc.wrapped,
         digest_alg=fmt.digest_alg_for(plan.digest_key),
     )
 
