@@ -277,3 +277,42 @@ def test_roll_forward_finds_the_encrypted_generation(tmp_path: Path, _private_ca
     r = do_restore(f"sim:{img}", out, k.key)
     assert (str(r.mode), r.from_generation, r.blocks_written) == ("roll-forward", 1, 1)
     assert out.read_bytes() == bytes(data)
+
+
+def test_base_with_other_digests_means_a_full_generation(tmp_path: Path, _private_catalog: Path) -> None:
+    """Plain digests and keyed ones cannot be compared: planning an encrypted generation on a
+    plain base (or the other way round) makes it full, with a warning saying why."""
+    from tapearc.engine.genplan import PlanRequest, plan_generation
+    from tapearc.engine.layout import read_label
+    from tapearc.engine.volumes import source_identity
+
+    src = tmp_path / "vol"
+    src.write_bytes(volume(16))
+    img = tmp_path / "t.tap"
+    do_backup(f"sim:{img}", src, None)
+    k = make_key()
+    with Catalog() as cat, open_medium(f"sim:{img}", write=False) as d:
+        label = read_label(d)
+        for key, kind in ((k.key, "full"), (None, "incremental")):
+            req = PlanRequest(
+                source=str(src),
+                ident=source_identity(str(src), None),
+                size=16 * BS,
+                label=label,
+                now=1,
+                block_size=BS,
+                block_size_given=True,
+                chunk_size=1 << 20,
+                compress="none",
+                full=False,
+                volume_name=None,
+                new_volume=False,
+                key=key,
+            )
+            with plan_generation(cat, req) as plan:
+                assert plan.kind == kind
+                assert plan.header.encrypted == (key is not None)
+                assert (plan.digest_key is not None) == (key is not None)
+                if key is not None:
+                    assert any("cannot be compared" in w and "written full" in w for w in plan.warnings)
+                    assert plan.base_manifest is None
