@@ -276,7 +276,10 @@ def _key_policy(drive: TapeDrive, catalog: Catalog, point: AppendPoint, key: Bac
         catalog.set_media_set_key(set_uuid, records[0].key_fingerprint)
     has_data = bool(point.gens) or bool(catalog.generations(set_uuid))
     write = check_media_set_key(catalog, set_uuid, records, has_data, key, drive.name)
-    return replace(point, key_record=key.wrapped if write and key is not None else None)
+    if not write or key is None:
+        return point
+    # the key record's filemark ends tape file 0 (a label whose filemark was never written too)
+    return replace(point, key_record=key.wrapped, close_tail=False)
 
 
 def _new_result(medium: _Medium, plan: GenerationPlan, options: BackupOptions, tape_file: int) -> BackupResult:

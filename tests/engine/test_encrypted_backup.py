@@ -338,3 +338,26 @@ def test_scan_rebuilds_the_fingerprints(tmp_path: Path, _private_catalog: Path) 
     out = tmp_path / "out"
     do_restore(f"sim:{img}", out, k.key)
     assert out.read_bytes() == data
+
+
+def test_label_without_its_filemark_gets_the_key_record(tmp_path: Path, _private_catalog: Path) -> None:
+    """Labeling interrupted before the label's filemark: the first encrypted backup writes the
+    key record and one filemark after the label (no empty tape file), then its generation."""
+    from tests.engine.test_crash_states import read_files, write_files
+
+    img = tmp_path / "t.tap"
+    with Catalog() as cat, open_medium(f"sim:{img}", write=True) as d:
+        label_medium(d, cat, record_size=RS)
+    files, _ = read_files("sim", img)
+    write_files("sim", img, files, last_closed=False)  # the label, no filemark
+    src = tmp_path / "vol"
+    data = volume(16)
+    src.write_bytes(data)
+    k = make_key()
+    res = do_backup(f"sim:{img}", src, k)
+    assert res.tape_file == 1
+    files, closed = read_files("sim", img)
+    assert closed and len(files) == 2 and len(files[0]) == 2  # label + key record; the generation
+    out = tmp_path / "out"
+    do_restore(f"sim:{img}", out, k.key)
+    assert out.read_bytes() == data
