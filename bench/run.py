@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
-"""tapearc performance benchmark (issues 8 and 14).
+"""tapearc performance benchmark (issues 8, 14 and 15).
 
 Section issue8: creates test volumes, times tapearc's full backup, incremental backup, restore
 and verify to dir: and sim: media on local disk beside the tools a user would run instead (dd
 conv=fsync, partclone.ext4 -c, xxh128sum), in the same run, several runs in alternating order,
 and checks the issue's targets. Section issue14 (bench/issue14.py): a 1 TiB sparse volume
 holding 64 MiB against a dense 64 MiB one, and a qcow2 disk over NBD (qemu-nbd) against
-qemu-img convert, with a dirty-bitmap incremental against a full-read one. See bench/README.md
-and docs/performance.md.
+qemu-img convert, with a dirty-bitmap incremental against a full-read one. Section issue15
+(bench/issue15.py, not run by default): full backup and restore of the mixed volume with
+--compress zstd and none, packing/decoding workers against TAPEARC_PIPELINE=0 and, with
+--issue15-baseline DIR, an older tree. See bench/README.md and docs/performance.md.
 
     .venv/bin/python bench/run.py                      # both sections: 2 GiB volumes, 1 TiB sparse, 3 runs
     .venv/bin/python bench/run.py --size 256M --runs 2 --sparse-size 64G --nbd-size 256M  # quick
     .venv/bin/python bench/run.py --sections issue14   # the issue-14 section alone
+    .venv/bin/python bench/run.py --sections issue15 --issue15-baseline /tmp/base   # parallel packing
     .venv/bin/python bench/run.py --profile backup     # where the time goes
 """
 
@@ -475,7 +478,7 @@ def parse_args() -> argparse.Namespace:
         "--sections",
         default="issue8,issue14",
         help="sections to run, comma-separated: issue8 (throughput against dd, partclone, xxh128sum), "
-        "issue14 (sparse and NBD volumes) (default both)",
+        "issue14 (sparse and NBD volumes), issue15 (parallel packing; default issue8,issue14)",
     )
     ap.add_argument("--size", default="2G", help="issue8: size of the mixed volumes and ext4 image (default 2G)")
     ap.add_argument("--runs", type=int, default=3, help="runs per operation (default 3)")
@@ -510,12 +513,17 @@ def parse_args() -> argparse.Namespace:
         help="issue8: run one operation under cProfile and print the top 25 by cumulative time",
     )
     ap.add_argument("--medium", choices=["dir", "sim"], default="sim", help="medium for --profile")
+    ap.add_argument(
+        "--issue15-baseline",
+        help="issue15: an older tapearc tree to compare with (git archive COMMIT tapearc | tar -x -C DIR)",
+    )
+    ap.add_argument("--issue15-no-serial", action="store_true", help="issue15: skip the TAPEARC_PIPELINE=0 variant")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
     sections = [x for x in args.sections.split(",") if x]
-    bad = [x for x in sections if x not in ("issue8", "issue14")]
+    bad = [x for x in sections if x not in ("issue8", "issue14", "issue15")]
     if bad or not sections:
-        ap.error(f"--sections: unknown section {','.join(bad) or '(none)'}; choose from issue8, issue14")
+        ap.error(f"--sections: unknown section {','.join(bad) or '(none)'}; choose from issue8, issue14, issue15")
     bad = [x for x in args.issue14_parts.split(",") if x not in ("sparse", "nbd")]
     if bad:
         ap.error(f"--issue14-parts: unknown part {','.join(bad)}; choose from sparse, nbd")
@@ -651,6 +659,11 @@ def main() -> int:
 
             s14 = run_section(args, work, sparse_size, sparse_data, nbd_size)
             notes += s14.notes
+        s15 = None
+        if "issue15" in args.sections:
+            from issue15 import run_section as run_section15
+
+            s15 = run_section15(args, work, size)
         tg = (res8["targets"] if res8 else []) + (s14.targets() if s14 else [])
         print(
             f"tapearc benchmark: sections {','.join(args.sections)}, {args.runs} runs; "
@@ -661,6 +674,9 @@ def main() -> int:
             print_issue8(b, res8, size, kinds)
         if s14:
             print_issue14(s14, args, sparse_size, sparse_data, nbd_size)
+        if s15:
+            print(f"issue15: parallel packing, mixed volume {size} bytes, sim: medium, cold volume and medium")
+            print(s15.table())
         print("targets:")
         for t_ in tg:
             print(f"  {t_['result']:4s}  {t_['target']:60s} {t_['detail']}")
@@ -684,6 +700,7 @@ def main() -> int:
                         "sizes": b.sizes,
                         "memory_check": res8["memcheck"] if res8 else None,
                         "issue14": s14.report() if s14 else None,
+                        "issue15": s15.report() if s15 else None,
                         "targets": tg,
                         "notes": notes,
                     },

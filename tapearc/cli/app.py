@@ -22,6 +22,7 @@ import typer
 
 from tapearc.cli import (
     backup_cmd,
+    catalog_cmd,
     copy_cmd,
     drive_cmd,
     key_cmd,
@@ -114,6 +115,7 @@ for _module in (
     drive_cmd,
     copy_cmd,
     key_cmd,
+    catalog_cmd,
 ):
     _module.register(app)
 

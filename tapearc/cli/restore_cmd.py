@@ -28,6 +28,7 @@ from tapearc.cli.common import (
 )
 from tapearc.cli.progress import make_progress
 from tapearc.cli.render import render_restore, render_restore_ranges
+from tapearc.cli.timeparse import AtOpt, check_at
 
 if TYPE_CHECKING:
     from tapearc.engine.restore import RestoreOptions, RestoreResult
@@ -49,10 +50,27 @@ ToOpt = Annotated[
 VolumeOpt = Annotated[str | None, typer.Option("--volume", help="Volume to restore, when the medium holds several.")]
 
 
+FallbackOlderOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fallback-older",
+        help="Where a chunk is damaged, restore the newest older version of its blocks (exit 24 says which).",
+    ),
+]
+PartialOpt = Annotated[
+    bool,
+    typer.Option(
+        "--partial",
+        help="If a medium never arrives, restore the rest and leave its blocks zero (exit 25); by default the restore stops.",
+    ),
+]
+
+
 def restore(
     media: MediaOpt,
     to: ToOpt,
     generation: GenerationOpt = None,
+    at: AtOpt = None,
     volume: VolumeOpt = None,
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite a target that holds no generation of the volume.")
@@ -66,20 +84,8 @@ def restore(
             parser=whole("--assume-generation"),
         ),
     ] = None,
-    fallback_older: Annotated[
-        bool,
-        typer.Option(
-            "--fallback-older",
-            help="Where a chunk is damaged, restore the newest older version of its blocks (exit 24 says which).",
-        ),
-    ] = False,
-    partial: Annotated[
-        bool,
-        typer.Option(
-            "--partial",
-            help="If a medium never arrives, restore the rest and leave its blocks zero (exit 25); by default the restore stops.",
-        ),
-    ] = False,
+    fallback_older: FallbackOlderOpt = False,
+    partial: PartialOpt = False,
     key: KeyOpt = None,
     passphrase_file: PassphraseFileOpt = None,
     changer: ChangerOpt = None,
@@ -96,8 +102,10 @@ def restore(
     def options() -> RestoreOptions:
         from tapearc.engine.restore import RestoreOptions
 
+        check_at(at, generation)
         return RestoreOptions(
             generation=generation,
+            at=at,
             volume=volume,
             force=force,
             assume_generation=assume_generation,

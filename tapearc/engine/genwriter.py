@@ -12,17 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-import zstandard
-
 from tapearc import format as fmt
-from tapearc import interrupts
+from tapearc import interrupts, settings
 from tapearc.catalog.db import Catalog
 from tapearc.engine.backup_result import BackupResult
-from tapearc.engine.encryption import ChunkSealer
 from tapearc.engine.genplan import HEADER_RESERVE
 from tapearc.engine.labeling import label_next_medium
 from tapearc.engine.layout import write_item, write_stream
 from tapearc.engine.mediasource import MediaSource
+from tapearc.engine.packers import ChunkJob, Packers, SealFn, identity_seal, seal_chunk, worker_count
 from tapearc.engine.spool import SpoolStore
 from tapearc.engine.verify import verify_tape_file
 from tapearc.errors import DamagedDataError, MediumFullError
@@ -32,7 +30,6 @@ from tapearc.media.base import TapeDrive, WriteStatus
 
 #: Runs one chunk header takes: what fits in the header reserve after the header's fixed part.
 RUNS_PER_CHUNK_HEADER = (HEADER_RESERVE - 256) // RUN_LEN
-ZSTD_LEVEL = 3
 
 
 @dataclass(slots=True)
@@ -61,32 +58,43 @@ class GenerationWriter:
         media: MediaSource,
         verify: bool = False,
         clock: Callable[[], float] = time.time,
-        seal: ChunkSealer | None = None,
+        seal: SealFn = identity_seal,
+        workers: int | None = None,
         key_record: fmt.WrappedKey | None = None,
         digest_alg: int = fmt.DIGEST_BLAKE3_128,
     ) -> None:
-        """``seal``: the seal of an encrypted generation (engine.encryption.ChunkSealer), None:
-        plain; ``key_record``: the set's key record, written after the label of each next
-        medium; ``digest_alg``: the trailers' digest algorithm (2: keyed, encrypted)."""
+        """``seal``: the seal hook (engine.packers.SealFn) every chunk's inner payload goes
+        through (engine.encryption.ChunkSealer for an encrypted generation); ``workers``:
+        packing threads (default: one per CPU, at most 4; none with ``TAPEARC_PIPELINE=0``: each
+        chunk is packed in the caller's thread); ``key_record``: the set's key record, written
+        after the label of each next medium (encrypted); ``digest_alg``: the trailers' digest
+        algorithm (2: keyed, encrypted)."""
         self.genhdr = genhdr
         self.seal = seal
         self.key_record = key_record
         self.digest_alg = digest_alg
         self.record_size = genhdr.record_size
         self.chunk_blocks = genhdr.chunk_blocks
-        compress = genhdr.compression == fmt.Compression.ZSTD
-        self.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL) if compress else None
+        if workers is None:
+            workers = worker_count() if settings.pipeline() else 0
+        self.packers = Packers(
+            compress=genhdr.compression == fmt.Compression.ZSTD,
+            seal=seal,
+            buffer_size=HEADER_RESERVE + self.chunk_blocks * genhdr.block_size,
+            workers=workers,
+        )
         self.result = result
         self.catalog = catalog
         self.media = media
         self.clock = clock
         self.gen_id = 0  # the catalog row of the generation, once the first part is open
         self.part: _Part | None = None
-        self.seq = 0
+        self.seq = 0  # chunks written
+        self.next_seq = 0  # chunks handed to the packers
         self.stopped = False  # the medium is full and there is no next one
         self.verify = verify
         self.pending_span = False  # early warning seen: the next chunk goes on the next medium
-        self.buf = bytearray(HEADER_RESERVE + self.chunk_blocks * genhdr.block_size)
+        self.buf = self.packers.buffer()
         self.dropped_from: int | None = None  # first block of a chunk that could not be written
         self.recorded = False  # close_part wrote the generation's final catalog state
         self._reset()
@@ -108,6 +116,13 @@ class GenerationWriter:
         """The source failed: close the open part as incomplete (trailer and end record, no
         read-back check), recording it so in the catalog, and write nothing more."""
         if self.part is None or self.stopped:
+            self.packers.close()
+            return
+        try:
+            self._drain()  # the chunks already read go on the medium, as on the plain path
+        finally:
+            self.packers.close()
+        if self.stopped:
             return
         self.verify = False
         self.close_part(complete=False, continues=False)
@@ -149,6 +164,8 @@ class GenerationWriter:
 
     def close_part(self, *, complete: bool, continues: bool) -> None:
         """Trailer, end record and filemark: the part is a clean tape file."""
+        if not continues:
+            self.packers.close()  # the generation ends here: no chunk is written after this
         p = self.part
         assert p is not None
         pos = p.drive.position()
@@ -197,6 +214,7 @@ class GenerationWriter:
     def record_unfinished(self, label: fmt.Label, tape_file: int) -> None:
         """The backup ended without closing its part (an error on the way): the catalog row says
         incomplete, on the part's medium (or ``label``'s, at ``tape_file``, before any part)."""
+        self.packers.close()
         p = self.part
         self.catalog.finish_generation(
             self.gen_id,
@@ -223,7 +241,7 @@ class GenerationWriter:
                 blocks=first.blocks[0] if first.blocks else None,
             ).at(medium=p.drive.name, tape_file=p.tape_file, record=first.record)
 
-    def _span(self, pending: tuple[fmt.ChunkHeader, bytes | memoryview, bytes] | None) -> bool:
+    def _span(self, pending: ChunkJob | None) -> bool:
         """The medium is at its end: close the part and go on on the next medium of the set.
         Returns False when there is no next medium (the part is then closed as incomplete)."""
         p = self.part
@@ -238,10 +256,11 @@ class GenerationWriter:
         if self.open_part(drive, label, p.number + 1) is WriteStatus.EARLY_WARNING:
             self.pending_span = True
         if pending is not None:
-            header, item, digests = self._reseal(p.header, pending)
-            if not self._write_chunk(header, item, digests):
+            self._seal_for_part(pending)
+            if not self._write_chunk(pending):
                 raise MediumFullError(
-                    f"chunk {header.seq} ({len(item)} bytes) does not fit even on a fresh medium: the media are too small"
+                    f"chunk {pending.seq} ({len(pending.item)} bytes) does not fit even on a fresh medium: the media "
+                    "are too small"
                 ).at(medium=drive.name)
         return True
 
@@ -267,7 +286,7 @@ class GenerationWriter:
             self.digests += digest
             self.data_count += 1
         if self.data_count >= self.chunk_blocks or len(runs) >= RUNS_PER_CHUNK_HEADER:
-            self.flush()
+            self._submit()
 
     def add_zero_run(self, first: int, count: int) -> None:
         """Add ``count`` all-zero blocks from ``first`` on: the same runs as ``count`` calls of
@@ -283,83 +302,81 @@ class GenerationWriter:
             first += n
             count -= n
             if len(runs) >= RUNS_PER_CHUNK_HEADER:
-                self.flush()
+                self._submit()
                 runs = self.runs
 
     def flush(self) -> None:
+        """Pack and write the chunk being filled and every chunk still in flight."""
+        self._submit()
+        self._drain()
+
+    def _submit(self) -> None:
+        """Hand the chunk being filled to the packers (its payload sits in self.buf after
+        HEADER_RESERVE bytes) and write the chunks packed by now, in order; waits for the oldest
+        when ``depth`` chunks are in flight. Memory: the packers' buffers, reused."""
         if not self.runs or self.stopped:
             return
-        # the payload sits in self.buf after HEADER_RESERVE bytes: the header is written just before
-        # it, so an uncompressed chunk goes to the medium without being copied again
-        if self.pending_span and not self._span(None):  # before sealing: the chunk is sealed for the next part
-            self.dropped_from = self.runs[0][0]
-            self._reset()
-            return
-        raw = memoryview(self.buf)[HEADER_RESERVE : HEADER_RESERVE + self.plen]
-        stored: bytes | memoryview = raw
-        flags = 0
-        if self.compressor is not None and len(raw):
-            packed = self.compressor.compress(raw)
-            if len(packed) < len(raw):
-                stored = packed
-                flags = fmt.CHUNK_FLAG_ZSTD
-        runs = tuple(fmt.Run(r[0], r[1], fmt.RunKind.ZERO if r[2] else fmt.RunKind.DATA) for r in self.runs)
-        g = self.genhdr
-        header = fmt.ChunkHeader(
-            flags=flags,
-            run_uuid=g.run_uuid,
-            generation=g.generation,
-            seq=self.seq,
-            block_size=g.block_size,
-            volume_size=g.volume_size,
-            raw_len=len(raw),
-            stored_len=len(stored),
-            payload_crc=fmt.crc32c(stored),
-            runs=runs,
+        job = ChunkJob(
+            buf=self.buf,
+            plen=self.plen,
+            runs=tuple(fmt.Run(r[0], r[1], fmt.RunKind.ZERO if r[2] else fmt.RunKind.DATA) for r in self.runs),
+            digests=bytes(self.digests),
+            seq=self.next_seq,
+            first_block=self.runs[0][0],
         )
-        if self.seal is not None:
-            header, stored = self._sealed(header, stored)
-        hb = fmt.encode_chunk_header(header)
-        item: bytes | memoryview
-        if stored is raw and len(hb) <= HEADER_RESERVE:
-            self.buf[HEADER_RESERVE - len(hb) : HEADER_RESERVE] = hb
-            item = memoryview(self.buf)[HEADER_RESERVE - len(hb) : HEADER_RESERVE + self.plen]
-        else:
-            item = hb + bytes(stored)
-        digests = bytes(self.digests)
-        first_block = self.runs[0][0]
+        self.next_seq += 1
         self._reset()
-        # False: the physical end inside the chunk; the part was rewound to the chunk's start
-        if not self._write_chunk(header, item, digests) and not self._span((header, item, digests)):
-            self.dropped_from = first_block
+        pk = self.packers
+        try:
+            pk.submit(job, self._part_header())
+            while pk.full() or pk.ready():
+                self._write_job(pk.take())
+        except BaseException:
+            pk.close()
+            raise
+        self.buf = pk.buffer()
 
-    def _sealed(self, header: fmt.ChunkHeader, inner: bytes | memoryview) -> tuple[fmt.ChunkHeader, bytes]:
-        """The chunk sealed for the part it goes into (an encrypted generation)."""
-        assert self.seal is not None
-        gen = self.part.header if self.part is not None else self.genhdr
-        base = replace(header, stored_len=len(inner), payload_crc=0)
-        stored, extra = self.seal(gen, base, inner)
-        sealed = replace(base, flags=base.flags | extra, stored_len=len(stored), payload_crc=fmt.crc32c(stored))
-        return sealed, bytes(stored)
+    def _drain(self) -> None:
+        """Write every chunk in flight, in order."""
+        pk = self.packers
+        try:
+            while pk.pending():
+                self._write_job(pk.take())
+        except BaseException:
+            pk.close()
+            raise
 
-    def _reseal(
-        self, old: fmt.GenerationHeader, pending: tuple[fmt.ChunkHeader, bytes | memoryview, bytes]
-    ) -> tuple[fmt.ChunkHeader, bytes | memoryview, bytes]:
-        """A chunk sealed for the part that ended, sealed again for the new part (the associated
-        data binds the part)."""
-        header, item, digests = pending
-        if self.seal is None or self.part is None:
-            return pending
-        stored = memoryview(item)[len(item) - header.stored_len :]
-        cipher = self.seal.cipher(old.run_uuid)
-        new_header, hb, new_stored = fmt.reseal_chunk(old, self.part.header, header, stored, cipher)
-        return new_header, hb + bytes(new_stored), digests
+    def _part_header(self) -> fmt.GenerationHeader:
+        return self.part.header if self.part is not None else self.genhdr
 
-    def _write_chunk(self, header: fmt.ChunkHeader, item: bytes | memoryview, digests: bytes) -> bool:
+    def _seal_for_part(self, job: ChunkJob) -> None:
+        """A chunk sealed for another part than the one it goes into is sealed again (the
+        associated data binds the part), from the inner payload it kept."""
+        gen = self._part_header()
+        if job.gen is not gen:
+            seal_chunk(job, gen, self.seal)
+
+    def _write_job(self, job: ChunkJob) -> None:
+        """Write one packed chunk (spanning media when needed); its buffer is free afterwards."""
+        try:
+            if self.stopped:
+                return
+            if self.pending_span and not self._span(None):
+                self.dropped_from = job.first_block
+                return
+            self._seal_for_part(job)
+            # False: the physical end inside the chunk; the part was rewound to the chunk's start
+            if not self._write_chunk(job) and not self._span(job):
+                self.dropped_from = job.first_block
+        finally:
+            self.packers.release(job)
+
+    def _write_chunk(self, job: ChunkJob) -> bool:
         """Write one chunk into the current part; False if the medium ended inside it (then the
         medium is positioned back at the chunk's start). Spans media after an early warning."""
         p = self.part
-        assert p is not None
+        assert p is not None and job.header is not None
+        header, item, digests = job.header, job.item, job.digests
         pos = p.drive.position()
         status = WriteStatus.OK
         records = fmt.split_records(item, self.record_size)

@@ -34,21 +34,23 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, GenerationRow
 from tapearc.catalog.states import GenerationState
+from tapearc.catalog.views import generation_at
 from tapearc.crypto.keys import Key
 from tapearc.engine.encryption import ChunkOpener, need_keys
 from tapearc.engine.identity import refuse_same_restore_target
 from tapearc.engine.layout import MAGIC_CHUNK, read_item
 from tapearc.engine.manifest import MappedDigests
 from tapearc.engine.mediasource import MediaSource
-from tapearc.engine.pipeline import Worker
+from tapearc.engine.packers import Ordered, OutBuffers, unpack_into, worker_count
+from tapearc.engine.pipeline import Worker, pipeline_enabled
 from tapearc.engine.plan import (
     DIGEST_LEN,
     Plan,
@@ -95,7 +97,8 @@ class RestoreMode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RestoreOptions:
-    generation: int | None = None  # None: the latest complete one
+    generation: int | None = None  # None: the latest complete one (or the newest at ``at``)
+    at: int | None = None  # unix seconds: the newest complete generation created at or before (--at)
     volume: str | None = None  # None: the only volume of the media set
     force: bool = False
     assume_generation: int | None = None  # the target holds this generation already
@@ -278,7 +281,10 @@ def prepare_plan(
         follow_set(media, catalog, label)
     volume = choose_volume(catalog, label, options.volume, drive.name)
     try:
-        chain = load_chain(catalog, label.media_set_uuid, volume, options.generation)
+        number = options.generation
+        if options.at is not None:  # restore --at: the newest complete generation at or before
+            number = generation_at(catalog, label.media_set_uuid, volume, options.at).number
+        chain = load_chain(catalog, label.media_set_uuid, volume, number)
         plan = make_plan(catalog, chain, have=have, zero_target=zero_target)
     except TapearcError as e:
         e.at(medium=drive.name)
@@ -290,15 +296,16 @@ def prepare_plan(
 def skipped_generations(
     catalog: Catalog, chain: list[GenerationRow], options: RestoreOptions
 ) -> list[dict[str, object]]:
-    """Without --generation, the newest generations of the volume passed over because they
-    cannot be restored (incomplete: an interrupted backup, or a damaged trailer or end record)."""
+    """Without --generation, the newest generations of the volume (with --at: made at or before
+    that time) passed over because they cannot be restored (incomplete: an interrupted backup, or
+    a damaged trailer or end record)."""
     if options.generation is not None:
         return []
     last = chain[-1]
     return [
         {"generation": g.number, "state": g.state}
         for g in catalog.generations(last.set_uuid, last.volume)
-        if g.number > last.number
+        if g.number > last.number and (options.at is None or g.created <= options.at)
     ]
 
 
@@ -1148,57 +1155,106 @@ def _read_all(
 ) -> list[tuple[PlannedRead, str]]:
     """Read ``reads`` in order; returns the ones that failed, with the reason. A medium that
     cannot be had: MediaMissingError, or with ``partial`` its reads fail too."""
-    bs = plan.block_size
-    size = plan.volume_size
-    damaged: list[tuple[PlannedRead, str]] = []
     current = None
     drive: TapeDrive | None = None
     barcodes = {m.uuid: m.label for m in catalog.media_of_set(plan.set_uuid)}
     unavailable: dict[uuid.UUID, str] = {}
-    for pr in reads:
-        c = pr.chunk
-        if c.medium_uuid in unavailable:
-            damaged.append((pr, unavailable[c.medium_uuid]))
-            continue
-        if c.medium_uuid != current:
-            if current is not None:
-                media.release()
-            try:
-                drive = media.medium(
-                    c.medium_uuid, plan.set_uuid, c.medium_sequence, barcodes.get(c.medium_uuid) or None
-                )
-            except (MediumError, TapearcError) as e:
-                if isinstance(e, Interrupted):
-                    raise
-                missing = _missing(reads, c.medium_uuid, c.medium_sequence, barcodes.get(c.medium_uuid) or None, e)
-                if not partial:
-                    raise missing from None
-                result.missing_media.extend(missing.ranges)
-                unavailable[c.medium_uuid] = f"medium sequence {c.medium_sequence} unavailable: {e}"
-                damaged.append((pr, unavailable[c.medium_uuid]))
-                current = None
+    feed = _ChunkFeed(plan, sink, result, progress, opener or ChunkOpener(None, catalog))
+    try:
+        for pr in reads:
+            c = pr.chunk
+            if c.medium_uuid in unavailable:
+                feed.failed(pr, unavailable[c.medium_uuid])
                 continue
-            current = c.medium_uuid
-            result.media_used.append(f"{drive.name} (sequence {c.medium_sequence})")
-        assert drive is not None
+            if c.medium_uuid != current:
+                feed.drain()
+                if current is not None:
+                    media.release()
+                try:
+                    drive = media.medium(
+                        c.medium_uuid, plan.set_uuid, c.medium_sequence, barcodes.get(c.medium_uuid) or None
+                    )
+                except (MediumError, TapearcError) as e:
+                    if isinstance(e, Interrupted):
+                        raise
+                    missing = _missing(reads, c.medium_uuid, c.medium_sequence, barcodes.get(c.medium_uuid) or None, e)
+                    if not partial:
+                        raise missing from None
+                    result.missing_media.extend(missing.ranges)
+                    unavailable[c.medium_uuid] = f"medium sequence {c.medium_sequence} unavailable: {e}"
+                    feed.failed(pr, unavailable[c.medium_uuid])
+                    current = None
+                    continue
+                current = c.medium_uuid
+                result.media_used.append(f"{drive.name} (sequence {c.medium_sequence})")
+            assert drive is not None
+            feed.read(drive, pr)
+        feed.drain()
+    finally:
+        feed.close()
+    return feed.damaged
+
+
+class _ChunkFeed:
+    """The chunks read, decoded in worker threads (checked, decompressed: packers.Ordered, at
+    most 2N in flight; none with TAPEARC_PIPELINE=0) and written to the sink in read order; the
+    damaged ones listed in that order too (``damaged``)."""
+
+    def __init__(self, plan: Plan, sink: Sink, result: RestoreResult, progress: Progress, opener: ChunkOpener) -> None:
+        self.plan, self.sink, self.result, self.progress = plan, sink, result, progress
+        self.opener = opener  # opens encrypted chunks (engine.encryption)
+        self.damaged: list[tuple[PlannedRead, str]] = []
+        self.pool = Ordered(workers=worker_count() if pipeline_enabled() else 0)
+        self.outs = OutBuffers()  # decompressed payloads, buffers reused once written
+
+    def read(self, drive: TapeDrive, pr: PlannedRead) -> None:
+        """Read the chunk of ``pr`` (in this thread: the drive is this thread's) and hand it to
+        the decoders; write the chunks decoded by now."""
         try:
-            hdr, raw = _read_chunk(drive, pr, opener)
+            data = _read_chunk_item(drive, pr)
+            opened = self.opener.for_chunk(pr.chunk)  # None: a plain generation's chunk
         except TapearcError as e:
-            damaged.append((pr, str(e)))
-            continue
-        _write_needed(hdr, raw, pr, sink, bs, size, result, progress)
-        result.chunks_read += 1
-        result.bytes_read += hdr.stored_len
-    return damaged
+            self.failed(pr, str(e))
+            return
+        c = pr.chunk
+        out = self.outs.get(c.raw_len) if c.flags & fmt.CHUNK_FLAG_ZSTD and 0 < c.raw_len <= MAX_REUSED else None
+        self.pool.submit(pr, _decode_chunk, data, pr, drive.name, out, opened)
+        while self.pool.full() or self.pool.ready():
+            self._land()
+
+    def failed(self, pr: PlannedRead, msg: str) -> None:
+        self.drain()
+        self.damaged.append((pr, msg))
+
+    def drain(self) -> None:
+        while self.pool.pending():
+            self._land()
+
+    def _land(self) -> None:
+        tag, fut = self.pool.take()
+        pr = tag
+        assert isinstance(pr, PlannedRead)
+        try:
+            hdr, raw = cast("tuple[fmt.ChunkHeader, memoryview]", fut.result())
+        except TapearcError as e:
+            self.damaged.append((pr, str(e)))
+            return
+        r = self.result
+        _write_needed(hdr, raw, pr, self.sink, self.plan.block_size, self.plan.volume_size, r, self.progress)
+        r.chunks_read += 1
+        r.bytes_read += hdr.stored_len
+
+    def close(self) -> None:
+        self.pool.close()
 
 
-def _read_chunk(
-    drive: TapeDrive, pr: PlannedRead, opener: ChunkOpener | None = None
-) -> tuple[fmt.ChunkHeader, memoryview]:
-    """Position at a planned chunk and read, check and unpack it (open it with ``opener``);
-    TapearcError when damaged."""
+#: Decompressed payloads up to this size go into reused buffers (chunks are a few MiB).
+MAX_REUSED = 64 * 1024 * 1024
+
+
+def _read_chunk_item(drive: TapeDrive, pr: PlannedRead) -> bytes | memoryview:
+    """Position at a planned chunk and read its item; TapearcError when it is not there."""
     c = pr.chunk
-    span = (pr.runs[0][0], pr.runs[-1][0] + pr.runs[-1][1] - 1)
     try:
         if drive.position().logical != c.logical:
             drive.locate(c.logical)
@@ -1207,17 +1263,40 @@ def _read_chunk(
             raise TruncatedError(f"expected chunk {c.seq} of generation {c.generation}, found {item.value}")
         if item.magic != MAGIC_CHUNK:
             raise BadMagicError(f"expected chunk {c.seq} of generation {c.generation}, found {item.magic!r}")
-        hdr, payload = fmt.decode_chunk(item.data)
+        return item.data
+    except TapearcError as e:
+        e.at(medium=drive.name, tape_file=c.tape_file, record=c.record, blocks=_span_of(pr))
+        raise
+
+
+def _span_of(pr: PlannedRead) -> tuple[int, int]:
+    return (pr.runs[0][0], pr.runs[-1][0] + pr.runs[-1][1] - 1)
+
+
+def _decode_chunk(
+    data: bytes | memoryview,
+    pr: PlannedRead,
+    medium: str,
+    out: bytearray | None = None,
+    opened: Callable[[fmt.ChunkHeader, bytes | bytearray | memoryview], bytes | bytearray | memoryview] | None = None,
+) -> tuple[fmt.ChunkHeader, memoryview]:
+    """Check and unpack a chunk read (in a decoding worker; a zstd payload into ``out`` when
+    given; an encrypted one opened and unpacked by ``opened``, ChunkOpener.for_chunk);
+    TapearcError when damaged (a tag that does not match: ChunkAuthError)."""
+    c = pr.chunk
+    try:
+        hdr, payload = fmt.decode_chunk(data)
         if hdr.generation != c.generation or hdr.seq != c.seq or hdr.payload_crc != c.payload_crc or hdr.runs != c.runs:
             raise MalformedError(
                 f"the medium holds another chunk here (generation {hdr.generation} chunk {hdr.seq}) than the catalog "
                 f"records (generation {c.generation} chunk {c.seq})",
                 hint="the catalog is stale: run tapearc scan on this medium",
             )
-        opened = opener.for_chunk(c) if opener is not None else None
-        return hdr, memoryview(opened(hdr, payload) if opened is not None else fmt.unpack_payload(hdr, payload))
+        if opened is not None:
+            return hdr, memoryview(opened(hdr, payload))
+        return hdr, memoryview(unpack_into(hdr, payload, out))
     except TapearcError as e:
-        e.at(medium=drive.name, tape_file=c.tape_file, record=c.record, blocks=span)
+        e.at(medium=medium, tape_file=c.tape_file, record=c.record, blocks=_span_of(pr))
         raise
 
 
