@@ -19,13 +19,13 @@ from tapearc.cli.common import (
     check_compress,
     emit_json,
     fail,
-    load_encrypt_arg,
     open_catalog,
     open_media,
     parse_size_opt,
     parse_uuid,
     run,
     say,
+    start_encrypt_arg,
     warn,
 )
 from tapearc.cli.progress import make_progress
@@ -175,7 +175,7 @@ def backup(
         media_set=media_set,
         changes=partial(change_options, dirty_bitmap, changed_blocks, change_block_size, changed_since, checkpoint),
         verify_unchanged=verify_unchanged,
-        encrypt=partial(load_encrypt_arg, encrypt, passphrase_file),
+        encrypt=partial(start_encrypt_arg, encrypt, passphrase_file),
     )
     run(json_out, lambda: _backup(source, media, changer, wait, catalog, json_out, opts))
 
@@ -193,14 +193,16 @@ def backup_options(
     media_set: str | None,
     changes: Callable[..., ChangeOptions] | None = None,
     verify_unchanged: bool = False,
-    encrypt: Callable[[], BackupKey | None] | None = None,
+    encrypt: Callable[[], Callable[[], BackupKey | None]] | None = None,
 ) -> BackupOptions:
-    """The engine's BackupOptions from the command line's values, each checked."""
+    """The engine's BackupOptions from the command line's values, each checked; ``encrypt``
+    starts opening the key (cli.common.start_encrypt_arg) while the engine is imported."""
+    check_compress(compress)
+    bs = parse_size_opt(block_size, "--block-size")
+    key = encrypt() if encrypt is not None else None  # the passphrase asked for after the usage checks above
     from tapearc.engine.backup import DEFAULT_BLOCK_SIZE, BackupOptions
     from tapearc.sources.changes_trust import ChangeOptions
 
-    check_compress(compress)
-    bs = parse_size_opt(block_size, "--block-size")
     return BackupOptions(
         block_size=bs if bs is not None else DEFAULT_BLOCK_SIZE,
         block_size_given=bs is not None,
@@ -213,7 +215,7 @@ def backup_options(
         chunk_size=parse_size_opt(chunk_size, "--chunk-size") or 0,
         verify=verify,
         changes=changes(verify_unchanged=verify_unchanged) if changes is not None else ChangeOptions(),
-        encrypt=encrypt() if encrypt is not None else None,  # last: every other option is checked first
+        encrypt=key() if key is not None else None,  # last: every other option is checked first
     )
 
 

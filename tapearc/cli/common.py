@@ -29,6 +29,7 @@ from tapearc.errors import InternalError, Interrupted, TapearcError, UsageError
 from tapearc.units import parse_size
 
 if TYPE_CHECKING:
+    from tapearc import format as fmt
     from tapearc.catalog.db import Catalog
     from tapearc.crypto.keys import Key
     from tapearc.engine.encryption import BackupKey
@@ -242,26 +243,50 @@ def check_passphrase_file(key_file: Path | None, passphrase_file: str | None, op
         raise UsageError(f"--passphrase-file goes with {option} FILE")
 
 
-def load_key_arg(key_file: Path | None, passphrase_file: str | None, option: str = "--key") -> Key | None:
-    """The data key of ``--key FILE`` (None when not given), opened with the passphrase: exits 31
-    (wrong passphrase), 32 (not a key file). Called before any medium or target is touched."""
+def _opening(key_file: Path, passphrase_file: str | None) -> tuple[fmt.WrappedKey, Callable[[], Key]]:
+    """Read the key file and the passphrase (asked on the terminal now, in this thread), and
+    start opening the key (scrypt: a third of a second, by design; it releases the GIL) in a
+    thread, so that the engine's imports and the catalog's opening go on meanwhile. Returns the
+    key record and the function that waits for the key (WrongPassphraseError, exit 31)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tapearc.crypto.keyfile import get_passphrase, read_key_file
+    from tapearc.crypto.wrap import unwrap_key
+
+    wrapped = read_key_file(key_file)
+    what = f"key file {key_file}"
+    passphrase = get_passphrase(passphrase_file, what=what)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="tapearc-key")
+    try:
+        future = pool.submit(unwrap_key, wrapped, passphrase, where=what)
+    finally:
+        pool.shutdown(wait=False)
+    return wrapped, future.result
+
+
+def start_key_arg(
+    key_file: Path | None, passphrase_file: str | None, option: str = "--key"
+) -> Callable[[], Key | None]:
+    """``--key FILE``: start opening the key (:func:`_opening`); the function returned waits for
+    it (None when no key file was given). Exits 31 (wrong passphrase), 32 (not a key file), 2
+    (--passphrase-file alone). Called before any medium or target is touched, and waited for
+    before one is."""
     check_passphrase_file(key_file, passphrase_file, option)
     if key_file is None:
-        return None
-    from tapearc.crypto.keyfile import load_key
-
-    return load_key(key_file, passphrase_file)
+        return lambda: None
+    return _opening(key_file, passphrase_file)[1]
 
 
-def load_encrypt_arg(key_file: Path | None, passphrase_file: str | None) -> BackupKey | None:
-    """``backup --encrypt FILE``: the key and its key record (written on the set's media)."""
+def start_encrypt_arg(key_file: Path | None, passphrase_file: str | None) -> Callable[[], BackupKey | None]:
+    """``backup --encrypt FILE``: :func:`start_key_arg` for the key and its key record (written
+    on the set's media)."""
     check_passphrase_file(key_file, passphrase_file, "--encrypt")
     if key_file is None:
-        return None
-    from tapearc.crypto.keyfile import load_wrapped_key
+        return lambda: None
     from tapearc.engine.encryption import BackupKey
 
-    return BackupKey(*load_wrapped_key(key_file, passphrase_file))
+    wrapped, key = _opening(key_file, passphrase_file)
+    return lambda: BackupKey(wrapped, key())
 
 
 # ---------------------------------------------------------------- catalog and media

@@ -18,11 +18,11 @@ from tapearc.cli.common import (
     TimeoutOpt,
     emit_json,
     emit_json_stderr,
-    load_key_arg,
     open_catalog,
     open_media,
     run,
     say,
+    start_key_arg,
     warn,
     whole,
 )
@@ -100,9 +100,10 @@ def restore(
     written. Exit 0 only when every block is the requested generation's."""
 
     def options() -> RestoreOptions:
+        check_at(at, generation)
+        opened = start_key_arg(key, passphrase_file)  # scrypt in a thread while the engine is imported
         from tapearc.engine.restore import RestoreOptions
 
-        check_at(at, generation)
         return RestoreOptions(
             generation=generation,
             at=at,
@@ -111,7 +112,7 @@ def restore(
             assume_generation=assume_generation,
             fallback_older=fallback_older,
             partial=partial,
-            key=load_key_arg(key, passphrase_file),  # before any medium or target is touched
+            key=opened(),  # before any medium or target is touched
         )
 
     run(json_out, lambda: _restore(media, to, changer, wait, catalog, json_out, options))
