@@ -361,3 +361,16 @@ def test_label_without_its_filemark_gets_the_key_record(tmp_path: Path, _private
     out = tmp_path / "out"
     do_restore(f"sim:{img}", out, k.key)
     assert out.read_bytes() == data
+
+
+def test_verify_with_encrypt_is_a_usage_error_for_now(tmp_path: Path, _private_catalog: Path) -> None:
+    """The read-back check (--verify) does not open encrypted chunks yet: refused before the
+    medium is touched rather than reporting false damage."""
+    from tapearc.errors import UsageError
+
+    src = tmp_path / "vol"
+    src.write_bytes(volume(8))
+    img = tmp_path / "t.tap"
+    with pytest.raises(UsageError):
+        do_backup(f"sim:{img}", src, make_key(), verify=True)
+    assert not img.exists() or img.stat().st_size == 0
