@@ -365,6 +365,15 @@ class KeyFileError(TapearcError):
     kind = "key-file"
 
 
+class MediaSetKeyError(TapearcError):
+    """A backup would mix plain and encrypted generations in one media set: ``--encrypt`` into a
+    media set whose media hold plain generations. A media set has one key (or none) for all its
+    media: encrypted backups start a new media set (a new medium or label). Nothing was written."""
+
+    exit_code = 33
+    kind = "media-set-key"
+
+
 class JobFileError(TapearcError):
     """A job file (``tapearc run JOBFILE``) cannot be used: unreadable, not TOML, a missing or
     unknown key, a value of the wrong type or out of range, two volumes of one name. The message

@@ -11,11 +11,12 @@ only after its trailer and filemark are on the medium; a backup that is interrup
 never leaves a generation that looks complete (the next open marks stale ``writing`` rows
 ``incomplete``).
 
-Schema (version 3) is documented in docs/catalog.md and formats/SPEC.md. Version 2 added the
+Schema (version 4) is documented in docs/catalog.md and formats/SPEC.md. Version 2 added the
 source of each generation (``source_path``, ``source_real``, ``source_dev``, ``source_ino``:
 the volume's identity, formats/SPEC.md section 7.1); version 3 the change source it was read
 with (``change_source``, ``change_trusted``, ``change_since``, ``change_checkpoint``:
-docs/changes.md). A version-1 or -2 catalog is migrated in place when it is opened (its rows
+docs/changes.md); version 4 the key fingerprint of encrypted media sets and generations
+(``key_fingerprint``, NULL for plain ones). A version-1, -2 or -3 catalog is migrated in place when it is opened (its rows
 are kept; the new columns are NULL, "not recorded").
 """
 
@@ -37,9 +38,10 @@ from uuid import UUID
 from tapearc import format as fmt
 from tapearc import settings
 from tapearc.catalog.states import FINAL_KNOWN, GenerationState
+from tapearc.crypto.keys import fingerprint_text, parse_fingerprint
 from tapearc.errors import CatalogError, TapearcError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Columns added by schema version 2 (ALTER TABLE of a version-1 catalog).
 _V2_COLUMNS = (
@@ -57,12 +59,19 @@ _V3_COLUMNS = (
     "change_checkpoint TEXT",  # the checkpoint this generation was read at (a later tracker's start)
 )
 
+#: Columns added by schema version 4: the key fingerprint of encrypted media sets and generations.
+_V4_COLUMNS = (
+    ("media_sets", "key_fingerprint TEXT"),  # 1a2b:3c4d:... of the set's key (NULL: plain, or not known)
+    ("generations", "key_fingerprint TEXT"),  # the key the generation is encrypted with (NULL: plain)
+)
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS media_sets (
     id INTEGER PRIMARY KEY,
     uuid TEXT NOT NULL UNIQUE,
-    first_seen INTEGER NOT NULL
+    first_seen INTEGER NOT NULL,
+    key_fingerprint TEXT          -- the set's key (1a2b:3c4d:...; NULL: a plain set, or not known yet)
 );
 CREATE TABLE IF NOT EXISTS media (
     id INTEGER PRIMARY KEY,
@@ -109,6 +118,7 @@ CREATE TABLE IF NOT EXISTS generations (
     change_trusted INTEGER,       -- 1: the tracker was trusted (blocks it vouched for were not read)
     change_since TEXT,            -- the tracker checkpoint the change source started at
     change_checkpoint TEXT,       -- the tracker checkpoint this generation was read at
+    key_fingerprint TEXT,         -- the key its chunks are encrypted with (1a2b:3c4d:...; NULL: plain)
     UNIQUE (volume_id, number)
 );
 CREATE TABLE IF NOT EXISTS tape_files (
@@ -145,6 +155,12 @@ CREATE INDEX IF NOT EXISTS chunks_by_generation ON chunks (generation_id, seq);
 """
 
 _RUN = struct.Struct("<QIB")
+
+
+def _fp_text(fingerprint: bytes | None) -> str | None:
+    return None if fingerprint is None else fingerprint_text(fingerprint)
+
+
 _SCHEMA_TABLES = frozenset(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA))
 
 
@@ -245,6 +261,11 @@ class GenerationRow:
     source_dev: int | None = None
     source_ino: int | None = None
     change: ChangeRecord | None = None  #: how it was read (None: not recorded)
+    key_fingerprint: bytes | None = None  #: the key its chunks are encrypted with (16 bytes; None: plain)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.key_fingerprint is not None
 
     @property
     def nblocks(self) -> int:
@@ -381,7 +402,7 @@ class Catalog:
             row = self._init_schema(timeout)
             if row is None:  # OR IGNORE: two processes may create the catalog at once
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif str(row[0]) in ("1", "2"):
+            elif str(row[0]) in ("1", "2", "3"):
                 self._migrate()
             elif not str(row[0]).isdigit() or int(row[0]) != SCHEMA_VERSION:
                 raise CatalogError(
@@ -402,17 +423,19 @@ class Catalog:
         self.db.catalog_path = self.path
 
     def _migrate(self) -> None:
-        """Schema 1 or 2 -> 3: add the generations' source columns (2) and change-source columns
-        (3), NULL: not recorded. One transaction, so two processes opening an old catalog at once
-        migrate it once."""
+        """Schema 1, 2 or 3 -> 4: add the generations' source columns (2), change-source columns
+        (3) and the key fingerprints of media sets and generations (4), NULL: not recorded (every
+        generation written before version 4 is plain). One transaction, so two processes opening
+        an old catalog at once migrate it once."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is not None and str(row[0]) in ("1", "2"):
-                have = {r[1] for r in self.db.execute("PRAGMA table_info(generations)")}
-                for col in _V2_COLUMNS + _V3_COLUMNS:
+            if row is not None and str(row[0]) in ("1", "2", "3"):
+                cols = [("generations", c) for c in _V2_COLUMNS + _V3_COLUMNS] + list(_V4_COLUMNS)
+                for table, col in cols:
+                    have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
                     if col.split()[0] not in have:
-                        self.db.execute(f"ALTER TABLE generations ADD COLUMN {col}")
+                        self.db.execute(f"ALTER TABLE {table} ADD COLUMN {col}")
                 self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             self.db.execute("COMMIT")
         except BaseException:
@@ -487,6 +510,25 @@ class Catalog:
             "INSERT OR IGNORE INTO media_sets (uuid, first_seen) VALUES (?, ?)", (str(set_uuid), int(time.time()))
         )
         return int(self.db.execute("SELECT id FROM media_sets WHERE uuid = ?", (str(set_uuid),)).fetchone()[0])
+
+    def _set_key(self, set_uuid: uuid.UUID, fingerprint: bytes) -> None:
+        self.db.execute(
+            "UPDATE media_sets SET key_fingerprint = ? WHERE uuid = ? AND key_fingerprint IS NULL",
+            (_fp_text(fingerprint), str(set_uuid)),
+        )
+
+    def set_media_set_key(self, set_uuid: uuid.UUID, fingerprint: bytes) -> None:
+        """Record the key of an encrypted media set (its key record is on its media); a set's key
+        never changes: a fingerprint recorded already stays."""
+        with self._tx():
+            self._set_id(set_uuid)
+            self._set_key(set_uuid, fingerprint)
+
+    def media_set_key(self, set_uuid: uuid.UUID) -> bytes | None:
+        """The fingerprint of the media set's key (16 bytes), or None: a plain set, or one whose
+        key the catalog has not learnt (no key record read, no encrypted generation)."""
+        r = self.db.execute("SELECT key_fingerprint FROM media_sets WHERE uuid = ?", (str(set_uuid),)).fetchone()
+        return None if r is None or r[0] is None else parse_fingerprint(str(r[0]))
 
     def record_medium(self, label: fmt.Label, name: str | None = None) -> int:
         with self._tx():
@@ -622,33 +664,16 @@ class Catalog:
                 self.db.execute("DELETE FROM chunks WHERE generation_id = ?", (old[0],))
                 self.db.execute("UPDATE tape_files SET generation_id = NULL WHERE generation_id = ?", (old[0],))
                 self.db.execute("DELETE FROM generations WHERE id = ?", (old[0],))
-            src = hdr.source
             cur = self.db.execute(
                 """INSERT INTO generations (volume_id, number, run_uuid, base, kind, state, volume_size, block_size,
                        record_size, chunk_blocks, compression, created, source,
-                       source_path, source_real, source_dev, source_ino)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    vol,
-                    hdr.generation,
-                    str(hdr.run_uuid),
-                    hdr.base_generation,
-                    "full" if hdr.kind == fmt.GenerationKind.FULL else "incremental",
-                    str(state),
-                    hdr.volume_size,
-                    hdr.block_size,
-                    hdr.record_size,
-                    hdr.chunk_blocks,
-                    "zstd" if hdr.compression == fmt.Compression.ZSTD else "none",
-                    hdr.created,
-                    source,
-                    None if src is None else path_text(src.path),
-                    None if src is None else path_text(src.real_path),
-                    None if src is None else src.dev,
-                    None if src is None else src.ino,
-                ),
+                       source_path, source_real, source_dev, source_ino, key_fingerprint)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (vol, *_generation_values(hdr, state, source)),
             )
             gen_id = int(cur.lastrowid or 0)
+            if hdr.key_fingerprint is not None:  # an encrypted generation: its set's key (scan learns it so)
+                self._set_key(hdr.media_set_uuid, hdr.key_fingerprint)
             self._tape_file(medium_uuid, tape_file, logical, gen_id, hdr.part)
             return gen_id
 
@@ -796,7 +821,8 @@ class Catalog:
                             g.volume_size, g.block_size, g.record_size, g.chunk_blocks, g.compression, g.created,
                             g.chunk_count, g.data_blocks, g.zero_blocks, g.raw_bytes, g.stored_bytes, g.source,
                             g.source_path, g.source_real, g.source_dev, g.source_ino,
-                            g.change_source, g.change_trusted, g.change_since, g.change_checkpoint
+                            g.change_source, g.change_trusted, g.change_since, g.change_checkpoint,
+                            g.key_fingerprint
                      FROM generations g JOIN volumes v ON v.id = g.volume_id JOIN media_sets s ON s.id = v.set_id"""
 
     @staticmethod
@@ -814,6 +840,8 @@ class Catalog:
             GenerationState(r[8]),
             *r[9:25],
         )
+        if r[29] is not None:
+            row = dataclasses.replace(row, key_fingerprint=parse_fingerprint(str(r[29])))
         if r[25] is None:
             return row
         return dataclasses.replace(row, change=ChangeRecord(str(r[25]), bool(r[26]), r[27], r[28]))
@@ -932,6 +960,30 @@ class Catalog:
             "SELECT runs, digests FROM chunks WHERE generation_id = ? ORDER BY seq", (gen_id,)
         ):
             yield unpack_runs(blob), digests
+
+
+def _generation_values(hdr: fmt.GenerationHeader, state: GenerationState, source: str) -> tuple[object, ...]:
+    """The columns of a generation's row after its volume, from its header."""
+    src = hdr.source
+    return (
+        hdr.generation,
+        str(hdr.run_uuid),
+        hdr.base_generation,
+        "full" if hdr.kind == fmt.GenerationKind.FULL else "incremental",
+        str(state),
+        hdr.volume_size,
+        hdr.block_size,
+        hdr.record_size,
+        hdr.chunk_blocks,
+        "zstd" if hdr.compression == fmt.Compression.ZSTD else "none",
+        hdr.created,
+        source,
+        None if src is None else path_text(src.path),
+        None if src is None else path_text(src.real_path),
+        None if src is None else src.dev,
+        None if src is None else src.ino,
+        _fp_text(hdr.key_fingerprint),
+    )
 
 
 class _Tx:

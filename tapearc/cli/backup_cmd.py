@@ -11,8 +11,10 @@ import typer
 from tapearc.cli.common import (
     CatalogOpt,
     ChangerOpt,
+    EncryptOpt,
     JsonOpt,
     MediaOpt,
+    PassphraseFileOpt,
     TimeoutOpt,
     check_compress,
     emit_json,
@@ -23,6 +25,7 @@ from tapearc.cli.common import (
     parse_uuid,
     run,
     say,
+    start_encrypt_arg,
     warn,
 )
 from tapearc.cli.progress import make_progress
@@ -31,6 +34,7 @@ from tapearc.errors import TapearcError
 
 if TYPE_CHECKING:
     from tapearc.engine.backup import BackupOptions
+    from tapearc.engine.encryption import BackupKey
     from tapearc.sources.changes_trust import ChangeOptions
 
 
@@ -148,6 +152,8 @@ def backup(
     changed_since: ChangedSinceOpt = None,
     checkpoint: CheckpointOpt = None,
     verify_unchanged: VerifyUnchangedOpt = False,
+    encrypt: EncryptOpt = None,
+    passphrase_file: PassphraseFileOpt = None,
     changer: ChangerOpt = None,
     wait: TimeoutOpt = None,
     catalog: CatalogOpt = None,
@@ -169,6 +175,7 @@ def backup(
         media_set=media_set,
         changes=partial(change_options, dirty_bitmap, changed_blocks, change_block_size, changed_since, checkpoint),
         verify_unchanged=verify_unchanged,
+        encrypt=partial(start_encrypt_arg, encrypt, passphrase_file),
     )
     run(json_out, lambda: _backup(source, media, changer, wait, catalog, json_out, opts))
 
@@ -186,13 +193,16 @@ def backup_options(
     media_set: str | None,
     changes: Callable[..., ChangeOptions] | None = None,
     verify_unchanged: bool = False,
+    encrypt: Callable[[], Callable[[], BackupKey | None]] | None = None,
 ) -> BackupOptions:
-    """The engine's BackupOptions from the command line's values, each checked."""
+    """The engine's BackupOptions from the command line's values, each checked; ``encrypt``
+    starts opening the key (cli.common.start_encrypt_arg) while the engine is imported."""
+    check_compress(compress)
+    bs = parse_size_opt(block_size, "--block-size")
+    key = encrypt() if encrypt is not None else None  # the passphrase asked for after the usage checks above
     from tapearc.engine.backup import DEFAULT_BLOCK_SIZE, BackupOptions
     from tapearc.sources.changes_trust import ChangeOptions
 
-    check_compress(compress)
-    bs = parse_size_opt(block_size, "--block-size")
     return BackupOptions(
         block_size=bs if bs is not None else DEFAULT_BLOCK_SIZE,
         block_size_given=bs is not None,
@@ -205,6 +215,7 @@ def backup_options(
         chunk_size=parse_size_opt(chunk_size, "--chunk-size") or 0,
         verify=verify,
         changes=changes(verify_unchanged=verify_unchanged) if changes is not None else ChangeOptions(),
+        encrypt=key() if key is not None else None,  # last: every other option is checked first
     )
 
 
@@ -256,6 +267,8 @@ def _backup(
         emit_json(out)
     else:
         render_backup(source, res)
+        if res.key_fingerprint is not None:
+            say(f"  encrypted (AES-256-GCM) with key {res.key_fingerprint}")
         if res.change is not None and res.change["source"] != "full-read":
             from tapearc.catalog.db import ChangeRecord
 

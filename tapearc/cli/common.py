@@ -29,7 +29,10 @@ from tapearc.errors import InternalError, Interrupted, TapearcError, UsageError
 from tapearc.units import parse_size
 
 if TYPE_CHECKING:
+    from tapearc import format as fmt
     from tapearc.catalog.db import Catalog
+    from tapearc.crypto.keys import Key
+    from tapearc.engine.encryption import BackupKey
     from tapearc.engine.mediasource import MediaSource
 
 T = TypeVar("T")
@@ -202,6 +205,88 @@ CatalogOpt = Annotated[
         metavar="PATH",
     ),
 ]
+
+
+# ---------------------------------------------------------------- keys (docs/keys.md)
+
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--key",
+        help="Key file of encrypted media (tapearc key create); its passphrase from --passphrase-file, "
+        "else asked on the terminal.",
+        metavar="FILE",
+    ),
+]
+EncryptOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--encrypt",
+        help="Encrypt the generation (AES-256-GCM per chunk) with the key of this key file (tapearc key create); "
+        "a media set has one key: a blank medium starts an encrypted set.",
+        metavar="KEYFILE",
+    ),
+]
+PassphraseFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--passphrase-file",
+        help="Read the key file's passphrase from the first line of this file (else it is asked for on the terminal).",
+        metavar="FILE",
+    ),
+]
+
+
+def check_passphrase_file(key_file: Path | None, passphrase_file: str | None, option: str) -> None:
+    """--passphrase-file without the key option it opens: a usage error."""
+    if key_file is None and passphrase_file is not None:
+        raise UsageError(f"--passphrase-file goes with {option} FILE")
+
+
+def _opening(key_file: Path, passphrase_file: str | None) -> tuple[fmt.WrappedKey, Callable[[], Key]]:
+    """Read the key file and the passphrase (asked on the terminal now, in this thread), and
+    start opening the key (scrypt: a third of a second, by design; it releases the GIL) in a
+    thread, so that the engine's imports and the catalog's opening go on meanwhile. Returns the
+    key record and the function that waits for the key (WrongPassphraseError, exit 31)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tapearc.crypto.keyfile import get_passphrase, read_key_file
+    from tapearc.crypto.wrap import unwrap_key
+
+    wrapped = read_key_file(key_file)
+    what = f"key file {key_file}"
+    passphrase = get_passphrase(passphrase_file, what=what)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="tapearc-key")
+    try:
+        future = pool.submit(unwrap_key, wrapped, passphrase, where=what)
+    finally:
+        pool.shutdown(wait=False)
+    return wrapped, future.result
+
+
+def start_key_arg(
+    key_file: Path | None, passphrase_file: str | None, option: str = "--key"
+) -> Callable[[], Key | None]:
+    """``--key FILE``: start opening the key (:func:`_opening`); the function returned waits for
+    it (None when no key file was given). Exits 31 (wrong passphrase), 32 (not a key file), 2
+    (--passphrase-file alone). Called before any medium or target is touched, and waited for
+    before one is."""
+    check_passphrase_file(key_file, passphrase_file, option)
+    if key_file is None:
+        return lambda: None
+    return _opening(key_file, passphrase_file)[1]
+
+
+def start_encrypt_arg(key_file: Path | None, passphrase_file: str | None) -> Callable[[], BackupKey | None]:
+    """``backup --encrypt FILE``: :func:`start_key_arg` for the key and its key record (written
+    on the set's media)."""
+    check_passphrase_file(key_file, passphrase_file, "--encrypt")
+    if key_file is None:
+        return lambda: None
+    from tapearc.engine.encryption import BackupKey
+
+    wrapped, key = _opening(key_file, passphrase_file)
+    return lambda: BackupKey(wrapped, key())
 
 
 # ---------------------------------------------------------------- catalog and media

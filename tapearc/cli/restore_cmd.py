@@ -12,7 +12,9 @@ from tapearc.cli.common import (
     CatalogOpt,
     ChangerOpt,
     JsonOpt,
+    KeyOpt,
     MediaOpt,
+    PassphraseFileOpt,
     TimeoutOpt,
     emit_json,
     emit_json_stderr,
@@ -20,6 +22,7 @@ from tapearc.cli.common import (
     open_media,
     run,
     say,
+    start_key_arg,
     warn,
     whole,
 )
@@ -47,6 +50,22 @@ ToOpt = Annotated[
 VolumeOpt = Annotated[str | None, typer.Option("--volume", help="Volume to restore, when the medium holds several.")]
 
 
+FallbackOlderOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fallback-older",
+        help="Where a chunk is damaged, restore the newest older version of its blocks (exit 24 says which).",
+    ),
+]
+PartialOpt = Annotated[
+    bool,
+    typer.Option(
+        "--partial",
+        help="If a medium never arrives, restore the rest and leave its blocks zero (exit 25); by default the restore stops.",
+    ),
+]
+
+
 def restore(
     media: MediaOpt,
     to: ToOpt,
@@ -65,20 +84,10 @@ def restore(
             parser=whole("--assume-generation"),
         ),
     ] = None,
-    fallback_older: Annotated[
-        bool,
-        typer.Option(
-            "--fallback-older",
-            help="Where a chunk is damaged, restore the newest older version of its blocks (exit 24 says which).",
-        ),
-    ] = False,
-    partial: Annotated[
-        bool,
-        typer.Option(
-            "--partial",
-            help="If a medium never arrives, restore the rest and leave its blocks zero (exit 25); by default the restore stops.",
-        ),
-    ] = False,
+    fallback_older: FallbackOlderOpt = False,
+    partial: PartialOpt = False,
+    key: KeyOpt = None,
+    passphrase_file: PassphraseFileOpt = None,
     changer: ChangerOpt = None,
     wait: TimeoutOpt = None,
     catalog: CatalogOpt = None,
@@ -91,9 +100,10 @@ def restore(
     written. Exit 0 only when every block is the requested generation's."""
 
     def options() -> RestoreOptions:
+        check_at(at, generation)
+        opened = start_key_arg(key, passphrase_file)  # scrypt in a thread while the engine is imported
         from tapearc.engine.restore import RestoreOptions
 
-        check_at(at, generation)
         return RestoreOptions(
             generation=generation,
             at=at,
@@ -102,6 +112,7 @@ def restore(
             assume_generation=assume_generation,
             fallback_older=fallback_older,
             partial=partial,
+            key=opened(),  # before any medium or target is touched
         )
 
     run(json_out, lambda: _restore(media, to, changer, wait, catalog, json_out, options))

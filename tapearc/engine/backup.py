@@ -13,16 +13,18 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, path_text
 from tapearc.engine.backup_result import BackupResult
 from tapearc.engine.classify import BlockClassifier
+from tapearc.engine.encryption import BackupKey, ChunkSealer, check_media_set_key
 from tapearc.engine.genplan import GenerationPlan, PlanRequest, chunk_geometry, plan_generation
 from tapearc.engine.genwriter import GenerationWriter
 from tapearc.engine.identity import refuse_source_is_medium, refuse_unless_blank
+from tapearc.engine.keymedia import read_key_records, write_key_record
 from tapearc.engine.labeling import write_label
 from tapearc.engine.layout import GenerationFile, new_label, scan_tape_files
 from tapearc.engine.mediasource import MediaSource
@@ -87,6 +89,7 @@ class BackupOptions:
     block_size_given: bool = True  # False: the block size is the default and may follow the volume's
     # change tracking: --dirty-bitmap, --changed-blocks, --checkpoint, --verify-unchanged (docs/changes.md)
     changes: ChangeOptions = field(default_factory=ChangeOptions)
+    encrypt: BackupKey | None = None  # --encrypt FILE: the key (loaded before the medium is touched)
 
 
 def _check_options(options: BackupOptions) -> None:
@@ -118,6 +121,7 @@ class AppendPoint:
     gens: list[GenerationFile]  # the generation tape files found
     new: bool  # blank: the label is written first
     close_tail: bool  # the medium ends inside a tape file (an interrupted label or backup)
+    key_record: fmt.WrappedKey | None = None  # written after the label (an encrypted set's new medium)
 
 
 def inspect_medium_for_append(
@@ -174,8 +178,10 @@ def open_for_append(drive: TapeDrive, point: AppendPoint) -> None:
     label without its filemark) with a filemark, so it stays what it is (an incomplete
     generation) and the new one starts cleanly. Leaves the drive at the end of data."""
     if point.new:
-        write_label(drive, point.label)
+        write_label(drive, point.label, point.key_record)
         return
+    if point.key_record is not None:  # a labeled medium with nothing after its label joins an encrypted set
+        write_key_record(drive, point.key_record)
     drive.seek_end_of_data()
     if point.close_tail:
         drive.write_filemark()
@@ -218,10 +224,13 @@ class _Medium:
         return self.point.new
 
     def open(self) -> None:
-        """Write what the append needs (label, closing filemark); a new medium joins the catalog."""
+        """Write what the append needs (label, key record, closing filemark); a new medium joins
+        the catalog (with its set's key)."""
         open_for_append(self.drive, self.point)
         if self.point.new:
             sync_catalog(self.drive, self.catalog, self.label, [])
+        if self.point.key_record is not None:
+            self.catalog.set_media_set_key(self.label.media_set_uuid, self.point.key_record.key_fingerprint)
 
 
 def _prepare(media: MediaSource, catalog: Catalog, options: BackupOptions, now: int) -> _Medium:
@@ -253,7 +262,24 @@ def _prepare(media: MediaSource, catalog: Catalog, options: BackupOptions, now: 
             f"sequence {later[-1].sequence}; a backup appends to the last medium of a set; nothing was written",
             hint=f"load sequence {later[-1].sequence}" + (f" ({later[-1].label})" if later[-1].label else ""),
         ).at(medium=drive.name)
-    return _Medium(drive, point, catalog)
+    return _Medium(drive, _key_policy(drive, catalog, point, options.encrypt), catalog)
+
+
+def _key_policy(drive: TapeDrive, catalog: Catalog, point: AppendPoint, key: BackupKey | None) -> AppendPoint:
+    """One key per media set (engine.encryption.check_media_set_key), decided before anything
+    is written: the append point with the key record to write after the label, if any."""
+    if point.new:
+        return replace(point, key_record=key.wrapped if key is not None else None)
+    set_uuid = point.label.media_set_uuid
+    records = read_key_records(drive)  # rewinds and reads tape file 0; open_for_append goes back to the end
+    if records:
+        catalog.set_media_set_key(set_uuid, records[0].key_fingerprint)
+    has_data = bool(point.gens) or bool(catalog.generations(set_uuid))
+    write = check_media_set_key(catalog, set_uuid, records, has_data, key, drive.name)
+    if not write or key is None:
+        return point
+    # the key record's filemark ends tape file 0 (a label whose filemark was never written too)
+    return replace(point, key_record=key.wrapped, close_tail=False)
 
 
 def _new_result(medium: _Medium, plan: GenerationPlan, options: BackupOptions, tape_file: int) -> BackupResult:
@@ -268,6 +294,7 @@ def _new_result(medium: _Medium, plan: GenerationPlan, options: BackupOptions, t
         block_size=h.block_size,
         record_size=h.record_size,
         compression=options.compress,
+        key_fingerprint=options.encrypt.text if options.encrypt is not None else None,
         new_medium=medium.new,
         kind=plan.kind,
         base_generation=h.base_generation,
@@ -313,6 +340,7 @@ def backup(
             full=options.full,
             volume_name=options.volume_name,
             new_volume=options.new_volume,
+            key=options.encrypt.key if options.encrypt is not None else None,
         )
         plan = plan_generation(catalog, req)  # may refuse the volume: nothing is written before
         with plan:  # closes the base manifest's temporary file, whatever happens
@@ -322,9 +350,7 @@ def backup(
             result = _new_result(medium, plan, options, pos0.file)
             result.warnings += change.warnings
             result.change = change.record.to_json()
-            writer = GenerationWriter(
-                genhdr=plan.header, result=result, catalog=catalog, media=media, verify=options.verify, clock=clock
-            )
+            writer = _writer(plan, result, catalog, media, options, clock)
             vu = options.changes.verify_unchanged
             run = _Run(src, source, plan, writer, medium, pos0, progress, change_map=change.map, verify_unchanged=vu)
             complete = run.write()
@@ -336,6 +362,34 @@ def backup(
             if not complete:
                 raise run.not_complete()
             return result
+
+
+def _writer(
+    plan: GenerationPlan,
+    result: BackupResult,
+    catalog: Catalog,
+    media: MediaSource,
+    options: BackupOptions,
+    clock: Callable[[], float],
+) -> GenerationWriter:
+    """The generation writer (an encrypted generation: its seal, the key record for each next
+    medium and keyed digests)."""
+    enc = options.encrypt
+    if enc is None:  # a plain generation: the writer's own (identity) seal
+        return GenerationWriter(
+            genhdr=plan.header, result=result, catalog=catalog, media=media, verify=options.verify, clock=clock
+        )
+    return GenerationWriter(
+        genhdr=plan.header,
+        result=result,
+        catalog=catalog,
+        media=media,
+        verify=options.verify,
+        clock=clock,
+        seal=ChunkSealer(enc.key),
+        key_record=enc.wrapped,
+        digest_alg=fmt.digest_alg_for(plan.digest_key),
+    )
 
 
 def _windows(plan: Iterable[tuple[int, int, bool, object]], step: int) -> Iterator[tuple[int, int]]:
@@ -375,7 +429,7 @@ class _Run:
         self.progress = progress
         self.pos0 = pos0
         h = plan.header
-        self.classifier = BlockClassifier(h.block_size, plan.base_manifest)
+        self.classifier = BlockClassifier(h.block_size, plan.base_manifest, fmt.digest_function(plan.digest_key))
         self.block_id = 0  # the next block to classify
         self.missed = _MissWatch(writer, writer.result.tracker_missed)
 

@@ -15,6 +15,7 @@ class BackupResult:
     block_size: int
     record_size: int
     compression: str
+    key_fingerprint: str | None = None  # --encrypt: the key's fingerprint (1a2b:3c4d:...), None: plain
     chunks: int = 0
     records: int = 0
     data_blocks: int = 0

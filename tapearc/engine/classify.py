@@ -78,10 +78,15 @@ class BlockClassifier:
     """Decides zero / unchanged / data for each block of a volume, read in windows.
 
     ``base`` is the base generation's manifest; without a base (a full generation) nothing is
-    unchanged. ``unchanged`` counts the blocks decided unchanged so far."""
+    unchanged. ``digest`` is the generation's block digest function (``fmt.digest_function``:
+    BLAKE3-128, keyed with the key's digest key in an encrypted generation; the base's digests
+    are of the same kind). ``unchanged`` counts the blocks decided unchanged so far."""
 
-    def __init__(self, block_size: int, base: BaseManifest | None = None) -> None:
+    def __init__(
+        self, block_size: int, base: BaseManifest | None = None, digest: fmt.DigestFunction = fmt.block_digest
+    ) -> None:
         self.block_size = block_size
+        self.digest = digest
         self.base = base
         self.base_blocks = base.nblocks if base is not None else 0
         self.unchanged = 0
@@ -149,7 +154,7 @@ class BlockClassifier:
         in_base = max(0, min(nwin, base_blocks - block_id)) if self.base is not None else 0
         base = self.base.digests(block_id, in_base) if self.base is not None and in_base else b""
         is_zero = fmt.is_zero
-        block_digest = fmt.block_digest
+        block_digest = self.digest
         zero_digest = bytes(DIGEST_LEN)
         add = sink.add
         wview = memoryview(window)

@@ -7,8 +7,10 @@ import uuid
 from dataclasses import dataclass
 
 from tapearc import format as fmt
-from tapearc.catalog.db import Catalog
+from tapearc.catalog.db import Catalog, GenerationRow
+from tapearc.crypto.keys import Key, fingerprint_text
 from tapearc.engine.classify import BaseManifest
+from tapearc.engine.encryption import encrypted_header
 from tapearc.engine.manifest import RunManifest, build_manifest
 from tapearc.engine.plan import load_chain
 from tapearc.engine.volumes import choose_volume
@@ -25,6 +27,7 @@ class GenerationPlan:
     header: fmt.GenerationHeader
     base_manifest: BaseManifest | None  # the base generation's block digests (an incremental), else None
     warnings: tuple[str, ...]  # from choosing the volume (e.g. a volume moved to a new source)
+    digest_key: bytes | None = None  # the block digests' BLAKE3 key (an encrypted generation), else None
 
     @property
     def incremental(self) -> bool:
@@ -68,6 +71,7 @@ class PlanRequest:
     full: bool
     volume_name: str | None
     new_volume: bool
+    key: Key | None = None  # --encrypt: the data key (the header gets its fingerprint, digests are keyed)
 
 
 def plan_generation(catalog: Catalog, req: PlanRequest) -> GenerationPlan:
@@ -86,24 +90,43 @@ def plan_generation(catalog: Catalog, req: PlanRequest) -> GenerationPlan:
             )
         bs = prev.block_size
     base = prev if prev is not None and not req.full else None
+    warnings = list(choice.warnings)
+    if base is not None and base.key_fingerprint != (req.key.fingerprint if req.key else None):
+        warnings.append(_not_comparable(base, req.key))
+        base = None  # its digests cannot be compared with this generation's: a full generation
     # the base's digests as runs (its zero runs cost nothing, its data 16 bytes per block)
     manifest = build_manifest(catalog, load_chain(catalog, set_uuid, name, base.number)) if base else None
-    header = fmt.GenerationHeader(
-        run_uuid=uuid.uuid4(),
-        media_set_uuid=set_uuid,
-        medium_uuid=req.label.medium_uuid,
-        volume_uuid=choice.volume_uuid,
-        volume_name=name,
-        generation=max((g.number for g in known), default=0) + 1,
-        base_generation=base.number if base else 0,
-        kind=fmt.GenerationKind.INCREMENTAL if base else fmt.GenerationKind.FULL,
-        compression=fmt.Compression.ZSTD if req.compress == "zstd" else fmt.Compression.NONE,
-        block_size=bs,
-        record_size=req.label.record_size,
-        chunk_blocks=chunk_geometry(bs, req.label.record_size, req.chunk_size),
-        volume_size=req.size,
-        part=0,
-        created=req.now,
-        source=req.ident,
+    header = encrypted_header(
+        fmt.GenerationHeader(
+            run_uuid=uuid.uuid4(),
+            media_set_uuid=set_uuid,
+            medium_uuid=req.label.medium_uuid,
+            volume_uuid=choice.volume_uuid,
+            volume_name=name,
+            generation=max((g.number for g in known), default=0) + 1,
+            base_generation=base.number if base else 0,
+            kind=fmt.GenerationKind.INCREMENTAL if base else fmt.GenerationKind.FULL,
+            compression=fmt.Compression.ZSTD if req.compress == "zstd" else fmt.Compression.NONE,
+            block_size=bs,
+            record_size=req.label.record_size,
+            chunk_blocks=chunk_geometry(bs, req.label.record_size, req.chunk_size),
+            volume_size=req.size,
+            part=0,
+            created=req.now,
+            source=req.ident,
+        ),
+        req.key,
     )
-    return GenerationPlan(header, manifest, tuple(choice.warnings))
+    digest_key = req.key.digest_key() if req.key is not None else None
+    return GenerationPlan(header, manifest, tuple(warnings), digest_key)
+
+
+def _not_comparable(base: GenerationRow, key: Key | None) -> str:
+    """The warning for a base generation whose block digests are of another kind than the new
+    generation's (plain against keyed, or keyed with another key): nothing can be compared."""
+    was = f"encrypted with key {fingerprint_text(base.key_fingerprint)}" if base.key_fingerprint else "plain"
+    now = f"encrypted with key {key.fingerprint_text}" if key is not None else "plain"
+    return (
+        f"generation {base.number} of volume {base.volume!r} is {was}, this one {now}: their block digests cannot "
+        "be compared, so this generation is written full (every block stored)"
+    )

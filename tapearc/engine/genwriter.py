@@ -16,6 +16,7 @@ from tapearc import format as fmt
 from tapearc import interrupts, settings
 from tapearc.catalog.db import Catalog
 from tapearc.engine.backup_result import BackupResult
+from tapearc.engine.encryption import ChunkSealer
 from tapearc.engine.genplan import HEADER_RESERVE
 from tapearc.engine.labeling import label_next_medium
 from tapearc.engine.layout import write_item, write_stream
@@ -60,16 +61,23 @@ class GenerationWriter:
         clock: Callable[[], float] = time.time,
         seal: SealFn = identity_seal,
         workers: int | None = None,
+        key_record: fmt.WrappedKey | None = None,
+        digest_alg: int = fmt.DIGEST_BLAKE3_128,
     ) -> None:
         """``seal``: the seal hook (engine.packers.SealFn) every chunk's inner payload goes
-        through; ``workers``: packing threads (default: one per CPU, at most 4; none with
-        ``TAPEARC_PIPELINE=0``: each chunk is packed in the caller's thread)."""
+        through (engine.encryption.ChunkSealer for an encrypted generation); ``workers``:
+        packing threads (default: one per CPU, at most 4; none with ``TAPEARC_PIPELINE=0``: each
+        chunk is packed in the caller's thread); ``key_record``: the set's key record, written
+        after the label of each next medium (encrypted); ``digest_alg``: the trailers' digest
+        algorithm (2: keyed, encrypted)."""
         self.genhdr = genhdr
+        self.seal = seal
+        self.key_record = key_record
+        self.digest_alg = digest_alg
         self.record_size = genhdr.record_size
         self.chunk_blocks = genhdr.chunk_blocks
         if workers is None:
             workers = worker_count() if settings.pipeline() else 0
-        self.seal = seal
         self.packers = Packers(
             compress=genhdr.compression == fmt.Compression.ZSTD,
             seal=seal,
@@ -141,6 +149,7 @@ class GenerationWriter:
                 volume_size=hdr.volume_size,
                 block_size=hdr.block_size,
                 store=SpoolStore,  # past 8 MiB in a temporary file: memory does not grow with the volume
+                digest_alg=self.digest_alg,
             ),
             hdr,
         )
@@ -220,7 +229,8 @@ class GenerationWriter:
     def _verify_part(self, p: _Part) -> None:
         """Read the part's tape file back (every CRC and digest) before going on."""
         p.drive.locate(p.logical)
-        rep, _ = verify_tape_file(p.drive, p.label)
+        key = self.seal.key if isinstance(self.seal, ChunkSealer) else None  # encrypted: tags and keyed digests
+        rep, _ = verify_tape_file(p.drive, p.label, key=key)
         self.result.verified.append(
             {"sequence": p.label.sequence, "tape_file": p.tape_file, "ok": rep.ok, "chunks": rep.chunks_ok}
         )
@@ -244,7 +254,7 @@ class GenerationWriter:
             return False
         self.close_part(complete=False, continues=True)
         self.pending_span = False
-        drive, label = label_next_medium(self.media, self.catalog, p.label, self.clock)
+        drive, label = label_next_medium(self.media, self.catalog, p.label, self.clock, self.key_record)
         if self.open_part(drive, label, p.number + 1) is WriteStatus.EARLY_WARNING:
             self.pending_span = True
         if pending is not None:

@@ -71,19 +71,27 @@ def label_medium(
     return label
 
 
-def write_label(drive: TapeDrive, label: fmt.Label) -> None:
-    """Write ``label`` at the start of the medium, then its filemark: the one place a label is
-    written (``label_medium``, a backup's first medium, the next medium of a spanning backup)."""
+def write_label(drive: TapeDrive, label: fmt.Label, key_record: fmt.WrappedKey | None = None) -> None:
+    """Write ``label`` at the start of the medium, then (a medium of an encrypted media set) the
+    set's ``key_record``, then the filemark: the one place a label is written (``label_medium``,
+    a backup's first medium, the next medium of a spanning backup)."""
     drive.rewind()
     drive.write_record(fmt.encode_label(label))
+    if key_record is not None:
+        drive.write_record(fmt.encode_key_record(key_record))
     drive.write_filemark()
 
 
 def label_next_medium(
-    media: MediaSource, catalog: Catalog, current: fmt.Label, clock: Callable[[], float] = time.time
+    media: MediaSource,
+    catalog: Catalog,
+    current: fmt.Label,
+    clock: Callable[[], float] = time.time,
+    key_record: fmt.WrappedKey | None = None,
 ) -> tuple[TapeDrive, fmt.Label]:
-    """Load a blank medium for the sequence after ``current`` in its media set, label it and
-    record it in the catalog (a backup spanning media)."""
+    """Load a blank medium for the sequence after ``current`` in its media set, label it (with
+    the set's ``key_record`` after the label: an encrypted set) and record it in the catalog (a
+    backup spanning media)."""
     media.release()
     drive = media.blank_for(current.media_set_uuid, current.sequence + 1)
     if not drive.writable:
@@ -96,7 +104,7 @@ def label_next_medium(
         created=int(clock()),
         text=media.loaded_barcode() or "",
     )
-    write_label(drive, label)
+    write_label(drive, label, key_record)
     catalog.record_medium(label, drive.name)
     return drive, label
 

@@ -116,7 +116,7 @@ def seal_chunk(job: ChunkJob, gen: fmt.GenerationHeader, seal: SealFn) -> None:
         job.buf[HEADER_RESERVE - len(hb) : HEADER_RESERVE] = hb
         job.item = memoryview(job.buf)[HEADER_RESERVE - len(hb) : HEADER_RESERVE + job.plen]
     else:
-        job.item = hb + bytes(stored)
+        job.item = hb + stored  # one copy (bytes + any buffer: no bytes() of the payload first)
     job.header = header
     job.gen = gen
 

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import BinaryIO, Protocol, cast
@@ -43,6 +43,8 @@ from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, GenerationRow
 from tapearc.catalog.states import GenerationState
 from tapearc.catalog.views import generation_at
+from tapearc.crypto.keys import Key
+from tapearc.engine.encryption import ChunkOpener, need_keys
 from tapearc.engine.identity import refuse_same_restore_target
 from tapearc.engine.layout import MAGIC_CHUNK, read_item
 from tapearc.engine.manifest import MappedDigests
@@ -102,6 +104,7 @@ class RestoreOptions:
     assume_generation: int | None = None  # the target holds this generation already
     fallback_older: bool = False  # use older versions of blocks whose chunk is damaged
     partial: bool = False  # a medium that never arrives: finish anyway, its blocks read as zeros
+    key: Key | None = None  # --key: the data key of encrypted generations
 
 
 @dataclass(slots=True)
@@ -646,28 +649,39 @@ def _next_data(fd: int, off: int, length: int) -> int:
         return length if e.errno == errno.ENXIO else off
 
 
-def _window_digests(buf: bytearray, block_size: int, count: int, length: int) -> bytearray:
-    """BLAKE3-128 of each of ``count`` blocks in ``buf`` (``length`` bytes), zero blocks zeros."""
+def _window_digests(
+    buf: bytearray, block_size: int, count: int, length: int, digest: fmt.DigestFunction = fmt.block_digest
+) -> bytearray:
+    """BLAKE3-128 (``digest``: keyed for encrypted generations) of each of ``count`` blocks in
+    ``buf`` (``length`` bytes), zero blocks zeros."""
     out = bytearray(count * DIGEST_LEN)
     view = memoryview(buf)
     for k in range(count):
         o = k * block_size
         n = min(block_size, length - o)
         if not fmt.is_zero(buf, o, n):
-            out[k * DIGEST_LEN : (k + 1) * DIGEST_LEN] = fmt.block_digest(view[o : o + n])
+            out[k * DIGEST_LEN : (k + 1) * DIGEST_LEN] = digest(view[o : o + n])
     return out
 
 
-def _tail_digest(buf: bytearray, b: int, block_size: int, vend: int) -> bytes:
+def _tail_digest(
+    buf: bytearray, b: int, block_size: int, vend: int, digest: fmt.DigestFunction = fmt.block_digest
+) -> bytes:
     """The digest of a volume's last, partial block (ending at byte ``vend``) in the window that
     starts at block ``b``: on a target larger than the volume the window read bytes past it."""
     o = (vend // block_size - b) * block_size
     n = vend % block_size
-    return fmt.ZERO_DIGEST if fmt.is_zero(buf, o, n) else fmt.block_digest(memoryview(buf)[o : o + n])
+    return fmt.ZERO_DIGEST if fmt.is_zero(buf, o, n) else digest(memoryview(buf)[o : o + n])
 
 
 def _window_matches(
-    g: GenerationRow, m: MappedDigests, b: int, n: int, buf: bytearray | None, tdig: bytearray | None
+    g: GenerationRow,
+    m: MappedDigests,
+    b: int,
+    n: int,
+    buf: bytearray | None,
+    tdig: bytearray | None,
+    digest: fmt.DigestFunction = fmt.block_digest,
 ) -> bool:
     """Whether the window (``n`` blocks from block ``b``) holds what generation ``g`` has there."""
     k = max(0, min(n, m.nblocks - b))  # the window's blocks inside this generation
@@ -680,12 +694,16 @@ def _window_matches(
     if not partial:
         return m.digests(b, k) == tdig[: k * DIGEST_LEN]
     whole = k - 1
-    tail = bytearray(_tail_digest(buf, b, bs, g.volume_size))
+    tail = bytearray(_tail_digest(buf, b, bs, g.volume_size, digest))
     return m.digests(b, whole) == tdig[: whole * DIGEST_LEN] and m.digests(b + whole, 1) == tail
 
 
 def _still_matching(
-    reader: TargetReader, block_size: int, length: int, cands: list[tuple[GenerationRow, MappedDigests]]
+    reader: TargetReader,
+    block_size: int,
+    length: int,
+    cands: list[tuple[GenerationRow, MappedDigests]],
+    digest: fmt.DigestFunction = fmt.block_digest,
 ) -> list[GenerationRow]:
     """The candidate generations whose block digests equal the target's, block for block, read
     in one pass over the target that stops as soon as none is left."""
@@ -695,8 +713,8 @@ def _still_matching(
     for b, n, buf in _target_windows(reader, block_size, length, nblocks):
         tdig: bytearray | None = None
         if buf is not None:
-            tdig = _window_digests(buf, block_size, n, min(n * block_size, length - b * block_size))
-        alive = [(g, m) for g, m in alive if _window_matches(g, m, b, n, buf, tdig)]
+            tdig = _window_digests(buf, block_size, n, min(n * block_size, length - b * block_size), digest)
+        alive = [(g, m) for g, m in alive if _window_matches(g, m, b, n, buf, tdig, digest)]
         if not alive:
             break
     return [g for g, _ in alive]
@@ -709,15 +727,21 @@ def detect_generation(
     size: int,
     is_device: bool,
     prefer: int | None = None,
+    key: Key | None = None,
 ) -> int | None:
     """Which complete generation of the volume the target (a path, or a TargetReader such as an
     NBD export) holds, if any: ``prefer`` (the one being restored) first, then the others newest
     first, older or newer than it. The target is read once per block size, window by window,
     against every candidate at once; memory is the candidates' chain maps (runs) and a window,
-    never a digest per target block."""
+    never a digest per target block. Encrypted generations' digests are keyed: compared only
+    with ``key`` (the candidates are the generations of one kind: ``key``'s, or plain)."""
     order: list[tuple[GenerationRow, MappedDigests]] = []
+    if not any(g.encrypted for g in gens):
+        key = None  # a plain volume: a key given changes nothing
+    fp = key.fingerprint if key is not None else None
+    digest = fmt.digest_function(key.digest_key() if key is not None else None)
     for g in sorted(gens, key=lambda g: (g.number != prefer, -g.number)):
-        if g.state != GenerationState.COMPLETE:
+        if g.state != GenerationState.COMPLETE or g.key_fingerprint != fp:
             continue
         if (not is_device and size != g.volume_size) or (is_device and size < g.volume_size):
             continue
@@ -734,7 +758,7 @@ def detect_generation(
         for bs in dict.fromkeys(g.block_size for g, _ in order):
             same = [(g, m) for g, m in order if g.block_size == bs]
             length = size if is_device else same[0][0].volume_size  # a file's size is every candidate's
-            matched.update(g.number for g in _still_matching(reader, bs, length, same))
+            matched.update(g.number for g in _still_matching(reader, bs, length, same, digest))
     finally:
         if isinstance(reader, FileReader) and reader is not target:
             reader.close()
@@ -818,6 +842,10 @@ def _restore(
     label, chain, plan = prepare_plan(media, catalog, options)
     drive = media.current()
     last = chain[-1]
+    try:  # before the target is looked at: no key, or the wrong one, writes nothing
+        need_keys(chain, options.key)
+    except TapearcError as e:
+        raise e.at(medium=drive.name) from None
     target = _inspect_target(catalog, label, last, target_path, options)
     try:
         if target.have is not None or target.is_device:  # only what differs, or zeros written too
@@ -880,7 +908,7 @@ def _inspect_target(
             have = options.assume_generation
         else:
             gens = catalog.generations(label.media_set_uuid, last.volume)
-            have = detect_generation(catalog, gens, target_path, tsize, is_device, prefer=last.number)
+            have = detect_generation(catalog, gens, target_path, tsize, is_device, prefer=last.number, key=options.key)
             if have is None and not options.force:
                 raise _not_ours(target_path, last.volume)
     if have is not None:
@@ -905,7 +933,7 @@ def _inspect_nbd_target(
         have = options.assume_generation
         if have is None:
             gens = catalog.generations(label.media_set_uuid, last.volume)
-            have = detect_generation(catalog, gens, t, t.size, True, prefer=last.number)
+            have = detect_generation(catalog, gens, t, t.size, True, prefer=last.number, key=options.key)
             if have is None and not options.force:
                 raise _not_ours(uri, last.volume)
     except BaseException:
@@ -962,6 +990,7 @@ def _write_plan(
             chain=chain,
             fallback_older=options.fallback_older,
             partial=options.partial,
+            opener=ChunkOpener(options.key, catalog),
         )
         sink.commit()
     except MediaMissingError as e:
@@ -1014,20 +1043,25 @@ def execute_plan(
     chain: list[GenerationRow] | None = None,
     fallback_older: bool = False,
     partial: bool = False,
+    opener: ChunkOpener | None = None,
 ) -> None:
     """Read the planned chunks in plan order, medium after medium, and write their needed blocks
     to the sink. A chunk that cannot be read or is damaged does not stop the restore: its blocks
     are recorded as lost (``result.lost``); with ``fallback_older`` their newest older versions
     are read in a second pass, and what is still lost stays lost (zeros in the target). A medium
     that cannot be had stops the restore (MediaMissingError) unless ``partial``: then its blocks
-    are lost too and the medium is listed in ``result.missing_media``."""
-    damaged = _read_all(media, catalog, plan, plan.reads, sink, result, progress, partial)
+    are lost too and the medium is listed in ``result.missing_media``. ``opener`` opens the
+    chunks (engine.encryption.ChunkOpener: the key of encrypted generations)."""
+    opener = opener or ChunkOpener(None, catalog)
+    damaged = _read_all(media, catalog, plan, plan.reads, sink, result, progress, partial, opener)
     _zero_runs(plan, sink, result, plan.zero_runs)
     if not damaged:
         return
     lost = _merge_runs([r for pr, _ in damaged for r in pr.runs])
     if fallback_older and chain is not None:
-        lost, still = _read_older_versions(media, catalog, plan, chain, sink, result, progress, partial, damaged, lost)
+        lost, still = _read_older_versions(
+            media, catalog, plan, chain, sink, result, progress, partial, damaged, lost, opener
+        )
         damaged = damaged + still
     _report_damage(plan, sink, result, damaged, lost)
 
@@ -1052,11 +1086,12 @@ def _read_older_versions(
     partial: bool,
     damaged: list[tuple[PlannedRead, str]],
     lost: list[tuple[int, int]],
+    opener: ChunkOpener,
 ) -> tuple[list[tuple[int, int]], list[tuple[PlannedRead, str]]]:
     """``--fallback-older``: read the newest older versions of the ``lost`` blocks. Returns the
     blocks still lost and the reads of the second pass that failed too."""
     reads, zero, none = fallback_reads(catalog, chain, lost, {pr.chunk.id for pr, _ in damaged})
-    still = _read_all(media, catalog, plan, reads, sink, result, progress, partial)
+    still = _read_all(media, catalog, plan, reads, sink, result, progress, partial, opener)
     _zero_runs(plan, sink, result, zero)  # the older version of these blocks is zero
     result.fallback = [
         {"blocks": [a, a + n - 1], "from_generation": pr.chunk.generation}
@@ -1116,6 +1151,7 @@ def _read_all(
     result: RestoreResult,
     progress: Progress,
     partial: bool = False,
+    opener: ChunkOpener | None = None,
 ) -> list[tuple[PlannedRead, str]]:
     """Read ``reads`` in order; returns the ones that failed, with the reason. A medium that
     cannot be had: MediaMissingError, or with ``partial`` its reads fail too."""
@@ -1123,7 +1159,7 @@ def _read_all(
     drive: TapeDrive | None = None
     barcodes = {m.uuid: m.label for m in catalog.media_of_set(plan.set_uuid)}
     unavailable: dict[uuid.UUID, str] = {}
-    feed = _ChunkFeed(plan, sink, result, progress)
+    feed = _ChunkFeed(plan, sink, result, progress, opener or ChunkOpener(None, catalog))
     try:
         for pr in reads:
             c = pr.chunk
@@ -1164,8 +1200,9 @@ class _ChunkFeed:
     most 2N in flight; none with TAPEARC_PIPELINE=0) and written to the sink in read order; the
     damaged ones listed in that order too (``damaged``)."""
 
-    def __init__(self, plan: Plan, sink: Sink, result: RestoreResult, progress: Progress) -> None:
+    def __init__(self, plan: Plan, sink: Sink, result: RestoreResult, progress: Progress, opener: ChunkOpener) -> None:
         self.plan, self.sink, self.result, self.progress = plan, sink, result, progress
+        self.opener = opener  # opens encrypted chunks (engine.encryption)
         self.damaged: list[tuple[PlannedRead, str]] = []
         self.pool = Ordered(workers=worker_count() if pipeline_enabled() else 0)
         self.outs = OutBuffers()  # decompressed payloads, buffers reused once written
@@ -1175,12 +1212,13 @@ class _ChunkFeed:
         the decoders; write the chunks decoded by now."""
         try:
             data = _read_chunk_item(drive, pr)
+            opened = self.opener.for_chunk(pr.chunk)  # None: a plain generation's chunk
         except TapearcError as e:
             self.failed(pr, str(e))
             return
         c = pr.chunk
         out = self.outs.get(c.raw_len) if c.flags & fmt.CHUNK_FLAG_ZSTD and 0 < c.raw_len <= MAX_REUSED else None
-        self.pool.submit(pr, _decode_chunk, data, pr, drive.name, out)
+        self.pool.submit(pr, _decode_chunk, data, pr, drive.name, out, opened)
         while self.pool.full() or self.pool.ready():
             self._land()
 
@@ -1236,10 +1274,15 @@ def _span_of(pr: PlannedRead) -> tuple[int, int]:
 
 
 def _decode_chunk(
-    data: bytes | memoryview, pr: PlannedRead, medium: str, out: bytearray | None = None
+    data: bytes | memoryview,
+    pr: PlannedRead,
+    medium: str,
+    out: bytearray | None = None,
+    opened: Callable[[fmt.ChunkHeader, bytes | bytearray | memoryview], bytes | bytearray | memoryview] | None = None,
 ) -> tuple[fmt.ChunkHeader, memoryview]:
     """Check and unpack a chunk read (in a decoding worker; a zstd payload into ``out`` when
-    given); TapearcError when damaged."""
+    given; an encrypted one opened and unpacked by ``opened``, ChunkOpener.for_chunk);
+    TapearcError when damaged (a tag that does not match: ChunkAuthError)."""
     c = pr.chunk
     try:
         hdr, payload = fmt.decode_chunk(data)
@@ -1249,6 +1292,8 @@ def _decode_chunk(
                 f"records (generation {c.generation} chunk {c.seq})",
                 hint="the catalog is stale: run tapearc scan on this medium",
             )
+        if opened is not None:
+            return hdr, memoryview(opened(hdr, payload))
         return hdr, memoryview(unpack_into(hdr, payload, out))
     except TapearcError as e:
         e.at(medium=medium, tape_file=c.tape_file, record=c.record, blocks=_span_of(pr))

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tapearc.catalog.db import SCHEMA_VERSION
+
 KiB = 1024
 DATA = Path(__file__).parent / "data" / "old-v1"
 
@@ -272,7 +274,7 @@ def test_old_catalog_and_media_are_migrated(tmp_path: Path) -> None:
     plan = ok(tapearc("plan", "--media", spec, "--catalog", str(cat), "--json"))
     assert (plan["volume"], plan["chain"], plan["source_path"]) == ("root", [1, 2], None)
     db = sqlite3.connect(cat)
-    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
     db.close()
     for table, rows in old_rows.items():  # every old row kept, with its old columns unchanged
         if table == "media":  # but for the hint of how the medium was last named (--media)
