@@ -207,7 +207,7 @@ CatalogOpt = Annotated[
 ]
 
 
-# ---------------------------------------------------------------- keys (docs/keys.md)
+# ---------------------------------------------------------------- keys (docs/encryption.md)
 
 KeyOpt = Annotated[
     Path | None,

@@ -1,4 +1,4 @@
-"""``tapearc key``: data keys as users handle them (docs/keys.md).
+"""``tapearc key``: data keys as users handle them (docs/encryption.md).
 
 ``create`` a key file, ``show`` it, change its passphrase (``passwd``), print it as a
 ``paper`` key, type a paper key back in (``import``), and ``recover`` a key file from the key

@@ -1,6 +1,6 @@
 """Encrypted backups and their restore: the key of a backup (``backup --encrypt``), the seal
 every chunk of an encrypted generation goes through, the one-key-per-media-set rule, and the
-opener a restore decodes chunks with (``restore --key``). formats/SPEC.md section 15; docs/keys.md.
+opener a restore decodes chunks with (``restore --key``). formats/SPEC.md section 15; docs/encryption.md.
 
 A media set has one key, or none: its media all carry the set's key record (tape file 0, after
 the label) and every generation in it is encrypted with that key. A backup decides, before it
