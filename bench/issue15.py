@@ -1,5 +1,5 @@
-"""Benchmark section issue15: parallel packing of chunk payloads (compression now, encryption
-later) on the backup side and parallel decoding on the restore side.
+"""Benchmark section issue15: encryption, and the parallel packing of chunk payloads (compression,
+encryption) on the backup side and parallel decoding on the restore side.
 
 A full backup of the "mixed" volume of section issue8 (1/3 random, 1/3 zero, 1/3 compressible)
 to a fresh sim: medium with ``--compress zstd`` and with ``--compress none``, and a restore of
@@ -7,6 +7,9 @@ each, the volume (before a backup) and the medium (before a restore) evicted fro
 so they are read from disk. Variants, run alternately in each run:
 
 - ``new``: this tree as it is (packing workers, read-ahead);
+- ``enc``: the same, encrypted (``backup --encrypt KEY``, ``restore --key KEY``, a key made with
+  ``key create`` and a passphrase file), and for ``new`` and ``enc`` with zstd an incremental of
+  the volume with 1% of its blocks changed; issue 15's targets are judged on these medians;
 - ``serial``: this tree with ``TAPEARC_PIPELINE=0`` (everything in one thread);
 - ``old``: another tree of tapearc (``--issue15-baseline DIR``, e.g. an export of an older commit:
   ``git archive COMMIT tapearc | tar -x -C DIR``), run with ``PYTHONPATH=DIR``.
@@ -32,6 +35,7 @@ COMPRESS = ("zstd", "none")
 
 class Section15:
     def __init__(self, work: Path, size: int, variants: list[tuple[str, dict]], check: bool) -> None:
+        self.changed: Path | None = None  # the mixed volume with 1% of its blocks changed
         self.work = work
         self.size = size
         self.variants = variants
@@ -49,18 +53,71 @@ class Section15:
         for p in (medium, cat, target):
             clean(p)
         env = dict(os.environ, TAPEARC_CATALOG=str(cat), **extra_env)
+        backup_args, restore_args = self.key_args(name)
         evict([mixed])
         cmd = [*TAPEARC, "backup", str(mixed), "--media", f"sim:{medium}", "--compress", comp, "--volume", "mixed"]
-        self.add(f"{name} {comp}: full backup", run_timed(cmd, env))
+        self.add(f"{name} {comp}: full backup", run_timed([*cmd, *backup_args], env))
         evict([medium])
-        self.add(
-            f"{name} {comp}: restore",
-            run_timed([*TAPEARC, "restore", "--media", f"sim:{medium}", "--to", str(target)], env),
-        )
+        restore = [*TAPEARC, "restore", "--media", f"sim:{medium}", "--to", str(target), *restore_args]
+        self.add(f"{name} {comp}: restore", run_timed(restore, env))
         if self.check and subprocess.run(["cmp", "-s", str(mixed), str(target)]).returncode != 0:
             raise RuntimeError(f"{name} {comp}: restored image differs from the volume")
+        clean(target)
+        if self.changed is not None and comp == "zstd" and name in ("new", "enc"):
+            evict([self.changed, medium, cat])
+            cmd = [*TAPEARC, "backup", str(self.changed), "--media", f"sim:{medium}", "--compress", comp]
+            self.add(f"{name} {comp}: incremental 1%", run_timed([*cmd, "--volume", "mixed", *backup_args], env))
         for p in (medium, cat, target):
             clean(p)
+
+    def key_args(self, name: str) -> tuple[list[str], list[str]]:
+        """The encrypted variant's options: a key made once (key create) with a passphrase file."""
+        if name != "enc":
+            return [], []
+        key, pw = self.work / "i15.key", self.work / "i15.pass"
+        if not key.exists():
+            pw.write_text("benchmark passphrase\n")
+            run_timed([*TAPEARC, "key", "create", str(key), "--passphrase-file", str(pw)])
+        return ["--encrypt", str(key), "--passphrase-file", str(pw)], ["--key", str(key), "--passphrase-file", str(pw)]
+
+    def med(self, op: str, key: str = "wall") -> float | None:
+        xs = [m[key] for m in self.samples.get(op, [])]
+        return statistics.median(xs) if xs else None
+
+    def targets(self) -> list[dict]:
+        """Issue 15's targets, from the medians of this run."""
+        out: list[dict] = []
+
+        def put(name: str, ok: bool | None, detail: str) -> None:
+            res = "SKIP" if ok is None else ("PASS" if ok else "FAIL")
+            out.append({"section": "issue15", "target": name, "result": res, "detail": detail})
+
+        mb = self.size / 1e6
+        enc, none, rest = (
+            self.med("enc zstd: full backup"),
+            self.med("new none: full backup"),
+            self.med("enc zstd: restore"),
+        )
+        ei, pi = self.med("enc zstd: incremental 1%"), self.med("new zstd: incremental 1%")
+        if enc is None or none is None or rest is None:
+            put("encrypted+zstd full backup >= 400 MB/s", None, "not measured")
+            return out
+        put("encrypted+zstd full backup >= 400 MB/s", mb / enc >= 400, f"{mb / enc:.0f} MB/s ({enc:.2f} s)")
+        put(
+            "encrypted+zstd full >= 0.8x plain uncompressed full",
+            none / enc >= 0.8,
+            f"{mb / enc:.0f} vs {mb / none:.0f} MB/s: {none / enc:.2f}x (need >= 0.8x)",
+        )
+        put(
+            "restore of the encrypted+zstd backup >= 400 MB/s", mb / rest >= 400, f"{mb / rest:.0f} MB/s ({rest:.2f} s)"
+        )
+        if ei is not None and pi is not None:
+            put(
+                "encrypted incremental 1% <= 1.2x the plain one",
+                ei / pi <= 1.2,
+                f"{ei:.2f} s vs {pi:.2f} s: {ei / pi:.2f}x (need <= 1.2x)",
+            )
+        return out
 
     def run(self, mixed: Path, runs: int) -> None:
         for r in range(runs):
@@ -90,7 +147,7 @@ class Section15:
 
 
 def variants(baseline: str | None, serial: bool = True) -> list[tuple[str, dict]]:
-    out: list[tuple[str, dict]] = [("new", {})]
+    out: list[tuple[str, dict]] = [("new", {}), ("enc", {})]  # enc: --encrypt / --key
     if serial:
         out.append(("serial", {"TAPEARC_PIPELINE": "0"}))
     if baseline:
@@ -102,13 +159,15 @@ def variants(baseline: str | None, serial: bool = True) -> list[tuple[str, dict]
 
 
 def run_section(args: argparse.Namespace, work: Path, size: int) -> Section15:
-    from run import make_mixed  # the issue-8 generator (bench/run.py)
+    from run import make_changed, make_mixed  # the issue-8 generators (bench/run.py)
 
     mixed = work / "mixed.img"
     if not mixed.exists() or mixed.stat().st_size != size:
         log(f"issue15: making the mixed volume ({size} bytes)")
         in_child(make_mixed, mixed, size)
     s = Section15(work, size, variants(args.issue15_baseline, not args.issue15_no_serial), args.check_restore)
+    s.changed = work / "i15-mixed-1pct.img"
+    in_child(make_changed, mixed, s.changed)
     s.run(mixed, args.runs)
     return s
 

@@ -478,7 +478,7 @@ def parse_args() -> argparse.Namespace:
         "--sections",
         default="issue8,issue14",
         help="sections to run, comma-separated: issue8 (throughput against dd, partclone, xxh128sum), "
-        "issue14 (sparse and NBD volumes), issue15 (parallel packing; default issue8,issue14)",
+        "issue14 (sparse and NBD volumes), issue15 (encryption and parallel packing; default issue8,issue14)",
     )
     ap.add_argument("--size", default="2G", help="issue8: size of the mixed volumes and ext4 image (default 2G)")
     ap.add_argument("--runs", type=int, default=3, help="runs per operation (default 3)")
@@ -664,7 +664,7 @@ def main() -> int:
             from issue15 import run_section as run_section15
 
             s15 = run_section15(args, work, size)
-        tg = (res8["targets"] if res8 else []) + (s14.targets() if s14 else [])
+        tg = (res8["targets"] if res8 else []) + (s14.targets() if s14 else []) + (s15.targets() if s15 else [])
         print(
             f"tapearc benchmark: sections {','.join(args.sections)}, {args.runs} runs; "
             f"host {platform.node()} ({os.cpu_count()} CPUs), python {platform.python_version()}"
@@ -675,7 +675,9 @@ def main() -> int:
         if s14:
             print_issue14(s14, args, sparse_size, sparse_data, nbd_size)
         if s15:
-            print(f"issue15: parallel packing, mixed volume {size} bytes, sim: medium, cold volume and medium")
+            print(
+                f"issue15: encryption, parallel packing, mixed volume {size} bytes, sim: medium, cold volume and medium"
+            )
             print(s15.table())
         print("targets:")
         for t_ in tg:
@@ -714,7 +716,7 @@ def main() -> int:
         elif not args.keep:
             for p in ("mixed.img", "mixed-1pct.img", "ext4.img"):
                 (work / p).unlink(missing_ok=True)
-            for p in work.glob("i14-*"):
+            for p in [*work.glob("i14-*"), *work.glob("i15-*")]:
                 clean(p)
 
 

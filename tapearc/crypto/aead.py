@@ -34,18 +34,21 @@ class ChunkCipher:
         self.fingerprint = key.fingerprint
         self._aead = AESGCM(key.chunk_key(run_uuid))
 
-    def seal(self, plaintext: bytes | bytearray | memoryview, aad: bytes, *, nonce: bytes | None = None) -> bytearray:
+    def seal(
+        self, plaintext: bytes | bytearray | memoryview, aad: bytes, *, nonce: bytes | None = None, headroom: int = 0
+    ) -> bytearray:
         """``nonce || ciphertext || tag``, built in place (``encrypt_into``: one buffer, no
         copy; 11 GB/s for 4 MiB here against 4 GB/s for ``nonce + encrypt(...)``). ``nonce``: a
         fixed nonce, for golden vectors and tests only (a writer never passes one: a nonce must
-        not repeat under one key)."""
+        not repeat under one key). ``headroom``: that many free bytes before the nonce (a chunk's
+        header goes there, so the item is written to the medium without another copy)."""
         if nonce is None:
             nonce = random_nonce(NONCE_LEN)
         elif len(nonce) != NONCE_LEN:
             raise ValueError(f"a nonce is {NONCE_LEN} bytes, not {len(nonce)}")
-        out = bytearray(NONCE_LEN + len(plaintext) + TAG_LEN)
-        out[:NONCE_LEN] = nonce
-        self._aead.encrypt_into(nonce, plaintext, aad, memoryview(out)[NONCE_LEN:])
+        out = bytearray(headroom + NONCE_LEN + len(plaintext) + TAG_LEN)
+        out[headroom : headroom + NONCE_LEN] = nonce
+        self._aead.encrypt_into(nonce, plaintext, aad, memoryview(out)[headroom + NONCE_LEN :])
         return out
 
     def open(self, stored: bytes | bytearray | memoryview, aad: bytes) -> bytearray:

@@ -77,8 +77,16 @@ class ChunkSealer:
             return c
 
     def __call__(self, gen: fmt.GenerationHeader, chunk: fmt.ChunkHeader, inner: Buf) -> tuple[Buf, int]:
+        return self.with_headroom(gen, chunk, inner, 0)
+
+    def with_headroom(
+        self, gen: fmt.GenerationHeader, chunk: fmt.ChunkHeader, inner: Buf, headroom: int
+    ) -> tuple[bytearray, int]:
+        """The sealed payload after ``headroom`` free bytes (the packers put the chunk's header
+        there: one buffer from the cipher to the medium, no copy)."""
         h = replace(chunk, flags=chunk.flags | fmt.CHUNK_FLAG_ENCRYPTED, stored_len=len(inner) + fmt.SEAL_OVERHEAD)
-        return fmt.seal_chunk_payload(gen, h, inner, self.cipher(gen.run_uuid)), fmt.CHUNK_FLAG_ENCRYPTED
+        sealed = fmt.seal_chunk_payload(gen, h, inner, self.cipher(gen.run_uuid), headroom=headroom)
+        return sealed, fmt.CHUNK_FLAG_ENCRYPTED
 
 
 def check_media_set_key(

@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
 
 import zstandard
 
@@ -49,6 +50,20 @@ Buf = bytes | bytearray | memoryview
 #: fmt.chunk_aad(gen, h))``, returning ``(stored, CHUNK_FLAG_ENCRYPTED)``. It runs in worker
 #: threads (it must be thread-safe) and again in the writer's thread after a part change.
 SealFn = Callable[[fmt.GenerationHeader, fmt.ChunkHeader, Buf], tuple[Buf, int]]
+
+
+@runtime_checkable
+class HeadroomSeal(Protocol):
+    """A seal hook that can also leave ``headroom`` free bytes before the stored payload it
+    returns (``with_headroom(gen, chunk, inner, headroom) -> (buffer, extra flag bits)``): the
+    chunk's header is written there and the buffer goes to the medium as the item, uncopied."""
+
+    def __call__(self, gen: fmt.GenerationHeader, chunk: fmt.ChunkHeader, inner: Buf) -> tuple[Buf, int]: ...
+
+    def with_headroom(
+        self, gen: fmt.GenerationHeader, chunk: fmt.ChunkHeader, inner: Buf, headroom: int
+    ) -> tuple[bytearray, int]: ...
+
 
 MAX_WORKERS = 4
 
@@ -109,6 +124,14 @@ def seal_chunk(job: ChunkJob, gen: fmt.GenerationHeader, seal: SealFn) -> None:
         payload_crc=0,
         runs=job.runs,
     )
+    if isinstance(seal, HeadroomSeal):  # sealed after room for the header: no copy of the payload
+        hlen = fmt.chunk_header_len(len(job.runs))
+        out, extra = seal.with_headroom(gen, base, inner, hlen)
+        sealed = memoryview(out)[hlen:]
+        header = replace(base, flags=base.flags | extra, stored_len=len(sealed), payload_crc=fmt.crc32c(sealed))
+        out[:hlen] = fmt.encode_chunk_header(header)
+        job.item, job.header, job.gen = out, header, gen
+        return
     stored, extra = seal(gen, base, inner)
     header = replace(base, flags=base.flags | extra, stored_len=len(stored), payload_crc=fmt.crc32c(stored))
     hb = fmt.encode_chunk_header(header)

@@ -149,9 +149,15 @@ def raw_payload(gen: GenerationHeader, header: ChunkHeader, payload: Buf, cipher
 
 
 def seal_chunk_payload(
-    gen: GenerationHeader, header: ChunkHeader, inner: Buf, cipher: ChunkCipher, *, nonce: bytes | None = None
+    gen: GenerationHeader,
+    header: ChunkHeader,
+    inner: Buf,
+    cipher: ChunkCipher,
+    *,
+    nonce: bytes | None = None,
+    headroom: int = 0,
 ) -> bytearray:
-    """The stored payload of an encrypted chunk: ``inner`` sealed with ``cipher`` under the
+    """The stored payload of an encrypted chunk (after ``headroom`` free bytes, for its header): ``inner`` sealed with ``cipher`` under the
     chunk's associated data. ``header`` is the chunk's final header (flag bit 1 set,
     ``stored_len = len(inner) + 28``); its ``payload_crc`` is not used (it is 0 in the
     associated data). ``nonce``: fixed, for golden vectors and tests only."""
@@ -163,7 +169,7 @@ def seal_chunk_payload(
         )
     _fingerprint(gen, name)
     check_key(gen, cipher.fingerprint, what=f"generation {gen.generation}")
-    return cipher.seal(inner, chunk_aad(gen, header), nonce=nonce)
+    return cipher.seal(inner, chunk_aad(gen, header), nonce=nonce, headroom=headroom)
 
 
 def seal_chunk(
