@@ -873,7 +873,7 @@ class Catalog:
         return dataclasses.replace(row, change=ChangeRecord(str(r[25]), bool(r[26]), r[27], r[28]))
 
     def generations(self, set_uuid: uuid.UUID, volume: str | None = None) -> list[GenerationRow]:
-        q = self._GEN_SELECT + " WHERE s.uuid = ?"
+        q = self._GEN_SELECT + " WHERE s.uuid = ? AND g.recycled IS NULL"  # recycled: gone from the media
         args: list[object] = [str(set_uuid)]
         if volume is not None:
             q += " AND v.name = ?"

@@ -90,6 +90,7 @@ class BackupOptions:
     # change tracking: --dirty-bitmap, --changed-blocks, --checkpoint, --verify-unchanged (docs/changes.md)
     changes: ChangeOptions = field(default_factory=ChangeOptions)
     encrypt: BackupKey | None = None  # --encrypt FILE: the key (loaded before the medium is touched)
+    pool: str | None = None  # --pool NAME: the medium is chosen from the library for this media pool
 
 
 def _check_options(options: BackupOptions) -> None:
@@ -326,6 +327,7 @@ def backup(
     with open_source(source) as src:
         tracker.fit(src.size)
         now = int(clock())
+        pool_id, pool_warnings = (None, []) if options.pool is None else _pool_medium(media, catalog, options, now)
         medium = _prepare(media, catalog, options, now)
         req = PlanRequest(
             source=source,
@@ -346,14 +348,16 @@ def backup(
         with plan:  # closes the base manifest's temporary file, whatever happens
             change = choose_change_map(catalog, plan, tracker)
             medium.open()
+            _join_pool(catalog, pool_id, medium.label.media_set_uuid)
             pos0 = medium.drive.position()
             result = _new_result(medium, plan, options, pos0.file)
-            result.warnings += change.warnings
+            result.warnings += pool_warnings + change.warnings
             result.change = change.record.to_json()
             writer = _writer(plan, result, catalog, media, options, clock)
             vu = options.changes.verify_unchanged
             run = _Run(src, source, plan, writer, medium, pos0, progress, change_map=change.map, verify_unchanged=vu)
             complete = run.write()
+            _join_pool(catalog, pool_id, medium.label.media_set_uuid)  # the media it spanned onto
             if complete and writer.gen_id:
                 catalog.record_change(writer.gen_id, change.record)
             result.seconds = time.monotonic() - started
@@ -362,6 +366,20 @@ def backup(
             if not complete:
                 raise run.not_complete()
             return result
+
+
+def _pool_medium(media: MediaSource, catalog: Catalog, options: BackupOptions, now: int) -> tuple[int, list[str]]:
+    from tapearc.engine.pools import load_for_pool
+
+    assert options.pool is not None
+    return load_for_pool(media, catalog, options.pool, options.full, now)
+
+
+def _join_pool(catalog: Catalog, pool_id: int | None, set_uuid: uuid.UUID) -> None:
+    if pool_id is not None:
+        from tapearc.catalog.pools import join_pool
+
+        join_pool(catalog, set_uuid, pool_id)
 
 
 def _writer(

@@ -11,8 +11,8 @@ Which generations are **kept** (per volume name, across the pool's media sets):
 - ``keep-days D``: every generation younger than D days;
 - ``keep-forever``: every generation;
 
-and always: the newest complete generation of each volume, every generation still being
-written, and the whole base chain of each kept generation (an incremental is useless without
+and always: the newest complete generation of each volume, the last generation (whatever its
+state) in the media set the volume was last written to (the next one's number follows it), every generation still being written, and the whole base chain of each kept generation (an incremental is useless without
 its bases).
 
 A medium is **recyclable** only when every generation with any part on it is not kept; a
@@ -96,6 +96,8 @@ def _own_keep(gens: Sequence[Gen], policy: Policy, now: int) -> set[int]:
         if done:
             kept.add(done[-1].key)  # the newest complete generation is never dropped
         kept.update(g.key for g in history if g.state == "writing")
+        current = history[-1].chain  # the media set the volume's next generation goes to
+        kept.add(max((g for g in history if g.chain == current), key=lambda g: g.number).key)
         if policy.retention == KEEP_DAYS:
             kept.update(g.key for g in history if g.created > now - policy.keep * DAY)
             continue

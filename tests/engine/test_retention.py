@@ -66,7 +66,9 @@ def reference_kept(gens: list[Gen], policy: Policy, now: int) -> set[int]:
         history = sorted((h for h in gens if h.volume == g.volume), key=lambda h: (h.created, h.chain, h.number))
         done = [h for h in history if h.state in ("complete", "complete-pending")]
         fulls = [h for h in done if h.base == 0]
-        always = policy.retention == KEEP_FOREVER or g.state == "writing" or (done and done[-1] is g)
+        current = history[-1].chain
+        last = g.chain == current and max(h.number for h in gens if h.chain == g.chain) == g.number
+        always = policy.retention == KEEP_FOREVER or g.state == "writing" or (done and done[-1] is g) or last
         young = policy.retention == KEEP_DAYS and g.created > now - policy.keep * DAY
         recent = policy.retention == KEEP_FULL and (
             len(fulls) <= policy.keep or history.index(g) >= history.index(fulls[-policy.keep])
