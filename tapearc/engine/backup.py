@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, path_text
@@ -49,6 +49,9 @@ from tapearc.sources.base import ChangeMap, Source
 from tapearc.sources.changes_trust import ChangeOptions, check_change_options, choose_change_map, open_tracker
 from tapearc.sources.file import SourceVolume
 from tapearc.sources.opener import open_source
+
+if TYPE_CHECKING:
+    from tapearc.engine.pools import PoolUse
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -327,7 +330,7 @@ def backup(
     with open_source(source) as src:
         tracker.fit(src.size)
         now = int(clock())
-        pool_id, pool_warnings = (None, []) if options.pool is None else _pool_medium(media, catalog, options, now)
+        pool = None if options.pool is None else _pool_medium(source, media, catalog, options, now)
         medium = _prepare(media, catalog, options, now)
         req = PlanRequest(
             source=source,
@@ -348,16 +351,16 @@ def backup(
         with plan:  # closes the base manifest's temporary file, whatever happens
             change = choose_change_map(catalog, plan, tracker)
             medium.open()
-            _join_pool(catalog, pool_id, medium.label.media_set_uuid)
+            _join_pool(catalog, pool, medium.label.media_set_uuid)
             pos0 = medium.drive.position()
             result = _new_result(medium, plan, options, pos0.file)
-            result.warnings += pool_warnings + change.warnings
+            result.warnings += (pool.warnings if pool else []) + change.warnings
             result.change = change.record.to_json()
             writer = _writer(plan, result, catalog, media, options, clock)
             vu = options.changes.verify_unchanged
             run = _Run(src, source, plan, writer, medium, pos0, progress, change_map=change.map, verify_unchanged=vu)
             complete = run.write()
-            _join_pool(catalog, pool_id, medium.label.media_set_uuid)  # the media it spanned onto
+            _join_pool(catalog, pool, medium.label.media_set_uuid, result)  # the media it spanned onto
             if complete and writer.gen_id:
                 catalog.record_change(writer.gen_id, change.record)
             result.seconds = time.monotonic() - started
@@ -368,18 +371,23 @@ def backup(
             return result
 
 
-def _pool_medium(media: MediaSource, catalog: Catalog, options: BackupOptions, now: int) -> tuple[int, list[str]]:
+def _pool_medium(source: str, media: MediaSource, catalog: Catalog, options: BackupOptions, now: int) -> PoolUse:
     from tapearc.engine.pools import load_for_pool
+    from tapearc.engine.volume import default_volume_name
 
     assert options.pool is not None
-    return load_for_pool(media, catalog, options.pool, options.full, now)
+    volume = options.volume_name or default_volume_name(source)
+    return load_for_pool(media, catalog, options.pool, volume, options.full, now, options.record_size)
 
 
-def _join_pool(catalog: Catalog, pool_id: int | None, set_uuid: uuid.UUID) -> None:
-    if pool_id is not None:
+def _join_pool(catalog: Catalog, pool: PoolUse | None, set_uuid: uuid.UUID, result: BackupResult | None = None) -> None:
+    """The set's media (a new one, those a backup spanned onto) join the backup's pool."""
+    if pool is not None:
         from tapearc.catalog.pools import join_pool
 
-        join_pool(catalog, set_uuid, pool_id)
+        join_pool(catalog, set_uuid, pool.pool_id)
+        if result is not None:
+            result.warnings += pool.spanning
 
 
 def _writer(

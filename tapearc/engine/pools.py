@@ -18,6 +18,7 @@ from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.retention import Gen, Policy, Verdict, check_policy, generation_ranges, media_verdicts
 from tapearc.engine.tapefiles import LabelProbe
 from tapearc.errors import PoolError, PoolNoMediumError
+from tapearc.media.base import TapeDrive
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,16 +141,17 @@ def _unusable(m: cp.PoolMedium, in_library: set[str]) -> str | None:
     return None
 
 
-def choose(
-    cat: Catalog, pool: cp.PoolRow, barcodes: list[str], full: bool, now: int, prefer_append: bool = True
-) -> Choice:
-    """The medium of the library (``barcodes``: those in its slots and drive) a backup into
-    ``pool`` writes to. Raises PoolNoMediumError naming why each medium was not usable."""
+def choose(cat: Catalog, pool: cp.PoolRow, barcodes: list[str], volume: str, full: bool, now: int) -> Choice:
+    """The medium of the library (``barcodes``: those in its slots and drive) a backup of
+    ``volume`` into ``pool`` writes to. With allocation new-set-per-full, a full backup of a
+    volume that has a generation in the current set starts a new set (the other volumes of a
+    job then join that set). Raises PoolNoMediumError naming why each medium was not usable."""
     in_library = set(barcodes)
     media = cp.media(cat, pool.name)
     why: list[str] = []
     cur = current_set(media)
-    if cur is not None and prefer_append and not (full and pool.allocation == "new-set-per-full"):
+    new_set = full and pool.allocation == "new-set-per-full" and cur is not None and bool(cat.generations(cur, volume))
+    if cur is not None and not new_set:
         last = max((m for m in media if m.set_uuid == cur), key=lambda m: m.sequence)
         bad = _unusable(last, in_library)
         if bad is None:
@@ -162,6 +164,14 @@ def choose(
     if blanks:
         return Choice("blank", sorted(blanks)[0])
     why.append("no blank medium in the library")
+    return recyclable(cat, pool, barcodes, now, why)
+
+
+def recyclable(cat: Catalog, pool: cp.PoolRow, barcodes: list[str], now: int, why: list[str]) -> Choice:
+    """The oldest recyclable medium of the pool in the library (PoolNoMediumError: none, with
+    ``why`` and why each medium is not)."""
+    in_library = set(barcodes)
+    media = cp.media(cat, pool.name)
     gens = cp.retention_rows(cat, pool.id)
     verdicts = media_verdicts([m.id for m in media], gens, pool.policy, now)
     candidates = []
@@ -202,26 +212,74 @@ def _library_barcodes(media: MediaSource) -> list[str]:
     return codes
 
 
-def load_for_pool(media: MediaSource, cat: Catalog, pool_name: str, full: bool, now: int) -> tuple[int, list[str]]:
-    """Put the medium a backup into the pool writes to into the drive (relabelling a recyclable
-    one into a new media set); returns the pool's id and the warnings (a recycled medium)."""
+@dataclass(slots=True)
+class PoolUse:
+    """A backup's use of its pool: the warnings of the media it recycled (at the start, and
+    while spanning: ``media.spare``)."""
+
+    pool_id: int
+    warnings: list[str] = field(default_factory=list)
+    spanning: list[str] = field(default_factory=list)
+
+
+def load_for_pool(
+    media: MediaSource,
+    cat: Catalog,
+    pool_name: str,
+    volume: str,
+    full: bool,
+    now: int,
+    record_size: int | None = None,
+) -> PoolUse:
+    """Put the medium a backup of ``volume`` into the pool writes to into the drive (relabelling
+    a recyclable one into a new media set), and let a spanning backup recycle the next one when
+    no blank is left."""
     pool = get_pool(cat, pool_name)
-    choice = choose(cat, pool, _library_barcodes(media), full, now)
+    use = PoolUse(pool.id)
+    media.spare = lambda: load_spare(media, cat, pool, now, use.spanning)
+    choice = choose(cat, pool, _library_barcodes(media), volume, full, now)
+    use.warnings = _load_choice(media, cat, pool, choice, now, record_size)
+    return use
+
+
+def load_spare(media: MediaSource, cat: Catalog, pool: cp.PoolRow, now: int, notes: list[str]) -> TapeDrive:
+    """The oldest recyclable medium of the pool in the library, loaded and marked recycled, for
+    the caller to label (a spanning backup's next medium)."""
+    try:
+        choice = recyclable(cat, pool, _library_barcodes(media), now, ["no blank medium in the library"])
+    except PoolNoMediumError as e:
+        raise PoolNoMediumError(
+            e.message.replace("has no medium to write to", "has no next medium for the spanning generation").replace(
+                "; nothing was written", ""
+            ),
+            hint=e.hint,
+        ) from None
+    m = choice.medium
+    assert m is not None
+    drive = media.medium(m.uuid, m.set_uuid, m.sequence, m.label or None)
+    cp.mark_recycled(cat, m.id, now)
+    notes.append(recycled_line(choice, now, pool.policy))
+    return drive
+
+
+def _load_choice(
+    media: MediaSource, cat: Catalog, pool: cp.PoolRow, choice: Choice, now: int, record_size: int | None
+) -> list[str]:
     if choice.kind == "blank":
 
         def blank(p: LabelProbe) -> bool | str:
             return True if p.blank else "a medium that is not blank"
 
         media.obtain(f"blank medium {choice.barcode} for pool {pool.name!r}", blank, [choice.barcode or ""])
-        return pool.id, []
+        return []
     m = choice.medium
     assert m is not None
     drive = media.medium(m.uuid, m.set_uuid, m.sequence, m.label or None)
     if choice.kind == "append":
-        return pool.id, []
+        return []
     cp.mark_recycled(cat, m.id, now)
-    label = new_label(min(DEFAULT_RECORD_SIZE, drive.max_record_size), now, m.label)
+    label = new_label(record_size or min(DEFAULT_RECORD_SIZE, drive.max_record_size), now, m.label)
     write_label(drive, label)
     cat.record_medium(label, drive.name)
     cp.carry_over(cat, m.id, label.medium_uuid, pool.id)
-    return pool.id, [recycled_line(choice, now, pool.policy)]
+    return [recycled_line(choice, now, pool.policy)]
