@@ -881,6 +881,16 @@ class Catalog:
         q += " ORDER BY v.name, g.number"
         return [self._gen(r) for r in self.db.execute(q, args)]
 
+    def last_number(self, set_uuid: uuid.UUID, volume: str) -> int:
+        """The highest generation number a volume of a set ever had, recycled ones included (a
+        new generation's number follows it: numbers are never reused)."""
+        r = self.db.execute(
+            """SELECT MAX(g.number) FROM generations g JOIN volumes v ON v.id = g.volume_id
+               JOIN media_sets s ON s.id = v.set_id WHERE s.uuid = ? AND v.name = ?""",
+            (str(set_uuid), volume),
+        ).fetchone()
+        return int(r[0] or 0)
+
     def generations_from_source(self, source_path: str) -> list[GenerationRow]:
         """Every generation, of any volume in any media set, read from ``source_path`` (as
         recorded, :func:`path_text`)."""

@@ -11,9 +11,11 @@ Which generations are **kept** (per volume name, across the pool's media sets):
 - ``keep-days D``: every generation younger than D days;
 - ``keep-forever``: every generation;
 
-and always: the newest complete generation of each volume, the last generation (whatever its
-state) in the media set the volume was last written to (the next one's number follows it), every generation still being written, and the whole base chain of each kept generation (an incremental is useless without
+and always: the newest complete generation of each volume, every generation still being written, and the whole base chain of each kept generation (an incremental is useless without
 its bases).
+
+An incremental whose base chain is broken (a base was recycled with a medium it had a part on)
+cannot be restored: it is kept only as a base of a kept generation (which cannot be).
 
 A medium is **recyclable** only when every generation with any part on it is not kept; a
 spanned generation lists every medium it has a part on, so a medium holding one part of a kept
@@ -22,6 +24,7 @@ generation (or of a base a kept generation needs) is never recyclable.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -66,7 +69,9 @@ class Gen:
 
     @property
     def name(self) -> str:
-        return f"volume {self.volume} generation {self.number}"
+        """``volume db generation 7 of 2026-12-21`` (a volume has a generation 7 in each of its
+        media sets: the local date tells them apart)."""
+        return f"volume {self.volume} generation {self.number} of {time.strftime('%Y-%m-%d', time.localtime(self.created))}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +87,30 @@ def _order(g: Gen) -> tuple[int, int, int]:
     return (g.created, g.chain, g.number)
 
 
+def orphans(gens: Sequence[Gen]) -> set[int]:
+    """Incrementals whose base chain is broken (a base recycled, or never known): they cannot be
+    restored, so nothing keeps them for their own sake."""
+    by_number = {(g.chain, g.number): g for g in gens}
+    out: set[int] = set()
+    for g in gens:
+        h: Gen | None = g
+        while h is not None and h.base:
+            h = by_number.get((h.chain, h.base))
+            if h is None or h.key in out:
+                out.add(g.key)
+                break
+    return out
+
+
 def _own_keep(gens: Sequence[Gen], policy: Policy, now: int) -> set[int]:
     """The generations kept for their own sake (before adding base chains)."""
     if policy.retention == KEEP_FOREVER:
         return {g.key for g in gens}
+    broken = orphans(gens)
     by_volume: dict[str, list[Gen]] = defaultdict(list)
     for g in gens:
-        by_volume[g.volume].append(g)
+        if g.key not in broken or g.state == "writing":
+            by_volume[g.volume].append(g)
     kept: set[int] = set()
     for history in by_volume.values():
         history.sort(key=_order)
@@ -96,8 +118,6 @@ def _own_keep(gens: Sequence[Gen], policy: Policy, now: int) -> set[int]:
         if done:
             kept.add(done[-1].key)  # the newest complete generation is never dropped
         kept.update(g.key for g in history if g.state == "writing")
-        current = history[-1].chain  # the media set the volume's next generation goes to
-        kept.add(max((g for g in history if g.chain == current), key=lambda g: g.number).key)
         if policy.retention == KEEP_DAYS:
             kept.update(g.key for g in history if g.created > now - policy.keep * DAY)
             continue
@@ -210,4 +230,5 @@ __all__ = [
     "generation_ranges",
     "kept_generations",
     "media_verdicts",
+    "orphans",
 ]

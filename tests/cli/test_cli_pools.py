@@ -51,7 +51,10 @@ def test_pool_commands_and_recycling(tmp_path: Path, lib: str) -> None:
         ("TAP003", "nightly", "library", False),
     ]
     assert [(g["volume"], g["generation"]) for g in media[0]["generations"]] == [("a.img", 1), ("a.img", 2)]
-    assert media[2]["expiry"] == "needed by volume a.img generation 1" and media[0]["bytes_used"] == 512 * 1024
+    assert (
+        media[2]["expiry"] == "needed by volume a.img generation 1 of 2026-12-04"
+        and media[0]["bytes_used"] == 512 * 1024
+    )
     assert ok("media", "move", "TAP001", "--location", "offsite").strip() == "TAP001: library -> offsite"
     p = tapearc("media", "move", "TAP009", "--location", "offsite")
     assert p.returncode == 37 and "TAP009" in p.stderr
@@ -61,7 +64,10 @@ def test_pool_commands_and_recycling(tmp_path: Path, lib: str) -> None:
     text = ok("pool", "show", "nightly", "--now", "2026-12-05 03:00")
     assert "pool nightly: keep the last 1 full generation of each volume, allocation new-set-per-full" in text
     assert "TAP001 (sequence 1, offsite): holds a.img generations 1-2; recyclable (expired)" in text
-    assert "TAP002 (sequence 1, library): holds a.img generation 1; needed by volume a.img generation 1" in text
+    assert (
+        "TAP002 (sequence 1, library): holds a.img generation 1; needed by volume a.img generation 1 of 2026-12-05"
+        in text
+    )
     shown = ok_json("pool", "show", "nightly", "--now", "2026-12-05 03:00")
     assert shown["pool"]["retention"] == "keep-full" and len(shown["media"]) == 3
     listed = ok_json("pool", "list", "--now", "2026-12-05 03:00")["pools"]
