@@ -215,11 +215,35 @@ def move(
         say(f"{r['medium']}: {r['from']} -> {r['location']}")
 
 
+def protect(
+    medium: Annotated[str, typer.Argument(help="The medium: its barcode or label (or UUID).", metavar="MEDIUM")],
+    off: Annotated[bool, typer.Option("--off", help="Make it writable again.")] = False,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Mark a medium write-protected (retired): never chosen for writing or recycling."""
+    from tapearc.catalog import pools as cp
+    from tapearc.engine import pools
+
+    def go() -> dict[str, object]:
+        with open_catalog(catalog) as cat:
+            m = pools.find_medium(cat, medium)
+            cp.set_write_protected(cat, m.id, not off)
+            return {"medium": m.name, "uuid": str(m.uuid), "write_protected": not off}
+
+    r = run(json_out, go)
+    if json_out:
+        emit_json(r)
+    else:
+        say(f"{r['medium']}: " + ("write-protected" if r["write_protected"] else "writable"))
+
+
 pool_app.command("create")(create)
 pool_app.command("list")(list_pools)
 pool_app.command("show")(show)
 media_app.command("list")(list_media)
 media_app.command("move")(move)
+media_app.command("protect")(protect)
 
 
 def register(app: typer.Typer) -> None:

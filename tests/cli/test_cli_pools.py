@@ -74,7 +74,7 @@ def test_pool_commands_and_recycling(tmp_path: Path, lib: str) -> None:
     assert [(p["name"], p["media"], p["recyclable"]) for p in listed] == [("nightly", 3, 2)]
     assert "nightly: keep the last 1 full generation" in ok("pool", "list")
 
-    # TAP001 is off-site, TAP002 holds the kept full: only TAP003 may be recycled; write-protect none
+    # TAP001 is off-site, TAP002 holds the kept full, TAP003 is elsewhere, then write-protected
     ok("media", "move", "TAP003", "--location", "shelf 4")
     p = tapearc("backup", src, "--media", lib, "--pool", "nightly", "--now", "2026-12-06 02:00", "--full")
     assert p.returncode == 36, p.stderr
@@ -82,6 +82,13 @@ def test_pool_commands_and_recycling(tmp_path: Path, lib: str) -> None:
     for why in ("TAP001: off-site", "TAP002: needed by volume a.img generation 1", "TAP003: at 'shelf 4'"):
         assert why in p.stderr
     assert "nothing was written" in p.stderr
+    ok("media", "move", "TAP003", "--location", "library")
+    assert ok("media", "protect", "TAP003").strip() == "TAP003: write-protected"
+    p = tapearc("backup", src, "--media", lib, "--pool", "nightly", "--now", "2026-12-06 02:00", "--full")
+    assert p.returncode == 36 and "TAP003: write-protected" in p.stderr
+    assert ok("media", "protect", "TAP003", "--off").strip() == "TAP003: writable"
+    out = ok("backup", src, "--media", lib, "--pool", "nightly", "--now", "2026-12-06 02:00", "--full")
+    assert "recycled TAP003" in out
     p = tapearc("backup", src, "--media", lib, "--pool", "nope")
     assert p.returncode == 37 and "no media pool named 'nope' (pools: nightly)" in p.stderr
 
