@@ -61,6 +61,8 @@ def test_pool_commands_and_recycling(tmp_path: Path, lib: str) -> None:
 
     out = ok("backup", src, "--media", lib, "--pool", "nightly", "--now", "2026-12-05 02:00", "--full")
     assert "tapearc: warning: recycled TAP002 (held volume a.img generation 1, expired by keep the last 1 full" in out
+    browsed = ok_json("catalog", "media")["media"]  # the recycled label is gone from the views
+    assert sorted(m["label"] for m in browsed) == ["TAP001", "TAP002", "TAP003"]
     text = ok("pool", "show", "nightly", "--now", "2026-12-05 03:00")
     assert "pool nightly: keep the last 1 full generation of each volume, allocation new-set-per-full" in text
     assert "TAP001 (sequence 1, offsite): holds a.img generations 1-2; recyclable (expired)" in text
