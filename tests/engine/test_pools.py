@@ -18,7 +18,7 @@ from tapearc.engine import pools
 from tapearc.engine.backup import BackupOptions, backup
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.restore import RestoreOptions, restore
-from tapearc.engine.retention import DAY, KEEP_FULL, Policy, kept_generations, media_verdicts
+from tapearc.engine.retention import DAY, KEEP_DAYS, KEEP_FULL, Policy, kept_generations, media_verdicts
 from tapearc.errors import PoolError, PoolNoMediumError
 
 KIB = 1024
@@ -133,3 +133,20 @@ def test_no_usable_medium_names_each(tmp_path: Path) -> None:
             pools.create(cat, "q", Policy(KEEP_FULL, 0), "continue", T0)
         with pytest.raises(PoolError):
             night(spec, cat, src, 3, full=True, pool="nope")
+
+
+def test_keep_days_recycles_once_the_days_are_past(tmp_path: Path) -> None:
+    spec = library(tmp_path, 2)
+    src = tmp_path / "a.img"
+    src.write_bytes(random.Random(1).randbytes(256 * KIB))
+    with Catalog() as cat:
+        pools.create(cat, "p", Policy(KEEP_DAYS, 3), "new-set-per-full", T0)
+        night(spec, cat, src, 0, full=True)  # TAP001
+        night(spec, cat, src, 1, full=True)  # TAP002: a new set
+        st = {s.medium.label: s for s in pools.statuses(cat, T0 + 2 * DAY)}
+        assert not st["TAP001"].verdict.recyclable and st["TAP001"].verdict.until == T0 + 3 * DAY  # type: ignore[union-attr]
+        with pytest.raises(PoolNoMediumError):  # day 2: TAP001 is 2 days old
+            night(spec, cat, src, 2, full=True)
+        assert night(spec, cat, src, 3, full=True)[0].startswith("recycled TAP001 (held volume a generation 1,")
+        st = {s.medium.label: s for s in pools.statuses(cat, T0 + 3 * DAY)}
+        assert st["TAP002"].verdict is not None and not st["TAP002"].verdict.recyclable  # 2 days old
