@@ -392,6 +392,26 @@ class JobPartialError(TapearcError):
     kind = "job-partial"
 
 
+class PoolNoMediumError(TapearcError):
+    """``backup --pool`` (or a job's ``pool``): no medium of the changer's library can be
+    written for the pool: the pool's current set has no room (or the allocation wants a new
+    set), there is no blank medium, and none of the pool's media is recyclable (each still holds
+    a needed generation), or is off-site or write-protected. The message names the pool and why
+    each medium was not usable. Nothing was written."""
+
+    exit_code = 36
+    kind = "pool-no-medium"
+
+
+class PoolError(TapearcError):
+    """A media pool command cannot be done: an unknown pool, a pool name that exists already, a
+    retention or allocation that is not usable, a medium (barcode or label) the catalog does not
+    know. Nothing was changed."""
+
+    exit_code = 37
+    kind = "pool"
+
+
 class _WithRanges(TapearcError):
     """An error whose JSON form also lists block ranges (``ranges``: list of dicts)."""
 

@@ -16,8 +16,10 @@ source of each generation (``source_path``, ``source_real``, ``source_dev``, ``s
 the volume's identity, formats/SPEC.md section 7.1); version 3 the change source it was read
 with (``change_source``, ``change_trusted``, ``change_since``, ``change_checkpoint``:
 docs/changes.md); version 4 the key fingerprint of encrypted media sets and generations
-(``key_fingerprint``, NULL for plain ones). A version-1, -2 or -3 catalog is migrated in place when it is opened (its rows
-are kept; the new columns are NULL, "not recorded").
+(``key_fingerprint``, NULL for plain ones); version 5 media pools (``pools``), each medium's
+pool, location, write protection and recycling, and the recycling of generations
+(tapearc/catalog/pools.py). A version-1 to -4 catalog is migrated in place when it is opened
+(its rows are kept; the new columns are NULL, "not recorded", or their defaults).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from tapearc.catalog.states import FINAL_KNOWN, GenerationState
 from tapearc.crypto.keys import fingerprint_text, parse_fingerprint
 from tapearc.errors import CatalogError, TapearcError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Columns added by schema version 2 (ALTER TABLE of a version-1 catalog).
 _V2_COLUMNS = (
@@ -65,6 +67,15 @@ _V4_COLUMNS = (
     ("generations", "key_fingerprint TEXT"),  # the key the generation is encrypted with (NULL: plain)
 )
 
+#: Columns added by schema version 5: media pools, locations, write protection and recycling.
+_V5_COLUMNS = (
+    ("media", "pool_id INTEGER REFERENCES pools(id)"),  # the pool the medium belongs to (NULL: none)
+    ("media", "location TEXT NOT NULL DEFAULT 'library'"),  # library | offsite | free text
+    ("media", "write_protected INTEGER NOT NULL DEFAULT 0"),  # 1: never chosen for writing
+    ("media", "recycled INTEGER"),  # when this label of the medium was recycled (relabelled); NULL: in use
+    ("generations", "recycled INTEGER"),  # when the medium holding a part of it was recycled; NULL: on media
+)
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS media_sets (
@@ -72,6 +83,14 @@ CREATE TABLE IF NOT EXISTS media_sets (
     uuid TEXT NOT NULL UNIQUE,
     first_seen INTEGER NOT NULL,
     key_fingerprint TEXT          -- the set's key (1a2b:3c4d:...; NULL: a plain set, or not known yet)
+);
+CREATE TABLE IF NOT EXISTS pools (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    retention TEXT NOT NULL,      -- 'keep-full' | 'keep-days' | 'keep-forever'
+    keep INTEGER NOT NULL,        -- N full generations, or D days (0 for keep-forever)
+    allocation TEXT NOT NULL,     -- 'continue' | 'new-set-per-full'
+    created INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS media (
     id INTEGER PRIMARY KEY,
@@ -81,7 +100,11 @@ CREATE TABLE IF NOT EXISTS media (
     label TEXT NOT NULL,
     record_size INTEGER NOT NULL,
     created INTEGER NOT NULL,
-    last_name TEXT               -- how the medium was last named (--media), a hint only
+    last_name TEXT,              -- how the medium was last named (--media), a hint only
+    pool_id INTEGER REFERENCES pools(id),  -- its media pool (NULL: none)
+    location TEXT NOT NULL DEFAULT 'library',  -- library | offsite | free text
+    write_protected INTEGER NOT NULL DEFAULT 0,  -- 1: never chosen for writing
+    recycled INTEGER              -- when this label was recycled (the medium relabelled); NULL: in use
 );
 CREATE TABLE IF NOT EXISTS volumes (
     id INTEGER PRIMARY KEY,
@@ -119,6 +142,7 @@ CREATE TABLE IF NOT EXISTS generations (
     change_since TEXT,            -- the tracker checkpoint the change source started at
     change_checkpoint TEXT,       -- the tracker checkpoint this generation was read at
     key_fingerprint TEXT,         -- the key its chunks are encrypted with (1a2b:3c4d:...; NULL: plain)
+    recycled INTEGER,             -- when a medium holding a part of it was recycled (NULL: on the media)
     UNIQUE (volume_id, number)
 );
 CREATE TABLE IF NOT EXISTS tape_files (
@@ -402,7 +426,7 @@ class Catalog:
             row = self._init_schema(timeout)
             if row is None:  # OR IGNORE: two processes may create the catalog at once
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif str(row[0]) in ("1", "2", "3"):
+            elif str(row[0]) in ("1", "2", "3", "4"):
                 self._migrate()
             elif not str(row[0]).isdigit() or int(row[0]) != SCHEMA_VERSION:
                 raise CatalogError(
@@ -423,15 +447,17 @@ class Catalog:
         self.db.catalog_path = self.path
 
     def _migrate(self) -> None:
-        """Schema 1, 2 or 3 -> 4: add the generations' source columns (2), change-source columns
-        (3) and the key fingerprints of media sets and generations (4), NULL: not recorded (every
-        generation written before version 4 is plain). One transaction, so two processes opening
-        an old catalog at once migrate it once."""
+        """Schema 1 to 4 -> 5: add the generations' source columns (2), change-source columns
+        (3), the key fingerprints of media sets and generations (4), NULL: not recorded (every
+        generation written before version 4 is plain), and the media's pool, location, write
+        protection and recycling (5: no pool, in the library, writable, in use; the ``pools``
+        table is made by the schema script). One transaction, so two processes opening an old
+        catalog at once migrate it once."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is not None and str(row[0]) in ("1", "2", "3"):
-                cols = [("generations", c) for c in _V2_COLUMNS + _V3_COLUMNS] + list(_V4_COLUMNS)
+            if row is not None and str(row[0]) in ("1", "2", "3", "4"):
+                cols = [("generations", c) for c in _V2_COLUMNS + _V3_COLUMNS] + list(_V4_COLUMNS + _V5_COLUMNS)
                 for table, col in cols:
                     have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
                     if col.split()[0] not in have:
@@ -847,13 +873,23 @@ class Catalog:
         return dataclasses.replace(row, change=ChangeRecord(str(r[25]), bool(r[26]), r[27], r[28]))
 
     def generations(self, set_uuid: uuid.UUID, volume: str | None = None) -> list[GenerationRow]:
-        q = self._GEN_SELECT + " WHERE s.uuid = ?"
+        q = self._GEN_SELECT + " WHERE s.uuid = ? AND g.recycled IS NULL"  # recycled: gone from the media
         args: list[object] = [str(set_uuid)]
         if volume is not None:
             q += " AND v.name = ?"
             args.append(volume)
         q += " ORDER BY v.name, g.number"
         return [self._gen(r) for r in self.db.execute(q, args)]
+
+    def last_number(self, set_uuid: uuid.UUID, volume: str) -> int:
+        """The highest generation number a volume of a set ever had, recycled ones included (a
+        new generation's number follows it: numbers are never reused)."""
+        r = self.db.execute(
+            """SELECT MAX(g.number) FROM generations g JOIN volumes v ON v.id = g.volume_id
+               JOIN media_sets s ON s.id = v.set_id WHERE s.uuid = ? AND v.name = ?""",
+            (str(set_uuid), volume),
+        ).fetchone()
+        return int(r[0] or 0)
 
     def generations_from_source(self, source_path: str) -> list[GenerationRow]:
         """Every generation, of any volume in any media set, read from ``source_path`` (as

@@ -243,7 +243,8 @@ class MediumView:
 
 @dataclass(slots=True)
 class _Index:
-    """The catalog's media and tape files, read once."""
+    """The catalog's media and tape files, read once (a recycled medium's old label and the
+    generations recycled with it left out: they are gone from the media)."""
 
     media: dict[UUID, MediumRef] = field(default_factory=dict)
     created: dict[UUID, int] = field(default_factory=dict)
@@ -255,7 +256,8 @@ class _Index:
         ix = cls()
         for mu, su, seq, label, last, created in catalog.db.execute(
             """SELECT m.uuid, s.uuid, m.sequence, m.label, m.last_name, m.created
-               FROM media m JOIN media_sets s ON s.id = m.set_id ORDER BY s.id, m.sequence, m.id"""
+               FROM media m JOIN media_sets s ON s.id = m.set_id
+               WHERE m.recycled IS NULL ORDER BY s.id, m.sequence, m.id"""
         ):
             ref = MediumRef(UUID(str(mu)), UUID(str(su)), int(seq), str(label or ""), last)
             ix.media[ref.uuid] = ref
@@ -263,6 +265,7 @@ class _Index:
         for gid, number, part, mu, tf, logical in catalog.db.execute(
             """SELECT t.generation_id, g.number, t.part, m.uuid, t.file_number, t.logical
                FROM tape_files t JOIN media m ON m.id = t.medium_id JOIN generations g ON g.id = t.generation_id
+               WHERE m.recycled IS NULL AND g.recycled IS NULL
                ORDER BY t.generation_id, t.part, m.sequence, t.file_number"""
         ):
             p = Part(int(gid), int(number), int(part), ix.media[UUID(str(mu))], int(tf), int(logical))

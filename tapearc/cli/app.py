@@ -29,6 +29,7 @@ from tapearc.cli import (
     label_cmd,
     list_cmd,
     plan_cmd,
+    pool_cmd,
     restore_cmd,
     run_cmd,
     scan_cmd,
@@ -118,6 +119,7 @@ for _module in (
     key_cmd,
     catalog_cmd,
     run_cmd,
+    pool_cmd,
 ):
     _module.register(app)
 

@@ -30,6 +30,7 @@ from tapearc.cli.common import (
 )
 from tapearc.cli.progress import make_progress
 from tapearc.cli.render import render_backup
+from tapearc.cli.timeparse import NowOpt
 from tapearc.errors import TapearcError
 
 if TYPE_CHECKING:
@@ -122,6 +123,17 @@ SourceArg = Annotated[
 ]
 
 
+PoolOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pool",
+        help="Choose the medium from the library for this media pool: its current set, a blank medium, or a "
+        "recyclable one of the pool (never off-site or write-protected).",
+        metavar="NAME",
+    ),
+]
+
+
 def backup(
     source: SourceArg,
     media: MediaOpt,
@@ -155,13 +167,16 @@ def backup(
     encrypt: EncryptOpt = None,
     passphrase_file: PassphraseFileOpt = None,
     changer: ChangerOpt = None,
+    pool: PoolOpt = None,
+    now: NowOpt = None,
     wait: TimeoutOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Back up SOURCE to MEDIUM as a new generation: incremental (changed and added blocks only)
     when the volume already has a complete generation in the media set, else full. A blank
-    medium is labeled first."""
+    medium is labeled first. With --pool the medium is chosen from the library for the pool
+    (its current set, a blank medium, or a recyclable one)."""
     opts = partial(
         backup_options,
         block_size=block_size,
@@ -176,8 +191,9 @@ def backup(
         changes=partial(change_options, dirty_bitmap, changed_blocks, change_block_size, changed_since, checkpoint),
         verify_unchanged=verify_unchanged,
         encrypt=partial(start_encrypt_arg, encrypt, passphrase_file),
+        pool=pool,
     )
-    run(json_out, lambda: _backup(source, media, changer, wait, catalog, json_out, opts))
+    run(json_out, lambda: _backup(source, media, changer, wait, catalog, json_out, opts, now))
 
 
 def backup_options(
@@ -194,6 +210,7 @@ def backup_options(
     changes: Callable[..., ChangeOptions] | None = None,
     verify_unchanged: bool = False,
     encrypt: Callable[[], Callable[[], BackupKey | None]] | None = None,
+    pool: str | None = None,
 ) -> BackupOptions:
     """The engine's BackupOptions from the command line's values, each checked; ``encrypt``
     starts opening the key (cli.common.start_encrypt_arg) while the engine is imported."""
@@ -215,6 +232,7 @@ def backup_options(
         chunk_size=parse_size_opt(chunk_size, "--chunk-size") or 0,
         verify=verify,
         changes=changes(verify_unchanged=verify_unchanged) if changes is not None else ChangeOptions(),
+        pool=pool,
         encrypt=key() if key is not None else None,  # last: every other option is checked first
     )
 
@@ -251,12 +269,16 @@ def _backup(
     catalog: str | None,
     json_out: bool,
     options: Callable[[], BackupOptions],
+    now: int | None = None,
 ) -> None:
+    import time
+
     from tapearc.engine.backup import backup as do_backup
 
     opts = options()
+    clock = time.time if now is None else (lambda: float(now))
     with open_catalog(catalog) as cat, open_media(media, changer, write=True, catalog=cat, timeout=wait) as src:
-        res = do_backup(source, src, cat, opts, make_progress(json_out))
+        res = do_backup(source, src, cat, opts, make_progress(json_out), clock=clock)
     warn(res.warnings)
     missed = getattr(res, "tracker_missed", None)  # --verify-unchanged: blocks the tracker missed
     err = tracker_missed_error(res.change, missed, res.block_size) if missed else None

@@ -60,3 +60,15 @@ def check_at(at: int | None, generation: int | None) -> None:
     """--at and --generation both choose the generation: one or the other (usage error, exit 2)."""
     if at is not None and generation is not None:
         raise UsageError("--at and --generation both choose the generation: give one of them")
+
+
+NowOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--now",
+        help="Decide retention (what is expired, what may be recycled) as if it were TIME, and date what is "
+        "written then (ISO 8601; for tests and rehearsals; default: the clock).",
+        metavar="TIME",
+        parser=time_parser("--now"),
+    ),
+]

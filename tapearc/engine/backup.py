@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, path_text
@@ -49,6 +49,9 @@ from tapearc.sources.base import ChangeMap, Source
 from tapearc.sources.changes_trust import ChangeOptions, check_change_options, choose_change_map, open_tracker
 from tapearc.sources.file import SourceVolume
 from tapearc.sources.opener import open_source
+
+if TYPE_CHECKING:
+    from tapearc.engine.pools import PoolUse
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -90,6 +93,7 @@ class BackupOptions:
     # change tracking: --dirty-bitmap, --changed-blocks, --checkpoint, --verify-unchanged (docs/changes.md)
     changes: ChangeOptions = field(default_factory=ChangeOptions)
     encrypt: BackupKey | None = None  # --encrypt FILE: the key (loaded before the medium is touched)
+    pool: str | None = None  # --pool NAME: the medium is chosen from the library for this media pool
 
 
 def _check_options(options: BackupOptions) -> None:
@@ -326,6 +330,7 @@ def backup(
     with open_source(source) as src:
         tracker.fit(src.size)
         now = int(clock())
+        pool = None if options.pool is None else _pool_medium(source, media, catalog, options, now)
         medium = _prepare(media, catalog, options, now)
         req = PlanRequest(
             source=source,
@@ -346,14 +351,16 @@ def backup(
         with plan:  # closes the base manifest's temporary file, whatever happens
             change = choose_change_map(catalog, plan, tracker)
             medium.open()
+            _join_pool(catalog, pool, medium.label.media_set_uuid)
             pos0 = medium.drive.position()
             result = _new_result(medium, plan, options, pos0.file)
-            result.warnings += change.warnings
+            result.warnings += (pool.warnings if pool else []) + change.warnings
             result.change = change.record.to_json()
             writer = _writer(plan, result, catalog, media, options, clock)
             vu = options.changes.verify_unchanged
             run = _Run(src, source, plan, writer, medium, pos0, progress, change_map=change.map, verify_unchanged=vu)
             complete = run.write()
+            _join_pool(catalog, pool, medium.label.media_set_uuid, result)  # the media it spanned onto
             if complete and writer.gen_id:
                 catalog.record_change(writer.gen_id, change.record)
             result.seconds = time.monotonic() - started
@@ -362,6 +369,25 @@ def backup(
             if not complete:
                 raise run.not_complete()
             return result
+
+
+def _pool_medium(source: str, media: MediaSource, catalog: Catalog, options: BackupOptions, now: int) -> PoolUse:
+    from tapearc.engine.pools import load_for_pool
+    from tapearc.engine.volume import default_volume_name
+
+    assert options.pool is not None
+    volume = options.volume_name or default_volume_name(source)
+    return load_for_pool(media, catalog, options.pool, volume, options.full, now, options.record_size)
+
+
+def _join_pool(catalog: Catalog, pool: PoolUse | None, set_uuid: uuid.UUID, result: BackupResult | None = None) -> None:
+    """The set's media (a new one, those a backup spanned onto) join the backup's pool."""
+    if pool is not None:
+        from tapearc.catalog.pools import join_pool
+
+        join_pool(catalog, set_uuid, pool.pool_id)
+        if result is not None:
+            result.warnings += pool.spanning
 
 
 def _writer(

@@ -103,7 +103,7 @@ def plan_generation(catalog: Catalog, req: PlanRequest) -> GenerationPlan:
             medium_uuid=req.label.medium_uuid,
             volume_uuid=choice.volume_uuid,
             volume_name=name,
-            generation=max((g.number for g in known), default=0) + 1,
+            generation=max(max((g.number for g in known), default=0), catalog.last_number(set_uuid, name)) + 1,
             base_generation=base.number if base else 0,
             kind=fmt.GenerationKind.INCREMENTAL if base else fmt.GenerationKind.FULL,
             compression=fmt.Compression.ZSTD if req.compress == "zstd" else fmt.Compression.NONE,

@@ -11,7 +11,8 @@ Paths in the file (``source`` unless an NBD URI, ``changed_blocks``, ``summary_l
 ``catalog``) are taken relative to the job file's folder (a systemd unit runs in ``/``);
 ``media`` and ``changer`` are taken as the command line takes them.
 
-Media pools are not part of the job file yet: the job writes onto ``media`` (with ``changer``).
+``pool`` (optional): every volume's medium is chosen from the library ``media`` names for that
+media pool, as ``backup --pool`` does (docs/operations.md, "Media pools and retention").
 """
 
 from __future__ import annotations
@@ -30,10 +31,8 @@ from tapearc.units import parse_size
 T = TypeVar("T")
 
 #: The keys of ``[job]`` (besides the per-volume keys it does not take: see ``[defaults]``).
-#: Media pools (a ``pool`` key choosing the media instead of ``media``) are not keys yet: when
-#: they come, ``pool`` is added here, read in :func:`read_job` and held in :class:`JobSpec`
-#: beside ``media``; until then a ``pool`` key is an unknown key like any other.
-JOB_KEYS = ("name", "media", "changer", "wait", "catalog", "record_size", "media_set", "full_every", "drives")
+#: ``pool``: the media pool the volumes' media are chosen for (from the library ``media`` names).
+JOB_KEYS = ("name", "media", "changer", "wait", "catalog", "record_size", "media_set", "full_every", "drives", "pool")
 JOB_KEYS_ALL = (*JOB_KEYS, "summary_log")
 #: The keys a ``[[volume]]`` may give, and ``[defaults]`` for every volume.
 VOLUME_OPTION_KEYS = (
@@ -101,6 +100,7 @@ class JobSpec:
     full_every: FullEvery | None = None
     drives: int = 1
     summary_log: str | None = None
+    pool: str | None = None  # the media pool of the job's media
 
     def full_every_of(self, vol: VolumeSpec) -> FullEvery | None:
         return vol.full_every if vol.full_every is not None else self.full_every
@@ -242,6 +242,7 @@ def read_job(path: str) -> JobSpec:
         full_every=job.get("full_every", job.full_every),
         drives=job.get("drives", job.drives, 1),
         summary_log=job.get("summary_log", job.path_value),
+        pool=job.get("pool", job.text),
     )
 
 

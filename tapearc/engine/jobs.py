@@ -169,6 +169,7 @@ def backup_options(job: JobSpec, vol: VolumeSpec, *, full: bool) -> BackupOption
         chunk_size=vol.chunk_size if vol.chunk_size is not None else DEFAULT_CHUNK_SIZE,
         verify=vol.verify,
         changes=change_options(vol),
+        pool=job.pool,
     )
 
 

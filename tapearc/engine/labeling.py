@@ -12,7 +12,13 @@ from tapearc.catalog.db import Catalog
 from tapearc.engine.identity import known_medium, refuse_unless_blank
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.tapefiles import LabelProbe, probe_label
-from tapearc.errors import MediumInUseError, NotTapearcMediumError, UsageError, WriteProtectedError
+from tapearc.errors import (
+    MediumInUseError,
+    MediumUnavailableError,
+    NotTapearcMediumError,
+    UsageError,
+    WriteProtectedError,
+)
 from tapearc.media.base import TapeDrive
 
 DEFAULT_RECORD_SIZE = 1024 * 1024
@@ -93,7 +99,12 @@ def label_next_medium(
     the set's ``key_record`` after the label: an encrypted set) and record it in the catalog (a
     backup spanning media)."""
     media.release()
-    drive = media.blank_for(current.media_set_uuid, current.sequence + 1)
+    try:
+        drive = media.blank_for(current.media_set_uuid, current.sequence + 1)
+    except MediumUnavailableError:
+        if media.spare is None:
+            raise
+        drive = media.spare()  # a media pool's recyclable medium (engine.pools.load_spare)
     if not drive.writable:
         raise WriteProtectedError("the next medium is write-protected").at(medium=drive.name)
     label = fmt.Label(

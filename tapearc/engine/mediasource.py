@@ -61,6 +61,9 @@ class MediaSource:
         self.spec = spec
         self.changer: Changer | None = changer
         self.drive: TapeDrive | None = drive
+        #: when no blank medium is left for a spanning backup: loads a recyclable medium of the
+        #: backup's media pool (engine.pools.load_spare), which is then labelled as the next one
+        self.spare: Callable[[], TapeDrive] | None = None
 
     @classmethod
     def fixed(cls, drive: TapeDrive, catalog: Catalog | None = None) -> MediaSource:

@@ -46,21 +46,22 @@ def test_schema_2_is_migrated_in_place(tmp_path: Path) -> None:
     with Catalog(cat) as c:
         set_uuid = c.media_holding_generations()[0][1]
         gens = c.generations(set_uuid, "root")
-    assert SCHEMA_VERSION == 4  # migrated through 3 (change sources) to 4 (key fingerprints)
-    assert table_rows(cat, "meta") == [("schema_version", "4")]
-    added = {"generations": 5, "media_sets": 1}  # four change-source columns and a key fingerprint; a set's key
-    for t, rows in old.items():  # every row kept; the new columns are NULL
+    assert SCHEMA_VERSION == 5  # migrated through 3 (change sources), 4 (key fingerprints) to 5 (pools)
+    assert table_rows(cat, "meta") == [("schema_version", "5")]
+    # four change-source columns, a key fingerprint and recycled; a set's key; pool, location, protection, recycled
+    added = {"generations": (None,) * 6, "media_sets": (None,), "media": (None, "library", 0, None)}
+    for t, rows in old.items():  # every row kept; the new columns are NULL or their defaults
         new = table_rows(cat, t)
         if t in added:
-            n = added[t]
-            assert [r[: len(rows[0])] for r in new] == rows and all(r[len(rows[0]) :] == (None,) * n for r in new)
+            tail = added[t]
+            assert [r[: len(rows[0])] for r in new] == rows and all(r[len(rows[0]) :] == tail for r in new)
         else:
             assert new == rows
     assert [(g.number, g.change) for g in gens] == [(1, None), (2, None)]
     # opening it again changes nothing
     with Catalog(cat):
         pass
-    assert table_rows(cat, "meta") == [("schema_version", "4")]
+    assert table_rows(cat, "meta") == [("schema_version", "5")]
 
     for name in ("tape.tap", "tape.tap.tapesim"):
         shutil.copy(DATA / name, tmp_path / name)

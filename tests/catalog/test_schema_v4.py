@@ -43,18 +43,20 @@ def test_schema_3_is_migrated_in_place(tmp_path: Path) -> None:
         set_uuid = c.media_holding_generations()[0][1]
         gens = c.generations(set_uuid, "root")
         assert c.media_set_key(set_uuid) is None
-    assert SCHEMA_VERSION == 4
-    assert table_rows(cat, "meta") == [("schema_version", "4")]
-    for t, rows in old.items():  # every row kept; generations and media sets gain a NULL column
+    assert SCHEMA_VERSION == 5  # through 4 (key fingerprints) to 5 (pools)
+    assert table_rows(cat, "meta") == [("schema_version", "5")]
+    added = {"generations": (None, None), "media_sets": (None,), "media": (None, "library", 0, None)}
+    for t, rows in old.items():  # every row kept; the new columns are NULL or their defaults
         new = table_rows(cat, t)
-        if t in ("generations", "media_sets"):
-            assert [r[:-1] for r in new] == rows and all(r[-1] is None for r in new)
+        if t in added:
+            tail = added[t]
+            assert [r[: len(rows[0])] for r in new] == rows and all(r[len(rows[0]) :] == tail for r in new)
         else:
             assert new == rows
     assert [(g.number, g.key_fingerprint, g.encrypted) for g in gens] == [(1, None, False), (2, None, False)]
     with Catalog(cat):  # opening it again changes nothing
         pass
-    assert table_rows(cat, "meta") == [("schema_version", "4")]
+    assert table_rows(cat, "meta") == [("schema_version", "5")]
 
     for name in ("tape.tap", "tape.tap.tapesim"):
         shutil.copy(DATA / name, tmp_path / name)

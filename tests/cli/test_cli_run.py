@@ -127,7 +127,7 @@ def test_failing_volume_exit_35_the_others_backed_up(job: dict[str, Any]) -> Non
             ("[[volume]] #3 'a': key 'name': volume #1 has the same name",),
         ),
         (lambda t: t.replace("[defaults]\n", '[defaults]\nverify = "yes"\n'), ("[defaults]: key 'verify'",)),
-        (lambda t: t.replace("[job]\n", "[job]\npool = 'daily'\n"), ("[job]: key 'pool': unknown key",)),
+        (lambda t: t.replace("[job]\n", "[job]\npools = 'daily'\n"), ("[job]: key 'pools': unknown key",)),
         (lambda t: t.replace("[job]\n", "[job]\nfull_every = '1w'\n"), ("[job]: key 'full_every': '1w'",)),
         (lambda t: t.replace("[job]\n", "[job]\ndrives = 2\n"), ("[job]: key 'drives': 2",)),
     ],

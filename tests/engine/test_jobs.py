@@ -477,7 +477,7 @@ BAD_FILES: list[tuple[str, str, tuple[str, ...]]] = [
     ("missing-source", GOOD_JOB + '[[volume]]\nname = "a"\n', ("[[volume]] #1 'a': key 'source': missing",)),
     ("missing-volume-name", GOOD_JOB + '[[volume]]\nsource = "a"\n', ("[[volume]] #1: key 'name': missing",)),
     ("no-volumes", GOOD_JOB, ("no [[volume]] table",)),
-    ("unknown-job-key", GOOD_JOB + "pool = 'weekly'\n" + GOOD_VOL, ("[job]: key 'pool': unknown key",)),
+    ("unknown-job-key", GOOD_JOB + "pools = 'weekly'\n" + GOOD_VOL, ("[job]: key 'pools': unknown key",)),
     ("unknown-volume-key", GOOD_JOB + GOOD_VOL + "compres = 'zstd'\n", ("[[volume]] #1 'a': key 'compres': unknown",)),
     (
         "unknown-defaults-key",
