@@ -8,6 +8,7 @@ Exit 0 when every volume was backed up, 35 (job-partial) when not, 130 after Ctr
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -22,6 +23,7 @@ from tapearc.cli.common import (
     out_console,
     run,
     say,
+    start_encrypt_arg,
     warn,
 )
 from tapearc.cli.progress import make_progress
@@ -77,6 +79,8 @@ def _run(jobfile: str, full: bool, now: int | None, catalog: str | None, json_ou
 
     job = read_job(jobfile)
     clock = (lambda: float(now)) if now is not None else None
+    # the job's key, opened once before any medium is touched (31/32/2 stop the run there)
+    key = start_encrypt_arg(Path(job.encrypt) if job.encrypt else None, job.passphrase_file)()
 
     def progress(_volume: str) -> Progress:
         return make_progress(json_out) or NoProgress()
@@ -86,7 +90,7 @@ def _run(jobfile: str, full: bool, now: int | None, catalog: str | None, json_ou
         open_media(job.media, job.changer, write=True, catalog=cat, timeout=job.wait) as media,
     ):
         kw = {"clock": clock} if clock is not None else {}
-        result = run_job(job, media, cat, full=full, now=now, progress=progress, **kw)
+        result = run_job(job, media, cat, full=full, now=now, progress=progress, encrypt=key, **kw)
     if result.internal is not None:  # a bug stopped the run: keep its traceback, say where
         bad = next(v for v in result.volumes if v.error is not None and v.error.kind == "internal")
         bad.error = internal_error(result.internal)

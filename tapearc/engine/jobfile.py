@@ -8,8 +8,11 @@ two volumes of one name are each a :class:`~tapearc.errors.JobFileError` (exit 3
 naming the file, the table and the key.
 
 Paths in the file (``source`` unless an NBD URI, ``changed_blocks``, ``summary_log``,
-``catalog``) are taken relative to the job file's folder (a systemd unit runs in ``/``);
+``catalog``, ``encrypt``, ``passphrase_file``) are taken relative to the job file's folder (a systemd unit runs in ``/``);
 ``media`` and ``changer`` are taken as the command line takes them.
+
+``encrypt`` and ``passphrase_file`` (optional, ``[job]`` only): every volume is encrypted with that
+key, as ``backup --encrypt KEY --passphrase-file FILE`` does; the key is opened once per run.
 
 ``pool`` (optional): every volume's medium is chosen from the library ``media`` names for that
 media pool, as ``backup --pool`` does (docs/operations.md, "Media pools and retention").
@@ -33,7 +36,9 @@ T = TypeVar("T")
 #: The keys of ``[job]`` (besides the per-volume keys it does not take: see ``[defaults]``).
 #: ``pool``: the media pool the volumes' media are chosen for (from the library ``media`` names).
 JOB_KEYS = ("name", "media", "changer", "wait", "catalog", "record_size", "media_set", "full_every", "drives", "pool")
-JOB_KEYS_ALL = (*JOB_KEYS, "summary_log")
+#: ``encrypt``/``passphrase_file``: one key for the whole job (a media set has one key, so every
+#: volume of the job is encrypted with it, or none is); the key is opened once per run.
+JOB_KEYS_ALL = (*JOB_KEYS, "summary_log", "encrypt", "passphrase_file")
 #: The keys a ``[[volume]]`` may give, and ``[defaults]`` for every volume.
 VOLUME_OPTION_KEYS = (
     "block_size",
@@ -101,6 +106,8 @@ class JobSpec:
     drives: int = 1
     summary_log: str | None = None
     pool: str | None = None  # the media pool of the job's media
+    encrypt: str | None = None  # a key file: every volume encrypted with it (backup --encrypt)
+    passphrase_file: str | None = None  # its passphrase (an unattended run has no terminal)
 
     def full_every_of(self, vol: VolumeSpec) -> FullEvery | None:
         return vol.full_every if vol.full_every is not None else self.full_every
@@ -243,7 +250,17 @@ def read_job(path: str) -> JobSpec:
         drives=job.get("drives", job.drives, 1),
         summary_log=job.get("summary_log", job.path_value),
         pool=job.get("pool", job.text),
+        **_encryption(job),
     )
+
+
+def _encryption(job: _Table) -> dict[str, str | None]:
+    """``encrypt`` and ``passphrase_file`` of ``[job]`` (a passphrase file alone is an error)."""
+    key = job.get("encrypt", job.path_value)
+    pw = job.get("passphrase_file", job.path_value)
+    if pw is not None and key is None:
+        raise job.error("passphrase_file", "is given without encrypt (the key file it opens)")
+    return {"encrypt": key, "passphrase_file": pw}
 
 
 def _media_set(job: _Table) -> Callable[[str, Any], str]:

@@ -37,6 +37,7 @@ from tapearc.catalog.db import Catalog
 from tapearc.catalog.states import GenerationState
 from tapearc.catalog.views import media_sets, zoned_time
 from tapearc.engine.backup import DEFAULT_BLOCK_SIZE, DEFAULT_CHUNK_SIZE, BackupOptions, BackupResult, backup
+from tapearc.engine.encryption import BackupKey
 from tapearc.engine.jobfile import FullEvery, JobSpec, VolumeSpec, change_options
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.progress import NoProgress, Progress
@@ -156,8 +157,9 @@ class JobRun:
         }
 
 
-def backup_options(job: JobSpec, vol: VolumeSpec, *, full: bool) -> BackupOptions:
-    """The options a ``tapearc backup`` of the volume would take from the job file's keys."""
+def backup_options(job: JobSpec, vol: VolumeSpec, *, full: bool, encrypt: BackupKey | None = None) -> BackupOptions:
+    """The options a ``tapearc backup`` of the volume would take from the job file's keys
+    (``encrypt``: the job's key, opened once by the caller)."""
     return BackupOptions(
         block_size=vol.block_size if vol.block_size is not None else DEFAULT_BLOCK_SIZE,
         block_size_given=vol.block_size is not None,
@@ -170,6 +172,7 @@ def backup_options(job: JobSpec, vol: VolumeSpec, *, full: bool) -> BackupOption
         verify=vol.verify,
         changes=change_options(vol),
         pool=job.pool,
+        encrypt=encrypt,
     )
 
 
@@ -209,10 +212,12 @@ def run_job(
     now: int | None = None,
     progress: Callable[[str], Progress] = lambda _name: NoProgress(),
     clock: Callable[[], float] = time.time,
+    encrypt: BackupKey | None = None,
 ) -> JobRun:
     """Back up every volume of ``job`` in order (module docstring: what stops what). ``now``:
     the time ``full_every`` is judged at (default ``clock()``); ``progress(volume)``: the
-    progress display of each volume's backup."""
+    progress display of each volume's backup; ``encrypt``: the job's key (``encrypt`` in the
+    job file), opened by the caller once for every volume."""
     started = time.monotonic()
     at = int(clock()) if now is None else now
     run = JobRun(job.name, os.path.abspath(job.path), at, [VolumeRun(v.name, v.source) for v in job.volumes])
@@ -221,7 +226,18 @@ def run_job(
         try:
             if vol is job.volumes[0]:
                 run.notes += load_last_of_set(media, catalog)
-            _one(job, vol, out, media, catalog, full=full, now=at, progress=progress(vol.name), clock=clock)
+            _one(
+                job,
+                vol,
+                out,
+                media,
+                catalog,
+                full=full,
+                now=at,
+                progress=progress(vol.name),
+                clock=clock,
+                encrypt=encrypt,
+            )
         except KeyboardInterrupt:
             out.outcome, out.error = Outcome.INTERRUPTED, Interrupted(interrupts.message())
             run.interrupted, run.stopped = True, f"interrupted (Ctrl-C) during volume {vol.name!r}"
@@ -280,10 +296,11 @@ def _one(
     now: int,
     progress: Progress,
     clock: Callable[[], float],
+    encrypt: BackupKey | None = None,
 ) -> None:
     """Back up one volume of the job into ``out``."""
     reason = "--full" if full else full_due(catalog, vol.name, job.full_every_of(vol), now)
-    opts = backup_options(job, vol, full=reason is not None)
+    opts = backup_options(job, vol, full=reason is not None, encrypt=encrypt)
     res = backup(vol.source, media, catalog, opts, progress, clock=clock)
     out.result = res
     out.outcome = Outcome.OK

@@ -191,3 +191,39 @@ def test_summary_log_that_cannot_be_written_is_a_warning(job: dict[str, Any]) ->
     assert p.returncode == 0, p.stderr
     assert p.stderr.startswith(f"tapearc: warning: summary_log {job['dir'] / 'no-such-folder' / 'summary.jsonl'}: ")
     assert "No such file or directory" in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_an_encrypted_job_opens_its_key_once_and_every_volume_is_encrypted(job: dict[str, Any]) -> None:
+    """encrypt / passphrase_file in [job]: every volume encrypted with the key (a media set has
+    one), restored with it byte for byte; without it the restore asks for the key (29); a
+    passphrase_file without encrypt, or a wrong passphrase, stops before any medium is touched."""
+    d = job["dir"]
+    (d / "pass").write_text("job passphrase\n")
+    p = tapearc("key", "create", str(d / "job.key"), "--passphrase-file", str(d / "pass"))
+    assert p.returncode == 0, p.stderr
+    text = (
+        Path(job["file"]).read_text().replace("[defaults]", 'encrypt = "job.key"\npassphrase_file = "pass"\n[defaults]')
+    )
+    Path(job["file"]).write_text(text)
+    p = tapearc("run", job["file"], "--json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert [v["outcome"] for v in doc["volumes"]] == ["ok", "ok", "ok"]
+    fp = json.loads(tapearc("key", "show", str(d / "job.key"), "--json").stdout)["fingerprint"]
+    for name, data in job["datas"].items():
+        out = job["tmp"] / f"r-{name}.img"
+        p = tapearc("restore", "--media", job["spec"], "--volume", name, "--to", str(out))
+        assert p.returncode == 29 and fp in p.stderr and not out.exists(), p.stderr
+        key = ["--key", str(d / "job.key"), "--passphrase-file", str(d / "pass")]
+        p = tapearc("restore", "--media", job["spec"], "--volume", name, "--to", str(out), *key)
+        assert p.returncode == 0, p.stderr
+        assert out.read_bytes() == data
+    image = Path(job["spec"].removeprefix("sim:"))
+    before = image.read_bytes()
+    (d / "pass").write_text("not the passphrase\n")
+    p = tapearc("run", job["file"])
+    assert p.returncode == 31, p.stderr
+    assert image.read_bytes() == before
+    Path(job["file"]).write_text(text.replace('encrypt = "job.key"\n', ""))
+    p = tapearc("run", job["file"])
+    assert p.returncode == 34 and "passphrase_file" in p.stderr and "encrypt" in p.stderr, p.stderr
