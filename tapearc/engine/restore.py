@@ -307,8 +307,10 @@ def _load_set(
     """Bring the first medium that generation ``g``'s restore reads (another media set than the
     one in the drive) into the drive: with a changer that can load media, load it; without one
     (a single drive, an operator), MediaMissingError naming the set and the media it needs."""
+    in_set = catalog.media_of_set(g.set_uuid)
     needs = make_plan(catalog, load_chain(catalog, g.set_uuid, g.volume, g.number)).media
-    barcodes = {m.uuid: m.label for m in catalog.media_of_set(g.set_uuid)}
+    needs = needs or [(m.uuid, m.sequence) for m in in_set[:1]]  # nothing to read (all zeros): any medium of it
+    barcodes = {m.uuid: m.label for m in in_set}
     names = [barcodes.get(u) or short_uuid(u) for u, _ in needs]
     here = media.current().name
     if not media.can_change or media.is_operator:
