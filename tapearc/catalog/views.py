@@ -431,7 +431,19 @@ def generation_at(catalog: Catalog, set_uuid: UUID, volume: str, at: int) -> Gen
     """The newest complete generation of ``volume`` (in the media set) created at or before
     ``at`` (unix seconds): what ``restore --at`` restores. NoSuchGenerationError naming the
     volume, the time and the oldest complete generation's time when there is none."""
-    complete = [g for g in catalog.generations(set_uuid, volume) if g.state == GenerationState.COMPLETE]
+    return _newest_at(catalog.generations(set_uuid, volume), volume, at)
+
+
+def generation_at_any(catalog: Catalog, volume: str, at: int) -> GenerationRow:
+    """:func:`generation_at` across every media set the catalog knows (recycled generations are
+    gone from the media and not considered): with media pools a volume's generations live in
+    several sets (a new set per full); the set of the one found is its ``set_uuid``."""
+    gens = [g for s in media_sets(catalog) for g in catalog.generations(s, volume)]
+    return _newest_at(gens, volume, at)
+
+
+def _newest_at(gens: list[GenerationRow], volume: str, at: int) -> GenerationRow:
+    complete = [g for g in gens if g.state == GenerationState.COMPLETE]
     when = zoned_time(at, " ")
     before = [g for g in complete if g.created <= at]
     if before:

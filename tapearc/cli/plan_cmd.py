@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
+from uuid import UUID
 
 import typer
 
@@ -19,6 +20,7 @@ from tapearc.cli.common import (
     whole,
 )
 from tapearc.cli.render import render_plan
+from tapearc.cli.timeparse import AtOpt, check_at
 
 if TYPE_CHECKING:
     from tapearc.media.base import TapeDrive
@@ -43,13 +45,17 @@ def plan(
         ),
     ] = None,
     chunks: Annotated[bool, typer.Option("--chunks", help="List every chunk to read.")] = False,
+    at: AtOpt = None,
     changer: ChangerOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show the restore plan before anything is read: media needed in order, tape files and
     chunks to read, bytes to read and to skip."""
-    run(json_out, lambda: _plan(media, generation, volume, assume_generation, chunks, changer, catalog, json_out))
+    run(
+        json_out,
+        lambda: _plan(media, generation, volume, assume_generation, chunks, changer, catalog, json_out, at),
+    )
 
 
 def _plan(
@@ -61,23 +67,29 @@ def _plan(
     changer: str | None,
     catalog: str | None,
     json_out: bool,
+    at: int | None = None,
 ) -> None:
+    check_at(at, generation)
     from tapearc.engine.plan import make_plan
     from tapearc.engine.restore import RestoreOptions, prepare_plan
 
     with open_catalog(catalog) as cat, open_media(media, changer, write=False, catalog=cat) as src:
-        _, chain, p = prepare_plan(src, cat, RestoreOptions(generation=generation, volume=volume))
+        _, chain, p = prepare_plan(src, cat, RestoreOptions(generation=generation, volume=volume, at=at))
         if assume_generation is not None:
             warnings = p.warnings
             p = make_plan(cat, chain, have=assume_generation)
             p.warnings = warnings
         if p.encrypted and p.key_fingerprint is None:
             p.key_fingerprint = _medium_key(src.current())
+        labels = {m.uuid: m.label for m in cat.media_of_set(p.set_uuid) if m.label}
     warn(p.warnings)
     if json_out:
-        emit_json(p.to_json(with_chunks=True))
+        out = p.to_json(with_chunks=True)
+        for m in out["media"]:  # type: ignore[attr-defined]
+            m["label"] = labels.get(UUID(m["medium"]))
+        emit_json(out)
     else:
-        render_plan(p, chunks=chunks)
+        render_plan(p, chunks=chunks, labels=labels)
 
 
 def _medium_key(drive: TapeDrive) -> str | None:

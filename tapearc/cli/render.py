@@ -7,9 +7,11 @@ engine types are imported for the type checker only: rendering never imports the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
+from uuid import UUID
 
+from tapearc.catalog.views import short_uuid
 from tapearc.cli.common import out_console, say
 from tapearc.units import format_size
 
@@ -101,7 +103,8 @@ def render_restore_ranges(res: RestoreResult) -> None:
         say(f"tapearc: damaged: {d['error']}", stderr=True)
 
 
-def render_plan(p: Plan, *, chunks: bool) -> None:
+def render_plan(p: Plan, *, chunks: bool, labels: Mapping[UUID, str] | None = None) -> None:
+    """The plan in text; media by label (barcode), by short UUID when they have none."""
     d: dict[str, Any] = p.to_json(with_chunks=chunks)
     rolling = ""
     if p.from_generation is not None:
@@ -122,7 +125,7 @@ def render_plan(p: Plan, *, chunks: bool) -> None:
             + ": the restore needs the key (--key FILE)"
         )
     for i, m in enumerate(p.media, 1):
-        say(f"  medium {i}: {m[0]} (sequence {m[1]})")
+        say(f"  medium {i}: {(labels or {}).get(m[0]) or short_uuid(m[0])} (sequence {m[1]})")
     for f in d["tape_files"]:
         say(
             f"  tape file {f['tape_file']} (generation {f['generation']}): {f['chunks_to_read']} chunks, "

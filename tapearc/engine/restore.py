@@ -42,7 +42,7 @@ from typing import BinaryIO, Protocol, cast
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, GenerationRow
 from tapearc.catalog.states import GenerationState
-from tapearc.catalog.views import generation_at
+from tapearc.catalog.views import generation_at, generation_at_any, short_uuid, zoned_time
 from tapearc.crypto.keys import Key
 from tapearc.engine.encryption import ChunkOpener, need_keys
 from tapearc.engine.identity import refuse_same_restore_target
@@ -279,10 +279,18 @@ def prepare_plan(
     label = sync_medium(drive, catalog, notes)
     if media.can_change:
         follow_set(media, catalog, label)
+    if options.at is not None:  # restore --at: the newest complete generation at or before, in any set
+        volume = options.volume if options.volume is not None else choose_volume(catalog, label, None, drive.name)
+        try:
+            found = generation_at_any(catalog, volume, options.at)
+        except TapearcError as e:
+            raise e.at(medium=drive.name) from None
+        if found.set_uuid != label.media_set_uuid:
+            drive, label = _load_set(media, catalog, found, label, notes)
     volume = choose_volume(catalog, label, options.volume, drive.name)
     try:
         number = options.generation
-        if options.at is not None:  # restore --at: the newest complete generation at or before
+        if options.at is not None:
             number = generation_at(catalog, label.media_set_uuid, volume, options.at).number
         chain = load_chain(catalog, label.media_set_uuid, volume, number)
         plan = make_plan(catalog, chain, have=have, zero_target=zero_target)
@@ -291,6 +299,33 @@ def prepare_plan(
         raise
     plan.warnings.extend(notes)
     return label, chain, plan
+
+
+def _load_set(
+    media: MediaSource, catalog: Catalog, g: GenerationRow, label: fmt.Label, notes: list[str]
+) -> tuple[TapeDrive, fmt.Label]:
+    """Bring the first medium that generation ``g``'s restore reads (another media set than the
+    one in the drive) into the drive: with a changer that can load media, load it; without one
+    (a single drive, an operator), MediaMissingError naming the set and the media it needs."""
+    in_set = catalog.media_of_set(g.set_uuid)
+    needs = make_plan(catalog, load_chain(catalog, g.set_uuid, g.volume, g.number)).media
+    needs = needs or [(m.uuid, m.sequence) for m in in_set[:1]]  # nothing to read (all zeros): any medium of it
+    barcodes = {m.uuid: m.label for m in in_set}
+    names = [barcodes.get(u) or short_uuid(u) for u, _ in needs]
+    here = media.current().name
+    if not media.can_change or media.is_operator:
+        raise MediaMissingError(
+            f"volume {g.volume!r} generation {g.number} (made {zoned_time(g.created, ' ')}) is in media set "
+            f"{g.set_uuid}, not in the drive's ({label.media_set_uuid}): load its media {', '.join(names)}",
+            hint="load the first of them and run the restore again, or give --changer",
+            medium=here,
+            ranges=[{"medium": str(u), "sequence": q, "barcode": barcodes.get(u)} for u, q in needs],
+        )
+    medium_uuid, seq = needs[0]
+    drive = media.medium(medium_uuid, g.set_uuid, seq, barcodes.get(medium_uuid) or None)
+    new_label = sync_medium(drive, catalog, notes)
+    follow_set(media, catalog, new_label)
+    return media.current(), new_label
 
 
 def skipped_generations(

@@ -128,3 +128,47 @@ def test_a_lost_catalog_is_relearnt_from_the_medium(three: dict[str, Any], _priv
         Path(str(_private_catalog) + suffix).unlink(missing_ok=True)
     # the times come from the generations' headers on the medium
     assert restore_at(three, "2026-12-01 12:00", "UTC", "--json")[0] == 2
+
+
+def test_at_in_an_older_media_set(tmp_path: Path) -> None:
+    """A pool making a new media set per full (TAP001: full and incremental of 1-2 Dec, TAP002: the
+    full of 3 Dec, in the drive). restore --at 2 Dec loads TAP001 from the library by itself and
+    restores that generation byte-identical; plan --at names the medium by its barcode (JSON: UUID
+    and label); a lone drive holding TAP002 gets one line naming the older set and TAP001."""
+    from tapearc.catalog.db import Catalog
+    from tapearc.engine import pools
+    from tapearc.engine.retention import KEEP_FULL, Policy
+
+    lib_mod = pytest.importorskip("tapesim.library")
+    lib_mod.create_library(str(tmp_path / "lib"), 4, 4 * 1024 * 1024)
+    spec = f"sim:{tmp_path / 'lib'}"
+    src = tmp_path / "vol.img"
+    data = bytearray(random.Random(1).randbytes(24 * BS))
+    with Catalog() as cat:
+        pools.create(cat, "p", Policy(KEEP_FULL, 2), "new-set-per-full", 1_700_000_000)
+    versions = []
+    for i, when in enumerate(("2026-12-01T03:00:00Z", "2026-12-02T03:00:00Z", "2026-12-03T03:00:00Z")):
+        data[i * BS : i * BS + 200] = random.Random(10 + i).randbytes(200)
+        src.write_bytes(bytes(data))
+        versions.append(bytes(data))
+        backup_at(spec, src, when, pool="p", full=i != 1, volume_name="vol")
+
+    def tapearc(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "tapearc", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "TZ": "UTC"})
+
+    single = tmp_path / "single.tap"
+    single.write_bytes((tmp_path / "lib" / "drive-0.tap").read_bytes())  # TAP002, on a drive of its own
+    p = tapearc("plan", "--media", spec, "--volume", "vol", "--at", "2026-12-02 12:00")
+    assert p.returncode == 0, p.stderr
+    assert "  medium 1: TAP001 (sequence 1)" in p.stdout and "generation 2 " in p.stdout
+    p = tapearc("plan", "--media", spec, "--volume", "vol", "--at", "2026-12-02 12:00", "--json")
+    assert json.loads(p.stdout)["media"][0]["label"] == "TAP001"
+    out = tmp_path / "out.img"
+    p = tapearc("restore", "--media", spec, "--volume", "vol", "--at", "2026-12-02 12:00", "--to", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["generation"] == 2 and out.read_bytes() == versions[1]
+    out.unlink()
+    p = tapearc("restore", "--media", f"sim:{single}", "--volume", "vol", "--at", "2026-12-02", "--to", str(out))
+    assert_one_line_error(p, 25)
+    assert "media set" in p.stderr and "load its media TAP001" in p.stderr and not out.exists()

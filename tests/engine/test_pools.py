@@ -19,7 +19,7 @@ from tapearc.engine.backup import BackupOptions, backup
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.restore import RestoreOptions, restore
 from tapearc.engine.retention import DAY, KEEP_DAYS, KEEP_FULL, Policy, kept_generations, media_verdicts
-from tapearc.errors import PoolError, PoolNoMediumError
+from tapearc.errors import MediaMissingError, PoolError, PoolNoMediumError
 
 KIB = 1024
 BS = 16 * KIB
@@ -150,3 +150,40 @@ def test_keep_days_recycles_once_the_days_are_past(tmp_path: Path) -> None:
         assert night(spec, cat, src, 3, full=True)[0].startswith("recycled TAP001 (held volume a generation 1,")
         st = {s.medium.label: s for s in pools.statuses(cat, T0 + 3 * DAY)}
         assert st["TAP002"].verdict is not None and not st["TAP002"].verdict.recyclable  # 2 days old
+
+
+def test_restore_at_loads_an_older_media_set(tmp_path: Path) -> None:
+    """new-set-per-full: the fulls of day 0 and day 2 begin two media sets; a restore by date of
+    day 1's incremental (in the older set, while the drive holds the newer) loads the older set's
+    medium from the library by itself and restores it byte-identical. Without a changer the
+    restore stops before writing, naming the set and its medium."""
+    spec = library(tmp_path, 4)
+    src = tmp_path / "a.img"
+    src.write_bytes(random.Random(1).randbytes(256 * KIB))
+    versions = []
+    with Catalog() as cat:
+        pools.create(cat, "p", Policy(KEEP_FULL, 2), "new-set-per-full", T0)
+        for day in range(3):
+            if day:
+                change(src, day)
+            night(spec, cat, src, day, full=day != 1)
+            versions.append(src.read_bytes())
+        sets = {m.label: m.set_uuid for m in cp.media(cat)}
+        assert len(set(sets.values())) == 2 and sets["TAP001"] != sets["TAP002"]
+        out = tmp_path / "out.img"
+        with MediaSource(spec, write=False, catalog=cat) as media:
+            assert media.loaded_barcode() == "TAP002"  # the newer set's medium is in the drive
+            res = restore(media, cat, str(out), RestoreOptions(volume="a", at=T0 + DAY + 3600))
+            assert media.loaded_barcode() == "TAP001"
+        assert out.read_bytes() == versions[1] and res.generation == 2
+        out.unlink()
+        with MediaSource(spec, write=False, catalog=cat) as media:  # the newest at or before: day 2's, TAP002
+            res = restore(media, cat, str(out), RestoreOptions(volume="a", at=T0 + 5 * DAY))
+            assert media.loaded_barcode() == "TAP002" and out.read_bytes() == versions[2]
+        out.unlink()
+        with MediaSource(spec, write=False, catalog=cat) as media:  # one drive, nobody to load it
+            fixed = MediaSource.fixed(media.current(), cat)
+            with pytest.raises(MediaMissingError) as e:
+                restore(fixed, cat, str(out), RestoreOptions(volume="a", at=T0 + DAY))
+        assert f"media set {sets['TAP001']}" in e.value.message and "load its media TAP001" in e.value.message
+        assert "\n" not in e.value.message and not out.exists()
