@@ -247,15 +247,16 @@ def sealed_chunk_inputs(draw: st.DrawFn) -> tuple[GenerationHeader, tuple[Run, .
     what a writer seals. Payloads mix compressible and random bytes, some only zero runs."""
     gen = draw(generation_headers())
     block_size, volume_size = draw(geometries(max_blocks=32, max_block_size=2048))
+    runs = draw(runs_in(block_size, volume_size, max_runs=4))
+    data_blocks = sum(r.count for r in runs if r.kind is RunKind.DATA)  # runs may repeat blocks
     gen = dataclasses.replace(
         gen,
         block_size=block_size,
         volume_size=volume_size,
-        chunk_blocks=32,
+        chunk_blocks=max(32, data_blocks),  # a chunk holds at most chunk_blocks data blocks
         cipher=Cipher.AES_256_GCM,
         key_fingerprint=draw(st.binary(min_size=16, max_size=16)),
     )
-    runs = draw(runs_in(block_size, volume_size, max_runs=4))
     n = runs_data_len(runs, block_size, volume_size)
     pattern = draw(st.binary(min_size=1, max_size=64))
     raw = (pattern * (n // len(pattern) + 1))[:n] if draw(st.booleans()) else draw(st.binary(min_size=n, max_size=n))
