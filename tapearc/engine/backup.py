@@ -12,7 +12,7 @@ import itertools
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, cast
 
@@ -28,7 +28,7 @@ from tapearc.engine.keymedia import read_key_records, write_key_record
 from tapearc.engine.labeling import write_label
 from tapearc.engine.layout import GenerationFile, new_label, scan_tape_files
 from tapearc.engine.mediasource import MediaSource
-from tapearc.engine.pipeline import ReadAhead
+from tapearc.engine.pipeline import ReadAhead, plan_windows
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.scan import sync_catalog as _sync
 from tapearc.engine.segments import Kind, Segment, segments
@@ -418,14 +418,6 @@ def _writer(
     )
 
 
-def _windows(plan: Iterable[tuple[int, int, bool, object]], step: int) -> Iterator[tuple[int, int]]:
-    """The reads ReadAhead makes of a plan: each read span cut into windows of ``step`` bytes."""
-    for off, length, read, _tag in plan:
-        if read:
-            for o in range(off, off + length, step):
-                yield o, min(step, off + length - o)
-
-
 class _Run:
     """Reading the volume, classifying its blocks and writing them: one backup's generation."""
 
@@ -510,7 +502,9 @@ class _Run:
         bs, size = self.plan.header.block_size, self.plan.header.volume_size
         step = self.plan.header.chunk_blocks * bs
         spans, ahead = itertools.tee(self._plan())
-        self.src.advise(_windows(ahead, step))  # the source may send the next reads early
+        self.src.advise(
+            (o, n) for o, n, read, _ in plan_windows(ahead, step) if read
+        )  # the source may send the next reads early
         reader = ReadAhead(self.src.readinto_at, size, step, plan=spans)
         try:
             for offset, n, tag, buf, got in reader.items():

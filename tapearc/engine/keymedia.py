@@ -67,3 +67,18 @@ def write_key_record(drive: TapeDrive, wrapped: fmt.WrappedKey) -> None:
     drive.read_record()  # the label: the key record goes right after it
     drive.write_record(record)
     drive.write_filemark()
+
+
+def key_record_fingerprint(records: list[bytes]) -> tuple[str | None, str | None]:
+    """The fingerprint (text) of the first of tape file 0's key records (as read after the
+    label) that decodes, and what is wrong with the first that does not."""
+    fp: str | None = None
+    problem: str | None = None
+    for k, rec in enumerate(records, start=1):
+        try:
+            w = fmt.decode_key_record(rec)
+        except TapearcError as e:
+            problem = problem or f"tape file 0, record {k}: the key record is damaged: {e.message}"
+            continue
+        fp = fp or fingerprint_text(w.key_fingerprint)
+    return fp, problem

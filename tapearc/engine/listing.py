@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from tapearc import format as fmt
 from tapearc.catalog.db import path_text
 from tapearc.crypto.keys import fingerprint_text
+from tapearc.engine.keymedia import key_record_fingerprint
 from tapearc.engine.layout import (
     MAGIC_CHUNK,
     MAGIC_GENHDR,
@@ -196,7 +197,7 @@ def list_medium(drive: TapeDrive) -> MediumListing:
             lab.add_record_size(len(fmt.encode_label(label)))
             for rec in walked.key_records:
                 lab.add_record_size(len(rec))
-            keys = _key_records(walked.key_records)
+            keys = key_record_fingerprint(walked.key_records)
             files.append(lab)
             continue
         tf = TapeFileListing(tape_file=walked.tape_file, kind=walked.kind)
@@ -213,20 +214,6 @@ def list_medium(drive: TapeDrive) -> MediumListing:
     return MediumListing(
         medium=drive.name, label=label, files=files, key_fingerprint=keys[0], key_record_problem=keys[1]
     )
-
-
-def _key_records(records: list[bytes]) -> tuple[str | None, str | None]:
-    """The fingerprint of the first key record that decodes, and the damage of one that does not."""
-    fp: str | None = None
-    problem: str | None = None
-    for k, rec in enumerate(records, start=1):
-        try:
-            w = fmt.decode_key_record(rec)
-        except TapearcError as e:
-            problem = problem or f"tape file 0, record {k}: the key record is damaged: {e.message}"
-            continue
-        fp = fp or fingerprint_text(w.key_fingerprint)
-    return fp, problem
 
 
 def _list_tape_file(drive: TapeDrive, recs: FileRecords, tf: TapeFileListing, logical: int) -> Mark:

@@ -53,6 +53,20 @@ class _Stop:
     pass
 
 
+def plan_windows(plan: Iterable[Span], window: int) -> Iterator[tuple[int, int, bool, object]]:
+    """``(offset, length, read, tag)``: a plan's read spans cut into windows of ``window``
+    bytes, its other spans as they are, in order (what ReadAhead reads and hands over)."""
+    for off, length, read, tag in plan:
+        if not read:
+            yield off, length, False, tag
+            continue
+        end = off + length
+        while off < end:
+            n = min(window, end - off)
+            yield off, n, True, tag
+            off += n
+
+
 class ReadAhead:
     def __init__(
         self,
@@ -92,15 +106,7 @@ class ReadAhead:
                 yield off, n, True, None
                 off += n
             return
-        for off, length, read, tag in self.plan:
-            if not read:
-                yield off, length, False, tag
-                continue
-            end = off + length
-            while off < end:
-                n = min(self.window, end - off)
-                yield off, n, True, tag
-                off += n
+        yield from plan_windows(self.plan, self.window)
 
     def _put(self, item: _Item | BaseException | _Stop) -> bool:
         """Hand ``item`` to the caller; False when the caller stopped."""

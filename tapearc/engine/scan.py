@@ -20,6 +20,7 @@ from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.catalog.states import GenerationState
 from tapearc.crypto.keys import fingerprint_text, parse_fingerprint
+from tapearc.engine.keymedia import key_record_fingerprint
 from tapearc.engine.layout import (
     MAGIC_CHUNK,
     MAGIC_TRAILER,
@@ -146,21 +147,6 @@ def scan_medium(
         progress.finish()
     catalog.mark_stale_writing(label.media_set_uuid)
     return result
-
-
-def key_record_fingerprint(records: list[bytes]) -> tuple[str | None, str | None]:
-    """The fingerprint (text) of the first of tape file 0's key records (as read after the
-    label) that decodes, and what is wrong with the first that does not."""
-    fp: str | None = None
-    problem: str | None = None
-    for k, rec in enumerate(records, start=1):
-        try:
-            w = fmt.decode_key_record(rec)
-        except TapearcError as e:
-            problem = problem or f"tape file 0, record {k}: the key record is damaged: {e.message}"
-            continue
-        fp = fp or fingerprint_text(w.key_fingerprint)
-    return fp, problem
 
 
 def _record_set_key(catalog: Catalog, label: fmt.Label, fingerprint: str | None) -> None:
