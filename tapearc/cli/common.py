@@ -244,24 +244,21 @@ def check_passphrase_file(key_file: Path | None, passphrase_file: str | None, op
 
 
 def _opening(key_file: Path, passphrase_file: str | None) -> tuple[fmt.WrappedKey, Callable[[], Key]]:
-    """Read the key file and the passphrase (asked on the terminal now, in this thread), and
-    start opening the key (scrypt: a third of a second, by design; it releases the GIL) in a
-    thread, so that the engine's imports and the catalog's opening go on meanwhile. Returns the
-    key record and the function that waits for the key (WrongPassphraseError, exit 31)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Read the key file and the passphrase (asked on the terminal now), and start opening the
+    key: scrypt, a third of a second by design, runs in a child process on another CPU
+    (crypto.wrap.start_unwrap; started before the command line was parsed when the entry point
+    could: crypto.prefetch), so that the engine's imports and the catalog's and medium's
+    opening go on meanwhile. Returns the key record and the function that waits for the key
+    (WrongPassphraseError, exit 31)."""
+    from tapearc.crypto import prefetch
     from tapearc.crypto.keyfile import get_passphrase, read_key_file
-    from tapearc.crypto.wrap import unwrap_key
+    from tapearc.crypto.wrap import start_unwrap
 
     wrapped = read_key_file(key_file)
     what = f"key file {key_file}"
     passphrase = get_passphrase(passphrase_file, what=what)
-    pool = ThreadPoolExecutor(1, thread_name_prefix="tapearc-key")
-    try:
-        future = pool.submit(unwrap_key, wrapped, passphrase, where=what)
-    finally:
-        pool.shutdown(wait=False)
-    return wrapped, future.result
+    early = None if passphrase_file is None else prefetch.take(key_file, passphrase_file, wrapped, passphrase)
+    return wrapped, start_unwrap(wrapped, passphrase, where=what, kek=early)
 
 
 def start_key_arg(
