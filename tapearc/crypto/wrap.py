@@ -160,7 +160,14 @@ def start_unwrap(
     and raises what unwrap_key raises. ``kek``: a derivation already started for this record and
     passphrase (:func:`kek_in_child`, e.g. by tapearc.crypto.prefetch)."""
     waiter = kek_in_child(passphrase, w) if kek is None else kek
-    return lambda: _open_with(waiter(), w, where)
+    opened: list[Key] = []
+
+    def wait() -> Key:
+        if not opened:
+            opened.append(_open_with(waiter(), w, where))
+        return opened[0]
+
+    return wait
 
 
 def _open_with(kek: AESGCM, w: fmt.WrappedKey, where: str) -> Key:
