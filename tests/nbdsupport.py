@@ -108,6 +108,11 @@ def _accepts(sock: Path) -> bool:
     return True
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 nobody listens on now (for a server started more than once on one port)."""
+    return _free_port()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -200,10 +205,12 @@ needs_x509_tool = pytest.mark.skipif(
 )
 
 
-def x509_dirs(base: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+def x509_dirs(base: Path, host: str = "127.0.0.1", *, client_cert: bool = False) -> tuple[Path, Path]:
     """A CA and a server certificate for ``host`` made with openssl: (the server's folder for
-    ``nbdkit --tls-certificates`` with ca-cert.pem, server-cert.pem, server-key.pem; the client's
-    folder for libnbd's ``tls-certificates=`` with ca-cert.pem)."""
+    ``nbdkit --tls-certificates`` or qemu's ``tls-creds-x509,dir=`` with ca-cert.pem,
+    server-cert.pem, server-key.pem; the client's folder for libnbd's ``tls-certificates=`` with
+    ca-cert.pem, and with ``client_cert`` a client certificate of the CA: client-cert.pem,
+    client-key.pem)."""
     server, client = base / "server", base / "client"
     server.mkdir(parents=True)
     client.mkdir(parents=True)
@@ -225,4 +232,41 @@ def x509_dirs(base: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
         "-out", "server-cert.pem", "-days", "30", "-extfile", "ext.cnf")  # fmt: skip
     (server / "server-key.pem").chmod(0o600)
     (client / "ca-cert.pem").write_bytes((server / "ca-cert.pem").read_bytes())
+    if client_cert:
+        run("req", *ec, "-keyout", str(client / "client-key.pem"), "-out", "client.csr", "-subj", "/CN=tapearc client")
+        (server / "client.cnf").write_text(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+        )
+        run("x509", "-req", "-in", "client.csr", "-CA", "ca-cert.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+            "-out", str(client / "client-cert.pem"), "-days", "30", "-extfile", "client.cnf")  # fmt: skip
+        (client / "client-key.pem").chmod(0o600)
     return server, client
+
+
+@contextlib.contextmanager
+def qemu_nbd_tls(
+    image: Path, fmt: str, creds: str, *, bitmap: str | None = None, export: str = "disk", port: int | None = None
+) -> Iterator[int]:
+    """Serve ``image`` read-only with qemu-nbd over TCP on 127.0.0.1 with TLS: ``creds`` is the
+    ``--object`` of its credentials (``tls-creds-psk,id=tls0,endpoint=server,dir=DIR`` with
+    DIR/keys.psk, or ``tls-creds-x509,id=tls0,endpoint=server,dir=DIR``; the id must be tls0).
+    Yields the port (``port``: the one to listen on, as the server of the night before did)."""
+    port = port or _free_port()
+    cmd = ["qemu-nbd", "--read-only", "--persistent", "--shared=4", "-f", fmt, "-x", export, "-b", "127.0.0.1"]
+    cmd += ["-p", str(port), "--object", creds, "--tls-creds", "tls0"]
+    if bitmap:
+        cmd += ["-B", bitmap]
+    proc = subprocess.Popen([*cmd, str(image)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def up() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    try:
+        _wait_for(up, proc, "qemu-nbd")
+        yield port
+    finally:
+        _stop(proc)

@@ -24,7 +24,18 @@ from typing import Any
 
 import pytest
 
-from tests.nbdsupport import nbdkit_server, needs_nbdkit, needs_x509_tool, psk_file, x509_dirs
+from tests.nbdsupport import (
+    free_port,
+    nbdkit_server,
+    needs_nbdkit,
+    needs_qemu_nbd,
+    needs_x509_tool,
+    psk_file,
+    qemu_img,
+    qemu_io,
+    qemu_nbd_tls,
+    x509_dirs,
+)
 
 MiB = 1024 * 1024
 
@@ -207,3 +218,46 @@ def test_a_job_file_of_two_hosts_over_tls(tmp_path: Path) -> None:
         out = tmp_path / f"{name}.out"
         ok(tapearc("restore", "--media", spec, "--volume", name, "--to", str(out), "--json", catalog=cat))
         assert out.read_bytes() == disk.read_bytes()
+
+
+def qcow2_rounds(tmp_path: Path, creds: str, uri_of: Any) -> None:
+    """A qcow2 with a persistent dirty bitmap served by qemu-nbd over TLS: a full, 64 KiB
+    written, an incremental that reads only the dirty 64 KiB; both restore as qemu-img convert."""
+    disk = tmp_path / "vm1.qcow2"
+    qemu_img("create", "-f", "qcow2", str(disk), "32M")
+    qemu_io(disk, "qcow2", "write -P 0x11 0 1M", "write -P 0x22 30M 64k")
+    qemu_img("bitmap", "--add", str(disk), "tapearc")
+    spec, cat = f"sim:{tmp_path / 't.tap'}", tmp_path / "cat.sqlite"
+    raws, port = [], free_port()  # the same URI each night: the same port
+    for round_ in (1, 2):
+        if round_ == 2:
+            qemu_io(disk, "qcow2", "write -P 0x44 12M 64k")
+        qemu_img("convert", "-f", "qcow2", "-O", "raw", str(disk), str(tmp_path / "raw"))
+        raws.append((tmp_path / "raw").read_bytes())
+        with qemu_nbd_tls(disk, "qcow2", creds, bitmap="tapearc", export="vm1", port=port):
+            uri = uri_of(port)
+            r = ok(tapearc("backup", uri, "--media", spec, "--dirty-bitmap", "tapearc", "--json", catalog=cat))
+        assert r["volume"] == "vm1" and r["generation"] == round_, r
+    assert r["kind"] == "incremental" and r["change"]["trusted"] is True, r
+    assert r["source_bytes_read"] == 65536, r
+    assert restored(spec, cat, tmp_path / "out.img", 2) == raws[1]
+    assert restored(spec, cat, tmp_path / "out.img", 1) == raws[0]
+
+
+@needs_qemu_nbd
+def test_qemu_nbd_psk_with_a_dirty_bitmap(tmp_path: Path) -> None:
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    keys = psk_file(tls / "keys.psk", "tapearc")  # qemu reads DIR/keys.psk
+    creds = f"tls-creds-psk,id=tls0,endpoint=server,dir={tls}"
+    qcow2_rounds(tmp_path, creds, lambda port: f"nbds://tapearc@127.0.0.1:{port}/vm1?tls-psk-file={keys}")
+
+
+@needs_qemu_nbd
+@needs_x509_tool
+def test_qemu_nbd_x509_verifying_its_client(tmp_path: Path) -> None:
+    """qemu-nbd's tls-creds-x509 verifies the client by default: the tape server's folder holds
+    a client certificate of the CA beside the CA's (docs/remote-sources.md)."""
+    server, client = x509_dirs(tmp_path / "pki", client_cert=True)
+    creds = f"tls-creds-x509,id=tls0,endpoint=server,dir={server}"
+    qcow2_rounds(tmp_path, creds, lambda port: f"nbds://127.0.0.1:{port}/vm1?tls-certificates={client}")
