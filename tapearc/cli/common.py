@@ -306,11 +306,11 @@ def open_catalog(path: str | None) -> Iterator[Catalog]:
 
 def lease_purpose() -> str:
     """What a command's leases say it is doing: its command line (``tapearc backup vm1.img
-    --media sim:lib``), cut at 120 characters."""
+    --media sim:lib``), cut at 200 characters."""
     name = os.path.basename(sys.argv[0]) if sys.argv else ""
     if not (name.startswith("tapearc") or name == "__main__.py"):
         return "tapearc"  # called in-process (a test's runner): its command line is not ours
-    return " ".join(["tapearc", *sys.argv[1:]])[:120]
+    return " ".join(["tapearc", *sys.argv[1:]])[:200]
 
 
 @contextmanager

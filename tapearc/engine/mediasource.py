@@ -22,7 +22,7 @@ import re
 import socket
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 from tapearc import format as fmt
@@ -107,20 +107,32 @@ class LeasedChanger(Changer):
         self.resource = f"changer:{library}"
         self.purpose = purpose
         self.wait = wait
+        self.holding = False
 
-    def _lease(self, what: str) -> Lease:
-        return self.leases.acquire(self.resource, purpose=f"{what} for {self.purpose}", wait=self.wait)
+    @contextmanager
+    def held(self, what: str) -> Iterator[None]:
+        """Hold the changer's lease for a sequence of operations (an inventory and the load it
+        decides); nested operations run under it."""
+        if self.holding:
+            yield
+            return
+        with self.leases.acquire(self.resource, purpose=f"{what} for {self.purpose}", wait=self.wait):
+            self.holding = True
+            try:
+                yield
+            finally:
+                self.holding = False
 
     def status(self) -> ChangerStatus:
-        with self._lease("inventory"):
+        with self.held("inventory"):
             return self.inner.status()
 
     def load(self, slot: int, drive: int = 0) -> None:
-        with self._lease(f"load of slot {slot} into drive {drive}"):
+        with self.held(f"load of slot {slot} into drive {drive}"):
             self.inner.load(slot, drive)
 
     def unload(self, drive: int = 0, slot: int | None = None) -> None:
-        with self._lease(f"unload of drive {drive}"):
+        with self.held(f"unload of drive {drive}"):
             self.inner.unload(drive, slot)
 
     def close(self) -> None:
@@ -264,20 +276,26 @@ class MediaSource:
             ch = self.changer
             if ch is None or not self.can_change or self.is_operator:
                 raise
-            st = ch.status()
-            bay = self.bay(st)
-            if bay is not None and bay.full:
-                raise
-            full = [s for s in st.slots if s.full]
-            if not full:
-                raise MediumUnavailableError(f"the drive is empty and changer {ch.name} holds no tape") from None
-            ch.load(full[0].number, self.drive_index)
+            with self.changer_held(f"load into drive {self.drive_index}"):
+                st = ch.status()
+                bay = self.bay(st)
+                if bay is not None and bay.full:
+                    raise
+                full = [s for s in st.slots if s.full]
+                if not full:
+                    raise MediumUnavailableError(f"the drive is empty and changer {ch.name} holds no tape") from None
+                ch.load(full[0].number, self.drive_index)
             self.drive = self._open()
         if self.library is not None and self.medium_lease is None:
             probe = probe_label(self.drive)
             if probe.label is not None:
                 self.hold_medium(probe.label.medium_uuid)
         return self.drive
+
+    def changer_held(self, what: str) -> AbstractContextManager[None]:
+        """The changer's lease held for a sequence of operations (nothing without leases)."""
+        ch = self.changer
+        return ch.held(what) if isinstance(ch, LeasedChanger) else nullcontext()
 
     def bay(self, st: ChangerStatus) -> DriveBayStatus | None:
         """This source's drive in a changer's inventory."""
@@ -403,6 +421,14 @@ class MediaSource:
         return self.drive
 
     def _from_slots(
+        self, describe: str, accept: Callable[[LabelProbe], bool | str], prefer: list[str] | None, reasons: list[str]
+    ) -> TapeDrive:
+        """:meth:`_try_slots` with the changer's lease held throughout (nobody else moves a
+        medium between our inventory and our load)."""
+        with self.changer_held(f"search for a medium for drive {self.drive_index}"):
+            return self._try_slots(describe, accept, prefer, reasons)
+
+    def _try_slots(
         self,
         describe: str,
         accept: Callable[[LabelProbe], bool | str],
@@ -441,7 +467,7 @@ class MediaSource:
             d.close()
             ch.unload(self.drive_index, s.number)
         if again and prefer and self._from_other_drives(st, prefer, reasons):
-            return self._from_slots(describe, accept, prefer, reasons, again=False)
+            return self._try_slots(describe, accept, prefer, reasons, again=False)
         raise MediumUnavailableError(
             f"{describe} is needed and changer {ch.name} has none: " + "; ".join(reasons[-4:]),
             hint="load the medium into the changer, or a blank one",
