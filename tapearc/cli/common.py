@@ -192,7 +192,8 @@ TimeoutOpt = Annotated[
     float | None,
     typer.Option(
         "--wait",
-        help="With --changer operator: give up after this many seconds (default: wait forever).",
+        help="With --changer operator: give up after this many seconds (default: wait forever); "
+        "also how long to wait for a library's drive, medium or changer another tapearc holds.",
         metavar="SECONDS",
         parser=seconds,
     ),

@@ -142,6 +142,9 @@ class LeasedChanger(Changer):
 class MediaSource:
     """The drive of a job and the means to change its medium."""
 
+    #: the ttl of the leases it takes (tests shorten it)
+    lease_ttl: float = 60.0
+
     def __init__(
         self,
         spec: str,
@@ -175,6 +178,7 @@ class MediaSource:
         self.library = library_id(changer) if leases is not None else None
         self.drive_lease = drive_lease
         self.medium_lease: Lease | None = None
+        self.pinned = False  # medium(): the lease held is the wanted medium's, kept while it is searched for
         if leases is not None and self.library is not None and changer is not None:
             changer = LeasedChanger(changer, leases, self.library, self.purpose, operator_timeout)
         self.changer: Changer | None = changer
@@ -185,7 +189,10 @@ class MediaSource:
         if self.drive_lease is None and leases is not None and self.library is not None and drive is None:
             try:
                 self.drive_lease = leases.acquire(
-                    drive_resource(self.library, self.drive_index), purpose=self.purpose, wait=operator_timeout
+                    drive_resource(self.library, self.drive_index),
+                    purpose=self.purpose,
+                    wait=operator_timeout,
+                    ttl=self.lease_ttl,
                 )
             except BaseException:
                 self.close()
@@ -222,7 +229,7 @@ class MediaSource:
                     f"changer {changer.name}: which device is each of its {count} drives? (give the drives' media)"
                 )
             names = [drive_resource(library, i) for i in range(min(count, len(drive_specs)))]
-            lease = leases.acquire_any(names, purpose=purpose, wait=wait)
+            lease = leases.acquire_any(names, purpose=purpose, wait=wait, ttl=cls.lease_ttl)
         except BaseException:
             changer.close()
             raise
@@ -338,7 +345,7 @@ class MediaSource:
                 return
             self.drop_medium()
         limit = self.operator_timeout if isinstance(wait, str) else wait
-        self.medium_lease = self.leases.acquire(resource, purpose=self.purpose, wait=limit)
+        self.medium_lease = self.leases.acquire(resource, purpose=self.purpose, wait=limit, ttl=self.lease_ttl)
 
     def writing(self, label: fmt.Label) -> None:
         """The engine is about to write on the medium of ``label`` (a new part of a generation):
@@ -396,6 +403,8 @@ class MediaSource:
                 hint="give --changer (mtx:/dev/sgN, serial:PORT, sim:DIR or operator)",
             ).at(medium=self.spec)
         self.close_drive()
+        if not self.pinned:
+            self.drop_medium()  # the medium that was in the drive goes back: its lease with it
         if self.is_operator:
             return self._from_operator(describe, accept)
         return self._from_slots(describe, accept, prefer, reasons)
@@ -553,7 +562,11 @@ class MediaSource:
 
         name = f"medium {barcode + ' ' if barcode else ''}(sequence {sequence} of media set {set_uuid})"
         self.hold_medium(medium_uuid)  # a medium another job writes or reads is waited for, not grabbed
-        return self.obtain(name, accept, [barcode] if barcode else None)
+        self.pinned = True
+        try:
+            return self.obtain(name, accept, [barcode] if barcode else None)
+        finally:
+            self.pinned = False
 
     def medium_by_sequence(self, set_uuid: uuid.UUID, sequence: int) -> TapeDrive:
         def accept(p: LabelProbe) -> bool | str:
