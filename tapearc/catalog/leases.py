@@ -57,11 +57,11 @@ LEASES_DDL = """
 CREATE TABLE IF NOT EXISTS leases (
     resource TEXT PRIMARY KEY,    -- drive:<library>:<index> | medium:<uuid or barcode> | changer:<library>
     holder TEXT NOT NULL,         -- random id of the holding lease (one per acquire)
-    host TEXT NOT NULL,           -- the holder's host name
-    pid INTEGER NOT NULL,         -- the holder's process id on that host
-    pid_start INTEGER,            -- the process's start time (clock ticks after boot; NULL: unknown)
+    host TEXT NOT NULL,           -- the host name of the holder
+    pid INTEGER NOT NULL,         -- the process id of the holder on that host
+    pid_start INTEGER,            -- the start time of that process (clock ticks after boot), NULL: unknown
     purpose TEXT NOT NULL,        -- what it is held for ("backup of vm1")
-    acquired_at DOUBLE PRECISION NOT NULL,  -- epoch seconds (the holder's clock)
+    acquired_at DOUBLE PRECISION NOT NULL,  -- epoch seconds, by the clock of the holder
     renewed_at DOUBLE PRECISION NOT NULL,
     expires_at DOUBLE PRECISION NOT NULL
 );
@@ -282,15 +282,15 @@ class Leases:
         catalog_spec: str,
         *,
         notify: Callable[[str], None] | None = None,
-        connect: Callable[[str], Connection] = connect_catalog,
+        connect: Callable[[str], Connection] | None = None,
     ) -> None:
         self.spec = catalog_spec
-        self.connect = connect
+        self.connect = connect or connect_catalog
         self.notify = notify or stderr_notify
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.pid_start = process_start(self.pid)
-        self.db = connect(catalog_spec)
+        self.db = self.connect(catalog_spec)
         self.lock = threading.Lock()
         self.held: dict[str, Lease] = {}
         self.stop = threading.Event()

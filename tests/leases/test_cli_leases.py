@@ -179,6 +179,31 @@ def test_crashed_holder_is_taken_over_and_named(tmp_path: Path, leases: Leases) 
     assert leases.rows() == []
 
 
+def test_expired_lease_of_another_host_is_taken_over_and_named(tmp_path: Path, leases: Leases) -> None:
+    """A holder on another host that stopped renewing (crashed, cut off): once its lease has
+    expired the next process takes it over and names it; before, it waits for it or says who."""
+    lib = library(tmp_path, drives=1, slots=2)
+    real = os.path.realpath(lib)
+    volume(tmp_path / "v.img", 7)
+    now = time.time()
+    leases.db.execute(
+        "INSERT INTO leases VALUES (?, 'x', 'tapesrv2', 4242, NULL, 'tapearc run nightly.toml', ?, ?, ?)",
+        (f"drive:{real}:0", now - 3600, now - 30, now + 30),
+    )
+    p = tapearc("backup", str(tmp_path / "v.img"), "--media", f"sim:{lib}", "--wait", "0")
+    assert p.returncode == 40, p.stderr
+    assert "is held by host tapesrv2 pid 4242 (tapearc run nightly.toml) since " in p.stderr
+    leases.db.execute("UPDATE leases SET expires_at = ? WHERE resource = ?", (now - 1, f"drive:{real}:0"))
+    p = tapearc("backup", str(tmp_path / "v.img"), "--media", f"sim:{lib}", "--wait", "0")
+    assert p.returncode == 0, p.stderr
+    assert (
+        f"tapearc: warning: took over the expired lease on drive 0 of library {real}: it was held by host "
+        "tapesrv2 pid 4242 (tapearc run nightly.toml) since "
+    ) in p.stderr
+    assert "last renewed" in p.stderr
+    assert leases.rows() == []
+
+
 def test_lease_list_and_break(tmp_path: Path, leases: Leases) -> None:
     now = time.time()
     leases.db.execute(
