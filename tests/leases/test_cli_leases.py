@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -41,27 +42,10 @@ def until(cond: Callable[[], bool], what: str, limit: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def library(tmp_path: Path, drives: int = 2, slots: int = 4) -> Path:
+def library(tmp_path: Path, drives: int = 2, slots: int = 4, capacity: str = "64M") -> Path:
     lib = tmp_path / "lib"
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tapesim",
-            "library",
-            str(lib),
-            "--slots",
-            str(slots),
-            "--capacity",
-            "64M",
-            *(
-                "--drives",
-                str(drives),
-            ),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    args = ["library", str(lib), "--slots", str(slots), "--capacity", capacity, "--drives", str(drives)]
+    p = subprocess.run([sys.executable, "-m", "tapesim", *args], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     return lib
 
@@ -155,6 +139,62 @@ def test_restore_waits_for_a_medium_a_backup_holds(tmp_path: Path, leases: Lease
     assert out.read_bytes() == a
     status = json.loads((lib / "library.json").read_text())
     assert status["drive_contents"].get("1", {}).get("barcode") == "TAP001"
+
+
+def stop_outside_a_write(pid: int, catalog: str) -> None:
+    """SIGSTOP ``pid`` at a moment it holds no write transaction of the SQLite catalog (else
+    every other process's catalog writes, leases included, would wait for it)."""
+    db = sqlite3.connect(catalog, timeout=0, isolation_level=None)
+    try:
+        for _ in range(1000):
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("ROLLBACK")
+                return
+            except sqlite3.OperationalError:
+                os.kill(pid, signal.SIGCONT)
+                time.sleep(0.001)
+        pytest.fail("the backup is always inside a catalog write")
+    finally:
+        db.close()
+
+
+def test_restore_waits_for_a_running_backup(tmp_path: Path, leases: Leases) -> None:
+    """The same with a real backup: it is stopped (SIGSTOP) once it holds TAP001's lease, the
+    restore on the other drive names it and waits; the backup goes on, ends, and the restore
+    takes TAP001 out of drive 0 and restores the generation it asked for."""
+    lib = library(tmp_path, drives=2, slots=3, capacity="512M")
+    a = volume(tmp_path / "a.img", 4)
+    volume(tmp_path / "b.img", 5)
+    volume(tmp_path / "big.img", 8, 128 << 20)
+    drive0 = ("--media", f"sim:{lib}/drive-0.tap", "--changer", f"sim:{lib}")
+    assert tapearc("backup", str(tmp_path / "a.img"), *drive0).returncode == 0
+    p = tapearc("backup", str(tmp_path / "b.img"), "--media", f"sim:{lib}/drive-1.tap", "--changer", f"sim:{lib}")
+    assert p.returncode == 0, p.stderr
+    with Catalog(os.environ["TAPEARC_CATALOG"]) as cat:
+        tape_a = cat.media_holding_generations()[0][0]
+    backup = start("backup", str(tmp_path / "big.img"), *drive0)
+    until(lambda: (r := leases.get(f"medium:{tape_a}")) is not None and r.pid == backup.pid, "the backup's lease")
+    stop_outside_a_write(backup.pid, os.environ["TAPEARC_CATALOG"])
+    try:
+        row = leases.get(f"medium:{tape_a}")
+        assert row is not None and row.pid == backup.pid, "the backup ended before it could be stopped"
+        at = (datetime.now() + timedelta(minutes=5)).isoformat(timespec="seconds")
+        out = tmp_path / "r.img"
+        restore = start("restore", "--media", f"sim:{lib}", "--volume", "a.img", "--at", at, "--to", str(out))
+        assert restore.stderr is not None
+        line = restore.stderr.readline()
+        assert line.startswith(f"tapearc: medium {tape_a} is held by host {HOST} pid {backup.pid} (tapearc backup ")
+        assert line.rstrip().endswith("; waiting")
+    finally:
+        os.kill(backup.pid, signal.SIGCONT)
+    _, err = backup.communicate(timeout=300)
+    assert backup.returncode == 0, err
+    _, err = restore.communicate(timeout=300)
+    assert restore.returncode == 0, line + err
+    assert out.read_bytes() == a
+    assert leases.rows() == []
 
 
 def test_crashed_holder_is_taken_over_and_named(tmp_path: Path, leases: Leases) -> None:
