@@ -89,3 +89,29 @@ def test_for_free_drive_and_the_drive_of_a_spec(tmp_path: Path, spec: str) -> No
         explicit.close()
         assert a.rows() == []
     assert library_id(open_changer(f"sim:{lib}")) == real
+
+
+class FakeChanger:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def test_library_ids(tmp_path: Path) -> None:
+    import socket
+
+    from tapearc.engine.mediasource import drive_index_of
+
+    host = socket.gethostname()
+    lib = make_library(tmp_path, drives=3)
+    link = tmp_path / "link"
+    link.symlink_to(lib)
+    sim = open_changer(f"sim:{link}")
+    assert library_id(sim) == os.path.realpath(lib)  # the same library by any path
+    assert library_id(FakeChanger("mtx:/nonexistent/sg9")) == f"{host}:/nonexistent/sg9"  # no sysfs serial
+    assert library_id(FakeChanger("serial:socket://lib.example:4000")) == "serial:socket://lib.example:4000"
+    assert library_id(FakeChanger("serial:/dev/ttyUSB0")) == f"{host}:serial:/dev/ttyUSB0"
+    assert library_id(open_changer("operator")) is None
+    assert library_id(None) is None
+    assert drive_index_of(f"sim:{lib}/drive-2.tap", sim) == 2
+    assert drive_index_of(f"sim:{tmp_path}/drive-2.tap", sim) == 0  # not the library's folder
+    assert drive_index_of("/dev/nst1", FakeChanger("mtx:/dev/sg3")) == 0  # type: ignore[arg-type]
