@@ -39,6 +39,7 @@ from uuid import UUID
 
 from tapearc import format as fmt
 from tapearc import settings
+from tapearc.catalog.leases import LEASES_DDL
 from tapearc.catalog.states import FINAL_KNOWN, GenerationState
 from tapearc.crypto.keys import fingerprint_text, parse_fingerprint
 from tapearc.errors import CatalogError, TapearcError
@@ -177,6 +178,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_by_generation ON chunks (generation_id, seq);
 """
+SCHEMA += LEASES_DDL  # the leases of drives, media and changers (tapearc/catalog/leases.py)
 
 _RUN = struct.Struct("<QIB")
 

@@ -192,7 +192,8 @@ TimeoutOpt = Annotated[
     float | None,
     typer.Option(
         "--wait",
-        help="With --changer operator: give up after this many seconds (default: wait forever).",
+        help="With --changer operator: give up after this many seconds (default: wait forever); "
+        "also how long to wait for a library's drive, medium or changer another tapearc holds.",
         metavar="SECONDS",
         parser=seconds,
     ),
@@ -301,16 +302,30 @@ def open_catalog(path: str | None) -> Iterator[Catalog]:
         cat.close()
 
 
+def lease_purpose() -> str:
+    """What a command's leases say it is doing: its command line (``tapearc backup vm1.img
+    --media sim:lib``), cut at 200 characters."""
+    name = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if not (name.startswith("tapearc") or name == "__main__.py"):
+        return "tapearc"  # called in-process (a test's runner): its command line is not ours
+    return " ".join(["tapearc", *sys.argv[1:]])[:200]
+
+
 @contextmanager
 def open_media(
     spec: str, changer: str | None, *, write: bool, catalog: Catalog | None = None, timeout: float | None = None
 ) -> Iterator[MediaSource]:
     """A MediaSource: the drive named by --media and the changer named by --changer, its drive
-    locked against other tapearc processes for the whole command (tapearc.locks)."""
-    from tapearc.engine.mediasource import MediaSource
+    locked against other tapearc processes for the whole command: by a lease in the catalog for
+    the drives of a library (any free drive of ``sim:DIR``), else by a file lock (tapearc.locks)."""
+    from tapearc.engine.mediasource import MediaSource, leased_media, uses_leases
     from tapearc.locks import medium_lock
     from tapearc.media.changers import open_changer
 
+    if catalog is not None and uses_leases(spec, changer, catalog):  # the drives of a library: docs/leases.md
+        with leased_media(spec, changer, write=write, catalog=catalog, purpose=lease_purpose(), wait=timeout) as leased:
+            yield leased
+        return
     with medium_lock(spec, write=write):
         ch = open_changer(changer) if changer is not None else None
         src = MediaSource(spec, write=write, changer=ch, catalog=catalog, operator_timeout=timeout)
