@@ -19,7 +19,7 @@ from tapearc.engine.identity import known_medium
 from tapearc.engine.tapefiles import LabelProbe, probe_label
 from tapearc.errors import MediumUnavailableError, TapearcError
 from tapearc.media.base import TapeDrive
-from tapearc.media.changer import AttendedChanger, Changer
+from tapearc.media.changer import AttendedChanger, Changer, ChangerStatus, DriveBayStatus
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class MediaSource:
         catalog: Catalog | None = None,
         drive: TapeDrive | None = None,
         operator_timeout: float | None = None,
+        drive_index: int = 0,
     ) -> None:
         from tapearc.media import open_medium
 
@@ -52,12 +53,14 @@ class MediaSource:
         self.write = write
         self.catalog = catalog
         self.operator_timeout = operator_timeout
+        #: the changer's number of the drive this source uses (a library with several drives)
+        self.drive_index = drive_index
         lib = library_dir(spec)
         if lib is not None and changer is None:
             from tapearc.media.changers import open_changer
 
             changer = open_changer(f"sim:{lib}")
-            spec = f"sim:{os.path.join(lib, 'drive-0.tap')}"
+            spec = f"sim:{os.path.join(lib, f'drive-{drive_index}.tap')}"
         self.spec = spec
         self.changer: Changer | None = changer
         self.drive: TapeDrive | None = drive
@@ -103,12 +106,12 @@ class MediaSource:
             if ch is None or not self.can_change or self.is_operator:
                 raise
             st = ch.status()
-            if st.drives and st.drives[0].full:
+            if self._bay(st) is not None:
                 raise
             full = [s for s in st.slots if s.full]
             if not full:
                 raise MediumUnavailableError(f"the drive is empty and changer {ch.name} holds no tape") from None
-            ch.load(full[0].number, 0)
+            ch.load(full[0].number, self.drive_index)
             self.drive = self._open()
         return self.drive
 
@@ -137,7 +140,13 @@ class MediaSource:
             st = self.changer.status()
         except TapearcError:
             return None
-        return st.drives[0].barcode if st.drives and st.drives[0].full else None
+        bay = self._bay(st)
+        return bay.barcode if bay is not None else None
+
+    def _bay(self, st: ChangerStatus) -> DriveBayStatus | None:
+        """This source's drive in a changer status, when it holds a medium."""
+        bay = next((d for d in st.drives if d.number == self.drive_index), None)
+        return bay if bay is not None and bay.full else None
 
     def obtain(
         self, describe: str, accept: Callable[[LabelProbe], bool | str], prefer: list[str] | None = None
@@ -194,19 +203,21 @@ class MediaSource:
         ch = self.changer
         assert ch is not None
         st = ch.status()
-        if st.drives and st.drives[0].full:
-            ch.unload(0)
+        if self._bay(st) is not None:
+            ch.unload(self.drive_index)
+            st = ch.status()
+        if prefer and self._from_other_drives(ch, st, prefer):
             st = ch.status()
         order = [s for s in st.slots if s.full]
         if prefer:
             order.sort(key=lambda s: (s.barcode not in prefer, s.number))
         for s in order:
-            ch.load(s.number, 0)
+            ch.load(s.number, self.drive_index)
             try:
                 d = self._open()
             except MediumUnavailableError as e:
                 reasons.append(f"slot {s.number}: {e.message}")
-                ch.unload(0, s.number)
+                ch.unload(self.drive_index, s.number)
                 continue
             verdict = accept(probe_label(d))
             if verdict is True:
@@ -214,11 +225,25 @@ class MediaSource:
                 return d
             reasons.append(f"slot {s.number} ({s.barcode or 'no barcode'}) holds {verdict}")
             d.close()
-            ch.unload(0, s.number)
+            ch.unload(self.drive_index, s.number)
         raise MediumUnavailableError(
             f"{describe} is needed and changer {ch.name} has none: " + "; ".join(reasons[-4:]),
             hint="load the medium into the changer, or a blank one",
         )
+
+    def _from_other_drives(self, ch: Changer, st: ChangerStatus, prefer: list[str]) -> bool:
+        """Return a wanted medium that another drive of the library holds, idle, to its slot (a
+        library with several drives: a job left it there). A drive whose medium is in use refuses
+        (the changer says busy) and is left alone. True when one was moved."""
+        moved = False
+        for bay in st.drives:
+            if bay.number != self.drive_index and bay.full and bay.barcode in prefer:
+                try:
+                    ch.unload(bay.number)
+                    moved = True
+                except TapearcError as e:
+                    log.info("medium %s stays in drive %d: %s", bay.barcode, bay.number, e)
+        return moved
 
     def blank_for(self, set_uuid: uuid.UUID, sequence: int) -> TapeDrive:
         """A blank medium to become ``sequence`` of the set."""

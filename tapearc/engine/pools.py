@@ -7,6 +7,7 @@ The retention rules are tapearc/engine/retention.py's; the rows tapearc/catalog/
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 
@@ -208,7 +209,7 @@ def _library_barcodes(media: MediaSource) -> list[str]:
         )
     st = ch.status()
     codes = [s.barcode for s in st.slots if s.full and s.barcode]
-    codes += [d.barcode for d in st.drives[:1] if d.full and d.barcode]
+    codes += [d.barcode for d in st.drives if d.number == media.drive_index and d.full and d.barcode]
     return codes
 
 
@@ -237,8 +238,11 @@ def load_for_pool(
     pool = get_pool(cat, pool_name)
     use = PoolUse(pool.id)
     media.spare = lambda: load_spare(media, cat, pool, now, use.spanning)
-    choice = choose(cat, pool, _library_barcodes(media), volume, full, now)
-    use.warnings = _load_choice(media, cat, pool, choice, now, record_size)
+    # a job on several drives: one drive at a time chooses and loads (the medium another drive
+    # holds is not in this drive's library, so it continues another set or starts one)
+    with getattr(media, "moves", None) or contextlib.nullcontext():
+        choice = choose(cat, pool, _library_barcodes(media), volume, full, now)
+        use.warnings = _load_choice(media, cat, pool, choice, now, record_size)
     return use
 
 

@@ -1,0 +1,201 @@
+"""A job on several drives of one simulated library (tapearc.engine.jobdrives, engine.drives):
+4 volumes over 2 or 3 drives, each restored byte for byte; every drive writes its own media set;
+the largest volumes go first; a failing volume on one drive does not stop the others; a medium
+failure stops only its drive; Ctrl-C leaves every drive's generation marked incomplete, the
+media readable; a second run continues each drive's set; fewer free drives than asked for."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tapearc.catalog.db import Catalog
+from tapearc.catalog.views import media_sets
+from tapearc.engine.drives import Library, library_of, open_drives
+from tapearc.engine.jobdrives import run_job_on_drives, volume_order
+from tapearc.engine.jobfile import read_job
+from tapearc.engine.jobs import JobRun
+from tapearc.engine.progress import NoProgress
+from tapearc.errors import DrivesError
+from tests.engine.test_jobs import BS, job_file, restored, write
+
+lib_mod = pytest.importorskip("tapesim.library")
+
+KIB = 1024
+LATEST = 4_000_000_000  # restore --at: the newest generation of a volume, whichever set (drive) holds it
+SIZES = {"a": 300 * KIB, "b": 1200 * KIB, "c": 600 * KIB, "d": 900 * KIB}
+
+
+def library(tmp: Path, drives: int, slots: int = 8) -> str:
+    lib_mod.create_library(
+        str(tmp / "lib"), slots, 4096 * KIB, drives=drives, early_warning=256 * KIB, max_record=1024 * KIB
+    )
+    return f"sim:{tmp / 'lib'}"
+
+
+def four_volumes(tmp: Path, spec: str, drives: int, **job: Any) -> tuple[str, dict[str, bytes]]:
+    datas = {k: write(tmp / f"{k}.img", i, n) for i, (k, n) in enumerate(SIZES.items(), 1)}
+    path = job_file(
+        tmp,
+        {"name": "night", "media": spec, "record_size": "64K", "drives": drives, **job},
+        [{"name": k, "source": f"{k}.img"} for k in datas],
+        defaults={"block_size": BS, "chunk_size": "256K"},
+    )
+    return path, datas
+
+
+def run_on(path: str, n: int | None = None, **kw: Any) -> JobRun:
+    job = read_job(path)
+    with Catalog() as cat:
+        lib = library_of(job.drive_media or job.media, job.changer)
+        with open_drives(lib, n or job.drives, write=True, catalog=cat) as drives:
+            return run_job_on_drives(job, list(drives), cat, **kw)
+
+
+def sets_by_drive(r: JobRun) -> dict[str, set[str]]:
+    """The media sets each drive wrote (from the catalog)."""
+    out: dict[str, set[str]] = {}
+    with Catalog() as cat:
+        for v in r.volumes:
+            assert v.drive is not None and v.result is not None
+            for p in v.result.parts:
+                row = cat.medium(uuid.UUID(str(p["medium_uuid"])))
+                assert row is not None
+                out.setdefault(v.drive, set()).add(str(row.set_uuid))
+    return out
+
+
+@pytest.mark.parametrize("drives", [2, 3])
+def test_four_volumes_on_several_drives(tmp_path: Path, _private_catalog: Path, drives: int) -> None:
+    spec = library(tmp_path, drives)
+    path, datas = four_volumes(tmp_path, spec, drives)
+    r = run_on(path)
+    assert r.ok, [(v.name, v.error) for v in r.volumes]
+    assert [v.kind for v in r.volumes] == ["full"] * 4
+    used = {v.drive for v in r.volumes}
+    assert len(used) == drives  # every drive took at least one volume
+    by_drive = sets_by_drive(r)
+    all_sets = [s for sets in by_drive.values() for s in sets]
+    assert len(all_sets) == len(set(all_sets)) == drives  # one media set per drive, none shared
+    assert len(r.drives) == drives and sum(int(str(d["bytes"])) for d in r.drives) >= sum(SIZES.values())
+    with Catalog() as cat:  # the catalog has every generation, complete, in its drive's set
+        for v in r.volumes:
+            gens = [(s, g.state) for s in media_sets(cat) for g in cat.generations(s, v.name)]
+            assert gens == [(uuid.UUID(next(iter(by_drive[str(v.drive)]))), "complete")], v.name
+    for name, want in datas.items():  # restored through drive 0: media held by the others come back to slots
+        assert restored(spec, tmp_path, name, at=LATEST) == want
+
+
+def test_largest_volumes_go_first(tmp_path: Path) -> None:
+    spec = library(tmp_path, 2)
+    path, _ = four_volumes(tmp_path, spec, 2)
+    job = read_job(path)
+    assert [job.volumes[i].name for i in volume_order(job)] == ["b", "d", "c", "a"]
+
+
+def test_a_second_run_continues_each_drives_set(tmp_path: Path, _private_catalog: Path) -> None:
+    spec = library(tmp_path, 2)
+    path, datas = four_volumes(tmp_path, spec, 2)
+    first = run_on(path)
+    assert first.ok
+    before = sets_by_drive(first)
+    second = run_on(path)
+    assert second.ok and [v.kind for v in second.volumes] == ["incremental"] * 4
+    after = sets_by_drive(second)
+    assert {s for v in after.values() for s in v} <= {s for v in before.values() for s in v}
+    for name, want in datas.items():
+        assert restored(spec, tmp_path, name, at=LATEST) == want
+
+
+def test_a_failing_volume_does_not_stop_the_other_drive(tmp_path: Path, _private_catalog: Path) -> None:
+    spec = library(tmp_path, 2)
+    path, datas = four_volumes(tmp_path, spec, 2)
+    (tmp_path / "b.img").unlink()  # the largest: the first volume a drive takes
+    r = run_on(path)
+    outcomes = {v.name: str(v.outcome) for v in r.volumes}
+    assert outcomes == {"a": "ok", "b": "failed", "c": "ok", "d": "ok"}
+    err = r.error()
+    assert err is not None and err.exit_code == 35 and "b (failed: exit 3 source)" in str(err)
+    for name in ("a", "c", "d"):
+        assert restored(spec, tmp_path, name, at=LATEST) == datas[name]
+
+
+def test_a_medium_failure_stops_only_its_drive(tmp_path: Path, _private_catalog: Path) -> None:
+    # 2 slots, one per drive, each too small for the largest volume: the drive that takes b
+    # fills its tape and has no next one (medium-level failure); the other drive goes on
+    lib_mod.create_library(
+        str(tmp_path / "lib"), 2, 1100 * KIB, drives=2, early_warning=128 * KIB, max_record=1024 * KIB
+    )
+    spec = f"sim:{tmp_path / 'lib'}"
+    path, _ = four_volumes(tmp_path, spec, 2)
+    r = run_on(path)
+    out = {v.name: v for v in r.volumes}
+    assert str(out["b"].outcome) == "failed" and out["b"].error is not None
+    stopped_drive = out["b"].drive
+    assert any("stopped after volume 'b'" in n and "the other drives went on" in n for n in r.notes)
+    others = [v for v in r.volumes if v.name != "b" and str(v.outcome) == "ok"]
+    assert others and all(v.drive != stopped_drive for v in others)
+    assert r.error() is not None and r.error().exit_code == 35  # type: ignore[union-attr]
+
+
+class _CtrlCOnce(NoProgress):
+    """Sets the run's Ctrl-C (as the main thread's wait does) once a volume has written some."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+
+    def advance(self, nbytes: int) -> None:
+        self.stop.set()
+
+
+def test_ctrl_c_stops_every_drive_with_incomplete_generations(tmp_path: Path, _private_catalog: Path) -> None:
+    spec = library(tmp_path, 2)
+    path, datas = four_volumes(tmp_path, spec, 2)
+    stop = threading.Event()
+    r = run_on(path, progress=lambda _name: _CtrlCOnce(stop), stop=stop)
+    assert r.interrupted and r.error() is not None and r.error().exit_code == 130  # type: ignore[union-attr]
+    states = {v.name: str(v.outcome) for v in r.volumes}
+    assert "ok" not in states.values() and list(states.values()).count("interrupted") >= 1
+    with Catalog() as cat:  # no generation says complete or writing: each cut one is incomplete
+        states_in_catalog = [g.state for s in media_sets(cat) for n in datas for g in cat.generations(s, n)]
+        assert states_in_catalog and set(states_in_catalog) == {"incomplete"}
+    # every drive's medium is still usable: the next run backs every volume up
+    r2 = run_on(path)
+    assert r2.ok, [(v.name, v.error) for v in r2.volumes]
+    for name, want in datas.items():
+        assert restored(spec, tmp_path, name, at=LATEST) == want
+
+
+def test_more_drives_than_the_library_has(tmp_path: Path, _private_catalog: Path) -> None:
+    spec = library(tmp_path, 2)
+    with pytest.raises(DrivesError, match=r"3 drives are asked for; library sim:.* has 2 \(drive 0, drive 1\)"):
+        with open_drives(library_of(spec, None), 3, write=True):
+            pass
+
+
+def test_a_lone_drive_is_not_a_library(tmp_path: Path) -> None:
+    with pytest.raises(DrivesError, match="several drives need a library"):
+        library_of(f"sim:{tmp_path / 't.tap'}", None)
+    lib = library_of(("/dev/nst0", "/dev/nst1"), "mtx:/dev/sg3")
+    assert lib == Library("mtx:/dev/sg3", "mtx:/dev/sg3", ("/dev/nst0", "/dev/nst1"))
+
+
+def test_busy_drives_are_skipped(tmp_path: Path, _private_catalog: Path) -> None:
+    from tapearc.locks import medium_lock
+
+    spec = library(tmp_path, 3)
+    lib = library_of(spec, None)
+    notes: list[str] = []
+    with medium_lock(lib.drives[0], write=True), open_drives(lib, 2, write=True, timeout=0, notes=notes) as ds:
+        assert [d.drive_index for d in ds] == [1, 2] and notes == []
+    with medium_lock(lib.drives[0], write=True), medium_lock(lib.drives[1], write=True):
+        with open_drives(lib, 2, write=True, timeout=0, notes=notes) as ds:
+            assert [d.drive_index for d in ds] == [2]
+        assert "1 of the 2 drives asked for were free" in notes[0]
+        with medium_lock(lib.drives[2], write=True), pytest.raises(DrivesError, match="every drive of library"):
+            with open_drives(lib, 2, write=True, timeout=0):
+                pass
