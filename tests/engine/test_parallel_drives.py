@@ -19,7 +19,10 @@ from tapearc.engine.drives import Library, library_of, open_drives
 from tapearc.engine.jobdrives import run_job_on_drives, volume_order
 from tapearc.engine.jobfile import read_job
 from tapearc.engine.jobs import JobRun
+from tapearc.engine.plan import assign_drives
 from tapearc.engine.progress import NoProgress
+from tapearc.engine.restore import RestoreOptions
+from tapearc.engine.restoremany import restore_volumes
 from tapearc.errors import DrivesError
 from tests.engine.test_jobs import BS, job_file, restored, write
 
@@ -199,3 +202,64 @@ def test_busy_drives_are_skipped(tmp_path: Path, _private_catalog: Path) -> None
         with medium_lock(lib.drives[2], write=True), pytest.raises(DrivesError, match="every drive of library"):
             with open_drives(lib, 2, write=True, timeout=0):
                 pass
+
+
+# ---------------------------------------------------------------- restore on several drives
+
+
+def _m(n: int) -> uuid.UUID:
+    return uuid.UUID(int=n)
+
+
+def test_planner_spreads_disjoint_volumes_largest_first() -> None:
+    needs = {"a": ([_m(1)], 100), "b": ([_m(2)], 400), "c": ([_m(3)], 300), "d": ([_m(4)], 200)}
+    assert assign_drives(needs, 2) == [["b", "a"], ["c", "d"]]
+    assert assign_drives(needs, 1) == [["b", "c", "d", "a"]]
+    assert assign_drives(needs, 5) == [["b"], ["c"], ["d"], ["a"], []]
+
+
+def test_planner_keeps_volumes_sharing_a_medium_on_one_drive() -> None:
+    # a and c share medium 1; c and e share medium 5 (so a, c, e are one group); b, d alone
+    needs = {
+        "a": ([_m(1)], 100),
+        "b": ([_m(2)], 250),
+        "c": ([_m(1), _m(5)], 100),
+        "d": ([_m(3)], 50),
+        "e": ([_m(5), _m(6)], 100),
+    }
+    work = assign_drives(needs, 2)
+    assert work == [["a", "c", "e"], ["b", "d"]]
+    for k, vols in enumerate(work):  # no medium in the lists of two drives
+        mine = {m for v in vols for m in needs[v][0]}
+        others = {m for j, vs in enumerate(work) if j != k for v in vs for m in needs[v][0]}
+        assert not mine & others
+
+
+def test_planner_with_one_shared_medium_uses_one_drive() -> None:
+    needs = {v: ([_m(9), _m(i)], 10) for i, v in enumerate("abcd")}
+    assert assign_drives(needs, 3) == [["a", "b", "c", "d"], [], []]
+
+
+def test_restore_of_four_volumes_on_two_drives(tmp_path: Path, _private_catalog: Path) -> None:
+    spec = library(tmp_path, 2)
+    path, datas = four_volumes(tmp_path, spec, 2)
+    r = run_on(path)
+    assert r.ok
+    wanted = [(k, str(tmp_path / f"r-{k}.img")) for k in datas]
+    with Catalog() as cat:
+        lib = library_of(spec, None)
+        with open_drives(lib, 2, write=False, catalog=cat) as ds:
+            done = restore_volumes(list(ds), cat, wanted, RestoreOptions())
+    assert [(v.volume, v.error, v.result is not None and v.result.status) for v in done] == [
+        (k, None, "complete") for k in datas
+    ]
+    for k, want in datas.items():
+        assert Path(dict(wanted)[k]).read_bytes() == want
+    # the volumes a drive backed up share its media: the restore reads them on one drive
+    backed = {v.name: v.drive for v in r.volumes}
+    restored_on = {v.volume: v.drive for v in done}
+    for x in datas:
+        for y in datas:
+            if backed[x] == backed[y]:
+                assert restored_on[x] == restored_on[y], (x, y)
+    assert len(set(restored_on.values())) == 2

@@ -1,0 +1,175 @@
+"""A restore of several volumes, on one or several drives of a library at once.
+
+Each volume's generation is the newest complete one at ``at`` (default: now) in whichever media
+set holds it (a job on several drives writes one set per drive). The planner
+(:func:`tapearc.engine.plan.assign_drives`) gives each drive its volumes so that no medium is
+needed by two drives: volumes whose generations share a medium go to one drive, one after the
+other; the groups are spread largest first. Before the drives start, each drive loads the first
+medium it reads (one after the other, under the job's changer lock), so no drive picks up a
+medium that another one needs. Then one thread per drive restores its volumes in turn, each with
+its own catalog connection, as ``tapearc restore`` does. A volume's failure fails that volume;
+the drive goes on with its next. Ctrl-C stops every drive (reaching their threads through their
+progress, as in engine.jobdrives).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tapearc.catalog.db import Catalog
+from tapearc.catalog.views import generation_at_any
+from tapearc.engine.jobdrives import StopCheck
+from tapearc.engine.mediasource import MediaSource
+from tapearc.engine.plan import assign_drives, load_chain, make_plan
+from tapearc.engine.progress import NoProgress, Progress
+from tapearc.engine.restore import RestoreOptions, RestoreResult, outcome, restore
+from tapearc.errors import InternalError, Interrupted, TapearcError
+
+
+@dataclass(slots=True)
+class VolumeRestore:
+    """What became of one volume of the restore."""
+
+    volume: str
+    target: str
+    generation: int | None = None
+    media: list[uuid.UUID] = field(default_factory=list)  # what its plan reads, in order
+    bytes: int = 0
+    drive: str | None = None
+    result: RestoreResult | None = None
+    error: TapearcError | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "volume": self.volume,
+            "target": self.target,
+            "generation": self.generation,
+            "drive": self.drive,
+            "status": "interrupted"
+            if isinstance(self.error, Interrupted)
+            else ("not-run" if self.result is None and self.error is None else self.status()),
+            "seconds": round(self.seconds, 3),
+            "result": self.result.to_json() if self.result is not None else None,
+            "error": self.error.to_json() if self.error is not None else None,
+        }
+
+    def status(self) -> str:
+        if self.error is not None:
+            return "failed"
+        return self.result.status if self.result is not None else "not-run"
+
+    def exit_error(self) -> TapearcError | None:
+        if self.error is not None:
+            return self.error
+        return outcome(self.result) if self.result is not None else None
+
+
+def plan_volumes(catalog: Catalog, wanted: list[tuple[str, str]], at: int) -> list[VolumeRestore]:
+    """Each (volume, target): its generation at ``at`` and the media its restore reads.
+    A volume with no generation then is a TapearcError for the caller (nothing was restored)."""
+    out: list[VolumeRestore] = []
+    for volume, target in wanted:
+        g = generation_at_any(catalog, volume, at)
+        plan = make_plan(catalog, load_chain(catalog, g.set_uuid, volume, g.number))
+        out.append(VolumeRestore(volume, target, g.number, [m for m, _ in plan.media], plan.bytes_to_read))
+    return out
+
+
+def restore_volumes(
+    drives: list[MediaSource],
+    catalog: Catalog,
+    wanted: list[tuple[str, str]],
+    options: RestoreOptions,
+    *,
+    progress: Callable[[str], Progress] = lambda _v: NoProgress(),
+    open_catalog: Callable[[], Catalog] | None = None,
+    stop: threading.Event | None = None,
+) -> list[VolumeRestore]:
+    """Restore every (volume, target) of ``wanted`` over ``drives`` (module docstring).
+    ``options``: those of each restore (``at``: the time the generations are chosen at,
+    default now; ``volume`` and ``generation`` are set per volume)."""
+    at = options.at if options.at is not None else int(time.time())
+    vols = plan_volumes(catalog, wanted, at)
+    by_name = {v.volume: v for v in vols}
+    work = assign_drives({v.volume: (v.media, v.bytes) for v in vols}, len(drives))
+    for d, names in zip(drives, work, strict=True):
+        if names:
+            _preload(d, catalog, by_name[names[0]])
+    opener = open_catalog or (lambda: Catalog(getattr(catalog, "spec", None) or catalog.path))
+    halt = stop or threading.Event()
+    opts = dataclasses.replace(options, at=at, generation=None)
+    threads = [
+        threading.Thread(
+            target=_drive_thread,
+            args=(d, [by_name[n] for n in names], opener, opts, progress, halt),
+            name=f"tapearc-restore-drive-{k}",
+            daemon=True,
+        )
+        for k, (d, names) in enumerate(zip(drives, work, strict=True))
+        if names
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            try:
+                t.join(0.2)
+            except KeyboardInterrupt:
+                halt.set()
+    return vols
+
+
+def _preload(drive: MediaSource, catalog: Catalog, first: VolumeRestore) -> None:
+    """Load the first medium the drive reads (a failure is left for its restore to report)."""
+    if not first.media or not drive.can_change:
+        return
+    row = catalog.medium(first.media[0])
+    if row is None:
+        return
+    try:
+        drive.medium(row.uuid, row.set_uuid, row.sequence, row.label or None)
+    except TapearcError:
+        pass
+
+
+def _drive_thread(
+    drive: MediaSource,
+    vols: list[VolumeRestore],
+    opener: Callable[[], Catalog],
+    opts: RestoreOptions,
+    progress: Callable[[str], Progress],
+    halt: threading.Event,
+) -> None:
+    try:
+        cat = opener()
+    except TapearcError as e:
+        for v in vols:
+            v.error = e
+        return
+    try:
+        drive.catalog = cat
+        for v in vols:
+            if halt.is_set():
+                break
+            v.drive = drive.spec
+            t0 = time.monotonic()
+            try:
+                o = dataclasses.replace(opts, volume=v.volume)
+                v.result = restore(drive, cat, v.target, o, StopCheck(progress(v.volume), halt))
+            except KeyboardInterrupt:
+                v.error = Interrupted("interrupted")
+                halt.set()
+            except TapearcError as e:
+                v.error = e
+            except Exception as e:  # a bug: this volume fails; the others go on
+                v.error = InternalError(f"internal error: {type(e).__name__}: {e}")
+            finally:
+                v.seconds = time.monotonic() - t0
+    finally:
+        cat.close()
