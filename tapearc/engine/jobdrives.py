@@ -246,6 +246,7 @@ def _drive_thread(shared: _Shared, k: int, drive: MediaSource) -> None:
             if out.result is not None and out.result.parts:  # the set this drive writes now
                 shared.drive_set(k, _set_of(cat, out.result.parts[-1]))
     finally:
+        shared.drive_set(k, None)  # a drive that stopped keeps no volume waiting for it
         cat.close()
 
 
