@@ -61,7 +61,7 @@ RestoreDrivesOpt = Annotated[
         "--drives",
         help="Several --volume: restore them on N drives of the library at once (no medium is needed by two).",
         metavar="N",
-        min=1,
+        parser=whole("--drives"),
     ),
 ]
 

@@ -26,6 +26,7 @@ from tapearc.cli.common import (
     say,
     start_encrypt_arg,
     warn,
+    whole,
 )
 from tapearc.cli.progress import make_progress
 from tapearc.cli.timeparse import time_parser
@@ -67,7 +68,7 @@ DrivesOpt = Annotated[
         help="Spread the volumes over N drives of the job's library at once, each drive writing its own media "
         "set (default: the job file's drives, else 1).",
         metavar="N",
-        min=1,
+        parser=whole("--drives"),
     ),
 ]
 
