@@ -263,3 +263,32 @@ def test_restore_of_four_volumes_on_two_drives(tmp_path: Path, _private_catalog:
             if backed[x] == backed[y]:
                 assert restored_on[x] == restored_on[y], (x, y)
     assert len(set(restored_on.values())) == 2
+
+
+# ---------------------------------------------------------------- a pooled job on two drives
+
+
+@pytest.mark.parametrize("allocation", ["continue", "new-set-per-full"])
+def test_a_pooled_job_on_two_drives(tmp_path: Path, _private_catalog: Path, allocation: str) -> None:
+    """Each drive takes its medium for the pool under the job's changer lock: never the medium
+    the other drive holds; the second night each drive continues a set of the pool."""
+    from tapearc.engine import pools
+    from tapearc.engine.retention import KEEP_FULL, Policy
+
+    spec = library(tmp_path, 2, slots=8)
+    with Catalog() as cat:
+        pools.create(cat, "p", Policy(KEEP_FULL, 3), allocation, 1_700_000_000)
+    path, datas = four_volumes(tmp_path, spec, 2, pool="p")
+    first = run_on(path)
+    assert first.ok, [(v.name, v.error) for v in first.volumes]
+    sets = sets_by_drive(first)
+    assert len({s for v in sets.values() for s in v}) == 2  # a set per drive, both in the pool
+    second = run_on(path)
+    assert second.ok, [(v.name, v.error) for v in second.volumes]
+    with Catalog() as cat:
+        from tapearc.catalog import pools as cp
+
+        in_pool = {str(m.set_uuid) for m in cp.media(cat, "p")}
+    assert {s for v in sets_by_drive(second).values() for s in v} <= in_pool
+    for name, want in datas.items():
+        assert restored(spec, tmp_path, name, at=LATEST) == want
