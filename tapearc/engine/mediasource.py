@@ -60,7 +60,7 @@ class MediaSource:
             from tapearc.media.changers import open_changer
 
             changer = open_changer(f"sim:{lib}")
-            spec = f"sim:{os.path.join(lib, f'drive-{drive_index}.tap')}"
+            spec = f"sim:{os.path.join(lib, 'drive-0.tap')}"
         self.spec = spec
         self.changer: Changer | None = changer
         self.drive: TapeDrive | None = drive
@@ -206,8 +206,6 @@ class MediaSource:
         if self._bay(st) is not None:
             ch.unload(self.drive_index)
             st = ch.status()
-        if prefer and self._from_other_drives(ch, st, prefer):
-            st = ch.status()
         order = [s for s in st.slots if s.full]
         if prefer:
             order.sort(key=lambda s: (s.barcode not in prefer, s.number))
@@ -230,20 +228,6 @@ class MediaSource:
             f"{describe} is needed and changer {ch.name} has none: " + "; ".join(reasons[-4:]),
             hint="load the medium into the changer, or a blank one",
         )
-
-    def _from_other_drives(self, ch: Changer, st: ChangerStatus, prefer: list[str]) -> bool:
-        """Return a wanted medium that another drive of the library holds, idle, to its slot (a
-        library with several drives: a job left it there). A drive whose medium is in use refuses
-        (the changer says busy) and is left alone. True when one was moved."""
-        moved = False
-        for bay in st.drives:
-            if bay.number != self.drive_index and bay.full and bay.barcode in prefer:
-                try:
-                    ch.unload(bay.number)
-                    moved = True
-                except TapearcError as e:
-                    log.info("medium %s stays in drive %d: %s", bay.barcode, bay.number, e)
-        return moved
 
     def blank_for(self, set_uuid: uuid.UUID, sequence: int) -> TapeDrive:
         """A blank medium to become ``sequence`` of the set."""

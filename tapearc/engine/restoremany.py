@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tapearc.catalog.db import Catalog
+from tapearc.catalog.db import Catalog, MediumRow
 from tapearc.catalog.views import generation_at_any
 from tapearc.engine.jobdrives import StopCheck
 from tapearc.engine.mediasource import MediaSource
@@ -98,6 +98,8 @@ def restore_volumes(
     vols = plan_volumes(catalog, wanted, at)
     by_name = {v.volume: v for v in vols}
     work = assign_drives({v.volume: (v.media, v.bytes) for v in vols}, len(drives))
+    work = arrange(work, [_held(d, catalog) for d in drives], {v.volume: set(v.media) for v in vols})
+    _clear(drives, catalog, work, by_name)
     for d, names in zip(drives, work, strict=True):
         if names:
             _preload(d, catalog, by_name[names[0]])
@@ -123,6 +125,52 @@ def restore_volumes(
             except KeyboardInterrupt:
                 halt.set()
     return vols
+
+
+def arrange(work: list[list[str]], held: list[uuid.UUID | None], media: dict[str, set[uuid.UUID]]) -> list[list[str]]:
+    """The planner's lists of volumes given to the drives so that a drive that holds a medium
+    one list reads gets that list (no tape moves between drives); ``held[k]``: the medium in
+    drive ``k`` (None: empty, or not known)."""
+    out: list[list[str] | None] = [None] * len(held)
+    left = list(range(len(work)))
+    for k, m in enumerate(held):
+        j = next((j for j in left if m is not None and any(m in media[v] for v in work[j])), None)
+        if j is not None:
+            out[k] = work[j]
+            left.remove(j)
+    for k in range(len(out)):
+        if out[k] is None:
+            out[k] = work[left.pop(0)] if left else []
+    return [w or [] for w in out]
+
+
+def _held(drive: MediaSource, catalog: Catalog) -> uuid.UUID | None:
+    """The medium in a drive of a library, by its barcode in the changer's inventory."""
+    code = drive.loaded_barcode()
+    row = next((m for m in _media(catalog) if m.label == code), None) if code else None
+    return row.uuid if row is not None else None
+
+
+def _media(catalog: Catalog) -> list[MediumRow]:
+    from tapearc.catalog.views import media_sets
+
+    return [m for s in media_sets(catalog) for m in catalog.media_of_set(s)]
+
+
+def _clear(
+    drives: list[MediaSource], catalog: Catalog, work: list[list[str]], by_name: dict[str, VolumeRestore]
+) -> None:
+    """Return to its slot a medium that one of the restore's drives holds and another of them
+    reads (the drives are the restore's own: nobody else uses them)."""
+    needs = [{m for v in names for m in by_name[v].media} for names in work]
+    for k, d in enumerate(drives):
+        m = _held(d, catalog)
+        if m is not None and d.changer is not None and any(m in n for j, n in enumerate(needs) if j != k):
+            d.release()
+            try:
+                d.changer.unload(d.drive_index)
+            except TapearcError:
+                pass  # the drive that needs it says so
 
 
 def _preload(drive: MediaSource, catalog: Catalog, first: VolumeRestore) -> None:
