@@ -44,7 +44,7 @@ from tapearc.engine.jobfile import JobSpec
 from tapearc.engine.jobs import STOPS_RUN, JobRun, Outcome, VolumeRun, load_last_of_set, run_one
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.progress import NoProgress, Progress
-from tapearc.engine.tapefiles import probe_label
+from tapearc.engine.tapefiles import LabelProbe, probe_label
 from tapearc.errors import InternalError, Interrupted, TapearcError
 
 _JOIN_POLL = 0.2
@@ -165,6 +165,7 @@ def run_job_on_drives(
     at = int(clock()) if now is None else now
     run = JobRun(job.name, os.path.abspath(job.path), at, [VolumeRun(v.name, v.source) for v in job.volumes])
     opener = open_catalog or (lambda: Catalog(getattr(catalog, "spec", None) or catalog.path))
+    homes = [home_set(catalog, v.name) for v in job.volumes]
     shared = _Shared(
         job,
         run,
@@ -175,8 +176,8 @@ def run_job_on_drives(
         encrypt,
         progress,
         opener,
-        [home_set(catalog, v.name) for v in job.volumes],
-        [_prepare(d, catalog, run.notes) for d in drives],
+        homes,
+        prepare_drives(drives, catalog, homes, run.notes),
     )
     if stop is not None:
         shared.stop = stop
@@ -218,15 +219,75 @@ def home_set(catalog: Catalog, volume: str) -> uuid.UUID | None:
     return max(gens, key=lambda g: (g.created, g.id)).set_uuid if gens else None
 
 
-def _prepare(drive: MediaSource, catalog: Catalog, notes: list[str]) -> uuid.UUID | None:
-    """Before the run: the media set of the medium a drive holds (loading its set's last
-    medium, as a one-drive job does), None when it is empty or blank."""
+def prepare_drives(
+    drives: list[MediaSource], catalog: Catalog, homes: list[uuid.UUID | None], notes: list[str]
+) -> list[uuid.UUID | None]:
+    """Before the run, one drive after the other: the media set each drive continues (None: a
+    blank medium, a new set). A drive holding the last medium of a set no other drive took keeps
+    it (its set's last medium is loaded first, as for a one-drive job); a drive that is empty or
+    blank, or whose set another drive took (or whose set's last medium another drive holds),
+    loads the last medium of a set that volumes of the job continue and no drive took yet, else
+    a blank medium."""
+    sets: list[uuid.UUID | None] = []
+    for d in drives:
+        held, ok = _held_set(d, catalog, notes)
+        if held is None or held in sets or not ok:
+            wanted = [h for h in sorted(set(homes) - set(sets), key=lambda h: -homes.count(h)) if h is not None]
+            held = _continue_one(d, catalog, wanted, notes)
+            if held is None and not ok:
+                _blank(d, catalog, notes)
+        sets.append(held)
+    return sets
+
+
+def _held_set(drive: MediaSource, catalog: Catalog, notes: list[str]) -> tuple[uuid.UUID | None, bool]:
+    """The set of the medium the drive holds after loading its set's last medium (None: empty
+    or blank), and False when that could not be done (the medium is not its set's last)."""
     try:
         notes += [f"drive {drive.spec}: {n}" for n in load_last_of_set(drive, catalog)]
         label = probe_label(drive.current()).label
     except TapearcError:
-        return None  # the drive's first backup says what is wrong
-    return label.media_set_uuid if label is not None else None
+        return None, False
+    return (label.media_set_uuid if label is not None else None), True
+
+
+def _continue_one(drive: MediaSource, catalog: Catalog, sets: list[uuid.UUID], notes: list[str]) -> uuid.UUID | None:
+    """Load the last medium of the first of ``sets`` that the changer can give; its set."""
+    for s in sets:
+        last = max(catalog.media_of_set(s), key=lambda m: m.sequence, default=None)
+        if last is None or not drive.can_change or drive.is_operator:
+            continue
+        try:
+            drive.medium_by_sequence(s, last.sequence)
+        except TapearcError:
+            continue
+        notes.append(
+            f"drive {drive.spec}: loaded {last.label or 'sequence ' + str(last.sequence)}, the last medium of set {s}"
+        )
+        return s
+    return None
+
+
+def _blank(drive: MediaSource, catalog: Catalog, notes: list[str]) -> None:
+    """Load a blank medium (its first backup starts a new set); a failure is left for the
+    drive's first backup to report."""
+    known = set(catalog.known_labels())
+
+    def blank(p: LabelProbe) -> bool | str:
+        return True if p.blank else "a medium that is not blank"
+
+    prefer = None
+    if drive.changer is not None and not drive.is_operator:
+        try:
+            prefer = [
+                s.barcode for s in drive.changer.status().slots if s.full and s.barcode and s.barcode not in known
+            ]
+        except TapearcError:
+            prefer = None
+    try:
+        drive.obtain(f"a blank medium for drive {drive.spec}", blank, prefer)
+    except TapearcError as e:
+        notes.append(f"drive {drive.spec}: no medium to continue or start a set on: {e}")
 
 
 def _drive_thread(shared: _Shared, k: int, drive: MediaSource) -> None:

@@ -313,3 +313,35 @@ def test_arrange_gives_a_drive_the_list_that_reads_its_medium() -> None:
     assert arrange(work, [None, _m(1)], media) == [["b", "c"], ["a"]]
     assert arrange(work, [_m(9), None], media) == [["a"], ["b", "c"]]
     assert arrange([["a", "b", "c"], []], [None, _m(2)], media) == [[], ["a", "b", "c"]]
+
+
+def test_after_the_tapes_went_back_to_their_slots_each_drive_finds_a_set(
+    tmp_path: Path, _private_catalog: Path
+) -> None:
+    """Both sets span two tapes; every tape back in its slot (a restore, an operator): the next
+    run loads each set's last tape into a drive of its own (the first slot's tape, of a set
+    whose last tape the other drive took, is not used twice), and every volume's generation is
+    an incremental in its set."""
+    lib_mod.create_library(
+        str(tmp_path / "lib"), 8, 1024 * KIB, drives=2, early_warning=256 * KIB, max_record=1024 * KIB
+    )
+    spec = f"sim:{tmp_path / 'lib'}"
+    path, datas = four_volumes(tmp_path, spec, 2)
+    first = run_on(path)
+    assert first.ok, [(v.name, v.error) for v in first.volumes]
+    assert all(
+        len(m) >= 2
+        for m in (
+            sorted({x for v in first.volumes if v.drive == d for x in v.media})
+            for d in {v.drive for v in first.volumes}
+        )
+    )
+    lib = lib_mod.Library(spec[4:])
+    for d in lib.status().drives:
+        if d.barcode is not None:
+            lib.unload(d.number)
+    second = run_on(path)
+    assert second.ok, [(v.name, v.error) for v in second.volumes]
+    assert [v.kind for v in second.volumes] == ["incremental"] * 4, second.notes
+    for name, want in datas.items():
+        assert restored_after(spec, tmp_path, name) == want
