@@ -43,17 +43,19 @@ def restore_many(
         raise UsageError(f"--to {to}: several volumes are restored into a folder, and {to} is not one")
     if len(set(volumes)) != len(volumes) or not volumes:
         raise UsageError("--volume: give each volume once (at least one)")
+    from tapearc.catalog.db import Catalog
+
     opts = options()
     wanted = [(v, target_of(to, v)) for v in volumes]
     with open_catalog(catalog) as cat:
         if drives == 1:
             with open_media(media, changer, write=False, catalog=cat) as src:
-                done = restore_volumes([src], cat, wanted, opts)
+                done = restore_volumes([src], cat, wanted, opts, open_catalog=lambda: Catalog(catalog))
         else:
             from tapearc.engine.drives import library_of, open_drives
 
             with open_drives(library_of(media, changer), drives, write=False, catalog=cat) as ds:
-                done = restore_volumes(list(ds), cat, wanted, opts)
+                done = restore_volumes(list(ds), cat, wanted, opts, open_catalog=lambda: Catalog(catalog))
     for v in done:
         if v.result is not None:
             warn([f"volume {v.volume}: {w}" for w in v.result.warnings])

@@ -133,13 +133,16 @@ def _run_on(job: JobSpec, n: int, catalog: str | None, **kw: Any) -> JobRun:
         if n == 1:
             with open_media(job.media, job.changer, write=True, catalog=cat, timeout=job.wait) as media:
                 return run_job(job, media, cat, **kw)
+        from tapearc.catalog.db import Catalog
         from tapearc.engine.drives import library_of, open_drives
         from tapearc.engine.jobdrives import run_job_on_drives
 
         notes: list[str] = []
         library = library_of(job.drive_media or job.media, job.changer)
+        spec = catalog or job.catalog  # as given (a PostgreSQL URL with its password): each drive's connection
+
         with open_drives(library, n, write=True, catalog=cat, notes=notes) as drives:
-            result = run_job_on_drives(job, list(drives), cat, **kw)
+            result = run_job_on_drives(job, list(drives), cat, open_catalog=lambda: Catalog(spec), **kw)
         result.notes[:0] = notes
         return result
 

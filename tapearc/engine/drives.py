@@ -145,6 +145,14 @@ class JobDrive(MediaSource):
             return super().obtain(describe, accept, prefer)
 
 
+def reopen(catalog: Catalog) -> Catalog:
+    """A connection of its own to the catalog ``catalog`` is open on, for another thread: its
+    file (SQLite), else its spec. A PostgreSQL URL's password is not in the spec a Catalog
+    keeps: the command line gives ``open_catalog`` with the spec it was given instead."""
+    path = getattr(catalog, "path", None)
+    return Catalog(path if path is not None else getattr(catalog, "spec"))  # noqa: B009 (spec: a PostgreSQL catalog's)
+
+
 def _pick_drives(library: Library, n: int, stack: ExitStack, *, write: bool, timeout: float) -> list[int]:
     """Up to ``n`` drives of ``library`` that no other process uses, locked for as long as
     ``stack`` is open (the drive lock of tapearc.locks); waits up to ``timeout`` seconds while

@@ -38,7 +38,7 @@ from tapearc import interrupts
 from tapearc.catalog.db import Catalog
 from tapearc.catalog.states import GenerationState
 from tapearc.catalog.views import media_sets
-from tapearc.engine.drives import JobDrive
+from tapearc.engine.drives import JobDrive, reopen
 from tapearc.engine.encryption import BackupKey
 from tapearc.engine.jobfile import JobSpec
 from tapearc.engine.jobs import STOPS_RUN, JobRun, Outcome, VolumeRun, load_last_of_set, run_one
@@ -164,7 +164,7 @@ def run_job_on_drives(
     started = time.monotonic()
     at = int(clock()) if now is None else now
     run = JobRun(job.name, os.path.abspath(job.path), at, [VolumeRun(v.name, v.source) for v in job.volumes])
-    opener = open_catalog or (lambda: Catalog(getattr(catalog, "spec", None) or catalog.path))
+    opener = open_catalog or (lambda: reopen(catalog))
     homes = [home_set(catalog, v.name) for v in job.volumes]
     shared = _Shared(
         job,

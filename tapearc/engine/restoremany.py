@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from tapearc.catalog.db import Catalog, MediumRow
 from tapearc.catalog.views import generation_at_any
+from tapearc.engine.drives import reopen
 from tapearc.engine.jobdrives import StopCheck
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.plan import assign_drives, load_chain, make_plan
@@ -103,7 +104,7 @@ def restore_volumes(
     for d, names in zip(drives, work, strict=True):
         if names:
             _preload(d, catalog, by_name[names[0]])
-    opener = open_catalog or (lambda: Catalog(getattr(catalog, "spec", None) or catalog.path))
+    opener = open_catalog or (lambda: reopen(catalog))
     halt = stop or threading.Event()
     opts = dataclasses.replace(options, at=at, generation=None)
     threads = [
