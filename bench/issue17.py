@@ -19,7 +19,8 @@ writes; ``waiting``: the gaps between its writes while it had a volume), from th
 ``drives`` (engine.drives.DriveClock).
 
 The PostgreSQL against SQLite catalog overhead per generation is measured by
-bench/catalog_overhead.py where that exists (this section runs it and shows its lines).
+bench/catalog_overhead.py's compare() where that script exists (a throw-away PostgreSQL cluster,
+or ``--issue17-pg URL``; ``--issue17-no-catalog`` skips it).
 
     .venv/bin/python bench/run.py --sections issue17 --issue17-size 512M --runs 2
     .venv/bin/python bench/issue17.py --size 512M --runs 2          # the same, alone
@@ -79,6 +80,7 @@ class Section17:
         self.compress = compress
         self.total = sum(p.stat().st_size for p in volumes)
         self.samples: dict[str, list[dict]] = {}
+        self.catalog: dict | None = None  # catalog_overhead()
 
     def add(self, variant: str, m: dict) -> None:
         m = dict(m, mbps=self.total / m["wall"] / 1e6, load=os.getloadavg()[0], cpu_pressure=cpu_pressure())
@@ -192,13 +194,14 @@ class Section17:
                 f"{v:14s} {wall:9.2f} {self.total / wall / 1e6:7.0f} {cpu:7.2f} {load:5.2f}  "
                 + " ".join(f"{m['wall']:.2f}" for m in ms)
             )
-        return "\n".join([*lines, *self.drive_lines(), *catalog_overhead()])
+        return "\n".join([*lines, *self.drive_lines(), *catalog_lines(self.catalog)])
 
     def report(self) -> dict:
         return {
             "bytes": self.total,
             "compress": self.compress,
             "variants": {v: {"median_wall": self.med(v), "samples": ms} for v, ms in self.samples.items()},
+            "catalog_overhead": self.catalog,
         }
 
 
@@ -212,14 +215,37 @@ def cpu_pressure() -> float | None:
         return None
 
 
-def catalog_overhead() -> list[str]:
-    """The PostgreSQL vs SQLite catalog overhead per generation, from bench/catalog_overhead.py
-    (when it exists)."""
-    script = Path(__file__).with_name("catalog_overhead.py")
-    if not script.exists():
+def catalog_overhead(work: Path, pg_url: str | None = None) -> dict | None:
+    """The PostgreSQL vs SQLite catalog overhead per generation: bench/catalog_overhead.py's
+    compare() (a throw-away PostgreSQL cluster unless ``pg_url``), None when that script is not
+    there."""
+    if not Path(__file__).with_name("catalog_overhead.py").exists():
+        return None
+    import catalog_overhead as co  # bench/catalog_overhead.py
+
+    log("issue17: catalog overhead per generation, SQLite and PostgreSQL")
+    return co.compare(str(work), pg_url)
+
+
+def catalog_lines(res: dict | None) -> list[str]:
+    if res is None:
         return ["  catalog overhead per generation (PostgreSQL vs SQLite): bench/catalog_overhead.py not present"]
-    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
-    return ["  catalog overhead: " + ln for ln in (p.stdout or p.stderr).strip().splitlines()]
+    out = []
+    for k in ("sqlite", "postgresql"):
+        r = res.get(k)
+        if r is None:
+            out.append(f"  catalog {k}: not measured ({res.get('why', '?')})")
+            continue
+        out.append(
+            f"  catalog {k}: {r['backup_seconds_per_generation']:.3f} s per generation of {r['chunks_per_generation']} "
+            f"chunks as a backup records it ({r['backup_ms_per_chunk']:.2f} ms a chunk), "
+            f"{r['scan_seconds_per_generation']:.3f} s as scan does"
+        )
+    if "ratio" in res:
+        out.append(
+            f"  catalog PostgreSQL / SQLite: {res['ratio']}x per backup generation, {res['scan_ratio']}x per scan"
+        )
+    return out
 
 
 def make_volumes(work: Path, size: int) -> list[Path]:
@@ -239,6 +265,8 @@ def run_section(args: argparse.Namespace, work: Path, size: int) -> Section17:
     tapes = Path(args.issue17_tapes) if getattr(args, "issue17_tapes", None) else None
     s = Section17(work, make_volumes(work, size), args.issue17_compress, tapes, getattr(args, "issue17_warm", False))
     s.run(args.runs)
+    if not getattr(args, "issue17_no_catalog", False):
+        s.catalog = catalog_overhead(work, getattr(args, "issue17_pg", None))
     return s
 
 
@@ -250,6 +278,10 @@ def main() -> int:
     ap.add_argument("--dir", help="work folder (default: a new folder in /tmp, removed afterwards)")
     ap.add_argument("--tapes", dest="issue17_tapes", help="make the libraries here (e.g. /dev/shm: no disk writes)")
     ap.add_argument("--warm", dest="issue17_warm", action="store_true", help="volumes stay in the page cache")
+    ap.add_argument(
+        "--pg", dest="issue17_pg", help="catalog overhead: a PostgreSQL URL (default: a throw-away cluster)"
+    )
+    ap.add_argument("--no-catalog", dest="issue17_no_catalog", action="store_true", help="skip the catalog overhead")
     args = ap.parse_args()
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="tapearc-i17-", dir="/tmp"))
     work.mkdir(parents=True, exist_ok=True)

@@ -532,6 +532,10 @@ def parse_args() -> argparse.Namespace:
         "--issue17-tapes",
         help="issue17: make the simulated libraries here (e.g. /dev/shm: tapes off the volumes' disk)",
     )
+    ap.add_argument(
+        "--issue17-pg", help="issue17: a PostgreSQL URL for the catalog overhead (default: a throw-away cluster)"
+    )
+    ap.add_argument("--issue17-no-catalog", action="store_true", help="issue17: skip the catalog overhead")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
     sections = [x for x in args.sections.split(",") if x]
