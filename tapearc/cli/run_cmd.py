@@ -202,7 +202,10 @@ def _render_notes(result: JobRun) -> None:
             if v.error.hint:
                 say(f"  {v.name}: hint: {v.error.hint}")
     if result.stopped:
-        say(f"  {result.stopped}; the volumes after it were not run")
+        after = (
+            "the volumes not taken by a drive were not run" if result.drives else "the volumes after it were not run"
+        )
+        say(f"  {result.stopped}; {after}")
 
 
 def register(app: typer.Typer) -> None:

@@ -192,8 +192,8 @@ def run_job_on_drives(
     if run.interrupted:
         first = next(v for v in run.volumes if v.outcome == Outcome.INTERRUPTED)
         run.stopped = f"interrupted (Ctrl-C) during volume {first.name!r}"
-    elif any(v.outcome == Outcome.NOT_RUN for v in run.volumes) and run.stopped is None:
-        run.stopped = "the run stopped: no drive was left to take the remaining volumes"
+    elif run.stopped is None and (left := [v.name for v in run.volumes if v.outcome == Outcome.NOT_RUN]):
+        run.stopped = f"no drive was left to take volume{'s' if len(left) > 1 else ''} {', '.join(left)}"
     run.seconds = time.monotonic() - started
     run.drives = [d.clock.to_json(run.seconds) for d in drives if isinstance(d, JobDrive)]
     return run

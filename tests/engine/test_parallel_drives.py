@@ -345,3 +345,20 @@ def test_after_the_tapes_went_back_to_their_slots_each_drive_finds_a_set(
     assert [v.kind for v in second.volumes] == ["incremental"] * 4, second.notes
     for name, want in datas.items():
         assert restored_after(spec, tmp_path, name) == want
+
+
+def test_when_every_drive_stopped_the_rest_are_not_run(tmp_path: Path, _private_catalog: Path) -> None:
+    # two tapes, one per drive, too small for b and d (the two a drive takes first): both
+    # drives stop, and c and a, which no drive was left to take, are not run
+    lib_mod.create_library(
+        str(tmp_path / "lib"), 2, 700 * KIB, drives=2, early_warning=128 * KIB, max_record=1024 * KIB
+    )
+    spec = f"sim:{tmp_path / 'lib'}"
+    path, _ = four_volumes(tmp_path, spec, 2)
+    r = run_on(path)
+    out = {v.name: str(v.outcome) for v in r.volumes}
+    assert out == {"a": "not-run", "b": "failed", "c": "not-run", "d": "failed"}
+    assert r.stopped == "no drive was left to take volumes a, c"
+    assert len([n for n in r.notes if "the other drives went on" in n]) == 2
+    err = r.error()
+    assert err is not None and err.exit_code == 35 and "a (not-run)" in str(err)
