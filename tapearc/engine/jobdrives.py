@@ -136,6 +136,12 @@ class _Shared:
                 self.queue.remove(pick)
             return pick
 
+    def give_back(self, volume: int | None) -> None:
+        """A volume a drive took and cannot write goes back to the front of the queue."""
+        if volume is not None:
+            with self.lock:
+                self.queue.insert(0, volume)
+
     def drive_set(self, drive: int, media_set: uuid.UUID | None) -> None:
         with self.lock:
             self.sets[drive] = media_set
@@ -181,9 +187,10 @@ def run_job_on_drives(
     )
     if stop is not None:
         shared.stop = stop
+    firsts = [shared.take(k) for k in range(len(drives))]  # every drive starts at once, whatever the scheduler
     threads = [
-        threading.Thread(target=_drive_thread, args=(shared, i, d), name=f"tapearc-drive-{i}", daemon=True)
-        for i, d in enumerate(drives)
+        threading.Thread(target=_drive_thread, args=(shared, k, d, firsts[k]), name=f"tapearc-drive-{k}", daemon=True)
+        for k, d in enumerate(drives)
     ]
     for t in threads:
         t.start()
@@ -290,22 +297,26 @@ def _blank(drive: MediaSource, catalog: Catalog, notes: list[str]) -> None:
         notes.append(f"drive {drive.spec}: no medium to continue or start a set on: {e}")
 
 
-def _drive_thread(shared: _Shared, k: int, drive: MediaSource) -> None:
-    """One drive's writer: the volumes it takes, one after the other."""
+def _drive_thread(shared: _Shared, k: int, drive: MediaSource, first: int | None) -> None:
+    """One drive's writer: its first volume, then those it takes, one after the other."""
     try:
         cat = shared.open_catalog()
     except TapearcError as e:
         shared.note(f"drive {drive.spec}: not used: {e}")
+        shared.give_back(first)
+        shared.drive_set(k, None)
         return
     try:
         drive.catalog = cat  # the drive's own look-ups (known media) use this thread's connection
-        while (i := shared.take(k)) is not None:
+        i = first
+        while i is not None:
             out = shared.run.volumes[i]
             out.drive = drive.spec
             if not _volume(shared, i, out, drive, cat):
                 break
             if out.result is not None and out.result.parts:  # the set this drive writes now
                 shared.drive_set(k, _set_of(cat, out.result.parts[-1]))
+            i = shared.take(k)
     finally:
         shared.drive_set(k, None)  # a drive that stopped keeps no volume waiting for it
         cat.close()

@@ -362,3 +362,26 @@ def test_when_every_drive_stopped_the_rest_are_not_run(tmp_path: Path, _private_
     assert len([n for n in r.notes if "the other drives went on" in n]) == 2
     err = r.error()
     assert err is not None and err.exit_code == 35 and "a (not-run)" in str(err)
+
+
+def test_a_drive_that_cannot_open_the_catalog_gives_its_volume_back(tmp_path: Path, _private_catalog: Path) -> None:
+    from tapearc.errors import CatalogError
+
+    spec = library(tmp_path, 2)
+    path, datas = four_volumes(tmp_path, spec, 2)
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def opener() -> Catalog:
+        with lock:
+            calls.append(1)
+            if len(calls) == 2:
+                raise CatalogError("catalog unreachable (test)")
+        return Catalog()
+
+    r = run_on(path, open_catalog=opener)
+    assert r.ok, [(v.name, v.error) for v in r.volumes]
+    assert len({v.drive for v in r.volumes}) == 1
+    assert any("not used: catalog unreachable (test)" in n for n in r.notes)
+    for name, want in datas.items():
+        assert restored_after(spec, tmp_path, name) == want
