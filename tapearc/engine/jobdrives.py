@@ -194,7 +194,7 @@ def run_job_on_drives(
     ]
     for t in threads:
         t.start()
-    _wait(threads, shared.stop)
+    wait_for(threads, shared.stop)
     run.interrupted = any(v.outcome == Outcome.INTERRUPTED for v in run.volumes)
     if run.interrupted:
         first = next(v for v in run.volumes if v.outcome == Outcome.INTERRUPTED)
@@ -206,14 +206,18 @@ def run_job_on_drives(
     return run
 
 
-def _wait(threads: list[threading.Thread], stop: threading.Event) -> None:
+def wait_for(threads: list[threading.Thread], stop: threading.Event) -> None:
     """Join the drives' threads; Ctrl-C (in this, the main thread) tells each to stop, and the
-    wait goes on until each has closed its generation (marked incomplete)."""
+    wait goes on until each has closed its generation (marked incomplete). A second Ctrl-C
+    stops waiting (KeyboardInterrupt): the process ends as a killed one would, the generations
+    being written left for the next run (a drive blocked in a wait does not hold the user)."""
     for t in threads:
         while t.is_alive():
             try:
                 t.join(_JOIN_POLL)
             except KeyboardInterrupt:
+                if stop.is_set():
+                    raise
                 stop.set()
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from tapearc.catalog.db import Catalog, MediumRow
 from tapearc.catalog.views import generation_at_any
 from tapearc.engine.drives import reopen
-from tapearc.engine.jobdrives import StopCheck
+from tapearc.engine.jobdrives import StopCheck, wait_for
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.plan import assign_drives, load_chain, make_plan
 from tapearc.engine.progress import NoProgress, Progress
@@ -119,12 +119,7 @@ def restore_volumes(
     ]
     for t in threads:
         t.start()
-    for t in threads:
-        while t.is_alive():
-            try:
-                t.join(0.2)
-            except KeyboardInterrupt:
-                halt.set()
+    wait_for(threads, halt)
     return vols
 
 

@@ -16,7 +16,7 @@ import pytest
 from tapearc.catalog.db import Catalog
 from tapearc.catalog.views import media_sets
 from tapearc.engine.drives import Library, library_of, open_drives
-from tapearc.engine.jobdrives import run_job_on_drives, volume_order
+from tapearc.engine.jobdrives import run_job_on_drives, volume_order, wait_for
 from tapearc.engine.jobfile import read_job
 from tapearc.engine.jobs import JobRun
 from tapearc.engine.plan import assign_drives
@@ -385,3 +385,28 @@ def test_a_drive_that_cannot_open_the_catalog_gives_its_volume_back(tmp_path: Pa
     assert any("not used: catalog unreachable (test)" in n for n in r.notes)
     for name, want in datas.items():
         assert restored_after(spec, tmp_path, name) == want
+
+
+class _Joined:
+    """A drive's thread as wait_for sees it: its join is cut by ``cuts`` Ctrl-Cs, and it ends
+    once the run's stop is set (as a drive does at its next progress)."""
+
+    def __init__(self, stop: threading.Event, cuts: int) -> None:
+        self.stop, self.cuts = stop, cuts
+
+    def is_alive(self) -> bool:
+        return not self.stop.is_set() or self.cuts > 0
+
+    def join(self, timeout: float) -> None:
+        if self.cuts > 0:
+            self.cuts -= 1
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_stops_the_drives_and_a_second_stops_waiting() -> None:
+    stop = threading.Event()
+    wait_for([_Joined(stop, 1)], stop)  # type: ignore[list-item]
+    assert stop.is_set()
+    stop = threading.Event()
+    with pytest.raises(KeyboardInterrupt):
+        wait_for([_Joined(stop, 2)], stop)  # type: ignore[list-item]
