@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tapearc import interrupts
 from tapearc.catalog.db import Catalog, MediumRow
 from tapearc.catalog.views import generation_at_any
 from tapearc.engine.drives import reopen
@@ -29,7 +30,7 @@ from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.plan import assign_drives, load_chain, make_plan
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.restore import RestoreOptions, RestoreResult, outcome, restore
-from tapearc.errors import InternalError, Interrupted, TapearcError
+from tapearc.errors import InternalError, Interrupted, NoSuchGenerationError, TapearcError
 
 
 @dataclass(slots=True)
@@ -71,12 +72,22 @@ class VolumeRestore:
         return outcome(self.result) if self.result is not None else None
 
 
-def plan_volumes(catalog: Catalog, wanted: list[tuple[str, str]], at: int) -> list[VolumeRestore]:
-    """Each (volume, target): its generation at ``at`` and the media its restore reads.
-    A volume with no generation then is a TapearcError for the caller (nothing was restored)."""
+def plan_volumes(
+    catalog: Catalog, wanted: list[tuple[str, str]], at: int, *, newest: bool = False
+) -> list[VolumeRestore]:
+    """Each (volume, target): its generation at ``at`` (``newest``: ``at`` is now, no --at was
+    given) and the media its restore reads. A volume with no generation then is a TapearcError
+    for the caller (nothing was restored)."""
     out: list[VolumeRestore] = []
     for volume, target in wanted:
-        g = generation_at_any(catalog, volume, at)
+        try:
+            g = generation_at_any(catalog, volume, at)
+        except NoSuchGenerationError as e:
+            if not newest:
+                raise
+            raise NoSuchGenerationError(
+                f"volume {volume!r} has no complete generation in the catalog", hint=e.hint
+            ) from None
         plan = make_plan(catalog, load_chain(catalog, g.set_uuid, volume, g.number))
         out.append(VolumeRestore(volume, target, g.number, [m for m, _ in plan.media], plan.bytes_to_read))
     return out
@@ -96,7 +107,7 @@ def restore_volumes(
     ``options``: those of each restore (``at``: the time the generations are chosen at,
     default now; ``volume`` and ``generation`` are set per volume)."""
     at = options.at if options.at is not None else int(time.time())
-    vols = plan_volumes(catalog, wanted, at)
+    vols = plan_volumes(catalog, wanted, at, newest=options.at is None)
     by_name = {v.volume: v for v in vols}
     work = assign_drives({v.volume: (v.media, v.bytes) for v in vols}, len(drives))
     work = arrange(work, [_held(d, catalog) for d in drives], {v.volume: set(v.media) for v in vols})
@@ -207,7 +218,7 @@ def _drive_thread(
                 o = dataclasses.replace(opts, volume=v.volume)
                 v.result = restore(drive, cat, v.target, o, StopCheck(progress(v.volume), halt))
             except KeyboardInterrupt:
-                v.error = Interrupted("interrupted")
+                v.error = Interrupted(interrupts.message())
                 halt.set()
             except TapearcError as e:
                 v.error = e

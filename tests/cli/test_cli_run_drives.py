@@ -212,3 +212,18 @@ def test_two_runs_on_one_library_each_get_a_drive(tmp_path: Path) -> None:
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     assert_restored(job)
+
+
+def test_restore_of_several_volumes_refuses_what_names_one(tmp_path: Path) -> None:
+    job = make_job(tmp_path, 2)
+    assert tapearc("run", job["file"]).returncode == 0
+    vols = ["--volume", "a", "--volume", "b"]
+    base = ["restore", "--media", job["spec"], *vols]
+    assert_one_line_error(tapearc(*base, "--to", "-"), 2, "--to -: several volumes are restored into a folder")
+    assert_one_line_error(
+        tapearc(*base, "--to", str(tmp_path), "--generation", "1"), 2, "--generation names one volume's generation"
+    )
+    assert_one_line_error(tapearc(*base, "--to", str(tmp_path / "a.img")), 2, "is not one")
+    p = tapearc("restore", "--media", job["spec"], "--volume", "a", "--volume", "nope", "--to", str(tmp_path))
+    assert_one_line_error(p, 6, "volume 'nope' has no complete generation in the catalog")
+    assert not (tmp_path / "a.img.img").exists()
