@@ -430,6 +430,15 @@ class LeaseLostError(TapearcError):
 
     exit_code = 41
     kind = "lease-lost"
+class DrivesError(TapearcError):
+    """``tapearc run`` with ``drives = N`` (or ``--drives N``), or a restore on several drives:
+    the drives cannot be had: the library has fewer drives than asked for, the job names a
+    single drive without a library (a changer with several drives), or every drive of the library
+    is in use by another process. The message names the library, its drives and what was asked
+    for. Nothing was written."""
+
+    exit_code = 42
+    kind = "drives"
 
 
 class _WithRanges(TapearcError):
