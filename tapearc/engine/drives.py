@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from tapearc.catalog.db import Catalog
 from tapearc.engine.mediasource import MediaSource, library_dir
@@ -31,7 +31,11 @@ from tapearc.errors import DrivesError, MediumUnavailableError
 from tapearc.media.base import TapeDrive, WriteStatus
 from tapearc.media.changer import Changer
 
+if TYPE_CHECKING:
+    from tapearc.catalog.leases import Lease, Leases
+
 _POLL = 0.1
+PURPOSE = "tapearc job on several drives"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,15 +157,19 @@ def reopen(catalog: Catalog) -> Catalog:
     return Catalog(path if path is not None else getattr(catalog, "spec"))  # noqa: B009 (spec: a PostgreSQL catalog's)
 
 
-def _pick_drives(library: Library, n: int, stack: ExitStack, *, write: bool, timeout: float) -> list[int]:
-    """Up to ``n`` drives of ``library`` that no other process uses, locked for as long as
-    ``stack`` is open (the drive lock of tapearc.locks); waits up to ``timeout`` seconds while
-    none is free. (The one place that chooses drives: drive leases will take its place.)"""
+def _pick_drives(
+    library: Library, n: int, stack: ExitStack, *, write: bool, timeout: float, leases: Leases | None = None
+) -> list[tuple[int, Lease | None]]:
+    """Up to ``n`` free drives of ``library``, held for as long as ``stack`` is open: by drive
+    leases (``drive:<library>:<i>``, tapearc.catalog.leases) when ``leases`` is given, else by the
+    drive locks of tapearc.locks; waits up to ``timeout`` seconds while none is free."""
+    if leases is not None:
+        return _lease_drives(library, n, stack, leases, timeout)
     from tapearc.locks import medium_lock
 
     deadline = time.monotonic() + timeout
     while True:
-        got: list[int] = []
+        got: list[tuple[int, Lease | None]] = []
         busy: list[str] = []
         for i, spec in enumerate(library.drives):
             if len(got) == n:
@@ -171,7 +179,7 @@ def _pick_drives(library: Library, n: int, stack: ExitStack, *, write: bool, tim
             except MediumUnavailableError as e:
                 busy.append(f"drive {i}: {e.message}")
                 continue
-            got.append(i)
+            got.append((i, None))
         if got or time.monotonic() >= deadline:
             break
         time.sleep(_POLL)
@@ -181,6 +189,36 @@ def _pick_drives(library: Library, n: int, stack: ExitStack, *, write: bool, tim
             hint="wait for the other process (TAPEARC_LOCK_TIMEOUT=SECONDS waits for a drive)",
         )
     return got
+
+
+def _lease_drives(
+    library: Library, n: int, stack: ExitStack, leases: Leases, timeout: float | None
+) -> list[tuple[int, Lease | None]]:
+    """The drives' leases: the first free drive (waiting up to ``timeout``), then as many more
+    as are free now."""
+    from tapearc.engine.mediasource import drive_resource, library_id
+    from tapearc.errors import LeaseBusyError
+    from tapearc.media.changers import open_changer
+
+    ch = open_changer(library.changer)
+    try:
+        lib_id = library_id(ch)
+    finally:
+        ch.close()
+    assert lib_id is not None
+    names = [drive_resource(lib_id, i) for i in range(len(library.drives))]
+    got: list[tuple[int, Lease | None]] = []
+    while len(got) < n:
+        left = [r for r in names if r not in {names[i] for i, _ in got}]
+        try:
+            lease = leases.acquire_any(left, purpose=PURPOSE, wait=timeout if not got else 0)
+        except LeaseBusyError as e:
+            if got:
+                break
+            raise DrivesError(f"every drive of library {library.name} is in use: {e.message}") from None
+        stack.callback(lease.release)
+        got.append((names.index(lease.resource), lease))
+    return sorted(got, key=lambda x: x[0])
 
 
 @contextmanager
@@ -203,16 +241,29 @@ def open_drives(
         raise DrivesError(f"{n} drives are asked for; library {library.name} has {len(library.drives)} ({have})")
     moves = threading.RLock()
     with ExitStack() as stack:
-        picked = _pick_drives(library, n, stack, write=write, timeout=lock_timeout() if timeout is None else timeout)
+        leases = None
+        if catalog is not None and library.changer != "operator":
+            from tapearc.catalog.leases import Leases, stderr_notify
+            from tapearc.engine.mediasource import catalog_spec
+
+            me = f" pid {os.getpid()} "  # the job's drives wait for each other at the changer: not worth a line
+
+            leases = Leases(catalog_spec(catalog), notify=lambda m: None if me in m else stderr_notify(m))
+            stack.callback(leases.close)
+        wait = lock_timeout() if timeout is None else timeout
+        picked = _pick_drives(library, n, stack, write=write, timeout=wait, leases=leases)
         if len(picked) < n and notes is not None:
             notes.append(
-                f"{len(picked)} of the {n} drives asked for were free (drives {', '.join(map(str, picked))}); "
+                f"{len(picked)} of the {n} drives asked for were free (drives {', '.join(str(i) for i, _ in picked)}); "
                 "the volumes were spread over those"
             )
         out: list[JobDrive] = []
-        for i in picked:
+        for i, lease in picked:
             ch = open_changer(library.changer)
-            d = JobDrive(library.drives[i], index=i, moves=moves, changer=ch, write=write, catalog=catalog)
+            extra: dict[str, Any] = (
+                {} if leases is None else {"leases": leases, "drive_lease": lease, "purpose": PURPOSE}
+            )
+            d = JobDrive(library.drives[i], index=i, moves=moves, changer=ch, write=write, catalog=catalog, **extra)
             stack.callback(d.close)
             out.append(d)
         yield out

@@ -187,7 +187,6 @@ def test_sigkill_leaves_every_drive_consistent(tmp_path: Path) -> None:
     _after_a_cut(job, {})
 
 
-@pytest.mark.xfail(reason="needs drive leases", strict=False)
 def test_two_runs_on_one_library_each_get_a_drive(tmp_path: Path) -> None:
     """Two separate ``tapearc run`` processes (as two hosts would) with drives = 1 on a library
     of two drives: each gets a drive (today both ask for drive 0, and the second fails)."""
