@@ -1,7 +1,7 @@
 """The ``tapesim`` command: simulated tapes (make, inspect, write-protect) and autoloaders.
 
     tapesim new IMAGE --capacity SIZE [--early-warning SIZE] [--max-record SIZE]
-                      [--write-protected] [--barcode TEXT] [--force]
+                      [--write-protected] [--barcode TEXT] [--rate RATE] [--buffer SIZE] [--force]
     tapesim info IMAGE [--json] [--objects] [--format simh|aws|tgt]
     tapesim convert SRC DST [--from simh|aws|tgt] [--to simh|aws|tgt] [--barcode TEXT]
                     [--capacity SIZE] [--force]
@@ -10,13 +10,15 @@
     tapesim fault IMAGE list [--json]
     tapesim fault IMAGE clear [KIND]
     tapesim library DIR --slots N --capacity SIZE [--drives D] [--early-warning SIZE]
-                        [--max-record SIZE] [--barcode-prefix P] [--force]
+                        [--max-record SIZE] [--barcode-prefix P] [--rate RATE] [--buffer SIZE] [--force]
     tapesim library-status DIR [--json]
     tapesim load DIR SLOT [--drive I]
     tapesim unload DIR [--drive I] [--slot K]
     tapesim autoloader DIR (--pty | --listen HOST:PORT) [--verbose]
 
 SIZE is a byte count with an optional binary suffix: ``64K``, ``1M``, ``10MiB``, ``2G``, ``1T``.
+RATE is bytes per second with an optional decimal suffix as drive data sheets give it
+(``400M`` = ``400MB/s`` = 400,000,000; ``300MiB/s`` is binary); 0 = unlimited (the default).
 Errors are one line on stderr and a non-zero exit status.
 """
 
@@ -71,6 +73,27 @@ def parse_size(text: str) -> int:
     if not m:
         raise CliError(f"invalid size {text!r} (expected e.g. 65536, 64K, 10MiB, 2G)")
     return int(m.group(1)) * _MULT[(m.group(2) or "").lower()]
+
+
+_RATE_RE = re.compile(r"^\s*(\d+)\s*(?:([kmgt])(i)?)?\s*(?:b)?\s*(?:/s)?\s*$", re.IGNORECASE)
+
+
+def parse_rate(text: str) -> int:
+    """Parse a transfer rate in bytes/s: ``400M``, ``400MB/s`` (decimal: 400,000,000),
+    ``300MiB/s`` (binary), ``0`` (unlimited)."""
+    m = _RATE_RE.match(text)
+    if not m:
+        raise CliError(f"invalid rate {text!r} (expected bytes per second, e.g. 400M or 400MB/s; 0 = unlimited)")
+    unit = (m.group(2) or "").lower()
+    base = 1024 if m.group(3) else 1000
+    return int(m.group(1)) * int(base ** " kmgt".index(unit or " "))
+
+
+def format_rate(n: int) -> str:
+    """A rate in bytes/s as data sheets give it (decimal MB/s); 0 is unlimited."""
+    if not n:
+        return "unlimited"
+    return f"{n / 1e6:g} MB/s"
 
 
 def format_size(n: int) -> str:
@@ -179,6 +202,8 @@ def describe_image(path: str, scan_result: ScanResult, settings: TapeSettings, h
         "max_record": settings.max_record,
         "write_protected": settings.write_protected,
         "barcode": settings.barcode,
+        "rate": settings.rate,
+        "buffer": settings.buffer if settings.rate else None,
         "used": scan_result.end_offset,
         "file_size": scan_result.file_size,
         "object_count": len(scan_result.objects),
@@ -205,7 +230,8 @@ def _cartridge_line(rep: dict[str, Any]) -> str:
             f"cartridge: capacity {format_size(s['capacity'])}, early warning "
             f"{format_size(s['early_warning'])}, max record {format_size(s['max_record'])}, "
             f"write-protected {'yes' if s['write_protected'] else 'no'}, "
-            f"barcode {s['barcode'] if s['barcode'] is not None else '-'}"
+            f"barcode {s['barcode'] if s['barcode'] is not None else '-'}, rate {format_rate(s.get('rate', 0))}"
+            + (f" (buffer {format_size(s['buffer'])})" if s.get("rate") else "")
             + ("" if rep["sidecar"] else " (no sidecar: defaults)")
         )
     if fmt == "tgt":
@@ -282,6 +308,14 @@ def render_info(rep: dict[str, Any], *, list_objects: bool) -> str:
 # ---------------------------------------------------------------- commands
 
 
+_RATE_HELP = (
+    "The drive's native transfer rate in bytes/s, decimal suffixes as data sheets give them "
+    "(LTO-9 400M, LTO-8 360M, LTO-7 300M); 0 = unlimited (the default)."
+)
+_BUFFER_DEFAULT = "1G"
+_BUFFER_HELP = "The drive's buffer with --rate (default 1G, about an LTO-7..9 drive's)."
+
+
 @app.command()
 def new(
     image: str = typer.Argument(..., help="Path of the image file to create."),
@@ -294,9 +328,12 @@ def new(
     ),
     write_protected: bool = typer.Option(False, "--write-protected", help="Set the write-protect tab."),
     barcode: str | None = typer.Option(None, "--barcode", help="Barcode label of the cartridge."),
+    rate: str = typer.Option("0", "--rate", help=_RATE_HELP),
+    buffer: str = typer.Option(_BUFFER_DEFAULT, "--buffer", help=_BUFFER_HELP),
     force: bool = typer.Option(False, "--force", help="Erase an existing image."),
 ) -> None:
     """Make a blank tape: an empty SIMH image plus its settings sidecar."""
+    rt, buf = parse_rate(rate), parse_size(buffer)
     cap = parse_size(capacity)
     ew = parse_size(early_warning) if early_warning is not None else None
     mr = parse_size(max_record)
@@ -305,7 +342,15 @@ def new(
     if os.path.isdir(image):
         raise CliError(f"{image} is a directory")
     try:
-        TapeSettings(capacity=cap, early_warning=ew, max_record=mr, write_protected=write_protected, barcode=barcode)
+        TapeSettings(
+            capacity=cap,
+            early_warning=ew,
+            max_record=mr,
+            write_protected=write_protected,
+            barcode=barcode,
+            rate=rt,
+            buffer=buf,
+        )
     except SidecarError as e:
         raise CliError(str(e)) from None
     settings = create_image(
@@ -316,11 +361,14 @@ def new(
         write_protected=write_protected,
         barcode=barcode,
         overwrite=True,
+        rate=rt,
+        buffer=buf,
     )
     typer.echo(
         f"{image}: blank tape, capacity {format_size(settings.capacity)}, early warning "
         f"{format_size(settings.early_warning or 0)}, max record {format_size(settings.max_record)}"
         + (", write-protected" if settings.write_protected else "")
+        + (f", rate {format_rate(rt)} (buffer {format_size(buf)})" if rt else "")
     )
 
 
@@ -550,9 +598,12 @@ def library_cmd(
         str(DEFAULT_MAX_RECORD), "--max-record", help="Drive's maximum record size (READ BLOCK LIMITS)."
     ),
     barcode_prefix: str = typer.Option("TAP", "--barcode-prefix", help="Barcodes are PREFIX001, PREFIX002, ..."),
+    rate: str = typer.Option("0", "--rate", help=_RATE_HELP + " Every tape of the library gets it."),
+    buffer: str = typer.Option(_BUFFER_DEFAULT, "--buffer", help=_BUFFER_HELP),
     force: bool = typer.Option(False, "--force", help="Erase an existing library in DIR (tapes included)."),
 ) -> None:
     """Make a simulated autoloader: N slots with a blank tape each, D empty drives."""
+    rt, buf = parse_rate(rate), parse_size(buffer)
     cap = parse_size(capacity)
     ew = parse_size(early_warning) if early_warning is not None else None
     mr = parse_size(max_record)
@@ -566,6 +617,8 @@ def library_cmd(
             max_record=mr,
             barcode_prefix=barcode_prefix,
             overwrite=force,
+            rate=rt,
+            buffer=buf,
         )
     except ValueError as e:
         raise CliError(str(e)) from None
@@ -573,6 +626,7 @@ def library_cmd(
     typer.echo(
         f"{directory}: library with {slots} slots ({st.slots[0].barcode}..{st.slots[-1].barcode}, "
         f"{format_size(cap)} each), {drives} drive{'s' if drives != 1 else ''}"
+        + (f", rate {format_rate(rt)} (buffer {format_size(buf)})" if rt else "")
     )
 
 

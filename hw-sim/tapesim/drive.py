@@ -34,6 +34,7 @@ from .faults import load_faults, remove_fault, save_faults
 from .index import SavedIndex, load_index, object_words_agree, remove_index, save_index
 from .mtio import MtGet
 from .sidecar import (
+    DEFAULT_BUFFER,
     DEFAULT_CAPACITY,
     DEFAULT_MAX_RECORD,
     SidecarError,
@@ -57,6 +58,7 @@ from .simh import (
     write_record,
     write_tape_marks,
 )
+from .transport import DriveStats, TapeClock, add_stats
 
 WRITEBACK_EVERY = 8 * 1024 * 1024
 _sfr: Any = None
@@ -101,11 +103,14 @@ def create_image(
     barcode: str | None = None,
     *,
     overwrite: bool = True,
+    rate: int = 0,
+    buffer: int = DEFAULT_BUFFER,
 ) -> TapeSettings:
     """Make a blank tape: an empty image file at ``path`` plus its settings sidecar.
 
     ``early_warning`` defaults to ``min(capacity // 8, 4 GiB)``. An existing image is erased
-    unless ``overwrite`` is false (then ``FileExistsError``).
+    unless ``overwrite`` is false (then ``FileExistsError``). ``rate`` (bytes/s, 0 =
+    unlimited) and ``buffer``: the drive's native transfer rate (:mod:`tapesim.transport`).
     """
     settings = TapeSettings(
         capacity=capacity,
@@ -113,6 +118,8 @@ def create_image(
         max_record=max_record,
         write_protected=write_protected,
         barcode=barcode,
+        rate=rate,
+        buffer=buffer,
     )
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
     if not overwrite:
@@ -149,6 +156,8 @@ _KEEP_WRITING_OPS = frozenset(
 )
 # mtops before which st writes one filemark if the last operation was a write
 _FM_BEFORE_OPS = frozenset({mtio.MTREW, mtio.MTOFFL, mtio.MTSEEK, mtio.MTBSF, mtio.MTBSFM})
+# mtops that do not wait for the drive's buffer to reach the tape (tapesim.transport)
+_NO_DRAIN_OPS = _KEEP_WRITING_OPS | {mtio.MTWEOFI, mtio.MTLOCK, mtio.MTUNLOCK, mtio.MTCOMPRESSION}
 # mtops st knows but the simulator does not model (setmarks, partitions)
 _UNSUPPORTED_OPS = frozenset(
     {mtio.MTFSS, mtio.MTBSS, mtio.MTWSM, mtio.MTSETPART, mtio.MTMKPART, mtio.MTRAS1, mtio.MTRAS2, mtio.MTRAS3}
@@ -176,6 +185,8 @@ class SimDrive:
         readonly: bool = False,
         create: bool = False,
         implicit_filemarks: bool = True,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         """Open the tape image at ``path`` like ``open("/dev/nstN")``.
 
@@ -183,6 +194,10 @@ class SimDrive:
         write-protected cartridge opened for writing: ``OSError(EROFS)`` (st checks at open);
         with ``readonly`` it opens and writes/MTWEOF/MTERASE then give EACCES. Another
         ``SimDrive`` holding the image: ``OSError(EBUSY)``. A bad sidecar: ``SidecarError``.
+
+        A sidecar ``rate``: the drive moves data at most at that rate behind its ``buffer``
+        (:class:`tapesim.transport.TapeClock`, with ``clock`` and ``sleep`` when given: tests);
+        its stats are added to ``PATH.tapesim-stats`` at close.
         """
         self._fd = -1
         self._path = os.fspath(path)
@@ -203,6 +218,10 @@ class SimDrive:
         self._fd, scan = self._open_image(readonly)
         self._load_index(scan)
         self._reset_state()
+        self._tape: TapeClock | None = None
+        if self._settings.rate:
+            kw: dict[str, Any] = {k: v for k, v in (("clock", clock), ("sleep", sleep)) if v is not None}
+            self._tape = TapeClock(self._settings.rate, self._settings.buffer, **kw)
 
     def _saved_index(self, fd: int) -> SavedIndex | None:
         """The image's saved index when it is big enough to have one and the index holds."""
@@ -500,6 +519,8 @@ class SimDrive:
         data = os.pread(self._fd, ln, self._offs[p] + WORD_SIZE)
         if len(data) != ln:
             raise _oserror(errno.EIO, "short read from image")
+        if self._tape is not None:
+            self._tape.read(ln)
         return data
 
     def readinto(self, buf: bytearray | memoryview) -> int:
@@ -525,6 +546,8 @@ class SimDrive:
         got = os.preadv(self._fd, [mv[:ln]], self._offs[p] + WORD_SIZE)
         if got != ln:
             raise _oserror(errno.EIO, "short read from image")
+        if self._tape is not None:
+            self._tape.read(ln)
         return ln
 
     def _read_prepare(self) -> int:
@@ -610,6 +633,8 @@ class SimDrive:
         end = start + record_size(n)
         self._truncate_index(self._pos)
         write_record(self._fd, start, mv, truncate=False)
+        if self._tape is not None:
+            self._tape.write(n)
         self._unflushed += n
         if self._unflushed >= WRITEBACK_EVERY:  # like a drive's buffer draining to tape
             self._unflushed = 0
@@ -689,6 +714,8 @@ class SimDrive:
         self._check_ready()
         if op in _UNSUPPORTED_OPS:
             raise _oserror(errno.EINVAL, f"MTIOCTOP op {op} is not simulated")
+        if self._tape is not None and op not in _NO_DRAIN_OPS:
+            self._tape.drain()  # a filemark, a flush or a move: the buffer goes to tape first
         if self._writing and self._implicit_fms and op in _FM_BEFORE_OPS:
             self._write_filemarks(1, sync=True, ignore_capacity=True)
             if op in (mtio.MTBSF, mtio.MTBSFM):
@@ -907,9 +934,28 @@ class SimDrive:
                 os.fsync(self._fd)
                 self._dirty = False
             self._keep_index()
+            self._close_tape()
         finally:
             fd, self._fd = self._fd, -1
             os.close(fd)  # releases the flock
+
+    def _close_tape(self) -> None:
+        """Close returns when the drive's buffer is on tape (a dead drive's is lost); the
+        session's stats go to ``PATH.tapesim-stats`` (best effort: a folder we cannot write to
+        keeps none)."""
+        tape, self._tape = self._tape, None
+        if tape is None:
+            return
+        stats = tape.stats if self._dead else tape.close()
+        try:
+            add_stats(self._path, stats)
+        except OSError:
+            pass
+
+    @property
+    def tape_stats(self) -> DriveStats | None:
+        """This open's stats of a rate-limited drive (:mod:`tapesim.transport`), else None."""
+        return None if self._tape is None else self._tape.stats
 
     def _keep_index(self) -> None:
         """Save the index for the next open (tapesim.index) of a big, undamaged image whose

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from .drive import create_image
-from .sidecar import DEFAULT_CAPACITY, DEFAULT_MAX_RECORD, SIDECAR_SUFFIX, TapeSettings, load_json_file
+from .sidecar import DEFAULT_BUFFER, DEFAULT_CAPACITY, DEFAULT_MAX_RECORD, SIDECAR_SUFFIX, TapeSettings, load_json_file
 
 __all__ = [
     "BARCODE_RE",
@@ -390,6 +390,8 @@ class Library:
         early_warning: int | None = None,
         max_record: int = DEFAULT_MAX_RECORD,
         write_protected: bool = False,
+        rate: int = 0,
+        buffer: int = DEFAULT_BUFFER,
     ) -> None:
         """Import tape ``barcode`` into the empty ``slot`` (the mail slot of a real library).
 
@@ -418,6 +420,8 @@ class Library:
                         write_protected=write_protected,
                         barcode=barcode,
                         overwrite=False,
+                        rate=rate,
+                        buffer=buffer,
                     )
                 except ValueError as e:
                     raise LibraryError(E_OTHER, f"tape {barcode}: {e}") from None
@@ -452,9 +456,12 @@ def create_library(
     max_record: int = DEFAULT_MAX_RECORD,
     barcode_prefix: str = "TAP",
     overwrite: bool = False,
+    rate: int = 0,
+    buffer: int = DEFAULT_BUFFER,
 ) -> Library:
     """Make a library in folder ``path`` with ``slots`` slots, ``drives`` empty drives and a
-    blank tape in every slot (barcodes ``<prefix>001``, ``<prefix>002``, ...).
+    blank tape in every slot (barcodes ``<prefix>001``, ``<prefix>002``, ...). ``rate`` and
+    ``buffer``: every tape's drive transfer rate (bytes/s, 0 = unlimited; tapesim.transport).
 
     An existing library there is refused (``LibraryError`` E200) unless ``overwrite``, which
     erases it (its tapes too). Bad arguments: ``ValueError``.
@@ -470,7 +477,7 @@ def create_library(
         if not valid_barcode(b):
             raise ValueError(f"invalid barcode {b!r} (1-32 of A-Z a-z 0-9 _ -): check the prefix")
     # validates capacity / early_warning / max_record before touching anything
-    TapeSettings(capacity=capacity, early_warning=early_warning, max_record=max_record)
+    TapeSettings(capacity=capacity, early_warning=early_warning, max_record=max_record, rate=rate, buffer=buffer)
     if os.path.exists(d) and not os.path.isdir(d):
         raise LibraryError(E_OTHER, f"{d} exists and is not a folder")
     os.makedirs(d, exist_ok=True)
@@ -491,6 +498,8 @@ def create_library(
                 early_warning=early_warning,
                 max_record=max_record,
                 barcode=b,
+                rate=rate,
+                buffer=buffer,
             )
         st = _State(slots, drives, dict(enumerate(barcodes, 1)), {})
         _write_json_atomic(json_path, st.to_json())
@@ -518,7 +527,7 @@ def _erase_library(d: str) -> None:
             finally:
                 os.close(fd)
     for name in os.listdir(d):
-        if re.fullmatch(r"drive-\d+\.tap(\.tapesim)?", name):
+        if re.fullmatch(r"drive-\d+\.tap(\.tapesim|\.tapesim-stats)?", name):
             _unlink_quiet(os.path.join(d, name))
     shutil.rmtree(os.path.join(d, TAPES_DIR), ignore_errors=True)
     _unlink_quiet(os.path.join(d, LIBRARY_FILE))

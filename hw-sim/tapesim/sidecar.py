@@ -2,7 +2,9 @@
 
 The sidecar is a JSON object: ``capacity`` (bytes of image, framing included),
 ``early_warning`` (size of the early-warning zone before the capacity), ``max_record`` (the
-drive's READ BLOCK LIMITS maximum), ``write_protected`` and ``barcode`` (:class:`TapeSettings`),
+drive's READ BLOCK LIMITS maximum), ``write_protected`` and ``barcode``, ``rate`` and
+``buffer`` (the drive's native transfer rate in bytes/s, 0 or absent = unlimited, and its
+buffer in bytes: :mod:`tapesim.transport`; written only when a rate is set) (:class:`TapeSettings`),
 and the injected ``faults`` (see :mod:`tapesim.faults`). Unknown keys are kept on every write.
 :func:`read_sidecar` and :func:`write_sidecar` are the only readers and writers of the raw
 document; :mod:`tapesim.drive` and :mod:`tapesim.faults` both use them.
@@ -22,6 +24,7 @@ from typing import Any, TypeGuard
 from .simh import MAX_RECORD_LENGTH
 
 __all__ = [
+    "DEFAULT_BUFFER",
     "DEFAULT_CAPACITY",
     "DEFAULT_MAX_RECORD",
     "EARLY_WRITEBACK_VAR",
@@ -85,6 +88,7 @@ TiB = 1024 * GiB
 
 DEFAULT_CAPACITY = 1 * TiB
 DEFAULT_MAX_RECORD = 1 * MiB  # the stlab drive's READ BLOCK LIMITS maximum
+DEFAULT_BUFFER = 1 * GiB  # an LTO-7..9 drive's data buffer (about 1 GB)
 SIDECAR_SUFFIX = ".tapesim"
 
 
@@ -177,6 +181,8 @@ class TapeSettings:
     max_record: int = DEFAULT_MAX_RECORD
     write_protected: bool = False
     barcode: str | None = None
+    rate: int = 0  # native transfer rate, bytes/s; 0 = unlimited
+    buffer: int = DEFAULT_BUFFER  # the drive's buffer, bytes (with a rate)
 
     def __post_init__(self) -> None:
         if _is_int(self.capacity) and self.early_warning is None:
@@ -206,15 +212,24 @@ class TapeSettings:
             raise SidecarError(f"write_protected must be true or false, not {self.write_protected!r}")
         if self.barcode is not None and not isinstance(self.barcode, str):
             raise SidecarError(f"barcode must be a string or null, not {self.barcode!r}")
+        if not _is_int(self.rate) or self.rate < 0:
+            raise SidecarError(f"rate must be a whole number of bytes per second (0 = unlimited), not {self.rate!r}")
+        if not _is_int(self.buffer) or self.buffer < 1:
+            raise SidecarError(f"buffer must be a positive whole number of bytes, not {self.buffer!r}")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The sidecar's keys; ``rate`` and ``buffer`` only for a rate-limited drive (the
+        sidecars of unlimited drives stay as they were)."""
+        raw = asdict(self)
+        if not self.rate:
+            del raw["rate"], raw["buffer"]
+        return raw
 
     @classmethod
     def from_json(cls, data: object, *, source: str = "sidecar") -> TapeSettings:
         if not isinstance(data, dict):
             raise SidecarError(f"{source}: expected a JSON object")
-        known = {"capacity", "early_warning", "max_record", "write_protected", "barcode"}
+        known = {"capacity", "early_warning", "max_record", "write_protected", "barcode", "rate", "buffer"}
         kwargs = {k: v for k, v in data.items() if k in known}
         try:
             return cls(**kwargs)
@@ -237,5 +252,8 @@ def save_settings(image: str | os.PathLike[str], settings: TapeSettings) -> None
         raw = read_sidecar(image) or {}
     except SidecarError:
         raw = {}
+    if not settings.rate:  # unlimited: no rate keys (a rate set before is removed)
+        raw.pop("rate", None)
+        raw.pop("buffer", None)
     raw.update(settings.to_json())
     write_sidecar(image, raw)
