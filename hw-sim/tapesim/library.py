@@ -8,6 +8,7 @@ A library lives in a folder ``DIR``::
     DIR/tapes/<BARCODE>.tap.tapesim   ... and their settings sidecars (barcode set)
     DIR/drive-<i>.tap             while drive i holds a tape: relative symlink to tapes/<BARCODE>.tap
     DIR/drive-<i>.tap.tapesim     ... and to its sidecar
+    DIR/drive-<i>.tap.tapesim-stats   drive i's figures when its tapes have a rate (tapesim.transport)
 
 Images never move: loading a tape makes the drive's symlinks, unloading removes them. So
 ``SimDrive("DIR/drive-0.tap")`` opens the tape in drive 0, and an empty drive gives ENOENT.
