@@ -48,6 +48,7 @@ class DriveStats:
     bytes_read: int = 0
     moving_seconds: float = 0.0  # the tape's time writing or reading records: bytes / rate
     idle_seconds: float = 0.0  # the tape stood still waiting for the host (write buffer empty, read buffer full)
+    starved_seconds: float = 0.0  # the part of idle between two writes of an open: the writer did not keep up
     throttle_seconds: float = 0.0  # the host slept in writes/reads: it was a buffer ahead (the drive was the limit)
     drain_seconds: float = 0.0  # the host slept while the buffer went to tape (filemark, flush, close, a move)
 
@@ -75,6 +76,7 @@ class TapeClock:
         self._sleep = sleep
         self._opened = self._t = clock()
         self._reading = False
+        self._gap = 0.0  # idle since the last write, starved if another write follows
         self.stats = DriveStats(sessions=1)
 
     def _wait(self, seconds: float) -> float:
@@ -90,7 +92,11 @@ class TapeClock:
         now = self._clock()
         if self._t < now:  # the buffer ran empty at t: the tape waited for data
             self.stats.idle_seconds += now - self._t
+            self._gap += now - self._t
             self._t = now
+        if self.stats.bytes_written:
+            self.stats.starved_seconds += self._gap
+        self._gap = 0.0
         self._t += n / self.rate
         self.stats.bytes_written += n
         self.stats.moving_seconds += n / self.rate
@@ -101,6 +107,7 @@ class TapeClock:
         if not self._reading:
             self.drain()
             self._reading = True
+            self._gap = 0.0
         now = self._clock()
         ahead_from = now - self.buffer / self.rate  # the read-ahead is at most a buffer
         if self._t < ahead_from:  # the buffer was full: the tape stopped
@@ -119,6 +126,7 @@ class TapeClock:
         now = self._clock()
         if self._t < now and not self._reading:
             self.stats.idle_seconds += now - self._t
+            self._gap += now - self._t
         self._t = now
         self._reading = False
 

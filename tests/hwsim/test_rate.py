@@ -77,8 +77,23 @@ def test_a_slow_writer_leaves_the_drive_idle() -> None:
         t.now += 3
     assert t.slept == []
     assert c.stats.idle_seconds == pytest.approx(4 * 2)  # empty between the records
+    assert c.stats.starved_seconds == pytest.approx(4 * 2)
     c.drain()  # the tape finished 2 s ago: no wait, 2 s more idle
     assert t.slept == [] and c.stats.idle_seconds == pytest.approx(10)
+    t.now += 1
+    c.close()  # no write after the last gaps: idle, not starved
+    assert c.stats.idle_seconds == pytest.approx(11) and c.stats.starved_seconds == pytest.approx(8)
+
+
+def test_a_gap_after_a_filemark_starves_the_drive_when_writing_goes_on() -> None:
+    t = FakeTime()
+    c = tape_clock(t)
+    t.now += 5  # before the first write: idle, not starved
+    c.write(1000)
+    c.drain()  # a filemark: 1 s
+    t.now += 2  # the host does something else
+    c.write(1000)
+    assert c.stats.idle_seconds == pytest.approx(7) and c.stats.starved_seconds == pytest.approx(2)
 
 
 def test_reads_come_at_the_native_rate_and_the_read_ahead_is_one_buffer() -> None:
