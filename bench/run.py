@@ -536,6 +536,9 @@ def parse_args() -> argparse.Namespace:
         "--issue17-pg", help="issue17: a PostgreSQL URL for the catalog overhead (default: a throw-away cluster)"
     )
     ap.add_argument("--issue17-no-catalog", action="store_true", help="issue17: skip the catalog overhead")
+    from issue17 import add_rate_options
+
+    add_rate_options(ap, "--issue17-")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
     sections = [x for x in args.sections.split(",") if x]
@@ -686,6 +689,7 @@ def main() -> int:
             s15 = run_section15(args, work, size)
         s17 = None
         if "issue17" in args.sections:
+            from issue17 import rate_text as rate_text17
             from issue17 import run_section as run_section17
 
             s17 = run_section17(args, work, parse_size(args.issue17_size) // BLOCK * BLOCK)
@@ -708,7 +712,7 @@ def main() -> int:
         if s17:
             print(
                 f"issue17: a job of 4 volumes of {args.issue17_size} (compress {args.issue17_compress}) on a sim: "
-                "library, 1 drive vs 2 drives vs 2 processes, cold volumes"
+                f"library, 1 drive vs 2 drives vs 2 processes, cold volumes, {rate_text17(s17)}"
             )
             print(s17.table())
         print("targets:")
