@@ -71,10 +71,10 @@ class PgServer:
         with psycopg.connect(self.url, autocommit=True) as c:
             c.execute(sql)  # type: ignore[arg-type]
 
-    def new_database(self, prefix: str = "t") -> tuple[str, str]:
-        """(name, URL) of a new empty database."""
+    def new_database(self, prefix: str = "t", owner: str | None = None) -> tuple[str, str]:
+        """(name, URL) of a new empty database (owned by ``owner``: None, the server's role)."""
         name = f"tapearc_{prefix}_{os.getpid()}_{next(self._counter)}"
-        self.admin(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        self.admin(f'CREATE DATABASE "{name}" TEMPLATE template0' + (f' OWNER "{owner}"' if owner else ""))
         return name, with_database(self.url, name)
 
     def drop_database(self, name: str) -> None:

@@ -69,6 +69,10 @@ def pg_sql(sql: str) -> str:
 
 
 def _first_line(e: BaseException) -> str:
+    """The error's message on one line: the server's primary message if it sent one."""
+    primary = getattr(getattr(e, "diag", None), "message_primary", None)
+    if primary:
+        return str(primary)
     lines = [" ".join(x.split()) for x in str(e).splitlines() if x.strip()]
     text = "; ".join(lines) or type(e).__name__
     return text.removeprefix("connection failed: ")

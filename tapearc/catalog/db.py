@@ -287,8 +287,9 @@ class Catalog:
         try:
             self._retry_opening(timeout)
         except BaseException as e:
+            err = self._backend.open_error(e)
             self._backend.close()
-            raise self._backend.open_error(e) from None
+            raise err from None
         self._backend.opened()
 
     def _retry_opening(self, timeout: float) -> None:
