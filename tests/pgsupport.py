@@ -102,17 +102,19 @@ class _Cluster:
         if p.returncode != 0:
             raise RuntimeError(f"{' '.join(args[:2])} failed ({p.returncode}): {p.stderr.strip() or p.stdout.strip()}")
 
-    def start(self) -> str:
+    def start(self, durable: bool = False) -> str:
+        """Start the server; its URL (a superuser, on the unix socket). ``durable``: PostgreSQL's
+        own defaults (fsync, synchronous commit) as a site runs it, for measurements; else
+        fsync off (tests: nothing here must survive a power cut)."""
         b = self.bindir
         self._run(f"{b}/initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
         with open(os.path.join(self.data, "pg_hba.conf"), "w") as f:
             f.write("local all all trust\n")
             f.write(f"host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n")
             f.write("host all all 127.0.0.1/32 reject\n")
-        opts = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
-        )
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=100"
+        if not durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         log = os.path.join(self.root, "server.log")
         self._run(f"{b}/pg_ctl", "-D", self.data, "-o", opts, "-l", log, "-w", "-t", "60", "start")
         self.started = True
@@ -126,7 +128,7 @@ class _Cluster:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_server() -> tuple[PgServer, _Cluster | None]:
+def start_server(durable: bool = False) -> tuple[PgServer, _Cluster | None]:
     """The server the tests use (see the module's text); raises RuntimeError if a cluster
     cannot be started, pytest's skip (or fail) if PostgreSQL is not here."""
     try:
@@ -144,7 +146,7 @@ def start_server() -> tuple[PgServer, _Cluster | None]:
         _unavailable("running as root without runuser: cannot start PostgreSQL as the postgres user")
     cluster = _Cluster(bindir)
     try:
-        url = cluster.start()
+        url = cluster.start(durable)
         server = PgServer(url)
         server.admin(f"CREATE ROLE {PASSWORD_ROLE} LOGIN CREATEDB PASSWORD '{PASSWORD}'")
         server.password_url = f"postgresql://{PASSWORD_ROLE}:{PASSWORD}@127.0.0.1:{cluster.port}/postgres"

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 LOCK_CLASS = 0x74617063
 LOCK_WRITE = 1
 
+_BEGIN = f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({LOCK_CLASS}, {LOCK_WRITE})"
 _RETRY_STATES = ("40001", "40P01")  # serialization_failure, deadlock_detected
 _LOCK_TIMEOUT_STATE = "55P03"  # lock_not_available
 
@@ -213,8 +214,10 @@ class PgBackend:
         except Exception as e:  # a URL libpq cannot parse (e.g. an unknown parameter)
             raise CatalogSpecError(f"catalog {spec.shown}: {_first_line(e)}") from None
         try:
-            # lock_timeout 0 would be "wait forever": at least a millisecond
-            conn.execute(f"SET lock_timeout = {max(1, round(timeout * 1000))}")
+            # lock_timeout 0 would be "wait forever": at least a millisecond. synchronous_commit
+            # off: a commit does not wait for its WAL to reach the disk (as SQLite's WAL with
+            # synchronous=NORMAL); the commits that must last ask for it (durable())
+            conn.execute(f"SET lock_timeout = {max(1, round(timeout * 1000))}; SET synchronous_commit = off")
         except psycopg.Error as e:
             conn.close()
             raise _unreachable(spec.shown, e) from None
@@ -279,8 +282,7 @@ class PgBackend:
         delay = 0.01
         while True:
             try:
-                self.db.conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-                self.db.conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, LOCK_WRITE))
+                self.db.conn.execute(_BEGIN)  # one round trip: BEGIN; the write lock
                 return
             except psycopg.Error as e:
                 self.rollback()
@@ -291,6 +293,11 @@ class PgBackend:
                 if self.db.wrap_errors:
                     raise self.db.wrap(e) from None
                 raise
+
+    def durable(self) -> None:
+        """The transaction under way waits, at its commit, for its WAL (and so every earlier
+        commit's) to be on the server's disk."""
+        self.db.execute("SET LOCAL synchronous_commit = on")
 
     def commit(self) -> None:
         self.db.execute("COMMIT")

@@ -159,6 +159,9 @@ class SqliteBackend:
     def begin(self) -> None:
         self.db.execute("BEGIN IMMEDIATE")
 
+    def durable(self) -> None:
+        pass  # WAL with synchronous=NORMAL, as every commit (the catalog can be rebuilt with scan)
+
     def commit(self) -> None:
         self.db.execute("COMMIT")
 

@@ -249,6 +249,7 @@ class Backend(Protocol):
     def foreign_error(self, shown: str) -> CatalogError: ...
     def opened(self) -> None: ...
     def begin(self) -> None: ...
+    def durable(self) -> None: ...
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
     def close(self) -> None: ...
@@ -375,11 +376,14 @@ class Catalog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def transaction(self) -> _Tx:
+    def transaction(self, durable: bool = False) -> _Tx:
         """A write transaction (a context manager; nestable: inner levels join the outer one):
         SQLite ``BEGIN IMMEDIATE``; PostgreSQL ``BEGIN`` and the catalog's write lock. Committed
-        at the end, rolled back on an error."""
-        return _Tx(self._backend)
+        at the end, rolled back on an error. ``durable``: on PostgreSQL its commit waits for the
+        server's disk (other commits do not: the catalog can be rebuilt with scan, and a chunk's
+        commit per chunk written must stay cheap); a durable commit makes every earlier one
+        durable too. SQLite's commits are as its WAL mode with synchronous=NORMAL makes them."""
+        return _Tx(self._backend, durable)
 
     _tx = transaction
 
@@ -647,7 +651,7 @@ class Catalog:
         gap -> complete; a part that continues -> writing stays only while a backup runs, else
         incomplete. ``state`` is a :class:`GenerationState` or its string."""
         state = GenerationState(state)
-        with self._tx():
+        with self._tx(durable=True):  # the generation is complete once this lasts
             if state == GenerationState.AUTO:
                 state = self._derive_state(gen_id, final)
             tot = self.db.execute(
@@ -888,14 +892,17 @@ def _generation_values(hdr: fmt.GenerationHeader, state: GenerationState, source
 class _Tx:
     """A write transaction of a backend, nestable (inner levels do nothing)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, durable: bool = False) -> None:
         self.backend = backend
+        self.durable = durable
         self.outer = False
 
     def __enter__(self) -> None:
         if not self.backend.in_transaction:
             self.backend.begin()
             self.outer = True
+        if self.durable:
+            self.backend.durable()
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if not self.outer:

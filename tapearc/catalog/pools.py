@@ -61,7 +61,7 @@ def _pool(r: tuple[object, ...]) -> PoolRow:
 
 
 def create_pool(cat: Catalog, name: str, policy: Policy, allocation: str, now: int) -> PoolRow:
-    with cat.transaction():
+    with cat.transaction(durable=True):
         cat.db.execute(
             "INSERT INTO pools (name, retention, keep, allocation, created) VALUES (?, ?, ?, ?, ?)",
             (name, policy.retention, policy.keep, allocation, now),
@@ -101,7 +101,7 @@ def media(cat: Catalog, pool_name: str | None = None, with_recycled: bool = Fals
 
 
 def _write(cat: Catalog, sql: str, args: tuple[object, ...]) -> int:
-    with cat.transaction():
+    with cat.transaction(durable=True):
         return int(cat.db.execute(sql, args).rowcount)
 
 
@@ -137,7 +137,7 @@ def carry_over(cat: Catalog, old_id: int, new_uuid: uuidlib.UUID, pool_id: int) 
 def mark_recycled(cat: Catalog, medium_id: int, now: int) -> None:
     """The medium is being relabelled: its old label and every generation with a part on it
     are gone from the media (their rows stay, marked recycled)."""
-    with cat.transaction():
+    with cat.transaction(durable=True):
         cat.db.execute("UPDATE media SET recycled = ? WHERE id = ?", (now, medium_id))
         cat.db.execute(
             """UPDATE generations SET recycled = ? WHERE recycled IS NULL AND id IN

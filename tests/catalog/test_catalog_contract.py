@@ -7,6 +7,7 @@ version and the refusal of a database that is not a catalog; values past 2^31 an
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from pathlib import Path
@@ -352,3 +353,21 @@ def test_run_kinds_survive(catalog_spec: str) -> None:
         gid = record_generation(cat, lab, header(lab, "v", 1), 1, [(e, b"\x00" * 16)])
         (c,) = cat.chunks(gid)
         assert c.runs == e.runs
+
+
+def test_a_write_waits_for_another_then_names_it(catalog_spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write waits up to TAPEARC_CATALOG_TIMEOUT for another process's write transaction; past
+    it, a CatalogError (16) naming the holder. Reads are never blocked."""
+    monkeypatch.setenv("TAPEARC_CATALOG_TIMEOUT", "0.3")
+    with Catalog(catalog_spec) as holder, Catalog(catalog_spec) as other:
+        lab = label(SET)
+        with holder.transaction():
+            holder.record_medium(lab)
+            assert other.known_labels() == []  # a read is not blocked, and sees nothing uncommitted
+            with pytest.raises(CatalogError, match=r"is locked by .*waited 0.3 s") as e:
+                other.record_medium(label(SET, 2))
+            assert e.value.exit_code == 16
+            if holder.kind == "postgresql":
+                assert f"pid {os.getpid()}" in str(e.value)  # the holder's application_name
+        other.record_medium(label(SET, 2))  # the lock is free again
+        assert len(other.media_of_set(SET)) == 2
