@@ -89,7 +89,7 @@ class SqliteBackend:
 
     kind = "sqlite"
 
-    def __init__(self, spec: CatalogSpec, timeout: float, what: str) -> None:
+    def __init__(self, spec: CatalogSpec, timeout: float, what: str, threads: bool = False) -> None:
         assert spec.path is not None
         self.path = spec.path
         self.timeout = timeout
@@ -98,7 +98,13 @@ class SqliteBackend:
                 _check_folder(self.path, what)
             else:  # the default location: its folder under the user's data folder is ours to make
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, factory=SqliteConnection)
+            self.db = sqlite3.connect(
+                str(self.path),
+                timeout=timeout,
+                isolation_level=None,
+                factory=SqliteConnection,
+                check_same_thread=not threads,
+            )
         except (OSError, sqlite3.Error) as e:
             raise CatalogError(f"cannot open catalog {self.path}: {e}") from None
         self.db.busy_seconds = timeout

@@ -214,6 +214,15 @@ def busy_timeout() -> float:
     return settings.catalog_timeout()
 
 
+def connect(spec: str | os.PathLike[str] | None) -> Any:
+    """A connection of its own to the catalog ``spec`` (created or migrated first if need be):
+    autocommit (each statement commits by itself), usable from any thread (one at a time),
+    statements in the common dialect with ``?`` placeholders (:class:`Connection`), errors as
+    CatalogErrors. For parts of tapearc that keep a table of their own in the catalog (leases:
+    their heartbeats run in a thread). ``close()`` it when done."""
+    return Catalog(spec, threads=True).db
+
+
 class Cursor(Protocol):
     """What a statement gives back, on both backends."""
 
@@ -255,9 +264,9 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def open_backend(spec: catalog_spec.CatalogSpec, timeout: float, what: str) -> Backend:
+def open_backend(spec: catalog_spec.CatalogSpec, timeout: float, what: str, threads: bool = False) -> Backend:
     if spec.is_sqlite:
-        return SqliteBackend(spec, timeout, what)
+        return SqliteBackend(spec, timeout, what, threads)
     from tapearc.catalog.backend_pg import PgBackend
 
     return PgBackend(spec, timeout)
@@ -278,12 +287,13 @@ class Catalog:
     kind: str  #: "sqlite" or "postgresql"
     db: Any  #: statements in the common dialect (:class:`Connection`)
 
-    def __init__(self, spec: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, spec: str | os.PathLike[str] | None = None, *, threads: bool = False) -> None:
+        """``threads``: the connection may be used from other threads too (one at a time)."""
         parsed = catalog_spec.parse(spec)
         what = "--catalog" if spec is not None else "TAPEARC_CATALOG"
         self.path, self.spec, self.kind = parsed.path, parsed.shown, parsed.kind
         timeout = busy_timeout()
-        self._backend = open_backend(parsed, timeout, what)
+        self._backend = open_backend(parsed, timeout, what, threads)
         self.db = self._backend.db
         try:
             self._retry_opening(timeout)

@@ -371,3 +371,26 @@ def test_a_write_waits_for_another_then_names_it(catalog_spec: str, monkeypatch:
                 assert f"pid {os.getpid()}" in str(e.value)  # the holder's application_name
         other.record_medium(label(SET, 2))  # the lock is free again
         assert len(other.media_of_set(SET)) == 2
+
+
+def test_a_connection_of_its_own_for_another_table(catalog_spec: str) -> None:
+    """catalog.db.connect: what leases use: autocommit, ``?`` placeholders, any thread."""
+    import threading
+
+    from tapearc.catalog import db as catalog_db
+
+    db = catalog_db.connect(catalog_spec)
+    try:
+        seen: list[object] = []
+        t = threading.Thread(
+            target=lambda: seen.append(
+                db.execute("SELECT value FROM meta WHERE key = ? AND 1 = ?", ("schema_version", 1)).fetchone()[0]
+            )
+        )
+        t.start()
+        t.join()
+        assert seen == ["5"] and not db.in_transaction
+        with pytest.raises(CatalogError):
+            db.execute("SELECT nothing FROM nowhere WHERE x = ?", (1,))
+    finally:
+        db.close()
