@@ -330,7 +330,7 @@ class Catalog:
         (docs/catalog.md, "Migrations"), refuse a newer one. An up-to-date catalog is only read."""
         self._check_ours()  # before anything writes (SQLite's journal_mode writes the file's header)
         self._backend.prepare()
-        if self._version() == str(SCHEMA_VERSION):
+        if self._version() == str(SCHEMA_VERSION) and _schema_mod.table_names() <= self._backend.tables():
             return
         with self.transaction():  # one transaction: two processes opening a new or old catalog at once
             self._check_ours()

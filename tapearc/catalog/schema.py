@@ -172,6 +172,13 @@ def tables() -> frozenset[str]:
     return frozenset(re.findall(r"CREATE (?:TABLE|INDEX|UNIQUE INDEX) IF NOT EXISTS (\w+)", text))
 
 
+def table_names() -> frozenset[str]:
+    """The tables alone (a catalog of the current version lacking one, a table added to
+    :data:`EXTRA_DDL` since it was made, gets it when opened)."""
+    text = "\n".join([SCHEMA, *EXTRA_DDL])
+    return frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", text))
+
+
 def missing_columns(version: int, have: dict[str, set[str]]) -> list[tuple[str, str]]:
     """(table, declaration) of every column a catalog of ``version`` must gain to be at
     :data:`SCHEMA_VERSION`, given the columns it ``have`` s per table (some may be there already:

@@ -394,3 +394,19 @@ def test_a_connection_of_its_own_for_another_table(catalog_spec: str) -> None:
             db.execute("SELECT nothing FROM nowhere WHERE x = ?", (1,))
     finally:
         db.close()
+
+
+def test_a_table_added_to_the_schema_is_made_in_an_existing_catalog(
+    catalog_spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """schema.EXTRA_DDL (another part's table, e.g. leases) joins catalogs made before it."""
+    from tapearc.catalog import schema
+
+    with Catalog(catalog_spec):
+        pass
+    monkeypatch.setattr(
+        schema, "EXTRA_DDL", ["CREATE TABLE IF NOT EXISTS extra_things (name TEXT PRIMARY KEY, n INTEGER)"]
+    )
+    with Catalog(catalog_spec) as cat:
+        cat.db.execute("INSERT INTO extra_things (name, n) VALUES (?, ?)", ("a", 2**40))
+        assert cat.db.execute("SELECT n FROM extra_things").fetchone()[0] == 2**40
