@@ -1,4 +1,4 @@
-"""The catalog: what is on which medium, in SQLite.
+"""The catalog: what is on which medium, in SQLite or PostgreSQL.
 
 The catalog is a cache of what the media say about themselves: ``tapearc scan`` rebuilds it
 from the media alone. It records media sets, media, volumes, generations, their tape files and
@@ -11,7 +11,12 @@ only after its trailer and filemark are on the medium; a backup that is interrup
 never leaves a generation that looks complete (the next open marks stale ``writing`` rows
 ``incomplete``).
 
-Schema (version 4) is documented in docs/catalog.md and formats/SPEC.md. Version 2 added the
+Backends (docs/catalog.md): an SQLite file (tapearc/catalog/backend_sqlite.py) or a PostgreSQL
+database (backend_pg.py), named by a spec (spec.py: a path or a URL). The schema is declared once
+for both (schema.py); every statement here and in pools.py and views.py is written once, in the
+SQL both understand, with ``?`` placeholders.
+
+Schema (version 5) is documented in docs/catalog.md and formats/SPEC.md. Version 2 added the
 source of each generation (``source_path``, ``source_real``, ``source_dev``, ``source_ino``:
 the volume's identity, formats/SPEC.md section 7.1); version 3 the change source it was read
 with (``change_source``, ``change_trusted``, ``change_since``, ``change_checkpoint``:
@@ -32,7 +37,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 from uuid import UUID
 
 from tapearc import format as fmt
@@ -46,8 +51,6 @@ from tapearc.crypto.keys import fingerprint_text, parse_fingerprint
 from tapearc.errors import CatalogError
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "SCHEMA_VERSION", "Catalog", "catalog_error"]
-
-T = TypeVar("T")
 
 _RUN = struct.Struct("<QIB")
 
