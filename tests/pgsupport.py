@@ -86,7 +86,8 @@ class _Cluster:
 
     def __init__(self, bindir: str) -> None:
         self.bindir = bindir
-        self.root = tempfile.mkdtemp(prefix="tapearc-pg-")  # short: a socket path has ~107 bytes
+        # short: a unix socket's path has at most ~107 bytes (a long $TMPDIR: /tmp instead)
+        self.root = tempfile.mkdtemp(prefix="tapearc-pg-", dir=None if len(tempfile.gettempdir()) < 50 else "/tmp")
         self.data = os.path.join(self.root, "data")
         self.port = _free_port()
         self.as_root = os.geteuid() == 0
