@@ -118,3 +118,15 @@ def test_job_file_catalog_url_passes_unchanged(tmp_path: Path) -> None:
             f'[job]\nname = "n"\nmedia = "sim:t.tap"\ncatalog = "{given}"\n[[volume]]\nname = "v"\nsource = "v.img"\n'
         )
         assert read_job(os.fspath(job)).catalog == want
+
+
+def test_a_lost_connection_is_unreachable(pg_url: str, pg_server: PgServer) -> None:
+    import psycopg
+
+    with Catalog(pg_url) as cat:
+        pid = cat.db.conn.info.backend_pid
+        with psycopg.connect(pg_server.url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(CatalogUnreachableError, match="cannot reach catalog") as e:
+            cat.volumes(uuid.uuid4())
+        assert e.value.exit_code == 38
