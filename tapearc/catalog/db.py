@@ -713,15 +713,22 @@ class Catalog:
                 (change.source, int(change.trusted), change.since, change.checkpoint, gen_id),
             )
 
-    def mark_stale_writing(self, set_uuid: uuid.UUID) -> int:
-        """Generations still ``writing`` (their backup died) become ``incomplete``."""
+    def mark_stale_writing(self, set_uuid: uuid.UUID, medium_uuid: uuid.UUID | None = None) -> int:
+        """Generations still ``writing`` (their backup died) become ``incomplete``. With
+        ``medium_uuid`` (the medium the caller holds), only those whose latest part is on that
+        medium: another process may be writing a generation of the same media set on another
+        medium this moment (two drives, two hosts sharing a catalog), and its row must stay
+        ``writing``."""
+        args: list[object] = [str(GenerationState.INCOMPLETE), str(GenerationState.WRITING), str(set_uuid)]
+        q = """UPDATE generations SET state = ? WHERE state = ? AND volume_id IN
+               (SELECT v.id FROM volumes v JOIN media_sets s ON s.id = v.set_id WHERE s.uuid = ?)"""
+        if medium_uuid is not None:
+            q += """ AND id IN (SELECT t.generation_id FROM tape_files t JOIN media m ON m.id = t.medium_id
+                     WHERE m.uuid = ? AND t.part = (SELECT MAX(t2.part) FROM tape_files t2
+                                                   WHERE t2.generation_id = t.generation_id))"""
+            args.append(str(medium_uuid))
         with self._tx():
-            cur = self.db.execute(
-                """UPDATE generations SET state = ? WHERE state = ? AND volume_id IN
-                   (SELECT v.id FROM volumes v JOIN media_sets s ON s.id = v.set_id WHERE s.uuid = ?)""",
-                (str(GenerationState.INCOMPLETE), str(GenerationState.WRITING), str(set_uuid)),
-            )
-            return int(cur.rowcount)
+            return int(self.db.execute(q, args).rowcount)
 
     _GEN_SELECT = """SELECT g.id, v.name, v.uuid, s.uuid, g.number, g.run_uuid, g.base, g.kind, g.state,
                             g.volume_size, g.block_size, g.record_size, g.chunk_blocks, g.compression, g.created,

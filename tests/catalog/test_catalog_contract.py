@@ -410,3 +410,25 @@ def test_a_table_added_to_the_schema_is_made_in_an_existing_catalog(
     with Catalog(catalog_spec) as cat:
         cat.db.execute("INSERT INTO extra_things (name, n) VALUES (?, ?)", ("a", 2**40))
         assert cat.db.execute("SELECT n FROM extra_things").fetchone()[0] == 2**40
+
+
+def test_stale_writing_only_on_the_medium_held(catalog_spec: str) -> None:
+    """Another process may be writing a generation of the same media set on another medium (two
+    drives, two hosts): opening one medium marks only the generations whose latest part is on it."""
+    with Catalog(catalog_spec) as cat:
+        a, b, c = label(SET, 1), label(SET, 2), label(SET, 3)
+        for lab in (a, b, c):
+            cat.record_medium(lab)
+        on_b = cat.begin_generation(header(b, "vb", 1), medium_uuid=b.medium_uuid, tape_file=1, logical=1)
+        h = header(a, "span", 1)
+        span = cat.begin_generation(h, medium_uuid=a.medium_uuid, tape_file=1, logical=1)
+        cat.finish_generation(
+            span, state="writing", medium_uuid=a.medium_uuid, tape_file=1, closed=True, has_trailer=True, continues=True
+        )
+        h2 = header(c, "span", 1, run_uuid=h.run_uuid, part=1, volume_uuid=h.volume_uuid)
+        cat.begin_generation(h2, medium_uuid=c.medium_uuid, tape_file=1, logical=1)  # now writing on c
+        assert cat.mark_stale_writing(SET, a.medium_uuid) == 0  # span goes on on c; b's is not a's
+        assert {g.id: g.state for g in cat.generations(SET)} == {on_b: "writing", span: "writing"}
+        assert cat.mark_stale_writing(SET, b.medium_uuid) == 1
+        assert cat.mark_stale_writing(SET, c.medium_uuid) == 1
+        assert {g.state for g in cat.generations(SET)} == {"incomplete"}
