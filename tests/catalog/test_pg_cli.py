@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.pgsupport import PgServer
 
 
@@ -88,3 +90,40 @@ def test_cli_errors_name_the_catalog(tmp_path: Path, pg_server: PgServer) -> Non
         assert p.returncode == 38, p.stderr
         assert "password authentication failed" in p.stderr and "not-the-password" not in p.stderr
         assert "Traceback" not in p.stderr
+
+
+def test_concurrent_cli_backups(tmp_path: Path, catalog_spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """4 tapearc processes at once, each backing up its own volume onto its own simulated tape
+    (full, then 2 incrementals), into one catalog (both backends): every generation is there
+    once, complete, and its chain restores."""
+    import threading
+
+    def worker(i: int, errors: list[str]) -> None:
+        rng = random.Random(i)
+        src = tmp_path / f"vol{i}.img"
+        data = bytearray(rng.randbytes(64 * 4096))
+        for n in range(3):
+            data[n * 4096 : (n + 1) * 4096] = rng.randbytes(4096)
+            src.write_bytes(bytes(data))
+            p = tapearc("backup", str(src), "--media", f"sim:{tmp_path / f't{i}.tap'}", "--block-size", "4K")
+            if p.returncode != 0:
+                errors.append(f"worker {i} backup {n + 1}: {p.stderr}")
+                return
+
+    errors: list[str] = []
+    monkeypatch.setenv("TAPEARC_CATALOG", catalog_spec)  # the commands inherit it
+    threads = [threading.Thread(target=worker, args=(i, errors)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    p = tapearc("catalog", "generations", "--catalog", catalog_spec, "--json")
+    assert p.returncode == 0, p.stderr
+    gens = json.loads(p.stdout)["generations"]
+    got = sorted((g["volume"], g["generation"], g["state"], tuple(g["restore"]["chain"])) for g in gens)
+    assert got == sorted((f"vol{i}.img", n, "complete", tuple(range(1, n + 1))) for i in range(4) for n in (1, 2, 3))
+    out = tmp_path / "back.img"
+    p = tapearc("restore", "--media", f"sim:{tmp_path / 't2.tap'}", "--to", str(out), "--catalog", catalog_spec)
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == (tmp_path / "vol2.img").read_bytes()
