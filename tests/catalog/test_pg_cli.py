@@ -1,7 +1,8 @@
 """The command line with a PostgreSQL catalog (``--catalog postgresql://...``, and
 ``TAPEARC_CATALOG``): a full and an incremental backup onto a simulated tape, the catalog
 browsed, a restore; the catalog lost (a new empty database) and rebuilt by ``scan`` from the
-medium alone, and the same restore from it. Errors: one line naming the catalog, its exit code."""
+medium alone, and the same restore from it. Errors: one line naming the catalog, its exit code.
+And 4 backup processes at once into one catalog, on both backends."""
 
 from __future__ import annotations
 
