@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""tapearc performance benchmark (issues 8, 14 and 15).
+"""tapearc performance benchmark (issues 8, 14, 15 and 17).
 
 Section issue8: creates test volumes, times tapearc's full backup, incremental backup, restore
 and verify to dir: and sim: media on local disk beside the tools a user would run instead (dd
@@ -9,12 +9,15 @@ holding 64 MiB against a dense 64 MiB one, and a qcow2 disk over NBD (qemu-nbd) 
 qemu-img convert, with a dirty-bitmap incremental against a full-read one. Section issue15
 (bench/issue15.py, not run by default): full backup and restore of the mixed volume with
 --compress zstd and none, packing/decoding workers against TAPEARC_PIPELINE=0 and, with
---issue15-baseline DIR, an older tree. See bench/README.md and docs/performance.md.
+--issue15-baseline DIR, an older tree. Section issue17 (bench/issue17.py, not run by default): a
+job of 4 volumes on a simulated library with 1 drive against 2 drives (and two processes), each
+drive's feed rate and idle time. See bench/README.md and docs/performance.md.
 
     .venv/bin/python bench/run.py                      # both sections: 2 GiB volumes, 1 TiB sparse, 3 runs
     .venv/bin/python bench/run.py --size 256M --runs 2 --sparse-size 64G --nbd-size 256M  # quick
     .venv/bin/python bench/run.py --sections issue14   # the issue-14 section alone
     .venv/bin/python bench/run.py --sections issue15 --issue15-baseline /tmp/base   # parallel packing
+    .venv/bin/python bench/run.py --sections issue17 --issue17-size 512M --runs 2   # parallel drives
     .venv/bin/python bench/run.py --profile backup     # where the time goes
 """
 
@@ -478,7 +481,8 @@ def parse_args() -> argparse.Namespace:
         "--sections",
         default="issue8,issue14",
         help="sections to run, comma-separated: issue8 (throughput against dd, partclone, xxh128sum), "
-        "issue14 (sparse and NBD volumes), issue15 (encryption and parallel packing; default issue8,issue14)",
+        "issue14 (sparse and NBD volumes), issue15 (encryption and parallel packing), issue17 (a job on 1 vs 2 "
+        "drives; default issue8,issue14)",
     )
     ap.add_argument("--size", default="2G", help="issue8: size of the mixed volumes and ext4 image (default 2G)")
     ap.add_argument("--runs", type=int, default=3, help="runs per operation (default 3)")
@@ -518,12 +522,28 @@ def parse_args() -> argparse.Namespace:
         help="issue15: an older tapearc tree to compare with (git archive COMMIT tapearc | tar -x -C DIR)",
     )
     ap.add_argument("--issue15-no-serial", action="store_true", help="issue15: skip the TAPEARC_PIPELINE=0 variant")
+    ap.add_argument(
+        "--issue17-size", default="512M", help="issue17: size of each of the job's 4 volumes (default 512M)"
+    )
+    ap.add_argument(
+        "--issue17-compress", default="none", choices=("none", "zstd"), help="issue17: the volumes' compression"
+    )
+    ap.add_argument(
+        "--issue17-tapes",
+        help="issue17: make the simulated libraries here (e.g. /dev/shm: tapes off the volumes' disk)",
+    )
+    ap.add_argument(
+        "--issue17-pg", help="issue17: a PostgreSQL URL for the catalog overhead (default: a throw-away cluster)"
+    )
+    ap.add_argument("--issue17-no-catalog", action="store_true", help="issue17: skip the catalog overhead")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
     sections = [x for x in args.sections.split(",") if x]
-    bad = [x for x in sections if x not in ("issue8", "issue14", "issue15")]
+    bad = [x for x in sections if x not in ("issue8", "issue14", "issue15", "issue17")]
     if bad or not sections:
-        ap.error(f"--sections: unknown section {','.join(bad) or '(none)'}; choose from issue8, issue14, issue15")
+        ap.error(
+            f"--sections: unknown section {','.join(bad) or '(none)'}; choose from issue8, issue14, issue15, issue17"
+        )
     bad = [x for x in args.issue14_parts.split(",") if x not in ("sparse", "nbd")]
     if bad:
         ap.error(f"--issue14-parts: unknown part {','.join(bad)}; choose from sparse, nbd")
@@ -664,7 +684,13 @@ def main() -> int:
             from issue15 import run_section as run_section15
 
             s15 = run_section15(args, work, size)
+        s17 = None
+        if "issue17" in args.sections:
+            from issue17 import run_section as run_section17
+
+            s17 = run_section17(args, work, parse_size(args.issue17_size) // BLOCK * BLOCK)
         tg = (res8["targets"] if res8 else []) + (s14.targets() if s14 else []) + (s15.targets() if s15 else [])
+        tg += s17.targets() if s17 else []
         print(
             f"tapearc benchmark: sections {','.join(args.sections)}, {args.runs} runs; "
             f"host {platform.node()} ({os.cpu_count()} CPUs), python {platform.python_version()}"
@@ -679,6 +705,12 @@ def main() -> int:
                 f"issue15: encryption, parallel packing, mixed volume {size} bytes, sim: medium, cold volume and medium"
             )
             print(s15.table())
+        if s17:
+            print(
+                f"issue17: a job of 4 volumes of {args.issue17_size} (compress {args.issue17_compress}) on a sim: "
+                "library, 1 drive vs 2 drives vs 2 processes, cold volumes"
+            )
+            print(s17.table())
         print("targets:")
         for t_ in tg:
             print(f"  {t_['result']:4s}  {t_['target']:60s} {t_['detail']}")
@@ -703,6 +735,7 @@ def main() -> int:
                         "memory_check": res8["memcheck"] if res8 else None,
                         "issue14": s14.report() if s14 else None,
                         "issue15": s15.report() if s15 else None,
+                        "issue17": s17.report() if s17 else None,
                         "targets": tg,
                         "notes": notes,
                     },
@@ -716,7 +749,7 @@ def main() -> int:
         elif not args.keep:
             for p in ("mixed.img", "mixed-1pct.img", "ext4.img"):
                 (work / p).unlink(missing_ok=True)
-            for p in [*work.glob("i14-*"), *work.glob("i15-*")]:
+            for p in [*work.glob("i14-*"), *work.glob("i15-*"), *work.glob("i17-*")]:
                 clean(p)
 
 

@@ -429,6 +429,37 @@ class PoolError(TapearcError):
     kind = "pool"
 
 
+class LeaseBusyError(TapearcError):
+    """A drive, medium or changer is leased by another tapearc process (on this host or another
+    one sharing the catalog) and was not released within the wait allowed (``--wait``, a job's
+    ``wait``; default: fail at once). The message names the holder: host, pid, purpose, since
+    when, and when its lease expires. Nothing was written."""
+
+    exit_code = 40
+    kind = "lease-busy"
+
+
+class LeaseLostError(TapearcError):
+    """A lease this process held was lost: another process took it over after it expired (the
+    heartbeat could not renew it in time: the catalog was unreachable, the process stopped), or an
+    operator broke it (``tapearc lease break``). The process stopped before writing more; the
+    message names the resource and who holds it now."""
+
+    exit_code = 41
+    kind = "lease-lost"
+
+
+class DrivesError(TapearcError):
+    """``tapearc run`` with ``drives = N`` (or ``--drives N``), or a restore on several drives:
+    the drives cannot be had: the library has fewer drives than asked for, the job names a
+    single drive without a library (a changer with several drives), or every drive of the library
+    is in use by another process. The message names the library, its drives and what was asked
+    for. Nothing was written."""
+
+    exit_code = 42
+    kind = "drives"
+
+
 class _WithRanges(TapearcError):
     """An error whose JSON form also lists block ranges (``ranges``: list of dicts)."""
 

@@ -23,6 +23,12 @@ file may stay behind, and is reused. The last holder removes the file when it le
 
 The backends lock as well (tapesim's SimDrive takes an exclusive flock on its image, a
 DirDrive one on its folder); this lock is taken first, so the message names the holder.
+
+The drives of a library used with a catalog (``sim:DIR`` of a simulated library, a drive with
+``--changer``) are not locked here: they are leased in the catalog instead
+(:mod:`tapearc.catalog.leases`, docs/leases.md), which works between hosts too; a command takes
+one or the other for a drive, never both. These file locks remain for single media (an image, a
+folder) and for the commands that open no catalog (``list``, ``key recover``).
 """
 
 from __future__ import annotations

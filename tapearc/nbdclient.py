@@ -2,7 +2,9 @@
 
 tapearc does not speak the NBD protocol itself: libnbd (the NBD client of the qemu/nbdkit
 world, Debian ``python3-libnbd``) does, with the URI forms qemu-img, nbdinfo and nbdcopy take
-(``nbd://HOST[:PORT]/EXPORT``, ``nbds://`` with TLS, ``nbd+unix:///EXPORT?socket=PATH``). This
+(``nbd://HOST[:PORT]/EXPORT``, ``nbd+unix:///EXPORT?socket=PATH``; ``nbds://`` with TLS: a
+pre-shared key ``nbds://USER@HOST:PORT/EXPORT?tls-psk-file=FILE`` or certificates
+``?tls-certificates=DIR``, docs/remote-sources.md). This
 module is the one place that imports it: a missing libnbd, a URI it cannot parse or an export
 that does not answer is an error of the caller's kind (a source's or a restore target's), one
 line naming the URI, never a traceback.
@@ -61,7 +63,7 @@ def connect(uri: str, error: ErrorFactory, *, contexts: Sequence[str] = (), writ
     (those the server offers can be asked for with ``can_meta_context``). Raises ``error``
     naming the URI when the export cannot be reached, or when ``writable`` and it is read-only."""
     nbd = libnbd(error, uri)
-    h = nbd.NBD()
+    h = new_handle(nbd)
     try:
         for c in contexts:
             h.add_meta_context(c)
@@ -72,6 +74,16 @@ def connect(uri: str, error: ErrorFactory, *, contexts: Sequence[str] = (), writ
     if writable and h.is_read_only():
         close(h)
         raise error(f"NBD export {uri} is read-only")
+    return h
+
+
+def new_handle(nbd: ModuleType) -> Any:
+    """A libnbd handle that takes the URI's TLS files: libnbd refuses a URI's local file
+    parameters (``tls-psk-file=``, ``tls-certificates=``) unless asked to allow them, as nbdinfo
+    and qemu-img do. The URI is the operator's (command line, job file), so its files are
+    trusted as the operator's own."""
+    h = nbd.NBD()
+    h.set_uri_allow_local_file(True)
     return h
 
 

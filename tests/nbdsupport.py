@@ -108,6 +108,11 @@ def _accepts(sock: Path) -> bool:
     return True
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 nobody listens on now (for a server started more than once on one port)."""
+    return _free_port()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -160,3 +165,108 @@ def qemu_io(image: Path, fmt: str, *commands: str) -> None:
     r = subprocess.run([*cmd, str(image)], capture_output=True, text=True)
     if r.returncode or "error" in r.stdout.lower() or "failed" in r.stdout.lower():
         raise RuntimeError(f"qemu-io {commands}: {r.stdout.strip()} {r.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def nbdkit_server(
+    *args: str, tls_args: tuple[str, ...] = (), port: int | None = None
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """nbdkit with ``args`` (filters, plugin and its parameters) and ``tls_args`` (``--tls=require``,
+    ``--tls-psk=FILE``, ``--tls-certificates=DIR``) on 127.0.0.1; yields its port and process (a
+    test may kill it: a server that goes away). ``port``: the one to listen on (a server started
+    again where a client found the one before)."""
+    port = port or _free_port()
+    cmd = ["nbdkit", "--foreground", "--exit-with-parent", "-i", "127.0.0.1", "-p", str(port), *tls_args, *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def up() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    try:
+        _wait_for(up, proc, "nbdkit")
+        yield port, proc
+    finally:
+        _stop(proc)
+
+
+def psk_file(path: Path, user: str = "tapearc") -> Path:
+    """A TLS pre-shared key file as nbdkit and libnbd read it (``USER:HEXKEY``, 256 bits), mode 0600."""
+    path.write_text(f"{user}:{os.urandom(32).hex()}\n")
+    path.chmod(0o600)
+    return path
+
+
+needs_x509_tool = pytest.mark.skipif(
+    not shutil.which("openssl"), reason="openssl is missing (needed to make a test CA and server certificate)"
+)
+
+
+def x509_dirs(base: Path, host: str = "127.0.0.1", *, client_cert: bool = False) -> tuple[Path, Path]:
+    """A CA and a server certificate for ``host`` made with openssl: (the server's folder for
+    ``nbdkit --tls-certificates`` or qemu's ``tls-creds-x509,dir=`` with ca-cert.pem,
+    server-cert.pem, server-key.pem; the client's folder for libnbd's ``tls-certificates=`` with
+    ca-cert.pem, and with ``client_cert`` a client certificate of the CA: client-cert.pem,
+    client-key.pem)."""
+    server, client = base / "server", base / "client"
+    server.mkdir(parents=True)
+    client.mkdir(parents=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        r = subprocess.run(["openssl", *args], capture_output=True, text=True, cwd=server)
+        if r.returncode:
+            raise RuntimeError(f"openssl {' '.join(args)}: {r.stderr.strip()}")
+
+    run("req", "-x509", *ec, "-keyout", "ca-key.pem", "-out", "ca-cert.pem", "-days", "30", "-subj", "/CN=test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    run("req", *ec, "-keyout", "server-key.pem", "-out", "server.csr", "-subj", f"/CN={host}")
+    (server / "ext.cnf").write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName=IP:{host},DNS:localhost\n"
+    )
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca-cert.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+        "-out", "server-cert.pem", "-days", "30", "-extfile", "ext.cnf")  # fmt: skip
+    (server / "server-key.pem").chmod(0o600)
+    (client / "ca-cert.pem").write_bytes((server / "ca-cert.pem").read_bytes())
+    if client_cert:
+        run("req", *ec, "-keyout", str(client / "client-key.pem"), "-out", "client.csr", "-subj", "/CN=tapearc client")
+        (server / "client.cnf").write_text(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+        )
+        run("x509", "-req", "-in", "client.csr", "-CA", "ca-cert.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+            "-out", str(client / "client-cert.pem"), "-days", "30", "-extfile", "client.cnf")  # fmt: skip
+        (client / "client-key.pem").chmod(0o600)
+    return server, client
+
+
+@contextlib.contextmanager
+def qemu_nbd_tls(
+    image: Path, fmt: str, creds: str, *, bitmap: str | None = None, export: str = "disk", port: int | None = None
+) -> Iterator[int]:
+    """Serve ``image`` read-only with qemu-nbd over TCP on 127.0.0.1 with TLS: ``creds`` is the
+    ``--object`` of its credentials (``tls-creds-psk,id=tls0,endpoint=server,dir=DIR`` with
+    DIR/keys.psk, or ``tls-creds-x509,id=tls0,endpoint=server,dir=DIR``; the id must be tls0).
+    Yields the port (``port``: the one to listen on, as the server of the night before did)."""
+    port = port or _free_port()
+    cmd = ["qemu-nbd", "--read-only", "--persistent", "--shared=4", "-f", fmt, "-x", export, "-b", "127.0.0.1"]
+    cmd += ["-p", str(port), "--object", creds, "--tls-creds", "tls0"]
+    if bitmap:
+        cmd += ["-B", bitmap]
+    proc = subprocess.Popen([*cmd, str(image)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def up() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    try:
+        _wait_for(up, proc, "qemu-nbd")
+        yield port
+    finally:
+        _stop(proc)

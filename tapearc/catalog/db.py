@@ -287,6 +287,9 @@ class Catalog:
 
     path: Path | None  #: the SQLite file (None: a PostgreSQL catalog)
     spec: str  #: names the catalog in messages (a PostgreSQL URL without its password)
+    #: how another connection of tapearc's opens this catalog: its path, or its URL with the
+    #: password (never shown: messages use :attr:`spec`)
+    connect_spec: str
     kind: str  #: "sqlite" or "postgresql"
     db: Any  #: statements in the common dialect (:class:`Connection`)
 
@@ -295,6 +298,7 @@ class Catalog:
         parsed = catalog_spec.parse(spec)
         what = "--catalog" if spec is not None else "TAPEARC_CATALOG"
         self.path, self.spec, self.kind = parsed.path, parsed.shown, parsed.kind
+        self.connect_spec = parsed.url or str(parsed.path)
         timeout = busy_timeout()
         self._backend = open_backend(parsed, timeout, what, threads)
         self.db = self._backend.db

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import re
 
+from tapearc.catalog.leases import LEASES_DDL
+
 SCHEMA_VERSION = 5
 
 SCHEMA = """
@@ -125,8 +127,9 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_by_generation ON chunks (generation_id, seq);
 """
 
-#: Statements other parts of tapearc add to the schema (same dialect and markers as SCHEMA).
-EXTRA_DDL: list[str] = []
+#: Statements other parts of tapearc add to the schema (same dialect and markers as SCHEMA): the
+#: leases of drives, media and changers (tapearc/catalog/leases.py).
+EXTRA_DDL: list[str] = [LEASES_DDL]
 
 #: version -> (table, column declaration) of each column that version added. Version 1 is the
 #: first schema; versions 2-5 were SQLite-only releases (every PostgreSQL catalog is 5 or later).

@@ -326,6 +326,7 @@ class _VolumesReadOnce(Catalog):
 
     def __init__(self, catalog: Catalog) -> None:  # an open catalog: nothing to open or create
         self.path, self.spec, self.kind = catalog.path, catalog.spec, catalog.kind
+        self.connect_spec = catalog.connect_spec
         self.db = catalog.db
         self._backend = catalog._backend
         self.read: dict[tuple[UUID, str | None], list[GenerationRow]] = {}

@@ -27,6 +27,7 @@ from tapearc.cli import (
     drive_cmd,
     key_cmd,
     label_cmd,
+    lease_cmd,
     list_cmd,
     plan_cmd,
     pool_cmd,
@@ -120,6 +121,7 @@ for _module in (
     catalog_cmd,
     run_cmd,
     pool_cmd,
+    lease_cmd,
 ):
     _module.register(app)
 

@@ -192,7 +192,8 @@ TimeoutOpt = Annotated[
     float | None,
     typer.Option(
         "--wait",
-        help="With --changer operator: give up after this many seconds (default: wait forever).",
+        help="With --changer operator: give up after this many seconds (default: wait forever); "
+        "also how long to wait for a library's drive, medium or changer another tapearc holds.",
         metavar="SECONDS",
         parser=seconds,
     ),
@@ -244,24 +245,21 @@ def check_passphrase_file(key_file: Path | None, passphrase_file: str | None, op
 
 
 def _opening(key_file: Path, passphrase_file: str | None) -> tuple[fmt.WrappedKey, Callable[[], Key]]:
-    """Read the key file and the passphrase (asked on the terminal now, in this thread), and
-    start opening the key (scrypt: a third of a second, by design; it releases the GIL) in a
-    thread, so that the engine's imports and the catalog's opening go on meanwhile. Returns the
-    key record and the function that waits for the key (WrongPassphraseError, exit 31)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Read the key file and the passphrase (asked on the terminal now), and start opening the
+    key: scrypt, a third of a second by design, runs in a child process on another CPU
+    (crypto.wrap.start_unwrap; started before the command line was parsed when the entry point
+    could: crypto.prefetch), so that the engine's imports and the catalog's and medium's
+    opening go on meanwhile. Returns the key record and the function that waits for the key
+    (WrongPassphraseError, exit 31)."""
+    from tapearc.crypto import prefetch
     from tapearc.crypto.keyfile import get_passphrase, read_key_file
-    from tapearc.crypto.wrap import unwrap_key
+    from tapearc.crypto.wrap import start_unwrap
 
     wrapped = read_key_file(key_file)
     what = f"key file {key_file}"
     passphrase = get_passphrase(passphrase_file, what=what)
-    pool = ThreadPoolExecutor(1, thread_name_prefix="tapearc-key")
-    try:
-        future = pool.submit(unwrap_key, wrapped, passphrase, where=what)
-    finally:
-        pool.shutdown(wait=False)
-    return wrapped, future.result
+    early = None if passphrase_file is None else prefetch.take(key_file, passphrase_file, wrapped, passphrase)
+    return wrapped, start_unwrap(wrapped, passphrase, where=what, kek=early)
 
 
 def start_key_arg(
@@ -304,16 +302,30 @@ def open_catalog(path: str | None) -> Iterator[Catalog]:
         cat.close()
 
 
+def lease_purpose() -> str:
+    """What a command's leases say it is doing: its command line (``tapearc backup vm1.img
+    --media sim:lib``), cut at 200 characters."""
+    name = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if not (name.startswith("tapearc") or name == "__main__.py"):
+        return "tapearc"  # called in-process (a test's runner): its command line is not ours
+    return " ".join(["tapearc", *sys.argv[1:]])[:200]
+
+
 @contextmanager
 def open_media(
     spec: str, changer: str | None, *, write: bool, catalog: Catalog | None = None, timeout: float | None = None
 ) -> Iterator[MediaSource]:
     """A MediaSource: the drive named by --media and the changer named by --changer, its drive
-    locked against other tapearc processes for the whole command (tapearc.locks)."""
-    from tapearc.engine.mediasource import MediaSource
+    locked against other tapearc processes for the whole command: by a lease in the catalog for
+    the drives of a library (any free drive of ``sim:DIR``), else by a file lock (tapearc.locks)."""
+    from tapearc.engine.mediasource import MediaSource, leased_media, uses_leases
     from tapearc.locks import medium_lock
     from tapearc.media.changers import open_changer
 
+    if catalog is not None and uses_leases(spec, changer, catalog):  # the drives of a library: docs/leases.md
+        with leased_media(spec, changer, write=write, catalog=catalog, purpose=lease_purpose(), wait=timeout) as leased:
+            yield leased
+        return
     with medium_lock(spec, write=write):
         ch = open_changer(changer) if changer is not None else None
         src = MediaSource(spec, write=write, changer=ch, catalog=catalog, operator_timeout=timeout)

@@ -30,6 +30,11 @@ interrupts.install_startup()
 
 def main() -> None:
     interrupts.install_startup()  # (again, for a caller that imported this module long before)
+    import sys
+
+    from tapearc.crypto import prefetch
+
+    prefetch.start(sys.argv[1:])  # a key's scrypt in a child process while the rest is imported
     from tapearc.cli.app import main as app_main
 
     try:

@@ -47,7 +47,23 @@ ToOpt = Annotated[
         "nbd://HOST[:PORT]/EXPORT) or - (standard output).",
     ),
 ]
-VolumeOpt = Annotated[str | None, typer.Option("--volume", help="Volume to restore, when the medium holds several.")]
+VolumeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--volume",
+        help="Volume to restore, when the medium holds several. Given more than once: each volume's newest "
+        "generation (or at --at) from whichever media set holds it, into the folder --to DIR as DIR/VOLUME.img.",
+    ),
+]
+RestoreDrivesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--drives",
+        help="Several --volume: restore them on N drives of the library at once (no medium is needed by two).",
+        metavar="N",
+        parser=whole("--drives"),
+    ),
+]
 
 
 FallbackOlderOpt = Annotated[
@@ -91,6 +107,7 @@ def restore(
     changer: ChangerOpt = None,
     wait: TimeoutOpt = None,
     catalog: CatalogOpt = None,
+    drives: RestoreDrivesOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Restore a generation of a volume from MEDIUM, byte for byte, to a file, a block device, an
@@ -99,15 +116,19 @@ def restore(
     (older or newer) is rolled forward or back in place: only the blocks that differ are
     written. Exit 0 only when every block is the requested generation's."""
 
+    many = (volume is not None and len(volume) > 1) or (drives or 1) > 1
+
     def options() -> RestoreOptions:
         check_at(at, generation)
+        if many:
+            check_many(to, generation, assume_generation)
         opened = start_key_arg(key, passphrase_file)  # scrypt in a thread while the engine is imported
         from tapearc.engine.restore import RestoreOptions
 
         return RestoreOptions(
             generation=generation,
             at=at,
-            volume=volume,
+            volume=volume[0] if volume else None,
             force=force,
             assume_generation=assume_generation,
             fallback_older=fallback_older,
@@ -115,7 +136,23 @@ def restore(
             key=opened(),  # before any medium or target is touched
         )
 
+    if many:
+        from tapearc.cli.restore_many import restore_many
+
+        run(json_out, lambda: restore_many(media, to, changer, catalog, json_out, options, volume or [], drives or 1))
+        return
     run(json_out, lambda: _restore(media, to, changer, wait, catalog, json_out, options))
+
+
+def check_many(to: str, generation: int | None, assume: int | None) -> None:
+    """What a restore of several volumes cannot take."""
+    from tapearc.errors import UsageError
+
+    if to == "-":
+        raise UsageError("--to -: several volumes are restored into a folder (--to DIR), not to standard output")
+    if generation is not None or assume is not None:
+        opt = "--generation" if generation is not None else "--assume-generation"
+        raise UsageError(f"{opt} names one volume's generation: with several --volume, give --at TIME (or nothing)")
 
 
 def _restore(

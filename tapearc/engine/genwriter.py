@@ -130,6 +130,7 @@ class GenerationWriter:
         self.stopped = True
 
     def open_part(self, drive: TapeDrive, label: fmt.Label, number: int) -> WriteStatus:
+        self.media.writing(label)  # its lease (docs/leases.md), before anything is written
         pos = drive.position()
         hdr = replace(self.genhdr, medium_uuid=label.medium_uuid, part=number)
         self.gen_id = self.catalog.begin_generation(
@@ -376,6 +377,7 @@ class GenerationWriter:
     def _write_chunk(self, job: ChunkJob) -> bool:
         """Write one chunk into the current part; False if the medium ended inside it (then the
         medium is positioned back at the chunk's start). Spans media after an early warning."""
+        self.media.check_leases()  # a lost lease stops the writer before the next chunk
         p = self.part
         assert p is not None and job.header is not None
         header, item, digests = job.header, job.item, job.digests

@@ -9,7 +9,11 @@ naming the file, the table and the key.
 
 Paths in the file (``source`` unless an NBD URI, ``changed_blocks``, ``summary_log``,
 ``catalog``, ``encrypt``, ``passphrase_file``) are taken relative to the job file's folder (a systemd unit runs in ``/``);
-``media`` and ``changer`` are taken as the command line takes them.
+``media`` and ``changer`` are taken as the command line takes them; ``media`` may be a list of
+drives (a library's, in its changer's order) for ``drives`` > 1.
+
+``drives`` (optional, default 1): the volumes are spread over that many drives of the library
+at once (tapearc.engine.jobdrives), each drive writing its own media set.
 
 ``encrypt`` and ``passphrase_file`` (optional, ``[job]`` only): every volume is encrypted with that
 key, as ``backup --encrypt KEY --passphrase-file FILE`` does; the key is opened once per run.
@@ -54,8 +58,8 @@ VOLUME_OPTION_KEYS = (
 VOLUME_KEYS = ("name", "source", *VOLUME_OPTION_KEYS)
 TOP_TABLES = ("job", "defaults", "volume")
 COMPRESSIONS = ("zstd", "none")
-#: Most drives a job may use (parallel drives come later).
-MAX_DRIVES = 1
+#: Most drives a job may use at once (engine.jobdrives).
+MAX_DRIVES = 64
 _DAYS = re.compile(r"^\s*(\d+)\s*d\s*$")
 _NAME = re.compile(r"^[^\x00-\x1f/][^\x00-\x1f]*$")
 
@@ -103,7 +107,9 @@ class JobSpec:
     record_size: int | None = None
     media_set: str | None = None
     full_every: FullEvery | None = None
-    drives: int = 1
+    drives: int = 1  # drives of the library used at once (engine.jobdrives)
+    #: ``media`` given as a list: the library's drives, in its changer's order (``media`` is the first)
+    drive_media: tuple[str, ...] = ()
     summary_log: str | None = None
     pool: str | None = None  # the media pool of the job's media
     encrypt: str | None = None  # a key file: every volume encrypted with it (backup --encrypt)
@@ -211,8 +217,16 @@ class _Table:
     def drives(self, key: str, value: Any) -> int:
         n = self.whole(key, value)
         if n > MAX_DRIVES:
-            raise self.error(key, f"{n}: only {MAX_DRIVES} drive per job is supported (parallel drives are not yet)")
+            raise self.error(key, f"{n}: at most {MAX_DRIVES} drives")
         return n
+
+    def media(self, key: str, value: Any) -> tuple[str, ...]:
+        """A drive (text), or the drives of a library in its changer's order (an array)."""
+        if isinstance(value, list):
+            if not value:
+                raise self.error(key, "must name at least one drive")
+            return tuple(self.text(key, v) for v in value)
+        return (self.text(key, value),)
 
 
 def _toml_type(value: Any) -> str:
@@ -243,10 +257,15 @@ def read_job(path: str) -> JobSpec:
     defaults = _Table(path, "[defaults]", doc.get("defaults", {}), VOLUME_OPTION_KEYS)
     vols = tuple(_volume(path, i, v, defaults) for i, v in enumerate(volumes, 1))
     _check_unique(path, vols)
+    media = job.get("media", job.media, required=True)
+    drives = job.get("drives", job.drives, 1)
+    if drives > 1 and "media_set" in job.data:
+        raise job.error("media_set", f"names one media set, and drives = {drives} writes one set per drive")
     return JobSpec(
         path=path,
         name=job.get("name", job.name, required=True),
-        media=job.get("media", job.text, required=True),
+        media=media[0],
+        drive_media=media if len(media) > 1 else (),
         volumes=vols,
         changer=job.get("changer", job.text),
         wait=job.get("wait", job.seconds),
@@ -254,7 +273,7 @@ def read_job(path: str) -> JobSpec:
         record_size=job.get("record_size", job.size),
         media_set=job.get("media_set", _media_set(job)),
         full_every=job.get("full_every", job.full_every),
-        drives=job.get("drives", job.drives, 1),
+        drives=drives,
         summary_log=job.get("summary_log", job.path_value),
         pool=job.get("pool", job.text),
         **_encryption(job),

@@ -84,6 +84,7 @@ class VolumeRun:
     error: TapearcError | None = None
     warnings: list[str] = field(default_factory=list)
     result: BackupResult | None = None
+    drive: str | None = None  # the drive it was written on (a job on several drives)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -99,6 +100,7 @@ class VolumeRun:
             "seconds": round(self.seconds, 3),
             "error": self.error.to_json() if self.error is not None else None,
             "warnings": self.warnings,
+            "drive": self.drive,
         }
 
 
@@ -115,6 +117,7 @@ class JobRun:
     interrupted: bool = False
     internal: BaseException | None = None  # an unexpected exception (a bug) that stopped the run
     notes: list[str] = field(default_factory=list)  # what the run did beyond the backups (a medium loaded)
+    drives: list[dict[str, object]] = field(default_factory=list)  # several drives: what each was given
 
     @property
     def ok(self) -> bool:
@@ -154,6 +157,7 @@ class JobRun:
             "seconds": round(self.seconds, 3),
             "notes": self.notes,
             "volumes": [v.to_json() for v in self.volumes],
+            "drives": self.drives,
         }
 
 
@@ -226,7 +230,7 @@ def run_job(
         try:
             if vol is job.volumes[0]:
                 run.notes += load_last_of_set(media, catalog)
-            _one(
+            run_one(
                 job,
                 vol,
                 out,
@@ -285,7 +289,7 @@ def load_last_of_set(media: MediaSource, catalog: Catalog) -> list[str]:
     ]
 
 
-def _one(
+def run_one(
     job: JobSpec,
     vol: VolumeSpec,
     out: VolumeRun,

@@ -5,23 +5,40 @@ DIR is a simulated library (tapesim library) names both: its drive 0 and its slo
 job needs another medium (the next one of a media set while spanning, or a given medium while
 restoring) the source asks the changer for it, checking each candidate's label: it never
 writes on a medium of another set or on a labeled medium when it wants a blank one.
+
+With leases (:mod:`tapearc.catalog.leases`, given by the CLI from the catalog; docs/leases.md)
+a source with a changer holds ``drive:<library>:<index>`` for its whole life, takes
+``changer:<library>`` around each load, unload and inventory, and holds ``medium:<uuid>`` for the
+medium in its drive (one at a time): a reader that needs a medium another process holds waits for
+it (the message names the holder), within ``operator_timeout`` (``--wait``; None: as long as it
+takes). :meth:`MediaSource.for_free_drive` takes any free drive of a library.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING
 
+from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.engine.identity import known_medium
 from tapearc.engine.tapefiles import LabelProbe, probe_label
 from tapearc.errors import MediumUnavailableError, TapearcError
 from tapearc.media.base import TapeDrive
-from tapearc.media.changer import AttendedChanger, Changer
+from tapearc.media.changer import AttendedChanger, Changer, ChangerStatus, DriveBayStatus
+
+if TYPE_CHECKING:
+    from tapearc.catalog.leases import Lease, Leases
 
 log = logging.getLogger(__name__)
+
+_DRIVE_IMAGE = re.compile(r"^drive-(\d+)\.tap$")
 
 
 def library_dir(spec: str) -> str | None:
@@ -33,8 +50,100 @@ def library_dir(spec: str) -> str | None:
     return None
 
 
+def library_id(changer: Changer | None) -> str | None:
+    """The name a library's leases use: for a simulated library its folder's real path; for an
+    mtx changer its SCSI serial number when sysfs gives it (the same library seen from any host),
+    else this host's name and the device's real path; for a serial autoloader this host's name
+    and its port (a ``socket://`` URL as it is). None for the operator (no library)."""
+    if changer is None or isinstance(changer, AttendedChanger) or getattr(changer, "name", "") == "operator":
+        return None
+    name = changer.name
+    kind, _, rest = name.partition(":")
+    if kind == "sim":
+        return os.path.realpath(rest)
+    if kind == "mtx":
+        serial = scsi_serial(rest)
+        return f"serial={serial}" if serial else f"{socket.gethostname()}:{os.path.realpath(rest)}"
+    if rest.startswith("socket://"):
+        return name
+    return f"{socket.gethostname()}:{name}"
+
+
+def scsi_serial(device: str) -> str | None:
+    """The unit serial number (VPD page 0x80) of a SCSI generic device, from sysfs."""
+    base = os.path.basename(os.path.realpath(device))
+    try:
+        with open(f"/sys/class/scsi_generic/{base}/device/vpd_pg80", "rb") as f:
+            page = f.read()
+    except OSError:
+        return None
+    text = page[4 : 4 + page[3]].decode("ascii", "replace").strip() if len(page) > 4 else ""
+    return text or None
+
+
+def drive_resource(library: str, index: int) -> str:
+    return f"drive:{library}:{index}"
+
+
+def drive_index_of(spec: str, changer: Changer | None) -> int:
+    """The drive of a library that ``spec`` names (``sim:DIR/drive-N.tap`` of the changer's
+    folder: N), else 0."""
+    if changer is None or not spec.startswith("sim:") or not changer.name.startswith("sim:"):
+        return 0
+    path = spec[4:]
+    m = _DRIVE_IMAGE.match(os.path.basename(path))
+    same = os.path.realpath(os.path.dirname(os.path.abspath(path))) == os.path.realpath(changer.name[4:])
+    return int(m.group(1)) if m and same else 0
+
+
+class LeasedChanger(Changer):
+    """A changer whose every inventory, load and unload is done under the lease
+    ``changer:<library>`` (other tapearc processes sharing the catalog wait for it)."""
+
+    def __init__(self, changer: Changer, leases: Leases, library: str, purpose: str, wait: float | None) -> None:
+        self.inner = changer
+        self.name = changer.name
+        self.leases = leases
+        self.resource = f"changer:{library}"
+        self.purpose = purpose
+        self.wait = wait
+        self.holding = False
+
+    @contextmanager
+    def held(self, what: str) -> Iterator[None]:
+        """Hold the changer's lease for a sequence of operations (an inventory and the load it
+        decides); nested operations run under it."""
+        if self.holding:
+            yield
+            return
+        with self.leases.acquire(self.resource, purpose=f"{what} for {self.purpose}", wait=self.wait):
+            self.holding = True
+            try:
+                yield
+            finally:
+                self.holding = False
+
+    def status(self) -> ChangerStatus:
+        with self.held("inventory"):
+            return self.inner.status()
+
+    def load(self, slot: int, drive: int = 0) -> None:
+        with self.held(f"load of slot {slot} into drive {drive}"):
+            self.inner.load(slot, drive)
+
+    def unload(self, drive: int = 0, slot: int | None = None) -> None:
+        with self.held(f"unload of drive {drive}"):
+            self.inner.unload(drive, slot)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class MediaSource:
     """The drive of a job and the means to change its medium."""
+
+    #: the ttl of the leases it takes (tests shorten it)
+    lease_ttl: float = 60.0
 
     def __init__(
         self,
@@ -45,6 +154,10 @@ class MediaSource:
         catalog: Catalog | None = None,
         drive: TapeDrive | None = None,
         operator_timeout: float | None = None,
+        leases: Leases | None = None,
+        purpose: str = "",
+        drive_lease: Lease | None = None,
+        drive_index: int | None = None,
     ) -> None:
         from tapearc.media import open_medium
 
@@ -59,11 +172,79 @@ class MediaSource:
             changer = open_changer(f"sim:{lib}")
             spec = f"sim:{os.path.join(lib, 'drive-0.tap')}"
         self.spec = spec
+        self.drive_index = drive_index_of(spec, changer) if drive_index is None else drive_index
+        self.leases = leases
+        self.purpose = purpose or ("backup" if write else "read")
+        self.library = library_id(changer) if leases is not None else None
+        self.drive_lease = drive_lease
+        self.medium_lease: Lease | None = None
+        self.pinned = False  # medium(): the lease held is the wanted medium's, kept while it is searched for
+        if leases is not None and self.library is not None and changer is not None:
+            changer = LeasedChanger(changer, leases, self.library, self.purpose, operator_timeout)
         self.changer: Changer | None = changer
         self.drive: TapeDrive | None = drive
         #: when no blank medium is left for a spanning backup: loads a recyclable medium of the
         #: backup's media pool (engine.pools.load_spare), which is then labelled as the next one
         self.spare: Callable[[], TapeDrive] | None = None
+        if self.drive_lease is None and leases is not None and self.library is not None and drive is None:
+            try:
+                self.drive_lease = leases.acquire(
+                    drive_resource(self.library, self.drive_index),
+                    purpose=self.purpose,
+                    wait=operator_timeout,
+                    ttl=self.lease_ttl,
+                )
+            except BaseException:
+                self.close()
+                raise
+
+    @classmethod
+    def for_free_drive(
+        cls,
+        changer_spec: str,
+        *,
+        write: bool,
+        leases: Leases,
+        purpose: str,
+        catalog: Catalog | None = None,
+        drive_specs: list[str] | None = None,
+        wait: float | None = None,
+    ) -> MediaSource:
+        """A source on any free drive of the library ``changer_spec`` (``sim:DIR``: its drives
+        are DIR/drive-N.tap; another changer needs ``drive_specs``, the ``--media`` of each of its
+        drives, in the changer's drive order): the first drive whose lease is free, waiting up to
+        ``wait`` seconds (None: as long as it takes) when every drive is held (LeaseBusyError)."""
+        from tapearc.media.changers import open_changer
+
+        changer = open_changer(changer_spec)
+        try:
+            library = library_id(changer)
+            if library is None:
+                raise MediumUnavailableError(f"changer {changer.name} has no drives to choose from")
+            count = len(changer.status().drives)
+            if drive_specs is None and changer.name.startswith("sim:"):
+                drive_specs = [f"sim:{os.path.join(changer.name[4:], f'drive-{i}.tap')}" for i in range(count)]
+            if not drive_specs:
+                raise MediumUnavailableError(
+                    f"changer {changer.name}: which device is each of its {count} drives? (give the drives' media)"
+                )
+            names = [drive_resource(library, i) for i in range(min(count, len(drive_specs)))]
+            lease = leases.acquire_any(names, purpose=purpose, wait=wait, ttl=cls.lease_ttl)
+        except BaseException:
+            changer.close()
+            raise
+        index = names.index(lease.resource)
+        return cls(
+            drive_specs[index],
+            write=write,
+            changer=changer,
+            catalog=catalog,
+            operator_timeout=wait,
+            leases=leases,
+            purpose=purpose,
+            drive_lease=lease,
+            drive_index=index,
+        )
 
     @classmethod
     def fixed(cls, drive: TapeDrive, catalog: Catalog | None = None) -> MediaSource:
@@ -102,25 +283,83 @@ class MediaSource:
             ch = self.changer
             if ch is None or not self.can_change or self.is_operator:
                 raise
-            st = ch.status()
-            if st.drives and st.drives[0].full:
-                raise
-            full = [s for s in st.slots if s.full]
-            if not full:
-                raise MediumUnavailableError(f"the drive is empty and changer {ch.name} holds no tape") from None
-            ch.load(full[0].number, 0)
+            with self.changer_held(f"load into drive {self.drive_index}"):
+                st = ch.status()
+                bay = self.bay(st)
+                if bay is not None and bay.full:
+                    raise
+                full = [s for s in st.slots if s.full]
+                if not full:
+                    raise MediumUnavailableError(f"the drive is empty and changer {ch.name} holds no tape") from None
+                ch.load(full[0].number, self.drive_index)
             self.drive = self._open()
+        if self.library is not None and self.medium_lease is None:
+            probe = probe_label(self.drive)
+            if probe.label is not None:
+                self.hold_medium(probe.label.medium_uuid)
         return self.drive
 
-    def release(self) -> None:
+    def changer_held(self, what: str) -> AbstractContextManager[None]:
+        """The changer's lease held for a sequence of operations (nothing without leases)."""
+        ch = self.changer
+        return ch.held(what) if isinstance(ch, LeasedChanger) else nullcontext()
+
+    def bay(self, st: ChangerStatus) -> DriveBayStatus | None:
+        """This source's drive in a changer's inventory."""
+        return next((d for d in st.drives if d.number == self.drive_index), None)
+
+    def close_drive(self) -> None:
         if self.drive is not None:
             self.drive.close()
             self.drive = None
+
+    def release(self) -> None:
+        """Close the drive and let go of its medium's lease."""
+        self.close_drive()
+        self.drop_medium()
+
+    def drop_medium(self) -> None:
+        if self.medium_lease is not None:
+            self.medium_lease.release()
+            self.medium_lease = None
 
     def close(self) -> None:
         self.release()
         if self.changer is not None and hasattr(self.changer, "close"):
             self.changer.close()
+        if self.drive_lease is not None:
+            self.drive_lease.release()
+            self.drive_lease = None
+
+    # ------------------------------------------------------------------ leases
+
+    def hold_medium(self, medium_uuid: uuid.UUID, *, wait: float | str | None = "default") -> None:
+        """Hold the lease of the medium ``medium_uuid`` (letting go of the one held before);
+        a medium another process holds is waited for (``wait``, by default ``operator_timeout``),
+        the wait message naming its holder. Only for the media of a library, with leases."""
+        if self.leases is None or self.library is None:
+            return
+        resource = f"medium:{medium_uuid}"
+        if self.medium_lease is not None:
+            if self.medium_lease.resource == resource:
+                return
+            self.drop_medium()
+        limit = self.operator_timeout if isinstance(wait, str) else wait
+        self.medium_lease = self.leases.acquire(resource, purpose=self.purpose, wait=limit, ttl=self.lease_ttl)
+
+    def writing(self, label: fmt.Label) -> None:
+        """The engine is about to write on the medium of ``label`` (a new part of a generation):
+        hold its lease (a medium labelled by this job gets its lease here) and stop if a lease
+        was lost (LeaseLostError)."""
+        self.hold_medium(label.medium_uuid)
+        self.check_leases()
+
+    def check_leases(self) -> None:
+        """LeaseLostError if the lease of the drive or of the medium was lost (taken over after
+        it expired, or broken by an operator): the engine stops before writing more."""
+        for lease in (self.drive_lease, self.medium_lease):
+            if lease is not None:
+                lease.check()
 
     def __enter__(self) -> MediaSource:
         return self
@@ -137,7 +376,8 @@ class MediaSource:
             st = self.changer.status()
         except TapearcError:
             return None
-        return st.drives[0].barcode if st.drives and st.drives[0].full else None
+        bay = self.bay(st)
+        return bay.barcode if bay is not None and bay.full else None
 
     def obtain(
         self, describe: str, accept: Callable[[LabelProbe], bool | str], prefer: list[str] | None = None
@@ -162,7 +402,9 @@ class MediaSource:
                 f"{describe} is needed but {reasons[-1]}, and no changer is configured",
                 hint="give --changer (mtx:/dev/sgN, serial:PORT, sim:DIR or operator)",
             ).at(medium=self.spec)
-        self.release()
+        self.close_drive()
+        if not self.pinned:
+            self.drop_medium()  # the medium that was in the drive goes back: its lease with it
         if self.is_operator:
             return self._from_operator(describe, accept)
         return self._from_slots(describe, accept, prefer, reasons)
@@ -190,35 +432,91 @@ class MediaSource:
     def _from_slots(
         self, describe: str, accept: Callable[[LabelProbe], bool | str], prefer: list[str] | None, reasons: list[str]
     ) -> TapeDrive:
-        """Load the changer's slots (``prefer``'s barcodes first) until a medium is accepted."""
+        """:meth:`_try_slots` with the changer's lease held throughout (nobody else moves a
+        medium between our inventory and our load)."""
+        with self.changer_held(f"search for a medium for drive {self.drive_index}"):
+            return self._try_slots(describe, accept, prefer, reasons)
+
+    def _try_slots(
+        self,
+        describe: str,
+        accept: Callable[[LabelProbe], bool | str],
+        prefer: list[str] | None,
+        reasons: list[str],
+        again: bool = True,
+    ) -> TapeDrive:
+        """Load the changer's slots (``prefer``'s barcodes first) until a medium is accepted;
+        with leases, then the media of other drives that nobody holds (``prefer``'s only)."""
         ch = self.changer
         assert ch is not None
         st = ch.status()
-        if st.drives and st.drives[0].full:
-            ch.unload(0)
+        bay = self.bay(st)
+        if bay is not None and bay.full:
+            ch.unload(self.drive_index)
             st = ch.status()
         order = [s for s in st.slots if s.full]
         if prefer:
             order.sort(key=lambda s: (s.barcode not in prefer, s.number))
         for s in order:
-            ch.load(s.number, 0)
+            ch.load(s.number, self.drive_index)
             try:
                 d = self._open()
             except MediumUnavailableError as e:
                 reasons.append(f"slot {s.number}: {e.message}")
-                ch.unload(0, s.number)
+                ch.unload(self.drive_index, s.number)
                 continue
-            verdict = accept(probe_label(d))
+            probe = probe_label(d)
+            verdict = accept(probe)
+            if verdict is True:
+                verdict = self._lease_loaded(probe)
             if verdict is True:
                 self.drive = d
                 return d
             reasons.append(f"slot {s.number} ({s.barcode or 'no barcode'}) holds {verdict}")
             d.close()
-            ch.unload(0, s.number)
+            ch.unload(self.drive_index, s.number)
+        if again and prefer and self._from_other_drives(st, prefer, reasons):
+            return self._try_slots(describe, accept, prefer, reasons, again=False)
         raise MediumUnavailableError(
             f"{describe} is needed and changer {ch.name} has none: " + "; ".join(reasons[-4:]),
             hint="load the medium into the changer, or a blank one",
         )
+
+    def _lease_loaded(self, probe: LabelProbe) -> bool | str:
+        """Lease the medium just loaded (not waiting: one held by another process is passed
+        over); True, or why not."""
+        from tapearc.errors import LeaseBusyError
+
+        if probe.label is None:
+            self.drop_medium()
+            return True
+        try:
+            self.hold_medium(probe.label.medium_uuid, wait=0)
+        except LeaseBusyError as e:
+            return f"a medium another process holds ({e.message})"
+        return True
+
+    def _from_other_drives(self, st: ChangerStatus, prefer: list[str], reasons: list[str]) -> bool:
+        """Put back into their slots the wanted media (``prefer``) that sit in other drives of the
+        library whose leases are free; True if one was. A drive held by another process is not
+        waited for (that process may be waiting for us): its holder is named in ``reasons``."""
+        from tapearc.errors import LeaseBusyError
+
+        if self.leases is None or self.library is None or self.changer is None:
+            return False
+        moved = False
+        for bay in st.drives:
+            if bay.number == self.drive_index or not bay.full or bay.barcode not in prefer:
+                continue
+            try:
+                lease = self.leases.acquire(drive_resource(self.library, bay.number), purpose=self.purpose, wait=0)
+            except LeaseBusyError as e:
+                reasons.append(f"{bay.barcode} is in drive {bay.number}: {e.message}")
+                continue
+            with lease:
+                self.changer.unload(bay.number)
+            moved = True
+        return moved
 
     def blank_for(self, set_uuid: uuid.UUID, sequence: int) -> TapeDrive:
         """A blank medium to become ``sequence`` of the set."""
@@ -263,7 +561,12 @@ class MediaSource:
             return "a blank medium" if p.blank else f"a foreign medium ({p.foreign})"
 
         name = f"medium {barcode + ' ' if barcode else ''}(sequence {sequence} of media set {set_uuid})"
-        return self.obtain(name, accept, [barcode] if barcode else None)
+        self.hold_medium(medium_uuid)  # a medium another job writes or reads is waited for, not grabbed
+        self.pinned = True
+        try:
+            return self.obtain(name, accept, [barcode] if barcode else None)
+        finally:
+            self.pinned = False
 
     def medium_by_sequence(self, set_uuid: uuid.UUID, sequence: int) -> TapeDrive:
         def accept(p: LabelProbe) -> bool | str:
@@ -274,3 +577,61 @@ class MediaSource:
             return "a blank medium" if p.blank else f"a foreign medium ({p.foreign})"
 
         return self.obtain(f"sequence {sequence} of media set {set_uuid}", accept)
+
+
+def uses_leases(spec: str, changer_spec: str | None, catalog: Catalog | None) -> bool:
+    """Whether a command's media are leased: with a catalog, for the drives of a library (a
+    changer other than the operator, or ``sim:DIR`` of a simulated library). Other media (a
+    single image, folder or st drive, a stream) keep the file locks of tapearc.locks."""
+    if catalog is None:
+        return False
+    if changer_spec is not None:
+        return changer_spec.strip().lower() != "operator"
+    return library_dir(spec) is not None
+
+
+def catalog_spec(catalog: Catalog) -> str:
+    """How leases open the catalog ``catalog``: its path, or its URL with the password (never shown)."""
+    return catalog.connect_spec
+
+
+@contextmanager
+def leased_media(
+    spec: str,
+    changer_spec: str | None,
+    *,
+    write: bool,
+    catalog: Catalog,
+    purpose: str,
+    wait: float | None = None,
+) -> Iterator[MediaSource]:
+    """The MediaSource of a command on a library, its drive leased for the whole command:
+    ``sim:DIR`` alone takes any free drive of the simulated library; a ``--media`` with a
+    ``--changer`` takes that drive (``sim:DIR/drive-N.tap``: drive N; another device: drive 0
+    of the changer). Waits up to ``wait`` seconds (None: as long as it takes) for a drive, a
+    medium or the changer that another process holds."""
+    from tapearc.catalog.leases import Leases
+    from tapearc.media.changers import open_changer
+
+    leases = Leases(catalog_spec(catalog))
+    try:
+        if changer_spec is None:
+            src = MediaSource.for_free_drive(
+                f"sim:{library_dir(spec)}", write=write, leases=leases, purpose=purpose, catalog=catalog, wait=wait
+            )
+        else:
+            src = MediaSource(
+                spec,
+                write=write,
+                changer=open_changer(changer_spec),
+                catalog=catalog,
+                operator_timeout=wait,
+                leases=leases,
+                purpose=purpose,
+            )
+        try:
+            yield src
+        finally:
+            src.close()
+    finally:
+        leases.close()

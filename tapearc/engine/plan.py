@@ -26,7 +26,7 @@ import bisect
 import uuid
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from tapearc import format as fmt
@@ -693,3 +693,44 @@ def _merge(runs: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
         else:
             out.append((a, n))
     return tuple(out)
+
+
+# ---------------------------------------------------------------- several drives
+
+
+def assign_drives(needs: Mapping[str, tuple[Iterable[uuid.UUID], int]], drives: int) -> list[list[str]]:
+    """Which volumes each of ``drives`` drives restores, in order, so that no medium is needed
+    by two drives: ``needs[volume]`` is (the media its plan reads, the bytes it reads).
+
+    Volumes that share a medium (directly or through others) form one group and go to one
+    drive, one after the other; the groups go largest first (by bytes) to the drive with the
+    fewest bytes so far (the longest-processing-time rule: the drives end at about the same
+    time). Within a drive the groups keep that order, and a group's volumes the order of
+    ``needs``. Drives left without work get an empty list."""
+    names = list(needs)
+    parent = {v: v for v in names}
+
+    def root(v: str) -> str:
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    holder: dict[uuid.UUID, str] = {}
+    for v in names:
+        for m in needs[v][0]:
+            if m in holder:
+                parent[root(v)] = root(holder[m])
+            else:
+                holder[m] = v
+    groups: dict[str, list[str]] = {}
+    for v in names:
+        groups.setdefault(root(v), []).append(v)
+    order = sorted(groups.values(), key=lambda g: (-sum(needs[v][1] for v in g), names.index(g[0])))
+    out: list[list[str]] = [[] for _ in range(max(1, drives))]
+    load = [0] * len(out)
+    for g in order:
+        k = min(range(len(out)), key=lambda i: (load[i], i))
+        out[k] += g
+        load[k] += sum(needs[v][1] for v in g)
+    return out

@@ -7,6 +7,7 @@ The retention rules are tapearc/engine/retention.py's; the rows tapearc/catalog/
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 
@@ -131,6 +132,20 @@ def current_set(media: list[cp.PoolMedium]) -> uuid.UUID | None:
     return max(media, key=lambda m: (m.created, m.id)).set_uuid
 
 
+def _last_in(media: list[cp.PoolMedium], set_uuid: uuid.UUID | None, barcodes: frozenset[str]) -> bool:
+    """Whether the last medium of the set is one of ``barcodes``."""
+    ms = [m for m in media if m.set_uuid == set_uuid]
+    return bool(ms) and max(ms, key=lambda m: m.sequence).label in barcodes
+
+
+def _held_set(media: list[cp.PoolMedium], held: str | None) -> uuid.UUID | None:
+    """The pool's set whose last medium is ``held`` (the medium in the backup's drive)."""
+    m = next((m for m in media if held and m.label == held), None)
+    if m is None or any(o.set_uuid == m.set_uuid and o.sequence > m.sequence for o in media):
+        return None
+    return m.set_uuid
+
+
 def _unusable(m: cp.PoolMedium, in_library: set[str]) -> str | None:
     if m.write_protected:
         return "write-protected"
@@ -141,24 +156,38 @@ def _unusable(m: cp.PoolMedium, in_library: set[str]) -> str | None:
     return None
 
 
-def choose(cat: Catalog, pool: cp.PoolRow, barcodes: list[str], volume: str, full: bool, now: int) -> Choice:
+def choose(
+    cat: Catalog,
+    pool: cp.PoolRow,
+    barcodes: list[str],
+    volume: str,
+    full: bool,
+    now: int,
+    drives: tuple[str | None, frozenset[str]] = (None, frozenset()),
+) -> Choice:
     """The medium of the library (``barcodes``: those in its slots and drive) a backup of
     ``volume`` into ``pool`` writes to. With allocation new-set-per-full, a full backup of a
     volume that has a generation in the current set starts a new set (the other volumes of a
-    job then join that set). Raises PoolNoMediumError naming why each medium was not usable."""
+    job then join that set). ``drives``: the medium in the backup's drive and those in the
+    library's other drives; when the current set's last medium is in another drive (a job on
+    several drives), the set whose last medium this drive holds is continued instead. Raises
+    PoolNoMediumError naming why each medium was not usable."""
     in_library = set(barcodes)
     media = cp.media(cat, pool.name)
     why: list[str] = []
     cur = current_set(media)
-    new_set = full and pool.allocation == "new-set-per-full" and cur is not None and bool(cat.generations(cur, volume))
-    if cur is not None and not new_set:
-        last = max((m for m in media if m.set_uuid == cur), key=lambda m: m.sequence)
+    held, elsewhere = drives
+    for n, s in enumerate([cur, _held_set(media, held)]):
+        if s is None or (n == 1 and (s == cur or not _last_in(media, cur, elsewhere))):
+            continue
+        if full and pool.allocation == "new-set-per-full" and cat.generations(s, volume):
+            why.append(f"a full backup starts a new media set (allocation {pool.allocation})")
+            continue
+        last = max((m for m in media if m.set_uuid == s), key=lambda m: m.sequence)
         bad = _unusable(last, in_library)
         if bad is None:
             return Choice("append", last.label, last)
-        why.append(f"{last.name} (its current set's last medium): {bad}")
-    elif cur is not None:
-        why.append(f"a full backup starts a new media set (allocation {pool.allocation})")
+        why.append(f"{last.name} (its {'current ' if n == 0 else ''}set's last medium): {bad}")
     known = {m.label for m in cp.media(cat, with_recycled=True)}
     blanks = [b for b in barcodes if b and b not in known]
     if blanks:
@@ -208,8 +237,16 @@ def _library_barcodes(media: MediaSource) -> list[str]:
         )
     st = ch.status()
     codes = [s.barcode for s in st.slots if s.full and s.barcode]
-    codes += [d.barcode for d in st.drives[:1] if d.full and d.barcode]
+    codes += [d.barcode for d in st.drives if d.number == media.drive_index and d.full and d.barcode]
     return codes
+
+
+def _drive_barcodes(media: MediaSource) -> tuple[str | None, frozenset[str]]:
+    """The medium in the source's drive, and those in the library's other drives."""
+    assert media.changer is not None
+    st = media.changer.status()
+    mine = next((d.barcode for d in st.drives if d.number == media.drive_index and d.full), None)
+    return mine, frozenset(d.barcode for d in st.drives if d.number != media.drive_index and d.full and d.barcode)
 
 
 @dataclass(slots=True)
@@ -237,8 +274,11 @@ def load_for_pool(
     pool = get_pool(cat, pool_name)
     use = PoolUse(pool.id)
     media.spare = lambda: load_spare(media, cat, pool, now, use.spanning)
-    choice = choose(cat, pool, _library_barcodes(media), volume, full, now)
-    use.warnings = _load_choice(media, cat, pool, choice, now, record_size)
+    # a job on several drives: one drive at a time chooses and loads (the medium another drive
+    # holds is not in this drive's library, so it continues another set or starts one)
+    with getattr(media, "moves", None) or contextlib.nullcontext():
+        choice = choose(cat, pool, _library_barcodes(media), volume, full, now, _drive_barcodes(media))
+        use.warnings = _load_choice(media, cat, pool, choice, now, record_size)
     return use
 
 

@@ -21,7 +21,16 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tapearc.errors import SourceError
-from tapearc.nbdclient import ALLOCATION, STATE_HOLE, STATE_ZERO, close, connect, libnbd, nbd_error_text
+from tapearc.nbdclient import (
+    ALLOCATION,
+    STATE_HOLE,
+    STATE_ZERO,
+    close,
+    connect,
+    libnbd,
+    nbd_error_text,
+    new_handle,
+)
 from tapearc.sources.base import Extent
 
 __all__ = ["IN_FLIGHT", "RECHECK_SECONDS", "REQUEST_SIZE", "NbdSource", "uri_volume_name"]
@@ -53,7 +62,7 @@ def uri_volume_name(uri: str) -> str:
 def _size_now(nbd: Any, uri: str, timeout: float) -> int | None:
     """The size the export's server gives a new connection, or None when it does not answer
     within ``timeout`` seconds (never a hang) or fails."""
-    h = nbd.NBD()
+    h = new_handle(nbd)
     try:
         h.aio_connect_uri(uri)
         deadline = time.monotonic() + timeout

@@ -129,7 +129,7 @@ def test_failing_volume_exit_35_the_others_backed_up(job: dict[str, Any]) -> Non
         (lambda t: t.replace("[defaults]\n", '[defaults]\nverify = "yes"\n'), ("[defaults]: key 'verify'",)),
         (lambda t: t.replace("[job]\n", "[job]\npools = 'daily'\n"), ("[job]: key 'pools': unknown key",)),
         (lambda t: t.replace("[job]\n", "[job]\nfull_every = '1w'\n"), ("[job]: key 'full_every': '1w'",)),
-        (lambda t: t.replace("[job]\n", "[job]\ndrives = 2\n"), ("[job]: key 'drives': 2",)),
+        (lambda t: t.replace("[job]\n", "[job]\ndrives = 99\n"), ("[job]: key 'drives': 99: at most 64",)),
     ],
 )
 def test_job_file_error_exit_34(job: dict[str, Any], edit: Any, words: tuple[str, ...]) -> None:
