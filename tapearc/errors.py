@@ -218,6 +218,23 @@ class CatalogError(TapearcError):
     kind = "catalog"
 
 
+class CatalogUnreachableError(CatalogError):
+    """A PostgreSQL catalog cannot be reached or refuses us: no server at the address, a wrong
+    password or user, a database that does not exist, the connection lost."""
+
+    exit_code = 38
+    kind = "catalog-unreachable"
+
+
+class CatalogSpecError(CatalogError):
+    """A ``--catalog`` / ``TAPEARC_CATALOG`` / job file ``catalog`` that names no usable catalog:
+    a URL of another scheme, a PostgreSQL URL that cannot be parsed, or PostgreSQL support
+    (psycopg) not installed."""
+
+    exit_code = 39
+    kind = "catalog-spec"
+
+
 class ChangerError(MediumError):
     """The changer could not do what was asked (empty slot, drive full, device error, timeout)."""
 

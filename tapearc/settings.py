@@ -115,7 +115,7 @@ CATALOG: Setting[str | None] = Setting(
     "TAPEARC_CATALOG",
     "`$XDG_DATA_HOME/tapearc/catalog.sqlite` (`~/.local/share/...`)",
     path,
-    "the catalog database; its folder must exist",
+    "the catalog: an SQLite file (its folder must exist) or a `postgresql://` URL (docs/catalog.md)",
 )
 CATALOG_TIMEOUT: Setting[float] = Setting(
     "TAPEARC_CATALOG_TIMEOUT",
@@ -177,6 +177,12 @@ VARIABLES: dict[str, Callable[[str], object]] = {s.name: s.reader for s in SETTI
 
 
 def catalog_path() -> str | None:
+    """``$TAPEARC_CATALOG`` as given: a path or a URL (tapearc/catalog/spec.py tells which)."""
+    return CATALOG.read()
+
+
+def catalog_spec() -> str | None:
+    """The same: the catalog spec (a path, ``sqlite:///...`` or ``postgresql://...``); None when unset."""
     return CATALOG.read()
 
 

@@ -1,4 +1,4 @@
-"""The catalog: what is on which medium, in SQLite.
+"""The catalog: what is on which medium, in SQLite or PostgreSQL.
 
 The catalog is a cache of what the media say about themselves: ``tapearc scan`` rebuilds it
 from the media alone. It records media sets, media, volumes, generations, their tape files and
@@ -11,7 +11,12 @@ only after its trailer and filemark are on the medium; a backup that is interrup
 never leaves a generation that looks complete (the next open marks stale ``writing`` rows
 ``incomplete``).
 
-Schema (version 4) is documented in docs/catalog.md and formats/SPEC.md. Version 2 added the
+Backends (docs/catalog.md): an SQLite file (tapearc/catalog/backend_sqlite.py) or a PostgreSQL
+database (backend_pg.py), named by a spec (spec.py: a path or a URL). The schema is declared once
+for both (schema.py); every statement here and in pools.py and views.py is written once, in the
+SQL both understand, with ``?`` placeholders.
+
+Schema (version 5) is documented in docs/catalog.md and formats/SPEC.md. Version 2 added the
 source of each generation (``source_path``, ``source_real``, ``source_dev``, ``source_ino``:
 the volume's identity, formats/SPEC.md section 7.1); version 3 the change source it was read
 with (``change_source``, ``change_trusted``, ``change_since``, ``change_checkpoint``:
@@ -26,179 +31,32 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import sqlite3
 import struct
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from tapearc import format as fmt
 from tapearc import settings
-from tapearc.catalog.leases import LEASES_DDL
+from tapearc.catalog import schema as _schema_mod
+from tapearc.catalog import spec as catalog_spec
+from tapearc.catalog.backend_sqlite import DEFAULT_BUSY_TIMEOUT, SqliteBackend, catalog_error
+from tapearc.catalog.schema import SCHEMA_VERSION
 from tapearc.catalog.states import FINAL_KNOWN, GenerationState
 from tapearc.crypto.keys import fingerprint_text, parse_fingerprint
-from tapearc.errors import CatalogError, TapearcError
+from tapearc.errors import CatalogError
 
-SCHEMA_VERSION = 5
-
-#: Columns added by schema version 2 (ALTER TABLE of a version-1 catalog).
-_V2_COLUMNS = (
-    "source_path TEXT",  # absolute path of the source as given (NULL: not recorded)
-    "source_real TEXT",  # the same with symlinks resolved
-    "source_dev INTEGER",
-    "source_ino INTEGER",
-)
-
-#: Columns added by schema version 3: the change source each generation was read with.
-_V3_COLUMNS = (
-    "change_source TEXT",  # full-read | dirty-bitmap:NAME | changed-blocks:FORMAT (NULL: not recorded)
-    "change_trusted INTEGER",  # 1: blocks the tracker vouched for were not read
-    "change_since TEXT",  # the checkpoint the tracker started at
-    "change_checkpoint TEXT",  # the checkpoint this generation was read at (a later tracker's start)
-)
-
-#: Columns added by schema version 4: the key fingerprint of encrypted media sets and generations.
-_V4_COLUMNS = (
-    ("media_sets", "key_fingerprint TEXT"),  # 1a2b:3c4d:... of the set's key (NULL: plain, or not known)
-    ("generations", "key_fingerprint TEXT"),  # the key the generation is encrypted with (NULL: plain)
-)
-
-#: Columns added by schema version 5: media pools, locations, write protection and recycling.
-_V5_COLUMNS = (
-    ("media", "pool_id INTEGER REFERENCES pools(id)"),  # the pool the medium belongs to (NULL: none)
-    ("media", "location TEXT NOT NULL DEFAULT 'library'"),  # library | offsite | free text
-    ("media", "write_protected INTEGER NOT NULL DEFAULT 0"),  # 1: never chosen for writing
-    ("media", "recycled INTEGER"),  # when this label of the medium was recycled (relabelled); NULL: in use
-    ("generations", "recycled INTEGER"),  # when the medium holding a part of it was recycled; NULL: on media
-)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS media_sets (
-    id INTEGER PRIMARY KEY,
-    uuid TEXT NOT NULL UNIQUE,
-    first_seen INTEGER NOT NULL,
-    key_fingerprint TEXT          -- the set's key (1a2b:3c4d:...; NULL: a plain set, or not known yet)
-);
-CREATE TABLE IF NOT EXISTS pools (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    retention TEXT NOT NULL,      -- 'keep-full' | 'keep-days' | 'keep-forever'
-    keep INTEGER NOT NULL,        -- N full generations, or D days (0 for keep-forever)
-    allocation TEXT NOT NULL,     -- 'continue' | 'new-set-per-full'
-    created INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS media (
-    id INTEGER PRIMARY KEY,
-    uuid TEXT NOT NULL UNIQUE,
-    set_id INTEGER NOT NULL REFERENCES media_sets(id),
-    sequence INTEGER NOT NULL,
-    label TEXT NOT NULL,
-    record_size INTEGER NOT NULL,
-    created INTEGER NOT NULL,
-    last_name TEXT,              -- how the medium was last named (--media), a hint only
-    pool_id INTEGER REFERENCES pools(id),  -- its media pool (NULL: none)
-    location TEXT NOT NULL DEFAULT 'library',  -- library | offsite | free text
-    write_protected INTEGER NOT NULL DEFAULT 0,  -- 1: never chosen for writing
-    recycled INTEGER              -- when this label was recycled (the medium relabelled); NULL: in use
-);
-CREATE TABLE IF NOT EXISTS volumes (
-    id INTEGER PRIMARY KEY,
-    set_id INTEGER NOT NULL REFERENCES media_sets(id),
-    name TEXT NOT NULL,
-    uuid TEXT NOT NULL,
-    UNIQUE (set_id, name)
-);
-CREATE TABLE IF NOT EXISTS generations (
-    id INTEGER PRIMARY KEY,
-    volume_id INTEGER NOT NULL REFERENCES volumes(id),
-    number INTEGER NOT NULL,
-    run_uuid TEXT NOT NULL UNIQUE,
-    base INTEGER NOT NULL,        -- 0 for a full generation
-    kind TEXT NOT NULL,           -- 'full' | 'incremental'
-    state TEXT NOT NULL,          -- 'writing' | 'complete' | 'incomplete'
-    volume_size INTEGER NOT NULL,
-    block_size INTEGER NOT NULL,
-    record_size INTEGER NOT NULL,
-    chunk_blocks INTEGER NOT NULL,
-    compression TEXT NOT NULL,
-    created INTEGER NOT NULL,
-    chunk_count INTEGER NOT NULL DEFAULT 0,
-    data_blocks INTEGER NOT NULL DEFAULT 0,
-    zero_blocks INTEGER NOT NULL DEFAULT 0,
-    raw_bytes INTEGER NOT NULL DEFAULT 0,
-    stored_bytes INTEGER NOT NULL DEFAULT 0,
-    source TEXT NOT NULL,         -- 'backup' | 'trailer' | 'deep' (how the row was learnt)
-    source_path TEXT,             -- the volume's source for this generation (NULL: not recorded)
-    source_real TEXT,             -- the same path with symlinks resolved
-    source_dev INTEGER,           -- block device number, or the file's file system device
-    source_ino INTEGER,           -- the file's inode, 0 for a block device
-    change_source TEXT,           -- how it was read: full-read | dirty-bitmap:NAME | changed-blocks:FORMAT
-    change_trusted INTEGER,       -- 1: the tracker was trusted (blocks it vouched for were not read)
-    change_since TEXT,            -- the tracker checkpoint the change source started at
-    change_checkpoint TEXT,       -- the tracker checkpoint this generation was read at
-    key_fingerprint TEXT,         -- the key its chunks are encrypted with (1a2b:3c4d:...; NULL: plain)
-    recycled INTEGER,             -- when a medium holding a part of it was recycled (NULL: on the media)
-    UNIQUE (volume_id, number)
-);
-CREATE TABLE IF NOT EXISTS tape_files (
-    id INTEGER PRIMARY KEY,
-    medium_id INTEGER NOT NULL REFERENCES media(id),
-    file_number INTEGER NOT NULL,
-    logical INTEGER NOT NULL,     -- logical position of its first record
-    generation_id INTEGER REFERENCES generations(id),
-    part INTEGER NOT NULL DEFAULT 0,
-    closed INTEGER NOT NULL DEFAULT 0,   -- ends with a filemark
-    has_trailer INTEGER NOT NULL DEFAULT 0,
-    continues INTEGER NOT NULL DEFAULT 0,  -- its trailer says: the generation goes on on the next medium
-    UNIQUE (medium_id, file_number)
-);
-CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY,
-    generation_id INTEGER NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
-    tape_file_id INTEGER NOT NULL REFERENCES tape_files(id) ON DELETE CASCADE,
-    seq INTEGER NOT NULL,
-    record INTEGER NOT NULL,      -- index of its first record within the tape file
-    logical INTEGER NOT NULL,     -- logical position of its first record (LOCATE target)
-    record_count INTEGER NOT NULL,
-    stored_len INTEGER NOT NULL,
-    raw_len INTEGER NOT NULL,
-    payload_crc INTEGER NOT NULL,
-    flags INTEGER NOT NULL,
-    first_block INTEGER NOT NULL,
-    last_block INTEGER NOT NULL,
-    runs BLOB NOT NULL,           -- packed runs: (first u64, count u32, kind u8) little-endian each
-    digests BLOB NOT NULL,        -- 16 bytes per data block, in run order
-    UNIQUE (generation_id, seq)
-);
-CREATE INDEX IF NOT EXISTS chunks_by_generation ON chunks (generation_id, seq);
-"""
-SCHEMA += LEASES_DDL  # the leases of drives, media and changers (tapearc/catalog/leases.py)
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "SCHEMA_VERSION", "Catalog", "catalog_error"]
 
 _RUN = struct.Struct("<QIB")
 
 
 def _fp_text(fingerprint: bytes | None) -> str | None:
     return None if fingerprint is None else fingerprint_text(fingerprint)
-
-
-_SCHEMA_TABLES = frozenset(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA))
-
-
-def _check_folder(path: Path, what: str) -> None:
-    """The folder of a catalog path the user gave must exist; tapearc does not make it."""
-    folder = path.parent
-    if not folder.is_dir():
-        why = "does not exist" if not folder.exists() else "is not a folder"
-        raise CatalogError(
-            f"catalog {path} ({what}): folder {folder} {why}",
-            hint=f"create {folder} first, or give another path",
-        )
 
 
 def path_text(path: str) -> str:
@@ -216,12 +74,25 @@ def unpack_runs(blob: bytes) -> tuple[fmt.Run, ...]:
 
 
 def default_catalog_path() -> Path:
-    """``$TAPEARC_CATALOG``, else ``$XDG_DATA_HOME/tapearc/catalog.sqlite`` (~/.local/share/...)."""
-    given = settings.catalog_path()
-    if given:
+    """The SQLite catalog file used when none is named: ``$XDG_DATA_HOME/tapearc/catalog.sqlite``
+    (~/.local/share/...). ``$TAPEARC_CATALOG`` is read by :func:`default_catalog_spec`."""
+    given = settings.catalog_spec()
+    if given and not catalog_spec.is_url(given):
         return Path(given)
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "tapearc" / "catalog.sqlite"
+    return catalog_spec.default_sqlite_path()
+
+
+def default_catalog_spec() -> str:
+    """``$TAPEARC_CATALOG`` (a path or a URL), else the default SQLite file."""
+    return settings.catalog_spec() or str(catalog_spec.default_sqlite_path())
+
+
+def catalog_exists(spec: str | None) -> bool:
+    """Whether the catalog ``spec`` names (None: the default) may hold something: an SQLite file
+    that exists, or any PostgreSQL URL (the server is asked when it is opened). Browsing
+    commands never create an SQLite file."""
+    s = catalog_spec.parse(spec)
+    return s.path.is_file() if s.path is not None else True
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,187 +211,181 @@ class TapeFileRow:
     has_trailer: bool
 
 
-DEFAULT_BUSY_TIMEOUT = settings.DEFAULT_CATALOG_TIMEOUT
-
-
 def busy_timeout() -> float:
     """Seconds a catalog write waits for another process's write to end:
     ``$TAPEARC_CATALOG_TIMEOUT``, default 30."""
     return settings.catalog_timeout()
 
 
-def _is_busy(e: sqlite3.Error) -> bool:
-    name = getattr(e, "sqlite_errorname", "") or ""
-    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in str(e)
+def connect(spec: str | os.PathLike[str] | None) -> Any:
+    """A connection of its own to the catalog ``spec`` (created or migrated first if need be):
+    autocommit (each statement commits by itself), usable from any thread (one at a time),
+    statements in the common dialect with ``?`` placeholders (:class:`Connection`), errors as
+    CatalogErrors. For parts of tapearc that keep a table of their own in the catalog (leases:
+    their heartbeats run in a thread). ``close()`` it when done."""
+    return Catalog(spec, threads=True).db
 
 
-def catalog_error(path: Path, e: sqlite3.Error, timeout: float) -> CatalogError:
-    """The CatalogError for an sqlite3 error: 'locked by another process (pid N)' for a write
-    lock held longer than the busy timeout, else the database's own message."""
-    if _is_busy(e):
-        from tapearc.locks import describe_holders, lock_holders
+class Cursor(Protocol):
+    """What a statement gives back, on both backends."""
 
-        p = str(path)
-        holders = lock_holders(p, p + "-wal", p + "-shm", p + "-journal", write_only=True)
-        return CatalogError(
-            f"catalog {path} is locked by {describe_holders(holders)} (waited {timeout:g} s)",
-            hint="wait for the other tapearc to finish, or set TAPEARC_CATALOG_TIMEOUT=SECONDS to wait longer",
-            holders=",".join(map(str, holders)),
-        )
-    return CatalogError(
-        f"catalog {path}: {e}",
-        hint="if the catalog is damaged, move it away and rebuild it with tapearc scan",
-    )
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
 
 
-class _Connection(sqlite3.Connection):
-    """A connection whose statements raise CatalogError (not sqlite3 errors) once the catalog is
-    open: a busy or damaged database is a one-line error, never an internal one."""
+class Connection(Protocol):
+    """``Catalog.db``: statements in the common dialect with ``?`` placeholders."""
 
-    catalog_path: Path | None = None  # None while opening: Catalog.__init__ words its own errors
-    busy_seconds: float = DEFAULT_BUSY_TIMEOUT
+    @property
+    def in_transaction(self) -> bool: ...
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
+    def executemany(self, sql: str, rows: Any, /) -> Any: ...
+    def close(self) -> None: ...
 
-    def _wrap(self, e: sqlite3.Error) -> BaseException:
-        return e if self.catalog_path is None else catalog_error(self.catalog_path, e, self.busy_seconds)
 
-    def execute(self, *args: object) -> sqlite3.Cursor:
-        try:
-            return super().execute(*args)  # type: ignore[arg-type]
-        except sqlite3.Error as e:
-            raise self._wrap(e) from None
+class Backend(Protocol):
+    kind: str
 
-    def executemany(self, *args: object) -> sqlite3.Cursor:
-        try:
-            return super().executemany(*args)  # type: ignore[arg-type]
-        except sqlite3.Error as e:
-            raise self._wrap(e) from None
+    @property
+    def db(self) -> Any: ...
+    @property
+    def in_transaction(self) -> bool: ...
+    def tables(self) -> set[str]: ...
+    def columns(self, table: str) -> list[str]: ...
+    def prepare(self) -> None: ...
+    def retryable(self, e: BaseException) -> bool: ...
+    def open_error(self, e: BaseException) -> BaseException: ...
+    def foreign_error(self, shown: str) -> CatalogError: ...
+    def opened(self) -> None: ...
+    def begin(self) -> None: ...
+    def durable(self) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def close(self) -> None: ...
 
-    def executescript(self, *args: object) -> sqlite3.Cursor:
-        try:
-            return super().executescript(*args)  # type: ignore[arg-type]
-        except sqlite3.Error as e:
-            raise self._wrap(e) from None
+
+def open_backend(spec: catalog_spec.CatalogSpec, timeout: float, what: str, threads: bool = False) -> Backend:
+    if spec.is_sqlite:
+        return SqliteBackend(spec, timeout, what, threads)
+    from tapearc.catalog.backend_pg import PgBackend
+
+    return PgBackend(spec, timeout)
 
 
 class Catalog:
-    """An open catalog database. Use as a context manager; writes commit per call group.
-
-    Several processes may use one catalog at once (two backups on two drives): SQLite (WAL mode)
-    serialises the writes, each a short ``BEGIN IMMEDIATE`` transaction that waits up to
-    ``$TAPEARC_CATALOG_TIMEOUT`` seconds (default 30) for another's to end; past that the
-    operation fails with a CatalogError (exit 16) naming the process holding the write lock.
+    """An open catalog database: an SQLite file or a PostgreSQL database (``spec``: a path,
+    ``sqlite:///abs/path``, ``postgresql://...``; None: ``$TAPEARC_CATALOG``, else the default
+    file). Use as a context manager; writes commit per call group, each a write transaction
+    (:meth:`transaction`) that waits up to ``$TAPEARC_CATALOG_TIMEOUT`` seconds (default 30)
+    for another process's to end; past that the operation fails with a CatalogError (exit 16)
+    naming the process holding the write lock. tapearc/catalog/backend_sqlite.py and
+    backend_pg.py say how each backend does it.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        given = path is not None or settings.catalog_path() is not None
-        self.path = Path(path) if path is not None else default_catalog_path()
+    path: Path | None  #: the SQLite file (None: a PostgreSQL catalog)
+    spec: str  #: names the catalog in messages (a PostgreSQL URL without its password)
+    #: how another connection of tapearc's opens this catalog: its path, or its URL with the
+    #: password (never shown: messages use :attr:`spec`)
+    connect_spec: str
+    kind: str  #: "sqlite" or "postgresql"
+    db: Any  #: statements in the common dialect (:class:`Connection`)
+
+    def __init__(self, spec: str | os.PathLike[str] | None = None, *, threads: bool = False) -> None:
+        """``threads``: the connection may be used from other threads too (one at a time)."""
+        parsed = catalog_spec.parse(spec)
+        what = "--catalog" if spec is not None else "TAPEARC_CATALOG"
+        self.path, self.spec, self.kind = parsed.path, parsed.shown, parsed.kind
+        self.connect_spec = parsed.url or str(parsed.path)
         timeout = busy_timeout()
+        self._backend = open_backend(parsed, timeout, what, threads)
+        self.db = self._backend.db
         try:
-            if given:  # a path the user chose: its folder must exist (a typo makes no folders)
-                _check_folder(self.path, "--catalog" if path is not None else "TAPEARC_CATALOG")
-            else:  # the default location: its folder under the user's data folder is ours to make
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, factory=_Connection)
-        except (OSError, sqlite3.Error) as e:
-            raise CatalogError(f"cannot open catalog {self.path}: {e}") from None
-        self.db.busy_seconds = timeout
-        try:
-            row = self._init_schema(timeout)
-            if row is None:  # OR IGNORE: two processes may create the catalog at once
-                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif str(row[0]) in ("1", "2", "3", "4"):
-                self._migrate()
-            elif not str(row[0]).isdigit() or int(row[0]) != SCHEMA_VERSION:
-                raise CatalogError(
-                    f"catalog {self.path} has schema version {row[0]}, this tapearc knows {SCHEMA_VERSION}",
-                    hint="use another --catalog, or rebuild one with tapearc scan",
-                )
-        except sqlite3.DatabaseError as e:
-            self.db.close()
-            if _is_busy(e):
-                raise catalog_error(self.path, e, timeout) from None
-            raise CatalogError(
-                f"{self.path} is not a usable tapearc catalog: {e}",
-                hint="move it away and rebuild the catalog with tapearc scan",
-            ) from None
-        except BaseException:
-            self.db.close()
-            raise
-        self.db.catalog_path = self.path
+            self._retry_opening(timeout)
+        except BaseException as e:
+            err = self._backend.open_error(e)
+            self._backend.close()
+            raise err from None
+        self._backend.opened()
 
-    def _migrate(self) -> None:
-        """Schema 1 to 4 -> 5: add the generations' source columns (2), change-source columns
-        (3), the key fingerprints of media sets and generations (4), NULL: not recorded (every
-        generation written before version 4 is plain), and the media's pool, location, write
-        protection and recycling (5: no pool, in the library, writable, in use; the ``pools``
-        table is made by the schema script). One transaction, so two processes opening an old
-        catalog at once migrate it once."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is not None and str(row[0]) in ("1", "2", "3", "4"):
-                cols = [("generations", c) for c in _V2_COLUMNS + _V3_COLUMNS] + list(_V4_COLUMNS + _V5_COLUMNS)
-                for table, col in cols:
-                    have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
-                    if col.split()[0] not in have:
-                        self.db.execute(f"ALTER TABLE {table} ADD COLUMN {col}")
-                self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-            self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
-
-    def _init_schema(self, timeout: float) -> Any:
-        """Set the connection up and create the schema. SQLite reports some lock conflicts while a
-        database is being created or switched to WAL at once, without calling its busy handler
-        (two processes opening a new catalog together): retry those until the busy timeout."""
+    def _retry_opening(self, timeout: float) -> None:
+        """Open the schema, retrying the conflicts a backend reports while two processes create
+        or migrate a catalog at once (until the busy timeout)."""
         deadline = time.monotonic() + timeout
         delay = 0.01
         while True:
             try:
-                self._check_ours()  # before anything writes to the file (journal_mode writes its header)
-                self.db.execute("PRAGMA foreign_keys = ON")
-                self.db.execute("PRAGMA journal_mode = WAL")
-                self.db.execute("PRAGMA synchronous = NORMAL")
-                self.db.executescript(SCHEMA)
-                return self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            except sqlite3.OperationalError as e:
-                if not _is_busy(e) or time.monotonic() >= deadline:
+                self._open_schema()
+                return
+            except Exception as e:
+                if not self._backend.retryable(e) or time.monotonic() >= deadline:
                     raise
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
+                self._backend.rollback()
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
+    def _version(self) -> str | None:
+        if "meta" not in self._backend.tables():
+            return None
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return None if row is None else str(row[0])
+
+    def _open_schema(self) -> None:
+        """Check the catalog is ours; create the schema in an empty one, migrate an older one
+        (docs/catalog.md, "Migrations"), refuse a newer one. An up-to-date catalog is only read."""
+        self._check_ours()  # before anything writes (SQLite's journal_mode writes the file's header)
+        self._backend.prepare()
+        if self._version() == str(SCHEMA_VERSION) and _schema_mod.table_names() <= self._backend.tables():
+            return
+        with self.transaction():  # one transaction: two processes opening a new or old catalog at once
+            self._check_ours()
+            for statement in _schema_mod.statements(self.kind):
+                self.db.execute(statement)
+            version = self._version()
+            if version is None:
+                self.db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif version.isdigit() and int(version) < SCHEMA_VERSION:
+                self._migrate(int(version))
+            elif version != str(SCHEMA_VERSION):
+                raise CatalogError(
+                    f"catalog {self.spec} has schema version {version}, this tapearc knows {SCHEMA_VERSION}",
+                    hint="use another --catalog, or rebuild one with tapearc scan",
+                )
+
+    def _migrate(self, version: int) -> None:
+        """Schema ``version`` -> :data:`SCHEMA_VERSION`: add the columns the versions after it
+        added (tapearc/catalog/schema.py MIGRATIONS; their rows keep NULL, "not recorded", or
+        the column's default; new tables were made by the schema's statements)."""
+        tables = {t for t, _ in _schema_mod.missing_columns(version, {})}
+        have = {t: set(self._backend.columns(t)) for t in tables}
+        for table, col in _schema_mod.missing_columns(version, have):
+            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {_schema_mod.dialect_sql(col, self.kind)}")
+        self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
     def _check_ours(self) -> None:
-        """Refuse, untouched, an SQLite database that is not a tapearc catalog: tapearc adds its
-        tables only to an empty database or one that holds nothing but tapearc's tables (a
-        catalog, or one another tapearc process is creating this moment)."""
-        tables = {
-            str(r[0])
-            for r in self.db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
-            if not str(r[0]).startswith("sqlite_")
-        }
-        foreign = sorted(tables - _SCHEMA_TABLES)
+        """Refuse, untouched, a database that is not a tapearc catalog: tapearc adds its tables
+        only to an empty database or one that holds nothing but tapearc's tables (a catalog, or
+        one another tapearc process is creating this moment)."""
+        tables = self._backend.tables()
+        foreign = sorted(tables - _schema_mod.tables())
         if "meta" in tables:
-            cols = [str(r[1]) for r in self.db.execute("PRAGMA table_info(meta)")]
-            if cols != ["key", "value"]:
+            if self._backend.columns("meta") != ["key", "value"]:
                 foreign.insert(0, "meta")  # a table of that name, but not ours
             elif self.db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone():
                 return  # a tapearc catalog (its version is checked next)
         if foreign:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise CatalogError(
-                f"{self.path} is an SQLite database but not a tapearc catalog (it holds {shown}); "
-                "tapearc leaves it untouched",
-                hint="give --catalog a new file, or the path of a tapearc catalog",
-            )
+            raise self._backend.foreign_error(shown)
 
     # ------------------------------------------------------------------ plumbing
 
     def close(self) -> None:
-        self.db.close()
+        self._backend.close()
 
     def __enter__(self) -> Catalog:
         return self
@@ -528,14 +393,23 @@ class Catalog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _tx(self) -> _Tx:
-        return _Tx(self.db)
+    def transaction(self, durable: bool = False) -> _Tx:
+        """A write transaction (a context manager; nestable: inner levels join the outer one):
+        SQLite ``BEGIN IMMEDIATE``; PostgreSQL ``BEGIN`` and the catalog's write lock. Committed
+        at the end, rolled back on an error. ``durable``: on PostgreSQL its commit waits for the
+        server's disk (other commits do not: the catalog can be rebuilt with scan, and a chunk's
+        commit per chunk written must stay cheap); a durable commit makes every earlier one
+        durable too. SQLite's commits are as its WAL mode with synchronous=NORMAL makes them."""
+        return _Tx(self._backend, durable)
+
+    _tx = transaction
 
     # ------------------------------------------------------------------ media
 
     def _set_id(self, set_uuid: uuid.UUID) -> int:
         self.db.execute(
-            "INSERT OR IGNORE INTO media_sets (uuid, first_seen) VALUES (?, ?)", (str(set_uuid), int(time.time()))
+            "INSERT INTO media_sets (uuid, first_seen) VALUES (?, ?) ON CONFLICT (uuid) DO NOTHING",
+            (str(set_uuid), int(time.time())),
         )
         return int(self.db.execute("SELECT id FROM media_sets WHERE uuid = ?", (str(set_uuid),)).fetchone()[0])
 
@@ -649,7 +523,8 @@ class Catalog:
     def _volume_id(self, set_uuid: uuid.UUID, name: str, volume_uuid: uuid.UUID) -> int:
         set_id = self._set_id(set_uuid)
         self.db.execute(
-            "INSERT OR IGNORE INTO volumes (set_id, name, uuid) VALUES (?, ?, ?)", (set_id, name, str(volume_uuid))
+            "INSERT INTO volumes (set_id, name, uuid) VALUES (?, ?, ?) ON CONFLICT (set_id, name) DO NOTHING",
+            (set_id, name, str(volume_uuid)),
         )
         # a volume row left without generations (its tape files were forgotten) takes the identity
         # of the volume now written under its name
@@ -696,10 +571,10 @@ class Catalog:
                 """INSERT INTO generations (volume_id, number, run_uuid, base, kind, state, volume_size, block_size,
                        record_size, chunk_blocks, compression, created, source,
                        source_path, source_real, source_dev, source_ino, key_fingerprint)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
                 (vol, *_generation_values(hdr, state, source)),
             )
-            gen_id = int(cur.lastrowid or 0)
+            gen_id = int(cur.fetchone()[0])
             if hdr.key_fingerprint is not None:  # an encrypted generation: its set's key (scan learns it so)
                 self._set_key(hdr.media_set_uuid, hdr.key_fingerprint)
             self._tape_file(medium_uuid, tape_file, logical, gen_id, hdr.part)
@@ -716,10 +591,11 @@ class Catalog:
             self.db.execute("DELETE FROM chunks WHERE tape_file_id = ?", (old[0],))
             self.db.execute("DELETE FROM tape_files WHERE id = ?", (old[0],))
         cur = self.db.execute(
-            "INSERT INTO tape_files (medium_id, file_number, logical, generation_id, part) VALUES (?, ?, ?, ?, ?)",
+            """INSERT INTO tape_files (medium_id, file_number, logical, generation_id, part)
+               VALUES (?, ?, ?, ?, ?) RETURNING id""",
             (m[0], file_number, logical, gen_id, part),
         )
-        return int(cur.lastrowid or 0)
+        return int(cur.fetchone()[0])
 
     def add_chunks(
         self,
@@ -763,9 +639,15 @@ class Catalog:
                     )
                 )
             self.db.executemany(
-                """INSERT OR REPLACE INTO chunks (generation_id, tape_file_id, seq, record, logical, record_count,
+                """INSERT INTO chunks (generation_id, tape_file_id, seq, record, logical, record_count,
                        stored_len, raw_len, payload_crc, flags, first_block, last_block, runs, digests)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (generation_id, seq) DO UPDATE SET tape_file_id = excluded.tape_file_id,
+                       record = excluded.record, logical = excluded.logical, record_count = excluded.record_count,
+                       stored_len = excluded.stored_len, raw_len = excluded.raw_len,
+                       payload_crc = excluded.payload_crc, flags = excluded.flags,
+                       first_block = excluded.first_block, last_block = excluded.last_block,
+                       runs = excluded.runs, digests = excluded.digests""",
                 rows,
             )
 
@@ -786,7 +668,7 @@ class Catalog:
         gap -> complete; a part that continues -> writing stays only while a backup runs, else
         incomplete. ``state`` is a :class:`GenerationState` or its string."""
         state = GenerationState(state)
-        with self._tx():
+        with self._tx(durable=True):  # the generation is complete once this lasts
             if state == GenerationState.AUTO:
                 state = self._derive_state(gen_id, final)
             tot = self.db.execute(
@@ -803,7 +685,7 @@ class Catalog:
             self.db.execute(
                 """UPDATE generations SET state = ?, chunk_count = ?, raw_bytes = ?, stored_bytes = ?,
                        data_blocks = ?, zero_blocks = ? WHERE id = ?""",
-                (str(state), tot[0], tot[1], tot[2], data, zero, gen_id),
+                (str(state), int(tot[0]), int(tot[1]), int(tot[2]), data, zero, gen_id),
             )
             self.db.execute(
                 """UPDATE tape_files SET closed = ?, has_trailer = ?, continues = ?
@@ -835,15 +717,22 @@ class Catalog:
                 (change.source, int(change.trusted), change.since, change.checkpoint, gen_id),
             )
 
-    def mark_stale_writing(self, set_uuid: uuid.UUID) -> int:
-        """Generations still ``writing`` (their backup died) become ``incomplete``."""
+    def mark_stale_writing(self, set_uuid: uuid.UUID, medium_uuid: uuid.UUID | None = None) -> int:
+        """Generations still ``writing`` (their backup died) become ``incomplete``. With
+        ``medium_uuid`` (the medium the caller holds), only those whose latest part is on that
+        medium: another process may be writing a generation of the same media set on another
+        medium this moment (two drives, two hosts sharing a catalog), and its row must stay
+        ``writing``."""
+        args: list[object] = [str(GenerationState.INCOMPLETE), str(GenerationState.WRITING), str(set_uuid)]
+        q = """UPDATE generations SET state = ? WHERE state = ? AND volume_id IN
+               (SELECT v.id FROM volumes v JOIN media_sets s ON s.id = v.set_id WHERE s.uuid = ?)"""
+        if medium_uuid is not None:
+            q += """ AND id IN (SELECT t.generation_id FROM tape_files t JOIN media m ON m.id = t.medium_id
+                     WHERE m.uuid = ? AND t.part = (SELECT MAX(t2.part) FROM tape_files t2
+                                                   WHERE t2.generation_id = t.generation_id))"""
+            args.append(str(medium_uuid))
         with self._tx():
-            cur = self.db.execute(
-                """UPDATE generations SET state = ? WHERE state = ? AND volume_id IN
-                   (SELECT v.id FROM volumes v JOIN media_sets s ON s.id = v.set_id WHERE s.uuid = ?)""",
-                (str(GenerationState.INCOMPLETE), str(GenerationState.WRITING), str(set_uuid)),
-            )
-            return cur.rowcount
+            return int(self.db.execute(q, args).rowcount)
 
     _GEN_SELECT = """SELECT g.id, v.name, v.uuid, s.uuid, g.number, g.run_uuid, g.base, g.kind, g.state,
                             g.volume_size, g.block_size, g.record_size, g.chunk_blocks, g.compression, g.created,
@@ -1025,24 +914,24 @@ def _generation_values(hdr: fmt.GenerationHeader, state: GenerationState, source
 
 
 class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK), nestable (inner levels do nothing)."""
+    """A write transaction of a backend, nestable (inner levels do nothing)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def __init__(self, backend: Backend, durable: bool = False) -> None:
+        self.backend = backend
+        self.durable = durable
         self.outer = False
 
     def __enter__(self) -> None:
-        if not self.db.in_transaction:
-            self.db.execute("BEGIN IMMEDIATE")
+        if not self.backend.in_transaction:
+            self.backend.begin()
             self.outer = True
+        if self.durable:
+            self.backend.durable()
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if not self.outer:
             return
         if exc_type is None:
-            self.db.execute("COMMIT")
-        elif self.db.in_transaction:  # (SQLite may have rolled back already, e.g. on SQLITE_FULL)
-            try:
-                self.db.execute("ROLLBACK")
-            except (sqlite3.Error, TapearcError):
-                pass  # the error being raised says more
+            self.backend.commit()
+        else:
+            self.backend.rollback()

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tapearc import settings
+from tapearc.catalog.spec import parse as parse_spec
 from tapearc.errors import CatalogError, LeaseBusyError, LeaseLostError
 
 __all__ = [
@@ -103,19 +103,18 @@ class Connection(Protocol):
 
 
 def connect_catalog(spec: str) -> Connection:
-    """A connection of its own to the catalog ``spec`` (a path or ``sqlite:///abs/path``), in
-    autocommit mode: every lease statement is one atomic statement. The catalog must exist
-    (opening it with :class:`tapearc.catalog.db.Catalog` creates the table)."""
-    path = spec[len("sqlite://") :] if spec.startswith("sqlite://") else spec
-    if "://" in path:
-        raise CatalogError(f"catalog {spec}: leases are kept in SQLite catalogs only by this tapearc")
-    if not os.path.isfile(path):
-        raise CatalogError(f"catalog {path} does not exist", hint="open it with a tapearc command first")
+    """A connection of its own to the catalog ``spec`` (a path, ``sqlite:///abs/path`` or a
+    PostgreSQL URL, its password included), in autocommit mode: every lease statement is one
+    atomic statement (tapearc/catalog/connect.py). The catalog must exist (opening it with
+    :class:`tapearc.catalog.db.Catalog` creates the table)."""
+    from tapearc.catalog.connect import connect_existing
+
+    db: Connection = connect_existing(spec)
     try:
-        db = sqlite3.connect(path, timeout=settings.catalog_timeout(), isolation_level=None, check_same_thread=False)
         db.execute("SELECT 1 FROM leases LIMIT 1")
-    except sqlite3.Error as e:
-        raise CatalogError(f"catalog {path}: cannot use its lease table: {e}") from None
+    except (sqlite3.Error, CatalogError) as e:
+        db.close()
+        raise CatalogError(f"catalog {parse_spec(spec).shown}: cannot use its lease table: {e}") from None
     return db
 
 

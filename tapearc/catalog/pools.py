@@ -61,17 +61,11 @@ def _pool(r: tuple[object, ...]) -> PoolRow:
 
 
 def create_pool(cat: Catalog, name: str, policy: Policy, allocation: str, now: int) -> PoolRow:
-    cat.db.execute("BEGIN IMMEDIATE")
-    try:
+    with cat.transaction(durable=True):
         cat.db.execute(
             "INSERT INTO pools (name, retention, keep, allocation, created) VALUES (?, ?, ?, ?, ?)",
             (name, policy.retention, policy.keep, allocation, now),
         )
-        cat.db.execute("COMMIT")
-    except BaseException:
-        if cat.db.in_transaction:
-            cat.db.execute("ROLLBACK")
-        raise
     found = pool(cat, name)
     assert found is not None
     return found
@@ -107,15 +101,8 @@ def media(cat: Catalog, pool_name: str | None = None, with_recycled: bool = Fals
 
 
 def _write(cat: Catalog, sql: str, args: tuple[object, ...]) -> int:
-    cat.db.execute("BEGIN IMMEDIATE")
-    try:
-        n = cat.db.execute(sql, args).rowcount
-        cat.db.execute("COMMIT")
-    except BaseException:
-        if cat.db.in_transaction:
-            cat.db.execute("ROLLBACK")
-        raise
-    return int(n)
+    with cat.transaction(durable=True):
+        return int(cat.db.execute(sql, args).rowcount)
 
 
 def set_location(cat: Catalog, medium_id: int, location: str) -> None:
@@ -150,19 +137,13 @@ def carry_over(cat: Catalog, old_id: int, new_uuid: uuidlib.UUID, pool_id: int) 
 def mark_recycled(cat: Catalog, medium_id: int, now: int) -> None:
     """The medium is being relabelled: its old label and every generation with a part on it
     are gone from the media (their rows stay, marked recycled)."""
-    cat.db.execute("BEGIN IMMEDIATE")
-    try:
+    with cat.transaction(durable=True):
         cat.db.execute("UPDATE media SET recycled = ? WHERE id = ?", (now, medium_id))
         cat.db.execute(
             """UPDATE generations SET recycled = ? WHERE recycled IS NULL AND id IN
                (SELECT generation_id FROM tape_files WHERE medium_id = ? AND generation_id IS NOT NULL)""",
             (now, medium_id),
         )
-        cat.db.execute("COMMIT")
-    except BaseException:
-        if cat.db.in_transaction:
-            cat.db.execute("ROLLBACK")
-        raise
 
 
 def retention_rows(cat: Catalog, pool_id: int | None = None) -> list[Gen]:

@@ -325,8 +325,10 @@ class _VolumesReadOnce(Catalog):
     generation it is asked about, which is quadratic over a catalog's listing."""
 
     def __init__(self, catalog: Catalog) -> None:  # an open catalog: nothing to open or create
-        self.path = catalog.path
+        self.path, self.spec, self.kind = catalog.path, catalog.spec, catalog.kind
+        self.connect_spec = catalog.connect_spec
         self.db = catalog.db
+        self._backend = catalog._backend
         self.read: dict[tuple[UUID, str | None], list[GenerationRow]] = {}
 
     def generations(self, set_uuid: UUID, volume: str | None = None) -> list[GenerationRow]:

@@ -9,7 +9,6 @@ A catalog that does not exist is shown empty and is not created.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
@@ -81,17 +80,17 @@ def _query(
 ) -> list[T]:
     """Open the catalog (if it exists: browsing never creates one) and run ``view`` with the
     filter the options make."""
-    from tapearc.catalog.db import Catalog, default_catalog_path
+    from tapearc.catalog.db import Catalog, catalog_exists, default_catalog_spec
     from tapearc.catalog.views import CatalogFilter, all_media, find_media
 
     if since is not None and until is not None and since > until:
         raise UsageError("--since is after --until: nothing can be in between")
-    path = catalog or str(default_catalog_path())
-    if not os.path.isfile(path):
+    if not catalog_exists(catalog):
+        path = catalog or default_catalog_spec()
         if medium is not None:
             raise UsageError(f"--medium {medium!r}: the catalog {path} does not exist (no backup made with it yet)")
         return []
-    with Catalog(path) as cat:
+    with Catalog(catalog) as cat:
         media = None
         if medium is not None:
             found = find_media(cat, medium)

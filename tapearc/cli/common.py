@@ -202,7 +202,7 @@ CatalogOpt = Annotated[
     str | None,
     typer.Option(
         "--catalog",
-        help="Catalog database (default: $TAPEARC_CATALOG, else ~/.local/share/tapearc/catalog.sqlite).",
+        help="Catalog: an SQLite file, or a postgresql://user@host/dbname URL (docs/catalog.md). Default: $TAPEARC_CATALOG, else ~/.local/share/tapearc/catalog.sqlite.",
         metavar="PATH",
     ),
 ]

@@ -3,7 +3,6 @@ there is one, how each generation was read (its change source, docs/changes.md).
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -52,12 +51,11 @@ def _list(media: str, chunks: bool, changer: str | None, catalog: str | None, js
 def change_records(listing: MediumListing, catalog: str | None) -> dict[tuple[str, int], ChangeRecord | None]:
     """(volume, generation) -> how it was read (None: not recorded), from the catalog when it
     exists (list never creates one)."""
-    from tapearc.catalog.db import Catalog, default_catalog_path
+    from tapearc.catalog.db import Catalog, catalog_exists
 
-    path = catalog or str(default_catalog_path())
-    if not os.path.isfile(path):
+    if not catalog_exists(catalog):
         return {}
-    with Catalog(path) as cat:
+    with Catalog(catalog) as cat:
         return {(g.volume, g.number): g.change for g in cat.generations(listing.label.media_set_uuid)}
 
 

@@ -151,10 +151,8 @@ class JobDrive(MediaSource):
 
 def reopen(catalog: Catalog) -> Catalog:
     """A connection of its own to the catalog ``catalog`` is open on, for another thread: its
-    file (SQLite), else its spec. A PostgreSQL URL's password is not in the spec a Catalog
-    keeps: the command line gives ``open_catalog`` with the spec it was given instead."""
-    path = getattr(catalog, "path", None)
-    return Catalog(path if path is not None else getattr(catalog, "spec"))  # noqa: B009 (spec: a PostgreSQL catalog's)
+    file (SQLite), else its URL with its password (``Catalog.connect_spec``, never shown)."""
+    return Catalog(catalog.connect_spec)
 
 
 def _pick_drives(

@@ -160,6 +160,13 @@ class _Table:
     def path_value(self, key: str, value: Any) -> str:
         return os.path.join(os.path.dirname(os.path.abspath(self.path)), os.path.expanduser(self.text(key, value)))
 
+    def catalog(self, key: str, value: Any) -> str:
+        """A catalog URL (``postgresql://...``, ``sqlite:///...``) as given; a path relative to the job file's folder."""
+        from tapearc.catalog.spec import is_url
+
+        text = self.text(key, value)
+        return text if is_url(text) else self.path_value(key, text)
+
     def source(self, key: str, value: Any) -> str:
         text = self.text(key, value)
         return text if re.match(r"^[a-z][a-z0-9+.-]*://", text) else self.path_value(key, text)
@@ -262,7 +269,7 @@ def read_job(path: str) -> JobSpec:
         volumes=vols,
         changer=job.get("changer", job.text),
         wait=job.get("wait", job.seconds),
-        catalog=job.get("catalog", job.path_value),
+        catalog=job.get("catalog", job.catalog),
         record_size=job.get("record_size", job.size),
         media_set=job.get("media_set", _media_set(job)),
         full_every=job.get("full_every", job.full_every),

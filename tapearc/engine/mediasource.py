@@ -591,8 +591,8 @@ def uses_leases(spec: str, changer_spec: str | None, catalog: Catalog | None) ->
 
 
 def catalog_spec(catalog: Catalog) -> str:
-    """How leases open the catalog ``catalog`` (its URL, or its path)."""
-    return str(getattr(catalog, "spec", None) or catalog.path)
+    """How leases open the catalog ``catalog``: its path, or its URL with the password (never shown)."""
+    return catalog.connect_spec
 
 
 @contextmanager

@@ -145,7 +145,7 @@ def scan_medium(
             progress.advance(1)
     finally:
         progress.finish()
-    catalog.mark_stale_writing(label.media_set_uuid)
+    catalog.mark_stale_writing(label.media_set_uuid, label.medium_uuid)
     return result
 
 
@@ -611,7 +611,7 @@ def sync_catalog(
     from their trailers (or chunks). Returns how many were learnt. The position is left anywhere.
     ``notes`` gets a line for each generation learnt that is damaged or was rebuilt."""
     catalog.record_medium(label, drive.name)
-    catalog.mark_stale_writing(label.media_set_uuid)
+    catalog.mark_stale_writing(label.media_set_uuid, label.medium_uuid)
     known = {(t.file_number, t.generation) for t in catalog.tape_files(label.medium_uuid) if t.generation is not None}
     learnt = 0
     for gf in gens:

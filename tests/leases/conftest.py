@@ -1,6 +1,6 @@
 """The backend of the lease contract suite: one fixture, ``lease_catalog``, gives the catalog
-spec the suite's :class:`~tapearc.catalog.leases.Leases` open. It runs on SQLite; a PostgreSQL
-catalog is one more parameter here (a throw-away cluster's URL), nothing else changes."""
+spec the suite's :class:`~tapearc.catalog.leases.Leases` open: an SQLite file, and a new
+PostgreSQL database (tests/pgsupport.py: a throw-away cluster's, or TAPEARC_TEST_POSTGRESQL's)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from tapearc.catalog.db import Catalog
+from tests.pgsupport import pg_server, pg_url  # noqa: F401 (fixtures)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def lease_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The spec of an empty catalog (its schema made, its lease table empty)."""
-    path = tmp_path / "catalog.sqlite"
-    Catalog(str(path)).close()
-    return str(path)
+    spec = str(tmp_path / "catalog.sqlite") if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+    Catalog(spec).close()
+    return spec
