@@ -430,6 +430,8 @@ class LeaseLostError(TapearcError):
 
     exit_code = 41
     kind = "lease-lost"
+
+
 class DrivesError(TapearcError):
     """``tapearc run`` with ``drives = N`` (or ``--drives N``), or a restore on several drives:
     the drives cannot be had: the library has fewer drives than asked for, the job names a

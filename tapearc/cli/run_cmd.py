@@ -131,7 +131,9 @@ def _run_on(job: JobSpec, n: int, catalog: str | None, **kw: Any) -> JobRun:
 
     with open_catalog(catalog or job.catalog) as cat:
         if n == 1:
-            with open_media(job.media, job.changer, write=True, catalog=cat, timeout=job.wait) as media:
+            with open_media(
+                job.media, job.changer, write=True, catalog=cat, timeout=job.wait, changer_drive=job.changer_drive
+            ) as media:
                 return run_job(job, media, cat, **kw)
         from tapearc.catalog.db import Catalog
         from tapearc.engine.drives import library_of, open_drives
