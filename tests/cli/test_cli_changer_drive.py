@@ -141,3 +141,20 @@ def test_a_library_folder_and_a_drive_number(tmp_path: Path) -> None:
     assert full_drives(tmp_path / "lib") == [1]
     p = tapearc("list", "--media", "sim:lib/drive-1.tap", "--changer", "sim:lib", "--changer-drive", "0", cwd=tmp_path)
     assert_one_line_error(p, 2, "drive-1.tap is drive 1 of library")
+
+
+def test_a_job_names_its_drive_of_the_changer(site: dict[str, Any]) -> None:
+    tmp = site["tmp"]
+    job = tmp / "job.toml"
+    head = f'[job]\nname = "n"\nchanger = "{site["changer"]}"\nrecord_size = "64K"\n'
+    vol = '[defaults]\nblock_size = "16K"\n[[volume]]\nname = "a"\nsource = "a.img"\n'
+    job.write_text(head + f'media = "{site["drives"][1]}"\nchanger_drive = 1\n' + vol)
+    p = tapearc("run", str(job), "--json")
+    assert p.returncode == 0, p.stderr
+    assert full_drives(site["lib"]) == [1]
+    job.write_text(head + f'media = ["{site["drives"][0]}", "{site["drives"][1]}"]\nchanger_drive = 1\n' + vol)
+    assert_one_line_error(tapearc("run", str(job)), 34, "changer_drive", "each drive's index is its number")
+    job.write_text('[job]\nname = "n"\nmedia = "/dev/nst1"\nchanger_drive = 1\n' + vol)
+    assert_one_line_error(tapearc("run", str(job)), 34, "changer_drive", "goes with changer")
+    job.write_text(head + f'media = "{site["drives"][0]}"\nchanger_drive = -1\n' + vol)
+    assert_one_line_error(tapearc("run", str(job)), 34, "changer_drive", "drive number")
