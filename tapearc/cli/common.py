@@ -380,6 +380,42 @@ def open_media(
             src.close()
 
 
+@contextmanager
+def open_free_drive(
+    drives: tuple[str, ...], changer: str, *, write: bool, catalog: Catalog, timeout: float | None = None
+) -> Iterator[MediaSource]:
+    """Any free drive of a library whose drives ``drives`` lists in the changer's drive order
+    (restore's several --media, a job's list of media): the first whose lease is free, waiting
+    up to ``timeout`` seconds (None: as long as it takes) while every one is held, as
+    ``--media sim:DIR`` does. More drives than the changer has: UsageError naming its drives."""
+    from tapearc.catalog.leases import Leases
+    from tapearc.engine.mediasource import MediaSource, catalog_spec, check_drive_number
+    from tapearc.media.changers import open_changer
+
+    ch = open_changer(changer)
+    try:
+        check_drive_number(ch, len(drives) - 1)
+    finally:
+        ch.close()
+    leases = Leases(catalog_spec(catalog))
+    try:
+        src = MediaSource.for_free_drive(
+            changer,
+            write=write,
+            leases=leases,
+            purpose=lease_purpose(),
+            catalog=catalog,
+            drive_specs=list(drives),
+            wait=timeout,
+        )
+        try:
+            yield src
+        finally:
+            src.close()
+    finally:
+        leases.close()
+
+
 # ---------------------------------------------------------------- the error boundary
 
 

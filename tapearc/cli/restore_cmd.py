@@ -20,6 +20,7 @@ from tapearc.cli.common import (
     emit_json,
     emit_json_stderr,
     open_catalog,
+    open_free_drive,
     open_media,
     run,
     say,
@@ -212,18 +213,13 @@ def one_drive(
     media: tuple[str, ...], changer: str | None, cat: Catalog, wait: float | None, changer_drive: int | None = None
 ) -> Iterator[MediaSource]:
     """The drive ``--media`` names; of several (a library's drives, in its changer's order: the
-    position is the drive number), a free one."""
-    if len(media) == 1:
+    position is the drive number), the first free one (waiting for one up to --wait)."""
+    if len(media) == 1 or changer is None:
         with open_media(media[0], changer, write=False, catalog=cat, timeout=wait, changer_drive=changer_drive) as src:
             yield src
         return
-    from tapearc.cli.restore_many import check_library_drives
-    from tapearc.engine.drives import library_of, open_drives
-
-    library = library_of(media, changer)
-    check_library_drives(library.changer, len(media))
-    with open_drives(library, 1, write=False, catalog=cat, timeout=wait) as ds:
-        yield ds[0]
+    with open_free_drive(media, changer, write=False, catalog=cat, timeout=wait) as src:
+        yield src
 
 
 def _report_restore(res: RestoreResult, to: str, json_out: bool) -> None:

@@ -11,7 +11,7 @@ Paths in the file (``source`` unless an NBD URI, ``changed_blocks``, ``summary_l
 ``catalog``, ``encrypt``, ``passphrase_file``) are taken relative to the job file's folder (a systemd unit runs in ``/``);
 ``media`` and ``changer`` are taken as the command line takes them; ``media`` may be a list of
 drives (a library's, in its changer's order: the list's index is the changer's drive number,
-the first is its drive 0) for ``drives`` > 1. ``changer_drive`` (optional, with a ``media`` that
+the first is its drive 0): the job takes the first free one, or ``drives`` of them. ``changer_drive`` (optional, with a ``media`` that
 names one drive): the changer's number of that drive, as ``--changer-drive N``.
 
 ``drives`` (optional, default 1): the volumes are spread over that many drives of the library

@@ -158,3 +158,34 @@ def test_a_job_names_its_drive_of_the_changer(site: dict[str, Any]) -> None:
     assert_one_line_error(tapearc("run", str(job)), 34, "changer_drive", "goes with changer")
     job.write_text(head + f'media = "{site["drives"][0]}"\nchanger_drive = -1\n' + vol)
     assert_one_line_error(tapearc("run", str(job)), 34, "changer_drive", "drive number")
+
+
+def test_a_list_of_drives_takes_a_free_one(site: dict[str, Any], _private_catalog: Path) -> None:
+    """A job's ``media`` list with ``drives = 1``, and restore's several ``--media``: the first
+    drive whose lease is free (drive 0 is held here by another holder), as sim:DIR does."""
+    from tapearc.catalog.db import Catalog
+    from tapearc.catalog.leases import Leases
+
+    Catalog(str(_private_catalog)).close()
+    tmp = site["tmp"]
+    job = tmp / "job.toml"
+    d0, d1 = site["drives"]
+    job.write_text(
+        f'[job]\nname = "n"\nchanger = "{site["changer"]}"\nrecord_size = "64K"\nmedia = ["{d0}", "{d1}"]\n'
+        '[defaults]\nblock_size = "16K"\n[[volume]]\nname = "a"\nsource = "a.img"\n'
+    )
+    with Leases(str(_private_catalog)) as other:
+        with other.acquire(f"drive:{site['changer']}:0", purpose="another job"):
+            p = tapearc("run", str(job), "--json")
+            assert p.returncode == 0, p.stderr
+            assert full_drives(site["lib"]) == [1]
+            out = tmp / "a.out"
+            p = tapearc("restore", "--media", d0, "--media", d1, "--changer", site["changer"], "--to", str(out))
+            assert p.returncode == 0, p.stderr
+            assert out.read_bytes() == site["a"]
+            p = tapearc(
+                "restore", "--media", d0, "--media", d1, "--changer", site["changer"], "--to", str(out), "--wait", "0",
+                "--changer-drive", "0",
+            )  # fmt: skip
+            assert_one_line_error(p, 2, "--changer-drive 0: with several --media")
+        assert other.rows() == []
