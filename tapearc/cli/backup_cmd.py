@@ -10,6 +10,7 @@ import typer
 
 from tapearc.cli.common import (
     CatalogOpt,
+    ChangerDriveOpt,
     ChangerOpt,
     EncryptOpt,
     JsonOpt,
@@ -167,16 +168,16 @@ def backup(
     encrypt: EncryptOpt = None,
     passphrase_file: PassphraseFileOpt = None,
     changer: ChangerOpt = None,
+    changer_drive: ChangerDriveOpt = None,
     pool: PoolOpt = None,
     now: NowOpt = None,
     wait: TimeoutOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Back up SOURCE to MEDIUM as a new generation: incremental (changed and added blocks only)
-    when the volume already has a complete generation in the media set, else full. A blank
-    medium is labeled first. With --pool the medium is chosen from the library for the pool
-    (its current set, a blank medium, or a recyclable one)."""
+    """Back up SOURCE to MEDIUM as a new generation: incremental (changed and added blocks only) when the
+    volume already has a complete generation in the media set, else full. A blank medium is labeled first.
+    With --pool the medium is chosen from the library for the pool (its current set, a blank, a recyclable one)."""
     opts = partial(
         backup_options,
         block_size=block_size,
@@ -193,7 +194,7 @@ def backup(
         encrypt=partial(start_encrypt_arg, encrypt, passphrase_file),
         pool=pool,
     )
-    run(json_out, lambda: _backup(source, media, changer, wait, catalog, json_out, opts, now))
+    run(json_out, lambda: _backup(source, media, changer, wait, catalog, json_out, opts, now, changer_drive))
 
 
 def backup_options(
@@ -270,6 +271,7 @@ def _backup(
     json_out: bool,
     options: Callable[[], BackupOptions],
     now: int | None = None,
+    changer_drive: int | None = None,
 ) -> None:
     import time
 
@@ -277,7 +279,10 @@ def _backup(
 
     opts = options()
     clock = time.time if now is None else (lambda: float(now))
-    with open_catalog(catalog) as cat, open_media(media, changer, write=True, catalog=cat, timeout=wait) as src:
+    with (
+        open_catalog(catalog) as cat,
+        open_media(media, changer, write=True, catalog=cat, timeout=wait, changer_drive=changer_drive) as src,
+    ):
         res = do_backup(source, src, cat, opts, make_progress(json_out), clock=clock)
     warn(res.warnings)
     missed = getattr(res, "tracker_missed", None)  # --verify-unchanged: blocks the tracker missed

@@ -188,6 +188,16 @@ ChangerOpt = Annotated[
         metavar="CHANGER",
     ),
 ]
+ChangerDriveOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--changer-drive",
+        help="Which drive of the changer --media is, as the changer numbers them (mtx status: Data Transfer "
+        "Element N): the changer loads that drive. Default: N of sim:DIR/drive-N.tap, else 0.",
+        metavar="N",
+        parser=whole("--changer-drive", 0),
+    ),
+]
 TimeoutOpt = Annotated[
     float | None,
     typer.Option(
@@ -311,28 +321,99 @@ def lease_purpose() -> str:
     return " ".join(["tapearc", *sys.argv[1:]])[:200]
 
 
+def check_changer_drive(spec: str, changer: str | None, drive: int | None) -> None:
+    """``--changer-drive N`` goes with a changer that numbers its drives: ``--changer`` (not the
+    operator), or ``--media sim:DIR`` of a simulated library (UsageError otherwise)."""
+    from tapearc.engine.mediasource import library_dir
+
+    if drive is None:
+        return
+    if changer is None and library_dir(spec) is None:
+        raise UsageError(
+            f"--changer-drive {drive}: goes with --changer (the changer whose drive {spec} is), "
+            "or with --media sim:DIR of a simulated library"
+        )
+    if changer is not None and changer.strip().lower() == "operator":
+        raise UsageError(f"--changer-drive {drive}: the operator has no numbered drives (leave it out)")
+
+
 @contextmanager
 def open_media(
-    spec: str, changer: str | None, *, write: bool, catalog: Catalog | None = None, timeout: float | None = None
+    spec: str,
+    changer: str | None,
+    *,
+    write: bool,
+    catalog: Catalog | None = None,
+    timeout: float | None = None,
+    changer_drive: int | None = None,
 ) -> Iterator[MediaSource]:
     """A MediaSource: the drive named by --media and the changer named by --changer, its drive
     locked against other tapearc processes for the whole command: by a lease in the catalog for
-    the drives of a library (any free drive of ``sim:DIR``), else by a file lock (tapearc.locks)."""
+    the drives of a library (any free drive of ``sim:DIR``), else by a file lock (tapearc.locks).
+    ``changer_drive`` (--changer-drive): the changer's number of that drive (default: N of
+    ``sim:DIR/drive-N.tap``, else 0), checked against the changer's inventory."""
     from tapearc.engine.mediasource import MediaSource, leased_media, uses_leases
     from tapearc.locks import medium_lock
     from tapearc.media.changers import open_changer
 
+    check_changer_drive(spec, changer, changer_drive)
     if catalog is not None and uses_leases(spec, changer, catalog):  # the drives of a library: docs/leases.md
-        with leased_media(spec, changer, write=write, catalog=catalog, purpose=lease_purpose(), wait=timeout) as leased:
+        with leased_media(
+            spec, changer, write=write, catalog=catalog, purpose=lease_purpose(), wait=timeout, drive=changer_drive
+        ) as leased:
             yield leased
         return
     with medium_lock(spec, write=write):
         ch = open_changer(changer) if changer is not None else None
-        src = MediaSource(spec, write=write, changer=ch, catalog=catalog, operator_timeout=timeout)
+        src = MediaSource(
+            spec,
+            write=write,
+            changer=ch,
+            catalog=catalog,
+            operator_timeout=timeout,
+            drive_index=changer_drive,
+            check_drive=changer_drive is not None,
+        )
         try:
             yield src
         finally:
             src.close()
+
+
+@contextmanager
+def open_free_drive(
+    drives: tuple[str, ...], changer: str, *, write: bool, catalog: Catalog, timeout: float | None = None
+) -> Iterator[MediaSource]:
+    """Any free drive of a library whose drives ``drives`` lists in the changer's drive order
+    (restore's several --media, a job's list of media): the first whose lease is free, waiting
+    up to ``timeout`` seconds (None: as long as it takes) while every one is held, as
+    ``--media sim:DIR`` does. More drives than the changer has: UsageError naming its drives."""
+    from tapearc.catalog.leases import Leases
+    from tapearc.engine.mediasource import MediaSource, catalog_spec, check_drive_number
+    from tapearc.media.changers import open_changer
+
+    ch = open_changer(changer)
+    try:
+        check_drive_number(ch, len(drives) - 1)
+    finally:
+        ch.close()
+    leases = Leases(catalog_spec(catalog))
+    try:
+        src = MediaSource.for_free_drive(
+            changer,
+            write=write,
+            leases=leases,
+            purpose=lease_purpose(),
+            catalog=catalog,
+            drive_specs=list(drives),
+            wait=timeout,
+        )
+        try:
+            yield src
+        finally:
+            src.close()
+    finally:
+        leases.close()
 
 
 # ---------------------------------------------------------------- the error boundary

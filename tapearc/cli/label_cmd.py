@@ -8,6 +8,7 @@ import typer
 
 from tapearc.cli.common import (
     CatalogOpt,
+    ChangerDriveOpt,
     ChangerOpt,
     JsonOpt,
     MediaOpt,
@@ -41,12 +42,16 @@ def label(
         str | None, typer.Option("--record-size", help="Largest record written (default 1M).")
     ] = None,
     changer: ChangerOpt = None,
+    changer_drive: ChangerDriveOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Write a volume label on MEDIUM: a new media set (sequence 1) unless --media-set/--sequence.
     A labeled or foreign medium is refused unless --force (which erases it)."""
-    run(json_out, lambda: _label(media, force, text, media_set, sequence, record_size, changer, catalog, json_out))
+    run(
+        json_out,
+        lambda: _label(media, force, text, media_set, sequence, record_size, changer, catalog, json_out, changer_drive),
+    )
 
 
 def _label(
@@ -59,10 +64,14 @@ def _label(
     changer: str | None,
     catalog: str | None,
     json_out: bool,
+    changer_drive: int | None = None,
 ) -> None:
     from tapearc.engine.labeling import label_medium
 
-    with open_catalog(catalog) as cat, open_media(media, changer, write=True, catalog=cat) as src:
+    with (
+        open_catalog(catalog) as cat,
+        open_media(media, changer, write=True, catalog=cat, changer_drive=changer_drive) as src,
+    ):
         drive = src.current()
         lab = label_medium(
             drive,

@@ -7,7 +7,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tapearc.cli.common import CatalogOpt, ChangerOpt, JsonOpt, MediaOpt, emit_json, open_media, run, say
+from tapearc.cli.common import (
+    CatalogOpt,
+    ChangerDriveOpt,
+    ChangerOpt,
+    JsonOpt,
+    MediaOpt,
+    emit_json,
+    open_media,
+    run,
+    say,
+)
 from tapearc.cli.render import render_listing
 
 if TYPE_CHECKING:
@@ -19,18 +29,21 @@ def list_cmd(
     media: MediaOpt,
     chunks: Annotated[bool, typer.Option("--chunks", help="Also list every chunk and its block runs.")] = False,
     changer: ChangerOpt = None,
+    changer_drive: ChangerDriveOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show what MEDIUM holds, read from the medium itself: label, generations, chunks, blocks;
     and, when the catalog knows them, the change source each generation was read with."""
-    run(json_out, lambda: _list(media, chunks, changer, catalog, json_out))
+    run(json_out, lambda: _list(media, chunks, changer, catalog, json_out, changer_drive))
 
 
-def _list(media: str, chunks: bool, changer: str | None, catalog: str | None, json_out: bool) -> None:
+def _list(
+    media: str, chunks: bool, changer: str | None, catalog: str | None, json_out: bool, changer_drive: int | None = None
+) -> None:
     from tapearc.engine.listing import list_medium
 
-    with open_media(media, changer, write=False) as src:
+    with open_media(media, changer, write=False, changer_drive=changer_drive) as src:
         listing = list_medium(src.current())
     changes = change_records(listing, catalog)
     if json_out:

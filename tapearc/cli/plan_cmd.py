@@ -9,6 +9,7 @@ import typer
 
 from tapearc.cli.common import (
     CatalogOpt,
+    ChangerDriveOpt,
     ChangerOpt,
     JsonOpt,
     MediaOpt,
@@ -47,6 +48,7 @@ def plan(
     chunks: Annotated[bool, typer.Option("--chunks", help="List every chunk to read.")] = False,
     at: AtOpt = None,
     changer: ChangerOpt = None,
+    changer_drive: ChangerDriveOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -54,7 +56,9 @@ def plan(
     chunks to read, bytes to read and to skip."""
     run(
         json_out,
-        lambda: _plan(media, generation, volume, assume_generation, chunks, changer, catalog, json_out, at),
+        lambda: _plan(
+            media, generation, volume, assume_generation, chunks, changer, catalog, json_out, at, changer_drive
+        ),
     )
 
 
@@ -68,12 +72,16 @@ def _plan(
     catalog: str | None,
     json_out: bool,
     at: int | None = None,
+    changer_drive: int | None = None,
 ) -> None:
     check_at(at, generation)
     from tapearc.engine.plan import make_plan
     from tapearc.engine.restore import RestoreOptions, prepare_plan
 
-    with open_catalog(catalog) as cat, open_media(media, changer, write=False, catalog=cat) as src:
+    with (
+        open_catalog(catalog) as cat,
+        open_media(media, changer, write=False, catalog=cat, changer_drive=changer_drive) as src,
+    ):
         _, chain, p = prepare_plan(src, cat, RestoreOptions(generation=generation, volume=volume, at=at))
         if assume_generation is not None:
             warnings = p.warnings

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tapearc.cli.common import (
     CatalogOpt,
+    ChangerDriveOpt,
     ChangerOpt,
     JsonOpt,
     KeyOpt,
-    MediaOpt,
     PassphraseFileOpt,
     TimeoutOpt,
     emit_json,
     emit_json_stderr,
     open_catalog,
+    open_free_drive,
     open_media,
     run,
     say,
@@ -31,8 +33,21 @@ from tapearc.cli.render import render_restore, render_restore_ranges
 from tapearc.cli.timeparse import AtOpt, check_at
 
 if TYPE_CHECKING:
+    from tapearc.catalog.db import Catalog
+    from tapearc.engine.mediasource import MediaSource
     from tapearc.engine.restore import RestoreOptions, RestoreResult
 
+RestoreMediaOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--media",
+        "-m",
+        help="Medium: sim:IMAGE, sim:LIBRARY, dir:FOLDER, /dev/nstN, - (a record stream on stdin). Given more "
+        "than once (with --changer): the drives of the library, in the changer's drive order (the first is its "
+        "drive 0); the restore takes a free one, or --drives N of them.",
+        metavar="MEDIUM",
+    ),
+]
 GenerationOpt = Annotated[
     int | None,
     typer.Option(
@@ -83,7 +98,7 @@ PartialOpt = Annotated[
 
 
 def restore(
-    media: MediaOpt,
+    media: RestoreMediaOpt,
     to: ToOpt,
     generation: GenerationOpt = None,
     at: AtOpt = None,
@@ -105,18 +120,18 @@ def restore(
     key: KeyOpt = None,
     passphrase_file: PassphraseFileOpt = None,
     changer: ChangerOpt = None,
+    changer_drive: ChangerDriveOpt = None,
     wait: TimeoutOpt = None,
     catalog: CatalogOpt = None,
     drives: RestoreDrivesOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Restore a generation of a volume from MEDIUM, byte for byte, to a file, a block device, an
-    NBD export (a qcow2 served by qemu-nbd, a disk served by nbdkit) or standard output
-    (--to -). A target that already holds another generation of the volume
-    (older or newer) is rolled forward or back in place: only the blocks that differ are
-    written. Exit 0 only when every block is the requested generation's."""
-
+    """Restore a generation of a volume from MEDIUM, byte for byte, to a file, a block device, an NBD export
+    (a qcow2 served by qemu-nbd, a disk served by nbdkit) or standard output (--to -). A target that already
+    holds another generation of the volume (older or newer) is rolled forward or back in place: only the
+    blocks that differ are written. Exit 0 only when every block is the requested generation's."""
     many = (volume is not None and len(volume) > 1) or (drives or 1) > 1
+    drive_list, changer_of = tuple(media), (changer, changer_drive)
 
     def options() -> RestoreOptions:
         check_at(at, generation)
@@ -137,11 +152,25 @@ def restore(
         )
 
     if many:
-        from tapearc.cli.restore_many import restore_many
-
-        run(json_out, lambda: restore_many(media, to, changer, catalog, json_out, options, volume or [], drives or 1))
+        run(json_out, lambda: _many(drive_list, to, changer_of, catalog, json_out, options, volume, drives))
         return
-    run(json_out, lambda: _restore(media, to, changer, wait, catalog, json_out, options))
+    run(json_out, lambda: _restore(drive_list, to, changer_of, wait, catalog, json_out, options))
+
+
+def _many(
+    media: tuple[str, ...],
+    to: str,
+    changer_of: tuple[str | None, int | None],
+    catalog: str | None,
+    json_out: bool,
+    options: Callable[[], RestoreOptions],
+    volume: list[str] | None,
+    drives: int | None,
+) -> None:
+    from tapearc.cli.restore_many import restore_many
+
+    changer, changer_drive = changer_of
+    restore_many(media, to, changer, catalog, json_out, options, volume or [], drives or 1, changer_drive)
 
 
 def check_many(to: str, generation: int | None, assume: int | None) -> None:
@@ -156,24 +185,41 @@ def check_many(to: str, generation: int | None, assume: int | None) -> None:
 
 
 def _restore(
-    media: str,
+    media: tuple[str, ...],
     to: str,
-    changer: str | None,
+    changer_of: tuple[str | None, int | None],
     wait: float | None,
     catalog: str | None,
     json_out: bool,
     options: Callable[[], RestoreOptions],
 ) -> None:
+    from tapearc.cli.restore_many import check_drive_list
     from tapearc.engine.restore import check_stream_output
     from tapearc.engine.restore import restore as do_restore
 
+    changer, changer_drive = changer_of
+    check_drive_list(media, changer, changer_drive)
     if to == "-":
         check_stream_output(sys.stdout.buffer)  # before any medium is opened
     opts = options()
-    with open_catalog(catalog) as cat, open_media(media, changer, write=False, catalog=cat, timeout=wait) as src:
+    with open_catalog(catalog) as cat, one_drive(media, changer, cat, wait, changer_drive) as src:
         res = do_restore(src, cat, to, opts, make_progress(json_out, data_on_stdout=to == "-"))
     warn(res.warnings)
     _report_restore(res, to, json_out)
+
+
+@contextmanager
+def one_drive(
+    media: tuple[str, ...], changer: str | None, cat: Catalog, wait: float | None, changer_drive: int | None = None
+) -> Iterator[MediaSource]:
+    """The drive ``--media`` names; of several (a library's drives, in its changer's order: the
+    position is the drive number), the first free one (waiting for one up to --wait)."""
+    if len(media) == 1 or changer is None:
+        with open_media(media[0], changer, write=False, catalog=cat, timeout=wait, changer_drive=changer_drive) as src:
+            yield src
+        return
+    with open_free_drive(media, changer, write=False, catalog=cat, timeout=wait) as src:
+        yield src
 
 
 def _report_restore(res: RestoreResult, to: str, json_out: bool) -> None:

@@ -28,7 +28,7 @@ def target_of(folder: str, volume: str) -> str:
 
 
 def restore_many(
-    media: str,
+    media: tuple[str, ...],
     to: str,
     changer: str | None,
     catalog: str | None,
@@ -36,8 +36,13 @@ def restore_many(
     options: Callable[[], RestoreOptions],
     volumes: list[str],
     drives: int,
+    changer_drive: int | None = None,
 ) -> None:
     from tapearc.engine.restoremany import restore_volumes
+
+    check_drive_list(media, changer, changer_drive)
+    if drives > 1 and changer_drive is not None:
+        raise UsageError(f"--changer-drive {changer_drive}: --drives {drives} takes free drives of the library")
 
     if not os.path.isdir(to):
         raise UsageError(f"--to {to}: several volumes are restored into a folder, and {to} is not one")
@@ -48,13 +53,16 @@ def restore_many(
     opts = options()
     wanted = [(v, target_of(to, v)) for v in volumes]
     with open_catalog(catalog) as cat:
-        if drives == 1:
-            with open_media(media, changer, write=False, catalog=cat) as src:
+        if drives == 1 and len(media) == 1:
+            with open_media(media[0], changer, write=False, catalog=cat, changer_drive=changer_drive) as src:
                 done = restore_volumes([src], cat, wanted, opts, open_catalog=lambda: Catalog(catalog))
         else:
             from tapearc.engine.drives import library_of, open_drives
 
-            with open_drives(library_of(media, changer), drives, write=False, catalog=cat) as ds:
+            library = library_of(media if len(media) > 1 else media[0], changer)
+            if len(media) > 1:
+                check_library_drives(library.changer, len(media))
+            with open_drives(library, drives, write=False, catalog=cat) as ds:
                 done = restore_volumes(list(ds), cat, wanted, opts, open_catalog=lambda: Catalog(catalog))
     for v in done:
         if v.result is not None:
@@ -69,6 +77,37 @@ def restore_many(
     _render(done)
     if first is not None:
         raise first
+
+
+def check_drive_list(media: tuple[str, ...], changer: str | None, changer_drive: int | None) -> None:
+    """Several ``--media``: the drives of the library ``--changer`` names, in its drive order."""
+    from tapearc.errors import UsageError
+
+    if len(media) < 2:
+        return
+    if changer is None or changer.strip().lower() == "operator":
+        raise UsageError(
+            f"--media given {len(media)} times: several drives are the drives of a library "
+            "(give --changer, and the drives in its drive order)"
+        )
+    if changer_drive is not None:
+        raise UsageError(
+            f"--changer-drive {changer_drive}: with several --media each one's place is its changer drive number"
+        )
+    if len(set(media)) != len(media):
+        raise UsageError("--media: give each drive once, in the changer's drive order")
+
+
+def check_library_drives(changer: str, count: int) -> None:
+    """The changer has (at least) the ``count`` drives listed: its drive ``count - 1`` exists."""
+    from tapearc.engine.mediasource import check_drive_number
+    from tapearc.media.changers import open_changer
+
+    ch = open_changer(changer)
+    try:
+        check_drive_number(ch, count - 1)
+    finally:
+        ch.close()
 
 
 def _exit(done: list[VolumeRestore]) -> int:

@@ -20,6 +20,7 @@ from tapearc.cli.common import (
     fail,
     internal_error,
     open_catalog,
+    open_free_drive,
     open_media,
     out_console,
     run,
@@ -130,8 +131,14 @@ def _run_on(job: JobSpec, n: int, catalog: str | None, **kw: Any) -> JobRun:
     from tapearc.engine.jobs import run_job
 
     with open_catalog(catalog or job.catalog) as cat:
+        if n == 1 and job.drive_media and job.changer not in (None, "operator"):
+            # a list of the library's drives: the first free one, as media = "sim:DIR" takes
+            with open_free_drive(job.drive_media, str(job.changer), write=True, catalog=cat, timeout=job.wait) as media:
+                return run_job(job, media, cat, **kw)
         if n == 1:
-            with open_media(job.media, job.changer, write=True, catalog=cat, timeout=job.wait) as media:
+            with open_media(
+                job.media, job.changer, write=True, catalog=cat, timeout=job.wait, changer_drive=job.changer_drive
+            ) as media:
                 return run_job(job, media, cat, **kw)
         from tapearc.catalog.db import Catalog
         from tapearc.engine.drives import library_of, open_drives

@@ -8,6 +8,7 @@ import typer
 
 from tapearc.cli.common import (
     CatalogOpt,
+    ChangerDriveOpt,
     ChangerOpt,
     JsonOpt,
     MediaOpt,
@@ -27,20 +28,32 @@ def scan(
         bool, typer.Option("--deep", help="Read every chunk (recovers a generation whose trailer is missing).")
     ] = False,
     changer: ChangerOpt = None,
+    changer_drive: ChangerDriveOpt = None,
     wait: TimeoutOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Rebuild the catalog's knowledge of MEDIUM from the medium alone (from the trailers, or with
     --deep from every chunk)."""
-    run(json_out, lambda: _scan(media, deep, changer, wait, catalog, json_out))
+    run(json_out, lambda: _scan(media, deep, changer, wait, catalog, json_out, changer_drive))
 
 
-def _scan(media: str, deep: bool, changer: str | None, wait: float | None, catalog: str | None, json_out: bool) -> None:
+def _scan(
+    media: str,
+    deep: bool,
+    changer: str | None,
+    wait: float | None,
+    catalog: str | None,
+    json_out: bool,
+    changer_drive: int | None = None,
+) -> None:
     from tapearc.engine.layout import read_label
     from tapearc.engine.scan import follow_set, scan_medium
 
-    with open_catalog(catalog) as cat, open_media(media, changer, write=False, catalog=cat, timeout=wait) as src:
+    with (
+        open_catalog(catalog) as cat,
+        open_media(media, changer, write=False, catalog=cat, timeout=wait, changer_drive=changer_drive) as src,
+    ):
         results = [scan_medium(src.current(), cat, deep=deep, progress=make_progress(json_out))]
         if src.can_change:  # follow generations that span media onto the set's other media
             results += follow_set(src, cat, read_label(src.current()), deep=deep, rescan=True)

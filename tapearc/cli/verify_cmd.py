@@ -8,9 +8,11 @@ import typer
 
 from tapearc.cli.common import (
     CatalogOpt,
+    ChangerDriveOpt,
     ChangerOpt,
     JsonOpt,
     MediaOpt,
+    PassphraseFileOpt,
     emit_json,
     fail,
     open_catalog,
@@ -59,15 +61,9 @@ def verify(
             metavar="FILE",
         ),
     ] = None,
-    passphrase_file: Annotated[
-        str | None,
-        typer.Option(
-            "--passphrase-file",
-            help="Read the key file's passphrase from the first line of this file (else it is asked for on the terminal).",
-            metavar="FILE",
-        ),
-    ] = None,
+    passphrase_file: PassphraseFileOpt = None,
     changer: ChangerOpt = None,
+    changer_drive: ChangerDriveOpt = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -79,7 +75,10 @@ def verify(
 
     def work() -> None:
         key = _load_key(key_file, passphrase_file)
-        with open_catalog(catalog) as cat, open_media(media, changer, write=False, catalog=cat) as src:
+        with (
+            open_catalog(catalog) as cat,
+            open_media(media, changer, write=False, catalog=cat, changer_drive=changer_drive) as src,
+        ):
             rep = _verify(src, cat, generation, volume, against, json_out, key)
             if all_media:
                 _verify_rest_of_set(src, cat, rep, generation, volume, key)

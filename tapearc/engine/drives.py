@@ -9,8 +9,9 @@ A library is a changer and the drives it loads, numbered from 0 as the changer n
 
 :func:`open_drives` takes ``n`` free drives of a library (each locked against other tapearc
 processes, as a ``--media`` drive is: tapearc.locks) and gives one :class:`JobDrive` per drive:
-a :class:`~tapearc.engine.mediasource.MediaSource` bound to its drive number, sharing one lock
-for the changer's moves with the other drives of the same job (two drives of one job never look
+a :class:`~tapearc.engine.mediasource.MediaSource` bound to its drive number, sharing one
+changer handle (:class:`SharedChanger`) and one lock for the changer's moves with the other
+drives of the same job (two drives of one job never look
 for a medium in the slots at the same time, so they never load the same one), and counting what
 is written to its drive (:class:`DriveClock`: bytes, time in writes, first and last write).
 """
@@ -29,7 +30,7 @@ from tapearc.catalog.db import Catalog
 from tapearc.engine.mediasource import MediaSource, library_dir
 from tapearc.errors import DrivesError, MediumUnavailableError
 from tapearc.media.base import TapeDrive, WriteStatus
-from tapearc.media.changer import Changer
+from tapearc.media.changer import Changer, ChangerStatus
 
 if TYPE_CHECKING:
     from tapearc.catalog.leases import Lease, Leases
@@ -149,6 +150,34 @@ class JobDrive(MediaSource):
             return super().obtain(describe, accept, prefer)
 
 
+class SharedChanger(Changer):
+    """One changer handle for all the drives of a job or restore: a serial autoloader has one
+    line (its simulator, one connection), so the drives must not each open their own. Each
+    inventory, load and unload is one at a time (a lock of its own, held only for that one
+    operation: the changer's lease and the job's ``moves`` are taken before it, never while it
+    is held). Closing a drive leaves it open; :func:`open_drives` closes it at the end."""
+
+    def __init__(self, changer: Changer) -> None:
+        self.inner = changer
+        self.name = changer.name
+        self.lock = threading.Lock()
+
+    def status(self) -> ChangerStatus:
+        with self.lock:
+            return self.inner.status()
+
+    def load(self, slot: int, drive: int = 0) -> None:
+        with self.lock:
+            self.inner.load(slot, drive)
+
+    def unload(self, drive: int = 0, slot: int | None = None) -> None:
+        with self.lock:
+            self.inner.unload(drive, slot)
+
+    def close(self) -> None:
+        pass
+
+
 def reopen(catalog: Catalog) -> Catalog:
     """A connection of its own to the catalog ``catalog`` is open on, for another thread: its
     file (SQLite), else its URL with its password (``Catalog.connect_spec``, never shown)."""
@@ -230,7 +259,7 @@ def open_drives(
     notes: list[str] | None = None,
 ) -> Iterator[list[JobDrive]]:
     """``n`` drives of ``library`` (fewer when only fewer are free: ``notes`` says so), each a
-    JobDrive with its own changer handle. DrivesError when the library has fewer than ``n``."""
+    JobDrive, one changer handle shared by all. DrivesError when the library has fewer than ``n``."""
     from tapearc.locks import lock_timeout
     from tapearc.media.changers import open_changer
 
@@ -256,8 +285,9 @@ def open_drives(
                 "the volumes were spread over those"
             )
         out: list[JobDrive] = []
+        ch = SharedChanger(open_changer(library.changer))
+        stack.callback(ch.inner.close)
         for i, lease in picked:
-            ch = open_changer(library.changer)
             extra: dict[str, Any] = (
                 {} if leases is None else {"leases": leases, "drive_lease": lease, "purpose": PURPOSE}
             )

@@ -10,7 +10,9 @@ naming the file, the table and the key.
 Paths in the file (``source`` unless an NBD URI, ``changed_blocks``, ``summary_log``,
 ``catalog``, ``encrypt``, ``passphrase_file``) are taken relative to the job file's folder (a systemd unit runs in ``/``);
 ``media`` and ``changer`` are taken as the command line takes them; ``media`` may be a list of
-drives (a library's, in its changer's order) for ``drives`` > 1.
+drives (a library's, in its changer's order: the list's index is the changer's drive number,
+the first is its drive 0): the job takes the first free one, or ``drives`` of them. ``changer_drive`` (optional, with a ``media`` that
+names one drive): the changer's number of that drive, as ``--changer-drive N``.
 
 ``drives`` (optional, default 1): the volumes are spread over that many drives of the library
 at once (tapearc.engine.jobdrives), each drive writing its own media set.
@@ -39,7 +41,19 @@ T = TypeVar("T")
 
 #: The keys of ``[job]`` (besides the per-volume keys it does not take: see ``[defaults]``).
 #: ``pool``: the media pool the volumes' media are chosen for (from the library ``media`` names).
-JOB_KEYS = ("name", "media", "changer", "wait", "catalog", "record_size", "media_set", "full_every", "drives", "pool")
+JOB_KEYS = (
+    "name",
+    "media",
+    "changer",
+    "changer_drive",
+    "wait",
+    "catalog",
+    "record_size",
+    "media_set",
+    "full_every",
+    "drives",
+    "pool",
+)
 #: ``encrypt``/``passphrase_file``: one key for the whole job (a media set has one key, so every
 #: volume of the job is encrypted with it, or none is); the key is opened once per run.
 JOB_KEYS_ALL = (*JOB_KEYS, "summary_log", "encrypt", "passphrase_file")
@@ -102,6 +116,8 @@ class JobSpec:
     media: str
     volumes: tuple[VolumeSpec, ...]
     changer: str | None = None
+    #: the changer's number of the drive ``media`` (``--changer-drive``; None: as the CLI decides)
+    changer_drive: int | None = None
     wait: float | None = None  # the operator's time to load a medium (changer = "operator")
     catalog: str | None = None
     record_size: int | None = None
@@ -181,6 +197,11 @@ class _Table:
             raise self.error(key, f"must be a whole number, not {_toml_type(value)} {value!r}")
         if value < 1:
             raise self.error(key, f"{value} must be 1 or more")
+        return value
+
+    def drive_number(self, key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self.error(key, f"must be a drive number (0 or more), not {_toml_type(value)} {value!r}")
         return value
 
     def seconds(self, key: str, value: Any) -> float:
@@ -268,6 +289,7 @@ def read_job(path: str) -> JobSpec:
         drive_media=media if len(media) > 1 else (),
         volumes=vols,
         changer=job.get("changer", job.text),
+        changer_drive=_changer_drive(job, media),
         wait=job.get("wait", job.seconds),
         catalog=job.get("catalog", job.catalog),
         record_size=job.get("record_size", job.size),
@@ -278,6 +300,17 @@ def read_job(path: str) -> JobSpec:
         pool=job.get("pool", job.text),
         **_encryption(job),
     )
+
+
+def _changer_drive(job: _Table, media: tuple[str, ...]) -> int | None:
+    """``changer_drive``: the drive number of a ``media`` that names one drive of the ``changer``
+    (in a list of drives, each one's index is its number)."""
+    n = job.get("changer_drive", job.drive_number)
+    if n is not None and len(media) > 1:
+        raise job.error("changer_drive", "goes with one drive in media: in a list, each drive's index is its number")
+    if n is not None and "changer" not in job.data and not media[0].startswith("sim:"):
+        raise job.error("changer_drive", "goes with changer (the changer whose drive media is)")
+    return n
 
 
 def _encryption(job: _Table) -> dict[str, str | None]:

@@ -29,7 +29,7 @@ from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.engine.identity import known_medium
 from tapearc.engine.tapefiles import LabelProbe, probe_label
-from tapearc.errors import MediumUnavailableError, TapearcError
+from tapearc.errors import MediumUnavailableError, TapearcError, UsageError
 from tapearc.media.base import TapeDrive
 from tapearc.media.changer import AttendedChanger, Changer, ChangerStatus, DriveBayStatus
 
@@ -85,15 +85,39 @@ def drive_resource(library: str, index: int) -> str:
     return f"drive:{library}:{index}"
 
 
-def drive_index_of(spec: str, changer: Changer | None) -> int:
-    """The drive of a library that ``spec`` names (``sim:DIR/drive-N.tap`` of the changer's
-    folder: N), else 0."""
+def drive_index_of(spec: str, changer: Changer | None, given: int | None = None) -> int:
+    """The changer's number of the drive ``spec`` names: ``given`` (``--changer-drive N``, a job's
+    ``changer_drive``, the position in a job's list of drives) when there is one, else N of
+    ``sim:DIR/drive-N.tap`` of the changer's folder, else 0. A ``given`` number that another
+    drive's image contradicts is a UsageError."""
+    named = _sim_drive_number(spec, changer)
+    if given is None:
+        return 0 if named is None else named
+    if named is not None and named != given:
+        raise UsageError(f"changer drive {given}: {spec} is drive {named} of library {changer.name if changer else ''}")
+    return given
+
+
+def _sim_drive_number(spec: str, changer: Changer | None) -> int | None:
+    """N when ``spec`` is ``sim:DIR/drive-N.tap`` of the simulated library ``changer``."""
     if changer is None or not spec.startswith("sim:") or not changer.name.startswith("sim:"):
-        return 0
+        return None
     path = spec[4:]
     m = _DRIVE_IMAGE.match(os.path.basename(path))
     same = os.path.realpath(os.path.dirname(os.path.abspath(path))) == os.path.realpath(changer.name[4:])
-    return int(m.group(1)) if m and same else 0
+    return int(m.group(1)) if m and same else None
+
+
+def check_drive_number(changer: Changer, index: int) -> None:
+    """UsageError (one line naming the changer and its drives) unless the changer's inventory
+    has a drive ``index``."""
+    numbers = [d.number for d in changer.status().drives]
+    if index not in numbers:
+        have = ", ".join(str(n) for n in numbers) or "none"
+        raise UsageError(
+            f"changer drive {index}: changer {changer.name} has no drive {index} (its drives: {have})",
+            hint="mtx status lists them as Data Transfer Element N; tapearc drive status shows them",
+        )
 
 
 class LeasedChanger(Changer):
@@ -158,7 +182,12 @@ class MediaSource:
         purpose: str = "",
         drive_lease: Lease | None = None,
         drive_index: int | None = None,
+        check_drive: bool = False,
     ) -> None:
+        """``drive_index``: the changer's number of the drive ``spec`` (default: N of
+        ``sim:DIR/drive-N.tap``, else 0; ``sim:DIR`` alone: that library's drive-N.tap);
+        ``check_drive``: check it against the changer's inventory (UsageError naming the drives
+        it has)."""
         from tapearc.media import open_medium
 
         self._open_medium = open_medium
@@ -170,9 +199,14 @@ class MediaSource:
             from tapearc.media.changers import open_changer
 
             changer = open_changer(f"sim:{lib}")
-            spec = f"sim:{os.path.join(lib, 'drive-0.tap')}"
+            spec = f"sim:{os.path.join(lib, f'drive-{drive_index or 0}.tap')}"
         self.spec = spec
-        self.drive_index = drive_index_of(spec, changer) if drive_index is None else drive_index
+        try:
+            self.drive_index = drive_index_of(spec, changer, drive_index)
+        except UsageError:
+            if changer is not None:
+                changer.close()
+            raise
         self.leases = leases
         self.purpose = purpose or ("backup" if write else "read")
         self.library = library_id(changer) if leases is not None else None
@@ -186,17 +220,26 @@ class MediaSource:
         #: when no blank medium is left for a spanning backup: loads a recyclable medium of the
         #: backup's media pool (engine.pools.load_spare), which is then labelled as the next one
         self.spare: Callable[[], TapeDrive] | None = None
-        if self.drive_lease is None and leases is not None and self.library is not None and drive is None:
-            try:
-                self.drive_lease = leases.acquire(
-                    drive_resource(self.library, self.drive_index),
-                    purpose=self.purpose,
-                    wait=operator_timeout,
-                    ttl=self.lease_ttl,
-                )
-            except BaseException:
-                self.close()
-                raise
+        try:
+            self._take_drive(check_drive)
+        except BaseException:
+            self.close()
+            raise
+
+    def _take_drive(self, check: bool) -> None:
+        """Check the drive's number against the changer's inventory (``check``) and take its
+        lease (with leases, unless it was given)."""
+        if self.drive is not None:
+            return
+        if check and self.changer is not None and not self.is_operator:
+            check_drive_number(self.changer, self.drive_index)
+        if self.drive_lease is None and self.leases is not None and self.library is not None:
+            self.drive_lease = self.leases.acquire(
+                drive_resource(self.library, self.drive_index),
+                purpose=self.purpose,
+                wait=self.operator_timeout,
+                ttl=self.lease_ttl,
+            )
 
     @classmethod
     def for_free_drive(
@@ -604,18 +647,31 @@ def leased_media(
     catalog: Catalog,
     purpose: str,
     wait: float | None = None,
+    drive: int | None = None,
 ) -> Iterator[MediaSource]:
     """The MediaSource of a command on a library, its drive leased for the whole command:
-    ``sim:DIR`` alone takes any free drive of the simulated library; a ``--media`` with a
-    ``--changer`` takes that drive (``sim:DIR/drive-N.tap``: drive N; another device: drive 0
-    of the changer). Waits up to ``wait`` seconds (None: as long as it takes) for a drive, a
-    medium or the changer that another process holds."""
+    ``sim:DIR`` alone takes any free drive of the simulated library (``drive``: that one); a
+    ``--media`` with a ``--changer`` takes that drive: the changer's drive ``drive``
+    (``--changer-drive``, checked against the changer's inventory), else N of
+    ``sim:DIR/drive-N.tap``, else drive 0. Waits up to ``wait`` seconds (None: as long as it
+    takes) for a drive, a medium or the changer that another process holds."""
     from tapearc.catalog.leases import Leases
     from tapearc.media.changers import open_changer
 
     leases = Leases(catalog_spec(catalog))
     try:
-        if changer_spec is None:
+        if changer_spec is None and drive is not None:
+            src = MediaSource(
+                spec,
+                write=write,
+                catalog=catalog,
+                operator_timeout=wait,
+                leases=leases,
+                purpose=purpose,
+                drive_index=drive,
+                check_drive=True,
+            )
+        elif changer_spec is None:
             src = MediaSource.for_free_drive(
                 f"sim:{library_dir(spec)}", write=write, leases=leases, purpose=purpose, catalog=catalog, wait=wait
             )
@@ -628,6 +684,8 @@ def leased_media(
                 operator_timeout=wait,
                 leases=leases,
                 purpose=purpose,
+                drive_index=drive,
+                check_drive=drive is not None,
             )
         try:
             yield src

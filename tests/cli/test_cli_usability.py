@@ -235,6 +235,7 @@ def test_completion_of_commands_and_options() -> None:
         "--changed-blocks",
         "--changed-since",
         "--changer",
+        "--changer-drive",
         "--checkpoint",
         "--chunk-size",
     ]
