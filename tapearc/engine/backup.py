@@ -532,7 +532,8 @@ class _Run:
         now = self.src.current_size()
         return SourceError(
             f"source {self.source} shrank during the backup: expected {self.plan.header.volume_size} bytes, the read "
-            f"at byte {at} found its end" + (f" (it now holds {now} bytes)" if now is not None else "")
+            f"at byte {at} found its end" + (f" (it now holds {now} bytes)" if now is not None else ""),
+            cause="changed",
         )
 
     def _source_failed(self, e: SourceError) -> None:
@@ -544,9 +545,15 @@ class _Run:
         except TapearcError:
             pass  # the medium failed too: the caller marks the row incomplete
         if e.hint is None:
+            what_next = (
+                "back up a quiet (unmounted or snapshotted) volume"
+                if e.details.get("cause") == "changed"
+                else "the source could not be read to its end (a failing disk, or an NBD export whose server "
+                "or connection went away): fix that and back up again"
+            )
             e.hint = (
                 f"generation {h.generation} of volume {h.volume_name} is marked incomplete (its first "
-                f"{writer.result.chunks} chunks are on the medium); back up a quiet (unmounted or snapshotted) volume"
+                f"{writer.result.chunks} chunks are on the medium); {what_next}"
             )
 
     def _full(self, e: MediumFullError) -> TapearcError:

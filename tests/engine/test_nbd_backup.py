@@ -71,6 +71,8 @@ def test_server_going_away_mid_backup(tmp_path: Path) -> None:
     at = int(msg.split(" at byte ")[1].split()[0])
     assert 0 < at < 16 * MiB and at % (64 * KiB) == 0  # a window boundary
     assert "marked incomplete" in (info.value.hint or "")
+    # the server went away: not the advice for a volume that changed
+    assert "server or connection went away" in (info.value.hint or "") and "quiet" not in (info.value.hint or "")
     with open_medium(spec, write=False) as drive:
         f = next(f for f in list_medium(drive).files if f.kind == "generation")
     assert f.trailer and not f.complete and f.closed

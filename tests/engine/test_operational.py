@@ -132,6 +132,7 @@ def test_source_shrinks_during_backup(
     err = info.value
     assert "shrank during the backup" in str(err) and str(5 * BS) in str(err)
     assert err.hint and "generation 2" in err.hint and "incomplete" in err.hint
+    assert "quiet (unmounted or snapshotted)" in err.hint  # the volume changed: advice to quiet it
     assert gen_states() == {1: "complete", 2: "incomplete"}
     with open_medium(media_spec, write=False) as drive:
         listing = list_medium(drive)
