@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from tapearc.errors import TapearcError
 
@@ -42,6 +43,23 @@ _module: ModuleType | None = None
 def is_nbd_uri(text: str) -> bool:
     """True when ``text`` names an NBD export (not a path)."""
     return text.lower().startswith(NBD_SCHEMES)
+
+
+def tls_warning(uri: str) -> str | None:
+    """The warning for a TLS URI (``nbds://``, ``nbds+unix://``...) that names neither
+    ``tls-certificates=`` nor ``tls-psk-file=``: libnbd then encrypts but, measured with libnbd
+    1.14, connects to a server whose certificate comes from any CA, so the server is not
+    authenticated (a pre-shared key authenticates both ends). None for any other URI."""
+    scheme, _, rest = uri.partition("://")
+    if not scheme.lower().startswith("nbds"):
+        return None
+    query = parse_qs(urlsplit("x://" + rest).query)
+    if "tls-certificates" in query or "tls-psk-file" in query:
+        return None
+    return (
+        f"{uri}: TLS without tls-certificates= or tls-psk-file=: the data is encrypted but the server's identity "
+        "is not checked; name the folder with the CA's certificate (docs/remote-sources.md)"
+    )
 
 
 def libnbd(error: ErrorFactory, uri: str) -> ModuleType:

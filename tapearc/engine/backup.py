@@ -354,7 +354,7 @@ def backup(
             _join_pool(catalog, pool, medium.label.media_set_uuid)
             pos0 = medium.drive.position()
             result = _new_result(medium, plan, options, pos0.file)
-            result.warnings += (pool.warnings if pool else []) + change.warnings
+            result.warnings += (pool.warnings if pool else []) + change.warnings + _tls_warnings(source)
             result.change = change.record.to_json()
             writer = _writer(plan, result, catalog, media, options, clock)
             vu = options.changes.verify_unchanged
@@ -579,6 +579,14 @@ class _Run:
             hint="give --changer (a library, mtx, serial or operator) to continue on the next medium of the set",
             blocks=(first_missing, nblocks - 1),
         ).at(medium=w.result.medium, tape_file=w.part.tape_file if w.part else self.pos0.file)
+
+
+def _tls_warnings(source: str) -> list[str]:
+    """An NBD source over TLS whose server is not authenticated (tapearc.nbdclient.tls_warning)."""
+    from tapearc.nbdclient import tls_warning
+
+    w = tls_warning(source)
+    return [w] if w else []
 
 
 def _check_source_size(src: Source, source: str, size: int, result: BackupResult) -> None:

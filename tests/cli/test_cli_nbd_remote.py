@@ -261,3 +261,25 @@ def test_qemu_nbd_x509_verifying_its_client(tmp_path: Path) -> None:
     server, client = x509_dirs(tmp_path / "pki", client_cert=True)
     creds = f"tls-creds-x509,id=tls0,endpoint=server,dir={server}"
     qcow2_rounds(tmp_path, creds, lambda port: f"nbds://127.0.0.1:{port}/vm1?tls-certificates={client}")
+
+
+@needs_x509_tool
+def test_tls_without_a_ca_folder_warns_that_the_server_is_not_checked(tmp_path: Path) -> None:
+    """libnbd encrypts an nbds:// URI naming no tls-certificates= folder but does not check the
+    server's certificate: the backup says so (a warning naming the URI), and says nothing when the
+    URI names the CA folder."""
+    disk = tmp_path / "disk.img"
+    make_disk(disk, 4 * MiB)
+    server, client = x509_dirs(tmp_path / "pki")
+    spec, cat = f"sim:{tmp_path / 't.tap'}", tmp_path / "cat.sqlite"
+    tls = ("--tls=require", f"--tls-certificates={server}")
+    with nbdkit_server("file", str(disk), tls_args=tls) as (port, _):
+        bare = f"nbds://127.0.0.1:{port}/disk"
+        p = tapearc("backup", bare, "--media", spec, "--volume", "disk", "--json", catalog=cat)
+        if p.returncode != 0:
+            pytest.skip(f"this libnbd refuses a server it cannot check (exit {p.returncode}): nothing to warn of")
+        warned = [w for w in json.loads(p.stdout)["warnings"] if "identity is not checked" in w]
+        assert len(warned) == 1 and bare in warned[0]
+        checked = f"{bare}?tls-certificates={client}"
+        r = ok(tapearc("backup", checked, "--media", spec, "--volume", "disk", "--json", catalog=cat))
+        assert not any("identity is not checked" in w for w in r["warnings"])

@@ -105,3 +105,25 @@ def test_a_certificate_of_another_ca_is_refused(tmp_path: Path) -> None:
     tls = ("--tls=require", f"--tls-certificates={server}")
     with nbdkit_server("--readonly", "file", str(tmp_path / "disk.img"), tls_args=tls) as (port, _):
         assert "certificate" in _refused(f"nbds://127.0.0.1:{port}/disk?tls-certificates={other}")
+
+
+@pytest.mark.parametrize(
+    ("uri", "warns"),
+    [
+        ("nbds://host/disk", True),
+        ("NBDS://host:10809/disk?tls-verify-peer=true", True),
+        ("nbds+unix:///disk?socket=/run/s.sock", True),
+        ("nbds://host/disk?tls-certificates=/etc/pki/tapearc", False),
+        ("nbds://tapearc@host/disk?tls-psk-file=/etc/tapearc/host.psk", False),
+        ("nbd://host/disk", False),
+        ("nbd+unix:///disk?socket=/run/s.sock", False),
+        ("/dev/vg0/lv", False),
+    ],
+)
+def test_tls_warning_for_a_server_that_is_not_checked(uri: str, warns: bool) -> None:
+    from tapearc.nbdclient import tls_warning
+
+    w = tls_warning(uri)
+    assert (w is not None) == warns
+    if w:
+        assert uri in w and "identity is not checked" in w
