@@ -127,26 +127,10 @@ def nbdkit_file(
     127.0.0.1 (as a disk on another host would be); yields the ``nbd://`` URI. ``filters``:
     nbdkit filters in front of it (``nozero``: an export without WRITE_ZEROES), ``params``
     their KEY=VALUE parameters."""
-    port = _free_port()
-    cmd = ["nbdkit", "--foreground", "--exit-with-parent", "-i", "127.0.0.1", "-p", str(port)]
-    if read_only:
-        cmd.append("--readonly")
-    cmd += [f"--filter={f}" for f in filters]
-    cmd += ["file", str(path), *params]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def up() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            return False
-
-    try:
-        _wait_for(up, proc, "nbdkit")
+    args = ["--readonly"] if read_only else []
+    args += [f"--filter={f}" for f in filters]
+    with nbdkit_server(*args, "file", str(path), *params) as (port, _):
         yield f"nbd://127.0.0.1:{port}/"
-    finally:
-        _stop(proc)
 
 
 def qemu_img(*args: str) -> None:

@@ -287,16 +287,8 @@ def _blank(drive: MediaSource, catalog: Catalog, notes: list[str]) -> None:
     def blank(p: LabelProbe) -> bool | str:
         return True if p.blank else "a medium that is not blank"
 
-    prefer = None
-    if drive.changer is not None and not drive.is_operator:
-        try:
-            prefer = [
-                s.barcode for s in drive.changer.status().slots if s.full and s.barcode and s.barcode not in known
-            ]
-        except TapearcError:
-            prefer = None
     try:
-        drive.obtain(f"a blank medium for drive {drive.spec}", blank, prefer)
+        drive.obtain(f"a blank medium for drive {drive.spec}", blank, drive.unknown_barcodes(known))
     except TapearcError as e:
         notes.append(f"drive {drive.spec}: no medium to continue or start a set on: {e}")
 

@@ -581,15 +581,19 @@ class MediaSource:
                 return f"sequence {p.label.sequence} of media set {p.label.media_set_uuid}, not a blank medium"
             return f"a medium that is not tapearc's ({p.foreign})"
 
-        prefer = None
-        if self.changer is not None and not self.is_operator:
-            try:
-                prefer = [
-                    s.barcode for s in self.changer.status().slots if s.full and s.barcode and s.barcode not in known
-                ]
-            except TapearcError:
-                prefer = None
+        prefer = self.unknown_barcodes(known)
         return self.obtain(f"a blank medium for sequence {sequence} of media set {set_uuid}", accept, prefer)
+
+    def unknown_barcodes(self, known: set[str]) -> list[str] | None:
+        """The barcodes in the changer's slots that are not in ``known`` (the catalog's labels):
+        the slots to try first for a blank medium. None without a changer that reads barcodes,
+        or when its inventory fails (every slot is then tried in order)."""
+        if self.changer is None or self.is_operator:
+            return None
+        try:
+            return [s.barcode for s in self.changer.status().slots if s.full and s.barcode and s.barcode not in known]
+        except TapearcError:
+            return None
 
     def medium(
         self, medium_uuid: uuid.UUID, set_uuid: uuid.UUID, sequence: int, barcode: str | None = None
