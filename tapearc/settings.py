@@ -72,6 +72,18 @@ def seconds(name: str, default: float) -> float:
     return value
 
 
+def lease_seconds(name: str, default: float) -> float:
+    """A lease's time to live: a number of seconds, at least :data:`MIN_LEASE_TTL`."""
+    value = seconds(name, default)
+    if value < MIN_LEASE_TTL:
+        raise _bad(
+            name,
+            os.environ.get(name, "").strip(),
+            f"a lease lives at least {MIN_LEASE_TTL:g} second (a number of seconds)",
+        )
+    return value
+
+
 def size(name: str) -> int | None:
     """A size (``1M``, ``65536``), more than 0; None when unset."""
     text = _raw(name)
@@ -110,6 +122,8 @@ class Setting(Generic[T]):
 DEFAULT_CATALOG_TIMEOUT = 30.0
 DEFAULT_LOCK_TIMEOUT = 0.0
 DEFAULT_ST_LOAD_TIMEOUT = 300.0
+DEFAULT_LEASE_TTL = 60.0
+MIN_LEASE_TTL = 1.0
 
 CATALOG: Setting[str | None] = Setting(
     "TAPEARC_CATALOG",
@@ -128,6 +142,13 @@ LOCK_TIMEOUT: Setting[float] = Setting(
     "0",
     lambda n: seconds(n, DEFAULT_LOCK_TIMEOUT),
     "seconds to wait for a medium another tapearc process holds",
+)
+LEASE_TTL: Setting[float] = Setting(
+    "TAPEARC_LEASE_TTL",
+    "60",
+    lambda n: lease_seconds(n, DEFAULT_LEASE_TTL),
+    "seconds a lease on a drive, medium or changer lives unless renewed (renewed every third of it; "
+    "at least 1; docs/leases.md)",
 )
 ST_MAX_RECORD: Setting[int | None] = Setting(
     "TAPEARC_ST_MAX_RECORD",
@@ -165,6 +186,7 @@ SETTINGS: tuple[Setting[object], ...] = (
     CATALOG,
     CATALOG_TIMEOUT,
     LOCK_TIMEOUT,
+    LEASE_TTL,
     ST_MAX_RECORD,
     ST_LOAD_TIMEOUT,
     PIPELINE,
@@ -192,6 +214,10 @@ def catalog_timeout() -> float:
 
 def lock_timeout() -> float:
     return LOCK_TIMEOUT.read()
+
+
+def lease_ttl() -> float:
+    return LEASE_TTL.read()
 
 
 def st_max_record() -> int | None:

@@ -10,7 +10,8 @@ PostgreSQL catalog) sees the others' leases:
   (resource) DO UPDATE ... WHERE leases.holder = <the holder we saw> RETURNING``): a lease that
   has expired, or whose holder process on this same host is gone, is taken over, with a warning
   naming the old holder; a lease held by a live holder makes the caller wait (polling with a
-  bounded back-off, one message naming the holder) or raise :class:`LeaseBusyError` (exit 40);
+  bounded back-off; the message naming the holder is given once per wait, again only when
+  another process holds it, and once for all the threads of this process waiting for it) or raise :class:`LeaseBusyError` (exit 40);
 * a heartbeat thread (its own connection) renews every held lease each ``ttl / 3`` seconds; if
   it finds a lease gone (broken by an operator) or taken over, the lease is marked lost and
   :meth:`Lease.check` raises :class:`LeaseLostError` (exit 41): the engine calls it before it
@@ -35,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tapearc import settings
 from tapearc.catalog.spec import parse as parse_spec
 from tapearc.errors import CatalogError, LeaseBusyError, LeaseLostError
 
@@ -67,7 +69,7 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 """
 
-DEFAULT_TTL = 60.0
+DEFAULT_TTL = settings.DEFAULT_LEASE_TTL  #: without $TAPEARC_LEASE_TTL
 MIN_TTL = 0.3
 _MAX_POLL = 1.0
 
@@ -282,8 +284,11 @@ class Leases:
         *,
         notify: Callable[[str], None] | None = None,
         connect: Callable[[str], Connection] | None = None,
+        ttl: float | None = None,
     ) -> None:
         self.spec = catalog_spec
+        #: the ttl of the leases taken without one ($TAPEARC_LEASE_TTL, default 60 s)
+        self.ttl = settings.lease_ttl() if ttl is None else ttl
         self.connect = connect or connect_catalog
         self.notify = notify or stderr_notify
         self.host = socket.gethostname()
@@ -292,6 +297,8 @@ class Leases:
         self.db = self.connect(catalog_spec)
         self.lock = threading.Lock()
         self.held: dict[str, Lease] = {}
+        #: the holders a wait message was given for: (resource, host, pid), until the resource is ours
+        self.told: set[tuple[str, str, int]] = set()
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -355,39 +362,58 @@ class Leases:
         self._start_heartbeat()
         return lease, None
 
-    def acquire(self, resource: str, *, purpose: str, wait: float | None = 0, ttl: float = DEFAULT_TTL) -> Lease:
+    def acquire(self, resource: str, *, purpose: str, wait: float | None = 0, ttl: float | None = None) -> Lease:
         """Lease ``resource`` for ``purpose``; wait up to ``wait`` seconds (None: as long as it
         takes) for its holder to release it; LeaseBusyError naming the holder past that."""
         return self.acquire_any([resource], purpose=purpose, wait=wait, ttl=ttl)
 
     def acquire_any(
-        self, resources: Sequence[str], *, purpose: str, wait: float | None = 0, ttl: float = DEFAULT_TTL
+        self, resources: Sequence[str], *, purpose: str, wait: float | None = 0, ttl: float | None = None
     ) -> Lease:
-        """Lease the first free one of ``resources`` (in their order), waiting as :meth:`acquire`."""
+        """Lease the first free one of ``resources`` (in their order), waiting as :meth:`acquire`
+        (``ttl``: None, the Leases' own)."""
         if not resources:
             raise ValueError("acquire_any: no resources")
-        ttl = max(float(ttl), MIN_TTL)
+        ttl = max(float(self.ttl if ttl is None else ttl), MIN_TTL)
         start = time.monotonic()
         delay = 0.02
-        told: set[tuple[str, str]] = set()
         while True:
             busy: list[LeaseRow] = []
             for res in resources:
                 lease, row = self._try(res, purpose, ttl)
                 if lease is not None:
+                    self._waited(lease.resource)
                     return lease
                 if row is not None:
                     busy.append(row)
             waited = time.monotonic() - start
             if wait is not None and waited >= wait:
+                for res in resources:
+                    self._waited(res)
                 raise busy_error(busy or [self._placeholder(resources[0])], wait, time.time())
-            for row in busy:
-                if (row.resource, row.holder) not in told:
-                    told.add((row.resource, row.holder))
-                    self.notify(f"{held_text(row, time.time())}; waiting")
+            self._tell(busy)
             pause = delay if wait is None else min(delay, max(wait - waited, 0.0))
             time.sleep(pause)
             delay = min(delay * 2, _MAX_POLL, max(ttl / 3, 0.05))
+
+    def _tell(self, busy: Sequence[LeaseRow]) -> None:
+        """The wait message for each holder not told about yet in this wait: a holder is its
+        process (host, pid), not its lease (a process that takes the changer's lease for each
+        load holds it under a new lease id each time), and the threads of this process that wait
+        for the same holder share one message."""
+        for row in busy:
+            key = (row.resource, row.host, row.pid)
+            with self.lock:
+                if key in self.told:
+                    continue
+                self.told.add(key)
+            self.notify(f"{held_text(row, time.time())}; waiting")
+
+    def _waited(self, resource: str) -> None:
+        """The wait for ``resource`` is over (it is ours, or waiting was given up): a later wait
+        for it says again whom it waits for."""
+        with self.lock:
+            self.told = {k for k in self.told if k[0] != resource}
 
     def _placeholder(self, resource: str) -> LeaseRow:
         now = time.time()

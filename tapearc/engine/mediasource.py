@@ -166,8 +166,8 @@ class LeasedChanger(Changer):
 class MediaSource:
     """The drive of a job and the means to change its medium."""
 
-    #: the ttl of the leases it takes (tests shorten it)
-    lease_ttl: float = 60.0
+    #: the ttl of the leases it takes (None: the Leases', $TAPEARC_LEASE_TTL; tests shorten it)
+    lease_ttl: float | None = None
 
     def __init__(
         self,

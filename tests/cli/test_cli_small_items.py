@@ -355,6 +355,9 @@ def test_every_variable_is_checked_and_documented() -> None:
         ("TAPEARC_ST_MAX_RECORD", "lots"),
         ("TAPEARC_ST_MAX_RECORD", "0"),
         ("TAPEARC_ST_LOAD_TIMEOUT", "-5"),
+        ("TAPEARC_LEASE_TTL", "soon"),
+        ("TAPEARC_LEASE_TTL", "0.5"),
+        ("TAPEARC_LEASE_TTL", "inf"),
     ],
 )
 def test_nonsense_environment_values(tmp_path: Path, vol: Path, name: str, value: str) -> None:

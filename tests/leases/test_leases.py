@@ -257,3 +257,93 @@ def test_racing_processes_hold_one_at_a_time(lease_catalog: str, tmp_path: Path)
     assert len(lines) == 6 * 15 * 2
     for enter, leave in zip(lines[::2], lines[1::2], strict=True):
         assert enter.startswith("A ") and leave == "R " + enter[2:], (enter, leave)
+
+
+def _watch(ls: Leases) -> list[str]:
+    """The holder ids ``ls`` has seen while waiting (what it read of the table)."""
+    seen: list[str] = []
+    get = ls.get
+
+    def spy(resource: str) -> LeaseRow | None:
+        row = get(resource)
+        if row is not None:
+            seen.append(row.holder)
+        return row
+
+    ls.get = spy  # type: ignore[method-assign]
+    return seen
+
+
+def _retake(ls: Leases, resource: str, holder: str, *, host: str, pid: int, purpose: str) -> None:
+    """The holder process lets go and takes the lease again at once (a new lease id)."""
+    now = time.time()
+    ls.db.execute("DELETE FROM leases WHERE resource = ?", (resource,))
+    ls.db.execute(
+        "INSERT INTO leases (resource, holder, host, pid, pid_start, purpose, acquired_at, renewed_at, expires_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (resource, holder, host, pid, None, purpose, now, now, now + 600),
+    )
+
+
+def test_wait_message_once_per_wait_and_holder(make: Callable[..., tuple[Leases, list[str]]]) -> None:
+    """A holder process that takes the changer's lease anew for each load is one holder: one
+    line for the whole wait; another process holding it next gets a second line; a new wait
+    after the lease was ours says it again."""
+    a, _ = make()
+    b, said = make()
+    res = "changer:/lib"
+    _retake(a, res, "h1", host="tapesrv2", pid=4242, purpose="inventory for run nightly")
+    seen = _watch(b)
+    got: list[Lease] = []
+    t = threading.Thread(target=lambda: got.append(b.acquire(res, purpose="load", wait=None)))
+    t.start()
+    until(lambda: "h1" in seen, "b reading the first holder")
+    for k in range(2, 5):  # the same process, a new lease each time
+        _retake(a, res, f"h{k}", host="tapesrv2", pid=4242, purpose=f"load of slot {k} for run nightly")
+        until(lambda k=k: f"h{k}" in seen, f"b reading holder h{k}")  # type: ignore[misc]
+    assert len(said) == 1 and "host tapesrv2 pid 4242 (inventory for run nightly)" in said[0], said
+    _retake(a, res, "h9", host="tapesrv3", pid=77, purpose="restore of vm1")  # another process
+    until(lambda: "h9" in seen, "b reading the other holder")
+    assert len(said) == 2 and "host tapesrv3 pid 77 (restore of vm1)" in said[1], said
+    a.db.execute("DELETE FROM leases WHERE resource = ?", (res,))
+    t.join()
+    assert got and got[0].resource == res
+    got[0].release()
+    _retake(a, res, "h10", host="tapesrv2", pid=4242, purpose="inventory for run nightly")
+    with pytest.raises(LeaseBusyError):
+        b.acquire(res, purpose="load", wait=0.05)
+    assert len(said) == 3 and "host tapesrv2 pid 4242" in said[2], said  # a new wait: said again
+
+
+def test_threads_waiting_for_one_holder_share_the_line(make: Callable[..., tuple[Leases, list[str]]]) -> None:
+    a, _ = make()
+    b, said = make()
+    res = "changer:/lib"
+    _retake(a, res, "h1", host="tapesrv2", pid=4242, purpose="load of slot 1")
+    seen = _watch(b)
+    got: list[Lease] = []
+    threads = [threading.Thread(target=lambda: got.append(b.acquire(res, purpose="drive", wait=None))) for _ in "ab"]
+    for t in threads:
+        t.start()
+    until(lambda: seen.count("h1") >= 4, "both threads reading the holder")
+    assert len(said) == 1, said
+    a.db.execute("DELETE FROM leases WHERE resource = ?", (res,))
+    until(lambda: len(got) == 1, "one thread getting the lease")
+    got[0].release()
+    for t in threads:
+        t.join()
+    got[1].release()
+
+
+def test_lease_ttl_from_the_environment(lease_catalog: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAPEARC_LEASE_TTL", "7.5")
+    with Leases(lease_catalog, notify=lambda _t: None) as ls:
+        with ls.acquire("drive:L:0", purpose="backup") as lease:
+            row = ls.get("drive:L:0")
+            assert lease.ttl == 7.5 and row is not None
+            assert row.expires_at - row.acquired_at == pytest.approx(7.5)
+        with ls.acquire("drive:L:1", purpose="backup", ttl=3) as lease:  # given: that one
+            assert lease.ttl == 3
+    monkeypatch.delenv("TAPEARC_LEASE_TTL")
+    with Leases(lease_catalog, notify=lambda _t: None) as ls, ls.acquire("drive:L:0", purpose="backup") as lease:
+        assert lease.ttl == 60.0
