@@ -274,6 +274,35 @@ class _Index:
         return ix
 
 
+def has_catalog(spec: str | None) -> bool:
+    """Whether the catalog ``spec`` names (None: ``$TAPEARC_CATALOG``, else the default) holds
+    something to browse, found out without writing anything: an SQLite file that exists; a
+    PostgreSQL database with tapearc's schema in it (its ``meta`` table's schema version), or
+    with tables of another program (opening it refuses it, untouched). An empty database, or one
+    whose schema another tapearc is making this moment, holds nothing yet: browsing shows it
+    empty and makes no table (opening it with :class:`Catalog` would make the schema)."""
+    from tapearc.catalog import spec as catalog_spec
+    from tapearc.catalog.connect import connect_existing
+    from tapearc.catalog.schema import tables as schema_tables
+
+    parsed = catalog_spec.parse(spec, "--catalog" if spec is not None else "TAPEARC_CATALOG")
+    if parsed.path is not None or parsed.url is None:
+        return parsed.path is not None and parsed.path.is_file()
+    db = connect_existing(parsed.url)
+    try:
+        names = {
+            str(r[0])
+            for r in db.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+            ).fetchall()
+        }
+        if "meta" in names:
+            return True  # a catalog (Catalog checks its version), or another program's table of that name
+        return bool(names - schema_tables())
+    finally:
+        db.close()
+
+
 def media_sets(catalog: Catalog) -> list[UUID]:
     """Every media set the catalog knows, oldest first."""
     return [UUID(str(r[0])) for r in catalog.db.execute("SELECT uuid FROM media_sets ORDER BY id")]

@@ -4,7 +4,8 @@ Registered by the main app with :func:`register` (``app.add_typer(catalog_app, n
 The rows come from :mod:`tapearc.catalog.views`; filters: ``--volume NAME``, ``--since TIME``,
 ``--until TIME`` (ISO 8601, :mod:`tapearc.cli.timeparse`), ``--medium LABEL|BARCODE|UUID``.
 Text output is a table with local ISO dates; ``--json`` one JSON document, dates with their zone.
-A catalog that does not exist is shown empty and is not created.
+A catalog that does not exist (an SQLite file that is not there, a PostgreSQL database without
+tapearc's tables) is shown empty and is not created: browsing never writes.
 """
 
 from __future__ import annotations
@@ -80,15 +81,17 @@ def _query(
 ) -> list[T]:
     """Open the catalog (if it exists: browsing never creates one) and run ``view`` with the
     filter the options make."""
-    from tapearc.catalog.db import Catalog, catalog_exists, default_catalog_spec
-    from tapearc.catalog.views import CatalogFilter, all_media, find_media
+    from tapearc.catalog.db import Catalog
+    from tapearc.catalog.spec import parse
+    from tapearc.catalog.views import CatalogFilter, all_media, find_media, has_catalog
 
     if since is not None and until is not None and since > until:
         raise UsageError("--since is after --until: nothing can be in between")
-    if not catalog_exists(catalog):
-        path = catalog or default_catalog_spec()
+    if not has_catalog(catalog):
+        shown = parse(catalog)
         if medium is not None:
-            raise UsageError(f"--medium {medium!r}: the catalog {path} does not exist (no backup made with it yet)")
+            what = "does not exist" if shown.path is not None else "is an empty database"
+            raise UsageError(f"--medium {medium!r}: the catalog {shown.shown} {what} (no backup made with it yet)")
         return []
     with Catalog(catalog) as cat:
         media = None

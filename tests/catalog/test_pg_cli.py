@@ -128,3 +128,45 @@ def test_concurrent_cli_backups(tmp_path: Path, catalog_spec: str, monkeypatch: 
     p = tapearc("restore", "--media", f"sim:{tmp_path / 't2.tap'}", "--to", str(out), "--catalog", catalog_spec)
     assert p.returncode == 0, p.stderr
     assert out.read_bytes() == (tmp_path / "vol2.img").read_bytes()
+
+
+def _tables(url: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as c:
+        rows = c.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1"
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def test_browsing_an_empty_database_writes_nothing(pg_server: PgServer) -> None:
+    """``tapearc catalog ...`` on an empty PostgreSQL database shows an empty catalog and makes
+    no table (as browsing never creates an SQLite file); a database holding another program's
+    table is refused untouched; one whose schema another tapearc is making (no schema version
+    yet) is shown empty."""
+    _, url = pg_server.new_database("browse")
+    for what in ("volumes", "generations", "media"):
+        p = tapearc("catalog", what, "--catalog", url)
+        assert p.returncode == 0 and p.stdout.strip() == f"no {what}", p.stderr
+        p = tapearc("catalog", what, "--json", env={"TAPEARC_CATALOG": url})
+        assert p.returncode == 0 and json.loads(p.stdout) == {what: []}, p.stderr
+    p = tapearc("catalog", "media", "--medium", "TAP001", "--catalog", url)
+    assert p.returncode == 2 and "is an empty database" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert _tables(url) == []
+    # another tapearc making the schema this moment: a table of ours, no schema version yet
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE TABLE leases (resource TEXT PRIMARY KEY)")
+    p = tapearc("catalog", "volumes", "--catalog", url)
+    assert p.returncode == 0 and p.stdout.strip() == "no volumes", p.stderr
+    assert _tables(url) == ["leases"]
+    # another program's database: refused (exit 16), left as it was
+    _, other = pg_server.new_database("foreign")
+    with psycopg.connect(other, autocommit=True) as c:
+        c.execute("CREATE TABLE invoices (id INTEGER)")
+    p = tapearc("catalog", "volumes", "--catalog", other)
+    assert p.returncode == 16 and "not a tapearc catalog" in p.stderr, p.stderr
+    assert _tables(other) == ["invoices"]
