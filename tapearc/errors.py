@@ -460,6 +460,17 @@ class DrivesError(TapearcError):
     kind = "drives"
 
 
+class OneVolumeOptionError(TapearcError):
+    """A restore of several volumes (several ``--volume``, or ``--drives N``) was given an option
+    that chooses one volume's restore: ``--generation N`` and ``--assume-generation K`` (a
+    generation number counts one volume's generations: it names no generation of the others)
+    or ``--to -`` (one volume's data on standard output). The message names the option and
+    what to give instead (``--at TIME`` chooses every volume's generation). Nothing was read."""
+
+    exit_code = 44
+    kind = "one-volume-option"
+
+
 class _WithRanges(TapearcError):
     """An error whose JSON form also lists block ranges (``ranges``: list of dicts)."""
 

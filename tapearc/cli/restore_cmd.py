@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -51,7 +52,10 @@ RestoreMediaOpt = Annotated[
 GenerationOpt = Annotated[
     int | None,
     typer.Option(
-        "--generation", help="Generation to restore (default: latest).", metavar="N", parser=whole("--generation")
+        "--generation",
+        help="Generation to restore (default: latest). One volume's: with several --volume, choose by --at TIME.",
+        metavar="N",
+        parser=whole("--generation"),
     ),
 ]
 ToOpt = Annotated[
@@ -135,8 +139,6 @@ def restore(
 
     def options() -> RestoreOptions:
         check_at(at, generation)
-        if many:
-            check_many(to, generation, assume_generation)
         opened = start_key_arg(key, passphrase_file)  # scrypt in a thread while the engine is imported
         from tapearc.engine.restore import RestoreOptions
 
@@ -152,9 +154,25 @@ def restore(
         )
 
     if many:
-        run(json_out, lambda: _many(drive_list, to, changer_of, catalog, json_out, options, volume, drives))
+        asked = Many(volume or [], drives or 1, generation, assume_generation, wait)
+        run(json_out, lambda: _many(drive_list, to, changer_of, catalog, json_out, options, asked))
         return
     run(json_out, lambda: _restore(drive_list, to, changer_of, wait, catalog, json_out, options))
+
+
+@dataclass(frozen=True, slots=True)
+class Many:
+    """What a restore of several volumes was asked for beyond the one-volume restore's options."""
+
+    volumes: list[str]
+    drives: int
+    generation: int | None
+    assume: int | None
+    wait: float | None
+
+    def why(self) -> str:
+        """What makes it a restore of several volumes, as the messages say it."""
+        return f"{len(self.volumes)} volumes" if len(self.volumes) > 1 else f"--drives {self.drives}"
 
 
 def _many(
@@ -164,24 +182,42 @@ def _many(
     catalog: str | None,
     json_out: bool,
     options: Callable[[], RestoreOptions],
-    volume: list[str] | None,
-    drives: int | None,
+    asked: Many,
 ) -> None:
     from tapearc.cli.restore_many import restore_many
 
+    check_many(to, asked)
     changer, changer_drive = changer_of
-    restore_many(media, to, changer, catalog, json_out, options, volume or [], drives or 1, changer_drive)
+    restore_many(
+        media, to, changer, catalog, json_out, options, asked.volumes, asked.drives, changer_drive, timeout=asked.wait
+    )
 
 
-def check_many(to: str, generation: int | None, assume: int | None) -> None:
-    """What a restore of several volumes cannot take."""
-    from tapearc.errors import UsageError
+def check_many(to: str, asked: Many) -> None:
+    """What a restore of several volumes cannot take: the options that choose one volume's
+    restore (OneVolumeOptionError, exit 44, before anything is opened)."""
+    from tapearc.errors import OneVolumeOptionError
 
+    why = asked.why()
     if to == "-":
-        raise UsageError("--to -: several volumes are restored into a folder (--to DIR), not to standard output")
-    if generation is not None or assume is not None:
-        opt = "--generation" if generation is not None else "--assume-generation"
-        raise UsageError(f"{opt} names one volume's generation: with several --volume, give --at TIME (or nothing)")
+        raise OneVolumeOptionError(
+            f"--to -: standard output takes one volume's data, and this is a restore of {why}",
+            hint="give a folder, --to DIR: each volume is restored to DIR/VOLUME.img",
+        )
+    if asked.generation is not None:
+        raise OneVolumeOptionError(
+            f"--generation {asked.generation}: a generation number counts one volume's generations, and this is "
+            f"a restore of {why}",
+            hint="give --at TIME to choose every volume's generation (the newest made at or before TIME), "
+            "or restore that volume alone: --volume NAME --generation N --to FILE",
+        )
+    if asked.assume is not None:
+        raise OneVolumeOptionError(
+            f"--assume-generation {asked.assume}: says which generation one target holds, and this is a restore of "
+            f"{why}",
+            hint="leave it out (each volume's target is checked for what it holds), "
+            "or restore that volume alone: --volume NAME --assume-generation K --to FILE",
+        )
 
 
 def _restore(

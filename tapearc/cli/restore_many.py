@@ -37,7 +37,11 @@ def restore_many(
     volumes: list[str],
     drives: int,
     changer_drive: int | None = None,
+    *,
+    timeout: float | None = None,
 ) -> None:
+    """``timeout``: ``--wait``, how long to wait for the drives (None: $TAPEARC_LOCK_TIMEOUT for
+    several drives, as long as it takes for a drive's lease)."""
     from tapearc.engine.restoremany import restore_volumes
 
     check_drive_list(media, changer, changer_drive)
@@ -54,7 +58,9 @@ def restore_many(
     wanted = [(v, target_of(to, v)) for v in volumes]
     with open_catalog(catalog) as cat:
         if drives == 1 and len(media) == 1:
-            with open_media(media[0], changer, write=False, catalog=cat, changer_drive=changer_drive) as src:
+            with open_media(
+                media[0], changer, write=False, catalog=cat, changer_drive=changer_drive, timeout=timeout
+            ) as src:
                 done = restore_volumes([src], cat, wanted, opts, open_catalog=lambda: Catalog(catalog))
         else:
             from tapearc.engine.drives import library_of, open_drives
@@ -62,7 +68,7 @@ def restore_many(
             library = library_of(media if len(media) > 1 else media[0], changer)
             if len(media) > 1:
                 check_library_drives(library.changer, len(media))
-            with open_drives(library, drives, write=False, catalog=cat) as ds:
+            with open_drives(library, drives, write=False, catalog=cat, timeout=timeout) as ds:
                 done = restore_volumes(list(ds), cat, wanted, opts, open_catalog=lambda: Catalog(catalog))
     for v in done:
         if v.result is not None:

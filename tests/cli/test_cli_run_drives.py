@@ -214,15 +214,63 @@ def test_two_runs_on_one_library_each_get_a_drive(tmp_path: Path) -> None:
 
 
 def test_restore_of_several_volumes_refuses_what_names_one(tmp_path: Path) -> None:
+    """--generation, --assume-generation and --to - choose one volume's restore: with several
+    volumes (or --drives N) each is one line naming the option, exit 44, nothing read."""
     job = make_job(tmp_path, 2)
     assert tapearc("run", job["file"]).returncode == 0
     vols = ["--volume", "a", "--volume", "b"]
     base = ["restore", "--media", job["spec"], *vols]
-    assert_one_line_error(tapearc(*base, "--to", "-"), 2, "--to -: several volumes are restored into a folder")
-    assert_one_line_error(
-        tapearc(*base, "--to", str(tmp_path), "--generation", "1"), 2, "--generation names one volume's generation"
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_one_line_error(tapearc(*base, "--to", "-"), 44, "--to -: standard output takes one volume's data")
+    p = tapearc(*base, "--to", str(out), "--generation", "1")
+    assert_one_line_error(p, 44, "--generation 1: a generation number counts one volume's generations", "2 volumes")
+    assert "--at TIME" in p.stderr
+    p = tapearc(*base, "--to", str(out), "--assume-generation", "1", "--json")
+    assert_one_line_error(p, 44, "--assume-generation 1", "2 volumes")
+    p = tapearc(
+        "restore", "--media", job["spec"], "--volume", "a", "--drives", "2", "--to", str(out), "--generation", "1"
     )
+    assert_one_line_error(p, 44, "--generation 1", "a restore of --drives 2")
+    assert list(out.iterdir()) == []
+    # --at chooses every volume's generation
+    p = tapearc(*base, "--to", str(out), "--at", "2999-01-01", "--json")
+    assert p.returncode == 0, p.stderr
+    assert [v["generation"] for v in json.loads(p.stdout)["volumes"]] == [1, 1]
     assert_one_line_error(tapearc(*base, "--to", str(tmp_path / "a.img")), 2, "is not one")
     p = tapearc("restore", "--media", job["spec"], "--volume", "a", "--volume", "nope", "--to", str(tmp_path))
     assert_one_line_error(p, 6, "volume 'nope' has no complete generation in the catalog")
     assert not (tmp_path / "a.img.img").exists()
+
+
+def test_restore_of_several_volumes_waits_for_the_drives(tmp_path: Path) -> None:
+    """--wait is the several-volume restore's too: with both drives leased by another process
+    it says whom it waits for and, once they are free, restores (before, --drives 2 gave up at
+    once, exit 42)."""
+    import select
+
+    from tapearc.catalog.leases import Leases
+
+    job = make_job(tmp_path, 2)
+    assert tapearc("run", job["file"]).returncode == 0
+    out = tmp_path / "restored"
+    out.mkdir()
+    lib = os.path.realpath(tmp_path / "lib")
+    with Leases(os.environ["TAPEARC_CATALOG"], notify=lambda _t: None) as other:
+        held = [other.acquire(f"drive:{lib}:{i}", purpose="backup elsewhere") for i in (0, 1)]
+        vols = [a for k in job["datas"] for a in ("--volume", k)]
+        cmd = [sys.executable, "-m", "tapearc", "restore", "--media", job["spec"], *vols, "--to", str(out)]
+        proc = subprocess.Popen(
+            [*cmd, "--drives", "2", "--wait", "60", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert proc.stderr is not None
+        ready, _, _ = select.select([proc.stderr], [], [], 60)
+        line = proc.stderr.readline() if ready else ""
+        assert "held by" in line and "(backup elsewhere)" in line and line.rstrip().endswith("; waiting"), line
+        for lease in held:
+            lease.release()
+        stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert {v["status"] for v in json.loads(stdout)["volumes"]} == {"complete"}
+    for name, data in job["datas"].items():
+        assert (out / f"{name}.img").read_bytes() == data
