@@ -12,6 +12,10 @@
   no total).
 - ``none``: nothing.
 
+Several drives at once (``run --drives N``, ``restore --volume A --volume B``) get one bar per
+drive in one display (:class:`DrivesProgress`) where one drive would get a bar, and nothing
+elsewhere.
+
 Every printer shows the total and an estimate of the time left whenever the engine gives a
 total to ``start``.
 """
@@ -19,7 +23,9 @@ total to ``start``.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
@@ -43,24 +49,7 @@ class RichProgressPrinter:
         self._task: TaskID | None = None
 
     def start(self, description: str, total: int | None) -> None:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-        from rich.progress import Progress as RichProgress
-
-        self._p = RichProgress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=False,
-        )
+        self._p = _rich()
         self._p.start()
         self._task = self._p.add_task(description, total=total)
 
@@ -72,6 +61,92 @@ class RichProgressPrinter:
         if self._p is not None:
             self._p.stop()
             self._p = None
+
+
+def _rich(description_width: int | None = None) -> RichProgress:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+    from rich.progress import Progress as RichProgress
+
+    return RichProgress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+class DrivesProgress:
+    """Several drives at once (``run --drives N``, a restore of several volumes): one bar per
+    drive in one rich display on standard error, each naming its drive and the volume it is on
+    (``drive-1.tap: backup vm2``); a drive's next volume restarts its bar. The drives' threads
+    call it at once (rich's Progress takes its own lock). :meth:`row` is the engine's
+    ``drive_progress``; :meth:`close` ends the display (before the summary is printed)."""
+
+    def __init__(self) -> None:
+        self._p: RichProgress | None = None
+        self._rows: dict[str, TaskID] = {}
+        self._lock = threading.Lock()
+
+    def row(self, drive: str, volume: str) -> Progress:
+        """The progress of ``volume`` on ``drive`` (its spec)."""
+        return _DriveRow(self, drive)
+
+    def task(self, drive: str) -> tuple[RichProgress, TaskID]:
+        with self._lock:
+            if self._p is None:
+                self._p = _rich()
+                self._p.start()
+            if drive not in self._rows:
+                self._rows[drive] = self._p.add_task(drive_name(drive), total=None, start=False)
+            return self._p, self._rows[drive]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._p is not None:
+                self._p.stop()
+                self._p = None
+
+    def __enter__(self) -> DrivesProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _DriveRow:
+    """One volume's progress on one drive's bar."""
+
+    def __init__(self, owner: DrivesProgress, drive: str) -> None:
+        self._owner = owner
+        self._drive = drive
+        self._bar: tuple[RichProgress, TaskID] | None = None
+
+    def start(self, description: str, total: int | None) -> None:
+        p, task = self._bar = self._owner.task(self._drive)
+        p.reset(task, start=True, total=total, completed=0, description=f"{drive_name(self._drive)}: {description}")
+
+    def advance(self, nbytes: int) -> None:
+        if self._bar is not None:
+            self._bar[0].advance(self._bar[1], nbytes)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            p, task = self._bar
+            p.stop_task(task)
+
+
+def drive_name(spec: str) -> str:
+    """A drive as the bars name it (a simulated library's: drive-1.tap)."""
+    return os.path.basename(spec) if spec.startswith("sim:") else spec
 
 
 class _Throttled:
@@ -146,6 +221,16 @@ class PlainTextPrinter(_Throttled):
 def _clock_text(secs: float) -> str:
     s = round(secs)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def make_drives_progress(json_out: bool) -> DrivesProgress | None:
+    """Bars for several drives at once where one drive would get a rich bar (``auto`` or
+    ``text`` on a terminal, no JSON output); None elsewhere: the JSON-lines and plain-text
+    printers stay for one drive (lines of several drives would mix)."""
+    mode = options.progress
+    if mode not in ("auto", "text") or not sys.stderr.isatty() or (json_out and mode == "auto"):
+        return None
+    return DrivesProgress()
 
 
 def make_progress(json_out: bool, *, data_on_stdout: bool = False) -> Progress | None:

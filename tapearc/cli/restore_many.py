@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from tapearc.cli.common import emit_json, open_catalog, open_media, out_console, say, warn
+from tapearc.cli.progress import make_drives_progress
 from tapearc.errors import TapearcError, UsageError
 from tapearc.units import format_size
 
@@ -56,12 +58,14 @@ def restore_many(
 
     opts = options()
     wanted = [(v, target_of(to, v)) for v in volumes]
-    with open_catalog(catalog) as cat:
+    bars = make_drives_progress(json_out)
+    kw: dict[str, Any] = {"progress": bars.row} if bars is not None else {}
+    with open_catalog(catalog) as cat, bars or nullcontext():
         if drives == 1 and len(media) == 1:
             with open_media(
                 media[0], changer, write=False, catalog=cat, changer_drive=changer_drive, timeout=timeout
             ) as src:
-                done = restore_volumes([src], cat, wanted, opts, open_catalog=lambda: Catalog(catalog))
+                done = restore_volumes([src], cat, wanted, opts, open_catalog=lambda: Catalog(catalog), **kw)
         else:
             from tapearc.engine.drives import library_of, open_drives
 
@@ -69,7 +73,7 @@ def restore_many(
             if len(media) > 1:
                 check_library_drives(library.changer, len(media))
             with open_drives(library, drives, write=False, catalog=cat, timeout=timeout) as ds:
-                done = restore_volumes(list(ds), cat, wanted, opts, open_catalog=lambda: Catalog(catalog))
+                done = restore_volumes(list(ds), cat, wanted, opts, open_catalog=lambda: Catalog(catalog), **kw)
     for v in done:
         if v.result is not None:
             warn([f"volume {v.volume}: {w}" for w in v.result.warnings])

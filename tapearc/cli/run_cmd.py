@@ -9,6 +9,8 @@ Exit 0 when every volume was backed up, 35 (job-partial) when not, 130 after Ctr
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -29,13 +31,14 @@ from tapearc.cli.common import (
     warn,
     whole,
 )
-from tapearc.cli.progress import make_progress
+from tapearc.cli.progress import make_drives_progress, make_progress
 from tapearc.cli.timeparse import time_parser
 from tapearc.engine.progress import NoProgress
 from tapearc.errors import UsageError
 from tapearc.units import format_size
 
 if TYPE_CHECKING:
+    from tapearc.cli.progress import DrivesProgress
     from tapearc.engine.jobfile import JobSpec
     from tapearc.engine.jobs import JobRun, VolumeRun
     from tapearc.engine.progress import Progress
@@ -104,11 +107,12 @@ def _run(jobfile: str, full: bool, now: int | None, catalog: str | None, json_ou
     # the job's key, opened once before any medium is touched (31/32/2 stop the run there)
     key = start_encrypt_arg(Path(job.encrypt) if job.encrypt else None, job.passphrase_file)()
 
-    def progress(_volume: str) -> Progress:  # several drives at once: no progress bars (they would mix)
+    def progress(_volume: str) -> Progress:  # several drives at once: a bar per drive (bars), or nothing
         return (make_progress(json_out) if n == 1 else None) or NoProgress()
 
     kw: dict[str, Any] = {"clock": clock} if clock is not None else {}
-    result = _run_on(job, n, catalog, full=full, now=now, progress=progress, encrypt=key, **kw)
+    with _bars(json_out, n) as bars:
+        result = _run_on(job, n, catalog, bars, full=full, now=now, progress=progress, encrypt=key, **kw)
     if result.internal is not None:  # a bug stopped the run: keep its traceback, say where
         bad = next(v for v in result.volumes if v.error is not None and v.error.kind == "internal")
         bad.error = internal_error(result.internal)
@@ -126,8 +130,19 @@ def _run(jobfile: str, full: bool, now: int | None, catalog: str | None, json_ou
     return result
 
 
-def _run_on(job: JobSpec, n: int, catalog: str | None, **kw: Any) -> JobRun:
-    """The job on its one drive, or on ``n`` drives of its library."""
+@contextmanager
+def _bars(json_out: bool, n: int) -> Iterator[DrivesProgress | None]:
+    """One bar per drive for a run on several drives (on a terminal; None: no bars)."""
+    bars = make_drives_progress(json_out) if n > 1 else None
+    try:
+        yield bars
+    finally:
+        if bars is not None:
+            bars.close()
+
+
+def _run_on(job: JobSpec, n: int, catalog: str | None, bars: DrivesProgress | None, **kw: Any) -> JobRun:
+    """The job on its one drive, or on ``n`` drives of its library (``bars``: their progress)."""
     from tapearc.engine.jobs import run_job
 
     with open_catalog(catalog or job.catalog) as cat:
@@ -149,7 +164,8 @@ def _run_on(job: JobSpec, n: int, catalog: str | None, **kw: Any) -> JobRun:
         spec = catalog or job.catalog  # as given (a PostgreSQL URL with its password): each drive's connection
 
         with open_drives(library, n, write=True, catalog=cat, notes=notes) as drives:
-            result = run_job_on_drives(job, list(drives), cat, open_catalog=lambda: Catalog(spec), **kw)
+            more: dict[str, Any] = {"drive_progress": bars.row} if bars is not None else {}
+            result = run_job_on_drives(job, list(drives), cat, open_catalog=lambda: Catalog(spec), **kw, **more)
         result.notes[:0] = notes
         return result
 

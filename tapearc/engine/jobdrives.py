@@ -163,13 +163,18 @@ def run_job_on_drives(
     encrypt: BackupKey | None = None,
     open_catalog: Callable[[], Catalog] | None = None,
     stop: threading.Event | None = None,
+    drive_progress: Callable[[str, str], Progress] | None = None,
 ) -> JobRun:
     """Back up every volume of ``job`` over ``drives`` at once (module docstring).
     ``open_catalog``: a new connection to the catalog for each drive's thread (default: the
-    catalog ``catalog`` names); ``stop``: set to interrupt the run as Ctrl-C does."""
+    catalog ``catalog`` names); ``stop``: set to interrupt the run as Ctrl-C does;
+    ``drive_progress``: a volume's progress by its drive (the drive's spec, the volume's name;
+    instead of ``progress``)."""
     started = time.monotonic()
     at = int(clock()) if now is None else now
     run = JobRun(job.name, os.path.abspath(job.path), at, [VolumeRun(v.name, v.source) for v in job.volumes])
+    if drive_progress is not None:
+        progress = on_drive(run, drive_progress)
     opener = open_catalog or (lambda: reopen(catalog))
     homes = [home_set(catalog, v.name) for v in job.volumes]
     shared = _Shared(
@@ -204,6 +209,13 @@ def run_job_on_drives(
     run.seconds = time.monotonic() - started
     run.drives = [d.clock.to_json(run.seconds) for d in drives if isinstance(d, JobDrive)]
     return run
+
+
+def on_drive(run: JobRun, drive_progress: Callable[[str, str], Progress]) -> Callable[[str], Progress]:
+    """A volume's progress (by its name) from the drive it is on: a drive's thread names its
+    drive in the volume's VolumeRun before it starts the volume."""
+    runs = {v.name: v for v in run.volumes}
+    return lambda name: drive_progress(runs[name].drive or "", name)
 
 
 def wait_for(threads: list[threading.Thread], stop: threading.Event) -> None:

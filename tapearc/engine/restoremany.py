@@ -99,13 +99,14 @@ def restore_volumes(
     wanted: list[tuple[str, str]],
     options: RestoreOptions,
     *,
-    progress: Callable[[str], Progress] = lambda _v: NoProgress(),
+    progress: Callable[[str, str], Progress] = lambda _d, _v: NoProgress(),
     open_catalog: Callable[[], Catalog] | None = None,
     stop: threading.Event | None = None,
 ) -> list[VolumeRestore]:
     """Restore every (volume, target) of ``wanted`` over ``drives`` (module docstring).
     ``options``: those of each restore (``at``: the time the generations are chosen at,
-    default now; ``volume`` and ``generation`` are set per volume)."""
+    default now; ``volume`` and ``generation`` are set per volume); ``progress``: a volume's
+    progress, by its drive's spec and its name."""
     at = options.at if options.at is not None else int(time.time())
     vols = plan_volumes(catalog, wanted, at, newest=options.at is None)
     by_name = {v.volume: v for v in vols}
@@ -198,7 +199,7 @@ def _drive_thread(
     vols: list[VolumeRestore],
     opener: Callable[[], Catalog],
     opts: RestoreOptions,
-    progress: Callable[[str], Progress],
+    progress: Callable[[str, str], Progress],
     halt: threading.Event,
 ) -> None:
     try:
@@ -216,7 +217,7 @@ def _drive_thread(
             t0 = time.monotonic()
             try:
                 o = dataclasses.replace(opts, volume=v.volume)
-                v.result = restore(drive, cat, v.target, o, StopCheck(progress(v.volume), halt))
+                v.result = restore(drive, cat, v.target, o, StopCheck(progress(drive.spec, v.volume), halt))
             except KeyboardInterrupt:
                 v.error = Interrupted(interrupts.message())
                 halt.set()
