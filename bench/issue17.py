@@ -43,6 +43,7 @@ or ``--issue17-pg URL``; ``--issue17-no-catalog`` skips it).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -50,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 from measure import TAPEARC, GiB, clean, evict, in_child, log, parse_size, run_timed
 
@@ -132,7 +134,7 @@ class Section17:
         self.compress = compress
         self.total = sum(p.stat().st_size for p in volumes)
         self.samples: dict[str, list[dict]] = {}
-        self.catalog: dict | None = None  # catalog_overhead()
+        self.catalog: dict | None = None  # catalog_overhead(); None: skipped (--no-catalog)
 
     def add(self, variant: str, m: dict) -> None:
         m = dict(m, mbps=self.total / m["wall"] / 1e6, load=os.getloadavg()[0], cpu_pressure=cpu_pressure())
@@ -332,21 +334,47 @@ def cpu_pressure() -> float | None:
         return None
 
 
-def catalog_overhead(work: Path, pg_url: str | None = None) -> dict | None:
-    """The PostgreSQL vs SQLite catalog overhead per generation: bench/catalog_overhead.py's
-    compare() (a throw-away PostgreSQL cluster unless ``pg_url``), None when that script is not
-    there."""
-    if not Path(__file__).with_name("catalog_overhead.py").exists():
-        return None
-    import catalog_overhead as co  # bench/catalog_overhead.py
+#: this script's folder, found when it is loaded: a relative ``__file__`` (run by a relative
+#: path, or loaded by one) would name another file once the current directory is not the one
+#: it was run from, and bench/catalog_overhead.py was then "not present"
+HERE = Path(__file__).resolve().parent
 
+
+def load_catalog_overhead() -> tuple[ModuleType | None, str]:
+    """bench/catalog_overhead.py as a module, loaded from this script's folder (whatever the
+    current directory and sys.path); (None, why) when it cannot be."""
+    path = HERE / "catalog_overhead.py"
+    if not path.is_file():
+        return None, f"{path} not present"
+    loaded = sys.modules.get("catalog_overhead")
+    if loaded is not None and Path(getattr(loaded, "__file__", "")).resolve() == path:
+        return loaded, ""
+    try:
+        spec = importlib.util.spec_from_file_location("catalog_overhead", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["catalog_overhead"] = module
+        spec.loader.exec_module(module)
+    except Exception as e:  # the bench goes on and says why
+        sys.modules.pop("catalog_overhead", None)
+        return None, f"{path} could not be loaded: {type(e).__name__}: {e}"
+    return module, ""
+
+
+def catalog_overhead(work: Path, pg_url: str | None = None) -> dict:
+    """The PostgreSQL vs SQLite catalog overhead per generation: bench/catalog_overhead.py's
+    compare() (a throw-away PostgreSQL cluster unless ``pg_url``); when that script cannot be
+    loaded, both not measured and why."""
+    co, why = load_catalog_overhead()
+    if co is None:
+        return {"sqlite": None, "postgresql": None, "why": why}
     log("issue17: catalog overhead per generation, SQLite and PostgreSQL")
     return co.compare(str(work), pg_url)
 
 
 def catalog_lines(res: dict | None) -> list[str]:
     if res is None:
-        return ["  catalog overhead per generation (PostgreSQL vs SQLite): bench/catalog_overhead.py not present"]
+        return ["  catalog overhead per generation (PostgreSQL vs SQLite): skipped (--no-catalog)"]
     out = []
     for k in ("sqlite", "postgresql"):
         r = res.get(k)
