@@ -26,9 +26,12 @@ def _lease_group() -> None:
 def list_leases(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None:
     """Every lease: the resource, its holder (host, pid, what for), since when, until when."""
     from tapearc.catalog.leases import Leases, clock, describe_resource
+    from tapearc.catalog.views import has_catalog
     from tapearc.engine.mediasource import catalog_spec
 
     def go() -> list[dict[str, object]]:
+        if not has_catalog(catalog):  # listing never writes: no catalog made to find it empty
+            return []
         with open_catalog(catalog) as cat, Leases(catalog_spec(cat)) as leases:
             now = time.time()
             return [r.to_json(now) | {"what": describe_resource(r.resource)} for r in leases.rows()]
@@ -60,9 +63,12 @@ def break_lease(
     """Remove a stale lease (its holder crashed on another host and you will not wait for it to
     expire). Its holder, if it still runs, finds the lease lost and stops (exit 41)."""
     from tapearc.catalog.leases import LeaseBusyError, Leases, describe_resource, held_text, holder_gone
+    from tapearc.catalog.views import has_catalog
     from tapearc.engine.mediasource import catalog_spec
 
     def go() -> dict[str, object] | None:
+        if not has_catalog(catalog):  # no catalog, no lease: none made to find that out
+            return None
         with open_catalog(catalog) as cat, Leases(catalog_spec(cat)) as leases:
             row = leases.get(resource)
             if row is None:

@@ -154,6 +154,10 @@ def test_browsing_an_empty_database_writes_nothing(pg_server: PgServer) -> None:
     p = tapearc("catalog", "media", "--medium", "TAP001", "--catalog", url)
     assert p.returncode == 2 and "is an empty database" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    p = tapearc("lease", "list", "--catalog", url)
+    assert p.returncode == 0 and p.stdout.strip() == "no leases", p.stderr
+    p = tapearc("lease", "break", "drive:/lib:0", "--catalog", url)
+    assert p.returncode == 0 and p.stdout.strip() == "no lease on drive:/lib:0", p.stderr
     assert _tables(url) == []
     # another tapearc making the schema this moment: a table of ours, no schema version yet
     import psycopg

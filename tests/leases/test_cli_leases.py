@@ -268,3 +268,16 @@ def test_lease_list_and_break(tmp_path: Path, leases: Leases) -> None:
     assert p.returncode == 0, p.stderr
     until(lambda: mine.lost is not None, "the holder to find its lease lost")
     assert leases.rows() == []
+
+
+def test_lease_list_and_break_make_no_catalog(tmp_path: Path) -> None:
+    """Listing (or breaking) leases in a catalog that does not exist says there are none and
+    does not create it (as ``tapearc catalog ...`` does not)."""
+    cat = tmp_path / "none.sqlite"
+    p = tapearc("lease", "list", "--catalog", str(cat))
+    assert p.returncode == 0 and p.stdout.strip() == "no leases", p.stderr
+    p = tapearc("lease", "list", "--catalog", str(cat), "--json")
+    assert p.returncode == 0 and json.loads(p.stdout) == {"leases": []}, p.stderr
+    p = tapearc("lease", "break", "drive:/lib:0", "--catalog", str(cat))
+    assert p.returncode == 0 and p.stdout.strip() == "no lease on drive:/lib:0", p.stderr
+    assert not cat.exists()
