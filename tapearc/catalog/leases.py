@@ -382,14 +382,13 @@ class Leases:
             for res in resources:
                 lease, row = self._try(res, purpose, ttl)
                 if lease is not None:
-                    self._waited(lease.resource)
+                    self._waited(resources)
                     return lease
                 if row is not None:
                     busy.append(row)
             waited = time.monotonic() - start
             if wait is not None and waited >= wait:
-                for res in resources:
-                    self._waited(res)
+                self._waited(resources)
                 raise busy_error(busy or [self._placeholder(resources[0])], wait, time.time())
             self._tell(busy)
             pause = delay if wait is None else min(delay, max(wait - waited, 0.0))
@@ -409,11 +408,11 @@ class Leases:
                 self.told.add(key)
             self.notify(f"{held_text(row, time.time())}; waiting")
 
-    def _waited(self, resource: str) -> None:
-        """The wait for ``resource`` is over (it is ours, or waiting was given up): a later wait
-        for it says again whom it waits for."""
+    def _waited(self, resources: Sequence[str]) -> None:
+        """The wait for ``resources`` is over (one is ours, or waiting was given up): a later
+        wait for one of them says again whom it waits for."""
         with self.lock:
-            self.told = {k for k in self.told if k[0] != resource}
+            self.told = {k for k in self.told if k[0] not in resources}
 
     def _placeholder(self, resource: str) -> LeaseRow:
         now = time.time()

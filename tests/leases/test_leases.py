@@ -347,3 +347,24 @@ def test_lease_ttl_from_the_environment(lease_catalog: str, monkeypatch: pytest.
     monkeypatch.delenv("TAPEARC_LEASE_TTL")
     with Leases(lease_catalog, notify=lambda _t: None) as ls, ls.acquire("drive:L:0", purpose="backup") as lease:
         assert lease.ttl == 60.0
+
+
+def test_a_wait_for_any_drive_ends_for_all(make: Callable[..., tuple[Leases, list[str]]]) -> None:
+    """Waiting for any of two drives names each holder once; once one drive is ours the wait is
+    over for both: a later wait for the other names its holder again."""
+    a, _ = make()
+    b, said = make()
+    _retake(a, "drive:L:0", "x", host="tapesrv2", pid=1, purpose="backup of vm1")
+    _retake(a, "drive:L:1", "y", host="tapesrv3", pid=2, purpose="backup of vm2")
+    seen = _watch(b)
+    got: list[Lease] = []
+    t = threading.Thread(target=lambda: got.append(b.acquire_any(["drive:L:0", "drive:L:1"], purpose="r", wait=None)))
+    t.start()
+    until(lambda: seen.count("y") >= 2, "b reading both holders twice")
+    assert len(said) == 2, said
+    a.db.execute("DELETE FROM leases WHERE resource = ?", ("drive:L:1",))
+    t.join()
+    assert got[0].resource == "drive:L:1"
+    with pytest.raises(LeaseBusyError):
+        b.acquire("drive:L:0", purpose="r", wait=0.05)
+    assert len(said) == 3 and "host tapesrv2 pid 1" in said[2], said
