@@ -410,3 +410,36 @@ def test_ctrl_c_stops_the_drives_and_a_second_stops_waiting() -> None:
     stop = threading.Event()
     with pytest.raises(KeyboardInterrupt):
         wait_for([_Joined(stop, 2)], stop)  # type: ignore[list-item]
+
+
+class _Recorder:
+    """A volume's progress that records the bytes it was told of, under its drive and volume."""
+
+    def __init__(self, seen: dict[tuple[str, str], int], key: tuple[str, str]) -> None:
+        self.seen, self.key = seen, key
+
+    def start(self, description: str, total: int | None) -> None:
+        self.seen.setdefault(self.key, 0)
+
+    def advance(self, nbytes: int) -> None:
+        self.seen[self.key] += nbytes
+
+    def finish(self) -> None:
+        pass
+
+
+def test_progress_by_drive(tmp_path: Path, _private_catalog: Path) -> None:
+    """drive_progress (run) and progress (restore of several volumes) get each volume's progress
+    under the drive it is on: the CLI's bar per drive."""
+    spec = library(tmp_path, 2)
+    path, datas = four_volumes(tmp_path, spec, 2)
+    seen: dict[tuple[str, str], int] = {}
+    r = run_on(path, drive_progress=lambda d, v: _Recorder(seen, (d, v)))
+    assert r.ok
+    assert set(seen) == {(str(v.drive), v.name) for v in r.volumes} and all(seen.values())
+    assert len({d for d, _ in seen}) == 2
+    got: dict[tuple[str, str], int] = {}
+    wanted = [(k, str(tmp_path / f"r-{k}.img")) for k in datas]
+    with Catalog() as cat, open_drives(library_of(spec, None), 2, write=False, catalog=cat) as ds:
+        done = restore_volumes(list(ds), cat, wanted, RestoreOptions(), progress=lambda d, v: _Recorder(got, (d, v)))
+    assert set(got) == {(str(v.drive), v.volume) for v in done} and all(got.values())
