@@ -455,10 +455,12 @@ class _Run:
         """Write the generation; True when it is complete on the media."""
         writer, h, result = self.writer, self.plan.header, self.writer.result
         complete = False
+        reader = self._reader()
         try:
+            reader.begin()  # the first windows are read while the part's header is written
             writer.start(self.medium.drive, self.medium.label)
             self.progress.start(f"backup {h.volume_name}", h.volume_size)
-            self._blocks()
+            self._blocks(reader)
             if not writer.stopped:
                 _check_source_size(self.src, self.source, h.volume_size, result)
             writer.flush()
@@ -471,6 +473,7 @@ class _Run:
         except MediumFullError as e:
             raise self._full(e) from None
         finally:
+            reader.close()
             result.unchanged_blocks = self.classifier.unchanged
             result.source_bytes_read = self.src.bytes_read
             self.progress.finish()
@@ -494,18 +497,22 @@ class _Run:
             a = seg.first * bs
             yield a, min(size, (seg.first + seg.count) * bs) - a, seg.kind == Kind.DATA, seg
 
-    def _blocks(self) -> None:
-        """Read the volume's data window by window (a reader thread fills the next windows while
-        this one is classified and written) and classify each into the writer; holes and blocks
-        vouched unchanged are classified without a read."""
-        writer, classifier = self.writer, self.classifier
-        bs, size = self.plan.header.block_size, self.plan.header.volume_size
-        step = self.plan.header.chunk_blocks * bs
+    def _reader(self) -> ReadAhead:
+        """The volume's reader: window by window along the read plan (a thread fills the next
+        windows while one is classified and written); the source is told the reads to come."""
+        size = self.plan.header.volume_size
+        step = self.plan.header.chunk_blocks * self.plan.header.block_size
         spans, ahead = itertools.tee(self._plan())
         self.src.advise(
             (o, n) for o, n, read, _ in plan_windows(ahead, step) if read
         )  # the source may send the next reads early
-        reader = ReadAhead(self.src.readinto_at, size, step, plan=spans)
+        return ReadAhead(self.src.readinto_at, size, step, plan=spans)
+
+    def _blocks(self, reader: ReadAhead) -> None:
+        """Classify the volume's windows from ``reader`` into the writer; holes and blocks
+        vouched unchanged are classified without a read."""
+        writer, classifier = self.writer, self.classifier
+        bs = self.plan.header.block_size
         try:
             for offset, n, tag, buf, got in reader.items():
                 if writer.stopped:
