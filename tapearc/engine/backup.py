@@ -27,7 +27,7 @@ from tapearc.engine.identity import refuse_source_is_medium, refuse_unless_blank
 from tapearc.engine.keymedia import read_key_records, write_key_record
 from tapearc.engine.labeling import write_label
 from tapearc.engine.layout import GenerationFile, new_label, scan_tape_files
-from tapearc.engine.mediasource import MediaSource
+from tapearc.engine.mediasource import AppendHint, MediaSource
 from tapearc.engine.pipeline import ReadAhead, plan_windows
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.scan import sync_catalog as _sync
@@ -126,6 +126,7 @@ class AppendPoint:
     new: bool  # blank: the label is written first
     close_tail: bool  # the medium ends inside a tape file (an interrupted label or backup)
     key_record: fmt.WrappedKey | None = None  # written after the label (an encrypted set's new medium)
+    at_end: bool = False  # the drive is already at the end of data (where the last backup on it ended)
 
 
 def inspect_medium_for_append(
@@ -186,7 +187,8 @@ def open_for_append(drive: TapeDrive, point: AppendPoint) -> None:
         return
     if point.key_record is not None:  # a labeled medium with nothing after its label joins an encrypted set
         write_key_record(drive, point.key_record)
-    drive.seek_end_of_data()
+    if not point.at_end:
+        drive.seek_end_of_data()
     if point.close_tail:
         drive.write_filemark()
 
@@ -218,6 +220,7 @@ class _Medium:
     drive: TapeDrive
     point: AppendPoint
     catalog: Catalog
+    records: tuple[fmt.WrappedKey, ...] = ()  # the key records after the label once open() is done
 
     @property
     def label(self) -> fmt.Label:
@@ -240,24 +243,30 @@ class _Medium:
 def _prepare(media: MediaSource, catalog: Catalog, options: BackupOptions, now: int) -> _Medium:
     """Check the medium without writing to it: a blank one to label or the end of a labeled one;
     bring the catalog up to date with a labeled one; refuse a medium that is not the last of its
-    set."""
+    set. Where the last backup through ``media`` ended cleanly on this drive (a job's volumes one
+    after the other), it appends there (MediaSource.continued_append) without reading the medium
+    from its beginning again."""
     drive = media.current()
     if options.record_size is not None:
         _check_sizes(options.block_size, options.record_size, drive)
-    barcode = media.loaded_barcode() or ""
-    point = inspect_medium_for_append(
-        drive,
-        options.record_size,
-        now,
-        options.label_text or barcode,
-        options.media_set,
-        catalog=catalog,
-        barcode=barcode or None,
-        by_place=media.changer is None,
-    )
+    hint = media.continued_append(drive)
+    point = _continued(hint, options)
+    if point is None:
+        hint = None
+        barcode = media.loaded_barcode() or ""
+        point = inspect_medium_for_append(
+            drive,
+            options.record_size,
+            now,
+            options.label_text or barcode,
+            options.media_set,
+            catalog=catalog,
+            barcode=barcode or None,
+            by_place=media.changer is None,
+        )
     label = point.label
     _check_sizes(options.block_size, label.record_size, drive)
-    if not point.new:
+    if not point.new and hint is None:
         sync_catalog(drive, catalog, label, point.gens)
     later = [m for m in catalog.media_of_set(label.media_set_uuid) if m.sequence > label.sequence]
     if later:
@@ -266,24 +275,48 @@ def _prepare(media: MediaSource, catalog: Catalog, options: BackupOptions, now: 
             f"sequence {later[-1].sequence}; a backup appends to the last medium of a set; nothing was written",
             hint=f"load sequence {later[-1].sequence}" + (f" ({later[-1].label})" if later[-1].label else ""),
         ).at(medium=drive.name)
-    return _Medium(drive, _key_policy(drive, catalog, point, options.encrypt), catalog)
+    point, records = _key_policy(drive, catalog, point, options.encrypt, hint.key_records if hint else None)
+    after = records + ((point.key_record,) if point.key_record is not None else ())
+    return _Medium(drive, point, catalog, after)
 
 
-def _key_policy(drive: TapeDrive, catalog: Catalog, point: AppendPoint, key: BackupKey | None) -> AppendPoint:
+def _continued(hint: AppendHint | None, options: BackupOptions) -> AppendPoint | None:
+    """The append point where the last backup on this drive ended, if the options allow it
+    there (else None: the medium is inspected as usual, which gives the same refusals)."""
+    if hint is None:
+        return None
+    label = hint.label
+    if options.media_set is not None and options.media_set != label.media_set_uuid:
+        return None
+    if options.record_size is not None and options.record_size != label.record_size:
+        return None
+    return AppendPoint(label, [], new=False, close_tail=False, at_end=True)
+
+
+def _key_policy(
+    drive: TapeDrive,
+    catalog: Catalog,
+    point: AppendPoint,
+    key: BackupKey | None,
+    known: tuple[fmt.WrappedKey, ...] | None = None,
+) -> tuple[AppendPoint, tuple[fmt.WrappedKey, ...]]:
     """One key per media set (engine.encryption.check_media_set_key), decided before anything
-    is written: the append point with the key record to write after the label, if any."""
+    is written: the append point with the key record to write after the label, if any, and the
+    key records the medium holds now (``known``: as the last backup on this drive left them,
+    else read from the medium)."""
     if point.new:
-        return replace(point, key_record=key.wrapped if key is not None else None)
+        return replace(point, key_record=key.wrapped if key is not None else None), ()
     set_uuid = point.label.media_set_uuid
-    records = read_key_records(drive)  # rewinds and reads tape file 0; open_for_append goes back to the end
+    # rewinds and reads tape file 0; open_for_append goes back to the end
+    records = list(known) if known is not None else read_key_records(drive)
     if records:
         catalog.set_media_set_key(set_uuid, records[0].key_fingerprint)
     has_data = bool(point.gens) or bool(catalog.generations(set_uuid))
     write = check_media_set_key(catalog, set_uuid, records, has_data, key, drive.name)
     if not write or key is None:
-        return point
+        return point, tuple(records)
     # the key record's filemark ends tape file 0 (a label whose filemark was never written too)
-    return replace(point, key_record=key.wrapped, close_tail=False)
+    return replace(point, key_record=key.wrapped, close_tail=False, at_end=False), tuple(records)
 
 
 def _new_result(medium: _Medium, plan: GenerationPlan, options: BackupOptions, tape_file: int) -> BackupResult:
@@ -360,6 +393,7 @@ def backup(
             vu = options.changes.verify_unchanged
             run = _Run(src, source, plan, writer, medium, pos0, progress, change_map=change.map, verify_unchanged=vu)
             complete = run.write()
+            _remember_end(media, medium, writer, complete and not options.verify)
             _join_pool(catalog, pool, medium.label.media_set_uuid, result)  # the media it spanned onto
             if complete and writer.gen_id:
                 catalog.record_change(writer.gen_id, change.record)
@@ -369,6 +403,15 @@ def backup(
             if not complete:
                 raise run.not_complete()
             return result
+
+
+def _remember_end(media: MediaSource, medium: _Medium, writer: GenerationWriter, clean: bool) -> None:
+    """A generation that ended cleanly on the medium it started on (no spanning, no read-back
+    check that moved the drive): the next backup through ``media`` may append right here."""
+    part = writer.part
+    if not clean or part is None or part.drive is not medium.drive or part.number != 0:
+        return
+    media.append_hint = AppendHint(medium.drive, medium.label, medium.drive.position(), medium.records)
 
 
 def _pool_medium(source: str, media: MediaSource, catalog: Catalog, options: BackupOptions, now: int) -> PoolUse:
@@ -455,10 +498,12 @@ class _Run:
         """Write the generation; True when it is complete on the media."""
         writer, h, result = self.writer, self.plan.header, self.writer.result
         complete = False
+        reader = self._reader()
         try:
+            reader.begin()  # the first windows are read while the part's header is written
             writer.start(self.medium.drive, self.medium.label)
             self.progress.start(f"backup {h.volume_name}", h.volume_size)
-            self._blocks()
+            self._blocks(reader)
             if not writer.stopped:
                 _check_source_size(self.src, self.source, h.volume_size, result)
             writer.flush()
@@ -471,6 +516,7 @@ class _Run:
         except MediumFullError as e:
             raise self._full(e) from None
         finally:
+            reader.close()
             result.unchanged_blocks = self.classifier.unchanged
             result.source_bytes_read = self.src.bytes_read
             self.progress.finish()
@@ -494,18 +540,22 @@ class _Run:
             a = seg.first * bs
             yield a, min(size, (seg.first + seg.count) * bs) - a, seg.kind == Kind.DATA, seg
 
-    def _blocks(self) -> None:
-        """Read the volume's data window by window (a reader thread fills the next windows while
-        this one is classified and written) and classify each into the writer; holes and blocks
-        vouched unchanged are classified without a read."""
-        writer, classifier = self.writer, self.classifier
-        bs, size = self.plan.header.block_size, self.plan.header.volume_size
-        step = self.plan.header.chunk_blocks * bs
+    def _reader(self) -> ReadAhead:
+        """The volume's reader: window by window along the read plan (a thread fills the next
+        windows while one is classified and written); the source is told the reads to come."""
+        size = self.plan.header.volume_size
+        step = self.plan.header.chunk_blocks * self.plan.header.block_size
         spans, ahead = itertools.tee(self._plan())
         self.src.advise(
             (o, n) for o, n, read, _ in plan_windows(ahead, step) if read
         )  # the source may send the next reads early
-        reader = ReadAhead(self.src.readinto_at, size, step, plan=spans)
+        return ReadAhead(self.src.readinto_at, size, step, plan=spans)
+
+    def _blocks(self, reader: ReadAhead) -> None:
+        """Classify the volume's windows from ``reader`` into the writer; holes and blocks
+        vouched unchanged are classified without a read."""
+        writer, classifier = self.writer, self.classifier
+        bs = self.plan.header.block_size
         try:
             for offset, n, tag, buf, got in reader.items():
                 if writer.stopped:

@@ -98,6 +98,7 @@ class GenerationWriter:
         self.buf = self.packers.buffer()
         self.dropped_from: int | None = None  # first block of a chunk that could not be written
         self.recorded = False  # close_part wrote the generation's final catalog state
+        self.eager = False  # write the next packed chunk at once: the drive's buffer is empty
         self._reset()
 
     def _reset(self) -> None:
@@ -131,6 +132,7 @@ class GenerationWriter:
 
     def open_part(self, drive: TapeDrive, label: fmt.Label, number: int) -> WriteStatus:
         self.media.writing(label)  # its lease (docs/leases.md), before anything is written
+        self.eager = True  # a part starts after a filemark or a medium change: nothing in the drive's buffer
         pos = drive.position()
         hdr = replace(self.genhdr, medium_uuid=label.medium_uuid, part=number)
         self.gen_id = self.catalog.begin_generation(
@@ -332,7 +334,11 @@ class GenerationWriter:
         pk = self.packers
         try:
             pk.submit(job, self._part_header())
-            while pk.full() or pk.ready():
+            # a part's first chunk goes to the drive as soon as it is packed, not when the next
+            # one is submitted: the drive's buffer is empty at a part's start (a synchronous
+            # filemark drained it), and every millisecond until the first record is a stop
+            while pk.pending() and (pk.full() or pk.ready() or self.eager):
+                self.eager = False
                 self._write_job(pk.take())
         except BaseException:
             pk.close()

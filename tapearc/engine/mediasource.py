@@ -23,6 +23,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tapearc import format as fmt
@@ -30,7 +31,7 @@ from tapearc.catalog.db import Catalog
 from tapearc.engine.identity import known_medium
 from tapearc.engine.tapefiles import LabelProbe, probe_label
 from tapearc.errors import MediumUnavailableError, TapearcError, UsageError
-from tapearc.media.base import TapeDrive
+from tapearc.media.base import Position, TapeDrive
 from tapearc.media.changer import AttendedChanger, Changer, ChangerStatus, DriveBayStatus
 
 if TYPE_CHECKING:
@@ -163,6 +164,22 @@ class LeasedChanger(Changer):
         self.inner.close()
 
 
+@dataclass(frozen=True, slots=True)
+class AppendHint:
+    """Where the last backup through a :class:`MediaSource` ended: its drive (the very object),
+    the medium's label, the drive's position right after the generation's filemark and the key
+    records at the start of that medium. The next backup on the same drive appends there
+    without rewinding to read the label and walking every tape file again (minutes of tape
+    motion per volume on a real drive), as long as the drive is the same open drive, still at
+    that position (a medium changed in between is at its beginning), and the medium's lease held.
+    Anything else: the medium is inspected from its beginning, as always."""
+
+    drive: TapeDrive
+    label: fmt.Label
+    position: Position
+    key_records: tuple[fmt.WrappedKey, ...]
+
+
 class MediaSource:
     """The drive of a job and the means to change its medium."""
 
@@ -213,6 +230,7 @@ class MediaSource:
         self.drive_lease = drive_lease
         self.medium_lease: Lease | None = None
         self.pinned = False  # medium(): the lease held is the wanted medium's, kept while it is searched for
+        self.append_hint: AppendHint | None = None  # set by a backup that ended cleanly on this drive
         if leases is not None and self.library is not None and changer is not None:
             changer = LeasedChanger(changer, leases, self.library, self.purpose, operator_timeout)
         self.changer: Changer | None = changer
@@ -352,6 +370,7 @@ class MediaSource:
         return next((d for d in st.drives if d.number == self.drive_index), None)
 
     def close_drive(self) -> None:
+        self.append_hint = None
         if self.drive is not None:
             self.drive.close()
             self.drive = None
@@ -362,6 +381,7 @@ class MediaSource:
         self.drop_medium()
 
     def drop_medium(self) -> None:
+        self.append_hint = None
         if self.medium_lease is not None:
             self.medium_lease.release()
             self.medium_lease = None
@@ -409,6 +429,18 @@ class MediaSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def continued_append(self, drive: TapeDrive) -> AppendHint | None:
+        """The :class:`AppendHint` a backup may append at on ``drive`` (taken: one use), or None:
+        not the same open drive, the drive elsewhere than where the last backup ended, or the
+        medium's lease not held any more."""
+        hint, self.append_hint = self.append_hint, None
+        if hint is None or hint.drive is not drive or drive is not self.drive or not drive.writable:
+            return None
+        lease, leased = self.medium_lease, self.leases is not None and self.library is not None
+        if leased and (lease is None or lease.resource != f"medium:{hint.label.medium_uuid}"):
+            return None
+        return hint if drive.position() == hint.position else None
 
     # ------------------------------------------------------------------ finding media
 

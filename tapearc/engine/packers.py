@@ -33,6 +33,7 @@ from typing import Protocol, runtime_checkable
 import zstandard
 
 from tapearc import format as fmt
+from tapearc.buffers import POOL
 from tapearc.engine.genplan import HEADER_RESERVE
 
 Buf = bytes | bytearray | memoryview
@@ -166,7 +167,7 @@ class Packers:
         if self._free:
             return self._free.pop()
         self.made += 1
-        return bytearray(self.buffer_size)
+        return POOL.take(self.buffer_size)
 
     def release(self, job: ChunkJob) -> None:
         """The chunk is written (or dropped): its buffer is free again."""
@@ -212,12 +213,14 @@ class Packers:
         background; nothing waits for them)."""
         while self._queue:
             job, fut = self._queue.popleft()
-            if fut is not None:
-                fut.cancel()
-            self._free.append(job.buf)
+            if fut is None or fut.cancel() or fut.done():  # else a worker is inside it: not reused
+                self._free.append(job.buf)
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+        for buf in self._free:  # written or never started: the next generation's buffers
+            POOL.give(buf)
+        self._free = []
 
 
 # ---------------------------------------------------------------- restore side

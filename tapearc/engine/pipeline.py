@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import cast
 
 from tapearc import settings
-from tapearc.buffers import PAGE, aligned_bytearray, buffer_address  # noqa: F401 (re-exported)
+from tapearc.buffers import PAGE, POOL, aligned_bytearray, buffer_address  # noqa: F401 (re-exported)
 
 ReadFn = Callable[[memoryview, int], int]  # (buffer to fill, offset) -> bytes read
 #: A span of a read plan: ``(offset, length, read, tag)``; read spans are read window by window,
@@ -88,7 +88,7 @@ class ReadAhead:
         self.plan = plan
         self.threaded = pipeline_enabled() if threaded is None else threaded
         n = depth if self.threaded else 1
-        self.buffers = [aligned_bytearray(window) for _ in range(max(1, n))]
+        self.buffers = [POOL.take_aligned(window) for _ in range(max(1, n))]  # back to the pool in close()
         self._free: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
         self._full: queue.Queue[_Item | BaseException | _Stop] = queue.Queue(maxsize=len(self.buffers) + MAX_SKIPS)
         self._stop = threading.Event()
@@ -162,10 +162,9 @@ class ReadAhead:
                 if got < n:
                     return
             return
-        for b in self.buffers:
-            self._free.put(b)
-        self._thread = threading.Thread(target=self._run, name="tapearc-readahead", daemon=True)
-        self._thread.start()
+        self.begin()
+        if self._thread is None:  # closed before it started
+            return
         try:
             while True:
                 item = self._full.get()
@@ -191,6 +190,20 @@ class ReadAhead:
         self._stop.set()
         self._free.put(None)
         t.join(JOIN_TIMEOUT)
+        if not t.is_alive():  # no read can fill them any more: the next volume's windows
+            for ba, _base in self.buffers:
+                POOL.give(ba)
+            self.buffers = []
+
+    def begin(self) -> None:
+        """Start reading (threaded: the first windows are read while the caller does something
+        else, e.g. writes the part's header; :meth:`items` starts it otherwise). Once."""
+        if not self.threaded or self._thread is not None or self._stop.is_set():
+            return
+        for b in self.buffers:
+            self._free.put(b)
+        self._thread = threading.Thread(target=self._run, name="tapearc-readahead", daemon=True)
+        self._thread.start()
 
     def __enter__(self) -> ReadAhead:
         return self
