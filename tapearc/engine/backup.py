@@ -353,8 +353,7 @@ def backup(
     """Write a generation of ``source``: incremental when the volume already has a complete
     generation in the media set (unless ``options.full``), else full. When the medium fills up
     and the source can change media, the generation continues on the next medium of the set."""
-    progress = progress or NoProgress()
-    started = time.monotonic()
+    progress, started, vu = progress or NoProgress(), time.monotonic(), options.changes.verify_unchanged
     _check_options(options)
     if not isinstance(media, MediaSource):
         media = MediaSource.fixed(media, catalog)
@@ -390,7 +389,6 @@ def backup(
             result.warnings += (pool.warnings if pool else []) + change.warnings + _tls_warnings(source)
             result.change = change.record.to_json()
             writer = _writer(plan, result, catalog, media, options, clock)
-            vu = options.changes.verify_unchanged
             run = _Run(src, source, plan, writer, medium, pos0, progress, change_map=change.map, verify_unchanged=vu)
             complete = run.write()
             _remember_end(media, medium, writer, complete and not options.verify)
