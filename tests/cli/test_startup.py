@@ -1,0 +1,143 @@
+"""tapearc's start-up: a command line gets only the command modules it runs, and behaves as with
+every command (tapearc.cli.app.needed_modules, make_app).
+
+These tests check which modules a command imports and that the outputs are the same; they time
+nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from tapearc.cli import app as cli_app
+from tapearc.cli.app import COMMAND_MODULES, full_app, make_app, needed_modules
+
+
+@pytest.mark.parametrize(
+    ("args", "modules"),
+    [
+        (["backup", "x", "--media", "sim:t"], ("backup_cmd",)),
+        (["list", "--help"], ("list_cmd",)),
+        (["compare", "a", "b"], ("copy_cmd",)),
+        (["media", "list"], ("pool_cmd",)),
+        (["-v", "-vv", "--debug", "--verbose", "catalog", "volumes"], ("catalog_cmd",)),
+        (["--progress", "json", "scan"], ("scan_cmd",)),
+        (["--progress", "list", "backup"], ("backup_cmd",)),  # "list" is --progress's value
+        (["--progress=json", "run", "job.toml"], ("run_cmd",)),
+        (["--version", "backup"], ("backup_cmd",)),
+        (["--version"], ()),
+        (["-v", "--version", "--progress", "none"], ()),
+        ([], None),  # the help
+        (["--help"], None),
+        (["-h", "backup"], None),
+        (["-vh", "backup"], None),  # -v and -h together
+        (["--debug"], None),  # a missing command
+        (["bakup"], None),  # an unknown command: click's message may name the others
+        (["Backup"], None),
+        (["vv", "backup"], None),
+        (["--", "backup"], None),
+        (["--nosuch", "backup"], None),
+        (["--progress"], None),
+        (["--install-completion"], None),
+    ],
+)
+def test_needed_modules(args: list[str], modules: tuple[str, ...] | None) -> None:
+    assert needed_modules(args) == modules
+
+
+def _top_level(app: typer.Typer) -> list[str]:
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    return list(group.commands)
+
+
+@pytest.mark.parametrize("module", list(COMMAND_MODULES))
+def test_command_modules_table(module: str) -> None:
+    """The table names exactly the commands each module registers (a command added to a
+    module without the table would be unknown to `tapearc CMD`, and so load every module)."""
+    assert _top_level(make_app((module,))) == list(COMMAND_MODULES[module])
+
+
+def test_full_app_order() -> None:
+    """Every command, in the order of `tapearc --help` (typer lists commands before groups)."""
+    assert _top_level(full_app()) == [
+        "backup", "restore", "list", "verify", "label", "scan", "plan", "copy", "compare", "run",
+        "drive", "key", "catalog", "pool", "media", "lease",
+    ]  # fmt: skip
+
+
+def _lines(app: typer.Typer) -> list[list[str]]:
+    """Command lines whose output comes from typer and click alone: each command's and
+    sub-command's help, a missing argument, an unknown option."""
+    lines: list[list[str]] = []
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    for name, cmd in group.commands.items():
+        lines += [[name, "--help"], [name], [name, "--no-such-option"], ["-v", "--progress", "json", name, "-h"]]
+        if isinstance(cmd, typer.core.TyperGroup):
+            lines += [[name, sub, "--help"] for sub in cmd.commands]
+            lines += [[name, "no-such-command"]]
+    return lines
+
+
+def test_same_output_as_every_command() -> None:
+    """Each command line gives the same output and exit status with only the modules it needs
+    as with every command."""
+    runner = CliRunner()
+    whole = full_app()
+    for args in _lines(whole):
+        modules = needed_modules(args)
+        assert modules is not None and len(modules) == 1, args
+        env = {"COLUMNS": "100", "TAPEARC_CATALOG": "/nonexistent/catalog.sqlite"}
+        a = runner.invoke(whole, args, prog_name="tapearc", env=env)
+        b = runner.invoke(make_app(modules), args, prog_name="tapearc", env=env)
+        assert (b.exit_code, b.output) == (a.exit_code, a.output), args
+
+
+def _imported_by(*args: str) -> set[str]:
+    """The tapearc.cli modules (and rich's console) a run of tapearc with ``args`` imported."""
+    code = (
+        "import sys\n"
+        "from tapearc.cli.app import main\n"
+        f"sys.argv = ['tapearc', *{list(args)!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    print('MODULES', *sorted(m for m in sys.modules if m.startswith(('tapearc.cli.', 'rich.console'))))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    line = next(ln for ln in p.stdout.splitlines() if ln.startswith("MODULES"))
+    return set(line.split()[1:])
+
+
+def test_a_command_imports_only_its_module() -> None:
+    mods = _imported_by("list", "--help")
+    assert "tapearc.cli.list_cmd" in mods
+    others = {f"tapearc.cli.{m}" for m in COMMAND_MODULES if m != "list_cmd"}
+    assert not mods & others, mods & others
+
+
+def test_version_imports_no_command() -> None:
+    mods = _imported_by("--version")
+    assert not mods & {f"tapearc.cli.{m}" for m in COMMAND_MODULES}
+
+
+def test_help_imports_every_command() -> None:
+    mods = _imported_by("--help")
+    assert {f"tapearc.cli.{m}" for m in COMMAND_MODULES} <= mods
+
+
+def test_main_twice_in_one_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """main() builds its app per call: a command run before does not change `tapearc --help`."""
+    outs = []
+    for args in (["--help"], ["list", "--help"], ["--help"]):
+        with pytest.raises(SystemExit) as e:
+            monkeypatch.setattr(sys, "argv", ["tapearc", *args])
+            cli_app.main()
+        assert e.value.code == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[2] and "backup" in outs[0] and "lease" in outs[0]
