@@ -20,15 +20,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar, cast
 
 import typer
-from rich.console import Console
 
 from tapearc.errors import InternalError, Interrupted, TapearcError, UsageError
 from tapearc.units import parse_size
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from tapearc import format as fmt
     from tapearc.catalog.db import Catalog
     from tapearc.crypto.keys import Key
@@ -45,13 +46,63 @@ class StdoutClosed(Exception):
     """Standard output's reader went away (raised where rich would exit with status 1)."""
 
 
-class _OutConsole(Console):
-    def on_broken_pipe(self) -> None:
-        raise StdoutClosed
+def out_console_class() -> type[Console]:
+    """The console of standard output: a write to a closed pipe raises StdoutClosed."""
+    from rich.console import Console
+
+    class OutConsole(Console):
+        def on_broken_pipe(self) -> None:
+            raise StdoutClosed
+
+    return OutConsole
 
 
-err_console = Console(stderr=True, highlight=False)
-out_console = _OutConsole(highlight=False, width=None if sys.stdout.isatty() else 200)
+def err_console_class() -> type[Console]:
+    from rich.console import Console
+
+    return Console
+
+
+class LazyConsole:
+    """A rich Console made at its first use: importing rich.console costs ~15 ms of start-up,
+    which a command printing only JSON (or nothing) need not pay. The first attribute looked up
+    (or set) turns this object into the console itself: its class becomes the console's class
+    and the console's ``__init__`` runs on it with the arguments given here, so from then on it
+    is that Console (rich, isinstance and the methods see nothing else)."""
+
+    def __init__(self, make_class: Callable[[], type[Console]], **kwargs: object) -> None:
+        object.__setattr__(self, "lazy_args", (make_class, kwargs))
+
+    def become_console(self) -> None:
+        make_class, kwargs = self.__dict__.pop("lazy_args")
+        cls = make_class()
+        object.__setattr__(self, "__class__", cls)
+        cls.__init__(self, **kwargs)
+
+    def __getattr__(self, name: str) -> object:  # (only for names not found otherwise)
+        if name == "lazy_args":
+            raise AttributeError(name)
+        self.become_console()
+        return getattr(self, name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        self.become_console()
+        setattr(self, name, value)
+
+    def __enter__(self) -> object:
+        self.become_console()
+        return self.__enter__()
+
+    def __exit__(self, *exc: object) -> object:  # (`with` took this one before __enter__ ran)
+        exit_method: Callable[..., object] = type(self).__exit__
+        return exit_method(self, *exc)
+
+
+# (their arguments are taken now, as when they were made at import)
+err_console = cast("Console", LazyConsole(err_console_class, stderr=True, highlight=False))
+out_console = cast(
+    "Console", LazyConsole(out_console_class, highlight=False, width=None if sys.stdout.isatty() else 200)
+)
 
 
 @dataclass

@@ -6,8 +6,10 @@ nothing."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -15,6 +17,7 @@ from typer.testing import CliRunner
 
 from tapearc.cli import app as cli_app
 from tapearc.cli.app import COMMAND_MODULES, full_app, make_app, needed_modules
+from tapearc.cli.common import LazyConsole, err_console_class, out_console_class
 
 
 @pytest.mark.parametrize(
@@ -98,7 +101,7 @@ def test_same_output_as_every_command() -> None:
         assert (b.exit_code, b.output) == (a.exit_code, a.output), args
 
 
-def _imported_by(*args: str) -> set[str]:
+def _imported_by(*args: str, catalog: Path | None = None) -> set[str]:
     """The tapearc.cli modules (and rich's console) a run of tapearc with ``args`` imported."""
     code = (
         "import sys\n"
@@ -109,7 +112,8 @@ def _imported_by(*args: str) -> set[str]:
         "finally:\n"
         "    print('MODULES', *sorted(m for m in sys.modules if m.startswith(('tapearc.cli.', 'rich.console'))))\n"
     )
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "TAPEARC_CATALOG": str(catalog or "/nonexistent/catalog.sqlite")}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     line = next(ln for ln in p.stdout.splitlines() if ln.startswith("MODULES"))
     return set(line.split()[1:])
 
@@ -141,3 +145,45 @@ def test_main_twice_in_one_process(capsys: pytest.CaptureFixture[str], monkeypat
         assert e.value.code == 0
         outs.append(capsys.readouterr().out)
     assert outs[0] == outs[2] and "backup" in outs[0] and "lease" in outs[0]
+
+
+# ---------------------------------------------------------------- rich only when something is printed with it
+
+
+def test_rich_console_not_imported_by_the_cli_modules() -> None:
+    code = (
+        "import sys\n"
+        "import tapearc.cli.app, tapearc.cli.common, tapearc.cli.progress, tapearc.cli.render\n"
+        "from tapearc.cli.app import COMMAND_MODULES, make_app\n"
+        "make_app()\n"  # every command module
+        "assert 'rich.console' not in sys.modules, 'rich.console'\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
+def test_json_backup_and_list_do_not_import_rich(tmp_path: Path) -> None:
+    vol = tmp_path / "vol.img"
+    vol.write_bytes(os.urandom(100_000))
+    spec, cat = f"sim:{tmp_path / 't.tap'}", tmp_path / "cat.sqlite"
+    assert "rich.console" not in _imported_by("backup", str(vol), "--media", spec, "--json", catalog=cat)
+    assert "rich.console" not in _imported_by("list", "--media", spec, "--json", catalog=cat)
+    assert "rich.console" in _imported_by("list", "--media", spec, catalog=cat)  # a table
+
+
+def test_lazy_console_becomes_a_console(capsys: pytest.CaptureFixture[str]) -> None:
+    from rich.console import Console
+
+    out = LazyConsole(out_console_class, highlight=False, width=200)
+    assert type(out) is LazyConsole
+    out.print("[b]one[/b] :smile:", markup=False, soft_wrap=True)  # type: ignore[attr-defined]
+    assert isinstance(out, Console) and type(out).__name__ == "OutConsole" and out.width == 200
+    err = LazyConsole(err_console_class, stderr=True, highlight=False)
+    with err as same:  # type: ignore[attr-defined]
+        assert same is err and isinstance(err, Console)
+        err.print("two")  # type: ignore[attr-defined]
+    set_first = LazyConsole(err_console_class, stderr=True)
+    set_first.soft_wrap = True
+    assert isinstance(set_first, Console) and set_first.soft_wrap is True
+    captured = capsys.readouterr()
+    assert captured.out == "[b]one[/b] 😄\n" and captured.err == "two\n"
