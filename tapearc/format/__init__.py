@@ -9,6 +9,9 @@ chunks: associated data, sealing and opening (:mod:`.sealing`). No I/O, no polic
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 from .codec import (
     TrailerSummary,
     build_chunk,
@@ -84,15 +87,6 @@ from .digest import (
 )
 from .framing import peek_item, record_count, split_records
 from .jsonio import from_jsonable, to_jsonable
-from .keyrecord import (
-    KDF_SCRYPT,
-    KEY_RECORD_MAGIC,
-    WRAPPED_KEY_LEN,
-    WrappedKey,
-    decode_key_record,
-    encode_key_record,
-    key_record_aad,
-)
 from .mapping import (
     block_count,
     block_len,
@@ -117,20 +111,63 @@ from .model import (
     TrailerEnd,
     VolumeSource,
 )
-from .sealing import (
-    AAD_TAG,
-    build_sealed_chunk,
-    check_key,
-    chunk_aad,
-    chunk_cipher,
-    open_chunk_payload,
-    raw_payload,
-    reseal_chunk,
-    seal_chunk,
-    seal_chunk_payload,
-)
 from .trailer import MemoryStore, TrailerBuilder, TrailerStore
 from .trailerfile import TrailerFile
+
+if TYPE_CHECKING:
+    from .keyrecord import (
+        KDF_SCRYPT,
+        KEY_RECORD_MAGIC,
+        WRAPPED_KEY_LEN,
+        WrappedKey,
+        decode_key_record,
+        encode_key_record,
+        key_record_aad,
+    )
+    from .sealing import (
+        AAD_TAG,
+        build_sealed_chunk,
+        check_key,
+        chunk_aad,
+        chunk_cipher,
+        open_chunk_payload,
+        raw_payload,
+        reseal_chunk,
+        seal_chunk,
+        seal_chunk_payload,
+    )
+
+# Exported at their first use (PEP 562 module __getattr__): the key records and the sealing of
+# encrypted chunks, which a command on unencrypted media does not need at start-up.
+LAZY_EXPORTS: dict[str, str] = {
+    "KDF_SCRYPT": "keyrecord",
+    "KEY_RECORD_MAGIC": "keyrecord",
+    "WRAPPED_KEY_LEN": "keyrecord",
+    "WrappedKey": "keyrecord",
+    "decode_key_record": "keyrecord",
+    "encode_key_record": "keyrecord",
+    "key_record_aad": "keyrecord",
+    "AAD_TAG": "sealing",
+    "build_sealed_chunk": "sealing",
+    "check_key": "sealing",
+    "chunk_aad": "sealing",
+    "chunk_cipher": "sealing",
+    "open_chunk_payload": "sealing",
+    "raw_payload": "sealing",
+    "reseal_chunk": "sealing",
+    "seal_chunk": "sealing",
+    "seal_chunk_payload": "sealing",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = LAZY_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AAD_TAG",
