@@ -1,5 +1,6 @@
-"""tapearc.format's lazy exports (key records, sealing): every exported name resolves, to the
-submodule's own object, and importing the package does not import those submodules."""
+"""tapearc.format's lazy exports: every exported name resolves, to the submodule's own object;
+importing the package imports no submodule but the constants, a catalog command does not import
+construct, the dirty-bitmap incremental's engine neither the key records nor sealing."""
 
 from __future__ import annotations
 
@@ -18,6 +19,18 @@ def test_every_export_resolves() -> None:
     for name, module in fmt.LAZY_EXPORTS.items():
         assert name in fmt.__all__
         assert getattr(fmt, name) is getattr(importlib.import_module(f"tapearc.format.{module}"), name)
+
+
+def test_package_alone_and_catalog_commands() -> None:
+    code = (
+        "import sys\n"
+        "import tapearc.format\n"
+        "assert not {m for m in sys.modules if m.startswith('tapearc.format.')} - {'tapearc.format.constants'}\n"
+        "import tapearc.catalog.db, tapearc.catalog.views, tapearc.catalog.leases, tapearc.cli.catalog_cmd\n"
+        "assert 'construct' not in sys.modules and 'tapearc.format.codec' not in sys.modules\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
 
 
 def test_unknown_name() -> None:
