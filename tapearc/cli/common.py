@@ -403,10 +403,12 @@ def open_media(
     the drives of a library (any free drive of ``sim:DIR``), else by a file lock (tapearc.locks).
     ``changer_drive`` (--changer-drive): the changer's number of that drive (default: N of
     ``sim:DIR/drive-N.tap``, else 0), checked against the changer's inventory."""
+    from tapearc import format as fmt
     from tapearc.engine.mediasource import MediaSource, leased_media, uses_leases
     from tapearc.locks import medium_lock
     from tapearc.media.changers import open_changer
 
+    fmt.import_media_modules()  # before the command's timed work
     check_changer_drive(spec, changer, changer_drive)
     if catalog is not None and uses_leases(spec, changer, catalog):  # the drives of a library: docs/leases.md
         with leased_media(

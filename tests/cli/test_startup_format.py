@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -49,4 +50,20 @@ def test_lazy_submodules_not_imported() -> None:
         "assert {'tapearc.format.keyrecord', 'tapearc.format.sealing'} <= set(sys.modules)\n"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
+def test_media_modules() -> None:
+    """What a command that opens a medium imports before its timed work: every lazily exported
+    submodule but the key records and sealing."""
+    assert set(fmt.MEDIA_MODULES) == set(fmt.LAZY_EXPORTS.values()) - {"keyrecord", "sealing"}
+    code = (
+        "import sys\n"
+        "from tapearc.cli.common import open_media\n"
+        "assert 'tapearc.format.codec' not in sys.modules\n"
+        "with open_media(sys.argv[1], None, write=True):\n"
+        "    assert {'tapearc.format.codec', 'tapearc.format.trailer'} <= set(sys.modules)\n"
+    )
+    with tempfile.TemporaryDirectory() as d:
+        p = subprocess.run([sys.executable, "-c", code, f"sim:{d}/t.tap"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
