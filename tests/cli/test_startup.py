@@ -187,3 +187,24 @@ def test_lazy_console_becomes_a_console(capsys: pytest.CaptureFixture[str]) -> N
     assert isinstance(set_first, Console) and set_first.soft_wrap is True
     captured = capsys.readouterr()
     assert captured.out == "[b]one[/b] 😄\n" and captured.err == "two\n"
+
+
+# ---------------------------------------------------------------- the end of a command
+
+
+@pytest.mark.parametrize("args", [["--version"], ["list", "--media", "sim:/nonexistent/t.tap"]])
+def test_objects_frozen_before_shutdown(args: list[str]) -> None:
+    """entry.main ends a command (any exit status) with the objects moved out of the garbage
+    collector's way (gc.freeze), so the interpreter's shutdown does not scan them all again."""
+    code = (
+        "import gc, sys\n"
+        f"sys.argv = ['tapearc', *{args!r}]\n"
+        "from tapearc.cli.entry import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as e:\n"
+        "    print('FROZEN', gc.get_freeze_count(), 'EXIT', e.code)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    line = next(ln for ln in p.stdout.splitlines() if ln.startswith("FROZEN"))
+    assert int(line.split()[1]) > 10000, line
