@@ -14,6 +14,7 @@ import math
 import os
 import select
 import sys
+import threading
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
@@ -63,21 +64,31 @@ def err_console_class() -> type[Console]:
     return Console
 
 
+CONSOLE_LOCK = threading.Lock()
+
+
 class LazyConsole:
     """A rich Console made at its first use: importing rich.console costs ~15 ms of start-up,
     which a command printing only JSON (or nothing) need not pay. The first attribute looked up
-    (or set) turns this object into the console itself: its class becomes the console's class
-    and the console's ``__init__`` runs on it with the arguments given here, so from then on it
-    is that Console (rich, isinstance and the methods see nothing else)."""
+    (or set) turns this object into the console itself: the console is made with the arguments
+    given here, and this object takes its state, then its class, so from then on it is that
+    Console (rich, isinstance and the methods see nothing else). Threads that use it first at
+    the same time wait for one of them to make it (a lock); a rich Console keeps no reference to
+    itself in its state, so the state can move to this object."""
 
     def __init__(self, make_class: Callable[[], type[Console]], **kwargs: object) -> None:
         object.__setattr__(self, "lazy_args", (make_class, kwargs))
 
     def become_console(self) -> None:
-        make_class, kwargs = self.__dict__.pop("lazy_args")
-        cls = make_class()
-        object.__setattr__(self, "__class__", cls)
-        cls.__init__(self, **kwargs)
+        with CONSOLE_LOCK:
+            if type(self) is not LazyConsole:  # another thread made it meanwhile
+                return
+            make_class, kwargs = self.__dict__["lazy_args"]
+            cls = make_class()
+            made = cls(**kwargs)
+            # its state, then its class (until then, a method looked up waits on the lock)
+            object.__setattr__(self, "__dict__", made.__dict__)
+            object.__setattr__(self, "__class__", cls)
 
     def __getattr__(self, name: str) -> object:  # (only for names not found otherwise)
         if name == "lazy_args":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,36 @@ def test_objects_frozen_before_shutdown(args: list[str]) -> None:
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     line = next(ln for ln in p.stdout.splitlines() if ln.startswith("FROZEN"))
     assert int(line.split()[1]) > 10000, line
+
+
+def test_lazy_console_first_used_by_threads_at_once() -> None:
+    """Threads that use a LazyConsole first at the same time get one Console, made once."""
+    import threading
+
+    from rich.console import Console
+
+    made: list[int] = []
+    start = threading.Barrier(8)
+
+    def slow_class() -> type[Console]:
+        made.append(1)
+        time.sleep(0.05)  # as a first import of rich would: the other threads come in meanwhile
+        return err_console_class()
+
+    c = LazyConsole(slow_class, stderr=True, highlight=False)
+    errors: list[BaseException] = []
+    widths: list[int] = []
+
+    def use() -> None:
+        start.wait()
+        try:
+            widths.append(c.width)  # type: ignore[attr-defined]
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(widths) == 8 and made == [1] and isinstance(c, Console)
