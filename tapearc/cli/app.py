@@ -13,39 +13,19 @@ output with ``--json``), whether the engine refused something or the command lin
 
 from __future__ import annotations
 
-import logging
+import importlib
 import os
 import sys
+from types import ModuleType
 from typing import Annotated
 
 import typer
 
-from tapearc.cli import (
-    backup_cmd,
-    catalog_cmd,
-    copy_cmd,
-    drive_cmd,
-    key_cmd,
-    label_cmd,
-    lease_cmd,
-    list_cmd,
-    plan_cmd,
-    pool_cmd,
-    restore_cmd,
-    run_cmd,
-    scan_cmd,
-    verify_cmd,
-)
 from tapearc.cli.common import EPIPE_EXIT, fail, options
 from tapearc.cli.progress import PROGRESS_MODES
 from tapearc.errors import TapearcError, UsageError
 
-app = typer.Typer(
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    help="Archive block volumes to tape (or a simulated tape, or a removable-disk folder) and restore them exactly.",
-)
+APP_HELP = "Archive block volumes to tape (or a simulated tape, or a removable-disk folder) and restore them exactly."
 
 
 def package_version() -> str:
@@ -70,7 +50,6 @@ def _progress_mode(text: str) -> str:
     return text
 
 
-@app.callback()
 def global_options(
     version: Annotated[
         bool,
@@ -102,28 +81,80 @@ def global_options(
 ) -> None:
     """Archive block volumes to tape (or a simulated tape, or a removable-disk folder) and restore them exactly."""
     options.debug, options.verbose, options.progress = debug, verbose, progress
-    level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else None
-    if level is not None:
+    if debug or verbose:
+        import logging
+
+        level = logging.DEBUG if debug or verbose > 1 else logging.INFO
         logging.basicConfig(level=level, stream=sys.stderr, format="tapearc: %(levelname)s: %(name)s: %(message)s")
 
 
-for _module in (
-    backup_cmd,
-    restore_cmd,
-    list_cmd,
-    verify_cmd,
-    label_cmd,
-    scan_cmd,
-    plan_cmd,
-    drive_cmd,
-    copy_cmd,
-    key_cmd,
-    catalog_cmd,
-    run_cmd,
-    pool_cmd,
-    lease_cmd,
-):
-    _module.register(app)
+# The command modules in the order `tapearc --help` lists their commands' registration, and
+# the top-level commands each registers (its ``register(app)``).
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "backup_cmd": ("backup",),
+    "restore_cmd": ("restore",),
+    "list_cmd": ("list",),
+    "verify_cmd": ("verify",),
+    "label_cmd": ("label",),
+    "scan_cmd": ("scan",),
+    "plan_cmd": ("plan",),
+    "drive_cmd": ("drive",),
+    "copy_cmd": ("copy", "compare"),
+    "key_cmd": ("key",),
+    "catalog_cmd": ("catalog",),
+    "run_cmd": ("run",),
+    "pool_cmd": ("pool", "media"),
+    "lease_cmd": ("lease",),
+}
+MODULE_OF = {command: module for module, commands in COMMAND_MODULES.items() for command in commands}
+# the global options before the command (the value of --progress is the next argument)
+GLOBAL_FLAGS = frozenset({"--version", "--verbose", "--debug"})
+
+
+def make_app(modules: tuple[str, ...] | None = None) -> typer.Typer:
+    """The ``tapearc`` app with the commands of ``modules`` (names of COMMAND_MODULES; None: every
+    command). Each command module costs start-up time (its imports, and typer turning its
+    commands into click commands), so a command line gets only what it runs: see
+    :func:`needed_modules`."""
+    app = typer.Typer(
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        help=APP_HELP,
+    )
+    app.callback()(global_options)
+    for name in COMMAND_MODULES:
+        if modules is None or name in modules:
+            module: ModuleType = importlib.import_module(f"tapearc.cli.{name}")
+            module.register(app)
+    return app
+
+
+def full_app() -> typer.Typer:
+    """The app with every command (the man page, the help)."""
+    return make_app()
+
+
+def needed_modules(args: list[str]) -> tuple[str, ...] | None:
+    """The command modules the command line ``args`` needs: the named command's own; none for
+    ``--version`` without a command; None (every module) for anything else: the top-level help,
+    shell completion (its words are not in ``args``), an unknown command or option, ``--``.
+    Every command the app gets behaves as with the whole tree: a command's help, parsing and
+    errors do not depend on its siblings (those of the top level do, hence every module there)."""
+    version, i = False, 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--progress":
+            i += 2
+            continue
+        if arg in GLOBAL_FLAGS or arg.startswith("--progress=") or _is_v(arg):
+            version = version or arg == "--version"
+            i += 1
+            continue
+        if arg.startswith("-") or arg not in MODULE_OF:
+            return None
+        return (MODULE_OF[arg],)
+    return () if version else None
 
 
 def click_exception_type() -> type[Exception]:
@@ -145,12 +176,17 @@ def usage_error(exc: Exception, args: list[str]) -> int:
     return fail(err, json_out).exit_code
 
 
+def _is_v(arg: str) -> bool:
+    """-v, -vv, ...: --verbose given once or more."""
+    return len(arg) > 1 and arg[0] == "-" and set(arg[1:]) == {"v"}
+
+
 def main() -> None:
     """Run the command line (the console script goes through tapearc.cli.entry first)."""
     args = sys.argv[1:]
     before = _stdout_id()
     try:
-        rv = app(args=args, prog_name="tapearc", standalone_mode=False)
+        rv = make_app(needed_modules(args))(args=args, prog_name="tapearc", standalone_mode=False)
     except TapearcError as e:  # an option value our parsers refused while typer read the command line
         raise SystemExit(fail(e, "--json" in args).exit_code) from None
     except typer.Abort:

@@ -14,21 +14,23 @@ import math
 import os
 import select
 import sys
+import threading
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar, cast
 
 import typer
-from rich.console import Console
 
 from tapearc.errors import InternalError, Interrupted, TapearcError, UsageError
 from tapearc.units import parse_size
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from tapearc import format as fmt
     from tapearc.catalog.db import Catalog
     from tapearc.crypto.keys import Key
@@ -45,13 +47,73 @@ class StdoutClosed(Exception):
     """Standard output's reader went away (raised where rich would exit with status 1)."""
 
 
-class _OutConsole(Console):
-    def on_broken_pipe(self) -> None:
-        raise StdoutClosed
+def out_console_class() -> type[Console]:
+    """The console of standard output: a write to a closed pipe raises StdoutClosed."""
+    from rich.console import Console
+
+    class OutConsole(Console):
+        def on_broken_pipe(self) -> None:
+            raise StdoutClosed
+
+    return OutConsole
 
 
-err_console = Console(stderr=True, highlight=False)
-out_console = _OutConsole(highlight=False, width=None if sys.stdout.isatty() else 200)
+def err_console_class() -> type[Console]:
+    from rich.console import Console
+
+    return Console
+
+
+CONSOLE_LOCK = threading.Lock()
+
+
+class LazyConsole:
+    """A rich Console made at its first use: importing rich.console costs ~15 ms of start-up,
+    which a command printing only JSON (or nothing) need not pay. The first attribute looked up
+    (or set) turns this object into the console itself: the console is made with the arguments
+    given here, and this object takes its state, then its class, so from then on it is that
+    Console (rich, isinstance and the methods see nothing else). Threads that use it first at
+    the same time wait for one of them to make it (a lock); a rich Console keeps no reference to
+    itself in its state, so the state can move to this object."""
+
+    def __init__(self, make_class: Callable[[], type[Console]], **kwargs: object) -> None:
+        object.__setattr__(self, "lazy_args", (make_class, kwargs))
+
+    def become_console(self) -> None:
+        with CONSOLE_LOCK:
+            if type(self) is not LazyConsole:  # another thread made it meanwhile
+                return
+            make_class, kwargs = self.__dict__["lazy_args"]
+            cls = make_class()
+            made = cls(**kwargs)
+            # its state, then its class (until then, a method looked up waits on the lock)
+            object.__setattr__(self, "__dict__", made.__dict__)
+            object.__setattr__(self, "__class__", cls)
+
+    def __getattr__(self, name: str) -> object:  # (only for names not found otherwise)
+        if name == "lazy_args":
+            raise AttributeError(name)
+        self.become_console()
+        return getattr(self, name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        self.become_console()
+        setattr(self, name, value)
+
+    def __enter__(self) -> object:
+        self.become_console()
+        return self.__enter__()
+
+    def __exit__(self, *exc: object) -> object:  # (`with` took this one before __enter__ ran)
+        exit_method: Callable[..., object] = type(self).__exit__
+        return exit_method(self, *exc)
+
+
+# (their arguments are taken now, as when they were made at import)
+err_console = cast("Console", LazyConsole(err_console_class, stderr=True, highlight=False))
+out_console = cast(
+    "Console", LazyConsole(out_console_class, highlight=False, width=None if sys.stdout.isatty() else 200)
+)
 
 
 @dataclass
@@ -352,10 +414,12 @@ def open_media(
     the drives of a library (any free drive of ``sim:DIR``), else by a file lock (tapearc.locks).
     ``changer_drive`` (--changer-drive): the changer's number of that drive (default: N of
     ``sim:DIR/drive-N.tap``, else 0), checked against the changer's inventory."""
+    from tapearc import format as fmt
     from tapearc.engine.mediasource import MediaSource, leased_media, uses_leases
     from tapearc.locks import medium_lock
     from tapearc.media.changers import open_changer
 
+    fmt.import_media_modules()  # before the command's timed work
     check_changer_drive(spec, changer, changer_drive)
     if catalog is not None and uses_leases(spec, changer, catalog):  # the drives of a library: docs/leases.md
         with leased_media(

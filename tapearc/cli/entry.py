@@ -42,10 +42,23 @@ def main() -> None:
     except SystemExit as e:
         if e.code == INTERRUPTED_EXIT:
             _exit_interrupted()
+        _freeze_for_exit()
         raise
 
 
 INTERRUPTED_EXIT = 130
+
+
+def _freeze_for_exit() -> None:
+    """The command is done: every object moves to the garbage collector's permanent generation
+    (gc.freeze), so that the interpreter's shutdown does not scan them all again in each of its
+    collections (~30 000 objects after a backup: ~17 ms of a command's end, more than a third of
+    the time its modules take to import). They are still freed as the modules are cleared, by
+    their reference counts; only reference cycles among them are left for the process's exit
+    to release (everything the command opened is closed by then)."""
+    import gc
+
+    gc.freeze()
 
 
 def _exit_interrupted() -> None:

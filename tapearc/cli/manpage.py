@@ -17,7 +17,7 @@ from pathlib import Path
 import typer
 import typer.main
 
-from tapearc.cli.app import app, package_version
+from tapearc.cli.app import full_app, package_version
 
 DEFAULT_OUT = Path("docs/man/tapearc.1")
 
@@ -81,7 +81,7 @@ def _page_date() -> datetime.date:
 
 def render_man(date: datetime.date | None = None) -> str:
     """The whole page as roff text."""
-    group = typer.main.get_command(app)
+    group = typer.main.get_command(full_app())
     assert isinstance(group, typer.core.TyperGroup)
     ctx = typer.Context(group, info_name="tapearc")
     day = (date or _page_date()).isoformat()

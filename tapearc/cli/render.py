@@ -11,7 +11,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
-from tapearc.catalog.views import short_uuid
 from tapearc.cli.common import out_console, say
 from tapearc.units import format_size
 
@@ -105,6 +104,8 @@ def render_restore_ranges(res: RestoreResult) -> None:
 
 def render_plan(p: Plan, *, chunks: bool, labels: Mapping[UUID, str] | None = None) -> None:
     """The plan in text; media by label (barcode), by short UUID when they have none."""
+    from tapearc.catalog.views import short_uuid  # (not at import: `backup` does not need the views)
+
     d: dict[str, Any] = p.to_json(with_chunks=chunks)
     rolling = ""
     if p.from_generation is not None:

@@ -9,31 +9,9 @@ chunks: associated data, sealing and opening (:mod:`.sealing`). No I/O, no polic
 
 from __future__ import annotations
 
-from .codec import (
-    TrailerSummary,
-    build_chunk,
-    check_payload,
-    check_same_generation,
-    check_trailer_digest_alg,
-    check_trailer_end,
-    chunk_header_len,
-    decode_chunk,
-    decode_chunk_header,
-    decode_generation_header,
-    decode_label,
-    decode_trailer,
-    decode_trailer_end,
-    decode_trailer_header,
-    encode_chunk_header,
-    encode_generation_header,
-    encode_label,
-    encode_trailer,
-    encode_trailer_end,
-    pack_payload,
-    trailer_end_for,
-    trailer_end_from_header,
-    unpack_payload,
-)
+import importlib
+from typing import TYPE_CHECKING
+
 from .constants import (
     CHUNK_FLAG_ENCRYPTED,
     CHUNK_FLAG_ZSTD,
@@ -71,66 +49,217 @@ from .constants import (
     TRAILER_MAGIC,
     ZSTD_LEVEL,
 )
-from .crc import CRC32C_CHECK, crc32c
-from .digest import (
-    ZERO_DIGEST,
-    DigestFunction,
-    block_digest,
-    digest_alg_for,
-    digest_function,
-    is_zero,
-    iter_trailer_digests,
-    payload_digests,
-)
-from .framing import peek_item, record_count, split_records
-from .jsonio import from_jsonable, to_jsonable
-from .keyrecord import (
-    KDF_SCRYPT,
-    KEY_RECORD_MAGIC,
-    WRAPPED_KEY_LEN,
-    WrappedKey,
-    decode_key_record,
-    encode_key_record,
-    key_record_aad,
-)
-from .mapping import (
-    block_count,
-    block_len,
-    iter_blocks,
-    iter_run_payload,
-    run_data_len,
-    runs_data_len,
-    runs_from_ids,
-)
-from .model import (
-    ChunkHeader,
-    ChunkIndexEntry,
-    Cipher,
-    Compression,
-    GenerationHeader,
-    GenerationKind,
-    ItemPrefix,
-    Label,
-    Run,
-    RunKind,
-    Trailer,
-    TrailerEnd,
-    VolumeSource,
-)
-from .sealing import (
-    AAD_TAG,
-    build_sealed_chunk,
-    check_key,
-    chunk_aad,
-    chunk_cipher,
-    open_chunk_payload,
-    raw_payload,
-    reseal_chunk,
-    seal_chunk,
-    seal_chunk_payload,
-)
-from .trailer import MemoryStore, TrailerBuilder, TrailerStore
-from .trailerfile import TrailerFile
+
+if TYPE_CHECKING:
+    from .codec import (
+        TrailerSummary,
+        build_chunk,
+        check_payload,
+        check_same_generation,
+        check_trailer_digest_alg,
+        check_trailer_end,
+        chunk_header_len,
+        decode_chunk,
+        decode_chunk_header,
+        decode_generation_header,
+        decode_label,
+        decode_trailer,
+        decode_trailer_end,
+        decode_trailer_header,
+        encode_chunk_header,
+        encode_generation_header,
+        encode_label,
+        encode_trailer,
+        encode_trailer_end,
+        pack_payload,
+        trailer_end_for,
+        trailer_end_from_header,
+        unpack_payload,
+    )
+    from .crc import (
+        CRC32C_CHECK,
+        crc32c,
+    )
+    from .digest import (
+        ZERO_DIGEST,
+        DigestFunction,
+        block_digest,
+        digest_alg_for,
+        digest_function,
+        is_zero,
+        iter_trailer_digests,
+        payload_digests,
+    )
+    from .framing import (
+        peek_item,
+        record_count,
+        split_records,
+    )
+    from .jsonio import (
+        from_jsonable,
+        to_jsonable,
+    )
+    from .keyrecord import (
+        KDF_SCRYPT,
+        KEY_RECORD_MAGIC,
+        WRAPPED_KEY_LEN,
+        WrappedKey,
+        decode_key_record,
+        encode_key_record,
+        key_record_aad,
+    )
+    from .mapping import (
+        block_count,
+        block_len,
+        iter_blocks,
+        iter_run_payload,
+        run_data_len,
+        runs_data_len,
+        runs_from_ids,
+    )
+    from .model import (
+        ChunkHeader,
+        ChunkIndexEntry,
+        Cipher,
+        Compression,
+        GenerationHeader,
+        GenerationKind,
+        ItemPrefix,
+        Label,
+        Run,
+        RunKind,
+        Trailer,
+        TrailerEnd,
+        VolumeSource,
+    )
+    from .sealing import (
+        AAD_TAG,
+        build_sealed_chunk,
+        check_key,
+        chunk_aad,
+        chunk_cipher,
+        open_chunk_payload,
+        raw_payload,
+        reseal_chunk,
+        seal_chunk,
+        seal_chunk_payload,
+    )
+    from .trailer import (
+        MemoryStore,
+        TrailerBuilder,
+        TrailerStore,
+    )
+    from .trailerfile import (
+        TrailerFile,
+    )
+
+# The other names are exported at their first use (PEP 562: the module's __getattr__), each from
+# its submodule: importing the package costs next to nothing, so a command that needs only the
+# model (the catalog's listings, leases, pools) does not import construct and the codec
+# (~25 ms), nor one on unencrypted media the key records and sealing.
+LAZY_EXPORTS: dict[str, str] = {
+    "TrailerSummary": "codec",
+    "build_chunk": "codec",
+    "check_payload": "codec",
+    "check_same_generation": "codec",
+    "check_trailer_digest_alg": "codec",
+    "check_trailer_end": "codec",
+    "chunk_header_len": "codec",
+    "decode_chunk": "codec",
+    "decode_chunk_header": "codec",
+    "decode_generation_header": "codec",
+    "decode_label": "codec",
+    "decode_trailer": "codec",
+    "decode_trailer_end": "codec",
+    "decode_trailer_header": "codec",
+    "encode_chunk_header": "codec",
+    "encode_generation_header": "codec",
+    "encode_label": "codec",
+    "encode_trailer": "codec",
+    "encode_trailer_end": "codec",
+    "pack_payload": "codec",
+    "trailer_end_for": "codec",
+    "trailer_end_from_header": "codec",
+    "unpack_payload": "codec",
+    "CRC32C_CHECK": "crc",
+    "crc32c": "crc",
+    "ZERO_DIGEST": "digest",
+    "DigestFunction": "digest",
+    "block_digest": "digest",
+    "digest_alg_for": "digest",
+    "digest_function": "digest",
+    "is_zero": "digest",
+    "iter_trailer_digests": "digest",
+    "payload_digests": "digest",
+    "peek_item": "framing",
+    "record_count": "framing",
+    "split_records": "framing",
+    "from_jsonable": "jsonio",
+    "to_jsonable": "jsonio",
+    "KDF_SCRYPT": "keyrecord",
+    "KEY_RECORD_MAGIC": "keyrecord",
+    "WRAPPED_KEY_LEN": "keyrecord",
+    "WrappedKey": "keyrecord",
+    "decode_key_record": "keyrecord",
+    "encode_key_record": "keyrecord",
+    "key_record_aad": "keyrecord",
+    "block_count": "mapping",
+    "block_len": "mapping",
+    "iter_blocks": "mapping",
+    "iter_run_payload": "mapping",
+    "run_data_len": "mapping",
+    "runs_data_len": "mapping",
+    "runs_from_ids": "mapping",
+    "ChunkHeader": "model",
+    "ChunkIndexEntry": "model",
+    "Cipher": "model",
+    "Compression": "model",
+    "GenerationHeader": "model",
+    "GenerationKind": "model",
+    "ItemPrefix": "model",
+    "Label": "model",
+    "Run": "model",
+    "RunKind": "model",
+    "Trailer": "model",
+    "TrailerEnd": "model",
+    "VolumeSource": "model",
+    "AAD_TAG": "sealing",
+    "build_sealed_chunk": "sealing",
+    "check_key": "sealing",
+    "chunk_aad": "sealing",
+    "chunk_cipher": "sealing",
+    "open_chunk_payload": "sealing",
+    "raw_payload": "sealing",
+    "reseal_chunk": "sealing",
+    "seal_chunk": "sealing",
+    "seal_chunk_payload": "sealing",
+    "MemoryStore": "trailer",
+    "TrailerBuilder": "trailer",
+    "TrailerStore": "trailer",
+    "TrailerFile": "trailerfile",
+}
+
+
+#: the submodules that reading and writing media needs (all but the key records and sealing)
+MEDIA_MODULES = ("codec", "crc", "digest", "framing", "jsonio", "mapping", "model", "trailer", "trailerfile")
+
+
+def import_media_modules() -> None:
+    """Import the MEDIA_MODULES now. A command that opens a medium calls this first
+    (tapearc.cli.common.open_media), so that their import (~25 ms) stays start-up and is not
+    counted in the ``seconds`` its backup, restore or verify reports."""
+    for module in MEDIA_MODULES:
+        importlib.import_module(f".{module}", __name__)
+
+
+def __getattr__(name: str) -> object:
+    module = LAZY_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AAD_TAG",
