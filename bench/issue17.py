@@ -257,7 +257,9 @@ class Section17:
             feeds = [(i, feed_rate(st, self.rate), st) for i, st in enumerate(self.tape_medians("2 drives"))]
             ok = bool(feeds) and all(f is not None and f >= 0.98 * self.rate for _, f, _ in feeds)
             detail = ", ".join(
-                f"drive {i} {(f or 0) / 1e6:.0f} MB/s (starved {st['starved_seconds']:.2f} s)" for i, f, st in feeds
+                f"drive {i} {(f or 0) / 1e6:.0f} MB/s (starved {st['starved_seconds']:.2f} s, "
+                f"{st.get('starved_at_marks_seconds', 0.0):.2f} s after filemarks)"
+                for i, f, st in feeds
             )
             out.append(
                 {
@@ -319,7 +321,8 @@ def drive_text(st: dict, rate: int) -> str:
     return (
         f"{st['bytes_written'] / GiB:.2f} GiB, fed at {(f or 0) / 1e6:.0f} MB/s; tape moving "
         f"{st['moving_seconds']:.2f} s, idle {st['idle_seconds']:.2f} s (starved between writes "
-        f"{st['starved_seconds']:.2f} s) of {st['open_seconds']:.2f} s open; tapearc throttled "
+        f"{st['starved_seconds']:.2f} s, {st.get('starved_at_marks_seconds', 0.0):.2f} s of it right after a "
+        f"filemark) of {st['open_seconds']:.2f} s open; tapearc throttled "
         f"{st['throttle_seconds']:.2f} s, waiting at filemarks/close {st['drain_seconds']:.2f} s"
     )
 

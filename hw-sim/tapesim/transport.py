@@ -49,6 +49,7 @@ class DriveStats:
     moving_seconds: float = 0.0  # the tape's time writing or reading records: bytes / rate
     idle_seconds: float = 0.0  # the tape stood still waiting for the host (write buffer empty, read buffer full)
     starved_seconds: float = 0.0  # the part of idle between two writes of an open: the writer did not keep up
+    starved_at_marks_seconds: float = 0.0  # the part of starved right after a drain (filemark, flush, move)
     throttle_seconds: float = 0.0  # the host slept in writes/reads: it was a buffer ahead (the drive was the limit)
     drain_seconds: float = 0.0  # the host slept while the buffer went to tape (filemark, flush, close, a move)
 
@@ -77,6 +78,7 @@ class TapeClock:
         self._opened = self._t = clock()
         self._reading = False
         self._gap = 0.0  # idle since the last write, starved if another write follows
+        self._after_drain = False  # the gap began at a drain (the buffer emptied at a filemark)
         self.stats = DriveStats(sessions=1)
 
     def _wait(self, seconds: float) -> float:
@@ -96,7 +98,10 @@ class TapeClock:
             self._t = now
         if self.stats.bytes_written:
             self.stats.starved_seconds += self._gap
+            if self._after_drain:
+                self.stats.starved_at_marks_seconds += self._gap
         self._gap = 0.0
+        self._after_drain = False
         self._t += n / self.rate
         self.stats.bytes_written += n
         self.stats.moving_seconds += n / self.rate
@@ -127,6 +132,7 @@ class TapeClock:
         if self._t < now and not self._reading:
             self.stats.idle_seconds += now - self._t
             self._gap += now - self._t
+        self._after_drain = self._after_drain or not self._reading
         self._t = now
         self._reading = False
 

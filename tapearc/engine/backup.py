@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, cast
 
@@ -28,7 +29,7 @@ from tapearc.engine.keymedia import read_key_records, write_key_record
 from tapearc.engine.labeling import write_label
 from tapearc.engine.layout import GenerationFile, new_label, scan_tape_files
 from tapearc.engine.mediasource import AppendHint, MediaSource
-from tapearc.engine.pipeline import ReadAhead, plan_windows
+from tapearc.engine.pipeline import ReadAhead, Span, plan_windows
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.scan import sync_catalog as _sync
 from tapearc.engine.segments import Kind, Segment, segments
@@ -382,21 +383,21 @@ def backup(
         plan = plan_generation(catalog, req)  # may refuse the volume: nothing is written before
         with plan:  # closes the base manifest's temporary file, whatever happens
             change = choose_change_map(catalog, plan, tracker)
-            medium.open()
-            _join_pool(catalog, pool, medium.label.media_set_uuid)
-            pos0 = medium.drive.position()
-            result = _new_result(medium, plan, options, pos0.file)
-            result.warnings += (pool.warnings if pool else []) + change.warnings + _tls_warnings(source)
-            result.change = change.record.to_json()
-            writer = _writer(plan, result, catalog, media, options, clock)
-            run = _Run(src, source, plan, writer, medium, pos0, progress, change_map=change.map, verify_unchanged=vu)
-            complete = run.write()
+            with closing(volume_reader(src, plan, change.map, vu)) as reader:  # reads while the medium opens
+                medium.open()
+                _join_pool(catalog, pool, medium.label.media_set_uuid)
+                pos0 = medium.drive.position()
+                result = _new_result(medium, plan, options, pos0.file)
+                result.warnings += (pool.warnings if pool else []) + change.warnings + _tls_warnings(source)
+                result.change = change.record.to_json()
+                writer = _writer(plan, result, catalog, media, options, clock)
+                run = _Run(src, source, plan, writer, medium, pos0, progress, reader)
+                complete = run.write()
             _remember_end(media, medium, writer, complete and not options.verify)
             _join_pool(catalog, pool, medium.label.media_set_uuid, result)  # the media it spanned onto
             if complete and writer.gen_id:
                 catalog.record_change(writer.gen_id, change.record)
-            result.seconds = time.monotonic() - started
-            result.complete = complete
+            result.seconds, result.complete = time.monotonic() - started, complete
             result.medium = writer.part.drive.name if writer.part else medium.drive.name
             if not complete:
                 raise run.not_complete()
@@ -459,6 +460,37 @@ def _writer(
     )
 
 
+def _read_plan(src: Source, plan: GenerationPlan, change_map: ChangeMap | None, verify: bool) -> Iterator[Span]:
+    """The read plan: the volume's segments (engine.segments) as byte spans, data read."""
+    h = plan.header
+    bs, size = h.block_size, h.volume_size
+    base = plan.base_manifest
+    segs = segments(
+        src.extents(0, size),
+        bs,
+        size,
+        change_map=change_map if base is not None else None,
+        base_blocks=base.nblocks if base is not None else 0,
+        verify=verify,
+    )
+    for seg in segs:
+        a = seg.first * bs
+        yield a, min(size, (seg.first + seg.count) * bs) - a, seg.kind == Kind.DATA, seg
+
+
+def volume_reader(src: Source, plan: GenerationPlan, change_map: ChangeMap | None, verify: bool) -> ReadAhead:
+    """The volume's reader, begun: window by window along the read plan (a thread reads the
+    first windows while the medium is opened and the part's header written, then the next ones
+    while one is classified and written); the source is told the reads to come."""
+    size = plan.header.volume_size
+    step = plan.header.chunk_blocks * plan.header.block_size
+    spans, ahead = itertools.tee(_read_plan(src, plan, change_map, verify))
+    src.advise((o, n) for o, n, read, _ in plan_windows(ahead, step) if read)  # the source may send them early
+    reader = ReadAhead(src.readinto_at, size, step, plan=spans)
+    reader.begin()
+    return reader
+
+
 class _Run:
     """Reading the volume, classifying its blocks and writing them: one backup's generation."""
 
@@ -471,16 +503,11 @@ class _Run:
         medium: _Medium,
         pos0: Position,
         progress: Progress,
-        *,
-        change_map: ChangeMap | None = None,
-        verify_unchanged: bool = False,
+        reader: ReadAhead,
     ) -> None:
-        """``change_map``: what a change tracker says changed since the base generation (None:
-        everything is read); ``verify_unchanged``: read what it vouches for anyway and report
-        the blocks it missed (BackupResult.tracker_missed)."""
+        """``reader``: the volume's windows along its read plan (:func:`volume_reader`)."""
         self.src = src
-        self.change_map = change_map if plan.base_manifest is not None else None
-        self.verify_unchanged = verify_unchanged
+        self.reader = reader
         self.source = source
         self.plan = plan
         self.writer = writer
@@ -496,9 +523,8 @@ class _Run:
         """Write the generation; True when it is complete on the media."""
         writer, h, result = self.writer, self.plan.header, self.writer.result
         complete = False
-        reader = self._reader()
+        reader = self.reader
         try:
-            reader.begin()  # the first windows are read while the part's header is written
             writer.start(self.medium.drive, self.medium.label)
             self.progress.start(f"backup {h.volume_name}", h.volume_size)
             self._blocks(reader)
@@ -521,33 +547,6 @@ class _Run:
             if writer.gen_id and not complete and not (writer.stopped or writer.recorded):
                 writer.record_unfinished(self.medium.label, self.pos0.file)
         return complete
-
-    def _plan(self) -> Iterator[tuple[int, int, bool, object]]:
-        """The read plan: the volume's segments (engine.segments) as byte spans, data read."""
-        h = self.plan.header
-        bs, size = h.block_size, h.volume_size
-        segs = segments(
-            self.src.extents(0, size),
-            bs,
-            size,
-            change_map=self.change_map,
-            base_blocks=self.classifier.base_blocks,
-            verify=self.verify_unchanged,
-        )
-        for seg in segs:
-            a = seg.first * bs
-            yield a, min(size, (seg.first + seg.count) * bs) - a, seg.kind == Kind.DATA, seg
-
-    def _reader(self) -> ReadAhead:
-        """The volume's reader: window by window along the read plan (a thread fills the next
-        windows while one is classified and written); the source is told the reads to come."""
-        size = self.plan.header.volume_size
-        step = self.plan.header.chunk_blocks * self.plan.header.block_size
-        spans, ahead = itertools.tee(self._plan())
-        self.src.advise(
-            (o, n) for o, n, read, _ in plan_windows(ahead, step) if read
-        )  # the source may send the next reads early
-        return ReadAhead(self.src.readinto_at, size, step, plan=spans)
 
     def _blocks(self, reader: ReadAhead) -> None:
         """Classify the volume's windows from ``reader`` into the writer; holes and blocks

@@ -177,13 +177,12 @@ def test_a_large_sparse_file_reads_only_its_data(tmp_path: Path) -> None:
 
 
 def _with_map(monkeypatch: pytest.MonkeyPatch, cm: Ranges | None, verify: bool) -> None:
-    real = backup_mod._Run
+    real = backup_mod.volume_reader
 
-    def run_with_map(*args: Any, **kwargs: Any) -> Any:  # backup() passes its own (None): replace it
-        kwargs.update(change_map=cm, verify_unchanged=verify)
-        return real(*args, **kwargs)
+    def reader_with_map(src: Any, plan: Any, change_map: Any, v: bool) -> Any:  # backup() passes its own (None)
+        return real(src, plan, cm, verify)
 
-    monkeypatch.setattr(backup_mod, "_Run", run_with_map)
+    monkeypatch.setattr(backup_mod, "volume_reader", reader_with_map)
 
 
 def _two_generations(tmp_path: Path) -> tuple[Path, str, bytes, bytes]:

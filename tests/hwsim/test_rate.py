@@ -94,6 +94,10 @@ def test_a_gap_after_a_filemark_starves_the_drive_when_writing_goes_on() -> None
     t.now += 2  # the host does something else
     c.write(1000)
     assert c.stats.idle_seconds == pytest.approx(7) and c.stats.starved_seconds == pytest.approx(2)
+    assert c.stats.starved_at_marks_seconds == pytest.approx(2)  # all of it after the filemark
+    t.now += 3  # a gap in the middle of writing: starved, not at a mark
+    c.write(1000)
+    assert c.stats.starved_seconds == pytest.approx(4) and c.stats.starved_at_marks_seconds == pytest.approx(2)
 
 
 def test_reads_come_at_the_native_rate_and_the_read_ahead_is_one_buffer() -> None:
