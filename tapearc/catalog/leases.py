@@ -72,6 +72,9 @@ CREATE TABLE IF NOT EXISTS leases (
 DEFAULT_TTL = settings.DEFAULT_LEASE_TTL  #: without $TAPEARC_LEASE_TTL
 MIN_TTL = 0.3
 _MAX_POLL = 1.0
+#: The heartbeat's longest sleep: a long ttl's renewal (TAPEARC_LEASE_TTL has no upper bound)
+#: is waited for in steps, as a thread cannot wait past threading.TIMEOUT_MAX (~292 years).
+MAX_HEARTBEAT_SLEEP = 3600.0
 
 _COLUMNS = "resource, holder, host, pid, pid_start, purpose, acquired_at, renewed_at, expires_at"
 _SELECT = f"SELECT {_COLUMNS} FROM leases WHERE resource = ?"
@@ -452,7 +455,7 @@ class Leases:
                 if db is not None:
                     self.renew_due(db, leases)
                 wake = min(x.next_renewal for x in leases) - time.monotonic()
-                self.stop.wait(max(wake, 0.01))
+                self.stop.wait(min(max(wake, 0.01), MAX_HEARTBEAT_SLEEP))
         finally:
             if db is not None:
                 db.close()

@@ -368,3 +368,32 @@ def test_a_wait_for_any_drive_ends_for_all(make: Callable[..., tuple[Leases, lis
     with pytest.raises(LeaseBusyError):
         b.acquire("drive:L:0", purpose="r", wait=0.05)
     assert len(said) == 3 and "host tapesrv2 pid 1" in said[2], said
+
+
+class _Waits(threading.Event):
+    """An Event that notes the timeouts it is waited with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.timeouts.append(timeout)
+        return super().wait(timeout)
+
+
+def test_a_very_long_lease_ttl_keeps_the_heartbeat_running(lease_catalog: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TAPEARC_LEASE_TTL=1e11 (a lease that lives for millennia: the setting has no upper bound)
+    must not kill the heartbeat thread: its wait of ttl / 3 seconds was past what a thread can
+    wait (threading.TIMEOUT_MAX), an OverflowError there (a traceback on standard error, and no
+    lease renewed any more by this process)."""
+    monkeypatch.setenv("TAPEARC_LEASE_TTL", "1e11")
+    crashed: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_value))
+    with Leases(lease_catalog, notify=lambda _t: None) as ls:
+        ls.stop = waits = _Waits()
+        with ls.acquire("drive:L:0", purpose="backup") as lease:
+            assert lease.ttl == 1e11
+            until(lambda: any(t is not None and t > 1 for t in waits.timeouts) or bool(crashed), "a renewal's wait")
+            assert all(t is None or t <= threading.TIMEOUT_MAX for t in waits.timeouts), waits.timeouts
+    assert not crashed
