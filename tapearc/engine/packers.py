@@ -204,7 +204,10 @@ class Packers:
             try:
                 fut.result()
             except BaseException:
-                self._free.append(job.buf)
+                # its worker failed: the buffer is free; else the wait was cut short (Ctrl-C)
+                # and the worker may still be inside it: not reused
+                if fut.done():
+                    self._free.append(job.buf)
                 raise
         return job
 

@@ -12,7 +12,9 @@ import random
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -128,6 +130,56 @@ def test_packers_never_give_back_a_buffer_a_worker_is_inside(monkeypatch: pytest
     assert pool.take(len(buf)) is spare  # the free one went back
     assert pool.kept == 0  # the one the worker is inside did not
     release.set()
+
+
+class _CtrlCWhileWaiting:
+    """A packing future whose wait is cut short by Ctrl-C (KeyboardInterrupt in the writer's
+    thread, in Future.result) while its worker goes on packing."""
+
+    def __init__(self, inner: Future[packers.ChunkJob]) -> None:
+        self.inner = inner
+
+    def result(self, timeout: float | None = None) -> packers.ChunkJob:
+        raise KeyboardInterrupt
+
+    def cancel(self) -> bool:
+        return self.inner.cancel()
+
+    def done(self) -> bool:
+        return self.inner.done()
+
+
+def test_packers_keep_the_buffer_of_a_chunk_whose_wait_was_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while the writer waits for a chunk (Packers.take): its worker is still inside the
+    buffer (it writes the chunk's header into it), so the buffer must not go back to the pool
+    (before, take() freed it and close() gave it to the pool: a buffer of the process's pool that
+    a packing thread still writes into, for the next volume's windows and chunks)."""
+    pool = BufferPool()
+    monkeypatch.setattr(packers, "POOL", pool)
+    inside, release = threading.Event(), threading.Event()
+
+    def seal(gen: fmt.GenerationHeader, chunk: fmt.ChunkHeader, inner: packers.Buf) -> tuple[packers.Buf, int]:
+        inside.set()
+        release.wait(10)
+        return inner, 0
+
+    pk = packers.Packers(compress=False, seal=seal, buffer_size=packers.HEADER_RESERVE + 4096, workers=1)
+    buf = pk.buffer()
+    job = packers.ChunkJob(
+        buf=buf, plen=4096, runs=(fmt.Run(0, 1, fmt.RunKind.DATA),), digests=b"", seq=0, first_block=0
+    )
+    pk.submit(job, _genhdr())
+    assert inside.wait(10)
+    queued, fut = pk._queue[0]
+    assert fut is not None
+    pk._queue[0] = (queued, cast("Future[packers.ChunkJob]", _CtrlCWhileWaiting(fut)))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pk.take()
+        pk.close()
+        assert pool.kept == 0  # the worker is still inside it
+    finally:
+        release.set()
 
 
 def _genhdr() -> fmt.GenerationHeader:
