@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar, cast
 
 import typer
 
+from tapearc import interrupts
 from tapearc.errors import InternalError, Interrupted, TapearcError, UsageError
 from tapearc.units import parse_size
 
@@ -84,11 +85,14 @@ class LazyConsole:
             if type(self) is not LazyConsole:  # another thread made it meanwhile
                 return
             make_class, kwargs = self.__dict__["lazy_args"]
-            cls = make_class()
-            made = cls(**kwargs)
-            # its state, then its class (until then, a method looked up waits on the lock)
-            object.__setattr__(self, "__dict__", made.__dict__)
-            object.__setattr__(self, "__class__", cls)
+            # one section a Ctrl-C cannot cut (it is raised once the console is whole): between
+            # the state and the class moving over, this object would be neither
+            with interrupts.deferred():
+                cls = make_class()
+                made = cls(**kwargs)
+                # its state, then its class (until then, a method looked up waits on the lock)
+                object.__setattr__(self, "__dict__", made.__dict__)
+                object.__setattr__(self, "__class__", cls)
 
     def __getattr__(self, name: str) -> object:  # (only for names not found otherwise)
         if name == "lazy_args":

@@ -190,6 +190,29 @@ def test_lazy_console_becomes_a_console(capsys: pytest.CaptureFixture[str]) -> N
     assert captured.out == "[b]one[/b] 😄\n" and captured.err == "two\n"
 
 
+def test_lazy_console_made_whole_when_ctrl_c_comes_while_it_is_made() -> None:
+    """A Ctrl-C while the console is being made is held until it is whole, then raised: the
+    object is never left half a LazyConsole, half a Console."""
+    import os
+    import signal
+
+    from rich.console import Console
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def make_class() -> type[Console]:
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while the console is made
+        return err_console_class()
+
+    try:
+        lazy = LazyConsole(make_class, stderr=True)
+        with pytest.raises(KeyboardInterrupt):
+            lazy.become_console()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert isinstance(lazy, Console) and lazy.stderr is True  # made, state and class
+
+
 # ---------------------------------------------------------------- the end of a command
 
 
