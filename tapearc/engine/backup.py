@@ -523,11 +523,10 @@ class _Run:
         """Write the generation; True when it is complete on the media."""
         writer, h, result = self.writer, self.plan.header, self.writer.result
         complete = False
-        reader = self.reader
         try:
             writer.start(self.medium.drive, self.medium.label)
             self.progress.start(f"backup {h.volume_name}", h.volume_size)
-            self._blocks(reader)
+            self._blocks()
             if not writer.stopped:
                 _check_source_size(self.src, self.source, h.volume_size, result)
             writer.flush()
@@ -540,7 +539,6 @@ class _Run:
         except MediumFullError as e:
             raise self._full(e) from None
         finally:
-            reader.close()
             result.unchanged_blocks = self.classifier.unchanged
             result.source_bytes_read = self.src.bytes_read
             self.progress.finish()
@@ -548,10 +546,10 @@ class _Run:
                 writer.record_unfinished(self.medium.label, self.pos0.file)
         return complete
 
-    def _blocks(self, reader: ReadAhead) -> None:
-        """Classify the volume's windows from ``reader`` into the writer; holes and blocks
+    def _blocks(self) -> None:
+        """Classify the volume's windows (its reader's) into the writer; holes and blocks
         vouched unchanged are classified without a read."""
-        writer, classifier = self.writer, self.classifier
+        writer, classifier, reader = self.writer, self.classifier, self.reader
         bs = self.plan.header.block_size
         try:
             for offset, n, tag, buf, got in reader.items():

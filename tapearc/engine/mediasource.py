@@ -696,26 +696,15 @@ def leased_media(
 
     leases = Leases(catalog_spec(catalog))
     try:
-        if changer_spec is None and drive is not None:
-            src = MediaSource(
-                spec,
-                write=write,
-                catalog=catalog,
-                operator_timeout=wait,
-                leases=leases,
-                purpose=purpose,
-                drive_index=drive,
-                check_drive=True,
-            )
-        elif changer_spec is None:
+        if changer_spec is None and drive is None:
             src = MediaSource.for_free_drive(
                 f"sim:{library_dir(spec)}", write=write, leases=leases, purpose=purpose, catalog=catalog, wait=wait
             )
-        else:
+        else:  # the drive asked for: of the changer, or of the simulated library of sim:DIR
             src = MediaSource(
                 spec,
                 write=write,
-                changer=open_changer(changer_spec),
+                changer=open_changer(changer_spec) if changer_spec is not None else None,
                 catalog=catalog,
                 operator_timeout=wait,
                 leases=leases,

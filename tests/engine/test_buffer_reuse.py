@@ -107,7 +107,11 @@ def test_readahead_begun_early_reads_before_items_are_asked_for() -> None:
     assert calls == [0, 4096, 8192, 12288]  # begun once: items() did not read again
 
 
-def test_packers_never_give_back_a_buffer_a_worker_is_inside(monkeypatch: pytest.MonkeyPatch) -> None:
+def _packer_inside_a_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[BufferPool, packers.Packers, bytearray, threading.Event]:
+    """Packers with a pool of their own and one worker inside its chunk (sealing it) until the
+    event returned is set; also the pool and that chunk's buffer."""
     pool = BufferPool()
     monkeypatch.setattr(packers, "POOL", pool)
     inside, release = threading.Event(), threading.Event()
@@ -124,6 +128,11 @@ def test_packers_never_give_back_a_buffer_a_worker_is_inside(monkeypatch: pytest
     )
     pk.submit(job, _genhdr())
     assert inside.wait(10)
+    return pool, pk, buf, release
+
+
+def test_packers_never_give_back_a_buffer_a_worker_is_inside(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool, pk, buf, release = _packer_inside_a_chunk(monkeypatch)
     spare = pk.buffer()
     pk.release(packers.ChunkJob(buf=spare, plen=0, runs=(), digests=b"", seq=1, first_block=0))
     pk.close()
@@ -154,22 +163,7 @@ def test_packers_keep_the_buffer_of_a_chunk_whose_wait_was_interrupted(monkeypat
     buffer (it writes the chunk's header into it), so the buffer must not go back to the pool
     (before, take() freed it and close() gave it to the pool: a buffer of the process's pool that
     a packing thread still writes into, for the next volume's windows and chunks)."""
-    pool = BufferPool()
-    monkeypatch.setattr(packers, "POOL", pool)
-    inside, release = threading.Event(), threading.Event()
-
-    def seal(gen: fmt.GenerationHeader, chunk: fmt.ChunkHeader, inner: packers.Buf) -> tuple[packers.Buf, int]:
-        inside.set()
-        release.wait(10)
-        return inner, 0
-
-    pk = packers.Packers(compress=False, seal=seal, buffer_size=packers.HEADER_RESERVE + 4096, workers=1)
-    buf = pk.buffer()
-    job = packers.ChunkJob(
-        buf=buf, plen=4096, runs=(fmt.Run(0, 1, fmt.RunKind.DATA),), digests=b"", seq=0, first_block=0
-    )
-    pk.submit(job, _genhdr())
-    assert inside.wait(10)
+    pool, pk, _buf, release = _packer_inside_a_chunk(monkeypatch)
     queued, fut = pk._queue[0]
     assert fut is not None
     pk._queue[0] = (queued, cast("Future[packers.ChunkJob]", _CtrlCWhileWaiting(fut)))
