@@ -105,10 +105,31 @@ class TapeDrive(Protocol):
         """
         ...
 
-    def write_filemark(self) -> WriteStatus:
-        """Write one filemark at the current position and flush everything before it to the medium.
+    def write_filemark(self, *, immediate: bool = False) -> WriteStatus:
+        """Write one filemark at the current position.
+
+        ``immediate=False``: the filemark and everything written before it are on the medium
+        when this returns (the drive flushes its buffer: on tape, the tape may stop).
+        ``immediate=True``: the filemark is written at the current position exactly like the
+        synchronous one as far as positions, end of data, tape-file numbers and reading back go,
+        but it and the data before it may still sit in the drive's buffer (the tape keeps
+        streaming): they are known to be on the medium only after a later :meth:`sync` or
+        synchronous filemark. Closing right after an immediate filemark adds no filemark.
 
         Same outcomes as :meth:`write_record`. A filemark still fits in the early-warning zone.
+        After an immediate filemark a write error of the buffered data may be reported only by
+        the later :meth:`sync` (or synchronous filemark, move or close).
+        """
+        ...
+
+    def sync(self) -> None:
+        """Make everything written so far reach the medium; return when it has.
+
+        The drive writes its buffer out (on tape: WRITE FILEMARKS with count 0). Never moves the
+        position, never writes a filemark. Does nothing (and succeeds) on a drive opened
+        read-only or when nothing was written since the last flush. Raises MediumIOError (or
+        another MediumError the backend uses for device errors) when the drive reports an error:
+        data written before may then not be on the medium.
         """
         ...
 
@@ -142,7 +163,8 @@ class TapeDrive(Protocol):
         ...
 
     def close(self) -> None:
-        """Flush and release the drive. Writes nothing (no implicit filemark). Idempotent."""
+        """Flush (as :meth:`sync`) and release the drive. Writes nothing (no implicit filemark,
+        also not after an immediate one). Idempotent."""
         ...
 
     def __enter__(self) -> TapeDrive: ...

@@ -26,7 +26,15 @@ record); ``status().details["image_truncated"]`` says so, and the next write rem
 Logical positions are computed from the per-tape-file record counts, read once at open and
 kept up to date. Writing at a position removes everything after it (as on tape); a filemark
 makes that tape file's records durable (one syncfs of the file system; an fsync per record where
-the C library has no syncfs), then fsyncs the FILEMARK file and the folders. The folder is locked
+the C library has no syncfs), then fsyncs the FILEMARK file and the folders.
+
+An *immediate* filemark (``write_filemark(immediate=True)``) creates the FILEMARK file like the
+synchronous one (positions, end of data and reading back are the same at once) but leaves its
+fsync, the records' and the folders' to :meth:`DirDrive.sync` (also done by the next synchronous
+filemark and by close): until then they sit in the page cache, as data in a tape drive's buffer.
+``sync`` makes everything written so far durable (syncfs or fsyncs as above) and does nothing
+on a read-only medium or when nothing is pending. A power cut before it may lose the tail: at
+the next open, a missing record ends the data (the crash states above). The folder is locked
 (``flock``) while open, exclusively for writing, shared for reading.
 """
 
@@ -163,7 +171,8 @@ class DirDrive(TapeDrive):
         self._starts: list[int] = [0]  # logical position of the first object of each tape file
         self._nmarks = 0
         self._used: int | None = None
-        self._unsynced: set[str] = set()
+        self._unsynced: set[str] = set()  # record files not yet made durable
+        self._unsynced_marks: set[str] = set()  # FILEMARK files of immediate filemarks, not yet durable
         self._file = 0
         self._record = 0
         self._ew = False
@@ -386,7 +395,9 @@ class DirDrive(TapeDrive):
                 removed += os.stat(rec).st_size
             os.unlink(rec)
             self._unsynced.discard(rec)
-        self._unsynced = {p for p in self._unsynced if p.startswith(folder + os.sep)}
+        # what is left of earlier tape files may be unsynced too (immediate filemarks)
+        self._unsynced = {p for p in self._unsynced if os.path.exists(p)}
+        self._unsynced_marks = {p for p in self._unsynced_marks if os.path.exists(p)}
         del self._counts[f + 1 :]
         self._counts[f] = r
         self._nmarks = f
@@ -529,7 +540,7 @@ class DirDrive(TapeDrive):
         self._ew = self._in_early_warning()
         return WriteStatus.EARLY_WARNING if self._ew else WriteStatus.OK
 
-    def write_filemark(self) -> WriteStatus:
+    def write_filemark(self, *, immediate: bool = False) -> WriteStatus:
         self._check_write()
         here = self._logical()
         self._drop_torn()
@@ -537,15 +548,11 @@ class DirDrive(TapeDrive):
             self._truncate_here()
             folder = self._folder(self._file)
             os.makedirs(folder, exist_ok=True)
-            self._sync_records()
             mark = os.path.join(folder, FILEMARK_NAME)
-            fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            _fsync_path(folder, directory=True)
-            _fsync_path(self.path, directory=True)
+            os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+            self._unsynced_marks.add(mark)
+            if not immediate:
+                self._sync_pending()
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise self._err(
@@ -560,6 +567,29 @@ class DirDrive(TapeDrive):
         self._file, self._record = self._file + 1, 0
         self._ew = self._in_early_warning()
         return WriteStatus.EARLY_WARNING if self._ew else WriteStatus.OK
+
+    def _sync_pending(self) -> None:
+        """Make every record and FILEMARK written so far durable (records first, as a tape drive
+        writes them in order): one syncfs, else an fsync per file; then each unsynced FILEMARK,
+        its folder and the medium's folder."""
+        self._sync_records()
+        marks = sorted(self._unsynced_marks)
+        for mark in marks:
+            if os.path.exists(mark):
+                _fsync_path(mark)
+                _fsync_path(os.path.dirname(mark), directory=True)
+        if marks:
+            _fsync_path(self.path, directory=True)
+        self._unsynced_marks.clear()
+
+    def sync(self) -> None:
+        self._check_open()
+        if not self.writable or not (self._unsynced or self._unsynced_marks):
+            return
+        try:
+            self._sync_pending()
+        except OSError as err:
+            raise self._err(MediumIOError, f"cannot flush records: {err.strerror}") from err
 
     def _sync_records(self) -> None:
         if self._unsynced and syncfs(self.path):
@@ -656,8 +686,8 @@ class DirDrive(TapeDrive):
             return
         self._closed = True
         try:
-            if self._unsynced:
-                self._sync_records()
+            if self._unsynced or self._unsynced_marks:
+                self._sync_pending()
         except OSError as err:
             raise MediumIOError(f"cannot flush records: {err.strerror}", medium=self.name) from err
         finally:

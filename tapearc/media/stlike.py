@@ -30,6 +30,17 @@ No filemark behind tapearc's back
     after a write. Before any of those the adapter issues ``MTWEOF 0`` (flush, writes nothing,
     makes st idle), so close/rewind/locate never add a filemark: tapearc writes each filemark
     explicitly.
+Immediate filemarks and sync
+    ``write_filemark(immediate=True)`` issues ``MTWEOFI 1`` (WRITE FILEMARKS with IMMED=1: the
+    filemark is queued, the drive's buffer is not flushed, the tape keeps streaming) with the
+    same position checks as ``MTWEOF 1``. Like any MTIOCTOP other than NOP/SETBLK/... it makes
+    st idle, so st writes no filemark at close after it (TAPE-FACTS §1.6). What was written
+    since the last flush is *unsynced*: :meth:`sync` issues ``MTWEOF 0`` (WRITE FILEMARKS
+    count 0, IMMED=0: SSC's "write the buffer out"; st accepts count 0) and returns when the
+    drive has; a write error of the buffered data surfaces there (or at the next call, as st
+    reports deferred errors). Close and every move flush unsynced data the same way first, so
+    their errors are reported as flush errors, not as errors of the move. A failed flush leaves
+    the position unknown (tapearc never writes after data that may not be on the tape).
 Positions
     The adapter counts (logical, tape file, record) itself and cross-checks the logical number
     with MTIOCPOS on every positioning operation, every filemark (read or written), every mark
@@ -155,6 +166,8 @@ class StLikeDrive(TapeDrive):
         self._grow_reads_to = grow_reads_to
         self._closed = False
         self._writing = False  # last operation wrote a record: st would add a filemark on move/close
+        # written since the last flush (MTWEOF 1 or 0): may still be in the drive's buffer
+        self._unsynced = False
         self._lost: str | None = None  # why the position is unknown, or None
         self._logical = 0
         self._file = 0
@@ -254,15 +267,22 @@ class StLikeDrive(TapeDrive):
             del self._marks[k]
 
     def _idle_before_move(self) -> None:
-        """Stop st from writing a filemark of its own (close/rewind/seek/bsf after a write)."""
-        if not self._writing:
-            return
+        """Stop st from writing a filemark of its own (close/rewind/seek/bsf after a write) and
+        write out what an immediate filemark left in the drive's buffer."""
+        if self._writing or self._unsynced:
+            self._flush()
+
+    def _flush(self, *, check: bool = True) -> None:
+        """``MTWEOF 0``: the drive writes its buffer out; st becomes idle (no filemark at close).
+        ``check``: cross-check the position afterwards."""
         self._writing = False
+        self._unsynced = False
         try:
             self._ops.mtop(mtio.MTWEOF, 0)
         except OSError as err:
+            self._lost = "flushing the drive's buffer failed"
             raise self._oserr(err, "cannot flush the drive") from err
-        if self._lost is None:
+        if check and self._lost is None:
             self._expect(self._logical)
 
     # ----------------------------------------------------- (file, record) recovery
@@ -553,6 +573,7 @@ class StLikeDrive(TapeDrive):
         except WriteProtectedError:
             self._writing = False
             raise
+        self._unsynced = True
         if written != size:
             self._lost = f"short write of {written} of {size} bytes"
             raise self._err(MediumIOError, f"short write at object {here}: {written} of {size} bytes")
@@ -596,13 +617,16 @@ class StLikeDrive(TapeDrive):
         self._lost = f"write failed; tapearc expected {here + 1}, drive said {actual}"
         raise self._oserr(err, f"cannot write a record at object {here}") from err
 
-    def write_filemark(self) -> WriteStatus:
+    def write_filemark(self, *, immediate: bool = False) -> WriteStatus:
         self._check_open()
         self._check_writable()
         self._check_known()
         here = self._logical
-        _, retried = self._write_with_retry(lambda: self._ops.mtop(mtio.MTWEOF, 1), "a filemark")
-        self._writing = False
+        op = mtio.MTWEOFI if immediate else mtio.MTWEOF
+        what = "an immediate filemark" if immediate else "a filemark"
+        _, retried = self._write_with_retry(lambda: self._ops.mtop(op, 1), what)
+        self._writing = False  # st is idle after any WEOF: close adds no filemark
+        self._unsynced = immediate
         self._truncate_after(here)
         self._expect(here + 1)
         self._marks[self._file] = here
@@ -616,6 +640,12 @@ class StLikeDrive(TapeDrive):
                 f"position mismatch: tapearc expected tape file {self._file}, drive says {g.mt_fileno}",
             )
         return self._note_ew(here, retried or bool(g.mt_gstat & mtio.GMT_EOT))
+
+    def sync(self) -> None:
+        self._check_open()
+        if not self.writable or not (self._unsynced or self._writing):
+            return
+        self._flush()
 
     # ------------------------------------------------------------------ positioning
 
@@ -775,12 +805,8 @@ class StLikeDrive(TapeDrive):
         if self._closed:
             return
         try:
-            if self._writing:
-                self._writing = False
-                try:
-                    self._ops.mtop(mtio.MTWEOF, 0)
-                except OSError as err:
-                    raise self._oserr(err, "cannot flush the drive") from err
+            if self._writing or self._unsynced:
+                self._flush(check=False)
         finally:
             self._closed = True
             try:

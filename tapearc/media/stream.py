@@ -26,6 +26,12 @@ writing is a *blank medium*: it is always at its end of data, so ``read_record``
 that labels a blank medium needs). A stream has no capacity: writes never report
 EARLY_WARNING.
 
+Writes go through a buffer; a filemark flushes it into the pipe or file (for a stream the data
+is "on the medium" once written to its descriptor). An immediate filemark
+(``write_filemark(immediate=True)``) leaves it in the buffer; :meth:`StreamDrive.sync` flushes
+it and, when the stream is a regular file or a block device, also fsyncs it (the only place a
+stream is made durable on disk; close flushes but does not fsync).
+
 Standard output, when it is the process's file descriptor 1, is *taken* by the stream: the
 stream writes on a private duplicate of it and points descriptor 1 at standard error for the
 rest of the process, so no message printed later (a command's summary, a warning) can end up
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 import sys
 from typing import BinaryIO, cast
@@ -334,14 +341,31 @@ class StreamDrive(TapeDrive):
         self._bytes += n
         return WriteStatus.OK
 
-    def write_filemark(self) -> WriteStatus:
+    def write_filemark(self, *, immediate: bool = False) -> WriteStatus:
         self._check_writable()
         self._put(_WORD.pack(_TMK))
-        self._flush()
+        if not immediate:
+            self._flush()
         self._logical += 1
         self._file += 1
         self._record = 0
         return WriteStatus.OK
+
+    def sync(self) -> None:
+        """Hand everything written to the stream (flush the buffer); on a regular file or a
+        block device, also fsync it. Nothing on a stream opened for reading."""
+        self._check_open()
+        if not self.writable:
+            return
+        self._flush()
+        fd = _fileno(self._stream)
+        if fd is None:
+            return
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode) or stat.S_ISBLK(os.fstat(fd).st_mode):
+                os.fsync(fd)
+        except OSError as err:
+            raise MediumIOError(f"cannot flush {self.where}: {err.strerror or err}", medium=self.name) from err
 
     # ------------------------------------------------------------------ moving
 

@@ -67,6 +67,9 @@ class FakeSt:
         self.report_eod = report_eod  # False: never GMT_EOD (real st after a mid-file BLANK CHECK)
         self.pos = 0
         self.writing = False
+        # written objects the drive holds in its buffer (not yet on the medium): write and
+        # MTWEOFI add to it; MTWEOF (any count, 0 = flush only), a move and close write it out
+        self.buffered = 0
         self.closed = False
         self.eod_zero_given = False
         self.hit_eod = False
@@ -160,6 +163,7 @@ class FakeSt:
             raise oserr(errno.ENOSPC)
         self._moved()
         self._put(data)
+        self.buffered += 1
         self.writing = True
         if self._ew_zone():
             self.fail_next_write = True
@@ -167,19 +171,33 @@ class FakeSt:
 
     def mtop(self, op: int, count: int = 1) -> None:
         self._fault("mtop", op, count)
-        objs = self.tape.objects
         if op not in (mtio.MTNOP, mtio.MTSETBLK):
             if op in (mtio.MTREW, mtio.MTOFFL, mtio.MTSEEK, mtio.MTBSF):
                 self._weof_if_writing()
             self.writing = False
         self._moved()
-        if op == mtio.MTWEOF:
+        if op in (mtio.MTWEOF, mtio.MTWEOFI):
+            # st: MTWEOFI is WRITE FILEMARKS with IMMED=1 (no flush); any MTIOCTOP but NOP and
+            # SETBLK made st idle above, so close after either writes no filemark
             if self.readonly:
                 raise oserr(errno.EACCES)
+            if count < 0:
+                raise oserr(errno.EINVAL)
             for _ in range(count):
                 self._put(FM)
+            self.buffered = self.buffered + count if op == mtio.MTWEOFI else 0
             self.fail_next_write = False
-        elif op in (mtio.MTREW, mtio.MTOFFL):
+        elif op in (mtio.MTREW, mtio.MTOFFL, mtio.MTSEEK, mtio.MTEOM, mtio.MTFSF, mtio.MTBSF, mtio.MTBSR, mtio.MTFSR):
+            self.buffered = 0  # the drive writes its buffer out before moving
+            self._move(op, count)
+        elif op in (mtio.MTNOP, mtio.MTSETBLK):
+            pass
+        else:
+            raise oserr(errno.EINVAL)
+
+    def _move(self, op: int, count: int) -> None:
+        objs = self.tape.objects
+        if op in (mtio.MTREW, mtio.MTOFFL):
             self.pos = 0
             self.fileno_valid = self.blkno_valid = True
         elif op == mtio.MTSEEK:
@@ -223,10 +241,6 @@ class FakeSt:
                 if self.pos >= len(objs) or objs[self.pos] is FM:
                     raise oserr(errno.EIO)
                 self.pos += 1
-        elif op in (mtio.MTNOP, mtio.MTSETBLK):
-            pass
-        else:
-            raise oserr(errno.EINVAL)
 
     def _file_rec(self) -> tuple[int, int]:
         objs = self.tape.objects
@@ -259,6 +273,7 @@ class FakeSt:
         if self.closed:
             return
         self._weof_if_writing()  # st writes a filemark at close after a write
+        self.buffered = 0  # close returns when the drive's buffer is on the medium
         self.closed = True
 
 

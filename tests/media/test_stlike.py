@@ -449,3 +449,103 @@ def test_at_bot_comes_from_the_position_not_gmt_bot():
 
     ops.mtget = fake_bot  # type: ignore[method-assign]
     assert d.status().at_bot is False
+
+
+# ---------------------------------------------------------------- immediate filemarks, sync
+
+
+def test_immediate_filemark_is_mtweofi_and_sync_is_mtweof_0():
+    d, ops, tape = make()
+    d.write_record(b"a")
+    assert d.write_filemark(immediate=True) is WriteStatus.OK
+    d.write_record(b"b")
+    assert d.write_filemark(immediate=True) is WriteStatus.OK
+    assert ops.buffered == 4  # nothing flushed: the tape kept streaming
+    assert d.position() == Position(4, 2, 0)
+    d.sync()
+    assert ops.buffered == 0
+    assert d.position() == Position(4, 2, 0)  # sync did not move
+    assert tape.objects == [b"a", FM, b"b", FM]
+    assert mtops(ops) == [(mtio.MTWEOFI, 1), (mtio.MTWEOFI, 1), (mtio.MTWEOF, 0)]
+    d.close()
+    assert tape.objects == [b"a", FM, b"b", FM]
+    assert (mtio.MTWEOF, 1) not in mtops(ops)
+
+
+def test_close_right_after_an_immediate_filemark_flushes_and_adds_no_filemark():
+    d, ops, tape = make()
+    d.write_record(b"a")
+    d.write_filemark(immediate=True)
+    d.close()
+    assert tape.objects == [b"a", FM]
+    assert ops.buffered == 0
+    assert mtops(ops) == [(mtio.MTWEOFI, 1), (mtio.MTWEOF, 0)]
+
+
+def test_close_after_sync_issues_nothing_more():
+    d, ops, tape = make()
+    d.write_record(b"a")
+    d.write_filemark(immediate=True)
+    d.sync()
+    d.sync()  # nothing written since: no second flush
+    d.close()
+    assert mtops(ops) == [(mtio.MTWEOFI, 1), (mtio.MTWEOF, 0)]
+    assert tape.objects == [b"a", FM]
+
+
+def test_sync_without_writes_or_read_only_issues_nothing():
+    d, ops, _ = make([b"a", FM])
+    d.sync()
+    assert d.read_record() == b"a"
+    d.sync()
+    assert mtops(ops) == []
+    r, rops, _ = make([b"a", FM], readonly=True)
+    r.sync()
+    assert r.read_record() == b"a"
+    r.sync()
+    assert mtops(rops) == []
+
+
+def test_sync_after_records_only_flushes_without_a_filemark():
+    d, ops, tape = make()
+    d.write_record(b"a")
+    d.sync()
+    assert tape.objects == [b"a"]
+    assert mtops(ops) == [(mtio.MTWEOF, 0)]
+    d.close()
+    assert tape.objects == [b"a"]  # st was idle: no filemark at close
+
+
+def test_move_after_an_immediate_filemark_flushes_first():
+    d, ops, tape = make()
+    d.write_record(b"a")
+    d.write_filemark(immediate=True)
+    d.rewind()
+    assert mtops(ops) == [(mtio.MTWEOFI, 1), (mtio.MTWEOF, 0), (mtio.MTREW, 1)]
+    assert tape.objects == [b"a", FM]
+    assert d.read_record() == b"a"
+    assert d.read_record() is Mark.FILEMARK
+
+
+def test_sync_error_is_medium_io_error_and_the_position_must_be_re_established():
+    d, ops, _ = make()
+    d.write_record(b"a")
+    d.write_filemark(immediate=True)
+    ops.inject("mtop", oserr(errno.EIO))  # the buffered data could not be written
+    with pytest.raises(MediumIOError) as info:
+        d.sync()
+    assert "flush" in str(info.value)
+    with pytest.raises(MediumIOError, match="position unknown"):
+        d.write_record(b"b")
+    d.close()  # the error was reported once: close does not flush again
+    assert mtops(ops).count((mtio.MTWEOF, 0)) == 1
+
+
+def test_immediate_filemark_write_protected_and_early_warning():
+    r, _, _ = make(readonly=True)
+    with pytest.raises(WriteProtectedError):
+        r.write_filemark(immediate=True)
+    d, _, tape = make(capacity=100, early_warning=50)
+    d.write_record(b"x" * 60)  # into the zone
+    assert d.write_filemark(immediate=True) is WriteStatus.EARLY_WARNING
+    assert tape.objects == [b"x" * 60, FM]
