@@ -20,7 +20,7 @@ from tapearc.engine.encryption import ChunkSealer
 from tapearc.engine.genplan import HEADER_RESERVE
 from tapearc.engine.labeling import label_next_medium
 from tapearc.engine.layout import write_item, write_stream
-from tapearc.engine.mediasource import MediaSource
+from tapearc.engine.mediasource import MediaSource, PendingGeneration
 from tapearc.engine.packers import ChunkJob, Packers, SealFn, identity_seal, seal_chunk, worker_count
 from tapearc.engine.spool import SpoolStore
 from tapearc.engine.verify import verify_tape_file
@@ -178,9 +178,11 @@ class GenerationWriter:
         p.builder.close()
         end = fmt.trailer_end_from_header(header, total, trailer_record=pos.record, record_size=self.record_size)
 
+        gen_id = self.gen_id
+
         def record() -> None:
             self.catalog.finish_generation(
-                self.gen_id,
+                gen_id,
                 state="auto" if complete else ("writing" if continues else "incomplete"),
                 final=complete,
                 continues=continues,
@@ -191,20 +193,7 @@ class GenerationWriter:
             )
             self.recorded = not continues
 
-        # Ctrl-C waits while the end record, the filemark and the catalog row are written: once
-        # the end record is on the medium the generation is complete there, and the catalog
-        # must say so (a Ctrl-C then ends the command with a message saying it is complete)
-        with interrupts.deferred():
-            p.drive.write_record(fmt.encode_trailer_end(end))
-            if complete:
-                interrupts.note(
-                    f"generation {self.genhdr.generation} of volume {self.genhdr.volume_name!r} is complete on "
-                    f"medium {p.drive.name} (tape file {p.tape_file})"
-                )
-            p.drive.write_filemark()
-            self.result.records += nrec + 1
-            if not self.verify:
-                record()
+        self._end_part(p, fmt.encode_trailer_end(end), nrec, record, complete)
         if self.verify:
             try:
                 self._verify_part(p)
@@ -214,6 +203,58 @@ class GenerationWriter:
                 interrupts.note("its read-back check (--verify) did not finish")
                 raise
             record()
+
+    def _end_part(self, p: _Part, end: bytes, nrec: int, record: Callable[[], None], complete: bool) -> None:
+        """The part's end record and filemark, then its catalog row (not yet with --verify).
+
+        Ctrl-C waits while they are written: once the end record is on the medium the generation
+        is complete there, and the catalog must say so (a Ctrl-C then ends the command with a
+        message saying it is complete). A job's generation (``media.defer_sync``) ends with an
+        immediate filemark and is recorded complete once the drive has written it out
+        (MediaSource.settle): the drive streams on into the job's next volume instead of
+        stopping at every generation to empty its buffer."""
+        defer = complete and self.media.defer_sync and not self.verify
+        what = f"generation {self.genhdr.generation} of volume {self.genhdr.volume_name!r}"
+        where = f"medium {p.drive.name} (tape file {p.tape_file})"
+        with interrupts.deferred():
+            p.drive.write_record(end)
+            if defer:
+                interrupts.note(
+                    f"{what} is written to {where}; it is recorded complete once the drive has written it out"
+                )
+            elif complete:
+                interrupts.note(f"{what} is complete on {where}")
+            if defer:
+                p.drive.write_filemark(immediate=True)
+            else:
+                p.drive.write_filemark()
+            self.result.records += nrec + 1
+            if defer:
+                g = self.genhdr
+                pending = PendingGeneration(
+                    self.gen_id, g.volume_name, g.generation, f"{what} on {where}", record, self._abandon(p)
+                )
+                self.media.pending.append(pending)
+                self.recorded = True
+            elif not self.verify:
+                record()
+
+    def _abandon(self, p: _Part) -> Callable[[], None]:
+        """A deferred generation whose sync failed: incomplete in the catalog (closed, with its
+        trailer: a scan of the medium finds whether it is whole there)."""
+        gen_id = self.gen_id
+
+        def abandon() -> None:
+            self.catalog.finish_generation(
+                gen_id,
+                state="incomplete",
+                medium_uuid=p.label.medium_uuid,
+                tape_file=p.tape_file,
+                closed=True,
+                has_trailer=True,
+            )
+
+        return abandon
 
     def record_unfinished(self, label: fmt.Label, tape_file: int) -> None:
         """The backup ended without closing its part (an error on the way): the catalog row says

@@ -41,7 +41,7 @@ from tapearc.catalog.views import media_sets
 from tapearc.engine.drives import JobDrive, reopen
 from tapearc.engine.encryption import BackupKey
 from tapearc.engine.jobfile import JobSpec
-from tapearc.engine.jobs import STOPS_RUN, JobRun, Outcome, VolumeRun, load_last_of_set, run_one
+from tapearc.engine.jobs import STOPS_RUN, JobRun, Outcome, VolumeRun, load_last_of_set, run_one, settle_run
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.progress import NoProgress, Progress
 from tapearc.engine.tapefiles import LabelProbe, probe_label
@@ -316,6 +316,7 @@ def _drive_thread(shared: _Shared, k: int, drive: MediaSource, first: int | None
         return
     try:
         drive.catalog = cat  # the drive's own look-ups (known media) use this thread's connection
+        drive.defer_sync = True  # one drive stop per run, not per volume (engine.jobs)
         i = first
         while i is not None:
             out = shared.run.volumes[i]
@@ -326,6 +327,8 @@ def _drive_thread(shared: _Shared, k: int, drive: MediaSource, first: int | None
                 shared.drive_set(k, _set_of(cat, out.result.parts[-1]))
             i = shared.take(k)
     finally:
+        drive.defer_sync = False
+        settle_run(drive, shared.run.volumes)  # with this thread's catalog, before it closes
         shared.drive_set(k, None)  # a drive that stopped keeps no volume waiting for it
         cat.close()
 

@@ -16,6 +16,12 @@ What stops what:
 - anything unexpected (a bug) fails the volume and stops the run too; the exception is kept in
   :attr:`JobRun.internal` for the caller to report.
 
+One drive stop per run, not per volume: a volume's generation ends with an immediate filemark
+and the drive streams on into the next volume; the drive writes its buffer out once, when the run
+ends or before its medium changes, and only then does the catalog record those generations
+complete (:meth:`MediaSource.settle`, :func:`settle_run`). Should that fail, their volumes fail
+with the drive's error and their generations are recorded incomplete.
+
 Fulls: ``full`` makes every volume's generation a full; else a volume's ``full_every`` (or the
 job's) makes it a full when the volume's last complete full is that many days old (by ``now``)
 or that many runs back (:func:`full_due`); else the backup chooses (incremental when the volume
@@ -49,6 +55,7 @@ from tapearc.errors import (
     Interrupted,
     JobPartialError,
     MediumError,
+    MediumIOError,
     MediumUnavailableError,
     TapearcError,
     TrackerMissedError,
@@ -225,6 +232,27 @@ def run_job(
     started = time.monotonic()
     at = int(clock()) if now is None else now
     run = JobRun(job.name, os.path.abspath(job.path), at, [VolumeRun(v.name, v.source) for v in job.volumes])
+    media.defer_sync = True
+    try:
+        _volumes_in_turn(job, media, catalog, run, full, at, progress, clock, encrypt)
+    finally:
+        media.defer_sync = False
+        settle_run(media, run.volumes)
+    run.seconds = time.monotonic() - started
+    return run
+
+
+def _volumes_in_turn(
+    job: JobSpec,
+    media: MediaSource,
+    catalog: Catalog,
+    run: JobRun,
+    full: bool,
+    at: int,
+    progress: Callable[[str], Progress],
+    clock: Callable[[], float],
+    encrypt: BackupKey | None,
+) -> None:
     for vol, out in zip(job.volumes, run.volumes, strict=True):
         t0 = time.monotonic()
         try:
@@ -259,8 +287,27 @@ def run_job(
             out.seconds = time.monotonic() - t0
         if run.stopped:
             break
-    run.seconds = time.monotonic() - started
-    return run
+
+
+def settle_run(media: MediaSource, volumes: list[VolumeRun]) -> None:
+    """The drive writes out what the run wrote on it and the catalog records those generations
+    complete (MediaSource.settle). A failed sync (now or at a medium change before) fails the
+    volumes whose generations it left unconfirmed, with the drive's error."""
+    try:
+        media.settle()
+    except TapearcError:
+        pass  # kept in media.unsettled with the generations it concerns
+    unsettled, media.unsettled = media.unsettled, []
+    for p, e in unsettled:
+        for out in volumes:
+            if out.name == p.volume and out.generation == p.generation and out.outcome == Outcome.OK:
+                out.outcome = Outcome.FAILED
+                out.error = MediumIOError(
+                    f"{p.what} was written, but the drive did not confirm it on the medium: {e.message}",
+                    hint="the catalog records it incomplete; tapearc scan reads what the medium holds",
+                ).at(medium=e.medium)
+                if out.result is not None:
+                    out.result.complete = False
 
 
 def load_last_of_set(media: MediaSource, catalog: Catalog) -> list[str]:

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tapearc import format as fmt
+from tapearc import interrupts
 from tapearc.catalog.db import Catalog
 from tapearc.engine.identity import known_medium
 from tapearc.engine.tapefiles import LabelProbe, probe_label
-from tapearc.errors import MediumUnavailableError, TapearcError, UsageError
+from tapearc.errors import MediumIOError, MediumUnavailableError, TapearcError, UsageError
 from tapearc.media.base import Position, TapeDrive
 from tapearc.media.changer import AttendedChanger, Changer, ChangerStatus, DriveBayStatus
 
@@ -180,6 +181,20 @@ class AppendHint:
     key_records: tuple[fmt.WrappedKey, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class PendingGeneration:
+    """A generation whose closing filemark was immediate (a job's: the drive keeps streaming into
+    the next volume): on the medium once the drive has written its buffer out, recorded complete
+    in the catalog only then (:meth:`MediaSource.settle`); until then its row says ``writing``."""
+
+    gen_id: int
+    volume: str
+    generation: int
+    what: str  # "generation 3 of volume 'a' on medium M (tape file 5)"
+    record: Callable[[], None]  # its final catalog state: complete
+    abandon: Callable[[], None]  # the sync failed: incomplete (the medium may hold it whole; scan tells)
+
+
 class MediaSource:
     """The drive of a job and the means to change its medium."""
 
@@ -231,6 +246,9 @@ class MediaSource:
         self.medium_lease: Lease | None = None
         self.pinned = False  # medium(): the lease held is the wanted medium's, kept while it is searched for
         self.append_hint: AppendHint | None = None  # set by a backup that ended cleanly on this drive
+        self.defer_sync = False  # a job's runner: generations end with immediate filemarks (settle())
+        self.pending: list[PendingGeneration] = []  # written, waiting for the drive's sync
+        self.unsettled: list[tuple[PendingGeneration, TapearcError]] = []  # their sync failed: incomplete
         if leases is not None and self.library is not None and changer is not None:
             changer = LeasedChanger(changer, leases, self.library, self.purpose, operator_timeout)
         self.changer: Changer | None = changer
@@ -371,28 +389,67 @@ class MediaSource:
 
     def close_drive(self) -> None:
         self.append_hint = None
-        if self.drive is not None:
-            self.drive.close()
-            self.drive = None
+        try:
+            self.settle()  # before the medium can change: what this drive wrote is on it, and recorded
+        finally:
+            if self.drive is not None:
+                self.drive.close()
+                self.drive = None
 
     def release(self) -> None:
         """Close the drive and let go of its medium's lease."""
-        self.close_drive()
-        self.drop_medium()
+        try:
+            self.close_drive()
+        finally:
+            self.drop_medium()
 
     def drop_medium(self) -> None:
         self.append_hint = None
+        self.settle()  # the medium's lease goes once what was written on it is there
         if self.medium_lease is not None:
             self.medium_lease.release()
             self.medium_lease = None
 
     def close(self) -> None:
-        self.release()
-        if self.changer is not None and hasattr(self.changer, "close"):
-            self.changer.close()
-        if self.drive_lease is not None:
-            self.drive_lease.release()
-            self.drive_lease = None
+        try:
+            self.release()
+        finally:
+            if self.changer is not None and hasattr(self.changer, "close"):
+                self.changer.close()
+            if self.drive_lease is not None:
+                self.drive_lease.release()
+                self.drive_lease = None
+
+    # ------------------------------------------------------------------ syncs
+
+    def settle(self) -> None:
+        """Have the drive write its buffer out (one sync), then record complete the generations
+        pending on it, in order. When the sync fails they are recorded incomplete (kept in
+        ``unsettled`` for the runner to report) and the drive's error is raised; a generation the
+        catalog fails to record is kept there too. Nothing pending: nothing done. A Ctrl-C waits
+        until the catalog says what the medium holds."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        with interrupts.deferred():
+            try:
+                if self.drive is None:  # closed without a sync: nothing can say the buffer reached the medium
+                    raise MediumIOError(f"drive {self.spec} was closed before it wrote its buffer to the medium")
+                self.drive.sync()
+            except TapearcError as e:
+                self.unsettled += [(p, e) for p in pending]
+                for p in pending:
+                    _quietly(p.abandon)
+                raise
+            failed: list[tuple[PendingGeneration, TapearcError]] = []
+            for p in pending:
+                try:
+                    p.record()
+                except TapearcError as e:  # on the medium, but the catalog did not take it: not complete there
+                    failed.append((p, e))
+            self.unsettled += failed
+            if failed:
+                raise failed[0][1]
 
     # ------------------------------------------------------------------ leases
 
@@ -656,6 +713,15 @@ class MediaSource:
             return "a blank medium" if p.blank else f"a foreign medium ({p.foreign})"
 
         return self.obtain(f"sequence {sequence} of media set {set_uuid}", accept)
+
+
+def _quietly(step: Callable[[], None]) -> None:
+    """A catalog write on the way out of a failure: its own failure leaves the row as it was
+    (``writing``: not complete either), and the first error is the one reported."""
+    try:
+        step()
+    except TapearcError as e:
+        log.warning("%s", e)
 
 
 def uses_leases(spec: str, changer_spec: str | None, catalog: Catalog | None) -> bool:
