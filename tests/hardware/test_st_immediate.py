@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from tapearc.media import Mark, Position, WriteStatus, open_medium
+from tapearc.media import Mark, Position, WriteStatus, mtio, open_medium
 
 from .conftest import blank_tape, mt_status
 
@@ -38,3 +38,21 @@ def test_two_tape_files_with_immediate_filemarks_sync_and_read_back(tape):
         assert d.position() == Position(6, 1, 0)
         assert d.read_record() == files[1][0]
     assert mt_status(dev)["file"] in (1, -1)
+
+
+def test_st_writes_no_filemark_at_close_after_mtweofi(tape):
+    # TAPE-FACTS §1.6, which the adapter relies on: st's close adds a filemark after a write,
+    # not after MTWEOFI. The device is driven directly here (the adapter would flush first).
+    dev = tape
+    spec = dev if ":" in dev else f"st:{dev}"
+    blank_tape(dev)
+    with open_medium(spec, write=True) as d:
+        ops = d._ops  # type: ignore[attr-defined]
+        ops.write(b"a" * 1000)
+        ops.mtop(mtio.MTWEOFI, 1)
+        ops.write(b"b" * 1000)
+        ops.mtop(mtio.MTWEOFI, 1)
+        ops.close()  # st's close straight after MTWEOFI
+    with open_medium(spec, write=False) as d:
+        got = [d.read_record() for _ in range(5)]
+    assert got == [b"a" * 1000, Mark.FILEMARK, b"b" * 1000, Mark.FILEMARK, Mark.END_OF_DATA]
