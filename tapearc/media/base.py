@@ -163,8 +163,8 @@ class TapeDrive(Protocol):
         ...
 
     def close(self) -> None:
-        """Flush (as :meth:`sync`) and release the drive. Writes nothing (no implicit filemark,
-        also not after an immediate one). Idempotent."""
+        """Flush what the drive still holds and release it. Writes nothing (no implicit
+        filemark, also not after an immediate one). Idempotent."""
         ...
 
     def __enter__(self) -> TapeDrive: ...

@@ -185,9 +185,9 @@ def dir_makedirs(path: Any, *args: Any, **kw: Any) -> None:
 _dir_mark = dirmedium.DirDrive.write_filemark
 
 
-def dir_filemark(self: Any, **kw: Any) -> Any:
+def dir_filemark(self: Any, *, immediate: bool = False) -> Any:
     phase = event("fm", "1")
-    st = _dir_mark(self, **kw)
+    st = _dir_mark(self, immediate=immediate)
     if phase == "after":
         die()
     return st

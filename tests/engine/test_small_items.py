@@ -154,10 +154,10 @@ def test_a_generation_interrupted_after_its_end_record_is_complete_in_the_catalo
     orig = StLikeDrive.write_filemark
     calls = []
 
-    def fm(self: StLikeDrive) -> WriteStatus:
+    def fm(self: StLikeDrive, *, immediate: bool = False) -> WriteStatus:
         calls.append(1)
         os.kill(os.getpid(), signal.SIGINT)
-        return orig(self)
+        return orig(self, immediate=immediate)
 
     interrupts.clear_notes()
     try:

@@ -241,3 +241,20 @@ def test_cli_new_library_and_info_show_the_rate(tmp_path: Path) -> None:
     res = r.invoke(app, ["library", str(tmp_path / "L"), "--slots", "2", "--capacity", "1M", "--rate", "360M"])
     assert res.exit_code == 0, res.output
     assert load_settings(tmp_path / "L" / "tapes" / "TAP002.tap").rate == 360_000_000
+
+
+def test_simdrive_flush_drains_without_a_filemark(tmp_path: Path) -> None:
+    t = FakeTime()
+    p = _image(tmp_path)
+    d = SimDrive(p, clock=t.clock, sleep=t.sleep)
+    for _ in range(3):
+        d.write(b"x" * 1000)
+    d.mtop(mtio.MTWEOFI, 1)
+    assert t.total == 0
+    d.mtop(mtio.MTWEOF, 0)  # the flush: returns when the buffer is on tape
+    assert t.total == pytest.approx(3)
+    assert d.mtpos() == 4  # no filemark written, no move
+    d.close()  # st is idle after the WEOFs: no filemark at close
+    with SimDrive(p, readonly=True) as r:
+        assert [r.read(1000) for _ in range(5)] == [b"x" * 1000] * 3 + [b"", b""]
+        assert r.mtpos() == 4

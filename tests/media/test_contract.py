@@ -538,3 +538,159 @@ def test_refused_write_then_close_writes_nothing(backend):
             d.write_record(payload(99, REC))
     with backend.open(write=False) as d:
         assert len(read_all(d)) == n  # no filemark was added by the refused write and close
+
+
+# ----------------------------------------------------------------------------- immediate filemarks, sync
+
+
+def write_layout_immediate(drive: TapeDrive) -> None:
+    """LAYOUT with immediate filemarks: every position as with synchronous ones, at once."""
+    for i, obj in enumerate(LAYOUT):
+        assert drive.position() == POSITIONS[i]
+        status = drive.write_filemark(immediate=True) if obj is FM else drive.write_record(obj)
+        assert status is OK
+    assert drive.position() == EOD_POS
+    assert drive.status().position == EOD_POS
+
+
+def check_layout(d: TapeDrive) -> None:
+    """Reading, positions, locate and spacing of LAYOUT (as the tests above check them)."""
+    d.rewind()
+    for i, obj in enumerate(LAYOUT):
+        assert d.read_record() == obj
+        assert d.position() == POSITIONS[i + 1]
+    assert d.read_record() is EOD
+    for target in (7, 0, 4, 3, 8):
+        d.locate(target)
+        assert d.position() == POSITIONS[target]
+        assert d.read_record() == (LAYOUT[target] if target < len(LAYOUT) else EOD)
+    d.rewind()
+    assert d.space_files(5) == 2
+    assert d.position() == EOD_POS
+    assert d.space_files(-1) == 1
+    assert d.position() == Position(6, 1, 2)
+    assert d.space_files(-1) == 1
+    assert d.position() == Position(3, 0, 3)
+    assert d.seek_end_of_data() == EOD_POS
+
+
+def test_immediate_filemarks_read_back_like_synchronous_ones_after_sync(blank):
+    with blank.open(write=True) as d:
+        write_layout_immediate(d)
+        d.sync()
+        assert d.position() == EOD_POS  # sync does not move
+        check_layout(d)
+        # appending after reading: a synchronous filemark after immediate ones
+        d.write_record(b"appended")
+        assert d.write_filemark() is OK
+        assert d.position() == Position(10, 3, 0)
+    with blank.open(write=False) as d:
+        assert read_all(d) == [*LAYOUT, b"appended", FM]
+
+
+def test_immediate_filemarks_read_back_after_close_and_reopen(blank):
+    with blank.open(write=True) as d:
+        write_layout_immediate(d)  # no sync: close flushes
+    with blank.open(write=False) as d:
+        assert read_all(d) == LAYOUT
+        check_layout(d)
+    with blank.open(write=True) as d:
+        assert d.seek_end_of_data() == EOD_POS
+        check_layout(d)
+
+
+def test_immediate_filemarks_without_sync_read_back_in_the_same_session(blank):
+    # moving flushes on its own: reading back needs no explicit sync
+    with blank.open(write=True) as d:
+        write_layout_immediate(d)
+        check_layout(d)
+
+
+def test_sync_does_not_move_and_writes_nothing(blank):
+    with blank.open(write=True) as d:
+        d.sync()  # nothing written yet
+        assert d.position() == Position(0, 0, 0)
+        d.write_record(b"r0")
+        d.sync()
+        assert d.position() == Position(1, 0, 1)
+        d.write_filemark(immediate=True)
+        d.write_record(b"r1")
+        d.sync()
+        d.sync()
+        assert d.position() == Position(3, 1, 1)
+        assert d.read_record() is EOD
+        d.rewind()
+        d.sync()
+        assert d.position() == Position(0, 0, 0)
+        assert read_all(d) == [b"r0", FM, b"r1"]
+    with blank.open(write=False) as d:
+        assert read_all(d) == [b"r0", FM, b"r1"]  # no filemark from sync or close
+
+
+def test_sync_on_a_read_only_drive_does_nothing(layout):
+    with layout.open(write=False) as d:
+        d.sync()
+        assert d.position() == Position(0, 0, 0)
+        d.locate(5)
+        d.sync()
+        assert d.position() == Position(5, 1, 1)
+        assert d.read_record() == B[1]
+    with layout.open(write=False) as d:
+        assert read_all(d) == LAYOUT
+
+
+def test_close_right_after_an_immediate_filemark_adds_nothing(blank):
+    d = blank.open(write=True)
+    d.write_record(b"one")
+    d.write_filemark(immediate=True)
+    d.write_record(b"two")
+    assert d.write_filemark(immediate=True) is OK
+    d.close()
+    d.close()
+    with blank.open(write=False) as d:
+        assert read_all(d) == [b"one", FM, b"two", FM]  # no extra filemark
+        assert d.position() == Position(4, 2, 0)
+        assert d.seek_end_of_data() == Position(4, 2, 0)
+
+
+def test_immediate_filemark_refused_when_read_only(layout):
+    with layout.open(write=False) as d:
+        with pytest.raises(WriteProtectedError):
+            d.write_filemark(immediate=True)
+        assert d.position() == Position(0, 0, 0)
+
+
+def test_early_warning_immediate_filemark_fits(backend):
+    if not backend.can_set_geometry:
+        pytest.skip("cannot shrink a real tape")
+    backend.create(capacity=CAPACITY, early_warning=EW_ZONE, max_record=64 * 1024)
+    with backend.open(write=True) as d:
+        n = 0
+        while d.write_record(payload(n, REC)) is OK:
+            n += 1
+        assert d.write_record(b"trailer") is EW
+        assert d.write_filemark(immediate=True) is EW  # as the synchronous one
+        assert d.position() == Position(n + 3, 1, 0)
+        d.sync()
+        assert d.position() == Position(n + 3, 1, 0)
+    with backend.open(write=False) as d:
+        got = read_all(d)
+        assert len(got) == n + 3
+        assert got[-2:] == [b"trailer", FM]
+
+
+def test_immediate_filemark_after_medium_full_fits(backend):
+    if not backend.can_set_geometry:
+        pytest.skip("cannot shrink a real tape")
+    backend.create(capacity=CAPACITY, early_warning=EW_ZONE, max_record=64 * 1024)
+    with backend.open(write=True) as d:
+        n = 0
+        with pytest.raises(MediumFullError):
+            while True:
+                d.write_record(payload(n, REC))
+                n += 1
+        assert d.write_filemark(immediate=True) is EW
+        assert d.position() == Position(n + 1, 1, 0)
+    with backend.open(write=False) as d:
+        got = read_all(d)
+        assert len(got) == n + 1 and got[-1] is FM

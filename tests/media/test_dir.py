@@ -194,3 +194,87 @@ def test_record_files_larger_than_max_are_too_large(tmp_path):
         with pytest.raises(RecordTooLargeError):
             d.read_record()
         assert d.read_record() == b"y"
+
+
+def _count_syncs(monkeypatch) -> list[str]:
+    """Record every syncfs / fsync the dir medium issues."""
+    from tapearc.media import dirmedium
+
+    calls: list[str] = []
+    real_syncfs, real_fsync_path = dirmedium.syncfs, dirmedium._fsync_path
+
+    def syncfs(path):
+        calls.append("syncfs")
+        return real_syncfs(path)
+
+    def fsync_path(path, *, directory=False):
+        calls.append(os.path.basename(path))
+        real_fsync_path(path, directory=directory)
+
+    monkeypatch.setattr(dirmedium, "syncfs", syncfs)
+    monkeypatch.setattr(dirmedium, "_fsync_path", fsync_path)
+    return calls
+
+
+def test_immediate_filemark_leaves_durability_to_sync(tmp_path, monkeypatch):
+    path = str(tmp_path / "m")
+    with DirDrive(path, write=True) as d:
+        calls = _count_syncs(monkeypatch)
+        d.write_record(b"a")
+        d.write_filemark(immediate=True)
+        d.write_record(b"b")
+        d.write_filemark(immediate=True)
+        assert calls == []  # nothing made durable yet
+        assert os.path.exists(os.path.join(path, "file-000000", "FILEMARK"))
+        assert os.path.exists(os.path.join(path, "file-000001", "FILEMARK"))
+        d.sync()
+        # the records (one syncfs, or an fsync each), then both FILEMARKs and their folders
+        assert calls[-5:] == ["FILEMARK", "file-000000", "FILEMARK", "file-000001", "m"]
+        assert "syncfs" in calls or calls.count("rec-000000000") == 2
+        calls.clear()
+        d.sync()  # nothing pending
+        assert calls == []
+    calls.clear()
+    with DirDrive(path, write=False) as r:
+        r.sync()
+        assert calls == []
+
+
+def test_synchronous_filemark_makes_earlier_immediate_ones_durable(tmp_path, monkeypatch):
+    path = str(tmp_path / "m")
+    with DirDrive(path, write=True) as d:
+        calls = _count_syncs(monkeypatch)
+        d.write_record(b"a")
+        d.write_filemark(immediate=True)
+        d.write_record(b"b")
+        d.write_filemark()
+        assert calls[-5:] == ["FILEMARK", "file-000000", "FILEMARK", "file-000001", "m"]
+        calls.clear()
+    assert calls == []  # close: nothing left to flush
+
+
+def test_close_makes_immediate_filemarks_durable(tmp_path, monkeypatch):
+    path = str(tmp_path / "m")
+    d = DirDrive(path, write=True)
+    calls = _count_syncs(monkeypatch)
+    d.write_record(b"a")
+    d.write_filemark(immediate=True)
+    d.close()
+    assert calls[-3:] == ["FILEMARK", "file-000000", "m"]
+
+
+def test_overwrite_keeps_earlier_unsynced_records_pending(tmp_path, monkeypatch):
+    path = str(tmp_path / "m")
+    with DirDrive(path, write=True) as d:
+        calls = _count_syncs(monkeypatch)
+        monkeypatch.setattr("tapearc.media.dirmedium.syncfs", lambda p: False)  # fsync per record
+        d.write_record(b"a")
+        d.write_filemark(immediate=True)
+        d.write_record(b"b")
+        d.write_record(b"c")
+        d.locate(2)  # b: truncating tape file 1 must not forget tape file 0's record
+        d.write_record(b"B")
+        d.sync()
+        synced = [c for c in calls if c.startswith("rec-")]
+        assert sorted(synced) == ["rec-000000000", "rec-000000000"]  # file 0's a, file 1's B
+        assert "FILEMARK" in calls

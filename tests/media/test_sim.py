@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,9 @@ pytest.importorskip("tapesim.drive")
 from tapearc.errors import MediumUnavailableError, WriteProtectedError
 from tapearc.media.base import Mark, Position
 from tapearc.media.sim import open_sim
-from tapesim.drive import create_image
+from tapearc.media.stlike import StLikeDrive
+from tapesim.drive import SimDrive, create_image
+from tapesim.transport import read_stats
 
 
 def test_missing_image_for_reading(tmp_path):
@@ -78,3 +81,67 @@ def test_bad_sidecar_is_unavailable(tmp_path):
         fh.write("{not json")
     with pytest.raises(MediumUnavailableError, match="bad settings"):
         open_sim(path, write=False, create=False)
+
+
+# ---------------------------------------------------------------- immediate filemarks on a rate-limited drive
+
+
+class _FakeTime:
+    """Sleeping advances the clock: every figure below is exact arithmetic (no timing)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+
+    @property
+    def total(self) -> float:
+        return sum(self.slept)
+
+
+def _rated_image(folder: Path) -> Path:
+    p = folder / "t.tap"
+    create_image(p, capacity=1 << 20, rate=1000, buffer=4000)  # 1000 bytes/s, a 4 s buffer
+    return p
+
+
+def _volume_change(t: _FakeTime, p: Path, *, immediate: bool) -> tuple[float, float]:
+    """Two 'generations' through the st adapter, 2 s of host work between them (the next
+    volume's start); returns (seconds the host waited before the second generation, starved)."""
+    d = StLikeDrive(SimDrive(p, clock=t.clock, sleep=t.sleep), name="sim:t", writable=True)
+    for _ in range(3):
+        d.write_record(b"x" * 1000)
+    d.write_filemark(immediate=immediate)
+    waited = t.total
+    t.now += 2  # the next volume's backup starts; the drive goes on writing its buffer
+    for _ in range(3):
+        d.write_record(b"y" * 1000)
+    d.write_filemark(immediate=immediate)
+    d.sync()  # the end of the drive's run: everything on tape
+    assert t.total == pytest.approx(4 if immediate else 3 + 3)  # host seconds asleep
+    d.close()
+    st = read_stats(str(p))
+    assert st is not None and st.bytes_written == 6000
+    return waited, st.starved_seconds
+
+
+def test_immediate_filemarks_keep_the_tape_streaming_and_sync_drains(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    t = _FakeTime()
+    waited, starved = _volume_change(t, _rated_image(tmp_path / "a"), immediate=False)
+    assert waited == pytest.approx(3)  # MTWEOF 1: the host waited for the 3 000 bytes
+    assert starved == pytest.approx(2)  # and the tape stood still for the 2 s in between
+    t = _FakeTime()
+    waited, starved = _volume_change(t, _rated_image(tmp_path / "b"), immediate=True)
+    assert waited == 0  # MTWEOFI: no wait
+    assert starved == 0  # the 2 s of host work overlapped the buffer going to tape
+    # the sync at the end (MTWEOF 0) drained it: the host slept until the tape caught up
+    st = read_stats(str(tmp_path / "b" / "t.tap"))
+    assert st is not None and st.drain_seconds == pytest.approx(6 - 2) and st.idle_seconds == 0

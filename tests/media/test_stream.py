@@ -382,3 +382,60 @@ def test_open_medium_dash_unavailable_without_stdin(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(sys, "stdin", None)
     with pytest.raises(MediumUnavailableError, match="standard input"):
         open_medium("-", write=False)
+
+
+class _CountingBuffer(io.BytesIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_immediate_filemark_stays_buffered_until_sync() -> None:
+    buf = _CountingBuffer()
+    d = StreamDrive(buf, write=True)
+    d.write_record(b"a")
+    assert d.write_filemark(immediate=True) is WriteStatus.OK
+    assert buf.flushes == 0
+    assert d.position().file == 1
+    d.sync()
+    assert buf.flushes == 1
+    assert d.write_filemark() is WriteStatus.OK  # the synchronous one flushes at once
+    assert buf.flushes == 2
+    d.close()
+    assert buf.getvalue() == framed([b"a", Mark.FILEMARK, Mark.FILEMARK])
+
+
+def test_sync_fsyncs_a_regular_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    with open(tmp_path / "s.tap", "wb") as fh:
+        d = StreamDrive(fh, write=True)
+        d.write_record(b"a")
+        d.write_filemark(immediate=True)
+        d.sync()
+        fd = fh.fileno()
+        assert fsyncs == [fd]
+        assert (tmp_path / "s.tap").read_bytes() == framed([b"a", Mark.FILEMARK], eom=False)
+        d.close()
+    r = StreamDrive(io.BytesIO(framed([b"a"])), write=False)
+    r.sync()  # reading: nothing to do
+    assert fsyncs == [fd]
+
+
+def test_sync_of_a_pipe_flushes_without_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    fsyncs: list[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: fsyncs.append(fd))
+    rfd, wfd = os.pipe()
+    with os.fdopen(rfd, "rb") as rd, os.fdopen(wfd, "wb") as wr:
+        d = StreamDrive(wr, write=True)
+        d.write_record(b"a")
+        d.write_filemark(immediate=True)
+        d.sync()
+        assert fsyncs == []
+        assert rd.read(len(framed([b"a", Mark.FILEMARK], eom=False))) == framed([b"a", Mark.FILEMARK], eom=False)
+        d.close()
