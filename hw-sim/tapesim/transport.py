@@ -18,6 +18,12 @@ Reading: the drive reads ahead into its buffer at the native rate from the momen
 positioned; a record is there ``n / rate`` after the one before it, or at once when the drive
 had read it ahead (at most ``buffer`` bytes ahead of the host, else the tape stopped: idle).
 
+Starved time (the tape stood still between two writes of one open) is split two ways: the part
+right after a drain (``starved_at_marks_seconds``: the writer's set-up of its next tape file after
+a synchronous filemark) and the part before the host first got ahead of the tape
+(``starved_at_start_seconds``: until a write finds the buffer still holding data, the writer is
+starting -- label, first header, first records -- and the tape has not yet been kept streaming).
+
 Not modelled: load, locate and rewind times, back-hitches (shoe-shining) when the buffer runs
 empty, speed matching, compression. ``rate`` 0 means unlimited: no clock at all.
 
@@ -50,6 +56,7 @@ class DriveStats:
     idle_seconds: float = 0.0  # the tape stood still waiting for the host (write buffer empty, read buffer full)
     starved_seconds: float = 0.0  # the part of idle between two writes of an open: the writer did not keep up
     starved_at_marks_seconds: float = 0.0  # the part of starved right after a drain (filemark, flush, move)
+    starved_at_start_seconds: float = 0.0  # the part of starved before the host first got ahead of the tape
     throttle_seconds: float = 0.0  # the host slept in writes/reads: it was a buffer ahead (the drive was the limit)
     drain_seconds: float = 0.0  # the host slept while the buffer went to tape (filemark, flush, close, a move)
 
@@ -79,6 +86,7 @@ class TapeClock:
         self._reading = False
         self._gap = 0.0  # idle since the last write, starved if another write follows
         self._after_drain = False  # the gap began at a drain (the buffer emptied at a filemark)
+        self._streaming = False  # a write has found the buffer holding data: the host got ahead of the tape
         self.stats = DriveStats(sessions=1)
 
     def _wait(self, seconds: float) -> float:
@@ -96,10 +104,14 @@ class TapeClock:
             self.stats.idle_seconds += now - self._t
             self._gap += now - self._t
             self._t = now
+        elif self.stats.bytes_written:
+            self._streaming = True
         if self.stats.bytes_written:
             self.stats.starved_seconds += self._gap
             if self._after_drain:
                 self.stats.starved_at_marks_seconds += self._gap
+            if not self._streaming:
+                self.stats.starved_at_start_seconds += self._gap
         self._gap = 0.0
         self._after_drain = False
         self._t += n / self.rate

@@ -100,6 +100,25 @@ def test_a_gap_after_a_filemark_starves_the_drive_when_writing_goes_on() -> None
     assert c.stats.starved_seconds == pytest.approx(4) and c.stats.starved_at_marks_seconds == pytest.approx(2)
 
 
+def test_gaps_before_the_host_first_gets_ahead_are_the_start() -> None:
+    """Until a write finds the buffer still holding data the writer is starting: its gaps are
+    starved, and counted as the start's; once it got ahead, every later gap is not."""
+    t = FakeTime()
+    c = tape_clock(t)  # 1000 bytes/s
+    c.write(100)  # the label: 0.1 s of tape
+    t.now += 0.5  # the first header comes late: 0.4 s starved, at the start
+    c.write(100)
+    t.now += 0.3  # and the first data: 0.2 s more
+    c.write(1000)
+    assert c.stats.starved_seconds == pytest.approx(0.6) and c.stats.starved_at_start_seconds == pytest.approx(0.6)
+    t.now += 0.5  # the next record while the tape still has 0.5 s of data: the host is ahead
+    c.write(1000)
+    assert c.stats.starved_at_start_seconds == pytest.approx(0.6)
+    t.now += 2.5  # a gap once streaming: starved (1 s), not the start's
+    c.write(1000)
+    assert c.stats.starved_seconds == pytest.approx(1.6) and c.stats.starved_at_start_seconds == pytest.approx(0.6)
+
+
 def test_reads_come_at_the_native_rate_and_the_read_ahead_is_one_buffer() -> None:
     t = FakeTime()
     c = tape_clock(t)
