@@ -33,13 +33,19 @@ its first write to its last) and its idle time (the run's time minus the time sp
 writes; ``waiting``: the gaps between its writes while it had a volume), from the job summary's
 ``drives`` (engine.drives.DriveClock).
 
+The tape images (the libraries) are made in a new folder in /dev/shm by default, when it has room:
+a site's tape drives are devices of their own, while images on the volumes' disk add the tapes'
+writes to the volumes' reads on one disk, which no site has (``--tapes work``, run.py
+``--issue17-tapes work``: that set-up; ``--tapes DIR``: a folder of your choice).
+
 The PostgreSQL against SQLite catalog overhead per generation is measured by
 bench/catalog_overhead.py's compare() where that script exists (a throw-away PostgreSQL cluster,
 or ``--issue17-pg URL``; ``--issue17-no-catalog`` skips it).
 
     .venv/bin/python bench/run.py --sections issue17 --issue17-size 512M --runs 2
     .venv/bin/python bench/issue17.py --size 512M --runs 2          # the same, alone
-    .venv/bin/python bench/issue17.py --tapes /dev/shm --warm       # tapearc alone: no disk in the way
+    .venv/bin/python bench/issue17.py --warm                        # tapearc alone: no disk in the way
+    .venv/bin/python bench/issue17.py --tapes work                  # the tapes on the volumes' disk
     .venv/bin/python bench/issue17.py --rate 0                      # unlimited drives only (the old bench)
 """
 
@@ -49,6 +55,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -421,19 +428,45 @@ def make_volumes(work: Path, size: int) -> list[Path]:
     return out
 
 
+SHM = Path("/dev/shm")
+
+
+def tapes_folder(given: str | None, size: int) -> tuple[Path | None, bool]:
+    """Where the simulated libraries (the tape images) are made, and whether the folder is the
+    section's own (removed afterwards). Default: a new folder in /dev/shm when it has room for
+    the job's tapes with 1 GiB to spare -- a site's tape drives are devices of their own, while
+    images on the volumes' disk would add the tapes' writes to its reads (a simulator's
+    artifact: no site writes its tapes to the disk it backs up); else the work folder.
+    ``work``: the work folder (tapes on the volumes' disk); any other value: that folder."""
+    if given == "work":
+        return None, False
+    if given:
+        return Path(given), False
+    try:
+        room = shutil.disk_usage(SHM).free >= 4 * size + GiB
+    except OSError:
+        room = False
+    return (Path(tempfile.mkdtemp(prefix="tapearc-i17-tapes-", dir=SHM)), True) if room else (None, False)
+
+
 def run_section(args: argparse.Namespace, work: Path, size: int) -> Section17:
-    tapes = Path(args.issue17_tapes) if getattr(args, "issue17_tapes", None) else None
-    s = Section17(
-        work,
-        make_volumes(work, size),
-        args.issue17_compress,
-        tapes,
-        getattr(args, "issue17_warm", False),
-        rate=parse_rate(args.issue17_rate),
-        buffer=getattr(args, "issue17_buffer", None),
-        unlimited=not getattr(args, "issue17_no_unlimited", False),
-    )
-    s.run(args.runs)
+    tapes, own = tapes_folder(getattr(args, "issue17_tapes", None), size)
+    args.issue17_tapes_used = str(tapes) if tapes else "the work folder"
+    try:
+        s = Section17(
+            work,
+            make_volumes(work, size),
+            args.issue17_compress,
+            tapes,
+            getattr(args, "issue17_warm", False),
+            rate=parse_rate(args.issue17_rate),
+            buffer=getattr(args, "issue17_buffer", None),
+            unlimited=not getattr(args, "issue17_no_unlimited", False),
+        )
+        s.run(args.runs)
+    finally:
+        if own and tapes is not None:
+            shutil.rmtree(tapes, ignore_errors=True)
     if not getattr(args, "issue17_no_catalog", False):
         s.catalog = catalog_overhead(work, getattr(args, "issue17_pg", None))
     return s
@@ -468,7 +501,11 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--compress", dest="issue17_compress", default="none", choices=("none", "zstd"))
     ap.add_argument("--dir", help="work folder (default: a new folder in /tmp, removed afterwards)")
-    ap.add_argument("--tapes", dest="issue17_tapes", help="make the libraries here (e.g. /dev/shm: no disk writes)")
+    ap.add_argument(
+        "--tapes",
+        dest="issue17_tapes",
+        help="make the libraries here (default: a new folder in /dev/shm when it has room; work: the work folder)",
+    )
     ap.add_argument("--warm", dest="issue17_warm", action="store_true", help="volumes stay in the page cache")
     ap.add_argument(
         "--pg", dest="issue17_pg", help="catalog overhead: a PostgreSQL URL (default: a throw-away cluster)"
@@ -483,7 +520,7 @@ def main() -> int:
         s = run_section(args, work, size)
         print(
             f"issue17: 4 volumes of {size} bytes, compress {args.issue17_compress}, {args.runs} runs, "
-            f"{os.cpu_count()} CPUs, sim: library in {args.issue17_tapes or 'the work folder'}, "
+            f"{os.cpu_count()} CPUs, sim: library in {args.issue17_tapes_used}, "
             f"{'warm' if args.issue17_warm else 'cold'} volumes, {rate_text(s)}"
         )
         print(s.table())

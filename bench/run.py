@@ -530,7 +530,8 @@ def parse_args() -> argparse.Namespace:
     )
     ap.add_argument(
         "--issue17-tapes",
-        help="issue17: make the simulated libraries here (e.g. /dev/shm: tapes off the volumes' disk)",
+        help="issue17: make the simulated libraries here (default: a new folder in /dev/shm when it has room: "
+        "tapes off the volumes' disk, as a site's drives are; work: the work folder, on the volumes' disk)",
     )
     ap.add_argument(
         "--issue17-pg", help="issue17: a PostgreSQL URL for the catalog overhead (default: a throw-away cluster)"
@@ -712,7 +713,8 @@ def main() -> int:
         if s17:
             print(
                 f"issue17: a job of 4 volumes of {args.issue17_size} (compress {args.issue17_compress}) on a sim: "
-                f"library, 1 drive vs 2 drives vs 2 processes, cold volumes, {rate_text17(s17)}"
+                f"library in {args.issue17_tapes_used}, 1 drive vs 2 drives vs 2 processes, cold volumes, "
+                f"{rate_text17(s17)}"
             )
             print(s17.table())
         print("targets:")
