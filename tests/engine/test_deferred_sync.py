@@ -19,6 +19,7 @@ from tapearc.engine.backup import BackupOptions, backup
 from tapearc.engine.jobfile import read_job
 from tapearc.engine.jobs import JobRun, run_job
 from tapearc.engine.mediasource import MediaSource
+from tapearc.engine.progress import NoProgress
 from tapearc.errors import JobPartialError, MediumIOError
 from tapearc.media.base import TapeDrive, WriteStatus
 from tests.engine.test_jobs import BS, job_file, restored, write
@@ -172,3 +173,31 @@ def test_each_drive_of_a_job_syncs_once_with_its_own_catalog_connection(
     assert {(v, s) for v, _, s in states()} == {(v, "complete") for v in datas}
     for name, data in datas.items():
         assert restored_after(spec, tmp_path, name) == data
+
+
+def test_killed_before_the_sync_the_catalog_says_writing_and_a_scan_learns_it_whole(
+    tmp_path: Path, _private_catalog: Path
+) -> None:
+    """A job process killed after a generation's immediate filemark, before the drive's sync: the
+    catalog never said complete (its row stays "writing"); the medium holds the generation whole
+    (a killed process loses nothing the drive was given), and a scan learns it complete."""
+    from tapearc.engine.jobs import VolumeRun, run_one
+    from tapearc.engine.scan import scan_medium
+
+    spec = f"sim:{tmp_path / 't.tap'}"
+    path, datas = three_volumes(tmp_path, spec)
+    job = read_job(path)
+    with Catalog() as cat:
+        media = MediaSource(job.media, write=True, catalog=cat)
+        media.defer_sync = True
+        out = VolumeRun("a", job.volumes[0].source)
+        run_one(job, job.volumes[0], out, media, cat, full=False, now=0, progress=NoProgress(), clock=lambda: 0.0)
+        assert len(media.pending) == 1 and states() == [("a", 1, "writing")]
+        media.pending.clear()  # the process dies here: nothing more reaches the catalog
+        media.close()
+    assert states() == [("a", 1, "writing")]
+    with Catalog() as cat, MediaSource(spec, write=False, catalog=cat) as media:
+        res = scan_medium(media.current(), cat)
+    assert [(f.volume, f.state) for f in res.files] == [("a", "complete")]
+    assert states() == [("a", 1, "complete")]
+    assert restored(spec, tmp_path, "a") == datas["a"]
