@@ -172,3 +172,35 @@ def test_each_drive_of_a_job_syncs_once_with_its_own_catalog_connection(
     assert {(v, s) for v, _, s in states()} == {(v, "complete") for v in datas}
     for name, data in datas.items():
         assert restored_after(spec, tmp_path, name) == data
+
+
+def test_a_drive_closed_from_another_thread_leaves_that_threads_generations_writing(tmp_path: Path) -> None:
+    """A second Ctrl-C during a run on several drives: the main thread stops waiting and closes
+    the drives while their threads may still write. Generations a drive's thread queued are
+    recorded by that thread only (its catalog connection, e.g. SQLite's, belongs to it): the
+    main thread neither records them nor trips over that connection; their rows stay
+    ``writing``, as after a killed process (the next run marks them incomplete)."""
+    import sqlite3
+    import threading
+
+    from tapearc.engine.mediasource import PendingGeneration
+
+    media = MediaSource(f"sim:{tmp_path / 't.tap'}", write=True)
+    done: list[str] = []
+
+    def drive_thread() -> None:
+        conn = sqlite3.connect(":memory:")  # as the thread's catalog connection
+        media.current().write_record(b"x" * 512)
+        media.current().write_filemark(immediate=True)
+
+        def record() -> None:
+            conn.execute("SELECT 1")
+            done.append("record")
+
+        media.pending.append(PendingGeneration(1, "a", 1, "generation 1 of volume 'a'", record, lambda: None))
+
+    t = threading.Thread(target=drive_thread)
+    t.start()
+    t.join()
+    media.close()
+    assert done == []
