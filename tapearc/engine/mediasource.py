@@ -436,9 +436,9 @@ class MediaSource:
         process would; their record/abandon use the thread's catalog connection."""
         me = threading.get_ident()
         pending = [p for p in self.pending if p.thread == me]
-        self.pending = [p for p in self.pending if p.thread != me]
         if not pending:
-            return
+            return  # (the list is left alone: another thread may be adding to it)
+        self.pending = [p for p in self.pending if p.thread != me]
         with interrupts.deferred():
             try:
                 if self.drive is None:  # closed without a sync: nothing can say the buffer reached the medium
