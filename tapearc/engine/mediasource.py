@@ -417,11 +417,13 @@ class MediaSource:
         try:
             self.release()
         finally:
-            if self.changer is not None and hasattr(self.changer, "close"):
-                self.changer.close()
-            if self.drive_lease is not None:
-                self.drive_lease.release()
-                self.drive_lease = None
+            try:
+                if self.changer is not None and hasattr(self.changer, "close"):
+                    self.changer.close()
+            finally:
+                if self.drive_lease is not None:
+                    self.drive_lease.release()
+                    self.drive_lease = None
 
     # ------------------------------------------------------------------ syncs
 

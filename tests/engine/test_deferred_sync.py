@@ -204,3 +204,34 @@ def test_a_drive_closed_from_another_thread_leaves_that_threads_generations_writ
     t.join()
     media.close()
     assert done == []
+
+
+def test_close_releases_the_drive_lease_when_closing_the_changer_fails(tmp_path: Path) -> None:
+    """MediaSource.close lets go of everything it holds whatever fails on the way: a changer
+    whose close fails (its connection gone) does not keep the drive's lease held until it
+    expires."""
+    from tapearc.errors import ChangerError
+
+    released: list[str] = []
+
+    class Changer:
+        name = "fake"
+
+        def close(self) -> None:
+            raise ChangerError("the changer's connection is gone")
+
+    class Lease:
+        resource = "drive:x"
+
+        def release(self) -> None:
+            released.append("drive")
+
+    media = MediaSource(
+        f"sim:{tmp_path / 't.tap'}",
+        write=True,
+        changer=Changer(),  # type: ignore[arg-type]
+        drive_lease=Lease(),  # type: ignore[arg-type]
+    )
+    with pytest.raises(ChangerError):
+        media.close()
+    assert released == ["drive"]
