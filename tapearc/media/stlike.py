@@ -41,7 +41,7 @@ Immediate filemarks and sync
     reports deferred errors). Close and every move flush unsynced data the same way first, so
     their errors are reported as flush errors, not as errors of the move. A failed flush leaves
     the position unknown (tapearc never writes after data that may not be on the tape).
-    A write, filemark or flush that fails while data is unsynced makes the next :meth:`sync`
+    A device error (write, filemark, flush, status) while data is unsynced makes the next :meth:`sync`
     fail too (once): the error may be the buffered data's, and st's flush after a reported
     error succeeds.
 Positions
@@ -206,6 +206,8 @@ class StLikeDrive(TapeDrive):
         return cls(message, medium=self.name, tape_file=self._file, record=self._record, **details)
 
     def _oserr(self, err: OSError, what: str) -> MediumError:
+        if self._unsynced:  # the device's error may be the buffered data's (reported one call later)
+            self._unconfirmed = what
         return translate_oserror(err, what, medium=self.name, tape_file=self._file, record=self._record)
 
     def _check_open(self) -> None:
@@ -556,8 +558,6 @@ class StLikeDrive(TapeDrive):
         return WriteStatus.OK
 
     def _after_write_error(self, here: int) -> None:
-        if self._unsynced:
-            self._unconfirmed = f"a write at object {here} failed"
         try:
             actual = int(self._ops.mtpos())
         except OSError:

@@ -588,3 +588,16 @@ def test_a_failed_sync_is_reported_once():
     d.write_filemark(immediate=True)
     d.sync()  # what was written after the reported error is confirmed
     assert tape.objects == [b"a", FM, b"b", FM]
+
+
+def test_a_status_error_after_an_immediate_filemark_fails_the_next_sync():
+    # st may report the buffered data's error on MTIOCPOS / MTIOCGET (the backup asks for the
+    # position right after its generation's filemark, for the next volume's append)
+    d, ops, _ = make()
+    d.write_record(b"a")
+    d.write_filemark(immediate=True)
+    ops.inject("mtpos", oserr(errno.EIO))
+    with pytest.raises(MediumIOError):
+        d.position()
+    with pytest.raises(MediumIOError, match="not confirmed"):
+        d.sync()
