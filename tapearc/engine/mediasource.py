@@ -20,10 +20,11 @@ import logging
 import os
 import re
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tapearc import format as fmt
@@ -193,6 +194,8 @@ class PendingGeneration:
     what: str  # "generation 3 of volume 'a' on medium M (tape file 5)"
     record: Callable[[], None]  # its final catalog state: complete
     abandon: Callable[[], None]  # the sync failed: incomplete (the medium may hold it whole; scan tells)
+    # the thread that wrote it: only it records it (with its catalog connection), see settle()
+    thread: int = field(default_factory=threading.get_ident)
 
 
 class MediaSource:
@@ -414,11 +417,13 @@ class MediaSource:
         try:
             self.release()
         finally:
-            if self.changer is not None and hasattr(self.changer, "close"):
-                self.changer.close()
-            if self.drive_lease is not None:
-                self.drive_lease.release()
-                self.drive_lease = None
+            try:
+                if self.changer is not None and hasattr(self.changer, "close"):
+                    self.changer.close()
+            finally:
+                if self.drive_lease is not None:
+                    self.drive_lease.release()
+                    self.drive_lease = None
 
     # ------------------------------------------------------------------ syncs
 
@@ -427,10 +432,15 @@ class MediaSource:
         pending on it, in order. When the sync fails they are recorded incomplete (kept in
         ``unsettled`` for the runner to report) and the drive's error is raised; a generation the
         catalog fails to record is kept there too. Nothing pending: nothing done. A Ctrl-C waits
-        until the catalog says what the medium holds."""
-        pending, self.pending = self.pending, []
+        until the catalog says what the medium holds. Only the generations this thread wrote are
+        settled: a drive closed by the main thread while its own thread still runs (a second
+        Ctrl-C on a run on several drives) leaves that thread's rows ``writing``, as a killed
+        process would; their record/abandon use the thread's catalog connection."""
+        me = threading.get_ident()
+        pending = [p for p in self.pending if p.thread == me]
         if not pending:
-            return
+            return  # (the list is left alone: another thread may be adding to it)
+        self.pending = [p for p in self.pending if p.thread != me]
         with interrupts.deferred():
             try:
                 if self.drive is None:  # closed without a sync: nothing can say the buffer reached the medium

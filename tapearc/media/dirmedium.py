@@ -33,7 +33,9 @@ synchronous one (positions, end of data and reading back are the same at once) b
 fsync, the records' and the folders' to :meth:`DirDrive.sync` (also done by the next synchronous
 filemark and by close): until then they sit in the page cache, as data in a tape drive's buffer.
 ``sync`` makes everything written so far durable (syncfs or fsyncs as above) and does nothing
-on a read-only medium or when nothing is pending. A power cut before it may lose the tail: at
+on a read-only medium or when nothing is pending; after a flush that failed (a synchronous
+filemark's, close's) the next ``sync`` fails once, as the kernel reports a writeback error only
+once. A power cut before it may lose the tail: at
 the next open, a missing record ends the data (the crash states above). The folder is locked
 (``flock``) while open, exclusively for writing, shared for reading.
 """
@@ -173,6 +175,9 @@ class DirDrive(TapeDrive):
         self._used: int | None = None
         self._unsynced: set[str] = set()  # record files not yet made durable
         self._unsynced_marks: set[str] = set()  # FILEMARK files of immediate filemarks, not yet durable
+        # a flush failed: Linux reports a writeback error once and drops the pages, so a later
+        # flush succeeds; the next sync() must fail instead of confirming what may be gone
+        self._unconfirmed: str | None = None
         self._file = 0
         self._record = 0
         self._ew = False
@@ -572,6 +577,13 @@ class DirDrive(TapeDrive):
         """Make every record and FILEMARK written so far durable (records first, as a tape drive
         writes them in order): one syncfs, else an fsync per file; then each unsynced FILEMARK,
         its folder and the medium's folder."""
+        try:
+            self._sync_pending_files()
+        except OSError as err:
+            self._unconfirmed = f"flushing records failed: {err.strerror}"
+            raise
+
+    def _sync_pending_files(self) -> None:
         self._sync_records()
         marks = sorted(self._unsynced_marks)
         for mark in marks:
@@ -584,11 +596,15 @@ class DirDrive(TapeDrive):
 
     def sync(self) -> None:
         self._check_open()
+        if self._unconfirmed is not None:
+            why, self._unconfirmed = self._unconfirmed, None
+            raise self._err(MediumIOError, f"data written before an error is not confirmed on the medium ({why})")
         if not self.writable or not (self._unsynced or self._unsynced_marks):
             return
         try:
             self._sync_pending()
         except OSError as err:
+            self._unconfirmed = None  # reported here, now
             raise self._err(MediumIOError, f"cannot flush records: {err.strerror}") from err
 
     def _sync_records(self) -> None:

@@ -41,6 +41,9 @@ Immediate filemarks and sync
     reports deferred errors). Close and every move flush unsynced data the same way first, so
     their errors are reported as flush errors, not as errors of the move. A failed flush leaves
     the position unknown (tapearc never writes after data that may not be on the tape).
+    A device error (write, filemark, flush, status) while data is unsynced makes the next :meth:`sync`
+    fail too (once): the error may be the buffered data's, and st's flush after a reported
+    error succeeds.
 Positions
     The adapter counts (logical, tape file, record) itself and cross-checks the logical number
     with MTIOCPOS on every positioning operation, every filemark (read or written), every mark
@@ -168,6 +171,10 @@ class StLikeDrive(TapeDrive):
         self._writing = False  # last operation wrote a record: st would add a filemark on move/close
         # written since the last flush (MTWEOF 1 or 0): may still be in the drive's buffer
         self._unsynced = False
+        # an error while data was unsynced (st reports a write-behind error one call later):
+        # that data may not be on the medium, so the next sync must fail although st's flush
+        # after a reported error succeeds
+        self._unconfirmed: str | None = None
         self._lost: str | None = None  # why the position is unknown, or None
         self._logical = 0
         self._file = 0
@@ -199,6 +206,8 @@ class StLikeDrive(TapeDrive):
         return cls(message, medium=self.name, tape_file=self._file, record=self._record, **details)
 
     def _oserr(self, err: OSError, what: str) -> MediumError:
+        if self._unsynced:  # the device's error may be the buffered data's (reported one call later)
+            self._unconfirmed = what
         return translate_oserror(err, what, medium=self.name, tape_file=self._file, record=self._record)
 
     def _check_open(self) -> None:
@@ -281,6 +290,7 @@ class StLikeDrive(TapeDrive):
             self._ops.mtop(mtio.MTWEOF, 0)
         except OSError as err:
             self._lost = "flushing the drive's buffer failed"
+            self._unconfirmed = "flushing the drive's buffer failed"
             raise self._oserr(err, "cannot flush the drive") from err
         if check and self._lost is None:
             self._expect(self._logical)
@@ -595,6 +605,8 @@ class StLikeDrive(TapeDrive):
     def _write_behind_failed(self, err: OSError, here: int) -> bool:
         """A write-behind error surfaced by MTIOCGET after the write of the record at ``here``.
         Returns True (early warning) when the record is on the tape; raises otherwise."""
+        if err.errno != errno.ENOSPC:
+            self._unconfirmed = f"a write-behind error after object {here}"
         try:
             actual = int(self._ops.mtpos())
         except OSError:
@@ -643,9 +655,20 @@ class StLikeDrive(TapeDrive):
 
     def sync(self) -> None:
         self._check_open()
+        if self._unconfirmed is not None:
+            why, self._unconfirmed = self._unconfirmed, None
+            raise self._err(
+                MediumIOError,
+                f"data written before an error is not confirmed on the medium ({why})",
+                hint="tapearc scan reads what the medium holds",
+            )
         if not self.writable or not (self._unsynced or self._writing):
             return
-        self._flush()
+        try:
+            self._flush()
+        except MediumError:
+            self._unconfirmed = None  # reported here, now
+            raise
 
     # ------------------------------------------------------------------ positioning
 

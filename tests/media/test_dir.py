@@ -278,3 +278,31 @@ def test_overwrite_keeps_earlier_unsynced_records_pending(tmp_path, monkeypatch)
         synced = [c for c in calls if c.startswith("rec-")]
         assert sorted(synced) == ["rec-000000000", "rec-000000000"]  # file 0's a, file 1's B
         assert "FILEMARK" in calls
+
+
+def test_a_failed_flush_after_an_immediate_filemark_fails_the_next_sync(tmp_path, monkeypatch):
+    # Linux reports a writeback error to one fsync/syncfs and then forgets it (the dirty pages
+    # are dropped): the flush that follows succeeds although the data is gone. A failed flush
+    # (here a synchronous filemark's) must leave the next sync failing, not confirming.
+    from tapearc.media import dirmedium
+
+    path = str(tmp_path / "m")
+    with DirDrive(path, write=True) as d:
+        d.write_record(b"a")
+        d.write_filemark(immediate=True)
+        d.write_record(b"b")
+        real = dirmedium.syncfs
+        failed = []
+
+        def syncfs_once(p):
+            if not failed:
+                failed.append(p)
+                raise OSError(errno.EIO, os.strerror(errno.EIO), p)
+            return real(p)
+
+        monkeypatch.setattr(dirmedium, "syncfs", syncfs_once)
+        with pytest.raises(MediumIOError):
+            d.write_filemark()
+        with pytest.raises(MediumIOError, match="not confirmed"):
+            d.sync()
+        d.sync()  # reported once

@@ -549,3 +549,55 @@ def test_immediate_filemark_write_protected_and_early_warning():
     d.write_record(b"x" * 60)  # into the zone
     assert d.write_filemark(immediate=True) is WriteStatus.EARLY_WARNING
     assert tape.objects == [b"x" * 60, FM]
+
+
+def test_a_write_error_after_an_immediate_filemark_fails_the_next_sync():
+    # st reports an error of buffered (write-behind) data one call later: the write after an
+    # immediate filemark may fail for the data before it, and the flush that follows succeeds
+    d, ops, _ = make()
+    d.write_record(b"a")
+    d.write_filemark(immediate=True)
+    ops.inject("write", oserr(errno.EIO))
+    with pytest.raises(MediumIOError):
+        d.write_record(b"b")
+    with pytest.raises(MediumIOError, match="not confirmed"):
+        d.sync()
+
+
+def test_a_failed_flush_before_a_move_fails_the_next_sync():
+    d, ops, _ = make()
+    d.write_record(b"a")
+    d.write_filemark(immediate=True)
+    ops.inject("mtop", oserr(errno.EIO))  # the flush before the rewind
+    with pytest.raises(MediumIOError, match="flush"):
+        d.rewind()
+    with pytest.raises(MediumIOError, match="not confirmed"):
+        d.sync()
+
+
+def test_a_failed_sync_is_reported_once():
+    d, ops, tape = make()
+    d.write_record(b"a")
+    d.write_filemark(immediate=True)
+    ops.inject("mtop", oserr(errno.EIO))
+    with pytest.raises(MediumIOError, match="flush"):
+        d.sync()
+    d.rewind()
+    d.locate(2)
+    d.write_record(b"b")
+    d.write_filemark(immediate=True)
+    d.sync()  # what was written after the reported error is confirmed
+    assert tape.objects == [b"a", FM, b"b", FM]
+
+
+def test_a_status_error_after_an_immediate_filemark_fails_the_next_sync():
+    # st may report the buffered data's error on MTIOCPOS / MTIOCGET (the backup asks for the
+    # position right after its generation's filemark, for the next volume's append)
+    d, ops, _ = make()
+    d.write_record(b"a")
+    d.write_filemark(immediate=True)
+    ops.inject("mtpos", oserr(errno.EIO))
+    with pytest.raises(MediumIOError):
+        d.position()
+    with pytest.raises(MediumIOError, match="not confirmed"):
+        d.sync()
