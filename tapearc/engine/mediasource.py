@@ -437,11 +437,11 @@ class MediaSource:
         Ctrl-C on a run on several drives) leaves that thread's rows ``writing``, as a killed
         process would; their record/abandon use the thread's catalog connection."""
         me = threading.get_ident()
-        pending = [p for p in self.pending if p.thread == me]
-        if not pending:
+        if not any(p.thread == me for p in self.pending):
             return  # (the list is left alone: another thread may be adding to it)
-        self.pending = [p for p in self.pending if p.thread != me]
-        with interrupts.deferred():
+        with interrupts.deferred():  # from taking them to recording them: a Ctrl-C waits
+            pending = [p for p in self.pending if p.thread == me]
+            self.pending = [p for p in self.pending if p.thread != me]
             try:
                 if self.drive is None:  # closed without a sync: nothing can say the buffer reached the medium
                     raise MediumIOError(f"drive {self.spec} was closed before it wrote its buffer to the medium")
