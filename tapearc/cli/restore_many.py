@@ -42,8 +42,8 @@ def restore_many(
     *,
     timeout: float | None = None,
 ) -> None:
-    """``timeout``: ``--wait``, how long to wait for the drives (None: $TAPEARC_LOCK_TIMEOUT for
-    several drives, as long as it takes for a drive's lease)."""
+    """``timeout``: ``--wait``, how long to wait for the drives (None: as long as it takes for a
+    drive's lease; $TAPEARC_LOCK_TIMEOUT for drives locked on this host without leases)."""
     from tapearc.engine.restoremany import restore_volumes
 
     check_drive_list(media, changer, changer_drive)

@@ -163,7 +163,7 @@ def _run_on(job: JobSpec, n: int, catalog: str | None, bars: DrivesProgress | No
         library = library_of(job.drive_media or job.media, job.changer)
         spec = catalog or job.catalog  # as given (a PostgreSQL URL with its password): each drive's connection
 
-        with open_drives(library, n, write=True, catalog=cat, notes=notes) as drives:
+        with open_drives(library, n, write=True, catalog=cat, notes=notes, timeout=job.wait) as drives:
             more: dict[str, Any] = {"drive_progress": bars.row} if bars is not None else {}
             result = run_job_on_drives(job, list(drives), cat, open_catalog=lambda: Catalog(spec), **kw, **more)
         result.notes[:0] = notes

@@ -185,16 +185,18 @@ def reopen(catalog: Catalog) -> Catalog:
 
 
 def _pick_drives(
-    library: Library, n: int, stack: ExitStack, *, write: bool, timeout: float, leases: Leases | None = None
+    library: Library, n: int, stack: ExitStack, *, write: bool, timeout: float | None, leases: Leases | None = None
 ) -> list[tuple[int, Lease | None]]:
     """Up to ``n`` free drives of ``library``, held for as long as ``stack`` is open: by drive
     leases (``drive:<library>:<i>``, tapearc.catalog.leases) when ``leases`` is given, else by the
-    drive locks of tapearc.locks; waits up to ``timeout`` seconds while none is free."""
+    drive locks of tapearc.locks; waits up to ``timeout`` seconds while none is free (None: with
+    leases as long as it takes, as a one-drive command waits; with drive locks
+    $TAPEARC_LOCK_TIMEOUT, as a medium's lock)."""
     if leases is not None:
         return _lease_drives(library, n, stack, leases, timeout)
-    from tapearc.locks import medium_lock
+    from tapearc.locks import lock_timeout, medium_lock
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + (lock_timeout() if timeout is None else timeout)
     while True:
         got: list[tuple[int, Lease | None]] = []
         busy: list[str] = []
@@ -213,7 +215,7 @@ def _pick_drives(
     if not got:
         raise DrivesError(
             f"every drive of library {library.name} is in use: " + "; ".join(busy),
-            hint="wait for the other process (TAPEARC_LOCK_TIMEOUT=SECONDS waits for a drive)",
+            hint="wait for the other process (TAPEARC_LOCK_TIMEOUT=SECONDS waits for a drive on this host)",
         )
     return got
 
@@ -242,7 +244,10 @@ def _lease_drives(
         except LeaseBusyError as e:
             if got:
                 break
-            raise DrivesError(f"every drive of library {library.name} is in use: {e.message}") from None
+            raise DrivesError(
+                f"every drive of library {library.name} is in use: {e.message}",
+                hint="wait for the other process, or give a longer wait (a job's wait, restore --wait)",
+            ) from None
         stack.callback(lease.release)
         got.append((names.index(lease.resource), lease))
     return sorted(got, key=lambda x: x[0])
@@ -259,8 +264,9 @@ def open_drives(
     notes: list[str] | None = None,
 ) -> Iterator[list[JobDrive]]:
     """``n`` drives of ``library`` (fewer when only fewer are free: ``notes`` says so), each a
-    JobDrive, one changer handle shared by all. DrivesError when the library has fewer than ``n``."""
-    from tapearc.locks import lock_timeout
+    JobDrive, one changer handle shared by all. DrivesError when the library has fewer than ``n``
+    or none is free within ``timeout`` seconds (None: see :func:`_pick_drives`); the first free
+    drive is waited for, the others are taken if they are free then."""
     from tapearc.media.changers import open_changer
 
     if n > len(library.drives):
@@ -277,8 +283,7 @@ def open_drives(
 
             leases = Leases(catalog_spec(catalog), notify=lambda m: None if me in m else stderr_notify(m))
             stack.callback(leases.close)
-        wait = lock_timeout() if timeout is None else timeout
-        picked = _pick_drives(library, n, stack, write=write, timeout=wait, leases=leases)
+        picked = _pick_drives(library, n, stack, write=write, timeout=timeout, leases=leases)
         if len(picked) < n and notes is not None:
             notes.append(
                 f"{len(picked)} of the {n} drives asked for were free (drives {', '.join(str(i) for i, _ in picked)}); "

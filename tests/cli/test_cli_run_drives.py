@@ -277,6 +277,48 @@ def test_restore_of_several_volumes_waits_for_the_drives(tmp_path: Path) -> None
         assert (out / f"{name}.img").read_bytes() == data
 
 
+def test_a_job_on_several_drives_waits_for_a_drive_as_a_one_drive_job_does(tmp_path: Path) -> None:
+    """Every drive of the library leased by another process (as another host's job would): `run
+    --drives 2` says whom it waits for and, once a drive is free, runs on what is free (before,
+    it gave up at once, exit 42, unless TAPEARC_LOCK_TIMEOUT was set); with the job's `wait`, it
+    gives up after that long, exit 42 naming the holders, nothing written."""
+    import select
+
+    from tapearc.catalog.db import Catalog
+    from tapearc.catalog.leases import Leases
+
+    job = make_job(tmp_path, 2, wait="1")
+    lib = os.path.realpath(tmp_path / "lib")
+    Catalog().close()  # the other process's catalog, where its leases are
+    with Leases(os.environ["TAPEARC_CATALOG"], notify=lambda _t: None) as other:
+        held = [other.acquire(f"drive:{lib}:{i}", purpose="backup elsewhere") for i in (0, 1)]
+        p = tapearc("run", job["file"])
+        errors = [ln for ln in p.stderr.splitlines() if ln.startswith("tapearc: error: ")]
+        assert p.returncode == 42 and len(errors) == 1 and "Traceback" not in p.stderr, p.stderr
+        assert (
+            "every drive of library" in errors[0] and "(backup elsewhere)" in errors[0] and "(waited 1 s)" in errors[0]
+        )
+        assert "held by" in p.stderr.splitlines()[0] and p.stderr.splitlines()[0].endswith("; waiting")
+        assert json.loads(tapearc("catalog", "generations", "--json").stdout)["generations"] == []
+        (tmp_path / "job.toml").write_text((tmp_path / "job.toml").read_text().replace("wait = 1\n", ""))
+        cmd = [sys.executable, "-m", "tapearc", "run", job["file"], "--json"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        ready, _, _ = select.select([proc.stderr], [], [], 60)
+        line = proc.stderr.readline() if ready else ""
+        assert "held by" in line and "(backup elsewhere)" in line and line.rstrip().endswith("; waiting"), line
+        held[1].release()  # one drive frees: the job takes it and runs every volume on it
+        stdout, err = proc.communicate(timeout=120)
+        held[0].release()
+    assert proc.returncode == 0, err
+    doc = json.loads(stdout)
+    assert {v["outcome"] for v in doc["volumes"]} == {"ok"} and {v["drive"] for v in doc["volumes"]} == {
+        f"sim:{lib}/drive-1.tap"
+    }
+    assert "1 of the 2 drives asked for were free" in " ".join(doc["notes"])
+    assert_restored(job)
+
+
 def _on_a_terminal(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
     """Run tapearc with standard error on a pseudo-terminal: (exit status, what it showed there)."""
     master, slave = os.openpty()
