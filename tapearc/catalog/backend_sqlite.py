@@ -89,25 +89,39 @@ class SqliteBackend:
 
     kind = "sqlite"
 
-    def __init__(self, spec: CatalogSpec, timeout: float, what: str, threads: bool = False) -> None:
+    def __init__(
+        self, spec: CatalogSpec, timeout: float, what: str, threads: bool = False, read_only: bool = False
+    ) -> None:
+        """``read_only`` (docs/catalog.md, "Migrations"): the connection refuses every write
+        (``PRAGMA query_only``) and nothing sets the file's journal mode; a file that does not
+        exist is not created (an empty catalog in memory stands for it)."""
         assert spec.path is not None
         self.path = spec.path
         self.timeout = timeout
+        self.read_only = read_only
+        self.threads = threads
         try:
             if spec.given:  # a path the user chose: its folder must exist (a typo makes no folders)
                 _check_folder(self.path, what)
             else:  # the default location: its folder under the user's data folder is ours to make
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(
-                str(self.path),
-                timeout=timeout,
-                isolation_level=None,
-                factory=SqliteConnection,
-                check_same_thread=not threads,
-            )
+            missing = read_only and not self.path.is_file()
+            self.db = self._connect(":memory:" if missing else str(self.path))
+            if read_only:
+                self.db.execute("PRAGMA query_only = ON")
         except (OSError, sqlite3.Error) as e:
             raise CatalogError(f"cannot open catalog {self.path}: {e}") from None
-        self.db.busy_seconds = timeout
+
+    def _connect(self, name: str) -> SqliteConnection:
+        db = sqlite3.connect(
+            name,
+            timeout=self.timeout,
+            isolation_level=None,
+            factory=SqliteConnection,
+            check_same_thread=not self.threads,
+        )
+        db.busy_seconds = self.timeout
+        return db
 
     # ---------------------------------------------------------------- opening
 
@@ -123,10 +137,26 @@ class SqliteBackend:
 
     def prepare(self) -> None:
         """Per connection settings (after the catalog was found to be ours: journal_mode writes
-        the file's header)."""
+        the file's header; not done read-only: the file stays as it is)."""
         self.db.execute("PRAGMA foreign_keys = ON")
+        if self.read_only:
+            return
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
+
+    def private_copy(self, shown: str, version: str | None) -> SqliteConnection:
+        """For a read-only open of a catalog that needs its schema made or migrated: a copy of
+        it in memory (SQLite's backup API), which becomes this backend's connection; the file is
+        left as it was (the caller migrates the copy)."""
+        mem = self._connect(":memory:")
+        try:
+            self.db.backup(mem)
+        except sqlite3.Error:
+            mem.close()
+            raise
+        self.db.close()
+        self.db = mem
+        return mem
 
     def retryable(self, e: BaseException) -> bool:
         """SQLite reports some lock conflicts while a database is being created or switched to

@@ -90,7 +90,7 @@ def list_pools(catalog: CatalogOpt = None, now: NowOpt = None, json_out: JsonOpt
     from tapearc.engine import pools
 
     def go() -> list[dict[str, object]]:
-        with open_catalog(catalog) as cat:
+        with open_catalog(catalog, read_only=True) as cat:
             st = pools.statuses(cat, _now(now))
             out = []
             for p in cp.pools(cat):
@@ -122,7 +122,7 @@ def show(
     from tapearc.engine import pools
 
     def go() -> tuple[dict[str, object], list[MediumStatus]]:
-        with open_catalog(catalog) as cat:
+        with open_catalog(catalog, read_only=True) as cat:
             p = pools.get_pool(cat, name)
             return p.to_json(), pools.statuses(cat, _now(now), name)
 
@@ -158,7 +158,7 @@ def list_media(
     from tapearc.engine import pools
 
     def go() -> list[MediumStatus]:
-        with open_catalog(catalog) as cat:
+        with open_catalog(catalog, read_only=True) as cat:
             return pools.statuses(cat, _now(now), pool)
 
     st = run(json_out, go)
