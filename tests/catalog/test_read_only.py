@@ -198,3 +198,21 @@ def test_postgresql_read_only(pg_url: str) -> None:
             ).fetchall()
         }
     assert _pg_version(pg_url) == str(SCHEMA_VERSION)
+
+
+def test_pool_and_media_commands_never_create_a_catalog(tmp_path: Path, catalog_spec: str) -> None:
+    """``pool list|show`` and ``media list`` of a catalog that does not exist (or an empty
+    PostgreSQL database) show it empty and make nothing."""
+    assert json.loads(tapearc("pool", "list", "--catalog", catalog_spec, "--json").stdout) == {"pools": []}
+    assert json.loads(tapearc("media", "list", "--catalog", catalog_spec, "--json").stdout) == {"media": []}
+    p = tapearc("pool", "show", "daily", "--catalog", catalog_spec)
+    assert p.returncode == 37 and p.stderr.startswith("tapearc: error: no media pool named 'daily' (pools: none)")
+    if not catalog_spec.startswith("postgresql"):
+        assert list(tmp_path.iterdir()) == []
+        return
+    import psycopg
+
+    with psycopg.connect(catalog_spec) as db:
+        assert db.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchone() == (0,)
