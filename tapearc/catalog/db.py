@@ -24,7 +24,9 @@ docs/changes.md); version 4 the key fingerprint of encrypted media sets and gene
 (``key_fingerprint``, NULL for plain ones); version 5 media pools (``pools``), each medium's
 pool, location, write protection and recycling, and the recycling of generations
 (tapearc/catalog/pools.py). A version-1 to -4 catalog is migrated in place when it is opened
-(its rows are kept; the new columns are NULL, "not recorded", or their defaults).
+(its rows are kept; the new columns are NULL, "not recorded", or their defaults), but for a
+read-only open (``Catalog(spec, read_only=True)``, the commands that only read it): that never
+writes to the catalog (docs/catalog.md, "Migrations").
 """
 
 from __future__ import annotations
