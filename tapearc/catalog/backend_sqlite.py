@@ -103,18 +103,32 @@ class SqliteBackend:
         try:
             if spec.given:  # a path the user chose: its folder must exist (a typo makes no folders)
                 _check_folder(self.path, what)
-            else:  # the default location: its folder under the user's data folder is ours to make
+            elif not read_only:  # the default location: its folder under the user's data folder is ours to make
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            missing = read_only and not self.path.is_file()
-            self.db = self._connect(":memory:" if missing else str(self.path))
+            self.db = self._connect(*self._target())
             if read_only:
                 self.db.execute("PRAGMA query_only = ON")
         except (OSError, sqlite3.Error) as e:
             raise CatalogError(f"cannot open catalog {self.path}: {e}") from None
 
-    def _connect(self, name: str) -> SqliteConnection:
+    def _target(self) -> tuple[str, bool]:
+        """What to connect to (and whether it is a URI): the file; read-only, an empty database
+        in memory for a file that does not exist, and the file opened read-only when a
+        write-ahead log with content is beside it (a writer's, or one a writer that died left:
+        a connection that may write would fold it into the file when it closes last)."""
+        if not self.read_only:
+            return str(self.path), False
+        if not self.path.is_file():
+            return ":memory:", False
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.is_file() and wal.stat().st_size > 0:
+            return self.path.absolute().as_uri() + "?mode=ro", True
+        return str(self.path), False
+
+    def _connect(self, name: str, uri: bool = False) -> SqliteConnection:
         db = sqlite3.connect(
             name,
+            uri=uri,
             timeout=self.timeout,
             isolation_level=None,
             factory=SqliteConnection,

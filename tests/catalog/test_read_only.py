@@ -216,3 +216,28 @@ def test_pool_and_media_commands_never_create_a_catalog(tmp_path: Path, catalog_
         assert db.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
         ).fetchone() == (0,)
+
+
+def test_read_only_open_leaves_a_dead_writers_log_alone(tmp_path: Path) -> None:
+    """A write-ahead log with commits a writer that died left beside the file: the read-only
+    open sees them and folds nothing into the file (file and log byte-identical after)."""
+    made = tmp_path / "made"
+    made.mkdir()
+    Catalog(made / "catalog.sqlite").close()
+    writer = sqlite3.connect(made / "catalog.sqlite", isolation_level=None)
+    writer.execute("PRAGMA wal_autocheckpoint = 0")
+    writer.execute(
+        "INSERT INTO pools (name, retention, keep, allocation, created) VALUES ('p', 'keep-full', 1, 'continue', 0)"
+    )
+    crashed = tmp_path / "a dir?#x"  # (the URI of a path that needs quoting)
+    crashed.mkdir()
+    for name in ("catalog.sqlite", "catalog.sqlite-wal"):  # the files as the writer's death leaves them
+        shutil.copy(made / name, crashed / name)
+    writer.close()
+    cat = crashed / "catalog.sqlite"
+    before = state(cat)
+    assert before["catalog.sqlite-wal"][0]
+    with Catalog(cat, read_only=True) as c:
+        assert c.db.execute("SELECT name FROM pools").fetchall() == [("p",)]
+    after = state(cat)
+    assert {k: after[k] for k in before} == before  # (SQLite may leave the log's index, -shm)
