@@ -193,7 +193,9 @@ class PgBackend:
 
     kind = "postgresql"
 
-    def __init__(self, spec: CatalogSpec, timeout: float) -> None:
+    def __init__(self, spec: CatalogSpec, timeout: float, read_only: bool = False) -> None:
+        """``read_only``: every transaction of the session is read-only (the server refuses a
+        write; docs/catalog.md, "Migrations")."""
         assert spec.url is not None
         self.shown = spec.shown
         self.timeout = timeout
@@ -218,6 +220,8 @@ class PgBackend:
             # off: a commit does not wait for its WAL to reach the disk (as SQLite's WAL with
             # synchronous=NORMAL); the commits that must last ask for it (durable())
             conn.execute(f"SET lock_timeout = {max(1, round(timeout * 1000))}; SET synchronous_commit = off")
+            if read_only:
+                conn.execute("SET default_transaction_read_only = on")
         except psycopg.Error as e:
             conn.close()
             raise _unreachable(spec.shown, e) from None
@@ -241,6 +245,16 @@ class PgBackend:
 
     def prepare(self) -> None:
         pass  # the session was set up when it connected
+
+    def private_copy(self, shown: str, version: str | None) -> PgConnection:
+        """A read-only open of a catalog that needs its schema made or migrated is refused: a
+        migration in a transaction rolled back at the end would hold an exclusive lock on the
+        catalog's tables (every backup writing to it waits) for as long as the browsing lasts."""
+        what = "has no tapearc schema yet" if version is None else f"has the older schema version {version}"
+        raise CatalogError(
+            f"catalog {shown} {what}: a reading command does not change it",
+            hint="a writing command of this tapearc (backup, scan, label, pool create) migrates it",
+        )
 
     def retryable(self, e: BaseException) -> bool:
         return _sqlstate(e) in _RETRY_STATES

@@ -89,25 +89,53 @@ class SqliteBackend:
 
     kind = "sqlite"
 
-    def __init__(self, spec: CatalogSpec, timeout: float, what: str, threads: bool = False) -> None:
+    def __init__(
+        self, spec: CatalogSpec, timeout: float, what: str, threads: bool = False, read_only: bool = False
+    ) -> None:
+        """``read_only`` (docs/catalog.md, "Migrations"): the connection refuses every write
+        (``PRAGMA query_only``) and nothing sets the file's journal mode; a file that does not
+        exist is not created (an empty catalog in memory stands for it)."""
         assert spec.path is not None
         self.path = spec.path
         self.timeout = timeout
+        self.read_only = read_only
+        self.threads = threads
         try:
             if spec.given:  # a path the user chose: its folder must exist (a typo makes no folders)
                 _check_folder(self.path, what)
-            else:  # the default location: its folder under the user's data folder is ours to make
+            elif not read_only:  # the default location: its folder under the user's data folder is ours to make
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(
-                str(self.path),
-                timeout=timeout,
-                isolation_level=None,
-                factory=SqliteConnection,
-                check_same_thread=not threads,
-            )
+            self.db = self._connect(*self._target())
+            if read_only:
+                self.db.execute("PRAGMA query_only = ON")
         except (OSError, sqlite3.Error) as e:
             raise CatalogError(f"cannot open catalog {self.path}: {e}") from None
-        self.db.busy_seconds = timeout
+
+    def _target(self) -> tuple[str, bool]:
+        """What to connect to (and whether it is a URI): the file; read-only, an empty database
+        in memory for a file that does not exist, and the file opened read-only when a
+        write-ahead log with content is beside it (a writer's, or one a writer that died left:
+        a connection that may write would fold it into the file when it closes last)."""
+        if not self.read_only:
+            return str(self.path), False
+        if not self.path.is_file():
+            return ":memory:", False
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.is_file() and wal.stat().st_size > 0:
+            return self.path.absolute().as_uri() + "?mode=ro", True
+        return str(self.path), False
+
+    def _connect(self, name: str, uri: bool = False) -> SqliteConnection:
+        db = sqlite3.connect(
+            name,
+            uri=uri,
+            timeout=self.timeout,
+            isolation_level=None,
+            factory=SqliteConnection,
+            check_same_thread=not self.threads,
+        )
+        db.busy_seconds = self.timeout
+        return db
 
     # ---------------------------------------------------------------- opening
 
@@ -123,10 +151,26 @@ class SqliteBackend:
 
     def prepare(self) -> None:
         """Per connection settings (after the catalog was found to be ours: journal_mode writes
-        the file's header)."""
+        the file's header; not done read-only: the file stays as it is)."""
         self.db.execute("PRAGMA foreign_keys = ON")
+        if self.read_only:
+            return
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
+
+    def private_copy(self, shown: str, version: str | None) -> SqliteConnection:
+        """For a read-only open of a catalog that needs its schema made or migrated: a copy of
+        it in memory (SQLite's backup API), which becomes this backend's connection; the file is
+        left as it was (the caller migrates the copy)."""
+        mem = self._connect(":memory:")
+        try:
+            self.db.backup(mem)
+        except sqlite3.Error:
+            mem.close()
+            raise
+        self.db.close()
+        self.db = mem
+        return mem
 
     def retryable(self, e: BaseException) -> bool:
         """SQLite reports some lock conflicts while a database is being created or switched to

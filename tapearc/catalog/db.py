@@ -24,7 +24,9 @@ docs/changes.md); version 4 the key fingerprint of encrypted media sets and gene
 (``key_fingerprint``, NULL for plain ones); version 5 media pools (``pools``), each medium's
 pool, location, write protection and recycling, and the recycling of generations
 (tapearc/catalog/pools.py). A version-1 to -4 catalog is migrated in place when it is opened
-(its rows are kept; the new columns are NULL, "not recorded", or their defaults).
+(its rows are kept; the new columns are NULL, "not recorded", or their defaults), but for a
+read-only open (``Catalog(spec, read_only=True)``, the commands that only read it): that never
+writes to the catalog (docs/catalog.md, "Migrations").
 """
 
 from __future__ import annotations
@@ -256,6 +258,7 @@ class Backend(Protocol):
     def tables(self) -> set[str]: ...
     def columns(self, table: str) -> list[str]: ...
     def prepare(self) -> None: ...
+    def private_copy(self, shown: str, version: str | None) -> Any: ...
     def retryable(self, e: BaseException) -> bool: ...
     def open_error(self, e: BaseException) -> BaseException: ...
     def foreign_error(self, shown: str) -> CatalogError: ...
@@ -267,12 +270,19 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def open_backend(spec: catalog_spec.CatalogSpec, timeout: float, what: str, threads: bool = False) -> Backend:
+def open_backend(
+    spec: catalog_spec.CatalogSpec, timeout: float, what: str, threads: bool = False, read_only: bool = False
+) -> Backend:
     if spec.is_sqlite:
-        return SqliteBackend(spec, timeout, what, threads)
+        return SqliteBackend(spec, timeout, what, threads, read_only)
     from tapearc.catalog.backend_pg import PgBackend
 
-    return PgBackend(spec, timeout)
+    return PgBackend(spec, timeout, read_only)
+
+
+def _older(version: str) -> bool:
+    """Whether a catalog's schema ``version`` is older than this tapearc's."""
+    return version.isdigit() and int(version) < SCHEMA_VERSION
 
 
 class Catalog:
@@ -293,14 +303,19 @@ class Catalog:
     kind: str  #: "sqlite" or "postgresql"
     db: Any  #: statements in the common dialect (:class:`Connection`)
 
-    def __init__(self, spec: str | os.PathLike[str] | None = None, *, threads: bool = False) -> None:
-        """``threads``: the connection may be used from other threads too (one at a time)."""
+    def __init__(
+        self, spec: str | os.PathLike[str] | None = None, *, threads: bool = False, read_only: bool = False
+    ) -> None:
+        """``threads``: the connection may be used from other threads too (one at a time).
+        ``read_only``: for the commands that only read the catalog: nothing is written to it,
+        not even to migrate it (docs/catalog.md, "Migrations"; :meth:`_open_read_only`)."""
         parsed = catalog_spec.parse(spec)
         what = "--catalog" if spec is not None else "TAPEARC_CATALOG"
         self.path, self.spec, self.kind = parsed.path, parsed.shown, parsed.kind
         self.connect_spec = parsed.url or str(parsed.path)
         timeout = busy_timeout()
-        self._backend = open_backend(parsed, timeout, what, threads)
+        self.read_only = read_only
+        self._backend = open_backend(parsed, timeout, what, threads, read_only)
         self.db = self._backend.db
         try:
             self._retry_opening(timeout)
@@ -336,9 +351,40 @@ class Catalog:
         """Check the catalog is ours; create the schema in an empty one, migrate an older one
         (docs/catalog.md, "Migrations"), refuse a newer one. An up-to-date catalog is only read."""
         self._check_ours()  # before anything writes (SQLite's journal_mode writes the file's header)
-        self._backend.prepare()
-        if self._version() == str(SCHEMA_VERSION) and _schema_mod.table_names() <= self._backend.tables():
+        if self.read_only:
+            self._open_read_only()
             return
+        self._backend.prepare()
+        if not self._current():
+            self._make_or_migrate()
+
+    def _current(self) -> bool:
+        """Whether the schema is this tapearc's, every table there."""
+        return self._version() == str(SCHEMA_VERSION) and _schema_mod.table_names() <= self._backend.tables()
+
+    def _open_read_only(self) -> None:
+        """A read-only open: a catalog of this version is only read; a newer one is refused; an
+        older one (or one lacking a table this tapearc adds, or an empty one) is left as it is:
+        an SQLite catalog is copied into memory and the copy made current (the commands browse
+        the copy, and say nothing of it), a PostgreSQL one is refused (its backend says why)."""
+        self._backend.prepare()
+        if self._current():
+            return
+        version = self._version()
+        if version is not None and version != str(SCHEMA_VERSION) and not _older(version):
+            raise self._newer_error(version)
+        self.db = self._backend.private_copy(self.spec, version)
+        self._backend.prepare()
+        self._make_or_migrate()
+
+    def _newer_error(self, version: str) -> CatalogError:
+        return CatalogError(
+            f"catalog {self.spec} has schema version {version}, this tapearc knows {SCHEMA_VERSION}",
+            hint="use another --catalog, or rebuild one with tapearc scan",
+        )
+
+    def _make_or_migrate(self) -> None:
+        """Make the schema in an empty catalog, migrate an older one, refuse a newer one."""
         with self.transaction():  # one transaction: two processes opening a new or old catalog at once
             self._check_ours()
             for statement in _schema_mod.statements(self.kind):
@@ -349,13 +395,10 @@ class Catalog:
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
                     (str(SCHEMA_VERSION),),
                 )
-            elif version.isdigit() and int(version) < SCHEMA_VERSION:
+            elif _older(version):
                 self._migrate(int(version))
             elif version != str(SCHEMA_VERSION):
-                raise CatalogError(
-                    f"catalog {self.spec} has schema version {version}, this tapearc knows {SCHEMA_VERSION}",
-                    hint="use another --catalog, or rebuild one with tapearc scan",
-                )
+                raise self._newer_error(version)
 
     def _migrate(self, version: int) -> None:
         """Schema ``version`` -> :data:`SCHEMA_VERSION`: add the columns the versions after it

@@ -93,7 +93,7 @@ def _query(
             what = "does not exist" if shown.path is not None else "is an empty database"
             raise UsageError(f"--medium {medium!r}: the catalog {shown.shown} {what} (no backup made with it yet)")
         return []
-    with Catalog(catalog) as cat:
+    with Catalog(catalog, read_only=True) as cat:
         media = None
         if medium is not None:
             found = find_media(cat, medium)

@@ -367,11 +367,12 @@ def start_encrypt_arg(key_file: Path | None, passphrase_file: str | None) -> Cal
 
 
 @contextmanager
-def open_catalog(path: str | None) -> Iterator[Catalog]:
-    """The catalog (--catalog, else the default), closed at the end."""
+def open_catalog(path: str | None, *, read_only: bool = False) -> Iterator[Catalog]:
+    """The catalog (--catalog, else the default), closed at the end. ``read_only``: for a
+    command that only reads it (nothing written, not even a migration: docs/catalog.md)."""
     from tapearc.catalog.db import Catalog
 
-    cat = Catalog(path)
+    cat = Catalog(path, read_only=read_only)
     try:
         yield cat
     finally:

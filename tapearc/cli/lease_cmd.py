@@ -32,7 +32,11 @@ def list_leases(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None:
     def go() -> list[dict[str, object]]:
         if not has_catalog(catalog):  # listing never writes: no catalog made to find it empty
             return []
-        with open_catalog(catalog) as cat, Leases(catalog_spec(cat)) as leases:
+        # read through the catalog's own read-only connection (an older catalog's copy: no leases)
+        with (
+            open_catalog(catalog, read_only=True) as cat,
+            Leases(catalog_spec(cat), connect=lambda _: cat.db) as leases,
+        ):
             now = time.time()
             return [r.to_json(now) | {"what": describe_resource(r.resource)} for r in leases.rows()]
 

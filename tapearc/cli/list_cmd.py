@@ -68,7 +68,7 @@ def change_records(listing: MediumListing, catalog: str | None) -> dict[tuple[st
 
     if not catalog_exists(catalog):
         return {}
-    with Catalog(catalog) as cat:
+    with Catalog(catalog, read_only=True) as cat:
         return {(g.volume, g.number): g.change for g in cat.generations(listing.label.media_set_uuid)}
 
 

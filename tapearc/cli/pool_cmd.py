@@ -87,10 +87,13 @@ def create(
 def list_pools(catalog: CatalogOpt = None, now: NowOpt = None, json_out: JsonOpt = False) -> None:
     """The pools: retention, allocation, media, how many are recyclable."""
     from tapearc.catalog import pools as cp
+    from tapearc.catalog.views import has_catalog
     from tapearc.engine import pools
 
     def go() -> list[dict[str, object]]:
-        with open_catalog(catalog) as cat:
+        if not has_catalog(catalog):  # browsing never writes: no catalog made to find it empty
+            return []
+        with open_catalog(catalog, read_only=True) as cat:
             st = pools.statuses(cat, _now(now))
             out = []
             for p in cp.pools(cat):
@@ -119,10 +122,13 @@ def show(
 ) -> None:
     """A pool: its retention, its media sets and media, what each medium holds, and when it
     expires (or which generation still needs it)."""
+    from tapearc.catalog.views import has_catalog
     from tapearc.engine import pools
 
     def go() -> tuple[dict[str, object], list[MediumStatus]]:
-        with open_catalog(catalog) as cat:
+        if not has_catalog(catalog):  # none made to find it has no pool
+            raise PoolError(f"no media pool named {name!r} (pools: none)", hint="tapearc pool create NAME ...")
+        with open_catalog(catalog, read_only=True) as cat:
             p = pools.get_pool(cat, name)
             return p.to_json(), pools.statuses(cat, _now(now), name)
 
@@ -155,10 +161,13 @@ def list_media(
     json_out: JsonOpt = False,
 ) -> None:
     """The media: label, pool, media set, location, bytes used, generations, expiry."""
+    from tapearc.catalog.views import has_catalog
     from tapearc.engine import pools
 
     def go() -> list[MediumStatus]:
-        with open_catalog(catalog) as cat:
+        if not has_catalog(catalog):
+            return []
+        with open_catalog(catalog, read_only=True) as cat:
             return pools.statuses(cat, _now(now), pool)
 
     st = run(json_out, go)
