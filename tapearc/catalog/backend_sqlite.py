@@ -160,17 +160,19 @@ class SqliteBackend:
 
     def private_copy(self, shown: str, version: str | None) -> SqliteConnection:
         """For a read-only open of a catalog that needs its schema made or migrated: a copy of
-        it in memory (SQLite's backup API), which becomes this backend's connection; the file is
-        left as it was (the caller migrates the copy)."""
-        mem = self._connect(":memory:")
+        it (SQLite's backup API), which becomes this backend's connection; the file is left as
+        it was (the caller migrates the copy). The copy is SQLite's private temporary database
+        (an empty file name): kept in its page cache, spilled to a temporary file it deletes
+        itself when it grows past that, so memory does not follow the catalog's size."""
+        copy = self._connect("")
         try:
-            self.db.backup(mem)
+            self.db.backup(copy)
         except sqlite3.Error:
-            mem.close()
+            copy.close()
             raise
         self.db.close()
-        self.db = mem
-        return mem
+        self.db = copy
+        return copy
 
     def retryable(self, e: BaseException) -> bool:
         """SQLite reports some lock conflicts while a database is being created or switched to
