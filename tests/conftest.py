@@ -20,6 +20,27 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+class FakeTime:
+    """A clock whose sleeps advance it, for the simulator's tape clock (tapesim.transport
+    TapeClock, SimDrive(clock=, sleep=)): every figure is exact arithmetic, no timing."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        assert s > 0
+        self.slept.append(s)
+        self.now += s
+
+    @property
+    def total(self) -> float:
+        return sum(self.slept)
+
+
 def make_volume(path: Path, shape: str, block_size: int = 64 * KiB, seed: int = 1) -> bytes:
     """Write a volume of a given shape to ``path`` and return its bytes."""
     rng = random.Random(seed)

@@ -365,7 +365,7 @@ class Catalog:
     def _open_read_only(self) -> None:
         """A read-only open: a catalog of this version is only read; a newer one is refused; an
         older one (or one lacking a table this tapearc adds, or an empty one) is left as it is:
-        an SQLite catalog is copied into memory and the copy made current (the commands browse
+        an SQLite catalog is copied (SQLite's private temporary database) and the copy made current (the commands browse
         the copy, and say nothing of it), a PostgreSQL one is refused (its backend says why)."""
         self._backend.prepare()
         if self._current():

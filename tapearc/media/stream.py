@@ -362,7 +362,8 @@ class StreamDrive(TapeDrive):
         if fd is None:
             return
         try:
-            if stat.S_ISREG(os.fstat(fd).st_mode) or stat.S_ISBLK(os.fstat(fd).st_mode):
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
                 os.fsync(fd)
         except OSError as err:
             raise MediumIOError(f"cannot flush {self.where}: {err.strerror or err}", medium=self.name) from err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -145,24 +146,15 @@ def test_usage_errors(tmp_path: Path, args: list[str], code: int) -> None:
     assert "Traceback" not in p.stderr
 
 
-def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
-    import os
-    import pty  # noqa: F401  (POSIX only, like tapearc)
-
-    src = tmp_path / "vol.img"
-    block = os.urandom(8 << 20)
-    src.write_bytes(block * 12)  # 96 MiB: long enough for a measured rate
-    # not a terminal: no progress output at all
-    p = tapearc("backup", str(src), "--media", f"sim:{tmp_path / 'a.tap'}")
-    assert p.returncode == 0 and p.stderr == ""
-    # a terminal on stderr: a rich progress bar with bytes and MB/s
+def on_a_terminal(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run tapearc with standard error on a pseudo-terminal: (exit status, what it showed there)."""
     master, slave = os.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tapearc", "backup", str(src), "--media", f"sim:{tmp_path / 'b.tap'}"],
+        [sys.executable, "-m", "tapearc", *args],
         stdout=subprocess.PIPE,
         stderr=slave,
         text=True,
-        env={**os.environ, "COLUMNS": "120"},
+        env={**os.environ, "COLUMNS": "160", **(env or {})},
     )
     os.close(slave)
     chunks = []
@@ -174,10 +166,23 @@ def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
         if not b:
             break
         chunks.append(b)
-    proc.wait(timeout=60)
+    proc.communicate(timeout=120)
     os.close(master)
-    shown = b"".join(chunks).decode("utf-8", "replace")
-    assert proc.returncode == 0
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
+    import pty  # noqa: F401  (POSIX only, like tapearc)
+
+    src = tmp_path / "vol.img"
+    block = os.urandom(8 << 20)
+    src.write_bytes(block * 12)  # 96 MiB: long enough for a measured rate
+    # not a terminal: no progress output at all
+    p = tapearc("backup", str(src), "--media", f"sim:{tmp_path / 'a.tap'}")
+    assert p.returncode == 0 and p.stderr == ""
+    # a terminal on stderr: a rich progress bar with bytes and MB/s
+    code, shown = on_a_terminal(["backup", str(src), "--media", f"sim:{tmp_path / 'b.tap'}"], {"COLUMNS": "120"})
+    assert code == 0
     import re
 
     # a transfer rate (rich picks the unit: kB/s, MB/s or GB/s), bytes done and the job's name

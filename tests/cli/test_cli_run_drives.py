@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli.test_cli import assert_one_line_error
+from tests.cli.test_cli import assert_one_line_error, on_a_terminal
 from tests.cli.test_cli_run import tapearc, write
 
 lib_mod = pytest.importorskip("tapesim.library")
@@ -319,48 +319,23 @@ def test_a_job_on_several_drives_waits_for_a_drive_as_a_one_drive_job_does(tmp_p
     assert_restored(job)
 
 
-def _on_a_terminal(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Run tapearc with standard error on a pseudo-terminal: (exit status, what it showed there)."""
-    master, slave = os.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tapearc", *args],
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        text=True,
-        env={**os.environ, "COLUMNS": "160", **(env or {})},
-    )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            b = os.read(master, 4096)
-        except OSError:
-            break
-        if not b:
-            break
-        chunks.append(b)
-    proc.communicate(timeout=120)
-    os.close(master)
-    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
-
-
-def test_a_progress_bar_per_drive_on_a_terminal(tmp_path: Path) -> None:
+def test_a_progress_bar_per_driveon_a_terminal(tmp_path: Path) -> None:
     """run --drives 2 and the restore of several volumes on 2 drives show one bar per drive
     (naming the drive and its volume) on a terminal; nothing when standard error is not one,
     nor with --json (as before)."""
     job = make_job(tmp_path, 2)
-    code, shown = _on_a_terminal(["run", job["file"]])
+    code, shown = on_a_terminal(["run", job["file"]])
     assert code == 0, shown
     assert re.search(r"drive-0\.tap: backup [abcd]", shown) and re.search(r"drive-1\.tap: backup [abcd]", shown)
     assert "KiB" in shown or "MiB" in shown
     out = tmp_path / "restored"
     out.mkdir()
     vols = [a for k in job["datas"] for a in ("--volume", k)]
-    code, shown = _on_a_terminal(["restore", "--media", job["spec"], *vols, "--to", str(out), "--drives", "2"])
+    code, shown = on_a_terminal(["restore", "--media", job["spec"], *vols, "--to", str(out), "--drives", "2"])
     assert code == 0, shown
     assert re.search(r"drive-0\.tap: restore [abcd] gen 1", shown), shown
     assert re.search(r"drive-1\.tap: restore [abcd] gen 1", shown), shown
-    code, shown = _on_a_terminal(["run", job["file"], "--json"])
+    code, shown = on_a_terminal(["run", job["file"], "--json"])
     assert code == 0 and "drive-0.tap: backup" not in shown and "drive-1.tap: backup" not in shown, shown
     p = tapearc("run", job["file"])  # standard error not a terminal: nothing on it
     assert p.returncode == 0 and p.stderr == "", p.stderr

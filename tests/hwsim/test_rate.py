@@ -19,28 +19,11 @@ from tapesim.faults import add_fault
 from tapesim.library import create_library
 from tapesim.sidecar import SidecarError, TapeSettings, load_settings, read_sidecar, save_settings
 from tapesim.transport import TapeClock, read_stats, stats_path
+from tests.conftest import FakeTime
 
 KiB = 1024
 R = 1000  # bytes/s
 B = 4000  # buffer, bytes
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        assert s > 0
-        self.slept.append(s)
-        self.now += s
-
-    @property
-    def total(self) -> float:
-        return sum(self.slept)
 
 
 def tape_clock(t: FakeTime) -> TapeClock:

@@ -70,10 +70,12 @@ POSITIONS = [  # the Position of every logical object of LAYOUT, then end of dat
 ]
 
 
-def write_layout(drive: TapeDrive) -> None:
+def write_layout(drive: TapeDrive, *, immediate: bool = False) -> None:
+    """LAYOUT, every position checked on the way (``immediate``: its filemarks immediate ones:
+    every position as with synchronous ones, at once)."""
     for i, obj in enumerate(LAYOUT):
         assert drive.position() == POSITIONS[i]
-        status = drive.write_filemark() if obj is FM else drive.write_record(obj)
+        status = drive.write_filemark(immediate=immediate) if obj is FM else drive.write_record(obj)
         assert status is OK
     assert drive.position() == EOD_POS
 
@@ -502,7 +504,8 @@ def test_early_warning_then_full(backend):
         assert d.status().early_warning is False
 
 
-def test_early_warning_filemark_fits(backend):
+@pytest.mark.parametrize("immediate", [False, True], ids=["synchronous", "immediate"])
+def test_early_warning_filemark_fits(backend, immediate):
     if not backend.can_set_geometry:
         pytest.skip("cannot shrink a real tape")
     backend.create(capacity=CAPACITY, early_warning=EW_ZONE, max_record=64 * 1024)
@@ -512,8 +515,11 @@ def test_early_warning_filemark_fits(backend):
             n += 1
         # the write that entered the zone is on the medium; a trailer record and filemark fit
         assert d.write_record(b"trailer") is EW
-        assert d.write_filemark() is EW
+        assert d.write_filemark(immediate=immediate) is EW  # an immediate one as the synchronous one
         assert d.position() == Position(n + 3, 1, 0)
+        if immediate:
+            d.sync()
+            assert d.position() == Position(n + 3, 1, 0)
     with backend.open(write=False) as d:
         got = read_all(d)
         assert len(got) == n + 3
@@ -544,12 +550,7 @@ def test_refused_write_then_close_writes_nothing(backend):
 
 
 def write_layout_immediate(drive: TapeDrive) -> None:
-    """LAYOUT with immediate filemarks: every position as with synchronous ones, at once."""
-    for i, obj in enumerate(LAYOUT):
-        assert drive.position() == POSITIONS[i]
-        status = drive.write_filemark(immediate=True) if obj is FM else drive.write_record(obj)
-        assert status is OK
-    assert drive.position() == EOD_POS
+    write_layout(drive, immediate=True)
     assert drive.status().position == EOD_POS
 
 
@@ -658,25 +659,6 @@ def test_immediate_filemark_refused_when_read_only(layout):
         with pytest.raises(WriteProtectedError):
             d.write_filemark(immediate=True)
         assert d.position() == Position(0, 0, 0)
-
-
-def test_early_warning_immediate_filemark_fits(backend):
-    if not backend.can_set_geometry:
-        pytest.skip("cannot shrink a real tape")
-    backend.create(capacity=CAPACITY, early_warning=EW_ZONE, max_record=64 * 1024)
-    with backend.open(write=True) as d:
-        n = 0
-        while d.write_record(payload(n, REC)) is OK:
-            n += 1
-        assert d.write_record(b"trailer") is EW
-        assert d.write_filemark(immediate=True) is EW  # as the synchronous one
-        assert d.position() == Position(n + 3, 1, 0)
-        d.sync()
-        assert d.position() == Position(n + 3, 1, 0)
-    with backend.open(write=False) as d:
-        got = read_all(d)
-        assert len(got) == n + 3
-        assert got[-2:] == [b"trailer", FM]
 
 
 def test_immediate_filemark_after_medium_full_fits(backend):

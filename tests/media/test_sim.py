@@ -15,6 +15,7 @@ from tapearc.media.sim import open_sim
 from tapearc.media.stlike import StLikeDrive
 from tapesim.drive import SimDrive, create_image
 from tapesim.transport import read_stats
+from tests.conftest import FakeTime
 
 
 def test_missing_image_for_reading(tmp_path):
@@ -86,32 +87,13 @@ def test_bad_sidecar_is_unavailable(tmp_path):
 # ---------------------------------------------------------------- immediate filemarks on a rate-limited drive
 
 
-class _FakeTime:
-    """Sleeping advances the clock: every figure below is exact arithmetic (no timing)."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.slept.append(s)
-        self.now += s
-
-    @property
-    def total(self) -> float:
-        return sum(self.slept)
-
-
 def _rated_image(folder: Path) -> Path:
     p = folder / "t.tap"
     create_image(p, capacity=1 << 20, rate=1000, buffer=4000)  # 1000 bytes/s, a 4 s buffer
     return p
 
 
-def _volume_change(t: _FakeTime, p: Path, *, immediate: bool) -> tuple[float, float]:
+def _volume_change(t: FakeTime, p: Path, *, immediate: bool) -> tuple[float, float]:
     """Two 'generations' through the st adapter, 2 s of host work between them (the next
     volume's start); returns (seconds the host waited before the second generation, starved)."""
     d = StLikeDrive(SimDrive(p, clock=t.clock, sleep=t.sleep), name="sim:t", writable=True)
@@ -134,11 +116,11 @@ def _volume_change(t: _FakeTime, p: Path, *, immediate: bool) -> tuple[float, fl
 def test_immediate_filemarks_keep_the_tape_streaming_and_sync_drains(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    t = _FakeTime()
+    t = FakeTime()
     waited, starved = _volume_change(t, _rated_image(tmp_path / "a"), immediate=False)
     assert waited == pytest.approx(3)  # MTWEOF 1: the host waited for the 3 000 bytes
     assert starved == pytest.approx(2)  # and the tape stood still for the 2 s in between
-    t = _FakeTime()
+    t = FakeTime()
     waited, starved = _volume_change(t, _rated_image(tmp_path / "b"), immediate=True)
     assert waited == 0  # MTWEOFI: no wait
     assert starved == 0  # the 2 s of host work overlapped the buffer going to tape
