@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hwsim_helpers import KiB, MiB
 
 from tapesim.drive import SimDrive, create_image
-
-KiB = 1024
-MiB = 1024 * KiB
-
-
-def rec(n: int, *, fill: int | None = None, flag: int = 0) -> bytes:
-    """Raw SIMH bytes of a record of ``n`` bytes."""
-    w = struct.pack("<I", n | flag)
-    data = bytes([fill if fill is not None else (n & 0xFF)]) * n
-    return w + data + (b"\0" if n & 1 else b"") + w
-
-
-def word(v: int) -> bytes:
-    return struct.pack("<I", v)
-
-
-TM = word(0)
 
 
 @pytest.fixture
@@ -55,9 +38,3 @@ def raw_image(tmp_path: Path) -> Callable[[bytes], Path]:
         return p
 
     return make
-
-
-def payload(i: int, n: int) -> bytes:
-    """Distinct, checkable record content."""
-    b = i.to_bytes(4, "little") * (n // 4 + 1)
-    return b[:n]

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import TM, KiB, MiB, payload, rec
+from hwsim_helpers import TM, KiB, MiB, payload, rec
 
 from tapesim import mtio
 from tapesim.drive import SidecarError, SimDrive, TapeSettings, create_image, load_settings, sidecar_path

@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import payload
+from hwsim_helpers import payload
 
 from tapesim import mtio
 from tapesim.cli import main

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import payload
+from hwsim_helpers import payload
 
 from tapesim import mtio
 from tapesim.drive import SimDrive, create_image

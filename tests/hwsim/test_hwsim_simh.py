@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import TM, rec, word
+from hwsim_helpers import TM, rec, word
 
 from tapesim import simh
 from tapesim.simh import ObjKind, SimhFormatError, record_size, scan

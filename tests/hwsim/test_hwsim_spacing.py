@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 
 import pytest
-from conftest import payload
+from hwsim_helpers import payload
 
 from tapesim import mtio
 from tapesim.drive import SimDrive
