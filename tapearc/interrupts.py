@@ -39,9 +39,15 @@ if TYPE_CHECKING:
 _notes: list[str] = []
 
 
-def note(text: str) -> None:
-    """Something an interrupt message must say from now on (e.g. a generation is complete)."""
-    if text not in _notes:
+def note(text: str, *, replaces: str | None = None) -> None:
+    """Something an interrupt message must say from now on (e.g. a generation is complete);
+    ``replaces``: an earlier note this one corrects (it takes its place)."""
+    if replaces is not None and replaces in _notes:
+        if text in _notes:
+            _notes.remove(replaces)
+        else:
+            _notes[_notes.index(replaces)] = text
+    elif text not in _notes:
         _notes.append(text)
 
 
@@ -94,8 +100,10 @@ class raising:
 
 class deferred:
     """A section a SIGINT must not cut: a SIGINT during it is held and raised as
-    KeyboardInterrupt when the section ends (unless it ends with an exception of its own).
-    Does nothing outside the main thread or when SIGINT does not raise KeyboardInterrupt."""
+    KeyboardInterrupt when the section ends. A section that ends with an error of its own (a
+    drive's failed sync) still ends in KeyboardInterrupt -- the user asked the command to stop --
+    with the error's text added to the notes, so the interrupt message says it. Does nothing
+    outside the main thread or when SIGINT does not raise KeyboardInterrupt."""
 
     def __enter__(self) -> Self:
         self.pending = False
@@ -110,5 +118,8 @@ class deferred:
         if not self.active:
             return
         _set(self.prev)
-        if self.pending and et is None:
-            raise KeyboardInterrupt
+        if not self.pending or (et is not None and not issubclass(et, Exception)):
+            return
+        if ev is not None:
+            note(str(getattr(ev, "message", None) or ev))
+        raise KeyboardInterrupt from ev

@@ -216,12 +216,11 @@ class GenerationWriter:
         defer = complete and self.media.defer_sync and not self.verify
         what = f"generation {self.genhdr.generation} of volume {self.genhdr.volume_name!r}"
         where = f"medium {p.drive.name} (tape file {p.tape_file})"
+        note = f"{what} is written to {where}; it is recorded complete once the drive has written it out"
         with interrupts.deferred():
             p.drive.write_record(end)
             if defer:
-                interrupts.note(
-                    f"{what} is written to {where}; it is recorded complete once the drive has written it out"
-                )
+                interrupts.note(note)
             elif complete:
                 interrupts.note(f"{what} is complete on {where}")
             if defer:
@@ -232,7 +231,7 @@ class GenerationWriter:
             if defer:
                 g = self.genhdr
                 pending = PendingGeneration(
-                    self.gen_id, g.volume_name, g.generation, f"{what} on {where}", record, self._abandon(p)
+                    self.gen_id, g.volume_name, g.generation, f"{what} on {where}", record, self._abandon(p), note
                 )
                 self.media.pending.append(pending)
                 self.recorded = True

@@ -297,6 +297,11 @@ def settle_run(media: MediaSource, volumes: list[VolumeRun]) -> None:
         media.settle()
     except TapearcError:
         pass  # kept in media.unsettled with the generations it concerns
+    finally:  # (a Ctrl-C held through a failed sync comes out as KeyboardInterrupt: the volumes fail all the same)
+        _fail_unsettled(media, volumes)
+
+
+def _fail_unsettled(media: MediaSource, volumes: list[VolumeRun]) -> None:
     unsettled, media.unsettled = media.unsettled, []
     for p, e in unsettled:
         for out in volumes:

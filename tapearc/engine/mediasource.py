@@ -194,6 +194,7 @@ class PendingGeneration:
     what: str  # "generation 3 of volume 'a' on medium M (tape file 5)"
     record: Callable[[], None]  # its final catalog state: complete
     abandon: Callable[[], None]  # the sync failed: incomplete (the medium may hold it whole; scan tells)
+    note: str = ""  # what a Ctrl-C's message says of it until it is settled (tapearc.interrupts)
     # the thread that wrote it: only it records it (with its catalog connection), see settle()
     thread: int = field(default_factory=threading.get_ident)
 
@@ -450,13 +451,16 @@ class MediaSource:
                 self.unsettled += [(p, e) for p in pending]
                 for p in pending:
                     _quietly(p.abandon)
+                    interrupts.note(f"{p.what} was not confirmed by the drive: recorded incomplete", replaces=p.note)
                 raise
             failed: list[tuple[PendingGeneration, TapearcError]] = []
             for p in pending:
                 try:
                     p.record()
+                    interrupts.note(f"{p.what} is complete", replaces=p.note)
                 except TapearcError as e:  # on the medium, but the catalog did not take it: not complete there
                     failed.append((p, e))
+                    interrupts.note(f"{p.what} is on the medium; the catalog did not record it", replaces=p.note)
             self.unsettled += failed
             if failed:
                 raise failed[0][1]

@@ -8,11 +8,14 @@ still ends with a synchronous filemark."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tapearc import interrupts
 from tapearc.catalog.db import Catalog
 from tapearc.catalog.views import media_sets
 from tapearc.engine.backup import BackupOptions, backup
@@ -30,10 +33,11 @@ class Recorder:
     states of the volumes' generations at each sync; ``fail_sync``: the sync fails as a drive
     whose buffer cannot be written out does."""
 
-    def __init__(self, drive: TapeDrive, log: list[Any], fail_sync: bool) -> None:
+    def __init__(self, drive: TapeDrive, log: list[Any], fail_sync: bool, ctrl_c: bool = False) -> None:
         self._drive = drive
         self._log = log
         self._fail = fail_sync
+        self._ctrl_c = ctrl_c
 
     def write_filemark(self, *, immediate: bool = False) -> WriteStatus:
         self._log.append("FMI" if immediate else "FM")
@@ -41,6 +45,8 @@ class Recorder:
 
     def sync(self) -> None:
         self._log.append(("SYNC", states()))
+        if self._ctrl_c:  # the user presses Ctrl-C while the drive writes its buffer out
+            os.kill(os.getpid(), signal.SIGINT)
         if self._fail:
             raise MediumIOError("write error while writing the buffer to the medium (sense 03/0c00)")
         self._drive.sync()
@@ -53,10 +59,10 @@ class Recorder:
 def drive_log(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     log: list[Any] = []
     orig = MediaSource._open
-    fail = {"sync": False}
+    fail = {"sync": False, "ctrl_c": False}
 
     def opened(self: MediaSource, write: bool | None = None) -> TapeDrive:
-        return Recorder(orig(self, write), log, fail["sync"])  # type: ignore[return-value]
+        return Recorder(orig(self, write), log, fail["sync"], fail["ctrl_c"])  # type: ignore[return-value]
 
     monkeypatch.setattr(MediaSource, "_open", opened)
     log.append(fail)  # the first entry: the switch
@@ -120,6 +126,37 @@ def test_a_failed_sync_fails_the_volumes_it_leaves_unconfirmed(
         assert v.result is not None and not v.result.complete
     assert isinstance(r.error(), JobPartialError)
     assert states() == [("a", 1, "incomplete"), ("b", 1, "incomplete"), ("c", 1, "incomplete")]
+
+
+@pytest.mark.parametrize("sync_fails", [False, True])
+def test_ctrl_c_during_the_sync_says_what_the_sync_decided(
+    tmp_path: Path, _private_catalog: Path, drive_log: list[Any], sync_fails: bool
+) -> None:
+    """A Ctrl-C held while the drive writes its buffer out: the command still stops
+    (KeyboardInterrupt, exit 130) and its message says what became of each generation -- complete
+    once the sync succeeded; not confirmed, recorded incomplete, with the drive's error, when it
+    failed (it used to say "recorded complete once the drive has written it out" either way, and
+    a failed sync dropped the Ctrl-C)."""
+    spec = f"sim:{tmp_path / 't.tap'}"
+    path, _ = three_volumes(tmp_path, spec)
+    drive_log[0].update(sync=sync_fails, ctrl_c=True)
+    interrupts.clear_notes()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(path)
+        said = interrupts.message()
+    finally:
+        interrupts.clear_notes()
+    assert "once the drive has written it out" not in said
+    for name in "abc":
+        what = f"generation 1 of volume {name!r} on medium"
+        if sync_fails:
+            assert what in said and "was not confirmed by the drive: recorded incomplete" in said
+        else:
+            assert f"{what} " in said and said.count(" is complete") == 3
+    assert ("sense 03/0c00" in said) is sync_fails
+    state = "incomplete" if sync_fails else "complete"
+    assert states() == [("a", 1, state), ("b", 1, state), ("c", 1, state)]
 
 
 def test_a_lone_backup_and_a_verified_job_end_with_synchronous_filemarks(

@@ -137,6 +137,35 @@ def test_deferred_holds_ctrl_c_until_the_section_ends() -> None:
     interrupts.clear_notes()
 
 
+def test_deferred_ctrl_c_wins_over_an_error_of_the_section_and_says_it() -> None:
+    """A Ctrl-C held through a section that then fails: KeyboardInterrupt all the same (the user
+    asked to stop), the error's text among the notes, the error kept as its cause."""
+    from tapearc import interrupts
+    from tapearc.errors import MediumIOError
+
+    interrupts.clear_notes()
+    try:
+        with pytest.raises(KeyboardInterrupt) as ki, interrupts.deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            raise MediumIOError("the drive did not write its buffer out")
+        assert isinstance(ki.value.__cause__, MediumIOError)
+        assert interrupts.message() == "interrupted; the drive did not write its buffer out"
+        with pytest.raises(MediumIOError), interrupts.deferred():  # no Ctrl-C: the error as it is
+            raise MediumIOError("x")
+        interrupts.note("generation 3 is written")
+        interrupts.note("generation 4 is written")
+        interrupts.note("generation 3 is complete", replaces="generation 3 is written")
+        assert (
+            interrupts.message()
+            == "interrupted; the drive did not write its buffer out; generation 3 is complete; generation 4 is written"
+        )
+        interrupts.note("generation 4 is written", replaces="nothing noted")  # an unknown one: just added (once)
+        assert interrupts.message().count("generation 4") == 1
+    finally:
+        interrupts.clear_notes()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_generation_interrupted_after_its_end_record_is_complete_in_the_catalog(tmp_path: Path) -> None:
     """Ctrl-C while the filemark after the end record is written: the filemark and the catalog
     row still follow, then KeyboardInterrupt; the catalog says complete, the note says so."""
