@@ -146,8 +146,17 @@ class JobDrive(MediaSource):
             return super().current()
 
     def obtain(self, describe: str, accept: Any, prefer: list[str] | None = None) -> TapeDrive:
+        """As MediaSource.obtain; the drive writes its buffer out (settle: seconds on a tape
+        drive, with up to its whole buffer to write) before ``moves`` is taken, so that the
+        other drives' loads and unloads do not wait for it."""
         with self.moves:
-            return super().obtain(describe, accept, prefer)
+            d, why = self.loaded_if(accept)
+        if d is not None:
+            return d
+        self.refuse_without_changer(describe, why)
+        self.settle()
+        with self.moves:
+            return self.change_medium(describe, accept, prefer, why)
 
 
 class SharedChanger(Changer):

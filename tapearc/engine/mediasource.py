@@ -533,21 +533,36 @@ class MediaSource:
         ``accept`` returns True, or a reason why the loaded medium is not the one wanted.
         ``prefer``: barcodes to try first.
         """
-        reasons: list[str] = []
-        # 1. what is in the drive now
+        d, why = self.loaded_if(accept)
+        if d is not None:
+            return d
+        self.refuse_without_changer(describe, why)
+        return self.change_medium(describe, accept, prefer, why)
+
+    def loaded_if(self, accept: Callable[[LabelProbe], bool | str]) -> tuple[TapeDrive | None, str]:
+        """The drive, when the medium in it now is accepted; else None and why not."""
         try:
             d = self.current()
             verdict = accept(probe_label(d))
             if verdict is True:
-                return d
-            reasons.append(f"the drive holds {verdict}")
+                return d, ""
+            return None, f"the drive holds {verdict}"
         except MediumUnavailableError as e:
-            reasons.append(e.message)
+            return None, e.message
+
+    def refuse_without_changer(self, describe: str, why: str) -> None:
         if not self.can_change:
             raise MediumUnavailableError(
-                f"{describe} is needed but {reasons[-1]}, and no changer is configured",
+                f"{describe} is needed but {why}, and no changer is configured",
                 hint="give --changer (mtx:/dev/sgN, serial:PORT, sim:DIR or operator)",
             ).at(medium=self.spec)
+
+    def change_medium(
+        self, describe: str, accept: Callable[[LabelProbe], bool | str], prefer: list[str] | None, why: str
+    ) -> TapeDrive:
+        """The medium in the drive is not the one wanted (``why``): settle and close the drive,
+        let go of its medium, then the operator or the changer's slots give an accepted one."""
+        reasons = [why]
         self.close_drive()
         if not self.pinned:
             self.drop_medium()  # the medium that was in the drive goes back: its lease with it
