@@ -1,0 +1,183 @@
+"""Trusting change trackers, adversarially (issue 14): a tracker is trusted only for the volume
+and the base generation it was started at, and a wrong or missing tracker never yields a wrong
+restore; bad tracker input is one ChangeSourceError, never a traceback, a hang or a silent
+"nothing changed"."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tapearc.catalog.db import Catalog
+from tapearc.engine.backup import BackupOptions, backup
+from tapearc.engine.jobfile import read_job
+from tapearc.engine.restore import RestoreOptions, restore
+from tapearc.errors import ChangeSourceError, JobFileError
+from tapearc.media import open_medium
+from tapearc.sources.changes_files import read_changed_blocks
+from tapearc.sources.changes_trust import ChangeOptions
+from tests.nbdsupport import needs_qemu_nbd, qemu_img, qemu_io, qemu_nbd
+
+K64 = 64 * 1024
+NBLOCKS = 16
+SIZE = NBLOCKS * K64
+
+
+def run(spec: str, src: str, volume: str | None = None, **changes: Any) -> Any:
+    opts = BackupOptions(block_size=K64, volume_name=volume, changes=ChangeOptions(**changes))
+    with Catalog() as cat, open_medium(spec, write=True) as d:
+        return backup(src, d, cat, opts)
+
+
+def restored(spec: str, tmp: Path, volume: str, generation: int | None = None) -> bytes:
+    out = tmp / f"out-{volume.replace('/', '_')}"
+    out.unlink(missing_ok=True)
+    with Catalog() as cat, open_medium(spec, write=False) as d:
+        restore(d, cat, str(out), RestoreOptions(volume=volume, generation=generation))
+    return out.read_bytes()
+
+
+def blocks(*values: int) -> bytes:
+    return b"".join(bytes([v]) * K64 for v in values)
+
+
+# ------------------------------------------------------------------ the wrong base
+
+
+@needs_qemu_nbd
+def test_a_bitmap_of_another_export_is_not_trusted(tmp_path: Path) -> None:
+    """Volume 'vm' backed up from disk A with bitmap b0, then --volume vm from disk B (another
+    image, its own bitmap b0): B's bitmap says nothing of A's base; trusting it took A's blocks
+    for B's clean ones (a wrong restore)."""
+    spec = f"sim:{tmp_path / 't.tap'}"
+    a, b = tmp_path / "a.qcow2", tmp_path / "b.qcow2"
+    for img, pattern in ((a, "0x11"), (b, "0x22")):
+        qemu_img("create", "-q", "-f", "qcow2", str(img), "1M")
+        qemu_io(img, "qcow2", f"write -P {pattern} 0 1M")
+        qemu_img("bitmap", "--add", str(img), "b0")
+    with qemu_nbd(a, "qcow2", bitmap="b0", shared=1) as uri:
+        assert run(spec, uri, "vm", dirty_bitmap="b0").kind == "full"
+    qemu_io(b, "qcow2", "write -P 0x33 0 64k")  # B's bitmap: one dirty granule
+    with qemu_nbd(b, "qcow2", bitmap="b0", shared=1) as uri:
+        r = run(spec, uri, "vm", dirty_bitmap="b0")
+    assert r.kind == "incremental" and r.change["trusted"] is False
+    assert any("is not trusted" in w and "another source" in w for w in r.warnings), r.warnings
+    raw = tmp_path / "b.raw"
+    qemu_img("convert", "-O", "raw", str(b), str(raw))
+    assert restored(spec, tmp_path, "vm", 2) == raw.read_bytes()
+
+
+def test_a_job_may_not_give_one_changed_blocks_file_to_several_volumes(tmp_path: Path) -> None:
+    """[defaults] changed_blocks gives every volume the same file: each volume recorded the
+    file's 'until' as its checkpoint, so the next file (one volume's changes) was trusted for
+    the other volume too, whose own changes it does not list."""
+    (tmp_path / "c.json").write_text(json.dumps({"since": "cp0", "until": "cp1", "changed": []}))
+    lines = [
+        "[job]",
+        'name = "j"',
+        f'media = "sim:{tmp_path / "t.tap"}"',
+        "[defaults]",
+        'changed_blocks = "c.json"',
+        "[[volume]]",
+        'name = "a"',
+        'source = "a.img"',
+        "[[volume]]",
+        'name = "b"',
+        'source = "b.img"',
+    ]
+    path = tmp_path / "job.toml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(JobFileError, match="changed_blocks") as e:
+        read_job(str(path))
+    assert "one volume" in str(e.value)
+    lines[3:5] = []  # each volume names the same file itself
+    lines.insert(6, 'changed_blocks = "c.json"')
+    lines.append('changed_blocks = "./c.json"')
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(JobFileError, match="changed_blocks"):
+        read_job(str(path))
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        # VMware's area keys without changedArea: the area was ignored, so everything outside it
+        # counted as unchanged
+        {"since": "cp1", "changed": [], "startOffset": 0, "length": K64},
+        # both lists: "changed" was ignored
+        {"since": "cp1", "changed": [[0, K64]], "changedArea": []},
+        # two different starts: "changeId" was ignored
+        {"since": "cp1", "changeId": "cp0", "changed": []},
+        # a negative area length
+        {"changeId": "cp1", "startOffset": 2 * K64, "length": -K64, "changedArea": []},
+    ],
+)
+def test_json_keys_that_contradict_each_other_are_refused(tmp_path: Path, doc: dict[str, Any]) -> None:
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps(doc))
+    with pytest.raises(ChangeSourceError, match=r"c\.json"):
+        read_changed_blocks(str(f), SIZE)
+
+
+def test_a_file_that_lies_about_its_area_gives_no_wrong_restore(tmp_path: Path) -> None:
+    """End to end, the first case above: never a generation missing block 9's change."""
+    spec = f"sim:{tmp_path / 't.tap'}"
+    vol = tmp_path / "vol"
+    vol.write_bytes(blocks(*range(1, NBLOCKS + 1)))
+    run(spec, str(vol), checkpoint="cp1")
+    vol.write_bytes(blocks(*range(1, 10), 0x99, *range(11, NBLOCKS + 1)))
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"since": "cp1", "changed": [], "startOffset": 0, "length": K64}))
+    with pytest.raises(ChangeSourceError):
+        run(spec, str(vol), changed_blocks=str(f))
+    assert restored(spec, tmp_path, "vol") == blocks(*range(1, NBLOCKS + 1))  # generation 1, nothing after
+
+
+# ------------------------------------------------------------------ malformed input
+
+
+def test_deeply_nested_json_is_one_error(tmp_path: Path) -> None:
+    f = tmp_path / "deep.json"
+    f.write_text('{"changed": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(ChangeSourceError, match=r"deep\.json"):
+        read_changed_blocks(str(f), SIZE)
+
+
+@pytest.mark.parametrize("text", ["1_0", "\uff11", "\u0661", "+1", "0x10"])
+def test_only_ascii_digits_are_numbers(tmp_path: Path, text: str) -> None:
+    """Python's int() takes '1_0', full-width and Arabic-Indic digits, '+1': no tracker writes
+    them, so they are not numbers here (CSV and XML)."""
+    csv = tmp_path / "c.csv"
+    csv.write_text(f"offset,length\n{text}0,65536\n", encoding="utf-8")
+    with pytest.raises(ChangeSourceError, match=r"c\.csv:2: .*not two whole numbers"):
+        read_changed_blocks(str(csv), SIZE)
+    xml = tmp_path / "c.xml"
+    xml.write_text(
+        f'<superblock data_block_size="128"><diff left="1" right="2"><different begin="{text}" length="1"/></diff>'
+        "</superblock>",
+        encoding="utf-8",
+    )
+    with pytest.raises(ChangeSourceError, match=r"c\.xml:1: .*not a whole number"):
+        read_changed_blocks(str(xml), SIZE)
+
+
+def test_xml_bombs_and_external_entities_are_refused_unexpanded(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("<different begin='0' length='1'/>")
+    lol = "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10}">' for i in range(1, 10))
+    docs = {
+        "bomb": f'<!DOCTYPE superblock [<!ENTITY l0 "lol">{lol}]><superblock data_block_size="128">&l9;</superblock>',
+        "external": f'<!DOCTYPE superblock [<!ENTITY x SYSTEM "file://{secret}">]>'
+        '<superblock data_block_size="128"><diff left="1" right="2">&x;</diff></superblock>',
+        "parameter": f'<!DOCTYPE superblock [<!ENTITY % p SYSTEM "file://{secret}"> %p;]><superblock/>',
+        "undeclared": '<superblock data_block_size="128"><diff left="1" right="2">&x;</diff></superblock>',
+    }
+    for name, text in docs.items():
+        f = tmp_path / f"{name}.xml"
+        f.write_text(text)
+        with pytest.raises(ChangeSourceError, match=rf"{name}\.xml:1: ") as e:
+            read_changed_blocks(str(f), SIZE)
+        assert "DTDs and entities are not accepted" in str(e.value) or "undefined entity" in str(e.value), name
