@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from tapearc.engine.genplan import GenerationPlan
 
 FULL_READ = "full-read"
+BITMAP_PREFIX = "dirty-bitmap:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,7 @@ def check_change_options(opts: ChangeOptions) -> None:
     for name, value in (("--checkpoint", opts.checkpoint), ("--changed-since", opts.changed_since)):
         if value is not None and not value.strip():
             raise UsageError(f"{name} must not be empty")
-        if value is not None and value.startswith("dirty-bitmap:"):
+        if value is not None and value.startswith(BITMAP_PREFIX):
             raise UsageError(f"{name} {value}: checkpoints named dirty-bitmap:... are recorded by --dirty-bitmap only")
 
 
@@ -125,7 +126,7 @@ def open_tracker(source: str, opts: ChangeOptions) -> Tracker:
 
 
 def _dirty_bitmap(source: str, bitmap: str) -> Tracker:
-    name = f"dirty-bitmap:{bitmap}"
+    name = BITMAP_PREFIX + bitmap
     if not is_nbd_uri(source):
         raise UsageError(
             f"--dirty-bitmap reads the bitmap through NBD: {source} is not an NBD export",
@@ -188,7 +189,7 @@ def distrust(catalog: Catalog, plan: GenerationPlan, since: str | None) -> str |
     base = next((g for g in gens if g.number == h.base_generation), None)
     if base is None:
         return f"base generation {h.base_generation} is not in the catalog"
-    why = _read_since(catalog, gens, base, plan)
+    why = _read_since(catalog, gens, base, plan) or _other_export(base, plan, since)
     if why is not None:
         return why
     if base.change is None:
@@ -205,6 +206,19 @@ def distrust(catalog: Catalog, plan: GenerationPlan, since: str | None) -> str |
     if base.volume_size != h.volume_size:
         return f"the volume's size changed since base generation {base.number} ({base.volume_size} -> {h.volume_size} bytes)"
     return None
+
+
+def _other_export(base: GenerationRow, plan: GenerationPlan, since: str) -> str | None:
+    """A dirty bitmap lives in the export read: one of another export (a volume moved with
+    --volume NAME to another disk, whose bitmap may have the same name) says nothing of the base."""
+    src = plan.header.source
+    here = None if src is None else path_text(src.path)
+    if not since.startswith(BITMAP_PREFIX) or (here and here == base.source_path):
+        return None
+    return (
+        f"the bitmap is of another source ({here}) than base generation {base.number} "
+        f"was read from ({base.source_path or 'unrecorded'})"
+    )
 
 
 def _read_since(catalog: Catalog, gens: list[GenerationRow], base: GenerationRow, plan: GenerationPlan) -> str | None:
