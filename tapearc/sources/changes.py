@@ -17,12 +17,21 @@ which ranges changed.
 
 from __future__ import annotations
 
+import re
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from tapearc.errors import ChangeSourceError
+
+_WHOLE = re.compile(r"-?[0-9]+")
+
+
+def whole_number(text: str) -> int | None:
+    """``text`` as a whole number of ASCII digits (a leading minus allowed), else None: int()
+    also takes ``1_0``, ``+1`` and digits of other scripts, which no tracker writes."""
+    return int(text) if _WHOLE.fullmatch(text) else None
 
 
 class ChangedRuns:
