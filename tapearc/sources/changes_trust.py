@@ -90,6 +90,13 @@ class ChangeChoice:
     record: ChangeRecord
     warnings: list[str] = field(default_factory=list)
 
+    def caught(self, missed: bool) -> ChangeRecord:
+        """The record once the read is done: a tracker that ``--verify-unchanged`` caught missing
+        changed blocks is recorded as not trusted and with no checkpoint, so that no later
+        incremental trusts it from this generation on."""
+        r = self.record
+        return ChangeRecord(r.source, False, r.since, None) if missed else r
+
 
 def check_change_options(opts: ChangeOptions) -> None:
     """Options that contradict each other are a usage error."""
@@ -198,7 +205,10 @@ def distrust(catalog: Catalog, plan: GenerationPlan, since: str | None) -> str |
             "or learnt from the medium by scan)"
         )
     if base.change.checkpoint is None:
-        return f"base generation {base.number} was not read at a tracker checkpoint"
+        return (
+            f"base generation {base.number} was not read at a tracker checkpoint (none was given, the bitmap "
+            "was not offered, or --verify-unchanged found its tracker missed changed blocks)"
+        )
     if base.change.checkpoint != since:
         return (
             f"it starts at checkpoint {since!r}, base generation {base.number} was read at {base.change.checkpoint!r}"
