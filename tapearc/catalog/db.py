@@ -123,6 +123,13 @@ class ChangeRecord:
     def to_json(self) -> dict[str, object]:
         return {"source": self.source, "trusted": self.trusted, "since": self.since, "checkpoint": self.checkpoint}
 
+    def brief(self) -> str:
+        """A table cell: ``full-read``, ``csv trusted``, ``bitmap b0 every block``."""
+        if self.source == "full-read":
+            return self.source
+        head = self.source.removeprefix("changed-blocks:").replace("dirty-bitmap:", "bitmap ", 1)
+        return head + (" trusted" if self.trusted else " every block")
+
     def describe(self) -> str:
         """``changed-blocks:csv (trusted) since cp1, checkpoint cp2``."""
         head = self.source

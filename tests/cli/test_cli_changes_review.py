@@ -18,8 +18,9 @@ K64 = 64 * 1024
 
 
 def tapearc(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "250"}  # a table row on one line
     return subprocess.run(
-        [sys.executable, "-m", "tapearc", *args], capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, "-m", "tapearc", *args], capture_output=True, text=True, timeout=timeout, check=False, env=env
     )
 
 
