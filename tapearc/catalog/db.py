@@ -834,9 +834,9 @@ class Catalog:
 
     def generations_from_source(self, source_path: str) -> list[GenerationRow]:
         """Every generation, of any volume in any media set, read from ``source_path`` (as
-        recorded, :func:`path_text`)."""
-        q = self._GEN_SELECT + " WHERE g.source_path = ? ORDER BY g.created, g.id"
-        return [self._gen(r) for r in self.db.execute(q, (source_path,))]
+        recorded, :func:`path_text`): the path as given or with symlinks resolved."""
+        q = self._GEN_SELECT + " WHERE g.source_path = ? OR g.source_real = ? ORDER BY g.created, g.id"
+        return [self._gen(r) for r in self.db.execute(q, (source_path, source_path))]
 
     def generation_of_tape_file(self, medium_uuid: uuid.UUID, file_number: int) -> GenerationRow | None:
         r = self.db.execute(

@@ -243,7 +243,8 @@ def _read_since(catalog: Catalog, gens: list[GenerationRow], base: GenerationRow
             "the tracker may have been reset after it"
         )
     src = plan.header.source
-    paths = {p for p in (base.source_path, None if src is None else path_text(src.path)) if p}
+    now = () if src is None else (path_text(src.path), path_text(src.real_path))
+    paths = {p for p in (base.source_path, base.source_real, *now) if p}
     for path in sorted(paths):
         for g in catalog.generations_from_source(path):
             if g.id != base.id and (g.created, g.id) > (base.created, base.id):
