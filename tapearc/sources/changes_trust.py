@@ -78,6 +78,8 @@ class Tracker:
             _fit_file(self, self.opts.changed_blocks, size, self.opts)
         elif self.size is not None and self.size != size:
             self.problem = f"the bitmap's export has {self.size} bytes, the volume {size}"
+        if self.problem is not None and (self.opts is None or self.opts.checkpoint is None):
+            self.checkpoint = None  # a tracker wrong about itself does not say where this read is either
         self.fitted = True
 
 

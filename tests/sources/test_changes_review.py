@@ -241,3 +241,26 @@ def random_bytes(n: int) -> bytes:
     import random
 
     return random.Random(n).randbytes(n)
+
+
+def test_a_file_with_a_problem_gives_no_checkpoint_of_its_own(tmp_path: Path) -> None:
+    """A file not trusted for what it says of itself (here: another volume's size) does not
+    say where this generation was read either: its 'until' is not recorded as the generation's
+    checkpoint, or the next file of that other volume would be trusted for this one. An
+    explicit --checkpoint still is."""
+    spec = f"sim:{tmp_path / 't.tap'}"
+    vol = tmp_path / "vol"
+    vol.write_bytes(blocks(*range(1, NBLOCKS + 1)))
+    run(spec, str(vol), checkpoint="cp1")
+    f = tmp_path / "other.json"
+    f.write_text(json.dumps({"since": "cp1", "until": "other-cp2", "volume_size": 2 * SIZE, "changed": []}))
+    r = run(spec, str(vol), changed_blocks=str(f))
+    assert r.change == {"source": "changed-blocks:json", "trusted": False, "since": "cp1", "checkpoint": None}
+    vol.write_bytes(blocks(*range(2, NBLOCKS + 2)))  # every block changed; the other volume's file says none
+    f.write_text(json.dumps({"since": "other-cp2", "until": "other-cp3", "changed": []}))
+    r = run(spec, str(vol), changed_blocks=str(f))
+    assert r.change["trusted"] is False
+    assert restored(spec, tmp_path, "vol") == vol.read_bytes()
+    f.write_text(json.dumps({"since": "cp1", "changed": [], "volume_size": 2 * SIZE}))
+    r = run(spec, str(vol), changed_blocks=str(f), checkpoint="cp9")
+    assert r.change["checkpoint"] == "cp9"
