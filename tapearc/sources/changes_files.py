@@ -133,6 +133,8 @@ def _json(path: str, text: str, volume_size: int, block_size: int | None) -> Cha
         raise ChangeSourceError(f"{path}:{e.lineno}: malformed JSON: {e.msg}") from None
     except RecursionError:
         raise ChangeSourceError(f"{path}: JSON nested too deeply") from None
+    except ValueError as e:  # a number of more digits than int() converts
+        raise ChangeSourceError(f"{path}: malformed JSON: {e}") from None
     if not isinstance(doc, dict):
         raise ChangeSourceError(f'{path}: JSON must be an object holding "changed" or "changedArea"')
     known = {"unit", "block_size", "since", "until", "volume_size", "changed", "changedArea", "startOffset", "length"}

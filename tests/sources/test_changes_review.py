@@ -320,3 +320,25 @@ def test_a_base_of_another_block_size_and_unaligned_ranges(tmp_path: Path) -> No
         r = backup(str(vol), d, cat, opts)
     assert (r.block_size, r.change["trusted"], r.data_blocks, r.source_bytes_read) == (k16, True, 1, k16)
     assert restored(spec, tmp_path, "vol") == bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("c.csv", "offset,length\n" + "1" * 5000 + ",1\n"),
+        ("c.json", '{"changed": [[' + "1" * 5000 + ", 1]]}"),
+        (
+            "c.xml",
+            '<superblock data_block_size="128"><diff left="1" right="2"><different begin="'
+            + "1" * 5000
+            + '" length="1"/></diff></superblock>',
+        ),
+    ],
+)
+def test_a_number_of_thousands_of_digits_is_one_error(tmp_path: Path, name: str, text: str) -> None:
+    """Python refuses to convert more than 4300 digits (a ValueError of its own): still one
+    ChangeSourceError naming the file."""
+    f = tmp_path / name
+    f.write_text(text)
+    with pytest.raises(ChangeSourceError, match=rf"{name.replace('.', '[.]')}"):
+        read_changed_blocks(str(f), SIZE)
