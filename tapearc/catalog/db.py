@@ -123,6 +123,13 @@ class ChangeRecord:
     def to_json(self) -> dict[str, object]:
         return {"source": self.source, "trusted": self.trusted, "since": self.since, "checkpoint": self.checkpoint}
 
+    def brief(self) -> str:
+        """A table cell: ``full-read``, ``csv trusted``, ``bitmap b0 every block``."""
+        if self.source == "full-read":
+            return self.source
+        head = self.source.removeprefix("changed-blocks:").replace("dirty-bitmap:", "bitmap ", 1)
+        return head + (" trusted" if self.trusted else " every block")
+
     def describe(self) -> str:
         """``changed-blocks:csv (trusted) since cp1, checkpoint cp2``."""
         head = self.source
@@ -827,9 +834,9 @@ class Catalog:
 
     def generations_from_source(self, source_path: str) -> list[GenerationRow]:
         """Every generation, of any volume in any media set, read from ``source_path`` (as
-        recorded, :func:`path_text`)."""
-        q = self._GEN_SELECT + " WHERE g.source_path = ? ORDER BY g.created, g.id"
-        return [self._gen(r) for r in self.db.execute(q, (source_path,))]
+        recorded, :func:`path_text`): the path as given or with symlinks resolved."""
+        q = self._GEN_SELECT + " WHERE g.source_path = ? OR g.source_real = ? ORDER BY g.created, g.id"
+        return [self._gen(r) for r in self.db.execute(q, (source_path, source_path))]
 
     def generation_of_tape_file(self, medium_uuid: uuid.UUID, file_number: int) -> GenerationRow | None:
         r = self.db.execute(

@@ -215,6 +215,7 @@ class GenerationView:
             "stored_bytes": g.stored_bytes,
             "raw_bytes": g.raw_bytes,
             "source_path": g.source_path,
+            "change": None if g.change is None else g.change.to_json(),  # how it was read (None: not known)
             "parts": [{"part": p.part, **p.medium.to_json(), "tape_file": p.tape_file} for p in self.parts],
             "restore": self.restore.to_json(),
         }

@@ -218,7 +218,8 @@ def _volumes_table(rows: list[VolumeView]) -> Table:
 def _generations_table(rows: list[GenerationView]) -> Table:
     from tapearc.catalog.views import short_uuid
 
-    t = _table("volume", "gen", "kind", "state", "created", "size", "stored", "set", "restore needs", right=("gen",))
+    cols = ("volume", "gen", "kind", "state", "created", "size", "stored", "read", "set", "restore needs")
+    t = _table(*cols, right=("gen",))
     for v in rows:
         g = v.row
         t.add_row(
@@ -229,6 +230,7 @@ def _generations_table(rows: list[GenerationView]) -> Table:
             _when(g.created),
             format_size(g.volume_size),
             format_size(g.stored_bytes),
+            "" if g.change is None else g.change.brief(),
             short_uuid(g.set_uuid),
             v.restore.describe(),
         )

@@ -389,14 +389,15 @@ def backup(
                 pos0 = medium.drive.position()
                 result = _new_result(medium, plan, options, pos0.file)
                 result.warnings += (pool.warnings if pool else []) + change.warnings + _tls_warnings(source)
-                result.change = change.record.to_json()
                 writer = _writer(plan, result, catalog, media, options, clock)
                 run = _Run(src, source, plan, writer, medium, pos0, progress, reader)
                 complete = run.write()
             _remember_end(media, medium, writer, complete and not options.verify)
             _join_pool(catalog, pool, medium.label.media_set_uuid, result)  # the media it spanned onto
+            record = change.caught(bool(result.tracker_missed))  # a tracker caught lying: no checkpoint
+            result.change = record.to_json()
             if complete and writer.gen_id:
-                catalog.record_change(writer.gen_id, change.record)
+                catalog.record_change(writer.gen_id, record)
             result.seconds, result.complete = time.monotonic() - started, complete
             result.medium = writer.part.drive.name if writer.part else medium.drive.name
             if not complete:

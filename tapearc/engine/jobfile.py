@@ -389,3 +389,15 @@ def _check_unique(path: str, vols: tuple[VolumeSpec, ...]) -> None:
                 hint="docs/operations.md, 'Jobs', lists every key",
             )
         seen[v.name] = i
+    files: dict[str, int] = {}
+    for i, v in enumerate(vols, 1):
+        real = None if v.changed_blocks is None else os.path.realpath(v.changed_blocks)
+        if real is not None and real in files:
+            raise JobFileError(
+                f"{path}: [[volume]] #{i} {v.name!r}: key 'changed_blocks': volume #{files[real]} reads the same "
+                f"file {v.changed_blocks}; a changed-blocks file describes one volume (a file of another volume's "
+                "changes could be trusted for this one)",
+                hint="give each volume its own changed_blocks (not one in [defaults])",
+            )
+        if real is not None:
+            files[real] = i

@@ -17,12 +17,25 @@ which ranges changed.
 
 from __future__ import annotations
 
+import re
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from tapearc.errors import ChangeSourceError
+
+_WHOLE = re.compile(r"-?[0-9]+")
+
+
+def whole_number(text: str) -> int | None:
+    """``text`` as a whole number of ASCII digits (a leading minus allowed), else None: int()
+    also takes ``1_0``, ``+1`` and digits of other scripts, which no tracker writes."""
+    if not _WHOLE.fullmatch(text):
+        return None
+    if len(text.lstrip("-")) > 19:  # past any volume (and past what int() converts: 4300 digits)
+        return -(1 << 63) if text.startswith("-") else 1 << 63
+    return int(text)
 
 
 class ChangedRuns:

@@ -24,10 +24,12 @@ line (XML, CSV) or element (JSON) at fault, never a traceback.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from typing import Any, BinaryIO
 
 from tapearc.errors import ChangeSourceError
-from tapearc.sources.changes import ChangedBlocks, Ranges
+from tapearc.sources.changes import ChangedBlocks, Ranges, whole_number
 from tapearc.sources.changes_xml import parse_xml
 
 SECTOR = 512
@@ -39,10 +41,7 @@ def read_changed_blocks(path: str, volume_size: int, block_size: int | None = No
     """Parse ``path`` (any of the formats) for a volume of ``volume_size`` bytes; ``block_size``:
     the size of a tracker block where the file counts in blocks without saying their size.
     XML and CSV are read as a stream (memory follows the changed runs, not the file)."""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 (closed below, on every path)
-    except OSError as e:
-        raise ChangeSourceError(f"cannot read --changed-blocks file {path}: {e.strerror or e}") from None
+    f = _open_regular(path)
     try:
         head = _first_char(f)
         if not head:
@@ -56,6 +55,26 @@ def read_changed_blocks(path: str, volume_size: int, block_size: int | None = No
         raise ChangeSourceError(f"cannot read --changed-blocks file {path}: {e.strerror or e}") from None
     finally:
         f.close()
+
+
+def _open_regular(path: str) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file: a FIFO without a writer would make
+    the open wait for ever, a device like /dev/zero never end (opened without waiting, then
+    checked)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise ChangeSourceError(f"cannot read --changed-blocks file {path}: {e.strerror or e}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise ChangeSourceError(
+            f"--changed-blocks file {path} is not a regular file ({what})",
+            hint="write the tracker's output to a file first",
+        )
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def _first_char(f: BinaryIO) -> bytes:
@@ -112,6 +131,10 @@ def _json(path: str, text: str, volume_size: int, block_size: int | None) -> Cha
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise ChangeSourceError(f"{path}:{e.lineno}: malformed JSON: {e.msg}") from None
+    except RecursionError:
+        raise ChangeSourceError(f"{path}: JSON nested too deeply") from None
+    except ValueError as e:  # a number of more digits than int() converts
+        raise ChangeSourceError(f"{path}: malformed JSON: {e}") from None
     if not isinstance(doc, dict):
         raise ChangeSourceError(f'{path}: JSON must be an object holding "changed" or "changedArea"')
     known = {"unit", "block_size", "since", "until", "volume_size", "changed", "changedArea", "startOffset", "length"}
@@ -119,7 +142,7 @@ def _json(path: str, text: str, volume_size: int, block_size: int | None) -> Cha
     extra = sorted(set(doc) - known)
     if extra:
         raise ChangeSourceError(f"{path}: unknown JSON key {extra[0]!r}", hint="see docs/changes.md for the formats")
-    vmware = "changedArea" in doc
+    vmware = _json_form(path, doc)
     key = "changedArea" if vmware else "changed"
     if key not in doc or not isinstance(doc[key], list):
         raise ChangeSourceError(f"{path}: JSON element {key!r} (a list of ranges) is missing")
@@ -132,11 +155,7 @@ def _json(path: str, text: str, volume_size: int, block_size: int | None) -> Cha
     ranges = Ranges(path, volume_size, unit)
     for i, (s, n) in sorted(enumerate(pairs), key=lambda x: x[1]):
         ranges.add(f"{key}[{i}]", s, n)
-    covered = None
-    if vmware and ("startOffset" in doc or "length" in doc):
-        lo = _json_int(path, "startOffset", doc.get("startOffset", 0))
-        n = _json_int(path, "length", doc.get("length", volume_size - lo))
-        covered = (lo * unit, (lo + n) * unit)
+    covered = _json_area(path, doc, volume_size, unit)
     size = doc.get("volume_size")
     return ChangedBlocks(
         "json",
@@ -147,6 +166,31 @@ def _json(path: str, text: str, volume_size: int, block_size: int | None) -> Cha
         covered=covered,
         volume_size=None if size is None else _json_int(path, "volume_size", size),
     )
+
+
+def _json_form(path: str, doc: dict[str, Any]) -> bool:
+    """True for VMware's form (``changedArea``), False for ours (``changed``); keys of the two
+    mixed are refused: whichever was ignored might have been the one that was right."""
+    vmware = "changedArea" in doc
+    if vmware and "changed" in doc:
+        raise ChangeSourceError(f'{path}: both "changed" and "changedArea": give one list of ranges')
+    for key in ("startOffset", "length"):
+        if key in doc and not vmware:
+            raise ChangeSourceError(f'{path}:{key}: goes with VMware\'s "changedArea", not with "changed"')
+    if "since" in doc and "changeId" in doc and doc["since"] != doc["changeId"]:
+        raise ChangeSourceError(f'{path}: "since" and "changeId" name different checkpoints')
+    return vmware
+
+
+def _json_area(path: str, doc: dict[str, Any], volume_size: int, unit: int) -> tuple[int, int] | None:
+    """The byte range a VMware DiskChangeInfo describes (``startOffset``, ``length``), if it says."""
+    if "startOffset" not in doc and "length" not in doc:
+        return None
+    lo = _json_int(path, "startOffset", doc.get("startOffset", 0))
+    n = _json_int(path, "length", doc.get("length", volume_size - lo))
+    if lo < 0 or n < 0:
+        raise ChangeSourceError(f"{path}: negative startOffset or length ({lo}, {n})")
+    return lo * unit, (lo + n) * unit
 
 
 def _json_range(path: str, where: str, item: Any) -> tuple[int, int]:
@@ -176,10 +220,9 @@ def _csv(path: str, f: BinaryIO, volume_size: int, block_size: int | None) -> Ch
             continue
         if len(cells) != 2:
             raise ChangeSourceError(f"{path}:{n}: expected 2 fields (start,length), found {len(cells)}")
-        try:
-            start, length = int(cells[0], 10), int(cells[1], 10)
-        except ValueError:
-            raise ChangeSourceError(f"{path}:{n}: {line!r} is not two whole numbers") from None
+        start, length = whole_number(cells[0]), whole_number(cells[1])
+        if start is None or length is None:
+            raise ChangeSourceError(f"{path}:{n}: {line!r} is not two whole numbers")
         ranges.add(str(n), start, length)
     if ranges is None:
         raise ChangeSourceError(f"{path}: no CSV header row (offset,length / sector,sectors / block,blocks)")

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from tapearc.engine.genplan import GenerationPlan
 
 FULL_READ = "full-read"
+BITMAP_PREFIX = "dirty-bitmap:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,8 @@ class Tracker:
             _fit_file(self, self.opts.changed_blocks, size, self.opts)
         elif self.size is not None and self.size != size:
             self.problem = f"the bitmap's export has {self.size} bytes, the volume {size}"
+        if self.problem is not None and (self.opts is None or self.opts.checkpoint is None):
+            self.checkpoint = None  # a tracker wrong about itself does not say where this read is either
         self.fitted = True
 
 
@@ -88,6 +91,13 @@ class ChangeChoice:
     map: ChangeMap | None
     record: ChangeRecord
     warnings: list[str] = field(default_factory=list)
+
+    def caught(self, missed: bool) -> ChangeRecord:
+        """The record once the read is done: a tracker that ``--verify-unchanged`` caught missing
+        changed blocks is recorded as not trusted and with no checkpoint, so that no later
+        incremental trusts it from this generation on."""
+        r = self.record
+        return ChangeRecord(r.source, False, r.since, None) if missed else r
 
 
 def check_change_options(opts: ChangeOptions) -> None:
@@ -106,7 +116,7 @@ def check_change_options(opts: ChangeOptions) -> None:
     for name, value in (("--checkpoint", opts.checkpoint), ("--changed-since", opts.changed_since)):
         if value is not None and not value.strip():
             raise UsageError(f"{name} must not be empty")
-        if value is not None and value.startswith("dirty-bitmap:"):
+        if value is not None and value.startswith(BITMAP_PREFIX):
             raise UsageError(f"{name} {value}: checkpoints named dirty-bitmap:... are recorded by --dirty-bitmap only")
 
 
@@ -125,7 +135,7 @@ def open_tracker(source: str, opts: ChangeOptions) -> Tracker:
 
 
 def _dirty_bitmap(source: str, bitmap: str) -> Tracker:
-    name = f"dirty-bitmap:{bitmap}"
+    name = BITMAP_PREFIX + bitmap
     if not is_nbd_uri(source):
         raise UsageError(
             f"--dirty-bitmap reads the bitmap through NBD: {source} is not an NBD export",
@@ -188,7 +198,7 @@ def distrust(catalog: Catalog, plan: GenerationPlan, since: str | None) -> str |
     base = next((g for g in gens if g.number == h.base_generation), None)
     if base is None:
         return f"base generation {h.base_generation} is not in the catalog"
-    why = _read_since(catalog, gens, base, plan)
+    why = _read_since(catalog, gens, base, plan) or _other_export(base, plan, since)
     if why is not None:
         return why
     if base.change is None:
@@ -197,7 +207,10 @@ def distrust(catalog: Catalog, plan: GenerationPlan, since: str | None) -> str |
             "or learnt from the medium by scan)"
         )
     if base.change.checkpoint is None:
-        return f"base generation {base.number} was not read at a tracker checkpoint"
+        return (
+            f"base generation {base.number} was not read at a tracker checkpoint (none was given, the bitmap "
+            "was not offered, or --verify-unchanged found its tracker missed changed blocks)"
+        )
     if base.change.checkpoint != since:
         return (
             f"it starts at checkpoint {since!r}, base generation {base.number} was read at {base.change.checkpoint!r}"
@@ -205,6 +218,19 @@ def distrust(catalog: Catalog, plan: GenerationPlan, since: str | None) -> str |
     if base.volume_size != h.volume_size:
         return f"the volume's size changed since base generation {base.number} ({base.volume_size} -> {h.volume_size} bytes)"
     return None
+
+
+def _other_export(base: GenerationRow, plan: GenerationPlan, since: str) -> str | None:
+    """A dirty bitmap lives in the export read: one of another export (a volume moved with
+    --volume NAME to another disk, whose bitmap may have the same name) says nothing of the base."""
+    src = plan.header.source
+    here = None if src is None else path_text(src.path)
+    if not since.startswith(BITMAP_PREFIX) or (here and here == base.source_path):
+        return None
+    return (
+        f"the bitmap is of another source ({here}) than base generation {base.number} "
+        f"was read from ({base.source_path or 'unrecorded'})"
+    )
 
 
 def _read_since(catalog: Catalog, gens: list[GenerationRow], base: GenerationRow, plan: GenerationPlan) -> str | None:
@@ -219,7 +245,8 @@ def _read_since(catalog: Catalog, gens: list[GenerationRow], base: GenerationRow
             "the tracker may have been reset after it"
         )
     src = plan.header.source
-    paths = {p for p in (base.source_path, None if src is None else path_text(src.path)) if p}
+    now = () if src is None else (path_text(src.path), path_text(src.real_path))
+    paths = {p for p in (base.source_path, base.source_real, *now) if p}
     for path in sorted(paths):
         for g in catalog.generations_from_source(path):
             if g.id != base.id and (g.created, g.id) > (base.created, base.id):

@@ -8,7 +8,7 @@ from typing import Any, BinaryIO
 from xml.parsers import expat
 
 from tapearc.errors import ChangeSourceError
-from tapearc.sources.changes import ChangedBlocks, Ranges
+from tapearc.sources.changes import ChangedBlocks, Ranges, whole_number
 
 SECTOR = 512
 #: thin_delta's kinds of range: True = changed between the two snapshots.
@@ -36,10 +36,10 @@ class _Handler:
     def num(self, name: str, attrs: dict[str, str], elem: str) -> int:
         if name not in attrs:
             raise self.fail(f"<{elem}> has no {name}= attribute")
-        try:
-            return int(attrs[name].strip(), 10)
-        except ValueError:
-            raise self.fail(f"<{elem} {name}={attrs[name]!r}>: not a whole number") from None
+        n = whole_number(attrs[name].strip())
+        if n is None:
+            raise self.fail(f"<{elem} {name}={attrs[name]!r}>: not a whole number")
+        return n
 
     def start(self, name: str, attrs: dict[str, str]) -> None:
         if self.root is None:

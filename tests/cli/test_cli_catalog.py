@@ -142,6 +142,7 @@ def test_generations_view_and_json_shape(two_tapes: dict[str, Any]) -> None:
         "stored_bytes",
         "raw_bytes",
         "source_path",
+        "change",
         "parts",
         "restore",
     }

@@ -137,7 +137,9 @@ def test_verify_unchanged_reports_what_a_lying_tracker_missed(tmp_path: Path, se
     f.write_text(json.dumps({"since": "cp1", "until": "cp2", "changed": [[3 * K64, K64]]}))
     p = tapearc("backup", str(vol), *common, "--changed-blocks", str(f), "--verify-unchanged")
     res = json.loads(p.stdout)
-    assert res["change"]["trusted"] is True and res["data_blocks"] == 3  # every block read: all changes stored
+    assert res["data_blocks"] == 3  # every block read: all changes stored
+    # caught lying: recorded as not trusted, with no checkpoint for a next incremental to trust it from
+    assert res["change"] == {"source": "changed-blocks:json", "trusted": False, "since": "cp1", "checkpoint": None}
     assert restored(spec, cat, tmp_path / "out", 2, "vol") == bytes(data)
     if "tracker_missed" not in res:
         pytest.skip("the reading loop that fills tracker_missed is not on this branch yet")

@@ -98,7 +98,7 @@ def fake_plan(gens: Any, size: int = SIZE, base: int = 1) -> Any:
         media_set_uuid=gens[0].set_uuid,
         base_generation=base,
         volume_size=size,
-        source=None,
+        source=SimpleNamespace(path=gens[0].source_path, real_path=gens[0].source_real),  # the base's
     )
     return SimpleNamespace(header=header, incremental=base > 0)
 
