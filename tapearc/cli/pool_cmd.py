@@ -257,4 +257,4 @@ media_app.command("protect")(protect)
 
 def register(app: typer.Typer) -> None:
     app.add_typer(pool_app, name="pool", help="Media pools and their retention.")
-    app.add_typer(media_app, name="media", help="The media: pool, set, location, expiry; media move.")
+    app.add_typer(media_app, name="media", help="The media: pool, set, location, expiry (list, move, protect).")
