@@ -192,3 +192,21 @@ def test_every_job_file_key_is_in_operations_md() -> None:
     text = (ROOT / "docs" / "operations.md").read_text()
     for key in (*jobfile.JOB_KEYS_ALL, *jobfile.VOLUME_KEYS):
         assert f"| `{key}` |" in text, f"job file key {key!r} has no row in docs/operations.md, 'Jobs'"
+
+
+def test_files_and_tests_the_docs_name_exist() -> None:
+    """Every file of the repository a doc names (tapearc/..., tests/...::test_x, hw-sim/...,
+    contrib/...) is there, and a named test function too."""
+    files = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md", ROOT / "hw-sim" / "README.md"]
+    pattern = r"(?<![\w/.-])((?:tapearc|tests|hw-sim|bench|scripts|contrib|formats)/[\w./-]+?\.(?:py|md|toml|sh|service|timer))(?:::(\w+))?"
+    named, gone = 0, []
+    for f in files:
+        for path, func in re.findall(pattern, f.read_text()):
+            named += 1
+            target = ROOT / path
+            if not target.exists():
+                gone.append(f"{f.relative_to(ROOT)}: {path}")
+            elif func and path.endswith(".py") and not re.search(rf"(def|class) {func}\b", target.read_text()):
+                gone.append(f"{f.relative_to(ROOT)}: {path}::{func}")
+    assert named > 100  # the pattern finds them
+    assert not gone, gone
