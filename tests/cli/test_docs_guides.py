@@ -54,3 +54,19 @@ def test_restore_at_a_set_whose_medium_left_the_library_is_media_missing(tmp_pat
     p = tapearc("restore", "--media", spec, "--volume", "vol", "--at", "2026-12-01 12:00", "--to", str(out))
     assert_one_line_error(p, 25, "TAP001")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("list",), ("verify",), ("scan",), ("plan",), ("key", "recover", "--to", "k.key")],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_commands_that_read_a_medium_never_make_one(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """docs/cli.md and their help: a command that only reads a medium never makes a missing sim:
+    image (backup and label do): exit 10, no image, no settings file."""
+    image = tmp_path / "none.tap"
+    words = [str(tmp_path / w) if w.endswith(".key") else w for w in args]
+    at = 2 if args[0] == "key" else 1  # --media goes after the (sub)command
+    p = tapearc(*words[:at], "--media", f"sim:{image}", *words[at:])
+    assert_one_line_error(p, 10, "no such simulated tape")
+    assert sorted(f.name for f in tmp_path.iterdir() if f.name.startswith("none")) == []
