@@ -61,13 +61,16 @@ def global_options(
             "--verbose",
             "-v",
             count=True,
+            metavar="",
             show_default=False,
-            help="Log what tapearc does on standard error (-vv: more).",
+            help="Show log messages on standard error (-vv: debug messages too).",
         ),
     ] = 0,
     debug: Annotated[
         bool,
-        typer.Option("--debug", help="Debug log on standard error; an internal error prints its traceback there."),
+        typer.Option(
+            "--debug", help="An internal error prints its traceback on standard error; debug log messages too."
+        ),
     ] = False,
     progress: Annotated[
         str,

@@ -120,6 +120,7 @@ SourceArg = Annotated[
     typer.Argument(
         help="Volume to back up: a disk image file, a block device, or an NBD export by URI "
         "(nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH).",
+        metavar="SOURCE",
     ),
 ]
 

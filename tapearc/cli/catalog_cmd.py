@@ -64,8 +64,8 @@ MediumFilterOpt = Annotated[
     str | None,
     typer.Option(
         "--medium",
-        help="Only generations with a part on this medium: its label or barcode, its UUID (or its first "
-        "8 hex digits), or the --media it was last used as.",
+        help="Only generations with a part on this medium: its label or barcode, its UUID (or the start of "
+        "it, at least 4 hex digits), or the --media it was last used as.",
         metavar="MEDIUM",
     ),
 ]

@@ -239,6 +239,16 @@ MediaOpt = Annotated[
         metavar="MEDIUM",
     ),
 ]
+#: --media of the commands that only read a medium: they never make one.
+ReadMediaOpt = Annotated[
+    str,
+    typer.Option(
+        "--media",
+        "-m",
+        help="Medium: sim:IMAGE (simulated tape), sim:LIBRARY, dir:FOLDER (removable disk), /dev/nstN, - (a record stream on stdin).",
+        metavar="MEDIUM",
+    ),
+]
 DriveOpt = Annotated[
     str,
     typer.Option(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tapearc.cli.common import JsonOpt, MediaOpt, emit_json, open_media, run, say
+from tapearc.cli.common import JsonOpt, ReadMediaOpt, emit_json, open_media, run, say
 from tapearc.errors import KeyFileError, UsageError, WrongPassphraseError
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ def _import(textfile: str, to: Path, json_out: bool) -> None:
 
 @key_app.command("recover")
 def recover(
-    media: MediaOpt,
+    media: ReadMediaOpt,
     to: ToOpt,
     passphrase_file: PassOpt = None,
     json_out: JsonOpt = False,

@@ -57,7 +57,9 @@ def list_leases(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None:
 
 
 def break_lease(
-    resource: Annotated[str, typer.Argument(help="The resource, as `tapearc lease list` shows it.")],
+    resource: Annotated[
+        str, typer.Argument(help="The resource, as `tapearc lease list` shows it.", metavar="RESOURCE")
+    ],
     force: Annotated[
         bool, typer.Option("--force", help="Break it even though its holder runs on this host and is alive.")
     ] = False,

@@ -12,7 +12,7 @@ from tapearc.cli.common import (
     ChangerDriveOpt,
     ChangerOpt,
     JsonOpt,
-    MediaOpt,
+    ReadMediaOpt,
     emit_json,
     open_media,
     run,
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def list_cmd(
-    media: MediaOpt,
+    media: ReadMediaOpt,
     chunks: Annotated[bool, typer.Option("--chunks", help="Also list every chunk and its block runs.")] = False,
     changer: ChangerOpt = None,
     changer_drive: ChangerDriveOpt = None,

@@ -12,7 +12,7 @@ from tapearc.cli.common import (
     ChangerDriveOpt,
     ChangerOpt,
     JsonOpt,
-    MediaOpt,
+    ReadMediaOpt,
     emit_json,
     open_catalog,
     open_media,
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 def plan(
-    media: MediaOpt,
+    media: ReadMediaOpt,
     generation: Annotated[
         int | None,
         typer.Option(
@@ -40,7 +40,7 @@ def plan(
         int | None,
         typer.Option(
             "--assume-generation",
-            help="Plan rolling a copy of generation K forward.",
+            help="Plan rolling a copy of generation K forward (or back) to the generation planned.",
             metavar="K",
             parser=whole("--assume-generation"),
         ),

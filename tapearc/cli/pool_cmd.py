@@ -42,7 +42,7 @@ def _now(now: int | None) -> int:
 
 
 def create(
-    name: Annotated[str, typer.Argument(help="The pool's name.")],
+    name: Annotated[str, typer.Argument(help="The pool's name.", metavar="NAME")],
     keep_full: Annotated[
         int | None, typer.Option("--keep-full", help="Keep the last N full generations of each volume.", metavar="N")
     ] = None,
@@ -115,7 +115,7 @@ def list_pools(catalog: CatalogOpt = None, now: NowOpt = None, json_out: JsonOpt
 
 
 def show(
-    name: Annotated[str, typer.Argument(help="The pool.")],
+    name: Annotated[str, typer.Argument(help="The pool.", metavar="NAME")],
     catalog: CatalogOpt = None,
     now: NowOpt = None,
     json_out: JsonOpt = False,
@@ -257,4 +257,4 @@ media_app.command("protect")(protect)
 
 def register(app: typer.Typer) -> None:
     app.add_typer(pool_app, name="pool", help="Media pools and their retention.")
-    app.add_typer(media_app, name="media", help="The media: pool, set, location, expiry; media move.")
+    app.add_typer(media_app, name="media", help="The media: pool, set, location, expiry (list, move, protect).")

@@ -11,7 +11,7 @@ from tapearc.cli.common import (
     ChangerDriveOpt,
     ChangerOpt,
     JsonOpt,
-    MediaOpt,
+    ReadMediaOpt,
     TimeoutOpt,
     emit_json,
     open_catalog,
@@ -23,7 +23,7 @@ from tapearc.cli.render import render_scan
 
 
 def scan(
-    media: MediaOpt,
+    media: ReadMediaOpt,
     deep: Annotated[
         bool, typer.Option("--deep", help="Read every chunk (recovers a generation whose trailer is missing).")
     ] = False,

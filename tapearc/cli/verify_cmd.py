@@ -11,8 +11,8 @@ from tapearc.cli.common import (
     ChangerDriveOpt,
     ChangerOpt,
     JsonOpt,
-    MediaOpt,
     PassphraseFileOpt,
+    ReadMediaOpt,
     emit_json,
     fail,
     open_catalog,
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 
 def verify(
-    media: MediaOpt,
+    media: ReadMediaOpt,
     generation: Annotated[
         int | None,
         typer.Option(
