@@ -68,6 +68,7 @@ from tapearc.errors import (
     MalformedError,
     MediaMissingError,
     MediumError,
+    MediumUnavailableError,
     NoSuchGenerationError,
     PartialRestoreError,
     SubstitutedRestoreError,
@@ -322,7 +323,16 @@ def _load_set(
             ranges=[{"medium": str(u), "sequence": q, "barcode": barcodes.get(u)} for u, q in needs],
         )
     medium_uuid, seq = needs[0]
-    drive = media.medium(medium_uuid, g.set_uuid, seq, barcodes.get(medium_uuid) or None)
+    try:
+        drive = media.medium(medium_uuid, g.set_uuid, seq, barcodes.get(medium_uuid) or None)
+    except MediumUnavailableError as e:  # not in the library (off-site): named, as without a changer
+        raise MediaMissingError(
+            f"volume {g.volume!r} generation {g.number} (made {zoned_time(g.created, ' ')}) is in media set "
+            f"{g.set_uuid}, whose medium {names[0]} (sequence {seq}) could not be loaded: {e.message}",
+            hint="put that medium into the library and run the restore again",
+            medium=here,
+            ranges=[{"medium": str(u), "sequence": q, "barcode": barcodes.get(u)} for u, q in needs],
+        ) from None
     new_label = sync_medium(drive, catalog, notes)
     follow_set(media, catalog, new_label)
     return media.current(), new_label

@@ -22,16 +22,10 @@ def tapearc(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "TZ": "UTC"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="restore --at of another media set whose medium is not in the library ends with exit 10 "
-    "(medium-unavailable, hint 'or a blank one') from MediaSource._try_slots, not exit 25 "
-    "(media-missing) as docs/errors.md, docs/cli.md 'Restoring by date' and docs/operations.md say; "
-    "engine/restore.py _load_set does not turn it into MediaMissingError as _read_all does",
-)
 def test_restore_at_a_set_whose_medium_left_the_library_is_media_missing(tmp_path: Path) -> None:
     """docs/operations.md (the whole path): 'a tape that is off-site is asked for by name before
-    anything is written (exit 25)'. A pool makes a new media set per full: TAP001 holds the 1 Dec
+    anything is written (exit 25)'. (It ended with exit 10, medium-unavailable, and the hint
+    "or a blank one".) A pool makes a new media set per full: TAP001 holds the 1 Dec
     full, TAP002 (in the drive) the 2 Dec one; TAP001 is taken out of the library. restore --at
     1 Dec needs TAP001: exit 25 naming it, no target made."""
     from tapearc.catalog.db import Catalog
