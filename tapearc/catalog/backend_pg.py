@@ -1,7 +1,7 @@
 """The PostgreSQL catalog backend (psycopg 3): a catalog many tapearc processes on many hosts
 share.
 
-Statements are written once for both backends with ``?`` placeholders (docs/catalog.md, "SQL");
+Statements are written once for both backends with ``?`` placeholders (docs/catalog.md, "Schema");
 :func:`pg_sql` turns them into psycopg's ``%s``. The connection is in autocommit mode: a read
 is a statement of its own (it sees every committed write, and never waits for a writer).
 
@@ -195,7 +195,7 @@ class PgBackend:
 
     def __init__(self, spec: CatalogSpec, timeout: float, read_only: bool = False) -> None:
         """``read_only``: every transaction of the session is read-only (the server refuses a
-        write; docs/catalog.md, "Migrations")."""
+        write; docs/catalog.md, "Schema", its migrations)."""
         assert spec.url is not None
         self.shown = spec.shown
         self.timeout = timeout

@@ -92,7 +92,7 @@ class SqliteBackend:
     def __init__(
         self, spec: CatalogSpec, timeout: float, what: str, threads: bool = False, read_only: bool = False
     ) -> None:
-        """``read_only`` (docs/catalog.md, "Migrations"): the connection refuses every write
+        """``read_only`` (docs/catalog.md, "Schema", its migrations): the connection refuses every write
         (``PRAGMA query_only``) and nothing sets the file's journal mode; a file that does not
         exist is not created (an empty catalog in memory stands for it)."""
         assert spec.path is not None

@@ -26,7 +26,7 @@ pool, location, write protection and recycling, and the recycling of generations
 (tapearc/catalog/pools.py). A version-1 to -4 catalog is migrated in place when it is opened
 (its rows are kept; the new columns are NULL, "not recorded", or their defaults), but for a
 read-only open (``Catalog(spec, read_only=True)``, the commands that only read it): that never
-writes to the catalog (docs/catalog.md, "Migrations").
+writes to the catalog (docs/catalog.md, "Schema", its migrations).
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ class Catalog:
     ) -> None:
         """``threads``: the connection may be used from other threads too (one at a time).
         ``read_only``: for the commands that only read the catalog: nothing is written to it,
-        not even to migrate it (docs/catalog.md, "Migrations"; :meth:`_open_read_only`)."""
+        not even to migrate it (docs/catalog.md, "Schema", its migrations; :meth:`_open_read_only`)."""
         parsed = catalog_spec.parse(spec)
         what = "--catalog" if spec is not None else "TAPEARC_CATALOG"
         self.path, self.spec, self.kind = parsed.path, parsed.shown, parsed.kind
@@ -356,7 +356,7 @@ class Catalog:
 
     def _open_schema(self) -> None:
         """Check the catalog is ours; create the schema in an empty one, migrate an older one
-        (docs/catalog.md, "Migrations"), refuse a newer one. An up-to-date catalog is only read."""
+        (docs/catalog.md, "Schema", its migrations), refuse a newer one. An up-to-date catalog is only read."""
         self._check_ours()  # before anything writes (SQLite's journal_mode writes the file's header)
         if self.read_only:
             self._open_read_only()

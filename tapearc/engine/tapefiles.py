@@ -146,7 +146,7 @@ def spool_error(what: str, e: OSError) -> TempFileError:
     """The one-line error of a temporary file that cannot be written (``$TMPDIR`` full)."""
     return TempFileError(
         f"cannot keep {what} in a temporary file in {tempfile.gettempdir()}: {e.strerror or e}",
-        hint="set TMPDIR to a folder with room (about 16 bytes per data block of the generation)",
+        hint="set TMPDIR to a folder with room (about 16 bytes per data block of the generation, 33 for verify)",
     )
 
 

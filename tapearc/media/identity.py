@@ -245,7 +245,7 @@ def image_content_error(path: str, name: str, damage: str | None = None) -> Tape
         f"not a blank medium: it holds {found}{why}; tapearc writes only on "
         "a blank medium or its own; nothing was written",
         medium=name,
-        hint="check the --media path; `tapearc label --force` erases it and makes it a tapearc medium",
+        hint="check the medium named (--media, or copy's --to); `tapearc label --force` erases it and makes it a tapearc medium",
         found=f"{found}{why}",
     )
 
