@@ -63,7 +63,7 @@ def global_options(
             count=True,
             metavar="",
             show_default=False,
-            help="Show log messages on standard error (-vv: debug messages too).",
+            help="Say what tapearc does, step by step, on standard error (-vv: each chunk too).",
         ),
     ] = 0,
     debug: Annotated[

@@ -9,6 +9,7 @@ runs the three, reading the volume in windows of one chunk's worth of blocks.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
 import uuid
@@ -76,6 +77,9 @@ MAX_CHUNK_SIZE = 256 * 1024 * 1024
 #: Smallest record size a backup writes with (the format allows fmt.MIN_RECORD_SIZE): a chunk's
 #: header reserve fits in its first record.
 MIN_BACKUP_RECORD_SIZE = 4096
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +327,17 @@ def _key_policy(
 def _new_result(medium: _Medium, plan: GenerationPlan, options: BackupOptions, tape_file: int) -> BackupResult:
     h = plan.header
     assert h.source is not None
+    base = f" on generation {h.base_generation}" if plan.kind == "incremental" else ""
+    log.info(
+        "volume %r generation %d (%s%s, %d-byte blocks) to %s, tape file %d",
+        h.volume_name,
+        h.generation,
+        plan.kind,
+        base,
+        h.block_size,
+        medium.drive.name,
+        tape_file,
+    )
     return BackupResult(
         medium=medium.drive.name,
         volume=h.volume_name,

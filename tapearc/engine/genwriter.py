@@ -8,6 +8,7 @@ A chunk is written when it holds ``chunk_blocks`` data blocks or its mapping rea
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -31,6 +32,9 @@ from tapearc.media.base import TapeDrive, WriteStatus
 
 #: Runs one chunk header takes: what fits in the header reserve after the header's fixed part.
 RUNS_PER_CHUNK_HEADER = (HEADER_RESERVE - 256) // RUN_LEN
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -217,6 +221,13 @@ class GenerationWriter:
         what = f"generation {self.genhdr.generation} of volume {self.genhdr.volume_name!r}"
         where = f"medium {p.drive.name} (tape file {p.tape_file})"
         note = f"{what} is written to {where}; it is recorded complete once the drive has written it out"
+        log.info(
+            "%s ends on %s: %d records%s",
+            what,
+            where,
+            self.result.records + nrec + 1,
+            "" if complete else " (incomplete)" if not defer else "; complete once the drive has written it out",
+        )
         with interrupts.deferred():
             p.drive.write_record(end)
             if defer:
@@ -448,6 +459,16 @@ class GenerationWriter:
             p.drive.locate(pos.logical)
             return False
         nrec = len(records)
+        log.debug(
+            "chunk %d: %d data and %d zero blocks, %d bytes stored, records %d-%d of tape file %d",
+            header.seq,
+            header.data_blocks,
+            header.zero_blocks,
+            header.stored_len,
+            pos.record,
+            pos.record + nrec - 1,
+            p.tape_file,
+        )
         entry = fmt.ChunkIndexEntry.from_chunk(header, record=pos.record, record_count=nrec)
         p.builder.add(entry, digests)
         self.catalog.add_chunks(self.gen_id, p.label.medium_uuid, p.tape_file, p.logical, [(entry, digests)])

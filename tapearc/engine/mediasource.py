@@ -353,6 +353,7 @@ class MediaSource:
             if in_library or (self.can_change and not self._fixed):
                 # a missing image in a library's or operator's drive means "no tape", not "make one"
                 raise MediumUnavailableError(f"no tape in drive {self.spec}")
+        log.info("open %s for %s", self.spec, "writing" if w else "reading")
         return self._open_medium(self.spec, write=w)
 
     def current(self) -> TapeDrive:
@@ -453,6 +454,7 @@ class MediaSource:
                     _quietly(p.abandon)
                     interrupts.note(f"{p.what} was not confirmed by the drive: recorded incomplete", replaces=p.note)
                 raise
+            log.info("%s wrote its buffer out: %s", self.spec, "; ".join(p.what for p in pending))
             failed: list[tuple[PendingGeneration, TapearcError]] = []
             for p in pending:
                 try:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import logging
 import os
 import stat
 import sys
@@ -82,6 +83,7 @@ from tapearc.media.base import Mark, TapeDrive
 from tapearc.nbdclient import is_nbd_uri
 from tapearc.targets.nbd import NbdTarget
 
+log = logging.getLogger(__name__)
 _DETECT_WINDOW = 4 * 1024 * 1024  # bytes of the target read at once when looking for the generation it holds
 
 
@@ -1232,7 +1234,9 @@ def _read_all(
                     continue
                 current = c.medium_uuid
                 result.media_used.append(f"{drive.name} (sequence {c.medium_sequence})")
+                log.info("reading %s (sequence %d of media set %s)", drive.name, c.medium_sequence, plan.set_uuid)
             assert drive is not None
+            log.debug("chunk %d: tape file %d, record %d, %d blocks", c.seq, c.tape_file, c.record, pr.blocks)
             feed.read(drive, pr)
         feed.drain()
     finally:

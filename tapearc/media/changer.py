@@ -13,6 +13,7 @@ timeouts (default 15 minutes, the vendor-recommended bound for LTO load/unload) 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -28,6 +29,9 @@ __all__ = [
     "MediumCheck",
     "SlotStatus",
 ]
+
+#: The moves of every changer (``tapearc -v``): each load and unload, as asked of the changer.
+log = logging.getLogger("tapearc.changer")
 
 
 @dataclass(frozen=True, slots=True)

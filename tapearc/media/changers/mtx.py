@@ -28,7 +28,7 @@ import re
 import signal
 import subprocess
 
-from ..changer import Changer, ChangerError, ChangerStatus, DriveBayStatus, SlotStatus
+from ..changer import Changer, ChangerError, ChangerStatus, DriveBayStatus, SlotStatus, log
 
 STATUS_TIMEOUT = 120.0
 MOTION_TIMEOUT = 900.0
@@ -275,9 +275,11 @@ class MtxChanger(Changer):
             raise ChangerError(f"{self.name}: {err.message}") from None
 
     def load(self, slot: int, drive: int = 0) -> None:
+        log.info("%s: load slot %d into drive %d", self.name, slot, drive)
         self._run(["load", str(int(slot)), str(int(drive))], self.timeout)
 
     def unload(self, drive: int = 0, slot: int | None = None) -> None:
+        log.info("%s: unload drive %d%s", self.name, drive, "" if slot is None else f" into slot {slot}")
         if slot is None:
             st = self.status()
             bay = next((d for d in st.drives if d.number == drive), None)

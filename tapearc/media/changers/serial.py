@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-from ..changer import Changer, ChangerError, ChangerStatus, DriveBayStatus, SlotStatus
+from ..changer import Changer, ChangerError, ChangerStatus, DriveBayStatus, SlotStatus, log
 
 HELLO_TIMEOUT = 5.0
 MOTION_TIMEOUT = 900.0
@@ -241,9 +241,11 @@ class SerialChanger(Changer):
         )
 
     def load(self, slot: int, drive: int = 0) -> None:
+        log.info("%s: load slot %d into drive %d", self.name, slot, drive)
         self._command(f"LOAD {int(slot)} {int(drive)}", self.motion_timeout)
 
     def unload(self, drive: int = 0, slot: int | None = None) -> None:
+        log.info("%s: unload drive %d%s", self.name, drive, "" if slot is None else f" into slot {slot}")
         dest = "-" if slot is None else str(int(slot))
         self._command(f"UNLOAD {int(drive)} {dest}", self.motion_timeout)
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from ..changer import Changer, ChangerError, ChangerStatus, DriveBayStatus, SlotStatus
+from ..changer import Changer, ChangerError, ChangerStatus, DriveBayStatus, SlotStatus, log
 
 if TYPE_CHECKING:
     from tapesim.library import Library
@@ -72,9 +72,11 @@ class SimChanger(Changer):
         )
 
     def load(self, slot: int, drive: int = 0) -> None:
+        log.info("%s: load slot %d into drive %d", self.name, slot, drive)
         self._call(lambda: self.library.load(slot, drive))
 
     def unload(self, drive: int = 0, slot: int | None = None) -> None:
+        log.info("%s: unload drive %d%s", self.name, drive, "" if slot is None else f" into slot {slot}")
         self._call(lambda: self.library.unload(drive, slot))
 
     def close(self) -> None:
