@@ -962,8 +962,8 @@ def _inspect_nbd_target(
     ``assume_generation`` says; holding something else, it is refused unless ``force`` says to
     write the whole generation over it."""
     t = NbdTarget(uri, last.volume_size, force=True)
-    if t.data_at is None:
-        return _Target(uri, RestoreMode.NBD, nbd=t)
+    if t.data_at is None:  # zeros everywhere, or (no block status) in its first MiB: then zeros are written
+        return _Target(uri, RestoreMode.NBD, is_device=t.zero_needs_writing, nbd=t)
     try:
         have = options.assume_generation
         if have is None:

@@ -13,7 +13,8 @@ The rules are a block device's (engine/volume.py RestoreTarget):
   volume it holds, as of a block device);
 - data goes as NBD writes (at most 32 MiB each, several in flight), zero runs as NBD WRITE_ZEROES
   that may punch holes (a qcow2 deallocates), or as written zeros where the export cannot zero;
-  an export that read as zeros everywhere gets no zero requests at all;
+  an export that block status says reads as zeros everywhere gets no zero requests at all (one
+  without block status does: only its first MiB was looked at);
 - the server going away is a TargetError naming the URI and the byte offset; commit flushes.
 
 One connection is used from the first look to the last flush: a ``qemu-nbd`` started without
@@ -68,6 +69,7 @@ class NbdTarget:
                 )
             self.align = max(1, int(self.h.get_block_size(self._nbd.SIZE_MINIMUM) or 1))
             self.can_zero = bool(self.h.can_zero())
+            self.allocation = bool(self.h.can_meta_context(ALLOCATION))
             self.data_at = self._first_data()
             if self.data_at is not None and not force:
                 raise TargetError(
@@ -83,7 +85,7 @@ class NbdTarget:
     def _first_data(self) -> int | None:
         """The first byte of the export that does not read as zeros, by NBD block status
         (base:allocation); a server without it: its first MiB is read, as of a block device."""
-        if not self.h.can_meta_context(ALLOCATION):
+        if not self.allocation:
             probe = self._call("reading", 0, self.h.pread, min(self.size, 1 << 20), 0)
             return None if bytes(probe).count(0) == len(probe) else 0
         extents: list[tuple[int, int]] = []
@@ -117,7 +119,7 @@ class NbdTarget:
         (Generation detection reads the export through this and :meth:`read_into`.)"""
         if self._data_run[0] <= offset < self._data_run[1]:
             return offset
-        if not self.h.can_meta_context(ALLOCATION):
+        if not self.allocation:
             return offset
         extents: list[tuple[int, int]] = []
 
@@ -152,8 +154,10 @@ class NbdTarget:
 
     @property
     def zero_needs_writing(self) -> bool:
-        """False for an export that read as zeros everywhere (a new qcow2, a sparse file)."""
-        return self.data_at is not None
+        """False for an export that block status says read as zeros everywhere (a new qcow2, a
+        sparse file). A server without block status was probed in its first MiB only: whatever
+        follows may be old data, so zeros are sent there too."""
+        return self.data_at is not None or not self.allocation
 
     # -- writing ------------------------------------------------------------------------------
 
