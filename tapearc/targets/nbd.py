@@ -15,7 +15,9 @@ The rules are a block device's (engine/volume.py RestoreTarget):
   that may punch holes (a qcow2 deallocates), or as written zeros where the export cannot zero;
   an export that block status says reads as zeros everywhere gets no zero requests at all (one
   without block status does: only its first MiB was looked at);
-- the server going away is a TargetError naming the URI and the byte offset; commit flushes.
+- the server going away, or staying silent for TAPEARC_NBD_TIMEOUT seconds (a stopped server
+  keeps its socket open), is a TargetError naming the URI and the byte offset; commit flushes
+  (NBD FLUSH, when the server offers it) and its failure is a TargetError too.
 
 One connection is used from the first look to the last flush: a ``qemu-nbd`` started without
 ``--persistent`` serves one client and exits when it leaves.
@@ -28,7 +30,17 @@ from collections import deque
 from typing import Any
 
 from tapearc.errors import TargetError, TargetTooSmallError
-from tapearc.nbdclient import ALLOCATION, STATE_ZERO, close, connect, libnbd, nbd_error_text
+from tapearc.nbdclient import (
+    ALLOCATION,
+    STATE_ZERO,
+    Deadline,
+    await_command,
+    close,
+    connect,
+    libnbd,
+    nbd_error_text,
+    wait_until,
+)
 
 MAX_REQUEST = 32 * 1024 * 1024  # bytes of one NBD write (qemu-nbd's limit)
 ZERO_REQUEST = 1 << 30  # bytes of one NBD WRITE_ZEROES (under the protocol's 4 GiB)
@@ -60,6 +72,7 @@ class NbdTarget:
         self._pending: deque[tuple[int, int, memoryview]] = deque()  # (cookie, offset, buffer kept alive)
         self._pending_bytes = 0
         self._data_run = (0, 0)  # [start, end) of bytes known to hold data (next_data)
+        self._deadline = Deadline()  # how long the server may stay silent (TAPEARC_NBD_TIMEOUT)
         try:
             self.size = self._call("reading the size of", 0, self.h.get_size)
             if self.size < volume_size:
@@ -86,7 +99,7 @@ class NbdTarget:
         """The first byte of the export that does not read as zeros, by NBD block status
         (base:allocation); a server without it: its first MiB is read, as of a block device."""
         if not self.allocation:
-            probe = self._call("reading", 0, self.h.pread, min(self.size, 1 << 20), 0)
+            probe = self._pread("reading", min(self.size, 1 << 20), 0)
             return None if bytes(probe).count(0) == len(probe) else 0
         extents: list[tuple[int, int]] = []
 
@@ -99,7 +112,7 @@ class NbdTarget:
         while offset < self.size:
             extents.clear()
             count = min(self.size - offset, STATUS_REQUEST)
-            self._call("reading the allocation of", offset, self.h.block_status, count, offset, got)
+            self._sync("reading the allocation of", offset, self.h.aio_block_status, count, offset, got)
             if not extents:
                 return offset  # the server said nothing: assume data
             before = offset
@@ -131,7 +144,7 @@ class NbdTarget:
         while offset < length:
             extents.clear()
             count = min(length - offset, STATUS_REQUEST)
-            self._call("reading the allocation of", offset, self.h.block_status, count, offset, got)
+            self._sync("reading the allocation of", offset, self.h.aio_block_status, count, offset, got)
             if not extents or not extents[0][0]:
                 return offset  # the server said nothing useful: assume data
             for n, flags in extents:
@@ -148,7 +161,7 @@ class NbdTarget:
         done = 0
         while done < len(view):
             n = min(MAX_REQUEST, len(view) - done)
-            view[done : done + n] = self._call("reading", offset + done, self.h.pread, n, offset + done)
+            view[done : done + n] = self._pread("reading", n, offset + done)
             done += n
         return done
 
@@ -167,6 +180,33 @@ class NbdTarget:
             return fn(*args)
         except self._nbd.Error as e:
             raise self._error(what, offset, e) from None
+
+    def _sync(self, what: str, offset: int, aio_fn: Any, *args: Any) -> None:
+        """One NBD command (``aio_fn(*args)``, a libnbd ``aio_*`` call) sent and waited for: its
+        failure, or a server silent for TAPEARC_NBD_TIMEOUT seconds, is a TargetError."""
+        self._await(self._call(what, offset, aio_fn, *args), what, offset)
+
+    def _await(self, cookie: int, what: str, offset: int) -> None:
+        try:
+            answered = await_command(self.h, cookie, self._deadline)
+        except self._nbd.Error as e:
+            raise self._error(what, offset, e) from None
+        if not answered:
+            raise self._silent(what, offset)
+
+    def _silent(self, what: str, offset: int) -> TargetError:
+        """The error of a server that stopped answering; the connection is dropped (a polite
+        disconnect would wait for it too)."""
+        self._close()
+        return TargetError(
+            f"NBD export {self.path} did not answer within {self._deadline.shown} ({what} at byte {offset})",
+            hint="is its server stopped or overloaded? TAPEARC_NBD_TIMEOUT sets how long to wait",
+        )
+
+    def _pread(self, what: str, length: int, offset: int) -> bytearray:
+        buf = self._nbd.Buffer(length)
+        self._sync(what, offset, self.h.aio_pread, buf, offset)
+        return bytearray(buf.to_bytearray())
 
     def _error(self, what: str, offset: int, e: Any) -> TargetError:
         if getattr(e, "errno", None) == errno.ENOSPC:
@@ -210,12 +250,11 @@ class NbdTarget:
     def _wait_one(self) -> None:
         cookie, offset, _ = self._pending[0]
         try:
-            while not self.h.aio_command_completed(cookie):
-                self.h.poll(-1)
-        except self._nbd.Error as e:
+            self._await(cookie, "writing", offset)
+        except TargetError:
             self._pending.clear()
             self._pending_bytes = 0
-            raise self._error("writing", offset, e) from None
+            raise
         self._pending_bytes -= len(self._pending.popleft()[2])
 
     def _drain(self) -> None:
@@ -228,9 +267,9 @@ class NbdTarget:
         self._drain()
         lo = offset - offset % self.align
         hi = min(lo + self.align, self.size)
-        buf = bytearray(self._call("reading", lo, self.h.pread, hi - lo, lo))
+        buf = self._pread("reading", hi - lo, lo)
         buf[offset - lo : offset - lo + len(piece)] = piece
-        self._call("writing", lo, self.h.pwrite, buf, lo)
+        self._sync("writing", lo, self.h.aio_pwrite, buf, lo)
 
     def zero_range(self, offset: int, length: int) -> None:
         """Make ``length`` bytes at ``offset`` read as zeros: NBD WRITE_ZEROES, which may punch
@@ -256,12 +295,14 @@ class NbdTarget:
         if not self.can_zero:
             return False
         try:
-            self.h.zero(length, offset)
+            answered = await_command(self.h, self.h.aio_zero(length, offset), self._deadline)
         except self._nbd.Error as e:
             if getattr(e, "errno", None) in UNSUPPORTED:
                 self.can_zero = False
                 return False
             raise self._error("zeroing", offset, e) from None
+        if not answered:
+            raise self._silent("zeroing", offset)
         return True
 
     def _write_zeros(self, offset: int, length: int) -> None:
@@ -279,7 +320,7 @@ class NbdTarget:
         """Wait for the writes in flight, flush the export to stable storage, disconnect."""
         self._drain()
         if self.h.can_flush():
-            self._call("flushing", 0, self.h.flush)
+            self._sync("flushing", 0, self.h.aio_flush)
         self._close(graceful=True)
 
     def abort(self) -> None:
@@ -293,8 +334,9 @@ class NbdTarget:
         self._pending.clear()
         self._pending_bytes = 0
         if graceful:
-            try:
-                h.shutdown()
+            try:  # NBD_CMD_DISC, and the server's close waited for (not for ever)
+                h.aio_disconnect(0)
+                wait_until(h, lambda: bool(h.aio_is_closed() or h.aio_is_dead()), self._deadline)
             except Exception:  # the server may be gone already
                 pass
         close(h)
