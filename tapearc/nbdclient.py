@@ -15,6 +15,7 @@ project's virtual environment (the module ``nbd`` and its extension ``libnbdmod`
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -45,6 +46,19 @@ _module: ModuleType | None = None
 def is_nbd_uri(text: str) -> bool:
     """True when ``text`` names an NBD export (not a path)."""
     return text.lower().startswith(NBD_SCHEMES)
+
+
+def not_an_nbd_uri(text: str) -> str | None:
+    """Why ``text``, which starts like an NBD name (``nbd:``, ``nbds:``, ``nbd+xyz://``), is not
+    a URI libnbd takes: qemu's legacy syntax (``nbd:HOST:PORT``, ``nbd:unix:PATH``) or an unknown
+    scheme. None for an NBD URI and for anything else (a path: ``./nbd:x`` names a file)."""
+    head = text.lower().split(":", 1)[0]
+    if is_nbd_uri(text) or ":" not in text or not re.fullmatch(r"nbds?(\+[a-z0-9]*)?", head):
+        return None
+    return (
+        f"{text} is not an NBD URI libnbd takes (qemu's legacy nbd:HOST:PORT form?): write "
+        "nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH (nbds:// for TLS)"
+    )
 
 
 def tls_warning(uri: str) -> str | None:

@@ -78,7 +78,7 @@ from tapearc.errors import (
     UsageError,
 )
 from tapearc.media.base import Mark, TapeDrive
-from tapearc.nbdclient import is_nbd_uri
+from tapearc.nbdclient import is_nbd_uri, not_an_nbd_uri
 from tapearc.targets.nbd import NbdTarget
 
 _DETECT_WINDOW = 4 * 1024 * 1024  # bytes of the target read at once when looking for the generation it holds
@@ -849,6 +849,9 @@ def restore(
 ) -> RestoreResult:
     if target_path == "-":
         check_stream_output(stdout or sys.stdout.buffer)  # before the medium is touched
+    mistake = not_an_nbd_uri(target_path)
+    if mistake is not None:  # never a file named like an NBD export
+        raise UsageError(mistake, hint="a file of that name: give it as ./NAME")
     if isinstance(media, MediaSource):
         return _restore(media, catalog, target_path, options, progress, stdout)
     given = media
