@@ -910,7 +910,7 @@ def _restore(
         from_generation=target.have,
         source_path=last.source_path or None,
         skipped_generations=skipped_generations(catalog, chain, options),
-        warnings=list(plan.warnings),
+        warnings=list(plan.warnings) + ([target.nbd.tail_note] if target.nbd and target.nbd.tail_note else []),
     )
     _write_plan(media, catalog, label, chain, plan, sink, result, progress, options)
     result.seconds = time.monotonic() - started

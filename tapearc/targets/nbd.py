@@ -5,7 +5,8 @@ a remote disk served by nbdkit, named by its URI (``nbd+unix:///EXPORT?socket=PA
 The rules are a block device's (engine/volume.py RestoreTarget):
 
 - an export smaller than the volume is refused (TargetTooSmallError) before anything is written;
-  a larger one gets the volume's bytes at its start and the rest is not touched;
+  a larger one gets the volume's bytes at its start and the rest is not touched (``tail_note``
+  says so when the rest holds data: the restore's result warns);
 - a read-only export is refused (TargetError);
 - an export that holds data (NBD block status, ``base:allocation``: somewhere not reading as
   zeros) is refused unless the caller forces it (restore first reads it through
@@ -84,6 +85,7 @@ class NbdTarget:
             self.can_zero = bool(self.h.can_zero())
             self.allocation = bool(self.h.can_meta_context(ALLOCATION))
             self.data_at = self._first_data()
+            self.tail_note = self._tail_note()
             if self.data_at is not None and not force:
                 raise TargetError(
                     f"NBD export {uri} is not empty (it holds data at byte {self.data_at})",
@@ -125,6 +127,23 @@ class NbdTarget:
             if offset == before:
                 return offset  # extents of no length: assume data
         return None
+
+    def _tail_note(self) -> str | None:
+        """What to say of the export's bytes past the volume, which a restore leaves as they are
+        (a block device's rule): None when there are none or they read as zeros."""
+        v, size = self.volume_size, self.size
+        if size <= v or (self.data_at is None and self.allocation):
+            return None
+        if self.allocation:  # (from the next whole block: block status takes aligned requests)
+            if self.next_data(min(size, -(-v // self.align) * self.align), size) >= size:
+                return None
+            held = "hold data from before"
+        else:
+            held = "were not read: no block status; they may hold data from before"
+        return (
+            f"NBD export {self.path} holds {size} bytes, the volume {v}: bytes {v}-{size - 1} "
+            f"were left as they were ({held})"
+        )
 
     def next_data(self, offset: int, length: int) -> int:
         """The first byte at or after ``offset`` (below ``length``) that may hold data, by NBD
