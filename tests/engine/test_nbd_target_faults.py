@@ -271,3 +271,34 @@ def test_generation_spanning_two_media_restores_into_an_export(tmp_path: Path) -
             res = restore(media, cat, uri, RestoreOptions(force=True))
     assert res.status == "complete" and len(res.media_used) >= 2
     assert raw_of(img)[: len(data)] == data
+
+
+@needs_nbdkit
+def test_export_out_of_space_is_exit_5(tmp_path: Path) -> None:
+    """nbdkit's full plugin: every write fails with ENOSPC (libnbd's error carries it as
+    ``errnum``; its ``errno`` is the name 'ENOSPC'): TargetTooSmallError, as documented."""
+    vol = tmp_path / "vol.img"
+    make_vol(vol)
+    spec = f"sim:{tmp_path / 't.tap'}"
+    do_backup(spec, vol)
+    with nbdkit_server("full", "8M") as (port, _):
+        uri = f"nbd://127.0.0.1:{port}/"
+        err = one_line_error(tapearc("restore", "--media", spec, "--to", uri), 5)
+    assert f"NBD export {uri} ran out of space at byte " in err
+
+
+@needs_nbdkit
+def test_zero_requests_refused_as_invalid_fall_back_to_written_zeros(tmp_path: Path) -> None:
+    """An export that offers WRITE_ZEROES but fails each with EINVAL (nbdkit's error filter):
+    the zero runs are written as zeros instead, and read back as zeros."""
+    vol = tmp_path / "vol.img"
+    data = make_vol(vol, seed=15)
+    spec = f"sim:{tmp_path / 't.tap'}"
+    do_backup(spec, vol)
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(b"\xff" * VOL_SIZE)
+    args = ("--filter=error", "file", str(disk), "error-zero=EINVAL", "error-zero-rate=100%")
+    with nbdkit_server(*args) as (port, _):
+        res = do_restore(spec, f"nbd://127.0.0.1:{port}/", force=True)
+    assert res.status == "complete" and res.bytes_zeroed == ZERO_RUNS
+    assert disk.read_bytes() == data
