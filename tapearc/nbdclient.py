@@ -180,6 +180,13 @@ def close(h: Any) -> None:
         del h._o
 
 
+def error_number(e: BaseException) -> int | None:
+    """The errno of a libnbd error as a number (``errno.ENOSPC``...), None when it has none:
+    libnbd's Python ``Error.errno`` is the errno's *name* ('ENOSPC'), ``errnum`` its number."""
+    n = getattr(e, "errnum", None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
 def nbd_error_text(e: BaseException) -> str:
     """One line for a libnbd error (its message without the trailing errno text duplication)."""
     return _reason(e)

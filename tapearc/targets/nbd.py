@@ -38,6 +38,7 @@ from tapearc.nbdclient import (
     await_command,
     close,
     connect,
+    error_number,
     libnbd,
     nbd_error_text,
     wait_until,
@@ -228,7 +229,7 @@ class NbdTarget:
         return bytearray(buf.to_bytearray())
 
     def _error(self, what: str, offset: int, e: Any) -> TargetError:
-        if getattr(e, "errno", None) == errno.ENOSPC:
+        if error_number(e) == errno.ENOSPC:
             return TargetTooSmallError(
                 f"NBD export {self.path} ran out of space at byte {offset}",
                 hint="free space where the export's image lives or restore elsewhere",
@@ -316,7 +317,7 @@ class NbdTarget:
         try:
             answered = await_command(self.h, self.h.aio_zero(length, offset), self._deadline)
         except self._nbd.Error as e:
-            if getattr(e, "errno", None) in UNSUPPORTED:
+            if error_number(e) in UNSUPPORTED:
                 self.can_zero = False
                 return False
             raise self._error("zeroing", offset, e) from None
