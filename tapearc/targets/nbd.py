@@ -181,7 +181,7 @@ class NbdTarget:
         done = 0
         while done < len(view):
             n = min(MAX_REQUEST, len(view) - done)
-            view[done : done + n] = self._pread("reading", n, offset + done)
+            self._sync("reading", offset + done, self.h.aio_pread, view[done : done + n], offset + done)
             done += n
         return done
 
@@ -224,9 +224,12 @@ class NbdTarget:
         )
 
     def _pread(self, what: str, length: int, offset: int) -> bytearray:
-        buf = self._nbd.Buffer(length)
+        """``length`` bytes at ``offset``, read into a bytearray: libnbd 1.14's ``aio_pread``
+        keeps every ``nbd.Buffer`` it is given alive for ever (measured: 100 reads of 4 MiB into
+        new ones, RSS 430 MB; into bytearrays, 30 MB)."""
+        buf = bytearray(length)
         self._sync(what, offset, self.h.aio_pread, buf, offset)
-        return bytearray(buf.to_bytearray())
+        return buf
 
     def _error(self, what: str, offset: int, e: Any) -> TargetError:
         if error_number(e) == errno.ENOSPC:
