@@ -59,7 +59,7 @@ def _in_thread(fn: Callable[[], Any], seconds: float = 60.0) -> Any:
     t = threading.Thread(target=run, daemon=True)
     t.start()
     t.join(seconds)
-    assert not t.is_alive(), "the restore hangs"
+    assert not t.is_alive(), "it hangs"
     if "error" in out:
         raise out["error"]
     return out["value"]
@@ -325,3 +325,41 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
         p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert int(p.stdout) < 300, f"peak RSS {p.stdout.strip()} MB after reading 1200 MiB"
+
+
+@needs_qemu_nbd
+def test_source_server_that_stalls_mid_backup_is_an_error_not_a_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backup from a qemu-nbd stopped (SIGSTOP) after the first window: SourceError naming the
+    URI (exit 3), the generation closed as incomplete, instead of waiting for ever."""
+    from tapearc.errors import SourceError
+    from tapearc.media import open_medium
+
+    img = tmp_path / "disk.img"
+    img.write_bytes(random.Random(16).randbytes(16 * MiB))
+    sock = tmp_path / "s.sock"
+    proc = subprocess.Popen(["qemu-nbd", "--persistent", "-f", "raw", "-x", "disk", "-k", str(sock), "-r", str(img)])
+    monkeypatch.setenv("TAPEARC_NBD_TIMEOUT", "1")
+
+    class StopServer(NoProgress):
+        def advance(self, n: int) -> None:
+            os.kill(proc.pid, signal.SIGSTOP)
+
+    def run() -> None:
+        opts = BackupOptions(record_size=64 * KiB, chunk_size=256 * KiB)
+        with Catalog() as cat, open_medium(f"sim:{tmp_path / 't.tap'}", write=True) as drive:
+            backup(uri, drive, cat, opts, StopServer())
+
+    try:
+        while not _listening(sock):
+            assert proc.poll() is None
+        uri = f"nbd+unix:///disk?socket={sock}"
+        with pytest.raises(SourceError) as e:
+            _in_thread(run)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+        proc.wait()
+    assert f"NBD export {uri} did not answer within 1 s" in e.value.message
+    assert "marked incomplete" in (e.value.hint or "")
