@@ -159,6 +159,19 @@ def await_command(h: Any, cookie: int, deadline: Deadline | None = None) -> bool
     return wait_until(h, lambda: bool(h.aio_command_completed(cookie)), deadline)
 
 
+def disconnect(h: Any, deadline: Deadline | None = None) -> None:
+    """Say goodbye (NBD_CMD_DISC) and wait for the server to close, at most until it has been
+    silent for TAPEARC_NBD_TIMEOUT seconds (libnbd's ``shutdown`` waits for ever); then close the
+    handle. A server already gone is no error."""
+    try:
+        if h.aio_is_ready():
+            h.aio_disconnect(0)
+            wait_until(h, lambda: bool(h.aio_is_closed() or h.aio_is_dead()), deadline)
+    except Exception:  # the server may be gone already
+        pass
+    close(h)
+
+
 def new_handle(nbd: ModuleType) -> Any:
     """A libnbd handle that takes the URI's TLS files: libnbd refuses a URI's local file
     parameters (``tls-psk-file=``, ``tls-certificates=``) unless asked to allow them, as nbdinfo

@@ -38,10 +38,10 @@ from tapearc.nbdclient import (
     await_command,
     close,
     connect,
+    disconnect,
     error_number,
     libnbd,
     nbd_error_text,
-    wait_until,
 )
 
 MAX_REQUEST = 32 * 1024 * 1024  # bytes of one NBD write (qemu-nbd's limit)
@@ -357,9 +357,6 @@ class NbdTarget:
         self._pending.clear()
         self._pending_bytes = 0
         if graceful:
-            try:  # NBD_CMD_DISC, and the server's close waited for (not for ever)
-                h.aio_disconnect(0)
-                wait_until(h, lambda: bool(h.aio_is_closed() or h.aio_is_dead()), self._deadline)
-            except Exception:  # the server may be gone already
-                pass
-        close(h)
+            disconnect(h, self._deadline)  # NBD_CMD_DISC, the server's close waited for (not for ever)
+        else:
+            close(h)
