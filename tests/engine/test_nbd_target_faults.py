@@ -363,3 +363,42 @@ def test_source_server_that_stalls_mid_backup_is_an_error_not_a_hang(
         proc.wait()
     assert f"NBD export {uri} did not answer within 1 s" in e.value.message
     assert "marked incomplete" in (e.value.hint or "")
+
+
+@needs_qemu_nbd
+def test_dirty_bitmap_server_that_stalls_is_an_error_not_a_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading a qemu dirty bitmap (--dirty-bitmap) from a qemu-nbd that stops answering once
+    connected: SourceError naming the URI and the bitmap, instead of waiting for ever."""
+    from tapearc import nbdclient
+    from tapearc.errors import SourceError
+    from tapearc.sources.changes_nbd import read_dirty_bitmap
+    from tests.nbdsupport import qemu_img
+
+    img = tmp_path / "disk.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", str(img), "8M")
+    qemu_img("bitmap", "--add", str(img), "b0")
+    sock = tmp_path / "s.sock"
+    cmd = ["qemu-nbd", "--persistent", "-f", "qcow2", "-x", "disk", "-k", str(sock), "-r", "-B", "b0", str(img)]
+    proc = subprocess.Popen(cmd)
+    monkeypatch.setenv("TAPEARC_NBD_TIMEOUT", "1")
+    real = nbdclient.connect
+
+    def connect_then_stop(*args: Any, **kw: Any) -> Any:
+        h = real(*args, **kw)
+        os.kill(proc.pid, signal.SIGSTOP)
+        return h
+
+    monkeypatch.setattr(nbdclient, "connect", connect_then_stop)
+    try:
+        while not _listening(sock):
+            assert proc.poll() is None
+        uri = f"nbd+unix:///disk?socket={sock}"
+        with pytest.raises(SourceError) as e:
+            _in_thread(lambda: read_dirty_bitmap(uri, "b0"))
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+        proc.wait()
+    assert f"NBD export {uri} did not answer within 1 s" in e.value.message and "dirty bitmap b0" in e.value.message
