@@ -402,3 +402,30 @@ def test_dirty_bitmap_server_that_stalls_is_an_error_not_a_hang(
         proc.kill()
         proc.wait()
     assert f"NBD export {uri} did not answer within 1 s" in e.value.message and "dirty bitmap b0" in e.value.message
+
+
+@needs_qemu_nbd
+def test_bad_nbd_uris_are_one_line_naming_the_uri(tmp_path: Path) -> None:
+    """Malformed, no socket, a socket path that is a regular file, TLS asked of a server without
+    it, an export name the server does not have: exit 4, one line naming the URI, nothing made."""
+    vol = tmp_path / "vol.img"
+    make_vol(vol)
+    spec = f"sim:{tmp_path / 't.tap'}"
+    do_backup(spec, vol)
+    img = new_qcow2(tmp_path / "vm.qcow2", 8 * MiB)
+    with qemu_nbd(img, "qcow2", read_only=False) as uri:
+        sock = uri.split("socket=")[1]
+        cases = {
+            "nbd://[::1/disk": "unable to parse URI",
+            "nbd+unix:///disk": "cannot parse socket parameter",
+            f"nbd+unix:///disk?socket={vol}": "Connection refused",
+            f"nbds+unix:///disk?socket={sock}": "server refused TLS",
+            f"nbd+unix:///other?socket={sock}": "server has no export named 'other'",
+        }
+        before = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".sock"))
+        for bad, why in cases.items():
+            err = one_line_error(tapearc("restore", "--media", spec, "--to", bad), 4)
+            assert f"cannot connect to NBD export {bad}: nbd_connect_uri: " in err and why in err, err
+            assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert raw_of(img) == bytes(8 * MiB)
