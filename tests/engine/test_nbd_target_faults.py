@@ -227,6 +227,8 @@ def test_larger_export_holding_old_data_past_the_volume_is_warned_about(tmp_path
     fresh = new_qcow2(tmp_path / "new.qcow2", 8 * MiB)
     with qemu_nbd(fresh, "qcow2", read_only=False) as uri:
         assert do_restore(spec, uri).warnings == []  # past the volume it reads as zeros: nothing to say
+        res = do_restore(spec, uri)  # again: the 64 KiB cluster holding the volume's end is allocated
+    assert res.mode == "roll-forward" and res.warnings == []  # but past the volume it is zeros
 
 
 @needs_qemu_nbd
