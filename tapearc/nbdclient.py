@@ -120,10 +120,11 @@ def connect(uri: str, error: ErrorFactory, *, contexts: Sequence[str] = (), writ
 
 
 class Deadline:
-    """TAPEARC_NBD_TIMEOUT seconds from now (0: never): how long an NBD server may stay silent."""
+    """TAPEARC_NBD_TIMEOUT seconds (times ``factor``) from now (0: never): how long an NBD server
+    may stay silent."""
 
-    def __init__(self) -> None:
-        self.seconds = settings.nbd_timeout()
+    def __init__(self, factor: float = 1.0) -> None:
+        self.seconds = settings.nbd_timeout() * factor
         self.shown = f"{self.seconds:g} s"
         self.restart()
 

@@ -48,6 +48,7 @@ from tapearc.nbdclient import (
 MAX_REQUEST = 32 * 1024 * 1024  # bytes of one NBD write (qemu-nbd's limit)
 ZERO_REQUEST = 1 << 30  # bytes of one NBD WRITE_ZEROES (under the protocol's 4 GiB)
 STATUS_REQUEST = 1 << 31  # bytes asked of one NBD block status
+FLUSH_WAIT = 10  # a flush may be silent for 10 times TAPEARC_NBD_TIMEOUT (gigabytes of a write-back cache)
 TAIL_READ = 2 * 1024 * 1024  # bytes read past the volume's end (qcow2's largest cluster) for tail_note
 ZERO_FILL = 4 * 1024 * 1024  # bytes of zeros written at a time where the export cannot zero
 # NBD writes in flight at once, and their bytes at most (memory: peak RSS of a 1 GiB restore onto
@@ -211,25 +212,26 @@ class NbdTarget:
         except self._nbd.Error as e:
             raise self._error(what, offset, e) from None
 
-    def _sync(self, what: str, offset: int, aio_fn: Any, *args: Any) -> None:
+    def _sync(self, what: str, offset: int, aio_fn: Any, *args: Any, deadline: Deadline | None = None) -> None:
         """One NBD command (``aio_fn(*args)``, a libnbd ``aio_*`` call) sent and waited for: its
-        failure, or a server silent for TAPEARC_NBD_TIMEOUT seconds, is a TargetError."""
-        self._await(self._call(what, offset, aio_fn, *args), what, offset)
+        failure, or a server silent for TAPEARC_NBD_TIMEOUT seconds (``deadline``), is a TargetError."""
+        self._await(self._call(what, offset, aio_fn, *args), what, offset, deadline)
 
-    def _await(self, cookie: int, what: str, offset: int) -> None:
+    def _await(self, cookie: int, what: str, offset: int, deadline: Deadline | None = None) -> None:
+        deadline = deadline or self._deadline
         try:
-            answered = await_command(self.h, cookie, self._deadline)
+            answered = await_command(self.h, cookie, deadline)
         except self._nbd.Error as e:
             raise self._error(what, offset, e) from None
         if not answered:
-            raise self._silent(what, offset)
+            raise self._silent(what, offset, deadline)
 
-    def _silent(self, what: str, offset: int) -> TargetError:
+    def _silent(self, what: str, offset: int, deadline: Deadline | None = None) -> TargetError:
         """The error of a server that stopped answering; the connection is dropped (a polite
         disconnect would wait for it too)."""
         self._close()
         return TargetError(
-            f"NBD export {self.path} did not answer within {self._deadline.shown} ({what} at byte {offset})",
+            f"NBD export {self.path} did not answer within {(deadline or self._deadline).shown} ({what} at byte {offset})",
             hint="is its server stopped or overloaded? TAPEARC_NBD_TIMEOUT sets how long to wait",
         )
 
@@ -352,8 +354,8 @@ class NbdTarget:
     def commit(self) -> None:
         """Wait for the writes in flight, flush the export to stable storage, disconnect."""
         self._drain()
-        if self.h.can_flush():
-            self._sync("flushing", 0, self.h.aio_flush)
+        if self.h.can_flush():  # (a server's cache written out may take a while: FLUSH_WAIT times the wait)
+            self._sync("flushing", 0, self.h.aio_flush, deadline=Deadline(FLUSH_WAIT))
         self._close(graceful=True)
 
     def abort(self) -> None:

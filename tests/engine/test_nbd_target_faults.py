@@ -206,6 +206,22 @@ def test_flush_is_sent_and_its_failure_is_reported(tmp_path: Path) -> None:
     assert f"flushing NBD export {uri} at byte 0 failed" in err
 
 
+@needs_nbdkit
+def test_a_slow_flush_is_waited_for_longer_than_other_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server writing out its cache answers a flush late (here 2 s, with TAPEARC_NBD_TIMEOUT=1):
+    the flush may take ten times the timeout, the restore completes."""
+    vol = tmp_path / "vol.img"
+    data = make_vol(vol)
+    spec = f"sim:{tmp_path / 't.tap'}"
+    do_backup(spec, vol)
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(bytes(VOL_SIZE))
+    monkeypatch.setenv("TAPEARC_NBD_TIMEOUT", "1")
+    with nbdkit_server(*_eval_disk(disk, "sleep 2")) as (port, _):
+        assert do_restore(spec, f"nbd://127.0.0.1:{port}/", force=True).status == "complete"
+    assert disk.read_bytes() == data
+
+
 @needs_qemu_nbd
 def test_larger_export_holding_old_data_past_the_volume_is_warned_about(tmp_path: Path) -> None:
     """A VM disk larger than the volume, full of old data: the volume's bytes are restored at its
@@ -221,7 +237,8 @@ def test_larger_export_holding_old_data_past_the_volume_is_warned_about(tmp_path
     raw = raw_of(img)
     assert res.status == "complete" and raw[:VOL_SIZE] == data and raw[VOL_SIZE:] == b"\x5a" * (8 * MiB - VOL_SIZE)
     assert any(
-        f"NBD export {uri} holds {8 * MiB} bytes" in w and f"bytes {VOL_SIZE}-{8 * MiB - 1} were left as they were: they may hold data from before" in w
+        f"NBD export {uri} holds {8 * MiB} bytes" in w
+        and f"bytes {VOL_SIZE}-{8 * MiB - 1} were left as they were: they may hold data from before" in w
         for w in res.warnings
     ), res.warnings
     fresh = new_qcow2(tmp_path / "new.qcow2", 8 * MiB)
