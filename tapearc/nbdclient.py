@@ -15,11 +15,14 @@ project's virtual environment (the module ``nbd`` and its extension ``libnbdmod`
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tapearc import settings
 from tapearc.errors import TapearcError
 
 #: URI schemes libnbd connects to (RFC-style NBD URIs, as qemu and libnbd spell them).
@@ -43,6 +46,19 @@ _module: ModuleType | None = None
 def is_nbd_uri(text: str) -> bool:
     """True when ``text`` names an NBD export (not a path)."""
     return text.lower().startswith(NBD_SCHEMES)
+
+
+def not_an_nbd_uri(text: str) -> str | None:
+    """Why ``text``, which starts like an NBD name (``nbd:``, ``nbds:``, ``nbd+xyz://``), is not
+    a URI libnbd takes: qemu's legacy syntax (``nbd:HOST:PORT``, ``nbd:unix:PATH``) or an unknown
+    scheme. None for an NBD URI and for anything else (a path: ``./nbd:x`` names a file)."""
+    head = text.lower().split(":", 1)[0]
+    if is_nbd_uri(text) or ":" not in text or not re.fullmatch(r"nbds?(\+[a-z0-9]*)?", head):
+        return None
+    return (
+        f"{text} is not an NBD URI libnbd takes (qemu's legacy nbd:HOST:PORT form?): write "
+        "nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH (nbds:// for TLS)"
+    )
 
 
 def tls_warning(uri: str) -> str | None:
@@ -79,20 +95,82 @@ def libnbd(error: ErrorFactory, uri: str) -> ModuleType:
 def connect(uri: str, error: ErrorFactory, *, contexts: Sequence[str] = (), writable: bool = False) -> Any:
     """An open libnbd handle on the export ``uri``, with the metadata ``contexts`` requested
     (those the server offers can be asked for with ``can_meta_context``). Raises ``error``
-    naming the URI when the export cannot be reached, or when ``writable`` and it is read-only."""
+    naming the URI when the export cannot be reached, when its server does not finish the
+    handshake within TAPEARC_NBD_TIMEOUT seconds (one that takes the connection and never
+    answers), or when ``writable`` and it is read-only."""
     nbd = libnbd(error, uri)
     h = new_handle(nbd)
     try:
         for c in contexts:
             h.add_meta_context(c)
-        h.connect_uri(uri)
+        h.aio_connect_uri(uri)
+        deadline = Deadline()
+        if not wait_until(h, lambda: not h.aio_is_connecting(), deadline):
+            close(h)
+            raise error(f"NBD export {uri} did not answer within {deadline.shown} (connecting)")
+        if not h.aio_is_ready():
+            raise nbd.Error("the server closed the connection during the handshake")
     except nbd.Error as e:
         close(h)
-        raise error(f"cannot connect to NBD export {uri}: {_reason(e)}") from None
+        raise error(f"cannot connect to NBD export {uri}: {_connect_reason(e)}") from None
     if writable and h.is_read_only():
         close(h)
         raise error(f"NBD export {uri} is read-only")
     return h
+
+
+class Deadline:
+    """TAPEARC_NBD_TIMEOUT seconds (times ``factor``) from now (0: never): how long an NBD server
+    may stay silent."""
+
+    def __init__(self, factor: float = 1.0) -> None:
+        self.seconds = settings.nbd_timeout() * factor
+        self.shown = f"{self.seconds:g} s"
+        self.restart()
+
+    def restart(self) -> None:
+        self.at = time.monotonic() + self.seconds
+
+    def passed(self) -> bool:
+        return self.seconds > 0 and time.monotonic() >= self.at
+
+    def poll_ms(self) -> int:
+        """The timeout of one libnbd ``poll``: the time left (-1: no limit)."""
+        if self.seconds <= 0:
+            return -1
+        return max(1, int((self.at - time.monotonic()) * 1000))
+
+
+def wait_until(h: Any, done: Callable[[], bool], deadline: Deadline | None = None) -> bool:
+    """Run the handle's state machine until ``done()``: True, or False when the server stayed
+    silent for TAPEARC_NBD_TIMEOUT seconds (a server that answers slowly is waited for). A
+    failed command or connection raises libnbd's error."""
+    deadline = deadline or Deadline()
+    deadline.restart()
+    while not done():
+        if h.poll(deadline.poll_ms()):
+            deadline.restart()  # the server said something
+        elif deadline.passed():
+            return False
+    return True
+
+
+def await_command(h: Any, cookie: int, deadline: Deadline | None = None) -> bool:
+    """Wait for the libnbd command ``cookie`` (an ``aio_*`` call's) to complete: :func:`wait_until`."""
+    return wait_until(h, lambda: bool(h.aio_command_completed(cookie)), deadline)
+
+
+def disconnect(h: Any, deadline: Deadline | None = None) -> None:
+    """Say goodbye (NBD_CMD_DISC) and wait for the server to close, at most until it has been
+    silent for TAPEARC_NBD_TIMEOUT seconds (libnbd's ``shutdown`` waits for ever); then close the
+    handle. A server already gone is no error."""
+    try:
+        if h.aio_is_ready():
+            h.aio_disconnect(0)
+            wait_until(h, lambda: bool(h.aio_is_closed() or h.aio_is_dead()), deadline)
+    except Exception:  # the server may be gone already
+        pass
+    close(h)
 
 
 def new_handle(nbd: ModuleType) -> Any:
@@ -116,9 +194,26 @@ def close(h: Any) -> None:
         del h._o
 
 
+def error_number(e: BaseException) -> int | None:
+    """The errno of a libnbd error as a number (``errno.ENOSPC``...), None when it has none:
+    libnbd's Python ``Error.errno`` is the errno's *name* ('ENOSPC'), ``errnum`` its number."""
+    n = getattr(e, "errnum", None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
 def nbd_error_text(e: BaseException) -> str:
     """One line for a libnbd error (its message without the trailing errno text duplication)."""
     return _reason(e)
+
+
+def _connect_reason(e: BaseException) -> str:
+    """A connection's error as libnbd's synchronous connect says it (``nbd_connect_uri: ...``):
+    the asynchronous connect reports its steps as ``nbd_aio_connect_uri`` and ``nbd_poll``."""
+    text = _reason(e)
+    for step in ("nbd_aio_connect_uri: ", "nbd_poll: "):
+        if text.startswith(step):
+            return "nbd_connect_uri: " + text[len(step) :]
+    return text
 
 
 def _reason(e: BaseException) -> str:

@@ -122,6 +122,7 @@ class Setting(Generic[T]):
 DEFAULT_CATALOG_TIMEOUT = 30.0
 DEFAULT_LOCK_TIMEOUT = 0.0
 DEFAULT_ST_LOAD_TIMEOUT = 300.0
+DEFAULT_NBD_TIMEOUT = 120.0
 DEFAULT_LEASE_TTL = 60.0
 MIN_LEASE_TTL = 1.0
 
@@ -162,6 +163,12 @@ ST_LOAD_TIMEOUT: Setting[float] = Setting(
     lambda n: seconds(n, DEFAULT_ST_LOAD_TIMEOUT),
     "seconds to wait for a tape to load",
 )
+NBD_TIMEOUT: Setting[float] = Setting(
+    "TAPEARC_NBD_TIMEOUT",
+    "120",
+    lambda n: seconds(n, DEFAULT_NBD_TIMEOUT),
+    "seconds an NBD server may take to answer (the connection, each request); 0: no limit",
+)
 PIPELINE: Setting[bool] = Setting(
     "TAPEARC_PIPELINE",
     "1",
@@ -189,6 +196,7 @@ SETTINGS: tuple[Setting[object], ...] = (
     LEASE_TTL,
     ST_MAX_RECORD,
     ST_LOAD_TIMEOUT,
+    NBD_TIMEOUT,
     PIPELINE,
     DIRECT_IO,
     EARLY_WRITEBACK,
@@ -226,6 +234,10 @@ def st_max_record() -> int | None:
 
 def st_load_timeout() -> float:
     return ST_LOAD_TIMEOUT.read()
+
+
+def nbd_timeout() -> float:
+    return NBD_TIMEOUT.read()
 
 
 def pipeline() -> bool:

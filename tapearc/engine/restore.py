@@ -80,7 +80,7 @@ from tapearc.errors import (
     UsageError,
 )
 from tapearc.media.base import Mark, TapeDrive
-from tapearc.nbdclient import is_nbd_uri
+from tapearc.nbdclient import is_nbd_uri, not_an_nbd_uri
 from tapearc.targets.nbd import NbdTarget
 
 log = logging.getLogger(__name__)
@@ -861,6 +861,9 @@ def restore(
 ) -> RestoreResult:
     if target_path == "-":
         check_stream_output(stdout or sys.stdout.buffer)  # before the medium is touched
+    mistake = not_an_nbd_uri(target_path)
+    if mistake is not None:  # never a file named like an NBD export
+        raise UsageError(mistake, hint="a file of that name: give it as ./NAME")
     if isinstance(media, MediaSource):
         return _restore(media, catalog, target_path, options, progress, stdout)
     given = media
@@ -919,7 +922,7 @@ def _restore(
         from_generation=target.have,
         source_path=last.source_path or None,
         skipped_generations=skipped_generations(catalog, chain, options),
-        warnings=list(plan.warnings),
+        warnings=list(plan.warnings) + ([target.nbd.tail_note] if target.nbd and target.nbd.tail_note else []),
     )
     _write_plan(media, catalog, label, chain, plan, sink, result, progress, options)
     result.seconds = time.monotonic() - started
@@ -974,8 +977,8 @@ def _inspect_nbd_target(
     ``assume_generation`` says; holding something else, it is refused unless ``force`` says to
     write the whole generation over it."""
     t = NbdTarget(uri, last.volume_size, force=True)
-    if t.data_at is None:
-        return _Target(uri, RestoreMode.NBD, nbd=t)
+    if t.data_at is None:  # zeros everywhere, or (no block status) in its first MiB: then zeros are written
+        return _Target(uri, RestoreMode.NBD, is_device=t.zero_needs_writing, nbd=t)
     try:
         have = options.assume_generation
         if have is None:

@@ -86,12 +86,18 @@ def _fetch(h: Any, nbd: Any, uri: str, bitmap: str, runs: ChangedRuns, offset: i
                 pos += n
         return 0
 
+    deadline = nbdclient.Deadline()
     try:
-        h.block_status(count, offset, extent)
+        answered = nbdclient.await_command(h, h.aio_block_status(count, offset, extent), deadline)
     except nbd.Error as e:
         raise SourceError(
             f"NBD export {uri}: block status of dirty bitmap {bitmap} at byte {offset}: {nbdclient.nbd_error_text(e)}"
         ) from None
+    if not answered:
+        raise SourceError(
+            f"NBD export {uri} did not answer within {deadline.shown} (block status of dirty bitmap {bitmap} "
+            f"at byte {offset}; TAPEARC_NBD_TIMEOUT sets how long to wait)"
+        )
     pos, end = offset, offset + count
     for s, n, dirty in got:
         if s != pos or n <= 0:

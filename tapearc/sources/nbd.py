@@ -6,8 +6,9 @@ The size is the export's. Extents come from the ``base:allocation`` metadata con
 extent flagged hole or zero reads as zeros and is not read); a server without it is all data.
 Reads of a window are split into requests of :data:`REQUEST_SIZE` bytes, :data:`IN_FLIGHT` of
 them sent at once (``aio_pread`` into persistent buffers), which keeps the server's disk busy
-while the replies come back; a server that goes away is a SourceError naming the URI and the
-byte offset.
+while the replies come back; a server that goes away, or stays silent for TAPEARC_NBD_TIMEOUT
+seconds (a stopped server keeps its socket open), is a SourceError naming the URI and the byte
+offset.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from tapearc.nbdclient import (
     ALLOCATION,
     STATE_HOLE,
     STATE_ZERO,
+    Deadline,
+    await_command,
     close,
     connect,
+    disconnect,
     libnbd,
     nbd_error_text,
     new_handle,
@@ -101,6 +105,7 @@ class NbdSource:
         self.uri = uri
         self._nbd = libnbd(_error, uri)
         self.h: Any = connect(uri, _error, contexts=(ALLOCATION,))
+        self._deadline = Deadline()  # how long the server may stay silent (TAPEARC_NBD_TIMEOUT)
         self._bytes_read = 0  # bytes asked of the server (read ahead and not used included)
         self._end = -1  # where the last read ended
         try:
@@ -130,6 +135,25 @@ class NbdSource:
     def _failed(self, e: BaseException, offset: int) -> SourceError:
         return SourceError(f"reading NBD export {self.uri} at byte {offset} failed: {nbd_error_text(e)}")
 
+    def _wait(self, cookie: int, offset: int) -> None:
+        """Wait for a request; a server silent for TAPEARC_NBD_TIMEOUT seconds is a SourceError
+        (the connection is dropped: nothing more can be asked of it)."""
+        if await_command(self.h, cookie, self._deadline):
+            return
+        h, self.h = self.h, None
+        close(h)
+        raise SourceError(  # (no hint: the backup's says the generation is incomplete)
+            f"NBD export {self.uri} did not answer within {self._deadline.shown} (reading at byte {offset}; "
+            "TAPEARC_NBD_TIMEOUT sets how long to wait)"
+        )
+
+    def _pread_now(self, n: int, offset: int) -> bytearray:
+        """``n`` bytes at ``offset``, waited for (into a bytearray: libnbd 1.14 keeps every
+        ``nbd.Buffer`` given to ``aio_pread`` alive)."""
+        buf = bytearray(n)
+        self._wait(self.h.aio_pread(buf, offset), offset)
+        return buf
+
     def readinto_at(self, buf: memoryview, offset: int) -> int:
         """Fill ``buf`` from ``offset`` (short only at the end of the export)."""
         n = max(0, min(len(buf), self.size - offset))
@@ -138,7 +162,7 @@ class NbdSource:
         if self.in_flight == 1:
             self._bytes_read += n
             try:
-                buf[:n] = self.h.pread(n, offset)
+                buf[:n] = self._pread_now(n, offset)
             except self._nbd.Error as e:
                 raise self._failed(e, offset) from None
         else:
@@ -185,10 +209,9 @@ class NbdSource:
             po, pln, cookie, i, short = self._ahead.popleft()
             try:
                 if cookie is None:  # a short piece, read now
-                    buf[o - offset : o - offset + ln] = self.h.pread(pln, po)[:ln]
+                    buf[o - offset : o - offset + ln] = self._pread_now(pln, po)[:ln]
                 else:
-                    while not self.h.aio_command_completed(cookie):
-                        self.h.poll(-1)
+                    self._wait(cookie, po)
                     buf[o - offset : o - offset + ln] = (self._view(i) if short is None else short.view)[:ln]
             except self._nbd.Error as e:
                 raise self._failed(e, po) from None
@@ -252,8 +275,8 @@ class NbdSource:
         while self._ahead:
             _o, _ln, cookie, i, short = self._ahead.popleft()
             try:
-                while cookie is not None and not self.h.aio_command_completed(cookie):
-                    self.h.poll(-1)
+                if cookie is not None:
+                    self._wait(cookie, _o)
             except self._nbd.Error:
                 pass
             self._free.append(i)
@@ -306,7 +329,7 @@ class NbdSource:
             return 0
 
         try:
-            self.h.block_status(count, pos, cb)
+            self._wait(self.h.aio_block_status(count, pos, cb), pos)
         except self._nbd.Error as e:
             raise SourceError(
                 f"asking NBD export {self.uri} for its allocation at byte {pos} failed: {nbd_error_text(e)}"
@@ -329,11 +352,7 @@ class NbdSource:
     def close(self) -> None:
         h, self.h = self.h, None
         if h is not None:
-            try:
-                h.shutdown()
-            except Exception:  # the server is gone: nothing to shut down
-                pass
-            close(h)
+            disconnect(h, self._deadline)
 
     def __enter__(self) -> NbdSource:
         return self

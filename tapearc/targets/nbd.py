@@ -5,7 +5,8 @@ a remote disk served by nbdkit, named by its URI (``nbd+unix:///EXPORT?socket=PA
 The rules are a block device's (engine/volume.py RestoreTarget):
 
 - an export smaller than the volume is refused (TargetTooSmallError) before anything is written;
-  a larger one gets the volume's bytes at its start and the rest is not touched;
+  a larger one gets the volume's bytes at its start and the rest is not touched (``tail_note``
+  says so when the rest holds data: the restore's result warns);
 - a read-only export is refused (TargetError);
 - an export that holds data (NBD block status, ``base:allocation``: somewhere not reading as
   zeros) is refused unless the caller forces it (restore first reads it through
@@ -13,8 +14,11 @@ The rules are a block device's (engine/volume.py RestoreTarget):
   volume it holds, as of a block device);
 - data goes as NBD writes (at most 32 MiB each, several in flight), zero runs as NBD WRITE_ZEROES
   that may punch holes (a qcow2 deallocates), or as written zeros where the export cannot zero;
-  an export that read as zeros everywhere gets no zero requests at all;
-- the server going away is a TargetError naming the URI and the byte offset; commit flushes.
+  an export that block status says reads as zeros everywhere gets no zero requests at all (one
+  without block status does: only its first MiB was looked at);
+- the server going away, or staying silent for TAPEARC_NBD_TIMEOUT seconds (a stopped server
+  keeps its socket open), is a TargetError naming the URI and the byte offset; commit flushes
+  (NBD FLUSH, when the server offers it) and its failure is a TargetError too.
 
 One connection is used from the first look to the last flush: a ``qemu-nbd`` started without
 ``--persistent`` serves one client and exits when it leaves.
@@ -27,11 +31,25 @@ from collections import deque
 from typing import Any
 
 from tapearc.errors import TargetError, TargetTooSmallError
-from tapearc.nbdclient import ALLOCATION, STATE_ZERO, close, connect, libnbd, nbd_error_text
+from tapearc.format import is_zero
+from tapearc.nbdclient import (
+    ALLOCATION,
+    STATE_ZERO,
+    Deadline,
+    await_command,
+    close,
+    connect,
+    disconnect,
+    error_number,
+    libnbd,
+    nbd_error_text,
+)
 
 MAX_REQUEST = 32 * 1024 * 1024  # bytes of one NBD write (qemu-nbd's limit)
 ZERO_REQUEST = 1 << 30  # bytes of one NBD WRITE_ZEROES (under the protocol's 4 GiB)
 STATUS_REQUEST = 1 << 31  # bytes asked of one NBD block status
+FLUSH_WAIT = 10  # a flush may be silent for 10 times TAPEARC_NBD_TIMEOUT (gigabytes of a write-back cache)
+TAIL_READ = 2 * 1024 * 1024  # bytes read past the volume's end (qcow2's largest cluster) for tail_note
 ZERO_FILL = 4 * 1024 * 1024  # bytes of zeros written at a time where the export cannot zero
 # NBD writes in flight at once, and their bytes at most (memory: peak RSS of a 1 GiB restore onto
 # qemu-nbd 100 MB, 73 MB one at a time). Measured writing 1 GiB in 4 MiB writes
@@ -59,8 +77,9 @@ class NbdTarget:
         self._pending: deque[tuple[int, int, memoryview]] = deque()  # (cookie, offset, buffer kept alive)
         self._pending_bytes = 0
         self._data_run = (0, 0)  # [start, end) of bytes known to hold data (next_data)
+        self._deadline = Deadline()  # how long the server may stay silent (TAPEARC_NBD_TIMEOUT)
         try:
-            self.size = self._call("reading the size of", 0, self.h.get_size)
+            self.size = int(self._call("reading the size of", 0, self.h.get_size))
             if self.size < volume_size:
                 raise TargetTooSmallError(
                     f"NBD export {uri} holds {self.size} bytes, the volume needs {volume_size}",
@@ -68,7 +87,9 @@ class NbdTarget:
                 )
             self.align = max(1, int(self.h.get_block_size(self._nbd.SIZE_MINIMUM) or 1))
             self.can_zero = bool(self.h.can_zero())
+            self.allocation = bool(self.h.can_meta_context(ALLOCATION))
             self.data_at = self._first_data()
+            self.tail_note = self._tail_note()
             if self.data_at is not None and not force:
                 raise TargetError(
                     f"NBD export {uri} is not empty (it holds data at byte {self.data_at})",
@@ -83,8 +104,8 @@ class NbdTarget:
     def _first_data(self) -> int | None:
         """The first byte of the export that does not read as zeros, by NBD block status
         (base:allocation); a server without it: its first MiB is read, as of a block device."""
-        if not self.h.can_meta_context(ALLOCATION):
-            probe = self._call("reading", 0, self.h.pread, min(self.size, 1 << 20), 0)
+        if not self.allocation:
+            probe = self._pread("reading", min(self.size, 1 << 20), 0)
             return None if bytes(probe).count(0) == len(probe) else 0
         extents: list[tuple[int, int]] = []
 
@@ -97,7 +118,7 @@ class NbdTarget:
         while offset < self.size:
             extents.clear()
             count = min(self.size - offset, STATUS_REQUEST)
-            self._call("reading the allocation of", offset, self.h.block_status, count, offset, got)
+            self._sync("reading the allocation of", offset, self.h.aio_block_status, count, offset, got)
             if not extents:
                 return offset  # the server said nothing: assume data
             before = offset
@@ -111,13 +132,38 @@ class NbdTarget:
                 return offset  # extents of no length: assume data
         return None
 
+    def _tail_note(self) -> str | None:
+        """What to say of the export's bytes past the volume, which a restore leaves as they are
+        (a block device's rule): None when there are none or they read as zeros."""
+        v, size = self.volume_size, self.size
+        if size <= v or (self.data_at is None and self.allocation) or not self._tail_holds_data():
+            return None
+        return (
+            f"NBD export {self.path} holds {size} bytes, the volume {v}: bytes {v}-{size - 1} were left as "
+            "they were: they may hold data from before"
+            + ("" if self.allocation else " (no block status: not looked at)")
+        )
+
+    def _tail_holds_data(self) -> bool:
+        """Whether bytes past the volume may be data, by block status; the first TAIL_READ bytes
+        past it are read where block status says data (an image's cluster holding the volume's
+        end is allocated, its zeros past the end too). Without block status: True."""
+        if not self.allocation:
+            return True
+        start = min(self.size, -(-self.volume_size // self.align) * self.align)  # block status: aligned
+        near = min(self.size, start + TAIL_READ)
+        at = self.next_data(start, near)
+        if at < near and not is_zero(self._pread("reading", near - at, at), 0, near - at):
+            return True
+        return near < self.size and self.next_data(near, self.size) < self.size
+
     def next_data(self, offset: int, length: int) -> int:
         """The first byte at or after ``offset`` (below ``length``) that may hold data, by NBD
         block status: holes and zero extents are skipped; ``offset`` without base:allocation.
         (Generation detection reads the export through this and :meth:`read_into`.)"""
         if self._data_run[0] <= offset < self._data_run[1]:
             return offset
-        if not self.h.can_meta_context(ALLOCATION):
+        if not self.allocation:
             return offset
         extents: list[tuple[int, int]] = []
 
@@ -129,7 +175,7 @@ class NbdTarget:
         while offset < length:
             extents.clear()
             count = min(length - offset, STATUS_REQUEST)
-            self._call("reading the allocation of", offset, self.h.block_status, count, offset, got)
+            self._sync("reading the allocation of", offset, self.h.aio_block_status, count, offset, got)
             if not extents or not extents[0][0]:
                 return offset  # the server said nothing useful: assume data
             for n, flags in extents:
@@ -146,14 +192,16 @@ class NbdTarget:
         done = 0
         while done < len(view):
             n = min(MAX_REQUEST, len(view) - done)
-            view[done : done + n] = self._call("reading", offset + done, self.h.pread, n, offset + done)
+            self._sync("reading", offset + done, self.h.aio_pread, view[done : done + n], offset + done)
             done += n
         return done
 
     @property
     def zero_needs_writing(self) -> bool:
-        """False for an export that read as zeros everywhere (a new qcow2, a sparse file)."""
-        return self.data_at is not None
+        """False for an export that block status says read as zeros everywhere (a new qcow2, a
+        sparse file). A server without block status was probed in its first MiB only: whatever
+        follows may be old data, so zeros are sent there too."""
+        return self.data_at is not None or not self.allocation
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -164,8 +212,39 @@ class NbdTarget:
         except self._nbd.Error as e:
             raise self._error(what, offset, e) from None
 
+    def _sync(self, what: str, offset: int, aio_fn: Any, *args: Any, deadline: Deadline | None = None) -> None:
+        """One NBD command (``aio_fn(*args)``, a libnbd ``aio_*`` call) sent and waited for: its
+        failure, or a server silent for TAPEARC_NBD_TIMEOUT seconds (``deadline``), is a TargetError."""
+        self._await(self._call(what, offset, aio_fn, *args), what, offset, deadline)
+
+    def _await(self, cookie: int, what: str, offset: int, deadline: Deadline | None = None) -> None:
+        deadline = deadline or self._deadline
+        try:
+            answered = await_command(self.h, cookie, deadline)
+        except self._nbd.Error as e:
+            raise self._error(what, offset, e) from None
+        if not answered:
+            raise self._silent(what, offset, deadline)
+
+    def _silent(self, what: str, offset: int, deadline: Deadline | None = None) -> TargetError:
+        """The error of a server that stopped answering; the connection is dropped (a polite
+        disconnect would wait for it too)."""
+        self._close()
+        return TargetError(
+            f"NBD export {self.path} did not answer within {(deadline or self._deadline).shown} ({what} at byte {offset})",
+            hint="is its server stopped or overloaded? TAPEARC_NBD_TIMEOUT sets how long to wait",
+        )
+
+    def _pread(self, what: str, length: int, offset: int) -> bytearray:
+        """``length`` bytes at ``offset``, read into a bytearray: libnbd 1.14's ``aio_pread``
+        keeps every ``nbd.Buffer`` it is given alive for ever (measured: 100 reads of 4 MiB into
+        new ones, RSS 430 MB; into bytearrays, 30 MB)."""
+        buf = bytearray(length)
+        self._sync(what, offset, self.h.aio_pread, buf, offset)
+        return buf
+
     def _error(self, what: str, offset: int, e: Any) -> TargetError:
-        if getattr(e, "errno", None) == errno.ENOSPC:
+        if error_number(e) == errno.ENOSPC:
             return TargetTooSmallError(
                 f"NBD export {self.path} ran out of space at byte {offset}",
                 hint="free space where the export's image lives or restore elsewhere",
@@ -206,12 +285,11 @@ class NbdTarget:
     def _wait_one(self) -> None:
         cookie, offset, _ = self._pending[0]
         try:
-            while not self.h.aio_command_completed(cookie):
-                self.h.poll(-1)
-        except self._nbd.Error as e:
+            self._await(cookie, "writing", offset)
+        except TargetError:
             self._pending.clear()
             self._pending_bytes = 0
-            raise self._error("writing", offset, e) from None
+            raise
         self._pending_bytes -= len(self._pending.popleft()[2])
 
     def _drain(self) -> None:
@@ -224,9 +302,9 @@ class NbdTarget:
         self._drain()
         lo = offset - offset % self.align
         hi = min(lo + self.align, self.size)
-        buf = bytearray(self._call("reading", lo, self.h.pread, hi - lo, lo))
+        buf = self._pread("reading", hi - lo, lo)
         buf[offset - lo : offset - lo + len(piece)] = piece
-        self._call("writing", lo, self.h.pwrite, buf, lo)
+        self._sync("writing", lo, self.h.aio_pwrite, buf, lo)
 
     def zero_range(self, offset: int, length: int) -> None:
         """Make ``length`` bytes at ``offset`` read as zeros: NBD WRITE_ZEROES, which may punch
@@ -252,12 +330,14 @@ class NbdTarget:
         if not self.can_zero:
             return False
         try:
-            self.h.zero(length, offset)
+            answered = await_command(self.h, self.h.aio_zero(length, offset), self._deadline)
         except self._nbd.Error as e:
-            if getattr(e, "errno", None) in UNSUPPORTED:
+            if error_number(e) in UNSUPPORTED:
                 self.can_zero = False
                 return False
             raise self._error("zeroing", offset, e) from None
+        if not answered:
+            raise self._silent("zeroing", offset)
         return True
 
     def _write_zeros(self, offset: int, length: int) -> None:
@@ -274,8 +354,8 @@ class NbdTarget:
     def commit(self) -> None:
         """Wait for the writes in flight, flush the export to stable storage, disconnect."""
         self._drain()
-        if self.h.can_flush():
-            self._call("flushing", 0, self.h.flush)
+        if self.h.can_flush():  # (a server's cache written out may take a while: FLUSH_WAIT times the wait)
+            self._sync("flushing", 0, self.h.aio_flush, deadline=Deadline(FLUSH_WAIT))
         self._close(graceful=True)
 
     def abort(self) -> None:
@@ -289,8 +369,6 @@ class NbdTarget:
         self._pending.clear()
         self._pending_bytes = 0
         if graceful:
-            try:
-                h.shutdown()
-            except Exception:  # the server may be gone already
-                pass
-        close(h)
+            disconnect(h, self._deadline)  # NBD_CMD_DISC, the server's close waited for (not for ever)
+        else:
+            close(h)
