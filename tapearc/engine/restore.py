@@ -922,7 +922,7 @@ def _restore(
         from_generation=target.have,
         source_path=last.source_path or None,
         skipped_generations=skipped_generations(catalog, chain, options),
-        warnings=list(plan.warnings) + ([target.nbd.tail_note] if target.nbd and target.nbd.tail_note else []),
+        warnings=list(plan.warnings) + _tail_warnings(target, last.volume_size),
     )
     _write_plan(media, catalog, label, chain, plan, sink, result, progress, options)
     result.seconds = time.monotonic() - started
@@ -938,6 +938,20 @@ class _Target:
     have: int | None = None  # the generation it holds already (rolled forward or back)
     is_device: bool = False  # zero blocks must be written (a device; an NBD export that held data)
     nbd: NbdTarget | None = None  # an NBD export, open from the first look to the end
+    size: int = 0  # a block device's size
+
+
+def _tail_warnings(target: _Target, volume_size: int) -> list[str]:
+    """What the restore leaves as it was past the volume's end: a larger block device's bytes
+    there are not written (an NBD export says so only when they may hold data)."""
+    if target.nbd is not None:
+        return [target.nbd.tail_note] if target.nbd.tail_note else []
+    if target.is_device and target.size > volume_size:
+        return [
+            f"block device {target.path} holds {target.size} bytes, the volume {volume_size}: bytes "
+            f"{volume_size}-{target.size - 1} were not written (they keep what they held before)"
+        ]
+    return []
 
 
 def _inspect_target(
@@ -965,7 +979,7 @@ def _inspect_target(
         mode = RestoreMode.ROLLBACK if have > last.number else RestoreMode.ROLL_FORWARD
     else:
         mode = RestoreMode.DEVICE if is_device else RestoreMode.NEW
-    return _Target(target_path, mode, have, is_device)
+    return _Target(target_path, mode, have, is_device, size=tsize if is_device else 0)
 
 
 def _inspect_nbd_target(

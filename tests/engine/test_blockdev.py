@@ -63,9 +63,12 @@ def test_block_device_source_and_target(tmp_path: Path, loopdev) -> None:  # typ
     assert p.returncode == 0, p.stderr
     with open(dst, "rb") as f:
         assert f.read(size) == data
-    big = loopdev(2 * size)  # a larger, empty device is fine
+    big = loopdev(2 * size)  # a larger, empty device is fine; what is past the volume is said
     p = tapearc("restore", "--media", spec, "--to", big)
     assert p.returncode == 0, p.stderr
+    assert f"tapearc: warning: block device {big} holds {2 * size} bytes, the volume {size}: bytes {size}-" in p.stderr
+    assert "were not written (they keep what they held before)" in p.stderr
+    assert "block device" not in tapearc("restore", "--media", spec, "--to", dst, "--force").stderr  # same size
     with open(big, "rb") as f:
         assert f.read(size) == data
 
