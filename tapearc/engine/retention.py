@@ -5,14 +5,18 @@ reads the catalog, a medium or the time itself, so tests give any history and an
 
 Which generations are **kept** (per volume name, across the pool's media sets):
 
-- ``keep-full N``: the volume's last N complete full generations and every generation made
-  after the oldest of them (its incrementals, and incomplete ones, which are held until
-  they are older than that full: "expired by time");
+- ``keep-full N``: the volume's last N complete full generations (``complete``: every part
+  known; a ``complete-pending`` full, an earlier part unknown, does not count) and every
+  generation made after the oldest of them (its incrementals, and incomplete ones, which are
+  held until they are older than that full: "expired by time");
 - ``keep-days D``: every generation younger than D days;
 - ``keep-forever``: every generation;
 
-and always: the newest complete generation of each volume, every generation still being written, and the whole base chain of each kept generation (an incremental is useless without
-its bases).
+and always: the newest complete (and the newest ``complete``) generation of each volume, every
+generation still being written, and the whole base chain of each kept generation (an
+incremental is useless without its bases). A volume with a generation dated after ``now`` (a
+clock was wrong when it was written, or ``--now`` is earlier) keeps every generation: which is
+the newest is not known, and a wrong guess would recycle the real newest one.
 
 An incremental whose base chain is broken (a base was recycled with a medium it had a part on)
 cannot be restored: it is kept only as a base of a kept generation (which cannot be).
@@ -114,14 +118,17 @@ def _own_keep(gens: Sequence[Gen], policy: Policy, now: int) -> set[int]:
     kept: set[int] = set()
     for history in by_volume.values():
         history.sort(key=_order)
+        if any(g.created > now for g in history):  # a clock was wrong: which is newest is not known
+            kept.update(g.key for g in history)
+            continue
         done = [g for g in history if g.complete]
-        if done:
-            kept.add(done[-1].key)  # the newest complete generation is never dropped
+        good = [g for g in done if g.state == "complete"]  # every part known: restorable
+        kept.update(d[-1].key for d in (done, good) if d)  # the newest complete generation is never dropped
         kept.update(g.key for g in history if g.state == "writing")
         if policy.retention == KEEP_DAYS:
             kept.update(g.key for g in history if g.created > now - policy.keep * DAY)
             continue
-        fulls = [g for g in done if g.base == 0]
+        fulls = [g for g in good if g.base == 0]
         if len(fulls) <= policy.keep:
             kept.update(g.key for g in history)
             continue
@@ -182,7 +189,8 @@ def media_verdicts(media: Iterable[int], gens: Sequence[Gen], policy: Policy, no
         holder = max((kept[g.key] for g in needed), key=_order)
         dates = [expiry(kept[g.key], policy) for g in needed]
         until = None if any(d is None for d in dates) else max(d for d in dates if d is not None)
-        out[m] = Verdict(False, f"needed by {holder.name}", until)
+        skew = " (dated after now: a clock was wrong when it was written, or is now)" if holder.created > now else ""
+        out[m] = Verdict(False, f"needed by {holder.name}{skew}", until)
     return out
 
 

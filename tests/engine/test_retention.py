@@ -85,8 +85,11 @@ def reference_kept(gens: list[Gen], policy: Policy, now: int) -> set[int]:
     for g in usable:
         history = sorted((h for h in usable if h.volume == g.volume), key=lambda h: (h.created, h.chain, h.number))
         done = [h for h in history if h.state in ("complete", "complete-pending")]
-        fulls = [h for h in done if h.base == 0]
-        always = policy.retention == KEEP_FOREVER or g.state == "writing" or (done and done[-1] is g)
+        good = [h for h in done if h.state == "complete"]  # a complete-pending full does not count
+        fulls = [h for h in good if h.base == 0]
+        skewed = any(h.created > now for h in history)  # dated after now: every one is kept
+        newest = (done and done[-1] is g) or (good and good[-1] is g)
+        always = policy.retention == KEEP_FOREVER or g.state == "writing" or newest or skewed
         young = policy.retention == KEEP_DAYS and g.created > now - policy.keep * DAY
         recent = policy.retention == KEEP_FULL and (
             len(fulls) <= policy.keep or history.index(g) >= history.index(fulls[-policy.keep])
