@@ -177,6 +177,12 @@ def retention_rows(cat: Catalog, pool_id: int | None = None) -> list[Gen]:
     ]
 
 
+def last_file(cat: Catalog, medium_id: int) -> int:
+    """The highest tape file number the catalog knows on a medium (0: its label only)."""
+    r = cat.db.execute("SELECT MAX(file_number) FROM tape_files WHERE medium_id = ?", (medium_id,)).fetchone()
+    return 0 if r is None or r[0] is None else int(r[0])
+
+
 def set_sizes(cat: Catalog) -> dict[int, int]:
     """Bytes of chunk payload on each medium (what the catalog knows of)."""
     q = """SELECT t.medium_id, COALESCE(SUM(c.stored_len), 0) FROM chunks c JOIN tape_files t ON t.id = c.tape_file_id

@@ -229,6 +229,24 @@ def recycled_line(choice: Choice, now: int, policy: Policy) -> str:
     return f"recycled {choice.medium.name} (held volume {held}, expired by {policy.describe()} at {local_time(now)})"
 
 
+def refuse_unknown_content(drive: TapeDrive, cat: Catalog, pool: cp.PoolRow, m: cp.PoolMedium) -> None:
+    """Raise PoolNoMediumError when the medium to recycle (loaded: its label is ``m``'s) holds
+    more tape files than the catalog knows of -- written by another catalog, or before this one
+    was rebuilt or restored: what the catalog calls expired may not be all it holds."""
+    known = cp.last_file(cat, m.id)
+    end = drive.seek_end_of_data()
+    extra = end.file - known - 1 + (1 if end.record > 0 else 0)
+    if extra <= 0:
+        return
+    raise PoolNoMediumError(
+        f"pool {pool.name!r}: medium {m.label or '(no barcode)'} ({m.uuid}) holds {extra} tape "
+        f"file{'s' if extra != 1 else ''} past the {known} the catalog knows of (written by another catalog, "
+        "or before this one was rebuilt or restored): it is not recycled; nothing was written",
+        hint=f"`tapearc scan` it into this catalog first, or take {m.label or 'it'} out of the library "
+        "(tapearc media move)",
+    ).at(medium=drive.name)
+
+
 def _library_barcodes(media: MediaSource) -> list[str]:
     ch = media.changer
     if ch is None or media.is_operator:
@@ -297,6 +315,7 @@ def load_spare(media: MediaSource, cat: Catalog, pool: cp.PoolRow, now: int, not
     m = choice.medium
     assert m is not None
     drive = media.medium(m.uuid, m.set_uuid, m.sequence, m.label or None)
+    refuse_unknown_content(drive, cat, pool, m)
     cp.mark_recycled(cat, m.id, now)
     notes.append(recycled_line(choice, now, pool.policy))
     return drive
@@ -317,6 +336,7 @@ def _load_choice(
     drive = media.medium(m.uuid, m.set_uuid, m.sequence, m.label or None)
     if choice.kind == "append":
         return []
+    refuse_unknown_content(drive, cat, pool, m)
     cp.mark_recycled(cat, m.id, now)
     label = new_label(record_size or min(DEFAULT_RECORD_SIZE, drive.max_record_size), now, m.label)
     write_label(drive, label)

@@ -4,7 +4,18 @@ pooled backup writes over (a medium holding more than the catalog knows of it)."
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
+
+import pytest
+
+from tapearc.catalog import pools as cp
+from tapearc.catalog.db import Catalog
+from tapearc.engine import pools
+from tapearc.engine.backup import BackupOptions, backup
+from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.retention import DAY, KEEP_DAYS, KEEP_FULL, Gen, Policy, kept_generations, media_verdicts
+from tapearc.errors import PoolNoMediumError
 
 
 def gen(key: int, number: int, day: float, medium: int, state: str = "complete", chain: int = 1) -> Gen:
@@ -29,3 +40,58 @@ def test_a_generation_dated_after_now_does_not_expire_the_newest() -> None:
         assert not v[2].recyclable, (policy, v)  # the real newest full
         assert not v[1].recyclable, (policy, v)  # which one is newer is not known
         assert "dated after now" in v[0].why, v[0]
+
+
+# ------------------------------------------------------------------ a medium the catalog is out of step with
+
+
+KIB = 1024
+T0 = 1_800_000_000
+
+
+def library(tmp_path: Path, slots: int) -> str:
+    lib_mod = pytest.importorskip("tapesim.library")
+    lib_mod.create_library(str(tmp_path / "lib"), slots, 1536 * KIB, early_warning=256 * KIB, max_record=1024 * KIB)
+    return f"sim:{tmp_path / 'lib'}"
+
+
+def opts(src: Path, pool: str | None = "p") -> BackupOptions:
+    return BackupOptions(
+        block_size=16 * KIB, chunk_size=64 * KIB, record_size=16 * KIB, full=True, pool=pool, volume_name=src.stem
+    )
+
+
+def night(spec: str, cat: Catalog, src: Path, day: int) -> list[str]:
+    with MediaSource(spec, write=True, catalog=cat) as media:
+        res = backup(str(src), media, cat, opts(src), clock=lambda: float(T0 + day * DAY))
+    assert res.complete
+    return res.warnings
+
+
+def test_a_medium_holding_generations_another_catalog_wrote_is_not_recycled(tmp_path: Path) -> None:
+    """Catalog A thinks TAP001 holds only an expired generation; catalog B has since appended a
+    backup to it. A's next backup must not write TAP001 over: it reads the medium first, finds
+    more than A knows of, and refuses naming the medium (barcode and uuid)."""
+    spec = library(tmp_path, 2)
+    src = tmp_path / "a.img"
+    src.write_bytes(random.Random(1).randbytes(128 * KIB))
+    other = tmp_path / "b.img"
+    other.write_bytes(random.Random(2).randbytes(128 * KIB))
+    with Catalog() as a:
+        pools.create(a, "p", Policy(KEEP_DAYS, 1), "new-set-per-full", T0)
+        night(spec, a, src, 0)  # TAP001
+        night(spec, a, src, 1)  # TAP002: a new set
+        tap1 = next(m for m in cp.media(a) if m.label == "TAP001")
+        with Catalog(tmp_path / "b.sqlite") as b, MediaSource(spec, write=True, catalog=b) as media:
+            media.medium(tap1.uuid, tap1.set_uuid, tap1.sequence, tap1.label)
+            assert backup(str(other), media, b, opts(other, None), clock=lambda: float(T0 + 2 * DAY)).complete
+        with pytest.raises(PoolNoMediumError) as e:
+            night(spec, a, src, 3)
+    msg = str(e.value)
+    assert "TAP001" in msg and str(tap1.uuid) in msg and "holds 1 tape file past the 1 " in msg, msg
+    assert "nothing was written" in msg and e.value.exit_code == 36
+    with (
+        Catalog(tmp_path / "b.sqlite") as b,
+        MediaSource(spec, write=False, catalog=b) as media,
+    ):  # B's generation is still there
+        media.medium(tap1.uuid, tap1.set_uuid, tap1.sequence, tap1.label)
