@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 
 from tapearc.catalog import pools as cp
 from tapearc.catalog.db import Catalog
+from tapearc.engine.identity import known_medium
 from tapearc.engine.labeling import DEFAULT_RECORD_SIZE, write_label
 from tapearc.engine.layout import new_label
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.retention import Gen, Policy, Verdict, check_policy, generation_ranges, media_verdicts
 from tapearc.engine.tapefiles import LabelProbe
-from tapearc.errors import PoolError, PoolNoMediumError
+from tapearc.errors import MediumUnavailableError, PoolError, PoolNoMediumError
 from tapearc.media.base import TapeDrive
 
 
@@ -321,16 +322,47 @@ def load_spare(media: MediaSource, cat: Catalog, pool: cp.PoolRow, now: int, not
     return drive
 
 
+def _load_blank(media: MediaSource, cat: Catalog, pool: cp.PoolRow, choice: Choice) -> str | None:
+    """Load a provably blank medium (``choice``'s barcode first); None, or why none was found:
+    a barcode the catalog does not know may hold another tool's data or a tapearc medium of
+    another catalog, which is never taken for blank."""
+    known = {m.label for m in cp.media(cat, with_recycled=True)}
+    rejected: dict[str, str] = {}  # the barcodes the catalog does not know: why each is not blank
+
+    def blank(p: LabelProbe) -> bool | str:
+        code = media.loaded_barcode()
+        held = known_medium(cat, media.spec, code, by_place=False) if p.blank else None
+        if p.blank and held is None:
+            return True
+        if held is not None:
+            what = f"a medium that reads as blank but for which the catalog holds {held}"
+        elif p.label is not None:
+            what = f"a tapearc medium (medium {p.label.medium_uuid}, sequence {p.label.sequence} of media set {p.label.media_set_uuid})"
+        else:
+            what = f"not tapearc's ({p.foreign})"
+        if code not in known:
+            rejected[code or "no barcode"] = what
+        return what
+
+    try:
+        media.obtain(f"blank medium {choice.barcode} for pool {pool.name!r}", blank, [choice.barcode or ""])
+    except MediumUnavailableError:
+        media.release()
+        return (
+            "no blank medium in the library (" + "; ".join(f"{c}: {w}" for c, w in rejected.items())
+            or "none found" + ")"
+        )
+    return None
+
+
 def _load_choice(
     media: MediaSource, cat: Catalog, pool: cp.PoolRow, choice: Choice, now: int, record_size: int | None
 ) -> list[str]:
     if choice.kind == "blank":
-
-        def blank(p: LabelProbe) -> bool | str:
-            return True if p.blank else "a medium that is not blank"
-
-        media.obtain(f"blank medium {choice.barcode} for pool {pool.name!r}", blank, [choice.barcode or ""])
-        return []
+        why = _load_blank(media, cat, pool, choice)
+        if why is None:
+            return []
+        choice = recyclable(cat, pool, _library_barcodes(media), now, [why])
     m = choice.medium
     assert m is not None
     drive = media.medium(m.uuid, m.set_uuid, m.sequence, m.label or None)

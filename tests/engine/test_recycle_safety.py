@@ -95,3 +95,26 @@ def test_a_medium_holding_generations_another_catalog_wrote_is_not_recycled(tmp_
         MediaSource(spec, write=False, catalog=b) as media,
     ):  # B's generation is still there
         media.medium(tap1.uuid, tap1.set_uuid, tap1.sequence, tap1.label)
+
+
+def test_a_foreign_medium_is_not_counted_as_blank(tmp_path: Path) -> None:
+    """A tape of another tool (bytes that are not a tapearc label) sits in the library under a
+    barcode the catalog does not know. It is never written on, and it does not stand in the way
+    of recycling an expired tape of the pool either."""
+    spec = library(tmp_path, 3)
+    foreign = tmp_path / "lib" / "tapes" / "TAP003.tap"
+    foreign.parent.mkdir(exist_ok=True)
+    foreign.write_bytes(b"ustar\0" + bytes(range(256)) * 40)
+    src = tmp_path / "a.img"
+    src.write_bytes(random.Random(1).randbytes(128 * KIB))
+    with Catalog() as cat:
+        pools.create(cat, "p", Policy(KEEP_FULL, 1), "new-set-per-full", T0)
+        night(spec, cat, src, 0)  # TAP001
+        night(spec, cat, src, 1)  # TAP002: a new set
+        warnings = night(spec, cat, src, 2)  # TAP001 recycled; TAP003 left alone
+        cp.set_location(cat, next(m.id for m in cp.media(cat) if m.label == "TAP002"), cp.OFFSITE)
+        with pytest.raises(PoolNoMediumError) as e:  # nothing left but the foreign tape
+            night(spec, cat, src, 3)
+    assert "no blank medium in the library (TAP003: not tapearc's (" in str(e.value), str(e.value)
+    assert any(w.startswith("recycled TAP001 ") for w in warnings), warnings
+    assert foreign.read_bytes() == b"ustar\0" + bytes(range(256)) * 40
