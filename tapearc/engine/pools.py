@@ -370,7 +370,8 @@ def _load_choice(
         return []
     refuse_unknown_content(drive, cat, pool, m)
     cp.mark_recycled(cat, m.id, now)
-    label = new_label(record_size or min(DEFAULT_RECORD_SIZE, drive.max_record_size), now, m.label)
+    text = media.loaded_barcode() or m.label  # the barcode the cartridge bears (a swapped one too)
+    label = new_label(record_size or min(DEFAULT_RECORD_SIZE, drive.max_record_size), now, text)
     write_label(drive, label)
     cat.record_medium(label, drive.name)
     cp.carry_over(cat, m.id, label.medium_uuid, pool.id)

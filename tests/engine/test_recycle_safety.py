@@ -118,3 +118,30 @@ def test_a_foreign_medium_is_not_counted_as_blank(tmp_path: Path) -> None:
     assert "no blank medium in the library (TAP003: not tapearc's (" in str(e.value), str(e.value)
     assert any(w.startswith("recycled TAP001 ") for w in warnings), warnings
     assert foreign.read_bytes() == b"ustar\0" + bytes(range(256)) * 40
+
+
+def test_a_swapped_barcode_does_not_make_a_kept_tape_recyclable(tmp_path: Path) -> None:
+    """The cartridges of TAP001 (expired) and TAP002 (the kept full) swapped barcodes. The tape
+    recycled is the one whose label the catalog calls expired (read before anything is written),
+    not the one under barcode TAP001; its new label takes the barcode it really has."""
+    spec = library(tmp_path, 2)
+    src = tmp_path / "a.img"
+    src.write_bytes(random.Random(1).randbytes(128 * KIB))
+    tapes = tmp_path / "lib" / "tapes"
+    with Catalog() as cat:
+        pools.create(cat, "p", Policy(KEEP_FULL, 1), "new-set-per-full", T0)
+        night(spec, cat, src, 0)  # TAP001
+        night(spec, cat, src, 1)  # TAP002: a new set, the kept full
+        kept = next(m for m in cp.media(cat) if m.label == "TAP002")
+        for ext in (".tap", ".tap.tapesim"):
+            (tapes / f"TAP001{ext}").rename(tapes / f"x{ext}")
+            (tapes / f"TAP002{ext}").rename(tapes / f"TAP001{ext}")
+            (tapes / f"x{ext}").rename(tapes / f"TAP002{ext}")
+        warnings = night(spec, cat, src, 2)
+        assert any(w.startswith("recycled TAP001 ") for w in warnings), warnings
+        assert kept.id in {m.id for m in cp.media(cat)}  # the kept full's medium is still in use
+        new = max(cp.media(cat), key=lambda m: m.id)
+    assert new.label == "TAP002"  # the barcode the recycled cartridge bears
+    with Catalog() as cat, MediaSource(spec, write=False, catalog=cat) as media:
+        media.medium(kept.uuid, kept.set_uuid, kept.sequence, "TAP001")  # its label is intact
+        assert media.loaded_barcode() == "TAP001"
