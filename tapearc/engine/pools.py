@@ -296,16 +296,49 @@ def load_for_pool(
     # a job on several drives: one drive at a time chooses and loads (the medium another drive
     # holds is not in this drive's library, so it continues another set or starts one)
     with getattr(media, "moves", None) or contextlib.nullcontext():
-        choice = choose(cat, pool, _library_barcodes(media), volume, full, now, _drive_barcodes(media))
-        use.warnings = _load_choice(media, cat, pool, choice, now, record_size)
+        for attempt in range(_TRIES):
+            choice = choose(cat, pool, _library_barcodes(media), volume, full, now, _drive_barcodes(media))
+            try:
+                use.warnings = _load_choice(media, cat, pool, choice, now, record_size)
+                break
+            except MediumUnavailableError:
+                if attempt == _TRIES - 1 or not _taken(cat, choice.medium):
+                    raise
     return use
+
+
+_TRIES = 3  # choosing again after another job took the medium chosen, at most this often
+
+
+def _taken(cat: Catalog, m: cp.PoolMedium | None) -> bool:
+    """Whether medium ``m`` was recycled (by another job) since it was chosen: its tape bears
+    another label now, and the choice is made again."""
+    return m is not None and all(o.id != m.id for o in cp.media(cat))
 
 
 def load_spare(media: MediaSource, cat: Catalog, pool: cp.PoolRow, now: int, notes: list[str]) -> TapeDrive:
     """The oldest recyclable medium of the pool in the library, loaded and marked recycled, for
     the caller to label (a spanning backup's next medium)."""
+    for attempt in range(_TRIES):
+        choice = _spare_choice(media, cat, pool, now)
+        m = choice.medium
+        assert m is not None
+        try:
+            drive = media.medium(m.uuid, m.set_uuid, m.sequence, m.label or None)
+        except MediumUnavailableError:
+            if attempt == _TRIES - 1 or not _taken(cat, m):
+                raise
+            continue
+        refuse_unknown_content(drive, cat, pool, m)
+        cp.mark_recycled(cat, m.id, now)
+        notes.append(recycled_line(choice, now, pool.policy))
+        return drive
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _spare_choice(media: MediaSource, cat: Catalog, pool: cp.PoolRow, now: int) -> Choice:
     try:
-        choice = recyclable(cat, pool, _library_barcodes(media), now, ["no blank medium in the library"])
+        return recyclable(cat, pool, _library_barcodes(media), now, ["no blank medium in the library"])
     except PoolNoMediumError as e:
         raise PoolNoMediumError(
             e.message.replace("has no medium to write to", "has no next medium for the spanning generation").replace(
@@ -313,13 +346,6 @@ def load_spare(media: MediaSource, cat: Catalog, pool: cp.PoolRow, now: int, not
             ),
             hint=e.hint,
         ) from None
-    m = choice.medium
-    assert m is not None
-    drive = media.medium(m.uuid, m.set_uuid, m.sequence, m.label or None)
-    refuse_unknown_content(drive, cat, pool, m)
-    cp.mark_recycled(cat, m.id, now)
-    notes.append(recycled_line(choice, now, pool.policy))
-    return drive
 
 
 def _load_blank(media: MediaSource, cat: Catalog, pool: cp.PoolRow, choice: Choice) -> str | None:

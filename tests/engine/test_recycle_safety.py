@@ -145,3 +145,37 @@ def test_a_swapped_barcode_does_not_make_a_kept_tape_recyclable(tmp_path: Path) 
     with Catalog() as cat, MediaSource(spec, write=False, catalog=cat) as media:
         media.medium(kept.uuid, kept.set_uuid, kept.sequence, "TAP001")  # its label is intact
         assert media.loaded_barcode() == "TAP001"
+
+
+def test_a_recyclable_tape_another_job_took_first_is_not_written_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two jobs share a pool: both chose the oldest recyclable tape, TAP001; job A got there
+    first and wrote its backup on it. Job B finds TAP001 relabelled by A: it leaves it alone
+    and chooses again (here: appending to A's new set), instead of failing or writing it over."""
+    spec = library(tmp_path, 4)
+    src, other = tmp_path / "a.img", tmp_path / "b.img"
+    src.write_bytes(random.Random(1).randbytes(128 * KIB))
+    other.write_bytes(random.Random(2).randbytes(128 * KIB))
+    with Catalog() as cat:
+        pools.create(cat, "p", Policy(KEEP_DAYS, 1), "new-set-per-full", T0)
+        for day in range(4):
+            night(spec, cat, src, day)  # TAP001..TAP004
+        pool = cp.pool(cat, "p")
+        assert pool is not None
+        stale = pools.choose(cat, pool, ["TAP001", "TAP002", "TAP003", "TAP004"], "a", True, T0 + 5 * DAY)
+        assert stale.kind == "recycle" and stale.barcode == "TAP001"
+        night(spec, cat, src, 5)  # job A: TAP001 recycled
+        a_gen = max(g.key for g in cp.retention_rows(cat))
+        real = pools.choose
+        calls: list[pools.Choice] = []
+
+        def racing(*args: object, **kw: object) -> pools.Choice:
+            calls.append(stale)
+            return stale if len(calls) == 1 else real(*args, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(pools, "choose", racing)
+        with MediaSource(spec, write=True, catalog=cat) as media:
+            assert backup(str(other), media, cat, opts(other), clock=lambda: float(T0 + 5 * DAY)).complete
+        assert len(calls) == 2
+        assert a_gen in {g.key for g in cp.retention_rows(cat)}  # A's generation was not recycled
