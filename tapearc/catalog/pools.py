@@ -146,6 +146,15 @@ def mark_recycled(cat: Catalog, medium_id: int, now: int) -> None:
         )
 
 
+def retire(cat: Catalog, medium_uuid: uuidlib.UUID, now: int) -> None:
+    """The medium of this label is being labelled anew (``tapearc label --force``): as
+    :func:`mark_recycled` -- a generation with a part on it is no longer whole anywhere, so it
+    counts for no retention rule, and the medium is no longer its set's last one."""
+    r = cat.db.execute("SELECT id FROM media WHERE uuid = ? AND recycled IS NULL", (str(medium_uuid),)).fetchone()
+    if r is not None:
+        mark_recycled(cat, int(r[0]), now)
+
+
 def retention_rows(cat: Catalog, pool_id: int | None = None) -> list[Gen]:
     """The generations (not recycled) of a pool's media sets, or of every set, with the media
     each has a part on."""

@@ -9,6 +9,7 @@ from typing import NoReturn
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
+from tapearc.catalog.pools import retire
 from tapearc.engine.identity import known_medium, refuse_unless_blank
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.tapefiles import LabelProbe, probe_label
@@ -72,6 +73,7 @@ def label_medium(
     )
     write_label(drive, label)
     if p.label is not None:
+        retire(catalog, p.label.medium_uuid, label.created)
         catalog.forget_medium_files(p.label.medium_uuid, from_file=0)
     catalog.record_medium(label, drive.name)
     return label
@@ -128,16 +130,18 @@ def _refuse(
         raise p.error.at(medium=drive.name)
     if held is not None:
         refuse_unless_blank(drive, catalog, barcode, by_place=by_place)
+    tape = f"the tape with barcode {barcode}" if barcode else "medium"
     if p.label is not None:
         lab = p.label
         raise MediumInUseError(
-            f"medium is already labeled: sequence {lab.sequence} of media set {lab.media_set_uuid}"
+            f"{tape} is already labeled: medium {lab.medium_uuid}, sequence {lab.sequence} of media set "
+            f"{lab.media_set_uuid}"
             + (f" ({lab.text})" if lab.text else "")
             + "; labeling would erase it; nothing was written",
             hint="add --force to erase it and label it anew",
         ).at(medium=drive.name)
     raise NotTapearcMediumError(
-        f"medium holds something that is not tapearc's ({p.foreign}); labeling would erase it; nothing was written",
+        f"{tape} holds something that is not tapearc's ({p.foreign}); labeling would erase it; nothing was written",
         hint="add --force to erase it and label it anew",
     ).at(medium=drive.name)
 
@@ -145,7 +149,8 @@ def _refuse(
 def _what_is_erased(p: LabelProbe, held: str | None) -> str:
     """What labeling with ``force`` destroys, in words."""
     if p.label is not None:
-        return f"a tapearc medium (sequence {p.label.sequence} of media set {p.label.media_set_uuid})"
+        lab = p.label
+        return f"a tapearc medium (medium {lab.medium_uuid}, sequence {lab.sequence} of media set {lab.media_set_uuid})"
     if held is not None:
         return f"a medium that reads as blank but for which the catalog holds {held}"
     return p.foreign or "what the medium holds"

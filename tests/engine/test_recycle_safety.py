@@ -179,3 +179,55 @@ def test_a_recyclable_tape_another_job_took_first_is_not_written_over(
             assert backup(str(other), media, cat, opts(other), clock=lambda: float(T0 + 5 * DAY)).complete
         assert len(calls) == 2
         assert a_gen in {g.key for g in cp.retention_rows(cat)}  # A's generation was not recycled
+
+
+def test_label_force_on_a_pool_tape_does_not_make_the_last_good_full_recyclable(tmp_path: Path) -> None:
+    """keep-full 1: day 0's full spans TAP001-TAP002, day 1's TAP003-TAP004. TAP003 is erased
+    with `label --force`: day 1's full lost its first part, so day 0's is the newest full that
+    can be restored, and the next backup must not recycle TAP001 or TAP002 for it. The pool is
+    not stuck on the erased tape either (it is no longer its set's last medium)."""
+    from tapearc.engine.labeling import label_medium
+
+    spec = library(tmp_path, 5)
+    src = tmp_path / "a.img"
+    src.write_bytes(random.Random(1).randbytes(1400 * KIB))  # a full spans two tapes
+    with Catalog() as cat:
+        pools.create(cat, "p", Policy(KEEP_FULL, 1), "new-set-per-full", T0)
+        night(spec, cat, src, 0)
+        day0 = max(g.key for g in cp.retention_rows(cat))
+        night(spec, cat, src, 1)
+        assert {m.label for m in cp.media(cat)} == {"TAP001", "TAP002", "TAP003", "TAP004"}
+        tap3 = next(m for m in cp.media(cat) if m.label == "TAP003")
+        with MediaSource(spec, write=True, catalog=cat) as media:
+            drive = media.medium(tap3.uuid, tap3.set_uuid, tap3.sequence, tap3.label)
+            label_medium(drive, cat, force=True, barcode=media.loaded_barcode(), by_place=False)
+        night(spec, cat, src, 2)
+        first = {m.id for m in cp.media(cat, with_recycled=True) if m.label in ("TAP001", "TAP002")}
+        assert first <= {m.id for m in cp.media(cat, "p")}, cp.media(cat, with_recycled=True)
+        assert day0 in {g.key for g in cp.retention_rows(cat)}
+
+
+def test_label_refusals_name_the_barcode_and_the_uuid(tmp_path: Path) -> None:
+    """`tapearc label` without --force in a library: a labeled tape (exit 18) and a tape of
+    another tool (exit 11) are refused in one line naming the barcode (and the label's uuid)."""
+    from tapearc.engine.labeling import label_medium
+    from tapearc.errors import MediumInUseError, NotTapearcMediumError
+
+    spec = library(tmp_path, 2)
+    foreign = tmp_path / "lib" / "tapes" / "TAP002.tap"
+    foreign.parent.mkdir(exist_ok=True)
+    foreign.write_bytes(b"ustar\0" + bytes(range(256)) * 40)
+    with Catalog() as cat, MediaSource(spec, write=True, catalog=cat) as media:
+        lab = label_medium(media.current(), cat, barcode=media.loaded_barcode(), by_place=False)
+        with pytest.raises(MediumInUseError) as e:
+            label_medium(media.current(), cat, barcode=media.loaded_barcode(), by_place=False)
+        assert "TAP001" in e.value.message and str(lab.medium_uuid) in e.value.message, e.value.message
+        assert "\n" not in e.value.message and e.value.exit_code == 18
+        media.release()
+        assert media.changer is not None
+        media.changer.unload(0)
+        media.changer.load(2, 0)
+        with pytest.raises(NotTapearcMediumError) as f:
+            label_medium(media.current(), cat, barcode=media.loaded_barcode(), by_place=False)
+        assert "TAP002" in f.value.message and e.value.exit_code != f.value.exit_code == 11, f.value.message
+    assert foreign.read_bytes() == b"ustar\0" + bytes(range(256)) * 40
