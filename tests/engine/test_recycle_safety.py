@@ -16,6 +16,7 @@ from tapearc.engine.backup import BackupOptions, backup
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.retention import DAY, KEEP_DAYS, KEEP_FULL, Gen, Policy, kept_generations, media_verdicts
 from tapearc.errors import PoolNoMediumError
+from tests.pgsupport import pg_server, pg_url  # noqa: F401 (fixtures)
 
 
 def gen(key: int, number: int, day: float, medium: int, state: str = "complete", chain: int = 1) -> Gen:
@@ -147,17 +148,20 @@ def test_a_swapped_barcode_does_not_make_a_kept_tape_recyclable(tmp_path: Path) 
         assert media.loaded_barcode() == "TAP001"
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_recyclable_tape_another_job_took_first_is_not_written_over(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, backend: str
 ) -> None:
-    """Two jobs share a pool: both chose the oldest recyclable tape, TAP001; job A got there
-    first and wrote its backup on it. Job B finds TAP001 relabelled by A: it leaves it alone
-    and chooses again (here: appending to A's new set), instead of failing or writing it over."""
+    """Two jobs share a pool (on a SQLite or a PostgreSQL catalog): both chose the oldest
+    recyclable tape, TAP001; job A got there first and wrote its backup on it. Job B finds
+    TAP001 relabelled by A: it leaves it alone and chooses again (here: appending to A's new
+    set), instead of failing or writing it over."""
     spec = library(tmp_path, 4)
     src, other = tmp_path / "a.img", tmp_path / "b.img"
     src.write_bytes(random.Random(1).randbytes(128 * KIB))
     other.write_bytes(random.Random(2).randbytes(128 * KIB))
-    with Catalog() as cat:
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    with Catalog(url) as cat:
         pools.create(cat, "p", Policy(KEEP_DAYS, 1), "new-set-per-full", T0)
         for day in range(4):
             night(spec, cat, src, day)  # TAP001..TAP004
