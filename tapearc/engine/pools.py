@@ -19,7 +19,7 @@ from tapearc.engine.layout import new_label
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.retention import Gen, Policy, Verdict, check_policy, generation_ranges, media_verdicts
 from tapearc.engine.tapefiles import LabelProbe
-from tapearc.errors import MediumUnavailableError, PoolError, PoolNoMediumError
+from tapearc.errors import MediumUnavailableError, PoolError, PoolNoMediumError, WriteProtectedError
 from tapearc.media.base import TapeDrive
 
 
@@ -230,10 +230,18 @@ def recycled_line(choice: Choice, now: int, policy: Policy) -> str:
     return f"recycled {choice.medium.name} (held volume {held}, expired by {policy.describe()} at {local_time(now)})"
 
 
-def refuse_unknown_content(drive: TapeDrive, cat: Catalog, pool: cp.PoolRow, m: cp.PoolMedium) -> None:
-    """Raise PoolNoMediumError when the medium to recycle (loaded: its label is ``m``'s) holds
-    more tape files than the catalog knows of -- written by another catalog, or before this one
-    was rebuilt or restored: what the catalog calls expired may not be all it holds."""
+def check_recyclable(drive: TapeDrive, cat: Catalog, pool: cp.PoolRow, m: cp.PoolMedium) -> None:
+    """Before the medium to recycle (loaded: its label is ``m``'s) is marked recycled: raise
+    WriteProtectedError when its write-protect tab is set, PoolNoMediumError when it holds more
+    tape files than the catalog knows of -- written by another catalog, or before this one was
+    rebuilt or restored: what the catalog calls expired may not be all it holds."""
+    if not drive.writable:
+        raise WriteProtectedError(
+            f"pool {pool.name!r}: medium {m.label or '(no barcode)'} ({m.uuid}), chosen for recycling, is "
+            "write-protected; it is not recycled; nothing was written",
+            hint=f"clear its write-protect tab, or `tapearc media protect {m.label or m.uuid}` so that it is "
+            "not chosen again",
+        ).at(medium=drive.name)
     known = cp.last_file(cat, m.id)
     end = drive.seek_end_of_data()
     extra = end.file - known - 1 + (1 if end.record > 0 else 0)
@@ -329,7 +337,7 @@ def load_spare(media: MediaSource, cat: Catalog, pool: cp.PoolRow, now: int, not
             if attempt == _TRIES - 1 or not _taken(cat, m):
                 raise
             continue
-        refuse_unknown_content(drive, cat, pool, m)
+        check_recyclable(drive, cat, pool, m)
         cp.mark_recycled(cat, m.id, now)
         notes.append(recycled_line(choice, now, pool.policy))
         return drive
@@ -394,7 +402,7 @@ def _load_choice(
     drive = media.medium(m.uuid, m.set_uuid, m.sequence, m.label or None)
     if choice.kind == "append":
         return []
-    refuse_unknown_content(drive, cat, pool, m)
+    check_recyclable(drive, cat, pool, m)
     cp.mark_recycled(cat, m.id, now)
     text = media.loaded_barcode() or m.label  # the barcode the cartridge bears (a swapped one too)
     label = new_label(record_size or min(DEFAULT_RECORD_SIZE, drive.max_record_size), now, text)

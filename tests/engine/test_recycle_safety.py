@@ -235,3 +235,29 @@ def test_label_refusals_name_the_barcode_and_the_uuid(tmp_path: Path) -> None:
             label_medium(media.current(), cat, barcode=media.loaded_barcode(), by_place=False)
         assert "TAP002" in f.value.message and e.value.exit_code != f.value.exit_code == 11, f.value.message
     assert foreign.read_bytes() == b"ustar\0" + bytes(range(256)) * 40
+
+
+def test_a_write_protected_tape_chosen_for_recycling_keeps_its_generations(tmp_path: Path) -> None:
+    """The tape the catalog calls recyclable has its write-protect tab set (the catalog does not
+    know): the backup stops before anything is written, naming the tape, and the catalog still
+    knows the generations on it (they were not marked recycled for a label never written)."""
+    from tapearc.errors import WriteProtectedError
+    from tapesim.sidecar import load_settings, save_settings
+
+    spec = library(tmp_path, 2)
+    src = tmp_path / "a.img"
+    src.write_bytes(random.Random(1).randbytes(128 * KIB))
+    with Catalog() as cat:
+        pools.create(cat, "p", Policy(KEEP_FULL, 1), "new-set-per-full", T0)
+        night(spec, cat, src, 0)  # TAP001
+        night(spec, cat, src, 1)  # TAP002
+        before = {g.key for g in cp.retention_rows(cat)}
+        image = str(tmp_path / "lib" / "tapes" / "TAP001.tap")
+        settings = load_settings(image)
+        settings.write_protected = True
+        save_settings(image, settings)
+        with pytest.raises(WriteProtectedError) as e:
+            night(spec, cat, src, 2)
+        assert "TAP001" in e.value.message and "nothing was written" in e.value.message, e.value.message
+        assert {g.key for g in cp.retention_rows(cat)} == before
+        assert "TAP001" in {m.label for m in cp.media(cat, "p")}
