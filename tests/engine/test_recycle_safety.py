@@ -32,6 +32,17 @@ def test_a_full_missing_parts_does_not_count_as_a_kept_full() -> None:
     assert 1 in kept_generations(gens, Policy(KEEP_FULL, 1), 2 * DAY)
 
 
+def test_only_complete_fulls_count_as_kept_fulls() -> None:
+    """An incomplete, a damaged and a still-writing full after the last good one: none of them
+    is one of keep-full 1's fulls, so the good full's medium stays (sound on main too)."""
+    gens = [
+        gen(1, 1, 0, 0),
+        *(gen(k, 1, k, k - 1, st, chain=k) for k, st in ((2, "incomplete"), (3, "damaged"), (4, "writing"))),
+    ]
+    v = media_verdicts([0, 1, 2, 3], gens, Policy(KEEP_FULL, 1), 9 * DAY)
+    assert not v[0].recyclable and not v[3].recyclable, v
+
+
 def test_a_generation_dated_after_now_does_not_expire_the_newest() -> None:
     """Clock skew: a full written while the clock was a year ahead is not the newest full; the
     fulls written since (the newest of them above all) are not recyclable because of it."""

@@ -21,7 +21,7 @@ from tapearc.engine.retention import (
     media_verdicts,
 )
 
-STATES = ("complete", "complete", "complete", "incomplete", "damaged", "complete-pending")
+STATES = ("complete", "complete", "complete", "incomplete", "damaged", "complete-pending", "writing")
 
 
 @st.composite
