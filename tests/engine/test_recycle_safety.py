@@ -272,3 +272,26 @@ def test_a_write_protected_tape_chosen_for_recycling_keeps_its_generations(tmp_p
         assert "TAP001" in e.value.message and "nothing was written" in e.value.message, e.value.message
         assert {g.key for g in cp.retention_rows(cat)} == before
         assert "TAP001" in {m.label for m in cp.media(cat, "p")}
+
+
+def test_a_spanning_backup_skips_a_foreign_tape_for_its_next_medium(tmp_path: Path) -> None:
+    """Fulls span two tapes; TAP005 holds another tool's data. Day 2's full starts on the
+    recycled TAP001 and spans onto the recycled TAP002: the foreign tape is tried as the "next
+    blank" and left alone (sound on main for the spanning step)."""
+    spec = library(tmp_path, 5)
+    foreign = tmp_path / "lib" / "tapes" / "TAP005.tap"
+    foreign.parent.mkdir(exist_ok=True)
+    content = b"ustar\0" + bytes(range(256)) * 40
+    foreign.write_bytes(content)
+    src = tmp_path / "a.img"
+    src.write_bytes(random.Random(1).randbytes(1400 * KIB))
+    with Catalog() as cat:
+        pools.create(cat, "p", Policy(KEEP_FULL, 1), "new-set-per-full", T0)
+        night(spec, cat, src, 0)  # TAP001-TAP002
+        night(spec, cat, src, 1)  # TAP003-TAP004
+        warnings = night(spec, cat, src, 2)
+        newest = max(cp.retention_rows(cat), key=lambda g: g.key)
+        labels = {m.id: m.label for m in cp.media(cat)}
+    assert [w.split()[1] for w in warnings if w.startswith("recycled ")] == ["TAP001", "TAP002"], warnings
+    assert sorted(labels[m] for m in newest.media) == ["TAP001", "TAP002"]
+    assert foreign.read_bytes() == content
