@@ -219,8 +219,10 @@ def _check_target(source: TapeDrive, target: TapeDrive, force: bool, res: CopyRe
         if not force:
             if lab is not None:
                 raise MediumInUseError(
-                    f"target medium is not blank: it holds a tapearc label (sequence {lab['sequence']} of media set "
-                    f"{lab['media_set']}); copying would erase it; nothing was written",
+                    f"target medium is not blank: it holds a tapearc label (medium {lab['medium_uuid']}"
+                    + (f", {lab['text']}" if lab["text"] else "")
+                    + f", sequence {lab['sequence']} of media set {lab['media_set']}); copying would erase it; "
+                    "nothing was written",
                     hint="use a blank medium, or add --force to erase it",
                 ).at(medium=target.name)
             raise MediumInUseError(

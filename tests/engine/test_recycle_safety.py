@@ -295,3 +295,29 @@ def test_a_spanning_backup_skips_a_foreign_tape_for_its_next_medium(tmp_path: Pa
     assert [w.split()[1] for w in warnings if w.startswith("recycled ")] == ["TAP001", "TAP002"], warnings
     assert sorted(labels[m] for m in newest.media) == ["TAP001", "TAP002"]
     assert foreign.read_bytes() == content
+
+
+def test_copy_refusal_names_the_target_label(tmp_path: Path) -> None:
+    """`tapearc copy` onto a labeled medium without --force: one line naming the label's medium
+    uuid (and its text), exit 18; the target is untouched."""
+    from contextlib import closing
+
+    from tapearc.engine.copy import copy_medium
+    from tapearc.engine.labeling import label_medium
+    from tapearc.errors import MediumInUseError
+    from tapearc.media import open_medium
+
+    with Catalog() as cat:
+        for name in ("src", "dst"):
+            with closing(open_medium(f"sim:{tmp_path / name}.tap", write=True)) as d:
+                lab = label_medium(d, cat, text=name.upper())
+    before = (tmp_path / "dst.tap").read_bytes()
+    with (
+        closing(open_medium(f"sim:{tmp_path / 'src.tap'}", write=False)) as src,
+        closing(open_medium(f"sim:{tmp_path / 'dst.tap'}", write=True)) as dst,
+        pytest.raises(MediumInUseError) as e,
+    ):
+        copy_medium(src, dst)
+    assert str(lab.medium_uuid) in e.value.message and "DST" in e.value.message, e.value.message
+    assert e.value.exit_code == 18 and "\n" not in e.value.message
+    assert (tmp_path / "dst.tap").read_bytes() == before
