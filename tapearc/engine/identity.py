@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 
 from tapearc.catalog.db import Catalog
 from tapearc.errors import (
@@ -32,6 +33,7 @@ __all__ = [
     "SCAN_HINT",
     "damaged_label",
     "known_medium",
+    "known_medium_uuid",
     "medium_objects",
     "refuse_same_restore_target",
     "refuse_source_is_medium",
@@ -76,6 +78,14 @@ def known_medium(catalog: Catalog, name: str, barcode: str | None = None, *, by_
     the medium named ``name`` is (same ``sim:``/``dir:`` path; only ``by_place``: not when the
     path names a drive whose tapes a changer or an operator swaps) or bears ``barcode``; None
     when there is none."""
+    found = known_medium_uuid(catalog, name, barcode, by_place=by_place)
+    return None if found is None else found[1]
+
+
+def known_medium_uuid(
+    catalog: Catalog, name: str, barcode: str | None = None, *, by_place: bool = True
+) -> tuple[uuid.UUID, str] | None:
+    """:func:`known_medium`, with the uuid of that medium's label."""
     here = _location(name) if by_place else None
     for medium_uuid, set_uuid, sequence, text, last_name, numbers in catalog.media_holding_generations():
         by_place = here is not None and last_name is not None and _location(last_name) == here
@@ -84,7 +94,7 @@ def known_medium(catalog: Catalog, name: str, barcode: str | None = None, *, by_
             continue
         gens = ", ".join(map(str, numbers[:8])) + (", ..." if len(numbers) > 8 else "")
         seen = f"last seen as {last_name}" if by_place else f"barcode {barcode}"
-        return (
+        return uuid.UUID(str(medium_uuid)), (
             f"medium {medium_uuid} (sequence {sequence} of media set {set_uuid}, {seen}) holding "
             f"generation{'s' if len(numbers) != 1 else ''} {gens}"
         )

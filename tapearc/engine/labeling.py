@@ -10,7 +10,7 @@ from typing import NoReturn
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.catalog.pools import retire
-from tapearc.engine.identity import known_medium, refuse_unless_blank
+from tapearc.engine.identity import known_medium_uuid, refuse_unless_blank
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.tapefiles import LabelProbe, probe_label
 from tapearc.errors import (
@@ -53,7 +53,8 @@ def label_medium(
     if sequence is not None and sequence < 1:
         raise UsageError("--sequence starts at 1")
     p = probe_label(drive)
-    held = known_medium(catalog, drive.name, barcode, by_place=by_place) if p.blank else None
+    found = known_medium_uuid(catalog, drive.name, barcode, by_place=by_place) if p.blank else None
+    held = None if found is None else found[1]
     if (not p.blank or held is not None) and not force:
         _refuse(drive, p, held, catalog, barcode, by_place)
     if force and erasing is not None and (not p.blank or held is not None):
@@ -72,9 +73,10 @@ def label_medium(
         text=text,
     )
     write_label(drive, label)
-    if p.label is not None:
-        retire(catalog, p.label.medium_uuid, label.created)
-        catalog.forget_medium_files(p.label.medium_uuid, from_file=0)
+    erased = p.label.medium_uuid if p.label is not None else None if found is None else found[0]
+    if erased is not None:  # what the catalog knew on it is gone: it counts for no retention rule
+        retire(catalog, erased, label.created)
+        catalog.forget_medium_files(erased, from_file=0)
     catalog.record_medium(label, drive.name)
     return label
 

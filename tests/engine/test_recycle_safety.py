@@ -321,3 +321,34 @@ def test_copy_refusal_names_the_target_label(tmp_path: Path) -> None:
     assert str(lab.medium_uuid) in e.value.message and "DST" in e.value.message, e.value.message
     assert e.value.exit_code == 18 and "\n" not in e.value.message
     assert (tmp_path / "dst.tap").read_bytes() == before
+
+
+def test_label_force_on_an_erased_pool_tape_retires_what_the_catalog_knew_on_it(tmp_path: Path) -> None:
+    """keep-full 1: day 0's full on TAP001, day 1's on TAP002. TAP002 is found erased (it reads
+    as blank) and is labelled anew with --force: the catalog must stop counting day 1's full
+    (it is gone), so TAP001, holding the only full left, is not recycled by the next backup
+    (which then has no tape: TAP002 was labelled outside the pool)."""
+    from tapearc.engine.labeling import label_medium
+
+    spec = library(tmp_path, 2)
+    src = tmp_path / "a.img"
+    src.write_bytes(random.Random(1).randbytes(128 * KIB))
+    with Catalog() as cat:
+        pools.create(cat, "p", Policy(KEEP_FULL, 1), "new-set-per-full", T0)
+        night(spec, cat, src, 0)  # TAP001
+        day0 = max(g.key for g in cp.retention_rows(cat))
+        night(spec, cat, src, 1)  # TAP002
+        tap1 = next(m for m in cp.media(cat) if m.label == "TAP001")
+        (tmp_path / "lib" / "tapes" / "TAP002.tap").write_bytes(b"")  # erased: reads as blank
+        with MediaSource(spec, write=True, catalog=cat) as media:
+            assert media.changer is not None
+            if media.loaded_barcode() != "TAP002":
+                ch = media.changer
+                ch.unload(0) if media.loaded_barcode() else None
+                ch.load(next(x.number for x in ch.status().slots if x.barcode == "TAP002"), 0)
+            label_medium(media.current(), cat, force=True, barcode=media.loaded_barcode(), by_place=False)
+        with pytest.raises(PoolNoMediumError) as e:  # TAP002, labelled outside the pool, is not its blank
+            night(spec, cat, src, 2)
+        assert "TAP001: needed by volume a generation 1 " in str(e.value), str(e.value)
+        assert tap1.id in {m.id for m in cp.media(cat, "p")}
+        assert day0 in {g.key for g in cp.retention_rows(cat)}
