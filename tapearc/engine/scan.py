@@ -12,6 +12,7 @@ the chunks that were complete.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ from tapearc.engine.layout import (
     MAGIC_TRAILER,
     GenerationFile,
     Item,
+    misplaced,
     read_item,
     read_label,
 )
@@ -53,7 +55,7 @@ class FileScan:
     tape_file: int
     volume: str
     generation: int
-    state: str  # complete | incomplete
+    state: str  # complete | incomplete | damaged | foreign | duplicate (not learnt: layout.misplaced)
     method: str  # trailer | deep
     chunks: int
     problem: str | None = None
@@ -135,9 +137,14 @@ def scan_medium(
     _record_set_key(catalog, label, result.key_fingerprint)
     result.tape_files = [tf.to_json() for tf in walked]
     progress.start(f"scan {drive.name}", len(gens))
+    wrong = _misplaced_files(label, gens)
     try:
         for gf in gens:
-            fs = import_generation_file(drive, catalog, label, gf, deep=deep, last=gf is gens[-1])
+            if gf.tape_file in wrong:  # not what this medium holds: never learnt as if it were
+                kind, why = wrong[gf.tape_file]
+                fs = FileScan(gf.tape_file, gf.header.volume_name, gf.header.generation, kind, "header", 0, why)
+            else:
+                fs = import_generation_file(drive, catalog, label, gf, deep=deep, last=gf is gens[-1])
             result.files.append(fs)
             for d in result.tape_files:
                 if d["tape_file"] == gf.tape_file:
@@ -147,6 +154,18 @@ def scan_medium(
         progress.finish()
     catalog.mark_stale_writing(label.media_set_uuid, label.medium_uuid)
     return result
+
+
+def _misplaced_files(label: fmt.Label, gens: list[GenerationFile]) -> dict[int, tuple[str, str]]:
+    """The generation tape files that do not belong on the medium of ``label`` (layout.misplaced):
+    tape file -> (``foreign`` or ``duplicate``, why)."""
+    seen: dict[tuple[uuid.UUID, int], int] = {}
+    out: dict[int, tuple[str, str]] = {}
+    for gf in gens:
+        wrong = misplaced(label, gf.header, gf.tape_file, seen)
+        if wrong is not None:
+            out[gf.tape_file] = wrong
+    return out
 
 
 def _record_set_key(catalog: Catalog, label: fmt.Label, fingerprint: str | None) -> None:
@@ -614,7 +633,12 @@ def sync_catalog(
     catalog.mark_stale_writing(label.media_set_uuid, label.medium_uuid)
     known = {(t.file_number, t.generation) for t in catalog.tape_files(label.medium_uuid) if t.generation is not None}
     learnt = 0
+    wrong = _misplaced_files(label, gens)
     for gf in gens:
+        if gf.tape_file in wrong:  # not what this medium holds: never learnt as if it were
+            if notes is not None:
+                notes.append(f"medium {drive.name}, tape file {gf.tape_file}: {wrong[gf.tape_file][1]}")
+            continue
         row = catalog.generation_by_run(gf.header.run_uuid)
         if (gf.tape_file, gf.header.generation) in known and row is not None:
             continue

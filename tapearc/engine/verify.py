@@ -41,7 +41,7 @@ from tapearc.catalog.states import GenerationState
 from tapearc.crypto.aead import ChunkCipher
 from tapearc.crypto.keys import Key, fingerprint_text, parse_fingerprint
 from tapearc.engine.keymedia import read_key_records
-from tapearc.engine.layout import read_label
+from tapearc.engine.layout import misplaced, read_label
 from tapearc.engine.manifest import MappedDigests
 from tapearc.engine.plan import chain_map, check_generation, load_chain
 from tapearc.engine.progress import NoProgress, Progress
@@ -74,7 +74,7 @@ MAGICS = (fmt.LABEL_MAGIC, fmt.GENERATION_MAGIC, fmt.CHUNK_MAGIC, fmt.TRAILER_MA
 @dataclass(slots=True)
 class Problem:
     record: int  # index within the tape file of the first record concerned
-    what: str  # kind: crc, truncated, malformed, foreign, order, missing, index, catalog, io, digest
+    what: str  # kind: crc, truncated, malformed, foreign, duplicate, order, missing, index, catalog, io, digest
     message: str
     chunk: int | None = None  # chunk seq, when known
     blocks: list[tuple[int, int]] = field(default_factory=list)  # inclusive (first, last) ranges
@@ -318,6 +318,7 @@ def verify_tape_file(
     walked: TapeFile | None = None,
     key: Key | None = None,
     set_fingerprint: bytes | None = None,
+    seen: dict[tuple[uuid.UUID, int], int] | None = None,
 ) -> tuple[FileReport, Mark]:
     """Verify the tape file the medium is positioned at (its first record), or the one
     ``walked`` (from walk_tape_files) gives. Returns the report and how it ended (FILEMARK, or
@@ -327,7 +328,8 @@ def verify_tape_file(
     checked); without one their CRCs are checked and they are counted as ``tags_unchecked``.
     A key that is not the generation's is WrongKeyError, raised at its generation header
     (before any chunk is read). ``set_fingerprint``: the key record's of the medium (an
-    encrypted set), against which each generation header's is checked."""
+    encrypted set), against which each generation header's is checked. ``seen``: the runs' parts
+    found in the medium's earlier tape files (layout.misplaced), updated."""
     if walked is not None and walked.records is not None:
         rep = FileReport(tape_file=walked.tape_file, kind=walked.kind)
         records, logical = walked.records, walked.logical
@@ -339,6 +341,7 @@ def verify_tape_file(
     items = FileItems(records, tape_file=rep.tape_file, logical=logical, medium=drive.name, ahead=True)
     try:
         check = _FileCheck(rep, label, check_digests, key, set_fingerprint)
+        check.placed = {} if seen is None else seen
         return _verify_items(items, check)
     finally:
         items.close()
@@ -392,6 +395,7 @@ class _FileCheck:
         self.mapped = _BlockSet()
         self.expect_seq: int | None = None
         self.first = True  # the next record is the tape file's first
+        self.placed: dict[tuple[uuid.UUID, int], int] = {}  # (run, part) -> tape file (layout.misplaced)
 
     def size(self, i: int, size: int) -> None:
         """A record larger than the label's record size."""
@@ -468,6 +472,9 @@ class _FileCheck:
         self.expect_seq = 0 if hdr.part == 0 else None
         self.mapped = _BlockSet(-(-hdr.volume_size // hdr.block_size))
         self.keys(i, hdr)
+        wrong = misplaced(self.label, hdr, rep.tape_file, self.placed)
+        if wrong is not None:
+            rep.problems.append(Problem(i, *wrong))
         if hdr.record_size != self.label.record_size:
             rep.problems.append(
                 Problem(
@@ -779,10 +786,11 @@ def verify_medium(
         return rep
     rep.medium_uuid, rep.media_set, rep.sequence = str(label.medium_uuid), str(label.media_set_uuid), label.sequence
     progress.start(f"verify {drive.name}", bytes_to_read(drive))
+    seen: dict[tuple[uuid.UUID, int], int] = {}
     try:
         for walked in walk_tape_files(drive, label=False):
             fr, ended = verify_tape_file(
-                drive, label, check_digests=check_digests, walked=walked, key=key, set_fingerprint=set_fp
+                drive, label, check_digests=check_digests, walked=walked, key=key, set_fingerprint=set_fp, seen=seen
             )
             walked.finish(ended)
             if walked.torn and walked.problem:
