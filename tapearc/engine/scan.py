@@ -627,11 +627,14 @@ def sync_catalog(
     drive: TapeDrive, catalog: Catalog, label: fmt.Label, gens: list[GenerationFile], notes: list[str] | None = None
 ) -> int:
     """Make the catalog know every generation tape file found on the medium, learning unknown ones
-    from their trailers (or chunks). Returns how many were learnt. The position is left anywhere.
+    from their trailers (or chunks), and those whose generation the catalog still says is
+    ``writing`` (:func:`_writing_files`). Returns how many were learnt. The position is left anywhere.
     ``notes`` gets a line for each generation learnt that is damaged or was rebuilt."""
     catalog.record_medium(label, drive.name)
+    cut = _writing_files(catalog, label)
     catalog.mark_stale_writing(label.media_set_uuid, label.medium_uuid)
     known = {(t.file_number, t.generation) for t in catalog.tape_files(label.medium_uuid) if t.generation is not None}
+    known -= {(gf.tape_file, gf.header.generation) for gf in gens if gf.tape_file in cut and gf.closed}
     learnt = 0
     wrong = _misplaced_files(label, gens)
     for gf in gens:
@@ -649,6 +652,19 @@ def sync_catalog(
             )
         learnt += 1
     return learnt
+
+
+def _writing_files(catalog: Catalog, label: fmt.Label) -> set[int]:
+    """This medium's tape files whose generation the catalog still says is ``writing``: its backup
+    died, maybe after the generation reached the medium whole (a job killed between a generation's
+    immediate filemark and the drive's sync). A sync learns those from the medium again rather
+    than calling them incomplete on the catalog's word."""
+    out = set()
+    for t in catalog.tape_files(label.medium_uuid):
+        g = catalog.generation_of_tape_file(label.medium_uuid, t.file_number) if t.generation is not None else None
+        if g is not None and g.state == GenerationState.WRITING:
+            out.add(t.file_number)
+    return out
 
 
 def sync_medium(drive: TapeDrive, catalog: Catalog, notes: list[str] | None = None) -> fmt.Label:
