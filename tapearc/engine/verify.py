@@ -201,6 +201,7 @@ class VerifyReport:
                 }
                 for m in self.media
             ],
+            "tape_files_checked": sum(len(m.files) for m in self.media),
             "affected_generations": self.affected,
             "tags_checked": sum(f.tags_checked for m in self.media for f in m.files),
             "tags_unchecked": sum(f.tags_unchecked for m in self.media for f in m.files),
@@ -936,6 +937,15 @@ def _check_catalog(rep: MediumReport, catalog: Catalog, label: fmt.Label) -> Non
                 Problem(0, "catalog", "the catalog does not know this generation (tapearc scan learns it)")
             )
             continue
+        if fr.ok and fr.complete and fr.part == 0 and g.state == GenerationState.INCOMPLETE:
+            fr.problems.append(
+                Problem(
+                    0,
+                    "catalog",
+                    f"the catalog records generation {g.number} incomplete, but the medium holds it whole (its "
+                    "trailer says complete, every chunk intact): tapearc scan learns it",
+                )
+            )
         rows = [c for c in catalog.chunks(g.id) if c.medium_uuid == label.medium_uuid and c.tape_file == fr.tape_file]
         if fr.ok and len(rows) != fr.chunks_ok:
             fr.problems.append(
