@@ -12,6 +12,7 @@ the chunks that were complete.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -331,6 +332,8 @@ class _DeepRead:
         # encrypted chunks read intact (CRCs): their digests are keyed, so taken from the
         # trailer's table when it lists the chunk alike (a scan has no key to compute them)
         self.sealed: list[fmt.ChunkIndexEntry] = []
+        # each chunk read intact: its index entry, and a hash of its blocks' digests (None: sealed)
+        self.read: dict[int, tuple[fmt.ChunkIndexEntry, bytes | None]] = {}
 
     def read_items(self) -> bool:
         """Read the tape file from its start, recording each chunk read intact; returns whether
@@ -424,10 +427,12 @@ class _DeepRead:
                 self.expect = None  # its records are read again: the next chunk read says where we are
             return False
         entry = fmt.ChunkIndexEntry.from_chunk(ch, record=item.record, record_count=item.record_count)
+        self.read[ch.seq] = (entry, None)
         if raw is None:
             self.sealed.append(entry)
         else:
             digests = fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size)
+            self.read[ch.seq] = (entry, _hash(digests))
             self.catalog.add_chunks(
                 self.gen_id, self.label.medium_uuid, self.gf.tape_file, self.gf.logical, [(entry, digests)]
             )
@@ -482,7 +487,29 @@ class _DeepRead:
         if len(self.added) + len(missing) != trailer.chunk_count:
             v.complete = False
             v.problem = "trailer does not match the chunks read"
+        differ = self.unlike(trailer)
+        if differ:
+            v.complete = False
+            v.problem = _join(
+                v.problem,
+                f"chunk{'s' if len(differ) > 1 else ''} {', '.join(map(str, differ))} read "
+                f"{'differ' if len(differ) > 1 else 'differs'} from the trailer's index (payload CRC, records, block map or block digests): not the data backed up, or a damaged trailer",
+            )
         return v
+
+    def unlike(self, trailer: fmt.TrailerFile) -> list[int]:
+        """The chunks read (by seq) that the trailer lists otherwise: another entry, or other
+        block digests (a chunk in another's place, every CRC valid, or a damaged trailer)."""
+        listed = {e.seq: k for k, e in enumerate(trailer.entries)}
+        out = []
+        for seq, (entry, digests) in sorted(self.read.items()):
+            k = listed.get(seq)
+            if k is None:
+                continue  # not listed at all: the chunk count says so
+            other_digests = digests is not None and bool(trailer.digest_alg) and _hash(trailer.digests(k)) != digests
+            if trailer.entries[k] != entry or other_digests:
+                out.append(seq)
+        return out
 
     def from_summary(self, summary: fmt.TrailerSummary) -> _Verdict:
         """Only the trailer's body is damaged: its header's totals say whether every chunk was read."""
@@ -576,6 +603,11 @@ class _DeepRead:
                 f"{text}; generation {hdr.generation} of volume {hdr.volume_name!r} cannot be restored from this medium"
             )
         return FileScan(self.gf.tape_file, hdr.volume_name, hdr.generation, word, "deep", len(self.added), text)
+
+
+def _hash(digests: bytes) -> bytes:
+    """16 bytes standing for a chunk's block digests (memory: not every digest of a deep scan)."""
+    return hashlib.blake2b(digests, digest_size=16).digest()
 
 
 def _covers(runs: list[tuple[int, int]], nblocks: int) -> bool:

@@ -737,7 +737,7 @@ def _check_entry(
             Problem(
                 s.record,
                 "index",
-                f"chunk {e.seq} differs from the trailer's index entry (records {e.record}+{e.record_count} there, {s.record}+{s.record_count} here)",
+                f"chunk {e.seq} differs from the trailer's index entry: {_unlike(e, s)}",
                 e.seq,
                 _ranges(e.runs),
             )
@@ -754,6 +754,21 @@ def _check_entry(
                 _ranges([fmt.Run(ids[k], 1) for k in bad]),
             )
         )
+
+
+def _unlike(e: fmt.ChunkIndexEntry, s: _Seen) -> str:
+    """What of chunk ``s`` read differs from its index entry ``e``."""
+    h = s.header
+    out = []
+    if (s.record, s.record_count) != (e.record, e.record_count):
+        out.append(f"records {e.record}+{e.record_count} there, {s.record}+{s.record_count} here")
+    if h.payload_crc != e.payload_crc:
+        out.append("another payload CRC (not the data backed up)")
+    if (h.stored_len, h.raw_len) != (e.stored_len, e.raw_len):
+        out.append(f"{e.stored_len}/{e.raw_len} bytes stored/raw there, {h.stored_len}/{h.raw_len} here")
+    if h.runs != e.runs:
+        out.append("another block map")
+    return "; ".join(out)
 
 
 def _chunks16(b: bytes) -> Iterator[bytes]:
