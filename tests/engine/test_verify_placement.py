@@ -83,3 +83,16 @@ def test_label_of_another_medium(tmp_path: Path) -> None:
     states, _, rows = _scan(img)
     assert states == {1: "foreign", 2: "foreign"}
     assert all(g == 0 for _, g in rows)  # the catalog learnt no generation there
+
+
+def test_list_names_a_tape_file_in_the_wrong_place(tmp_path: Path) -> None:
+    from tapearc.engine.listing import list_medium
+
+    ia, fa, fb = _media(tmp_path)
+    img = _spliced(tmp_path, ia, [*fa, fb[1], fa[2]])
+    with open_medium(f"sim:{img}", write=False) as d:
+        listing = list_medium(d)
+    problems = {f.tape_file: (f.problem or "") for f in listing.files if f.kind == "generation"}
+    assert problems[1] == problems[2] == ""
+    assert problems[3].startswith("foreign tape file: its generation header is of medium")
+    assert problems[4].startswith("duplicate tape file: a second copy of tape file 2")
