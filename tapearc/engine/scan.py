@@ -332,8 +332,7 @@ class _DeepRead:
         # encrypted chunks read intact (CRCs): their digests are keyed, so taken from the
         # trailer's table when it lists the chunk alike (a scan has no key to compute them)
         self.sealed: list[fmt.ChunkIndexEntry] = []
-        # each chunk read intact: its index entry, and a hash of its blocks' digests (None: sealed)
-        self.read: dict[int, tuple[fmt.ChunkIndexEntry, bytes | None]] = {}
+        self.read = _ReadChunks()  # what each chunk read intact holds, to compare with the trailer
 
     def read_items(self) -> bool:
         """Read the tape file from its start, recording each chunk read intact; returns whether
@@ -427,12 +426,12 @@ class _DeepRead:
                 self.expect = None  # its records are read again: the next chunk read says where we are
             return False
         entry = fmt.ChunkIndexEntry.from_chunk(ch, record=item.record, record_count=item.record_count)
-        self.read[ch.seq] = (entry, None)
         if raw is None:
             self.sealed.append(entry)
+            self.read.put(entry, None)
         else:
             digests = fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size)
-            self.read[ch.seq] = (entry, _hash(digests))
+            self.read.put(entry, digests)
             self.catalog.add_chunks(
                 self.gen_id, self.label.medium_uuid, self.gf.tape_file, self.gf.logical, [(entry, digests)]
             )
@@ -500,15 +499,14 @@ class _DeepRead:
     def unlike(self, trailer: fmt.TrailerFile) -> list[int]:
         """The chunks read (by seq) that the trailer lists otherwise: another entry, or other
         block digests (a chunk in another's place, every CRC valid, or a damaged trailer)."""
-        listed = {e.seq: k for k, e in enumerate(trailer.entries)}
         out = []
-        for seq, (entry, digests) in sorted(self.read.items()):
-            k = listed.get(seq)
-            if k is None:
-                continue  # not listed at all: the chunk count says so
-            other_digests = digests is not None and bool(trailer.digest_alg) and _hash(trailer.digests(k)) != digests
-            if trailer.entries[k] != entry or other_digests:
-                out.append(seq)
+        for k, e in enumerate(trailer.entries):
+            got = self.read.get(e.seq)
+            if got is None:
+                continue  # not read intact: the trailer's entry is the generation's (from_trailer)
+            want = _fingerprint(e, trailer.digests(k) if trailer.digest_alg else None)
+            if got[:8] != want[:8] or (_UNKNOWN not in (got[8:], want[8:]) and got[8:] != want[8:]):
+                out.append(e.seq)
         return out
 
     def from_summary(self, summary: fmt.TrailerSummary) -> _Verdict:
@@ -605,9 +603,44 @@ class _DeepRead:
         return FileScan(self.gf.tape_file, hdr.volume_name, hdr.generation, word, "deep", len(self.added), text)
 
 
-def _hash(digests: bytes) -> bytes:
-    """16 bytes standing for a chunk's block digests (memory: not every digest of a deep scan)."""
-    return hashlib.blake2b(digests, digest_size=16).digest()
+_UNKNOWN = bytes(8)  # a sealed chunk's digests (keyed: a scan has no key to compute them)
+
+
+def _fingerprint(entry: fmt.ChunkIndexEntry, digests: bytes | None) -> bytes:
+    """16 bytes standing for a chunk's index entry (8) and its blocks' digests (8, or _UNKNOWN)."""
+    runs = tuple((r.first, r.count, int(r.kind)) for r in entry.runs)
+    fields = (entry.seq, entry.record, entry.record_count, entry.stored_len, entry.raw_len, entry.payload_crc, runs)
+    e = hashlib.blake2b(repr((fields, entry.flags)).encode(), digest_size=8).digest()
+    return e + (_UNKNOWN if digests is None else hashlib.blake2b(digests, digest_size=8).digest())
+
+
+class _ReadChunks:
+    """What each chunk a deep scan read intact holds (:func:`_fingerprint`), by seq: 16 bytes a
+    chunk (memory: a deep scan of millions of chunks keeps no entry or digest of each)."""
+
+    def __init__(self) -> None:
+        self.base: int | None = None  # the first seq read: the slots run from it
+        self.slots = bytearray()
+        self.others: dict[int, bytes] = {}  # a seq below the first one read (out of order)
+
+    def put(self, entry: fmt.ChunkIndexEntry, digests: bytes | None) -> None:
+        fp, seq = _fingerprint(entry, digests), entry.seq
+        if self.base is None:
+            self.base = seq
+        if seq < self.base:
+            self.others[seq] = fp
+            return
+        at = (seq - self.base) * 16
+        if len(self.slots) < at + 16:
+            self.slots.extend(bytes(at + 16 - len(self.slots)))
+        self.slots[at : at + 16] = fp
+
+    def get(self, seq: int) -> bytes | None:
+        if self.base is None or seq < self.base:
+            return self.others.get(seq)
+        at = (seq - self.base) * 16
+        got = bytes(self.slots[at : at + 16])
+        return got if len(got) == 16 and got != bytes(16) else None
 
 
 def _covers(runs: list[tuple[int, int]], nblocks: int) -> bool:
