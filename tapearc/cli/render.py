@@ -309,7 +309,20 @@ def render_verify(rep: VerifyReport) -> None:
     if rep.source_differs:
         say("verify: medium OK; the source differs from the backup on it")
     else:
-        say("verify: OK" if rep.ok else "verify: DAMAGE FOUND")
+        say(f"verify: OK{_ok_scope(rep)}" if rep.ok else "verify: DAMAGE FOUND")
+
+
+def _ok_scope(rep: VerifyReport) -> str:
+    """What an OK covers when it is less than every tape file's every check: a medium holding
+    nothing after its label (only the label was checked), encrypted chunks read without the key
+    (their CRCs checked, not their tags)."""
+    files = sum(len(m.files) for m in rep.media)
+    unchecked = sum(f.tags_unchecked for m in rep.media for f in m.files)
+    if not files:
+        return " (only the label: the medium holds no tape file after it, nothing else was checked)"
+    if unchecked:
+        return f" (CRCs only for {unchecked} encrypted chunk{'s' if unchecked != 1 else ''}: not authenticated without the key)"
+    return ""
 
 
 # ---------------------------------------------------------------- scan and label

@@ -124,3 +124,26 @@ def scan_tape_files(drive: TapeDrive) -> tuple[list[GenerationFile], bool]:
 
 def expect_format_error(exc: BaseException) -> FormatError | None:
     return exc if isinstance(exc, FormatError) else None
+
+
+def misplaced(
+    label: fmt.Label, hdr: fmt.GenerationHeader, tape_file: int, seen: dict[tuple[uuid.UUID, int], int]
+) -> tuple[str, str] | None:
+    """(``foreign`` or ``duplicate``, why) generation tape file ``tape_file`` (header ``hdr``) does not belong on the medium of
+    ``label``, or None: its header names another medium or media set (a tape file, or the label,
+    copied from another medium: every CRC valid, wrong place), or its run's part is already in
+    tape file ``seen[(run, part)]`` (a duplicated tape file); None when it belongs there.
+    ``seen`` is updated."""
+    if hdr.media_set_uuid != label.media_set_uuid or hdr.medium_uuid != label.medium_uuid:
+        return "foreign", (
+            f"its generation header is of medium {hdr.medium_uuid} of media set {hdr.media_set_uuid}, but the "
+            f"label is of medium {label.medium_uuid} of media set {label.media_set_uuid}: a tape file (or the "
+            "label) copied from another medium"
+        )
+    first = seen.setdefault((hdr.run_uuid, hdr.part), tape_file)
+    if first != tape_file:
+        return "duplicate", (
+            f"a second copy of tape file {first} (the same backup run of volume {hdr.volume_name!r} "
+            f"generation {hdr.generation}): a duplicated tape file"
+        )
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 from tapearc import format as fmt
@@ -13,6 +14,7 @@ from tapearc.engine.layout import (
     MAGIC_GENHDR,
     MAGIC_TRAILER,
     Item,
+    misplaced,
 )
 from tapearc.engine.tapefiles import Damage, FileItems, FileRecords, walk_tape_files
 from tapearc.errors import TapearcError, TempFileError
@@ -187,6 +189,7 @@ def list_medium(drive: TapeDrive) -> MediumListing:
     files: list[TapeFileListing] = []
     label: fmt.Label | None = None
     keys: tuple[str | None, str | None] = (None, None)
+    seen: dict[tuple[uuid.UUID, int], int] = {}  # layout.misplaced: (run, part) -> tape file
     for walked in walk_tape_files(drive):
         if walked.kind == "label":
             label = walked.label
@@ -201,6 +204,9 @@ def list_medium(drive: TapeDrive) -> MediumListing:
             files.append(lab)
             continue
         tf = TapeFileListing(tape_file=walked.tape_file, kind=walked.kind)
+        if walked.kind == "generation" and walked.header is not None and label is not None:
+            wrong = misplaced(label, walked.header, walked.tape_file, seen)
+            tf.problem = None if wrong is None else f"{wrong[0]} tape file: {wrong[1]}"
         assert walked.records is not None
         end = _list_tape_file(drive, walked.records, tf, walked.logical)
         walked.finish(end)

@@ -41,7 +41,7 @@ from enum import StrEnum
 from typing import BinaryIO, Protocol, cast
 
 from tapearc import format as fmt
-from tapearc.catalog.db import Catalog, GenerationRow
+from tapearc.catalog.db import Catalog, ChunkRow, GenerationRow
 from tapearc.catalog.states import GenerationState
 from tapearc.catalog.views import generation_at, generation_at_any, short_uuid, zoned_time
 from tapearc.crypto.keys import Key
@@ -1354,9 +1354,7 @@ def _decode_chunk(
         hdr, payload = fmt.decode_chunk(data)
         if hdr.generation != c.generation or hdr.seq != c.seq or hdr.payload_crc != c.payload_crc or hdr.runs != c.runs:
             raise MalformedError(
-                f"the medium holds another chunk here (generation {hdr.generation} chunk {hdr.seq}) than the catalog "
-                f"records (generation {c.generation} chunk {c.seq})",
-                hint="the catalog is stale: run tapearc scan on this medium",
+                _other_chunk(hdr, c), hint="tapearc verify names what the medium holds; tapearc scan relearns it"
             )
         if opened is not None:
             return hdr, memoryview(opened(hdr, payload))
@@ -1364,6 +1362,20 @@ def _decode_chunk(
     except TapearcError as e:
         e.at(medium=medium, tape_file=c.tape_file, record=c.record, blocks=_span_of(pr))
         raise
+
+
+def _other_chunk(hdr: fmt.ChunkHeader, c: ChunkRow) -> str:
+    """Why chunk ``hdr`` read is not the one the catalog records there (``c``)."""
+    if (hdr.generation, hdr.seq) != (c.generation, c.seq):
+        return (
+            f"the medium holds another chunk here (generation {hdr.generation} chunk {hdr.seq}) than the catalog "
+            f"records (generation {c.generation} chunk {c.seq}): a stale catalog, or a chunk in the wrong place"
+        )
+    what = "payload CRC" if hdr.payload_crc != c.payload_crc else "block map"
+    return (
+        f"generation {c.generation} chunk {c.seq} here has another {what} than the catalog records (from the "
+        "trailer): its data is not the data backed up (another chunk in its place), or the catalog is stale"
+    )
 
 
 def _write_needed(

@@ -12,6 +12,8 @@ the chunks that were complete.
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -26,6 +28,7 @@ from tapearc.engine.layout import (
     MAGIC_TRAILER,
     GenerationFile,
     Item,
+    misplaced,
     read_item,
     read_label,
 )
@@ -53,7 +56,7 @@ class FileScan:
     tape_file: int
     volume: str
     generation: int
-    state: str  # complete | incomplete
+    state: str  # complete | incomplete | damaged | foreign | duplicate (not learnt: layout.misplaced)
     method: str  # trailer | deep
     chunks: int
     problem: str | None = None
@@ -135,9 +138,14 @@ def scan_medium(
     _record_set_key(catalog, label, result.key_fingerprint)
     result.tape_files = [tf.to_json() for tf in walked]
     progress.start(f"scan {drive.name}", len(gens))
+    wrong = _misplaced_files(label, gens)
     try:
         for gf in gens:
-            fs = import_generation_file(drive, catalog, label, gf, deep=deep, last=gf is gens[-1])
+            if gf.tape_file in wrong:  # not what this medium holds: never learnt as if it were
+                kind, why = wrong[gf.tape_file]
+                fs = FileScan(gf.tape_file, gf.header.volume_name, gf.header.generation, kind, "header", 0, why)
+            else:
+                fs = import_generation_file(drive, catalog, label, gf, deep=deep, last=gf is gens[-1])
             result.files.append(fs)
             for d in result.tape_files:
                 if d["tape_file"] == gf.tape_file:
@@ -147,6 +155,18 @@ def scan_medium(
         progress.finish()
     catalog.mark_stale_writing(label.media_set_uuid, label.medium_uuid)
     return result
+
+
+def _misplaced_files(label: fmt.Label, gens: list[GenerationFile]) -> dict[int, tuple[str, str]]:
+    """The generation tape files that do not belong on the medium of ``label`` (layout.misplaced):
+    tape file -> (``foreign`` or ``duplicate``, why)."""
+    seen: dict[tuple[uuid.UUID, int], int] = {}
+    out: dict[int, tuple[str, str]] = {}
+    for gf in gens:
+        wrong = misplaced(label, gf.header, gf.tape_file, seen)
+        if wrong is not None:
+            out[gf.tape_file] = wrong
+    return out
 
 
 def _record_set_key(catalog: Catalog, label: fmt.Label, fingerprint: str | None) -> None:
@@ -312,6 +332,7 @@ class _DeepRead:
         # encrypted chunks read intact (CRCs): their digests are keyed, so taken from the
         # trailer's table when it lists the chunk alike (a scan has no key to compute them)
         self.sealed: list[fmt.ChunkIndexEntry] = []
+        self.read = _ReadChunks()  # what each chunk read intact holds, to compare with the trailer
 
     def read_items(self) -> bool:
         """Read the tape file from its start, recording each chunk read intact; returns whether
@@ -407,8 +428,10 @@ class _DeepRead:
         entry = fmt.ChunkIndexEntry.from_chunk(ch, record=item.record, record_count=item.record_count)
         if raw is None:
             self.sealed.append(entry)
+            self.read.put(entry, None)
         else:
             digests = fmt.payload_digests(ch.runs, raw, ch.block_size, ch.volume_size)
+            self.read.put(entry, digests)
             self.catalog.add_chunks(
                 self.gen_id, self.label.medium_uuid, self.gf.tape_file, self.gf.logical, [(entry, digests)]
             )
@@ -463,7 +486,28 @@ class _DeepRead:
         if len(self.added) + len(missing) != trailer.chunk_count:
             v.complete = False
             v.problem = "trailer does not match the chunks read"
+        differ = self.unlike(trailer)
+        if differ:
+            v.complete = False
+            v.problem = _join(
+                v.problem,
+                f"chunk{'s' if len(differ) > 1 else ''} {', '.join(map(str, differ))} read "
+                f"{'differ' if len(differ) > 1 else 'differs'} from the trailer's index (payload CRC, records, block map or block digests): not the data backed up, or a damaged trailer",
+            )
         return v
+
+    def unlike(self, trailer: fmt.TrailerFile) -> list[int]:
+        """The chunks read (by seq) that the trailer lists otherwise: another entry, or other
+        block digests (a chunk in another's place, every CRC valid, or a damaged trailer)."""
+        out = []
+        for k, e in enumerate(trailer.entries):
+            got = self.read.get(e.seq)
+            if got is None:
+                continue  # not read intact: the trailer's entry is the generation's (from_trailer)
+            want = _fingerprint(e, trailer.digests(k) if trailer.digest_alg else None)
+            if got[:8] != want[:8] or (_UNKNOWN not in (got[8:], want[8:]) and got[8:] != want[8:]):
+                out.append(e.seq)
+        return out
 
     def from_summary(self, summary: fmt.TrailerSummary) -> _Verdict:
         """Only the trailer's body is damaged: its header's totals say whether every chunk was read."""
@@ -559,6 +603,46 @@ class _DeepRead:
         return FileScan(self.gf.tape_file, hdr.volume_name, hdr.generation, word, "deep", len(self.added), text)
 
 
+_UNKNOWN = bytes(8)  # a sealed chunk's digests (keyed: a scan has no key to compute them)
+
+
+def _fingerprint(entry: fmt.ChunkIndexEntry, digests: bytes | None) -> bytes:
+    """16 bytes standing for a chunk's index entry (8) and its blocks' digests (8, or _UNKNOWN)."""
+    runs = tuple((r.first, r.count, int(r.kind)) for r in entry.runs)
+    fields = (entry.seq, entry.record, entry.record_count, entry.stored_len, entry.raw_len, entry.payload_crc, runs)
+    e = hashlib.blake2b(repr((fields, entry.flags)).encode(), digest_size=8).digest()
+    return e + (_UNKNOWN if digests is None else hashlib.blake2b(digests, digest_size=8).digest())
+
+
+class _ReadChunks:
+    """What each chunk a deep scan read intact holds (:func:`_fingerprint`), by seq: 16 bytes a
+    chunk (memory: a deep scan of millions of chunks keeps no entry or digest of each)."""
+
+    def __init__(self) -> None:
+        self.base: int | None = None  # the first seq read: the slots run from it
+        self.slots = bytearray()
+        self.others: dict[int, bytes] = {}  # a seq below the first one read (out of order)
+
+    def put(self, entry: fmt.ChunkIndexEntry, digests: bytes | None) -> None:
+        fp, seq = _fingerprint(entry, digests), entry.seq
+        if self.base is None:
+            self.base = seq
+        if seq < self.base:
+            self.others[seq] = fp
+            return
+        at = (seq - self.base) * 16
+        if len(self.slots) < at + 16:
+            self.slots.extend(bytes(at + 16 - len(self.slots)))
+        self.slots[at : at + 16] = fp
+
+    def get(self, seq: int) -> bytes | None:
+        if self.base is None or seq < self.base:
+            return self.others.get(seq)
+        at = (seq - self.base) * 16
+        got = bytes(self.slots[at : at + 16])
+        return got if len(got) == 16 and got != bytes(16) else None
+
+
 def _covers(runs: list[tuple[int, int]], nblocks: int) -> bool:
     """Do the runs map blocks 0 .. nblocks-1 each exactly once?"""
     at = 0
@@ -608,13 +692,21 @@ def sync_catalog(
     drive: TapeDrive, catalog: Catalog, label: fmt.Label, gens: list[GenerationFile], notes: list[str] | None = None
 ) -> int:
     """Make the catalog know every generation tape file found on the medium, learning unknown ones
-    from their trailers (or chunks). Returns how many were learnt. The position is left anywhere.
+    from their trailers (or chunks), and those whose generation the catalog still says is
+    ``writing`` (:func:`_writing_files`). Returns how many were learnt. The position is left anywhere.
     ``notes`` gets a line for each generation learnt that is damaged or was rebuilt."""
     catalog.record_medium(label, drive.name)
+    cut = _writing_files(catalog, label)
     catalog.mark_stale_writing(label.media_set_uuid, label.medium_uuid)
     known = {(t.file_number, t.generation) for t in catalog.tape_files(label.medium_uuid) if t.generation is not None}
+    known -= {(gf.tape_file, gf.header.generation) for gf in gens if gf.tape_file in cut and gf.closed}
     learnt = 0
+    wrong = _misplaced_files(label, gens)
     for gf in gens:
+        if gf.tape_file in wrong:  # not what this medium holds: never learnt as if it were
+            if notes is not None:
+                notes.append(f"medium {drive.name}, tape file {gf.tape_file}: {wrong[gf.tape_file][1]}")
+            continue
         row = catalog.generation_by_run(gf.header.run_uuid)
         if (gf.tape_file, gf.header.generation) in known and row is not None:
             continue
@@ -625,6 +717,19 @@ def sync_catalog(
             )
         learnt += 1
     return learnt
+
+
+def _writing_files(catalog: Catalog, label: fmt.Label) -> set[int]:
+    """This medium's tape files whose generation the catalog still says is ``writing``: its backup
+    died, maybe after the generation reached the medium whole (a job killed between a generation's
+    immediate filemark and the drive's sync). A sync learns those from the medium again rather
+    than calling them incomplete on the catalog's word."""
+    out = set()
+    for t in catalog.tape_files(label.medium_uuid):
+        g = catalog.generation_of_tape_file(label.medium_uuid, t.file_number) if t.generation is not None else None
+        if g is not None and g.state == GenerationState.WRITING:
+            out.add(t.file_number)
+    return out
 
 
 def sync_medium(drive: TapeDrive, catalog: Catalog, notes: list[str] | None = None) -> fmt.Label:

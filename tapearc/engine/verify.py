@@ -41,7 +41,7 @@ from tapearc.catalog.states import GenerationState
 from tapearc.crypto.aead import ChunkCipher
 from tapearc.crypto.keys import Key, fingerprint_text, parse_fingerprint
 from tapearc.engine.keymedia import read_key_records
-from tapearc.engine.layout import read_label
+from tapearc.engine.layout import misplaced, read_label
 from tapearc.engine.manifest import MappedDigests
 from tapearc.engine.plan import chain_map, check_generation, load_chain
 from tapearc.engine.progress import NoProgress, Progress
@@ -74,7 +74,7 @@ MAGICS = (fmt.LABEL_MAGIC, fmt.GENERATION_MAGIC, fmt.CHUNK_MAGIC, fmt.TRAILER_MA
 @dataclass(slots=True)
 class Problem:
     record: int  # index within the tape file of the first record concerned
-    what: str  # kind: crc, truncated, malformed, foreign, order, missing, index, catalog, io, digest
+    what: str  # kind: crc, truncated, malformed, foreign, duplicate, order, missing, index, catalog, io, digest
     message: str
     chunk: int | None = None  # chunk seq, when known
     blocks: list[tuple[int, int]] = field(default_factory=list)  # inclusive (first, last) ranges
@@ -201,6 +201,7 @@ class VerifyReport:
                 }
                 for m in self.media
             ],
+            "tape_files_checked": sum(len(m.files) for m in self.media),
             "affected_generations": self.affected,
             "tags_checked": sum(f.tags_checked for m in self.media for f in m.files),
             "tags_unchecked": sum(f.tags_unchecked for m in self.media for f in m.files),
@@ -318,6 +319,7 @@ def verify_tape_file(
     walked: TapeFile | None = None,
     key: Key | None = None,
     set_fingerprint: bytes | None = None,
+    seen: dict[tuple[uuid.UUID, int], int] | None = None,
 ) -> tuple[FileReport, Mark]:
     """Verify the tape file the medium is positioned at (its first record), or the one
     ``walked`` (from walk_tape_files) gives. Returns the report and how it ended (FILEMARK, or
@@ -327,7 +329,8 @@ def verify_tape_file(
     checked); without one their CRCs are checked and they are counted as ``tags_unchecked``.
     A key that is not the generation's is WrongKeyError, raised at its generation header
     (before any chunk is read). ``set_fingerprint``: the key record's of the medium (an
-    encrypted set), against which each generation header's is checked."""
+    encrypted set), against which each generation header's is checked. ``seen``: the runs' parts
+    found in the medium's earlier tape files (layout.misplaced), updated."""
     if walked is not None and walked.records is not None:
         rep = FileReport(tape_file=walked.tape_file, kind=walked.kind)
         records, logical = walked.records, walked.logical
@@ -339,6 +342,7 @@ def verify_tape_file(
     items = FileItems(records, tape_file=rep.tape_file, logical=logical, medium=drive.name, ahead=True)
     try:
         check = _FileCheck(rep, label, check_digests, key, set_fingerprint)
+        check.placed = {} if seen is None else seen
         return _verify_items(items, check)
     finally:
         items.close()
@@ -392,6 +396,7 @@ class _FileCheck:
         self.mapped = _BlockSet()
         self.expect_seq: int | None = None
         self.first = True  # the next record is the tape file's first
+        self.placed: dict[tuple[uuid.UUID, int], int] = {}  # (run, part) -> tape file (layout.misplaced)
 
     def size(self, i: int, size: int) -> None:
         """A record larger than the label's record size."""
@@ -468,6 +473,9 @@ class _FileCheck:
         self.expect_seq = 0 if hdr.part == 0 else None
         self.mapped = _BlockSet(-(-hdr.volume_size // hdr.block_size))
         self.keys(i, hdr)
+        wrong = misplaced(self.label, hdr, rep.tape_file, self.placed)
+        if wrong is not None:
+            rep.problems.append(Problem(i, *wrong))
         if hdr.record_size != self.label.record_size:
             rep.problems.append(
                 Problem(
@@ -729,7 +737,7 @@ def _check_entry(
             Problem(
                 s.record,
                 "index",
-                f"chunk {e.seq} differs from the trailer's index entry (records {e.record}+{e.record_count} there, {s.record}+{s.record_count} here)",
+                f"chunk {e.seq} differs from the trailer's index entry: {_unlike(e, s)}",
                 e.seq,
                 _ranges(e.runs),
             )
@@ -746,6 +754,21 @@ def _check_entry(
                 _ranges([fmt.Run(ids[k], 1) for k in bad]),
             )
         )
+
+
+def _unlike(e: fmt.ChunkIndexEntry, s: _Seen) -> str:
+    """What of chunk ``s`` read differs from its index entry ``e``."""
+    h = s.header
+    out = []
+    if (s.record, s.record_count) != (e.record, e.record_count):
+        out.append(f"records {e.record}+{e.record_count} there, {s.record}+{s.record_count} here")
+    if h.payload_crc != e.payload_crc:
+        out.append("another payload CRC (not the data backed up)")
+    if (h.stored_len, h.raw_len) != (e.stored_len, e.raw_len):
+        out.append(f"{e.stored_len}/{e.raw_len} bytes stored/raw there, {h.stored_len}/{h.raw_len} here")
+    if h.runs != e.runs:
+        out.append("another block map")
+    return "; ".join(out)
 
 
 def _chunks16(b: bytes) -> Iterator[bytes]:
@@ -779,10 +802,11 @@ def verify_medium(
         return rep
     rep.medium_uuid, rep.media_set, rep.sequence = str(label.medium_uuid), str(label.media_set_uuid), label.sequence
     progress.start(f"verify {drive.name}", bytes_to_read(drive))
+    seen: dict[tuple[uuid.UUID, int], int] = {}
     try:
         for walked in walk_tape_files(drive, label=False):
             fr, ended = verify_tape_file(
-                drive, label, check_digests=check_digests, walked=walked, key=key, set_fingerprint=set_fp
+                drive, label, check_digests=check_digests, walked=walked, key=key, set_fingerprint=set_fp, seen=seen
             )
             walked.finish(ended)
             if walked.torn and walked.problem:
@@ -928,6 +952,15 @@ def _check_catalog(rep: MediumReport, catalog: Catalog, label: fmt.Label) -> Non
                 Problem(0, "catalog", "the catalog does not know this generation (tapearc scan learns it)")
             )
             continue
+        if fr.ok and fr.complete and fr.part == 0 and g.state == GenerationState.INCOMPLETE:
+            fr.problems.append(
+                Problem(
+                    0,
+                    "catalog",
+                    f"the catalog records generation {g.number} incomplete, but the medium holds it whole (its "
+                    "trailer says complete, every chunk intact): tapearc scan learns it",
+                )
+            )
         rows = [c for c in catalog.chunks(g.id) if c.medium_uuid == label.medium_uuid and c.tape_file == fr.tape_file]
         if fr.ok and len(rows) != fr.chunks_ok:
             fr.problems.append(
