@@ -316,24 +316,24 @@ def _load_set(
     barcodes = {m.uuid: m.label for m in in_set}
     names = [barcodes.get(u) or short_uuid(u) for u, _ in needs]
     here = media.current().name
+    what = f"volume {g.volume!r} generation {g.number} (made {zoned_time(g.created, ' ')}) is in media set {g.set_uuid}"
+    ranges: list[dict[str, object]] = [{"medium": str(u), "sequence": q, "barcode": barcodes.get(u)} for u, q in needs]
     if not media.can_change or media.is_operator:
         raise MediaMissingError(
-            f"volume {g.volume!r} generation {g.number} (made {zoned_time(g.created, ' ')}) is in media set "
-            f"{g.set_uuid}, not in the drive's ({label.media_set_uuid}): load its media {', '.join(names)}",
+            f"{what}, not in the drive's ({label.media_set_uuid}): load its media {', '.join(names)}",
             hint="load the first of them and run the restore again, or give --changer",
             medium=here,
-            ranges=[{"medium": str(u), "sequence": q, "barcode": barcodes.get(u)} for u, q in needs],
+            ranges=ranges,
         )
     medium_uuid, seq = needs[0]
     try:
         drive = media.medium(medium_uuid, g.set_uuid, seq, barcodes.get(medium_uuid) or None)
     except MediumUnavailableError as e:  # not in the library (off-site): named, as without a changer
         raise MediaMissingError(
-            f"volume {g.volume!r} generation {g.number} (made {zoned_time(g.created, ' ')}) is in media set "
-            f"{g.set_uuid}, whose medium {names[0]} (sequence {seq}) could not be loaded: {e.message}",
+            f"{what}, whose medium {names[0]} (sequence {seq}) could not be loaded: {e.message}",
             hint="put that medium into the library and run the restore again",
             medium=here,
-            ranges=[{"medium": str(u), "sequence": q, "barcode": barcodes.get(u)} for u, q in needs],
+            ranges=ranges,
         ) from None
     new_label = sync_medium(drive, catalog, notes)
     follow_set(media, catalog, new_label)

@@ -81,6 +81,24 @@ def run(path: str) -> JobRun:
         return run_job(job, media, cat)
 
 
+def killed_before_the_sync(path: str) -> tuple[int, list[tuple[str, int, str]]]:
+    """The job's first volume backed up as in a run (immediate filemark, deferred sync), then the
+    process dies before the drive's sync: nothing more reaches the catalog. Returns the
+    generations left pending and the catalog's states at that moment."""
+    from tapearc.engine.jobs import VolumeRun, run_one
+
+    job = read_job(path)
+    with Catalog() as cat:
+        media = MediaSource(job.media, write=True, catalog=cat)
+        media.defer_sync = True
+        out = VolumeRun(job.volumes[0].name, job.volumes[0].source)
+        run_one(job, job.volumes[0], out, media, cat, full=False, now=0, progress=NoProgress(), clock=lambda: 0.0)
+        pending, before = len(media.pending), states()
+        media.pending.clear()  # the process dies here
+        media.close()
+    return pending, before
+
+
 def three_volumes(tmp_path: Path, spec: str, **defaults: Any) -> tuple[str, dict[str, bytes]]:
     datas = {n: write(tmp_path / f"{n}.img", i, (6 + i) * BS) for i, n in enumerate("abc", 1)}
     vols = [{"name": n, "source": f"{n}.img"} for n in datas]
@@ -218,20 +236,12 @@ def test_killed_before_the_sync_the_catalog_says_writing_and_a_scan_learns_it_wh
     """A job process killed after a generation's immediate filemark, before the drive's sync: the
     catalog never said complete (its row stays "writing"); the medium holds the generation whole
     (a killed process loses nothing the drive was given), and a scan learns it complete."""
-    from tapearc.engine.jobs import VolumeRun, run_one
     from tapearc.engine.scan import scan_medium
 
     spec = f"sim:{tmp_path / 't.tap'}"
     path, datas = three_volumes(tmp_path, spec)
-    job = read_job(path)
-    with Catalog() as cat:
-        media = MediaSource(job.media, write=True, catalog=cat)
-        media.defer_sync = True
-        out = VolumeRun("a", job.volumes[0].source)
-        run_one(job, job.volumes[0], out, media, cat, full=False, now=0, progress=NoProgress(), clock=lambda: 0.0)
-        assert len(media.pending) == 1 and states() == [("a", 1, "writing")]
-        media.pending.clear()  # the process dies here: nothing more reaches the catalog
-        media.close()
+    pending, before = killed_before_the_sync(path)
+    assert pending == 1 and before == [("a", 1, "writing")]
     assert states() == [("a", 1, "writing")]
     with Catalog() as cat, MediaSource(spec, write=False, catalog=cat) as media:
         res = scan_medium(media.current(), cat)

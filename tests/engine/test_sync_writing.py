@@ -8,14 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from tapearc.catalog.db import Catalog
-from tapearc.engine.jobfile import read_job
-from tapearc.engine.jobs import VolumeRun, run_one
 from tapearc.engine.mediasource import MediaSource
-from tapearc.engine.progress import NoProgress
 from tapearc.engine.restore import RestoreOptions, restore
 from tapearc.engine.scan import sync_medium
 from tapearc.engine.verify import run_verify
-from tests.engine.test_deferred_sync import run, states, three_volumes
+from tests.engine.test_deferred_sync import killed_before_the_sync, run, states, three_volumes
 from tests.engine.test_jobs import change
 from tests.engine.test_verify import records, write_image
 
@@ -26,14 +23,7 @@ def _killed_before_sync(tmp_path: Path) -> tuple[str, dict[str, bytes], bytes]:
     path, datas = three_volumes(tmp_path, spec)
     run(path)
     new = change(tmp_path / "a.img", 3)
-    job = read_job(path)
-    with Catalog() as cat:
-        media = MediaSource(job.media, write=True, catalog=cat)
-        media.defer_sync = True
-        out = VolumeRun("a", job.volumes[0].source)
-        run_one(job, job.volumes[0], out, media, cat, full=False, now=0, progress=NoProgress(), clock=lambda: 0.0)
-        media.pending.clear()  # the process dies here: nothing more reaches the catalog
-        media.close()
+    killed_before_the_sync(path)
     assert ("a", 2, "writing") in states()
     return spec, datas, new
 
