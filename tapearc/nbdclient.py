@@ -49,16 +49,31 @@ def is_nbd_uri(text: str) -> bool:
 
 
 def not_an_nbd_uri(text: str) -> str | None:
-    """Why ``text``, which starts like an NBD name (``nbd:``, ``nbds:``, ``nbd+xyz://``), is not
-    a URI libnbd takes: qemu's legacy syntax (``nbd:HOST:PORT``, ``nbd:unix:PATH``) or an unknown
-    scheme. None for an NBD URI and for anything else (a path: ``./nbd:x`` names a file)."""
-    head = text.lower().split(":", 1)[0]
-    if is_nbd_uri(text) or ":" not in text or not re.fullmatch(r"nbds?(\+[a-z0-9]*)?", head):
+    """Why ``text``, which looks like a URI, is not one tapearc can read or write: another scheme
+    (``http://``, a typo such as ``nbdx://``), or a name that starts like an NBD one (``nbd:``,
+    ``nbds:``, ``nbd+xyz://``) but is not a URI libnbd takes (qemu's legacy ``nbd:HOST:PORT``,
+    ``nbd:unix:PATH``). None for an NBD URI and for anything else (a path: ``./nbd:x`` and
+    ``./http://x`` name files)."""
+    if is_nbd_uri(text):
         return None
-    return (
-        f"{text} is not an NBD URI libnbd takes (qemu's legacy nbd:HOST:PORT form?): write "
-        "nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH (nbds:// for TLS)"
+    what = (
+        "name an NBD export (nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH, nbds:// for TLS) "
+        "or a file or block device"
     )
+    head = text.lower().split(":", 1)[0]
+    if ":" in text and re.fullmatch(r"nbds?(\+[a-z0-9]*)?", head):
+        return f"{text} is not an NBD URI libnbd takes (qemu's legacy nbd:HOST:PORT form?): {what}"
+    other = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if other is not None:
+        return f"{text}: tapearc reads and writes no {other.group(1)}:// URIs: {what}"
+    return None
+
+
+def canonical_uri(uri: str) -> str:
+    """``uri`` with its scheme in lower case (schemes are case-insensitive, RFC 3986 3.1; libnbd
+    takes only ``nbd://``, not ``NBD://``)."""
+    scheme, sep, rest = uri.partition("://")
+    return scheme.lower() + sep + rest
 
 
 def tls_warning(uri: str) -> str | None:
@@ -103,7 +118,7 @@ def connect(uri: str, error: ErrorFactory, *, contexts: Sequence[str] = (), writ
     try:
         for c in contexts:
             h.add_meta_context(c)
-        h.aio_connect_uri(uri)
+        h.aio_connect_uri(canonical_uri(uri))
         deadline = Deadline()
         if not wait_until(h, lambda: not h.aio_is_connecting(), deadline):
             close(h)

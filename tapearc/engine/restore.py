@@ -863,7 +863,7 @@ def restore(
         check_stream_output(stdout or sys.stdout.buffer)  # before the medium is touched
     mistake = not_an_nbd_uri(target_path)
     if mistake is not None:  # never a file named like an NBD export
-        raise UsageError(mistake, hint="a file of that name: give it as ./NAME")
+        raise UsageError(f"restore target {mistake}", hint="a file of that name: give it as ./NAME")
     if isinstance(media, MediaSource):
         return _restore(media, catalog, target_path, options, progress, stdout)
     given = media

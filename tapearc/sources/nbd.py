@@ -28,6 +28,7 @@ from tapearc.nbdclient import (
     STATE_ZERO,
     Deadline,
     await_command,
+    canonical_uri,
     close,
     connect,
     disconnect,
@@ -68,7 +69,7 @@ def _size_now(nbd: Any, uri: str, timeout: float) -> int | None:
     within ``timeout`` seconds (never a hang) or fails."""
     h = new_handle(nbd)
     try:
-        h.aio_connect_uri(uri)
+        h.aio_connect_uri(canonical_uri(uri))
         deadline = time.monotonic() + timeout
         while h.aio_is_connecting():
             left = deadline - time.monotonic()

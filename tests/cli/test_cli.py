@@ -187,3 +187,32 @@ def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
 
     # a transfer rate (rich picks the unit: kB/s, MB/s or GB/s), bytes done and the job's name
     assert re.search(r"\d [kMG]B/s", shown) and "MiB" in shown and "backup vol.img" in shown
+
+
+@pytest.mark.parametrize("name", ["nbdx://host/disk", "http://example.com/disk.img", "nbd:localhost:10809"])
+@pytest.mark.parametrize("role", ["source", "target", "against"])
+def test_a_uri_tapearc_does_not_take_is_refused_not_taken_for_a_file(tmp_path: Path, name: str, role: str) -> None:
+    """A typo of a scheme, another scheme or qemu's legacy NBD syntax: exit 2 naming it, nothing
+    created (before: a source 'does not exist', exit 3; a restore target made a folder path)."""
+    src = tmp_path / "vol.img"
+    make_volume(src, "zero-runs")
+    spec = f"sim:{tmp_path / 't.tap'}"
+    assert tapearc("backup", str(src), "--media", spec, cwd=tmp_path).returncode == 0
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    if role == "source":
+        p = tapearc("backup", name, "--media", spec, cwd=tmp_path)
+    elif role == "target":
+        p = tapearc("restore", "--media", spec, "--to", name, cwd=tmp_path)
+    else:
+        p = tapearc("verify", "--media", spec, "--against", name, cwd=tmp_path)
+    assert_one_line_error(p, 2, name, "nbd://HOST[:PORT]/EXPORT")
+    assert "./NAME" in p.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_an_nbd_uri_scheme_in_capitals_is_an_nbd_uri(tmp_path: Path) -> None:
+    """NBD://: schemes are case-insensitive; libnbd takes only lower case, so the URI is given to
+    it so (here no server answers: the connection error names the export, exit 3)."""
+    p = tapearc("backup", f"NBD+UNIX:///disk?socket={tmp_path / 'none.sock'}", "--media", f"sim:{tmp_path / 't.tap'}")
+    assert_one_line_error(p, 3, "NBD+UNIX:///disk")
+    assert "unknown NBD URI scheme" not in p.stderr
