@@ -84,11 +84,13 @@ def global_options(
 ) -> None:
     """Archive block volumes to tape (or a simulated tape, or a removable-disk folder) and restore them exactly."""
     options.debug, options.verbose, options.progress = debug, verbose, progress
-    if debug or verbose:
-        import logging
+    import logging
 
+    if debug or verbose:
         level = logging.DEBUG if debug or verbose > 1 else logging.INFO
         logging.basicConfig(level=level, stream=sys.stderr, format="tapearc: %(levelname)s: %(name)s: %(message)s")
+    else:  # a warning logged on the way (none is printed otherwise): one line, as the errors are
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="tapearc: warning: %(message)s")
 
 
 # The command modules in the order `tapearc --help` lists their commands' registration, and

@@ -67,3 +67,17 @@ def test_a_job_in_a_library_names_the_changer_moves_and_the_drives_sync(tmp_path
     assert any("load slot" in ln and "into drive 0" in ln for ln in info), p.stderr
     synced = [ln for ln in info if "wrote its buffer out" in ln]
     assert len(synced) == 1 and "generation 1 of volume 'a'" in synced[0] and "generation 1 of volume 'b'" in synced[0]
+
+
+def test_a_warning_without_verbose_is_one_tapearc_line() -> None:
+    """A warning logged on the way (a catalog write failing while a failure is reported) is one
+    'tapearc: warning:' line without -v, not a bare message from Python's last-resort handler."""
+    code = (
+        "import logging; from tapearc.cli.app import global_options; "
+        "global_options(version=False, verbose=0, debug=False, progress='none'); "
+        "logging.getLogger('tapearc.engine.mediasource').warning('the catalog row stays writing'); "
+        "logging.getLogger('tapearc.engine.genwriter').info('not shown')"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == "tapearc: warning: the catalog row stays writing\n"
