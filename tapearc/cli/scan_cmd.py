@@ -14,12 +14,14 @@ from tapearc.cli.common import (
     ReadMediaOpt,
     TimeoutOpt,
     emit_json,
+    fail,
     open_catalog,
     open_media,
     run,
 )
 from tapearc.cli.progress import make_progress
 from tapearc.cli.render import render_scan
+from tapearc.errors import DamagedDataError
 
 
 def scan(
@@ -59,9 +61,21 @@ def _scan(
             results += follow_set(src, cat, read_label(src.current()), deep=deep, rescan=True)
     if json_out:
         emit_json(results[0].to_json() if len(results) == 1 else {"media": [r.to_json() for r in results]})
-        return
-    for res in results:
-        render_scan(res)
+    else:
+        for res in results:
+            render_scan(res)
+    found = [line for res in results for line in res.findings]
+    if found:  # the catalog learnt the rest; the report above says what each is
+        raise fail(
+            DamagedDataError(
+                f"scan found {len(found)} damaged, foreign or duplicate tape file"
+                + ("s" if len(found) > 1 else "")
+                + f" or generation{'s' if len(found) > 1 else ''}: {found[0]}"
+                + (f" (and {len(found) - 1} more, listed above)" if len(found) > 1 else ""),
+                hint="tapearc verify --media MEDIUM says what is wrong in each (docs/verify.md)",
+            ),
+            False,  # the report above is the JSON output
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -93,6 +93,24 @@ class ScanResult:
                 )
         return out
 
+    @property
+    def findings(self) -> list[str]:
+        """The warnings that are not the trace of an interrupted backup: tape files damaged,
+        foreign (another medium's or media set's) or duplicated, generations found damaged, a
+        key record that does not decode. A scan that has any ends in exit 20, as verify does."""
+        out = [f"medium {self.medium}, {self.key_record_problem}"] if self.key_record_problem else []
+        out += [
+            f"medium {self.medium}, tape file {d['tape_file']}: {d['kind']} tape file"
+            for d in self.tape_files
+            if d["kind"] in ("damaged", "foreign") and not d["interrupted"]
+        ]
+        out += [
+            f"medium {self.medium}, tape file {f.tape_file}: volume {f.volume!r} generation {f.generation} is {f.state}"
+            for f in self.files
+            if f.state in ("damaged", "foreign", "duplicate")
+        ]
+        return out
+
     def to_json(self) -> dict[str, object]:
         return {
             "medium": self.medium,

@@ -159,7 +159,9 @@ def _tape_files(
     vp = tapearc("verify", "--media", spec, "--catalog", str(cat), "--json")
     assert vp.returncode in (0, 20), vp.stderr
     sp = tapearc("scan", "--media", spec, "--catalog", str(cat), "--json")
-    assert sp.returncode == 0, sp.stderr
+    damaged = any(f["kind"] in ("damaged", "foreign") for f in _json(sp)["tape_files"])
+    damaged = damaged or any(g["state"] in ("damaged", "foreign", "duplicate") for g in _json(sp)["generations"])
+    assert sp.returncode == (20 if damaged else 0), sp.stderr  # found damage: exit 20, as verify
     lst = [(f["tape_file"], f["kind"]) for f in _json(lp)["tape_files"] if f["tape_file"] > 0]
     ver = [(f["tape_file"], f["kind"]) for f in _json(vp)["media"][0]["tape_files"]]
     # and the same records in each (unreadable ones counted by neither)
@@ -379,7 +381,8 @@ def test_unrebuildable_latest_generation_is_named_not_replaced(tmp_path: Path, k
     assert p.returncode == 0, p.stderr
     assert out.read_bytes() == versions[0]
     p = tapearc("scan", "--deep", "--media", _spec(kind, med), "--catalog", str(cat), "--json")
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 20, p.stderr  # it learnt generation 1 and names the damaged one
+    assert "generation 2 is damaged" in p.stderr.splitlines()[0]
     assert [g["state"] for g in _json(p)["generations"]] == ["complete", "damaged"]
 
 

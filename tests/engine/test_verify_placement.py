@@ -96,3 +96,33 @@ def test_list_names_a_tape_file_in_the_wrong_place(tmp_path: Path) -> None:
     assert problems[1] == problems[2] == ""
     assert problems[3].startswith("foreign tape file: its generation header is of medium")
     assert problems[4].startswith("duplicate tape file: a second copy of tape file 2")
+
+
+def test_scan_command_exits_20_on_what_it_did_not_learn(tmp_path: Path) -> None:
+    """The scan command learns what is sound, prints its report, then one error line and exit 20
+    for a foreign and a duplicated tape file (it exited 0 with warnings only); a sound medium: 0."""
+    import json
+    import subprocess
+    import sys
+
+    def scan(img: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "tapearc", "scan", "--media", f"sim:{img}", *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    ia, fa, fb = _media(tmp_path)
+    cat = str(tmp_path / "cat.sqlite")
+    p = scan(ia, "--catalog", cat)
+    assert p.returncode == 0 and "error" not in p.stderr, p.stderr
+    img = _spliced(tmp_path, ia, [*fa, fb[1], fa[1]])  # tape file 3 foreign, 4 a copy of 1
+    p = scan(img, "--catalog", str(tmp_path / "c2.sqlite"), "--json")
+    assert p.returncode == 20, p.stderr
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("tapearc: error:")]
+    assert len(errors) == 1 and "scan found 2 damaged, foreign or duplicate" in errors[0], p.stderr
+    assert "tape file 3" in errors[0] and "Traceback" not in p.stderr
+    out = json.loads(p.stdout)  # the report is still the JSON output
+    assert [(g["tape_file"], g["state"]) for g in out["generations"]] == [
+        (1, "complete"),
+        (2, "complete"),
+        (3, "foreign"),
+        (4, "duplicate"),
+    ]
