@@ -65,6 +65,7 @@ from tapearc.engine.scan import follow_set, sync_medium
 from tapearc.engine.volume import RestoreTarget, blockdev_size, pwrite_all, zero_fill
 from tapearc.errors import (
     BadMagicError,
+    DamagedDataError,
     Interrupted,
     MalformedError,
     MediaMissingError,
@@ -1223,7 +1224,7 @@ def _read_all(
     drive: TapeDrive | None = None
     barcodes = {m.uuid: m.label for m in catalog.media_of_set(plan.set_uuid)}
     unavailable: dict[uuid.UUID, str] = {}
-    feed = _ChunkFeed(plan, sink, result, progress, opener or ChunkOpener(None, catalog))
+    feed = _ChunkFeed(plan, sink, result, progress, opener or ChunkOpener(None, catalog), catalog)
     try:
         for pr in reads:
             c = pr.chunk
@@ -1266,9 +1267,12 @@ class _ChunkFeed:
     most 2N in flight; none with TAPEARC_PIPELINE=0) and written to the sink in read order; the
     damaged ones listed in that order too (``damaged``)."""
 
-    def __init__(self, plan: Plan, sink: Sink, result: RestoreResult, progress: Progress, opener: ChunkOpener) -> None:
+    def __init__(
+        self, plan: Plan, sink: Sink, result: RestoreResult, progress: Progress, opener: ChunkOpener, catalog: Catalog
+    ) -> None:
         self.plan, self.sink, self.result, self.progress = plan, sink, result, progress
         self.opener = opener  # opens encrypted chunks (engine.encryption)
+        self.catalog = catalog  # the block digests of plain chunks
         self.damaged: list[tuple[PlannedRead, str]] = []
         self.pool = Ordered(workers=worker_count() if pipeline_enabled() else 0)
         self.outs = OutBuffers()  # decompressed payloads, buffers reused once written
@@ -1284,7 +1288,9 @@ class _ChunkFeed:
             return
         c = pr.chunk
         out = self.outs.get(c.raw_len) if c.flags & fmt.CHUNK_FLAG_ZSTD and 0 < c.raw_len <= MAX_REUSED else None
-        self.pool.submit(pr, _decode_chunk, data, pr, drive.name, out, opened)
+        # a plain chunk's blocks are checked against their digests (an encrypted one's tag binds them)
+        digests = self.catalog.chunk_digest_table(c.id) if opened is None else None
+        self.pool.submit(pr, _decode_chunk, data, pr, drive.name, out, opened, digests)
         while self.pool.full() or self.pool.ready():
             self._land()
 
@@ -1345,10 +1351,12 @@ def _decode_chunk(
     medium: str,
     out: bytearray | None = None,
     opened: Callable[[fmt.ChunkHeader, bytes | bytearray | memoryview], bytes | bytearray | memoryview] | None = None,
+    digests: bytes | None = None,
 ) -> tuple[fmt.ChunkHeader, memoryview]:
     """Check and unpack a chunk read (in a decoding worker; a zstd payload into ``out`` when
     given; an encrypted one opened and unpacked by ``opened``, ChunkOpener.for_chunk);
-    TapearcError when damaged (a tag that does not match: ChunkAuthError)."""
+    TapearcError when damaged (a tag that does not match: ChunkAuthError). ``digests``: the
+    chunk's block digests (the catalog's, from the trailer) the blocks to write must match."""
     c = pr.chunk
     try:
         hdr, payload = fmt.decode_chunk(data)
@@ -1358,10 +1366,46 @@ def _decode_chunk(
             )
         if opened is not None:
             return hdr, memoryview(opened(hdr, payload))
-        return hdr, memoryview(unpack_into(hdr, payload, out))
+        raw = memoryview(unpack_into(hdr, payload, out))
+        if digests:  # (none recorded: a generation without digests)
+            _check_digests(hdr, raw, pr, digests)
+        return hdr, raw
     except TapearcError as e:
         e.at(medium=medium, tape_file=c.tape_file, record=c.record, blocks=_span_of(pr))
         raise
+
+
+def _check_digests(hdr: fmt.ChunkHeader, raw: memoryview, pr: PlannedRead, digests: bytes) -> None:
+    """Each block of the chunk the restore writes has the BLAKE3-128 digest the backup computed
+    from the source (the trailer's, recorded in the catalog): its CRCs prove the chunk is the one
+    written, the digests that what was written is what was read. DamagedDataError naming the
+    first block that differs: a chunk whose data is not the data backed up though every CRC
+    matches (data put together wrongly before its CRC was computed, a chunk forged with matching
+    CRCs), or a trailer whose digests are wrong; verify says which."""
+    bs, size = hdr.block_size, hdr.volume_size
+    data = [(r.first, r.count) for r in hdr.runs if not r.is_zero]
+    if len(digests) != DIGEST_LEN * sum(n for _, n in data):
+        raise MalformedError(
+            f"the catalog holds {len(digests) // DIGEST_LEN} block digests for the {sum(n for _, n in data)} data "
+            f"blocks of generation {pr.chunk.generation} chunk {pr.chunk.seq}: the catalog does not describe this chunk",
+            hint="tapearc scan relearns the medium",
+        )
+    starts = [a for a, _ in pr.runs]
+    k = off = 0
+    for first, count in data:
+        for b in range(first, first + count):
+            n = min(bs, size - b * bs)
+            i = bisect.bisect_right(starts, b) - 1
+            written = i >= 0 and b < pr.runs[i][0] + pr.runs[i][1]  # a block this restore writes
+            if written and fmt.block_digest(raw[off : off + n]) != digests[k * DIGEST_LEN : (k + 1) * DIGEST_LEN]:
+                raise DamagedDataError(
+                    f"block {b} of generation {pr.chunk.generation} chunk {pr.chunk.seq} does not match its digest "
+                    "(BLAKE3, recorded at the backup): the chunk's data is not the data backed up, though its CRCs "
+                    "match, or the trailer's digests are wrong",
+                    hint="tapearc verify names the chunk; --fallback-older restores the block's older version",
+                )
+            off += n
+            k += 1
 
 
 def _other_chunk(hdr: fmt.ChunkHeader, c: ChunkRow) -> str:

@@ -139,3 +139,32 @@ def test_restore_after_a_trailer_scan_names_the_substituted_chunk(tmp_path: Path
         res = restore(d, cat, str(tmp_path / "o.img"), RestoreOptions(volume="v"))
     assert res.lost == [{"blocks": [2, 3], "offset": 2 * BS, "length": 2 * BS}]
     assert "chunk 1 here has another payload CRC than the catalog records" in str(res.damaged_chunks[0]["error"])
+
+
+def test_restore_after_a_trailer_scan_checks_the_block_digests(tmp_path: Path) -> None:
+    """The trailer's digests of chunk 1 disagree with its data (every CRC valid), the catalog
+    learnt from the trailer alone: the restore does not write chunk 1's blocks as if they were the
+    data backed up -- it names the block whose digest differs and reports them lost (before: it
+    restored them silently). Chunk 0's blocks are written."""
+    spec = f"sim:{tmp_path / 't.tap'}"
+    build(spec, "digests")
+    out = tmp_path / "o.img"
+    with Catalog() as cat, open_medium(spec, write=False) as d:
+        scan_medium(d, cat)
+        res = restore(d, cat, str(out), RestoreOptions(volume="v"))
+    assert res.lost == [{"blocks": [2, 3], "offset": 2 * BS, "length": 2 * BS}]
+    err = str(res.damaged_chunks[0]["error"])
+    assert "block 2 of generation 1 chunk 1 does not match its digest" in err
+    assert out.read_bytes()[: 2 * BS] == BLOCKS[0] + BLOCKS[1]
+
+
+def test_restore_of_blocks_matching_their_digests_is_clean(tmp_path: Path) -> None:
+    """The same medium without the hostile change: every block matches, nothing lost."""
+    spec = f"sim:{tmp_path / 't.tap'}"
+    build(spec, "none")
+    out = tmp_path / "o.img"
+    with Catalog() as cat, open_medium(spec, write=False) as d:
+        scan_medium(d, cat)
+        res = restore(d, cat, str(out), RestoreOptions(volume="v"))
+    assert res.lost == [] and res.damaged_chunks == []
+    assert out.read_bytes() == b"".join(BLOCKS)
