@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import sys
 from contextlib import closing
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from tapearc.cli.common import JsonOpt, emit_json, emit_json_stderr, run, say
+from tapearc.cli.common import CatalogOpt, JsonOpt, emit_json, emit_json_stderr, open_catalog, run, say
 from tapearc.cli.progress import make_progress
 from tapearc.cli.render import render_compare_differences, render_copy
 from tapearc.errors import UsageError
@@ -37,16 +37,17 @@ def copy(
         ),
     ],
     force: Annotated[bool, typer.Option("--force", help="Copy onto a target that is not blank (erasing it).")] = False,
+    catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Copy a whole medium exactly, every tape file, record and filemark, from its beginning to its
     end of data: tape to image (a dump), image to tape, tape to tape, or through a pipe (-).
     The copy must fit on the target (it does not span media)."""
 
-    run(json_out, lambda: _copy(source, target, force, json_out))
+    run(json_out, lambda: _copy(source, target, force, json_out, catalog))
 
 
-def _copy(source: str, target: str, force: bool, json_out: bool) -> None:
+def _copy(source: str, target: str, force: bool, json_out: bool, catalog: str | None = None) -> None:
     from tapearc.engine.copy import copy_medium, ensure_not_self
     from tapearc.media import open_medium
 
@@ -57,12 +58,31 @@ def _copy(source: str, target: str, force: bool, json_out: bool) -> None:
         )
     ensure_not_self(source, target)
     with closing(open_medium(source, write=False)) as src, closing(open_medium(target, write=True)) as dst:
-        res = copy_medium(src, dst, force=force, progress=make_progress(json_out))  # on standard error
+        res = copy_medium(
+            src, dst, force=force, progress=make_progress(json_out), erasing=lambda lab: _forget(lab, catalog)
+        )  # (progress on standard error)
     stdout_ok = target != "-"
     if json_out:
         (emit_json if stdout_ok else emit_json_stderr)(res.to_json())
     else:
         render_copy(res, to_stderr=not stdout_ok)
+
+
+def _forget(erased: dict[str, Any], catalog: str | None) -> None:
+    """``copy --force`` is about to erase the tapearc medium ``erased`` (its label): a catalog
+    that knows it forgets its data first -- the medium and every generation with a part on it are
+    marked recycled, as ``label --force`` does -- so the catalog never offers a restore from data
+    that is gone. No catalog file: nothing to forget (none is made)."""
+    import time
+    import uuid
+
+    from tapearc.catalog.db import catalog_exists
+    from tapearc.catalog.pools import retire
+
+    if not catalog_exists(catalog):
+        return
+    with open_catalog(catalog) as cat:
+        retire(cat, uuid.UUID(str(erased["medium_uuid"])), int(time.time()))
 
 
 def compare(

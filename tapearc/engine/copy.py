@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,7 @@ class CopyResult:
     filemarks: int = 0
     largest_record: int = 0
     label: dict[str, Any] | None = None  # the source's tapearc label, when it has one
+    erased_label: dict[str, Any] | None = None  # the tapearc label --force erased on the target
     complete: bool = True
     early_warning: bool = False  # the last writes went into the target's early-warning zone
     seconds: float = 0.0
@@ -174,18 +176,20 @@ def copy_medium(
     *,
     force: bool = False,
     progress: Progress | None = None,
+    erasing: Callable[[dict[str, Any]], None] | None = None,
 ) -> CopyResult:
     """Copy every record and filemark of ``source``, from its beginning to its end of data, to
     ``target`` from its beginning. Returns what was copied; raises on failure (see the module
     docstring for the rules). Both drives stay open; the target's position is left after the
-    last object written."""
+    last object written. ``erasing(label)`` is told, before anything is written, the tapearc
+    label ``force`` is about to erase on the target (the catalog forgets that medium's data)."""
     progress = progress or NoProgress()
     started = time.monotonic()
     res = CopyResult(source=source.name, target=target.name)
     _check_target(source, target, force, res)
     progress.start(f"copy {source.name}", _source_size(source))
     try:
-        _copy_tape_files(source, target, res, progress)
+        _copy_tape_files(source, target, res, progress, erasing)
     finally:
         progress.finish()
     if res.early_warning:
@@ -230,6 +234,7 @@ def _check_target(source: TapeDrive, target: TapeDrive, force: bool, res: CopyRe
                 hint="use a blank medium, or add --force to erase it",
             ).at(medium=target.name)
         res.warnings.append(f"target was not blank (it began with {what}); its contents were replaced")
+        res.erased_label = lab
     target.rewind()
 
 
@@ -249,18 +254,35 @@ class _At:
     logical: int = 0
     tape_file: int = 0
     record: int = 0
+    erasing: Callable[[dict[str, Any]], None] | None = None  # told before the first write
 
     def pos(self) -> tuple[int, int, int]:
         return (self.logical, self.tape_file, self.record)
 
+    def first_write(self, res: CopyResult) -> None:
+        """Before the first object is written: the tapearc label --force erases on the target is
+        reported -- unless the source carries the same label (an older copy of the same medium
+        written over: its data stays where the catalog says)."""
+        erasing, self.erasing = self.erasing, None
+        lab = res.erased_label
+        if erasing is not None and lab is not None and (res.label or {}).get("medium_uuid") != lab["medium_uuid"]:
+            erasing(lab)
 
-def _copy_tape_files(source: TapeDrive, target: TapeDrive, res: CopyResult, progress: Progress) -> None:
+
+def _copy_tape_files(
+    source: TapeDrive,
+    target: TapeDrive,
+    res: CopyResult,
+    progress: Progress,
+    erasing: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
     """Copy tape file after tape file (its records, then its filemark) up to the end of data."""
-    at = _At()
+    at = _At(erasing=erasing)
     while True:
         mark = _copy_records(FileRecords(source), source, target, res, progress, at)
         if mark is Mark.END_OF_DATA:
             return
+        at.first_write(res)
         status = _write(target, None, res, at.pos())  # filemarks still fit in the early-warning zone
         res.filemarks += 1
         if at.record == 0:  # an empty tape file: just its filemark
@@ -296,6 +318,7 @@ def _copy_records(
                 "stopped",
             )
         _check_record(obj, source, target, res, at)
+        at.first_write(res)
         status = _write(target, obj, res, at.pos())
         n = len(obj)
         res.records += 1

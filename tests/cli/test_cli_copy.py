@@ -218,3 +218,59 @@ def test_stream_medium_is_read_in_order(tmp_path: Path, backed_up: tuple[Path, b
     p = run([*TAPEARC, "restore", "--media", "-", "--to", str(tmp_path / "o.img")], input=stream)
     line = one_line_error(p, 14, "can only be read or written in order", "cannot rewind")
     assert line and b"tapearc copy --from - --to sim:FILE" in p.stderr  # the hint
+
+
+def _recycled(catalog: str) -> dict[str, bool]:
+    """medium uuid -> whether the catalog marks it recycled (its data gone)."""
+    import sqlite3
+
+    with sqlite3.connect(catalog) as db:
+        return {str(u): r is not None for u, r in db.execute("SELECT uuid, recycled FROM media")}
+
+
+def _label_uuid(image: Path) -> str:
+    p = tapearc("list", "--media", f"sim:{image}", "--json")
+    assert p.returncode == 0, p.stderr
+    return str(json.loads(p.stdout)["label"]["medium_uuid"])
+
+
+def test_copy_force_over_a_medium_the_catalog_knows_forgets_its_data(
+    tmp_path: Path, backed_up: tuple[Path, bytes, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """copy --force onto medium A, which the catalog knows to hold generation 1 of vol.img: the
+    catalog marks A and its generations recycled before A is written over (it went on offering a
+    restore from data that was gone); an older copy of the same medium written over is not."""
+    import os
+
+    _, _, a = backed_up
+    catalog = os.environ["TAPEARC_CATALOG"]
+    other = tmp_path / "other.img"
+    make_volume(other, "zero-runs", seed=2)
+    b = tmp_path / "b.tap"
+    assert tapearc("backup", str(other), "--media", f"sim:{b}").returncode == 0
+    ua, ub = _label_uuid(a), _label_uuid(b)
+    b2 = tmp_path / "b2.tap"
+    assert copycmd("copy", "--from", f"sim:{b}", "--to", f"sim:{b2}").returncode == 0
+    p = copycmd("copy", "--from", f"sim:{b}", "--to", f"sim:{b2}", "--force")  # a copy of B over a copy of B
+    assert p.returncode == 0, p.stderr
+    assert _recycled(catalog) == {ua: False, ub: False}
+    p = copycmd("copy", "--from", f"sim:{b}", "--to", f"sim:{a}", "--force", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["erased_label"]["medium_uuid"] == ua
+    assert _recycled(catalog) == {ua: True, ub: False}
+    p = tapearc("restore", "--media", f"sim:{a}", "--volume", "vol.img", "--to", str(tmp_path / "o.img"))
+    assert p.returncode != 0 and not (tmp_path / "o.img").exists()
+
+
+def test_copy_force_without_a_catalog_makes_none(tmp_path: Path, backed_up: tuple[Path, bytes, Path]) -> None:
+    _, _, a = backed_up
+    b = tmp_path / "b.tap"
+    assert copycmd("copy", "--from", f"sim:{a}", "--to", f"sim:{b}").returncode == 0
+    other = tmp_path / "other.img"
+    make_volume(other, "zero-runs", seed=2)
+    c = tmp_path / "c.tap"
+    assert tapearc("backup", str(other), "--media", f"sim:{c}").returncode == 0
+    none = tmp_path / "none" / "cat.sqlite"
+    p = copycmd("copy", "--from", f"sim:{c}", "--to", f"sim:{b}", "--force", "--catalog", str(none))
+    assert p.returncode == 0, p.stderr
+    assert not none.parent.exists()
