@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import errno
 import os
-import tempfile
 from array import array
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, BinaryIO
@@ -48,6 +47,8 @@ class DigestStore:
         if size <= limit:
             self.mem = bytearray(size)
             return
+        import tempfile  # (a base of more than 1 M data blocks: not imported by every backup)
+
         try:
             # lives as long as the store (closed by close()), not a with block
             self.file = tempfile.TemporaryFile(prefix="tapearc-manifest-")  # noqa: SIM115

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -64,6 +63,8 @@ def library_id(changer: Changer | None) -> str | None:
 
     if isinstance(changer, AttendedChanger) or getattr(changer, "name", "") == "operator":
         return None
+    import socket
+
     name = changer.name
     kind, _, rest = name.partition(":")
     if kind == "sim":

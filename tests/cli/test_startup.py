@@ -221,7 +221,7 @@ def test_lazy_console_made_whole_when_ctrl_c_comes_while_it_is_made() -> None:
 #: writing (--verify), changers and the leases of a library's drives, pools and retention
 #: (labelling a used medium anew), change trackers (--changed-blocks files, dirty bitmaps), the
 #: chain's reader (an incremental's base), rich (no table, no bar off a terminal), the key
-#: generator's secrets.
+#: generator's secrets, socket (a library's host name), tempfile (large items spooled).
 NOT_IMPORTED_BY_A_BACKUP = frozenset(
     {
         "tapearc.engine.verify",
@@ -239,6 +239,8 @@ NOT_IMPORTED_BY_A_BACKUP = frozenset(
         "tapearc.engine.plan",
         "rich.console",
         "secrets",
+        "socket",
+        "tempfile",
     }
 )
 
