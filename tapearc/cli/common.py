@@ -147,14 +147,17 @@ def say(text: str, *, stderr: bool = False) -> None:
     """One line of plain text (no rich markup) on standard output, or standard error."""
     console = err_console if stderr else out_console
     stream = _plain_stream(console, stderr, text)
-    if stream is None:
-        console.print(text, markup=False, soft_wrap=True)
-        return
-    try:
-        stream.write(text + "\n")
-        stream.flush()
-    except BrokenPipeError:
-        console.on_broken_pipe()  # as rich ends it (the console is made for it: StdoutClosed, or exit 1)
+    if stream is not None:
+        try:
+            stream.write(text + "\n")
+            stream.flush()
+            return
+        except BrokenPipeError:
+            console.on_broken_pipe()  # as rich ends it (the console is made for it: StdoutClosed, or exit 1)
+            return
+        except UnicodeEncodeError:
+            pass  # (nothing written) a character the stream's encoding lacks: rich's own error for it
+    console.print(text, markup=False, soft_wrap=True)
 
 
 # what rich takes for an emoji code (``:smile:``), replaced in the text it prints

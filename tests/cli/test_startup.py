@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -309,6 +310,26 @@ def test_a_line_says_what_rich_would_print(text: str, plain: bool, monkeypatch: 
     common.say(text)
     assert got.getvalue() == want.getvalue()
     assert LazyConsole.is_lazy(lazy) == plain  # written without rich, or printed by it
+
+
+def test_a_line_the_stream_cannot_encode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A character the stream's encoding lacks: rich's own error, as before (nothing written)."""
+    from rich.console import Console
+
+    def error(print_line: Callable[[str], None], stream: io.TextIOWrapper) -> str:
+        with pytest.raises(UnicodeEncodeError) as e:
+            print_line("caf\u00e9")
+        stream.flush()
+        assert isinstance(stream.buffer, io.BytesIO) and stream.buffer.getvalue() == b""
+        return str(e.value)
+
+    want = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    rich_console = Console(file=want, highlight=False, width=200)
+    expected = error(lambda t: rich_console.print(t, markup=False, soft_wrap=True), want)
+    got = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr(sys, "stdout", got)
+    monkeypatch.setattr(common, "out_console", LazyConsole(out_console_class, highlight=False, width=200))
+    assert error(common.say, got) == expected and "PYTHONIOENCODING" in expected
 
 
 # ---------------------------------------------------------------- the end of a command
