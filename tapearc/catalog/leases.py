@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tapearc import settings
+from tapearc.catalog.schema import LEASES_DDL
 from tapearc.catalog.spec import parse as parse_spec
 from tapearc.errors import CatalogError, LeaseBusyError, LeaseLostError
 
@@ -53,21 +54,6 @@ __all__ = [
 ]
 
 LeaseBusy = LeaseBusyError
-
-#: The lease table; the catalog schema includes it (tapearc/catalog/db.py).
-LEASES_DDL = """
-CREATE TABLE IF NOT EXISTS leases (
-    resource TEXT PRIMARY KEY,    -- drive:<library>:<index> | medium:<uuid or barcode> | changer:<library>
-    holder TEXT NOT NULL,         -- random id of the holding lease (one per acquire)
-    host TEXT NOT NULL,           -- the host name of the holder
-    pid INTEGER NOT NULL,         -- the process id of the holder on that host
-    pid_start INTEGER,            -- the start time of that process (clock ticks after boot), NULL: unknown
-    purpose TEXT NOT NULL,        -- what it is held for ("backup of vm1")
-    acquired_at DOUBLE PRECISION NOT NULL,  -- epoch seconds, by the clock of the holder
-    renewed_at DOUBLE PRECISION NOT NULL,
-    expires_at DOUBLE PRECISION NOT NULL
-);
-"""
 
 DEFAULT_TTL = settings.DEFAULT_LEASE_TTL  #: without $TAPEARC_LEASE_TTL
 MIN_TTL = 0.3

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import re
 
-from tapearc.catalog.leases import LEASES_DDL
-
 SCHEMA_VERSION = 5
 
 SCHEMA = """
@@ -125,6 +123,22 @@ CREATE TABLE IF NOT EXISTS chunks (
     UNIQUE (generation_id, seq)
 );
 CREATE INDEX IF NOT EXISTS chunks_by_generation ON chunks (generation_id, seq);
+"""
+
+#: The lease table (tapearc/catalog/leases.py uses it), declared here: every catalog open checks
+#: the schema's tables, and a command that takes no lease need not import the leases' module.
+LEASES_DDL = """
+CREATE TABLE IF NOT EXISTS leases (
+    resource TEXT PRIMARY KEY,    -- drive:<library>:<index> | medium:<uuid or barcode> | changer:<library>
+    holder TEXT NOT NULL,         -- random id of the holding lease (one per acquire)
+    host TEXT NOT NULL,           -- the host name of the holder
+    pid INTEGER NOT NULL,         -- the process id of the holder on that host
+    pid_start INTEGER,            -- the start time of that process (clock ticks after boot), NULL: unknown
+    purpose TEXT NOT NULL,        -- what it is held for ("backup of vm1")
+    acquired_at DOUBLE PRECISION NOT NULL,  -- epoch seconds, by the clock of the holder
+    renewed_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+);
 """
 
 #: Statements other parts of tapearc add to the schema (same dialect and markers as SCHEMA): the

@@ -14,7 +14,6 @@ purpose, the data key and, for chunk keys, the run's UUID as key material):
 from __future__ import annotations
 
 import os
-import secrets
 import uuid
 from dataclasses import dataclass
 
@@ -59,6 +58,8 @@ class Key:
 
     @classmethod
     def generate(cls) -> Key:
+        import secrets  # (with hmac: key create's, not imported by every command)
+
         return cls(secrets.token_bytes(KEY_LEN))
 
     @property

@@ -12,7 +12,6 @@ from tapearc.crypto.keys import Key, fingerprint_text
 from tapearc.engine.classify import BaseManifest
 from tapearc.engine.encryption import encrypted_header
 from tapearc.engine.manifest import RunManifest, build_manifest
-from tapearc.engine.plan import load_chain
 from tapearc.engine.volumes import choose_volume
 from tapearc.errors import UsageError
 
@@ -95,7 +94,7 @@ def plan_generation(catalog: Catalog, req: PlanRequest) -> GenerationPlan:
         warnings.append(_not_comparable(base, req.key))
         base = None  # its digests cannot be compared with this generation's: a full generation
     # the base's digests as runs (its zero runs cost nothing, its data 16 bytes per block)
-    manifest = build_manifest(catalog, load_chain(catalog, set_uuid, name, base.number)) if base else None
+    manifest = _base_manifest(catalog, set_uuid, name, base)
     header = encrypted_header(
         fmt.GenerationHeader(
             run_uuid=uuid.uuid4(),
@@ -119,6 +118,15 @@ def plan_generation(catalog: Catalog, req: PlanRequest) -> GenerationPlan:
     )
     digest_key = req.key.digest_key() if req.key is not None else None
     return GenerationPlan(header, manifest, tuple(warnings), digest_key)
+
+
+def _base_manifest(catalog: Catalog, set_uuid: uuid.UUID, name: str, base: GenerationRow | None) -> RunManifest | None:
+    """The block digests of an incremental's ``base`` (None: a full generation)."""
+    if base is None:
+        return None
+    from tapearc.engine.plan import load_chain  # (the chain's reader: a full backup does not import it)
+
+    return build_manifest(catalog, load_chain(catalog, set_uuid, name, base.number))
 
 
 def _not_comparable(base: GenerationRow, key: Key | None) -> str:

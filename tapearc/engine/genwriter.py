@@ -24,7 +24,6 @@ from tapearc.engine.layout import write_item, write_stream
 from tapearc.engine.mediasource import MediaSource, PendingGeneration
 from tapearc.engine.packers import ChunkJob, Packers, SealFn, identity_seal, seal_chunk, worker_count
 from tapearc.engine.spool import SpoolStore
-from tapearc.engine.verify import verify_tape_file
 from tapearc.errors import DamagedDataError, MediumFullError
 from tapearc.format.constants import RUN_LEN
 from tapearc.format.mapping import MAX_RUN_COUNT
@@ -282,6 +281,8 @@ class GenerationWriter:
 
     def _verify_part(self, p: _Part) -> None:
         """Read the part's tape file back (every CRC and digest) before going on."""
+        from tapearc.engine.verify import verify_tape_file  # (--verify only: not imported by every backup)
+
         p.drive.locate(p.logical)
         key = self.seal.key if isinstance(self.seal, ChunkSealer) else None  # encrypted: tags and keyed digests
         rep, _ = verify_tape_file(p.drive, p.label, key=key)

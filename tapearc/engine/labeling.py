@@ -9,7 +9,6 @@ from typing import NoReturn
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
-from tapearc.catalog.pools import retire
 from tapearc.engine.identity import known_medium_uuid, refuse_unless_blank
 from tapearc.engine.mediasource import MediaSource
 from tapearc.engine.tapefiles import LabelProbe, probe_label
@@ -75,6 +74,8 @@ def label_medium(
     write_label(drive, label)
     erased = p.label.medium_uuid if p.label is not None else None if found is None else found[0]
     if erased is not None:  # what the catalog knew on it is gone: it counts for no retention rule
+        from tapearc.catalog.pools import retire  # (pools and retention: not imported by every backup)
+
         retire(catalog, erased, label.created)
         catalog.forget_medium_files(erased, from_file=0)
     catalog.record_medium(label, drive.name)

@@ -17,16 +17,19 @@ from __future__ import annotations
 import bisect
 import errno
 import os
-import tempfile
 from array import array
 from collections.abc import Iterable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, GenerationRow
-from tapearc.engine.plan import DIGEST_LEN, BlockMap, ChunkTables, runs_map
 from tapearc.engine.tapefiles import SHORT, spool_error, spool_read_error
 from tapearc.errors import TempFileError
+
+if TYPE_CHECKING:
+    from tapearc.engine.plan import BlockMap
+
+DIGEST_LEN = fmt.DIGEST_LEN
 
 MANIFEST_MEMORY = 16 * 1024 * 1024  # digest bytes kept in memory before they go to a temporary file
 _FILL = 4 * 1024 * 1024  # bytes of zeros written at once when a temporary file is extended
@@ -44,6 +47,8 @@ class DigestStore:
         if size <= limit:
             self.mem = bytearray(size)
             return
+        import tempfile  # (a base of more than 1 M data blocks: not imported by every backup)
+
         try:
             # lives as long as the store (closed by close()), not a with block
             self.file = tempfile.TemporaryFile(prefix="tapearc-manifest-")  # noqa: SIM115
@@ -185,6 +190,8 @@ class RunManifest:
 def build_manifest(catalog: Catalog, chain: list[GenerationRow], limit: int = MANIFEST_MEMORY) -> RunManifest:
     """The block digests of the chain's last generation as a :class:`RunManifest` (zero where
     no generation recorded a block), read from the catalog one chunk's digest table at a time."""
+    from tapearc.engine.plan import runs_map  # (the chain's reader: imported by incrementals, not every backup)
+
     bmap, _ = runs_map(catalog, chain)
     starts, ends, offs = array("q"), array("q"), array("q")
     wanted: list[tuple[int, int, int, int]] = []  # (chunk index, offset in its table, store offset, length)
@@ -244,6 +251,8 @@ class MappedDigests:
     is the map's intervals and a few tables. Blocks that are not data digest as zero."""
 
     def __init__(self, catalog: Catalog, bmap: BlockMap, ids: Iterable[int]) -> None:
+        from tapearc.engine.plan import ChunkTables
+
         self.map = bmap
         self.nblocks = bmap.n
         self.tables = ChunkTables(catalog, ids)
@@ -252,6 +261,8 @@ class MappedDigests:
     def of_chain(cls, catalog: Catalog, chain: list[GenerationRow]) -> MappedDigests:
         """The chain's last generation, its mapping checked as :func:`~tapearc.engine.plan.chain_map`
         checks it (MalformedError)."""
+        from tapearc.engine.plan import runs_map
+
         bmap, ids = runs_map(catalog, chain, check=True)
         return cls(catalog, bmap, ids)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,10 +33,10 @@ from tapearc.engine.identity import known_medium
 from tapearc.engine.tapefiles import LabelProbe, probe_label
 from tapearc.errors import MediumIOError, MediumUnavailableError, TapearcError, UsageError
 from tapearc.media.base import Position, TapeDrive
-from tapearc.media.changer import AttendedChanger, Changer, ChangerStatus, DriveBayStatus
 
 if TYPE_CHECKING:
     from tapearc.catalog.leases import Lease, Leases
+    from tapearc.media.changer import Changer, ChangerStatus, DriveBayStatus
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +57,14 @@ def library_id(changer: Changer | None) -> str | None:
     mtx changer its SCSI serial number when sysfs gives it (the same library seen from any host),
     else this host's name and the device's real path; for a serial autoloader this host's name
     and its port (a ``socket://`` URL as it is). None for the operator (no library)."""
-    if changer is None or isinstance(changer, AttendedChanger) or getattr(changer, "name", "") == "operator":
+    if changer is None:
         return None
+    from tapearc.media.changer import AttendedChanger  # (a changer's module: not imported without one)
+
+    if isinstance(changer, AttendedChanger) or getattr(changer, "name", "") == "operator":
+        return None
+    import socket
+
     name = changer.name
     kind, _, rest = name.partition(":")
     if kind == "sim":
@@ -123,47 +128,16 @@ def check_drive_number(changer: Changer, index: int) -> None:
         )
 
 
-class LeasedChanger(Changer):
-    """A changer whose every inventory, load and unload is done under the lease
-    ``changer:<library>`` (other tapearc processes sharing the catalog wait for it)."""
+def _under_leases(
+    changer: Changer | None, leases: Leases | None, library: str | None, purpose: str, wait: float | None
+) -> Changer | None:
+    """``changer`` with its every move made under the library's changer lease (with leases and a
+    library), else ``changer`` itself."""
+    if changer is None or leases is None or library is None:
+        return changer
+    from tapearc.engine.leasedchanger import LeasedChanger
 
-    def __init__(self, changer: Changer, leases: Leases, library: str, purpose: str, wait: float | None) -> None:
-        self.inner = changer
-        self.name = changer.name
-        self.leases = leases
-        self.resource = f"changer:{library}"
-        self.purpose = purpose
-        self.wait = wait
-        self.holding = False
-
-    @contextmanager
-    def held(self, what: str) -> Iterator[None]:
-        """Hold the changer's lease for a sequence of operations (an inventory and the load it
-        decides); nested operations run under it."""
-        if self.holding:
-            yield
-            return
-        with self.leases.acquire(self.resource, purpose=f"{what} for {self.purpose}", wait=self.wait):
-            self.holding = True
-            try:
-                yield
-            finally:
-                self.holding = False
-
-    def status(self) -> ChangerStatus:
-        with self.held("inventory"):
-            return self.inner.status()
-
-    def load(self, slot: int, drive: int = 0) -> None:
-        with self.held(f"load of slot {slot} into drive {drive}"):
-            self.inner.load(slot, drive)
-
-    def unload(self, drive: int = 0, slot: int | None = None) -> None:
-        with self.held(f"unload of drive {drive}"):
-            self.inner.unload(drive, slot)
-
-    def close(self) -> None:
-        self.inner.close()
+    return LeasedChanger(changer, leases, library, purpose, wait)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,9 +227,7 @@ class MediaSource:
         self.defer_sync = False  # a job's runner: generations end with immediate filemarks (settle())
         self.pending: list[PendingGeneration] = []  # written, waiting for the drive's sync
         self.unsettled: list[tuple[PendingGeneration, TapearcError]] = []  # their sync failed: incomplete
-        if leases is not None and self.library is not None and changer is not None:
-            changer = LeasedChanger(changer, leases, self.library, self.purpose, operator_timeout)
-        self.changer: Changer | None = changer
+        self.changer = _under_leases(changer, leases, self.library, self.purpose, operator_timeout)
         self.drive: TapeDrive | None = drive
         #: when no blank medium is left for a spanning backup: loads a recyclable medium of the
         #: backup's media pool (engine.pools.load_spare), which is then labelled as the next one
@@ -386,6 +358,10 @@ class MediaSource:
     def changer_held(self, what: str) -> AbstractContextManager[None]:
         """The changer's lease held for a sequence of operations (nothing without leases)."""
         ch = self.changer
+        if ch is None:
+            return nullcontext()
+        from tapearc.engine.leasedchanger import LeasedChanger
+
         return ch.held(what) if isinstance(ch, LeasedChanger) else nullcontext()
 
     def bay(self, st: ChangerStatus) -> DriveBayStatus | None:
@@ -586,6 +562,8 @@ class MediaSource:
                 return True
             d.close()
             return f"the drive holds {v}"
+
+        from tapearc.media.changer import AttendedChanger
 
         assert isinstance(self.changer, AttendedChanger)  # is_operator
         self.changer.wait_for_medium(describe, check, timeout=self.operator_timeout)

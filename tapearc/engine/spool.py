@@ -6,7 +6,6 @@ digest table of a 1 TiB volume of 64 KiB blocks is 256 MiB, on disk instead of i
 from __future__ import annotations
 
 import errno
-import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -36,6 +35,8 @@ class SpoolStore:
         n = len(data)
         try:
             if self.file is None and len(self.mem) + n > self.limit:
+                import tempfile  # (a trailer past the limit: not imported by every backup)
+
                 # the file lives as long as the store (closed by close()), not a with block
                 self.file = tempfile.TemporaryFile(prefix="tapearc-trailer-")  # noqa: SIM115
                 self.file.write(self.mem)

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import errno
 import io
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate, pairwise
@@ -144,6 +143,8 @@ class Item:
 
 def spool_error(what: str, e: OSError) -> TempFileError:
     """The one-line error of a temporary file that cannot be written (``$TMPDIR`` full)."""
+    import tempfile  # (temporary files are for large items and indexes: not imported by every command)
+
     return TempFileError(
         f"cannot keep {what} in a temporary file in {tempfile.gettempdir()}: {e.strerror or e}",
         hint="set TMPDIR to a folder with room (about 16 bytes per data block of the generation, 33 for verify)",
@@ -153,6 +154,8 @@ def spool_error(what: str, e: OSError) -> TempFileError:
 def spool_read_error(what: str, e: OSError) -> TempFileError:
     """The one-line error of a temporary file that cannot be read back (an I/O error, the file
     removed or cut underneath by something else)."""
+    import tempfile
+
     return TempFileError(
         f"cannot read back {what} from its temporary file in {tempfile.gettempdir()}: {e.strerror or e}",
         hint="check the file system of that folder (or set TMPDIR to another one) and run the command again",
@@ -214,6 +217,8 @@ class _Parts:
         self.kept: list[bytes] = [first]
         self.file: IO[bytes] | None = None
         if magic == fmt.TRAILER_MAGIC and total > SPOOL_ITEM_OVER:
+            import tempfile
+
             try:  # the file is handed to the Item, closed by it or with it
                 self.file = tempfile.TemporaryFile(prefix="tapearc-trailer-")  # noqa: SIM115
                 self.file.write(first)

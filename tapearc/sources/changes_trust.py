@@ -28,9 +28,6 @@ from tapearc.catalog.db import Catalog, ChangeRecord, GenerationRow, path_text
 from tapearc.errors import UsageError
 from tapearc.nbdclient import is_nbd_uri
 from tapearc.sources.base import ChangeMap
-from tapearc.sources.changes import RangeMap
-from tapearc.sources.changes_files import read_changed_blocks
-from tapearc.sources.changes_nbd import read_dirty_bitmap
 
 if TYPE_CHECKING:
     from tapearc.engine.genplan import GenerationPlan
@@ -141,6 +138,8 @@ def _dirty_bitmap(source: str, bitmap: str) -> Tracker:
             f"--dirty-bitmap reads the bitmap through NBD: {source} is not an NBD export",
             hint=f"serve the disk with qemu-nbd -B {bitmap} and back up its nbd+unix:// URI (docs/changes.md)",
         )
+    from tapearc.sources.changes_nbd import read_dirty_bitmap
+
     m = read_dirty_bitmap(source, bitmap)
     if m is None:
         return Tracker(
@@ -152,6 +151,9 @@ def _dirty_bitmap(source: str, bitmap: str) -> Tracker:
 
 
 def _fit_file(t: Tracker, path: str, size: int, opts: ChangeOptions) -> None:
+    from tapearc.sources.changes import RangeMap
+    from tapearc.sources.changes_files import read_changed_blocks
+
     blocks = read_changed_blocks(path, size, opts.change_block_size)
     m = RangeMap(blocks, size)
     t.name, t.map, t.since = m.name, m, blocks.since

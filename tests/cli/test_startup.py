@@ -6,10 +6,12 @@ nothing."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ import typer
 from typer.testing import CliRunner
 
 from tapearc.cli import app as cli_app
+from tapearc.cli import common
 from tapearc.cli.app import COMMAND_MODULES, full_app, make_app, needed_modules
 from tapearc.cli.common import LazyConsole, err_console_class, out_console_class
 
@@ -211,6 +214,122 @@ def test_lazy_console_made_whole_when_ctrl_c_comes_while_it_is_made() -> None:
     finally:
         signal.signal(signal.SIGINT, previous)
     assert isinstance(lazy, Console) and lazy.stderr is True  # made, state and class
+
+
+# ---------------------------------------------------------------- what a backup does not import
+
+#: What a backup of a file to one medium, without a changer, does not use: the read-back after
+#: writing (--verify), changers and the leases of a library's drives, pools and retention
+#: (labelling a used medium anew), change trackers (--changed-blocks files, dirty bitmaps), the
+#: chain's reader (an incremental's base), rich (no table, no bar off a terminal), the key
+#: generator's secrets, socket (a library's host name), tempfile (large items spooled).
+NOT_IMPORTED_BY_A_BACKUP = frozenset(
+    {
+        "tapearc.engine.verify",
+        "tapearc.engine.leasedchanger",
+        "tapearc.media.changer",
+        "tapearc.media.changers",
+        "tapearc.catalog.leases",
+        "tapearc.catalog.pools",
+        "tapearc.engine.retention",
+        "tapearc.sources.changes",
+        "tapearc.sources.changes_files",
+        "tapearc.sources.changes_nbd",
+        "tapearc.sources.changes_xml",
+        "xml.parsers.expat",
+        "tapearc.engine.plan",
+        "rich.console",
+        "secrets",
+        "socket",
+        "tempfile",
+    }
+)
+
+
+def _modules_after(*args: str, catalog: Path) -> set[str]:
+    """Every module in sys.modules once ``tapearc ARGS`` (through the console entry point) is
+    done; the command must succeed."""
+    code = (
+        "import sys\n"
+        "from tapearc.cli.entry import main\n"
+        f"sys.argv = ['tapearc', *{list(args)!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as e:\n"
+        "    print('EXIT', e.code)\n"
+        "    print('MODULES', *sorted(sys.modules))\n"
+    )
+    env = {**os.environ, "TAPEARC_CATALOG": str(catalog)}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert "EXIT 0" in p.stdout.splitlines(), (p.stdout, p.stderr)
+    line = next(ln for ln in p.stdout.splitlines() if ln.startswith("MODULES"))
+    return set(line.split()[1:])
+
+
+def test_a_backup_imports_only_what_it_uses(tmp_path: Path) -> None:
+    vol = tmp_path / "vol.img"
+    vol.write_bytes(os.urandom(100_000))
+    spec, cat = f"sim:{tmp_path / 't.tap'}", tmp_path / "cat.sqlite"
+    full = _modules_after("backup", str(vol), "--media", spec, catalog=cat)
+    assert {"tapearc.engine.backup", "tapearc.engine.scan"} <= full  # it ran, and synced the catalog
+    assert not full & NOT_IMPORTED_BY_A_BACKUP, sorted(full & NOT_IMPORTED_BY_A_BACKUP)
+    incremental = _modules_after("backup", str(vol), "--media", spec, catalog=cat)
+    assert "tapearc.engine.plan" in incremental  # its base's chain
+    assert not incremental & (NOT_IMPORTED_BY_A_BACKUP - {"tapearc.engine.plan"})
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        ("backed up /srv/vm1.img (1.0 MiB) to sim:/tmp/t.tap as volume 'vm1.img' generation 1", True),
+        ("", True),
+        ("tapearc: warning: source /srv/vm1.img grew during the backup", True),
+        ("  spaces around  ", True),
+        ("x" * 300 + "   ", True),
+        ("[b]not markup[/b] é ü 漢字 🙂", True),
+        ("an emoji code :smile: here", False),
+        ("tapearc: error: medium sim:/a:b.tap: not a tapearc medium", False),  # (:/a: might be one)
+        ("tab\there", False),
+        ("carriage\rreturn", False),
+        ("two\nlines", False),
+        ("bell\x07 and escape\x1b[1m", False),
+        ("surrogate \udcff", False),
+    ],
+)
+def test_a_line_says_what_rich_would_print(text: str, plain: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """say() writes a plain line itself while the console is not made (no import of rich.console):
+    the same characters as rich prints, whichever way each line goes."""
+    from rich.console import Console
+
+    want = io.StringIO()
+    Console(file=want, highlight=False, width=200).print(text, markup=False, soft_wrap=True)
+    got = io.StringIO()
+    lazy = LazyConsole(out_console_class, highlight=False, width=200)
+    monkeypatch.setattr(sys, "stdout", got)
+    monkeypatch.setattr(common, "out_console", lazy)
+    common.say(text)
+    assert got.getvalue() == want.getvalue()
+    assert LazyConsole.is_lazy(lazy) == plain  # written without rich, or printed by it
+
+
+def test_a_line_the_stream_cannot_encode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A character the stream's encoding lacks: rich's own error, as before (nothing written)."""
+    from rich.console import Console
+
+    def error(print_line: Callable[[str], None], stream: io.TextIOWrapper) -> str:
+        with pytest.raises(UnicodeEncodeError) as e:
+            print_line("caf\u00e9")
+        stream.flush()
+        assert isinstance(stream.buffer, io.BytesIO) and stream.buffer.getvalue() == b""
+        return str(e.value)
+
+    want = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    rich_console = Console(file=want, highlight=False, width=200)
+    expected = error(lambda t: rich_console.print(t, markup=False, soft_wrap=True), want)
+    got = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr(sys, "stdout", got)
+    monkeypatch.setattr(common, "out_console", LazyConsole(out_console_class, highlight=False, width=200))
+    assert error(common.say, got) == expected and "PYTHONIOENCODING" in expected
 
 
 # ---------------------------------------------------------------- the end of a command

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -95,8 +96,8 @@ def test_backup_with_a_spooled_trailer(tmp_path: Path, monkeypatch: pytest.Monke
     make_volume(src, "mixed")
     images = []
     made = []
-    real = spool.tempfile.TemporaryFile
-    monkeypatch.setattr(spool.tempfile, "TemporaryFile", lambda **kw: (made.append(1), real(**kw))[1])
+    real = tempfile.TemporaryFile
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda **kw: (made.append(1), real(**kw))[1])
     for limit in (1 << 30, 64):
         monkeypatch.setattr(spool, "SPOOL_LIMIT", limit)
         monkeypatch.setattr(SpoolStore.__init__, "__defaults__", (limit,))
@@ -125,7 +126,7 @@ def test_spool_without_room_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
     def full(**kw):  # type: ignore[no-untyped-def]
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(spool.tempfile, "TemporaryFile", full)
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
     s = SpoolStore(limit=10)
     s.append(b"x" * 5)
     with pytest.raises(TapearcError) as info:
