@@ -42,7 +42,7 @@ from tapearc.engine.tapefiles import (
     read_file_item,
     walk_tape_files,
 )
-from tapearc.errors import TapearcError, TempFileError
+from tapearc.errors import TapearcError, TempFileError, TruncatedError
 from tapearc.media.base import Mark, TapeDrive
 
 if TYPE_CHECKING:
@@ -339,6 +339,7 @@ class _DeepRead:
         self.summary: fmt.TrailerSummary | None = None  # the trailer's header, when only its body is damaged
         self.trailer_seen = False  # a trailer item (maybe damaged) was found: the backup got to its end
         self.trailer_record: int | None = None
+        self.trailer_cut = False  # the tape file ends inside the trailer item
         self.end: fmt.TrailerEnd | None = None
         self.after_chunks = 0  # the record after the last chunk read intact
         self.added: set[int] = set()
@@ -390,6 +391,7 @@ class _DeepRead:
             self.trailer_seen = True
             if self.trailer_record is None and m7 == MAGIC_TRAILER[:7]:
                 self.trailer_record = d.record
+            self.trailer_cut = self.trailer_cut or (m7 == MAGIC_TRAILER[:7] and isinstance(d.error, TruncatedError))
             self.other = _join(self.other, f"trailer or end record damaged ({d.error})")
         else:
             if not in_damage:
@@ -592,11 +594,15 @@ class _DeepRead:
         self.add_sealed()
         hdr, trailer = self.hdr, self.trailer
         # the backup got to closing the generation, but the trailer that would say what it holds
-        # is unreadable (or disagrees with the chunks): damage, not an interrupted backup
+        # is unreadable (or disagrees with the chunks): damage, not an interrupted backup -- unless
+        # the tape file ends inside the trailer and no end record follows: a backup killed while
+        # writing it (the next append, or a drive's close, wrote the filemark), as a cut chunk
+        killed = trailer is None and self.trailer_cut and self.end is None
         damaged = (
             closed
             and not v.complete
             and not v.continues
+            and not killed
             and ((trailer is None and self.trailer_seen) or (trailer is not None and trailer.complete))
         )
         self.catalog.finish_generation(

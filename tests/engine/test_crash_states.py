@@ -733,3 +733,36 @@ def test_st_interrupted_tape_file(tmp_path: Path, cut: str, hide_fileno: bool) -
         restore(d, c, str(out), RestoreOptions(force=True))
         d.close()
     assert out.read_bytes() == versions[2]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_backup_killed_inside_a_trailer_of_several_records_then_append_is_not_damage(tmp_path: Path, kind: str) -> None:
+    """A backup killed after the first records of a trailer of several records (or by a real
+    drive's filemark on close), then the next backup appends (closing the cut tape file with a
+    filemark): the cut generation is what it was before the append, incomplete (an interrupted
+    backup), and scan exits 0 -- never 20 calling it damaged."""
+    rng = random.Random(3)
+    med = tmp_path / ("m" if kind == "dir" else "t.tap")
+    src, cat = tmp_path / "vol.img", tmp_path / "cat.sqlite"
+    opts = ("--block-size", "4K", "--record-size", "4K", "--chunk-size", "16K")
+    src.write_bytes(rng.randbytes(600 * BS))  # a trailer of 600 digests: several 4K records
+    p = tapearc("backup", str(src), "--media", _spec(kind, med), "--catalog", str(cat), *opts)
+    assert p.returncode == 0, p.stderr
+    files, _ = read_files(kind, med)
+    t = _trailer_at(files[1])
+    assert len(files[1]) - t > 3, "the trailer is one record"
+    files[1] = files[1][: t + 2]  # killed after the trailer's second record
+    write_files(kind, med, files, last_closed=False)
+    cat.unlink()  # (the catalog of the backup before its kill: learnt from the medium)
+    src.write_bytes(rng.randbytes(600 * BS))
+    p = tapearc("backup", str(src), "--media", _spec(kind, med), "--catalog", str(cat), *opts)
+    assert p.returncode == 0, p.stderr
+    for deep in ((), ("--deep",)):
+        cat.unlink()
+        p = tapearc("scan", "--media", _spec(kind, med), "--catalog", str(cat), "--json", *deep)
+        assert p.returncode == 0, p.stderr
+        assert [(g["generation"], g["state"]) for g in _json(p)["generations"]] == [(1, "incomplete"), (2, "complete")]
+    out = tmp_path / "o.img"
+    p = _restore(kind, med, cat, out)
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == src.read_bytes()
