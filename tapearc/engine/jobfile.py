@@ -184,8 +184,16 @@ class _Table:
         return text if is_url(text) else self.path_value(key, text)
 
     def source(self, key: str, value: Any) -> str:
+        """An NBD URI as given (its scheme in any case); a path relative to the job file's folder.
+        A name that looks like another URI (``http://``, qemu's legacy ``nbd:HOST:PORT``) is
+        refused here, as the command line refuses it, never taken for a file next to the job."""
+        from tapearc.nbdclient import is_nbd_uri, not_an_nbd_uri
+
         text = self.text(key, value)
-        return text if re.match(r"^[a-z][a-z0-9+.-]*://", text) else self.path_value(key, text)
+        mistake = not_an_nbd_uri(text)
+        if mistake is not None:
+            raise self.error(key, f"{mistake} (a file of that name: give it as ./NAME)")
+        return text if is_nbd_uri(text) else self.path_value(key, text)
 
     def flag(self, key: str, value: Any) -> bool:
         if not isinstance(value, bool):

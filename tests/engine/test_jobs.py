@@ -446,6 +446,8 @@ def test_job_file_keys_are_read(tmp_path: Path) -> None:
             {"name": "a", "source": "/dev/vg/a", "compress": "none", "full_every": 3, "chunk_size": "8M"},
             {"name": "b", "source": "nbd+unix:///b?socket=/run/b.sock", "dirty_bitmap": "bm", "verify_unchanged": True},
             {"name": "c", "source": "c.img", "changed_blocks": "c.xml", "change_block_size": "64K"},
+            {"name": "d", "source": "NBD://host/d"},  # (schemes are case-insensitive)
+            {"name": "e", "source": "dir/e:1"},  # a file name with a colon: relative to the job file
         ],
         defaults={"compress": "zstd", "verify": True, "block_size": 65536},
     )
@@ -459,7 +461,8 @@ def test_job_file_keys_are_read(tmp_path: Path) -> None:
     )
     assert job.catalog == str(tmp_path / "cat.sqlite") and job.drives == 1
     assert job.full_every is not None and job.full_every.days == 7
-    a, b, c = job.volumes
+    a, b, c, d, e = job.volumes
+    assert d.source == "NBD://host/d" and e.source == str(tmp_path / "dir/e:1")
     assert (a.compress, a.verify, a.block_size, a.chunk_size) == ("none", True, 65536, 8 * 1024 * 1024)
     assert job.full_every_of(a).runs == 3 and job.full_every_of(b).days == 7  # type: ignore[union-attr]
     assert b.source == "nbd+unix:///b?socket=/run/b.sock" and b.dirty_bitmap == "bm" and b.verify_unchanged
@@ -515,6 +518,16 @@ BAD_FILES: list[tuple[str, str, tuple[str, ...]]] = [
         ("[[volume]] #1 'a': dirty_bitmap and changed_blocks exclude each other",),
     ),
     ("verify-unchanged-alone", GOOD_JOB + GOOD_VOL + "verify_unchanged = true\n", ("#1 'a': verify_unchanged",)),
+    (
+        "source-legacy-nbd",
+        GOOD_JOB + '[[volume]]\nname = "a"\nsource = "nbd:localhost:10809"\n',
+        ("#1 'a': key 'source': nbd:localhost:10809 is not an NBD URI libnbd takes",),
+    ),
+    (
+        "source-other-scheme",
+        GOOD_JOB + '[[volume]]\nname = "a"\nsource = "HTTP://host/disk"\n',
+        ("#1 'a': key 'source': HTTP://host/disk: tapearc reads and writes no HTTP:// URIs",),
+    ),
     ("not-toml", GOOD_JOB + "name = \n", ("not a valid TOML file", "line 4")),
     ("duplicate-key", GOOD_JOB + 'name = "m"\n' + GOOD_VOL, ("not a valid TOML file",)),
 ]
