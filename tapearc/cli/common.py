@@ -13,7 +13,6 @@ import builtins
 import json
 import math
 import os
-import re
 import select
 import sys
 import threading
@@ -121,10 +120,19 @@ class LazyConsole:
         return exit_method(self, *exc)
 
 
-# (their arguments are taken now, as when they were made at import)
-err_console = cast("Console", LazyConsole(err_console_class, stderr=True, highlight=False))
+# (their arguments are taken now, as when they were made at import). Neither takes what it prints
+# for rich markup or emoji codes: a file, volume or medium name in a message or a table cell
+# ("x:smile:[bold].img") is printed as it is, never as an emoji or without its brackets.
+err_console = cast("Console", LazyConsole(err_console_class, stderr=True, highlight=False, markup=False, emoji=False))
 out_console = cast(
-    "Console", LazyConsole(out_console_class, highlight=False, width=None if sys.stdout.isatty() else 200)
+    "Console",
+    LazyConsole(
+        out_console_class,
+        highlight=False,
+        markup=False,
+        emoji=False,
+        width=None if sys.stdout.isatty() else 200,
+    ),
 )
 
 
@@ -157,11 +165,7 @@ def say(text: str, *, stderr: bool = False) -> None:
             return
         except UnicodeEncodeError:
             pass  # (nothing written) a character the stream's encoding lacks: rich's own error for it
-    console.print(text, markup=False, soft_wrap=True)
-
-
-# what rich takes for an emoji code (``:smile:``), replaced in the text it prints
-_EMOJI_CODE = re.compile(r":\S*:")
+    console.print(text, markup=False, emoji=False, soft_wrap=True)
 
 
 def _plain_stream(console: Console, stderr: bool, text: str) -> TextIO | None:
@@ -169,8 +173,8 @@ def _plain_stream(console: Console, stderr: bool, text: str) -> TextIO | None:
     start): the console's stream when the console is not made yet, the stream is not a terminal
     (nor a rich proxy of one, nor Jupyter's), and ``text`` is one line that rich would print as
     it is, with the newline after it and a flush (printable characters only: no tab or control
-    character, which rich expands or strips; no emoji code). Else None: the console prints it."""
-    if not LazyConsole.is_lazy(console) or not text.isprintable() or _EMOJI_CODE.search(text):
+    character, which rich expands or strips). Else None: the console prints it."""
+    if not LazyConsole.is_lazy(console) or not text.isprintable():
         return None
     stream = sys.stderr if stderr else sys.stdout
     if stream is None or hasattr(stream, "rich_proxied_file") or hasattr(builtins, "get_ipython"):

@@ -216,3 +216,25 @@ def test_an_nbd_uri_scheme_in_capitals_is_an_nbd_uri(tmp_path: Path) -> None:
     p = tapearc("backup", f"NBD+UNIX:///disk?socket={tmp_path / 'none.sock'}", "--media", f"sim:{tmp_path / 't.tap'}")
     assert_one_line_error(p, 3, "NBD+UNIX:///disk")
     assert "unknown NBD URI scheme" not in p.stderr
+
+
+def test_names_are_printed_as_they_are(tmp_path: Path) -> None:
+    """A file or volume name holding what rich would take for an emoji code (``:smile:``) or
+    markup (``[bold]``) is printed as it is -- in a one-line message and in a table -- never as
+    an emoji or with the brackets gone (both were)."""
+    name = "x:smile:[bold]y.img"
+    src = tmp_path / name
+    make_volume(src, "zero-runs")
+    spec = f"sim:{tmp_path / 't.tap'}"
+    p = tapearc("backup", name, "--media", spec, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert f"backed up {name} (" in p.stdout and f"as volume {name!r}" in p.stdout, p.stdout
+    p = tapearc("list", "--media", spec, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    row = [ln for ln in p.stdout.splitlines() if ln.strip().startswith("1 ")]
+    assert row and f" {name} " in row[0], p.stdout
+    out = "o:smile:[red].img"
+    p = tapearc("restore", "--media", spec, "--to", out, cwd=tmp_path)
+    assert p.returncode == 0 and f"to {out}: " in p.stdout, p.stdout
+    p = tapearc("restore", "--media", spec, "--to", out, "--generation", "2", cwd=tmp_path)
+    assert_one_line_error(p, 6, f"volume {name!r} has no generation 2")
