@@ -74,7 +74,7 @@ def _rich(description_width: int | None = None) -> RichProgress:
     from rich.progress import Progress as RichProgress
 
     return RichProgress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),  # (a name as it is, brackets kept)
         BarColumn(),
         DownloadColumn(binary_units=True),
         TransferSpeedColumn(),

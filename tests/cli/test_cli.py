@@ -238,3 +238,13 @@ def test_names_are_printed_as_they_are(tmp_path: Path) -> None:
     assert p.returncode == 0 and f"to {out}: " in p.stdout, p.stdout
     p = tapearc("restore", "--media", spec, "--to", out, "--generation", "2", cwd=tmp_path)
     assert_one_line_error(p, 6, f"volume {name!r} has no generation 2")
+
+
+def test_a_progress_bar_names_the_volume_as_it_is(tmp_path: Path) -> None:
+    """On a terminal the bar's description is the volume's name as it is: brackets kept (rich
+    took ``[bold]`` for markup and dropped it)."""
+    src = tmp_path / "[bold]vm.img"
+    make_volume(src, "zero-runs")
+    code, shown = on_a_terminal(["backup", str(src), "--media", f"sim:{tmp_path / 't.tap'}"], {"COLUMNS": "160"})
+    assert code == 0
+    assert "backup [bold]vm.img" in shown, shown
