@@ -74,6 +74,7 @@ def verify(
     --key also their tags and keyed digests."""
 
     def work() -> None:
+        _check_against(against)
         key = _load_key(key_file, passphrase_file)
         with (
             open_catalog(catalog) as cat,
@@ -88,6 +89,15 @@ def verify(
         _report(rep, json_out)
 
     run(json_out, work)
+
+
+def _check_against(against: str | None) -> None:
+    """--against names a source (a file, a block device, an NBD URI): a name that looks like
+    another URI is refused before the medium is opened and read (hours on a tape)."""
+    if against is not None:
+        from tapearc.nbdclient import check_source_name
+
+        check_source_name(against)
 
 
 def _load_key(key_file: str | None, passphrase_file: str | None) -> Key | None:

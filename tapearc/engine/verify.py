@@ -65,6 +65,7 @@ from tapearc.errors import (
     WrongKeyError,
 )
 from tapearc.media.base import Mark, TapeDrive
+from tapearc.nbdclient import check_source_name
 from tapearc.sources.base import Source
 from tapearc.sources.opener import open_source
 
@@ -1128,6 +1129,8 @@ def run_verify(
     medium is read)."""
     started = time.monotonic()
     report = VerifyReport()
+    if against is not None:
+        check_source_name(against)  # a name that is no source: refused before the medium is read
     if against is not None and not _is_stream(drive):  # a stream is read once: checked after the verify
         _against_key(drive, key, _set_key_fingerprint(drive))
     m = verify_medium(drive, catalog, generation=generation, volume=volume, progress=progress, key=key)

@@ -248,3 +248,11 @@ def test_a_progress_bar_names_the_volume_as_it_is(tmp_path: Path) -> None:
     code, shown = on_a_terminal(["backup", str(src), "--media", f"sim:{tmp_path / 't.tap'}"], {"COLUMNS": "160"})
     assert code == 0
     assert "backup [bold]vm.img" in shown, shown
+
+
+@pytest.mark.parametrize("name", ["http://example.com/disk.img", "nbd:localhost:10809"])
+def test_verify_against_a_uri_it_does_not_take_is_refused_before_the_medium_is_read(tmp_path: Path, name: str) -> None:
+    """verify --against NAME is refused (exit 2) before the medium is opened or read: it read the
+    whole medium first (hours on a tape) and refused NAME only then, its report unprinted."""
+    p = tapearc("verify", "--media", f"sim:{tmp_path / 'none.tap'}", "--against", name, cwd=tmp_path)
+    assert_one_line_error(p, 2, f"source {name}", "nbd://HOST[:PORT]/EXPORT")
