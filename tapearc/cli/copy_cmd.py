@@ -59,8 +59,13 @@ def _copy(source: str, target: str, force: bool, json_out: bool, catalog: str | 
     ensure_not_self(source, target)
     with closing(open_medium(source, write=False)) as src, closing(open_medium(target, write=True)) as dst:
         res = copy_medium(
-            src, dst, force=force, progress=make_progress(json_out), erasing=lambda lab: _forget(lab, catalog)
-        )  # (progress on standard error)
+            src,
+            dst,
+            force=force,
+            progress=make_progress(json_out),  # (on standard error)
+            erasing=lambda lab: _forget(lab, catalog),
+            rewritten=lambda lab, whole: _forget_after(lab, whole, catalog),
+        )
     stdout_ok = target != "-"
     if json_out:
         (emit_json if stdout_ok else emit_json_stderr)(res.to_json())
@@ -83,6 +88,22 @@ def _forget(erased: dict[str, Any], catalog: str | None) -> None:
         return
     with open_catalog(catalog) as cat:
         retire(cat, uuid.UUID(str(erased["medium_uuid"])), int(time.time()))
+
+
+def _forget_after(written: dict[str, Any], whole: int, catalog: str | None) -> None:
+    """``copy --force`` wrote medium ``written`` (its label) over itself -- an older copy of it
+    written back, say: it holds its first ``whole`` tape files and nothing after them. A catalog
+    that knows it forgets its tape files from there on (and the generations that lived only
+    there), so no restore counts on them; the next command that reads the medium learns what it
+    holds (as ``scan`` does). The medium is not recycled: its label and the rest stay."""
+    import uuid
+
+    from tapearc.catalog.db import catalog_exists
+
+    if not catalog_exists(catalog):
+        return
+    with open_catalog(catalog) as cat:
+        cat.forget_medium_files(uuid.UUID(str(written["medium_uuid"])), from_file=max(1, whole))
 
 
 def compare(

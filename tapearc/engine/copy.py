@@ -31,6 +31,7 @@ opens with the set's key. The result names the key (``label["key_fingerprint"]``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -177,12 +178,16 @@ def copy_medium(
     force: bool = False,
     progress: Progress | None = None,
     erasing: Callable[[dict[str, Any]], None] | None = None,
+    rewritten: Callable[[dict[str, Any], int], None] | None = None,
 ) -> CopyResult:
     """Copy every record and filemark of ``source``, from its beginning to its end of data, to
     ``target`` from its beginning. Returns what was copied; raises on failure (see the module
     docstring for the rules). Both drives stay open; the target's position is left after the
     last object written. ``erasing(label)`` is told, before anything is written, the tapearc
-    label ``force`` is about to erase on the target (the catalog forgets that medium's data)."""
+    label ``force`` is about to erase on the target (the catalog forgets that medium's data).
+    ``rewritten(label, n)`` is told, once the copy ended (done or failed) after writing over a
+    medium with the source's own label, that the target now holds the source's first ``n`` tape
+    files whole and nothing of what it held after them (an older copy written back over it)."""
     progress = progress or NoProgress()
     started = time.monotonic()
     res = CopyResult(source=source.name, target=target.name)
@@ -190,12 +195,27 @@ def copy_medium(
     progress.start(f"copy {source.name}", _source_size(source))
     try:
         _copy_tape_files(source, target, res, progress, erasing)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the copy's own error is the one to report
+            _tell_rewritten(res, rewritten)
+        raise
     finally:
         progress.finish()
+    _tell_rewritten(res, rewritten)
     if res.early_warning:
         res.warnings.append("the copy fits, but it reached the target's early-warning zone")
     res.seconds = time.monotonic() - started
     return res
+
+
+def _tell_rewritten(res: CopyResult, rewritten: Callable[[dict[str, Any], int], None] | None) -> None:
+    """``rewritten`` (copy_medium) when the target's erased label is the source's and something
+    was written: its whole tape files are the ``res.filemarks`` first ones."""
+    lab, src = res.erased_label, res.label
+    if rewritten is None or lab is None or src is None or src.get("medium_uuid") != lab["medium_uuid"]:
+        return
+    if res.records or res.filemarks:
+        rewritten(lab, res.filemarks)
 
 
 def _check_target(source: TapeDrive, target: TapeDrive, force: bool, res: CopyResult) -> None:

@@ -274,3 +274,25 @@ def test_copy_force_without_a_catalog_makes_none(tmp_path: Path, backed_up: tupl
     p = copycmd("copy", "--from", f"sim:{c}", "--to", f"sim:{b}", "--force", "--catalog", str(none))
     assert p.returncode == 0, p.stderr
     assert not none.parent.exists()
+
+
+def test_an_older_copy_written_back_over_its_medium_forgets_what_is_gone(
+    tmp_path: Path, backed_up: tuple[Path, bytes, Path]
+) -> None:
+    """A dump of medium A made after generation 1, written back over A once A holds generation 2
+    (`copy --from DUMP --to A --force`): A is the same medium, not recycled, but generation 2 is
+    gone from it -- the catalog forgets it, so a restore restores generation 1 (it named generation
+    2 complete and read zeros for its blocks, exit 23)."""
+    vol, first, a = backed_up
+    dump = tmp_path / "dump.tap"
+    assert copycmd("copy", "--from", f"sim:{a}", "--to", f"sim:{dump}").returncode == 0
+    vol.write_bytes(first[:-1000] + bytes(range(200)) * 5)
+    assert tapearc("backup", str(vol), "--media", f"sim:{a}").returncode == 0
+    p = copycmd("copy", "--from", f"sim:{dump}", "--to", f"sim:{a}", "--force")
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "o.img"
+    p = tapearc("restore", "--media", f"sim:{a}", "--to", str(out))
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == first
+    p = tapearc("restore", "--media", f"sim:{a}", "--generation", "2", "--to", str(tmp_path / "o2.img"))
+    assert p.returncode == 6, p.stderr  # no such generation: it is on no medium now
