@@ -471,6 +471,15 @@ class OneVolumeOptionError(TapearcError):
     kind = "one-volume-option"
 
 
+class OutputError(TapearcError):
+    """Standard output cannot be written: it is closed (``>&-``), or a write to it failed (a full
+    disk: ``> /dev/full``, an I/O error). Standard output carries a command's report (its text
+    or ``--json``), written once the work is done: the message says whether anything was done."""
+
+    exit_code = 45
+    kind = "output"
+
+
 class _WithRanges(TapearcError):
     """An error whose JSON form also lists block ranges (``ranges``: list of dicts)."""
 

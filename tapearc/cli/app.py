@@ -21,7 +21,7 @@ from typing import Annotated
 
 import typer
 
-from tapearc.cli.common import EPIPE_EXIT, fail, options
+from tapearc.cli.common import EPIPE_EXIT, fail, options, output_failure
 from tapearc.cli.progress import PROGRESS_MODES
 from tapearc.errors import TapearcError, UsageError
 
@@ -199,6 +199,11 @@ def main() -> None:
         raise SystemExit(1) from None
     except click_exception_type() as e:
         raise SystemExit(usage_error(e, args)) from None
+    except OSError as e:  # --version or --help written to a full disk (a command's own: in run())
+        lost = output_failure(e, "nothing else was done")
+        if lost is None:
+            raise
+        raise SystemExit(fail(lost, False).exit_code) from None
     except SystemExit as e:
         # outside a command (--help | head -1) typer and rich end a write to a closed standard
         # output with status 1, standard output then pointed at /dev/null: the same quiet

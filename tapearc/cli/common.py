@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, TextIO, TypeVar, cast
 import typer
 
 from tapearc import interrupts
-from tapearc.errors import InternalError, Interrupted, TapearcError, UsageError
+from tapearc.errors import InternalError, Interrupted, OutputError, TapearcError, UsageError
 from tapearc.units import parse_size
 
 if TYPE_CHECKING:
@@ -208,9 +208,45 @@ def fail(err: TapearcError, json_out: bool) -> typer.Exit:
     say(f"tapearc: error: {err}", stderr=True)
     if err.hint:
         say(f"tapearc: hint: {err.hint}", stderr=True)
-    if json_out:
-        emit_json(err.to_json())
+    if json_out and not isinstance(err, OutputError):
+        try:
+            emit_json(err.to_json())
+        except OSError:  # standard output failed too: the line above says what happened
+            stdout_to_devnull()
     return typer.Exit(err.exit_code)
+
+
+#: Where a write to standard output happens: tapearc's writers and rich's console.
+_OUTPUT_WRITERS = frozenset({"emit_json", "say", "_show_version", "_paper"})
+
+
+def output_failure(e: OSError, done: str) -> OutputError | None:
+    """The OutputError for ``e`` when it was raised writing standard output (a frame of
+    tapearc's writers or of rich's console in its traceback), else None. ``done`` says what
+    the command did before (its work is done before its report is written)."""
+    tb = e.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name in _OUTPUT_WRITERS or code.co_filename.endswith(os.path.join("rich", "console.py")):
+            stdout_to_devnull()
+            reason = e.strerror or str(e)
+            return OutputError(
+                f"cannot write to standard output ({reason}): {done}",
+                hint="give standard output room, or another place: a file on a file system with space, a pipe, a terminal",
+            )
+        tb = tb.tb_next
+    return None
+
+
+def stdout_to_devnull() -> None:
+    """Standard output failed: what is still buffered for it goes to /dev/null at exit, so
+    Python does not fail again (with a traceback) when it flushes it."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 1)
+        os.close(fd)
+    except OSError:
+        pass
 
 
 # ---------------------------------------------------------------- option parsers and options
@@ -628,5 +664,10 @@ def run(json_out: bool, fn: Callable[[], T]) -> T:
         if not stdout_closed():
             raise fail(internal_error(e, "internal error: BrokenPipeError"), json_out) from None
         raise quiet_epipe() from None
+    except OSError as e:
+        lost = output_failure(e, "the command's work is done; what it printed there is lost")
+        if lost is not None:
+            raise fail(lost, False) from None
+        raise fail(internal_error(e), json_out) from None
     except Exception as e:  # a bug: still one line, never a traceback on the terminal
         raise fail(internal_error(e), json_out) from None

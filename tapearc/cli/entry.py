@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 
 def _first(signum: int, frame: object) -> None:
@@ -32,6 +33,8 @@ def main() -> None:
     interrupts.install_startup()  # (again, for a caller that imported this module long before)
     import sys
 
+    _closed_streams()
+
     from tapearc.crypto import prefetch
 
     prefetch.start(sys.argv[1:])  # a key's scrypt in a child process while the rest is imported
@@ -47,6 +50,23 @@ def main() -> None:
 
 
 INTERRUPTED_EXIT = 130
+OUTPUT_EXIT = 45  # tapearc.errors.OutputError's
+
+
+def _closed_streams() -> None:
+    """Started with standard error closed (``2>&-``): it is /dev/null (the messages are lost,
+    the exit status stays). With standard output closed (``>&-``): one line, exit 45, nothing
+    done -- a command's report could not be written (Python has no sys.stdout then)."""
+    if sys.stderr is None:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        if fd != 2:
+            os.dup2(fd, 2)
+            os.close(fd)
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115  (the process's, never closed)
+    if sys.stdout is None:
+        os.write(2, b"tapearc: error: standard output is closed (>&-): nothing was done\n")
+        os.write(2, b"tapearc: hint: give the command a standard output (a file, /dev/null, a pipe)\n")
+        os._exit(OUTPUT_EXIT)
 
 
 def _freeze_for_exit() -> None:

@@ -256,3 +256,43 @@ def test_verify_against_a_uri_it_does_not_take_is_refused_before_the_medium_is_r
     whole medium first (hours on a tape) and refused NAME only then, its report unprinted."""
     p = tapearc("verify", "--media", f"sim:{tmp_path / 'none.tap'}", "--against", name, cwd=tmp_path)
     assert_one_line_error(p, 2, f"source {name}", "nbd://HOST[:PORT]/EXPORT")
+
+
+def _run_with_stdout(stdout: object, *args: str, close: bool = False) -> subprocess.CompletedProcess[str]:
+    def closed() -> None:
+        os.close(1)
+
+    return subprocess.run(
+        [sys.executable, "-m", "tapearc", *args],
+        stdout=stdout,  # type: ignore[arg-type]
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        preexec_fn=closed if close else None,
+    )
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_a_full_disk_on_standard_output_is_one_line_exit_45(tmp_path: Path, json_out: bool) -> None:
+    """Standard output on a full disk: the command's work is done and it says its report is lost
+    (was: 'internal error ... a bug in tapearc', exit 1; with --json a traceback)."""
+    src = tmp_path / "vol.img"
+    make_volume(src, "zero-runs")
+    spec = f"sim:{tmp_path / 't.tap'}"
+    assert tapearc("backup", str(src), "--media", spec).returncode == 0
+    with open("/dev/full", "w") as full:
+        p = _run_with_stdout(full, "list", "--media", spec, *(["--json"] if json_out else []))
+    assert_one_line_error(p, 45, "cannot write to standard output (No space left on device)", "work is done")
+    with open("/dev/full", "w") as full:
+        p = _run_with_stdout(full, "--version")
+    assert_one_line_error(p, 45, "cannot write to standard output")
+
+
+def test_a_closed_standard_output_is_one_line_exit_45_and_nothing_is_done(tmp_path: Path) -> None:
+    """Started with standard output closed (>&-): one line, exit 45, nothing written (was: an
+    AttributeError traceback)."""
+    src = tmp_path / "vol.img"
+    make_volume(src, "zero-runs")
+    p = _run_with_stdout(None, "backup", str(src), "--media", f"sim:{tmp_path / 't.tap'}", close=True)
+    assert_one_line_error(p, 45, "standard output is closed", "nothing was done")
+    assert not (tmp_path / "t.tap").exists()
