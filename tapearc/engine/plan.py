@@ -145,7 +145,8 @@ def load_chain(catalog: Catalog, set_uuid: uuid.UUID, volume: str, number: int |
             older = max((g.number for g in complete if g.number < latest_damaged), default=None)
             raise IncompleteChainError(
                 f"the latest generation of volume {volume!r}, {latest_damaged}, is damaged: its trailer or end "
-                "record is unreadable and its index could not be rebuilt from its chunks",
+                "record is unreadable and its index could not be rebuilt from its chunks, or its chunks disagree "
+                "with its trailer (a deep scan found it)",
                 hint=(
                     f"restore generation {older} with --generation {older} if an older one will do; " if older else ""
                 )
