@@ -557,6 +557,27 @@ class Catalog:
                     self.db.execute("DELETE FROM chunks WHERE generation_id = ?", (g,))
                     self.db.execute("DELETE FROM generations WHERE id = ?", (g,))
 
+    def forget_gone_files(self, medium_uuid: uuid.UUID, from_file: int, now: int) -> None:
+        """Tape files >= ``from_file`` of a medium are gone from it (an older state of the medium
+        put back): their rows and chunks go, so the tape files written there next are learnt
+        afresh, and every generation with a part there is marked recycled (gone from the media;
+        its number stays taken, as a recycled medium's generations')."""
+        with self.transaction(durable=True):
+            m = self.db.execute("SELECT id FROM media WHERE uuid = ?", (str(medium_uuid),)).fetchone()
+            if m is None:
+                return
+            self.db.execute(
+                """UPDATE generations SET recycled = ? WHERE recycled IS NULL AND id IN
+                   (SELECT generation_id FROM tape_files WHERE medium_id = ? AND file_number >= ?
+                    AND generation_id IS NOT NULL)""",
+                (now, m[0], from_file),
+            )
+            self.db.execute(
+                "DELETE FROM chunks WHERE tape_file_id IN (SELECT id FROM tape_files WHERE medium_id = ? AND file_number >= ?)",
+                (m[0], from_file),
+            )
+            self.db.execute("DELETE FROM tape_files WHERE medium_id = ? AND file_number >= ?", (m[0], from_file))
+
     def tape_files(self, medium_uuid: uuid.UUID) -> list[TapeFileRow]:
         rows = self.db.execute(
             """SELECT t.file_number, t.logical, g.number, v.name, t.closed, t.has_trailer

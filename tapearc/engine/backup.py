@@ -271,8 +271,9 @@ def _prepare(media: MediaSource, catalog: Catalog, options: BackupOptions, now: 
         )
     label = point.label
     _check_sizes(options.block_size, label.record_size, drive)
-    if not point.new and hint is None:
-        sync_catalog(drive, catalog, label, point.gens)
+    if not point.new and hint is None:  # the medium was walked to its end: its last tape file is known
+        last = drive.position().file - (0 if point.close_tail else 1)
+        sync_catalog(drive, catalog, label, point.gens, last_file=last)
     later = [m for m in catalog.media_of_set(label.media_set_uuid) if m.sequence > label.sequence]
     if later:
         raise WrongMediumError(
@@ -667,9 +668,12 @@ def _check_source_size(src: Source, source: str, size: int, result: BackupResult
         )
 
 
-def sync_catalog(drive: TapeDrive, catalog: Catalog, label: fmt.Label, gens: list[GenerationFile]) -> None:
-    """Bring the catalog up to date with the medium, then go back to end of data."""
-    if _sync(drive, catalog, label, gens):
+def sync_catalog(
+    drive: TapeDrive, catalog: Catalog, label: fmt.Label, gens: list[GenerationFile], last_file: int | None = None
+) -> None:
+    """Bring the catalog up to date with the medium (``last_file``: its last tape file, when it
+    was walked to its end), then go back to end of data."""
+    if _sync(drive, catalog, label, gens, last_file=last_file):
         drive.seek_end_of_data()
 
 

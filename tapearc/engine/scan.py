@@ -13,6 +13,8 @@ the chunks that were complete.
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from tapearc.engine.mediasource import MediaSource
 
 DIGEST_LEN = fmt.DIGEST_LEN
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -713,13 +716,25 @@ def _generation_files(walked: list[TapeFile]) -> list[GenerationFile]:
 
 
 def sync_catalog(
-    drive: TapeDrive, catalog: Catalog, label: fmt.Label, gens: list[GenerationFile], notes: list[str] | None = None
+    drive: TapeDrive,
+    catalog: Catalog,
+    label: fmt.Label,
+    gens: list[GenerationFile],
+    notes: list[str] | None = None,
+    last_file: int | None = None,
 ) -> int:
     """Make the catalog know every generation tape file found on the medium, learning unknown ones
     from their trailers (or chunks), and those whose generation the catalog still says is
     ``writing`` (:func:`_writing_files`). Returns how many were learnt. The position is left anywhere.
-    ``notes`` gets a line for each generation learnt that is damaged or was rebuilt."""
+    ``notes`` gets a line for each generation learnt that is damaged or was rebuilt.
+    ``last_file``: the medium's last tape file, given by a backup about to append there (the whole
+    medium was walked, ``gens`` are all its generation tape files): tape files the catalog knows
+    past it, or holding another backup run there, are gone (:func:`forget_gone`). Reading commands
+    do not forget them: a restore of such a generation says what is missing (exit 23/24) and
+    another copy of the medium may still hold it."""
     catalog.record_medium(label, drive.name)
+    if last_file is not None:
+        forget_gone(drive, catalog, label, gens, last_file, notes)
     cut = _writing_files(catalog, label)
     catalog.mark_stale_writing(label.media_set_uuid, label.medium_uuid)
     known = {(t.file_number, t.generation) for t in catalog.tape_files(label.medium_uuid) if t.generation is not None}
@@ -741,6 +756,46 @@ def sync_catalog(
             )
         learnt += 1
     return learnt
+
+
+def forget_gone(
+    drive: TapeDrive,
+    catalog: Catalog,
+    label: fmt.Label,
+    gens: list[GenerationFile],
+    last_file: int,
+    notes: list[str] | None = None,
+) -> None:
+    """The catalog forgets this medium's tape files from the first one the medium no longer holds
+    as the catalog knows it -- past its last tape file (an older image or dump of the medium put
+    back, a tape written over by another program from there on), or holding another backup run
+    -- and the generations that lived only there: no restore or incremental counts on data that
+    is gone (before, an incremental appended there took a vanished generation as its base, and
+    its restore read older data for the blocks that generation had changed, exit 0). A warning
+    names them; the medium's tape files are learnt again from the medium; the generations are
+    marked recycled (their numbers stay taken)."""
+    runs = {gf.tape_file: gf.header.run_uuid for gf in gens}
+    gone = []
+    for t in catalog.tape_files(label.medium_uuid):
+        if t.generation is None:
+            continue
+        row = catalog.generation_of_tape_file(label.medium_uuid, t.file_number)
+        if t.file_number > last_file or (
+            t.file_number in runs and row is not None and row.run_uuid != runs[t.file_number]
+        ):
+            gone.append((t.file_number, t.volume, t.generation))
+    if not gone:
+        return
+    first = min(f for f, _, _ in gone)
+    what = ", ".join(f"tape file {f} (volume {v!r} generation {g})" for f, v, g in sorted(gone))
+    line = (
+        f"medium {drive.name} no longer holds what the catalog knew there: {what}; the catalog forgets the "
+        f"medium's tape files from {first} on (those generations: recycled) and learns them again from the medium"
+    )
+    log.warning("%s", line)
+    if notes is not None:
+        notes.append(line)
+    catalog.forget_gone_files(label.medium_uuid, first, int(time.time()))
 
 
 def _writing_files(catalog: Catalog, label: fmt.Label) -> set[int]:
