@@ -132,6 +132,7 @@ class AppendPoint:
     close_tail: bool  # the medium ends inside a tape file (an interrupted label or backup)
     key_record: fmt.WrappedKey | None = None  # written after the label (an encrypted set's new medium)
     at_end: bool = False  # the drive is already at the end of data (where the last backup on it ended)
+    last_file: int | None = None  # the medium's last tape file, when it was walked to its end
 
 
 def inspect_medium_for_append(
@@ -178,8 +179,8 @@ def inspect_medium_for_append(
         )
     if drive.position().file == 0:  # labeling was interrupted before the label's filemark
         return AppendPoint(label, [], new=False, close_tail=True)
-    gens, open_tail = scan_tape_files(drive)
-    return AppendPoint(label, gens, new=False, close_tail=open_tail)
+    gens, open_tail, last = scan_tape_files(drive)
+    return AppendPoint(label, gens, new=False, close_tail=open_tail, last_file=last)
 
 
 def open_for_append(drive: TapeDrive, point: AppendPoint) -> None:
@@ -271,9 +272,8 @@ def _prepare(media: MediaSource, catalog: Catalog, options: BackupOptions, now: 
         )
     label = point.label
     _check_sizes(options.block_size, label.record_size, drive)
-    if not point.new and hint is None:  # the medium was walked to its end: its last tape file is known
-        last = drive.position().file - (0 if point.close_tail else 1)
-        sync_catalog(drive, catalog, label, point.gens, last_file=last)
+    if not point.new and hint is None:
+        sync_catalog(drive, catalog, label, point.gens, last_file=point.last_file)
     later = [m for m in catalog.media_of_set(label.media_set_uuid) if m.sequence > label.sequence]
     if later:
         raise WrongMediumError(

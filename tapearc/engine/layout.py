@@ -110,16 +110,18 @@ def scan_generation_files(drive: TapeDrive) -> list[GenerationFile]:
     return scan_tape_files(drive)[0]
 
 
-def scan_tape_files(drive: TapeDrive) -> tuple[list[GenerationFile], bool]:
-    """As :func:`scan_generation_files`, and whether the medium ends inside a tape file (of any
-    kind: a backup was interrupted there, and an append must close it with a filemark first)."""
+def scan_tape_files(drive: TapeDrive) -> tuple[list[GenerationFile], bool, int]:
+    """As :func:`scan_generation_files`, whether the medium ends inside a tape file (of any
+    kind: a backup was interrupted there, and an append must close it with a filemark first),
+    and the number of its last tape file (0: the label alone)."""
     files = [tf for tf in walk_tape_files(drive) if tf.kind != "label"]  # closed is known once walked
     found = [
         GenerationFile(tape_file=tf.tape_file, logical=tf.logical, header=tf.header, closed=tf.closed)
         for tf in files
         if tf.kind == "generation" and tf.header is not None
     ]
-    return found, bool(files) and not files[-1].closed and not files[-1].torn
+    last = files[-1].tape_file if files else 0
+    return found, bool(files) and not files[-1].closed and not files[-1].torn, last
 
 
 def expect_format_error(exc: BaseException) -> FormatError | None:
