@@ -69,15 +69,15 @@ def not_an_nbd_uri(text: str) -> str | None:
     return None
 
 
-def check_source_name(spec: str) -> None:
-    """UsageError (exit 2) when the source ``spec`` (a backup's SOURCE, ``verify --against``)
-    looks like a URI tapearc does not take (:func:`not_an_nbd_uri`): checked before a medium is
-    opened or read, never looked for as a file."""
+def check_source_name(spec: str, what: str = "source") -> None:
+    """UsageError (exit 2) when ``spec`` (``what``: a backup's SOURCE or ``verify --against``,
+    a restore target) looks like a URI tapearc does not take (:func:`not_an_nbd_uri`): checked
+    before a medium is opened or read, never looked for as a file."""
     mistake = not_an_nbd_uri(spec)
     if mistake is not None:
         from tapearc.errors import UsageError
 
-        raise UsageError(f"source {mistake}", hint="a file of that name: give it as ./NAME")
+        raise UsageError(f"{what} {mistake}", hint="a file of that name: give it as ./NAME")
 
 
 def canonical_uri(uri: str) -> str:

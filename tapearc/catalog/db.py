@@ -546,11 +546,7 @@ class Catalog:
                     (m[0], from_file),
                 )
             ]
-            self.db.execute(
-                "DELETE FROM chunks WHERE tape_file_id IN (SELECT id FROM tape_files WHERE medium_id = ? AND file_number >= ?)",
-                (m[0], from_file),
-            )
-            self.db.execute("DELETE FROM tape_files WHERE medium_id = ? AND file_number >= ?", (m[0], from_file))
+            self._drop_tape_files(m[0], from_file)
             for g in gens:
                 left = self.db.execute("SELECT COUNT(*) FROM tape_files WHERE generation_id = ?", (g,)).fetchone()[0]
                 if left == 0:
@@ -572,11 +568,15 @@ class Catalog:
                     AND generation_id IS NOT NULL)""",
                 (now, m[0], from_file),
             )
-            self.db.execute(
-                "DELETE FROM chunks WHERE tape_file_id IN (SELECT id FROM tape_files WHERE medium_id = ? AND file_number >= ?)",
-                (m[0], from_file),
-            )
-            self.db.execute("DELETE FROM tape_files WHERE medium_id = ? AND file_number >= ?", (m[0], from_file))
+            self._drop_tape_files(m[0], from_file)
+
+    def _drop_tape_files(self, medium_id: int, from_file: int) -> None:
+        """Delete the rows of a medium's tape files >= ``from_file`` and of their chunks."""
+        self.db.execute(
+            "DELETE FROM chunks WHERE tape_file_id IN (SELECT id FROM tape_files WHERE medium_id = ? AND file_number >= ?)",
+            (medium_id, from_file),
+        )
+        self.db.execute("DELETE FROM tape_files WHERE medium_id = ? AND file_number >= ?", (medium_id, from_file))
 
     def tape_files(self, medium_uuid: uuid.UUID) -> list[TapeFileRow]:
         rows = self.db.execute(

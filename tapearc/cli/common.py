@@ -596,12 +596,7 @@ def quiet_epipe() -> typer.Exit:
     """The reader of standard output went away: end quietly, as Unix tools do (no message; the
     exit status a shell shows for a tool ended by SIGPIPE). Standard output is pointed at
     /dev/null so nothing complains when Python flushes it at exit."""
-    try:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 1)
-        os.close(fd)
-    except OSError:
-        pass
+    stdout_to_devnull()
     return typer.Exit(EPIPE_EXIT)
 
 

@@ -8,8 +8,9 @@ runs the whole command line, these two commands included (as ``python -m tapearc
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from contextlib import closing
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +18,11 @@ from tapearc.cli.common import CatalogOpt, JsonOpt, emit_json, emit_json_stderr,
 from tapearc.cli.progress import make_progress
 from tapearc.cli.render import render_compare_differences, render_copy
 from tapearc.errors import UsageError
+
+if TYPE_CHECKING:
+    import uuid
+
+    from tapearc.catalog.db import Catalog
 
 
 def copy(
@@ -77,33 +83,36 @@ def _forget(erased: dict[str, Any], catalog: str | None) -> None:
     """``copy --force`` is about to erase the tapearc medium ``erased`` (its label): a catalog
     that knows it forgets its data first -- the medium and every generation with a part on it are
     marked recycled, as ``label --force`` does -- so the catalog never offers a restore from data
-    that is gone. No catalog file: nothing to forget (none is made)."""
-    import time
-    import uuid
-
-    from tapearc.catalog.db import catalog_exists
+    that is gone."""
     from tapearc.catalog.pools import retire
 
-    if not catalog_exists(catalog):
-        return
-    with open_catalog(catalog) as cat:
-        retire(cat, uuid.UUID(str(erased["medium_uuid"])), int(time.time()))
+    _in_catalog(catalog, lambda cat, now: retire(cat, _uuid(erased), now))
 
 
 def _forget_after(written: dict[str, Any], whole: int, catalog: str | None) -> None:
     """``copy --force`` wrote medium ``written`` (its label) over itself -- an older copy of it
     written back, say: it holds its first ``whole`` tape files and nothing after them. A catalog
-    that knows it forgets its tape files from there on (and the generations that lived only
-    there), so no restore counts on them; the next command that reads the medium learns what it
-    holds (as ``scan`` does). The medium is not recycled: its label and the rest stay."""
-    import uuid
+    that knows it forgets its tape files from there on and marks the generations with a part
+    there recycled, as a backup appending to a medium put back does (Catalog.forget_gone_files),
+    so no restore counts on them. The medium is not recycled: its label and the rest stay."""
+    _in_catalog(catalog, lambda cat, now: cat.forget_gone_files(_uuid(written), max(1, whole), now))
+
+
+def _in_catalog(catalog: str | None, change: Callable[[Catalog, int], None]) -> None:
+    """``change(catalog, now)`` in the catalog, when it exists (copy makes none)."""
+    import time
 
     from tapearc.catalog.db import catalog_exists
 
-    if not catalog_exists(catalog):
-        return
-    with open_catalog(catalog) as cat:
-        cat.forget_medium_files(uuid.UUID(str(written["medium_uuid"])), from_file=max(1, whole))
+    if catalog_exists(catalog):
+        with open_catalog(catalog) as cat:
+            change(cat, int(time.time()))
+
+
+def _uuid(label: dict[str, Any]) -> uuid.UUID:
+    import uuid
+
+    return uuid.UUID(str(label["medium_uuid"]))
 
 
 def compare(

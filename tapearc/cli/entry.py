@@ -31,8 +31,6 @@ interrupts.install_startup()
 
 def main() -> None:
     interrupts.install_startup()  # (again, for a caller that imported this module long before)
-    import sys
-
     _closed_streams()
 
     from tapearc.crypto import prefetch

@@ -81,7 +81,7 @@ from tapearc.errors import (
     UsageError,
 )
 from tapearc.media.base import Mark, TapeDrive
-from tapearc.nbdclient import is_nbd_uri, not_an_nbd_uri
+from tapearc.nbdclient import check_source_name, is_nbd_uri
 from tapearc.targets.nbd import NbdTarget
 
 log = logging.getLogger(__name__)
@@ -862,9 +862,7 @@ def restore(
 ) -> RestoreResult:
     if target_path == "-":
         check_stream_output(stdout or sys.stdout.buffer)  # before the medium is touched
-    mistake = not_an_nbd_uri(target_path)
-    if mistake is not None:  # never a file named like an NBD export
-        raise UsageError(f"restore target {mistake}", hint="a file of that name: give it as ./NAME")
+    check_source_name(target_path, "restore target")  # never a file named like an NBD export
     if isinstance(media, MediaSource):
         return _restore(media, catalog, target_path, options, progress, stdout)
     given = media

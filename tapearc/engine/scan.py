@@ -779,9 +779,10 @@ def forget_gone(
     for t in catalog.tape_files(label.medium_uuid):
         if t.generation is None:
             continue
-        row = catalog.generation_of_tape_file(label.medium_uuid, t.file_number)
         if t.file_number > last_file or (
-            t.file_number in runs and row is not None and row.run_uuid != runs[t.file_number]
+            t.file_number in runs
+            and (row := catalog.generation_of_tape_file(label.medium_uuid, t.file_number)) is not None
+            and row.run_uuid != runs[t.file_number]
         ):
             gone.append((t.file_number, t.volume, t.generation))
     if not gone:

@@ -17,7 +17,7 @@ import pytest
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog
 from tapearc.engine.layout import new_label, write_item
-from tapearc.engine.restore import RestoreOptions, restore
+from tapearc.engine.restore import RestoreOptions, RestoreResult, restore
 from tapearc.engine.scan import scan_medium
 from tapearc.engine.verify import run_verify
 from tapearc.errors import TapearcError
@@ -131,12 +131,18 @@ def test_deep_scan_never_calls_a_disagreeing_generation_complete(tmp_path: Path,
         assert e.value.exit_code == 22
 
 
-def test_restore_after_a_trailer_scan_names_the_substituted_chunk(tmp_path: Path) -> None:
+def _restore_after_trailer_scan(tmp_path: Path, mode: str) -> tuple[RestoreResult, Path]:
+    """The medium built as ``mode`` says, learnt by a trailer scan alone, then restored."""
     spec = f"sim:{tmp_path / 't.tap'}"
-    build(spec, "substituted")
+    build(spec, mode)
+    out = tmp_path / "o.img"
     with Catalog() as cat, open_medium(spec, write=False) as d:
         scan_medium(d, cat)
-        res = restore(d, cat, str(tmp_path / "o.img"), RestoreOptions(volume="v"))
+        return restore(d, cat, str(out), RestoreOptions(volume="v")), out
+
+
+def test_restore_after_a_trailer_scan_names_the_substituted_chunk(tmp_path: Path) -> None:
+    res, _ = _restore_after_trailer_scan(tmp_path, "substituted")
     assert res.lost == [{"blocks": [2, 3], "offset": 2 * BS, "length": 2 * BS}]
     assert "chunk 1 here has another payload CRC than the catalog records" in str(res.damaged_chunks[0]["error"])
 
@@ -146,12 +152,7 @@ def test_restore_after_a_trailer_scan_checks_the_block_digests(tmp_path: Path) -
     learnt from the trailer alone: the restore does not write chunk 1's blocks as if they were the
     data backed up -- it names the block whose digest differs and reports them lost (before: it
     restored them silently). Chunk 0's blocks are written."""
-    spec = f"sim:{tmp_path / 't.tap'}"
-    build(spec, "digests")
-    out = tmp_path / "o.img"
-    with Catalog() as cat, open_medium(spec, write=False) as d:
-        scan_medium(d, cat)
-        res = restore(d, cat, str(out), RestoreOptions(volume="v"))
+    res, out = _restore_after_trailer_scan(tmp_path, "digests")
     assert res.lost == [{"blocks": [2, 3], "offset": 2 * BS, "length": 2 * BS}]
     err = str(res.damaged_chunks[0]["error"])
     assert "block 2 of generation 1 chunk 1 does not match its digest" in err
@@ -160,11 +161,6 @@ def test_restore_after_a_trailer_scan_checks_the_block_digests(tmp_path: Path) -
 
 def test_restore_of_blocks_matching_their_digests_is_clean(tmp_path: Path) -> None:
     """The same medium without the hostile change: every block matches, nothing lost."""
-    spec = f"sim:{tmp_path / 't.tap'}"
-    build(spec, "none")
-    out = tmp_path / "o.img"
-    with Catalog() as cat, open_medium(spec, write=False) as d:
-        scan_medium(d, cat)
-        res = restore(d, cat, str(out), RestoreOptions(volume="v"))
+    res, out = _restore_after_trailer_scan(tmp_path, "none")
     assert res.lost == [] and res.damaged_chunks == []
     assert out.read_bytes() == b"".join(BLOCKS)
