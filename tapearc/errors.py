@@ -480,6 +480,16 @@ class OutputError(TapearcError):
     kind = "output"
 
 
+class ServerError(TapearcError):
+    """The command server (``tapearc server``, docs/server.md) cannot be started, reached or
+    stopped: its socket's folder is not this user's alone, another server listens there, the
+    path is not a socket; or a server that was running a command ended before the command did
+    (the command's outcome is unknown)."""
+
+    exit_code = 46
+    kind = "server"
+
+
 class _WithRanges(TapearcError):
     """An error whose JSON form also lists block ranges (``ranges``: list of dicts)."""
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from tapearc import env
 from tapearc.errors import UsageError
 from tapearc.units import parse_size
 
@@ -188,6 +189,13 @@ EARLY_WRITEBACK: Setting[bool] = Setting(
     "0: do not start writeback of file media and restore targets before their fsync",
 )
 
+SERVER: Setting[str | None] = Setting(
+    "TAPEARC_SERVER",
+    "`$XDG_RUNTIME_DIR/tapearc/server.sock` if a server listens there",
+    lambda n: env.server_socket(),
+    "the socket of the command server commands are handed to (`tapearc server`); `off`: none ([server.md](server.md))",
+)
+
 #: Every variable, in the order of the table in docs/user-guide.md.
 SETTINGS: tuple[Setting[object], ...] = (
     CATALOG,
@@ -200,6 +208,7 @@ SETTINGS: tuple[Setting[object], ...] = (
     PIPELINE,
     DIRECT_IO,
     EARLY_WRITEBACK,
+    SERVER,
 )
 
 #: name -> reader of every variable (the reader takes the name and returns the parsed value).

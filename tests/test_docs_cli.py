@@ -27,6 +27,7 @@ SECTIONS = {
     "media": "## Media pools",
     "lease": "## Leases",
     "key": "## Keys",
+    "server": "## The command server",
 }
 #: Docs whose every --option is tapearc's (the other docs quote qemu-nbd, nbdkit, tapesim, ...).
 OWN_OPTIONS_ONLY = ("cli.md", "errors.md", "leases.md", "verify.md", "copy.md", "encryption.md", "faults.md")

@@ -32,7 +32,47 @@ interrupts.install_startup()
 def main() -> None:
     interrupts.install_startup()  # (again, for a caller that imported this module long before)
     _closed_streams()
+    _to_server()
+    run_here()
 
+
+def _to_server() -> None:
+    """Hand the command to this user's command server if one runs (docs/server.md): the
+    process then ends with the command's status. Not the ``server`` commands themselves."""
+    from tapearc import env
+
+    path = env.server_socket()
+    if path is None or _names_server_command(sys.argv[1:]):
+        return
+    from tapearc.cli import client
+
+    status = client.run(path, sys.argv)
+    if status is not None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+
+
+def _names_server_command(args: list[str]) -> bool:
+    """``tapearc [global options] server ...``: run here (a server does not start or stop itself)."""
+    i = 0
+    while i < len(args):
+        if args[i] == "--progress":
+            i += 2
+        elif args[i].startswith("-"):
+            i += 1
+        else:
+            return args[i] == "server"
+    return False
+
+
+def run_here() -> None:
+    """Run the command line in this process (or in a command server's child, which comes here
+    with the client's arguments, descriptors and environment)."""
+    interrupts.install_startup()
     from tapearc.crypto import prefetch
 
     prefetch.start(sys.argv[1:])  # a key's scrypt in a child process while the rest is imported

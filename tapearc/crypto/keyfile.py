@@ -206,15 +206,49 @@ def get_passphrase(
     if passphrase_file is not None:
         return read_passphrase_file(passphrase_file, option)
     if prompt is None:
-        if not (sys.stdin.isatty() and _has_tty()):
+        if PASSED_TERMINAL is not None and sys.stdin.isatty():
+            prompt = _prompt_on(PASSED_TERMINAL)
+        elif sys.stdin.isatty() and _has_tty():
+            prompt = getpass.getpass
+        else:
             raise UsageError(f"{what}: no {option} given and no terminal to ask for the passphrase on")
-        prompt = getpass.getpass
     first = prompt(f"Passphrase for {what}: ")
     if not first:
         raise UsageError(f"{what}: an empty passphrase is refused")
     if confirm and prompt(f"Passphrase for {what} again: ") != first:
         raise UsageError(f"{what}: the two passphrases typed differ; nothing was written")
     return first
+
+
+#: the terminal of the ``tapearc`` command that handed this command to a command server
+#: (tapearc.cli.server): a served command has no controlling terminal of its own
+PASSED_TERMINAL: int | None = None
+
+
+def _prompt_on(fd: int) -> Prompt:
+    """A prompt on the terminal ``fd`` that does not echo what is typed (as getpass's)."""
+
+    def ask(text: str) -> str:
+        import termios
+
+        old = termios.tcgetattr(fd)
+        quiet = list(old)
+        quiet[3] &= ~termios.ECHO
+        os.write(fd, text.encode())
+        line = bytearray()
+        try:
+            termios.tcsetattr(fd, termios.TCSAFLUSH, quiet)
+            while not line.endswith(b"\n"):
+                byte = os.read(fd, 1)
+                if not byte:
+                    break
+                line += byte
+        finally:
+            termios.tcsetattr(fd, termios.TCSAFLUSH, old)
+            os.write(fd, b"\n")
+        return line.decode(errors="replace").rstrip("\n")
+
+    return ask
 
 
 def _has_tty() -> bool:

@@ -73,7 +73,7 @@ def test_full_app_order() -> None:
     """Every command, in the order of `tapearc --help` (typer lists commands before groups)."""
     assert _top_level(full_app()) == [
         "backup", "restore", "list", "verify", "label", "scan", "plan", "copy", "compare", "run",
-        "drive", "key", "catalog", "pool", "media", "lease",
+        "drive", "key", "catalog", "pool", "media", "lease", "server",
     ]  # fmt: skip
 
 
