@@ -171,7 +171,7 @@ def _blocked_backup(sock: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], 
 def test_ctrl_c_reaches_the_command(sock: Path, tmp_path: Path) -> None:
     proc, _ = _blocked_backup(sock, tmp_path)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert err.startswith("tapearc: error: interrupted")
     assert wait_until(lambda: status(sock)["commands_running"] == 0)
@@ -202,7 +202,7 @@ def test_server_gone_mid_command_is_exit_46(tmp_path: Path) -> None:
     pid = int(json.loads(p.stdout)["pid"])
     proc, _ = _blocked_backup(path, tmp_path)
     os.killpg(os.getpgid(pid), signal.SIGKILL)  # the server and the command's process (its group)
-    out, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == 46, err
     assert err.splitlines()[0] == (
         f"tapearc: error: the command server ({path}) ended before the command did: its outcome is unknown"
