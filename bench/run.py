@@ -509,6 +509,11 @@ def parse_args() -> argparse.Namespace:
     )
     ap.add_argument("--nbd-size", default="2G", help="issue14: size of the qcow2 disk served over NBD (default 2G)")
     ap.add_argument(
+        "--issue14-no-server",
+        action="store_true",
+        help="issue14: skip the incrementals run through a command server (tapearc server)",
+    )
+    ap.add_argument(
         "--issue14-parts", default="sparse,nbd", help="issue14: parts to run, comma-separated (default sparse,nbd)"
     )
     ap.add_argument(
