@@ -65,13 +65,6 @@ def first_error(text: str) -> str:
     return text.strip()[-300:]
 
 
-def copy_with_sidecars(src: Path, dst: Path) -> None:
-    """Copy a medium image or catalog file and the files beside it that belong to it
-    (IMAGE.tapesim, IMAGE.tapesim-index, CATALOG-wal, ...), to ``dst`` and its sidecars."""
-    for p in src.parent.glob(src.name + "*"):
-        shutil.copyfile(p, dst.parent / (dst.name + p.name[len(src.name) :]))
-
-
 # ---------------------------------------------------------------- part A: sparse volume
 
 
@@ -476,14 +469,15 @@ class Section14:
             log("  (untimed) full backup of the same disk to a second medium, for the full-read incremental")
             argv = ["backup", uri, "--media", media_b, "--compress", "none", "--volume", "disk"]
             run_timed([*TAPEARC, *argv], self.env(cat_b))
+            served = [self._media("nbd-bitmap-s"), self._media("nbd-fullread-s")]
+            if self.server is not None:  # the two bases again, for the incrementals through the server
+                log("  (untimed) the same two full backups to two more media, for the incrementals through the server")
+                for (media, path, cat), bitmap in zip(served, (True, False), strict=True):
+                    clean(path)
+                    clean(cat)
+                    argv = ["backup", uri, "--media", media, "--compress", "none", "--volume", "disk"]
+                    run_timed([*TAPEARC, *argv, *(["--dirty-bitmap", BITMAP] if bitmap else [])], self.env(cat))
         dirtied = dirty_with_qemu_io(disk, picks)
-        served = [(m, p, c) for m, p, c in (self._media("nbd-bitmap-s"), self._media("nbd-fullread-s"))]
-        if self.server is not None:  # the same two bases again, for the incrementals through the server
-            for (_, src, src_cat), (_, dst, dst_cat) in zip(
-                ((media_a, path_a, cat_a), (media_b, path_b, cat_b)), served, strict=True
-            ):
-                copy_with_sidecars(src, dst)
-                copy_with_sidecars(src_cat, dst_cat)
         with qemu_nbd(disk, BITMAP) as (uri, pid):
             reported = bitmap_dirty_bytes(uri)
             self.info["nbd"]["dirtied_bytes"] = dirtied

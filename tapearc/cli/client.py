@@ -56,6 +56,12 @@ def package_folder() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def installation() -> str:
+    """The interpreter and environment this process runs in: a virtual environment's python is
+    a link to the same interpreter as another's, but imports that environment's packages."""
+    return f"{sys.executable} (prefix {sys.prefix})"
+
+
 def peer_uid(sock: Socket) -> int:
     """The user id of the process at the other end of a Unix socket (SO_PEERCRED)."""
     return peer_creds(sock)[1]
@@ -156,7 +162,7 @@ def _request(argv: list[str]) -> dict[str, object] | None:
         "cwd": cwd,
         "env": dict(os.environ),
         "umask": umask,
-        "executable": os.path.realpath(sys.executable),
+        "executable": installation(),
         "package": package_folder(),
         "streams": [[s.encoding, s.errors] for s in streams],
         "ignored": [int(sig) for sig in FORWARDED if signal.getsignal(sig) is signal.SIG_IGN],

@@ -217,7 +217,7 @@ class Server:
             "started": self.started,
             "commands_served": self.served,
             "commands_running": len(self.running),
-            "executable": os.path.realpath(sys.executable),
+            "executable": client.installation(),
             "package": client.package_folder(),
         }
 
@@ -416,10 +416,7 @@ def refusal(request: dict[str, object], conn: socket.socket, fds: list[int]) -> 
         return "a request without a command line"
     if len(fds) not in (3, 4):
         return "the standard descriptors did not come"
-    if (
-        request.get("executable") != os.path.realpath(sys.executable)
-        or request.get("package") != client.package_folder()
-    ):
+    if request.get("executable") != client.installation() or request.get("package") != client.package_folder():
         return f"another tapearc (this server runs {client.package_folder()} with {sys.executable})"
     if not isinstance(request.get("env"), dict) or not isinstance(request.get("cwd"), str):
         return "a request without environment or working folder"

@@ -177,6 +177,32 @@ def test_ctrl_c_reaches_the_command(sock: Path, tmp_path: Path) -> None:
     assert wait_until(lambda: status(sock)["commands_running"] == 0)
 
 
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def _command_pid(sock: Path) -> int:
+    """The process running the one served command (a child of the server)."""
+    server_pid = int(str(status(sock)["pid"]))
+    with open(f"/proc/{server_pid}/task/{server_pid}/children") as f:
+        kids = [int(p) for p in f.read().split()]
+    assert len(kids) == 1, kids
+    return kids[0]
+
+
+def test_ctrl_z_stops_both_and_fg_continues_both(sock: Path, tmp_path: Path) -> None:
+    proc, _ = _blocked_backup(sock, tmp_path)
+    command = _command_pid(sock)
+    proc.send_signal(signal.SIGTSTP)
+    assert wait_until(lambda: _state(proc.pid) == "T" and _state(command) == "T")
+    proc.send_signal(signal.SIGCONT)
+    assert wait_until(lambda: _state(proc.pid) != "T" and _state(command) != "T")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+
+
 def test_sigterm_ends_both_as_it_would_one(sock: Path, tmp_path: Path) -> None:
     proc, _ = _blocked_backup(sock, tmp_path)
     proc.send_signal(signal.SIGTERM)
@@ -243,7 +269,7 @@ def test_refusals(sock: Path) -> None:
         "run": ["tapearc", "--version"],
         "cwd": "/",
         "env": {},
-        "executable": os.path.realpath(PY),
+        "executable": client.installation(),
         "package": client.package_folder(),
     }
     a, b = socket.socketpair()
@@ -251,6 +277,8 @@ def test_refusals(sock: Path) -> None:
         assert server.refusal(ok, a, [0, 1, 2]) is None
         assert "another tapearc" in str(server.refusal(ok | {"package": "/elsewhere"}, a, [0, 1, 2]))
         assert "another tapearc" in str(server.refusal(ok | {"executable": "/usr/bin/python3"}, a, [0, 1, 2]))
+        other_venv = f"{PY} (prefix /srv/other-venv)"  # the same interpreter, another environment
+        assert "another tapearc" in str(server.refusal(ok | {"executable": other_venv}, a, [0, 1, 2]))
         assert "descriptors" in str(server.refusal(ok, a, [0]))
         assert "command line" in str(server.refusal({k: v for k, v in ok.items() if k != "run"}, a, [0, 1, 2]))
 
