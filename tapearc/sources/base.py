@@ -67,6 +67,17 @@ class ChangeMap(Protocol):
 
     name: str  # what the catalog records of it, e.g. "dirty-bitmap:NAME"
 
+    @property
+    def changed_bytes(self) -> int:
+        """Bytes it calls changed in all."""
+        ...
+
+    @property
+    def changed_runs(self) -> int:
+        """Runs of changed bytes it holds (a backup of short runs, scattered blocks, reads
+        without threads: engine.backup._threads_for)."""
+        ...
+
     def changed(self, offset: int, length: int) -> Iterator[tuple[int, int, bool]]:
         """Ranges ``(start, length, changed)`` covering ``[offset, offset + length)`` exactly, in
         order, none empty."""

@@ -167,6 +167,16 @@ class RangeMap:
             runs = _with_uncovered(runs, blocks.covered, volume_size)
         self.runs = runs
 
+    @property
+    def changed_bytes(self) -> int:
+        """Bytes the file calls changed (bytes outside the area it covers included)."""
+        return self.runs.changed_bytes
+
+    @property
+    def changed_runs(self) -> int:
+        """Runs of changed bytes."""
+        return self.runs.count
+
     def changed(self, offset: int, length: int) -> Iterator[tuple[int, int, bool]]:
         return clipped(self.runs, offset, length, self.size)
 

@@ -37,6 +37,16 @@ class DirtyBitmapMap:
         self.runs = runs
         self.requests = requests  # block-status requests it took
 
+    @property
+    def changed_bytes(self) -> int:
+        """Bytes the bitmap calls dirty."""
+        return self.runs.changed_bytes
+
+    @property
+    def changed_runs(self) -> int:
+        """Runs of changed bytes."""
+        return self.runs.count
+
     def changed(self, offset: int, length: int) -> Iterator[tuple[int, int, bool]]:
         return clipped(self.runs, offset, length, self.size)
 

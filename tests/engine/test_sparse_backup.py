@@ -33,6 +33,8 @@ class Ranges:
 
     def __init__(self, changed: list[tuple[int, int]]) -> None:
         self.ranges = sorted(changed)
+        self.changed_bytes = sum(n for _, n in self.ranges)
+        self.changed_runs = len(self.ranges)
 
     def changed(self, offset: int, length: int) -> Iterator[tuple[int, int, bool]]:
         pos, end = offset, offset + length
@@ -179,8 +181,8 @@ def test_a_large_sparse_file_reads_only_its_data(tmp_path: Path) -> None:
 def _with_map(monkeypatch: pytest.MonkeyPatch, cm: Ranges | None, verify: bool) -> None:
     real = backup_mod.volume_reader
 
-    def reader_with_map(src: Any, plan: Any, change_map: Any, v: bool) -> Any:  # backup() passes its own (None)
-        return real(src, plan, cm, verify)
+    def reader_with_map(src: Any, plan: Any, change_map: Any, v: bool, threaded: Any = None) -> Any:
+        return real(src, plan, cm, verify, threaded)  # (backup() passes its own map: None)
 
     monkeypatch.setattr(backup_mod, "volume_reader", reader_with_map)
 
@@ -288,3 +290,22 @@ def test_readahead_plan_with_many_unread_spans_stops_when_closed() -> None:
         next(it)
     ra.close()
     assert handed < 3 * MAX_SKIPS
+
+
+# ---------------------------------------------------------------- threads for scattered changes
+
+
+@pytest.mark.parametrize(
+    ("ranges", "verify", "threads"),
+    [
+        ([(i * 16 * BS, BS) for i in range(100)], False, False),  # scattered 64 KiB blocks: no threads
+        ([(0, 64 * 1024 * 1024)], False, None),  # one long run: as a full read
+        ([(i * 64 * BS, 32 * BS) for i in range(10)], False, None),  # runs of 2 MiB
+        ([(i * 16 * BS, BS) for i in range(100)], True, None),  # --verify-unchanged reads everything
+    ],
+)
+def test_scattered_changes_are_read_without_threads(
+    ranges: list[tuple[int, int]], verify: bool, threads: bool | None
+) -> None:
+    assert backup_mod._threads_for(Ranges(ranges), verify) is threads
+    assert backup_mod._threads_for(None, verify) is None  # no tracker: TAPEARC_PIPELINE decides
