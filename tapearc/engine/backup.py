@@ -402,14 +402,13 @@ def backup(
         plan = plan_generation(catalog, req)  # may refuse the volume: nothing is written before
         with plan:  # closes the base manifest's temporary file, whatever happens
             change = choose_change_map(catalog, plan, tracker)
-            threads = _threads_for(change.map, vu)
-            with closing(volume_reader(src, plan, change.map, vu, threads)) as reader:  # reads while the medium opens
+            with closing(volume_reader(src, plan, change.map, vu)) as reader:  # reads while the medium opens
                 medium.open()
                 _join_pool(catalog, pool, medium.label.media_set_uuid)
                 pos0 = medium.drive.position()
                 result = _new_result(medium, plan, options, pos0.file)
                 result.warnings += (pool.warnings if pool else []) + change.warnings + _tls_warnings(source)
-                writer = _writer(plan, result, catalog, media, options, clock, threads)
+                writer = _writer(plan, result, catalog, media, options, clock, _threads_for(change.map, vu))
                 run = _Run(src, source, plan, writer, medium, pos0, progress, reader)
                 complete = run.write()
             _remember_end(media, medium, writer, complete and not options.verify)
@@ -524,9 +523,7 @@ def _read_plan(src: Source, plan: GenerationPlan, change_map: ChangeMap | None, 
         yield a, min(size, (seg.first + seg.count) * bs) - a, seg.kind == Kind.DATA, seg
 
 
-def volume_reader(
-    src: Source, plan: GenerationPlan, change_map: ChangeMap | None, verify: bool, threaded: bool | None = None
-) -> ReadAhead:
+def volume_reader(src: Source, plan: GenerationPlan, change_map: ChangeMap | None, verify: bool) -> ReadAhead:
     """The volume's reader, begun: window by window along the read plan (a thread reads the
     first windows while the medium is opened and the part's header written, then the next ones
     while one is classified and written); the source is told the reads to come."""
@@ -534,7 +531,7 @@ def volume_reader(
     step = plan.header.chunk_blocks * plan.header.block_size
     spans, ahead = itertools.tee(_read_plan(src, plan, change_map, verify))
     src.advise((o, n) for o, n, read, _ in plan_windows(ahead, step) if read)  # the source may send them early
-    reader = ReadAhead(src.readinto_at, size, step, plan=spans, threaded=threaded)
+    reader = ReadAhead(src.readinto_at, size, step, plan=spans, threaded=_threads_for(change_map, verify))
     reader.begin()
     return reader
 

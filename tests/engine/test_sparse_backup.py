@@ -181,8 +181,8 @@ def test_a_large_sparse_file_reads_only_its_data(tmp_path: Path) -> None:
 def _with_map(monkeypatch: pytest.MonkeyPatch, cm: Ranges | None, verify: bool) -> None:
     real = backup_mod.volume_reader
 
-    def reader_with_map(src: Any, plan: Any, change_map: Any, v: bool, threaded: Any = None) -> Any:
-        return real(src, plan, cm, verify, threaded)  # (backup() passes its own map: None)
+    def reader_with_map(src: Any, plan: Any, change_map: Any, v: bool) -> Any:  # backup() passes its own (None)
+        return real(src, plan, cm, verify)
 
     monkeypatch.setattr(backup_mod, "volume_reader", reader_with_map)
 
