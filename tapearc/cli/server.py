@@ -261,6 +261,7 @@ class Server:
                         self.accept(sel)
                 else:
                     self.reap(sel, key.fd)
+                    last = time.monotonic()  # (idle counts from the last command's end)
             last = time.monotonic() if self.running else last
         log("stopped")
 
