@@ -367,7 +367,8 @@ def run_for(conn: socket.socket, request: dict[str, object], fds: list[int]) -> 
     conn.settimeout(None)
     adopt(request, fds)
     done = threading.Event()
-    watch_client(conn, done)
+    ignored = request.get("ignored")
+    watch_client(conn, done, interrupt=not (isinstance(ignored, list) and int(signal.SIGINT) in ignored))
     argv = request["run"]
     assert isinstance(argv, list)
     code = run_command([str(a) for a in argv])
@@ -457,10 +458,11 @@ def adopt(request: dict[str, object], fds: list[int]) -> None:
         keyfile.PASSED_TERMINAL = terminal
 
 
-def watch_client(conn: socket.socket, done: threading.Event) -> None:
+def watch_client(conn: socket.socket, done: threading.Event, *, interrupt: bool = True) -> None:
     """A client that goes away (killed, its terminal closed) before the command is ``done``
     interrupts it, as Ctrl-C would (the command ends cleanly, exit 130), rather than leaving it
-    running unseen."""
+    running unseen. A command that ignores Ctrl-C (``interrupt`` False: its client was started
+    so) is killed instead, as it would have died with its client in its own process."""
 
     def watch() -> None:
         try:
@@ -469,7 +471,7 @@ def watch_client(conn: socket.socket, done: threading.Event) -> None:
         except OSError:
             pass
         if not done.is_set():
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT if interrupt else signal.SIGKILL)
 
     threading.Thread(target=watch, name="client-watch", daemon=True).start()
 
