@@ -362,7 +362,12 @@ def child(conn: socket.socket, server: Server, request: dict[str, object], fds: 
 
 def run_for(conn: socket.socket, request: dict[str, object], fds: list[int]) -> int:
     """Tell the client this process's id (signals go to it), take its descriptors, folder and
-    environment, run the command, tell the client its status (before this process's teardown)."""
+    environment, run the command, tell the client its status (before this process's teardown).
+    A client whose priority this process cannot take is told to run the command itself."""
+    why = adopt_priority(request)
+    if why is not None:
+        client.send_message(conn, {"refused": why})
+        return 0
     client.send_message(conn, {"pid": os.getpid()})
     conn.settimeout(None)
     adopt(request, fds)
@@ -425,6 +430,70 @@ def refusal(request: dict[str, object], conn: socket.socket, fds: list[int]) -> 
     groups = peer_groups(conn)
     if groups is None or groups != (os.getegid(), frozenset(os.getgroups())):
         return "the client's groups are not the server's"
+    theirs, mine = peer_priority(conn), priority(0)
+    if theirs is None:
+        return "the client's priority cannot be read"
+    if theirs[0] < mine[0]:
+        return f"the client runs at nice {theirs[0]}, the server at {mine[0]}"
+    if theirs[1] != mine[1] and theirs[1] not in (os.SCHED_OTHER, os.SCHED_BATCH, os.SCHED_IDLE):
+        return "the client runs with a real-time scheduling policy, the server not"
+    if theirs[2] != mine[2] and theirs[2] >> IOPRIO_CLASS_SHIFT == IOPRIO_CLASS_RT:
+        return "the client has a real-time I/O priority, the server not"
+    request["priority"] = list(theirs)
+    return None
+
+
+IOPRIO_WHO_PROCESS = 1
+IOPRIO_CLASS_SHIFT = 13
+IOPRIO_CLASS_RT = 1
+#: ioprio_get and ioprio_set (no Python function calls them); elsewhere the I/O priority is not
+#: compared nor passed on
+_IOPRIO_SYSCALLS = {"x86_64": (252, 251), "aarch64": (31, 30)}
+
+
+def _ioprio(op: int, *args: int) -> int:
+    import ctypes
+
+    numbers = _IOPRIO_SYSCALLS.get(os.uname().machine)
+    if numbers is None:
+        return -1
+    libc = ctypes.CDLL(None, use_errno=True)
+    result = int(libc.syscall(numbers[op], IOPRIO_WHO_PROCESS, *args))
+    if result < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return result
+
+
+def priority(pid: int) -> tuple[int, int, int]:
+    """(nice value, scheduling policy, I/O priority or -1) of process ``pid`` (0: this one)."""
+    return os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid), _ioprio(0, pid)
+
+
+def peer_priority(conn: socket.socket) -> tuple[int, int, int] | None:
+    """The client's priority (see :func:`priority`): ``nice``, ``ionice`` and ``chrt`` apply to
+    its command as to one run in its own process."""
+    try:
+        return priority(client.peer_creds(conn)[0])
+    except OSError:
+        return None
+
+
+def adopt_priority(request: dict[str, object]) -> str | None:
+    """Take the client's priority (:func:`refusal` put it in ``request``); why not, or None."""
+    theirs = request.get("priority")
+    if not (isinstance(theirs, list) and len(theirs) == 3):
+        return "no priority of the client"
+    nice, policy, ioprio = (int(x) for x in theirs)
+    mine = priority(0)
+    try:
+        if nice != mine[0]:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        if policy != mine[1]:
+            os.sched_setscheduler(0, policy, os.sched_param(0))
+        if ioprio != mine[2] and ioprio >= 0:
+            _ioprio(1, 0, ioprio)
+    except OSError as e:
+        return f"the client's priority cannot be taken: {e.strerror}"
     return None
 
 

@@ -239,11 +239,13 @@ def test_a_killed_client_ends_its_command_that_ignores_ctrl_c(sock: Path, tmp_pa
 
 
 def test_the_command_runs_at_the_clients_priority(sock: Path, tmp_path: Path) -> None:
-    """``nice -n 15 tapearc backup ...`` (a cron job's): the served command runs at nice 15 too."""
-    proc, _ = _blocked_backup(sock, tmp_path, prefix=("nice", "-n", "15"))
+    """``nice -n 15 ionice -c3 tapearc backup ...`` (a cron job's): the served command runs at
+    nice 15 and idle I/O priority too."""
+    proc, _ = _blocked_backup(sock, tmp_path, prefix=("nice", "-n", "15", "ionice", "-c3"))
     command = _command_pid(sock)
     try:
         assert os.getpriority(os.PRIO_PROCESS, command) == os.getpriority(os.PRIO_PROCESS, proc.pid) == 15
+        assert server.priority(command) == server.priority(proc.pid) != server.priority(0)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
