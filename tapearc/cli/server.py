@@ -197,6 +197,26 @@ def listen(path: str) -> socket.socket:
 
 
 @dataclass
+class Pending:
+    """A connection whose request has not all come yet (read as it comes: a client slow to send
+    it never holds up the others)."""
+
+    conn: socket.socket
+    deadline: float  # (time.monotonic()) closed if the request has not come by then
+    data: bytes = b""
+    fds: list[int] = field(default_factory=list)
+
+    def complete(self) -> bool:
+        return len(self.data) >= 4 and len(self.data) >= 4 + int.from_bytes(self.data[:4], "little")
+
+    def close(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.conn.close()
+
+
+@dataclass
 class Server:
     path: str
     sock: socket.socket
@@ -209,6 +229,7 @@ class Server:
     pid: int = field(default_factory=os.getpid)
     inode: tuple[int, int] = (0, 0)  # the socket file's (st_dev, st_ino)
     closing: list[int] = field(default_factory=list)  # the loop's own descriptors (closed in a child)
+    pending: dict[int, Pending] = field(default_factory=dict)  # connection's descriptor -> its request so far
 
     def status(self) -> dict[str, object]:
         return {
@@ -242,15 +263,20 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda signum, frame: self.stop(f"signal {signal.Signals(signum).name}"))
         last = time.monotonic()
-        while self.stopping is None or self.running:
+        while self.stopping is None or self.running or self.pending:
             if self.stopping is not None and self.sock.fileno() >= 0:
                 sel.unregister(self.sock)
                 self.sock.close()
             timeout = (
                 None if self.running or not self.idle_timeout else max(0.0, last + self.idle_timeout - time.monotonic())
             )
+            if self.pending:
+                first = max(0.0, min(p.deadline for p in self.pending.values()) - time.monotonic())
+                timeout = first if timeout is None else min(timeout, first)
             events = sel.select(timeout)
-            if not events and not self.running and self.idle_timeout and time.monotonic() >= last + self.idle_timeout:
+            self.expire(sel)
+            idle = not (events or self.running or self.pending)
+            if idle and self.idle_timeout and time.monotonic() >= last + self.idle_timeout:
                 self.stop(f"no command for {self.idle_timeout:g} s")
             for key, _ in events:
                 if key.data == "wake":
@@ -259,6 +285,9 @@ class Server:
                 elif key.data is None:
                     if self.stopping is None:
                         self.accept(sel)
+                elif key.data == "request":
+                    if key.fd in self.pending:
+                        self.read(sel, key.fd)
                 else:
                     self.reap(sel, key.fd)
                     last = time.monotonic()  # (idle counts from the last command's end)
@@ -266,7 +295,7 @@ class Server:
         log("stopped")
 
     def accept(self, sel: selectors.BaseSelector) -> None:
-        """One connection: a control request is answered here; a command runs in a fork."""
+        """One connection: its request is read as it comes (:meth:`read`)."""
         try:
             conn, _ = self.sock.accept()
         except OSError:
@@ -274,8 +303,39 @@ class Server:
         if client.peer_uid(conn) != os.getuid():  # the socket's mode lets no one else in; still
             conn.close()
             return
-        conn.settimeout(REQUEST_TIMEOUT)  # (a client sends its request as soon as it connects)
-        request, fds = read_request(conn)
+        conn.setblocking(False)
+        # (a client sends its request as soon as it connects)
+        self.pending[conn.fileno()] = Pending(conn, time.monotonic() + REQUEST_TIMEOUT)
+        sel.register(conn, selectors.EVENT_READ, "request")
+
+    def expire(self, sel: selectors.BaseSelector) -> None:
+        """Close the connections whose request did not come in time."""
+        now = time.monotonic()
+        for fd, p in list(self.pending.items()):
+            if p.deadline <= now:
+                del self.pending[fd]
+                sel.unregister(p.conn)
+                p.close()
+
+    def read(self, sel: selectors.BaseSelector, fd: int) -> None:
+        """More of a connection's request; once it is all there: a control request is answered
+        here, a command runs in a fork."""
+        p = self.pending[fd]
+        try:
+            data, ancdata, _, _ = p.conn.recvmsg(65536, socket.CMSG_SPACE(MAX_FDS * 4))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, ancdata = b"", []
+        p.fds += passed_fds(ancdata)
+        p.data += data
+        if data and not p.complete() and len(p.data) <= 4 + client.MAX_MESSAGE:
+            return
+        del self.pending[fd]
+        sel.unregister(p.conn)
+        conn, fds = p.conn, p.fds
+        conn.settimeout(REQUEST_TIMEOUT)  # (for the answer)
+        request = client.Messages(conn, p.data).next() if p.complete() else None
         try:
             pid = self.answer(conn, request, fds)
         finally:
@@ -303,6 +363,8 @@ class Server:
             why = None
             self.reply(conn, {"stopping": self.status()})
             self.stop("asked to by tapearc server stop")
+        elif request is not None and why is None and self.stopping is not None:
+            why = f"the server is stopping ({self.stopping})"
         elif request is not None and why is None:
             self.served += 1
             pid = os.fork()
@@ -350,6 +412,8 @@ def child(conn: socket.socket, server: Server, request: dict[str, object], fds: 
                 os.close(fd)
         for other, _, _ in server.running.values():  # the other commands' clients
             other.close()
+        for pending in server.pending.values():  # requests still coming, their descriptors
+            pending.close()
         code = run_for(conn, request, fds)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -383,27 +447,15 @@ def run_for(conn: socket.socket, request: dict[str, object], fds: list[int]) -> 
     return code
 
 
-def read_request(conn: socket.socket) -> tuple[dict[str, object] | None, list[int]]:
-    """The client's request and the descriptors that came with it (closed by the caller)."""
+def passed_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors a message brought (SCM_RIGHTS)."""
     fds: list[int] = []
-    data = b""
-    try:
-        while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "little"):
-            if len(data) > client.MAX_MESSAGE:
-                break
-            msg, ancdata, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(MAX_FDS * 4))
-            for level, kind, payload in ancdata:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds += [
-                        int.from_bytes(payload[i : i + 4], sys.byteorder, signed=True)
-                        for i in range(0, len(payload) - 3, 4)
-                    ]
-            if not msg:
-                break
-            data += msg
-    except OSError:
-        return None, fds
-    return client.Messages(conn, data).next() if len(data) >= 4 else None, fds
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += [
+                int.from_bytes(payload[i : i + 4], sys.byteorder, signed=True) for i in range(0, len(payload) - 3, 4)
+            ]
+    return fds
 
 
 def peer_groups(conn: socket.socket) -> tuple[int, frozenset[int]] | None:

@@ -284,6 +284,28 @@ def test_server_gone_mid_command_is_exit_46(tmp_path: Path) -> None:
     )
 
 
+def test_a_silent_connection_does_not_hold_up_other_commands(sock: Path, tmp_path: Path) -> None:
+    """A client that connected and sent nothing yet (stopped with Ctrl-Z at that moment, hung)
+    does not make the other commands wait for it (the server read requests one at a time,
+    waiting up to 5 s for each); its own request is still read when it comes."""
+    before = served(sock)
+    silent = client.connect(str(sock))
+    assert silent is not None
+    try:
+        time.sleep(0.2)  # (accepted by now)
+        t0 = time.monotonic()
+        p = tapearc("--version", sock=sock, cwd=tmp_path)
+        assert p.returncode == 0
+        assert time.monotonic() - t0 < 3.0
+        assert served(sock) == before + 1
+        silent.settimeout(10)
+        client.send_message(silent, {"control": "status"})
+        answer = client.Messages(silent).next()
+        assert answer is not None and isinstance(answer.get("status"), dict)
+    finally:
+        silent.close()
+
+
 # ---------------------------------------------------------------- what is never handed over
 
 
