@@ -432,9 +432,44 @@ def test_passphrase_prompt_on_the_clients_terminal(sock: Path, tmp_path: Path) -
             while seen.count(b"Passphrase for") > answered:
                 os.write(fd, b"correct horse\n")
                 answered += 1
+    ended = wait_until(lambda: os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None, 10)
+    if not ended:  # (stuck: fail, never hang)
+        os.kill(pid, signal.SIGKILL)
     _, st = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(st) == 0, seen
     assert answered == 2
     assert b"correct horse" not in seen  # not echoed
     p = tapearc("key", "show", str(key), sock=None)
     assert p.returncode == 0
+
+
+def test_an_answer_typed_as_soon_as_the_prompt_shows_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone (or a script on a pty) typing the passphrase the moment the prompt appears: the
+    answer is read, not thrown away by the prompt turning echo off (TCSAFLUSH) after it showed
+    the prompt (the command then waited for good)."""
+    import termios
+    import threading
+
+    from tapearc.crypto import keyfile
+
+    master, slave = pty.openpty()
+    real = termios.tcsetattr
+
+    def fast_typist(fd: int, when: int, attrs: list[object]) -> None:
+        if select.select([master], [], [], 0)[0] and b"Passphrase" in os.read(master, 4096):
+            os.write(master, b"correct horse\n")  # typed before echo is off: the flush must not eat it
+        real(fd, when, attrs)
+
+    monkeypatch.setattr(termios, "tcsetattr", fast_typist)
+    got: list[str] = []
+    asking = threading.Thread(target=lambda: got.append(keyfile._prompt_on(slave)("Passphrase: ")), daemon=True)
+    asking.start()
+    deadline = time.monotonic() + 5
+    while asking.is_alive() and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.05)[0] and b"Passphrase" in os.read(master, 4096):
+            os.write(master, b"correct horse\n")
+    asking.join(1)
+    if asking.is_alive():
+        os.write(master, b"\n")  # (let the thread end)
+    os.close(master)
+    assert got == ["correct horse"]
