@@ -197,6 +197,26 @@ def listen(path: str) -> socket.socket:
 
 
 @dataclass
+class Pending:
+    """A connection whose request has not all come yet (read as it comes: a client slow to send
+    it never holds up the others)."""
+
+    conn: socket.socket
+    deadline: float  # (time.monotonic()) closed if the request has not come by then
+    data: bytes = b""
+    fds: list[int] = field(default_factory=list)
+
+    def complete(self) -> bool:
+        return len(self.data) >= 4 and len(self.data) >= 4 + int.from_bytes(self.data[:4], "little")
+
+    def close(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.conn.close()
+
+
+@dataclass
 class Server:
     path: str
     sock: socket.socket
@@ -209,6 +229,7 @@ class Server:
     pid: int = field(default_factory=os.getpid)
     inode: tuple[int, int] = (0, 0)  # the socket file's (st_dev, st_ino)
     closing: list[int] = field(default_factory=list)  # the loop's own descriptors (closed in a child)
+    pending: dict[int, Pending] = field(default_factory=dict)  # connection's descriptor -> its request so far
 
     def status(self) -> dict[str, object]:
         return {
@@ -242,15 +263,20 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda signum, frame: self.stop(f"signal {signal.Signals(signum).name}"))
         last = time.monotonic()
-        while self.stopping is None or self.running:
+        while self.stopping is None or self.running or self.pending:
             if self.stopping is not None and self.sock.fileno() >= 0:
                 sel.unregister(self.sock)
                 self.sock.close()
             timeout = (
                 None if self.running or not self.idle_timeout else max(0.0, last + self.idle_timeout - time.monotonic())
             )
+            if self.pending:
+                first = max(0.0, min(p.deadline for p in self.pending.values()) - time.monotonic())
+                timeout = first if timeout is None else min(timeout, first)
             events = sel.select(timeout)
-            if not events and not self.running and self.idle_timeout and time.monotonic() >= last + self.idle_timeout:
+            self.expire(sel)
+            idle = not (events or self.running or self.pending)
+            if idle and self.idle_timeout and time.monotonic() >= last + self.idle_timeout:
                 self.stop(f"no command for {self.idle_timeout:g} s")
             for key, _ in events:
                 if key.data == "wake":
@@ -259,13 +285,17 @@ class Server:
                 elif key.data is None:
                     if self.stopping is None:
                         self.accept(sel)
+                elif key.data == "request":
+                    if key.fd in self.pending:
+                        self.read(sel, key.fd)
                 else:
                     self.reap(sel, key.fd)
+                    last = time.monotonic()  # (idle counts from the last command's end)
             last = time.monotonic() if self.running else last
         log("stopped")
 
     def accept(self, sel: selectors.BaseSelector) -> None:
-        """One connection: a control request is answered here; a command runs in a fork."""
+        """One connection: its request is read as it comes (:meth:`read`)."""
         try:
             conn, _ = self.sock.accept()
         except OSError:
@@ -273,8 +303,39 @@ class Server:
         if client.peer_uid(conn) != os.getuid():  # the socket's mode lets no one else in; still
             conn.close()
             return
-        conn.settimeout(REQUEST_TIMEOUT)  # (a client sends its request as soon as it connects)
-        request, fds = read_request(conn)
+        conn.setblocking(False)
+        # (a client sends its request as soon as it connects)
+        self.pending[conn.fileno()] = Pending(conn, time.monotonic() + REQUEST_TIMEOUT)
+        sel.register(conn, selectors.EVENT_READ, "request")
+
+    def expire(self, sel: selectors.BaseSelector) -> None:
+        """Close the connections whose request did not come in time."""
+        now = time.monotonic()
+        for fd, p in list(self.pending.items()):
+            if p.deadline <= now:
+                del self.pending[fd]
+                sel.unregister(p.conn)
+                p.close()
+
+    def read(self, sel: selectors.BaseSelector, fd: int) -> None:
+        """More of a connection's request; once it is all there: a control request is answered
+        here, a command runs in a fork."""
+        p = self.pending[fd]
+        try:
+            data, ancdata, _, _ = p.conn.recvmsg(65536, socket.CMSG_SPACE(MAX_FDS * 4))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, ancdata = b"", []
+        p.fds += passed_fds(ancdata)
+        p.data += data
+        if data and not p.complete() and len(p.data) <= 4 + client.MAX_MESSAGE:
+            return
+        del self.pending[fd]
+        sel.unregister(p.conn)
+        conn, fds = p.conn, p.fds
+        conn.settimeout(REQUEST_TIMEOUT)  # (for the answer)
+        request = client.Messages(conn, p.data).next() if p.complete() else None
         try:
             pid = self.answer(conn, request, fds)
         finally:
@@ -302,6 +363,8 @@ class Server:
             why = None
             self.reply(conn, {"stopping": self.status()})
             self.stop("asked to by tapearc server stop")
+        elif request is not None and why is None and self.stopping is not None:
+            why = f"the server is stopping ({self.stopping})"
         elif request is not None and why is None:
             self.served += 1
             pid = os.fork()
@@ -349,6 +412,8 @@ def child(conn: socket.socket, server: Server, request: dict[str, object], fds: 
                 os.close(fd)
         for other, _, _ in server.running.values():  # the other commands' clients
             other.close()
+        for pending in server.pending.values():  # requests still coming, their descriptors
+            pending.close()
         code = run_for(conn, request, fds)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -361,12 +426,18 @@ def child(conn: socket.socket, server: Server, request: dict[str, object], fds: 
 
 def run_for(conn: socket.socket, request: dict[str, object], fds: list[int]) -> int:
     """Tell the client this process's id (signals go to it), take its descriptors, folder and
-    environment, run the command, tell the client its status (before this process's teardown)."""
+    environment, run the command, tell the client its status (before this process's teardown).
+    A client whose priority this process cannot take is told to run the command itself."""
+    why = adopt_priority(request)
+    if why is not None:
+        client.send_message(conn, {"refused": why})
+        return 0
     client.send_message(conn, {"pid": os.getpid()})
     conn.settimeout(None)
     adopt(request, fds)
     done = threading.Event()
-    watch_client(conn, done)
+    ignored = request.get("ignored")
+    watch_client(conn, done, interrupt=not (isinstance(ignored, list) and int(signal.SIGINT) in ignored))
     argv = request["run"]
     assert isinstance(argv, list)
     code = run_command([str(a) for a in argv])
@@ -376,27 +447,15 @@ def run_for(conn: socket.socket, request: dict[str, object], fds: list[int]) -> 
     return code
 
 
-def read_request(conn: socket.socket) -> tuple[dict[str, object] | None, list[int]]:
-    """The client's request and the descriptors that came with it (closed by the caller)."""
+def passed_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors a message brought (SCM_RIGHTS)."""
     fds: list[int] = []
-    data = b""
-    try:
-        while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "little"):
-            if len(data) > client.MAX_MESSAGE:
-                break
-            msg, ancdata, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(MAX_FDS * 4))
-            for level, kind, payload in ancdata:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds += [
-                        int.from_bytes(payload[i : i + 4], sys.byteorder, signed=True)
-                        for i in range(0, len(payload) - 3, 4)
-                    ]
-            if not msg:
-                break
-            data += msg
-    except OSError:
-        return None, fds
-    return client.Messages(conn, data).next() if len(data) >= 4 else None, fds
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += [
+                int.from_bytes(payload[i : i + 4], sys.byteorder, signed=True) for i in range(0, len(payload) - 3, 4)
+            ]
+    return fds
 
 
 def peer_groups(conn: socket.socket) -> tuple[int, frozenset[int]] | None:
@@ -423,6 +482,70 @@ def refusal(request: dict[str, object], conn: socket.socket, fds: list[int]) -> 
     groups = peer_groups(conn)
     if groups is None or groups != (os.getegid(), frozenset(os.getgroups())):
         return "the client's groups are not the server's"
+    theirs, mine = peer_priority(conn), priority(0)
+    if theirs is None:
+        return "the client's priority cannot be read"
+    if theirs[0] < mine[0]:
+        return f"the client runs at nice {theirs[0]}, the server at {mine[0]}"
+    if theirs[1] != mine[1] and theirs[1] not in (os.SCHED_OTHER, os.SCHED_BATCH, os.SCHED_IDLE):
+        return "the client runs with a real-time scheduling policy, the server not"
+    if theirs[2] != mine[2] and theirs[2] >> IOPRIO_CLASS_SHIFT == IOPRIO_CLASS_RT:
+        return "the client has a real-time I/O priority, the server not"
+    request["priority"] = list(theirs)
+    return None
+
+
+IOPRIO_WHO_PROCESS = 1
+IOPRIO_CLASS_SHIFT = 13
+IOPRIO_CLASS_RT = 1
+#: ioprio_get and ioprio_set (no Python function calls them); elsewhere the I/O priority is not
+#: compared nor passed on
+_IOPRIO_SYSCALLS = {"x86_64": (252, 251), "aarch64": (31, 30)}
+
+
+def _ioprio(op: int, *args: int) -> int:
+    import ctypes
+
+    numbers = _IOPRIO_SYSCALLS.get(os.uname().machine)
+    if numbers is None:
+        return -1
+    libc = ctypes.CDLL(None, use_errno=True)
+    result = int(libc.syscall(numbers[op], IOPRIO_WHO_PROCESS, *args))
+    if result < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return result
+
+
+def priority(pid: int) -> tuple[int, int, int]:
+    """(nice value, scheduling policy, I/O priority or -1) of process ``pid`` (0: this one)."""
+    return os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid), _ioprio(0, pid)
+
+
+def peer_priority(conn: socket.socket) -> tuple[int, int, int] | None:
+    """The client's priority (see :func:`priority`): ``nice``, ``ionice`` and ``chrt`` apply to
+    its command as to one run in its own process."""
+    try:
+        return priority(client.peer_creds(conn)[0])
+    except OSError:
+        return None
+
+
+def adopt_priority(request: dict[str, object]) -> str | None:
+    """Take the client's priority (:func:`refusal` put it in ``request``); why not, or None."""
+    theirs = request.get("priority")
+    if not (isinstance(theirs, list) and len(theirs) == 3):
+        return "no priority of the client"
+    nice, policy, ioprio = (int(x) for x in theirs)
+    mine = priority(0)
+    try:
+        if nice != mine[0]:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        if policy != mine[1]:
+            os.sched_setscheduler(0, policy, os.sched_param(0))
+        if ioprio != mine[2] and ioprio >= 0:
+            _ioprio(1, 0, ioprio)
+    except OSError as e:
+        return f"the client's priority cannot be taken: {e.strerror}"
     return None
 
 
@@ -456,10 +579,11 @@ def adopt(request: dict[str, object], fds: list[int]) -> None:
         keyfile.PASSED_TERMINAL = terminal
 
 
-def watch_client(conn: socket.socket, done: threading.Event) -> None:
+def watch_client(conn: socket.socket, done: threading.Event, *, interrupt: bool = True) -> None:
     """A client that goes away (killed, its terminal closed) before the command is ``done``
     interrupts it, as Ctrl-C would (the command ends cleanly, exit 130), rather than leaving it
-    running unseen."""
+    running unseen. A command that ignores Ctrl-C (``interrupt`` False: its client was started
+    so) is killed instead, as it would have died with its client in its own process."""
 
     def watch() -> None:
         try:
@@ -468,7 +592,7 @@ def watch_client(conn: socket.socket, done: threading.Event) -> None:
         except OSError:
             pass
         if not done.is_set():
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT if interrupt else signal.SIGKILL)
 
     threading.Thread(target=watch, name="client-watch", daemon=True).start()
 

@@ -234,10 +234,10 @@ def _prompt_on(fd: int) -> Prompt:
         old = termios.tcgetattr(fd)
         quiet = list(old)
         quiet[3] &= ~termios.ECHO
-        os.write(fd, text.encode())
         line = bytearray()
         try:
-            termios.tcsetattr(fd, termios.TCSAFLUSH, quiet)
+            termios.tcsetattr(fd, termios.TCSAFLUSH, quiet)  # (before the prompt: an answer to it is kept)
+            os.write(fd, text.encode())
             while not line.endswith(b"\n"):
                 byte = os.read(fd, 1)
                 if not byte:

@@ -147,8 +147,11 @@ def test_umask_is_the_clients(sock: Path, tmp_path: Path) -> None:
 # ---------------------------------------------------------------- signals and ends
 
 
-def _blocked_backup(sock: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
-    """A served command that waits (for a minute): ``list`` of a tape whose lock this test holds."""
+def _blocked_backup(
+    sock: Path, tmp_path: Path, prefix: tuple[str, ...] = (), **popen: object
+) -> tuple[subprocess.Popen[str], int]:
+    """A served command that waits (for a minute): ``list`` of a tape whose lock this test holds
+    (``prefix``: a command that runs it, e.g. ``nice``)."""
     (tmp_path / "v.img").write_bytes(os.urandom(70_000))
     env = env_with(TAPEARC_CATALOG=str(tmp_path / "c.sqlite"))
     p = tapearc("backup", str(tmp_path / "v.img"), "--media", f"sim:{tmp_path / 't.tap'}", sock=None, env=env)
@@ -156,12 +159,13 @@ def _blocked_backup(sock: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], 
     lock = os.open(tmp_path / "t.tap.tapearc-lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
     before = status(sock)["commands_running"]
-    proc = subprocess.Popen(
-        [PY, "-m", "tapearc", "list", "--media", f"sim:{tmp_path / 't.tap'}"],
+    proc = subprocess.Popen(  # type: ignore[call-overload]
+        [*prefix, PY, "-m", "tapearc", "list", "--media", f"sim:{tmp_path / 't.tap'}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env | {"TAPEARC_SERVER": str(sock), "TAPEARC_LOCK_TIMEOUT": "60"},
+        **popen,
     )
     assert wait_until(lambda: status(sock)["commands_running"] == before + 1)  # type: ignore[operator]
     time.sleep(0.3)  # (past the command's start-up: it waits for the lock)
@@ -219,6 +223,51 @@ def test_a_killed_client_interrupts_its_command(sock: Path, tmp_path: Path) -> N
     assert wait_until(lambda: status(sock)["commands_running"] == 0)
 
 
+def test_a_killed_client_ends_its_command_that_ignores_ctrl_c(sock: Path, tmp_path: Path) -> None:
+    """A client started with SIGINT ignored (a script's background job): its command ignores
+    Ctrl-C too, so kill -9 of the client must still end it, as it would end the command in its
+    own process."""
+    proc, _ = _blocked_backup(sock, tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    command = _command_pid(sock)
+    proc.kill()
+    proc.wait(timeout=30)  # (not communicate: the command holds the same pipes)
+    ended = wait_until(lambda: not os.path.exists(f"/proc/{command}"), timeout=10)
+    if not ended:
+        os.kill(command, signal.SIGKILL)
+    assert ended
+    assert wait_until(lambda: status(sock)["commands_running"] == 0)
+
+
+def test_the_command_runs_at_the_clients_priority(sock: Path, tmp_path: Path) -> None:
+    """``nice -n 15 ionice -c3 tapearc backup ...`` (a cron job's): the served command runs at
+    nice 15 and idle I/O priority too."""
+    proc, _ = _blocked_backup(sock, tmp_path, prefix=("nice", "-n", "15", "ionice", "-c3"))
+    command = _command_pid(sock)
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, command) == os.getpriority(os.PRIO_PROCESS, proc.pid) == 15
+        assert server.priority(command) == server.priority(proc.pid) != server.priority(0)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+
+
+def test_idle_timeout_counts_from_the_last_commands_end(tmp_path: Path) -> None:
+    """A command that ran longer than the idle timeout does not leave the server idle at its end."""
+    folder = tmp_path / "srv"
+    folder.mkdir(mode=0o700)
+    path = folder / "s.sock"
+    p = tapearc("server", "start", "--socket", str(path), "--idle-timeout", "2", sock=None)
+    assert p.returncode == 0, p.stderr
+    proc, lock = _blocked_backup(path, tmp_path)
+    time.sleep(2.5)
+    os.close(lock)  # the command gets the lock and ends
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    time.sleep(0.5)
+    assert status(path)["running"] is True  # 0.5 s after the command: not idle for 2 s
+    tapearc("server", "stop", "--socket", str(path), sock=None)
+
+
 def test_server_gone_mid_command_is_exit_46(tmp_path: Path) -> None:
     folder = tmp_path / "srv"
     folder.mkdir(mode=0o700)
@@ -233,6 +282,28 @@ def test_server_gone_mid_command_is_exit_46(tmp_path: Path) -> None:
     assert err.splitlines()[0] == (
         f"tapearc: error: the command server ({path}) ended before the command did: its outcome is unknown"
     )
+
+
+def test_a_silent_connection_does_not_hold_up_other_commands(sock: Path, tmp_path: Path) -> None:
+    """A client that connected and sent nothing yet (stopped with Ctrl-Z at that moment, hung)
+    does not make the other commands wait for it (the server read requests one at a time,
+    waiting up to 5 s for each); its own request is still read when it comes."""
+    before = served(sock)
+    silent = client.connect(str(sock))
+    assert silent is not None
+    try:
+        time.sleep(0.2)  # (accepted by now)
+        t0 = time.monotonic()
+        p = tapearc("--version", sock=sock, cwd=tmp_path)
+        assert p.returncode == 0
+        assert time.monotonic() - t0 < 3.0
+        assert served(sock) == before + 1
+        silent.settimeout(10)
+        client.send_message(silent, {"control": "status"})
+        answer = client.Messages(silent).next()
+        assert answer is not None and isinstance(answer.get("status"), dict)
+    finally:
+        silent.close()
 
 
 # ---------------------------------------------------------------- what is never handed over
@@ -361,9 +432,44 @@ def test_passphrase_prompt_on_the_clients_terminal(sock: Path, tmp_path: Path) -
             while seen.count(b"Passphrase for") > answered:
                 os.write(fd, b"correct horse\n")
                 answered += 1
+    ended = wait_until(lambda: os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None, 10)
+    if not ended:  # (stuck: fail, never hang)
+        os.kill(pid, signal.SIGKILL)
     _, st = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(st) == 0, seen
     assert answered == 2
     assert b"correct horse" not in seen  # not echoed
     p = tapearc("key", "show", str(key), sock=None)
     assert p.returncode == 0
+
+
+def test_an_answer_typed_as_soon_as_the_prompt_shows_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone (or a script on a pty) typing the passphrase the moment the prompt appears: the
+    answer is read, not thrown away by the prompt turning echo off (TCSAFLUSH) after it showed
+    the prompt (the command then waited for good)."""
+    import termios
+    import threading
+
+    from tapearc.crypto import keyfile
+
+    master, slave = pty.openpty()
+    real = termios.tcsetattr
+
+    def fast_typist(fd: int, when: int, attrs: list[object]) -> None:
+        if select.select([master], [], [], 0)[0] and b"Passphrase" in os.read(master, 4096):
+            os.write(master, b"correct horse\n")  # typed before echo is off: the flush must not eat it
+        real(fd, when, attrs)
+
+    monkeypatch.setattr(termios, "tcsetattr", fast_typist)
+    got: list[str] = []
+    asking = threading.Thread(target=lambda: got.append(keyfile._prompt_on(slave)("Passphrase: ")), daemon=True)
+    asking.start()
+    deadline = time.monotonic() + 5
+    while asking.is_alive() and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.05)[0] and b"Passphrase" in os.read(master, 4096):
+            os.write(master, b"correct horse\n")
+    asking.join(1)
+    if asking.is_alive():
+        os.write(master, b"\n")  # (let the thread end)
+    os.close(master)
+    assert got == ["correct horse"]
