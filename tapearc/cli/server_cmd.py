@@ -199,7 +199,10 @@ def stop(socket: SocketOpt = None, json_out: JsonOpt = False) -> None:
     if json_out:
         emit_json(r)
     else:
-        say(f"tapearc server pid {r['pid']} stops ({r['commands_running']} commands still running finish first)")
+        if r["pid"] is None:
+            say(f"the tapearc server on {r['socket']} stopped by itself: {r['why']}")
+        else:
+            say(f"tapearc server pid {r['pid']} stops ({r['commands_running']} commands still running finish first)")
 
 
 server_app.command("start")(start)
