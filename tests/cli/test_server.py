@@ -5,6 +5,7 @@ is not this user's, runs other code, or is gone. Real processes throughout; noth
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -167,9 +168,27 @@ def _blocked_backup(
         env=env | {"TAPEARC_SERVER": str(sock), "TAPEARC_LOCK_TIMEOUT": "60"},
         **popen,
     )
+    BLOCKED.append((proc, lock))
     assert wait_until(lambda: status(sock)["commands_running"] == before + 1)  # type: ignore[operator]
     time.sleep(0.3)  # (past the command's start-up: it waits for the lock)
     return proc, lock
+
+
+BLOCKED: list[tuple[subprocess.Popen[str], int]] = []
+
+
+@pytest.fixture(autouse=True)
+def _end_blocked_commands() -> Iterator[None]:
+    """A test that failed half-way leaves no client (nor its command) waiting for the next one."""
+    yield
+    while BLOCKED:
+        proc, lock = BLOCKED.pop()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.communicate(timeout=30)
+        with contextlib.suppress(OSError):
+            os.close(lock)
 
 
 def test_ctrl_c_reaches_the_command(sock: Path, tmp_path: Path) -> None:
@@ -196,7 +215,10 @@ def _command_pid(sock: Path) -> int:
 
 
 def test_ctrl_z_stops_both_and_fg_continues_both(sock: Path, tmp_path: Path) -> None:
-    proc, _ = _blocked_backup(sock, tmp_path)
+    """(The client gets a process group of its own, as a shell's job has: in a group with no
+    parent outside it -- an orphaned group, e.g. under a non-interactive script -- the kernel
+    discards a SIGTSTP, for the client and for a command in its own process alike.)"""
+    proc, _ = _blocked_backup(sock, tmp_path, process_group=0)
     command = _command_pid(sock)
     proc.send_signal(signal.SIGTSTP)
     assert wait_until(lambda: _state(proc.pid) == "T" and _state(command) == "T")
