@@ -48,12 +48,7 @@ def _to_server() -> None:
 
     status = client.run(path, sys.argv)
     if status is not None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(status)
+        _flush_and_exit(status)
 
 
 def _names_server_command(args: list[str]) -> bool:
@@ -125,14 +120,17 @@ def _exit_interrupted() -> None:
     exec() of a string (dataclasses build their methods so, e.g. while a module is imported) as
     unhandled even when it was caught, and then ends the process by the signal at exit, after the
     message (seen: status -2 instead of 130 in about one Ctrl-C of four at that moment)."""
-    import sys
+    _flush_and_exit(INTERRUPTED_EXIT)
 
+
+def _flush_and_exit(status: int) -> None:
+    """Flush standard output and error (whatever state they are in) and end the process now."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(INTERRUPTED_EXIT)
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -352,26 +352,25 @@ class Server:
     def answer(self, conn: socket.socket, request: dict[str, object] | None, fds: list[int]) -> int | None:
         """Answer ``request``: the process id of the fork that runs its command, or None."""
         changed = self.stamp.changed()
-        why = None if request is None else refusal(request, conn, fds)
+        control = None if request is None else request.get("control")
         if changed is not None:
-            why = f"tapearc's code changed since the server started ({changed})"
             self.stop(f"{changed} changed since the server started")
-        elif request is not None and request.get("control") == "status":
-            why = None
+            self.reply(conn, {"refused": f"tapearc's code changed since the server started ({changed})"})
+        elif control == "status":
             self.reply(conn, {"status": self.status()})
-        elif request is not None and request.get("control") == "stop":
-            why = None
+        elif control == "stop":
             self.reply(conn, {"stopping": self.status()})
             self.stop("asked to by tapearc server stop")
-        elif request is not None and why is None and self.stopping is not None:
-            why = f"the server is stopping ({self.stopping})"
-        elif request is not None and why is None:
-            self.served += 1
-            pid = os.fork()
-            if pid == 0:
-                child(conn, self, request, fds)  # never returns
-            return pid
-        if why is not None:
+        elif request is not None:
+            why = refusal(request, conn, fds) or (
+                f"the server is stopping ({self.stopping})" if self.stopping else None
+            )
+            if why is None:
+                self.served += 1
+                pid = os.fork()
+                if pid == 0:
+                    child(conn, self, request, fds)  # never returns
+                return pid
             self.reply(conn, {"refused": why})
         return None
 
@@ -389,8 +388,7 @@ class Server:
             end: dict[str, object] = {"signal": os.WTERMSIG(status)}
         else:
             end = {"exit": os.waitstatus_to_exitcode(status)}
-        with contextlib.suppress(OSError):
-            client.send_message(conn, end)
+        self.reply(conn, end)
         conn.close()
         cpu = usage.ru_utime + usage.ru_stime
         log(f"pid {pid}: {end} after {time.monotonic() - t0:.3f} s, cpu {cpu:.3f} s")

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from tapearc import format as fmt
 from tapearc.catalog.db import Catalog, path_text
@@ -480,28 +480,15 @@ def _writer(
     """The generation writer (an encrypted generation: its seal, the key record for each next
     medium and keyed digests); ``threads`` False: it packs each chunk in the caller's thread."""
     enc = options.encrypt
-    workers = 0 if threads is False else None
-    if enc is None:  # a plain generation: the writer's own (identity) seal
-        return GenerationWriter(
-            genhdr=plan.header,
-            result=result,
-            catalog=catalog,
-            media=media,
-            verify=options.verify,
-            clock=clock,
-            workers=workers,
-        )
+    extra: dict[str, Any] = {} if threads is not False else {"workers": 0}
+    if enc is not None:  # (a plain generation: the writer's own identity seal and digests)
+        extra |= {
+            "seal": ChunkSealer(enc.key),
+            "key_record": enc.wrapped,
+            "digest_alg": fmt.digest_alg_for(plan.digest_key),
+        }
     return GenerationWriter(
-        genhdr=plan.header,
-        result=result,
-        catalog=catalog,
-        media=media,
-        verify=options.verify,
-        clock=clock,
-        seal=ChunkSealer(enc.key),
-        workers=workers,
-        key_record=enc.wrapped,
-        digest_alg=fmt.digest_alg_for(plan.digest_key),
+        genhdr=plan.header, result=result, catalog=catalog, media=media, verify=options.verify, clock=clock, **extra
     )
 
 

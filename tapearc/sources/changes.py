@@ -154,9 +154,31 @@ class ChangedBlocks:
     volume_size: int | None = None
 
 
-class RangeMap:
-    """A :class:`~tapearc.sources.base.ChangeMap` over ranges known up front (a changed-block
-    file). Bytes outside the file's covered area count as changed."""
+class RunsMap:
+    """A :class:`~tapearc.sources.base.ChangeMap` over changed runs known up front (``runs``) of
+    a volume of ``size`` bytes: the base of the changed-block file's and the dirty bitmap's."""
+
+    runs: ChangedRuns
+    size: int
+
+    @property
+    def changed_bytes(self) -> int:
+        return self.runs.changed_bytes
+
+    @property
+    def changed_runs(self) -> int:
+        return self.runs.count
+
+    def changed(self, offset: int, length: int) -> Iterator[tuple[int, int, bool]]:
+        return clipped(self.runs, offset, length, self.size)
+
+    def close(self) -> None:
+        pass
+
+
+class RangeMap(RunsMap):
+    """The ranges of a changed-block file. Bytes outside the file's covered area count as
+    changed."""
 
     def __init__(self, blocks: ChangedBlocks, volume_size: int) -> None:
         self.name = f"changed-blocks:{blocks.format}"
@@ -166,22 +188,6 @@ class RangeMap:
         if blocks.covered is not None:
             runs = _with_uncovered(runs, blocks.covered, volume_size)
         self.runs = runs
-
-    @property
-    def changed_bytes(self) -> int:
-        """Bytes the file calls changed (bytes outside the area it covers included)."""
-        return self.runs.changed_bytes
-
-    @property
-    def changed_runs(self) -> int:
-        """Runs of changed bytes."""
-        return self.runs.count
-
-    def changed(self, offset: int, length: int) -> Iterator[tuple[int, int, bool]]:
-        return clipped(self.runs, offset, length, self.size)
-
-    def close(self) -> None:
-        pass
 
 
 def clipped(runs: ChangedRuns, offset: int, length: int, size: int) -> Iterator[tuple[int, int, bool]]:

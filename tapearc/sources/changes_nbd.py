@@ -11,12 +11,11 @@ since the bitmap was started.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from tapearc import nbdclient
 from tapearc.errors import SourceError
-from tapearc.sources.changes import ChangedRuns, clipped
+from tapearc.sources.changes import ChangedRuns, RunsMap
 
 #: The largest block-status request (bytes): NBD block status counts are 32-bit.
 MAX_STATUS = 1 << 31
@@ -26,7 +25,7 @@ def bitmap_context(name: str) -> str:
     return nbdclient.DIRTY_BITMAP_PREFIX + name
 
 
-class DirtyBitmapMap:
+class DirtyBitmapMap(RunsMap):
     """The dirty extents of bitmap ``bitmap`` of an export of ``size`` bytes, as changed runs
     (read by :func:`read_dirty_bitmap`)."""
 
@@ -36,22 +35,6 @@ class DirtyBitmapMap:
         self.size = size
         self.runs = runs
         self.requests = requests  # block-status requests it took
-
-    @property
-    def changed_bytes(self) -> int:
-        """Bytes the bitmap calls dirty."""
-        return self.runs.changed_bytes
-
-    @property
-    def changed_runs(self) -> int:
-        """Runs of changed bytes."""
-        return self.runs.count
-
-    def changed(self, offset: int, length: int) -> Iterator[tuple[int, int, bool]]:
-        return clipped(self.runs, offset, length, self.size)
-
-    def close(self) -> None:
-        pass
 
 
 def read_dirty_bitmap(uri: str, bitmap: str) -> DirtyBitmapMap | None:
